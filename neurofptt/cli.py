@@ -1,0 +1,120 @@
+"""``neurofptt`` command line: the whole flow and each of its stages.
+
+Errors the toolkit raises on purpose (bad config, mismatched checkpoint, missing simulator, ...)
+are printed as one ``error:`` line with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from neurofptt.errors import NeurofpttError
+
+
+def _add_common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    if config:
+        p.add_argument("--config", type=Path, default=None, help="flow config (.toml)")
+        p.add_argument("--quick", action="store_true", help="few-minute budget")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neurofptt",
+        description="Train a spiking RNN online, quantize it, generate and verify its accelerator.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("flow", help="train -> quantize -> generate -> verify -> synth -> report")
+    _add_common(p)
+    p.add_argument("--resume", action="store_true", help="continue training from the checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("train", help="train the float model (writes checkpoint.pt)")
+    _add_common(p)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("quantize", help="checkpoint -> quantized.npz, float and golden accuracy")
+    _add_common(p)
+    p.add_argument("--checkpoint", type=Path, default=None)
+
+    p = sub.add_parser("generate", help="quantized.npz -> Verilog and memory files")
+    _add_common(p, config=False)
+    p.add_argument("--model", type=Path, default=None, help="quantized .npz (default OUT/...)")
+
+    p = sub.add_parser("verify", help="run the Verilog under cocotb against the golden model")
+    _add_common(p, config=False)
+    p.add_argument("--model", type=Path, default=None)
+    p.add_argument("--verilog", type=Path, default=None)
+    p.add_argument("--samples", type=int, default=120)
+    p.add_argument("--task", default="digits")
+
+    p = sub.add_parser("synth", help="FPGA synthesis report with yosys (yowasp)")
+    _add_common(p, config=False)
+    p.add_argument("--verilog", type=Path, default=None)
+    p.add_argument("--top", default=None)
+    p.add_argument("--family", choices=("ecp5", "ice40"), default="ecp5")
+    p.add_argument("--pnr", action="store_true", help="also place and route (Fmax)")
+
+    p = sub.add_parser("report", help="(re)write report.md and metrics.json from OUT's records")
+    _add_common(p, config=False)
+    return parser
+
+
+def run(args: argparse.Namespace) -> object:
+    from neurofptt import flow
+    from neurofptt.flowconfig import FlowConfig
+
+    out: Path = args.out
+    if args.command in ("flow", "train", "quantize"):
+        given = args.config is not None
+        cfg = FlowConfig.load(args.config, quick=args.quick)
+    if args.command == "flow":
+        return flow.run_flow(cfg, out, progress=not args.no_progress, resume=args.resume)
+    if args.command == "train":
+        record = flow.stage_train(cfg, out, resume=args.resume, progress=not args.no_progress)
+        return {k: v for k, v in record.items() if k != "history"}
+    if args.command == "quantize":
+        return flow.stage_quantize(out, args.checkpoint, cfg if given else None)
+    if args.command == "generate":
+        return flow.stage_generate(out, args.model)
+    if args.command == "verify":
+        record = flow.stage_verify(out, args.model, args.verilog, args.samples, args.task)
+        if record["rtl_mismatches"]:
+            raise_verification(record)
+        return record
+    if args.command == "synth":
+        return flow.stage_synth(out, args.verilog, args.top or flow.CORE_NAME, args.family, args.pnr)
+    if args.command == "report":
+        from neurofptt.report import write_report
+
+        return write_report(out)
+    raise AssertionError(args.command)
+
+
+def raise_verification(record: dict) -> None:
+    from neurofptt.errors import VerificationError
+
+    first = record["first_mismatches"][:5]
+    raise VerificationError(
+        f"{record['rtl_mismatches']} mismatch(es) between RTL and golden model; first: {first}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except NeurofpttError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""The stages of the flow, each usable on its own with the files of the previous stage.
+
+``train`` -> ``checkpoint.pt``; ``quantize`` -> ``quantized.npz`` (+ float and golden accuracy);
+``generate`` -> ``rtl/`` (Verilog, memory files); ``verify`` -> ``cocotb/`` (RTL run on held-out
+samples); ``synth`` -> ``fpga.json``; ``report`` -> ``report.md``, ``metrics.json`` and plots.
+Every stage writes a small JSON record into the output folder; the report collects them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from neurofptt.errors import CheckpointError, ConfigError, ToolMissingError
+from neurofptt.flowconfig import FlowConfig
+from neurofptt.learning.trainer import evaluate, fit, load_checkpoint
+from neurofptt.models.spiking import SpikingRNN
+from neurofptt.quant.config import HardwareConfig
+from neurofptt.quant.golden import golden_run
+from neurofptt.quant.network import QuantizedNetwork, atomic_write_bytes
+from neurofptt.quant.quantizer import quantize
+from neurofptt.tasks import TaskData, load_task
+
+CHECKPOINT = "checkpoint.pt"
+QUANTIZED = "quantized.npz"
+RTL_DIR = "rtl"
+CORE_NAME = "neurofptt_core"
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text()) if Path(path).is_file() else None
+
+
+def build_model(cfg: FlowConfig) -> SpikingRNN:
+    torch.manual_seed(cfg.train.seed)
+    return SpikingRNN.from_config(
+        cfg.hardware,
+        surrogate_name=cfg.train.surrogate,
+        slope=cfg.train.slope,
+        input_gain=cfg.train.input_gain,
+    )
+
+
+def load_flow_task(cfg: FlowConfig) -> TaskData:
+    task = load_task(cfg.flow.task)
+    if task.train.n_in != cfg.hardware.n_in:
+        raise ConfigError(
+            f"task {task.name!r} has {task.train.n_in} input channels but hardware.n_in = "
+            f"{cfg.hardware.n_in}; set hardware.n_in = {task.train.n_in}"
+        )
+    if task.n_classes != cfg.hardware.n_out:
+        raise ConfigError(
+            f"task {task.name!r} has {task.n_classes} classes but hardware.n_out = "
+            f"{cfg.hardware.n_out}; set hardware.n_out = {task.n_classes}"
+        )
+    return task
+
+
+# -- train ----------------------------------------------------------------------------------------
+def stage_train(cfg: FlowConfig, out: Path, *, resume: bool = False, progress: bool = True) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    task = load_flow_task(cfg)
+    model = build_model(cfg)
+    start = time.perf_counter()
+    history = fit(
+        model,
+        task,
+        cfg.train,
+        out / CHECKPOINT,
+        resume=resume,
+        progress=progress,
+        meta={"flow": cfg.to_dict()},
+    )
+    record = {
+        "task": task.name,
+        "rule": cfg.train.rule,
+        "history": history,
+        "float_accuracy": history[-1]["test_accuracy"],
+        "seconds": time.perf_counter() - start,
+        "checkpoint": str(out / CHECKPOINT),
+    }
+    write_json(out / "train.json", record)
+    return record
+
+
+def load_trained(checkpoint: Path, config: FlowConfig | None = None) -> tuple[SpikingRNN, FlowConfig]:
+    """Rebuild the float model of a checkpoint; a given config must match the one it was trained
+    with (sizes and formats), otherwise the weights would be read into the wrong network."""
+    saved = load_checkpoint(checkpoint)
+    try:
+        trained_cfg = FlowConfig.from_dict(saved["meta"]["flow"])
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{checkpoint} has no flow configuration; retrain it") from exc
+    if config is not None and config.hardware != trained_cfg.hardware:
+        diffs = [
+            f"{k}: checkpoint {v} vs config {config.hardware.to_dict()[k]}"
+            for k, v in trained_cfg.hardware.to_dict().items()
+            if config.hardware.to_dict()[k] != v
+        ]
+        raise CheckpointError(
+            f"checkpoint {checkpoint} does not match the hardware config ({'; '.join(diffs)}); "
+            "pass the config it was trained with or retrain"
+        )
+    model = build_model(trained_cfg)
+    try:
+        model.load_state_dict(saved["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {checkpoint} does not fit the model: {exc}") from exc
+    model.eval()
+    return model, trained_cfg
+
+
+# -- quantize -------------------------------------------------------------------------------------
+def stage_quantize(out: Path, checkpoint: Path | None = None, config: FlowConfig | None = None) -> dict:
+    checkpoint = checkpoint or out / CHECKPOINT
+    model, cfg = load_trained(checkpoint, config)
+    task = load_flow_task(cfg)
+    net, report = quantize(model, cfg.hardware)
+    net.save(out / QUANTIZED)
+    float_acc = evaluate(model, task.test)
+    trace = golden_run(net, task.test.numpy_spikes())
+    golden_acc = float(np.mean(trace.predictions == task.test.y.numpy()))
+    record = {
+        "float_accuracy": float_acc,
+        "golden_accuracy": golden_acc,
+        "test_samples": len(task.test),
+        "shifts": report.shifts,
+        "clipped_weights": report.clipped,
+        "max_weight_error": report.max_error,
+        "hardware": net.config.to_dict(),
+        "spike_rate": float(trace.spikes.mean()),
+        "quantized": str(out / QUANTIZED),
+    }
+    write_json(out / "quantize.json", record)
+    return record
+
+
+# -- generate -------------------------------------------------------------------------------------
+def stage_generate(out: Path, model_path: Path | None = None) -> dict:
+    from neurofptt.hdl import generate_verilog
+
+    net = QuantizedNetwork.load(model_path or out / QUANTIZED)
+    design = generate_verilog(net, out / RTL_DIR, name=CORE_NAME)
+    record = {"verilog": str(design.verilog), "top": CORE_NAME, "rtl_dir": str(out / RTL_DIR)}
+    write_json(out / "generate.json", record)
+    return record
+
+
+# -- verify ---------------------------------------------------------------------------------------
+def stage_verify(
+    out: Path,
+    model_path: Path | None = None,
+    verilog: Path | None = None,
+    samples: int = 120,
+    task_name: str = "digits",
+) -> dict:
+    from neurofptt.verify import run_rtl
+
+    net = QuantizedNetwork.load(model_path or out / QUANTIZED)
+    task = load_task(task_name)
+    if task.test.n_in != net.config.n_in:
+        raise ConfigError(
+            f"the quantized model has n_in = {net.config.n_in} but task {task_name!r} has "
+            f"{task.test.n_in} inputs; verify it on its own task"
+        )
+    n = min(samples, len(task.test))
+    spikes = task.test.numpy_spikes()[:n]
+    labels = task.test.y.numpy()[:n]
+    if verilog is None and (out / RTL_DIR / f"{CORE_NAME}.v").is_file():
+        verilog = out / RTL_DIR / f"{CORE_NAME}.v"
+    start = time.perf_counter()
+    result = run_rtl(net, spikes, out / "cocotb", verilog=verilog)
+    golden = golden_run(net, spikes)
+    record = {
+        "rtl_samples": n,
+        "rtl_steps": int(spikes.shape[1]),
+        "rtl_neuron_steps": int(result.neuron_steps),
+        "rtl_mismatches": int(result.n_mismatches),
+        "rtl_accuracy": float(np.mean(result.predictions == labels)),
+        "golden_accuracy_on_rtl_samples": float(np.mean(golden.predictions == labels)),
+        "rtl_cycles": int(result.cycles),
+        "cycles_per_step": float(result.cycles) / (n * spikes.shape[1]),
+        "first_mismatches": [dict(m.__dict__) if hasattr(m, "__dict__") else m
+                             for m in result.mismatches[:20]],
+        "seconds": time.perf_counter() - start,
+    }
+    write_json(out / "verify.json", record)
+    return record
+
+
+# -- synth ----------------------------------------------------------------------------------------
+def stage_synth(
+    out: Path, verilog: Path | None = None, top: str = CORE_NAME, family: str = "ecp5",
+    pnr: bool = False,
+) -> dict:
+    from neurofptt.hdl.synth import fpga_tools_available, synthesize
+
+    verilog = verilog or out / RTL_DIR / f"{CORE_NAME}.v"
+    ok, reason = fpga_tools_available(family)
+    if not ok:
+        record = {"fpga": None, "reason": reason}
+    else:
+        try:
+            report = synthesize(
+                Path(verilog), top, family=family, work_dir=out / "synth", place_and_route=pnr
+            )
+            record = {"fpga": report.to_dict(), "reason": None}
+        except ToolMissingError as exc:
+            record = {"fpga": None, "reason": str(exc)}
+    write_json(out / "synth.json", record)
+    return record
+
+
+# -- the whole flow -------------------------------------------------------------------------------
+def run_flow(cfg: FlowConfig, out: Path, *, progress: bool = True, resume: bool = False) -> dict:
+    from neurofptt.report import write_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", cfg.to_dict())
+    log = (lambda msg: print(f"[neurofptt] {msg}", flush=True)) if progress else (lambda msg: None)
+    log(f"training ({cfg.train.rule}, {cfg.train.epochs} epochs) ...")
+    stage_train(cfg, out, resume=resume, progress=progress)
+    log("quantizing and running the golden model ...")
+    q = stage_quantize(out)
+    log(f"float accuracy {q['float_accuracy']:.4f}, golden accuracy {q['golden_accuracy']:.4f}")
+    log("generating Verilog ...")
+    stage_generate(out)
+    log(f"verifying the Verilog with cocotb on {cfg.flow.rtl_samples} test samples ...")
+    v = stage_verify(out, samples=cfg.flow.rtl_samples, task_name=cfg.flow.task)
+    log(f"RTL accuracy {v['rtl_accuracy']:.4f}, mismatches {v['rtl_mismatches']}")
+    log(f"synthesising for {cfg.flow.fpga_family} ...")
+    stage_synth(out, family=cfg.flow.fpga_family, pnr=cfg.flow.fpga_pnr)
+    metrics = write_report(out)
+    log(f"report: {out / 'report.md'}")
+    return metrics
+
+
+def hardware_from(cfg_path: Path | None) -> HardwareConfig | None:
+    return None if cfg_path is None else FlowConfig.load(cfg_path).hardware

@@ -1,0 +1,90 @@
+"""The flow configuration: one TOML file with a ``[hardware]``, a ``[train]`` and a ``[flow]`` table.
+
+Every table is optional; what a file leaves out takes the embedded defaults (the dataclass
+defaults), which are the demo's settings.  ``--quick`` shrinks the budget (epochs, RTL samples,
+no place-and-route) so the whole flow finishes in a few minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neurofptt.errors import ConfigError
+from neurofptt.learning.trainer import TrainConfig
+from neurofptt.quant.config import HardwareConfig, load_toml
+from neurofptt.tasks import TASKS
+
+DEFAULT_HARDWARE = HardwareConfig(n_in=32, n_rec=128, n_out=10)
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """The ``[flow]`` table: task and verification/synthesis budget."""
+
+    task: str = "digits"
+    rtl_samples: int = 120
+    fpga_family: str = "ecp5"
+    fpga_pnr: bool = False
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}; available tasks: {sorted(TASKS)}")
+        if self.rtl_samples < 1:
+            raise ConfigError(f"flow.rtl_samples must be >= 1, got {self.rtl_samples}")
+        if self.fpga_family not in ("ecp5", "ice40"):
+            raise ConfigError(
+                f"flow.fpga_family = {self.fpga_family!r}; choose 'ecp5' or 'ice40'"
+            )
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    hardware: HardwareConfig = DEFAULT_HARDWARE
+    train: TrainConfig = field(default_factory=TrainConfig)
+    flow: FlowSettings = field(default_factory=FlowSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hardware": self.hardware.to_dict(),
+            "train": self.train.to_dict(),
+            "flow": dataclasses.asdict(self.flow),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FlowConfig:
+        unknown = sorted(set(data) - {"hardware", "train", "flow"})
+        if unknown:
+            raise ConfigError(
+                f"unknown config table(s) {unknown}; use [hardware], [train] and [flow]"
+            )
+        flow_data = data.get("flow", {})
+        known = {f.name for f in dataclasses.fields(FlowSettings)}
+        if set(flow_data) - known:
+            raise ConfigError(
+                f"unknown flow option(s) {sorted(set(flow_data) - known)}; "
+                f"valid options: {sorted(known)}"
+            )
+        hardware = {**DEFAULT_HARDWARE.to_dict(), **data.get("hardware", {})}
+        return cls(
+            hardware=HardwareConfig.from_dict(hardware),
+            train=TrainConfig.from_dict(data.get("train", {})),
+            flow=FlowSettings(**flow_data),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path | None, *, quick: bool = False) -> FlowConfig:
+        cfg = cls() if path is None else cls.from_dict(load_toml(path))
+        return cfg.quick() if quick else cfg
+
+    def quick(self) -> FlowConfig:
+        """A few-minute budget: fewer epochs and RTL samples, synthesis without place-and-route."""
+        return dataclasses.replace(
+            self,
+            train=dataclasses.replace(self.train, epochs=min(self.train.epochs, 3)),
+            flow=dataclasses.replace(
+                self.flow, rtl_samples=min(self.flow.rtl_samples, 16), fpga_pnr=False
+            ),
+        )

@@ -1,0 +1,166 @@
+"""Forward Propagation Through Time (Kag & Saligrama, ICML 2021).
+
+The sequence is cut into chunks of ``period`` steps (``period = 1``: one update per step; FPTT-K
+uses ``period = T / K``).  For each chunk ``t`` the model does one forward pass from the detached
+state, and the weights take one optimizer step on ``l_t(W) + R_t(W)``, where ``R_t`` pulls them
+toward the running mean ``W_bar`` and corrects for the previous step's gradient.  Memory is that of
+one chunk, independent of the sequence length.
+
+Two forms of ``R_t`` are implemented; their gradients are added analytically (no extra graph):
+
+``form="dual"`` (default; the official code's form, one pass per step)::
+
+    grad R_t   = alpha (W - W_bar_t) - lam_t
+    lam_{t+1}  = lam_t - alpha (W_{t+1} - W_bar_t)
+    W_bar_{t+1} = (1 - b) W_bar_t + b W_{t+1} - (b / alpha) lam_{t+1}          (b = ``mix``)
+
+``lam`` accumulates the dual variable; if each step's problem were solved exactly it would equal
+``grad l_t(W_{t+1})``, and with ``b = 1/2`` the ``W_bar`` recursion equals the paper's.
+
+``form="slide"`` (the paper/slide regulariser ``R_t = alpha/2 ||W - W_bar_t - g_{t-1}/(2 alpha)||^2``)::
+
+    grad R_t    = alpha (W - W_bar_t) - g_{t-1} / 2
+    W_bar_{t+1} = 1/2 (W_bar_t + W_{t+1}) - g_t / (2 alpha)
+
+where ``g_t`` is the loss gradient of chunk ``t``.  The paper evaluates ``g_t`` at ``W_{t+1}``,
+which costs a second forward/backward pass; this implementation uses the gradient at ``W_t`` it
+already has (one pass per step).  Both start from ``W_bar = W``, ``lam = g = 0``, so the first
+update is a plain gradient step.
+
+Terminal prediction uses the auxiliary loss of :mod:`neurofptt.learning.losses` with
+``beta_t = (t + 1) / T`` for the chunk ending at step ``t`` (0-based).  At the end of an epoch the
+weights can be replaced by the running mean (``reset_to_mean``), as the reference code does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from neurofptt.errors import ConfigError
+from neurofptt.learning.base import BatchResult, Rule
+from neurofptt.learning.losses import ClassPrior, auxiliary_loss
+from neurofptt.models.base import RecurrentModel, detach_state
+
+FORMS = ("dual", "slide")
+
+
+class FPTT(Rule):
+    name = "fptt"
+
+    def __init__(
+        self,
+        model: RecurrentModel,
+        optimizer: torch.optim.Optimizer,
+        *,
+        alpha: float = 0.5,
+        mix: float = 0.5,
+        period: int = 1,
+        form: str = "dual",
+        clip: float = 1.0,
+        n_classes: int | None = None,
+        auxiliary: bool = True,
+        reset_to_mean: bool = True,
+    ) -> None:
+        super().__init__(model, optimizer, clip)
+        if alpha <= 0:
+            raise ConfigError(f"FPTT alpha must be positive, got {alpha}")
+        if not 0 < mix <= 1:
+            raise ConfigError(f"FPTT mix (the running-mean factor) must be in (0, 1], got {mix}")
+        if period < 1:
+            raise ConfigError(f"FPTT period must be >= 1 step, got {period}")
+        if form not in FORMS:
+            raise ConfigError(f"FPTT form {form!r} is unknown; use one of {FORMS}")
+        self.alpha, self.mix, self.period, self.form = alpha, mix, period, form
+        self.auxiliary = auxiliary
+        self.reset_to_mean = reset_to_mean
+        self.prior = ClassPrior(n_classes or model.n_out)
+        params = self.trainable()
+        self.running_mean = {n: p.detach().clone() for n, p in params.items()}
+        # dual form: lambda; slide form: the previous chunk's loss gradient.
+        self.memory = {n: torch.zeros_like(p) for n, p in params.items()}
+
+    # -- the regulariser --------------------------------------------------------------------
+    def regularizer_grad(self, name: str, param: torch.Tensor) -> torch.Tensor:
+        """Analytic gradient of ``R_t`` at the current weights."""
+        pull = self.alpha * (param.detach() - self.running_mean[name])
+        if self.form == "dual":
+            return pull - self.memory[name]
+        return pull - 0.5 * self.memory[name]
+
+    def regularizer(self) -> torch.Tensor:
+        """Value of ``R_t`` (up to a constant), differentiable; used by tests and diagnostics."""
+        total = torch.zeros(())
+        for name, p in self.trainable().items():
+            diff = p - self.running_mean[name]
+            if self.form == "dual":
+                total = total + 0.5 * self.alpha * diff.pow(2).sum() - (p * self.memory[name]).sum()
+            else:
+                centre = diff - self.memory[name] / (2 * self.alpha)
+                total = total + 0.5 * self.alpha * centre.pow(2).sum()
+        return total
+
+    def update_step(self, loss: torch.Tensor) -> None:
+        """One FPTT update on ``loss`` (the chunk's loss, a graph over the current weights)."""
+        params = self.trainable()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        loss_grads = {}
+        for name, p in params.items():
+            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            loss_grads[name] = g.detach().clone()
+            p.grad = g + self.regularizer_grad(name, p)
+        self._clip_and_step()
+        with torch.no_grad():
+            for name, p in params.items():
+                w_new, w_bar = p.detach(), self.running_mean[name]
+                if self.form == "dual":
+                    lam = self.memory[name] - self.alpha * (w_new - w_bar)
+                    self.memory[name] = lam
+                    self.running_mean[name] = (
+                        (1 - self.mix) * w_bar + self.mix * w_new - (self.mix / self.alpha) * lam
+                    )
+                else:
+                    self.memory[name] = loss_grads[name]
+                    self.running_mean[name] = 0.5 * (w_bar + w_new) - loss_grads[name] / (
+                        2 * self.alpha
+                    )
+
+    def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> BatchResult:
+        self.model.train()
+        steps = x.shape[1]
+        state = self.model.initial_state(x.shape[0])
+        total = 0.0
+        n_chunks = 0
+        for start in range(0, steps, self.period):
+            state = detach_state(state)
+            end = min(start + self.period, steps)
+            for t in range(start, end):
+                logits, state = self.model.step(x[:, t], state)
+            beta_t = end / steps if self.auxiliary else 1.0
+            loss = auxiliary_loss(logits, y, self.prior.table, beta_t)
+            self.update_step(loss)
+            total += float(loss.detach())
+            n_chunks += 1
+        self.prior.observe(logits, y)
+        return BatchResult(loss=total / n_chunks, logits=logits.detach())
+
+    def end_epoch(self) -> None:
+        self.prior.end_epoch()
+        if self.reset_to_mean:
+            with torch.no_grad():
+                for name, p in self.trainable().items():
+                    p.copy_(self.running_mean[name])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "running_mean": self.running_mean,
+            "memory": self.memory,
+            "prior": self.prior.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.running_mean = {k: v.clone() for k, v in state["running_mean"].items()}
+        self.memory = {k: v.clone() for k, v in state["memory"].items()}
+        self.prior.load_state_dict(state["prior"])

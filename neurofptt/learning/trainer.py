@@ -1,0 +1,218 @@
+"""The training loop: epochs, progress bar, evaluation, atomic checkpoints and exact resume.
+
+A checkpoint holds everything needed to continue as if never interrupted: model, optimizer and
+rule state, the epoch counter, the history and the shuffling generator's state.  It is written to a
+temporary file and renamed, so a crash never leaves a half-written checkpoint, and it is read with
+``torch.load(..., weights_only=True)`` (no pickled code is ever executed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from neurofptt.errors import CheckpointError, ConfigError
+from neurofptt.learning.base import Rule
+from neurofptt.learning.bptt import BPTT
+from neurofptt.learning.fptt import FPTT
+from neurofptt.models.base import RecurrentModel, check_sequence
+from neurofptt.quant.network import atomic_write_bytes
+from neurofptt.tasks import SpikeDataset, TaskData
+
+RULES: dict[str, type[Rule]] = {"bptt": BPTT, "fptt": FPTT}
+LR_SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adamax": torch.optim.Adamax, "sgd": torch.optim.SGD}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run (the ``[train]`` table of a config file)."""
+
+    rule: str = "fptt"
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 3e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    clip: float = 1.0
+    lr_schedule: str = "cosine"
+    seed: int = 0
+    fptt_alpha: float = 0.5
+    fptt_mix: float = 0.5
+    fptt_period: int = 1
+    fptt_form: str = "dual"
+    fptt_reset_to_mean: bool = False
+    surrogate: str = "fast_sigmoid"
+    slope: float = 5.0
+    input_gain: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ConfigError(f"unknown rule {self.rule!r}; available rules: {sorted(RULES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}"
+            )
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"unknown lr_schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}"
+            )
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"train.lr must be a positive number, got {self.lr}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown train option(s) {unknown}; valid options: {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate of a (0-based) epoch; a pure function of the epoch so resuming is exact."""
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+    return cfg.lr
+
+
+def make_rule(cfg: TrainConfig, model: RecurrentModel) -> Rule:
+    opt_cls = OPTIMIZERS[cfg.optimizer]
+    optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.rule == "fptt":
+        return FPTT(
+            model,
+            optimizer,
+            alpha=cfg.fptt_alpha,
+            mix=cfg.fptt_mix,
+            period=cfg.fptt_period,
+            form=cfg.fptt_form,
+            clip=cfg.clip,
+            reset_to_mean=cfg.fptt_reset_to_mean,
+        )
+    return RULES[cfg.rule](model, optimizer, clip=cfg.clip)
+
+
+@torch.no_grad()
+def evaluate(model: RecurrentModel, data: SpikeDataset, batch_size: int = 256) -> float:
+    """Accuracy of the arg-max of the last step's output."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(data), batch_size):
+        x = data.x[start : start + batch_size]
+        outputs, _ = model(x)
+        correct += int((outputs[:, -1].argmax(-1) == data.y[start : start + batch_size]).sum())
+    return correct / len(data)
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def save_checkpoint(path: Path, model: RecurrentModel, rule: Rule, state: TrainState,
+                    generator: torch.Generator, meta: dict[str, Any]) -> None:
+    payload = {
+        "model": model.state_dict(),
+        "optimizer": rule.optimizer.state_dict(),
+        "rule": rule.state_dict(),
+        "epoch": state.epoch,
+        "history": state.history,
+        "generator": generator.get_state(),
+        "meta": meta,
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; run `neurofptt train` first")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        raise CheckpointError(f"{path} is not a readable neurofptt checkpoint: {exc}") from exc
+
+
+def fit(
+    model: RecurrentModel,
+    task: TaskData,
+    cfg: TrainConfig,
+    checkpoint: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> list[dict[str, float]]:
+    """Train ``model`` on ``task``; returns the per-epoch history.
+
+    With ``resume=True`` and an existing checkpoint the run continues from its last finished epoch
+    and ends exactly where an uninterrupted run would.
+    """
+    check_sequence(task.train.x[:1], model.n_in)
+    torch.manual_seed(cfg.seed)
+    rule = make_rule(cfg, model)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    state = TrainState()
+    checkpoint = Path(checkpoint)
+    meta = dict(meta or {}, train=cfg.to_dict())
+    if resume and checkpoint.is_file():
+        saved = load_checkpoint(checkpoint)
+        model.load_state_dict(saved["model"])
+        rule.optimizer.load_state_dict(saved["optimizer"])
+        rule.load_state_dict(saved["rule"])
+        generator.set_state(saved["generator"])
+        state = TrainState(epoch=saved["epoch"], history=list(saved["history"]))
+    n = len(task.train)
+    for epoch in range(state.epoch, cfg.epochs):
+        for group in rule.optimizer.param_groups:
+            group["lr"] = epoch_lr(cfg, epoch)
+        order = torch.randperm(n, generator=generator)
+        batches = range(0, n, cfg.batch_size)
+        bar = tqdm(batches, desc=f"{cfg.rule} epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not progress, leave=False, unit="batch")
+        loss_sum, correct = 0.0, 0
+        for start in bar:
+            idx = order[start : start + cfg.batch_size]
+            x, y = task.train.x[idx], task.train.y[idx]
+            result = rule.train_batch(x, y)
+            if not math.isfinite(result.loss):
+                raise ConfigError(
+                    f"training diverged (loss {result.loss}) in epoch {epoch + 1}; "
+                    "lower train.lr or raise train.clip"
+                )
+            loss_sum += result.loss * len(idx)
+            correct += int((result.logits.argmax(-1) == y).sum())
+            bar.set_postfix(loss=f"{result.loss:.3f}")
+        rule.end_epoch()
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / n,
+            "train_accuracy": correct / n,
+            "test_accuracy": evaluate(model, task.test),
+        }
+        state.history.append(record)
+        state.epoch = epoch + 1
+        if progress:
+            tqdm.write(
+                f"epoch {record['epoch']:3d}  loss {record['train_loss']:.4f}  "
+                f"train {record['train_accuracy']:.3f}  test {record['test_accuracy']:.3f}"
+            )
+        save_checkpoint(checkpoint, model, rule, state, generator, meta)
+    return state.history

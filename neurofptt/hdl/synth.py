@@ -432,8 +432,16 @@ def _run(cmd: list[str], *, cwd: Path, timeout_s: float, log: Path, what: str) -
 
 
 def _relative(path: Path, work_dir: Path) -> str:
-    """``path`` relative to ``work_dir``, in the forward-slash form the tools accept."""
-    return Path(os.path.relpath(path, work_dir)).as_posix()
+    """``path`` relative to ``work_dir``, in the forward-slash form the tools accept.
+
+    On Windows a file on another drive has no relative path; it is copied into ``work_dir``.
+    """
+    try:
+        return Path(os.path.relpath(path, work_dir)).as_posix()
+    except ValueError:
+        local = work_dir / path.name
+        shutil.copyfile(path, local)
+        return local.name
 
 
 def _resolve_device(family: str, device: str | None, package: str | None) -> tuple[str, str]:

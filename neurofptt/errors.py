@@ -27,3 +27,7 @@ class ToolMissingError(NeurofpttError):
 
 class VerificationError(NeurofpttError):
     """The RTL disagreed with the golden model."""
+
+
+class SynthesisError(NeurofpttError):
+    """Yosys or nextpnr failed, or its output could not be read."""

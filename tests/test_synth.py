@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from neurofptt.errors import ConfigError, ToolMissingError
+from neurofptt.errors import ConfigError, SynthesisError, ToolMissingError
 from neurofptt.hdl import synth
 from neurofptt.hdl.synth import (
-    SynthesisError,
     count_resources,
     fpga_tools_available,
     parse_memory_mapping,

@@ -2,8 +2,9 @@
 
 :class:`LifCore` implements one time step of :mod:`neurofptt.quant.golden` bit for bit, for any
 valid :class:`~neurofptt.quant.config.HardwareConfig`.  It is time-multiplexed and event-driven:
-one synaptic operation per clock cycle, and only the synapses of inputs and neurons that spiked are
-visited, so the cycles of a step scale with the activity (see :func:`cycles_per_step`).
+``lanes`` postsynaptic neurons are served per clock cycle (``lanes`` synaptic operations per
+cycle), and only the synapses of inputs and neurons that spiked are visited, so the cycles of a
+step scale with the activity (see :func:`cycles_per_step`).
 
 Streams (``amaranth.lib.stream``; a transfer happens on a cycle with ``valid & ready``)::
 
@@ -19,33 +20,39 @@ format, so cores can be chained), and the ``n_out`` readout values on ``o_readou
 and readouts (start of a new sample).  Both output streams hold ``valid`` and the payload until
 ``ready``.
 
-Storage (all ``amaranth.lib.memory.Memory`` with synchronous read ports):
+Neurons are grouped in rows of ``lanes``: neuron ``j`` is lane ``j % lanes`` of row
+``j // lanes``; there are ``R = ceil(n_rec / lanes)`` recurrent rows and
+``Ro = ceil(n_out / lanes)`` readout rows.  Storage (all ``amaranth.lib.memory.Memory`` with
+synchronous read ports)::
 
-* ``w_in``  depth ``n_in * n_rec``,  word ``w_in[j, i]``  at address ``i * n_rec + j``
-* ``w_rec`` depth ``n_rec * n_rec``, word ``w_rec[j, i]`` at address ``i * n_rec + j``
-* ``w_out`` depth ``n_rec * n_out``, word ``w_out[k, j]`` at address ``j * n_out + k``
-* ``state`` depth ``n_rec``: ``{acc, v, z}`` per neuron (partial sum, membrane, last spike)
-* ``readout`` depth ``n_out``: ``{acc, o}`` per readout neuron
-* ``spikes`` depth ``n_rec``: indices of the neurons that spiked in the last step, ascending
+    w_in     depth n_in  * R,  word i * R  + r = w_in [r*lanes + l, i]  for l in lanes
+    w_rec    depth n_rec * R,  word i * R  + r = w_rec[r*lanes + l, i]
+    w_out    depth n_rec * Ro, word j * Ro + s = w_out[s*lanes + l, j]
+    state    depth R,  per lane {acc, v, z}: partial sum, membrane, last spike
+    readout  depth Ro, per lane {acc, o}
+    spikes   depth R,  {row, mask}: the rows of the last step with at least one spike, ascending
 
 Every weight memory is organised by presynaptic index, so the fan-out of one event is a run of
-consecutive addresses.
+consecutive addresses; lanes beyond ``n_rec`` / ``n_out`` in the last row hold zero weights.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from neurofptt.errors import ConfigError
 from neurofptt.quant.config import HardwareConfig
 from neurofptt.quant.network import QuantizedNetwork
 
 __all__ = [
+    "MAX_LANES",
     "EventKind",
     "LifCore",
+    "check_lanes",
     "core_signature",
     "cycles_per_clear",
     "cycles_per_step",
@@ -53,6 +60,8 @@ __all__ = [
     "memory_images",
     "readout_layout",
 ]
+
+MAX_LANES = 64
 
 
 class EventKind(enum.Enum, shape=2):
@@ -64,14 +73,33 @@ class EventKind(enum.Enum, shape=2):
 
 
 class _Op(enum.Enum, shape=3):
-    """Operation carried by the two-stage read/modify/write pipeline."""
+    """Operation carried by the two-stage read/modify/write pipeline (one row per cycle)."""
 
     NONE = 0
-    ACC_IN = 1  # state[j].acc += w_in[j, i] << w_in_shift
-    ACC_REC = 2  # state[j].acc += w_rec[j, i] << w_rec_shift
+    ACC_IN = 1  # state[r].acc[l] += w_in[r*P+l, i] << w_in_shift
+    ACC_REC = 2  # state[r].acc[l] += w_rec[r*P+l, i] << w_rec_shift
     UPDATE = 3  # leak, reset, add the partial sum, saturate, threshold
-    ACC_OUT = 4  # readout[k].acc += w_out[k, j] << w_out_shift
-    CLEAR = 5  # zero state[j] and readout[j]
+    ACC_OUT = 4  # readout[s].acc[l] += w_out[s*P+l, j] << w_out_shift
+    CLEAR = 5  # zero state[r] and readout[r]
+
+
+def _index_bits(n: int) -> int:
+    """Width of an index into ``n`` items; the same rule as ``HardwareConfig.index_bits``."""
+    return max(1, (n - 1).bit_length())
+
+
+def _rows(n: int, lanes: int) -> int:
+    return -(-n // lanes)
+
+
+def check_lanes(lanes: int) -> int:
+    """Validate the number of parallel lanes."""
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= MAX_LANES:
+        raise ConfigError(
+            f"lanes = {lanes!r} must be an integer between 1 and {MAX_LANES} "
+            "(postsynaptic neurons served per clock cycle)"
+        )
+    return lanes
 
 
 def event_layout(n: int) -> data.StructLayout:
@@ -102,25 +130,26 @@ def core_signature(config: HardwareConfig) -> wiring.Signature:
     )
 
 
-def _index_bits(n: int) -> int:
-    """Width of an index into ``n`` items; the same rule as ``HardwareConfig.index_bits``."""
-    return max(1, (n - 1).bit_length())
-
-
 def cycles_per_step(
-    config: HardwareConfig, n_input_events: int, n_prev_spikes: int, n_new_spikes: int
+    config: HardwareConfig,
+    n_input_events: int,
+    n_prev_spikes: int,
+    n_new_spikes: int,
+    lanes: int = 1,
 ) -> int:
     """Clock cycles of one step when events arrive back to back and both outputs are ready.
 
     Counted from the cycle that accepts the step's first event (a ``SPIKE`` or the ``STEP``) to
-    the cycle in which the core can accept the next step's first event::
+    the cycle in which the core can accept the next step's first event.  With
+    ``R = ceil(n_rec / lanes)`` and ``Ro = ceil(n_out / lanes)``::
 
-        n_rec * (n_input_events + n_prev_spikes + 1) + n_out * (n_new_spikes + 1) + 3
+        R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 3
 
     ``n_prev_spikes`` are the recurrent spikes of the previous step (0 after ``CLEAR``) and
     ``n_new_spikes`` those of this step.
     """
     cfg = config
+    check_lanes(lanes)
     for name, value, hi in (
         ("n_input_events", n_input_events, cfg.n_in),
         ("n_prev_spikes", n_prev_spikes, cfg.n_rec),
@@ -128,24 +157,41 @@ def cycles_per_step(
     ):
         if not 0 <= value <= hi:
             raise ValueError(f"{name} = {value} must be between 0 and {hi}")
-    return (
-        cfg.n_rec * (n_input_events + n_prev_spikes + 1) + cfg.n_out * (n_new_spikes + 1) + 3
-    )
+    rows, out_rows = _rows(cfg.n_rec, lanes), _rows(cfg.n_out, lanes)
+    return rows * (n_input_events + n_prev_spikes + 1) + out_rows * n_new_spikes + cfg.n_out + 3
 
 
-def cycles_per_clear(config: HardwareConfig) -> int:
-    """Clock cycles of a ``CLEAR`` event: ``max(n_rec, n_out) + 1``."""
-    return max(config.n_rec, config.n_out) + 1
+def cycles_per_clear(config: HardwareConfig, lanes: int = 1) -> int:
+    """Clock cycles of a ``CLEAR`` event: ``max(R, Ro) + 1``."""
+    check_lanes(lanes)
+    return max(_rows(config.n_rec, lanes), _rows(config.n_out, lanes)) + 1
 
 
-def memory_images(net: QuantizedNetwork) -> dict[str, list[int]]:
-    """The initial contents of the three weight memories, in RTL address order (signed ints)."""
+def _packed_rows(w: np.ndarray, lanes: int, bits: int) -> list[int]:
+    """Pack ``w`` (fan_out, fan_in) into words: word ``i * rows + r`` holds
+    ``w[r * lanes + l, i]`` in bits ``[l * bits, (l + 1) * bits)``."""
+    fan_out, fan_in = w.shape
+    rows = _rows(fan_out, lanes)
+    padded = np.zeros((rows * lanes, fan_in), np.int64)
+    padded[:fan_out] = w
+    lanes_of = padded.T.reshape(fan_in * rows, lanes) & ((1 << bits) - 1)
+    return [
+        sum(int(v) << (l * bits) for l, v in enumerate(word)) for word in lanes_of
+    ]
+
+
+def memory_images(net: QuantizedNetwork, lanes: int = 1) -> dict[str, list[int]]:
+    """Initial contents of the weight memories in RTL address order.
+
+    Each word is an unsigned integer of ``lanes * weight_bits`` bits holding one two's-complement
+    weight per lane (lane 0 in the least significant bits).
+    """
+    check_lanes(lanes)
+    wb = net.config.weight_bits
     return {
-        # address i * n_rec + j holds w_in[j, i]: row i of the transpose is input i's fan-out
-        "w_in": np.asarray(net.w_in).T.reshape(-1).tolist(),
-        "w_rec": np.asarray(net.w_rec).T.reshape(-1).tolist(),
-        # address j * n_out + k holds w_out[k, j]
-        "w_out": np.asarray(net.w_out).T.reshape(-1).tolist(),
+        "w_in": _packed_rows(np.asarray(net.w_in), lanes, wb),
+        "w_rec": _packed_rows(np.asarray(net.w_rec), lanes, wb),
+        "w_out": _packed_rows(np.asarray(net.w_out), lanes, wb),
     }
 
 
@@ -159,63 +205,81 @@ def _leak(value, shift: int):
     return value - (value >> shift)
 
 
+def _lowest_set(mask, width: int):
+    """Index of the lowest set bit of ``mask`` (0 if none)."""
+    index = Const(0, range(max(width, 2)))
+    for lane in reversed(range(width)):
+        index = Mux(mask[lane], lane, index)
+    return index
+
+
 class LifCore(wiring.Component):
     """A recurrent LIF layer with a leaky-integrator readout, built from a quantized network.
 
-    Ports: ``i_event`` (in), ``o_spike`` (out), ``o_readout`` (out) streams as described in the
-    module documentation, and ``busy`` (out), high while an event is being processed or outputs
-    are pending.
+    ``lanes`` postsynaptic neurons are processed per clock cycle (default 1).  Ports:
+    ``i_event`` (in), ``o_spike`` (out), ``o_readout`` (out) streams as described in the module
+    documentation, and ``busy`` (out), high while an event is being processed or outputs are
+    pending.
     """
 
-    def __init__(self, net: QuantizedNetwork) -> None:
+    def __init__(self, net: QuantizedNetwork, lanes: int = 1) -> None:
         if not isinstance(net, QuantizedNetwork):
             raise TypeError(f"LifCore needs a QuantizedNetwork, got {type(net).__name__}")
         self.net = net
         self.config = net.config
+        self.lanes = check_lanes(lanes)
         super().__init__(core_signature(net.config))
 
     def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         cfg = self.config
+        P = self.lanes
         n_in, n_rec, n_out = cfg.n_in, cfg.n_rec, cfg.n_out
+        R, Ro = _rows(n_rec, P), _rows(n_out, P)
         mb = cfg.membrane_bits
-        images = memory_images(self.net)
+        images = memory_images(self.net, P)
 
         # -- memories --------------------------------------------------------------------------
+        weight_row = data.ArrayLayout(signed(cfg.weight_bits), P)
+
         def weight_memory(name: str, depth: int):
-            mem = Memory(shape=signed(cfg.weight_bits), depth=depth, init=images[name])
+            mem = Memory(shape=unsigned(P * cfg.weight_bits), depth=depth, init=images[name])
             m.submodules[name] = mem
-            return mem.read_port()
+            port = mem.read_port()
+            return port, data.View(weight_row, port.data)
 
-        w_in_rd = weight_memory("w_in", n_in * n_rec)
-        w_rec_rd = weight_memory("w_rec", n_rec * n_rec)
-        w_out_rd = weight_memory("w_out", n_rec * n_out)
+        w_in_rd, w_in = weight_memory("w_in", n_in * R)
+        w_rec_rd, w_rec = weight_memory("w_rec", n_rec * R)
+        w_out_rd, w_out = weight_memory("w_out", n_rec * Ro)
 
-        state_layout = data.StructLayout(
-            {"acc": signed(cfg.acc_bits), "v": signed(mb), "z": unsigned(1)}
+        neuron = data.StructLayout({"acc": signed(cfg.acc_bits), "v": signed(mb), "z": 1})
+        m.submodules.state = state = Memory(
+            shape=data.ArrayLayout(neuron, P), depth=R, init=[]
         )
-        m.submodules.state = state = Memory(shape=state_layout, depth=n_rec, init=[])
         st_wr = state.write_port()
         st_rd = state.read_port(transparent_for=(st_wr,))
 
-        out_layout = data.StructLayout({"acc": signed(cfg.acc_bits), "o": signed(mb)})
-        m.submodules.readout = readout = Memory(shape=out_layout, depth=n_out, init=[])
+        readout_neuron = data.StructLayout({"acc": signed(cfg.acc_bits), "o": signed(mb)})
+        m.submodules.readout = readout = Memory(
+            shape=data.ArrayLayout(readout_neuron, P), depth=Ro, init=[]
+        )
         ro_wr = readout.write_port()
         ro_rd = readout.read_port(transparent_for=(ro_wr,))
 
-        m.submodules.spikes = spikes = Memory(
-            shape=unsigned(_index_bits(n_rec)), depth=n_rec, init=[]
-        )
+        entry = data.StructLayout({"row": range(R), "mask": P})
+        m.submodules.spikes = spikes = Memory(shape=entry, depth=R, init=[])
         sp_wr = spikes.write_port()
         sp_rd = spikes.read_port(transparent_for=(sp_wr,))  # REC and OUT phases
-        sp_em = spikes.read_port()  # spike emitter
+        sp_em = spikes.read_port(transparent_for=(sp_wr,))  # spike emitter
 
         # -- registers -------------------------------------------------------------------------
-        j = Signal(range(max(n_rec, n_out, 2)))  # position inside a fan-out run / sweep
-        waddr = Signal(range(max(n_in * n_rec, n_rec * n_rec, n_rec * n_out) + 1))
-        p = Signal(range(n_rec + 1))  # spike-list entries started in REC / OUT
-        n_prev = Signal(range(n_rec + 1))  # spikes of the last completed step
-        n_new = Signal(range(n_rec + 1))  # spikes found so far in UPDATE
+        j = Signal(range(max(R, Ro, 2)))  # row inside a fan-out run or a sweep
+        waddr = Signal(range(max(n_in * R, n_rec * R, n_rec * Ro) + 1))
+        p = Signal(range(R + 1))  # spike-list entries taken in REC / OUT
+        rem = Signal(P)  # lanes of the current entry not yet visited
+        rem_row = Signal(range(R))
+        n_prev = Signal(range(R + 1))  # spike-list entries of the last completed step
+        n_new = Signal(range(R + 1))  # entries written so far in UPDATE
 
         s0_valid = Signal()
         s0_op = Signal(_Op)
@@ -228,99 +292,144 @@ class LifCore(wiring.Component):
 
         # -- stage 1: read data is valid, modify and write back ---------------------------------
         st = st_rd.data
-        w_in_term = w_in_rd.data << cfg.w_in_shift
-        w_rec_term = w_rec_rd.data << cfg.w_rec_shift
-        w_out_term = w_out_rd.data << cfg.w_out_shift
-
-        leaked = _leak(st.v, cfg.leak_shift)
-        if cfg.reset == "subtract":
-            base = leaked - Mux(st.z, cfg.threshold, 0)
-        else:
-            base = Mux(st.z, 0, leaked)
-        v_new = Signal(signed(mb))
-        z_new = Signal()
-        m.d.comb += [v_new.eq(_saturate(base + st.acc, mb)), z_new.eq(v_new > cfg.threshold)]
-
         ro = ro_rd.data
-        o_new = Signal(signed(mb))
-        m.d.comb += o_new.eq(_saturate(_leak(ro.o, cfg.out_leak_shift) + ro.acc, mb))
+        m.d.comb += [st_wr.addr.eq(s1_j), ro_wr.addr.eq(s1_j)]
+
+        z_new = Signal(P)
+        v_new = [Signal(signed(mb), name=f"v_new_{lane}") for lane in range(P)]
+        for lane in range(P):
+            n = st[lane]
+            leaked = _leak(n.v, cfg.leak_shift)
+            if cfg.reset == "subtract":
+                base = leaked - Mux(n.z, cfg.threshold, 0)
+            else:
+                base = Mux(n.z, 0, leaked)
+            m.d.comb += v_new[lane].eq(_saturate(base + n.acc, mb))
+            exists = True if (R - 1) * P + lane < n_rec else s1_j != R - 1  # padding lane
+            m.d.comb += z_new[lane].eq((v_new[lane] > cfg.threshold) & exists)
 
         n_new_next = Signal.like(n_new)
-        m.d.comb += [st_wr.addr.eq(s1_j), ro_wr.addr.eq(s1_j), n_new_next.eq(n_new)]
+        m.d.comb += n_new_next.eq(n_new)
         with m.If(s1_valid):
             with m.Switch(s1_op):
                 with m.Case(_Op.ACC_IN, _Op.ACC_REC):
-                    term = Mux(s1_op == _Op.ACC_IN, w_in_term, w_rec_term)
-                    m.d.comb += [
-                        st_wr.en.eq(1),
-                        st_wr.data.acc.eq(st.acc + term),
-                        st_wr.data.v.eq(st.v),
-                        st_wr.data.z.eq(st.z),
-                    ]
+                    m.d.comb += st_wr.en.eq(1)
+                    for lane in range(P):
+                        term = Mux(
+                            s1_op == _Op.ACC_IN,
+                            w_in[lane] << cfg.w_in_shift,
+                            w_rec[lane] << cfg.w_rec_shift,
+                        )
+                        m.d.comb += [
+                            st_wr.data[lane].acc.eq(st[lane].acc + term),
+                            st_wr.data[lane].v.eq(st[lane].v),
+                            st_wr.data[lane].z.eq(st[lane].z),
+                        ]
                 with m.Case(_Op.UPDATE):
-                    m.d.comb += [
-                        st_wr.en.eq(1),
-                        st_wr.data.acc.eq(0),
-                        st_wr.data.v.eq(v_new),
-                        st_wr.data.z.eq(z_new),
-                    ]
-                    with m.If(z_new):
+                    m.d.comb += st_wr.en.eq(1)
+                    for lane in range(P):
+                        m.d.comb += [
+                            st_wr.data[lane].v.eq(v_new[lane]),
+                            st_wr.data[lane].z.eq(z_new[lane]),
+                        ]  # acc stays 0
+                    with m.If(z_new != 0):
                         m.d.comb += [
                             sp_wr.en.eq(1),
                             sp_wr.addr.eq(n_new),
-                            sp_wr.data.eq(s1_j),
+                            sp_wr.data.row.eq(s1_j),
+                            sp_wr.data.mask.eq(z_new),
                             n_new_next.eq(n_new + 1),
                         ]
                 with m.Case(_Op.ACC_OUT):
-                    m.d.comb += [
-                        ro_wr.en.eq(1),
-                        ro_wr.data.acc.eq(ro.acc + w_out_term),
-                        ro_wr.data.o.eq(ro.o),
-                    ]
+                    m.d.comb += ro_wr.en.eq(1)
+                    for lane in range(P):
+                        m.d.comb += [
+                            ro_wr.data[lane].acc.eq(
+                                ro[lane].acc + (w_out[lane] << cfg.w_out_shift)
+                            ),
+                            ro_wr.data[lane].o.eq(ro[lane].o),
+                        ]
                 with m.Case(_Op.CLEAR):
-                    # data stays 0: zero the words that exist at this index
-                    m.d.comb += [st_wr.en.eq(s1_j < n_rec), ro_wr.en.eq(s1_j < n_out)]
+                    # data stays 0: zero the rows that exist at this index
+                    m.d.comb += [st_wr.en.eq(s1_j < R), ro_wr.en.eq(s1_j < Ro)]
         m.d.sync += n_new.eq(n_new_next)
+
+        def take_spike(rem_mask, rem_r, list_data):
+            """Next spiking neuron: from the current entry's remaining lanes, else a new entry.
+
+            Returns (neuron index, lanes left afterwards, row, whether an entry was consumed).
+            """
+            fresh = rem_mask == 0
+            mask = Mux(fresh, list_data.mask, rem_mask)
+            row = Mux(fresh, list_data.row, rem_r)
+            index = row * P + _lowest_set(mask, P) if P > 1 else row
+            return index, (mask & (mask - 1))[:P], row, fresh
 
         # -- spike emitter: streams the spike list of the last update, then a STEP --------------
         e_busy = Signal()
         e_count = Signal.like(n_prev)
         e_ptr = Signal.like(n_prev)
+        e_rem = Signal(P)
+        e_row = Signal(range(R))
         e_step_issued = Signal()
         e_valid = Signal()
         e_kind = Signal(EventKind)
+        e_index = Signal(_index_bits(n_rec))
         e_start = Signal()
         e_advance = Signal()
         m.d.comb += [
             e_advance.eq(~e_valid | self.o_spike.ready),
             sp_em.addr.eq(e_ptr),
-            sp_em.en.eq(e_advance),
             self.o_spike.valid.eq(e_valid),
             self.o_spike.p.kind.eq(e_kind),
-            self.o_spike.p.index.eq(Mux(e_kind == EventKind.SPIKE, sp_em.data, 0)),
+            self.o_spike.p.index.eq(e_index),
         ]
         with m.If(e_start):
+            m.d.comb += sp_em.addr.eq(0)  # transparent: sees an entry written this cycle
             m.d.sync += [
                 e_busy.eq(1),
                 e_count.eq(n_new_next),
                 e_ptr.eq(0),
+                e_rem.eq(0),
                 e_step_issued.eq(0),
                 e_valid.eq(0),
             ]
         with m.Elif(e_busy & e_advance):
-            with m.If(e_ptr != e_count):
-                m.d.sync += [e_valid.eq(1), e_kind.eq(EventKind.SPIKE), e_ptr.eq(e_ptr + 1)]
+            with m.If((e_rem != 0) | (e_ptr != e_count)):
+                index, left, row, fresh = take_spike(e_rem, e_row, sp_em.data)
+                m.d.sync += [
+                    e_valid.eq(1),
+                    e_kind.eq(EventKind.SPIKE),
+                    e_index.eq(index),
+                    e_rem.eq(left),
+                    e_row.eq(row),
+                ]
+                with m.If(fresh):
+                    m.d.comb += sp_em.addr.eq(e_ptr + 1)
+                    m.d.sync += e_ptr.eq(e_ptr + 1)
             with m.Elif(~e_step_issued):
-                m.d.sync += [e_valid.eq(1), e_kind.eq(EventKind.STEP), e_step_issued.eq(1)]
+                m.d.sync += [
+                    e_valid.eq(1),
+                    e_kind.eq(EventKind.STEP),
+                    e_index.eq(0),
+                    e_step_issued.eq(1),
+                ]
             with m.Else():  # the STEP has been transferred
                 m.d.sync += [e_valid.eq(0), e_busy.eq(0)]
 
-        # -- readout stream: stage "read" (ro_k) and stage "offer" (ro_valid, ro_kk) --------------
+        # -- readout stream: "read" stage (ro_k) and "offer" stage (ro_valid, ro_kk) -------------
         ro_k = Signal(range(n_out + 1))
+        ro_row = Signal(range(Ro + 1))
+        ro_lane = Signal(range(max(P, 2)))
         ro_kk = Signal(range(max(n_out, 2)))
+        ro_kk_row = Signal(range(Ro))
+        ro_kk_lane = Signal(range(max(P, 2)))
         ro_valid = Signal()
         ro_advance = Signal()
+        sel = ro[ro_kk_lane] if P > 1 else ro[0]
+        o_new = Signal(signed(mb))
         m.d.comb += [
+            o_new.eq(_saturate(_leak(sel.o, cfg.out_leak_shift) + sel.acc, mb)),
             ro_advance.eq(~ro_valid | self.o_readout.ready),
             self.o_readout.valid.eq(ro_valid),
             self.o_readout.p.index.eq(ro_kk),
@@ -328,26 +437,40 @@ class LifCore(wiring.Component):
             self.o_readout.p.last.eq(ro_kk == n_out - 1),
         ]
 
-        # -- control FSM: stage 0 issues one read per cycle -----------------------------------
-        def issue(op, index):
-            m.d.comb += [s0_valid.eq(1), s0_op.eq(op), s0_j.eq(index)]
+        # -- control FSM: stage 0 issues one row per cycle ------------------------------------
+        def issue(op, row):
+            m.d.comb += [s0_valid.eq(1), s0_op.eq(op), s0_j.eq(row)]
 
-        def fan_out_run(op, weight_port, run_length, next_state):
-            """Visit the fan-out run of every spike-list entry: ``n_prev * run_length`` cycles."""
+        def fan_out_run(op, weight_port, run_length, on_done):
+            """One run of ``run_length`` rows per spike in the list (``n_prev`` entries)."""
             issue(op, j)
-            with m.If(j == 0):  # start of a run: its base address comes from the spike list
-                start = sp_rd.data * run_length
-                m.d.comb += [weight_port.addr.eq(start), sp_rd.addr.eq(p + 1)]
-                m.d.sync += [waddr.eq(start + 1), p.eq(p + 1)]
+            rem_next = Signal.like(rem)
+            p_next = Signal.like(p)
+            m.d.comb += [rem_next.eq(rem), p_next.eq(p)]
+            with m.If(j == 0):  # start of a run: the presynaptic neuron comes from the list
+                index, left, row, fresh = take_spike(rem, rem_row, sp_rd.data)
+                start = index * run_length
+                m.d.comb += [weight_port.addr.eq(start), rem_next.eq(left)]
+                m.d.sync += [waddr.eq(start + 1), rem.eq(left), rem_row.eq(row)]
+                with m.If(fresh):
+                    m.d.comb += [p_next.eq(p + 1), sp_rd.addr.eq(p + 1)]
+                    m.d.sync += p.eq(p + 1)
             with m.Else():
                 m.d.comb += weight_port.addr.eq(waddr)
                 m.d.sync += waddr.eq(waddr + 1)
             with m.If(j == run_length - 1):
                 m.d.sync += j.eq(0)
-                started = p + 1 if run_length == 1 else p
-                with m.If(started == n_prev):
-                    m.d.sync += p.eq(0)
-                    next_state()
+                with m.If((rem_next == 0) & (p_next == n_prev)):
+                    m.d.sync += [p.eq(0), rem.eq(0)]
+                    on_done()
+            with m.Else():
+                m.d.sync += j.eq(j + 1)
+
+        def sweep(op, rows, next_state):
+            issue(op, j)
+            with m.If(j == rows - 1):
+                m.d.sync += j.eq(0)
+                m.next = next_state
             with m.Else():
                 m.d.sync += j.eq(j + 1)
 
@@ -361,12 +484,12 @@ class LifCore(wiring.Component):
                             # an index >= n_in (possible unless n_in is a power of two) is ignored
                             with m.If(idx < n_in):
                                 issue(_Op.ACC_IN, 0)
-                                m.d.comb += w_in_rd.addr.eq(idx * n_rec)
-                                if n_rec > 1:
-                                    m.d.sync += [waddr.eq(idx * n_rec + 1), j.eq(1)]
+                                m.d.comb += w_in_rd.addr.eq(idx * R)
+                                if R > 1:
+                                    m.d.sync += [waddr.eq(idx * R + 1), j.eq(1)]
                                     m.next = "ACC_IN"
                         with m.Case(EventKind.STEP):
-                            m.d.sync += [j.eq(0), p.eq(0), n_new.eq(0)]
+                            m.d.sync += [j.eq(0), p.eq(0), rem.eq(0), n_new.eq(0)]
                             with m.If(n_prev != 0):
                                 m.next = "REC"
                             with m.Else():
@@ -376,36 +499,32 @@ class LifCore(wiring.Component):
                             m.next = "CLEAR"
 
             with m.State("ACC_IN"):
-                issue(_Op.ACC_IN, j)
                 m.d.comb += w_in_rd.addr.eq(waddr)
                 m.d.sync += waddr.eq(waddr + 1)
-                with m.If(j == n_rec - 1):
-                    m.d.sync += j.eq(0)
-                    m.next = "IDLE"
-                with m.Else():
-                    m.d.sync += j.eq(j + 1)
+                sweep(_Op.ACC_IN, R, "IDLE")
 
             with m.State("REC"):
 
-                def to_update():
+                def rec_done():
                     m.next = "UPDATE"
 
-                fan_out_run(_Op.ACC_REC, w_rec_rd, n_rec, to_update)
+                fan_out_run(_Op.ACC_REC, w_rec_rd, R, rec_done)
 
             with m.State("UPDATE"):
                 # the spike list is about to be overwritten: wait until the emitter has sent it
                 with m.If(~e_busy):
-                    issue(_Op.UPDATE, j)
-                    with m.If(j == n_rec - 1):
-                        m.d.sync += j.eq(0)
-                        m.next = "UPDATE_LAST"
-                    with m.Else():
-                        m.d.sync += j.eq(j + 1)
+                    sweep(_Op.UPDATE, R, "UPDATE_LAST")
 
             with m.State("UPDATE_LAST"):
-                # stage 1 handles the last neuron; the spike count is final at the end of the cycle
-                m.d.comb += e_start.eq(1)
-                m.d.sync += [n_prev.eq(n_new_next), ro_k.eq(0), ro_valid.eq(0)]
+                # stage 1 handles the last row; the spike list is final at the end of the cycle
+                m.d.comb += [e_start.eq(1), sp_rd.addr.eq(0)]
+                m.d.sync += [
+                    n_prev.eq(n_new_next),
+                    ro_k.eq(0),
+                    ro_row.eq(0),
+                    ro_lane.eq(0),
+                    ro_valid.eq(0),
+                ]
                 with m.If(n_new_next != 0):
                     m.next = "OUT"
                 with m.Else():
@@ -413,35 +532,43 @@ class LifCore(wiring.Component):
 
             with m.State("OUT"):
 
-                def to_readout():
+                def out_done():
                     m.next = "READOUT"
 
-                fan_out_run(_Op.ACC_OUT, w_out_rd, n_out, to_readout)
+                fan_out_run(_Op.ACC_OUT, w_out_rd, Ro, out_done)
 
             with m.State("READOUT"):
-                m.d.comb += [ro_rd.addr.eq(ro_k), ro_rd.en.eq(ro_advance)]
+                m.d.comb += [ro_rd.addr.eq(ro_row), ro_rd.en.eq(ro_advance)]
                 with m.If(ro_valid & self.o_readout.ready):  # write back what was just sent
-                    m.d.comb += [
-                        ro_wr.en.eq(1),
-                        ro_wr.addr.eq(ro_kk),
-                        ro_wr.data.acc.eq(0),
-                        ro_wr.data.o.eq(o_new),
-                    ]
+                    m.d.comb += [ro_wr.en.eq(1), ro_wr.addr.eq(ro_kk_row)]
+                    for lane in range(P):
+                        mine = (ro_kk_lane == lane) if P > 1 else True
+                        m.d.comb += [
+                            ro_wr.data[lane].acc.eq(Mux(mine, 0, ro[lane].acc)),
+                            ro_wr.data[lane].o.eq(Mux(mine, o_new, ro[lane].o)),
+                        ]
                 with m.If(ro_advance):
                     with m.If(ro_k != n_out):
-                        m.d.sync += [ro_valid.eq(1), ro_kk.eq(ro_k), ro_k.eq(ro_k + 1)]
+                        m.d.sync += [
+                            ro_valid.eq(1),
+                            ro_kk.eq(ro_k),
+                            ro_kk_row.eq(ro_row),
+                            ro_kk_lane.eq(ro_lane),
+                            ro_k.eq(ro_k + 1),
+                        ]
+                        if P > 1:
+                            with m.If(ro_lane == P - 1):
+                                m.d.sync += [ro_lane.eq(0), ro_row.eq(ro_row + 1)]
+                            with m.Else():
+                                m.d.sync += ro_lane.eq(ro_lane + 1)
+                        else:
+                            m.d.sync += ro_row.eq(ro_row + 1)
                     with m.Else():
                         m.d.sync += ro_valid.eq(0)
                         m.next = "IDLE"
 
             with m.State("CLEAR"):
-                sweep = max(n_rec, n_out)
-                issue(_Op.CLEAR, j)
-                with m.If(j == sweep - 1):
-                    m.d.sync += j.eq(0)
-                    m.next = "IDLE"
-                with m.Else():
-                    m.d.sync += j.eq(j + 1)
+                sweep(_Op.CLEAR, max(R, Ro), "IDLE")
 
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | e_busy | s1_valid)
         return m

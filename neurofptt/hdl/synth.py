@@ -31,11 +31,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from neurofptt.errors import ConfigError, NeurofpttError, ToolMissingError
+from neurofptt.errors import ConfigError, SynthesisError, ToolMissingError
 
 __all__ = [
     "FAMILIES",
-    "SynthesisError",
     "SynthReport",
     "count_resources",
     "fpga_tools_available",
@@ -100,10 +99,6 @@ _IGNORED_CELLS = frozenset({"$scopeinfo"})
 _TOP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _PACKAGE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _LOG_TAIL_LINES = 25
-
-
-class SynthesisError(NeurofpttError):
-    """Yosys or nextpnr failed, or its output could not be read."""
 
 
 @dataclass

@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> object:
             raise_verification(record)
         return record
     if args.command == "synth":
-        return flow.stage_synth(out, args.verilog, args.top or flow.CORE_NAME, args.family, args.pnr)
+        return flow.stage_synth(
+            out, args.verilog, args.top or flow.CORE_NAME, args.family, args.pnr
+        )
     if args.command == "report":
         from neurofptt.report import write_report
 

@@ -92,7 +92,9 @@ def stage_train(cfg: FlowConfig, out: Path, *, resume: bool = False, progress: b
     return record
 
 
-def load_trained(checkpoint: Path, config: FlowConfig | None = None) -> tuple[SpikingRNN, FlowConfig]:
+def load_trained(
+    checkpoint: Path, config: FlowConfig | None = None
+) -> tuple[SpikingRNN, FlowConfig]:
     """Rebuild the float model of a checkpoint; a given config must match the one it was trained
     with (sizes and formats), otherwise the weights would be read into the wrong network."""
     saved = load_checkpoint(checkpoint)
@@ -120,7 +122,9 @@ def load_trained(checkpoint: Path, config: FlowConfig | None = None) -> tuple[Sp
 
 
 # -- quantize -------------------------------------------------------------------------------------
-def stage_quantize(out: Path, checkpoint: Path | None = None, config: FlowConfig | None = None) -> dict:
+def stage_quantize(
+    out: Path, checkpoint: Path | None = None, config: FlowConfig | None = None
+) -> dict:
     checkpoint = checkpoint or out / CHECKPOINT
     model, cfg = load_trained(checkpoint, config)
     task = load_flow_task(cfg)
@@ -189,8 +193,9 @@ def stage_verify(
         "golden_accuracy_on_rtl_samples": float(np.mean(golden.predictions == labels)),
         "rtl_cycles": int(result.cycles),
         "cycles_per_step": float(result.cycles) / (n * spikes.shape[1]),
-        "first_mismatches": [dict(m.__dict__) if hasattr(m, "__dict__") else m
-                             for m in result.mismatches[:20]],
+        "first_mismatches": [
+            dict(m.__dict__) if hasattr(m, "__dict__") else m for m in result.mismatches[:20]
+        ],
         "seconds": time.perf_counter() - start,
     }
     write_json(out / "verify.json", record)
@@ -199,7 +204,10 @@ def stage_verify(
 
 # -- synth ----------------------------------------------------------------------------------------
 def stage_synth(
-    out: Path, verilog: Path | None = None, top: str = CORE_NAME, family: str = "ecp5",
+    out: Path,
+    verilog: Path | None = None,
+    top: str = CORE_NAME,
+    family: str = "ecp5",
     pnr: bool = False,
 ) -> dict:
     from neurofptt.hdl.synth import fpga_tools_available, synthesize
@@ -242,7 +250,3 @@ def run_flow(cfg: FlowConfig, out: Path, *, progress: bool = True, resume: bool 
     metrics = write_report(out)
     log(f"report: {out / 'report.md'}")
     return metrics
-
-
-def hardware_from(cfg_path: Path | None) -> HardwareConfig | None:
-    return None if cfg_path is None else FlowConfig.load(cfg_path).hardware

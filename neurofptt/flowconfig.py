@@ -1,4 +1,4 @@
-"""The flow configuration: one TOML file with a ``[hardware]``, a ``[train]`` and a ``[flow]`` table.
+"""The flow configuration: one TOML file with ``[hardware]``, ``[train]`` and ``[flow]`` tables.
 
 Every table is optional; what a file leaves out takes the embedded defaults (the dataclass
 defaults), which are the demo's settings.  ``--quick`` shrinks the budget (epochs, RTL samples,
@@ -35,9 +35,7 @@ class FlowSettings:
         if self.rtl_samples < 1:
             raise ConfigError(f"flow.rtl_samples must be >= 1, got {self.rtl_samples}")
         if self.fpga_family not in ("ecp5", "ice40"):
-            raise ConfigError(
-                f"flow.fpga_family = {self.fpga_family!r}; choose 'ecp5' or 'ice40'"
-            )
+            raise ConfigError(f"flow.fpga_family = {self.fpga_family!r}; choose 'ecp5' or 'ice40'")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""``report.md``, ``metrics.json`` and the plots of a flow run, built from the stages' JSON records."""
+"""``report.md``, ``metrics.json`` and the plots of a flow run, from the stages' JSON records."""
 
 from __future__ import annotations
 
@@ -138,7 +138,8 @@ def write_report(out: Path) -> dict[str, Any]:
         "| stage | accuracy | samples |",
         "|---|---|---|",
         f"| float model (PyTorch) | {_fmt(metrics['float_accuracy'])} | {quant['test_samples']} |",
-        f"| golden model (integer) | {_fmt(metrics['golden_accuracy'])} | {quant['test_samples']} |",
+        f"| golden model (integer) | {_fmt(metrics['golden_accuracy'])} | "
+        f"{quant['test_samples']} |",
         f"| golden model, RTL subset | {_fmt(metrics['golden_accuracy_on_rtl_samples'])} | "
         f"{metrics['rtl_samples']} |",
         f"| RTL (Icarus + cocotb) | {_fmt(metrics['rtl_accuracy'])} | {metrics['rtl_samples']} |",
@@ -154,7 +155,8 @@ def write_report(out: Path) -> dict[str, Any]:
         "## Quantization",
         "",
         f"- weights {hw['weight_bits']}-bit, membrane {hw['membrane_bits']}-bit "
-        f"(Q{hw['membrane_bits'] - hw['frac_bits']}.{hw['frac_bits']}), threshold {hw['threshold']},"
+        f"(Q{hw['membrane_bits'] - hw['frac_bits']}.{hw['frac_bits']}), "
+        f"threshold {hw['threshold']},"
         f" leak shifts {hw['leak_shift']}/{hw['out_leak_shift']}, reset {hw['reset']}",
         f"- per-matrix shifts: {quant['shifts']}; clamped weights: {quant['clipped_weights']}",
         f"- mean spike rate (golden, test set): {quant['spike_rate']:.3f}",

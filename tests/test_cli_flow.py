@@ -28,8 +28,16 @@ rtl_samples = 4
 """
 
 REQUIRED_KEYS = {
-    "task", "rule", "float_accuracy", "golden_accuracy", "rtl_accuracy", "rtl_samples",
-    "rtl_neuron_steps", "rtl_mismatches", "verilog", "fpga",
+    "task",
+    "rule",
+    "float_accuracy",
+    "golden_accuracy",
+    "rtl_accuracy",
+    "rtl_samples",
+    "rtl_neuron_steps",
+    "rtl_mismatches",
+    "verilog",
+    "fpga",
 }
 
 
@@ -44,7 +52,7 @@ def quick_flow(tmp_path_factory) -> Path:
 @pytest.mark.rtl
 def test_quick_flow_end_to_end(quick_flow: Path) -> None:
     metrics = json.loads((quick_flow / "metrics.json").read_text())
-    assert REQUIRED_KEYS <= set(metrics)
+    assert set(metrics) >= REQUIRED_KEYS
     assert metrics["task"] == "digits" and metrics["rule"] == "fptt"
     assert metrics["rtl_mismatches"] == 0
     assert metrics["rtl_samples"] == 16
@@ -57,8 +65,13 @@ def test_quick_flow_end_to_end(quick_flow: Path) -> None:
         assert metrics["fpga_reason"]
     else:
         assert metrics["fpga"]["lut"] > 0 and metrics["fpga"]["bram"] >= 1
-    for name in ("report.md", "training_curve.png", "membrane_traces.png", "checkpoint.pt",
-                 "quantized.npz"):
+    for name in (
+        "report.md",
+        "training_curve.png",
+        "membrane_traces.png",
+        "checkpoint.pt",
+        "quantized.npz",
+    ):
         assert (quick_flow / name).is_file(), name
     report = (quick_flow / "report.md").read_text()
     assert "mismatches: **0**" in report
@@ -70,8 +83,9 @@ def test_stages_run_on_their_own(quick_flow: Path, tmp_path: Path) -> None:
     shutil.copy(quick_flow / "checkpoint.pt", tmp_path / "checkpoint.pt")
     cmd = [sys.executable, "-m", "neurofptt.cli"]
     for args in (["quantize"], ["generate"], ["verify", "--samples", "3"]):
-        proc = subprocess.run(cmd + args + ["--out", str(tmp_path)], capture_output=True,
-                              text=True, timeout=600)
+        proc = subprocess.run(
+            cmd + args + ["--out", str(tmp_path)], capture_output=True, text=True, timeout=600
+        )
         assert proc.returncode == 0, proc.stderr
     verify = json.loads((tmp_path / "verify.json").read_text())
     assert verify["rtl_mismatches"] == 0 and verify["rtl_samples"] == 3
@@ -94,8 +108,9 @@ def test_resume_gives_the_same_result(tmp_path: Path) -> None:
     assert ckpt["epoch"] == 1
     ckpt["meta"]["flow"]["train"]["epochs"] = 2
     torch.save(ckpt, split / "checkpoint.pt")
-    assert main(["train", "--config", str(cfg), "--out", str(split), "--resume",
-                 "--no-progress"]) == 0
+    assert (
+        main(["train", "--config", str(cfg), "--out", str(split), "--resume", "--no-progress"]) == 0
+    )
     a = torch.load(full / "checkpoint.pt", weights_only=True)
     b = torch.load(split / "checkpoint.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 2
@@ -113,10 +128,13 @@ def test_checkpoint_that_does_not_match_config(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["quantize", "--config", str(other), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "does not match the hardware config" in err and "n_rec: checkpoint 16 vs config 24" in err
+    assert (
+        "does not match the hardware config" in err and "n_rec: checkpoint 16 vs config 24" in err
+    )
     (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
-    assert main(["quantize", "--checkpoint", str(tmp_path / "broken.pt"), "--out",
-                 str(tmp_path)]) == 2
+    assert (
+        main(["quantize", "--checkpoint", str(tmp_path / "broken.pt"), "--out", str(tmp_path)]) == 2
+    )
     assert "not a readable neurofptt checkpoint" in capsys.readouterr().err
 
 

@@ -80,6 +80,15 @@ def test_model_rejects_bad_input() -> None:
 
 
 def test_largest_config_fits_64_bit_golden_arithmetic() -> None:
-    cfg = HardwareConfig(n_in=4096, n_rec=4096, n_out=1024, weight_bits=16, membrane_bits=32,
-                         threshold=1, w_in_shift=31, w_rec_shift=31, w_out_shift=31)
+    cfg = HardwareConfig(
+        n_in=4096,
+        n_rec=4096,
+        n_out=1024,
+        weight_bits=16,
+        membrane_bits=32,
+        threshold=1,
+        w_in_shift=31,
+        w_rec_shift=31,
+        w_out_shift=31,
+    )
     assert cfg.acc_bits <= 63

@@ -64,12 +64,16 @@ def test_two_fptt_steps_match_hand_computation(form: str) -> None:
     uniform = np.full(2, 0.5)
     w0 = (W_IN, W_REC, W_OUT)
     # step 1: beta_t = 1/2, target mixes the label with the (uniform) class prior
-    g1, state = hand_step(w0, np.zeros(3), np.zeros(3), np.zeros(2), X[0], 0.5 * onehot + 0.5 * uniform)
+    g1, state = hand_step(
+        w0, np.zeros(3), np.zeros(3), np.zeros(2), X[0], 0.5 * onehot + 0.5 * uniform
+    )
     # the regulariser gradient is zero at W_bar = W, lambda = g_prev = 0: a plain SGD step
     w1 = tuple(w - LR * g for w, g in zip(w0, g1, strict=True))
     if form == "dual":
         lam1 = tuple(-ALPHA * (a - b) for a, b in zip(w1, w0, strict=True))
-        bar1 = tuple(0.5 * b + 0.5 * a - lam / (2 * ALPHA) for a, b, lam in zip(w1, w0, lam1, strict=True))
+        bar1 = tuple(
+            0.5 * b + 0.5 * a - lam / (2 * ALPHA) for a, b, lam in zip(w1, w0, lam1, strict=True)
+        )
     else:
         bar1 = tuple(0.5 * (b + a) - g / (2 * ALPHA) for a, b, g in zip(w1, w0, g1, strict=True))
     # step 2: beta_t = 1, plain cross-entropy; state carried but detached
@@ -81,7 +85,9 @@ def test_two_fptt_steps_match_hand_computation(form: str) -> None:
     w2 = tuple(w - LR * (g + r) for w, g, r in zip(w1, g2, reg, strict=True))
     if form == "dual":
         lam2 = tuple(lam - ALPHA * (a - b) for lam, a, b in zip(lam1, w2, bar1, strict=True))
-        bar2 = tuple(0.5 * b + 0.5 * a - lam / (2 * ALPHA) for a, b, lam in zip(w2, bar1, lam2, strict=True))
+        bar2 = tuple(
+            0.5 * b + 0.5 * a - lam / (2 * ALPHA) for a, b, lam in zip(w2, bar1, lam2, strict=True)
+        )
         memory2 = lam2
     else:
         bar2 = tuple(0.5 * (b + a) - g / (2 * ALPHA) for a, b, g in zip(w2, bar1, g2, strict=True))

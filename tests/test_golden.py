@@ -13,12 +13,23 @@ from neurofptt.quant.quantizer import dequantize_into, quantize
 
 def test_hand_worked_step() -> None:
     cfg = HardwareConfig(
-        n_in=2, n_rec=2, n_out=1, weight_bits=8, membrane_bits=8, frac_bits=4, leak_shift=1,
-        out_leak_shift=2, threshold=16, reset="subtract", w_in_shift=1, w_rec_shift=0,
+        n_in=2,
+        n_rec=2,
+        n_out=1,
+        weight_bits=8,
+        membrane_bits=8,
+        frac_bits=4,
+        leak_shift=1,
+        out_leak_shift=2,
+        threshold=16,
+        reset="subtract",
+        w_in_shift=1,
+        w_rec_shift=0,
         w_out_shift=2,
     )
-    net = QuantizedNetwork(cfg, np.array([[10, 3], [-7, 127]]), np.array([[0, 5], [100, 0]]),
-                           np.array([[3, -1]]))
+    net = QuantizedNetwork(
+        cfg, np.array([[10, 3], [-7, 127]]), np.array([[0, 5], [100, 0]]), np.array([[3, -1]])
+    )
     state = GoldenState(v=np.array([[-5, 20]]), z=np.array([[False, True]]), o=np.array([[-7]]))
     out = golden_step(net, state, np.array([[1, 1]]))
     # neuron 0: leak(-5) = -5 - floor(-5/2) = -2; input (10 + 3) << 1 = 26; rec 5 * z1 = 5
@@ -32,8 +43,18 @@ def test_hand_worked_step() -> None:
 
 
 def _random_network(rng: np.random.Generator, reset: str) -> tuple[SpikingRNN, QuantizedNetwork]:
-    cfg = HardwareConfig(n_in=12, n_rec=20, n_out=5, weight_bits=8, membrane_bits=20,
-                         frac_bits=8, leak_shift=3, out_leak_shift=2, threshold=256, reset=reset)
+    cfg = HardwareConfig(
+        n_in=12,
+        n_rec=20,
+        n_out=5,
+        weight_bits=8,
+        membrane_bits=20,
+        frac_bits=8,
+        leak_shift=3,
+        out_leak_shift=2,
+        threshold=256,
+        reset=reset,
+    )
     model = SpikingRNN.from_config(cfg).double()
     with torch.no_grad():
         for p in model.parameters():

@@ -21,10 +21,16 @@ def _random_net(cfg: HardwareConfig, rng: np.random.Generator) -> QuantizedNetwo
     )
 
 
-def simulate(net: QuantizedNetwork, spikes: np.ndarray, backpressure: bool = False, seed: int = 0):
+def simulate(
+    net: QuantizedNetwork,
+    spikes: np.ndarray,
+    backpressure: bool = False,
+    seed: int = 0,
+    lanes: int = 1,
+):
     """Drive ``spikes`` (B, T, n_in) through LifCore; return spikes, readout, per-step cycles."""
     cfg = net.config
-    dut = LifCore(net)
+    dut = LifCore(net, lanes)
     batch, steps, _ = spikes.shape
     rng = random.Random(seed)
     out_spikes = np.zeros((batch, steps, cfg.n_rec), bool)
@@ -130,15 +136,17 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.n_in}-{c.n_rec}-{c.n_out}-{c.reset}")
-@pytest.mark.parametrize("backpressure", [False, True], ids=["ready", "backpressure"])
-def test_core_matches_golden(cfg: HardwareConfig, backpressure: bool) -> None:
+@pytest.mark.parametrize(
+    ("lanes", "backpressure"), [(1, False), (1, True), (2, False), (3, True), (4, False)]
+)
+def test_core_matches_golden(cfg: HardwareConfig, lanes: int, backpressure: bool) -> None:
     rng = np.random.default_rng(1234)
     net = _random_net(cfg, rng)
     spikes = (rng.random((2, 6, cfg.n_in)) < 0.6).astype(np.uint8)
     spikes[0, 2] = 1  # an all-spike step
     spikes[1, 1] = 0  # a silent step
     golden = golden_run(net, spikes)
-    got_spikes, got_readout, step_cycles = simulate(net, spikes, backpressure, seed=7)
+    got_spikes, got_readout, step_cycles = simulate(net, spikes, backpressure, seed=7, lanes=lanes)
     np.testing.assert_array_equal(got_spikes, golden.spikes)
     np.testing.assert_array_equal(got_readout, golden.readout)
     if not backpressure:
@@ -147,7 +155,7 @@ def test_core_matches_golden(cfg: HardwareConfig, backpressure: bool) -> None:
             [np.zeros((2, 1), np.int64), golden.spikes.sum(axis=2)[:, :-1]], axis=1
         )
         new = golden.spikes.sum(axis=2)
-        expected = np.vectorize(lambda e, p, s: cycles_per_step(cfg, e, p, s))(
+        expected = np.vectorize(lambda e, p, s: cycles_per_step(cfg, e, p, s, lanes))(
             n_events, prev, new
         )
         np.testing.assert_array_equal(step_cycles, expected)

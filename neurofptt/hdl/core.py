@@ -195,9 +195,13 @@ def memory_images(net: QuantizedNetwork, lanes: int = 1) -> dict[str, list[int]]
     }
 
 
-def _saturate(value, bits: int):
+def _saturate(m: Module, value, bits: int, name: str) -> Signal:
+    """``value`` clamped to the signed ``bits``-bit range (``.eq`` alone would wrap)."""
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return Mux(value > hi, hi, Mux(value < lo, lo, value))
+    wide = Signal(value.shape(), name=f"{name}_wide")  # one adder, shared by the comparisons
+    out = Signal(signed(bits), name=name)
+    m.d.comb += [wide.eq(value), out.eq(Mux(wide > hi, hi, Mux(wide < lo, lo, wide)))]
+    return out
 
 
 def _leak(value, shift: int):
@@ -266,7 +270,7 @@ class LifCore(wiring.Component):
         ro_wr = readout.write_port()
         ro_rd = readout.read_port(transparent_for=(ro_wr,))
 
-        entry = data.StructLayout({"row": range(R), "mask": P})
+        entry = data.StructLayout({"row": unsigned(_index_bits(R)), "mask": P})
         m.submodules.spikes = spikes = Memory(shape=entry, depth=R, init=[])
         sp_wr = spikes.write_port()
         sp_rd = spikes.read_port(transparent_for=(sp_wr,))  # REC and OUT phases
@@ -277,7 +281,7 @@ class LifCore(wiring.Component):
         waddr = Signal(range(max(n_in * R, n_rec * R, n_rec * Ro) + 1))
         p = Signal(range(R + 1))  # spike-list entries taken in REC / OUT
         rem = Signal(P)  # lanes of the current entry not yet visited
-        rem_row = Signal(range(R))
+        rem_row = Signal(_index_bits(R))
         n_prev = Signal(range(R + 1))  # spike-list entries of the last completed step
         n_new = Signal(range(R + 1))  # entries written so far in UPDATE
 
@@ -295,18 +299,25 @@ class LifCore(wiring.Component):
         ro = ro_rd.data
         m.d.comb += [st_wr.addr.eq(s1_j), ro_wr.addr.eq(s1_j)]
 
+        # operand isolation: the update datapath only sees the state row during UPDATE, so it
+        # does not toggle during the accumulation phases (less switching, faster simulation)
+        upd = Signal.like(st_rd.data, name="update_in")
+        with m.If(s1_op == _Op.UPDATE):
+            m.d.comb += upd.eq(st)
         z_new = Signal(P)
-        v_new = [Signal(signed(mb), name=f"v_new_{lane}") for lane in range(P)]
+        v_new = []
         for lane in range(P):
-            n = st[lane]
+            n = upd[lane]
             leaked = _leak(n.v, cfg.leak_shift)
             if cfg.reset == "subtract":
                 base = leaked - Mux(n.z, cfg.threshold, 0)
             else:
                 base = Mux(n.z, 0, leaked)
-            m.d.comb += v_new[lane].eq(_saturate(base + n.acc, mb))
-            exists = True if (R - 1) * P + lane < n_rec else s1_j != R - 1  # padding lane
-            m.d.comb += z_new[lane].eq((v_new[lane] > cfg.threshold) & exists)
+            v_new.append(_saturate(m, base + n.acc, mb, f"v_new_{lane}"))
+            spikes_now = v_new[lane] > cfg.threshold
+            if (R - 1) * P + lane >= n_rec:  # a padding lane of the last row never spikes
+                spikes_now = spikes_now & (s1_j != R - 1)
+            m.d.comb += z_new[lane].eq(spikes_now)
 
         n_new_next = Signal.like(n_new)
         m.d.comb += n_new_next.eq(n_new)
@@ -354,23 +365,31 @@ class LifCore(wiring.Component):
                     m.d.comb += [st_wr.en.eq(s1_j < R), ro_wr.en.eq(s1_j < Ro)]
         m.d.sync += n_new.eq(n_new_next)
 
-        def take_spike(rem_mask, rem_r, list_data):
+        def take_spike(rem_mask, rem_r, list_data, name):
             """Next spiking neuron: from the current entry's remaining lanes, else a new entry.
 
-            Returns (neuron index, lanes left afterwards, row, whether an entry was consumed).
+            Returns signals (neuron index, lanes left afterwards, row, entry consumed).
             """
-            fresh = rem_mask == 0
-            mask = Mux(fresh, list_data.mask, rem_mask)
-            row = Mux(fresh, list_data.row, rem_r)
-            index = row * P + _lowest_set(mask, P) if P > 1 else row
-            return index, (mask & (mask - 1))[:P], row, fresh
+            fresh = Signal(name=f"{name}_fresh")
+            mask = Signal(P, name=f"{name}_mask")
+            row = Signal(_index_bits(R), name=f"{name}_row")
+            index = Signal(_index_bits(n_rec), name=f"{name}_index")
+            left = Signal(P, name=f"{name}_left")
+            m.d.comb += [
+                fresh.eq(rem_mask == 0),
+                mask.eq(Mux(fresh, list_data.mask, rem_mask)),
+                row.eq(Mux(fresh, list_data.row, rem_r)),
+                index.eq(row * P + _lowest_set(mask, P) if P > 1 else row),
+                left.eq(mask & (mask - 1)),
+            ]
+            return index, left, row, fresh
 
         # -- spike emitter: streams the spike list of the last update, then a STEP --------------
         e_busy = Signal()
         e_count = Signal.like(n_prev)
         e_ptr = Signal.like(n_prev)
         e_rem = Signal(P)
-        e_row = Signal(range(R))
+        e_row = Signal(_index_bits(R))
         e_step_issued = Signal()
         e_valid = Signal()
         e_kind = Signal(EventKind)
@@ -384,6 +403,7 @@ class LifCore(wiring.Component):
             self.o_spike.p.kind.eq(e_kind),
             self.o_spike.p.index.eq(e_index),
         ]
+        emit_next = take_spike(e_rem, e_row, sp_em.data, "emit")
         with m.If(e_start):
             m.d.comb += sp_em.addr.eq(0)  # transparent: sees an entry written this cycle
             m.d.sync += [
@@ -396,7 +416,7 @@ class LifCore(wiring.Component):
             ]
         with m.Elif(e_busy & e_advance):
             with m.If((e_rem != 0) | (e_ptr != e_count)):
-                index, left, row, fresh = take_spike(e_rem, e_row, sp_em.data)
+                index, left, row, fresh = emit_next
                 m.d.sync += [
                     e_valid.eq(1),
                     e_kind.eq(EventKind.SPIKE),
@@ -422,14 +442,13 @@ class LifCore(wiring.Component):
         ro_row = Signal(range(Ro + 1))
         ro_lane = Signal(range(max(P, 2)))
         ro_kk = Signal(range(max(n_out, 2)))
-        ro_kk_row = Signal(range(Ro))
+        ro_kk_row = Signal(_index_bits(Ro))
         ro_kk_lane = Signal(range(max(P, 2)))
         ro_valid = Signal()
         ro_advance = Signal()
         sel = ro[ro_kk_lane] if P > 1 else ro[0]
-        o_new = Signal(signed(mb))
+        o_new = _saturate(m, _leak(sel.o, cfg.out_leak_shift) + sel.acc, mb, "o_new")
         m.d.comb += [
-            o_new.eq(_saturate(_leak(sel.o, cfg.out_leak_shift) + sel.acc, mb)),
             ro_advance.eq(~ro_valid | self.o_readout.ready),
             self.o_readout.valid.eq(ro_valid),
             self.o_readout.p.index.eq(ro_kk),
@@ -441,16 +460,22 @@ class LifCore(wiring.Component):
         def issue(op, row):
             m.d.comb += [s0_valid.eq(1), s0_op.eq(op), s0_j.eq(row)]
 
+        run_next = take_spike(rem, rem_row, sp_rd.data, "run")
+        rem_next = Signal.like(rem)
+        p_next = Signal.like(p)
+        m.d.comb += [rem_next.eq(rem), p_next.eq(p)]
+
         def fan_out_run(op, weight_port, run_length, on_done):
             """One run of ``run_length`` rows per spike in the list (``n_prev`` entries)."""
             issue(op, j)
-            rem_next = Signal.like(rem)
-            p_next = Signal.like(p)
-            m.d.comb += [rem_next.eq(rem), p_next.eq(p)]
             with m.If(j == 0):  # start of a run: the presynaptic neuron comes from the list
-                index, left, row, fresh = take_spike(rem, rem_row, sp_rd.data)
-                start = index * run_length
-                m.d.comb += [weight_port.addr.eq(start), rem_next.eq(left)]
+                index, left, row, fresh = run_next
+                start = Signal(range(n_rec * run_length), name=f"start_{op.name.lower()}")
+                m.d.comb += [
+                    start.eq(index * run_length),
+                    weight_port.addr.eq(start),
+                    rem_next.eq(left),
+                ]
                 m.d.sync += [waddr.eq(start + 1), rem.eq(left), rem_row.eq(row)]
                 with m.If(fresh):
                     m.d.comb += [p_next.eq(p + 1), sp_rd.addr.eq(p + 1)]
@@ -475,6 +500,8 @@ class LifCore(wiring.Component):
                 m.d.sync += j.eq(j + 1)
 
         idx = self.i_event.p.index
+        in_start = Signal(range(n_in * R + R), name="start_acc_in")
+        m.d.comb += in_start.eq(idx * R)
         with m.FSM(init="IDLE") as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.i_event.ready.eq(1)
@@ -484,9 +511,9 @@ class LifCore(wiring.Component):
                             # an index >= n_in (possible unless n_in is a power of two) is ignored
                             with m.If(idx < n_in):
                                 issue(_Op.ACC_IN, 0)
-                                m.d.comb += w_in_rd.addr.eq(idx * R)
+                                m.d.comb += w_in_rd.addr.eq(in_start)
                                 if R > 1:
-                                    m.d.sync += [waddr.eq(idx * R + 1), j.eq(1)]
+                                    m.d.sync += [waddr.eq(in_start + 1), j.eq(1)]
                                     m.next = "ACC_IN"
                         with m.Case(EventKind.STEP):
                             m.d.sync += [j.eq(0), p.eq(0), rem.eq(0), n_new.eq(0)]

@@ -27,6 +27,7 @@ from neurofptt.errors import ConfigError
 from neurofptt.hdl.core import (
     EventKind,
     LifCore,
+    check_lanes,
     core_signature,
     event_layout,
     memory_images,
@@ -38,8 +39,8 @@ __all__ = ["GeneratedDesign", "design_description", "generate_verilog", "render_
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-CYCLES_PER_STEP = "n_rec * (n_input_events + n_prev_spikes + 1) + n_out * (n_new_spikes + 1) + 3"
-CYCLES_PER_CLEAR = "max(n_rec, n_out) + 1"
+CYCLES_PER_STEP = "R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 3"
+CYCLES_PER_CLEAR = "max(R, Ro) + 1"
 
 _PORT_MEANING = {
     "clk": "clock, rising edge",
@@ -108,10 +109,11 @@ def _add_time_zero_kick(text: str) -> str:
     return _ALWAYS_TRIGGER.sub(insert, text)
 
 
-def render_verilog(net: QuantizedNetwork, name: str = "neurofptt_core") -> str:
+def render_verilog(net: QuantizedNetwork, name: str = "neurofptt_core", *, lanes: int = 1) -> str:
     """Return the Verilog text of the core for ``net`` (top module ``name``)."""
     _check_name(name)
-    return _add_time_zero_kick(verilog.convert(LifCore(net), name=name, emit_src=False))
+    core = LifCore(net, lanes)
+    return _add_time_zero_kick(verilog.convert(core, name=name, emit_src=False))
 
 
 def port_list(net: QuantizedNetwork) -> list[dict[str, Any]]:
@@ -138,11 +140,19 @@ def _fields(layout) -> list[dict[str, Any]]:
     ]
 
 
-def design_description(net: QuantizedNetwork, name: str = "neurofptt_core") -> dict[str, Any]:
+def design_description(
+    net: QuantizedNetwork, name: str = "neurofptt_core", *, lanes: int = 1
+) -> dict[str, Any]:
     """The content of ``design.json``."""
     cfg = net.config
+    check_lanes(lanes)
+    rows, out_rows = -(-cfg.n_rec // lanes), -(-cfg.n_out // lanes)
+    wb = cfg.weight_bits
+    neuron_bits = cfg.acc_bits + cfg.membrane_bits + 1
+    readout_bits = cfg.acc_bits + cfg.membrane_bits
     return {
         "name": name,
+        "lanes": lanes,
         "config": cfg.to_dict(),
         "ports": port_list(net),
         "payloads": {
@@ -152,18 +162,21 @@ def design_description(net: QuantizedNetwork, name: str = "neurofptt_core") -> d
         },
         "event_kinds": {kind.name: kind.value for kind in EventKind},
         "memories": {
-            "w_in": {"depth": cfg.n_in * cfg.n_rec, "width": cfg.weight_bits,
-                     "address": "i * n_rec + j holds w_in[j, i]", "file": "w_in.mem"},
-            "w_rec": {"depth": cfg.n_rec * cfg.n_rec, "width": cfg.weight_bits,
-                      "address": "i * n_rec + j holds w_rec[j, i]", "file": "w_rec.mem"},
-            "w_out": {"depth": cfg.n_rec * cfg.n_out, "width": cfg.weight_bits,
-                      "address": "j * n_out + k holds w_out[k, j]", "file": "w_out.mem"},
-            "state": {"depth": cfg.n_rec, "width": cfg.acc_bits + cfg.membrane_bits + 1,
-                      "fields": "{z, v, acc}"},
-            "readout": {"depth": cfg.n_out, "width": cfg.acc_bits + cfg.membrane_bits,
-                        "fields": "{o, acc}"},
-            "spikes": {"depth": cfg.n_rec, "width": cfg.index_bits(cfg.n_rec)},
+            "w_in": {"depth": cfg.n_in * rows, "width": lanes * wb, "file": "w_in.mem",
+                     "word": "address i * R + r, lane l (bits l*wb..) = w_in[r * lanes + l, i]"},
+            "w_rec": {"depth": cfg.n_rec * rows, "width": lanes * wb, "file": "w_rec.mem",
+                      "word": "address i * R + r, lane l = w_rec[r * lanes + l, i]"},
+            "w_out": {"depth": cfg.n_rec * out_rows, "width": lanes * wb, "file": "w_out.mem",
+                      "word": "address j * Ro + s, lane l = w_out[s * lanes + l, j]"},
+            "state": {"depth": rows, "width": lanes * neuron_bits,
+                      "word": "per lane {acc, v, z} from the least significant bit"},
+            "readout": {"depth": out_rows, "width": lanes * readout_bits,
+                        "word": "per lane {acc, o} from the least significant bit"},
+            "spikes": {"depth": rows, "width": max(1, (rows - 1).bit_length()) + lanes,
+                       "word": "{row, mask}: rows with spikes in the last step, ascending"},
         },  # fmt: skip
+        "rows": rows,
+        "out_rows": out_rows,
         "acc_bits": cfg.acc_bits,
         "cycles_per_step": CYCLES_PER_STEP,
         "cycles_per_clear": CYCLES_PER_CLEAR,
@@ -171,17 +184,23 @@ def design_description(net: QuantizedNetwork, name: str = "neurofptt_core") -> d
 
 
 def mem_text(values: list[int], bits: int) -> str:
-    """``$readmemh`` text: one two's-complement word of ``bits`` bits per line."""
+    """``$readmemh`` text: one word of ``bits`` bits per line (negative values in two's
+    complement)."""
     digits = (bits + 3) // 4
     mask = (1 << bits) - 1
     return "".join(f"{int(v) & mask:0{digits}x}\n" for v in values)
 
 
 def generate_verilog(
-    net: QuantizedNetwork, out_dir: str | Path, name: str = "neurofptt_core"
+    net: QuantizedNetwork, out_dir: str | Path, name: str = "neurofptt_core", *, lanes: int = 1
 ) -> GeneratedDesign:
-    """Write the Verilog, the weight memory images and ``design.json`` into ``out_dir``."""
+    """Write the Verilog, the weight memory images and ``design.json`` into ``out_dir``.
+
+    Files whose content is unchanged are not rewritten, so their modification times (and an
+    Icarus build that depends on them) stay valid.
+    """
     _check_name(name)
+    check_lanes(lanes)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = net.config
@@ -194,14 +213,24 @@ def generate_verilog(
         w_out_mem=out_dir / "w_out.mem",
         design_json=out_dir / "design.json",
     )
-    atomic_write_bytes(design.verilog, render_verilog(net, name).encode())
-    images = memory_images(net)
+    _write_if_changed(design.verilog, render_verilog(net, name, lanes=lanes))
+    images = memory_images(net, lanes)
     for key, path in (
         ("w_in", design.w_in_mem),
         ("w_rec", design.w_rec_mem),
         ("w_out", design.w_out_mem),
     ):
-        atomic_write_bytes(path, mem_text(images[key], cfg.weight_bits).encode())
-    text = json.dumps(design_description(net, name), indent=2) + "\n"
-    atomic_write_bytes(design.design_json, text.encode())
+        _write_if_changed(path, mem_text(images[key], lanes * cfg.weight_bits))
+    text = json.dumps(design_description(net, name, lanes=lanes), indent=2) + "\n"
+    _write_if_changed(design.design_json, text)
     return design
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    data = text.encode()
+    try:
+        if path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    atomic_write_bytes(path, data)

@@ -17,7 +17,8 @@ Two forms of ``R_t`` are implemented; their gradients are added analytically (no
 ``lam`` accumulates the dual variable; if each step's problem were solved exactly it would equal
 ``grad l_t(W_{t+1})``, and with ``b = 1/2`` the ``W_bar`` recursion equals the paper's.
 
-``form="slide"`` (the paper/slide regulariser ``R_t = alpha/2 ||W - W_bar_t - g_{t-1}/(2 alpha)||^2``)::
+``form="slide"`` (the paper's regulariser
+``R_t = alpha/2 ||W - W_bar_t - g_{t-1}/(2 alpha)||^2``)::
 
     grad R_t    = alpha (W - W_bar_t) - g_{t-1} / 2
     W_bar_{t+1} = 1/2 (W_bar_t + W_{t+1}) - g_t / (2 alpha)

@@ -28,7 +28,12 @@ from neurofptt.tasks import SpikeDataset, TaskData
 
 RULES: dict[str, type[Rule]] = {"bptt": BPTT, "fptt": FPTT}
 LR_SCHEDULES = ("constant", "cosine")
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adamax": torch.optim.Adamax, "sgd": torch.optim.SGD}
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "adamax": torch.optim.Adamax,
+    "sgd": torch.optim.SGD,
+}
 
 
 @dataclass(frozen=True)
@@ -124,8 +129,14 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def save_checkpoint(path: Path, model: RecurrentModel, rule: Rule, state: TrainState,
-                    generator: torch.Generator, meta: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: Path,
+    model: RecurrentModel,
+    rule: Rule,
+    state: TrainState,
+    generator: torch.Generator,
+    meta: dict[str, Any],
+) -> None:
     payload = {
         "model": model.state_dict(),
         "optimizer": rule.optimizer.state_dict(),
@@ -185,8 +196,13 @@ def fit(
             group["lr"] = epoch_lr(cfg, epoch)
         order = torch.randperm(n, generator=generator)
         batches = range(0, n, cfg.batch_size)
-        bar = tqdm(batches, desc=f"{cfg.rule} epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, leave=False, unit="batch")
+        bar = tqdm(
+            batches,
+            desc=f"{cfg.rule} epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress,
+            leave=False,
+            unit="batch",
+        )
         loss_sum, correct = 0.0, 0
         for start in bar:
             idx = order[start : start + cfg.batch_size]

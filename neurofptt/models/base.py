@@ -33,10 +33,8 @@ class RecurrentModel(nn.Module):
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         raise NotImplementedError
 
-    def forward(
-        self, x: torch.Tensor, state: State | None = None
-    ) -> tuple[torch.Tensor, State]:
-        """Run a whole ``(B, T, n_in)`` sequence; returns ``(B, T, n_out)`` outputs and the state."""
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Run a ``(B, T, n_in)`` sequence; returns the ``(B, T, n_out)`` outputs and the state."""
         check_sequence(x, self.n_in)
         if state is None:
             state = self.initial_state(x.shape[0])
@@ -52,9 +50,7 @@ def check_sequence(x: torch.Tensor, n_in: int) -> None:
     if not isinstance(x, torch.Tensor):
         raise ShapeError(f"expected a torch.Tensor input, got {type(x).__name__}")
     if x.ndim != 3 or x.shape[2] != n_in:
-        raise ShapeError(
-            f"input has shape {tuple(x.shape)}; expected (batch, steps, n_in={n_in})"
-        )
+        raise ShapeError(f"input has shape {tuple(x.shape)}; expected (batch, steps, n_in={n_in})")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ShapeError(f"input has shape {tuple(x.shape)}; batch and steps must be non-empty")
     if x.is_floating_point() and not torch.isfinite(x).all():

@@ -63,9 +63,7 @@ def predict(readout: np.ndarray) -> np.ndarray:
     return np.argmax(readout[:, -1, :], axis=-1)
 
 
-def golden_step(
-    net: QuantizedNetwork, state: GoldenState, x: np.ndarray
-) -> GoldenState:
+def golden_step(net: QuantizedNetwork, state: GoldenState, x: np.ndarray) -> GoldenState:
     """Advance a batch by one step with input spikes ``x`` of shape ``(B, n_in)``."""
     cfg = net.config
     x = x.astype(np.int64)
@@ -87,9 +85,7 @@ def check_spike_input(x: np.ndarray, n_in: int) -> np.ndarray:
     """Validate a ``(B, T, n_in)`` spike tensor and return it as ``bool``."""
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[2] != n_in:
-        raise ShapeError(
-            f"spike input has shape {x.shape}; expected (batch, steps, n_in={n_in})"
-        )
+        raise ShapeError(f"spike input has shape {x.shape}; expected (batch, steps, n_in={n_in})")
     if x.shape[1] == 0:
         raise ShapeError("spike input has 0 time steps; give at least one step")
     if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):

@@ -47,9 +47,10 @@ class QuantizedNetwork:
                     f"{name} has shape {arr.shape} but the config (n_in={cfg.n_in}, "
                     f"n_rec={cfg.n_rec}, n_out={cfg.n_out}) needs {shape}"
                 )
-            if not np.issubdtype(arr.dtype, np.integer):
-                if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-                    raise ConfigError(f"{name} must hold integers; quantize the model first")
+            if not np.issubdtype(arr.dtype, np.integer) and (
+                not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr))
+            ):
+                raise ConfigError(f"{name} must hold integers; quantize the model first")
             arr = arr.astype(np.int64)
             bad = (arr < cfg.w_min) | (arr > cfg.w_max)
             if bad.any():

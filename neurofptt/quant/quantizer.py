@@ -114,6 +114,8 @@ def dequantize_into(model: torch.nn.Module, net: QuantizedNetwork) -> None:
     cfg = net.config
     with torch.no_grad():
         for key, (param, field) in MATRICES.items():
-            value = np.ldexp(getattr(net, key).astype(np.float64), getattr(cfg, field) - cfg.frac_bits)
+            value = np.ldexp(
+                getattr(net, key).astype(np.float64), getattr(cfg, field) - cfg.frac_bits
+            )
             target = model.get_parameter(param)
             target.copy_(torch.from_numpy(value).to(target.dtype))

@@ -73,9 +73,7 @@ def threshold_encode(
     return np.repeat(spikes, repeat, axis=1)
 
 
-def load_digits_task(
-    thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS, repeat: int = 1
-) -> TaskData:
+def load_digits_task(thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS, repeat: int = 1) -> TaskData:
     """The embedded default task with its fixed split."""
     digits = load_digits()
     images = digits.images.astype(np.int64)

@@ -115,11 +115,13 @@ def run_rtl(
     verilog: str | Path | None = None,
     backpressure: bool = False,
     seed: int = 0,
+    lanes: int = 1,
 ) -> RtlResult:
     """Simulate the core for ``net`` on ``spikes`` ``(B, T, n_in)`` and compare with the golden model.
 
-    ``verilog`` is a Verilog file to test instead of generating one from ``net`` (its last
-    module is the top; it must have the ports of :class:`~neurofptt.hdl.LifCore`).
+    ``verilog`` is a Verilog file to test instead of generating one from ``net`` with ``lanes``
+    parallel lanes (its last module is the top; it must have the ports of
+    :class:`~neurofptt.hdl.LifCore`).
     ``backpressure`` makes the testbench stall both output streams and the input at random
     (seeded by ``seed``).  Everything (RTL, stimulus, build, logs, results) goes to ``work_dir``.
     The result lists the mismatches; call :meth:`RtlResult.raise_for_mismatches` to turn them
@@ -133,7 +135,7 @@ def run_rtl(
     work_dir.mkdir(parents=True, exist_ok=True)
 
     if verilog is None:
-        design = generate_verilog(net, work_dir / "rtl")
+        design = generate_verilog(net, work_dir / "rtl", lanes=lanes)
         verilog_path, top = design.verilog, design.name
     else:
         verilog_path = Path(verilog).resolve()

@@ -20,7 +20,6 @@ from neurofptt.errors import CheckpointError, ConfigError, ToolMissingError
 from neurofptt.flowconfig import FlowConfig
 from neurofptt.learning.trainer import evaluate, fit, load_checkpoint
 from neurofptt.models.spiking import SpikingRNN
-from neurofptt.quant.config import HardwareConfig
 from neurofptt.quant.golden import golden_run
 from neurofptt.quant.network import QuantizedNetwork, atomic_write_bytes
 from neurofptt.quant.quantizer import quantize

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from neurofptt.errors import NeurofpttError
+from neurofptt.errors import ConfigError, NeurofpttError
 
 
 def _add_common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the float model (writes checkpoint.pt)")
     _add_common(p)
+    p.add_argument("--rule", default=None, help="learning rule (overrides train.rule)")
+    p.add_argument("--model", default=None, help="model (overrides train.model)")
+    p.add_argument("--task", default=None, help="task (overrides flow.task)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
 
@@ -60,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", choices=("ecp5", "ice40"), default="ecp5")
     p.add_argument("--pnr", action="store_true", help="also place and route (Fmax)")
 
+    p = sub.add_parser("bench", help="benchmarks that print JSON")
+    bench = p.add_subparsers(dest="bench", required=True)
+    b = bench.add_parser("rules", help="peak memory and time per sequence of rules vs T")
+    b.add_argument("--rules", default="bptt,fptt", help="comma-separated rule names")
+    b.add_argument("--model", default="lif")
+    b.add_argument("--T", default="64,256,1024", help="comma-separated sequence lengths")
+    b.add_argument("--batch", type=int, default=16)
+    b.add_argument("--hidden", type=int, default=128)
+    b.add_argument("--json", type=Path, default=None, help="also write the records here")
+
     p = sub.add_parser("report", help="(re)write report.md and metrics.json from OUT's records")
     _add_common(p, config=False)
     return parser
@@ -69,6 +82,8 @@ def run(args: argparse.Namespace) -> object:
     from neurofptt import flow
     from neurofptt.flowconfig import FlowConfig
 
+    if args.command == "bench":
+        return run_bench(args)
     out: Path = args.out
     if args.command in ("flow", "train", "quantize"):
         given = args.config is not None
@@ -76,6 +91,7 @@ def run(args: argparse.Namespace) -> object:
     if args.command == "flow":
         return flow.run_flow(cfg, out, progress=not args.no_progress, resume=args.resume)
     if args.command == "train":
+        cfg = cfg.override(rule=args.rule, model=args.model, task=args.task)
         record = flow.stage_train(cfg, out, resume=args.resume, progress=not args.no_progress)
         return {k: v for k, v in record.items() if k != "history"}
     if args.command == "quantize":
@@ -96,6 +112,23 @@ def run(args: argparse.Namespace) -> object:
 
         return write_report(out)
     raise AssertionError(args.command)
+
+
+def run_bench(args: argparse.Namespace) -> list[dict]:
+    from neurofptt.bench.rules import bench_rules, format_table
+    from neurofptt.flow import write_json
+
+    try:
+        lengths = [int(t) for t in args.T.split(",")]
+    except ValueError as exc:
+        raise ConfigError(f"--T must be comma-separated integers, got {args.T!r}") from exc
+    records = bench_rules(
+        [r.strip() for r in args.rules.split(",")], args.model, lengths, args.batch, args.hidden
+    )
+    print(format_table(records), file=sys.stderr)
+    if args.json is not None:
+        write_json(args.json, records)
+    return records
 
 
 def raise_verification(record: dict) -> None:

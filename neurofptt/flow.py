@@ -18,7 +18,9 @@ import torch
 
 from neurofptt.errors import CheckpointError, ConfigError, ToolMissingError
 from neurofptt.flowconfig import FlowConfig
+from neurofptt.learning.registry import build_model as registry_build_model
 from neurofptt.learning.trainer import evaluate, fit, load_checkpoint
+from neurofptt.models.base import RecurrentModel
 from neurofptt.models.spiking import SpikingRNN
 from neurofptt.quant.golden import golden_run
 from neurofptt.quant.network import QuantizedNetwork, atomic_write_bytes
@@ -39,8 +41,13 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text()) if Path(path).is_file() else None
 
 
-def build_model(cfg: FlowConfig) -> SpikingRNN:
+def build_model(cfg: FlowConfig) -> RecurrentModel:
+    """The model of a flow config: the hardware's LIF network, or another model of the same size
+    (``train.model``), which trains and evaluates but cannot be quantized."""
     torch.manual_seed(cfg.train.seed)
+    hw = cfg.hardware
+    if cfg.train.model != "lif":
+        return registry_build_model(cfg.train.model, hw.n_in, hw.n_rec, hw.n_out)
     return SpikingRNN.from_config(
         cfg.hardware,
         surrogate_name=cfg.train.surrogate,
@@ -93,7 +100,7 @@ def stage_train(cfg: FlowConfig, out: Path, *, resume: bool = False, progress: b
 
 def load_trained(
     checkpoint: Path, config: FlowConfig | None = None
-) -> tuple[SpikingRNN, FlowConfig]:
+) -> tuple[RecurrentModel, FlowConfig]:
     """Rebuild the float model of a checkpoint; a given config must match the one it was trained
     with (sizes and formats), otherwise the weights would be read into the wrong network."""
     saved = load_checkpoint(checkpoint)

@@ -77,6 +77,18 @@ class FlowConfig:
         cfg = cls() if path is None else cls.from_dict(load_toml(path))
         return cfg.quick() if quick else cfg
 
+    def override(
+        self, *, rule: str | None = None, model: str | None = None, task: str | None = None
+    ) -> FlowConfig:
+        """The config with command-line choices applied (``None`` keeps the file's value)."""
+        train = self.train
+        if rule is not None or model is not None:
+            train = TrainConfig.from_dict(
+                {**train.to_dict(), "rule": rule or train.rule, "model": model or train.model}
+            )
+        flow = self.flow if task is None else dataclasses.replace(self.flow, task=task)
+        return dataclasses.replace(self, train=train, flow=flow)
+
     def quick(self) -> FlowConfig:
         """A few-minute budget: fewer epochs and RTL samples, synthesis without place-and-route."""
         return dataclasses.replace(

@@ -20,13 +20,12 @@ from tqdm.auto import tqdm
 
 from neurofptt.errors import CheckpointError, ConfigError
 from neurofptt.learning.base import Rule
-from neurofptt.learning.bptt import BPTT
 from neurofptt.learning.fptt import FPTT
+from neurofptt.learning.registry import RULES, check_combination
 from neurofptt.models.base import RecurrentModel, check_sequence
 from neurofptt.quant.network import atomic_write_bytes
 from neurofptt.tasks import SpikeDataset, TaskData
 
-RULES: dict[str, type[Rule]] = {"bptt": BPTT, "fptt": FPTT}
 LR_SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -41,6 +40,7 @@ class TrainConfig:
     """Hyper-parameters of one training run (the ``[train]`` table of a config file)."""
 
     rule: str = "fptt"
+    model: str = "lif"
     epochs: int = 30
     batch_size: int = 16
     lr: float = 3e-3
@@ -59,8 +59,7 @@ class TrainConfig:
     input_gain: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.rule not in RULES:
-            raise ConfigError(f"unknown rule {self.rule!r}; available rules: {sorted(RULES)}")
+        check_combination(self.rule, self.model)
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}"
@@ -97,7 +96,7 @@ def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
 def make_rule(cfg: TrainConfig, model: RecurrentModel) -> Rule:
     opt_cls = OPTIMIZERS[cfg.optimizer]
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.rule == "fptt":
+    if RULES[cfg.rule] is FPTT:
         return FPTT(
             model,
             optimizer,

@@ -1,0 +1,1 @@
+"""Benchmarks that print JSON: memory and time of the learning rules."""

@@ -1,0 +1,126 @@
+"""Memory and time of the learning rules against the sequence length.
+
+Each (rule, T) point runs in a fresh Python process, so one run's memory high-water mark cannot
+leak into the next.  Inside that process the data, the model and the rule are built and one warm-up
+batch is trained on a short sequence; then the process's peak resident memory is read
+(``ru_maxrss``), one batch of length ``T`` is trained, and the growth of the peak is reported as
+``peak_bytes``: the extra memory the training of that batch needed on top of everything that was
+already resident.  ``seconds_per_seq`` is the wall time of that batch divided by the batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from neurofptt.errors import ConfigError
+
+DEFAULT_RULES = ("bptt", "fptt")
+
+
+def _peak_rss_bytes() -> int:
+    # Linux reports ru_maxrss in KiB.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure(
+    rule: str, model_name: str, steps: int, batch: int, hidden: int, n_in: int, seed: int = 0
+) -> dict[str, Any]:
+    """Train one batch of ``steps``-long random spike sequences; runs in the calling process."""
+    from neurofptt.learning.registry import build_model
+    from neurofptt.learning.trainer import TrainConfig, make_rule
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+    cfg = replace(TrainConfig(), rule=rule, model=model_name, lr=1e-3)
+    model = build_model(model_name, n_in, hidden, 10)
+    engine = make_rule(cfg, model)
+    y = torch.randint(0, 10, (batch,))
+    engine.train_batch((torch.rand(batch, 4, n_in) < 0.2).float(), y)  # warm-up
+    x = (torch.rand(batch, steps, n_in) < 0.2).float()
+    before = _peak_rss_bytes()
+    start = time.perf_counter()
+    engine.train_batch(x, y)
+    seconds = time.perf_counter() - start
+    return {
+        "rule": rule,
+        "model": model_name,
+        "T": steps,
+        "batch": batch,
+        "hidden": hidden,
+        "peak_bytes": max(0, _peak_rss_bytes() - before),
+        "seconds_per_seq": seconds / batch,
+    }
+
+
+def run_isolated(
+    rule: str, model_name: str, steps: int, batch: int, hidden: int, n_in: int
+) -> dict[str, Any]:
+    """:func:`measure` in a fresh interpreter; returns its JSON record."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "neurofptt.bench.rules",
+        "--one",
+        rule,
+        model_name,
+        str(steps),
+        str(batch),
+        str(hidden),
+        str(n_in),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ConfigError(
+            f"benchmark of rule {rule!r} at T={steps} failed:\n{proc.stderr.strip()[-2000:]}"
+        )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def format_table(records: list[dict[str, Any]]) -> str:
+    lines = [f"{'rule':<10} {'model':<6} {'T':>6} {'peak MiB':>10} {'ms/seq':>10}"]
+    for r in records:
+        lines.append(
+            f"{r['rule']:<10} {r['model']:<6} {r['T']:>6} {r['peak_bytes'] / 2**20:>10.1f} "
+            f"{r['seconds_per_seq'] * 1e3:>10.2f}"
+        )
+    return "\n".join(lines)
+
+
+def bench_rules(
+    rules: list[str],
+    model_name: str,
+    lengths: list[int],
+    batch: int = 16,
+    hidden: int = 128,
+    n_in: int = 32,
+) -> list[dict[str, Any]]:
+    from neurofptt.learning.registry import check_combination
+
+    for rule in rules:
+        check_combination(rule, model_name)
+    return [
+        run_isolated(rule, model_name, steps, batch, hidden, n_in)
+        for rule in rules
+        for steps in lengths
+    ]
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--one", nargs=6, required=True)
+    args = parser.parse_args()
+    rule, model_name, steps, batch, hidden, n_in = args.one
+    print(json.dumps(measure(rule, model_name, int(steps), int(batch), int(hidden), int(n_in))))
+
+
+if __name__ == "__main__":
+    _main()

@@ -78,6 +78,7 @@ class FPTT(Rule):
         self.reset_to_mean = reset_to_mean
         self.prior = ClassPrior(n_classes or model.n_out)
         params = self.trainable()
+        self._params = list(params.items())
         self.running_mean = {n: p.detach().clone() for n, p in params.items()}
         # dual form: lambda; slide form: the previous chunk's loss gradient.
         self.memory = {n: torch.zeros_like(p) for n, p in params.items()}
@@ -102,31 +103,38 @@ class FPTT(Rule):
                 total = total + 0.5 * self.alpha * centre.pow(2).sum()
         return total
 
+    @torch.no_grad()
+    def _add_regularizer_grads(self) -> dict[str, torch.Tensor]:
+        """Add ``grad R_t`` to every ``.grad``; return the loss gradients (slide form only)."""
+        loss_grads = {}
+        for name, p in self._params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            if self.form == "slide":
+                loss_grads[name] = p.grad.clone()
+            p.grad.add_(self.regularizer_grad(name, p))
+        return loss_grads
+
+    @torch.no_grad()
+    def _update_running_mean(self, loss_grads: dict[str, torch.Tensor]) -> None:
+        a, b = self.alpha, self.mix
+        for name, p in self._params:
+            w_bar = self.running_mean[name]
+            if self.form == "dual":
+                lam = self.memory[name]
+                lam.sub_(p - w_bar, alpha=a)  # lam_{t+1} = lam_t - a (W_{t+1} - W_bar_t)
+                w_bar.mul_(1 - b).add_(p, alpha=b).sub_(lam, alpha=b / a)
+            else:
+                self.memory[name] = loss_grads[name]
+                w_bar.add_(p).mul_(0.5).sub_(loss_grads[name], alpha=1 / (2 * a))
+
     def update_step(self, loss: torch.Tensor) -> None:
         """One FPTT update on ``loss`` (the chunk's loss, a graph over the current weights)."""
-        params = self.trainable()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        loss_grads = {}
-        for name, p in params.items():
-            g = p.grad if p.grad is not None else torch.zeros_like(p)
-            loss_grads[name] = g.detach().clone()
-            p.grad = g + self.regularizer_grad(name, p)
+        loss_grads = self._add_regularizer_grads()
         self._clip_and_step()
-        with torch.no_grad():
-            for name, p in params.items():
-                w_new, w_bar = p.detach(), self.running_mean[name]
-                if self.form == "dual":
-                    lam = self.memory[name] - self.alpha * (w_new - w_bar)
-                    self.memory[name] = lam
-                    self.running_mean[name] = (
-                        (1 - self.mix) * w_bar + self.mix * w_new - (self.mix / self.alpha) * lam
-                    )
-                else:
-                    self.memory[name] = loss_grads[name]
-                    self.running_mean[name] = 0.5 * (w_bar + w_new) - loss_grads[name] / (
-                        2 * self.alpha
-                    )
+        self._update_running_mean(loss_grads)
 
     def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> BatchResult:
         self.model.train()
@@ -162,6 +170,7 @@ class FPTT(Rule):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        # in-place updates above need tensors of our own, never views into the loaded dict
         self.running_mean = {k: v.clone() for k, v in state["running_mean"].items()}
         self.memory = {k: v.clone() for k, v in state["memory"].items()}
         self.prior.load_state_dict(state["prior"])

@@ -95,7 +95,8 @@ def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
 
 def make_rule(cfg: TrainConfig, model: RecurrentModel) -> Rule:
     opt_cls = OPTIMIZERS[cfg.optimizer]
-    optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # foreach kernels: one call for all parameters, which matters for per-step rules
+    optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     if RULES[cfg.rule] is FPTT:
         return FPTT(
             model,

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from neurofptt.errors import ConfigError, NeurofpttError
+from neurofptt.errors import ConfigError, NeurofpttError, VerificationError
 
 
 def _add_common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
@@ -101,7 +101,10 @@ def run(args: argparse.Namespace) -> object:
     if args.command == "verify":
         record = flow.stage_verify(out, args.model, args.verilog, args.samples, args.task)
         if record["rtl_mismatches"]:
-            raise_verification(record)
+            raise VerificationError(
+                f"{record['mismatch_report']}\nsee {args.out / 'cocotb'}; the RTL and the golden "
+                "model must agree exactly"
+            )
         return record
     if args.command == "synth":
         return flow.stage_synth(
@@ -129,15 +132,6 @@ def run_bench(args: argparse.Namespace) -> list[dict]:
     if args.json is not None:
         write_json(args.json, records)
     return records
-
-
-def raise_verification(record: dict) -> None:
-    from neurofptt.errors import VerificationError
-
-    first = record["first_mismatches"][:5]
-    raise VerificationError(
-        f"{record['rtl_mismatches']} mismatch(es) between RTL and golden model; first: {first}"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

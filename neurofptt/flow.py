@@ -8,6 +8,7 @@ Every stage writes a small JSON record into the output folder; the report collec
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -189,19 +190,21 @@ def stage_verify(
         verilog = out / RTL_DIR / f"{CORE_NAME}.v"
     start = time.perf_counter()
     result = run_rtl(net, spikes, out / "cocotb", verilog=verilog)
-    golden = golden_run(net, spikes)
+    summary = result.summary()
     record = {
         "rtl_samples": n,
         "rtl_steps": int(spikes.shape[1]),
         "rtl_neuron_steps": int(result.neuron_steps),
-        "rtl_mismatches": int(result.n_mismatches),
+        "rtl_mismatches": int(result.n_mismatches) + (0 if result.complete else 1),
+        "rtl_complete": result.complete,
         "rtl_accuracy": float(np.mean(result.predictions == labels)),
-        "golden_accuracy_on_rtl_samples": float(np.mean(golden.predictions == labels)),
+        "golden_accuracy_on_rtl_samples": float(np.mean(result.golden.predictions == labels)),
         "rtl_cycles": int(result.cycles),
-        "cycles_per_step": float(result.cycles) / (n * spikes.shape[1]),
-        "first_mismatches": [
-            dict(m.__dict__) if hasattr(m, "__dict__") else m for m in result.mismatches[:20]
-        ],
+        "cycles_per_step": summary["cycles_per_step_mean"],
+        "cycles_per_step_max": summary["cycles_per_step_max"],
+        "lanes": net.config.lanes,
+        "mismatch_report": result.report() if not result.ok else "",
+        "first_mismatches": [dataclasses.asdict(m) for m in result.mismatches[:20]],
         "seconds": time.perf_counter() - start,
     }
     write_json(out / "verify.json", record)

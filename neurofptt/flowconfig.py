@@ -17,7 +17,7 @@ from neurofptt.learning.trainer import TrainConfig
 from neurofptt.quant.config import HardwareConfig, load_toml
 from neurofptt.tasks import TASKS
 
-DEFAULT_HARDWARE = HardwareConfig(n_in=32, n_rec=128, n_out=10)
+DEFAULT_HARDWARE = HardwareConfig(n_in=32, n_rec=128, n_out=10, lanes=4)
 
 
 @dataclass(frozen=True)

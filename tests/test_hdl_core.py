@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from neurofptt.hdl import EventKind, LifCore, cycles_per_step
+from neurofptt.errors import ConfigError
+from neurofptt.hdl import EventKind, LifCore, cycles_per_step, generate_verilog, render_verilog
 from neurofptt.quant import HardwareConfig, QuantizedNetwork, golden_run
 
 
@@ -46,22 +48,21 @@ def simulate(
 
     async def driver(ctx):
         for b in range(batch):
-            events = [(EventKind.CLEAR, 0)]
+            # an abandoned partial step leaves partial sums behind: CLEAR must wipe them
+            events = [(EventKind.SPIKE, rng.randrange(cfg.n_in), -1) for _ in range(2)]
+            events.append((EventKind.CLEAR, 0, -1))
             for t in range(steps):
-                events += [(EventKind.SPIKE, int(i)) for i in np.flatnonzero(spikes[b, t])]
-                events.append((EventKind.STEP, 0))
-            step = -1
-            for kind, index in events:
+                events += [(EventKind.SPIKE, int(i), t) for i in np.flatnonzero(spikes[b, t])]
+                events.append((EventKind.STEP, 0, t))
+            for kind, index, t in events:
                 if backpressure and rng.random() < 0.2:
                     await ctx.tick().repeat(rng.randint(1, 3))
                 ctx.set(dut.i_event.valid, 1)
                 ctx.set(dut.i_event.p, {"kind": kind, "index": index})
                 await ctx.tick().until(dut.i_event.ready)
                 ctx.set(dut.i_event.valid, 0)
-                if kind != EventKind.CLEAR and (b, step + 1) not in first_accept:
-                    first_accept[(b, step + 1)] = cycle[0]
-                if kind == EventKind.STEP:
-                    step += 1
+                if t >= 0 and (b, t) not in first_accept:
+                    first_accept[(b, t)] = cycle[0]
 
     async def spike_monitor(ctx):
         for b in range(batch):
@@ -159,3 +160,84 @@ def test_core_matches_golden(cfg: HardwareConfig, lanes: int, backpressure: bool
             n_events, prev, new
         )
         np.testing.assert_array_equal(step_cycles, expected)
+
+
+# -- generator ------------------------------------------------------------------------------
+
+
+def _net(cfg: HardwareConfig, seed: int = 3) -> QuantizedNetwork:
+    return _random_net(cfg, np.random.default_rng(seed))
+
+
+def _read_mem(path, bits: int, lanes: int) -> np.ndarray:
+    words = [int(line, 16) for line in path.read_text().split()]
+    out = np.zeros((len(words), lanes), np.int64)
+    for a, word in enumerate(words):
+        for lane in range(lanes):
+            v = (word >> (lane * bits)) & ((1 << bits) - 1)
+            out[a, lane] = v - (1 << bits) if v >> (bits - 1) else v
+    return out
+
+
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_generated_files(tmp_path, lanes: int) -> None:
+    cfg = CONFIGS[0]
+    net = _net(cfg)
+    design = generate_verilog(net, tmp_path, name="core_x", lanes=lanes)
+    assert design.verilog.name == "core_x.v"
+    text = design.verilog.read_text()
+    assert "module core_x(" in text
+    assert "initial #0" in text  # always @* blocks wake at time zero under SystemVerilog rules
+    assert "readmem" not in text  # weights are embedded; the .mem files are for other flows
+
+    rows, out_rows = -(-cfg.n_rec // lanes), -(-cfg.n_out // lanes)
+    wb = cfg.weight_bits
+    digits = (lanes * wb + 3) // 4
+    for path in (design.w_in_mem, design.w_rec_mem, design.w_out_mem):
+        assert all(len(line) == digits for line in path.read_text().splitlines())
+    # decode the images back into the matrices: word pre * rows + r, lane l -> w[r*lanes+l, pre]
+    for path, w in ((design.w_in_mem, net.w_in), (design.w_rec_mem, net.w_rec)):
+        words = _read_mem(path, wb, lanes).reshape(w.shape[1], rows * lanes)
+        np.testing.assert_array_equal(words[:, : cfg.n_rec].T, w)
+        assert not words[:, cfg.n_rec :].any()
+    words = _read_mem(design.w_out_mem, wb, lanes).reshape(cfg.n_rec, out_rows * lanes)
+    np.testing.assert_array_equal(words[:, : cfg.n_out].T, net.w_out)
+
+    meta = json.loads(design.design_json.read_text())
+    assert meta["lanes"] == lanes and meta["config"] == cfg.to_dict()
+    ports = {port["name"]: port for port in meta["ports"]}
+    assert set(ports) == {
+        "clk", "rst", "busy",
+        "i_event__payload", "i_event__valid", "i_event__ready",
+        "o_spike__payload", "o_spike__valid", "o_spike__ready",
+        "o_readout__payload", "o_readout__valid", "o_readout__ready",
+    }  # fmt: skip
+    assert ports["i_event__payload"]["width"] == 2 + cfg.index_bits(cfg.n_in)
+    assert ports["o_readout__payload"]["width"] == (
+        cfg.index_bits(cfg.n_out) + cfg.membrane_bits + 1
+    )
+    assert ports["o_spike__ready"]["direction"] == "input"
+    for port in ports.values():
+        assert f" {port['name']};" in text or f" {port['name']} ;" in text
+
+
+def test_generation_is_deterministic(tmp_path) -> None:
+    net = _net(CONFIGS[2])
+    first = generate_verilog(net, tmp_path)
+    stamps = {p: p.stat().st_mtime_ns for p in first.files}
+    contents = {p: p.read_bytes() for p in first.files}
+    second = generate_verilog(net, tmp_path)
+    assert {p: p.read_bytes() for p in second.files} == contents
+    assert {p: p.stat().st_mtime_ns for p in second.files} == stamps  # not rewritten
+    assert render_verilog(net) == contents[first.verilog].decode()
+
+
+def test_bad_arguments() -> None:
+    net = _net(CONFIGS[1])
+    with pytest.raises(ConfigError, match="lanes"):
+        LifCore(net, lanes=0)
+    with pytest.raises(ConfigError, match="Verilog identifier"):
+        render_verilog(net, name="9 bad")
+    with pytest.raises(ValueError, match="n_prev_spikes"):
+        cycles_per_step(net.config, 0, 2, 0)
+    assert cycles_per_step(CONFIGS[0], 2, 1, 3, lanes=2) == 3 * (2 + 1 + 1) + 1 * 3 + 2 + 3

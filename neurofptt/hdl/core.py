@@ -39,7 +39,7 @@ consecutive addresses; lanes beyond ``n_rec`` / ``n_out`` in the last row hold z
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -135,7 +135,7 @@ def cycles_per_step(
     n_input_events: int,
     n_prev_spikes: int,
     n_new_spikes: int,
-    lanes: int = 1,
+    lanes: int | None = None,
 ) -> int:
     """Clock cycles of one step when events arrive back to back and both outputs are ready.
 
@@ -149,7 +149,7 @@ def cycles_per_step(
     ``n_new_spikes`` those of this step.
     """
     cfg = config
-    check_lanes(lanes)
+    lanes = check_lanes(cfg.lanes if lanes is None else lanes)
     for name, value, hi in (
         ("n_input_events", n_input_events, cfg.n_in),
         ("n_prev_spikes", n_prev_spikes, cfg.n_rec),
@@ -161,9 +161,9 @@ def cycles_per_step(
     return rows * (n_input_events + n_prev_spikes + 1) + out_rows * n_new_spikes + cfg.n_out + 3
 
 
-def cycles_per_clear(config: HardwareConfig, lanes: int = 1) -> int:
+def cycles_per_clear(config: HardwareConfig, lanes: int | None = None) -> int:
     """Clock cycles of a ``CLEAR`` event: ``max(R, Ro) + 1``."""
-    check_lanes(lanes)
+    lanes = check_lanes(config.lanes if lanes is None else lanes)
     return max(_rows(config.n_rec, lanes), _rows(config.n_out, lanes)) + 1
 
 
@@ -175,18 +175,16 @@ def _packed_rows(w: np.ndarray, lanes: int, bits: int) -> list[int]:
     padded = np.zeros((rows * lanes, fan_in), np.int64)
     padded[:fan_out] = w
     lanes_of = padded.T.reshape(fan_in * rows, lanes) & ((1 << bits) - 1)
-    return [
-        sum(int(v) << (l * bits) for l, v in enumerate(word)) for word in lanes_of
-    ]
+    return [sum(int(v) << (lane * bits) for lane, v in enumerate(word)) for word in lanes_of]
 
 
-def memory_images(net: QuantizedNetwork, lanes: int = 1) -> dict[str, list[int]]:
+def memory_images(net: QuantizedNetwork, lanes: int | None = None) -> dict[str, list[int]]:
     """Initial contents of the weight memories in RTL address order.
 
     Each word is an unsigned integer of ``lanes * weight_bits`` bits holding one two's-complement
     weight per lane (lane 0 in the least significant bits).
     """
-    check_lanes(lanes)
+    lanes = check_lanes(net.config.lanes if lanes is None else lanes)
     wb = net.config.weight_bits
     return {
         "w_in": _packed_rows(np.asarray(net.w_in), lanes, wb),
@@ -226,12 +224,16 @@ class LifCore(wiring.Component):
     pending.
     """
 
-    def __init__(self, net: QuantizedNetwork, lanes: int = 1) -> None:
-        if not isinstance(net, QuantizedNetwork):
-            raise TypeError(f"LifCore needs a QuantizedNetwork, got {type(net).__name__}")
+    def __init__(self, net: QuantizedNetwork, lanes: int | None = None) -> None:
+        try:
+            if not isinstance(net, QuantizedNetwork):
+                raise TypeError(f"LifCore needs a QuantizedNetwork, got {type(net).__name__}")
+            self.lanes = check_lanes(net.config.lanes if lanes is None else lanes)
+        except (TypeError, ConfigError):
+            self._MustUse__silence = True  # never built: no "created but never used" warning
+            raise
         self.net = net
         self.config = net.config
-        self.lanes = check_lanes(lanes)
         super().__init__(core_signature(net.config))
 
     def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
@@ -257,9 +259,7 @@ class LifCore(wiring.Component):
         w_out_rd, w_out = weight_memory("w_out", n_rec * Ro)
 
         neuron = data.StructLayout({"acc": signed(cfg.acc_bits), "v": signed(mb), "z": 1})
-        m.submodules.state = state = Memory(
-            shape=data.ArrayLayout(neuron, P), depth=R, init=[]
-        )
+        m.submodules.state = state = Memory(shape=data.ArrayLayout(neuron, P), depth=R, init=[])
         st_wr = state.write_port()
         st_rd = state.read_port(transparent_for=(st_wr,))
 
@@ -321,48 +321,45 @@ class LifCore(wiring.Component):
 
         n_new_next = Signal.like(n_new)
         m.d.comb += n_new_next.eq(n_new)
-        with m.If(s1_valid):
-            with m.Switch(s1_op):
-                with m.Case(_Op.ACC_IN, _Op.ACC_REC):
-                    m.d.comb += st_wr.en.eq(1)
-                    for lane in range(P):
-                        term = Mux(
-                            s1_op == _Op.ACC_IN,
-                            w_in[lane] << cfg.w_in_shift,
-                            w_rec[lane] << cfg.w_rec_shift,
-                        )
-                        m.d.comb += [
-                            st_wr.data[lane].acc.eq(st[lane].acc + term),
-                            st_wr.data[lane].v.eq(st[lane].v),
-                            st_wr.data[lane].z.eq(st[lane].z),
-                        ]
-                with m.Case(_Op.UPDATE):
-                    m.d.comb += st_wr.en.eq(1)
-                    for lane in range(P):
-                        m.d.comb += [
-                            st_wr.data[lane].v.eq(v_new[lane]),
-                            st_wr.data[lane].z.eq(z_new[lane]),
-                        ]  # acc stays 0
-                    with m.If(z_new != 0):
-                        m.d.comb += [
-                            sp_wr.en.eq(1),
-                            sp_wr.addr.eq(n_new),
-                            sp_wr.data.row.eq(s1_j),
-                            sp_wr.data.mask.eq(z_new),
-                            n_new_next.eq(n_new + 1),
-                        ]
-                with m.Case(_Op.ACC_OUT):
-                    m.d.comb += ro_wr.en.eq(1)
-                    for lane in range(P):
-                        m.d.comb += [
-                            ro_wr.data[lane].acc.eq(
-                                ro[lane].acc + (w_out[lane] << cfg.w_out_shift)
-                            ),
-                            ro_wr.data[lane].o.eq(ro[lane].o),
-                        ]
-                with m.Case(_Op.CLEAR):
-                    # data stays 0: zero the rows that exist at this index
-                    m.d.comb += [st_wr.en.eq(s1_j < R), ro_wr.en.eq(s1_j < Ro)]
+        with m.If(s1_valid), m.Switch(s1_op):
+            with m.Case(_Op.ACC_IN, _Op.ACC_REC):
+                m.d.comb += st_wr.en.eq(1)
+                for lane in range(P):
+                    term = Mux(
+                        s1_op == _Op.ACC_IN,
+                        w_in[lane] << cfg.w_in_shift,
+                        w_rec[lane] << cfg.w_rec_shift,
+                    )
+                    m.d.comb += [
+                        st_wr.data[lane].acc.eq(st[lane].acc + term),
+                        st_wr.data[lane].v.eq(st[lane].v),
+                        st_wr.data[lane].z.eq(st[lane].z),
+                    ]
+            with m.Case(_Op.UPDATE):
+                m.d.comb += st_wr.en.eq(1)
+                for lane in range(P):
+                    m.d.comb += [
+                        st_wr.data[lane].v.eq(v_new[lane]),
+                        st_wr.data[lane].z.eq(z_new[lane]),
+                    ]  # acc stays 0
+                with m.If(z_new != 0):
+                    m.d.comb += [
+                        sp_wr.en.eq(1),
+                        sp_wr.addr.eq(n_new),
+                        sp_wr.data.row.eq(s1_j),
+                        sp_wr.data.mask.eq(z_new),
+                        n_new_next.eq(n_new + 1),
+                    ]
+            with m.Case(_Op.ACC_OUT):
+                m.d.comb += ro_wr.en.eq(1)
+                for lane in range(P):
+                    m.d.comb += [
+                        ro_wr.data[lane].acc.eq(ro[lane].acc + (w_out[lane] << cfg.w_out_shift)),
+                        ro_wr.data[lane].o.eq(ro[lane].o),
+                    ]
+            with m.Case(_Op.CLEAR):
+                # data stays 0: zero the rows that exist at this index
+                m.d.comb += [st_wr.en.eq(s1_j < R), ro_wr.en.eq(s1_j < Ro)]
         m.d.sync += n_new.eq(n_new_next)
 
         def take_spike(rem_mask, rem_r, list_data, name):
@@ -470,7 +467,7 @@ class LifCore(wiring.Component):
             issue(op, j)
             with m.If(j == 0):  # start of a run: the presynaptic neuron comes from the list
                 index, left, row, fresh = run_next
-                start = Signal(range(n_rec * run_length), name=f"start_{op.name.lower()}")
+                start = Signal(range(max(2, n_rec * run_length)), name=f"start_{op.name.lower()}")
                 m.d.comb += [
                     start.eq(index * run_length),
                     weight_port.addr.eq(start),
@@ -505,25 +502,23 @@ class LifCore(wiring.Component):
         with m.FSM(init="IDLE") as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.i_event.ready.eq(1)
-                with m.If(self.i_event.valid):
-                    with m.Switch(self.i_event.p.kind):
-                        with m.Case(EventKind.SPIKE):
-                            # an index >= n_in (possible unless n_in is a power of two) is ignored
-                            with m.If(idx < n_in):
-                                issue(_Op.ACC_IN, 0)
-                                m.d.comb += w_in_rd.addr.eq(in_start)
-                                if R > 1:
-                                    m.d.sync += [waddr.eq(in_start + 1), j.eq(1)]
-                                    m.next = "ACC_IN"
-                        with m.Case(EventKind.STEP):
-                            m.d.sync += [j.eq(0), p.eq(0), rem.eq(0), n_new.eq(0)]
-                            with m.If(n_prev != 0):
-                                m.next = "REC"
-                            with m.Else():
-                                m.next = "UPDATE"
-                        with m.Case(EventKind.CLEAR):
-                            m.d.sync += [j.eq(0), n_prev.eq(0)]
-                            m.next = "CLEAR"
+                with m.If(self.i_event.valid), m.Switch(self.i_event.p.kind):
+                    # an index >= n_in (possible unless n_in is a power of two) is ignored
+                    with m.Case(EventKind.SPIKE), m.If(idx < n_in):
+                        issue(_Op.ACC_IN, 0)
+                        m.d.comb += w_in_rd.addr.eq(in_start)
+                        if R > 1:
+                            m.d.sync += [waddr.eq(in_start + 1), j.eq(1)]
+                            m.next = "ACC_IN"
+                    with m.Case(EventKind.STEP):
+                        m.d.sync += [j.eq(0), p.eq(0), rem.eq(0), n_new.eq(0)]
+                        with m.If(n_prev != 0):
+                            m.next = "REC"
+                        with m.Else():
+                            m.next = "UPDATE"
+                    with m.Case(EventKind.CLEAR):
+                        m.d.sync += [j.eq(0), n_prev.eq(0)]
+                        m.next = "CLEAR"
 
             with m.State("ACC_IN"):
                 m.d.comb += w_in_rd.addr.eq(waddr)
@@ -537,10 +532,9 @@ class LifCore(wiring.Component):
 
                 fan_out_run(_Op.ACC_REC, w_rec_rd, R, rec_done)
 
-            with m.State("UPDATE"):
-                # the spike list is about to be overwritten: wait until the emitter has sent it
-                with m.If(~e_busy):
-                    sweep(_Op.UPDATE, R, "UPDATE_LAST")
+            # the spike list is about to be overwritten: wait until the emitter has sent it
+            with m.State("UPDATE"), m.If(~e_busy):
+                sweep(_Op.UPDATE, R, "UPDATE_LAST")
 
             with m.State("UPDATE_LAST"):
                 # stage 1 handles the last row; the spike list is final at the end of the cycle

@@ -109,7 +109,9 @@ def _add_time_zero_kick(text: str) -> str:
     return _ALWAYS_TRIGGER.sub(insert, text)
 
 
-def render_verilog(net: QuantizedNetwork, name: str = "neurofptt_core", *, lanes: int = 1) -> str:
+def render_verilog(
+    net: QuantizedNetwork, name: str = "neurofptt_core", *, lanes: int | None = None
+) -> str:
     """Return the Verilog text of the core for ``net`` (top module ``name``)."""
     _check_name(name)
     core = LifCore(net, lanes)
@@ -127,25 +129,24 @@ def port_list(net: QuantizedNetwork) -> list[dict[str, Any]]:
             continue
         name = "__".join(str(part) for part in path)
         direction = "input" if member.flow == wiring.In else "output"
-        ports.append({"name": name, "direction": direction, "width": Shape.cast(member.shape).width})
+        ports.append(
+            {"name": name, "direction": direction, "width": Shape.cast(member.shape).width}
+        )
     for port in ports:
         port["meaning"] = _PORT_MEANING.get(port["name"], "")
     return ports
 
 
 def _fields(layout) -> list[dict[str, Any]]:
-    return [
-        {"name": name, "lsb": field.offset, "width": field.width}
-        for name, field in layout
-    ]
+    return [{"name": name, "lsb": field.offset, "width": field.width} for name, field in layout]
 
 
 def design_description(
-    net: QuantizedNetwork, name: str = "neurofptt_core", *, lanes: int = 1
+    net: QuantizedNetwork, name: str = "neurofptt_core", *, lanes: int | None = None
 ) -> dict[str, Any]:
     """The content of ``design.json``."""
     cfg = net.config
-    check_lanes(lanes)
+    lanes = check_lanes(net.config.lanes if lanes is None else lanes)
     rows, out_rows = -(-cfg.n_rec // lanes), -(-cfg.n_out // lanes)
     wb = cfg.weight_bits
     neuron_bits = cfg.acc_bits + cfg.membrane_bits + 1
@@ -162,19 +163,40 @@ def design_description(
         },
         "event_kinds": {kind.name: kind.value for kind in EventKind},
         "memories": {
-            "w_in": {"depth": cfg.n_in * rows, "width": lanes * wb, "file": "w_in.mem",
-                     "word": "address i * R + r, lane l (bits l*wb..) = w_in[r * lanes + l, i]"},
-            "w_rec": {"depth": cfg.n_rec * rows, "width": lanes * wb, "file": "w_rec.mem",
-                      "word": "address i * R + r, lane l = w_rec[r * lanes + l, i]"},
-            "w_out": {"depth": cfg.n_rec * out_rows, "width": lanes * wb, "file": "w_out.mem",
-                      "word": "address j * Ro + s, lane l = w_out[s * lanes + l, j]"},
-            "state": {"depth": rows, "width": lanes * neuron_bits,
-                      "word": "per lane {acc, v, z} from the least significant bit"},
-            "readout": {"depth": out_rows, "width": lanes * readout_bits,
-                        "word": "per lane {acc, o} from the least significant bit"},
-            "spikes": {"depth": rows, "width": max(1, (rows - 1).bit_length()) + lanes,
-                       "word": "{row, mask}: rows with spikes in the last step, ascending"},
-        },  # fmt: skip
+            "w_in": {
+                "depth": cfg.n_in * rows,
+                "width": lanes * wb,
+                "file": "w_in.mem",
+                "word": "address i * R + r, lane l (bits l*wb..) = w_in[r * lanes + l, i]",
+            },
+            "w_rec": {
+                "depth": cfg.n_rec * rows,
+                "width": lanes * wb,
+                "file": "w_rec.mem",
+                "word": "address i * R + r, lane l = w_rec[r * lanes + l, i]",
+            },
+            "w_out": {
+                "depth": cfg.n_rec * out_rows,
+                "width": lanes * wb,
+                "file": "w_out.mem",
+                "word": "address j * Ro + s, lane l = w_out[s * lanes + l, j]",
+            },
+            "state": {
+                "depth": rows,
+                "width": lanes * neuron_bits,
+                "word": "per lane {acc, v, z} from the least significant bit",
+            },
+            "readout": {
+                "depth": out_rows,
+                "width": lanes * readout_bits,
+                "word": "per lane {acc, o} from the least significant bit",
+            },
+            "spikes": {
+                "depth": rows,
+                "width": max(1, (rows - 1).bit_length()) + lanes,
+                "word": "{row, mask}: rows with spikes in the last step, ascending",
+            },
+        },
         "rows": rows,
         "out_rows": out_rows,
         "acc_bits": cfg.acc_bits,
@@ -192,7 +214,11 @@ def mem_text(values: list[int], bits: int) -> str:
 
 
 def generate_verilog(
-    net: QuantizedNetwork, out_dir: str | Path, name: str = "neurofptt_core", *, lanes: int = 1
+    net: QuantizedNetwork,
+    out_dir: str | Path,
+    name: str = "neurofptt_core",
+    *,
+    lanes: int | None = None,
 ) -> GeneratedDesign:
     """Write the Verilog, the weight memory images and ``design.json`` into ``out_dir``.
 
@@ -200,7 +226,7 @@ def generate_verilog(
     Icarus build that depends on them) stay valid.
     """
     _check_name(name)
-    check_lanes(lanes)
+    lanes = check_lanes(net.config.lanes if lanes is None else lanes)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = net.config

@@ -9,6 +9,9 @@ are signed ``membrane_bits``-bit integers whose least significant bit is worth `
 ``w``; it adds ``w << shift`` membrane LSBs, where ``shift`` is the per-matrix power-of-two scale
 (``w_in_shift``, ``w_rec_shift``, ``w_out_shift``).  The threshold is given in membrane LSBs.
 
+Lanes.  ``lanes`` is the only field that changes no arithmetic: it is how many postsynaptic
+neurons the generated core updates per clock cycle (area against cycles per step).
+
 Leak.  A leak is a shift, not a multiplier: ``v - (v >> leak_shift)`` with an arithmetic (flooring)
 shift, i.e. a decay factor ``beta = 1 - 2**-leak_shift``.  A shift costs no DSP block, and the
 float model trains with exactly that ``beta``.
@@ -36,6 +39,7 @@ _LIMITS = {
     "n_out": (1, 1024),
     "weight_bits": (2, 16),
     "membrane_bits": (4, 32),
+    "lanes": (1, 64),
 }
 
 
@@ -56,6 +60,7 @@ class HardwareConfig:
     w_in_shift: int = 0
     w_rec_shift: int = 0
     w_out_shift: int = 0
+    lanes: int = 1
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -37,9 +37,9 @@ class Mismatch:
     def __str__(self) -> str:
         if self.signal == "protocol":
             return f"sample {self.sample} step {self.step}: protocol error: {self.detail}"
-        name = "neuron" if self.signal == "spike" else "readout"
+        what = f"neuron {self.index} spike" if self.signal == "spike" else f"readout {self.index}"
         return (
-            f"sample {self.sample} step {self.step} {self.signal} {name} {self.index}: "
+            f"sample {self.sample} step {self.step} {what}: "
             f"expected {self.expected}, actual {self.actual}"
         )
 

@@ -8,12 +8,13 @@ spike and readout value the core produced.
 from __future__ import annotations
 
 import contextlib
-import io
+import hashlib
 import json
 import logging
 import re
 import shutil
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from neurofptt.errors import ToolMissingError, VerificationError
 from neurofptt.hdl.generate import generate_verilog
 from neurofptt.quant.golden import GoldenTrace, check_spike_input, golden_run, predict
 from neurofptt.quant.network import QuantizedNetwork
-from neurofptt.verify.compare import Mismatch, compare_traces, format_report
+from neurofptt.verify.compare import MAX_RECORDS, Mismatch, compare_traces, format_report
 
 __all__ = ["TESTBENCH_MODULE", "RtlResult", "require_icarus", "run_rtl"]
 
@@ -52,11 +53,29 @@ class RtlResult:
     work_dir: Path
     log_file: Path
     complete: bool = True  # False if the simulation timed out
-    extra: dict = field(default_factory=dict)
+    build_seconds: float = 0.0  # Verilog generation and Icarus compilation (0 if cached)
+    sim_seconds: float = 0.0  # wall-clock time of the cocotb simulation
 
     @property
     def ok(self) -> bool:
         return self.n_mismatches == 0 and self.complete
+
+    def summary(self) -> dict:
+        """Scalar metrics for reports (JSON-serialisable)."""
+        batch, steps = self.step_cycles.shape
+        return {
+            "samples": batch,
+            "steps": steps,
+            "neuron_steps": self.neuron_steps,
+            "mismatches": self.n_mismatches,
+            "complete": self.complete,
+            "cycles": self.cycles,
+            "cycles_per_step_mean": float(self.step_cycles.mean()),
+            "cycles_per_step_max": int(self.step_cycles.max()),
+            "build_seconds": round(self.build_seconds, 3),
+            "sim_seconds": round(self.sim_seconds, 3),
+            "golden_agreement": float(np.mean(self.predictions == self.golden.predictions)),
+        }
 
     def report(self, limit: int = 20) -> str:
         """Total count and the first ``limit`` mismatches (sample, step, index, values)."""
@@ -97,10 +116,11 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 @contextlib.contextmanager
 def _quiet_cocotb_runner():
-    """The cocotb runner logs each command at INFO; keep library output out of the caller's log."""
-    logger = logging.getLogger("cocotb")
+    """The cocotb runner logs every command at INFO (logger named after the simulator class);
+    keep that out of the caller's log.  Compiler and simulator output go to log files."""
+    logger = logging.getLogger("Icarus")
     level = logger.level
-    logger.setLevel(max(level, logging.WARNING))
+    logger.setLevel(max(level, logging.ERROR))
     try:
         yield
     finally:
@@ -115,9 +135,9 @@ def run_rtl(
     verilog: str | Path | None = None,
     backpressure: bool = False,
     seed: int = 0,
-    lanes: int = 1,
+    lanes: int | None = None,
 ) -> RtlResult:
-    """Simulate the core for ``net`` on ``spikes`` ``(B, T, n_in)`` and compare with the golden model.
+    """Simulate the core for ``net`` on ``spikes`` ``(B, T, n_in)``; compare with the golden model.
 
     ``verilog`` is a Verilog file to test instead of generating one from ``net`` with ``lanes``
     parallel lanes (its last module is the top; it must have the ports of
@@ -134,13 +154,16 @@ def run_rtl(
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
 
+    started = time.perf_counter()
     if verilog is None:
         design = generate_verilog(net, work_dir / "rtl", lanes=lanes)
         verilog_path, top = design.verilog, design.name
     else:
         verilog_path = Path(verilog).resolve()
         if not verilog_path.is_file():
-            raise VerificationError(f"Verilog file {verilog_path} does not exist; generate it first")
+            raise VerificationError(
+                f"Verilog file {verilog_path} does not exist; generate it first"
+            )
         top = _module_name(verilog_path)
 
     stimulus = work_dir / "stimulus.npz"
@@ -159,22 +182,32 @@ def run_rtl(
     build_dir = work_dir / "sim_build"
     build_log = work_dir / "build.log"
     sim_log = work_dir / "sim.log"
+    # one Icarus build per design: rebuild only when the Verilog or its top module changed
+    stamp = build_dir / "design.sha256"
+    digest = hashlib.sha256(verilog_path.read_bytes() + top.encode()).hexdigest()
+    fresh_build = not (stamp.is_file() and stamp.read_text() == digest)
     runner = get_runner("icarus")
-    with _quiet_cocotb_runner(), contextlib.redirect_stdout(io.StringIO()):
+    with _quiet_cocotb_runner():
         try:
+            stamp.unlink(missing_ok=True)
             runner.build(
                 sources=[verilog_path],
                 hdl_toplevel=top,
                 timescale=("1ns", "1ps"),
                 build_dir=build_dir,
+                always=fresh_build,
                 log_file=build_log,
             )
+            stamp.write_text(digest)
+            built = time.perf_counter()
         except (RuntimeError, SystemExit) as exc:
             raise VerificationError(
                 f"Icarus Verilog could not compile {verilog_path} ({exc}); log {build_log}:\n"
                 f"{_tail(build_log)}"
             ) from None
-        try:
+        # a failing comparison fails the cocotb test (the runner then raises or exits);
+        # the results file says why
+        with contextlib.suppress(RuntimeError, SystemExit):
             runner.test(
                 test_module=TESTBENCH_MODULE,
                 hdl_toplevel=top,
@@ -190,9 +223,8 @@ def run_rtl(
                 seed=int(seed),
                 log_file=sim_log,
             )
-        except (RuntimeError, SystemExit):
-            pass  # a failing comparison fails the cocotb test; the results file says why
 
+    finished = time.perf_counter()
     if not results.is_file():
         raise VerificationError(
             f"the simulation ended without writing {results}; log {sim_log}:\n{_tail(sim_log)}"
@@ -210,7 +242,7 @@ def run_rtl(
     return RtlResult(
         spikes=rtl_spikes,
         readout=rtl_readout,
-        mismatches=protocol + records,
+        mismatches=(protocol + records)[:MAX_RECORDS],
         n_mismatches=total + len(protocol),
         neuron_steps=batch * steps * (cfg.n_rec + cfg.n_out),
         cycles=cycles,
@@ -221,4 +253,6 @@ def run_rtl(
         work_dir=work_dir,
         log_file=sim_log,
         complete=complete,
+        build_seconds=built - started,
+        sim_seconds=finished - built,
     )

@@ -7,7 +7,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.neurofptt-installed
 DEMO    ?= runs/demo
 
-.PHONY: demo test setup lint docs clean
+.PHONY: demo test setup lint docs clean hdl
 
 setup: $(STAMP) iverilog
 
@@ -37,6 +37,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -n 2 --dist loadfile -q
+
+# Refresh the reference accelerator in hdl/ from the demo's quantized network.
+hdl: setup
+	cp $(DEMO)/quantized.npz hdl/quantized.npz
+	$(VENV)/bin/neurofptt generate --model hdl/quantized.npz --out hdl
+	rm -f hdl/generate.json
 
 lint: setup
 	$(VENV)/bin/ruff check neurofptt tests sim

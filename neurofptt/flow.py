@@ -47,14 +47,26 @@ def build_model(cfg: FlowConfig) -> RecurrentModel:
     (``train.model``), which trains and evaluates but cannot be quantized."""
     torch.manual_seed(cfg.train.seed)
     hw = cfg.hardware
+    spiking = {
+        "surrogate_name": cfg.train.surrogate,
+        "slope": cfg.train.slope,
+        "input_gain": cfg.train.input_gain,
+    }
+    if cfg.train.model == "alif":
+        return registry_build_model(
+            "alif",
+            hw.n_in,
+            hw.n_rec,
+            hw.n_out,
+            beta=hw.beta,
+            out_beta=hw.out_beta,
+            threshold=hw.threshold_float,
+            reset=hw.reset,
+            **spiking,
+        )
     if cfg.train.model != "lif":
         return registry_build_model(cfg.train.model, hw.n_in, hw.n_rec, hw.n_out)
-    return SpikingRNN.from_config(
-        cfg.hardware,
-        surrogate_name=cfg.train.surrogate,
-        slope=cfg.train.slope,
-        input_gain=cfg.train.input_gain,
-    )
+    return SpikingRNN.from_config(cfg.hardware, **spiking)
 
 
 def load_flow_task(cfg: FlowConfig) -> TaskData:

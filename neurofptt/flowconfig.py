@@ -27,7 +27,7 @@ class FlowSettings:
     task: str = "digits"
     rtl_samples: int = 120
     fpga_family: str = "ecp5"
-    fpga_pnr: bool = False
+    fpga_pnr: bool = True
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

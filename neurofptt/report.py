@@ -88,7 +88,8 @@ def plot_membranes(out: Path, path: Path, n_neurons: int = 4) -> None:
     mems, outs = np.array(mems), np.array(outs)
     trace = golden_run(net, task.test.numpy_spikes()[:1])
     lsb = net.config.lsb
-    active = np.argsort(-np.abs(mems).sum(0))[:n_neurons]
+    # the most active neurons of the golden run: their membranes cross the threshold
+    active = np.argsort(-trace.spikes[0].sum(0), kind="stable")[:n_neurons]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     steps = np.arange(1, x.shape[1] + 1)
     for i, j in enumerate(active):
@@ -167,7 +168,12 @@ def write_report(out: Path) -> dict[str, Any]:
     if fpga:
         lines += [
             f"- family {fpga.get('family')}: LUT {fpga.get('lut')}, FF {fpga.get('ff')}, "
-            f"BRAM {fpga.get('bram')}, DSP {fpga.get('dsp')}, Fmax {fpga.get('fmax_mhz')} MHz",
+            f"BRAM {fpga.get('bram')}, DSP {fpga.get('dsp')}, LUT-RAM {fpga.get('lutram')}, "
+            + (
+                f"Fmax {fpga['fmax_mhz']:.1f} MHz on {fpga.get('device')}"
+                if fpga.get("fmax_mhz")
+                else "Fmax not measured (place and route off: flow.fpga_pnr = true)"
+            ),
         ]
     else:
         lines += [f"- not run: {metrics['fpga_reason']}"]

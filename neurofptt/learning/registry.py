@@ -11,24 +11,41 @@ from collections.abc import Callable
 from neurofptt.errors import ConfigError
 from neurofptt.learning.base import Rule
 from neurofptt.learning.bptt import BPTT
+from neurofptt.learning.eprop import EProp
+from neurofptt.learning.fobptt import FOBPTT
 from neurofptt.learning.fptt import FPTT
+from neurofptt.learning.rtrl import RTRL
+from neurofptt.learning.tbptt import TBPTT
+from neurofptt.models.alif import AdaptiveSpikingRNN
 from neurofptt.models.base import RecurrentModel
 from neurofptt.models.conventional import GatedRNN
 from neurofptt.models.spiking import SpikingRNN
 
 MODELS: dict[str, Callable[..., RecurrentModel]] = {
     "lif": lambda n_in, hidden, n_out, **kw: SpikingRNN(n_in, hidden, n_out, **kw),
+    "alif": lambda n_in, hidden, n_out, **kw: AdaptiveSpikingRNN(n_in, hidden, n_out, **kw),
     "rnn": lambda n_in, hidden, n_out, **kw: GatedRNN("rnn", n_in, hidden, n_out),
     "lstm": lambda n_in, hidden, n_out, **kw: GatedRNN("lstm", n_in, hidden, n_out),
     "gru": lambda n_in, hidden, n_out, **kw: GatedRNN("gru", n_in, hidden, n_out),
 }
 
-RULES: dict[str, type[Rule]] = {"bptt": BPTT, "fptt": FPTT}
+RULES: dict[str, type[Rule]] = {
+    "bptt": BPTT,
+    "tbptt": TBPTT,
+    "fptt": FPTT,
+    "fobptt": FOBPTT,
+    "eprop": EProp,
+    "rtrl": RTRL,
+}
 
 # Rules that only need the cell protocol train every model; the others list their models.
 SUPPORTED_MODELS: dict[str, tuple[str, ...]] = {
     "bptt": tuple(MODELS),
+    "tbptt": tuple(MODELS),
     "fptt": tuple(MODELS),
+    "fobptt": tuple(MODELS),
+    "eprop": ("lif", "alif", "rnn"),  # hand-written traces: single-layer LIF/ALIF and tanh RNN
+    "rtrl": tuple(MODELS),  # exact but O(state x params) memory: tiny networks only
 }
 
 

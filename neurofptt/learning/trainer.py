@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 
 from neurofptt.errors import CheckpointError, ConfigError
 from neurofptt.learning.base import Rule
-from neurofptt.learning.fptt import FPTT
 from neurofptt.learning.registry import RULES, check_combination
 from neurofptt.models.base import RecurrentModel, check_sequence
 from neurofptt.quant.network import atomic_write_bytes
@@ -54,6 +53,18 @@ class TrainConfig:
     fptt_period: int = 1
     fptt_form: str = "dual"
     fptt_reset_to_mean: bool = False
+    tbptt_n: int = 10
+    tbptt_interval: int = 0  # 0: same as tbptt_n
+    tbptt_loss_steps: str = "last"
+    fobptt_alpha: float = 1.25
+    fobptt_eps: float = 1e-3
+    rtrl_loss_steps: str = "last"
+    eprop_feedback: str = "symmetric"
+    eprop_feedback_seed: int = 0
+    eprop_loss_steps: str = "last"
+    eprop_online: bool = False
+    eprop_reg_rate: float = 0.0
+    eprop_target_rate: float = 0.01
     surrogate: str = "fast_sigmoid"
     slope: float = 5.0
     input_gain: float = 2.0
@@ -93,22 +104,40 @@ def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr
 
 
+def rule_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The keyword arguments of the configured rule, from its prefixed config fields."""
+    options: dict[str, dict[str, Any]] = {
+        "fptt": {
+            "alpha": cfg.fptt_alpha,
+            "mix": cfg.fptt_mix,
+            "period": cfg.fptt_period,
+            "form": cfg.fptt_form,
+            "reset_to_mean": cfg.fptt_reset_to_mean,
+        },
+        "tbptt": {
+            "n": cfg.tbptt_n,
+            "interval": cfg.tbptt_interval or None,
+            "loss_steps": cfg.tbptt_loss_steps,
+        },
+        "fobptt": {"alpha": cfg.fobptt_alpha, "eps": cfg.fobptt_eps},
+        "rtrl": {"loss_steps": cfg.rtrl_loss_steps},
+        "eprop": {
+            "feedback": cfg.eprop_feedback,
+            "feedback_seed": cfg.eprop_feedback_seed,
+            "loss_steps": cfg.eprop_loss_steps,
+            "online": cfg.eprop_online,
+            "reg_rate": cfg.eprop_reg_rate,
+            "target_rate": cfg.eprop_target_rate,
+        },
+    }
+    return options.get(cfg.rule, {})
+
+
 def make_rule(cfg: TrainConfig, model: RecurrentModel) -> Rule:
     opt_cls = OPTIMIZERS[cfg.optimizer]
     # foreach kernels: one call for all parameters, which matters for per-step rules
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    if RULES[cfg.rule] is FPTT:
-        return FPTT(
-            model,
-            optimizer,
-            alpha=cfg.fptt_alpha,
-            mix=cfg.fptt_mix,
-            period=cfg.fptt_period,
-            form=cfg.fptt_form,
-            clip=cfg.clip,
-            reset_to_mean=cfg.fptt_reset_to_mean,
-        )
-    return RULES[cfg.rule](model, optimizer, clip=cfg.clip)
+    return RULES[cfg.rule](model, optimizer, clip=cfg.clip, **rule_options(cfg))
 
 
 @torch.no_grad()

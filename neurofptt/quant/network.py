@@ -66,11 +66,12 @@ class QuantizedNetwork:
         """Write an ``.npz`` atomically (temporary file, then rename)."""
         path = Path(path)
         buf = io.BytesIO()
-        np.savez(
+        # weights have at most 16 bits (HardwareConfig limit), so int16 stores them exactly
+        np.savez_compressed(
             buf,
-            w_in=self.w_in,
-            w_rec=self.w_rec,
-            w_out=self.w_out,
+            w_in=self.w_in.astype(np.int16),
+            w_rec=self.w_rec.astype(np.int16),
+            w_out=self.w_out.astype(np.int16),
             config=np.array(json.dumps({"version": FORMAT_VERSION, **self.config.to_dict()})),
         )
         atomic_write_bytes(path, buf.getvalue())
@@ -98,7 +99,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` so that ``path`` is either the old file or the complete new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -1,0 +1,179 @@
+"""Truncated backpropagation through time, T-BPTT(n, k) (Williams & Peng 1990).
+
+Every ``interval`` = k steps the weights take one optimizer step whose gradient flows back through
+at most the last ``n`` steps (the window); the state ``n`` steps back is a constant.  The seed's
+"n-BPTT" baseline is ``n = k``.  With ``n > k`` the windows of consecutive updates overlap.
+
+Update points and losses
+------------------------
+For a sequence of ``T`` steps (0-based step indices) the updates happen after ``e = k, 2k, ...``
+steps and after the last step ``e = T`` (a shorter final chunk when ``k`` does not divide ``T``).
+The update at ``e`` owns the *new* steps ``N_e = [e - k, e)`` (the last chunk: ``[e_prev, T)``);
+each step's loss belongs to exactly one update.  Per-step losses ``CE_t = CE(o_t, y)`` (batch mean)
+carry weights
+
+* ``loss_steps="last"`` (terminal classification): ``w_{T-1} = 1``, every other ``w_t = 0``;
+* ``loss_steps="all"``: ``w_t = 1 / T`` for every step,
+
+and the update at ``e`` descends the weighted mean of its new steps,
+
+    L_e(W) = sum_{t in N_e} w_t CE_t(W) / sum_{t in N_e} w_t,
+
+with ``CE_t`` a function of ``W`` only through the window ``[max(0, e - n), e)``.  An update whose
+new steps carry no weight (every update but the last one for ``"last"``) is skipped: no optimizer
+step, so momentum, Adam moments and weight decay are untouched.  With ``n >= T`` and ``k >= T``
+there is a single update, ``L = sum_t w_t CE_t`` with the full graph: exactly the BPTT gradient and
+update (for ``"last"`` this is :class:`~neurofptt.learning.bptt.BPTT` bit for bit).
+
+Recomputing overlapping windows
+-------------------------------
+The window of the update at ``e`` starts at ``s = max(0, e - n)``.  When ``n > k`` it reaches back
+before the previous update, i.e. into steps that were computed with older weights.  The rule keeps
+a buffer of the (detached) states after each of the last ``n`` steps and re-runs the forward pass
+over the window from the stored state ``h_s`` with the *current* weights ``W_e``, so the gradient is
+
+    dL_e/dW  for  h_e = F_W(h_{e-1}, x_{e-1}), ..., h_{s+1} = F_W(h_s, x_s),  h_s fixed,
+
+i.e. the exact n-step truncated gradient at the current weights (not a mix of stale activations).
+The states computed in this pass overwrite the buffer, so every stored state is the newest one
+available; ``h_s`` itself comes from the forward pass of an earlier update (or, for ``s = 0``, is
+the initial state).  The inputs of the window are slices of the batch tensor, so the extra memory
+is ``n`` states plus the graph of ``n`` steps, independent of ``T``.  The forward cost is at most
+``n / k`` passes over the sequence (skipped updates advance once, without a graph).  A window
+shorter than the chunk (``n < k``) would leave some of the new losses without a path to the
+recurrent weights at all, so ``n >= interval`` is required.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from neurofptt.errors import ConfigError
+from neurofptt.learning.base import BatchResult, Rule
+from neurofptt.models.base import RecurrentModel, State, check_sequence, detach_state
+
+LOSS_STEPS = ("last", "all")
+
+
+def check_loss_steps(loss_steps: str) -> None:
+    if loss_steps not in LOSS_STEPS:
+        raise ConfigError(
+            f"loss_steps {loss_steps!r} is unknown; use 'last' (cross-entropy at the last step, "
+            "terminal classification) or 'all' (mean cross-entropy over every step)"
+        )
+
+
+def step_weights(steps: int, loss_steps: str) -> list[float]:
+    """The weights ``w_t`` of the per-step cross-entropies (see the module docstring).
+
+    ``"last"``: ``[0, ..., 0, 1]``; ``"all"``: ``[1/T] * T``.  The total loss of a sequence is
+    ``sum_t w_t CE(o_t, y)``; BPTT, T-BPTT and RTRL all use this definition.
+    """
+    check_loss_steps(loss_steps)
+    if loss_steps == "last":
+        return [0.0] * (steps - 1) + [1.0]
+    return [1.0 / steps] * steps
+
+
+def update_points(steps: int, interval: int) -> list[int]:
+    """Numbers of steps after which T-BPTT updates: ``k, 2k, ...`` below ``T``, then ``T``."""
+    return [*range(interval, steps, interval), steps]
+
+
+class TBPTT(Rule):
+    """Truncated BPTT: an update every ``interval`` steps through a window of ``n`` steps.
+
+    ``interval`` defaults to ``n``.  See the module docstring for the exact losses and for how
+    overlapping windows (``n > interval``) are recomputed from the buffered state.  Every batch
+    starts from the initial state, so the rule has no state across batches.
+    """
+
+    name = "tbptt"
+
+    def __init__(
+        self,
+        model: RecurrentModel,
+        optimizer: torch.optim.Optimizer,
+        *,
+        n: int = 10,
+        interval: int | None = None,
+        loss_steps: str = "last",
+        clip: float = 1.0,
+    ) -> None:
+        super().__init__(model, optimizer, clip)
+        interval = n if interval is None else interval
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"T-BPTT window n must be an integer >= 1 step, got {n!r}")
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ConfigError(f"T-BPTT interval must be an integer >= 1 step, got {interval!r}")
+        if interval > n:
+            raise ConfigError(
+                f"T-BPTT interval ({interval}) is longer than the window n ({n}): the losses of "
+                f"the first {interval - n} new steps of each chunk would get no recurrent "
+                "gradient; use interval <= n (interval = n is the usual n-step truncation)"
+            )
+        check_loss_steps(loss_steps)
+        self.n, self.interval, self.loss_steps = n, interval, loss_steps
+
+    def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> BatchResult:
+        check_sequence(x, self.model.n_in)
+        self.model.train()
+        steps = x.shape[1]
+        weights = step_weights(steps, self.loss_steps)
+        # states[s]: the detached state after s steps (states[0] is the initial state).
+        states: dict[int, State] = {0: self.model.initial_state(x.shape[0])}
+        done = 0
+        weighted_loss = 0.0
+        logits = None
+        for end in update_points(steps, self.interval):
+            new_steps = range(done, end)
+            chunk_weight = sum(weights[t] for t in new_steps)
+            if chunk_weight == 0.0:
+                self._advance(x, states, done, end)
+            else:
+                loss, logits = self._update(x, y, states, end, new_steps, weights, chunk_weight)
+                weighted_loss += loss * chunk_weight
+            done = end
+            for s in [s for s in states if s < end - self.n]:
+                del states[s]
+        assert logits is not None  # the last step always carries weight
+        return BatchResult(loss=weighted_loss / sum(weights), logits=logits)
+
+    def _advance(self, x: torch.Tensor, states: dict[int, State], start: int, end: int) -> None:
+        """Run steps ``[start, end)`` without a graph, storing the states."""
+        with torch.no_grad():
+            state = states[start]
+            for t in range(start, end):
+                _, state = self.model.step(x[:, t], state)
+                states[t + 1] = detach_state(state)
+
+    def _update(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        states: dict[int, State],
+        end: int,
+        new_steps: Sequence[int],
+        weights: list[float],
+        chunk_weight: float,
+    ) -> tuple[float, torch.Tensor]:
+        """Forward the window ``[max(0, end - n), end)`` from its stored state; one update."""
+        start = max(0, end - self.n)
+        state = states[start]
+        total = None
+        output = None
+        for t in range(start, end):
+            output, state = self.model.step(x[:, t], state)
+            states[t + 1] = detach_state(state)
+            if t >= new_steps[0] and weights[t] != 0.0:
+                term = weights[t] * F.cross_entropy(output, y)
+                total = term if total is None else total + term
+        assert total is not None and output is not None
+        loss = total if chunk_weight == 1.0 else total / chunk_weight
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._clip_and_step()
+        return float(loss.detach()), output.detach()

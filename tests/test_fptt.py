@@ -135,3 +135,70 @@ def test_invalid_hyperparameters(kwargs, message) -> None:
     model = make_model()
     with pytest.raises(ValueError, match=message):
         FPTT(model, torch.optim.SGD(model.parameters(), lr=LR), **kwargs)
+
+
+def hand_chunk(w, state, xs, target):
+    """BPTT by hand through the steps ``xs`` from a detached state; loss on the last step.
+
+    snntorch's reset term is detached, so gradients flow through the leak, the recurrent weights
+    and the readout's leak only.
+    """
+    w_in, w_rec, w_out = w
+    v, z, o = state
+    vs, zs, zprev = [], [], []
+    for x in xs:
+        zprev.append(z)
+        v = BETA * v + w_in @ x + w_rec @ z - z * THETA
+        z = (v > THETA).astype(float)
+        o = OUT_BETA * o + w_out @ z
+        vs.append(v)
+        zs.append(z)
+    g_o = softmax(o) - target
+    grads = [np.zeros_like(W_IN), np.zeros_like(W_REC), np.zeros_like(W_OUT)]
+    d_o = g_o  # dl/do_t, flowing back through the readout leak
+    d_v_next = np.zeros(3)
+    d_z_from_rec = np.zeros(3)
+    for t in reversed(range(len(xs))):
+        grads[2] += np.outer(d_o, zs[t])
+        d_z = w_out.T @ d_o + d_z_from_rec
+        d_v = d_z * surrogate(vs[t] - THETA) + BETA * d_v_next
+        grads[0] += np.outer(d_v, xs[t])
+        grads[1] += np.outer(d_v, zprev[t])
+        d_z_from_rec = w_rec.T @ d_v
+        d_v_next = d_v
+        d_o = OUT_BETA * d_o
+    return tuple(grads), (v, z, o)
+
+
+def test_fptt_k_chunks_match_hand_computation() -> None:
+    """FPTT-K: T = 4 steps in K = 2 chunks of 2 (``period = 2``), BPTT inside each chunk."""
+    xs = np.array([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    rule = FPTT(model, opt, alpha=ALPHA, mix=0.5, period=2, form="dual", clip=0.0)
+    rule.train_batch(torch.from_numpy(xs[None]), torch.tensor([LABEL]))
+
+    onehot, uniform = np.eye(2)[LABEL], np.full(2, 0.5)
+    w0 = (W_IN, W_REC, W_OUT)
+    zero_state = (np.zeros(3), np.zeros(3), np.zeros(2))
+    # chunk 1 ends at step 2 of 4: beta_t = 1/2
+    g1, state = hand_chunk(w0, zero_state, xs[:2], 0.5 * onehot + 0.5 * uniform)
+    w1 = tuple(w - LR * g for w, g in zip(w0, g1, strict=True))
+    lam1 = tuple(-ALPHA * (a - b) for a, b in zip(w1, w0, strict=True))
+    bar1 = tuple(0.5 * (a + b) - lam / (2 * ALPHA) for a, b, lam in zip(w1, w0, lam1, strict=True))
+    # chunk 2 from the detached state with the updated weights: beta_t = 1
+    g2, _ = hand_chunk(w1, state, xs[2:], onehot)
+    reg = tuple(ALPHA * (a - b) - lam for a, b, lam in zip(w1, bar1, lam1, strict=True))
+    w2 = tuple(w - LR * (g + r) for w, g, r in zip(w1, g2, reg, strict=True))
+    lam2 = tuple(lam - ALPHA * (a - b) for lam, a, b in zip(lam1, w2, bar1, strict=True))
+    bar2 = tuple(
+        0.5 * (a + b) - lam / (2 * ALPHA) for a, b, lam in zip(w2, bar1, lam2, strict=True)
+    )
+
+    assert np.any(np.abs(g1[1]) > 1e-3) and np.any(np.abs(g2[1]) > 1e-3)
+    params = dict(model.named_parameters())
+    names = ("rec.fc_in.weight", "rec.fc_rec.weight", "readout.fc_out.weight")
+    for i, name in enumerate(names):  # tolerance: see test_two_fptt_steps_match_hand_computation
+        np.testing.assert_allclose(params[name].detach().numpy(), w2[i], rtol=0, atol=1e-8)
+        np.testing.assert_allclose(rule.running_mean[name].numpy(), bar2[i], rtol=0, atol=1e-8)
+        np.testing.assert_allclose(rule.memory[name].numpy(), lam2[i], rtol=0, atol=1e-8)

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, config=False)
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--verilog", type=Path, default=None)
-    p.add_argument("--samples", type=int, default=120)
+    p.add_argument("--samples", type=int, default=0, help="test samples (0: all)")
     p.add_argument("--task", default="digits")
 
     p = sub.add_parser("synth", help="FPGA synthesis report with yosys (yowasp)")

@@ -183,7 +183,7 @@ def stage_verify(
     out: Path,
     model_path: Path | None = None,
     verilog: Path | None = None,
-    samples: int = 120,
+    samples: int = 0,
     task_name: str = "digits",
 ) -> dict:
     from neurofptt.verify import run_rtl
@@ -195,7 +195,9 @@ def stage_verify(
             f"the quantized model has n_in = {net.config.n_in} but task {task_name!r} has "
             f"{task.test.n_in} inputs; verify it on its own task"
         )
-    n = min(samples, len(task.test))
+    if samples < 0:
+        raise ConfigError(f"samples must be >= 0 (0 = the whole test set), got {samples}")
+    n = len(task.test) if samples == 0 else min(samples, len(task.test))
     spikes = task.test.numpy_spikes()[:n]
     labels = task.test.y.numpy()[:n]
     if verilog is None and (out / RTL_DIR / f"{CORE_NAME}.v").is_file():
@@ -263,7 +265,8 @@ def run_flow(cfg: FlowConfig, out: Path, *, progress: bool = True, resume: bool 
     log(f"float accuracy {q['float_accuracy']:.4f}, golden accuracy {q['golden_accuracy']:.4f}")
     log("generating Verilog ...")
     stage_generate(out)
-    log(f"verifying the Verilog with cocotb on {cfg.flow.rtl_samples} test samples ...")
+    n_rtl = cfg.flow.rtl_samples or "all"
+    log(f"verifying the Verilog with cocotb on {n_rtl} test samples ...")
     v = stage_verify(out, samples=cfg.flow.rtl_samples, task_name=cfg.flow.task)
     log(f"RTL accuracy {v['rtl_accuracy']:.4f}, mismatches {v['rtl_mismatches']}")
     log(f"synthesising for {cfg.flow.fpga_family} ...")

@@ -25,15 +25,17 @@ class FlowSettings:
     """The ``[flow]`` table: task and verification/synthesis budget."""
 
     task: str = "digits"
-    rtl_samples: int = 120
+    rtl_samples: int = 0  # 0: the whole test set
     fpga_family: str = "ecp5"
     fpga_pnr: bool = True
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; available tasks: {sorted(TASKS)}")
-        if self.rtl_samples < 1:
-            raise ConfigError(f"flow.rtl_samples must be >= 1, got {self.rtl_samples}")
+        if self.rtl_samples < 0:
+            raise ConfigError(
+                f"flow.rtl_samples must be >= 0 (0 = the whole test set), got {self.rtl_samples}"
+            )
         if self.fpga_family not in ("ecp5", "ice40"):
             raise ConfigError(f"flow.fpga_family = {self.fpga_family!r}; choose 'ecp5' or 'ice40'")
 
@@ -95,6 +97,6 @@ class FlowConfig:
             self,
             train=dataclasses.replace(self.train, epochs=min(self.train.epochs, 3)),
             flow=dataclasses.replace(
-                self.flow, rtl_samples=min(self.flow.rtl_samples, 16), fpga_pnr=False
+                self.flow, rtl_samples=16, fpga_pnr=False
             ),
         )

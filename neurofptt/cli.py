@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks that print JSON")
     bench = p.add_subparsers(dest="bench", required=True)
     b = bench.add_parser("rules", help="peak memory and time per sequence of rules vs T")
-    b.add_argument("--rules", default="bptt,fptt", help="comma-separated rule names")
+    b.add_argument(
+        "--rules",
+        default="bptt,tbptt,fptt,eprop",
+        help="comma-separated rule names (also: spikingjelly-fptt, if SpikingJelly is installed)",
+    )
     b.add_argument("--model", default="lif")
     b.add_argument("--T", default="64,256,1024", help="comma-separated sequence lengths")
     b.add_argument("--batch", type=int, default=16)

@@ -23,7 +23,8 @@ import torch
 
 from neurofptt.errors import ConfigError
 
-DEFAULT_RULES = ("bptt", "fptt")
+DEFAULT_RULES = ("bptt", "tbptt", "fptt", "eprop")
+EXTERNAL_RULES = ("spikingjelly-fptt",)
 
 
 def _peak_rss_bytes() -> int:
@@ -40,16 +41,23 @@ def measure(
 
     torch.manual_seed(seed)
     torch.set_num_threads(1)
-    cfg = replace(TrainConfig(), rule=rule, model=model_name, lr=1e-3)
-    model = build_model(model_name, n_in, hidden, 10)
-    engine = make_rule(cfg, model)
     y = torch.randint(0, 10, (batch,))
-    engine.train_batch((torch.rand(batch, 4, n_in) < 0.2).float(), y)  # warm-up
+    warm = (torch.rand(batch, 4, n_in) < 0.2).float()
     x = (torch.rand(batch, steps, n_in) < 0.2).float()
-    before = _peak_rss_bytes()
-    start = time.perf_counter()
-    engine.train_batch(x, y)
-    seconds = time.perf_counter() - start
+    if rule == "spikingjelly-fptt":
+        from neurofptt.bench.spikingjelly_fptt import train_one_batch
+
+        train_one_batch(warm, y, hidden, 10)
+        before = _peak_rss_bytes()
+        seconds = train_one_batch(x, y, hidden, 10)
+    else:
+        cfg = replace(TrainConfig(), rule=rule, model=model_name, lr=1e-3)
+        engine = make_rule(cfg, build_model(model_name, n_in, hidden, 10))
+        engine.train_batch(warm, y)
+        before = _peak_rss_bytes()
+        start = time.perf_counter()
+        engine.train_batch(x, y)
+        seconds = time.perf_counter() - start
     return {
         "rule": rule,
         "model": model_name,
@@ -86,10 +94,10 @@ def run_isolated(
 
 
 def format_table(records: list[dict[str, Any]]) -> str:
-    lines = [f"{'rule':<10} {'model':<6} {'T':>6} {'peak MiB':>10} {'ms/seq':>10}"]
+    lines = [f"{'rule':<18} {'model':<6} {'T':>6} {'peak MiB':>10} {'ms/seq':>10}"]
     for r in records:
         lines.append(
-            f"{r['rule']:<10} {r['model']:<6} {r['T']:>6} {r['peak_bytes'] / 2**20:>10.1f} "
+            f"{r['rule']:<18} {r['model']:<6} {r['T']:>6} {r['peak_bytes'] / 2**20:>10.1f} "
             f"{r['seconds_per_seq'] * 1e3:>10.2f}"
         )
     return "\n".join(lines)
@@ -106,7 +114,8 @@ def bench_rules(
     from neurofptt.learning.registry import check_combination
 
     for rule in rules:
-        check_combination(rule, model_name)
+        if rule not in EXTERNAL_RULES:
+            check_combination(rule, model_name)
     return [
         run_isolated(rule, model_name, steps, batch, hidden, n_in)
         for rule in rules

@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=int, default=16)
     b.add_argument("--hidden", type=int, default=128)
     b.add_argument("--json", type=Path, default=None, help="also write the records here")
+    b.add_argument("--plot", type=Path, default=None, help="also plot them (PNG)")
 
     p = sub.add_parser("report", help="(re)write report.md and metrics.json from OUT's records")
     _add_common(p, config=False)
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> object:
 
 
 def run_bench(args: argparse.Namespace) -> list[dict]:
-    from neurofptt.bench.rules import bench_rules, format_table
+    from neurofptt.bench.rules import bench_rules, format_table, plot_records
     from neurofptt.flow import write_json
 
     try:
@@ -135,6 +136,8 @@ def run_bench(args: argparse.Namespace) -> list[dict]:
     print(format_table(records), file=sys.stderr)
     if args.json is not None:
         write_json(args.json, records)
+    if args.plot is not None:
+        plot_records(records, str(args.plot))
     return records
 
 

@@ -24,6 +24,8 @@ def test_bench_rules_writes_json(tmp_path: Path, capsys) -> None:
             "2",
             "--json",
             str(out),
+            "--plot",
+            str(tmp_path / "b.png"),
         ]
     )
     assert code == 0
@@ -38,6 +40,7 @@ def test_bench_rules_writes_json(tmp_path: Path, capsys) -> None:
         assert {"rule", "model", "T", "peak_bytes", "seconds_per_seq"} <= set(r)
         assert r["model"] == "lif" and r["peak_bytes"] >= 0 and r["seconds_per_seq"] > 0
     assert "peak MiB" in capsys.readouterr().err
+    assert (tmp_path / "b.png").stat().st_size > 0
 
 
 def test_bench_rejects_bad_lengths(capsys) -> None:

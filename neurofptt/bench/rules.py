@@ -103,6 +103,27 @@ def format_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def plot_records(records: list[dict[str, Any]], path: str) -> None:
+    """Peak memory and time per sequence against T, one line per rule (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_mem, ax_time) = plt.subplots(1, 2, figsize=(10, 4))
+    for rule in dict.fromkeys(r["rule"] for r in records):
+        rows = [r for r in records if r["rule"] == rule]
+        lengths = [r["T"] for r in rows]
+        ax_mem.plot(lengths, [max(r["peak_bytes"], 1) / 2**20 for r in rows], "o-", label=rule)
+        ax_time.plot(lengths, [r["seconds_per_seq"] * 1e3 for r in rows], "o-", label=rule)
+    ax_mem.set(xscale="log", yscale="log", xlabel="T", ylabel="peak memory of one batch (MiB)")
+    ax_time.set(xscale="log", yscale="log", xlabel="T", ylabel="ms per sequence")
+    ax_mem.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def bench_rules(
     rules: list[str],
     model_name: str,

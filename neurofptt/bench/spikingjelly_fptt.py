@@ -8,8 +8,9 @@ The network has the sizes and products of ours: input and recurrent ``Linear`` m
 into SpikingJelly's ``LIFNode``, the previous spikes kept as a SpikingJelly memory, and a linear
 readout; single-step mode, cross-entropy at every step.  ``LIFNode`` returns its spikes as a view,
 which ``fptt_online_training``'s in-place detach rejects, so the stored spikes are a copy (this is
-also why SpikingJelly's ``LinearRecurrentContainer`` cannot be used).  SpikingJelly's FPTT does two forward and two
-backward passes per step, the second to evaluate the gradient at the updated weights.
+also why SpikingJelly's ``LinearRecurrentContainer`` cannot be used).  SpikingJelly's FPTT does
+two forward and two backward passes per step, the second to evaluate the gradient at the updated
+weights.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _recurrent_lif(n_in: int, hidden: int, n_out: int) -> nn.Module:
             if self.spikes is not None:
                 current = current + self.fc_rec(self.spikes)
             spikes = self.node(current)
-            self.spikes = spikes.clone()  # LIFNode returns a view, which cannot be detached in place
+            self.spikes = spikes.clone()  # a view cannot be detached in place
             return self.readout(spikes)
 
     return RecurrentLIF()

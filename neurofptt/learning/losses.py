@@ -16,11 +16,6 @@ import torch
 import torch.nn.functional as F
 
 
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of ``-sum_c target_c log softmax(logits)_c``."""
-    return -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
-
-
 def auxiliary_loss(
     logits: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, beta_t: float
 ) -> torch.Tensor:
@@ -29,10 +24,12 @@ def auxiliary_loss(
     ``prior`` is the ``(n_classes, n_classes)`` table ``Q``; row ``y`` is the target distribution
     for samples of class ``y``.
     """
-    ce = F.cross_entropy(logits, y)
     if beta_t >= 1.0:
-        return ce
-    return beta_t * ce + (1.0 - beta_t) * soft_cross_entropy(logits, prior[y])
+        return F.cross_entropy(logits, y)
+    # beta CE(y) + (1 - beta) H(Q[y]) is one cross-entropy against the mixed target: one softmax
+    onehot = F.one_hot(y, logits.shape[-1]).to(logits.dtype)
+    target = beta_t * onehot + (1.0 - beta_t) * prior[y].to(logits.dtype)
+    return F.cross_entropy(logits, target)
 
 
 class ClassPrior:

@@ -53,5 +53,6 @@ def check_sequence(x: torch.Tensor, n_in: int) -> None:
         raise ShapeError(f"input has shape {tuple(x.shape)}; expected (batch, steps, n_in={n_in})")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ShapeError(f"input has shape {tuple(x.shape)}; batch and steps must be non-empty")
-    if x.is_floating_point() and not torch.isfinite(x).all():
+    # a reduction, not an elementwise mask: validation must not cost memory proportional to T
+    if x.is_floating_point() and not all(torch.isfinite(v) for v in torch.aminmax(x)):
         raise ShapeError("input contains NaN or infinite values; clean or re-encode the data")

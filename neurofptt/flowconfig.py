@@ -96,7 +96,5 @@ class FlowConfig:
         return dataclasses.replace(
             self,
             train=dataclasses.replace(self.train, epochs=min(self.train.epochs, 3)),
-            flow=dataclasses.replace(
-                self.flow, rtl_samples=16, fpga_pnr=False
-            ),
+            flow=dataclasses.replace(self.flow, rtl_samples=16, fpga_pnr=False),
         )

@@ -39,8 +39,8 @@ import torch
 from torch import nn
 
 from neurofptt.errors import ConfigError
-from neurofptt.models.base import RecurrentModel, State
-from neurofptt.models.spiking import LeakyReadout, make_surrogate
+from neurofptt.models.base import State
+from neurofptt.models.spiking import SpikingRNN, make_surrogate
 
 RESETS = ("subtract", "zero", "none")
 
@@ -115,61 +115,16 @@ class RecurrentALIF(nn.Module):
         return spk, (v, spk, a)
 
 
-class AdaptiveSpikingRNN(RecurrentModel):
+class AdaptiveSpikingRNN(SpikingRNN):
     """Recurrent ALIF layer followed by the leaky-integrator readout of ``SpikingRNN``.
 
     State: ``(v, z, a, out)``.  Constructed in the same order as ``SpikingRNN``, so the same seed
     gives the same initial weights; with ``beta_a = 0`` the two networks are identical.
     """
 
+    layer_cls = RecurrentALIF
+
     def __init__(
-        self,
-        n_in: int,
-        n_rec: int,
-        n_out: int,
-        *,
-        beta: float = 0.75,
-        out_beta: float = 0.875,
-        threshold: float = 1.0,
-        beta_a: float = 0.2,
-        rho: float = 0.95,
-        reset: str = "subtract",
-        surrogate_name: str = "fast_sigmoid",
-        slope: float = 5.0,
-        input_gain: float = 1.0,
+        self, n_in: int, n_rec: int, n_out: int, *, beta_a: float = 0.2, rho: float = 0.95, **kwargs
     ) -> None:
-        super().__init__()
-        self.n_in, self.n_rec, self.n_out = n_in, n_rec, n_out
-        self.hparams = {
-            "beta": beta,
-            "out_beta": out_beta,
-            "threshold": threshold,
-            "beta_a": beta_a,
-            "rho": rho,
-            "reset": reset,
-            "surrogate_name": surrogate_name,
-            "slope": slope,
-        }
-        self.rec = RecurrentALIF(
-            n_in,
-            n_rec,
-            beta=beta,
-            threshold=threshold,
-            beta_a=beta_a,
-            rho=rho,
-            reset=reset,
-            surrogate_name=surrogate_name,
-            slope=slope,
-        )
-        self.readout = LeakyReadout(n_rec, n_out, beta=out_beta)
-        with torch.no_grad():
-            self.rec.fc_in.weight.mul_(input_gain)
-
-    def initial_state(self, batch: int) -> State:
-        return self.rec.initial_state(batch) + self.readout.initial_state(batch)
-
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        v, z, a, out = state
-        z, (v, z, a) = self.rec.step(x, (v, z, a))
-        logits, (out,) = self.readout.step(z, (out,))
-        return logits, (v, z, a, out)
+        super().__init__(n_in, n_rec, n_out, beta_a=beta_a, rho=rho, **kwargs)

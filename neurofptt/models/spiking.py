@@ -99,8 +99,11 @@ class LeakyReadout(nn.Module):
 class SpikingRNN(RecurrentModel):
     """Recurrent LIF layer followed by a leaky-integrator readout: the network the hardware runs.
 
-    State: ``(mem, spk, out)``.
+    State: the recurrent layer's state followed by the readout's, ``(mem, spk, out)`` here.
+    Subclasses swap the recurrent layer (``layer_cls``) and pass its extra options through.
     """
+
+    layer_cls: type[nn.Module] = RecurrentLIF
 
     def __init__(
         self,
@@ -115,26 +118,20 @@ class SpikingRNN(RecurrentModel):
         surrogate_name: str = "fast_sigmoid",
         slope: float = 5.0,
         input_gain: float = 1.0,
+        **layer_options: float,
     ) -> None:
         super().__init__()
         self.n_in, self.n_rec, self.n_out = n_in, n_rec, n_out
-        self.hparams = {
+        layer_args = {
             "beta": beta,
-            "out_beta": out_beta,
             "threshold": threshold,
             "reset": reset,
             "surrogate_name": surrogate_name,
             "slope": slope,
+            **layer_options,
         }
-        self.rec = RecurrentLIF(
-            n_in,
-            n_rec,
-            beta=beta,
-            threshold=threshold,
-            reset=reset,
-            surrogate_name=surrogate_name,
-            slope=slope,
-        )
+        self.hparams = {"out_beta": out_beta, **layer_args}
+        self.rec = self.layer_cls(n_in, n_rec, **layer_args)
         self.readout = LeakyReadout(n_rec, n_out, beta=out_beta)
         with torch.no_grad():
             self.rec.fc_in.weight.mul_(input_gain)
@@ -157,7 +154,6 @@ class SpikingRNN(RecurrentModel):
         return self.rec.initial_state(batch) + self.readout.initial_state(batch)
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        mem, spk, out = state
-        spk, (mem, spk) = self.rec.step(x, (mem, spk))
-        logits, (out,) = self.readout.step(spk, (out,))
-        return logits, (mem, spk, out)
+        spk, rec_state = self.rec.step(x, state[:-1])
+        logits, out_state = self.readout.step(spk, state[-1:])
+        return logits, rec_state + out_state

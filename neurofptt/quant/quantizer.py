@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from neurofptt.errors import CheckpointError
-from neurofptt.models.spiking import SpikingRNN
+from neurofptt.models.spiking import RecurrentLIF, SpikingRNN
 from neurofptt.quant.config import HardwareConfig
 from neurofptt.quant.fixedpoint import round_to_grid
 from neurofptt.quant.network import QuantizedNetwork
@@ -55,7 +55,7 @@ def choose_shift(weights: np.ndarray, cfg: HardwareConfig) -> int:
 
 def check_matches(model: torch.nn.Module, cfg: HardwareConfig) -> None:
     """Raise :class:`CheckpointError` if the float model does not run the config's network."""
-    if not isinstance(model, SpikingRNN):
+    if not isinstance(model, SpikingRNN) or model.layer_cls is not RecurrentLIF:
         raise CheckpointError(
             f"only the recurrent LIF model ('lif') maps to the hardware; this checkpoint holds a "
             f"{type(model).__name__}. Train with train.model = 'lif' to quantize"

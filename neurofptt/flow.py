@@ -21,6 +21,7 @@ from neurofptt.errors import CheckpointError, ConfigError, ToolMissingError
 from neurofptt.flowconfig import FlowConfig
 from neurofptt.learning.registry import build_model as registry_build_model
 from neurofptt.learning.trainer import evaluate, fit, load_checkpoint
+from neurofptt.models.alif import AdaptiveSpikingRNN
 from neurofptt.models.base import RecurrentModel
 from neurofptt.models.spiking import SpikingRNN
 from neurofptt.quant.golden import golden_run
@@ -53,20 +54,10 @@ def build_model(cfg: FlowConfig) -> RecurrentModel:
         "input_gain": cfg.train.input_gain,
     }
     if cfg.train.model == "alif":
-        return registry_build_model(
-            "alif",
-            hw.n_in,
-            hw.n_rec,
-            hw.n_out,
-            beta=hw.beta,
-            out_beta=hw.out_beta,
-            threshold=hw.threshold_float,
-            reset=hw.reset,
-            **spiking,
-        )
+        return AdaptiveSpikingRNN.from_config(hw, **spiking)
     if cfg.train.model != "lif":
         return registry_build_model(cfg.train.model, hw.n_in, hw.n_rec, hw.n_out)
-    return SpikingRNN.from_config(cfg.hardware, **spiking)
+    return SpikingRNN.from_config(hw, **spiking)
 
 
 def load_flow_task(cfg: FlowConfig) -> TaskData:

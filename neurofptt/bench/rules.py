@@ -47,9 +47,10 @@ def measure(
     if rule == "spikingjelly-fptt":
         from neurofptt.bench.spikingjelly_fptt import train_one_batch
 
-        train_one_batch(warm, y, hidden, 10)
+        train_one_batch(warm.transpose(0, 1), y, hidden, 10)
+        x_seq = x.transpose(0, 1).contiguous()  # time first, copied before the measurement
         before = _peak_rss_bytes()
-        seconds = train_one_batch(x, y, hidden, 10)
+        seconds = train_one_batch(x_seq, y, hidden, 10)
     else:
         cfg = replace(TrainConfig(), rule=rule, model=model_name, lr=1e-3)
         engine = make_rule(cfg, build_model(model_name, n_in, hidden, 10))

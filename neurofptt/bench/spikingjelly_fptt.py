@@ -59,13 +59,13 @@ def _recurrent_lif(n_in: int, hidden: int, n_out: int) -> nn.Module:
     return RecurrentLIF()
 
 
-def train_one_batch(x: torch.Tensor, y: torch.Tensor, hidden: int, n_out: int) -> float:
-    """Train one batch ``x`` (B, T, n_in) with SpikingJelly's FPTT; returns the seconds taken."""
+def train_one_batch(x_seq: torch.Tensor, y: torch.Tensor, hidden: int, n_out: int) -> float:
+    """Train one batch ``x_seq`` (T, B, n_in: SpikingJelly puts time first) with SpikingJelly's
+    FPTT; returns the seconds taken."""
     _, functional, _, online_learning = _import()
-    model = _recurrent_lif(x.shape[2], hidden, n_out)
+    model = _recurrent_lif(x_seq.shape[2], hidden, n_out)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     w_ra = online_learning.fptt_online_training_init_w_ra(optimizer)
-    x_seq = x.transpose(0, 1).contiguous()  # SpikingJelly puts time first
     target_seq = y.expand(x_seq.shape[0], -1)
     loss = nn.CrossEntropyLoss()
     functional.reset_net(model)

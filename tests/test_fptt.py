@@ -51,11 +51,29 @@ def hand_step(w, v_prev, z_prev, o_prev, x, target):
     return grads, (v, z, o)
 
 
-@pytest.mark.parametrize("form", ["dual", "slide"])
-def test_two_fptt_steps_match_hand_computation(form: str) -> None:
+@pytest.mark.parametrize(
+    "form, schedule, beta1",
+    [
+        ("dual", "linear", 0.5),
+        ("slide", "linear", 0.5),
+        ("dual", "constant", 0.3),
+        ("dual", "none", 1.0),
+    ],
+)
+def test_two_fptt_steps_match_hand_computation(form: str, schedule: str, beta1: float) -> None:
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=LR)
-    rule = FPTT(model, opt, alpha=ALPHA, mix=0.5, period=1, form=form, clip=0.0)
+    rule = FPTT(
+        model,
+        opt,
+        alpha=ALPHA,
+        mix=0.5,
+        period=1,
+        form=form,
+        clip=0.0,
+        schedule=schedule,
+        constant_beta=0.3,
+    )
     x = torch.from_numpy(X[None])
     y = torch.tensor([LABEL])
     rule.train_batch(x, y)
@@ -63,10 +81,9 @@ def test_two_fptt_steps_match_hand_computation(form: str) -> None:
     onehot = np.eye(2)[LABEL]
     uniform = np.full(2, 0.5)
     w0 = (W_IN, W_REC, W_OUT)
-    # step 1: beta_t = 1/2, target mixes the label with the (uniform) class prior
-    g1, state = hand_step(
-        w0, np.zeros(3), np.zeros(3), np.zeros(2), X[0], 0.5 * onehot + 0.5 * uniform
-    )
+    # step 1: weight beta1 on the label, the rest on the (uniform) class prior
+    target1 = beta1 * onehot + (1 - beta1) * uniform
+    g1, state = hand_step(w0, np.zeros(3), np.zeros(3), np.zeros(2), X[0], target1)
     # the regulariser gradient is zero at W_bar = W, lambda = g_prev = 0: a plain SGD step
     w1 = tuple(w - LR * g for w, g in zip(w0, g1, strict=True))
     if form == "dual":

@@ -28,9 +28,11 @@ which costs a second forward/backward pass; this implementation uses the gradien
 already has (one pass per step).  Both start from ``W_bar = W``, ``lam = g = 0``, so the first
 update is a plain gradient step.
 
-Terminal prediction uses the auxiliary loss of :mod:`neurofptt.learning.losses` with
-``beta_t = (t + 1) / T`` for the chunk ending at step ``t`` (0-based).  At the end of an epoch the
-weights can be replaced by the running mean (``reset_to_mean``), as the reference code does.
+Terminal prediction uses the auxiliary loss of :mod:`neurofptt.learning.losses` with label
+weight ``beta_t = (t + 1) / T`` for the chunk ending at step ``t`` (0-based; ``schedule="linear"``),
+a constant weight (``"constant"``) or the label alone (``"none"``), see
+:meth:`FPTT.label_weight`.  At the end of an epoch the weights can be replaced by the running mean
+(``reset_to_mean``), as the reference code does.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from neurofptt.learning.losses import ClassPrior, auxiliary_loss
 from neurofptt.models.base import RecurrentModel, detach_state
 
 FORMS = ("dual", "slide")
+SCHEDULES = ("linear", "constant", "none")
 
 
 class FPTT(Rule):
@@ -61,7 +64,8 @@ class FPTT(Rule):
         form: str = "dual",
         clip: float = 1.0,
         n_classes: int | None = None,
-        auxiliary: bool = True,
+        schedule: str = "linear",
+        constant_beta: float = 0.5,
         reset_to_mean: bool = True,
     ) -> None:
         super().__init__(model, optimizer, clip)
@@ -74,7 +78,11 @@ class FPTT(Rule):
         if form not in FORMS:
             raise ConfigError(f"FPTT form {form!r} is unknown; use one of {FORMS}")
         self.alpha, self.mix, self.period, self.form = alpha, mix, period, form
-        self.auxiliary = auxiliary
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"FPTT schedule {schedule!r} is unknown; use one of {SCHEDULES}")
+        if not 0 <= constant_beta <= 1:
+            raise ConfigError(f"FPTT constant_beta must be in [0, 1], got {constant_beta}")
+        self.schedule, self.constant_beta = schedule, constant_beta
         self.reset_to_mean = reset_to_mean
         self.prior = ClassPrior(n_classes or model.n_out)
         params = self.trainable()
@@ -136,6 +144,19 @@ class FPTT(Rule):
         self._clip_and_step()
         self._update_running_mean(loss_grads)
 
+    def label_weight(self, end: int, steps: int) -> float:
+        """``beta_t`` of the chunk ending after step ``end`` (1-based) of ``steps``.
+
+        ``"linear"``: ``end / steps``; ``"constant"``: ``constant_beta`` except 1 on the last
+        chunk (the decision step always sees the label alone); ``"none"``: 1 (plain cross-entropy
+        at every chunk).
+        """
+        if self.schedule == "linear":
+            return end / steps
+        if self.schedule == "constant":
+            return 1.0 if end == steps else self.constant_beta
+        return 1.0
+
     def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> BatchResult:
         self.model.train()
         steps = x.shape[1]
@@ -147,7 +168,7 @@ class FPTT(Rule):
             end = min(start + self.period, steps)
             for t in range(start, end):
                 logits, state = self.model.step(x[:, t], state)
-            beta_t = end / steps if self.auxiliary else 1.0
+            beta_t = self.label_weight(end, steps)
             loss = auxiliary_loss(logits, y, self.prior.table, beta_t)
             self.update_step(loss)
             total += float(loss.detach())

@@ -53,6 +53,8 @@ class TrainConfig:
     fptt_period: int = 1
     fptt_form: str = "dual"
     fptt_reset_to_mean: bool = False
+    fptt_schedule: str = "linear"
+    fptt_constant_beta: float = 0.5
     tbptt_n: int = 10
     tbptt_interval: int = 0  # 0: same as tbptt_n
     tbptt_loss_steps: str = "last"
@@ -113,6 +115,8 @@ def rule_options(cfg: TrainConfig) -> dict[str, Any]:
             "period": cfg.fptt_period,
             "form": cfg.fptt_form,
             "reset_to_mean": cfg.fptt_reset_to_mean,
+            "schedule": cfg.fptt_schedule,
+            "constant_beta": cfg.fptt_constant_beta,
         },
         "tbptt": {
             "n": cfg.tbptt_n,

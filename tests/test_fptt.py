@@ -219,3 +219,38 @@ def test_fptt_k_chunks_match_hand_computation() -> None:
         np.testing.assert_allclose(params[name].detach().numpy(), w2[i], rtol=0, atol=1e-8)
         np.testing.assert_allclose(rule.running_mean[name].numpy(), bar2[i], rtol=0, atol=1e-8)
         np.testing.assert_allclose(rule.memory[name].numpy(), lam2[i], rtol=0, atol=1e-8)
+
+
+class _Weights(torch.nn.Module):
+    def __init__(self, w: np.ndarray) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.from_numpy(w.copy()))
+
+
+def test_dual_form_with_exact_inner_solve_satisfies_the_paper_relations() -> None:
+    """With quadratic losses l_t(W) = 1/2 ||W - c_t||^2 one SGD step of size 1/(1 + alpha) solves
+    each step's problem l_t + R_t exactly, so the dual form's recursions can be checked against
+    the paper's closed-form relations (algorithms.md section 1.3)."""
+    rng = np.random.default_rng(0)
+    alpha = 0.4
+    targets = rng.normal(size=(6, 3, 2))
+    model = _Weights(rng.normal(size=(3, 2)))
+    opt = torch.optim.SGD(model.parameters(), lr=1.0 / (1.0 + alpha))
+    rule = FPTT(model, opt, alpha=alpha, mix=0.5, form="dual", clip=0.0, n_classes=2)
+    w_bar = model.w.detach().numpy().copy()
+    grad_prev = np.zeros((3, 2))  # the paper starts from a zero previous gradient
+    for c in targets:
+        w_bar_before = w_bar
+        loss = 0.5 * (model.w - torch.from_numpy(c)).pow(2).sum()
+        rule.update_step(loss)
+        w_new = model.w.detach().numpy()
+        grad_new = w_new - c  # grad l_t at W_{t+1}
+        # the dual variable is exactly the last loss gradient at the new weights
+        np.testing.assert_allclose(rule.memory["w"].numpy(), grad_new, atol=1e-12)
+        # the paper's stationarity relation, with coefficient 1 on the previous gradient
+        relation = grad_new - grad_prev + alpha * (w_new - w_bar_before)
+        np.testing.assert_allclose(relation, 0.0, atol=1e-12)
+        # the paper's running-mean update, evaluated with the gradient at W_{t+1}
+        w_bar = 0.5 * (w_bar_before + w_new) - grad_new / (2 * alpha)
+        np.testing.assert_allclose(rule.running_mean["w"].numpy(), w_bar, atol=1e-12)
+        grad_prev = grad_new

@@ -21,9 +21,7 @@ from neurofptt.errors import CheckpointError, ConfigError, ToolMissingError
 from neurofptt.flowconfig import FlowConfig
 from neurofptt.learning.registry import build_model as registry_build_model
 from neurofptt.learning.trainer import evaluate, fit, load_checkpoint
-from neurofptt.models.alif import AdaptiveSpikingRNN
 from neurofptt.models.base import RecurrentModel
-from neurofptt.models.spiking import SpikingRNN
 from neurofptt.quant.golden import golden_run
 from neurofptt.quant.network import QuantizedNetwork, atomic_write_bytes
 from neurofptt.quant.quantizer import quantize
@@ -44,20 +42,26 @@ def read_json(path: Path) -> Any:
 
 
 def build_model(cfg: FlowConfig) -> RecurrentModel:
-    """The model of a flow config: the hardware's LIF network, or another model of the same size
-    (``train.model``), which trains and evaluates but cannot be quantized."""
+    """The model of a flow config: the hardware's LIF network, or another model of the same width
+    (``train.model``, ``train.layers``), which trains and evaluates but cannot be quantized."""
     torch.manual_seed(cfg.train.seed)
-    hw = cfg.hardware
-    spiking = {
-        "surrogate_name": cfg.train.surrogate,
-        "slope": cfg.train.slope,
-        "input_gain": cfg.train.input_gain,
-    }
-    if cfg.train.model == "alif":
-        return AdaptiveSpikingRNN.from_config(hw, **spiking)
-    if cfg.train.model != "lif":
-        return registry_build_model(cfg.train.model, hw.n_in, hw.n_rec, hw.n_out)
-    return SpikingRNN.from_config(hw, **spiking)
+    hw, train = cfg.hardware, cfg.train
+    hidden: int | list[int] = hw.n_rec if train.layers == 1 else [hw.n_rec] * train.layers
+    if train.model not in ("lif", "alif"):
+        return registry_build_model(train.model, hw.n_in, hidden, hw.n_out)
+    return registry_build_model(
+        train.model,
+        hw.n_in,
+        hidden,
+        hw.n_out,
+        beta=hw.beta,
+        out_beta=hw.out_beta,
+        threshold=hw.threshold_float,
+        reset=hw.reset,
+        surrogate_name=train.surrogate,
+        slope=train.slope,
+        input_gain=train.input_gain,
+    )
 
 
 def load_flow_task(cfg: FlowConfig) -> TaskData:

@@ -19,11 +19,24 @@ from neurofptt.learning.tbptt import TBPTT
 from neurofptt.models.alif import AdaptiveSpikingRNN
 from neurofptt.models.base import RecurrentModel
 from neurofptt.models.conventional import GatedRNN
-from neurofptt.models.spiking import SpikingRNN
+from neurofptt.models.spiking import SpikingRNN, StackedSpikingRNN
+
+
+def _spiking(single: type[SpikingRNN]) -> Callable[..., RecurrentModel]:
+    """One layer: the given network class; a list of sizes: a stack of its layer class."""
+
+    def build(n_in: int, hidden: int | list[int], n_out: int, **kw) -> RecurrentModel:
+        sizes = [hidden] if isinstance(hidden, int) else list(hidden)
+        if len(sizes) == 1:
+            return single(n_in, sizes[0], n_out, **kw)
+        return StackedSpikingRNN(n_in, sizes, n_out, layer_cls=single.layer_cls, **kw)
+
+    return build
+
 
 MODELS: dict[str, Callable[..., RecurrentModel]] = {
-    "lif": lambda n_in, hidden, n_out, **kw: SpikingRNN(n_in, hidden, n_out, **kw),
-    "alif": lambda n_in, hidden, n_out, **kw: AdaptiveSpikingRNN(n_in, hidden, n_out, **kw),
+    "lif": _spiking(SpikingRNN),
+    "alif": _spiking(AdaptiveSpikingRNN),
     "rnn": lambda n_in, hidden, n_out, **kw: GatedRNN("rnn", n_in, hidden, n_out),
     "lstm": lambda n_in, hidden, n_out, **kw: GatedRNN("lstm", n_in, hidden, n_out),
     "gru": lambda n_in, hidden, n_out, **kw: GatedRNN("gru", n_in, hidden, n_out),
@@ -61,8 +74,11 @@ def check_combination(rule: str, model: str) -> None:
         )
 
 
-def build_model(name: str, n_in: int, hidden: int, n_out: int, **kwargs) -> RecurrentModel:
-    """A model by name; ``kwargs`` go to spiking models (beta, threshold, surrogate, ...)."""
+def build_model(
+    name: str, n_in: int, hidden: int | list[int], n_out: int, **kwargs
+) -> RecurrentModel:
+    """A model by name; ``hidden`` is one size or one per layer; ``kwargs`` go to spiking models
+    (beta, threshold, surrogate, ...)."""
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; available models: {sorted(MODELS)}")
     return MODELS[name](n_in, hidden, n_out, **kwargs)

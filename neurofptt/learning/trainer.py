@@ -40,6 +40,7 @@ class TrainConfig:
 
     rule: str = "fptt"
     model: str = "lif"
+    layers: int = 1
     epochs: int = 30
     batch_size: int = 16
     lr: float = 3e-3
@@ -77,7 +78,7 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}"
             )
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "layers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr_schedule not in LR_SCHEDULES:

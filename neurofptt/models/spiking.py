@@ -157,3 +157,57 @@ class SpikingRNN(RecurrentModel):
         spk, rec_state = self.rec.step(x, state[:-1])
         logits, out_state = self.readout.step(spk, state[-1:])
         return logits, rec_state + out_state
+
+
+class StackedSpikingRNN(RecurrentModel):
+    """Several recurrent spiking layers in series, then the leaky-integrator readout.
+
+    Layer ``k`` receives the spikes of layer ``k - 1`` (the input for ``k = 0``) and its own
+    previous spikes.  ``layer_cls`` is :class:`RecurrentLIF` or any layer with the same
+    constructor and cell protocol (e.g. ``RecurrentALIF``).  The state is every layer's state in
+    order, then the readout's.  This network trains with any rule that only needs the cell
+    protocol; the hardware runs the single-layer :class:`SpikingRNN`.
+    """
+
+    def __init__(
+        self,
+        n_in: int,
+        sizes: list[int],
+        n_out: int,
+        *,
+        layer_cls: type[nn.Module] = RecurrentLIF,
+        beta: float = 0.75,
+        threshold: float = 1.0,
+        out_beta: float = 0.875,
+        input_gain: float = 1.0,
+        **layer_args: float | str,
+    ) -> None:
+        super().__init__()
+        layer_args = {"beta": beta, "threshold": threshold, **layer_args}
+        if len(sizes) < 1 or min(sizes) < 1:
+            raise ConfigError(f"layer sizes must be positive, got {sizes}")
+        self.n_in, self.n_out, self.sizes = n_in, n_out, list(sizes)
+        fan_in = [n_in, *sizes[:-1]]
+        self.layers = nn.ModuleList(
+            layer_cls(a, b, **layer_args) for a, b in zip(fan_in, sizes, strict=True)
+        )
+        self.readout = LeakyReadout(sizes[-1], n_out, beta=out_beta)
+        self._state_sizes = [len(layer.initial_state(1)) for layer in self.layers]
+        with torch.no_grad():
+            self.layers[0].fc_in.weight.mul_(input_gain)
+
+    def initial_state(self, batch: int) -> State:
+        state: State = ()
+        for layer in self.layers:
+            state += layer.initial_state(batch)
+        return state + self.readout.initial_state(batch)
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        new_state: State = ()
+        h, start = x, 0
+        for layer, size in zip(self.layers, self._state_sizes, strict=True):
+            h, layer_state = layer.step(h, state[start : start + size])
+            new_state += layer_state
+            start += size
+        logits, out_state = self.readout.step(h, state[start:])
+        return logits, new_state + out_state

@@ -22,6 +22,7 @@ from neurofptt.flowconfig import FlowConfig
 from neurofptt.learning.registry import build_model as registry_build_model
 from neurofptt.learning.trainer import evaluate, fit, load_checkpoint
 from neurofptt.models.base import RecurrentModel
+from neurofptt.quant.fake import add_weight_quantization
 from neurofptt.quant.golden import golden_run
 from neurofptt.quant.network import QuantizedNetwork, atomic_write_bytes
 from neurofptt.quant.quantizer import quantize
@@ -49,7 +50,7 @@ def build_model(cfg: FlowConfig) -> RecurrentModel:
     hidden: int | list[int] = hw.n_rec if train.layers == 1 else [hw.n_rec] * train.layers
     if train.model not in ("lif", "alif"):
         return registry_build_model(train.model, hw.n_in, hidden, hw.n_out)
-    return registry_build_model(
+    model = registry_build_model(
         train.model,
         hw.n_in,
         hidden,
@@ -62,6 +63,9 @@ def build_model(cfg: FlowConfig) -> RecurrentModel:
         slope=train.slope,
         input_gain=train.input_gain,
     )
+    if train.model == "lif" and train.layers == 1 and train.qat_epochs > 0:
+        add_weight_quantization(model, hw)  # the network the hardware runs: train for its weights
+    return model
 
 
 def load_flow_task(cfg: FlowConfig) -> TaskData:

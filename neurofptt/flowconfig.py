@@ -95,6 +95,10 @@ class FlowConfig:
         """A few-minute budget: fewer epochs and RTL samples, synthesis without place-and-route."""
         return dataclasses.replace(
             self,
-            train=dataclasses.replace(self.train, epochs=min(self.train.epochs, 3)),
+            train=dataclasses.replace(
+                self.train,
+                epochs=min(self.train.epochs, 3),
+                qat_epochs=min(self.train.qat_epochs, 1),
+            ),
             flow=dataclasses.replace(self.flow, rtl_samples=16, fpga_pnr=False),
         )

@@ -13,6 +13,7 @@ from neurofptt.learning.base import Rule
 from neurofptt.learning.bptt import BPTT
 from neurofptt.learning.eprop import EProp
 from neurofptt.learning.fobptt import FOBPTT
+from neurofptt.learning.fpp import FPP
 from neurofptt.learning.fptt import FPTT
 from neurofptt.learning.rtrl import RTRL
 from neurofptt.learning.tbptt import TBPTT
@@ -48,6 +49,7 @@ RULES: dict[str, type[Rule]] = {
     "fptt": FPTT,
     "fobptt": FOBPTT,
     "eprop": EProp,
+    "fpp": FPP,
     "rtrl": RTRL,
 }
 
@@ -58,6 +60,7 @@ SUPPORTED_MODELS: dict[str, tuple[str, ...]] = {
     "fptt": tuple(MODELS),
     "fobptt": tuple(MODELS),
     "eprop": ("lif", "alif", "rnn"),  # hand-written traces: single-layer LIF/ALIF and tanh RNN
+    "fpp": tuple(MODELS),  # any model whose state is a tuple of float tensors
     "rtrl": tuple(MODELS),  # exact but O(state x params) memory: tiny networks only
 }
 

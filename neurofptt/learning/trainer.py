@@ -22,6 +22,7 @@ from neurofptt.errors import CheckpointError, ConfigError
 from neurofptt.learning.base import Rule
 from neurofptt.learning.registry import RULES, check_combination
 from neurofptt.models.base import RecurrentModel, check_sequence
+from neurofptt.quant.fake import set_weight_quantization
 from neurofptt.quant.network import atomic_write_bytes
 from neurofptt.tasks import SpikeDataset, TaskData
 
@@ -48,6 +49,7 @@ class TrainConfig:
     weight_decay: float = 0.2
     clip: float = 1.0
     lr_schedule: str = "cosine"
+    qat_epochs: int = 5  # last epochs trained with the hardware's quantized weights (0: none)
     seed: int = 0
     fptt_alpha: float = 0.5
     fptt_mix: float = 0.5
@@ -68,6 +70,14 @@ class TrainConfig:
     eprop_online: bool = False
     eprop_reg_rate: float = 0.0
     eprop_target_rate: float = 0.01
+    fpp_buffer_size: int = 1000
+    fpp_updates: int = 10
+    fpp_replay_batch: int = 0  # 0: the training batch size
+    fpp_state_weight: float = 1.0
+    fpp_refresh_random: int = 0
+    fpp_propagate: bool = False
+    fpp_loss_steps: str = "all"
+    fpp_seed: int = 0
     surrogate: str = "fast_sigmoid"
     slope: float = 5.0
     input_gain: float = 2.0
@@ -78,6 +88,8 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}"
             )
+        if self.qat_epochs < 0:
+            raise ConfigError(f"train.qat_epochs must be >= 0, got {self.qat_epochs}")
         for name in ("epochs", "batch_size", "layers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -126,6 +138,16 @@ def rule_options(cfg: TrainConfig) -> dict[str, Any]:
         },
         "fobptt": {"alpha": cfg.fobptt_alpha, "eps": cfg.fobptt_eps},
         "rtrl": {"loss_steps": cfg.rtrl_loss_steps},
+        "fpp": {
+            "buffer_size": cfg.fpp_buffer_size,
+            "updates": cfg.fpp_updates,
+            "replay_batch": cfg.fpp_replay_batch or None,
+            "state_weight": cfg.fpp_state_weight,
+            "refresh_random": cfg.fpp_refresh_random,
+            "propagate": cfg.fpp_propagate,
+            "loss_steps": cfg.fpp_loss_steps,
+            "seed": cfg.fpp_seed,
+        },
         "eprop": {
             "feedback": cfg.eprop_feedback,
             "feedback_seed": cfg.eprop_feedback_seed,
@@ -228,6 +250,8 @@ def fit(
     for epoch in range(state.epoch, cfg.epochs):
         for group in rule.optimizer.param_groups:
             group["lr"] = epoch_lr(cfg, epoch)
+        # quantization-aware epochs: only models built with fake quantization have a switch
+        set_weight_quantization(model, epoch >= cfg.epochs - cfg.qat_epochs)
         order = torch.randperm(n, generator=generator)
         batches = range(0, n, cfg.batch_size)
         bar = tqdm(

@@ -12,22 +12,23 @@ network, so that is an error rather than a silent approximation.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.nn.utils import parametrize
 
 from neurofptt.errors import CheckpointError
 from neurofptt.models.spiking import RecurrentLIF, SpikingRNN
 from neurofptt.quant.config import HardwareConfig
+from neurofptt.quant.fake import shift_for_peak
 from neurofptt.quant.fixedpoint import round_to_grid
 from neurofptt.quant.network import QuantizedNetwork
 
 MATRICES = {
-    "w_in": ("rec.fc_in.weight", "w_in_shift"),
-    "w_rec": ("rec.fc_rec.weight", "w_rec_shift"),
-    "w_out": ("readout.fc_out.weight", "w_out_shift"),
+    "w_in": ("rec.fc_in", "w_in_shift"),
+    "w_rec": ("rec.fc_rec", "w_rec_shift"),
+    "w_out": ("readout.fc_out", "w_out_shift"),
 }
 
 
@@ -42,15 +43,7 @@ class QuantizationReport:
 
 def choose_shift(weights: np.ndarray, cfg: HardwareConfig) -> int:
     """Smallest left shift that lets the largest weight fit ``weight_bits`` after rounding."""
-    peak = float(np.max(np.abs(weights))) if weights.size else 0.0
-    limit = cfg.w_max + 0.5
-    scaled = peak * 2.0**cfg.frac_bits
-    if scaled < limit:
-        return 0
-    shift = max(0, math.ceil(math.log2(scaled / limit)))
-    while scaled * 2.0**-shift >= limit:
-        shift += 1
-    return min(shift, cfg.membrane_bits - 1)
+    return shift_for_peak(float(np.max(np.abs(weights))) if weights.size else 0.0, cfg)
 
 
 def check_matches(model: torch.nn.Module, cfg: HardwareConfig) -> None:
@@ -92,13 +85,15 @@ def quantize(
     fit are clamped (counted in the report).
     """
     check_matches(model, cfg)
-    state = model.state_dict()
     float_weights = {}
-    for key, (param, _) in MATRICES.items():
-        w = state[param].detach().double().cpu().numpy()
-        if not np.all(np.isfinite(w)):
-            raise CheckpointError(f"the model's {param} contains NaN or inf; retrain the model")
-        float_weights[key] = w
+    with torch.no_grad():
+        for key, (path, _) in MATRICES.items():
+            # the weight the model computes with (quantized already after quantization-aware
+            # training, in which case rounding it again changes nothing)
+            w = model.get_submodule(path).weight.double().cpu().numpy()
+            if not np.all(np.isfinite(w)):
+                raise CheckpointError(f"the model's {path} weights contain NaN or inf; retrain")
+            float_weights[key] = w
     if auto_shift:
         cfg = cfg.replace(
             **{field: choose_shift(float_weights[key], cfg) for key, (_, field) in MATRICES.items()}
@@ -119,9 +114,13 @@ def dequantize_into(model: torch.nn.Module, net: QuantizedNetwork) -> None:
     """Overwrite the float model's weights with the exact values of the integer weights."""
     cfg = net.config
     with torch.no_grad():
-        for key, (param, field) in MATRICES.items():
+        for key, (path, field) in MATRICES.items():
             value = np.ldexp(
                 getattr(net, key).astype(np.float64), getattr(cfg, field) - cfg.frac_bits
             )
-            target = model.get_parameter(param)
+            layer = model.get_submodule(path)
+            if parametrize.is_parametrized(layer, "weight"):
+                target = layer.parametrizations.weight.original
+            else:
+                target = layer.weight
             target.copy_(torch.from_numpy(value).to(target.dtype))

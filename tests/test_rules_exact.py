@@ -29,6 +29,7 @@ from neurofptt.learning.rtrl import RTRL, rtrl_gradients, sensitivity_entries
 from neurofptt.learning.tbptt import TBPTT, step_weights, update_points
 from neurofptt.models import SpikingRNN
 from neurofptt.models.conventional import GatedRNN
+from neurofptt.tasks.synthetic import which_fired_first
 
 F64 = torch.float64
 
@@ -643,25 +644,6 @@ def test_seed_generic_formula_is_wrong_with_several_loss_steps() -> None:
 # --------------------------------------------------------------------------------------------
 # (5) every rule learns a small memory task
 # --------------------------------------------------------------------------------------------
-
-TASK_STEPS = 10
-
-
-def which_fired_first(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two input channels each fire once, the label is the channel that fired first.
-
-    The first spike comes at step 4-6, the second 1-3 steps later; the answer is read at step 9,
-    so the network must keep the order for up to 5 steps.  Chance cross-entropy is ln 2.
-    """
-    x = torch.zeros(n, TASK_STEPS, 2)
-    y = torch.randint(0, 2, (n,), generator=gen)
-    first = torch.randint(4, 7, (n,), generator=gen)
-    second = first + torch.randint(1, 4, (n,), generator=gen)
-    rows = torch.arange(n)
-    x[rows, first, y] = 1.0
-    x[rows, second, 1 - y] = 1.0
-    return x, y
-
 
 def final_loss(model, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():

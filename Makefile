@@ -7,11 +7,12 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.neurofptt-installed
 DEMO    ?= runs/demo
 
-.PHONY: demo test setup lint docs clean hdl
+.PHONY: demo test setup iverilog lint docs clean hdl
 
 setup: $(STAMP) iverilog
 
-# torch is pinned and installed first: an unpinned torch would pull a multi-GB CUDA build.
+# torch is pinned and installed first: this platform provides a CPU build of 2.13.0, while an
+# unpinned torch (or one pulled in by another package) would be a multi-GB CUDA build.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -40,6 +41,7 @@ test: setup
 
 # Refresh the reference accelerator in hdl/ from the demo's quantized network.
 hdl: setup
+	@test -f $(DEMO)/quantized.npz || { echo "error: $(DEMO)/quantized.npz is missing; run make demo first" >&2; exit 1; }
 	cp $(DEMO)/quantized.npz hdl/quantized.npz
 	$(VENV)/bin/neurofptt generate --model hdl/quantized.npz --out hdl
 	rm -f hdl/generate.json

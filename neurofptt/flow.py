@@ -20,7 +20,7 @@ import torch
 from neurofptt.errors import CheckpointError, ConfigError, ToolMissingError
 from neurofptt.flowconfig import FlowConfig
 from neurofptt.learning.registry import build_model as registry_build_model
-from neurofptt.learning.trainer import evaluate, fit, load_checkpoint
+from neurofptt.learning.trainer import config_differences, evaluate, fit, load_checkpoint
 from neurofptt.models.base import RecurrentModel
 from neurofptt.quant.fake import add_weight_quantization
 from neurofptt.quant.golden import golden_run
@@ -114,22 +114,24 @@ def load_trained(
     checkpoint: Path, config: FlowConfig | None = None
 ) -> tuple[RecurrentModel, FlowConfig]:
     """Rebuild the float model of a checkpoint; a given config must match the one it was trained
-    with (sizes and formats), otherwise the weights would be read into the wrong network."""
+    with (sizes and formats), otherwise the weights would be read into the wrong network.  Only
+    ``lanes``, which changes no arithmetic, may differ: the given config's value is used."""
     saved = load_checkpoint(checkpoint)
     try:
         trained_cfg = FlowConfig.from_dict(saved["meta"]["flow"])
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{checkpoint} has no flow configuration; retrain it") from exc
-    if config is not None and config.hardware != trained_cfg.hardware:
-        diffs = [
-            f"{k}: checkpoint {v} vs config {config.hardware.to_dict()[k]}"
-            for k, v in trained_cfg.hardware.to_dict().items()
-            if config.hardware.to_dict()[k] != v
-        ]
-        raise CheckpointError(
-            f"checkpoint {checkpoint} does not match the hardware config ({'; '.join(diffs)}); "
-            "pass the config it was trained with or retrain"
+    if config is not None:
+        lanes = config.hardware.lanes
+        trained_cfg = dataclasses.replace(
+            trained_cfg, hardware=trained_cfg.hardware.replace(lanes=lanes)
         )
+        diffs = config_differences(trained_cfg.hardware.to_dict(), config.hardware.to_dict())
+        if diffs:
+            raise CheckpointError(
+                f"checkpoint {checkpoint} does not match the hardware config "
+                f"({'; '.join(diffs)}); pass the config it was trained with or retrain"
+            )
     model = build_model(trained_cfg)
     try:
         model.load_state_dict(saved["model"])
@@ -161,6 +163,7 @@ def stage_quantize(
         "hardware": net.config.to_dict(),
         "spike_rate": float(trace.spikes.mean()),
         "quantized": str(out / QUANTIZED),
+        "checkpoint": str(checkpoint),
     }
     write_json(out / "quantize.json", record)
     return record
@@ -254,6 +257,12 @@ def stage_synth(
 def run_flow(cfg: FlowConfig, out: Path, *, progress: bool = True, resume: bool = False) -> dict:
     from neurofptt.report import write_report
 
+    if cfg.train.model != "lif" or cfg.train.layers != 1:
+        raise ConfigError(
+            f"the flow maps the network to hardware, which runs one recurrent LIF layer; got "
+            f"train.model = {cfg.train.model!r}, train.layers = {cfg.train.layers}. Use "
+            "`neurofptt train` for other models"
+        )
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", cfg.to_dict())
     log = (lambda msg: print(f"[neurofptt] {msg}", flush=True)) if progress else (lambda msg: None)

@@ -16,6 +16,7 @@ from neurofptt.errors import ConfigError
 from neurofptt.learning.trainer import TrainConfig
 from neurofptt.quant.config import HardwareConfig, load_toml
 from neurofptt.tasks import TASKS
+from neurofptt.validation import check_field_types, check_table
 
 DEFAULT_HARDWARE = HardwareConfig(n_in=32, n_rec=128, n_out=10, lanes=4)
 
@@ -30,6 +31,7 @@ class FlowSettings:
     fpga_pnr: bool = True
 
     def __post_init__(self) -> None:
+        check_field_types(self, "flow")
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; available tasks: {sorted(TASKS)}")
         if self.rtl_samples < 0:
@@ -60,17 +62,20 @@ class FlowConfig:
             raise ConfigError(
                 f"unknown config table(s) {unknown}; use [hardware], [train] and [flow]"
             )
-        flow_data = data.get("flow", {})
+        flow_data = check_table(data.get("flow", {}), "flow")
         known = {f.name for f in dataclasses.fields(FlowSettings)}
         if set(flow_data) - known:
             raise ConfigError(
                 f"unknown flow option(s) {sorted(set(flow_data) - known)}; "
                 f"valid options: {sorted(known)}"
             )
-        hardware = {**DEFAULT_HARDWARE.to_dict(), **data.get("hardware", {})}
+        hardware = {
+            **DEFAULT_HARDWARE.to_dict(),
+            **check_table(data.get("hardware", {}), "hardware"),
+        }
         return cls(
             hardware=HardwareConfig.from_dict(hardware),
-            train=TrainConfig.from_dict(data.get("train", {})),
+            train=TrainConfig.from_dict(check_table(data.get("train", {}), "train")),
             flow=FlowSettings(**flow_data),
         )
 

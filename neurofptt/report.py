@@ -14,7 +14,7 @@ import torch  # noqa: E402
 
 from neurofptt.errors import CheckpointError  # noqa: E402
 from neurofptt.quant.golden import golden_run  # noqa: E402
-from neurofptt.quant.network import QuantizedNetwork  # noqa: E402
+from neurofptt.quant.network import QuantizedNetwork, atomic_write_bytes  # noqa: E402
 
 REQUIRED_STAGES = ("train", "quantize", "generate", "verify", "synth")
 
@@ -70,12 +70,13 @@ def plot_training(history: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_membranes(out: Path, path: Path, n_neurons: int = 4) -> None:
-    """Float membrane vs golden fixed-point membrane (and readout) of one test sample."""
-    from neurofptt.flow import QUANTIZED, load_flow_task, load_trained
+def plot_membranes(quantize_record: dict[str, Any], path: Path, n_neurons: int = 4) -> None:
+    """Float membrane vs golden fixed-point membrane (and readout) of one test sample, for the
+    checkpoint and quantized model that the quantize stage used."""
+    from neurofptt.flow import load_flow_task, load_trained
 
-    model, cfg = load_trained(out / "checkpoint.pt")
-    net = QuantizedNetwork.load(out / QUANTIZED)
+    model, cfg = load_trained(Path(quantize_record["checkpoint"]))
+    net = QuantizedNetwork.load(Path(quantize_record["quantized"]))
     task = load_flow_task(cfg)
     x = task.test.x[:1]
     state = model.initial_state(1)
@@ -124,7 +125,7 @@ def write_report(out: Path) -> dict[str, Any]:
     quant = _read(out, "quantize")
     verify = _read(out, "verify")
     plot_training(train["history"], out / "training_curve.png")
-    plot_membranes(out, out / "membrane_traces.png")
+    plot_membranes(quant, out / "membrane_traces.png")
     write_json(out / "metrics.json", metrics)
     hw = metrics["hardware"]
     fpga = metrics["fpga"]
@@ -188,5 +189,5 @@ def write_report(out: Path) -> dict[str, Any]:
         f"Verilog: `{metrics['verilog']}`",
         "",
     ]
-    (out / "report.md").write_text("\n".join(lines))
+    atomic_write_bytes(out / "report.md", "\n".join(lines).encode())
     return metrics

@@ -95,22 +95,27 @@ def test_stages_run_on_their_own(quick_flow: Path, tmp_path: Path) -> None:
     assert a == b
 
 
-def test_resume_gives_the_same_result(tmp_path: Path) -> None:
+def test_resume_after_a_crash_gives_the_same_result(tmp_path: Path, monkeypatch) -> None:
+    from neurofptt.learning import trainer
+
     cfg = tmp_path / "small.toml"
     cfg.write_text(SMALL)
     full, split = tmp_path / "full", tmp_path / "split"
-    assert main(["train", "--config", str(cfg), "--out", str(full), "--no-progress"]) == 0
-    cfg1 = tmp_path / "one.toml"
-    cfg1.write_text(SMALL.replace("epochs = 2", "epochs = 1"))
-    # one epoch of a two-epoch run: write the config for 2 epochs but stop after 1 by hand
-    assert main(["train", "--config", str(cfg1), "--out", str(split), "--no-progress"]) == 0
-    ckpt = torch.load(split / "checkpoint.pt", weights_only=True)
-    assert ckpt["epoch"] == 1
-    ckpt["meta"]["flow"]["train"]["epochs"] = 2
-    torch.save(ckpt, split / "checkpoint.pt")
-    assert (
-        main(["train", "--config", str(cfg), "--out", str(split), "--resume", "--no-progress"]) == 0
-    )
+    args = ["train", "--config", str(cfg), "--no-progress"]
+    assert main([*args, "--out", str(full)]) == 0
+
+    save = trainer.save_checkpoint
+
+    def save_then_crash(*a, **kw):
+        save(*a, **kw)
+        raise KeyboardInterrupt  # the process dies right after the first epoch's checkpoint
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, "--out", str(split)])
+    monkeypatch.setattr(trainer, "save_checkpoint", save)
+    assert torch.load(split / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert main([*args, "--out", str(split), "--resume"]) == 0
     a = torch.load(full / "checkpoint.pt", weights_only=True)
     b = torch.load(split / "checkpoint.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 2
@@ -128,9 +133,7 @@ def test_checkpoint_that_does_not_match_config(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["quantize", "--config", str(other), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert (
-        "does not match the hardware config" in err and "n_rec: checkpoint 16 vs config 24" in err
-    )
+    assert "does not match the hardware config" in err and "n_rec: saved 16 vs current 24" in err
     (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
     assert (
         main(["quantize", "--checkpoint", str(tmp_path / "broken.pt"), "--out", str(tmp_path)]) == 2
@@ -157,3 +160,25 @@ def test_verify_without_simulator(tmp_path: Path, capsys, monkeypatch) -> None:
     assert main(["verify", "--out", str(tmp_path), "--samples", "2"]) == 2
     err = capsys.readouterr().err
     assert "iverilog" in err.lower() or "icarus" in err.lower()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL.replace("epochs = 2", "epochs = 1"))
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path), "--no-progress"]) == 0
+    other = tmp_path / "other.toml"
+    other.write_text(SMALL.replace("epochs = 2", "epochs = 1").replace("n_rec = 16", "n_rec = 24"))
+    capsys.readouterr()
+    args = ["train", "--config", str(other), "--out", str(tmp_path), "--resume", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "flow.hardware.n_rec: saved 16 vs current 24" in err
+    assert main([*args[:2], str(cfg), *args[3:-2], "--rule", "bptt", "--resume"]) == 2
+    assert "train.rule: saved 'fptt' vs current 'bptt'" in capsys.readouterr().err
+
+
+def test_flow_refuses_a_model_the_hardware_cannot_run(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "gru.toml"
+    cfg.write_text("[train]\nmodel = 'gru'\n")
+    assert main(["flow", "--config", str(cfg), "--out", str(tmp_path), "--quick"]) == 2
+    assert "one recurrent LIF layer" in capsys.readouterr().err

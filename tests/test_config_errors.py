@@ -92,3 +92,23 @@ def test_largest_config_fits_64_bit_golden_arithmetic() -> None:
         w_out_shift=31,
     )
     assert cfg.acc_bits <= 63
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[train]\nepochs = "3"\n', r"train\.epochs must be an integer, got '3'"),
+        ("[train]\nbatch_size = 16.5\n", r"train\.batch_size must be an integer, got 16\.5"),
+        ('[train]\noptimizer = ["adam"]\n', r"train\.optimizer must be a string"),
+        ("[train]\nlr = true\n", r"train\.lr must be a number, got True"),
+        ('[flow]\nrtl_samples = "all"\n', r"flow\.rtl_samples must be an integer"),
+        ('[flow]\nfpga_pnr = "no"\n', r"flow\.fpga_pnr must be true or false"),
+        ("hardware = 3\n", r"\[hardware\] must be a table of options, got 3"),
+        ('[hardware]\nn_rec = "64"\n', r"hardware\.n_rec must be an integer"),
+    ],
+)
+def test_wrong_types_in_config_file(tmp_path, text: str, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        FlowConfig.load(path)

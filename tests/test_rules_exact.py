@@ -645,6 +645,7 @@ def test_seed_generic_formula_is_wrong_with_several_loss_steps() -> None:
 # (5) every rule learns a small memory task
 # --------------------------------------------------------------------------------------------
 
+
 def final_loss(model, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         outputs, _ = model(x)

@@ -66,7 +66,7 @@ class FPTT(Rule):
         n_classes: int | None = None,
         schedule: str = "linear",
         constant_beta: float = 0.5,
-        reset_to_mean: bool = True,
+        reset_to_mean: bool = False,
     ) -> None:
         super().__init__(model, optimizer, clip)
         if alpha <= 0:

@@ -25,6 +25,7 @@ from neurofptt.models.base import RecurrentModel, check_sequence
 from neurofptt.quant.fake import set_weight_quantization
 from neurofptt.quant.network import atomic_write_bytes
 from neurofptt.tasks import SpikeDataset, TaskData
+from neurofptt.validation import check_field_types
 
 LR_SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = {
@@ -83,6 +84,7 @@ class TrainConfig:
     input_gain: float = 2.0
 
     def __post_init__(self) -> None:
+        check_field_types(self, "train")
         check_combination(self.rule, self.model)
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
@@ -217,6 +219,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a readable neurofptt checkpoint: {exc}") from exc
 
 
+def config_differences(saved: dict[str, Any], current: dict[str, Any], path: str = "") -> list[str]:
+    """``"key: saved X vs current Y"`` for every leaf where two nested config dicts differ."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        name = f"{path}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{name}.")
+        elif a != b:
+            out.append(f"{name}: saved {a!r} vs current {b!r}")
+    return out
+
+
 def fit(
     model: RecurrentModel,
     task: TaskData,
@@ -241,11 +256,20 @@ def fit(
     meta = dict(meta or {}, train=cfg.to_dict())
     if resume and checkpoint.is_file():
         saved = load_checkpoint(checkpoint)
-        model.load_state_dict(saved["model"])
-        rule.optimizer.load_state_dict(saved["optimizer"])
-        rule.load_state_dict(saved["rule"])
-        generator.set_state(saved["generator"])
-        state = TrainState(epoch=saved["epoch"], history=list(saved["history"]))
+        differences = config_differences(saved.get("meta", {}), meta)
+        if differences:
+            raise CheckpointError(
+                f"cannot resume from {checkpoint}: it was trained with other settings "
+                f"({'; '.join(differences)}); resume with the same config or start afresh"
+            )
+        try:
+            model.load_state_dict(saved["model"])
+            rule.optimizer.load_state_dict(saved["optimizer"])
+            rule.load_state_dict(saved["rule"])
+            generator.set_state(saved["generator"])
+            state = TrainState(epoch=saved["epoch"], history=list(saved["history"]))
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{checkpoint} does not fit this model and rule: {exc}") from exc
     n = len(task.train)
     for epoch in range(state.epoch, cfg.epochs):
         for group in rule.optimizer.param_groups:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from neurofptt.errors import ConfigError
+from neurofptt.validation import check_field_types
 
 RESET_RULES = ("subtract", "zero")
 
@@ -63,15 +64,7 @@ class HardwareConfig:
     lanes: int = 1
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.type == "str":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(
-                    f"hardware.{f.name} must be an integer, got {value!r}; "
-                    "write it without quotes or decimals"
-                )
+        check_field_types(self, "hardware")
         for name, (lo, hi) in _LIMITS.items():
             value = getattr(self, name)
             if not lo <= value <= hi:

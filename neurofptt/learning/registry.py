@@ -60,8 +60,11 @@ SUPPORTED_MODELS: dict[str, tuple[str, ...]] = {
     "fptt": tuple(MODELS),
     "fobptt": tuple(MODELS),
     "eprop": ("lif", "alif", "rnn"),  # hand-written traces: single-layer LIF/ALIF and tanh RNN
-    "fpp": tuple(MODELS),  # any model whose state is a tuple of float tensors
-    "rtrl": tuple(MODELS),  # exact but O(state x params) memory: tiny networks only
+    # FPP runs any model whose state is a tuple of float tensors, but it has only been shown to
+    # learn reliably with gated cells; RTRL is exact for every model (rtrl_gradients), but
+    # training spiking networks with it is too slow to be useful: both list what is verified.
+    "fpp": ("lstm", "gru"),
+    "rtrl": ("rnn", "lstm", "gru"),
 }
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 from neurofptt.errors import ConfigError, NeurofpttError, VerificationError
 
 
-def _add_common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
+def _add_common(p: argparse.ArgumentParser, *, config: bool = True, quick: bool = True) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     if config:
         p.add_argument("--config", type=Path, default=None, help="flow config (.toml)")
+    if config and quick:
         p.add_argument("--quick", action="store_true", help="few-minute budget")
 
 
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("quantize", help="checkpoint -> quantized.npz, float and golden accuracy")
-    _add_common(p)
+    _add_common(p, quick=False)
     p.add_argument("--checkpoint", type=Path, default=None)
 
     p = sub.add_parser("generate", help="quantized.npz -> Verilog and memory files")
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> object:
     out: Path = args.out
     if args.command in ("flow", "train", "quantize"):
         given = args.config is not None
-        cfg = FlowConfig.load(args.config, quick=args.quick)
+        cfg = FlowConfig.load(args.config, quick=getattr(args, "quick", False))
     if args.command == "flow":
         return flow.run_flow(cfg, out, progress=not args.no_progress, resume=args.resume)
     if args.command == "train":

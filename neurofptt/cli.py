@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", type=Path, default=None, help="also write the records here")
     b.add_argument("--plot", type=Path, default=None, help="also plot them (PNG)")
 
+    p = sub.add_parser("sweep", help="train every point of a grid of settings (resumable)")
+    p.add_argument("file", type=Path, help="sweep file (.toml)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
+
     p = sub.add_parser("report", help="(re)write report.md and metrics.json from OUT's records")
     _add_common(p, config=False)
     return parser
@@ -90,6 +95,8 @@ def run(args: argparse.Namespace) -> object:
 
     if args.command == "bench":
         return run_bench(args)
+    if args.command == "sweep":
+        return run_sweep(args)
     out: Path = args.out
     if args.command in ("flow", "train", "quantize"):
         given = args.config is not None
@@ -121,6 +128,18 @@ def run(args: argparse.Namespace) -> object:
 
         return write_report(out)
     raise AssertionError(args.command)
+
+
+def run_sweep(args: argparse.Namespace) -> list[dict]:
+    from neurofptt.sweep import load_sweep, summary_table
+    from neurofptt.sweep import run_sweep as run_grid
+
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    sweep = load_sweep(args.file)
+    records = run_grid(sweep, args.out, workers=args.workers)
+    print(summary_table(records, sweep.keys), file=sys.stderr)
+    return records
 
 
 def run_bench(args: argparse.Namespace) -> list[dict]:

@@ -1,0 +1,427 @@
+"""Resumable hyper-parameter sweeps: one TOML file, the product of a grid, one training per point.
+
+A sweep file has a ``[base]`` flow config (the settings every run shares), a ``[grid]`` of dotted
+keys (``"train.fobptt_alpha" = [0.5, 1.0]``) whose product is the set of runs, and an optional
+``[sweep]`` table (``name``, ``workers``).  Every run trains with :func:`neurofptt.flow.stage_train`
+into ``OUT/runs/<id>/`` and appends one JSON line to ``OUT/results.jsonl``.
+
+Sweeps get interrupted (a laptop sleeps, a job hits its wall time), so the results file is the
+sweep's memory: a run's id is a hash of its overrides, a run whose id is already in the file is not
+trained again, and only the parent process writes the file, one fsynced line per finished run, so
+a kill loses at most the runs in flight.  A run killed between epochs continues from its last
+checkpoint.  Every expanded config is built before anything trains, so a typo in the last grid
+value fails in a second, not after an hour of training.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from neurofptt.errors import ConfigError, NeurofpttError
+from neurofptt.flowconfig import DEFAULT_HARDWARE, FlowConfig, FlowSettings
+from neurofptt.learning.trainer import TrainConfig
+from neurofptt.quant.config import load_toml
+from neurofptt.quant.network import atomic_write_bytes
+
+RESULTS = "results.jsonl"
+MANIFEST = "sweep.json"
+RUNS_DIR = "runs"
+
+_TABLES = ("sweep", "base", "grid")
+_SWEEP_KEYS = ("name", "workers")
+_FIELDS: dict[str, frozenset[str]] = {
+    "hardware": frozenset(DEFAULT_HARDWARE.to_dict()),
+    "train": frozenset(f.name for f in dataclasses.fields(TrainConfig)),
+    "flow": frozenset(f.name for f in dataclasses.fields(FlowSettings)),
+}
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One point of the grid: its overrides (dotted key -> value), id and built config."""
+
+    id: str
+    overrides: dict[str, Any]
+    config: FlowConfig
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A validated sweep file; ``runs`` is the expanded grid in its deterministic order."""
+
+    name: str
+    base: dict[str, Any]
+    grid: dict[str, list[Any]]
+    workers: int | None
+    runs: tuple[SweepRun, ...]
+
+    @property
+    def keys(self) -> list[str]:
+        """The grid's dotted keys, in file order (the columns of :func:`summary_table`)."""
+        return list(self.grid)
+
+
+def run_id(overrides: dict[str, Any]) -> str:
+    """A short stable id of a run: a hash of its sorted overrides.
+
+    It depends only on the overrides (not on their position in the grid), so adding values to a
+    grid keeps the ids, and the results, of the runs already done.
+    """
+    text = json.dumps(overrides, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _flatten_grid(grid: dict[str, Any]) -> dict[str, Any]:
+    """``"train.seed" = [...]`` and ``train.seed = [...]`` (a nested TOML table) mean the same."""
+    flat: dict[str, Any] = {}
+    for key, value in grid.items():
+        if isinstance(value, dict) and key in _FIELDS:
+            for field, values in value.items():
+                flat[f"{key}.{field}"] = values
+        else:
+            flat[key] = value
+    return flat
+
+
+def _check_grid(grid: dict[str, Any]) -> dict[str, list[Any]]:
+    checked: dict[str, list[Any]] = {}
+    for key, values in _flatten_grid(grid).items():
+        table, _, field = key.partition(".")
+        if table not in _FIELDS or not field:
+            raise ConfigError(
+                f"grid key {key!r} must be 'table.option' with table one of {sorted(_FIELDS)}, "
+                'e.g. "train.seed"'
+            )
+        if field not in _FIELDS[table]:
+            raise ConfigError(
+                f"grid key {key!r}: {table} has no option {field!r}; valid options: "
+                f"{sorted(_FIELDS[table])}"
+            )
+        if not isinstance(values, list):
+            raise ConfigError(f"grid key {key!r} must be a list of values, got {values!r}")
+        if not values:
+            raise ConfigError(f"grid key {key!r} has an empty list; give it at least one value")
+        for value in values:
+            if isinstance(value, dict | list):
+                raise ConfigError(f"grid key {key!r}: values must be scalars, got {value!r}")
+        # two equal values would be two runs with one id (and one line in the results)
+        seen = [json.dumps(v) for v in values]
+        if len(set(seen)) != len(seen):
+            raise ConfigError(f"grid key {key!r} lists a value twice: {values!r}")
+        checked[key] = values
+    return checked
+
+
+def _apply(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    data = {table: dict(base.get(table, {})) for table in base}
+    for key, value in overrides.items():
+        table, _, field = key.partition(".")
+        data.setdefault(table, {})[field] = value
+    return data
+
+
+def make_sweep(
+    base: dict[str, Any],
+    grid: dict[str, Any],
+    *,
+    name: str = "sweep",
+    workers: int | None = None,
+) -> Sweep:
+    """Validate a sweep and expand its grid; every run's config is built here, so a bad value
+    raises :class:`ConfigError` (naming the run's overrides) before anything is trained."""
+    if not isinstance(base, dict):
+        raise ConfigError(f"[base] must be a table of flow options, got {base!r}")
+    try:
+        FlowConfig.from_dict(base)
+    except ConfigError as exc:
+        raise ConfigError(f"[base]: {exc}") from exc
+    if not isinstance(grid, dict):
+        raise ConfigError(f"[grid] must be a table of lists, got {grid!r}")
+    checked = _check_grid(grid)
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
+        raise ConfigError(f"sweep.workers must be an integer >= 1, got {workers!r}")
+    if not isinstance(name, str):
+        raise ConfigError(f"sweep.name must be a string, got {name!r}")
+    runs = []
+    for values in itertools.product(*checked.values()):
+        overrides = dict(zip(checked, values, strict=True))
+        try:
+            config = FlowConfig.from_dict(_apply(base, overrides))
+        except ConfigError as exc:
+            shown = ", ".join(f"{k} = {v!r}" for k, v in overrides.items())
+            raise ConfigError(f"grid run ({shown}): {exc}") from exc
+        runs.append(SweepRun(run_id(overrides), overrides, config))
+    return Sweep(name, base, checked, workers, tuple(runs))
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and validate a sweep file (see :func:`make_sweep`)."""
+    path = Path(path)
+    data = load_toml(path)
+    unknown = sorted(set(data) - set(_TABLES))
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s) {unknown}; use [sweep], [base] and [grid]")
+    settings = data.get("sweep", {})
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{path}: [sweep] must be a table, got {settings!r}")
+    unknown = sorted(set(settings) - set(_SWEEP_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown sweep option(s) {unknown}; valid options: {list(_SWEEP_KEYS)}"
+        )
+    try:
+        return make_sweep(
+            data.get("base", {}),
+            data.get("grid", {}),
+            name=settings.get("name", path.stem),
+            workers=settings.get("workers"),
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+# -- the results file -----------------------------------------------------------------------------
+def read_results(path: Path) -> tuple[dict[str, dict[str, Any]], int]:
+    """The records of a results file by id (a later line wins) and the length of its valid part.
+
+    A kill during a write can leave a torn last line; it is ignored (its run is redone).  A broken
+    line before the last one cannot come from an interrupted write, so it is an error rather than
+    something to drop silently.
+    """
+    if not path.is_file():
+        return {}, 0
+    lines = path.read_bytes().split(b"\n")  # the last item is what follows the last newline
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    records: dict[str, dict[str, Any]] = {}
+    valid = 0
+    for i, line in enumerate(lines[:-1]):
+        if line.strip():
+            try:
+                record = json.loads(line)
+                if not (isinstance(record, dict) and isinstance(record.get("id"), str)):
+                    raise ValueError("not a run record")
+            except ValueError as exc:
+                if i == last:
+                    break
+                raise ConfigError(
+                    f"{path}, line {i + 1} is not a run record ({exc}); fix or remove that line"
+                ) from exc
+            records[record["id"]] = record
+        valid += len(line) + 1
+    return records, valid
+
+
+def _append(fh: Any, record: dict[str, Any]) -> None:
+    fh.write((json.dumps(record, sort_keys=True) + "\n").encode())
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def _check_manifest(out_dir: Path, sweep: Sweep) -> None:
+    """Ids hash only the overrides, so a results file is only reusable with the same base config;
+    refuse to mix runs of two different bases in one folder."""
+    manifest = out_dir / MANIFEST
+    base = FlowConfig.from_dict(sweep.base).to_dict()
+    if manifest.is_file():
+        try:
+            saved = json.loads(manifest.read_text())["base"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{manifest} is not readable ({exc}); remove it or use another output folder"
+            ) from exc
+        if saved != base:
+            raise ConfigError(
+                f"{out_dir} holds a sweep with other [base] settings ({manifest}); its results "
+                "would be mixed with this one's: use another output folder"
+            )
+    data = {"name": sweep.name, "base": base, "grid": sweep.grid}
+    atomic_write_bytes(manifest, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+# -- running --------------------------------------------------------------------------------------
+def _init_worker(threads: int) -> None:
+    """Share the cores among the workers instead of every worker's torch using all of them."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_one(
+    config: dict[str, Any], overrides: dict[str, Any], rid: str, run_dir: str
+) -> dict[str, Any]:
+    """Train one run (in a worker process or inline) and return its results record."""
+    from neurofptt import flow
+
+    start = time.perf_counter()
+    record: dict[str, Any] = {"id": rid, "overrides": overrides}
+    try:
+        # resume: a run killed between epochs continues from its last checkpoint
+        result = flow.stage_train(
+            FlowConfig.from_dict(config), Path(run_dir), resume=True, progress=False
+        )
+    except NeurofpttError as exc:
+        return {
+            **record,
+            "float_accuracy": None,
+            "final_train_loss": None,
+            "seconds": time.perf_counter() - start,
+            "status": "error",
+            "error": str(exc),
+        }
+    return {
+        **record,
+        "float_accuracy": result["float_accuracy"],
+        "final_train_loss": result["history"][-1]["train_loss"],
+        "seconds": result["seconds"],
+        "status": "ok",
+    }
+
+
+def run_sweep(
+    sweep: Sweep,
+    out_dir: str | Path,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    retry_errors: bool = False,
+) -> list[dict[str, Any]]:
+    """Run the sweep's runs that ``out_dir/results.jsonl`` does not hold yet; return the records
+    of all its runs (earlier and new) in grid order.
+
+    ``workers`` (else ``sweep.workers``, else ``os.cpu_count()``) processes train in parallel; 1
+    trains inline in this process.  Runs recorded with ``status = "error"`` count as done unless
+    ``retry_errors``.  Errors other than :class:`NeurofpttError` stop the sweep (runs finished so
+    far stay recorded).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_manifest(out_dir, sweep)
+    results = out_dir / RESULTS
+    done, valid = read_results(results)
+    if results.is_file() and results.stat().st_size != valid:
+        with results.open("r+b") as fh:  # drop a torn last line so the next append starts clean
+            fh.truncate(valid)
+            os.fsync(fh.fileno())
+    pending = [
+        run
+        for run in sweep.runs
+        if run.id not in done or (retry_errors and done[run.id].get("status") != "ok")
+    ]
+    n_workers = workers or sweep.workers or os.cpu_count() or 1
+    if n_workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {n_workers}")
+    n_workers = min(n_workers, len(pending)) or 1
+    log = (lambda msg: print(f"[sweep] {msg}", file=sys.stderr, flush=True)) if progress else None
+    if log:
+        log(
+            f"{sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - len(pending)} done, "
+            f"{len(pending)} to run on {n_workers} worker(s)"
+        )
+    jobs = [
+        (run.config.to_dict(), run.overrides, run.id, str(out_dir / RUNS_DIR / run.id))
+        for run in pending
+    ]
+    with results.open("ab") as fh:
+
+        def finished(record: dict[str, Any]) -> None:
+            _append(fh, record)
+            done[record["id"]] = record
+            if log:
+                shown = ", ".join(f"{k}={v}" for k, v in record["overrides"].items())
+                outcome = (
+                    f"accuracy {record['float_accuracy']:.4f}"
+                    if record["status"] == "ok"
+                    else f"error: {record['error']}"
+                )
+                log(f"{record['id']} ({shown}): {outcome}, {record['seconds']:.1f} s")
+
+        if n_workers == 1:
+            for job in jobs:
+                finished(_run_one(*job))
+        elif jobs:
+            threads = max(1, (os.cpu_count() or 1) // n_workers)
+            pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=n_workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(threads,),
+            )
+            try:
+                futures = [pool.submit(_run_one, *job) for job in jobs]
+                for future in concurrent.futures.as_completed(futures):
+                    finished(future.result())
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
+    return [done[run.id] for run in sweep.runs if run.id in done]
+
+
+# -- summary --------------------------------------------------------------------------------------
+def _format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, ["-" * w for w in widths], *rows]
+    ]
+    return "\n".join(lines)
+
+
+def _show(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def summary_table(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
+    """One row per run (its grid values, accuracy, status) and, when the grid has ``train.seed``,
+    the mean ± standard deviation of the accuracy over seeds for each other combination: one
+    seed's accuracy on a small task is noise, the spread over seeds says how much."""
+    keys = list(keys)
+    rows = []
+    for r in records:
+        acc = r.get("float_accuracy")
+        rows.append(
+            [
+                r["id"],
+                *(_show(r["overrides"].get(k)) for k in keys),
+                "-" if acc is None else f"{acc:.4f}",
+                r.get("status", "?"),
+            ]
+        )
+    text = _format_table(["id", *keys, "accuracy", "status"], rows)
+    if "train.seed" not in keys:
+        return text
+    rest = [k for k in keys if k != "train.seed"]
+    groups: dict[tuple[str, ...], list[float]] = {}
+    for r in records:
+        group = tuple(_show(r["overrides"].get(k)) for k in rest)
+        accs = groups.setdefault(group, [])
+        if r.get("status") == "ok" and r.get("float_accuracy") is not None:
+            accs.append(float(r["float_accuracy"]))
+    grouped = []
+    for group, accs in groups.items():
+        if accs:
+            std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            cell = f"{statistics.fmean(accs):.4f} ± {std:.4f}"
+        else:
+            cell = "-"
+        grouped.append([*group, cell, str(len(accs))])
+    return (
+        text
+        + "\n\nover train.seed:\n"
+        + _format_table([*rest, "accuracy (mean ± std)", "seeds"], grouped)
+    )

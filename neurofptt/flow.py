@@ -70,15 +70,20 @@ def build_model(cfg: FlowConfig) -> RecurrentModel:
 
 def load_flow_task(cfg: FlowConfig) -> TaskData:
     task = load_task(cfg.flow.task)
+    if task.target != "label":
+        raise ConfigError(
+            f"task {task.name!r} has {task.target!r} targets; the hardware flow classifies one "
+            "label per sequence (use 'neurofptt train' for this task)"
+        )
     if task.train.n_in != cfg.hardware.n_in:
         raise ConfigError(
             f"task {task.name!r} has {task.train.n_in} input channels but hardware.n_in = "
             f"{cfg.hardware.n_in}; set hardware.n_in = {task.train.n_in}"
         )
-    if task.n_classes != cfg.hardware.n_out:
+    if task.n_out != cfg.hardware.n_out:
         raise ConfigError(
-            f"task {task.name!r} has {task.n_classes} classes but hardware.n_out = "
-            f"{cfg.hardware.n_out}; set hardware.n_out = {task.n_classes}"
+            f"task {task.name!r} has {task.n_out} classes but hardware.n_out = "
+            f"{cfg.hardware.n_out}; set hardware.n_out = {task.n_out}"
         )
     return task
 
@@ -192,10 +197,10 @@ def stage_verify(
 
     net = QuantizedNetwork.load(model_path or out / QUANTIZED)
     task = load_task(task_name)
-    if (task.test.n_in, task.n_classes) != (net.config.n_in, net.config.n_out):
+    if (task.test.n_in, task.n_out) != (net.config.n_in, net.config.n_out):
         raise ConfigError(
             f"the quantized model has n_in = {net.config.n_in}, n_out = {net.config.n_out} but "
-            f"task {task_name!r} has {task.test.n_in} inputs and {task.n_classes} classes; "
+            f"task {task_name!r} has {task.test.n_in} inputs and {task.n_out} classes; "
             "verify it on its own task"
         )
     if samples < 0:

@@ -13,26 +13,44 @@ from typing import Any, ClassVar
 
 import torch
 
-from neurofptt.models.base import RecurrentModel
+from neurofptt.learning.objectives import check_target
+from neurofptt.models.base import RecurrentModel, check_sequence
+from neurofptt.tasks.base import check_targets
 
 
 @dataclass
 class BatchResult:
-    """What the trainer logs for one batch: mean loss and the last step's logits."""
+    """What the trainer logs for one batch: mean loss and the last step's output."""
 
     loss: float
     logits: torch.Tensor
 
 
 class Rule:
-    """Base class of learning rules; subclasses set ``name`` and implement ``train_batch``."""
+    """Base class of learning rules; subclasses set ``name`` and implement ``train_batch``.
+
+    ``target`` is the task's kind of target (:mod:`neurofptt.learning.objectives`): rules score
+    each step with ``step_loss`` so they train classifiers and regressors alike.
+    """
 
     name: ClassVar[str] = ""
 
-    def __init__(self, model: RecurrentModel, optimizer: torch.optim.Optimizer, clip: float = 1.0):
+    def __init__(
+        self,
+        model: RecurrentModel,
+        optimizer: torch.optim.Optimizer,
+        clip: float = 1.0,
+        target: str = "label",
+    ):
         self.model = model
         self.optimizer = optimizer
         self.clip = clip
+        self.target = check_target(target)
+
+    def check_batch(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Clear errors for inputs or targets that do not fit the model and the target kind."""
+        check_sequence(x, self.model.n_in)
+        check_targets(x, y, self.target, self.model.n_out)
 
     def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> BatchResult:
         raise NotImplementedError

@@ -1,26 +1,35 @@
 """Backpropagation through time: the whole sequence, one backward pass, one update.
 
 Memory grows linearly with the sequence length (every step's activations are kept for the
-backward pass); this is the baseline the online rules are compared with.
+backward pass); this is the baseline the online rules are compared with.  The sequence loss is
+the last step's for a label task and the mean over all steps for per-step targets.
 """
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+import torch
 
 from neurofptt.learning.base import BatchResult, Rule
+from neurofptt.learning.objectives import step_loss
 
 
 class BPTT(Rule):
-    """Cross-entropy on the last step's output, gradient through all steps."""
+    """The sequence loss (see the module docstring), gradient through all steps."""
 
     name = "bptt"
 
+    def sequence_loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.target == "label":
+            return step_loss(outputs[:, -1], y, self.target)
+        steps = outputs.shape[1]
+        return sum(step_loss(outputs[:, t], y[:, t], self.target) for t in range(steps)) / steps
+
     def train_batch(self, x, y) -> BatchResult:
+        self.check_batch(x, y)
         self.model.train()
         outputs, _ = self.model(x)
         logits = outputs[:, -1]
-        loss = F.cross_entropy(logits, y)
+        loss = self.sequence_loss(outputs, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._clip_and_step()

@@ -66,7 +66,9 @@ and the evaluation use, so comparisons isolate the gradient approximation; the f
 ``ebar_T`` still credits every earlier step.  ``"all"`` uses ``E = (1/T) sum_t CE(o_t, y)``, a
 signal at every step, which is what makes ``online=True`` update at every step; an integer ``k``
 averages the last ``k`` steps (all of them if ``k >= T``).  Cross-entropy is averaged over the
-batch, so ``dl_t/do_t = w_t (softmax(o_t) - onehot(y)) / B``.
+batch, so ``dl_t/do_t = w_t (softmax(o_t) - onehot(y)) / B``.  Tasks with a target at every step
+use ``loss_steps="all"`` with each step's own target (cross-entropy, or MSE with
+``dl_t/do_t = 2 w_t (o_t - y_t) / (B n_out)``; :mod:`neurofptt.learning.objectives`).
 
 Optional firing-rate regularisation (spiking models)::
 
@@ -84,14 +86,15 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from neurofptt.errors import ConfigError, ShapeError
+from neurofptt.errors import ConfigError
 from neurofptt.learning.base import BatchResult, Rule
+from neurofptt.learning.objectives import check_loss_steps_for, step_loss_and_grad, step_target
 from neurofptt.models.alif import AdaptiveSpikingRNN, RecurrentALIF
 from neurofptt.models.base import RecurrentModel, State, check_sequence
 from neurofptt.models.conventional import GatedRNN
 from neurofptt.models.spiking import LeakyReadout, RecurrentLIF, SpikingRNN
+from neurofptt.tasks.base import check_targets
 
 FEEDBACKS = ("symmetric", "random")
 SUPPORTED = (
@@ -413,28 +416,11 @@ class EligibilityTracer:
         return float(0.5 * reg_rate * (rate - target_rate).pow(2).sum())
 
 
-def _ce_and_grad(
-    logits: torch.Tensor, y: torch.Tensor, weight: float
-) -> tuple[float, torch.Tensor]:
-    """``weight * CE(logits, y)`` (batch mean) and its gradient with respect to the logits."""
-    loss = weight * F.cross_entropy(logits, y)
-    grad = F.softmax(logits, dim=-1)
-    grad[torch.arange(len(y)), y] -= 1
-    return float(loss), grad * (weight / len(y))
-
-
-def _check_labels(x: torch.Tensor, y: torch.Tensor, n_out: int) -> None:
-    if y.shape != (x.shape[0],) or y.dtype not in (torch.int64, torch.int32):
-        raise ShapeError(
-            f"labels must be an integer tensor of shape ({x.shape[0]},), got "
-            f"{tuple(y.shape)} {y.dtype}"
-        )
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= n_out):
-        raise ShapeError(f"labels must be in [0, {n_out}), got [{int(y.min())}, {int(y.max())}]")
-
-
-def _check_options(reg_rate: float, target_rate: float, loss_steps: LossSteps) -> None:
+def _check_options(
+    reg_rate: float, target_rate: float, loss_steps: LossSteps, target: str = "label"
+) -> None:
     check_loss_steps(loss_steps)
+    check_loss_steps_for(loss_steps, target, "train.eprop_loss_steps")
     if not reg_rate >= 0:
         raise ConfigError(f"e-prop reg_rate must be >= 0, got {reg_rate}")
     if not 0 <= target_rate <= 1:
@@ -449,10 +435,11 @@ def _offline(
     loss_steps: LossSteps,
     reg_rate: float,
     target_rate: float,
+    target: str,
 ) -> tuple[dict[str, torch.Tensor], float, torch.Tensor]:
     """Accumulate e-prop gradients over a whole sequence: ``(grads, loss, last logits)``."""
     check_sequence(x, tracer.model.n_in)
-    _check_labels(x, y, tracer.model.n_out)
+    check_targets(x, y, target, tracer.model.n_out)
     batch, steps = x.shape[0], x.shape[1]
     weights = loss_weights(loss_steps, steps)
     regularise = reg_rate > 0
@@ -463,7 +450,8 @@ def _offline(
     for t in range(steps):
         logits, state = tracer.step(x[:, t], state)
         if weights[t] > 0:
-            value, grad_logits = _ce_and_grad(logits, y, weights[t])
+            y_t = step_target(y, t, target)
+            value, grad_logits = step_loss_and_grad(logits, y_t, target, weights[t])
             loss += value
             tracer.add_gradients(grads, grad_logits, feedback)
     if regularise:
@@ -481,6 +469,7 @@ def eprop_gradients(
     reg_rate: float = 0.0,
     target_rate: float = 0.01,
     self_connections: bool = True,
+    target: str = "label",
 ) -> dict[str, torch.Tensor]:
     """e-prop gradients of one batch ``x (B, T, n_in)``, labels ``y (B,)``, summed over the
     sequence, by parameter name.  The model's weights and ``.grad`` are not touched.
@@ -488,11 +477,11 @@ def eprop_gradients(
     ``feedback`` is the ``(n_hidden, n_out)`` matrix ``B`` of the learning signal; ``None`` uses
     ``W_out^T`` (symmetric e-prop).  See the module docstring for the equations and options.
     """
-    _check_options(reg_rate, target_rate, loss_steps)
+    _check_options(reg_rate, target_rate, loss_steps, target)
     tracer = EligibilityTracer(model, self_connections=self_connections)
     if reg_rate > 0 and tracer.kind != "spiking":
         raise ConfigError("e-prop firing-rate regularisation (reg_rate > 0) needs a spiking model")
-    grads, _, _ = _offline(tracer, x, y, feedback, loss_steps, reg_rate, target_rate)
+    grads, _, _ = _offline(tracer, x, y, feedback, loss_steps, reg_rate, target_rate, target)
     return grads
 
 
@@ -521,11 +510,12 @@ class EProp(Rule):
         target_rate: float = 0.01,
         self_connections: bool = True,
         clip: float = 1.0,
+        target: str = "label",
     ) -> None:
-        super().__init__(model, optimizer, clip)
+        super().__init__(model, optimizer, clip, target)
         if feedback not in FEEDBACKS:
             raise ConfigError(f"e-prop feedback {feedback!r} is unknown; use one of {FEEDBACKS}")
-        _check_options(reg_rate, target_rate, loss_steps)
+        _check_options(reg_rate, target_rate, loss_steps, target)
         self.tracer = EligibilityTracer(model, self_connections=self_connections)
         if reg_rate > 0 and self.tracer.kind != "spiking":
             raise ConfigError(
@@ -558,11 +548,11 @@ class EProp(Rule):
                 self.loss_steps,
                 self.reg_rate,
                 self.target_rate,
+                self.target,
             )
             self._apply(grads)
             return BatchResult(loss=loss, logits=logits.detach())
-        check_sequence(x, self.model.n_in)
-        _check_labels(x, y, self.model.n_out)
+        self.check_batch(x, y)
         batch, steps = x.shape[0], x.shape[1]
         weights = loss_weights(self.loss_steps, steps)
         regularise = self.reg_rate > 0
@@ -574,7 +564,8 @@ class EProp(Rule):
                 continue
             grads = self.tracer.zero_gradients()
             if weights[t] > 0:
-                value, grad_logits = _ce_and_grad(logits, y, weights[t])
+                y_t = step_target(y, t, self.target)
+                value, grad_logits = step_loss_and_grad(logits, y_t, self.target, weights[t])
                 loss += value
                 self.tracer.add_gradients(grads, grad_logits, self.feedback)
             if regularise:

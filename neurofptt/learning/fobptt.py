@@ -224,6 +224,7 @@ class FOBPTT(BPTT):
         alpha: float | None = None,
         eps: float | None = None,
         clip: float = 1.0,
+        target: str = "label",
     ) -> None:
         if isinstance(optimizer, FractionalOptimizer):
             if alpha is not None or eps is not None:
@@ -236,4 +237,4 @@ class FOBPTT(BPTT):
                 alpha=DEFAULT_ALPHA if alpha is None else alpha,
                 eps=DEFAULT_EPS if eps is None else eps,
             )
-        super().__init__(model, optimizer, clip)
+        super().__init__(model, optimizer, clip, target)

@@ -62,11 +62,13 @@ seed; the pseudo-code one is the default.  Finally ``refresh_random`` extra slot
 get the same ``s_{T+1}`` refresh ("we can also update the states of a few randomly chosen
 transitions"; the seed does not say how many, default 0).
 
-Adaptation to terminal classification
--------------------------------------
-The seed predicts a target at every step (Cycleworld) or the label of a sequence (S-MNIST).  Here a
-batch is ``B`` sequences with one label each: ``loss_steps="last"`` gives ``w_t = 1`` only at the
-last step (the label is defined there only), ``"all"`` gives ``w_t = 1`` at every step.  Each
+Targets
+-------
+The seed predicts a target at every step (Cycleworld) or the label of a sequence (S-MNIST).  A
+transition stores its step's target: the step's own for per-step targets (``loss_steps="all"``,
+cross-entropy or MSE, :mod:`neurofptt.learning.objectives`), the sequence's label for a label task,
+where ``loss_steps="last"`` gives ``w_t = 1`` only at the last step (the label is defined there
+only) and ``"all"`` gives ``w_t = 1`` at every step.  A batch is ``B`` sequences.  Each
 sequence is a separate stream, so each step pushes ``B`` transitions; ``replay_batch`` defaults to
 ``B`` (one sampled transition per stream and update, the seed's ``m = 1`` per stream).  The last
 step of a sequence has no ``o_{t+1}``: its transition keeps only the target loss (``h = 0``) and is
@@ -84,12 +86,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from neurofptt.errors import CheckpointError, ConfigError, ShapeError
 from neurofptt.learning.base import BatchResult, Rule
+from neurofptt.learning.objectives import (
+    check_loss_steps_for,
+    per_sample_loss,
+    step_loss,
+    step_target,
+)
 from neurofptt.learning.tbptt import check_loss_steps, step_weights
-from neurofptt.models.base import RecurrentModel, State, check_sequence
+from neurofptt.models.base import RecurrentModel, State
 
 SUPPORTED_MODELS = (
     "GatedRNN rnn/lstm/gru (state h or h, c per layer)",
@@ -136,13 +143,13 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return min(self.pushed, self.capacity)
 
-    def _allocate(self, s_prev: State, obs: torch.Tensor) -> None:
+    def _allocate(self, s_prev: State, obs: torch.Tensor, label: torch.Tensor) -> None:
         n, dev = self.capacity, obs.device
         self.s_prev = [torch.zeros(n, *s.shape[1:], dtype=s.dtype, device=dev) for s in s_prev]
         self.s_next = [torch.zeros_like(s) for s in self.s_prev]
         self.obs = torch.zeros(n, *obs.shape[1:], dtype=obs.dtype, device=dev)
         self.obs_next = torch.zeros_like(self.obs)
-        self.label = torch.zeros(n, dtype=torch.long, device=dev)
+        self.label = torch.zeros(n, *label.shape[1:], dtype=label.dtype, device=dev)
         self.weight = torch.zeros(n, dtype=obs.dtype, device=dev)
         self.has_next = torch.zeros(n, dtype=torch.bool, device=dev)
         self.ids = torch.full((n,), -1, dtype=torch.long, device=dev)
@@ -166,7 +173,7 @@ class ReplayBuffer:
         """
         batch = obs.shape[0]
         if not self.s_prev:
-            self._allocate(s_prev, obs)
+            self._allocate(s_prev, obs, label)
         if len(s_prev) != len(self.s_prev) or len(s_next) != len(self.s_next):
             raise ShapeError(
                 f"state has {len(s_prev)} tensors; the buffer holds states of {len(self.s_prev)} "
@@ -249,8 +256,9 @@ class FPP(Rule):
         loss_steps: str = "last",
         seed: int = 0,
         clip: float = 1.0,
+        target: str = "label",
     ) -> None:
-        super().__init__(model, optimizer, clip)
+        super().__init__(model, optimizer, clip, target)
         _check_int("updates (n, sampled one-step updates per step)", updates, 0)
         if replay_batch is not None:
             _check_int("replay_batch (transitions per update)", replay_batch, 1)
@@ -263,6 +271,7 @@ class FPP(Rule):
         if not isinstance(propagate, bool):
             raise ConfigError(f"FPP propagate must be true or false, got {propagate!r}")
         check_loss_steps(loss_steps)
+        check_loss_steps_for(loss_steps, target, "train.fpp_loss_steps")
         self.buffer = ReplayBuffer(buffer_size)
         self.updates, self.replay_batch = updates, replay_batch
         self.state_weight, self.refresh_random = float(state_weight), refresh_random
@@ -289,10 +298,8 @@ class FPP(Rule):
             )
 
     def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> BatchResult:
-        check_sequence(x, self.model.n_in)
+        self.check_batch(x, y)
         batch, steps = x.shape[0], x.shape[1]
-        if y.shape != (batch,):
-            raise ShapeError(f"labels have shape {tuple(y.shape)}; expected ({batch},)")
         self.model.train()
         report = step_weights(steps, self.loss_steps)
         targets = [1.0 if w > 0 else 0.0 for w in report]
@@ -310,14 +317,15 @@ class FPP(Rule):
                 else:
                     obs_next = torch.zeros_like(x[:, t])
                     s_next = tuple(torch.zeros_like(s) for s in s_t)
+                y_t = step_target(y, t, self.target)
                 if report[t] != 0.0:
-                    total += report[t] * float(F.cross_entropy(out, y))
+                    total += report[t] * float(step_loss(out, y_t, self.target))
             prev_ids = self.buffer.push(
                 state,
                 x[:, t],
                 obs_next,
                 s_next,
-                y,
+                y_t,
                 torch.full((batch,), targets[t], device=x.device),
                 torch.full((batch,), t + 1 < steps, dtype=torch.bool, device=x.device),
                 prev_ids,
@@ -345,8 +353,8 @@ class FPP(Rule):
             for a, b in zip(s_next, target, strict=True)
         )
         state_loss = (h * per_row).sum() / h.sum().clamp(min=1.0)
-        ce = F.cross_entropy(out, buf.label[slots], reduction="none")
-        target_loss = (w * ce).sum() / w.sum().clamp(min=1.0)
+        losses = per_sample_loss(out, buf.label[slots], self.target)
+        target_loss = (w * losses).sum() / w.sum().clamp(min=1.0)
         return state_loss, target_loss
 
     def update(self, slots: torch.Tensor) -> UpdateResult:

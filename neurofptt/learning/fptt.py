@@ -32,7 +32,9 @@ Terminal prediction uses the auxiliary loss of :mod:`neurofptt.learning.losses` 
 weight ``beta_t = (t + 1) / T`` for the chunk ending at step ``t`` (0-based; ``schedule="linear"``),
 a constant weight (``"constant"``) or the label alone (``"none"``), see
 :meth:`FPTT.label_weight`.  At the end of an epoch the weights can be replaced by the running mean
-(``reset_to_mean``), as the reference code does.
+(``reset_to_mean``), as the reference code does.  Tasks with a target at every step
+(:mod:`neurofptt.learning.objectives`) need no auxiliary loss: a chunk's loss is the mean of its
+steps' losses.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import torch
 from neurofptt.errors import ConfigError
 from neurofptt.learning.base import BatchResult, Rule
 from neurofptt.learning.losses import ClassPrior, auxiliary_loss
+from neurofptt.learning.objectives import step_loss
 from neurofptt.models.base import RecurrentModel, detach_state
 
 FORMS = ("dual", "slide")
@@ -67,8 +70,9 @@ class FPTT(Rule):
         schedule: str = "linear",
         constant_beta: float = 0.5,
         reset_to_mean: bool = False,
+        target: str = "label",
     ) -> None:
-        super().__init__(model, optimizer, clip)
+        super().__init__(model, optimizer, clip, target)
         if alpha <= 0:
             raise ConfigError(f"FPTT alpha must be positive, got {alpha}")
         if not 0 < mix <= 1:
@@ -158,6 +162,7 @@ class FPTT(Rule):
         return 1.0
 
     def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> BatchResult:
+        self.check_batch(x, y)
         self.model.train()
         steps = x.shape[1]
         state = self.model.initial_state(x.shape[0])
@@ -166,14 +171,20 @@ class FPTT(Rule):
         for start in range(0, steps, self.period):
             state = detach_state(state)
             end = min(start + self.period, steps)
+            losses = []
             for t in range(start, end):
                 logits, state = self.model.step(x[:, t], state)
-            beta_t = self.label_weight(end, steps)
-            loss = auxiliary_loss(logits, y, self.prior.table, beta_t)
+                if self.target != "label":
+                    losses.append(step_loss(logits, y[:, t], self.target))
+            if self.target == "label":
+                loss = auxiliary_loss(logits, y, self.prior.table, self.label_weight(end, steps))
+            else:
+                loss = sum(losses) / len(losses)
             self.update_step(loss)
             total += float(loss.detach())
             n_chunks += 1
-        self.prior.observe(logits, y)
+        if self.target == "label":
+            self.prior.observe(logits, y)
         return BatchResult(loss=total / n_chunks, logits=logits.detach())
 
     def end_epoch(self) -> None:

@@ -36,11 +36,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from neurofptt.errors import ConfigError
 from neurofptt.learning.base import BatchResult, Rule
+from neurofptt.learning.objectives import check_loss_steps_for, step_loss, step_target
 from neurofptt.learning.tbptt import check_loss_steps, step_weights
 from neurofptt.models.base import RecurrentModel, State, check_sequence
 
@@ -180,15 +180,18 @@ def rtrl_run(
     loss_steps: str = "last",
     max_sensitivity: int = MAX_SENSITIVITY,
     jacobian: str = "auto",
+    target: str = "label",
 ) -> tuple[dict[str, torch.Tensor], float, torch.Tensor, str]:
     """Forward a batch with RTRL.
 
     Returns ``(gradients by parameter name, loss, last logits, jacobian method used)``.  The loss
-    is ``sum_t w_t CE(o_t, y)`` (see :func:`~neurofptt.learning.tbptt.step_weights`); the model's
-    weights are not changed and no ``.grad`` is touched.
+    is ``sum_t w_t l_t`` (see :func:`~neurofptt.learning.tbptt.step_weights`; ``l_t`` is
+    :func:`~neurofptt.learning.objectives.step_loss`); the model's weights are not changed and no
+    ``.grad`` is touched.
     """
     check_sequence(x, model.n_in)
     check_loss_steps(loss_steps)
+    check_loss_steps_for(loss_steps, target, "train.rtrl_loss_steps")
     check_jacobian(jacobian)
     check_size(model, max_sensitivity)
     batch, steps = x.shape[0], x.shape[1]
@@ -225,12 +228,12 @@ def rtrl_run(
         if weights[t] != 0.0:
             o = out.detach().requires_grad_(True)
             with torch.enable_grad():
-                step_loss = weights[t] * F.cross_entropy(o, y)
-                (err,) = torch.autograd.grad(step_loss, o)
+                weighted = weights[t] * step_loss(o, step_target(y, t, target), target)
+                (err,) = torch.autograd.grad(weighted, o)
             # dCE/dtheta = err . (dF_o/ds M_{t-1} + dF_o/dtheta), summed over the batch
             d_out = torch.baddbmm(d_params[:, :n_out], d_state[:, :n_out], sens)
             grad += torch.einsum("bo,bop->p", err.to(dtype), d_out)
-            loss += float(step_loss.detach())
+            loss += float(weighted.detach())
         # M_t = dF_s/ds M_{t-1} + dF_s/dtheta
         sens = torch.baddbmm(d_params[:, n_out:], d_state[:, n_out:], sens)
     grads: dict[str, torch.Tensor] = {}
@@ -250,10 +253,17 @@ def rtrl_gradients(
     *,
     max_sensitivity: int = MAX_SENSITIVITY,
     jacobian: str = "auto",
+    target: str = "label",
 ) -> dict[str, torch.Tensor]:
-    """The exact gradient of ``sum_t w_t CE(o_t, y)`` by RTRL, keyed by parameter name."""
+    """The exact gradient of ``sum_t w_t l_t`` by RTRL, keyed by parameter name."""
     grads, _, _, _ = rtrl_run(
-        model, x, y, loss_steps=loss_steps, max_sensitivity=max_sensitivity, jacobian=jacobian
+        model,
+        x,
+        y,
+        loss_steps=loss_steps,
+        max_sensitivity=max_sensitivity,
+        jacobian=jacobian,
+        target=target,
     )
     return grads
 
@@ -272,14 +282,17 @@ class RTRL(Rule):
         clip: float = 1.0,
         max_sensitivity: int = MAX_SENSITIVITY,
         jacobian: str = "auto",
+        target: str = "label",
     ) -> None:
-        super().__init__(model, optimizer, clip)
+        super().__init__(model, optimizer, clip, target)
         check_loss_steps(loss_steps)
+        check_loss_steps_for(loss_steps, target, "train.rtrl_loss_steps")
         check_jacobian(jacobian)
         check_size(model, max_sensitivity)
         self.loss_steps, self.max_sensitivity, self.jacobian = loss_steps, max_sensitivity, jacobian
 
     def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> BatchResult:
+        self.check_batch(x, y)
         self.model.train()
         grads, loss, logits, method = rtrl_run(
             self.model,
@@ -288,6 +301,7 @@ class RTRL(Rule):
             loss_steps=self.loss_steps,
             max_sensitivity=self.max_sensitivity,
             jacobian=self.jacobian,
+            target=self.target,
         )
         self.jacobian = method  # "auto" resolved once: later batches skip the probe
         params = self.trainable()

@@ -9,8 +9,9 @@ Update points and losses
 For a sequence of ``T`` steps (0-based step indices) the updates happen after ``e = k, 2k, ...``
 steps and after the last step ``e = T`` (a shorter final chunk when ``k`` does not divide ``T``).
 The update at ``e`` owns the *new* steps ``N_e = [e - k, e)`` (the last chunk: ``[e_prev, T)``);
-each step's loss belongs to exactly one update.  Per-step losses ``CE_t = CE(o_t, y)`` (batch mean)
-carry weights
+each step's loss belongs to exactly one update.  Per-step losses ``CE_t = CE(o_t, y)`` (batch mean;
+for per-step targets the step's own target, and MSE for regression, see
+:mod:`neurofptt.learning.objectives`) carry weights
 
 * ``loss_steps="last"`` (terminal classification): ``w_{T-1} = 1``, every other ``w_t = 0``;
 * ``loss_steps="all"``: ``w_t = 1 / T`` for every step,
@@ -49,11 +50,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from neurofptt.errors import ConfigError
 from neurofptt.learning.base import BatchResult, Rule
-from neurofptt.models.base import RecurrentModel, State, check_sequence, detach_state
+from neurofptt.learning.objectives import check_loss_steps_for, step_loss, step_target
+from neurofptt.models.base import RecurrentModel, State, detach_state
 
 LOSS_STEPS = ("last", "all")
 
@@ -102,8 +103,9 @@ class TBPTT(Rule):
         interval: int | None = None,
         loss_steps: str = "last",
         clip: float = 1.0,
+        target: str = "label",
     ) -> None:
-        super().__init__(model, optimizer, clip)
+        super().__init__(model, optimizer, clip, target)
         interval = n if interval is None else interval
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"T-BPTT window n must be an integer >= 1 step, got {n!r}")
@@ -116,10 +118,11 @@ class TBPTT(Rule):
                 "gradient; use interval <= n (interval = n is the usual n-step truncation)"
             )
         check_loss_steps(loss_steps)
+        check_loss_steps_for(loss_steps, target, "train.tbptt_loss_steps")
         self.n, self.interval, self.loss_steps = n, interval, loss_steps
 
     def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> BatchResult:
-        check_sequence(x, self.model.n_in)
+        self.check_batch(x, y)
         self.model.train()
         steps = x.shape[1]
         weights = step_weights(steps, self.loss_steps)
@@ -169,7 +172,7 @@ class TBPTT(Rule):
             output, state = self.model.step(x[:, t], state)
             states[t + 1] = detach_state(state)
             if t >= new_steps[0] and weights[t] != 0.0:
-                term = weights[t] * F.cross_entropy(output, y)
+                term = weights[t] * step_loss(output, step_target(y, t, self.target), self.target)
                 total = term if total is None else total + term
         assert total is not None and output is not None
         loss = total if chunk_weight == 1.0 else total / chunk_weight

@@ -20,11 +20,12 @@ from tqdm.auto import tqdm
 
 from neurofptt.errors import CheckpointError, ConfigError
 from neurofptt.learning.base import Rule
+from neurofptt.learning.objectives import metric, metric_name
 from neurofptt.learning.registry import RULES, check_combination
 from neurofptt.models.base import RecurrentModel, check_sequence
 from neurofptt.quant.fake import set_weight_quantization
 from neurofptt.quant.network import atomic_write_bytes
-from neurofptt.tasks import SpikeDataset, TaskData
+from neurofptt.tasks import SequenceDataset, TaskData
 from neurofptt.validation import check_field_types
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -162,23 +163,28 @@ def rule_options(cfg: TrainConfig) -> dict[str, Any]:
     return options.get(cfg.rule, {})
 
 
-def make_rule(cfg: TrainConfig, model: RecurrentModel) -> Rule:
+def make_rule(cfg: TrainConfig, model: RecurrentModel, target: str = "label") -> Rule:
     opt_cls = OPTIMIZERS[cfg.optimizer]
     # foreach kernels: one call for all parameters, which matters for per-step rules
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    return RULES[cfg.rule](model, optimizer, clip=cfg.clip, **rule_options(cfg))
+    return RULES[cfg.rule](model, optimizer, clip=cfg.clip, target=target, **rule_options(cfg))
 
 
 @torch.no_grad()
-def evaluate(model: RecurrentModel, data: SpikeDataset, batch_size: int = 256) -> float:
-    """Accuracy of the arg-max of the last step's output."""
+def evaluate(
+    model: RecurrentModel, data: SequenceDataset, target: str = "label", batch_size: int = 256
+) -> float:
+    """The task's metric on ``data``: accuracy, or MSE for regression (see ``objectives``).
+
+    Batches are weighted by their size, so the result equals the metric over the whole set.
+    """
     model.eval()
-    correct = 0
+    total = 0.0
     for start in range(0, len(data), batch_size):
         x = data.x[start : start + batch_size]
         outputs, _ = model(x)
-        correct += int((outputs[:, -1].argmax(-1) == data.y[start : start + batch_size]).sum())
-    return correct / len(data)
+        total += metric(outputs, data.y[start : start + batch_size], target) * len(x)
+    return total / len(data)
 
 
 @dataclass
@@ -248,8 +254,12 @@ def fit(
     and ends exactly where an uninterrupted run would.
     """
     check_sequence(task.train.x[:1], model.n_in)
+    if task.n_out != model.n_out:
+        raise ConfigError(
+            f"task {task.name!r} needs {task.n_out} outputs but the model has {model.n_out}"
+        )
     torch.manual_seed(cfg.seed)
-    rule = make_rule(cfg, model)
+    rule = make_rule(cfg, model, task.target)
     generator = torch.Generator().manual_seed(cfg.seed)
     state = TrainState()
     checkpoint = Path(checkpoint)
@@ -296,21 +306,21 @@ def fit(
                     "lower train.lr or raise train.clip"
                 )
             loss_sum += result.loss * len(idx)
-            correct += int((result.logits.argmax(-1) == y).sum())
+            if task.target == "label":  # label tasks: the last step's output is the prediction
+                correct += int((result.logits.argmax(-1) == y).sum())
             bar.set_postfix(loss=f"{result.loss:.3f}")
         rule.end_epoch()
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / n,
-            "train_accuracy": correct / n,
-            "test_accuracy": evaluate(model, task.test),
-        }
+        name = metric_name(task.target)
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / n}
+        if task.target == "label":
+            record["train_accuracy"] = correct / n
+        record[f"test_{name}"] = evaluate(model, task.test, task.target)
         state.history.append(record)
         state.epoch = epoch + 1
         if progress:
             tqdm.write(
                 f"epoch {record['epoch']:3d}  loss {record['train_loss']:.4f}  "
-                f"train {record['train_accuracy']:.3f}  test {record['test_accuracy']:.3f}"
+                f"test {name} {record[f'test_{name}']:.4f}"
             )
         save_checkpoint(checkpoint, model, rule, state, generator, meta)
     return state.history

@@ -11,47 +11,16 @@ The train/test split is fixed (stratified, 20 % test, ``random_state=0``): 1,437
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from neurofptt.errors import ConfigError
+from neurofptt.tasks.base import SequenceDataset, TaskData
 
 DEFAULT_THRESHOLDS = (2, 6, 10, 14)
 N_CLASSES = 10
-
-
-@dataclass(frozen=True)
-class SpikeDataset:
-    """Binary spike sequences ``x`` of shape ``(N, T, n_in)`` (float32 0/1) and labels ``y``."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
-
-    @property
-    def n_in(self) -> int:
-        return int(self.x.shape[2])
-
-    @property
-    def steps(self) -> int:
-        return int(self.x.shape[1])
-
-    def numpy_spikes(self) -> np.ndarray:
-        return self.x.numpy().astype(bool)
-
-
-@dataclass(frozen=True)
-class TaskData:
-    name: str
-    train: SpikeDataset
-    test: SpikeDataset
-    n_classes: int
 
 
 def threshold_encode(
@@ -83,10 +52,10 @@ def load_digits_task(thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS, repeat: i
     )
     spikes = threshold_encode(images, tuple(thresholds), repeat)
 
-    def subset(idx: np.ndarray) -> SpikeDataset:
-        return SpikeDataset(
+    def subset(idx: np.ndarray) -> SequenceDataset:
+        return SequenceDataset(
             x=torch.from_numpy(spikes[idx].astype(np.float32)),
             y=torch.from_numpy(labels[idx]),
         )
 
-    return TaskData("digits", subset(idx_train), subset(idx_test), N_CLASSES)
+    return TaskData("digits", subset(idx_train), subset(idx_test), n_out=N_CLASSES)

@@ -1,7 +1,8 @@
-"""Tasks: offline data sets encoded as spike sequences."""
+"""Tasks: offline data sets as input sequences with labels or per-step targets."""
 
 from neurofptt.errors import ConfigError
-from neurofptt.tasks.digits import SpikeDataset, TaskData, load_digits_task, threshold_encode
+from neurofptt.tasks.base import TARGETS, SequenceDataset, TaskData
+from neurofptt.tasks.digits import load_digits_task, threshold_encode
 
 TASKS = {"digits": load_digits_task}
 
@@ -13,4 +14,12 @@ def load_task(name: str, **kwargs) -> TaskData:
     return TASKS[name](**kwargs)
 
 
-__all__ = ["TASKS", "SpikeDataset", "TaskData", "load_digits_task", "load_task", "threshold_encode"]
+__all__ = [
+    "TARGETS",
+    "TASKS",
+    "SequenceDataset",
+    "TaskData",
+    "load_digits_task",
+    "load_task",
+    "threshold_encode",
+]

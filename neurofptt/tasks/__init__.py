@@ -2,9 +2,20 @@
 
 from neurofptt.errors import ConfigError
 from neurofptt.tasks.base import TARGETS, SequenceDataset, TaskData
+from neurofptt.tasks.cycleworld import load_cycleworld
 from neurofptt.tasks.digits import load_digits_task, threshold_encode
+from neurofptt.tasks.imdb import load_imdb
+from neurofptt.tasks.mnist import load_psmnist, load_smnist
+from neurofptt.tasks.tsfd import load_tsfd
 
-TASKS = {"digits": load_digits_task}
+TASKS = {
+    "digits": load_digits_task,
+    "tsfd": load_tsfd,
+    "cycleworld": load_cycleworld,
+    "smnist": load_smnist,
+    "psmnist": load_psmnist,
+    "imdb": load_imdb,
+}
 
 
 def load_task(name: str, **kwargs) -> TaskData:
@@ -19,7 +30,12 @@ __all__ = [
     "TASKS",
     "SequenceDataset",
     "TaskData",
+    "load_cycleworld",
     "load_digits_task",
+    "load_imdb",
+    "load_psmnist",
+    "load_smnist",
     "load_task",
+    "load_tsfd",
     "threshold_encode",
 ]

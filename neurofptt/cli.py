@@ -84,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
 
+    p = sub.add_parser(
+        "reproduce",
+        help="run a seed paper's experiment (resumable); writes results.json and a plot",
+        description="Reproductions: tsfd-fobptt, cycleworld-fpp, smnist-fpp, smnist-fptt, "
+        "psmnist-fptt.  The default budget is the reduced one documented in docs/results.md.",
+    )
+    p.add_argument("name", help="which reproduction (e.g. tsfd-fobptt)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
+    budget.add_argument("--full", action="store_true", help="the paper's budget (hours to days)")
+    p.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
+
     p = sub.add_parser("report", help="(re)write report.md and metrics.json from OUT's records")
     _add_common(p, config=False)
     return parser
@@ -97,6 +110,8 @@ def run(args: argparse.Namespace) -> object:
         return run_bench(args)
     if args.command == "sweep":
         return run_sweep(args)
+    if args.command == "reproduce":
+        return run_reproduce(args)
     out: Path = args.out
     if args.command in ("flow", "train", "quantize"):
         given = args.config is not None
@@ -140,6 +155,17 @@ def run_sweep(args: argparse.Namespace) -> list[dict]:
     records = run_grid(sweep, args.out, workers=args.workers)
     print(summary_table(records, sweep.keys), file=sys.stderr)
     return records
+
+
+def run_reproduce(args: argparse.Namespace) -> dict:
+    from neurofptt.reproduce import results_table, run_reproduction
+
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    budget = "quick" if args.quick else "full" if args.full else "default"
+    summary = run_reproduction(args.name, args.out, budget=budget, workers=args.workers)
+    print(results_table(summary), file=sys.stderr)
+    return summary
 
 
 def run_bench(args: argparse.Namespace) -> list[dict]:

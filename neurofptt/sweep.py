@@ -1,9 +1,14 @@
 """Resumable hyper-parameter sweeps: one TOML file, the product of a grid, one training per point.
 
-A sweep file has a ``[base]`` flow config (the settings every run shares), a ``[grid]`` of dotted
-keys (``"train.fobptt_alpha" = [0.5, 1.0]``) whose product is the set of runs, and an optional
-``[sweep]`` table (``name``, ``workers``).  Every run trains with :func:`neurofptt.flow.stage_train`
-into ``OUT/runs/<id>/`` and appends one JSON line to ``OUT/results.jsonl``.
+A sweep file has a ``[base]`` config (the settings every run shares), a ``[grid]`` of dotted keys
+(``"train.fobptt_alpha" = [0.5, 1.0]``) whose product is the set of runs, and an optional
+``[sweep]`` table (``name``, ``workers``).  Settings that change together (a rule and its own
+options) go in ``[[variants]]`` tables instead: the runs are every variant times every grid point.
+A base with an ``[base.experiment]`` table is an
+experiment (:mod:`neurofptt.experiment`: any task and model, trained with
+:func:`~neurofptt.experiment.run_experiment`); otherwise it is a hardware flow config, trained with
+:func:`neurofptt.flow.stage_train`.  Every run trains into ``OUT/runs/<id>/`` and appends one JSON
+line (its ``metric`` and ``metric_name``) to ``OUT/results.jsonl``.
 
 Sweeps get interrupted (a laptop sleeps, a job hits its wall time), so the results file is the
 sweep's memory: a run's id is a hash of its overrides, a run whose id is already in the file is not
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from neurofptt.errors import ConfigError, NeurofpttError
+from neurofptt.experiment import ExperimentConfig, ExperimentSettings, run_experiment
 from neurofptt.flowconfig import DEFAULT_HARDWARE, FlowConfig, FlowSettings
 from neurofptt.learning.trainer import TrainConfig
 from neurofptt.quant.config import load_toml
@@ -40,13 +46,24 @@ RESULTS = "results.jsonl"
 MANIFEST = "sweep.json"
 RUNS_DIR = "runs"
 
-_TABLES = ("sweep", "base", "grid")
+_TABLES = ("sweep", "base", "grid", "variants")
 _SWEEP_KEYS = ("name", "workers")
-_FIELDS: dict[str, frozenset[str]] = {
-    "hardware": frozenset(DEFAULT_HARDWARE.to_dict()),
-    "train": frozenset(f.name for f in dataclasses.fields(TrainConfig)),
-    "flow": frozenset(f.name for f in dataclasses.fields(FlowSettings)),
+_TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+# The tables and options a grid may set, per kind of sweep; None: any option (the task loader's
+# options are checked when each run's config is built).
+_FIELDS: dict[str, dict[str, frozenset[str] | None]] = {
+    "flow": {
+        "hardware": frozenset(DEFAULT_HARDWARE.to_dict()),
+        "train": _TRAIN_FIELDS,
+        "flow": frozenset(f.name for f in dataclasses.fields(FlowSettings)),
+    },
+    "experiment": {
+        "experiment": frozenset(f.name for f in dataclasses.fields(ExperimentSettings)),
+        "task": None,
+        "train": _TRAIN_FIELDS,
+    },
 }
+_CONFIGS = {"flow": FlowConfig, "experiment": ExperimentConfig}
 
 
 @dataclass(frozen=True)
@@ -55,7 +72,7 @@ class SweepRun:
 
     id: str
     overrides: dict[str, Any]
-    config: FlowConfig
+    config: FlowConfig | ExperimentConfig
 
 
 @dataclass(frozen=True)
@@ -63,15 +80,19 @@ class Sweep:
     """A validated sweep file; ``runs`` is the expanded grid in its deterministic order."""
 
     name: str
+    kind: str  # "flow" or "experiment"
     base: dict[str, Any]
     grid: dict[str, list[Any]]
+    variants: tuple[dict[str, Any], ...]
     workers: int | None
     runs: tuple[SweepRun, ...]
 
     @property
     def keys(self) -> list[str]:
-        """The grid's dotted keys, in file order (the columns of :func:`summary_table`)."""
-        return list(self.grid)
+        """The variants' and the grid's dotted keys, in file order (the columns of
+        :func:`summary_table`)."""
+        keys = [k for variant in self.variants for k in variant]
+        return list(dict.fromkeys([*keys, *self.grid]))
 
 
 def run_id(overrides: dict[str, Any]) -> str:
@@ -84,11 +105,11 @@ def run_id(overrides: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _flatten_grid(grid: dict[str, Any]) -> dict[str, Any]:
+def _flatten_grid(grid: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
     """``"train.seed" = [...]`` and ``train.seed = [...]`` (a nested TOML table) mean the same."""
     flat: dict[str, Any] = {}
     for key, value in grid.items():
-        if isinstance(value, dict) and key in _FIELDS:
+        if isinstance(value, dict) and key in fields:
             for field, values in value.items():
                 flat[f"{key}.{field}"] = values
         else:
@@ -96,19 +117,21 @@ def _flatten_grid(grid: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _check_grid(grid: dict[str, Any]) -> dict[str, list[Any]]:
+def _check_grid(grid: dict[str, Any], kind: str) -> dict[str, list[Any]]:
+    fields = _FIELDS[kind]
     checked: dict[str, list[Any]] = {}
-    for key, values in _flatten_grid(grid).items():
+    for key, values in _flatten_grid(grid, fields).items():
         table, _, field = key.partition(".")
-        if table not in _FIELDS or not field:
+        if table not in fields or not field:
             raise ConfigError(
-                f"grid key {key!r} must be 'table.option' with table one of {sorted(_FIELDS)}, "
+                f"grid key {key!r} must be 'table.option' with table one of {sorted(fields)}, "
                 'e.g. "train.seed"'
             )
-        if field not in _FIELDS[table]:
+        options = fields[table]
+        if options is not None and field not in options:
             raise ConfigError(
                 f"grid key {key!r}: {table} has no option {field!r}; valid options: "
-                f"{sorted(_FIELDS[table])}"
+                f"{sorted(options)}"
             )
         if not isinstance(values, list):
             raise ConfigError(f"grid key {key!r} must be a list of values, got {values!r}")
@@ -133,24 +156,44 @@ def _apply(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _check_variants(variants: Any, kind: str, grid: dict[str, list[Any]]) -> list[dict]:
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise ConfigError(f"variants must be a list of tables, got {variants!r}")
+    checked = []
+    for variant in variants:
+        wrapped = {k: [v] for k, v in _flatten_grid(variant, _FIELDS[kind]).items()}
+        flat = {k: v[0] for k, v in _check_grid(wrapped, kind).items()}
+        clash = sorted(set(flat) & set(grid))
+        if clash:
+            raise ConfigError(f"{clash} are set both in a variant and in the grid; use one place")
+        checked.append(flat)
+    if len({json.dumps(v, sort_keys=True) for v in checked}) != len(checked):
+        raise ConfigError("two variants are identical; each variant must differ")
+    return checked or [{}]
+
+
 def make_sweep(
     base: dict[str, Any],
     grid: dict[str, Any],
     *,
+    variants: list[dict[str, Any]] | None = None,
     name: str = "sweep",
     workers: int | None = None,
 ) -> Sweep:
     """Validate a sweep and expand its grid; every run's config is built here, so a bad value
     raises :class:`ConfigError` (naming the run's overrides) before anything is trained."""
     if not isinstance(base, dict):
-        raise ConfigError(f"[base] must be a table of flow options, got {base!r}")
+        raise ConfigError(f"[base] must be a table of config options, got {base!r}")
+    kind = "experiment" if "experiment" in base else "flow"
+    config_cls = _CONFIGS[kind]
     try:
-        FlowConfig.from_dict(base)
+        config_cls.from_dict(base)
     except ConfigError as exc:
         raise ConfigError(f"[base]: {exc}") from exc
     if not isinstance(grid, dict):
         raise ConfigError(f"[grid] must be a table of lists, got {grid!r}")
-    checked = _check_grid(grid)
+    checked = _check_grid(grid, kind)
+    variant_list = _check_variants(variants or [], kind, checked)
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
     ):
@@ -158,15 +201,16 @@ def make_sweep(
     if not isinstance(name, str):
         raise ConfigError(f"sweep.name must be a string, got {name!r}")
     runs = []
-    for values in itertools.product(*checked.values()):
-        overrides = dict(zip(checked, values, strict=True))
+    for variant, values in itertools.product(variant_list, itertools.product(*checked.values())):
+        overrides = {**variant, **dict(zip(checked, values, strict=True))}
         try:
-            config = FlowConfig.from_dict(_apply(base, overrides))
+            config = config_cls.from_dict(_apply(base, overrides))
         except ConfigError as exc:
             shown = ", ".join(f"{k} = {v!r}" for k, v in overrides.items())
             raise ConfigError(f"grid run ({shown}): {exc}") from exc
         runs.append(SweepRun(run_id(overrides), overrides, config))
-    return Sweep(name, base, checked, workers, tuple(runs))
+    kept = tuple(v for v in variant_list if v)
+    return Sweep(name, kind, base, checked, kept, workers, tuple(runs))
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -175,7 +219,9 @@ def load_sweep(path: str | Path) -> Sweep:
     data = load_toml(path)
     unknown = sorted(set(data) - set(_TABLES))
     if unknown:
-        raise ConfigError(f"{path}: unknown table(s) {unknown}; use [sweep], [base] and [grid]")
+        raise ConfigError(
+            f"{path}: unknown table(s) {unknown}; use [sweep], [base], [grid] and [[variants]]"
+        )
     settings = data.get("sweep", {})
     if not isinstance(settings, dict):
         raise ConfigError(f"{path}: [sweep] must be a table, got {settings!r}")
@@ -188,6 +234,7 @@ def load_sweep(path: str | Path) -> Sweep:
         return make_sweep(
             data.get("base", {}),
             data.get("grid", {}),
+            variants=data.get("variants"),
             name=settings.get("name", path.stem),
             workers=settings.get("workers"),
         )
@@ -236,7 +283,7 @@ def _check_manifest(out_dir: Path, sweep: Sweep) -> None:
     """Ids hash only the overrides, so a results file is only reusable with the same base config;
     refuse to mix runs of two different bases in one folder."""
     manifest = out_dir / MANIFEST
-    base = FlowConfig.from_dict(sweep.base).to_dict()
+    base = _CONFIGS[sweep.kind].from_dict(sweep.base).to_dict()
     if manifest.is_file():
         try:
             saved = json.loads(manifest.read_text())["base"]
@@ -249,7 +296,7 @@ def _check_manifest(out_dir: Path, sweep: Sweep) -> None:
                 f"{out_dir} holds a sweep with other [base] settings ({manifest}); its results "
                 "would be mixed with this one's: use another output folder"
             )
-    data = {"name": sweep.name, "base": base, "grid": sweep.grid}
+    data = {"name": sweep.name, "base": base, "grid": sweep.grid, "variants": sweep.variants}
     atomic_write_bytes(manifest, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
@@ -261,23 +308,31 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_one(
-    config: dict[str, Any], overrides: dict[str, Any], rid: str, run_dir: str
-) -> dict[str, Any]:
-    """Train one run (in a worker process or inline) and return its results record."""
+def _train(kind: str, config: dict[str, Any], run_dir: Path) -> tuple[str, float, dict]:
+    """``(metric name, final metric, result)`` of one run; resumes from its checkpoint."""
+    if kind == "experiment":
+        result = run_experiment(ExperimentConfig.from_dict(config), run_dir, resume=True)
+        return result["metric_name"], result["metric"], result
     from neurofptt import flow
 
+    result = flow.stage_train(FlowConfig.from_dict(config), run_dir, resume=True, progress=False)
+    return "test_accuracy", result["float_accuracy"], result
+
+
+def _run_one(
+    kind: str, config: dict[str, Any], overrides: dict[str, Any], rid: str, run_dir: str
+) -> dict[str, Any]:
+    """Train one run (in a worker process or inline) and return its results record."""
     start = time.perf_counter()
     record: dict[str, Any] = {"id": rid, "overrides": overrides}
     try:
         # resume: a run killed between epochs continues from its last checkpoint
-        result = flow.stage_train(
-            FlowConfig.from_dict(config), Path(run_dir), resume=True, progress=False
-        )
+        name, value, result = _train(kind, config, Path(run_dir))
     except NeurofpttError as exc:
         return {
             **record,
-            "float_accuracy": None,
+            "metric": None,
+            "metric_name": None,
             "final_train_loss": None,
             "seconds": time.perf_counter() - start,
             "status": "error",
@@ -285,7 +340,9 @@ def _run_one(
         }
     return {
         **record,
-        "float_accuracy": result["float_accuracy"],
+        "metric": value,
+        "metric_name": name,
+        "history": result["history"],
         "final_train_loss": result["history"][-1]["train_loss"],
         "seconds": result["seconds"],
         "status": "ok",
@@ -333,7 +390,7 @@ def run_sweep(
             f"{len(pending)} to run on {n_workers} worker(s)"
         )
     jobs = [
-        (run.config.to_dict(), run.overrides, run.id, str(out_dir / RUNS_DIR / run.id))
+        (sweep.kind, run.config.to_dict(), run.overrides, run.id, str(out_dir / RUNS_DIR / run.id))
         for run in pending
     ]
     with results.open("ab") as fh:
@@ -344,7 +401,7 @@ def run_sweep(
             if log:
                 shown = ", ".join(f"{k}={v}" for k, v in record["overrides"].items())
                 outcome = (
-                    f"accuracy {record['float_accuracy']:.4f}"
+                    f"{record['metric_name']} {record['metric']:.4f}"
                     if record["status"] == "ok"
                     else f"error: {record['error']}"
                 )
@@ -373,7 +430,7 @@ def run_sweep(
 
 
 # -- summary --------------------------------------------------------------------------------------
-def _format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
     lines = [
         "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
@@ -386,42 +443,49 @@ def _show(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def summary_table(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
-    """One row per run (its grid values, accuracy, status) and, when the grid has ``train.seed``,
-    the mean ± standard deviation of the accuracy over seeds for each other combination: one
-    seed's accuracy on a small task is noise, the spread over seeds says how much."""
-    keys = list(keys)
-    rows = []
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def seed_groups(
+    records: Sequence[dict[str, Any]], keys: Sequence[str]
+) -> dict[tuple[Any, ...], list[float]]:
+    """The finished runs' metrics grouped by their values of ``keys`` (all grid keys but the
+    seed), in first-appearance order; a group whose runs all failed has an empty list."""
+    groups: dict[tuple[Any, ...], list[float]] = {}
     for r in records:
-        acc = r.get("float_accuracy")
-        rows.append(
-            [
-                r["id"],
-                *(_show(r["overrides"].get(k)) for k in keys),
-                "-" if acc is None else f"{acc:.4f}",
-                r.get("status", "?"),
-            ]
-        )
-    text = _format_table(["id", *keys, "accuracy", "status"], rows)
+        values = groups.setdefault(tuple(r["overrides"].get(k) for k in keys), [])
+        if r.get("status") == "ok" and r.get("metric") is not None:
+            values.append(float(r["metric"]))
+    return groups
+
+
+def summary_table(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
+    """One row per run (its grid values, metric, status) and, when the grid has ``train.seed``,
+    the mean ± standard deviation of the metric over seeds for each other combination: one
+    seed's result on a small task is noise, the spread over seeds says how much."""
+    keys = list(keys)
+    label = next((r["metric_name"] for r in records if r.get("metric_name")), "metric")
+    rows = [
+        [
+            r["id"],
+            *(_show(r["overrides"].get(k)) for k in keys),
+            "-" if r.get("metric") is None else f"{r['metric']:.4f}",
+            r.get("status", "?"),
+        ]
+        for r in records
+    ]
+    text = format_table(["id", *keys, label, "status"], rows)
     if "train.seed" not in keys:
         return text
     rest = [k for k in keys if k != "train.seed"]
-    groups: dict[tuple[str, ...], list[float]] = {}
-    for r in records:
-        group = tuple(_show(r["overrides"].get(k)) for k in rest)
-        accs = groups.setdefault(group, [])
-        if r.get("status") == "ok" and r.get("float_accuracy") is not None:
-            accs.append(float(r["float_accuracy"]))
     grouped = []
-    for group, accs in groups.items():
-        if accs:
-            std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            cell = f"{statistics.fmean(accs):.4f} ± {std:.4f}"
-        else:
-            cell = "-"
-        grouped.append([*group, cell, str(len(accs))])
+    for group, values in seed_groups(records, rest).items():
+        cell = "-" if not values else "{:.4f} ± {:.4f}".format(*mean_std(values))
+        grouped.append([*map(_show, group), cell, str(len(values))])
     return (
         text
         + "\n\nover train.seed:\n"
-        + _format_table([*rest, "accuracy (mean ± std)", "seeds"], grouped)
+        + format_table([*rest, f"{label} (mean ± std)", "seeds"], grouped)
     )

@@ -56,7 +56,7 @@ def test_grid_runs_in_parallel_and_in_order(tmp_path: Path) -> None:
         {"train.model": "gru", "train.seed": 1},
     ]
     assert [r["id"] for r in records] == [run.id for run in sweep.runs]
-    assert all(r["status"] == "ok" and 0.0 <= r["float_accuracy"] <= 1.0 for r in records)
+    assert all(r["status"] == "ok" and 0.0 <= r["metric"] <= 1.0 for r in records)
     lines = result_lines(out)
     assert len(lines) == 4 and {r["id"] for r in lines} == {r["id"] for r in records}
     for r in records:
@@ -189,3 +189,84 @@ def test_other_base_in_same_folder_is_refused(tmp_path: Path) -> None:
     other = load_sweep(write_sweep(tmp_path, '"train.model" = ["gru"]\n', epochs=2))
     with pytest.raises(ConfigError, match="other \\[base\\]"):
         run_sweep(other, out, workers=1, progress=False)
+
+
+EXPERIMENT = """
+[sweep]
+name = "alpha study"
+[base.experiment]
+task = "tsfd"
+hidden = 8
+[base.task]
+n_sequences = 40
+length = 12
+[base.train]
+rule = "fobptt"
+optimizer = "adam"
+lr = 0.01
+epochs = 1
+batch_size = 16
+weight_decay = 0.0
+qat_epochs = 0
+[grid]
+"train.fobptt_alpha" = [0.75, 1.25]
+"train.model" = ["rnn", "lstm", "gru"]
+"train.seed" = [0, 1]
+"""
+
+
+def test_experiment_sweep_over_alpha_model_and_seed(tmp_path: Path) -> None:
+    """The issue's example grid (alpha x model x seed) on a regression task: MSE per run."""
+    path = tmp_path / "alpha.toml"
+    path.write_text(EXPERIMENT)
+    sweep = load_sweep(path)
+    assert sweep.kind == "experiment" and len(sweep.runs) == 12
+    records = run_sweep(sweep, tmp_path / "out", workers=2, progress=False)
+    assert all(r["status"] == "ok" and r["metric_name"] == "test_mse" for r in records)
+    assert all(0.0 < r["metric"] < 10.0 for r in records)
+    table = summary_table(records, sweep.keys)
+    assert "test_mse (mean ± std)" in table
+    assert len(table.split("over train.seed:")[1].strip().splitlines()) == 2 + 6
+
+
+def test_variants_times_grid(tmp_path: Path) -> None:
+    path = tmp_path / "variants.toml"
+    path.write_text(
+        EXPERIMENT.split("[grid]")[0]
+        + '[grid]\n"train.seed" = [0, 1]\n'
+        + '[[variants]]\n"train.rule" = "bptt"\n'
+        + '[[variants]]\ntrain.rule = "tbptt"\ntrain.tbptt_n = 4\ntrain.tbptt_loss_steps = "all"\n'
+    )
+    sweep = load_sweep(path)
+    assert [run.overrides for run in sweep.runs] == [
+        {"train.rule": "bptt", "train.seed": 0},
+        {"train.rule": "bptt", "train.seed": 1},
+        {
+            "train.rule": "tbptt",
+            "train.tbptt_n": 4,
+            "train.tbptt_loss_steps": "all",
+            "train.seed": 0,
+        },
+        {
+            "train.rule": "tbptt",
+            "train.tbptt_n": 4,
+            "train.tbptt_loss_steps": "all",
+            "train.seed": 1,
+        },
+    ]
+    assert sweep.keys == ["train.rule", "train.tbptt_n", "train.tbptt_loss_steps", "train.seed"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('[[variants]]\n"train.seed" = 3\n', "both in a variant and in the grid"),
+        ('[[variants]]\n"train.rule" = "bptt"\n[[variants]]\n"train.rule" = "bptt"\n', "identical"),
+        ('[[variants]]\n"task.nonsense" = 1\n', "has no option"),
+    ],
+)
+def test_bad_variants_are_config_errors(tmp_path: Path, extra: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(EXPERIMENT.split("[grid]")[0] + '[grid]\n"train.seed" = [0]\n' + extra)
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(path)

@@ -34,6 +34,7 @@ OPTIMIZERS = {
     "adamw": torch.optim.AdamW,
     "adamax": torch.optim.Adamax,
     "sgd": torch.optim.SGD,
+    "adagrad": torch.optim.Adagrad,
 }
 
 

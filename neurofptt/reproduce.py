@@ -1,0 +1,443 @@
+"""Reproductions of the seed papers' experiments: settings, budgets, paper numbers, results.
+
+Each reproduction is a sweep (:mod:`neurofptt.sweep`) of experiments (:mod:`neurofptt.experiment`):
+a base config with the paper's settings, the compared methods as variants, a grid (models, orders
+``alpha``) and seeds.  So it runs in a process pool, writes one JSON line per finished run and,
+started again on the same folder, skips the runs already done.
+
+Three budgets:
+
+``full``
+    the paper's settings where the paper gives them (and our documented choice where it does not);
+    it runs, but takes hours to days on a 2-core CPU.
+``default``
+    a documented reduced budget (fewer samples, epochs or hidden units) that finishes in minutes
+    to a quarter of an hour on 2 cores; ``docs/results.md`` reports these numbers.
+``quick``
+    a smoke run of a minute or less (used by the tests); its numbers mean nothing.
+
+:func:`summarise` turns the run records into ``results.json``: one object per method, model and
+``alpha`` with the metric's mean, standard deviation and seed count, the budget and the paper's
+number where the paper prints one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neurofptt.errors import ConfigError
+from neurofptt.quant.network import atomic_write_bytes
+from neurofptt.sweep import Sweep, format_table, make_sweep, mean_std, run_sweep, seed_groups
+
+BUDGETS = ("quick", "default", "full")
+RESULTS = "results.json"
+
+# Settings every reproduction shares: the papers use plain Adam-type optimizers without weight
+# decay or schedules, and these networks are not for the hardware (no quantization-aware epochs).
+_COMMON_TRAIN = {"weight_decay": 0.0, "lr_schedule": "constant", "qat_epochs": 0}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One compared method: its label in tables and plots and its training overrides."""
+
+    label: str
+    overrides: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Overrides of the base (dotted keys), the number of seeds, and grid values to keep."""
+
+    overrides: dict[str, Any] = field(default_factory=dict)
+    seeds: int = 3
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    methods: tuple[str, ...] = ()  # labels to run; empty: all
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    name: str
+    source: str  # which seed and which table or figure
+    base: dict[str, Any]  # the full budget's experiment config
+    methods: tuple[Method, ...]
+    grid: dict[str, list[Any]]
+    budgets: dict[str, Budget]
+    # the paper's numbers: (method label, grid values in grid-key order) -> value
+    paper: dict[tuple[str, tuple[Any, ...]], float]
+    plot: str  # "alpha": metric against the grid's alpha per model; "epochs": learning curves
+
+    def sweep(self, budget: str) -> Sweep:
+        """The sweep of one budget (see the module docstring)."""
+        if budget not in BUDGETS:
+            raise ConfigError(f"unknown budget {budget!r}; choose one of {BUDGETS}")
+        spec = self.budgets.get(budget, Budget())
+        base = _with(self.base, spec.overrides)
+        grid = {**self.grid, **spec.grid, "train.seed": list(range(spec.seeds))}
+        methods = [m for m in self.methods if not spec.methods or m.label in spec.methods]
+        return make_sweep(
+            base,
+            grid,
+            variants=[m.overrides for m in methods],
+            name=f"{self.name} ({budget})",
+        )
+
+    def label_of(self, overrides: dict[str, Any]) -> str:
+        for method in self.methods:
+            if all(overrides.get(k) == v for k, v in method.overrides.items()):
+                return method.label
+        raise ConfigError(f"run {overrides} matches no method of {self.name}")
+
+
+def _with(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    data = {table: dict(values) for table, values in base.items()}
+    for key, value in overrides.items():
+        table, _, option = key.partition(".")
+        data.setdefault(table, {})[option] = value
+    return data
+
+
+def _experiment(task: str, hidden: int, task_options: dict, train: dict) -> dict[str, Any]:
+    return {
+        "experiment": {"task": task, "hidden": hidden},
+        "task": task_options,
+        "train": {**_COMMON_TRAIN, **train},
+    }
+
+
+ALPHAS = [0.5, 0.75, 1.0, 1.25, 1.5]
+# seed 000, Table 4 (TSFD MSE against alpha; alpha = 1 is its "standard BPTT")
+_TSFD_TABLE4 = {
+    "rnn": [0.038, 0.035, 0.045, 0.034, 0.036],
+    "lstm": [0.033, 0.031, 0.038, 0.030, 0.032],
+    "gru": [0.034, 0.032, 0.039, 0.030, 0.033],
+}
+
+TSFD_FOBPTT = Reproduction(
+    name="tsfd-fobptt",
+    source="seed 000 (FO-BPTT), Tables 2 and 4: TSFD next-value MSE against the order alpha",
+    base=_experiment(
+        "tsfd",
+        32,  # the seed gives no hidden size
+        {"n_sequences": 10_000, "length": 100},
+        {"rule": "fobptt", "optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 50},
+    ),
+    methods=(Method("FO-BPTT", {"train.rule": "fobptt"}),),
+    grid={"train.model": ["rnn", "lstm", "gru"], "train.fobptt_alpha": ALPHAS},
+    budgets={
+        "default": Budget({"task.n_sequences": 2000, "train.epochs": 10}),
+        "quick": Budget(
+            {"task.n_sequences": 96, "task.length": 20, "train.epochs": 2},
+            seeds=1,
+            grid={"train.model": ["rnn", "gru"], "train.fobptt_alpha": [0.5, 1.0, 1.5]},
+        ),
+    },
+    paper={
+        ("FO-BPTT", (model, alpha)): value
+        for model, values in _TSFD_TABLE4.items()
+        for alpha, value in zip(ALPHAS, values, strict=True)
+    },
+    plot="alpha",
+)
+
+_CYCLEWORLD_METHODS = (
+    *(Method(f"{n}-BPTT", {"train.rule": "tbptt", "train.tbptt_n": n}) for n in (1, 2, 3, 6)),
+    *(Method(f"FPP n={n}", {"train.rule": "fpp", "train.fpp_updates": n}) for n in (1, 6)),
+)
+
+CYCLEWORLD_FPP = Reproduction(
+    name="cycleworld-fpp",
+    source="seed 002 (FPP), Figure 1: 6-Cycleworld, FPP against T-BPTT at the same truncation",
+    base=_experiment(
+        "cycleworld",
+        4,
+        # 1,000 windows of 60 steps, 5 epochs: the paper's 300,000 steps of experience
+        {"p": 6, "n_train": 1000, "n_test": 200, "steps": 60},
+        {
+            "model": "rnn",
+            "optimizer": "adagrad",
+            "lr": 0.1,
+            "batch_size": 1,
+            "epochs": 5,
+            "tbptt_loss_steps": "all",
+            "fpp_loss_steps": "all",
+            "fpp_buffer_size": 1000,
+        },
+    ),
+    methods=_CYCLEWORLD_METHODS,
+    grid={},
+    budgets={
+        # 16 windows side by side: the same 300,000 steps of experience in fewer sequential steps
+        "default": Budget({"task.n_train": 500, "train.batch_size": 16, "train.epochs": 10}),
+        "quick": Budget(
+            {"task.n_train": 64, "task.n_test": 12, "train.batch_size": 16, "train.epochs": 2},
+            seeds=1,
+            methods=("1-BPTT", "6-BPTT", "FPP n=1"),
+        ),
+    },
+    paper={},  # the seed shows curves only
+    plot="epochs",
+)
+
+_SMNIST_FPP_METHODS = (
+    Method("BPTT", {"train.rule": "bptt"}),
+    *(Method(f"{n}-BPTT", {"train.rule": "tbptt", "train.tbptt_n": n}) for n in (10, 15)),
+    *(Method(f"FPP n={n}", {"train.rule": "fpp", "train.fpp_updates": n}) for n in (10, 15)),
+)
+
+SMNIST_FPP = Reproduction(
+    name="smnist-fpp",
+    source="seed 002 (FPP), Figure 2: sequential MNIST, FPP against T-BPTT at n = T = 10, 15",
+    base=_experiment(
+        "smnist",
+        128,
+        # the seed feeds 20 pixels per step, which does not divide 784; 16 is the nearest divisor
+        {"pixels_per_step": 16},
+        {
+            "model": "lstm",
+            "optimizer": "adam",
+            "lr": 1e-3,
+            "batch_size": 64,
+            "epochs": 5,  # ~5,000 updates at batch 64 (the seed: "5000 total steps")
+            "tbptt_loss_steps": "last",
+            "fpp_loss_steps": "last",
+            "fpp_buffer_size": 1000,
+        },
+    ),
+    methods=_SMNIST_FPP_METHODS,
+    grid={},
+    budgets={
+        "default": Budget({"task.train_limit": 1000, "task.test_limit": 1000, "train.epochs": 3}),
+        "quick": Budget(
+            {
+                "task.train_limit": 64,
+                "task.test_limit": 32,
+                "task.pixels_per_step": 28,
+                "experiment.hidden": 16,
+                "train.epochs": 1,
+                "train.batch_size": 32,
+            },
+            seeds=1,
+            methods=("10-BPTT", "FPP n=10"),
+        ),
+    },
+    # read from the seed's figure (approximate): FPP n = 10 about 80 %, 10-BPTT about 60 %
+    paper={("FPP n=10", ()): 0.80, ("10-BPTT", ()): 0.60},
+    plot="epochs",
+)
+
+
+def _mnist_fptt(name: str, permute: bool, bptt: float, fptt: float) -> Reproduction:
+    task = "psmnist" if permute else "smnist"
+    return Reproduction(
+        name=name,
+        source=f"seed 003 (FPTT slides), results table: {task.upper()} accuracy, BPTT vs FPTT",
+        base=_experiment(
+            task,
+            128,
+            {},
+            {
+                "model": "lstm",
+                "optimizer": "adam",
+                "lr": 1e-3,
+                "batch_size": 64,
+                "epochs": 50,
+                "fptt_alpha": 0.5,
+            },
+        ),
+        methods=(
+            Method("BPTT", {"train.rule": "bptt"}),
+            # FPTT-K with K = 14 chunks of 56 pixels, the slides' own example (14 x 56 = 784)
+            Method("FPTT-14", {"train.rule": "fptt", "train.fptt_period": 56}),
+        ),
+        grid={},
+        budgets={
+            "default": Budget(
+                {
+                    "experiment.hidden": 64,
+                    "task.train_limit": 3000,
+                    "task.test_limit": 1000,
+                    "train.epochs": 5,
+                }
+            ),
+            "quick": Budget(
+                {
+                    "experiment.hidden": 16,
+                    "task.train_limit": 64,
+                    "task.test_limit": 32,
+                    "train.epochs": 1,
+                    "train.batch_size": 32,
+                },
+                seeds=1,
+            ),
+        },
+        paper={("BPTT", ()): bptt, ("FPTT-14", ()): fptt},
+        plot="epochs",
+    )
+
+
+REPRODUCTIONS: dict[str, Reproduction] = {
+    r.name: r
+    for r in (
+        TSFD_FOBPTT,
+        CYCLEWORLD_FPP,
+        SMNIST_FPP,
+        _mnist_fptt("smnist-fptt", False, 0.9771, 0.9867),
+        _mnist_fptt("psmnist-fptt", True, 0.8891, 0.9475),
+    )
+}
+
+
+def get_reproduction(name: str) -> Reproduction:
+    if name not in REPRODUCTIONS:
+        raise ConfigError(f"unknown reproduction {name!r}; available: {sorted(REPRODUCTIONS)}")
+    return REPRODUCTIONS[name]
+
+
+# -- results -----------------------------------------------------------------------------------
+def _budget_of(sweep: Sweep, out_dir: Path, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What the runs cost: epochs, batch, width, task options and the sizes actually used."""
+    base = sweep.runs[0].config.to_dict()
+    sizes: dict[str, Any] = {}
+    for r in records:
+        path = out_dir / "runs" / r["id"] / "experiment.json"
+        if path.is_file():
+            data = json.loads(path.read_text())
+            sizes = {k: data[k] for k in ("train_samples", "test_samples", "steps")}
+            break
+    return {
+        "epochs": base["train"]["epochs"],
+        "batch_size": base["train"]["batch_size"],
+        "hidden": base["experiment"]["hidden"],
+        "task_options": base["task"],
+        **sizes,
+    }
+
+
+def summarise(
+    repro: Reproduction, sweep: Sweep, records: Sequence[dict[str, Any]], out_dir: Path
+) -> dict[str, Any]:
+    """The ``results.json`` object of a finished (or partly finished) reproduction."""
+    keys = [k for k in repro.grid]
+    by_method: dict[tuple[str, tuple[Any, ...]], list[dict[str, Any]]] = {}
+    for r in records:
+        key = (repro.label_of(r["overrides"]), tuple(r["overrides"].get(k) for k in keys))
+        by_method.setdefault(key, []).append(r)
+    budget = _budget_of(sweep, out_dir, records)
+    rows = []
+    for (label, values), group in by_method.items():
+        finished = seed_groups(group, [])[()]
+        row: dict[str, Any] = {"method": label}
+        row.update({k.partition(".")[2]: v for k, v in zip(keys, values, strict=True)})
+        metric_name = next((r["metric_name"] for r in group if r.get("metric_name")), None)
+        mean, std = mean_std(finished) if finished else (None, None)
+        row.update(
+            {
+                "metric_name": metric_name,
+                "mean": mean,
+                "std": std,
+                "seeds": len(finished),
+                "values": finished,
+                "paper": repro.paper.get((label, values)),
+                "budget": budget,
+            }
+        )
+        rows.append(row)
+    return {"name": repro.name, "source": repro.source, "results": rows}
+
+
+def plot_results(repro: Reproduction, summary: dict, records: Sequence[dict], path: Path) -> None:
+    """``alpha``: metric against alpha per model (ours with error bars, the paper's dashed);
+    ``epochs``: mean test metric per epoch and method (learning curves)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    rows = summary["results"]
+    metric = next((r["metric_name"] for r in rows if r["metric_name"]), "metric")
+    if repro.plot == "alpha":
+        for model in dict.fromkeys(r["model"] for r in rows):
+            mine = sorted(
+                (r for r in rows if r["model"] == model and r["mean"] is not None),
+                key=lambda r: r["fobptt_alpha"],
+            )
+            line = ax.errorbar(
+                [r["fobptt_alpha"] for r in mine],
+                [r["mean"] for r in mine],
+                yerr=[r["std"] for r in mine],
+                marker="o",
+                capsize=3,
+                label=f"{model} (ours)",
+            )
+            paper = [(r["fobptt_alpha"], r["paper"]) for r in mine if r["paper"] is not None]
+            if paper:
+                ax.plot(
+                    *zip(*paper, strict=True),
+                    "--",
+                    color=line[0].get_color(),
+                    alpha=0.6,
+                    label=f"{model} (paper)",
+                )
+        ax.set_xlabel("fractional order alpha (1 = BPTT)")
+    else:
+        curves: dict[str, list[list[float]]] = {}
+        for r in records:
+            if r.get("status") == "ok" and r.get("history"):
+                name = r["metric_name"]
+                curves.setdefault(repro.label_of(r["overrides"]), []).append(
+                    [h[name] for h in r["history"]]
+                )
+        for label, runs in curves.items():
+            length = min(len(c) for c in runs)
+            mean = [sum(c[i] for c in runs) / len(runs) for i in range(length)]
+            ax.plot(range(1, length + 1), mean, marker="o", label=f"{label} ({len(runs)} seeds)")
+        ax.set_xlabel("epoch")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(repro.name)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_reproduction(
+    name: str,
+    out_dir: str | Path,
+    *,
+    budget: str = "default",
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) a reproduction into ``out_dir``; writes ``results.json`` and a plot."""
+    repro = get_reproduction(name)
+    out_dir = Path(out_dir)
+    sweep = repro.sweep(budget)
+    records = run_sweep(sweep, out_dir, workers=workers, progress=progress)
+    summary = summarise(repro, sweep, records, out_dir)
+    summary["budget_name"] = budget
+    flag = "" if budget == "default" else f" --{budget}"
+    summary["command"] = f"neurofptt reproduce {name}{flag} --out {out_dir}"
+    text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
+    atomic_write_bytes(out_dir / RESULTS, text.encode())
+    plot_results(repro, summary, records, out_dir / f"{name}.png")
+    return summary
+
+
+def results_table(summary: dict[str, Any]) -> str:
+    """A plain-text table of ``results.json``: method, grid values, ours (mean ± std), paper."""
+    rows = summary["results"]
+    fixed = {"method", "metric_name", "mean", "std", "seeds", "values", "paper", "budget"}
+    extra = [k for k in (rows[0] if rows else {}) if k not in fixed]
+    header = ["method", *extra, "ours (mean ± std)", "seeds", "paper"]
+    lines = []
+    for r in rows:
+        ours = "-" if r["mean"] is None else f"{r['mean']:.4f} ± {r['std']:.4f}"
+        paper = "-" if r["paper"] is None else f"{r['paper']:.4f}"
+        lines.append([r["method"], *(str(r[k]) for k in extra), ours, str(r["seeds"]), paper])
+    return format_table(header, lines)

@@ -15,6 +15,12 @@ neurons the generated core updates per clock cycle (area against cycles per step
 Leak.  A leak is a shift, not a multiplier: ``v - (v >> leak_shift)`` with an arithmetic (flooring)
 shift, i.e. a decay factor ``beta = 1 - 2**-leak_shift``.  A shift costs no DSP block, and the
 float model trains with exactly that ``beta``.
+
+Learning.  ``learning`` is ``None`` for an inference-only core (the default; such a config
+serialises exactly as before the field existed).  Otherwise it is a :class:`LearningConfig`, the
+formats and constants of on-chip e-prop or FPTT (:mod:`neurofptt.quant.onchip`), read from a
+``[hardware.learning]`` TOML table.  Every constant there is a shift or a small integer, because
+the learning datapath has no divider and few multipliers.
 """
 
 from __future__ import annotations
@@ -27,9 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from neurofptt.errors import ConfigError
-from neurofptt.validation import check_field_types
+from neurofptt.validation import check_field_types, check_table
 
 RESET_RULES = ("subtract", "zero")
+LEARNING_MODES = ("eprop", "fptt")
+FEEDBACKS = ("symmetric", "random")
+WBAR_STORES = ("absolute", "difference")
+LFSR_BITS = 16  # width of the learning LFSRs (neurofptt.quant.lfsr); seeds are nonzero values of it
 
 # Inclusive limits checked on construction.  They keep the generated hardware a sane size and
 # every intermediate sum inside the golden model's 64-bit integers: at most 3 * 4096 terms of
@@ -42,6 +52,117 @@ _LIMITS = {
     "membrane_bits": (4, 32),
     "lanes": (1, 64),
 }
+
+
+# Inclusive limits of the learning fields that do not depend on the inference formats.  With the
+# inference limits they keep every product and shifted sum of the update below 2**62 in the
+# golden model's int64 arithmetic (the largest: a 33-bit error times a 16-bit trace << 12).
+_LEARNING_LIMITS = {
+    "feedback_seed": (0, 2**32 - 1),
+    "trace_bits": (2, 16),
+    "signal_bits": (2, 24),
+    "signal_shift": (0, 40),
+    "psi_bits": (0, 8),
+    "supervised_steps": (0, 1 << 20),
+    "update_period": (1, 1 << 20),
+    "lr_shift_in": (0, 24),
+    "lr_shift_rec": (0, 24),
+    "lr_shift_out": (0, 24),
+    "alpha_shift": (1, 12),
+    "wbar_bits": (2, 24),
+    "lfsr_seed": (1, (1 << LFSR_BITS) - 1),
+}
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    """Formats and constants of on-chip learning (see :mod:`neurofptt.quant.onchip` for the
+    equations each field enters).
+
+    ``mode``: ``"eprop"`` or ``"fptt"`` (slide form).  ``feedback``: ``B = W_out^T``
+    (``"symmetric"``) or a fixed random matrix in weight format drawn from ``feedback_seed``.
+    Traces are unsigned ``trace_bits``-bit values where a spike adds ``1 << trace_frac_bits``.
+    The learning signal and the per-neuron factor ``L psi`` are signed ``signal_bits`` wide, after
+    ``signal_shift``.  The pseudo-derivative is a triangle of half-width ``2**psi_width_shift``
+    membrane LSBs around the threshold with peak ``2**psi_bits``.  The label readout's target is
+    ``target`` membrane LSBs (the others 0) on the last ``supervised_steps`` steps (0: every
+    step), scaled by ``beta_t = 2**-b_t`` when ``beta_ramp``.  Updates happen on supervised steps
+    that are a multiple of ``update_period`` or the last step.  A weight moves by the gradient
+    times ``2**-lr_shift_*`` weight LSBs, stochastically rounded with per-lane LFSRs seeded from
+    ``lfsr_seed``.  FPTT: ``eta * alpha = 2**-alpha_shift``; the running mean is stored in
+    ``wbar_bits`` bits, as ``W_bar`` itself (``"absolute"``) or as ``W - W_bar``
+    (``"difference"``), saturating.
+    """
+
+    mode: str = "eprop"
+    feedback: str = "symmetric"
+    feedback_seed: int = 1
+    trace_bits: int = 12
+    trace_frac_bits: int = 8
+    signal_bits: int = 16
+    signal_shift: int = 8
+    psi_width_shift: int = 8
+    psi_bits: int = 4
+    target: int = 256
+    supervised_steps: int = 1
+    beta_ramp: bool = False
+    update_period: int = 1
+    lr_shift_in: int = 18
+    lr_shift_rec: int = 18
+    lr_shift_out: int = 18
+    alpha_shift: int = 4
+    wbar_bits: int = 10
+    wbar_store: str = "absolute"
+    lfsr_seed: int = 0xACE1
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "hardware.learning")
+        choices = {"mode": LEARNING_MODES, "feedback": FEEDBACKS, "wbar_store": WBAR_STORES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"hardware.learning.{name} = {getattr(self, name)!r} is not valid; "
+                    f"use one of {allowed}"
+                )
+        for name, (lo, hi) in _LEARNING_LIMITS.items():
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise ConfigError(
+                    f"hardware.learning.{name} = {value} is out of range; it must be between "
+                    f"{lo} and {hi}"
+                )
+        if not 0 <= self.trace_frac_bits <= self.trace_bits - 1:
+            raise ConfigError(
+                f"hardware.learning.trace_frac_bits = {self.trace_frac_bits} must be between 0 "
+                f"and trace_bits - 1 = {self.trace_bits - 1} so one spike fits in the trace"
+            )
+        if not self.psi_bits <= self.psi_width_shift:
+            raise ConfigError(
+                f"hardware.learning.psi_bits = {self.psi_bits} must not exceed psi_width_shift "
+                f"= {self.psi_width_shift} (the triangle is scaled down by a right shift)"
+            )
+        for name in ("lr_shift_in", "lr_shift_rec", "lr_shift_out"):
+            if self.mode == "fptt" and self.alpha_shift > getattr(self, name) + 1:
+                raise ConfigError(
+                    f"hardware.learning.alpha_shift = {self.alpha_shift} must be at most "
+                    f"{name} + 1 = {getattr(self, name) + 1}: the FPTT pull eta*alpha = "
+                    "2**-alpha_shift shares the update's rounding and must not be finer than it"
+                )
+
+    def lr_shift(self, matrix: str) -> int:
+        """Learning-rate shift of ``"in"``, ``"rec"`` or ``"out"``."""
+        return {"in": self.lr_shift_in, "rec": self.lr_shift_rec, "out": self.lr_shift_out}[matrix]
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LearningConfig:
+        data = check_table(data, "hardware.learning")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown hardware.learning option(s) {unknown}; valid options are {sorted(known)}"
+            )
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -62,6 +183,7 @@ class HardwareConfig:
     w_rec_shift: int = 0
     w_out_shift: int = 0
     lanes: int = 1
+    learning: LearningConfig | None = None
 
     def __post_init__(self) -> None:
         check_field_types(self, "hardware")
@@ -100,6 +222,34 @@ class HardwareConfig:
                 raise ConfigError(
                     f"hardware.{name} = {value} must be between 0 and membrane_bits - 1 = {mb - 1}"
                 )
+        self._check_learning()
+
+    def _check_learning(self) -> None:
+        """Checks of the learning fields that depend on the inference formats."""
+        lc = self.learning
+        if lc is None:
+            return
+        if not isinstance(lc, LearningConfig):
+            raise ConfigError(
+                f"hardware.learning must be a LearningConfig or absent, got {type(lc).__name__}; "
+                "use HardwareConfig.from_dict for a dict"
+            )
+        mb = self.membrane_bits
+        if not 0 <= lc.target <= self.v_max:
+            raise ConfigError(
+                f"hardware.learning.target = {lc.target} must be between 0 and the largest "
+                f"readout value {self.v_max}; lower it or raise membrane_bits"
+            )
+        if lc.psi_width_shift > mb - 1:
+            raise ConfigError(
+                f"hardware.learning.psi_width_shift = {lc.psi_width_shift} must be at most "
+                f"membrane_bits - 1 = {mb - 1}"
+            )
+        if lc.wbar_store == "absolute" and lc.wbar_bits < self.weight_bits:
+            raise ConfigError(
+                f"hardware.learning.wbar_bits = {lc.wbar_bits} is narrower than weight_bits = "
+                f"{self.weight_bits}; widen it or set wbar_store = 'difference' to store W - W_bar"
+            )
 
     # -- derived ranges -----------------------------------------------------------------------
     @property
@@ -159,7 +309,12 @@ class HardwareConfig:
         return max(1, math.ceil(math.log2(n)))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain dict (JSON/TOML-able); ``learning`` appears only when set, so an inference-only
+        config serialises as it always has."""
+        data = dataclasses.asdict(self)
+        if data["learning"] is None:
+            del data["learning"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HardwareConfig:
@@ -169,6 +324,9 @@ class HardwareConfig:
             raise ConfigError(
                 f"unknown hardware option(s) {unknown}; valid options are {sorted(known)}"
             )
+        data = dict(data)
+        if data.get("learning") is not None:
+            data["learning"] = LearningConfig.from_dict(data["learning"])
         return cls(**data)
 
     def replace(self, **changes: Any) -> HardwareConfig:

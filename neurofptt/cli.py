@@ -39,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rule", default=None, help="learning rule (overrides train.rule)")
     p.add_argument("--model", default=None, help="model (overrides train.model)")
     p.add_argument("--task", default=None, help="task (overrides flow.task)")
+    p.add_argument(
+        "--engine",
+        choices=("float", "golden"),
+        default="float",
+        help="float: torch training; golden: on-chip learning in fixed point (--rule eprop|fptt)",
+    )
+    p.add_argument(
+        "--init", type=Path, default=None, help="golden engine: start from this quantized.npz"
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
 
@@ -83,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, help="sweep file (.toml)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
+    p.add_argument(
+        "--backend",
+        choices=("process", "ray"),
+        default=None,
+        help="run in local processes or as Ray Tune trials (default: the file's, else process)",
+    )
 
     p = sub.add_parser(
         "reproduce",
@@ -119,6 +134,12 @@ def run(args: argparse.Namespace) -> object:
     if args.command == "flow":
         return flow.run_flow(cfg, out, progress=not args.no_progress, resume=args.resume)
     if args.command == "train":
+        if args.engine == "golden":
+            cfg = cfg.override(task=args.task)
+            record = flow.stage_train_onchip(
+                cfg, out, args.rule or "fptt", init=args.init, progress=not args.no_progress
+            )
+            return {k: v for k, v in record.items() if k != "history"}
         cfg = cfg.override(rule=args.rule, model=args.model, task=args.task)
         record = flow.stage_train(cfg, out, resume=args.resume, progress=not args.no_progress)
         return {k: v for k, v in record.items() if k != "history"}
@@ -152,7 +173,7 @@ def run_sweep(args: argparse.Namespace) -> list[dict]:
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     sweep = load_sweep(args.file)
-    records = run_grid(sweep, args.out, workers=args.workers)
+    records = run_grid(sweep, args.out, workers=args.workers, backend=args.backend)
     print(summary_table(records, sweep.keys), file=sys.stderr)
     return records
 

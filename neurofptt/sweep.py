@@ -2,8 +2,9 @@
 
 A sweep file has a ``[base]`` config (the settings every run shares), a ``[grid]`` of dotted keys
 (``"train.fobptt_alpha" = [0.5, 1.0]``) whose product is the set of runs, and an optional
-``[sweep]`` table (``name``, ``workers``).  Settings that change together (a rule and its own
-options) go in ``[[variants]]`` tables instead: the runs are every variant times every grid point.
+``[sweep]`` table (``name``, ``workers``, ``backend``).  Settings that change together (a rule and
+its own options) go in ``[[variants]]`` tables instead: the runs are every variant times every grid
+point.
 A base with an ``[base.experiment]`` table is an
 experiment (:mod:`neurofptt.experiment`: any task and model, trained with
 :func:`~neurofptt.experiment.run_experiment`); otherwise it is a hardware flow config, trained with
@@ -14,8 +15,10 @@ Sweeps get interrupted (a laptop sleeps, a job hits its wall time), so the resul
 sweep's memory: a run's id is a hash of its overrides, a run whose id is already in the file is not
 trained again, and only the parent process writes the file, one fsynced line per finished run, so
 a kill loses at most the runs in flight.  A run killed between epochs continues from its last
-checkpoint.  Every expanded config is built before anything trains, so a typo in the last grid
-value fails in a second, not after an hour of training.
+checkpoint.  Runs train in local processes or, with ``backend = "ray"``, as Ray Tune trials
+(:mod:`neurofptt.sweep_ray`), possibly on a cluster; the results file is the same.  Every expanded
+config is built before anything trains, so a typo in the last grid value fails in a second, not
+after an hour of training.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ MANIFEST = "sweep.json"
 RUNS_DIR = "runs"
 
 _TABLES = ("sweep", "base", "grid", "variants")
-_SWEEP_KEYS = ("name", "workers")
+_SWEEP_KEYS = ("name", "workers", "backend")
+BACKENDS = ("process", "ray")
 _TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 # The tables and options a grid may set, per kind of sweep; None: any option (the task loader's
 # options are checked when each run's config is built).
@@ -85,6 +89,7 @@ class Sweep:
     grid: dict[str, list[Any]]
     variants: tuple[dict[str, Any], ...]
     workers: int | None
+    backend: str | None
     runs: tuple[SweepRun, ...]
 
     @property
@@ -172,6 +177,11 @@ def _check_variants(variants: Any, kind: str, grid: dict[str, list[Any]]) -> lis
     return checked or [{}]
 
 
+def _check_backend(backend: Any, what: str) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"{what} must be one of {list(BACKENDS)}, got {backend!r}")
+
+
 def make_sweep(
     base: dict[str, Any],
     grid: dict[str, Any],
@@ -179,6 +189,7 @@ def make_sweep(
     variants: list[dict[str, Any]] | None = None,
     name: str = "sweep",
     workers: int | None = None,
+    backend: str | None = None,
 ) -> Sweep:
     """Validate a sweep and expand its grid; every run's config is built here, so a bad value
     raises :class:`ConfigError` (naming the run's overrides) before anything is trained."""
@@ -198,6 +209,8 @@ def make_sweep(
         isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
     ):
         raise ConfigError(f"sweep.workers must be an integer >= 1, got {workers!r}")
+    if backend is not None:
+        _check_backend(backend, "sweep.backend")
     if not isinstance(name, str):
         raise ConfigError(f"sweep.name must be a string, got {name!r}")
     runs = []
@@ -210,7 +223,7 @@ def make_sweep(
             raise ConfigError(f"grid run ({shown}): {exc}") from exc
         runs.append(SweepRun(run_id(overrides), overrides, config))
     kept = tuple(v for v in variant_list if v)
-    return Sweep(name, kind, base, checked, kept, workers, tuple(runs))
+    return Sweep(name, kind, base, checked, kept, workers, backend, tuple(runs))
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -237,6 +250,7 @@ def load_sweep(path: str | Path) -> Sweep:
             variants=data.get("variants"),
             name=settings.get("name", path.stem),
             workers=settings.get("workers"),
+            backend=settings.get("backend"),
         )
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
@@ -356,15 +370,20 @@ def run_sweep(
     workers: int | None = None,
     progress: bool = True,
     retry_errors: bool = False,
+    backend: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run the sweep's runs that ``out_dir/results.jsonl`` does not hold yet; return the records
     of all its runs (earlier and new) in grid order.
 
     ``workers`` (else ``sweep.workers``, else ``os.cpu_count()``) processes train in parallel; 1
-    trains inline in this process.  Runs recorded with ``status = "error"`` count as done unless
-    ``retry_errors``.  Errors other than :class:`NeurofpttError` stop the sweep (runs finished so
-    far stay recorded).
+    trains inline in this process.  ``backend`` (else ``sweep.backend``, else ``"process"``) is
+    ``"process"`` (local processes) or ``"ray"`` (Ray Tune trials, ``workers`` at a time; see
+    :mod:`neurofptt.sweep_ray`); both write the same results file.  Runs recorded with
+    ``status = "error"`` count as done unless ``retry_errors``.  Errors other than
+    :class:`NeurofpttError` stop the sweep (runs finished so far stay recorded).
     """
+    backend = backend or sweep.backend or "process"
+    _check_backend(backend, "backend")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_manifest(out_dir, sweep)
@@ -387,7 +406,7 @@ def run_sweep(
     if log:
         log(
             f"{sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - len(pending)} done, "
-            f"{len(pending)} to run on {n_workers} worker(s)"
+            f"{len(pending)} to run on {n_workers} {backend} worker(s)"
         )
     jobs = [
         (sweep.kind, run.config.to_dict(), run.overrides, run.id, str(out_dir / RUNS_DIR / run.id))
@@ -407,7 +426,11 @@ def run_sweep(
                 )
                 log(f"{record['id']} ({shown}): {outcome}, {record['seconds']:.1f} s")
 
-        if n_workers == 1:
+        if backend == "ray" and jobs:
+            from neurofptt.sweep_ray import run_jobs_with_ray
+
+            run_jobs_with_ray(jobs, out_dir, n_workers, finished)
+        elif n_workers == 1:
             for job in jobs:
                 finished(_run_one(*job))
         elif jobs:

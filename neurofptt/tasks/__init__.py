@@ -2,6 +2,7 @@
 
 from neurofptt.errors import ConfigError
 from neurofptt.tasks.base import TARGETS, SequenceDataset, TaskData
+from neurofptt.tasks.cue import load_cue_task
 from neurofptt.tasks.cycleworld import load_cycleworld
 from neurofptt.tasks.digits import load_digits_task, threshold_encode
 from neurofptt.tasks.imdb import load_imdb
@@ -10,6 +11,7 @@ from neurofptt.tasks.tsfd import load_tsfd
 
 TASKS = {
     "digits": load_digits_task,
+    "cue": load_cue_task,
     "tsfd": load_tsfd,
     "cycleworld": load_cycleworld,
     "smnist": load_smnist,

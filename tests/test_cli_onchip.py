@@ -1,0 +1,68 @@
+"""``neurofptt train --engine golden``: on-chip learning in fixed point, end to end via the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from neurofptt.cli import main
+from neurofptt.quant import HardwareConfig, QuantizedNetwork
+from neurofptt.quant.onchip import random_network
+
+CUE = """
+[hardware]
+n_in = 12
+n_rec = 24
+n_out = 2
+leak_shift = 4
+out_leak_shift = 2
+w_in_shift = 3
+w_rec_shift = 2
+w_out_shift = 2
+lanes = 2
+[hardware.learning]
+supervised_steps = 5
+lr_shift_rec = 22
+[train]
+epochs = 4
+[flow]
+task = "cue"
+"""
+
+
+def train(tmp_path: Path, *extra: str) -> int:
+    config = tmp_path / "cue.toml"
+    config.write_text(CUE)
+    args = ["train", "--engine", "golden", "--config", str(config), "--no-progress", *extra]
+    return main(args)
+
+
+@pytest.mark.parametrize("rule", ["eprop", "fptt"])
+def test_golden_engine_learns_the_cue_task(tmp_path: Path, rule: str, capsys) -> None:
+    out = tmp_path / rule
+    assert train(tmp_path, "--rule", rule, "--out", str(out)) == 0
+    record = json.loads((out / "train_onchip.json").read_text())
+    assert record["rule"] == rule and record["engine"] == "golden"
+    assert len(record["history"]) == 4 and record["updates"] > 0
+    assert record["onchip_accuracy"] >= 0.75  # chance is 0.5
+    assert record["learning_memory_overhead"] > 0 and record["learning_cycles_per_update"] > 0
+    net = QuantizedNetwork.load(out / "quantized.npz")
+    assert net.config.learning.mode == rule
+    # continue learning from the learned network
+    again = tmp_path / f"{rule}-again"
+    assert (
+        train(tmp_path, "--rule", rule, "--out", str(again), "--init", str(out / "quantized.npz"))
+        == 0
+    )
+    assert json.loads((again / "train_onchip.json").read_text())["init"].endswith("quantized.npz")
+
+
+def test_golden_engine_refuses_other_rules_and_foreign_networks(tmp_path: Path, capsys) -> None:
+    assert train(tmp_path, "--rule", "bptt", "--out", str(tmp_path / "a")) == 2
+    assert "the golden engine learns with ('eprop', 'fptt')" in capsys.readouterr().err
+    other = random_network(HardwareConfig(n_in=12, n_rec=8, n_out=2), seed=0, spread=4)
+    other.save(tmp_path / "other.npz")
+    assert train(tmp_path, "--out", str(tmp_path / "b"), "--init", str(tmp_path / "other.npz")) == 2
+    assert "quantized for another hardware config" in capsys.readouterr().err

@@ -270,3 +270,11 @@ def test_bad_variants_are_config_errors(tmp_path: Path, extra: str, message: str
     path.write_text(EXPERIMENT.split("[grid]")[0] + '[grid]\n"train.seed" = [0]\n' + extra)
     with pytest.raises(ConfigError, match=message):
         load_sweep(path)
+
+
+def test_shipped_sweep_files_are_valid() -> None:
+    files = sorted(Path(__file__).parents[1].joinpath("sweeps").glob("*.toml"))
+    assert files
+    for path in files:
+        sweep = load_sweep(path)
+        assert sweep.runs and sweep.kind == "experiment"

@@ -7,33 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_sweep import EXPERIMENT
 
 from neurofptt.errors import ConfigError, ToolMissingError
 from neurofptt.sweep import RESULTS, load_sweep, run_sweep
 from neurofptt.sweep_ray import run_jobs_with_ray
 
-SWEEP = """
-[sweep]
-name = "ray study"
-backend = "{backend}"
-[base.experiment]
-task = "tsfd"
-hidden = 8
-[base.task]
-n_sequences = 40
-length = 12
-[base.train]
-rule = "fobptt"
-optimizer = "adam"
-lr = 0.01
-epochs = 1
-batch_size = 16
-weight_decay = 0.0
-qat_epochs = 0
-[grid]
-"train.model" = ["rnn", "gru"]
-"train.seed" = [0, 1]
-"""
+# the small TSFD experiment sweep of test_sweep.py, with a backend and a 4-run grid
+SWEEP = (
+    EXPERIMENT.split("[grid]")[0].replace('name = "alpha study"', 'backend = "{backend}"')
+    + '[grid]\n"train.model" = ["rnn", "gru"]\n"train.seed" = [0, 1]\n'
+)
 
 
 def write_sweep(tmp_path: Path, backend: str) -> Path:

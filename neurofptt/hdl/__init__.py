@@ -2,15 +2,19 @@
 
 from neurofptt.hdl.core import (
     MAX_LANES,
+    READ_WEIGHTS,
     EventKind,
     LifCore,
     check_lanes,
     core_signature,
     cycles_per_clear,
     cycles_per_step,
+    cycles_per_update,
     event_layout,
+    learn_event_layout,
     memory_images,
     readout_layout,
+    weight_dump_layout,
 )
 from neurofptt.hdl.generate import (
     GeneratedDesign,
@@ -21,6 +25,7 @@ from neurofptt.hdl.generate import (
 
 __all__ = [
     "MAX_LANES",
+    "READ_WEIGHTS",
     "EventKind",
     "GeneratedDesign",
     "LifCore",
@@ -28,10 +33,13 @@ __all__ = [
     "core_signature",
     "cycles_per_clear",
     "cycles_per_step",
+    "cycles_per_update",
     "design_description",
     "event_layout",
     "generate_verilog",
+    "learn_event_layout",
     "memory_images",
     "readout_layout",
     "render_verilog",
+    "weight_dump_layout",
 ]

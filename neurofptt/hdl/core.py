@@ -51,14 +51,18 @@ from neurofptt.quant.network import QuantizedNetwork
 __all__ = [
     "MAX_LANES",
     "EventKind",
+    "READ_WEIGHTS",
     "LifCore",
     "check_lanes",
     "core_signature",
     "cycles_per_clear",
     "cycles_per_step",
+    "cycles_per_update",
     "event_layout",
+    "learn_event_layout",
     "memory_images",
     "readout_layout",
+    "weight_dump_layout",
 ]
 
 MAX_LANES = 64
@@ -70,6 +74,12 @@ class EventKind(enum.Enum, shape=2):
     SPIKE = 0  #: the neuron or input ``index`` spiked in this step
     STEP = 1  #: end of the step's events: run the neuron update
     CLEAR = 2  #: zero all state: the start of a new sample
+
+
+#: ``i_event`` kind of a learning core (``kind`` 3, unused by ``EventKind``): stream every weight
+#: word out on ``o_weights``.  Not an ``EventKind`` member, so an inference-only core's Verilog and
+#: ``design.json`` do not change.
+READ_WEIGHTS = 3
 
 
 class _Op(enum.Enum, shape=3):
@@ -118,13 +128,57 @@ def readout_layout(config: HardwareConfig) -> data.StructLayout:
     )
 
 
+def learn_event_layout(config: HardwareConfig) -> data.StructLayout:
+    """``i_event`` payload of a learning core: ``kind`` and ``index`` as in
+    :func:`event_layout`, then what a ``STEP`` asks for: ``learn`` (update after this step),
+    ``label`` (the target readout) and ``shift`` (the error shift ``b_t``, at most
+    ``membrane_bits``: a larger shift leaves only the sign, as ``membrane_bits`` does)."""
+    return data.StructLayout(
+        {
+            "kind": EventKind,
+            "index": unsigned(_index_bits(config.n_in)),
+            "learn": 1,
+            "label": unsigned(_index_bits(config.n_out)),
+            "shift": unsigned(config.membrane_bits.bit_length()),
+        }
+    )
+
+
+def weight_dump_layout(config: HardwareConfig) -> data.StructLayout:
+    """``o_weights`` payload: one weight word (``lanes`` weights, lane 0 lowest), its matrix
+    (0 ``W_out``, 1 ``W_in``, 2 ``W_rec``), for FPTT the stored ``W_bar`` word of the same
+    address, and ``last`` on the final word."""
+    lc = config.learning
+    fields = {
+        "matrix": unsigned(2),
+        "w": data.ArrayLayout(signed(config.weight_bits), config.lanes),
+    }
+    if lc is not None and lc.mode == "fptt":
+        fields["wbar"] = data.ArrayLayout(signed(lc.wbar_bits), config.lanes)
+    fields["last"] = 1
+    return data.StructLayout(fields)
+
+
 def core_signature(config: HardwareConfig) -> wiring.Signature:
-    """The port signature of :class:`LifCore` for ``config`` (without ``clk`` and ``rst``)."""
+    """The port signature of :class:`LifCore` for ``config`` (without ``clk`` and ``rst``).
+
+    A learning core's ``i_event`` carries :func:`learn_event_layout` and it has one more output
+    stream, ``o_weights`` (:func:`weight_dump_layout`)."""
+    if config.learning is None:
+        return wiring.Signature(
+            {
+                "i_event": In(stream.Signature(event_layout(config.n_in))),
+                "o_spike": Out(stream.Signature(event_layout(config.n_rec))),
+                "o_readout": Out(stream.Signature(readout_layout(config))),
+                "busy": Out(1),
+            }
+        )
     return wiring.Signature(
         {
-            "i_event": In(stream.Signature(event_layout(config.n_in))),
+            "i_event": In(stream.Signature(learn_event_layout(config))),
             "o_spike": Out(stream.Signature(event_layout(config.n_rec))),
             "o_readout": Out(stream.Signature(readout_layout(config))),
+            "o_weights": Out(stream.Signature(weight_dump_layout(config))),
             "busy": Out(1),
         }
     )
@@ -159,6 +213,17 @@ def cycles_per_step(
             raise ValueError(f"{name} = {value} must be between 0 and {hi}")
     rows, out_rows = _rows(cfg.n_rec, lanes), _rows(cfg.n_out, lanes)
     return rows * (n_input_events + n_prev_spikes + 1) + out_rows * n_new_spikes + cfg.n_out + 3
+
+
+def cycles_per_update(config: HardwareConfig) -> int:
+    """Extra clock cycles of a step that ends with a weight update (learning cores only).
+
+    One word (``lanes`` synapses) per cycle through ``W_out``, ``W_in`` and ``W_rec`` back to
+    back, :func:`~neurofptt.quant.onchip.learning_cycles_per_update`, plus one cycle in which
+    the last word is written back."""
+    from neurofptt.quant.onchip import learning_cycles_per_update
+
+    return learning_cycles_per_update(config) + 1
 
 
 def cycles_per_clear(config: HardwareConfig, lanes: int | None = None) -> int:
@@ -229,6 +294,11 @@ class LifCore(wiring.Component):
             if not isinstance(net, QuantizedNetwork):
                 raise TypeError(f"LifCore needs a QuantizedNetwork, got {type(net).__name__}")
             self.lanes = check_lanes(net.config.lanes if lanes is None else lanes)
+            if net.config.learning is not None and self.lanes != net.config.lanes:
+                raise ConfigError(
+                    f"lanes = {self.lanes} differs from config.lanes = {net.config.lanes}: with "
+                    "learning the random stream depends on the lanes, so set them in the config"
+                )
         except (TypeError, ConfigError):
             self._MustUse__silence = True  # never built: no "created but never used" warning
             raise
@@ -248,15 +318,27 @@ class LifCore(wiring.Component):
         # -- memories --------------------------------------------------------------------------
         weight_row = data.ArrayLayout(signed(cfg.weight_bits), P)
 
+        learning_ports = {}
+
         def weight_memory(name: str, depth: int):
             mem = Memory(shape=unsigned(P * cfg.weight_bits), depth=depth, init=images[name])
             m.submodules[name] = mem
             port = mem.read_port()
+            if cfg.learning is not None:  # the update sweep writes the learned words back
+                learning_ports[name.removeprefix("w_")] = (port, mem.write_port())
             return port, data.View(weight_row, port.data)
 
         w_in_rd, w_in = weight_memory("w_in", n_in * R)
         w_rec_rd, w_rec = weight_memory("w_rec", n_rec * R)
         w_out_rd, w_out = weight_memory("w_out", n_rec * Ro)
+
+        learn = None
+        if cfg.learning is not None:
+            # imported here: the learning unit builds on this module's helpers
+            from neurofptt.hdl.learning import LearningUnit
+
+            learn = LearningUnit(m, self.net, P, learning_ports)
+            learn.connect_dump(self.o_weights)
 
         neuron = data.StructLayout({"acc": signed(cfg.acc_bits), "v": signed(mb), "z": 1})
         m.submodules.state = state = Memory(shape=data.ArrayLayout(neuron, P), depth=R, init=[])
@@ -342,6 +424,8 @@ class LifCore(wiring.Component):
                         st_wr.data[lane].v.eq(v_new[lane]),
                         st_wr.data[lane].z.eq(z_new[lane]),
                     ]  # acc stays 0
+                if learn is not None:
+                    learn.record_update_row(s1_j, v_new, z_new)
                 with m.If(z_new != 0):
                     m.d.comb += [
                         sp_wr.en.eq(1),
@@ -505,20 +589,31 @@ class LifCore(wiring.Component):
                 with m.If(self.i_event.valid), m.Switch(self.i_event.p.kind):
                     # an index >= n_in (possible unless n_in is a power of two) is ignored
                     with m.Case(EventKind.SPIKE), m.If(idx < n_in):
+                        if learn is not None:
+                            learn.record_input(idx)
                         issue(_Op.ACC_IN, 0)
                         m.d.comb += w_in_rd.addr.eq(in_start)
                         if R > 1:
                             m.d.sync += [waddr.eq(in_start + 1), j.eq(1)]
                             m.next = "ACC_IN"
                     with m.Case(EventKind.STEP):
+                        if learn is not None:
+                            learn.start_step(self.i_event.p)
                         m.d.sync += [j.eq(0), p.eq(0), rem.eq(0), n_new.eq(0)]
                         with m.If(n_prev != 0):
                             m.next = "REC"
                         with m.Else():
                             m.next = "UPDATE"
                     with m.Case(EventKind.CLEAR):
+                        if learn is not None:
+                            learn.clear()
                         m.d.sync += [j.eq(0), n_prev.eq(0)]
                         m.next = "CLEAR"
+                if learn is not None:
+                    read = self.i_event.valid & (self.i_event.p.kind.as_value() == READ_WEIGHTS)
+                    with m.If(read):
+                        learn.begin()
+                        m.next = "DUMP"
 
             with m.State("ACC_IN"):
                 m.d.comb += w_in_rd.addr.eq(waddr)
@@ -539,6 +634,8 @@ class LifCore(wiring.Component):
             with m.State("UPDATE_LAST"):
                 # stage 1 handles the last row; the spike list is final at the end of the cycle
                 m.d.comb += [e_start.eq(1), sp_rd.addr.eq(0)]
+                if learn is not None:
+                    learn.end_update()
                 m.d.sync += [
                     n_prev.eq(n_new_next),
                     ro_k.eq(0),
@@ -562,6 +659,8 @@ class LifCore(wiring.Component):
                 m.d.comb += [ro_rd.addr.eq(ro_row), ro_rd.en.eq(ro_advance)]
                 with m.If(ro_valid & self.o_readout.ready):  # write back what was just sent
                     m.d.comb += [ro_wr.en.eq(1), ro_wr.addr.eq(ro_kk_row)]
+                    if learn is not None:
+                        learn.record_readout(ro_kk, o_new)
                     for lane in range(P):
                         mine = (ro_kk_lane == lane) if P > 1 else True
                         m.d.comb += [
@@ -586,10 +685,33 @@ class LifCore(wiring.Component):
                             m.d.sync += ro_row.eq(ro_row + 1)
                     with m.Else():
                         m.d.sync += ro_valid.eq(0)
-                        m.next = "IDLE"
+                        if learn is None:
+                            m.next = "IDLE"
+                        else:
+                            with m.If(learn.due):
+                                learn.begin()
+                                m.next = "LEARN"
+                            with m.Else():
+                                m.next = "IDLE"
 
             with m.State("CLEAR"):
                 sweep(_Op.CLEAR, max(R, Ro), "IDLE")
+
+            if learn is not None:
+
+                def to_state(name: str):
+                    def go() -> None:
+                        m.next = name
+
+                    return go
+
+                with m.State("LEARN"):
+                    learn.issue(to_state("LEARN_LAST"))
+                with m.State("LEARN_LAST"):
+                    learn.drain()
+                    m.next = "IDLE"
+                with m.State("DUMP"):
+                    learn.dump(self.o_weights, to_state("IDLE"))
 
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | e_busy | s1_valid)
         return m

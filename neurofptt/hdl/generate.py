@@ -25,13 +25,16 @@ from amaranth.lib import wiring
 
 from neurofptt.errors import ConfigError
 from neurofptt.hdl.core import (
+    READ_WEIGHTS,
     EventKind,
     LifCore,
     check_lanes,
     core_signature,
     event_layout,
+    learn_event_layout,
     memory_images,
     readout_layout,
+    weight_dump_layout,
 )
 from neurofptt.quant.network import QuantizedNetwork, atomic_write_bytes
 
@@ -55,7 +58,11 @@ _PORT_MEANING = {
     "o_readout__valid": "readout value valid (held until ready)",
     "o_readout__ready": "consumer accepts the readout value",
     "busy": "an event is in progress or outputs are pending",
+    "o_weights__payload": "learning core: weight word {last, wbar, w, matrix} of a READ dump",
+    "o_weights__valid": "weight word valid (held until ready)",
+    "o_weights__ready": "consumer accepts the weight word",
 }
+CYCLES_PER_UPDATE = "n_rec * Ro + (n_in + n_rec) * R + 1"
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,7 @@ def design_description(
     wb = cfg.weight_bits
     neuron_bits = cfg.acc_bits + cfg.membrane_bits + 1
     readout_bits = cfg.acc_bits + cfg.membrane_bits
-    return {
+    description = {
         "name": name,
         "lanes": lanes,
         "config": cfg.to_dict(),
@@ -203,6 +210,15 @@ def design_description(
         "cycles_per_step": CYCLES_PER_STEP,
         "cycles_per_clear": CYCLES_PER_CLEAR,
     }
+    if cfg.learning is not None:
+        description["payloads"]["i_event"] = _fields(learn_event_layout(cfg))
+        description["payloads"]["o_weights"] = _fields(weight_dump_layout(cfg))
+        description["event_kinds"]["READ_WEIGHTS"] = READ_WEIGHTS
+        description["learning"] = {
+            "dump_order": "W_out, W_in, W_rec; each in address order, as the weight memories",
+            "cycles_per_update": CYCLES_PER_UPDATE,
+        }
+    return description
 
 
 def mem_text(values: list[int], bits: int) -> str:

@@ -21,9 +21,11 @@ MAX_RECORDS = 1000
 class Mismatch:
     """One disagreement between the RTL and the golden model.
 
-    ``signal`` is ``"spike"`` (recurrent neuron ``index``), ``"readout"`` (readout ``index``) or
+    ``signal`` is ``"spike"`` (recurrent neuron ``index``), ``"readout"`` (readout ``index``),
     ``"protocol"`` (a stream-protocol violation, explained in ``detail``; ``index`` is the
-    offending payload index or -1).  Spikes are 0/1.
+    offending payload index or -1), or, for a learning core's weight dump after an update, the
+    matrix (``"w_in"``, ``"w_rec"``, ``"w_out"``, ``"wbar_in"``, ...) with ``index`` the
+    postsynaptic and ``pre`` the presynaptic neuron.  Spikes are 0/1.
     """
 
     sample: int
@@ -33,10 +35,16 @@ class Mismatch:
     expected: int
     actual: int
     detail: str = ""
+    pre: int = -1
 
     def __str__(self) -> str:
         if self.signal == "protocol":
             return f"sample {self.sample} step {self.step}: protocol error: {self.detail}"
+        if self.pre >= 0:
+            return (
+                f"sample {self.sample} step {self.step} {self.signal}[{self.index}, {self.pre}] "
+                f"after the update: expected {self.expected}, actual {self.actual}"
+            )
         what = f"neuron {self.index} spike" if self.signal == "spike" else f"readout {self.index}"
         return (
             f"sample {self.sample} step {self.step} {what}: "

@@ -20,15 +20,27 @@ from pathlib import Path
 import numpy as np
 
 from neurofptt.errors import ToolMissingError, VerificationError
+from neurofptt.hdl.core import cycles_per_step
 from neurofptt.hdl.generate import generate_verilog
 from neurofptt.quant.golden import GoldenTrace, check_spike_input, golden_run, predict
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.verify.compare import MAX_RECORDS, Mismatch, compare_traces, format_report
+from neurofptt.verify.learning import LearningTrace, golden_learning_run
 
-__all__ = ["TESTBENCH_MODULE", "RtlResult", "require_icarus", "run_rtl"]
+__all__ = [
+    "LEARNING_TESTBENCH_MODULE",
+    "TESTBENCH_MODULE",
+    "LearningRtlResult",
+    "RtlResult",
+    "require_icarus",
+    "run_rtl",
+    "run_rtl_learning",
+]
 
 #: the cocotb test module (shipped inside the package, so it works from a wheel too)
 TESTBENCH_MODULE = "neurofptt.verify.testbench"
+#: the cocotb test module of the learning core
+LEARNING_TESTBENCH_MODULE = "neurofptt.verify.testbench_learning"
 
 _INSTALL_HINT = (
     "install Icarus Verilog 11 or newer (Debian/Ubuntu: `sudo apt-get install iverilog`, "
@@ -127,6 +139,56 @@ def _quiet_cocotb_runner():
         logger.setLevel(level)
 
 
+def _build_and_test(
+    verilog_path: Path, top: str, work_dir: Path, test_module: str, env: dict, seed: int
+) -> float:
+    """Compile ``verilog_path`` with Icarus (once per design) and run the cocotb ``test_module``
+    with ``env``; returns the time at which the build finished.  A failing test does not raise:
+    its results file says why."""
+    from cocotb_tools.runner import get_runner  # imported late: heavy and only needed here
+
+    build_dir = work_dir / "sim_build"
+    build_log = work_dir / "build.log"
+    sim_log = work_dir / "sim.log"
+    # one Icarus build per design: rebuild only when the Verilog or its top module changed
+    stamp = build_dir / "design.sha256"
+    digest = hashlib.sha256(verilog_path.read_bytes() + top.encode()).hexdigest()
+    fresh_build = not (stamp.is_file() and stamp.read_text() == digest)
+    runner = get_runner("icarus")
+    with _quiet_cocotb_runner():
+        try:
+            stamp.unlink(missing_ok=True)
+            runner.build(
+                sources=[verilog_path],
+                hdl_toplevel=top,
+                timescale=("1ns", "1ps"),
+                build_dir=build_dir,
+                always=fresh_build,
+                log_file=build_log,
+            )
+            stamp.write_text(digest)
+            built = time.perf_counter()
+        except (RuntimeError, SystemExit) as exc:
+            raise VerificationError(
+                f"Icarus Verilog could not compile {verilog_path} ({exc}); log {build_log}:\n"
+                f"{_tail(build_log)}"
+            ) from None
+        # a failing comparison fails the cocotb test (the runner then raises or exits);
+        # the results file says why
+        with contextlib.suppress(RuntimeError, SystemExit):
+            runner.test(
+                test_module=test_module,
+                hdl_toplevel=top,
+                build_dir=build_dir,
+                test_dir=build_dir,
+                results_xml=str(build_dir / "results.xml"),
+                extra_env=env,
+                seed=int(seed),
+                log_file=sim_log,
+            )
+    return built
+
+
 def run_rtl(
     net: QuantizedNetwork,
     spikes: np.ndarray,
@@ -177,52 +239,20 @@ def run_rtl(
     )
     results.unlink(missing_ok=True)
 
-    from cocotb_tools.runner import get_runner  # imported late: heavy and only needed here
-
-    build_dir = work_dir / "sim_build"
-    build_log = work_dir / "build.log"
+    built = _build_and_test(
+        verilog_path,
+        top,
+        work_dir,
+        TESTBENCH_MODULE,
+        {
+            "NEUROFPTT_STIMULUS": str(stimulus),
+            "NEUROFPTT_RESULTS": str(results),
+            "NEUROFPTT_BACKPRESSURE": "1" if backpressure else "0",
+            "NEUROFPTT_SEED": str(int(seed)),
+        },
+        seed,
+    )
     sim_log = work_dir / "sim.log"
-    # one Icarus build per design: rebuild only when the Verilog or its top module changed
-    stamp = build_dir / "design.sha256"
-    digest = hashlib.sha256(verilog_path.read_bytes() + top.encode()).hexdigest()
-    fresh_build = not (stamp.is_file() and stamp.read_text() == digest)
-    runner = get_runner("icarus")
-    with _quiet_cocotb_runner():
-        try:
-            stamp.unlink(missing_ok=True)
-            runner.build(
-                sources=[verilog_path],
-                hdl_toplevel=top,
-                timescale=("1ns", "1ps"),
-                build_dir=build_dir,
-                always=fresh_build,
-                log_file=build_log,
-            )
-            stamp.write_text(digest)
-            built = time.perf_counter()
-        except (RuntimeError, SystemExit) as exc:
-            raise VerificationError(
-                f"Icarus Verilog could not compile {verilog_path} ({exc}); log {build_log}:\n"
-                f"{_tail(build_log)}"
-            ) from None
-        # a failing comparison fails the cocotb test (the runner then raises or exits);
-        # the results file says why
-        with contextlib.suppress(RuntimeError, SystemExit):
-            runner.test(
-                test_module=TESTBENCH_MODULE,
-                hdl_toplevel=top,
-                build_dir=build_dir,
-                test_dir=build_dir,
-                results_xml=str(build_dir / "results.xml"),
-                extra_env={
-                    "NEUROFPTT_STIMULUS": str(stimulus),
-                    "NEUROFPTT_RESULTS": str(results),
-                    "NEUROFPTT_BACKPRESSURE": "1" if backpressure else "0",
-                    "NEUROFPTT_SEED": str(int(seed)),
-                },
-                seed=int(seed),
-                log_file=sim_log,
-            )
 
     finished = time.perf_counter()
     if not results.is_file():
@@ -255,4 +285,110 @@ def run_rtl(
         complete=complete,
         build_seconds=built - started,
         sim_seconds=finished - built,
+    )
+
+
+@dataclass
+class LearningRtlResult:
+    """What a learning core did on a learning run, compared with the golden model."""
+
+    mismatches: list[Mismatch]  # the first MAX_RECORDS records: protocol, spikes/readout, weights
+    n_mismatches: int  # exact total
+    updates: int  # weight updates, each followed by a full read-back
+    synaptic_updates: int  # weights updated and compared (sum over updates)
+    compared: int  # weights and W_bar values compared
+    update_cycles: np.ndarray  # (updates,) measured extra cycles of each update step
+    golden: LearningTrace
+    work_dir: Path
+    log_file: Path
+    complete: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.n_mismatches == 0 and self.complete
+
+    def report(self, limit: int = 20) -> str:
+        """Total count and the first ``limit`` mismatches (sample, step, matrix, indices)."""
+        return format_report(self.mismatches, self.n_mismatches, limit)
+
+    def raise_for_mismatches(self) -> None:
+        """Raise :class:`VerificationError` with the report unless the RTL matched exactly."""
+        if not self.ok:
+            raise VerificationError(f"{self.report()}\nsimulation log: {self.log_file}")
+
+
+def run_rtl_learning(
+    net: QuantizedNetwork,
+    spikes: np.ndarray,
+    labels: np.ndarray,
+    work_dir: str | Path,
+    *,
+    backpressure: bool = False,
+    seed: int = 0,
+) -> LearningRtlResult:
+    """Simulate the learning core for ``net`` (``net.config.learning`` set) on ``spikes``
+    ``(B, T, n_in)`` with one label per sample, under Icarus + cocotb, reading every weight back
+    after every update; compare spikes, readouts and learned state with the golden model.
+
+    ``update_cycles`` are measured from the update step's first accepted event to the accepted
+    ``READ`` that follows, minus :func:`~neurofptt.hdl.cycles_per_step` of the step (only
+    meaningful without ``backpressure``).
+    """
+    require_icarus()
+    cfg = net.config
+    x = check_spike_input(spikes, cfg.n_in)
+    labels = np.asarray(labels, np.int64)
+    golden = golden_learning_run(net, x, labels)
+    work_dir = Path(work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    design = generate_verilog(net, work_dir / "rtl")
+    stimulus = work_dir / "stimulus.npz"
+    results = work_dir / "results.npz"
+    np.savez(
+        stimulus,
+        spikes=x.astype(np.uint8),
+        labels=labels,
+        w_in=net.w_in,
+        w_rec=net.w_rec,
+        w_out=net.w_out,
+        config=np.array(json.dumps(cfg.to_dict())),
+    )
+    results.unlink(missing_ok=True)
+    env = {
+        "NEUROFPTT_STIMULUS": str(stimulus),
+        "NEUROFPTT_RESULTS": str(results),
+        "NEUROFPTT_BACKPRESSURE": "1" if backpressure else "0",
+        "NEUROFPTT_SEED": str(int(seed)),
+    }
+    _build_and_test(design.verilog, design.name, work_dir, LEARNING_TESTBENCH_MODULE, env, seed)
+    sim_log = work_dir / "sim.log"
+    if not results.is_file():
+        raise VerificationError(
+            f"the simulation ended without writing {results}; log {sim_log}:\n{_tail(sim_log)}"
+        )
+    with np.load(results, allow_pickle=False) as data:
+        step_start = data["step_start"].astype(np.int64)
+        read_accept = data["read_accept"].astype(np.int64)
+        records = [Mismatch(**d) for d in json.loads(str(data["records"]))]
+        n_mismatches = int(data["n_mismatches"])
+        compared = int(data["compared"])
+        complete = bool(data["complete"])
+    new = golden.spikes.sum(axis=2)
+    update_cycles = []
+    for snap in golden.snapshots:
+        b, t = snap.sample, snap.step
+        prev = int(new[b, t - 1]) if t > 0 else 0
+        step = cycles_per_step(cfg, int(x[b, t].sum()), prev, int(new[b, t]))
+        update_cycles.append(int(read_accept[b, t] - step_start[b, t]) - step)
+    return LearningRtlResult(
+        mismatches=records[:MAX_RECORDS],
+        n_mismatches=n_mismatches,
+        updates=len(golden.snapshots),
+        synaptic_updates=golden.synaptic_updates,
+        compared=compared,
+        update_cycles=np.array(update_cycles, np.int64),
+        golden=golden,
+        work_dir=work_dir,
+        log_file=sim_log,
+        complete=complete,
     )

@@ -1,0 +1,168 @@
+"""Golden reference and comparison for the learning core: what every step and every weight
+dump must contain.
+
+Both testbenches of the learning core (the Amaranth-simulator test and the cocotb testbench
+under Icarus) drive the same protocol (see ``docs/hardware.md``, section 9, "Ports and protocol
+for learning") and compare against the same :class:`LearningTrace`, so they cannot disagree
+about what is expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from neurofptt.quant.golden import check_spike_input
+from neurofptt.quant.network import QuantizedNetwork
+from neurofptt.quant.onchip import (
+    MATRICES,
+    SWEEP_ORDER,
+    LearningState,
+    learning_config,
+    learning_step,
+    step_schedule,
+)
+from neurofptt.verify.compare import Mismatch
+
+__all__ = [
+    "LearningTrace",
+    "Snapshot",
+    "compare_snapshot",
+    "decode_dump",
+    "golden_learning_run",
+    "step_commands",
+]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The learned state right after the update of step ``step`` of sample ``sample``:
+    ``weights[m]`` in ``(n_post, n_pre)`` orientation and, for FPTT, ``wbar[m]`` as stored
+    (``W_bar`` or ``W - W_bar``)."""
+
+    sample: int
+    step: int
+    weights: dict[str, np.ndarray]
+    wbar: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class LearningTrace:
+    """Golden outputs of a learning run: spikes ``(B, T, n_rec)``, readout ``(B, T, n_out)``,
+    the per-step command (``learn`` flag and error shift) and one snapshot per update."""
+
+    spikes: np.ndarray
+    readout: np.ndarray
+    learn: np.ndarray  # (B, T) bool
+    shift: np.ndarray  # (B, T) the shift field sent with the STEP
+    snapshots: list[Snapshot]
+
+    @property
+    def synaptic_updates(self) -> int:
+        """Synapses written by all updates together (each compared after its update)."""
+        return sum(sum(w.size for w in s.weights.values()) for s in self.snapshots)
+
+
+def step_commands(net: QuantizedNetwork, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """``learn`` flags and ``shift`` fields of the ``steps`` STEP events of one sample.
+
+    The schedule is :func:`~neurofptt.quant.onchip.step_schedule`; the shift is sent clamped to
+    ``membrane_bits`` (the field's range), which gives the same error: a signed
+    ``membrane_bits + 1``-bit value shifted by ``membrane_bits`` or more is its sign.
+    """
+    schedule = step_schedule(learning_config(net.config), steps)
+    learn = np.array([s is not None for s in schedule], bool)
+    shift = np.array([min(s or 0, net.config.membrane_bits) for s in schedule], np.int64)
+    return learn, shift
+
+
+def golden_learning_run(
+    net: QuantizedNetwork, spikes: np.ndarray, labels: np.ndarray
+) -> LearningTrace:
+    """Run the golden model on ``spikes`` ``(B, T, n_in)`` with one label per sample, learning
+    on the scheduled steps, exactly as the core sees it (one ``LearningState`` for the run)."""
+    cfg = net.config
+    x = check_spike_input(spikes, cfg.n_in)
+    batch, steps, _ = x.shape
+    learn, shift = step_commands(net, steps)
+    schedule = step_schedule(learning_config(cfg), steps)
+    state = LearningState.start(net)
+    out_spikes = np.zeros((batch, steps, cfg.n_rec), bool)
+    out_readout = np.zeros((batch, steps, cfg.n_out), np.int64)
+    snapshots = []
+    for b in range(batch):
+        state = state.new_sample(net)
+        for t in range(steps):
+            net, state = learning_step(net, state, x[b, t], int(labels[b]), schedule[t])
+            out_spikes[b, t] = state.neurons.z[0]
+            out_readout[b, t] = state.neurons.o[0]
+            if learn[t]:
+                weights = {"in": net.w_in, "rec": net.w_rec, "out": net.w_out}
+                wbar = {m: state.wbar[m].copy() for m in state.wbar}
+                snapshots.append(Snapshot(b, t, {m: weights[m].copy() for m in MATRICES}, wbar))
+    return LearningTrace(
+        out_spikes,
+        out_readout,
+        np.tile(learn, (batch, 1)),
+        np.tile(shift, (batch, 1)),
+        snapshots,
+    )
+
+
+def decode_dump(
+    net: QuantizedNetwork, words: list[tuple[int, list[int], list[int]]]
+) -> dict[str, np.ndarray]:
+    """Turn the ``o_weights`` words of one dump, ``(matrix, weights per lane, W_bar per lane)``
+    in the order sent, into matrices ``"in"``, ``"rec"``, ``"out"`` (and ``"wbar_<m>"`` when the
+    words carry ``W_bar``), undoing the address map ``pre * rows + post // lanes``."""
+    cfg = net.config
+    lanes = cfg.lanes
+    shapes = {
+        "in": (cfg.n_rec, cfg.n_in),
+        "rec": (cfg.n_rec, cfg.n_rec),
+        "out": (cfg.n_out, cfg.n_rec),
+    }
+    out: dict[str, np.ndarray] = {}
+    at = 0
+    for code, m in enumerate(SWEEP_ORDER):
+        n_post, n_pre = shapes[m]
+        rows = -(-n_post // lanes)
+        block = words[at : at + n_pre * rows]
+        at += n_pre * rows
+        if len(block) != n_pre * rows or any(word[0] != code for word in block):
+            raise ValueError(f"dump of {m!r} is malformed: {len(block)} words of {n_pre * rows}")
+        for key, part in ((m, 1), (f"wbar_{m}", 2)):
+            if part == 2 and not block[0][2]:
+                continue
+            lanes_of = np.array([word[part] for word in block], np.int64)  # (n_pre*rows, lanes)
+            padded = lanes_of.reshape(n_pre, rows * lanes).T
+            out[key] = padded[:n_post]
+    return out
+
+
+def compare_snapshot(
+    snapshot: Snapshot, actual: dict[str, np.ndarray], limit: int = 20
+) -> tuple[list[Mismatch], int]:
+    """Compare every weight and ``W_bar`` of a dump with the golden snapshot; the records name
+    the matrix (``w_in``, ``wbar_rec``, ...), ``[post, pre]``, expected and actual."""
+    records, total = [], 0
+    expected = {**snapshot.weights, **{f"wbar_{m}": w for m, w in snapshot.wbar.items()}}
+    for key, want in expected.items():
+        got = actual.get(key)
+        name = key if key.startswith("wbar") else f"w_{key}"
+        if got is None or got.shape != want.shape:
+            total += want.size
+            records.append(
+                Mismatch(snapshot.sample, snapshot.step, "protocol", -1, -1, -1,
+                         f"{name} missing or malformed in the weight dump")
+            )  # fmt: skip
+            continue
+        bad = np.argwhere(got != want)
+        total += len(bad)
+        for post, pre in bad[: max(0, limit - len(records))]:
+            records.append(
+                Mismatch(snapshot.sample, snapshot.step, name, int(post),
+                         int(want[post, pre]), int(got[post, pre]), pre=int(pre))
+            )  # fmt: skip
+    return records, total

@@ -1,0 +1,227 @@
+"""cocotb testbench of the learning core: samples with learning, every weight read back after
+every update, all compared with :mod:`neurofptt.quant.onchip` bit for bit.
+
+The stimulus file (``NEUROFPTT_STIMULUS``, ``.npz``) holds the config, the initial weights, the
+input spikes ``(B, T, n_in)`` and one label per sample.  The bench computes the golden run itself
+(:func:`~neurofptt.verify.learning.golden_learning_run`), then per sample sends ``CLEAR``, per
+step the input ``SPIKE`` events and a ``STEP`` carrying ``learn``, ``label`` and ``shift`` from
+the schedule, and after every ``STEP`` with ``learn`` a ``READ`` event (kind 3), which the core
+accepts once the update is done and answers with every weight word on ``o_weights``.  It
+compares the spikes and readouts of every step and every weight and ``W_bar`` after every
+update, checks the stream rules, and writes the records, the cycle counts and the number of
+synapses compared to ``NEUROFPTT_RESULTS``.  ``NEUROFPTT_BACKPRESSURE=1`` stalls the output
+streams at random (seed ``NEUROFPTT_SEED``).
+
+Run it through :func:`neurofptt.verify.run_rtl_learning`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, SimTimeoutError, with_timeout
+
+from neurofptt.hdl.core import READ_WEIGHTS, learn_event_layout, weight_dump_layout
+from neurofptt.quant.config import HardwareConfig
+from neurofptt.quant.network import QuantizedNetwork
+from neurofptt.verify.compare import Mismatch, compare_traces, format_report
+from neurofptt.verify.learning import compare_snapshot, decode_dump, golden_learning_run
+from neurofptt.verify.testbench import CLOCK_NS, _cycle, _high, _Sink, _to_signed
+
+_SPIKE, _STEP, _CLEAR = 0, 1, 2
+
+
+class _LearningBench:
+    def __init__(self, dut, stimulus: str, backpressure: bool, seed: int):
+        self.dut = dut
+        with np.load(stimulus, allow_pickle=False) as data:
+            cfg = HardwareConfig.from_dict(json.loads(str(data["config"])))
+            self.net = QuantizedNetwork(cfg, data["w_in"], data["w_rec"], data["w_out"])
+            self.x = data["spikes"].astype(bool)
+            self.labels = data["labels"].astype(np.int64)
+        self.cfg = cfg
+        self.golden = golden_learning_run(self.net, self.x, self.labels)
+        self.batch, self.steps, _ = self.x.shape
+        self.backpressure = backpressure
+        self.rng = random.Random(seed)
+        self.event = learn_event_layout(cfg)
+        self.dump_layout = weight_dump_layout(cfg)
+        self.spikes = np.zeros((self.batch, self.steps, cfg.n_rec), bool)
+        self.readout = np.zeros((self.batch, self.steps, cfg.n_out), np.int64)
+        self.step_start = np.full((self.batch, self.steps), -1, np.int64)
+        self.read_accept = np.full((self.batch, self.steps), -1, np.int64)
+        self.errors: list[Mismatch] = []
+        self.records: list[Mismatch] = []
+        self.weight_mismatches = 0
+        self.compared = 0  # synapses (weights and W_bar values) compared
+        self.dumps = 0
+
+    def _payload(self, **fields: int) -> int:
+        return sum(int(v) << self.event[name].offset for name, v in fields.items())
+
+    async def drive(self) -> None:
+        dut, clk = self.dut, self.dut.clk
+        valid, ready, payload = dut.i_event__valid, dut.i_event__ready, dut.i_event__payload
+        g = self.golden
+        for b in range(self.batch):
+            events = [(self._payload(kind=_CLEAR), -1, False)]
+            for t in range(self.steps):
+                events += [
+                    (self._payload(kind=_SPIKE, index=int(i)), t, False)
+                    for i in np.flatnonzero(self.x[b, t])
+                ]
+                step = self._payload(
+                    kind=_STEP, learn=g.learn[b, t], label=self.labels[b], shift=g.shift[b, t]
+                )
+                events.append((step, t, False))
+                if g.learn[b, t]:
+                    events.append((self._payload(kind=READ_WEIGHTS), t, True))
+            for word, t, is_read in events:
+                payload.value = word
+                valid.value = 1
+                while True:
+                    await RisingEdge(clk)
+                    if _high(ready):
+                        break
+                    await ReadOnly()
+                    if not _high(ready):
+                        await RisingEdge(ready)
+                if is_read:
+                    self.read_accept[b, t] = _cycle()
+                elif t >= 0 and self.step_start[b, t] < 0:
+                    self.step_start[b, t] = _cycle()
+        valid.value = 0
+
+    async def collect_spikes(self) -> None:
+        sink = _Sink(self.dut, "o_spike", self.backpressure, self.rng, self.errors)
+        for b in range(self.batch):
+            for t in range(self.steps):
+                sink.where = (b, t)
+                while True:
+                    word, _ = await sink.take()
+                    if word & 3 == _STEP:
+                        break
+                    index = word >> 2
+                    if index < self.cfg.n_rec:
+                        self.spikes[b, t, index] = True
+                    else:
+                        self._protocol(b, t, f"o_spike index {index}")
+
+    async def collect_readout(self) -> None:
+        sink = _Sink(self.dut, "o_readout", self.backpressure, self.rng, self.errors)
+        cfg = self.cfg
+        ib, mb = cfg.index_bits(cfg.n_out), cfg.membrane_bits
+        for b in range(self.batch):
+            for t in range(self.steps):
+                sink.where = (b, t)
+                for k in range(cfg.n_out):
+                    word, _ = await sink.take()
+                    if word & ((1 << ib) - 1) != k:
+                        self._protocol(b, t, f"o_readout index {word & ((1 << ib) - 1)} for {k}")
+                    self.readout[b, t, k] = _to_signed((word >> ib) & ((1 << mb) - 1), mb)
+
+    async def collect_dumps(self) -> None:
+        sink = _Sink(self.dut, "o_weights", self.backpressure, self.rng, self.errors)
+        layout, cfg = self.dump_layout, self.cfg
+        fptt = "wbar" in {name for name, _ in layout}
+        wb = cfg.weight_bits
+        wbb = cfg.learning.wbar_bits
+
+        def lanes(word: int, name: str, bits: int) -> list[int]:
+            base = layout[name].offset
+            return [
+                _to_signed((word >> (base + lane * bits)) & ((1 << bits) - 1), bits)
+                for lane in range(cfg.lanes)
+            ]
+
+        for snapshot in self.golden.snapshots:
+            sink.where = (snapshot.sample, snapshot.step)
+            words = []
+            while True:
+                word, _ = await sink.take()
+                matrix = (word >> layout["matrix"].offset) & 3
+                wbar = lanes(word, "wbar", wbb) if fptt else []
+                words.append((matrix, lanes(word, "w", wb), wbar))
+                if (word >> layout["last"].offset) & 1:
+                    break
+            try:
+                actual = decode_dump(self.net, words)
+            except ValueError as exc:
+                self._protocol(snapshot.sample, snapshot.step, f"o_weights: {exc}")
+                actual = {}
+            records, total = compare_snapshot(snapshot, actual)
+            self.records += records
+            self.weight_mismatches += total
+            self.compared += sum(w.size for w in snapshot.weights.values())
+            self.compared += sum(w.size for w in snapshot.wbar.values())
+            self.dumps += 1
+
+    def _protocol(self, b: int, t: int, detail: str) -> None:
+        self.errors.append(Mismatch(b, t, "protocol", -1, -1, -1, detail))
+
+    def cycle_budget(self) -> int:
+        """Generous upper bound on the cycles of the whole run."""
+        cfg = self.cfg
+        per_step = cfg.n_rec * (cfg.n_in + cfg.n_rec + cfg.n_out + 4) + 20
+        per_update = 2 * cfg.n_rec * (cfg.n_in + cfg.n_rec + cfg.n_out) + 20
+        total = self.batch * self.steps * per_step + len(self.golden.snapshots) * per_update
+        return (8 if self.backpressure else 2) * total + 1000
+
+
+@cocotb.test()
+async def test_learning_core_vs_golden(dut) -> None:
+    """Spikes, readouts and every learned weight and ``W_bar`` equal the golden model."""
+    bench = _LearningBench(
+        dut,
+        os.environ["NEUROFPTT_STIMULUS"],
+        os.environ.get("NEUROFPTT_BACKPRESSURE", "0") == "1",
+        int(os.environ.get("NEUROFPTT_SEED", "0")),
+    )
+    dut.i_event__valid.value = 0
+    dut.i_event__payload.value = 0
+    dut.rst.value = 1
+    Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start(start_high=False)
+    await ClockCycles(dut.clk, 2)
+    dut.rst.value = 0
+    tasks = [
+        cocotb.start_soon(coro())
+        for coro in (bench.drive, bench.collect_spikes, bench.collect_readout, bench.collect_dumps)
+    ]
+
+    async def finished() -> None:
+        for task in tasks:
+            await task
+
+    complete = True
+    try:
+        await with_timeout(finished(), bench.cycle_budget() * CLOCK_NS, "ns")
+    except SimTimeoutError:
+        complete = False
+        for task in tasks:
+            task.cancel()
+        bench._protocol(-1, -1, f"timeout after {bench.dumps} weight dumps")
+
+    g = bench.golden
+    records, total = compare_traces(g.spikes, g.readout, bench.spikes, bench.readout)
+    records = bench.errors + records + bench.records
+    total += len(bench.errors) + bench.weight_mismatches
+    np.savez(
+        os.environ["NEUROFPTT_RESULTS"],
+        spikes=bench.spikes,
+        readout=bench.readout,
+        step_start=bench.step_start,
+        read_accept=bench.read_accept,
+        compared=np.int64(bench.compared),
+        dumps=np.int64(bench.dumps),
+        n_mismatches=np.int64(total),
+        complete=np.bool_(complete),
+        records=np.array(json.dumps([r.to_dict() for r in records[:1000]])),
+    )
+    report = format_report(records, total)
+    dut._log.info("%d weight dumps; %s", bench.dumps, report.splitlines()[0])
+    assert total == 0, report

@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("flow", help="train -> quantize -> generate -> verify -> synth -> report")
     _add_common(p)
+    p.add_argument(
+        "--learning",
+        choices=("eprop", "fptt"),
+        default=None,
+        help="the on-chip learning flow instead: float vs golden learning, RTL checked weights",
+    )
     p.add_argument("--resume", action="store_true", help="continue training from the checkpoint")
     p.add_argument("--no-progress", action="store_true")
 
@@ -132,11 +138,18 @@ def run(args: argparse.Namespace) -> object:
         given = args.config is not None
         cfg = FlowConfig.load(args.config, quick=getattr(args, "quick", False))
     if args.command == "flow":
+        if args.learning is not None:
+            from neurofptt.onchip_flow import run_learning_flow
+
+            metrics = run_learning_flow(cfg, out, args.learning, progress=not args.no_progress)
+            return {k: v for k, v in metrics.items() if k != "onchip_history"}
         return flow.run_flow(cfg, out, progress=not args.no_progress, resume=args.resume)
     if args.command == "train":
         if args.engine == "golden":
             cfg = cfg.override(task=args.task)
-            record = flow.stage_train_onchip(
+            from neurofptt.onchip_flow import stage_train_onchip
+
+            record = stage_train_onchip(
                 cfg, out, args.rule or "fptt", init=args.init, progress=not args.no_progress
             )
             return {k: v for k, v in record.items() if k != "history"}

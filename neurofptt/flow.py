@@ -1,7 +1,6 @@
 """The stages of the flow, each usable on its own with the files of the previous stage.
 
-``train`` -> ``checkpoint.pt`` (or, with the golden engine, on-chip learning in fixed point ->
-``quantized.npz``); ``quantize`` -> ``quantized.npz`` (+ float and golden accuracy);
+``train`` -> ``checkpoint.pt``; ``quantize`` -> ``quantized.npz`` (+ float and golden accuracy);
 ``generate`` -> ``rtl/`` (Verilog, memory files); ``verify`` -> ``cocotb/`` (RTL run on held-out
 samples); ``synth`` -> ``fpga.json``; ``report`` -> ``report.md``, ``metrics.json`` and plots.
 Every stage writes a small JSON record into the output folder; the report collects them.
@@ -23,16 +22,9 @@ from neurofptt.flowconfig import FlowConfig
 from neurofptt.learning.registry import build_model as registry_build_model
 from neurofptt.learning.trainer import config_differences, evaluate, fit, load_checkpoint
 from neurofptt.models.base import RecurrentModel
-from neurofptt.quant.config import LearningConfig
 from neurofptt.quant.fake import add_weight_quantization
 from neurofptt.quant.golden import golden_run
 from neurofptt.quant.network import QuantizedNetwork, atomic_write_bytes
-from neurofptt.quant.onchip import (
-    learning_cycles_per_update,
-    learning_memory_overhead,
-    random_network,
-    train_onchip,
-)
 from neurofptt.quant.quantizer import quantize
 from neurofptt.tasks import TaskData, load_task
 
@@ -120,72 +112,6 @@ def stage_train(cfg: FlowConfig, out: Path, *, resume: bool = False, progress: b
         "checkpoint": str(out / CHECKPOINT),
     }
     write_json(out / "train.json", record)
-    return record
-
-
-ONCHIP_RULES = ("eprop", "fptt")
-
-
-def stage_train_onchip(
-    cfg: FlowConfig,
-    out: Path,
-    rule: str,
-    *,
-    init: Path | None = None,
-    progress: bool = True,
-) -> dict:
-    """Learn the task the way the chip does: the golden model's fixed-point ``rule`` (e-prop or
-    FPTT), one sample at a time, for ``train.epochs`` epochs; writes the learned ``quantized.npz``
-    (so ``generate``/``verify`` run on it) and ``train_onchip.json``.
-
-    The start is ``init`` (a ``quantized.npz``, e.g. from float training and ``quantize``) or a
-    random network with weights uniform in +-1/8 of the weight range (seed ``train.seed``).  The
-    learning constants are ``hardware.learning`` (its defaults when the table is absent).
-    """
-    if rule not in ONCHIP_RULES:
-        raise ConfigError(f"the golden engine learns with {ONCHIP_RULES}, not {rule!r}")
-    out.mkdir(parents=True, exist_ok=True)
-    task = load_flow_task(cfg)
-    learning = dataclasses.replace(cfg.hardware.learning or LearningConfig(), mode=rule)
-    hw = cfg.hardware.replace(learning=learning)
-    if init is None:
-        net = random_network(hw, seed=cfg.train.seed, spread=2 ** (hw.weight_bits - 1) // 8)
-    else:
-        start_net = QuantizedNetwork.load(init)
-        if start_net.config.replace(learning=learning) != hw:
-            raise ConfigError(
-                f"{init} was quantized for another hardware config; use the config it was made "
-                "with (only hardware.learning may differ)"
-            )
-        net = QuantizedNetwork(hw, start_net.w_in, start_net.w_rec, start_net.w_out)
-
-    def show(record: dict[str, float]) -> None:
-        if progress:
-            print(
-                f"epoch {record['epoch']:3d}  on-chip train {record['train_accuracy']:.3f}  "
-                f"test {record['test_accuracy']:.3f}",
-                flush=True,
-            )
-
-    start = time.perf_counter()
-    history = train_onchip(
-        net, task, rule, epochs=cfg.train.epochs, seed=cfg.train.seed, progress=show
-    )
-    history.net.save(out / QUANTIZED)
-    record = {
-        "task": task.name,
-        "rule": rule,
-        "engine": "golden",
-        "init": "random" if init is None else str(init),
-        "history": history.epochs,
-        "onchip_accuracy": history.epochs[-1]["test_accuracy"],
-        "updates": history.state.updates,
-        "learning_memory_overhead": learning_memory_overhead(hw, rule),
-        "learning_cycles_per_update": learning_cycles_per_update(hw),
-        "seconds": time.perf_counter() - start,
-        "model": str(out / QUANTIZED),
-    }
-    write_json(out / "train_onchip.json", record)
     return record
 
 

@@ -66,3 +66,23 @@ def test_golden_engine_refuses_other_rules_and_foreign_networks(tmp_path: Path, 
     other.save(tmp_path / "other.npz")
     assert train(tmp_path, "--out", str(tmp_path / "b"), "--init", str(tmp_path / "other.npz")) == 2
     assert "quantized for another hardware config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rule", ["eprop", "fptt"])
+def test_learning_flow_writes_the_learning_metrics(tmp_path: Path, rule: str, capsys) -> None:
+    """``flow --learning``: the rule in float, on chip in the golden model, and in the RTL with
+    every weight read back after every update (0 mismatches or the command fails)."""
+    config = tmp_path / "cue.toml"
+    config.write_text(CUE)
+    out = tmp_path / "out"
+    args = ["flow", "--learning", rule, "--quick", "--config", str(config), "--out", str(out)]
+    assert main([*args, "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["rule"] == rule and metrics["task"] == "cue"
+    assert metrics["rtl_weight_mismatches"] == 0
+    assert metrics["rtl_synaptic_updates"] >= 10_000
+    assert metrics["float_accuracy"] > 0.6 and metrics["onchip_accuracy"] > 0.6  # chance 0.5
+    assert 0 < metrics["learning_memory_overhead"] < 2
+    measured = metrics["learning_cycles_per_update_measured"]
+    assert measured == metrics["learning_cycles_per_update"]
+    assert measured == metrics["learning_cycles_per_update_formula"] + 1

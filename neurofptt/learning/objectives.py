@@ -80,6 +80,7 @@ def metric_name(target: str) -> str:
 
 def metric(outputs: torch.Tensor, y: torch.Tensor, target: str) -> float:
     """The task's score of ``(B, T, n_out)`` outputs: accuracy (higher is better) or MSE."""
+    outputs = outputs.detach()
     if target == "label":
         return float((outputs[:, -1].argmax(-1) == y).float().mean())
     if target == "label_per_step":

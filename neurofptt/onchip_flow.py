@@ -1,0 +1,158 @@
+"""On-chip learning in the flow: the golden model as a training engine, and the learning flow.
+
+``stage_train_onchip`` learns a task the way the chip does (fixed-point e-prop or FPTT, one sample
+at a time).  ``run_learning_flow`` puts the learning core through the same checks as the inference
+flow: the rule in float (the reference accuracy), the rule on chip in the golden model, and the
+learning RTL under cocotb on a subset of the samples, every weight read back after every update
+and compared with the golden model.  Its ``metrics.json`` holds ``float_accuracy``,
+``onchip_accuracy``, ``learning_memory_overhead``, ``rtl_weight_mismatches`` and
+``learning_cycles_per_update``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from neurofptt.errors import ConfigError, VerificationError
+from neurofptt.flow import QUANTIZED, load_flow_task, stage_train, write_json
+from neurofptt.flowconfig import FlowConfig
+from neurofptt.quant.config import LearningConfig
+from neurofptt.quant.network import QuantizedNetwork
+from neurofptt.quant.onchip import (
+    learning_cycles_per_update,
+    learning_memory_overhead,
+    random_network,
+    train_onchip,
+)
+
+ONCHIP_RULES = ("eprop", "fptt")
+RTL_LEARNING_SAMPLES = 8  # samples learned by the RTL in a flow run (every update is compared)
+
+
+def initial_network(cfg: FlowConfig, rule: str, init: Path | None = None) -> QuantizedNetwork:
+    """The network on-chip learning starts from, with ``hardware.learning`` in ``rule``'s mode:
+    ``init`` (a ``quantized.npz`` of the same hardware) or random weights uniform in +-1/8 of
+    the weight range (seed ``train.seed``)."""
+    if rule not in ONCHIP_RULES:
+        raise ConfigError(f"the golden engine learns with {ONCHIP_RULES}, not {rule!r}")
+    learning = dataclasses.replace(cfg.hardware.learning or LearningConfig(), mode=rule)
+    hw = cfg.hardware.replace(learning=learning)
+    if init is None:
+        return random_network(hw, seed=cfg.train.seed, spread=2 ** (hw.weight_bits - 1) // 8)
+    start = QuantizedNetwork.load(init)
+    if start.config.replace(learning=learning) != hw:
+        raise ConfigError(
+            f"{init} was quantized for another hardware config; use the config it was made "
+            "with (only hardware.learning may differ)"
+        )
+    return QuantizedNetwork(hw, start.w_in, start.w_rec, start.w_out)
+
+
+def stage_train_onchip(
+    cfg: FlowConfig,
+    out: Path,
+    rule: str,
+    *,
+    init: Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Learn the task the way the chip does: the golden model's fixed-point ``rule`` (e-prop or
+    FPTT), one sample at a time, for ``train.epochs`` epochs; writes the learned ``quantized.npz``
+    (so ``generate``/``verify`` run on it) and ``train_onchip.json``.
+
+    The start is ``init`` (a ``quantized.npz``, e.g. from float training and ``quantize``) or a
+    random network with weights uniform in +-1/8 of the weight range (seed ``train.seed``).  The
+    learning constants are ``hardware.learning`` (its defaults when the table is absent).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    task = load_flow_task(cfg)
+    net = initial_network(cfg, rule, init)
+    hw = net.config
+
+    def show(record: dict[str, float]) -> None:
+        if progress:
+            print(
+                f"epoch {record['epoch']:3d}  on-chip train {record['train_accuracy']:.3f}  "
+                f"test {record['test_accuracy']:.3f}",
+                flush=True,
+            )
+
+    start = time.perf_counter()
+    history = train_onchip(
+        net, task, rule, epochs=cfg.train.epochs, seed=cfg.train.seed, progress=show
+    )
+    history.net.save(out / QUANTIZED)
+    record = {
+        "task": task.name,
+        "rule": rule,
+        "engine": "golden",
+        "init": "random" if init is None else str(init),
+        "history": history.epochs,
+        "onchip_accuracy": history.epochs[-1]["test_accuracy"],
+        "updates": history.state.updates,
+        "learning_memory_overhead": learning_memory_overhead(hw, rule),
+        "learning_cycles_per_update": learning_cycles_per_update(hw),
+        "seconds": time.perf_counter() - start,
+        "model": str(out / QUANTIZED),
+    }
+    write_json(out / "train_onchip.json", record)
+    return record
+
+
+def run_learning_flow(cfg: FlowConfig, out: Path, rule: str, *, progress: bool = True) -> dict:
+    """Float training with ``rule`` (``out/float``), on-chip learning in the golden model
+    (``out/onchip``), and the learning RTL against the golden model (``out/rtl_learning``); writes
+    and returns ``out/metrics.json``.  Raises :class:`VerificationError` on any RTL mismatch (after
+    writing the metrics)."""
+    from neurofptt.hdl import cycles_per_update
+    from neurofptt.verify import run_rtl_learning
+
+    out.mkdir(parents=True, exist_ok=True)
+    log = (lambda msg: print(f"[neurofptt] {msg}", flush=True)) if progress else (lambda msg: None)
+    # the reference: the same rule in float, on the full-precision network (no quantization-aware
+    # epochs: on-chip learning is the fixed-point version of the rule itself)
+    float_cfg = dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(cfg.train, rule=rule, model="lif", layers=1, qat_epochs=0),
+    )
+    log(f"training the float model with {rule} ({cfg.train.epochs} epochs) ...")
+    trained = stage_train(float_cfg, out / "float", progress=progress)
+    log(f"float accuracy {trained['float_accuracy']:.4f}; learning on chip (golden model) ...")
+    onchip = stage_train_onchip(cfg, out / "onchip", rule, progress=progress)
+    log(f"on-chip accuracy {onchip['onchip_accuracy']:.4f}; learning in the RTL (cocotb) ...")
+    task = load_flow_task(cfg)
+    n = min(len(task.train), cfg.flow.rtl_samples or RTL_LEARNING_SAMPLES, RTL_LEARNING_SAMPLES)
+    net = initial_network(cfg, rule)
+    rtl = run_rtl_learning(
+        net, task.train.numpy_spikes()[:n], task.train.y.numpy()[:n], out / "rtl_learning"
+    )
+    hw = net.config
+    metrics = {
+        "task": task.name,
+        "rule": rule,
+        "float_accuracy": trained["float_accuracy"],
+        "onchip_accuracy": onchip["onchip_accuracy"],
+        "onchip_history": onchip["history"],
+        "learning_memory_overhead": learning_memory_overhead(hw, rule),
+        "rtl_weight_mismatches": rtl.n_mismatches,
+        "rtl_learning_samples": n,
+        "rtl_updates": rtl.updates,
+        "rtl_synaptic_updates": rtl.synaptic_updates,
+        "rtl_values_compared": rtl.compared,
+        "learning_cycles_per_update": cycles_per_update(hw),
+        "learning_cycles_per_update_measured": (
+            int(np.max(rtl.update_cycles)) if len(rtl.update_cycles) else None
+        ),
+        "learning_cycles_per_update_formula": learning_cycles_per_update(hw),
+    }
+    write_json(out / "metrics.json", metrics)
+    log(f"RTL: {rtl.synaptic_updates} synaptic updates compared, {rtl.n_mismatches} mismatches")
+    if not rtl.ok:
+        raise VerificationError(
+            f"{rtl.report()}\nsee {rtl.work_dir}; the learning RTL and the golden model must agree"
+        )
+    return metrics

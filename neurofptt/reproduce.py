@@ -31,7 +31,15 @@ from typing import Any
 
 from neurofptt.errors import ConfigError
 from neurofptt.quant.network import atomic_write_bytes
-from neurofptt.sweep import Sweep, format_table, make_sweep, mean_std, run_sweep, seed_groups
+from neurofptt.sweep import (
+    Sweep,
+    apply_overrides,
+    format_table,
+    make_sweep,
+    mean_std,
+    run_sweep,
+    seed_groups,
+)
 
 BUDGETS = ("quick", "default", "full")
 RESULTS = "results.json"
@@ -76,7 +84,7 @@ class Reproduction:
         if budget not in BUDGETS:
             raise ConfigError(f"unknown budget {budget!r}; choose one of {BUDGETS}")
         spec = self.budgets.get(budget, Budget())
-        base = _with(self.base, spec.overrides)
+        base = apply_overrides(self.base, spec.overrides)
         grid = {**self.grid, **spec.grid, "train.seed": list(range(spec.seeds))}
         methods = [m for m in self.methods if not spec.methods or m.label in spec.methods]
         return make_sweep(
@@ -91,14 +99,6 @@ class Reproduction:
             if all(overrides.get(k) == v for k, v in method.overrides.items()):
                 return method.label
         raise ConfigError(f"run {overrides} matches no method of {self.name}")
-
-
-def _with(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    data = {table: dict(values) for table, values in base.items()}
-    for key, value in overrides.items():
-        table, _, option = key.partition(".")
-        data.setdefault(table, {})[option] = value
-    return data
 
 
 def _experiment(task: str, hidden: int, task_options: dict, train: dict) -> dict[str, Any]:
@@ -211,7 +211,7 @@ SMNIST_FPP = Reproduction(
     methods=_SMNIST_FPP_METHODS,
     grid={},
     budgets={
-        "default": Budget({"task.train_limit": 1000, "task.test_limit": 1000, "train.epochs": 3}),
+        "default": Budget({"task.train_limit": 2000, "task.test_limit": 1000, "train.epochs": 3}),
         "quick": Budget(
             {
                 "task.train_limit": 64,
@@ -322,7 +322,7 @@ def summarise(
     repro: Reproduction, sweep: Sweep, records: Sequence[dict[str, Any]], out_dir: Path
 ) -> dict[str, Any]:
     """The ``results.json`` object of a finished (or partly finished) reproduction."""
-    keys = [k for k in repro.grid]
+    keys = list(repro.grid)
     by_method: dict[tuple[str, tuple[Any, ...]], list[dict[str, Any]]] = {}
     for r in records:
         key = (repro.label_of(r["overrides"]), tuple(r["overrides"].get(k) for k in keys))

@@ -153,7 +153,8 @@ def _check_grid(grid: dict[str, Any], kind: str) -> dict[str, list[Any]]:
     return checked
 
 
-def _apply(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a config dict with dotted-key overrides (``"train.seed": 1``) applied."""
     data = {table: dict(base.get(table, {})) for table in base}
     for key, value in overrides.items():
         table, _, field = key.partition(".")
@@ -217,7 +218,7 @@ def make_sweep(
     for variant, values in itertools.product(variant_list, itertools.product(*checked.values())):
         overrides = {**variant, **dict(zip(checked, values, strict=True))}
         try:
-            config = config_cls.from_dict(_apply(base, overrides))
+            config = config_cls.from_dict(apply_overrides(base, overrides))
         except ConfigError as exc:
             shown = ", ".join(f"{k} = {v!r}" for k, v in overrides.items())
             raise ConfigError(f"grid run ({shown}): {exc}") from exc

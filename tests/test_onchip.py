@@ -57,6 +57,11 @@ def test_learning_config_round_trips(tmp_path) -> None:
     assert HardwareConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     net = random_network(cfg, seed=0, spread=5)
     assert QuantizedNetwork.load(net.save(tmp_path / "n.npz")).config == cfg
+    # the default error is not written, so configs saved before the option read back the same
+    assert "error" not in cfg.to_dict()["learning"]
+    hinge = cfg.replace(learning=dataclasses.replace(cfg.learning, error="hinge"))
+    assert hinge.to_dict()["learning"]["error"] == "hinge"
+    assert HardwareConfig.from_dict(json.loads(json.dumps(hinge.to_dict()))) == hinge
 
 
 @pytest.mark.parametrize(
@@ -64,6 +69,10 @@ def test_learning_config_round_trips(tmp_path) -> None:
     [
         ({"mode": "bptt"}, r"hardware\.learning\.mode = 'bptt' is not valid; use one of"),
         ({"feedback": "adaptive"}, r"hardware\.learning\.feedback = 'adaptive'"),
+        (
+            {"error": "softmax"},
+            r"hardware\.learning\.error = 'softmax' is not valid; use one of \('target', 'hinge'\)",
+        ),
         ({"trace_bits": 1}, r"hardware\.learning\.trace_bits = 1 is out of range"),
         ({"trace_frac_bits": 12}, r"trace_frac_bits = 12 must be between 0 and trace_bits - 1"),
         ({"psi_bits": 9, "psi_width_shift": 4}, r"psi_bits = 9 is out of range"),
@@ -163,6 +172,43 @@ def test_hand_worked_eprop_update() -> None:
     assert net.w_in.tolist() == [[44, 3], [-7, 12]]
     assert net.w_rec.tolist() == HAND_W["rec"]
     assert net.w_out.tolist() == [[-9, -1], [74, 4]]
+
+
+# Hinge error, worked by hand: as above but W_out = [[3, -1], [-2, 4]], so o = W_out z = [3, -2].
+#   label 0, target 20:  d = o - [20, 0] = [-17, -2]
+#     "target": e = [-17, -2];  "hinge": the label is below its target (kept), the other readout
+#     is below 0 (zeroed): e = [-17, 0]
+#   W_out^T e = [3*-17 + -2*0, -1*-17 + 4*0] = [-51, 17];  L = [-51 >> 2, 17 >> 2] = [-13, 4]
+#   delta = ([-13, 4] * [3, 0]) >> 2 = [-39 >> 2, 0] = [-10, 0]
+#   G_in = [[-40, 0], [0, 0]],  G_rec = 0,  G_out = e obar^T = [[-68, 0], [0, 0]]
+#   label 0, target 2:  d = [1, -2]; the label is above its target and the other below 0: e = 0
+HINGE_W_OUT = [[3, -1], [-2, 4]]
+
+
+def _hinge_step(label: int, target: int, error: str) -> tuple[QuantizedNetwork, LearningState]:
+    learning = dataclasses.replace(HAND.learning, error=error, target=target)
+    cfg = HAND.replace(learning=learning)
+    w = {**HAND_W, "out": HINGE_W_OUT}
+    net = QuantizedNetwork(cfg, *(np.array(w[m]) for m in MATRICES))
+    return learning_step(net, LearningState.start(net), np.array([1, 0]), label, 0)
+
+
+def test_hand_worked_hinge_error() -> None:
+    _, state = _hinge_step(0, 20, "target")
+    assert state.previous.error.tolist() == [-17, -2]
+    net, state = _hinge_step(0, 20, "hinge")
+    assert state.neurons.o.tolist() == [[3, -2]]
+    assert state.previous.error.tolist() == [-17, 0]
+    assert state.previous.delta.tolist() == [-10, 0]
+    assert state.previous.gradient("in").tolist() == [[-40, 0], [0, 0]]
+    assert state.previous.gradient("rec").tolist() == [[0, 0], [0, 0]]
+    assert state.previous.gradient("out").tolist() == [[-68, 0], [0, 0]]
+    assert net.w_in.tolist() == [[60, 3], [-7, 12]]
+    assert net.w_rec.tolist() == HAND_W["rec"]
+    assert net.w_out.tolist() == [[71, -1], [-2, 4]]
+    net, state = _hinge_step(0, 2, "hinge")
+    assert state.previous.error.tolist() == [0, 0]
+    assert net.w_in.tolist() == HAND_W["in"] and net.w_out.tolist() == HINGE_W_OUT
 
 
 @pytest.mark.parametrize("store, bits", [("absolute", 10), ("difference", 4)])

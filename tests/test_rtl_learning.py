@@ -1,10 +1,11 @@
 """The learning core against the golden model of on-chip learning, bit for bit.
 
-Every case draws a small random configuration (both modes, both feedbacks, ``W_bar`` absolute
-and as a narrow difference, 1-3 lanes, learning rates fast enough that weights saturate), random
-weights, inputs and labels, runs several samples with learning, and after every update reads back
-every weight and every ``W_bar`` through the ``o_weights`` port.  Spikes and readouts of every
-step and the learned state after every update must equal :mod:`neurofptt.quant.onchip`.
+Every case draws a small random configuration (both modes, both feedbacks, both readout errors,
+``W_bar`` absolute and as a narrow difference, 1-3 lanes, learning rates fast enough that weights
+saturate), random weights, inputs and labels, runs several samples with learning, and after every
+update reads back every weight and every ``W_bar`` through the ``o_weights`` port.  Spikes and
+readouts of every step and the learned state after every update must equal
+:mod:`neurofptt.quant.onchip`.
 
 The Amaranth-simulator check is fast and covers the cases quickly; the cocotb check runs the
 generated Verilog under Icarus through the real ports.
@@ -57,6 +58,7 @@ def random_case(seed: int, batch: int = 3) -> Case:
     rng = np.random.default_rng(seed)
     while True:
         mode = ["eprop", "fptt"][seed % 2]
+        error = ["target", "hinge"][(seed // 4) % 2]  # not drawn: the other draws stay the same
         store = str(rng.choice(["absolute", "difference"]))
         wb = int(rng.integers(3, 7))
         lr = {f"lr_shift_{m}": int(rng.integers(2, 19)) for m in ("in", "rec", "out")}
@@ -71,6 +73,7 @@ def random_case(seed: int, batch: int = 3) -> Case:
             psi_width_shift=int(rng.integers(3, 7)),
             psi_bits=int(rng.integers(0, 4)),
             target=int(rng.integers(0, 60)),
+            error=error,
             supervised_steps=int(rng.integers(0, 4)),
             beta_ramp=bool(rng.random() < 0.5),
             update_period=int(rng.integers(1, 3)),
@@ -111,7 +114,8 @@ def random_case(seed: int, batch: int = 3) -> Case:
     steps = int(rng.integers(3, 7))
     spikes = (rng.random((batch, steps, cfg.n_in)) < rng.uniform(0.2, 0.7)).astype(np.uint8)
     labels = rng.integers(0, cfg.n_out, batch)
-    return Case(f"{mode}-{lc.feedback}-{store}-{cfg.lanes}lanes-{seed}", net, spikes, labels)
+    name = f"{mode}-{lc.feedback}-{store}-{error}-{cfg.lanes}lanes-{seed}"
+    return Case(name, net, spikes, labels)
 
 
 def _payload(cfg: HardwareConfig, **fields: int) -> int:
@@ -226,8 +230,8 @@ def _expected_update_cycles(case: Case, spikes: np.ndarray, b: int, t: int) -> i
     return step + cycles_per_update(cfg)
 
 
-#: seeds cycle through (eprop, fptt) x (symmetric, random); lanes, W_bar storage and the
-#: learning constants are drawn
+#: seeds cycle through (eprop, fptt) x (symmetric, random), and in blocks of four through the
+#: (target, hinge) errors; lanes, W_bar storage and the learning constants are drawn
 SIM_SEEDS = list(range(12))
 COCOTB_SEEDS = [20, 21, 22, 23, 24, 25, 26, 27]
 COCOTB_BATCH = 6
@@ -238,6 +242,13 @@ def test_cases_cover_the_modes() -> None:
     cases = [random_case(seed) for seed in SIM_SEEDS + COCOTB_SEEDS]
     kinds = {(c.net.config.learning.mode, c.net.config.learning.feedback) for c in cases}
     assert kinds == {(m, f) for m in ("eprop", "fptt") for f in ("symmetric", "random")}
+    for seeds in (SIM_SEEDS, COCOTB_SEEDS):
+        hinge = {
+            (lc.mode, lc.feedback)
+            for lc in (random_case(seed).net.config.learning for seed in seeds)
+            if lc.error == "hinge"
+        }
+        assert hinge == {(m, f) for m in ("eprop", "fptt") for f in ("symmetric", "random")}
     fptt = [c.net.config.learning for c in cases if c.net.config.learning.mode == "fptt"]
     assert {lc.wbar_store for lc in fptt} == {"absolute", "difference"}
     assert {c.net.config.lanes for c in cases} == {1, 2, 3}

@@ -252,10 +252,16 @@ class LearningUnit:
         self.m.d.sync += self.trace_go.eq(1)
 
     def record_readout(self, k: Value, value: Value) -> None:
-        """Readout ``k`` was sent with ``value``: keep the error ``e_k`` of this step."""
-        target = Mux(k == self.label, self.lc.target, 0)
+        """Readout ``k`` was sent with ``value``: keep the error ``e_k`` of this step (the hinge
+        keeps ``value - target`` only where its sign matches ``k == label``, else 0)."""
+        is_label = k == self.label
+        target = Mux(is_label, self.lc.target, 0)
         error = Signal(signed(self.cfg.membrane_bits + 1), name="error")
         self.m.d.comb += error.eq(value - target)
+        if self.lc.error == "hinge":
+            hinged = Signal.like(error, name="error_hinge")
+            self.m.d.comb += hinged.eq(Mux((error < 0) == is_label, error, 0))
+            error = hinged
         _write_at(self.m, self.err, k, error >> self.shift)
 
     def begin(self) -> None:

@@ -39,6 +39,7 @@ RESET_RULES = ("subtract", "zero")
 LEARNING_MODES = ("eprop", "fptt")
 FEEDBACKS = ("symmetric", "random")
 WBAR_STORES = ("absolute", "difference")
+LEARNING_ERRORS = ("target", "hinge")
 LFSR_BITS = 16  # width of the learning LFSRs (neurofptt.quant.lfsr); seeds are nonzero values of it
 
 # Inclusive limits checked on construction.  They keep the generated hardware a sane size and
@@ -86,11 +87,20 @@ class LearningConfig:
     ``signal_shift``.  The pseudo-derivative is a triangle of half-width ``2**psi_width_shift``
     membrane LSBs around the threshold with peak ``2**psi_bits``.  The label readout's target is
     ``target`` membrane LSBs (the others 0) on the last ``supervised_steps`` steps (0: every
-    step), scaled by ``beta_t = 2**-b_t`` when ``beta_ramp``.  Updates happen on supervised steps
-    that are a multiple of ``update_period`` or the last step.  A weight moves by the gradient
-    times ``2**-lr_shift_*`` weight LSBs, stochastically rounded with per-lane LFSRs seeded from
-    ``lfsr_seed``.  FPTT: ``eta * alpha = 2**-alpha_shift``; the running mean is stored in
-    ``wbar_bits`` bits, as ``W_bar`` itself (``"absolute"``) or as ``W - W_bar``
+    step), scaled by ``beta_t = 2**-b_t`` when ``beta_ramp``.  ``error`` picks how the readout
+    error is formed from ``d_k = o_k - target * [k == label]``: ``"target"`` regresses every
+    readout onto that target (``e_k = d_k``); ``"hinge"`` pushes the label readout up only while
+    it is below ``target`` and every other readout down only while it is above 0
+    (``e_k = d_k`` if ``d_k < 0`` equals ``k == label``, else 0, i.e. ``min(d_k, 0)`` for the
+    label and ``max(d_k, 0)`` for the others).  The margin of the others is 0 rather than
+    ``-target`` because then the hinge reuses the same subtraction and needs only its sign bit, an
+    XNOR with the label match and a mux; a readout already on the right side of its margin (as a
+    cross-entropy-trained network's are, far below 0 for the wrong classes) gets no error.  The
+    default ``"target"`` is omitted from :meth:`HardwareConfig.to_dict`.  Updates happen on
+    supervised steps that are a multiple of ``update_period`` or the last step.  A weight moves by
+    the gradient times ``2**-lr_shift_*`` weight LSBs, stochastically rounded with per-lane LFSRs
+    seeded from ``lfsr_seed``.  FPTT: ``eta * alpha = 2**-alpha_shift``; the running mean is
+    stored in ``wbar_bits`` bits, as ``W_bar`` itself (``"absolute"``) or as ``W - W_bar``
     (``"difference"``), saturating.
     """
 
@@ -104,6 +114,7 @@ class LearningConfig:
     psi_width_shift: int = 8
     psi_bits: int = 4
     target: int = 256
+    error: str = "target"
     supervised_steps: int = 1
     beta_ramp: bool = False
     update_period: int = 1
@@ -117,7 +128,12 @@ class LearningConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self, "hardware.learning")
-        choices = {"mode": LEARNING_MODES, "feedback": FEEDBACKS, "wbar_store": WBAR_STORES}
+        choices = {
+            "mode": LEARNING_MODES,
+            "feedback": FEEDBACKS,
+            "wbar_store": WBAR_STORES,
+            "error": LEARNING_ERRORS,
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(
@@ -310,10 +326,13 @@ class HardwareConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON/TOML-able); ``learning`` appears only when set, so an inference-only
-        config serialises as it always has."""
+        config serialises as it always has, and ``learning.error`` only when it is not the default
+        ``"target"``, so a config without the option does too."""
         data = dataclasses.asdict(self)
         if data["learning"] is None:
             del data["learning"]
+        elif data["learning"]["error"] == "target":
+            del data["learning"]["error"]
         return data
 
     @classmethod

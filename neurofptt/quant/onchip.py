@@ -24,10 +24,16 @@ Per step ``t`` (``t = 1..T`` within a sample), after the inference step of
 2. If an update is due (:func:`step_schedule`): the error, learning signal and pseudo-derivative,
    once per neuron, all from the values *before* any weight changes::
 
-       e_k     = (o_k - target * [k == label]) >> b_t                (membrane_bits + 1, exact)
+       d_k     = o_k - target * [k == label]                         (membrane_bits + 1, exact)
+       e_k     = d_k >> b_t                                           error = "target"
+       e_k     = (d_k if (d_k < 0) == (k == label) else 0) >> b_t     error = "hinge"
        L_j     = sat_signal( (sum_k B_jk e_k) >> signal_shift )       B = W_out^T or random
        psi_j   = max(0, 2**w - |v_j - threshold|) >> (w - psi_bits)   w = psi_width_shift
        delta_j = sat_signal( (L_j psi_j) >> psi_bits )
+
+   The hinge error is ``min(d_k, 0)`` for the label (pushed up only while below ``target``) and
+   ``max(d_k, 0)`` for the others (pushed down only while above 0): the same subtraction, then
+   its sign bit compared with the label match selects ``d_k`` or 0.
 
    ``psi`` is a quantised triangle with peak ``2**psi_bits`` at the threshold and half-width
    ``2**w`` LSBs (Bellec et al.'s ``max(0, 1 - |v - theta| / width)``).  A triangle rather than a
@@ -267,7 +273,11 @@ def _factors(
     o, v = neurons.o[0], neurons.v[0]
     target = np.zeros(cfg.n_out, np.int64)
     target[label] = lc.target
-    error = (o - target) >> shift
+    error = o - target
+    if lc.error == "hinge":
+        is_label = np.arange(cfg.n_out) == label
+        error = np.where((error < 0) == is_label, error, 0)
+    error = error >> shift
     feedback = net.w_out.T if state.feedback is None else state.feedback
     signal = saturate((feedback @ error) >> lc.signal_shift, lc.signal_bits)
     w = lc.psi_width_shift

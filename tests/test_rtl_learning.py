@@ -5,7 +5,9 @@ Every case draws a small random configuration (both modes, both feedbacks, both 
 saturate), random weights, inputs and labels, runs several samples with learning, and after every
 update reads back every weight and every ``W_bar`` through the ``o_weights`` port.  Spikes and
 readouts of every step and the learned state after every update must equal
-:mod:`neurofptt.quant.onchip`.
+:mod:`neurofptt.quant.onchip`.  Some cases load a second random weight set (and ``W_bar``
+words, extremes included) through ``i_weights`` after the first sample, read it back, and learn
+on from it: the golden model restarts from :func:`~neurofptt.verify.learning.loaded_state`.
 
 The Amaranth-simulator check is fast and covers the cases quickly; the cocotb check runs the
 generated Verilog under Icarus through the real ports.
@@ -25,18 +27,28 @@ from neurofptt.hdl import (
     READ_WEIGHTS,
     EventKind,
     LifCore,
+    cycles_per_clear,
+    cycles_per_load,
     cycles_per_step,
     cycles_per_update,
+    design_description,
     learn_event_layout,
+    weight_dump_layout,
 )
+from neurofptt.hdl.learning import MATRIX_CODES
 from neurofptt.quant import HardwareConfig, QuantizedNetwork
 from neurofptt.quant.config import LearningConfig
-from neurofptt.quant.onchip import learning_cycles_per_update
+from neurofptt.quant.onchip import LearningState, learning_cycles_per_update
 from neurofptt.verify import run_rtl_learning
 from neurofptt.verify.learning import (
+    Snapshot,
+    WeightLoad,
     compare_snapshot,
     decode_dump,
+    encode_word,
     golden_learning_run,
+    load_words,
+    loaded_state,
 )
 
 needs_icarus = pytest.mark.skipif(
@@ -51,10 +63,39 @@ class Case:
     net: QuantizedNetwork
     spikes: np.ndarray  # (B, T, n_in)
     labels: np.ndarray  # (B,)
+    load: WeightLoad | None = None
+
+
+def _extremes(rng: np.random.Generator, shape: tuple[int, ...], lo: int, hi: int) -> np.ndarray:
+    """Uniform in ``[lo, hi]`` with a quarter of the values at ``lo`` or ``hi`` (both always)."""
+    x = rng.integers(lo, hi + 1, size=shape)
+    x = np.where(rng.random(shape) < 0.25, rng.choice([lo, hi], size=shape), x)
+    x.flat[0], x.flat[-1] = lo, hi
+    return x
+
+
+def random_load(net: QuantizedNetwork, seed: int, before: int) -> WeightLoad:
+    """A weight set to load before sample ``before``, unlike ``net``'s: every matrix and, for
+    FPTT, every stored ``W_bar`` word drawn over the whole format, extremes included."""
+    cfg = net.config
+    lc = cfg.learning
+    rng = np.random.default_rng([seed, 1])  # its own stream: the case's draws stay the same
+    weights = [
+        _extremes(rng, w.shape, cfg.w_min, cfg.w_max) for w in (net.w_in, net.w_rec, net.w_out)
+    ]
+    wbar = {}
+    if lc.mode == "fptt":
+        top = 1 << (lc.wbar_bits - 1)
+        wbar = {
+            m: _extremes(rng, w.shape, -top, top - 1)
+            for m, w in zip(("in", "rec", "out"), weights, strict=True)
+        }
+    return WeightLoad(before, QuantizedNetwork(cfg, *weights), wbar)
 
 
 def random_case(seed: int, batch: int = 3) -> Case:
-    """A small random learning configuration with fast learning rates (weights saturate)."""
+    """A small random learning configuration with fast learning rates (weights saturate); the
+    seeds in ``LOAD_SEEDS`` also load a random weight set after the first sample."""
     rng = np.random.default_rng(seed)
     while True:
         mode = ["eprop", "fptt"][seed % 2]
@@ -115,7 +156,9 @@ def random_case(seed: int, batch: int = 3) -> Case:
     spikes = (rng.random((batch, steps, cfg.n_in)) < rng.uniform(0.2, 0.7)).astype(np.uint8)
     labels = rng.integers(0, cfg.n_out, batch)
     name = f"{mode}-{lc.feedback}-{store}-{error}-{cfg.lanes}lanes-{seed}"
-    return Case(name, net, spikes, labels)
+    if seed not in LOAD_SEEDS:
+        return Case(name, net, spikes, labels)
+    return Case(f"{name}-load", net, spikes, labels, random_load(net, seed, 1))
 
 
 def _payload(cfg: HardwareConfig, **fields: int) -> int:
@@ -123,13 +166,52 @@ def _payload(cfg: HardwareConfig, **fields: int) -> int:
     return sum(int(value) << layout[name].offset for name, value in fields.items())
 
 
-def simulate(case: Case):
-    """Drive the case through LifCore in the Amaranth simulator; return spikes, readout, the
-    decoded dumps (one per update) and the cycles from each update step's first event to the
-    cycle its READ is accepted."""
-    net, x, labels = case.net, case.spikes, case.labels
+def _run(sim: Simulator, cycles: int) -> None:
+    """Run ``sim`` (1 MHz clock) for at most ``cycles``: a core that hangs fails the test (its
+    outputs are then missing) instead of stopping the test run."""
+    sim.run_until(cycles * 1e-6)
+
+
+def _budget(cfg: HardwareConfig, steps: int, dumps: int) -> int:
+    """Generous cycles for ``steps`` steps and ``dumps`` updates, dumps or loads."""
+    synapses = cfg.n_rec * (cfg.n_in + cfg.n_rec + cfg.n_out)
+    return 4 * (steps * (synapses + 4 * cfg.n_rec + 20) + dumps * (2 * synapses + 20)) + 1000
+
+
+def _padded_words(case: Case, seed: int) -> list:
+    """The load's words with extreme values in the padding lanes (lanes past ``n_out`` or
+    ``n_rec`` in a matrix's last row), which must never reach an output or a real weight."""
+    cfg = case.net.config
+    rng = np.random.default_rng([seed, 2])
+    words = load_words(case.load.net, case.load.wbar)
+    n_post = {0: cfg.n_out, 1: cfg.n_rec, 2: cfg.n_rec}
+    top = 1 << (cfg.learning.wbar_bits - 1)
+    seen = dict.fromkeys(n_post, 0)  # words of each matrix so far
+    for code, w, wbar in words:
+        rows = -(-n_post[code] // cfg.lanes)
+        seen[code] += 1
+        if seen[code] % rows:  # not the last row of its presynaptic neuron
+            continue
+        for lane in range(n_post[code] - (rows - 1) * cfg.lanes, cfg.lanes):
+            w[lane] = int(rng.choice([cfg.w_min, cfg.w_max]))
+            if wbar:
+                wbar[lane] = int(rng.choice([-top, top - 1]))
+    return words
+
+
+#: how the load of each load case is offered: together with the sample's CLEAR (``clear``)
+#: and with random pauses (``gaps``); the READ that follows is offered after the first word
+LOAD_SIM = {0: (False, False), 3: (True, False), 6: (False, True), 9: (True, True)}
+
+
+def simulate(case: Case, seed: int):
+    """Drive the case through LifCore in the Amaranth simulator; return the golden trace,
+    spikes, readout, the raw words of every dump (one per update, and one after the load), the
+    cycles from each update step's first event to the cycle its READ is accepted, and the
+    cycles from the load's first word to the accepted READ (None without a load)."""
+    net, x, labels, load = case.net, case.spikes, case.labels, case.load
     cfg = net.config
-    trace = golden_learning_run(net, x, labels)
+    trace = golden_learning_run(net, x, labels, load)
     dut = LifCore(net)
     batch, steps, _ = x.shape
     out_spikes = np.zeros((batch, steps, cfg.n_rec), bool)
@@ -137,6 +219,8 @@ def simulate(case: Case):
     dumps: list[list] = []
     cycle = [0]
     first, read_at = {}, {}
+    load_cycles = [None]
+    gap_rng = np.random.default_rng([seed, 3])
 
     async def clock_counter(ctx):
         async for _ in ctx.tick():
@@ -148,9 +232,49 @@ def simulate(case: Case):
         await ctx.tick().until(dut.i_event.ready)
         ctx.set(dut.i_event.valid, 0)
 
+    async def load_then_read(ctx, with_clear: bool, gaps: bool) -> None:
+        """The load's words on i_weights (the first with the CLEAR if ``with_clear``), and a
+        READ offered from the cycle after the first word: it must wait for the last word."""
+        raws = [encode_word(cfg, w, i == len(words) - 1) for i, w in enumerate(words)]
+        while not ctx.get(dut.i_weights.ready):  # ready rises (in IDLE) while valid is low
+            await ctx.tick()
+        ctx.set(dut.i_weights.payload.as_value(), raws[0])
+        ctx.set(dut.i_weights.valid, 1)
+        if with_clear:
+            await send(ctx, _payload(cfg, kind=EventKind.CLEAR.value))
+            assert ctx.get(dut.i_weights.valid)  # both were taken at the same edge
+        else:
+            await ctx.tick().until(dut.i_weights.ready)
+        start, taken = cycle[0], 1
+        ctx.set(dut.i_event.payload.as_value(), _payload(cfg, kind=READ_WEIGHTS))
+        ctx.set(dut.i_event.valid, 1)
+        offering = False
+        while True:
+            if not offering and taken < len(raws) and not (gaps and gap_rng.random() < 0.4):
+                ctx.set(dut.i_weights.payload.as_value(), raws[taken])
+                offering = True
+            ctx.set(dut.i_weights.valid, offering)
+            _, _, ev_ready, w_ready = await ctx.tick().sample(
+                dut.i_event.ready, dut.i_weights.ready
+            )
+            if offering and w_ready:
+                taken, offering = taken + 1, False
+            if ev_ready:
+                assert taken == len(raws), f"READ taken after {taken} of {len(raws)} words"
+                break
+        ctx.set(dut.i_event.valid, 0)
+        ctx.set(dut.i_weights.valid, 0)
+        load_cycles[0] = cycle[0] - start
+
     async def driver(ctx):
         for b in range(batch):
-            await send(ctx, _payload(cfg, kind=EventKind.CLEAR.value))
+            cleared = False
+            if load is not None and b == load.before:
+                with_clear, gaps = LOAD_SIM[seed]
+                await load_then_read(ctx, with_clear, gaps)
+                cleared = with_clear
+            if not cleared:
+                await send(ctx, _payload(cfg, kind=EventKind.CLEAR.value))
             for t in range(steps):
                 for i in np.flatnonzero(x[b, t]):
                     await send(ctx, _payload(cfg, kind=EventKind.SPIKE.value, index=i))
@@ -198,7 +322,7 @@ def simulate(case: Case):
     async def dump_monitor(ctx):
         ctx.set(dut.o_weights.ready, 1)
         fptt = cfg.learning.mode == "fptt"
-        for _ in range(int(trace.learn.sum())):
+        for _ in trace.snapshots:
             words = []
             while True:
                 _, _, payload, valid = await ctx.tick().sample(dut.o_weights.p, dut.o_weights.valid)
@@ -209,16 +333,18 @@ def simulate(case: Case):
                 words.append((int(payload.matrix), w, wbar))
                 if payload.last:
                     break
-            dumps.append(decode_dump(net, words))
+            dumps.append(words)
 
+    words = _padded_words(case, seed) if load is not None else []
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(clock_counter, background=True)
     for bench in (driver, spike_monitor, readout_monitor, dump_monitor):
         sim.add_testbench(bench)
-    sim.run()
+    _run(sim, _budget(cfg, batch * steps, len(trace.snapshots) + 1))
+    assert len(dumps) == len(trace.snapshots), f"{case.name}: the core hung"
     cycles = {key: read_at[key] - first[key] for key in read_at}
-    return trace, out_spikes, out_readout, dumps, cycles
+    return trace, out_spikes, out_readout, dumps, cycles, words, load_cycles[0]
 
 
 def _expected_update_cycles(case: Case, spikes: np.ndarray, b: int, t: int) -> int:
@@ -235,6 +361,9 @@ def _expected_update_cycles(case: Case, spikes: np.ndarray, b: int, t: int) -> i
 SIM_SEEDS = list(range(12))
 COCOTB_SEEDS = [20, 21, 22, 23, 24, 25, 26, 27]
 COCOTB_BATCH = 6
+#: cases that load a random weight set after the first sample (both modes in both simulators,
+#: one under backpressure)
+LOAD_SEEDS = {*LOAD_SIM, 20, 21, 26, 27}
 
 
 def test_cases_cover_the_modes() -> None:
@@ -252,6 +381,22 @@ def test_cases_cover_the_modes() -> None:
     fptt = [c.net.config.learning for c in cases if c.net.config.learning.mode == "fptt"]
     assert {lc.wbar_store for lc in fptt} == {"absolute", "difference"}
     assert {c.net.config.lanes for c in cases} == {1, 2, 3}
+    loads = [c for c in cases if c.load is not None]
+    assert {c.net.config.learning.mode for c in loads} == {"eprop", "fptt"}
+    assert {c.net.config.learning.wbar_store for c in loads if c.load.wbar} == {
+        "absolute",
+        "difference",
+    }
+    for c in loads:  # unlike the generated images, and every format's extremes
+        cfg, lc = c.net.config, c.net.config.learning
+        for new, old in zip(
+            (c.load.net.w_in, c.load.net.w_rec, c.load.net.w_out),
+            (c.net.w_in, c.net.w_rec, c.net.w_out),
+            strict=True,
+        ):
+            assert (new != old).any() and {cfg.w_min, cfg.w_max} <= set(new.flat)
+        for w in c.load.wbar.values():
+            assert {-(1 << (lc.wbar_bits - 1)), (1 << (lc.wbar_bits - 1)) - 1} <= set(w.flat)
     saturated = 0
     for case in cases[:6]:
         cfg = case.net.config
@@ -275,17 +420,26 @@ def test_learning_core_matches_golden(seed: int) -> None:
     """Amaranth simulator: spikes, readouts, every weight and W_bar after every update, and
     the cycles of every update step (closed form of the step plus ``cycles_per_update``)."""
     case = random_case(seed)
-    trace, spikes, readout, dumps, cycles = simulate(case)
+    trace, spikes, readout, dumps, cycles, loaded, load_cycles = simulate(case, seed)
     np.testing.assert_array_equal(spikes, trace.spikes)
     np.testing.assert_array_equal(readout, trace.readout)
     assert len(dumps) == len(trace.snapshots) > 0
     for snapshot, dump in zip(trace.snapshots, dumps, strict=True):
-        records, total = compare_snapshot(snapshot, dump)
+        records, total = compare_snapshot(snapshot, decode_dump(case.net, dump))
         assert total == 0, f"{case.name}: " + "; ".join(str(r) for r in records)
+        if snapshot.after == "load":  # every bit as loaded, padding lanes and codes too
+            assert dump == loaded
     cfg = case.net.config
     assert cycles_per_update(cfg) == learning_cycles_per_update(cfg) + 1
     for (b, t), measured in cycles.items():
         assert measured == _expected_update_cycles(case, trace.spikes, b, t)
+    if case.load is not None:
+        assert trace.updates == len(trace.snapshots) - 1
+        with_clear, gaps = LOAD_SIM[seed]
+        assert cycles_per_load(cfg) == len(loaded)
+        if not gaps:  # one word per cycle; a CLEAR taken with the first word delays the rest
+            extra = cycles_per_clear(cfg) - 1 if with_clear else 0
+            assert load_cycles == cycles_per_load(cfg) + extra
 
 
 @pytest.mark.rtl
@@ -293,15 +447,23 @@ def test_learning_core_matches_golden(seed: int) -> None:
 @pytest.mark.parametrize("seed", COCOTB_SEEDS)
 def test_rtl_learning_matches_golden(seed: int, tmp_path) -> None:
     """Generated Verilog under Icarus + cocotb, through the real ports (one case with random
-    backpressure on every output stream, which also stalls the weight dump)."""
+    backpressure on every output stream, which also stalls the weight dump and pauses the
+    load; the load cases read the loaded set back and learn on from it)."""
     case = random_case(seed, COCOTB_BATCH)
     backpressure = seed == COCOTB_SEEDS[-1]
     result = run_rtl_learning(
-        case.net, case.spikes, case.labels, tmp_path, backpressure=backpressure, seed=seed
+        case.net,
+        case.spikes,
+        case.labels,
+        tmp_path,
+        backpressure=backpressure,
+        seed=seed,
+        load=case.load,
     )
     assert result.complete
     assert result.n_mismatches == 0, f"{case.name}:\n{result.report()}"
-    assert result.updates == len(result.golden.snapshots) > 0
+    loads = case.load is not None
+    assert result.updates == len(result.golden.snapshots) - loads > 0
     assert result.compared >= result.synaptic_updates > 0
     if not backpressure:
         np.testing.assert_array_equal(
@@ -328,9 +490,116 @@ def test_weight_mismatch_report_names_step_matrix_and_indices() -> None:
     assert "wbar_in[0, 3]" in text
     del dump["out"]
     assert compare_snapshot(snap, dump)[1] == total + snap.weights["out"].size
+    load = Snapshot(1, -1, snap.weights, snap.wbar, "load")  # the readback after a load
+    dump = {**snap.weights, "in": snap.weights["in"] - 1}
+    dump.update({f"wbar_{m}": w for m, w in snap.wbar.items()})
+    records, _ = compare_snapshot(load, dump)
+    want = snap.weights["in"][0, 0]
+    assert str(records[0]) == (
+        f"before sample 1 w_in[0, 0] after the load: expected {want}, actual {want - 1}"
+    )
 
 
 def test_learning_needs_the_config_lanes() -> None:
     case = random_case(0)
     with pytest.raises(ConfigError, match="lanes"):
         LifCore(case.net, lanes=case.net.config.lanes + 1)
+
+
+def _dump_after_loads(net: QuantizedNetwork, loads: list[list[int]]) -> list[list]:
+    """Amaranth simulator: feed each list of raw ``i_weights`` words in turn, each followed by
+    a READ (offered at once, so the core must hold it off until the load has ended); return the
+    dumps."""
+    cfg = net.config
+    dut = LifCore(net)
+    dumps: list[list] = []
+
+    async def driver(ctx):
+        for raws in loads:
+            ctx.set(dut.i_weights.valid, 1)
+            for raw in raws:
+                ctx.set(dut.i_weights.payload.as_value(), raw)
+                await ctx.tick().until(dut.i_weights.ready)
+            ctx.set(dut.i_weights.valid, 0)
+            ctx.set(dut.i_event.payload.as_value(), _payload(cfg, kind=READ_WEIGHTS))
+            ctx.set(dut.i_event.valid, 1)
+            await ctx.tick().until(dut.i_event.ready)
+            ctx.set(dut.i_event.valid, 0)
+
+    async def dump_monitor(ctx):
+        ctx.set(dut.o_weights.ready, 1)
+        for _ in loads:
+            words = []
+            while True:
+                _, _, payload, valid = await ctx.tick().sample(dut.o_weights.p, dut.o_weights.valid)
+                if valid:
+                    words.append((int(payload.matrix), [int(v) for v in payload.w],
+                                  [int(v) for v in payload.wbar]))  # fmt: skip
+                    if payload.last:
+                        break
+            dumps.append(words)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(driver)
+    sim.add_testbench(dump_monitor)
+    _run(sim, _budget(cfg, 0, 2 * len(loads)))
+    assert len(dumps) == len(loads), "the core hung: a READ was never taken"
+    return dumps
+
+
+def test_load_ends_on_last_or_after_the_final_word() -> None:
+    """``last`` ends a load early (a prefix is loaded, the rest kept); without ``last`` the load
+    ends after the final ``W_rec`` word; either way the next load starts at ``W_out`` word 0."""
+    case = random_case(1)  # FPTT: the W_bar words travel with the weights
+    cfg = case.net.config
+    generated = load_words(case.net, LearningState.start(case.net).wbar)
+    a, b = (random_load(case.net, seed, 0) for seed in (100, 101))
+    a, b = load_words(a.net, a.wbar), load_words(b.net, b.wbar)
+    n_out = sum(code == MATRIX_CODES["out"] for code, _, _ in generated)
+    dumps = _dump_after_loads(
+        case.net,
+        [
+            [encode_word(cfg, w, i == n_out - 1) for i, w in enumerate(a[:n_out])],
+            [encode_word(cfg, w, False) for w in b],
+            [encode_word(cfg, a[0], True)],
+        ],
+    )
+    assert dumps[0] == a[:n_out] + generated[n_out:]
+    assert dumps[1] == b
+    assert dumps[2] == a[:1] + b[1:]
+
+
+def test_design_lists_the_weight_ports() -> None:
+    """``design.json`` of a learning core lists ``i_weights`` with the dump's payload; an
+    inference-only core has no such port."""
+    net = random_case(1).net
+    meta = design_description(net)
+    ports = {port["name"]: port for port in meta["ports"]}
+    assert ports["i_weights__payload"]["width"] == weight_dump_layout(net.config).size
+    directions = {n: ports[f"i_weights__{n}"]["direction"] for n in ("payload", "valid", "ready")}
+    assert directions == {"payload": "input", "valid": "input", "ready": "output"}
+    assert all(ports[f"i_weights__{n}"]["meaning"] for n in directions)
+    assert meta["payloads"]["i_weights"] == meta["payloads"]["o_weights"]
+    assert meta["learning"]["cycles_per_load"] == "n_rec * Ro + (n_in + n_rec) * R"
+    inference = QuantizedNetwork(net.config.replace(learning=None), net.w_in, net.w_rec, net.w_out)
+    assert not any(
+        p["name"].startswith("i_weights") for p in design_description(inference)["ports"]
+    )
+
+
+def test_loaded_state_restarts_learning() -> None:
+    """A load gives ``LearningState.start``'s state (``Gp`` zero, LFSRs at their seeds) with
+    ``W_bar`` from the words; words that do not fit are refused."""
+    load = random_load(random_case(1).net, 5, 0)
+    state = loaded_state(load.net, load.wbar)
+    start = LearningState.start(load.net)
+    np.testing.assert_array_equal(state.lfsr, start.lfsr)
+    for name in ("delta", "error", "x_trace", "z_trace", "out_trace"):
+        assert not getattr(state.previous, name).any()
+    for m, w in load.wbar.items():
+        np.testing.assert_array_equal(state.wbar[m], w)
+    with pytest.raises(ValueError, match="W_bar of 'in'"):
+        loaded_state(load.net, {**load.wbar, "in": load.wbar["in"] * 4 + 1})
+    with pytest.raises(ValueError, match="no W_bar"):
+        loaded_state(random_case(0).net, load.wbar)

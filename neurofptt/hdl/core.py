@@ -56,6 +56,7 @@ __all__ = [
     "check_lanes",
     "core_signature",
     "cycles_per_clear",
+    "cycles_per_load",
     "cycles_per_step",
     "cycles_per_update",
     "event_layout",
@@ -162,8 +163,9 @@ def weight_dump_layout(config: HardwareConfig) -> data.StructLayout:
 def core_signature(config: HardwareConfig) -> wiring.Signature:
     """The port signature of :class:`LifCore` for ``config`` (without ``clk`` and ``rst``).
 
-    A learning core's ``i_event`` carries :func:`learn_event_layout` and it has one more output
-    stream, ``o_weights`` (:func:`weight_dump_layout`)."""
+    A learning core's ``i_event`` carries :func:`learn_event_layout` and it has two more
+    streams with the :func:`weight_dump_layout` payload: ``o_weights`` (the dump out) and
+    ``i_weights`` (a load in, the dump's words in the dump's order)."""
     if config.learning is None:
         return wiring.Signature(
             {
@@ -179,6 +181,7 @@ def core_signature(config: HardwareConfig) -> wiring.Signature:
             "o_spike": Out(stream.Signature(event_layout(config.n_rec))),
             "o_readout": Out(stream.Signature(readout_layout(config))),
             "o_weights": Out(stream.Signature(weight_dump_layout(config))),
+            "i_weights": In(stream.Signature(weight_dump_layout(config))),
             "busy": Out(1),
         }
     )
@@ -224,6 +227,19 @@ def cycles_per_update(config: HardwareConfig) -> int:
     from neurofptt.quant.onchip import learning_cycles_per_update
 
     return learning_cycles_per_update(config) + 1
+
+
+def cycles_per_load(config: HardwareConfig) -> int:
+    """Clock cycles of a weight load on ``i_weights`` (learning cores only) when the words
+    arrive back to back and no event is taken with the first one: one per word, counted like
+    :func:`cycles_per_step` from the cycle that takes the first word to the cycle in which the
+    core can take the next event (the one after the last word).
+
+    The words are those of a dump, one per address of ``W_out``, ``W_in`` and ``W_rec``:
+    ``n_rec * Ro + (n_in + n_rec) * R``, the words an update sweeps."""
+    from neurofptt.quant.onchip import learning_cycles_per_update
+
+    return learning_cycles_per_update(config)
 
 
 def cycles_per_clear(config: HardwareConfig, lanes: int | None = None) -> int:
@@ -585,8 +601,14 @@ class LifCore(wiring.Component):
         m.d.comb += in_start.eq(idx * R)
         with m.FSM(init="IDLE") as fsm:
             with m.State("IDLE"):
-                m.d.comb += self.i_event.ready.eq(1)
-                with m.If(self.i_event.valid), m.Switch(self.i_event.p.kind):
+                taken = self.i_event.valid
+                if learn is None:
+                    m.d.comb += self.i_event.ready.eq(1)
+                else:  # a load, once started, has the core until its last word
+                    m.d.comb += self.i_event.ready.eq(~learn.loading)
+                    taken = taken & ~learn.loading
+                    learn.load(self.i_weights)
+                with m.If(taken), m.Switch(self.i_event.p.kind):
                     # an index >= n_in (possible unless n_in is a power of two) is ignored
                     with m.Case(EventKind.SPIKE), m.If(idx < n_in):
                         if learn is not None:
@@ -610,7 +632,7 @@ class LifCore(wiring.Component):
                         m.d.sync += [j.eq(0), n_prev.eq(0)]
                         m.next = "CLEAR"
                 if learn is not None:
-                    read = self.i_event.valid & (self.i_event.p.kind.as_value() == READ_WEIGHTS)
+                    read = taken & (self.i_event.p.kind.as_value() == READ_WEIGHTS)
                     with m.If(read):
                         learn.begin()
                         m.next = "DUMP"
@@ -713,5 +735,8 @@ class LifCore(wiring.Component):
                 with m.State("DUMP"):
                     learn.dump(self.o_weights, to_state("IDLE"))
 
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | e_busy | s1_valid)
+        busy = ~fsm.ongoing("IDLE") | e_busy | s1_valid
+        if learn is not None:
+            busy = busy | learn.loading
+        m.d.comb += self.busy.eq(busy)
         return m

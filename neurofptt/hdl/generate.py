@@ -61,8 +61,13 @@ _PORT_MEANING = {
     "o_weights__payload": "learning core: weight word {last, wbar, w, matrix} of a READ dump",
     "o_weights__valid": "weight word valid (held until ready)",
     "o_weights__ready": "consumer accepts the weight word",
+    "i_weights__payload": "learning core: weight word {last, wbar, w, matrix} to load, in the "
+    "dump's order (matrix is not read)",
+    "i_weights__valid": "weight word to load valid",
+    "i_weights__ready": "core writes the weight word this cycle (high while idle)",
 }
 CYCLES_PER_UPDATE = "n_rec * Ro + (n_in + n_rec) * R + 1"
+CYCLES_PER_LOAD = "n_rec * Ro + (n_in + n_rec) * R"
 
 
 @dataclass(frozen=True)
@@ -213,10 +218,14 @@ def design_description(
     if cfg.learning is not None:
         description["payloads"]["i_event"] = _fields(learn_event_layout(cfg))
         description["payloads"]["o_weights"] = _fields(weight_dump_layout(cfg))
+        description["payloads"]["i_weights"] = _fields(weight_dump_layout(cfg))
         description["event_kinds"]["READ_WEIGHTS"] = READ_WEIGHTS
         description["learning"] = {
             "dump_order": "W_out, W_in, W_rec; each in address order, as the weight memories",
+            "load_order": "as dump_order; last (or the final W_rec word) ends the load, which "
+            "zeroes FPTT's previous factors and resets the LFSRs to their seeds",
             "cycles_per_update": CYCLES_PER_UPDATE,
+            "cycles_per_load": CYCLES_PER_LOAD,
         }
     return description
 

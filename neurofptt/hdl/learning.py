@@ -20,7 +20,11 @@ accumulates the learning signal ``L_j`` and stores ``delta_j`` after the last wo
 ``j``, which is before the ``W_in`` sweep needs it, so the three sweeps run back to back and an
 update takes :func:`~neurofptt.quant.onchip.learning_cycles_per_update` cycles plus one to drain
 the pipeline.  The ``DUMP`` state streams every weight word (and ``W_bar`` word) out on
-``o_weights`` so a testbench can read the learned state through the ports.
+``o_weights`` so a testbench can read the learned state through the ports, and ``IDLE`` takes
+the same words back on ``i_weights`` (:meth:`LearningUnit.load`), one per cycle at a load address
+of its own, so a dump, or any other weight set, can be loaded without regenerating the Verilog.
+The word that ends a load restarts learning as :meth:`~neurofptt.quant.onchip.LearningState.start`
+does (FPTT's previous factors zero, the LFSRs at their seeds), with ``W_bar`` as loaded.
 
 Per-neuron state (traces, ``psi``, ``delta``, ``e``, FPTT's previous factors) lives in registers:
 it is ``O(n)`` against the ``O(n^2)`` per-synapse memories, and the trace update of every step
@@ -116,7 +120,8 @@ class LearningUnit:
 
     ``weights`` maps ``"in"``, ``"rec"``, ``"out"`` to ``(read port, write port)`` of the core's
     weight memories.  The methods named after an event are the core's hooks; ``issue``,
-    ``drain`` and ``dump`` are the bodies of the ``LEARN``, ``LEARN_LAST`` and ``DUMP`` states.
+    ``drain`` and ``dump`` are the bodies of the ``LEARN``, ``LEARN_LAST`` and ``DUMP`` states,
+    ``load`` is the part of ``IDLE`` that takes ``i_weights``.
     """
 
     def __init__(self, m: Module, net: QuantizedNetwork, lanes: int, weights: dict) -> None:
@@ -180,9 +185,10 @@ class LearningUnit:
                 "zbar": regs(cfg.n_rec, unsigned(tb), "prev_zbar"),
                 "obar": regs(cfg.n_rec, unsigned(tb), "prev_obar"),
             }
+        self.seeds = [int(seed) for seed in lane_seeds(lc.lfsr_seed, P)]
         self.lfsr = [
-            Signal(LFSR_BITS, init=int(seed), name=f"lfsr_{lane}")
-            for lane, seed in enumerate(lane_seeds(lc.lfsr_seed, P))
+            Signal(LFSR_BITS, init=seed, name=f"lfsr_{lane}")
+            for lane, seed in enumerate(self.seeds)
         ]
 
         # -- control registers ------------------------------------------------------------------
@@ -190,7 +196,8 @@ class LearningUnit:
         self.label = Signal(range(max(cfg.n_out, 2)))
         self.shift = Signal(range(cfg.membrane_bits + 1))
         self.trace_go = Signal()
-        depth = max(d * r for d, r in zip(self.n_pre.values(), self.n_rows.values(), strict=True))
+        self.depth = {name: self.n_pre[name] * self.n_rows[name] for name in MATRIX_CODES}
+        depth = max(self.depth.values())
         self.mat = Signal(range(3))
         self.pre = Signal(range(max(cfg.n_in, cfg.n_rec)))
         self.row = Signal(range(max(R, Ro)))
@@ -205,6 +212,11 @@ class LearningUnit:
         self.d_mat = Signal.like(self.mat)
         self.d_last = Signal()
         self.d_done = Signal()
+        # the load has its own address: an event taken with a load's first word (which goes to
+        # W_out address 0, never read in IDLE) may start a sweep or a dump before the next word
+        self.loading = Signal()  # a load has started and its last word is still to come
+        self.load_mat = Signal.like(self.mat)
+        self.load_addr = Signal.like(self.addr)
 
         self._traces()
         self._stage1()
@@ -347,9 +359,7 @@ class LearningUnit:
         self._addresses(lambda name: advance & (self.mat == MATRIX_CODES[name]))
         with m.If(advance):
             with m.If(~self.d_done):
-                last = (self.mat == MATRIX_CODES["rec"]) & (
-                    self.addr == self.n_pre["rec"] * self.n_rows["rec"] - 1
-                )
+                last = (self.mat == MATRIX_CODES["rec"]) & (self.addr == self.depth["rec"] - 1)
                 m.d.sync += [
                     self.d_valid.eq(1),
                     self.d_mat.eq(self.mat),
@@ -363,6 +373,49 @@ class LearningUnit:
             with m.Else():
                 m.d.sync += self.d_valid.eq(0)
                 on_done()
+
+    # -- the load, in IDLE ----------------------------------------------------------------------
+    def load(self, stream) -> None:
+        """``IDLE``: take one ``i_weights`` word per cycle (``ready`` is high throughout, so it
+        does not depend on ``valid``) and write its weight word, and ``W_bar`` word, at the load
+        address, which runs through ``W_out``, ``W_in``, ``W_rec`` in address order.
+
+        ``matrix`` is not read: the position in the stream already names the matrix, and the
+        core has no way to report a disagreement.  ``last``, or the final ``W_rec`` address,
+        ends the load: the address returns to ``W_out`` word 0 and learning restarts from the
+        loaded state as :meth:`~neurofptt.quant.onchip.LearningState.start` has it (FPTT's
+        previous factors, ``Gp``, zero; every lane's LFSR at its seed), so a load gives the same
+        learning whatever ran before it."""
+        m = self.m
+        m.d.comb += stream.ready.eq(1)
+        with m.If(stream.valid):
+            for name, code in MATRIX_CODES.items():
+                ports = [(self.weights[name][1], stream.p.w)]
+                if self.fptt:
+                    ports.append((self.wbar[name][1], stream.p.wbar))
+                for wr, word in ports:
+                    m.d.comb += [
+                        wr.addr.eq(self.load_addr),
+                        wr.en.eq(self.load_mat == code),
+                        wr.data.eq(word.as_value()),
+                    ]
+            final = (self.load_mat == MATRIX_CODES["rec"]) & (
+                self.load_addr == self.depth["rec"] - 1
+            )
+            with m.If(stream.p.last | final):
+                m.d.sync += [self.loading.eq(0), self.load_mat.eq(0), self.load_addr.eq(0)]
+                m.d.sync += [
+                    lfsr.eq(seed) for lfsr, seed in zip(self.lfsr, self.seeds, strict=True)
+                ]
+                if self.fptt:
+                    m.d.sync += [p.eq(0) for regs in self.prev.values() for p in regs]
+            with m.Else():
+                m.d.sync += [self.loading.eq(1), self.load_addr.eq(self.load_addr + 1)]
+                for name in list(MATRIX_CODES)[:-1]:  # the end of W_rec is the end of the load
+                    code = MATRIX_CODES[name]
+                    end = (self.load_mat == code) & (self.load_addr == self.depth[name] - 1)
+                    with m.If(end):
+                        m.d.sync += [self.load_mat.eq(code + 1), self.load_addr.eq(0)]
 
     def connect_dump(self, stream) -> None:
         """Drive the ``o_weights`` stream from the dump registers and the read ports."""

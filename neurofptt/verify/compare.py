@@ -25,7 +25,9 @@ class Mismatch:
     ``"protocol"`` (a stream-protocol violation, explained in ``detail``; ``index`` is the
     offending payload index or -1), or, for a learning core's weight dump after an update, the
     matrix (``"w_in"``, ``"w_rec"``, ``"w_out"``, ``"wbar_in"``, ...) with ``index`` the
-    postsynaptic and ``pre`` the presynaptic neuron.  Spikes are 0/1.
+    postsynaptic and ``pre`` the presynaptic neuron and ``detail`` saying when it was read
+    (``"after the update"``, or ``"after the load"`` with ``step = -1``: a load through
+    ``i_weights`` before the sample).  Spikes are 0/1.
     """
 
     sample: int
@@ -41,9 +43,15 @@ class Mismatch:
         if self.signal == "protocol":
             return f"sample {self.sample} step {self.step}: protocol error: {self.detail}"
         if self.pre >= 0:
+            where = (
+                f"sample {self.sample} step {self.step}"
+                if self.step >= 0
+                else f"before sample {self.sample}"
+            )
             return (
-                f"sample {self.sample} step {self.step} {self.signal}[{self.index}, {self.pre}] "
-                f"after the update: expected {self.expected}, actual {self.actual}"
+                f"{where} {self.signal}[{self.index}, {self.pre}] "
+                f"{self.detail or 'after the update'}: expected {self.expected}, "
+                f"actual {self.actual}"
             )
         what = f"neuron {self.index} spike" if self.signal == "spike" else f"readout {self.index}"
         return (

@@ -4,15 +4,19 @@ dump must contain.
 Both testbenches of the learning core (the Amaranth-simulator test and the cocotb testbench
 under Icarus) drive the same protocol (see ``docs/hardware.md``, section 9, "Ports and protocol
 for learning") and compare against the same :class:`LearningTrace`, so they cannot disagree
-about what is expected.
+about what is expected.  A run may load a new weight set through ``i_weights`` between two
+samples (:class:`WeightLoad`); the golden run then continues from :func:`loaded_state`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
+from neurofptt.hdl.core import weight_dump_layout
+from neurofptt.quant.config import HardwareConfig
 from neurofptt.quant.golden import check_spike_input
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.quant.onchip import (
@@ -28,22 +32,42 @@ from neurofptt.verify.compare import Mismatch
 __all__ = [
     "LearningTrace",
     "Snapshot",
+    "WeightLoad",
     "compare_snapshot",
     "decode_dump",
+    "encode_word",
     "golden_learning_run",
+    "load_words",
+    "loaded_state",
     "step_commands",
 ]
+
+#: a weight-stream word as the benches handle it: (matrix code, weights per lane, W_bar per lane)
+Word = tuple[int, list[int], list[int]]
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The learned state right after the update of step ``step`` of sample ``sample``:
+    """The learned state right after the update of step ``step`` of sample ``sample``, or, with
+    ``after = "load"`` and ``step = -1``, right after a load before sample ``sample``:
     ``weights[m]`` in ``(n_post, n_pre)`` orientation and, for FPTT, ``wbar[m]`` as stored
     (``W_bar`` or ``W - W_bar``)."""
 
     sample: int
     step: int
     weights: dict[str, np.ndarray]
+    wbar: dict[str, np.ndarray]
+    after: str = "update"
+
+
+@dataclass(frozen=True)
+class WeightLoad:
+    """A weight set loaded through ``i_weights`` before sample ``before`` (then read back):
+    ``net``'s weights and, for FPTT, the stored ``W_bar`` words ``wbar[m]`` (``W_bar`` or
+    ``W - W_bar``, as :attr:`Snapshot.wbar`; empty for e-prop)."""
+
+    before: int
+    net: QuantizedNetwork
     wbar: dict[str, np.ndarray]
 
 
@@ -59,9 +83,16 @@ class LearningTrace:
     snapshots: list[Snapshot]
 
     @property
+    def updates(self) -> int:
+        """Weight updates (snapshots after an update, not after a load)."""
+        return sum(s.after == "update" for s in self.snapshots)
+
+    @property
     def synaptic_updates(self) -> int:
         """Synapses written by all updates together (each compared after its update)."""
-        return sum(sum(w.size for w in s.weights.values()) for s in self.snapshots)
+        return sum(
+            sum(w.size for w in s.weights.values()) for s in self.snapshots if s.after == "update"
+        )
 
 
 def step_commands(net: QuantizedNetwork, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,11 +108,46 @@ def step_commands(net: QuantizedNetwork, steps: int) -> tuple[np.ndarray, np.nda
     return learn, shift
 
 
+def loaded_state(net: QuantizedNetwork, wbar: dict[str, np.ndarray]) -> LearningState:
+    """The learning state right after ``net``'s weights and, for FPTT, the stored ``W_bar``
+    words ``wbar`` were loaded through ``i_weights``.
+
+    A load restarts learning, so this is :meth:`LearningState.start` (previous factors ``Gp``
+    zero, every LFSR at its seed) with ``W_bar`` taken from the words instead of set to ``W``:
+    loading a dump restores the running mean exactly.
+    """
+    state = LearningState.start(net)
+    lc = learning_config(net.config)
+    if lc.mode != "fptt":
+        if wbar:
+            raise ValueError("an e-prop core has no W_bar memory; load no W_bar words")
+        return state
+    lo, hi = -(1 << (lc.wbar_bits - 1)), (1 << (lc.wbar_bits - 1)) - 1
+    loaded = {}
+    for m in MATRICES:
+        words = np.asarray(wbar[m], np.int64)
+        if words.shape != state.wbar[m].shape or words.min() < lo or words.max() > hi:
+            raise ValueError(
+                f"W_bar of {m!r} must be a {state.wbar[m].shape} array of signed "
+                f"{lc.wbar_bits}-bit values"
+            )
+        loaded[m] = words.copy()
+    return dataclasses.replace(state, wbar=loaded)
+
+
 def golden_learning_run(
-    net: QuantizedNetwork, spikes: np.ndarray, labels: np.ndarray
+    net: QuantizedNetwork,
+    spikes: np.ndarray,
+    labels: np.ndarray,
+    load: WeightLoad | None = None,
 ) -> LearningTrace:
     """Run the golden model on ``spikes`` ``(B, T, n_in)`` with one label per sample, learning
-    on the scheduled steps, exactly as the core sees it (one ``LearningState`` for the run)."""
+    on the scheduled steps, exactly as the core sees it (one ``LearningState`` for the run).
+
+    With ``load``, the weights of ``load.net`` (and its ``W_bar`` words) replace the learned
+    state before sample ``load.before``; the readback that follows is a snapshot with
+    ``after = "load"``, and learning continues from :func:`loaded_state`.
+    """
     cfg = net.config
     x = check_spike_input(spikes, cfg.n_in)
     batch, steps, _ = x.shape
@@ -92,6 +158,15 @@ def golden_learning_run(
     out_readout = np.zeros((batch, steps, cfg.n_out), np.int64)
     snapshots = []
     for b in range(batch):
+        if load is not None and b == load.before:
+            if load.net.config != cfg:
+                raise ValueError("the loaded network must have the run's hardware config")
+            net, state = load.net, loaded_state(load.net, load.wbar)
+            weights = {"in": net.w_in, "rec": net.w_rec, "out": net.w_out}
+            wbar = {m: state.wbar[m].copy() for m in state.wbar}
+            snapshots.append(
+                Snapshot(b, -1, {m: weights[m].copy() for m in MATRICES}, wbar, "load")
+            )
         state = state.new_sample(net)
         for t in range(steps):
             net, state = learning_step(net, state, x[b, t], int(labels[b]), schedule[t])
@@ -110,9 +185,49 @@ def golden_learning_run(
     )
 
 
-def decode_dump(
-    net: QuantizedNetwork, words: list[tuple[int, list[int], list[int]]]
-) -> dict[str, np.ndarray]:
+def load_words(net: QuantizedNetwork, wbar: dict[str, np.ndarray]) -> list[Word]:
+    """The ``i_weights`` words that load ``net``'s weights and the stored ``W_bar`` words
+    ``wbar`` (FPTT; empty for e-prop): the inverse of :func:`decode_dump`, in the dump's order,
+    padding lanes zero (as a dump sends them); ``last`` belongs on the final word."""
+    cfg = net.config
+    lanes = cfg.lanes
+    weights = {"in": net.w_in, "rec": net.w_rec, "out": net.w_out}
+    words: list[Word] = []
+    for code, m in enumerate(SWEEP_ORDER):
+        parts = [np.asarray(weights[m], np.int64)]
+        if wbar:
+            parts.append(np.asarray(wbar[m], np.int64))
+        n_post, n_pre = parts[0].shape
+        rows = -(-n_post // lanes)
+        per_lane = []
+        for (
+            part
+        ) in parts:  # (n_pre * rows, lanes): word pre * rows + r, lane l = part[r*P + l, pre]
+            padded = np.zeros((rows * lanes, n_pre), np.int64)
+            padded[:n_post] = part
+            per_lane.append(padded.T.reshape(n_pre * rows, lanes))
+        for i in range(n_pre * rows):
+            w = [int(v) for v in per_lane[0][i]]
+            words.append((code, w, [int(v) for v in per_lane[1][i]] if wbar else []))
+    return words
+
+
+def encode_word(cfg: HardwareConfig, word: Word, last: bool) -> int:
+    """The raw ``i_weights`` / ``o_weights`` payload of ``word`` (:func:`weight_dump_layout`:
+    two's-complement lanes, lane 0 lowest) with ``last``."""
+    layout = weight_dump_layout(cfg)
+    matrix, w, wbar = word
+    raw = matrix << layout["matrix"].offset | int(last) << layout["last"].offset
+    fields = [("w", w, cfg.weight_bits)]
+    if wbar:
+        fields.append(("wbar", wbar, cfg.learning.wbar_bits))
+    for name, values, bits in fields:
+        for lane, value in enumerate(values):
+            raw |= (value & ((1 << bits) - 1)) << (layout[name].offset + lane * bits)
+    return raw
+
+
+def decode_dump(net: QuantizedNetwork, words: list[Word]) -> dict[str, np.ndarray]:
     """Turn the ``o_weights`` words of one dump, ``(matrix, weights per lane, W_bar per lane)``
     in the order sent, into matrices ``"in"``, ``"rec"``, ``"out"`` (and ``"wbar_<m>"`` when the
     words carry ``W_bar``), undoing the address map ``pre * rows + post // lanes``."""
@@ -163,6 +278,7 @@ def compare_snapshot(
         for post, pre in bad[: max(0, limit - len(records))]:
             records.append(
                 Mismatch(snapshot.sample, snapshot.step, name, int(post),
-                         int(want[post, pre]), int(got[post, pre]), pre=int(pre))
+                         int(want[post, pre]), int(got[post, pre]),
+                         f"after the {snapshot.after}", int(pre))
             )  # fmt: skip
     return records, total

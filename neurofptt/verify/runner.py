@@ -25,7 +25,7 @@ from neurofptt.hdl.generate import generate_verilog
 from neurofptt.quant.golden import GoldenTrace, check_spike_input, golden_run, predict
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.verify.compare import MAX_RECORDS, Mismatch, compare_traces, format_report
-from neurofptt.verify.learning import LearningTrace, golden_learning_run
+from neurofptt.verify.learning import LearningTrace, WeightLoad, golden_learning_run
 
 __all__ = [
     "LEARNING_TESTBENCH_MODULE",
@@ -294,7 +294,7 @@ class LearningRtlResult:
 
     mismatches: list[Mismatch]  # the first MAX_RECORDS records: protocol, spikes/readout, weights
     n_mismatches: int  # exact total
-    updates: int  # weight updates, each followed by a full read-back
+    updates: int  # weight updates, each followed by a full read-back (as is a load)
     synaptic_updates: int  # weights updated and compared (sum over updates)
     compared: int  # weights and W_bar values compared
     update_cycles: np.ndarray  # (updates,) measured extra cycles of each update step
@@ -325,10 +325,15 @@ def run_rtl_learning(
     *,
     backpressure: bool = False,
     seed: int = 0,
+    load: WeightLoad | None = None,
 ) -> LearningRtlResult:
     """Simulate the learning core for ``net`` (``net.config.learning`` set) on ``spikes``
     ``(B, T, n_in)`` with one label per sample, under Icarus + cocotb, reading every weight back
     after every update; compare spikes, readouts and learned state with the golden model.
+
+    With ``load``, the testbench loads ``load.net``'s weights (and ``W_bar`` words) through
+    ``i_weights`` before sample ``load.before``, reads them back, and the run continues from
+    them (:func:`~neurofptt.verify.learning.loaded_state`).
 
     ``update_cycles`` are measured from the update step's first accepted event to the accepted
     ``READ`` that follows, minus :func:`~neurofptt.hdl.cycles_per_step` of the step (only
@@ -338,12 +343,16 @@ def run_rtl_learning(
     cfg = net.config
     x = check_spike_input(spikes, cfg.n_in)
     labels = np.asarray(labels, np.int64)
-    golden = golden_learning_run(net, x, labels)
+    golden = golden_learning_run(net, x, labels, load)
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     design = generate_verilog(net, work_dir / "rtl")
     stimulus = work_dir / "stimulus.npz"
     results = work_dir / "results.npz"
+    loaded = {"load_before": np.int64(-1 if load is None else load.before)}
+    if load is not None:
+        loaded.update(load_w_in=load.net.w_in, load_w_rec=load.net.w_rec, load_w_out=load.net.w_out)
+        loaded.update({f"load_wbar_{m}": w for m, w in load.wbar.items()})
     np.savez(
         stimulus,
         spikes=x.astype(np.uint8),
@@ -352,6 +361,7 @@ def run_rtl_learning(
         w_rec=net.w_rec,
         w_out=net.w_out,
         config=np.array(json.dumps(cfg.to_dict())),
+        **loaded,
     )
     results.unlink(missing_ok=True)
     env = {
@@ -376,6 +386,8 @@ def run_rtl_learning(
     new = golden.spikes.sum(axis=2)
     update_cycles = []
     for snap in golden.snapshots:
+        if snap.after != "update":
+            continue
         b, t = snap.sample, snap.step
         prev = int(new[b, t - 1]) if t > 0 else 0
         step = cycles_per_step(cfg, int(x[b, t].sum()), prev, int(new[b, t]))
@@ -383,7 +395,7 @@ def run_rtl_learning(
     return LearningRtlResult(
         mismatches=records[:MAX_RECORDS],
         n_mismatches=n_mismatches,
-        updates=len(golden.snapshots),
+        updates=golden.updates,
         synaptic_updates=golden.synaptic_updates,
         compared=compared,
         update_cycles=np.array(update_cycles, np.int64),

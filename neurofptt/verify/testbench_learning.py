@@ -2,15 +2,19 @@
 every update, all compared with :mod:`neurofptt.quant.onchip` bit for bit.
 
 The stimulus file (``NEUROFPTT_STIMULUS``, ``.npz``) holds the config, the initial weights, the
-input spikes ``(B, T, n_in)`` and one label per sample.  The bench computes the golden run itself
-(:func:`~neurofptt.verify.learning.golden_learning_run`), then per sample sends ``CLEAR``, per
-step the input ``SPIKE`` events and a ``STEP`` carrying ``learn``, ``label`` and ``shift`` from
-the schedule, and after every ``STEP`` with ``learn`` a ``READ`` event (kind 3), which the core
-accepts once the update is done and answers with every weight word on ``o_weights``.  It
-compares the spikes and readouts of every step and every weight and ``W_bar`` after every
-update, checks the stream rules, and writes the records, the cycle counts and the number of
-synapses compared to ``NEUROFPTT_RESULTS``.  ``NEUROFPTT_BACKPRESSURE=1`` stalls the output
-streams at random (seed ``NEUROFPTT_SEED``).
+input spikes ``(B, T, n_in)``, one label per sample and, optionally, a weight set to load
+(``load_before`` >= 0, ``load_w_*`` and for FPTT ``load_wbar_*``).  The bench computes the golden
+run itself (:func:`~neurofptt.verify.learning.golden_learning_run`), then per sample sends
+``CLEAR``, per step the input ``SPIKE`` events and a ``STEP`` carrying ``learn``, ``label`` and
+``shift`` from the schedule, and after every ``STEP`` with ``learn`` a ``READ`` event (kind 3),
+which the core accepts once the update is done and answers with every weight word on
+``o_weights``.  Before sample ``load_before`` it feeds the loaded weight set to ``i_weights``,
+its first word offered together with the sample's ``CLEAR``, and sends a ``READ`` at once, which
+the core must hold off until the last word.  It compares the spikes and readouts of every step
+and every weight and ``W_bar`` after the load and after every update, checks the stream rules,
+and writes the records, the cycle counts and the number of synapses compared to
+``NEUROFPTT_RESULTS``.  ``NEUROFPTT_BACKPRESSURE=1`` stalls the output streams and pauses the
+load at random (seed ``NEUROFPTT_SEED``).
 
 Run it through :func:`neurofptt.verify.run_rtl_learning`.
 """
@@ -30,10 +34,28 @@ from neurofptt.hdl.core import READ_WEIGHTS, learn_event_layout, weight_dump_lay
 from neurofptt.quant.config import HardwareConfig
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.verify.compare import Mismatch, compare_traces, format_report
-from neurofptt.verify.learning import compare_snapshot, decode_dump, golden_learning_run
+from neurofptt.verify.learning import (
+    WeightLoad,
+    compare_snapshot,
+    decode_dump,
+    encode_word,
+    golden_learning_run,
+    load_words,
+)
 from neurofptt.verify.testbench import CLOCK_NS, _cycle, _high, _Sink, _to_signed
 
 _SPIKE, _STEP, _CLEAR = 0, 1, 2
+
+
+async def _handshake(clk, ready) -> None:
+    """Return at the rising edge that transfers the word offered on a stream (``valid`` set)."""
+    while True:
+        await RisingEdge(clk)
+        if _high(ready):  # sampled at this edge: the word was taken
+            return
+        await ReadOnly()
+        if not _high(ready):
+            await RisingEdge(ready)
 
 
 class _LearningBench:
@@ -44,8 +66,16 @@ class _LearningBench:
             self.net = QuantizedNetwork(cfg, data["w_in"], data["w_rec"], data["w_out"])
             self.x = data["spikes"].astype(bool)
             self.labels = data["labels"].astype(np.int64)
+            self.load = None
+            if int(data["load_before"]) >= 0:
+                loaded = QuantizedNetwork(
+                    cfg, data["load_w_in"], data["load_w_rec"], data["load_w_out"]
+                )
+                wbar = {m: data[f"load_wbar_{m}"] for m in ("in", "rec", "out") if
+                        f"load_wbar_{m}" in data}  # fmt: skip
+                self.load = WeightLoad(int(data["load_before"]), loaded, wbar)
         self.cfg = cfg
-        self.golden = golden_learning_run(self.net, self.x, self.labels)
+        self.golden = golden_learning_run(self.net, self.x, self.labels, self.load)
         self.batch, self.steps, _ = self.x.shape
         self.backpressure = backpressure
         self.rng = random.Random(seed)
@@ -64,12 +94,31 @@ class _LearningBench:
     def _payload(self, **fields: int) -> int:
         return sum(int(v) << self.event[name].offset for name, v in fields.items())
 
+    async def feed_weights(self) -> None:
+        """Offer the load's words on ``i_weights``, ``last`` on the final one (with pauses under
+        backpressure)."""
+        dut = self.dut
+        words = load_words(self.load.net, self.load.wbar)
+        for i, word in enumerate(words):
+            if self.backpressure and self.rng.random() < 0.3:
+                dut.i_weights__valid.value = 0
+                await ClockCycles(dut.clk, self.rng.randint(1, 3))
+            dut.i_weights__payload.value = encode_word(self.cfg, word, i == len(words) - 1)
+            dut.i_weights__valid.value = 1
+            await _handshake(dut.clk, dut.i_weights__ready)
+        dut.i_weights__valid.value = 0
+
     async def drive(self) -> None:
         dut, clk = self.dut, self.dut.clk
         valid, ready, payload = dut.i_event__valid, dut.i_event__ready, dut.i_event__payload
         g = self.golden
+        loader = None
         for b in range(self.batch):
             events = [(self._payload(kind=_CLEAR), -1, False)]
+            if self.load is not None and b == self.load.before:
+                # the first word goes with the CLEAR; the READ must wait for the last word
+                loader = cocotb.start_soon(self.feed_weights())
+                events.append((self._payload(kind=READ_WEIGHTS), -1, False))
             for t in range(self.steps):
                 events += [
                     (self._payload(kind=_SPIKE, index=int(i)), t, False)
@@ -84,18 +133,14 @@ class _LearningBench:
             for word, t, is_read in events:
                 payload.value = word
                 valid.value = 1
-                while True:
-                    await RisingEdge(clk)
-                    if _high(ready):
-                        break
-                    await ReadOnly()
-                    if not _high(ready):
-                        await RisingEdge(ready)
+                await _handshake(clk, ready)
                 if is_read:
                     self.read_accept[b, t] = _cycle()
                 elif t >= 0 and self.step_start[b, t] < 0:
                     self.step_start[b, t] = _cycle()
         valid.value = 0
+        if loader is not None:
+            await loader
 
     async def collect_spikes(self) -> None:
         sink = _Sink(self.dut, "o_spike", self.backpressure, self.rng, self.errors)
@@ -184,6 +229,8 @@ async def test_learning_core_vs_golden(dut) -> None:
     )
     dut.i_event__valid.value = 0
     dut.i_event__payload.value = 0
+    dut.i_weights__valid.value = 0
+    dut.i_weights__payload.value = 0
     dut.rst.value = 1
     Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start(start_high=False)
     await ClockCycles(dut.clk, 2)

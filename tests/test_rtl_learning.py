@@ -254,9 +254,10 @@ def simulate(case: Case, seed: int):
                 ctx.set(dut.i_weights.payload.as_value(), raws[taken])
                 offering = True
             ctx.set(dut.i_weights.valid, offering)
-            _, _, ev_ready, w_ready = await ctx.tick().sample(
-                dut.i_event.ready, dut.i_weights.ready
+            _, _, ev_ready, w_ready, busy = await ctx.tick().sample(
+                dut.i_event.ready, dut.i_weights.ready, dut.busy
             )
+            assert busy or taken == len(raws), "busy must stay high until the load has ended"
             if offering and w_ready:
                 taken, offering = taken + 1, False
             if ev_ready:

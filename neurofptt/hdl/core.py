@@ -302,7 +302,10 @@ class LifCore(wiring.Component):
     ``lanes`` postsynaptic neurons are processed per clock cycle (default 1).  Ports:
     ``i_event`` (in), ``o_spike`` (out), ``o_readout`` (out) streams as described in the module
     documentation, and ``busy`` (out), high while an event is being processed or outputs are
-    pending.
+    pending.  A learning core (``config.learning`` set) also has ``o_weights`` (out), which
+    dumps the weights on a ``READ_WEIGHTS`` event, and ``i_weights`` (in), which loads them
+    while the core is idle (:mod:`neurofptt.hdl.learning`, ``docs/hardware.md`` section 9);
+    ``busy`` then also covers a load that has started and not ended.
     """
 
     def __init__(self, net: QuantizedNetwork, lanes: int | None = None) -> None:

@@ -4,8 +4,10 @@
 at a time).  ``run_learning_flow`` puts the learning core through the same checks as the inference
 flow: the rule in float (the reference accuracy), the rule on chip in the golden model, and the
 learning RTL under cocotb on a subset of the samples, every weight read back after every update
-and compared with the golden model.  Its ``metrics.json`` holds ``float_accuracy``,
-``onchip_accuracy``, ``learning_memory_overhead``, ``rtl_weight_mismatches`` and
+and compared with the golden model.  On-chip learning runs twice: from random weights (learning
+from scratch, ``onchip_accuracy``) and from the float network quantized (adapting a pre-trained
+network, ``onchip_finetune_accuracy``).  Its ``metrics.json`` also holds ``float_accuracy``,
+``quantized_accuracy``, ``learning_memory_overhead``, ``rtl_weight_mismatches`` and
 ``learning_cycles_per_update``.
 """
 
@@ -18,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from neurofptt.errors import ConfigError, VerificationError
-from neurofptt.flow import QUANTIZED, load_flow_task, stage_train, write_json
+from neurofptt.flow import QUANTIZED, load_flow_task, stage_quantize, stage_train, write_json
 from neurofptt.flowconfig import FlowConfig
 from neurofptt.quant.config import LearningConfig
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.quant.onchip import (
+    fan_in_spreads,
     learning_cycles_per_update,
     learning_memory_overhead,
     random_network,
@@ -32,24 +35,44 @@ from neurofptt.quant.onchip import (
 ONCHIP_RULES = ("eprop", "fptt")
 RTL_LEARNING_SAMPLES = 8  # samples learned by the RTL in a flow run (every update is compared)
 
+#: The learning constants of a flow config without a ``[hardware.learning]`` table, chosen on the
+#: default digits task (``docs/hardware.md`` section 9): the hinge error (the target error pulls
+#: the other classes' readouts up toward 0 and erases the margins), one update per sample on its
+#: last step, and the readout learning 16 times faster than the hidden weights.  A table replaces
+#: all of them; the fields it leaves out take :class:`LearningConfig`'s defaults.
+DEFAULT_LEARNING = LearningConfig(
+    error="hinge",
+    target=512,
+    supervised_steps=1,
+    lr_shift_in=20,
+    lr_shift_rec=20,
+    lr_shift_out=16,
+)
+SHIFTS = ("w_in_shift", "w_rec_shift", "w_out_shift")  # chosen per network by the quantizer
+
 
 def initial_network(cfg: FlowConfig, rule: str, init: Path | None = None) -> QuantizedNetwork:
-    """The network on-chip learning starts from, with ``hardware.learning`` in ``rule``'s mode:
-    ``init`` (a ``quantized.npz`` of the same hardware) or random weights uniform in +-1/8 of
-    the weight range (seed ``train.seed``)."""
+    """The network on-chip learning starts from, with ``hardware.learning`` (or
+    :data:`DEFAULT_LEARNING`) in ``rule``'s mode.
+
+    ``init`` is a ``quantized.npz`` of the same hardware; it keeps the per-matrix weight shifts
+    the quantizer chose for it.  Without it the weights are random, uniform within
+    :func:`~neurofptt.quant.onchip.fan_in_spreads` (seed ``train.seed``).
+    """
     if rule not in ONCHIP_RULES:
         raise ConfigError(f"the golden engine learns with {ONCHIP_RULES}, not {rule!r}")
-    learning = dataclasses.replace(cfg.hardware.learning or LearningConfig(), mode=rule)
+    learning = dataclasses.replace(cfg.hardware.learning or DEFAULT_LEARNING, mode=rule)
     hw = cfg.hardware.replace(learning=learning)
     if init is None:
-        return random_network(hw, seed=cfg.train.seed, spread=2 ** (hw.weight_bits - 1) // 8)
+        return random_network(hw, seed=cfg.train.seed, spread=fan_in_spreads(hw))
     start = QuantizedNetwork.load(init)
-    if start.config.replace(learning=learning) != hw:
+    start_hw = start.config.replace(learning=learning)
+    if start_hw.replace(**{name: getattr(hw, name) for name in SHIFTS}) != hw:
         raise ConfigError(
             f"{init} was quantized for another hardware config; use the config it was made "
-            "with (only hardware.learning may differ)"
+            "with (only hardware.learning and the weight shifts may differ)"
         )
-    return QuantizedNetwork(hw, start.w_in, start.w_rec, start.w_out)
+    return QuantizedNetwork(start_hw, start.w_in, start.w_rec, start.w_out)
 
 
 def stage_train_onchip(
@@ -65,8 +88,8 @@ def stage_train_onchip(
     (so ``generate``/``verify`` run on it) and ``train_onchip.json``.
 
     The start is ``init`` (a ``quantized.npz``, e.g. from float training and ``quantize``) or a
-    random network with weights uniform in +-1/8 of the weight range (seed ``train.seed``).  The
-    learning constants are ``hardware.learning`` (its defaults when the table is absent).
+    random network (see :func:`initial_network`).  The learning constants are
+    ``hardware.learning``, or :data:`DEFAULT_LEARNING` when the table is absent.
     """
     out.mkdir(parents=True, exist_ok=True)
     task = load_flow_task(cfg)
@@ -104,10 +127,11 @@ def stage_train_onchip(
 
 
 def run_learning_flow(cfg: FlowConfig, out: Path, rule: str, *, progress: bool = True) -> dict:
-    """Float training with ``rule`` (``out/float``), on-chip learning in the golden model
-    (``out/onchip``), and the learning RTL against the golden model (``out/rtl_learning``); writes
-    and returns ``out/metrics.json``.  Raises :class:`VerificationError` on any RTL mismatch (after
-    writing the metrics)."""
+    """Float training with ``rule`` (``out/float``, also quantized there), on-chip learning in
+    the golden model from random weights (``out/onchip``) and from the quantized float network
+    (``out/onchip_finetune``), and the learning RTL against the golden model
+    (``out/rtl_learning``); writes and returns ``out/metrics.json``.  Raises
+    :class:`VerificationError` on any RTL mismatch (after writing the metrics)."""
     from neurofptt.hdl import cycles_per_update
     from neurofptt.verify import run_rtl_learning
 
@@ -121,9 +145,17 @@ def run_learning_flow(cfg: FlowConfig, out: Path, rule: str, *, progress: bool =
     )
     log(f"training the float model with {rule} ({cfg.train.epochs} epochs) ...")
     trained = stage_train(float_cfg, out / "float", progress=progress)
-    log(f"float accuracy {trained['float_accuracy']:.4f}; learning on chip (golden model) ...")
+    quantized = stage_quantize(out / "float")
+    log(
+        f"float accuracy {trained['float_accuracy']:.4f}, quantized "
+        f"{quantized['golden_accuracy']:.4f}; learning on chip from random weights ..."
+    )
     onchip = stage_train_onchip(cfg, out / "onchip", rule, progress=progress)
-    log(f"on-chip accuracy {onchip['onchip_accuracy']:.4f}; learning in the RTL (cocotb) ...")
+    log(f"on-chip accuracy {onchip['onchip_accuracy']:.4f}; from the quantized float network ...")
+    finetune = stage_train_onchip(
+        cfg, out / "onchip_finetune", rule, init=out / "float" / QUANTIZED, progress=progress
+    )
+    log(f"on-chip accuracy {finetune['onchip_accuracy']:.4f}; learning in the RTL (cocotb) ...")
     task = load_flow_task(cfg)
     n = min(len(task.train), cfg.flow.rtl_samples or RTL_LEARNING_SAMPLES, RTL_LEARNING_SAMPLES)
     net = initial_network(cfg, rule)
@@ -135,8 +167,12 @@ def run_learning_flow(cfg: FlowConfig, out: Path, rule: str, *, progress: bool =
         "task": task.name,
         "rule": rule,
         "float_accuracy": trained["float_accuracy"],
+        "quantized_accuracy": quantized["golden_accuracy"],
         "onchip_accuracy": onchip["onchip_accuracy"],
         "onchip_history": onchip["history"],
+        "onchip_finetune_accuracy": finetune["onchip_accuracy"],
+        "onchip_finetune_history": finetune["history"],
+        "learning": dataclasses.asdict(hw.learning),
         "learning_memory_overhead": learning_memory_overhead(hw, rule),
         "rtl_weight_mismatches": rtl.n_mismatches,
         "rtl_learning_samples": n,

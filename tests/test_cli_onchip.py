@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from neurofptt.cli import main
+from neurofptt.flowconfig import FlowConfig
+from neurofptt.onchip_flow import DEFAULT_LEARNING, initial_network
 from neurofptt.quant import HardwareConfig, QuantizedNetwork
 from neurofptt.quant.onchip import random_network
 
@@ -68,6 +72,23 @@ def test_golden_engine_refuses_other_rules_and_foreign_networks(tmp_path: Path, 
     assert "quantized for another hardware config" in capsys.readouterr().err
 
 
+def test_init_keeps_the_shifts_the_quantizer_chose(tmp_path: Path) -> None:
+    """``quantize`` picks each matrix's shift, so a quantized network differs from its flow
+    config there; learning starts from it with its own shifts and the flow's learning table."""
+    config = tmp_path / "cue.toml"
+    config.write_text(CUE)
+    cfg = FlowConfig.load(config)
+    hw = cfg.hardware.replace(learning=None, w_in_shift=1, w_rec_shift=0, w_out_shift=5)
+    random_network(hw, seed=0, spread=9).save(tmp_path / "q.npz")
+    net = initial_network(cfg, "fptt", tmp_path / "q.npz")
+    assert (net.config.w_in_shift, net.config.w_rec_shift, net.config.w_out_shift) == (1, 0, 5)
+    assert net.config.learning == dataclasses.replace(cfg.hardware.learning, mode="fptt")
+    assert np.array_equal(net.w_rec, QuantizedNetwork.load(tmp_path / "q.npz").w_rec)
+    # without a [hardware.learning] table the flow's tuned constants apply
+    bare = dataclasses.replace(cfg, hardware=cfg.hardware.replace(learning=None))
+    assert initial_network(bare, "eprop").config.learning == DEFAULT_LEARNING
+
+
 @pytest.mark.parametrize("rule", ["eprop", "fptt"])
 def test_learning_flow_writes_the_learning_metrics(tmp_path: Path, rule: str, capsys) -> None:
     """``flow --learning``: the rule in float, on chip in the golden model, and in the RTL with
@@ -82,6 +103,10 @@ def test_learning_flow_writes_the_learning_metrics(tmp_path: Path, rule: str, ca
     assert metrics["rtl_weight_mismatches"] == 0
     assert metrics["rtl_synaptic_updates"] >= 10_000
     assert metrics["float_accuracy"] > 0.6 and metrics["onchip_accuracy"] > 0.6  # chance 0.5
+    # from the quantized float network: starts where float ended and keeps learning
+    assert metrics["quantized_accuracy"] > 0.6 and metrics["onchip_finetune_accuracy"] > 0.8
+    assert len(metrics["onchip_finetune_history"]) == 3
+    assert (out / "onchip_finetune" / "quantized.npz").exists()
     assert 0 < metrics["learning_memory_overhead"] < 2
     measured = metrics["learning_cycles_per_update_measured"]
     assert measured == metrics["learning_cycles_per_update"]

@@ -21,6 +21,7 @@ from neurofptt.quant.onchip import (
     MATRICES,
     LearningState,
     beta_shift,
+    fan_in_spreads,
     learning_cycles_per_update,
     learning_memory_bits,
     learning_memory_overhead,
@@ -32,6 +33,7 @@ from neurofptt.quant.onchip import (
 )
 from neurofptt.quant.quantizer import dequantize_into
 from neurofptt.tasks.cue import load_cue_task
+from neurofptt.tasks.digits import load_digits_task
 
 # -- configuration ------------------------------------------------------------------------------
 
@@ -528,6 +530,23 @@ CUE_HW = HardwareConfig(
     lanes=2,
     learning=LearningConfig(supervised_steps=5, lr_shift_rec=22),
 )
+
+
+def test_fan_in_spreads() -> None:
+    """``2 * 256 / sqrt(fan_in) >> shift``: digits 512/sqrt(32) = 90.5, 512/sqrt(128) = 45.3;
+    the cue config 512/sqrt(12)/8 = 18.5, 512/sqrt(24)/4 = 26.1; clamped to [1, w_max]."""
+    digits = HardwareConfig(n_in=32, n_rec=128, n_out=10)
+    assert fan_in_spreads(digits) == (91, 45, 45)
+    assert fan_in_spreads(CUE_HW) == (18, 26, 26)
+    assert fan_in_spreads(digits, gain=40) == (127, 127, 127)
+    assert fan_in_spreads(digits.replace(w_in_shift=12), gain=0.1) == (1, 2, 2)
+    net = random_network(digits, seed=0, spread=fan_in_spreads(digits))
+    for w, spread in zip((net.w_in, net.w_rec, net.w_out), (91, 45, 45), strict=True):
+        assert np.abs(w).max() == spread
+    # the reason for the scaling: the fixed +-1/8-of-range start leaves the digits network silent
+    x = load_digits_task().test.numpy_spikes()[:100]
+    assert golden_run(random_network(digits, seed=0, spread=16), x).spikes.mean() < 0.01
+    assert golden_run(net, x).spikes.mean() > 0.1
 
 
 @pytest.mark.parametrize("mode", ["eprop", "fptt"])

@@ -95,12 +95,13 @@ class _LearningBench:
         return sum(int(v) << self.event[name].offset for name, v in fields.items())
 
     async def feed_weights(self) -> None:
-        """Offer the load's words on ``i_weights``, ``last`` on the final one (with pauses under
-        backpressure)."""
+        """Offer the load's words on ``i_weights``, ``last`` on the final one, with pauses
+        between words under backpressure (never before the first, which goes with the CLEAR,
+        so the READ behind the CLEAR always finds the load started)."""
         dut = self.dut
         words = load_words(self.load.net, self.load.wbar)
         for i, word in enumerate(words):
-            if self.backpressure and self.rng.random() < 0.3:
+            if i and self.backpressure and self.rng.random() < 0.3:
                 dut.i_weights__valid.value = 0
                 await ClockCycles(dut.clk, self.rng.randint(1, 3))
             dut.i_weights__payload.value = encode_word(self.cfg, word, i == len(words) - 1)

@@ -69,7 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, config=False)
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--verilog", type=Path, default=None)
-    p.add_argument("--samples", type=int, default=0, help="test samples (0: all)")
+    p.add_argument(
+        "--learn",
+        action="store_true",
+        help="check the learning datapath of a learning core instead: it learns on training "
+        "samples, every weight read back after every update (writes verify_learning.json)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="samples, 0: all (default: all test samples; with --learn the first few training "
+        "samples, since every update costs a full weight read-back)",
+    )
     p.add_argument("--task", default="digits")
 
     p = sub.add_parser("synth", help="FPGA synthesis report with yosys (yowasp)")
@@ -161,7 +173,10 @@ def run(args: argparse.Namespace) -> object:
     if args.command == "generate":
         return flow.stage_generate(out, args.model)
     if args.command == "verify":
-        record = flow.stage_verify(out, args.model, args.verilog, args.samples, args.task)
+        if args.learn:
+            return run_verify_learning(args)
+        samples = 0 if args.samples is None else args.samples
+        record = flow.stage_verify(out, args.model, args.verilog, samples, args.task)
         if record["rtl_mismatches"]:
             raise VerificationError(
                 f"{record['mismatch_report']}\nsee {args.out / 'cocotb'}; the RTL and the golden "
@@ -177,6 +192,27 @@ def run(args: argparse.Namespace) -> object:
 
         return write_report(out)
     raise AssertionError(args.command)
+
+
+def run_verify_learning(args: argparse.Namespace) -> dict:
+    """``verify --learn``: the learning testbench; any mismatch fails the command (after
+    ``verify_learning.json`` is written)."""
+    from neurofptt.flow import LEARNING_VERIFY_SAMPLES, stage_verify_learning
+
+    if args.verilog is not None:
+        raise ConfigError(
+            "--verilog cannot go with --learn: the learning testbench generates the learning "
+            "core from --model; drop --verilog"
+        )
+    samples = LEARNING_VERIFY_SAMPLES if args.samples is None else args.samples
+    record = stage_verify_learning(args.out, args.model, samples, args.task)
+    if record["rtl_mismatches"] or not record["rtl_complete"]:
+        raise VerificationError(
+            f"{record['mismatch_report']}\nsee {args.out / 'cocotb_learning'} and "
+            f"{args.out / 'verify_learning.json'}; the learning RTL and the golden model must "
+            "agree exactly"
+        )
+    return record
 
 
 def run_sweep(args: argparse.Namespace) -> list[dict]:

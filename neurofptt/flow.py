@@ -2,7 +2,9 @@
 
 ``train`` -> ``checkpoint.pt``; ``quantize`` -> ``quantized.npz`` (+ float and golden accuracy);
 ``generate`` -> ``rtl/`` (Verilog, memory files); ``verify`` -> ``cocotb/`` (RTL run on held-out
-samples); ``synth`` -> ``fpga.json``; ``report`` -> ``report.md``, ``metrics.json`` and plots.
+samples; for a learning core also ``verify --learn`` -> ``cocotb_learning/``, the learning
+datapath on training samples); ``synth`` -> ``fpga.json``; ``report`` -> ``report.md``,
+``metrics.json`` and plots.
 Every stage writes a small JSON record into the output folder; the report collects them.
 """
 
@@ -186,16 +188,9 @@ def stage_generate(out: Path, model_path: Path | None = None) -> dict:
 
 
 # -- verify ---------------------------------------------------------------------------------------
-def stage_verify(
-    out: Path,
-    model_path: Path | None = None,
-    verilog: Path | None = None,
-    samples: int = 0,
-    task_name: str = "digits",
-) -> dict:
-    from neurofptt.verify import run_rtl
-
-    net = QuantizedNetwork.load(model_path or out / QUANTIZED)
+def _task_of(net: QuantizedNetwork, task_name: str) -> TaskData:
+    """Load ``task_name``; its inputs and classes must be the model's, else the stimulus would
+    not fit the core's ports."""
     task = load_task(task_name)
     if (task.test.n_in, task.n_out) != (net.config.n_in, net.config.n_out):
         raise ConfigError(
@@ -203,9 +198,31 @@ def stage_verify(
             f"task {task_name!r} has {task.test.n_in} inputs and {task.n_out} classes; "
             "verify it on its own task"
         )
+    return task
+
+
+def _sample_count(samples: int, available: int, split: str) -> int:
+    """The number of samples to simulate: ``samples``, capped at ``available``; 0 means all."""
     if samples < 0:
-        raise ConfigError(f"samples must be >= 0 (0 = the whole test set), got {samples}")
-    n = len(task.test) if samples == 0 else min(samples, len(task.test))
+        raise ConfigError(f"samples must be >= 0 (0 = the whole {split} set), got {samples}")
+    return available if samples == 0 else min(samples, available)
+
+
+def stage_verify(
+    out: Path,
+    model_path: Path | None = None,
+    verilog: Path | None = None,
+    samples: int = 0,
+    task_name: str = "digits",
+) -> dict:
+    """Run the inference testbench on the first ``samples`` test samples (0: all).  A learning
+    core runs here as an inference core: every ``STEP`` carries ``learn = 0``, so its learning
+    datapath stays idle; :func:`stage_verify_learning` checks that."""
+    from neurofptt.verify import run_rtl
+
+    net = QuantizedNetwork.load(model_path or out / QUANTIZED)
+    task = _task_of(net, task_name)
+    n = _sample_count(samples, len(task.test), "test")
     spikes = task.test.numpy_spikes()[:n]
     labels = task.test.y.numpy()[:n]
     # the Verilog generated in OUT is the artefact to verify; a model given explicitly gets its
@@ -232,6 +249,66 @@ def stage_verify(
         "seconds": time.perf_counter() - start,
     }
     write_json(out / "verify.json", record)
+    return record
+
+
+#: Training samples ``verify --learn`` learns on by default.  Every update is followed by a
+#: full read-back of the weights (a dump of every weight word, compared value by value), so the
+#: simulation costs about one dump per update: 8 samples of the cue task (5 updates each, 40
+#: dumps of the 12-24-2 core) take about 10 s under Icarus, and already exercise every weight
+#: word, the saturation of the updates and the learning state carried from sample to sample.
+LEARNING_VERIFY_SAMPLES = 8
+
+
+def stage_verify_learning(
+    out: Path,
+    model_path: Path | None = None,
+    samples: int = LEARNING_VERIFY_SAMPLES,
+    task_name: str = "digits",
+) -> dict:
+    """Run the learning testbench on the first ``samples`` training samples (0: all): the core
+    generated from the model learns on them from the model's weights, and every weight (and
+    FPTT's ``W_bar``) is read back after every update and compared with the golden model;
+    writes ``verify_learning.json``.  The model needs a learning section
+    (``hardware.learning``)."""
+    from neurofptt.hdl import cycles_per_update
+    from neurofptt.quant.onchip import learning_cycles_per_update
+    from neurofptt.verify import run_rtl_learning
+
+    path = model_path or out / QUANTIZED
+    net = QuantizedNetwork.load(path)
+    if net.config.learning is None:
+        raise ConfigError(
+            f"{path} has no learning section (hardware.learning), so its core cannot learn; "
+            "train it on chip with `neurofptt train --engine golden` (which writes one), or add "
+            "a [hardware.learning] table to its flow config and quantize it again"
+        )
+    task = _task_of(net, task_name)
+    n = _sample_count(samples, len(task.train), "training")
+    start = time.perf_counter()
+    rtl = run_rtl_learning(
+        net, task.train.numpy_spikes()[:n], task.train.y.numpy()[:n], out / "cocotb_learning"
+    )
+    cfg = net.config
+    record = {
+        "task": task.name,
+        "rule": cfg.learning.mode,
+        "rtl_learning_samples": n,
+        "rtl_updates": rtl.updates,
+        "rtl_synaptic_updates": rtl.synaptic_updates,
+        "rtl_values_compared": rtl.compared,
+        "rtl_mismatches": rtl.n_mismatches,  # a timeout is one (the testbench records it)
+        "rtl_complete": rtl.complete,
+        "mismatch_report": rtl.report() if not rtl.ok else "",
+        "first_mismatches": [dataclasses.asdict(m) for m in rtl.mismatches[:20]],
+        "learning_cycles_per_update": cycles_per_update(cfg),
+        "learning_cycles_per_update_measured": (
+            int(np.max(rtl.update_cycles)) if len(rtl.update_cycles) else None
+        ),
+        "learning_cycles_per_update_formula": learning_cycles_per_update(cfg),
+        "seconds": time.perf_counter() - start,
+    }
+    write_json(out / "verify_learning.json", record)
     return record
 
 

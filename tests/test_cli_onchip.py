@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from neurofptt.cli import main
+from neurofptt.flow import LEARNING_VERIFY_SAMPLES
 from neurofptt.flowconfig import FlowConfig
 from neurofptt.onchip_flow import DEFAULT_LEARNING, initial_network
 from neurofptt.quant import HardwareConfig, QuantizedNetwork
@@ -111,3 +112,97 @@ def test_learning_flow_writes_the_learning_metrics(tmp_path: Path, rule: str, ca
     measured = metrics["learning_cycles_per_update_measured"]
     assert measured == metrics["learning_cycles_per_update"]
     assert measured == metrics["learning_cycles_per_update_formula"] + 1
+
+
+def test_verify_learn_checks_the_learning_datapath(tmp_path: Path, capsys) -> None:
+    """``verify --learn`` on a model learned on chip: the learning core learns on the first
+    training samples, every weight and ``W_bar`` read back after every update (0 mismatches);
+    plain ``verify`` runs the same model's core as an inference core (``learn = 0``).  Three
+    samples keep the test short (the default is checked in the mismatch test)."""
+    config = tmp_path / "cue.toml"
+    config.write_text(CUE.replace("epochs = 4", "epochs = 1"))
+    out = tmp_path / "out"
+    args = ["train", "--engine", "golden", "--rule", "fptt", "--config", str(config)]
+    assert main([*args, "--no-progress", "--out", str(out)]) == 0
+    model = str(out / "quantized.npz")
+    capsys.readouterr()
+    verify = ["verify", "--model", model, "--task", "cue", "--samples", "3", "--out", str(out)]
+    assert main([*verify, "--learn"]) == 0
+    record = json.loads((out / "verify_learning.json").read_text())
+    assert json.loads(capsys.readouterr().out) == record
+    assert record["task"] == "cue" and record["rule"] == "fptt"
+    assert record["rtl_mismatches"] == 0 and record["rtl_complete"]
+    assert record["mismatch_report"] == "" and record["first_mismatches"] == []
+    assert record["rtl_learning_samples"] == 3
+    assert record["rtl_updates"] == 3 * 5  # supervised_steps = 5, an update on each
+    assert record["rtl_synaptic_updates"] == 15 * (12 * 24 + 24 * 24 + 24 * 2)
+    # FPTT reads W_bar back too: twice the values of the weights
+    assert record["rtl_values_compared"] == 2 * record["rtl_synaptic_updates"]
+    measured = record["learning_cycles_per_update_measured"]
+    assert measured == record["learning_cycles_per_update"]
+    assert measured == record["learning_cycles_per_update_formula"] + 1
+    assert record["seconds"] > 0
+    # inference on the learning core: the extra event fields are 0, i_weights is idle
+    assert main(verify) == 0
+    inference = json.loads((out / "verify.json").read_text())
+    assert inference["rtl_mismatches"] == 0 and inference["rtl_samples"] == 3
+
+
+def test_verify_learn_refuses_what_cannot_learn(tmp_path: Path, capsys) -> None:
+    """A model without a learning section, a task of another size, a negative sample count and
+    an explicit Verilog file are each one clear error line (exit 2), before any simulation."""
+    plain = tmp_path / "plain.npz"
+    random_network(HardwareConfig(n_in=12, n_rec=24, n_out=2), seed=0, spread=4).save(plain)
+    verify = ["verify", "--learn", "--task", "cue", "--out", str(tmp_path)]
+    assert main([*verify, "--model", str(plain)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {plain} has no learning section (hardware.learning)")
+    assert "neurofptt train --engine golden" in err and "[hardware.learning]" in err
+    learning = tmp_path / "learning.npz"
+    hw = HardwareConfig(n_in=12, n_rec=24, n_out=2, learning=DEFAULT_LEARNING)
+    random_network(hw, seed=0, spread=4).save(learning)
+    assert main([*verify[:-4], "--model", str(learning), "--out", str(tmp_path)]) == 2
+    assert "task 'digits' has 32 inputs and 10 classes" in capsys.readouterr().err
+    assert main([*verify, "--model", str(learning), "--samples", "-1"]) == 2
+    assert "samples must be >= 0 (0 = the whole training set)" in capsys.readouterr().err
+    assert main([*verify, "--model", str(learning), "--verilog", str(tmp_path / "x.v")]) == 2
+    assert "--verilog cannot go with --learn" in capsys.readouterr().err
+    assert not (tmp_path / "verify_learning.json").exists()
+
+
+def test_verify_learn_fails_on_a_mismatch(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A mismatch of the learning RTL fails the command with the report, after writing
+    ``verify_learning.json`` (the simulation is replaced by a result holding mismatches)."""
+    import neurofptt.verify
+    from neurofptt.verify import LearningRtlResult, Mismatch
+    from neurofptt.verify.learning import golden_learning_run
+
+    hw = HardwareConfig(n_in=12, n_rec=24, n_out=2, learning=DEFAULT_LEARNING)
+    random_network(hw, seed=0, spread=4).save(tmp_path / "learning.npz")
+    bad = [Mismatch(0, 19, "w_rec", 3, 5, 6, pre=7), Mismatch(1, 19, "w_out", 1, -2, 0, pre=4)]
+
+    def fake_run(net, spikes, labels, work_dir) -> LearningRtlResult:
+        return LearningRtlResult(
+            mismatches=bad,
+            n_mismatches=25,
+            updates=2,
+            synaptic_updates=2 * 912,
+            compared=2 * 912,
+            update_cycles=np.array([457, 457]),
+            golden=golden_learning_run(net, spikes, labels),
+            work_dir=Path(work_dir),
+            log_file=Path(work_dir) / "sim.log",
+        )
+
+    monkeypatch.setattr(neurofptt.verify, "run_rtl_learning", fake_run)
+    model = str(tmp_path / "learning.npz")
+    args = ["verify", "--learn", "--model", model, "--task", "cue", "--out", str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: RTL differs from the golden model: 25 mismatch(es)")
+    assert "sample 0 step 19 w_rec[3, 7] after the update: expected 5, actual 6" in err
+    assert "... and 23 more" in err and "verify_learning.json" in err
+    record = json.loads((tmp_path / "verify_learning.json").read_text())
+    assert record["rtl_mismatches"] == 25
+    assert record["rtl_learning_samples"] == LEARNING_VERIFY_SAMPLES == 8  # the default
+    assert record["first_mismatches"][1]["signal"] == "w_out"

@@ -39,7 +39,7 @@ consecutive addresses; lanes beyond ``n_rec`` / ``n_out`` in the last row hold z
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -394,6 +394,8 @@ class LifCore(wiring.Component):
         s1_j = Signal.like(j)
         m.d.sync += [s1_valid.eq(s0_valid), s1_op.eq(s0_op), s1_j.eq(s0_j)]
         m.d.comb += [st_rd.addr.eq(s0_j), ro_rd.addr.eq(s0_j), sp_rd.addr.eq(p)]
+        if learn is not None:
+            learn.follow_rows(s0_j)
 
         # -- stage 1: read data is valid, modify and write back ---------------------------------
         st = st_rd.data
@@ -444,7 +446,9 @@ class LifCore(wiring.Component):
                         st_wr.data[lane].z.eq(z_new[lane]),
                     ]  # acc stays 0
                 if learn is not None:
-                    learn.record_update_row(s1_j, v_new, z_new)
+                    learn.record_update_row(
+                        s1_j, v_new, z_new, Cat(*(upd[lane].z for lane in range(P)))
+                    )
                 with m.If(z_new != 0):
                     m.d.comb += [
                         sp_wr.en.eq(1),
@@ -463,6 +467,8 @@ class LifCore(wiring.Component):
             with m.Case(_Op.CLEAR):
                 # data stays 0: zero the rows that exist at this index
                 m.d.comb += [st_wr.en.eq(s1_j < R), ro_wr.en.eq(s1_j < Ro)]
+                if learn is not None:
+                    learn.clear_row(s1_j)
         m.d.sync += n_new.eq(n_new_next)
 
         def take_spike(rem_mask, rem_r, list_data, name):
@@ -685,7 +691,7 @@ class LifCore(wiring.Component):
                 with m.If(ro_valid & self.o_readout.ready):  # write back what was just sent
                     m.d.comb += [ro_wr.en.eq(1), ro_wr.addr.eq(ro_kk_row)]
                     if learn is not None:
-                        learn.record_readout(ro_kk, o_new)
+                        learn.record_readout(ro_kk, ro_kk_row, ro_kk_lane, o_new)
                     for lane in range(P):
                         mine = (ro_kk_lane == lane) if P > 1 else True
                         m.d.comb += [

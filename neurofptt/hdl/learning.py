@@ -2,40 +2,58 @@
 
 Elaborated only when ``config.learning`` is set; it implements :mod:`neurofptt.quant.onchip`
 bit for bit.  The unit is not a separate component because it shares the weight memories' read
-ports and the control FSM with the inference datapath: :class:`LifCore` calls its hooks from the
-places where the values it needs pass by, so collecting the per-neuron learning inputs costs no
-extra cycles:
+ports, the two-stage row pipeline and the control FSM with the inference datapath:
+:class:`LifCore` calls its hooks from the places where the values it needs pass by, so
+collecting the per-neuron learning inputs and updating the traces costs no extra cycles:
 
 * ``SPIKE`` events set the step's input bit ``x_i`` (:meth:`LearningUnit.record_input`);
-* the ``UPDATE`` phase hands over each row's new membranes and spikes, from which the
-  pseudo-derivative ``psi_j`` is formed and ``z_j(t)`` recorded (:meth:`record_update_row`);
-* the cycle after ``UPDATE_LAST`` updates all traces at once (:meth:`end_update`);
+* each ``UPDATE`` row (stage 1, ``P`` neurons) forms the pseudo-derivatives ``psi_j`` from the
+  new membranes and leaks and adds the row's traces ``zbar`` (with the row's previous spikes
+  ``z(t-1)``, which the state row still holds) and ``obar`` (with its new spikes ``z(t)``), and
+  the input traces ``xbar`` of the same row address (:meth:`record_update_row`);
+* ``CLEAR`` zeroes the trace rows as it zeroes the state rows (:meth:`clear_row`);
 * each readout value sent on ``o_readout`` becomes the error ``e_k`` (:meth:`record_readout`).
 
 After the readout of a ``STEP`` whose payload has ``learn`` set, the ``LEARN`` state sweeps
 ``W_out``, ``W_in`` and ``W_rec`` one word (``lanes`` synapses) per cycle, in the order and with
 the random draws of the golden model: stage 0 addresses the weight word (and the ``W_bar`` and
-random-feedback words), stage 1 forms the new word and writes it back.  The ``W_out`` sweep also
-accumulates the learning signal ``L_j`` and stores ``delta_j`` after the last word of neuron
-``j``, which is before the ``W_in`` sweep needs it, so the three sweeps run back to back and an
-update takes :func:`~neurofptt.quant.onchip.learning_cycles_per_update` cycles plus one to drain
-the pipeline.  The ``DUMP`` state streams every weight word (and ``W_bar`` word) out on
+random-feedback words) and the per-neuron memories, stage 1 forms the new word and writes it
+back.  The ``W_out`` sweep also accumulates the learning signal ``L_j`` and stores ``delta_j``
+after the last word of neuron ``j``, which is before the ``W_in`` sweep needs it, so the three
+sweeps run back to back and an update takes
+:func:`~neurofptt.quant.onchip.learning_cycles_per_update` cycles plus one to drain the
+pipeline.  The ``DUMP`` state streams every weight word (and ``W_bar`` word) out on
 ``o_weights`` so a testbench can read the learned state through the ports, and ``IDLE`` takes
 the same words back on ``i_weights`` (:meth:`LearningUnit.load`), one per cycle at a load address
 of its own, so a dump, or any other weight set, can be loaded without regenerating the Verilog.
 The word that ends a load restarts learning as :meth:`~neurofptt.quant.onchip.LearningState.start`
 does (FPTT's previous factors zero, the LFSRs at their seeds), with ``W_bar`` as loaded.
 
-Per-neuron state (traces, ``psi``, ``delta``, ``e``, FPTT's previous factors) lives in registers:
-it is ``O(n)`` against the ``O(n^2)`` per-synapse memories, and the trace update of every step
-touches all of it in one cycle.
+Per-neuron state lives in memories with a synchronous read port, like the weights, so it maps to
+RAM and is read through no wide multiplexer (``P`` lanes, ``R = ceil(n_rec / P)``,
+``Ro = ceil(n_out / P)``, ``K = ceil(n_in / R)``)::
+
+    neuron   depth R,   per lane {zbar, obar, psi}   row r, lane l: neuron r*P + l
+    xbar     depth ceil(n_in / K), K traces a word   word q, slot k: input q*K + k
+    error    depth Ro,  per lane e                   row s, lane l: readout s*P + l
+    delta    depth R,   per lane delta               row r, lane l: neuron r*P + l
+
+``xbar`` packs ``K`` inputs a word so that its words fit in the ``R`` rows of ``UPDATE``.  A
+sweep reads the presynaptic trace of its ``pre`` (one value for all lanes: word ``pre // P``
+or ``pre // K``, then a slot multiplexer) and the postsynaptic ``e`` or ``delta`` row of its
+``row`` (one value per lane).  FPTT keeps the previous update's factors in five more memories
+of the same layouts, written as the sweep passes: a trace once the last word of its ``pre`` has
+read it, the ``e`` and ``delta`` rows during the last ``pre`` of ``W_out`` and ``W_rec``.  A
+load cannot zero them in one cycle, so a flag says whether they hold an update at all
+(``Gp = 0`` until the first update after reset or a load).  What stays in registers: the step's
+input bits ``x`` (``n_in`` bits), the LFSRs and the sweep counters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data
 from amaranth.lib.memory import Memory
 
@@ -96,23 +114,52 @@ def _usat(m: Module, value: Value, bits: int, name: str) -> Signal:
     return out
 
 
-def _write_at(m: Module, targets: Sequence[Signal | None], index: Value, value: Value) -> None:
-    """``targets[index] <= value`` (sync); ``None`` entries (padding lanes) are skipped."""
-    with m.Switch(index):
-        for i, target in enumerate(targets):
-            if target is not None:
-                with m.Case(i):
-                    m.d.sync += target.eq(value)
+def _onehot(index: Value, n: int) -> Value:
+    """``n`` bits with only bit ``index`` set: the lane enables of a one-value write."""
+    return Cat(*(index == i for i in range(n)))
 
 
-def _row_select(items: Sequence[Signal], lane: int, lanes: int, row: Value, shape) -> Value:
-    """``items[row * lanes + lane]``, or 0 on a padding lane of the last row."""
-    rows = _rows(len(items), lanes)
-    column = [
-        items[r * lanes + lane] if r * lanes + lane < len(items) else Const(0, shape)
-        for r in range(rows)
-    ]
-    return Array(column)[row]
+def _pick(values: Sequence[Value], index: Value) -> Value:
+    """``values[index]``: one slot of a word read by presynaptic index."""
+    return values[0] if len(values) == 1 else Array(values)[index]
+
+
+class _Table:
+    """A per-neuron memory: ``depth`` words of ``slots`` values, one read and one write port.
+
+    ``granular`` gives the write port one enable per slot, for tables written one value at a
+    time; ``transparent`` makes a read see a write of the same cycle.
+    """
+
+    def __init__(
+        self,
+        m: Module,
+        name: str,
+        shape,
+        slots: int,
+        depth: int,
+        *,
+        granular: bool = False,
+        transparent: bool = False,
+    ) -> None:
+        mem = Memory(shape=data.ArrayLayout(shape, slots), depth=depth, init=[])
+        m.submodules[name] = mem
+        self.slots = slots
+        self.wr = mem.write_port(granularity=1 if granular else None)
+        self.rd = mem.read_port(transparent_for=(self.wr,) if transparent else ())
+
+    @property
+    def row(self):
+        """The word read on the previous cycle (stage 1 of the address given on stage 0)."""
+        return self.rd.data
+
+    def slot(self, index: Value) -> Value:
+        return _pick([self.rd.data[i] for i in range(self.slots)], index)
+
+    def write_one(self, m: Module, addr: Value, index: Value, value: Value) -> None:
+        """Write ``value`` into slot ``index`` of word ``addr`` (comb; the caller's condition)."""
+        m.d.comb += [self.wr.addr.eq(addr), self.wr.en.eq(_onehot(index, self.slots))]
+        m.d.comb += [self.wr.data[i].eq(value) for i in range(self.slots)]
 
 
 class LearningUnit:
@@ -132,8 +179,11 @@ class LearningUnit:
         self.fptt = lc.mode == "fptt"
         self.weights = weights
         self.R, self.Ro = R, Ro = _rows(cfg.n_rec, P), _rows(cfg.n_out, P)
+        self.K = K = _rows(cfg.n_in, R)  # inputs per xbar word, so that the words fit in R rows
+        self.XR = XR = _rows(cfg.n_in, K)
         self.n_pre = {"out": cfg.n_rec, "in": cfg.n_in, "rec": cfg.n_rec}
         self.n_rows = {"out": Ro, "in": R, "rec": R}
+        self.per_word = {"out": P, "in": K, "rec": P}  # presynaptic traces per trace word
         start = LearningState.start(net)
         weight_row = data.ArrayLayout(signed(cfg.weight_bits), P)
         self.word = {name: data.View(weight_row, rd.data) for name, (rd, _wr) in weights.items()}
@@ -162,29 +212,27 @@ class LearningUnit:
             rd = mem.read_port()
             self.feedback = (rd, data.View(weight_row, rd.data))
 
-        # -- per-neuron registers ---------------------------------------------------------------
-        tb, sb, eb = lc.trace_bits, lc.signal_bits, cfg.membrane_bits + 1
-
-        def regs(n: int, shape, name: str) -> list[Signal]:
-            return [Signal(shape, name=f"{name}_{i}") for i in range(n)]
-
-        self.x_now = Signal(cfg.n_in)  # inputs that spiked in this step
-        self.z_prev = Signal(cfg.n_rec)  # z(t - 1)
-        self.z_now = Signal(cfg.n_rec)  # z(t), recorded during UPDATE
-        self.xbar = regs(cfg.n_in, unsigned(tb), "xbar")
-        self.zbar = regs(cfg.n_rec, unsigned(tb), "zbar")
-        self.obar = regs(cfg.n_rec, unsigned(tb), "obar")
-        self.psi = regs(cfg.n_rec, unsigned(lc.psi_bits + 1), "psi")
-        self.delta = regs(cfg.n_rec, signed(sb), "delta")
-        self.err = regs(cfg.n_out, signed(eb), "err")
-        if self.fptt:
+        # -- per-neuron memories ------------------------------------------------------------------
+        tb, sb = lc.trace_bits, lc.signal_bits
+        self.eb = eb = cfg.membrane_bits + 1
+        neuron = data.StructLayout(
+            {"zbar": unsigned(tb), "obar": unsigned(tb), "psi": unsigned(lc.psi_bits + 1)}
+        )
+        self.neuron = _Table(m, "neuron_traces", neuron, P, R)
+        self.xbar = _Table(m, "input_traces", unsigned(tb), K, XR)
+        self.err = _Table(m, "error", signed(eb), P, Ro, granular=True)
+        # transparent: the last delta of W_out is written as W_in reads its first row
+        self.delta = _Table(m, "delta", signed(sb), P, R, granular=True, transparent=True)
+        if self.fptt:  # the previous update's factors
             self.prev = {
-                "delta": regs(cfg.n_rec, signed(sb), "prev_delta"),
-                "err": regs(cfg.n_out, signed(eb), "prev_err"),
-                "xbar": regs(cfg.n_in, unsigned(tb), "prev_xbar"),
-                "zbar": regs(cfg.n_rec, unsigned(tb), "prev_zbar"),
-                "obar": regs(cfg.n_rec, unsigned(tb), "prev_obar"),
+                "err": _Table(m, "prev_error", signed(eb), P, Ro),
+                "delta": _Table(m, "prev_delta", signed(sb), P, R),
+                "obar": _Table(m, "prev_obar", unsigned(tb), P, R, granular=True),
+                "xbar": _Table(m, "prev_xbar", unsigned(tb), K, XR, granular=True),
+                "zbar": _Table(m, "prev_zbar", unsigned(tb), P, R, granular=True),
             }
+            self.prev_valid = Signal()  # the previous factors are an update's, not reset
+        self.x_now = Signal(XR * K)  # inputs that spiked in this step
         self.seeds = [int(seed) for seed in lane_seeds(lc.lfsr_seed, P)]
         self.lfsr = [
             Signal(LFSR_BITS, init=seed, name=f"lfsr_{lane}")
@@ -195,16 +243,19 @@ class LearningUnit:
         self.due = Signal()  # the STEP being processed asked for an update
         self.label = Signal(range(max(cfg.n_out, 2)))
         self.shift = Signal(range(cfg.membrane_bits + 1))
-        self.trace_go = Signal()
         self.depth = {name: self.n_pre[name] * self.n_rows[name] for name in MATRIX_CODES}
         depth = max(self.depth.values())
         self.mat = Signal(range(3))
         self.pre = Signal(range(max(cfg.n_in, cfg.n_rec)))
+        self.pre_word = Signal(range(R))  # pre // per_word: the trace word of pre
+        self.pre_slot = Signal(range(max(P, K, 2)))  # pre % per_word: its slot in the word
         self.row = Signal(range(max(R, Ro)))
         self.addr = Signal(range(depth))
         self.l1_valid = Signal()
         self.l1_mat = Signal.like(self.mat)
         self.l1_pre = Signal.like(self.pre)
+        self.l1_pre_word = Signal.like(self.pre_word)
+        self.l1_pre_slot = Signal.like(self.pre_slot)
         self.l1_row = Signal.like(self.row)
         self.l1_addr = Signal.like(self.addr)
         self.signal_acc = Signal(signed(cfg.weight_bits + eb + max(1, cfg.n_out.bit_length()) + 1))
@@ -218,10 +269,14 @@ class LearningUnit:
         self.load_mat = Signal.like(self.mat)
         self.load_addr = Signal.like(self.addr)
 
-        self._traces()
         self._stage1()
 
     # -- hooks called by the core ---------------------------------------------------------------
+    def follow_rows(self, row: Value) -> None:
+        """Stage 0 of the core's pipeline addresses ``row``: the trace memories read it too (the
+        ``UPDATE`` rows; the sweep overrides the address in ``LEARN``)."""
+        self.m.d.comb += [self.neuron.rd.addr.eq(row), self.xbar.rd.addr.eq(row)]
+
     def record_input(self, index: Value) -> None:
         """A ``SPIKE`` event for input ``index`` was taken."""
         self.m.d.sync += self.x_now.bit_select(index, 1).eq(1)
@@ -235,52 +290,78 @@ class LearningUnit:
         ]
 
     def clear(self) -> None:
-        """A ``CLEAR`` event: a new sample starts with zero traces and no previous spikes."""
-        self.m.d.sync += [self.x_now.eq(0), self.z_prev.eq(0)]
-        self.m.d.sync += [t.eq(0) for t in self.xbar + self.zbar + self.obar]
+        """A ``CLEAR`` event: a new sample starts with no input bits (the trace rows are zeroed
+        by :meth:`clear_row`, the previous spikes with the state rows)."""
+        self.m.d.sync += self.x_now.eq(0)
 
-    def record_update_row(self, row: Value, v_new: Sequence[Value], z_new: Value) -> None:
-        """Stage 1 of ``UPDATE`` for ``row``: keep ``z_j(t)`` and ``psi_j`` of its neurons."""
-        m, cfg, lc, P = self.m, self.cfg, self.lc, self.P
+    def clear_row(self, row: Value) -> None:
+        """Stage 1 of ``CLEAR`` for ``row`` (``0 .. max(R, Ro) - 1``): zero its trace words."""
+        m = self.m
+        m.d.comb += [
+            self.neuron.wr.addr.eq(row),
+            self.neuron.wr.en.eq(row < self.R),
+            self.xbar.wr.addr.eq(row),
+            self.xbar.wr.en.eq(row < self.XR),
+        ]  # data stays 0
+
+    def record_update_row(
+        self, row: Value, v_new: Sequence[Value], z_new: Value, z_prev: Value
+    ) -> None:
+        """Stage 1 of ``UPDATE`` for ``row``: form ``psi_j`` of its neurons, leak and add their
+        traces (``zbar`` with ``z(t-1)``, ``obar`` with ``z(t)``) and those of input word
+        ``row`` (with this step's input bits), and write them back."""
+        m, cfg, lc, P, K = self.m, self.cfg, self.lc, self.P, self.K
+        one = 1 << lc.trace_frac_bits
+
+        def leaked(trace: Value, shift: int, spike: Value, name: str) -> Signal:
+            new = (trace - (trace >> shift)) + Mux(spike, one, 0)
+            return _usat(m, new, lc.trace_bits, name)
+
         w = lc.psi_width_shift
+        m.d.comb += [self.neuron.wr.addr.eq(row), self.neuron.wr.en.eq(1)]
         for lane in range(P):
+            old, new = self.neuron.row[lane], self.neuron.wr.data[lane]
             distance = Signal(signed(cfg.membrane_bits + 1), name=f"psi_distance_{lane}")
             m.d.comb += distance.eq(v_new[lane] - cfg.threshold)
             magnitude = Mux(distance < 0, -distance, distance)
             triangle = (1 << w) - magnitude
-            psi = Mux(triangle > 0, triangle, 0) >> (w - lc.psi_bits)
-            targets = [
-                self.psi[r * P + lane] if r * P + lane < cfg.n_rec else None for r in range(self.R)
+            m.d.comb += [
+                new.psi.eq(Mux(triangle > 0, triangle, 0) >> (w - lc.psi_bits)),
+                new.zbar.eq(leaked(old.zbar, cfg.leak_shift, z_prev[lane], f"zbar_new_{lane}")),
+                new.obar.eq(leaked(old.obar, cfg.out_leak_shift, z_new[lane], f"obar_new_{lane}")),
             ]
-            _write_at(m, targets, row, psi)
-            bits = [
-                self.z_now[r * P + lane] if r * P + lane < cfg.n_rec else None
-                for r in range(self.R)
-            ]
-            _write_at(m, bits, row, z_new[lane])
+        x = self.x_now.word_select(row, K) if self.XR > 1 else self.x_now
+        m.d.comb += [self.xbar.wr.addr.eq(row), self.xbar.wr.en.eq(row < self.XR)]
+        for k in range(K):
+            m.d.comb += self.xbar.wr.data[k].eq(
+                leaked(self.xbar.row[k], cfg.leak_shift, x[k], f"xbar_new_{k}")
+            )
 
     def end_update(self) -> None:
-        """``UPDATE_LAST``: ``z(t)`` is complete after this cycle; update the traces next."""
-        self.m.d.sync += self.trace_go.eq(1)
+        """``UPDATE_LAST``: the last row takes its input bits this cycle; clear them."""
+        self.m.d.sync += self.x_now.eq(0)
 
-    def record_readout(self, k: Value, value: Value) -> None:
-        """Readout ``k`` was sent with ``value``: keep the error ``e_k`` of this step (the hinge
-        keeps ``value - target`` only where its sign matches ``k == label``, else 0)."""
+    def record_readout(self, k: Value, row: Value, lane: Value, value: Value) -> None:
+        """Readout ``k`` (lane ``lane`` of readout row ``row``) was sent with ``value``: keep the
+        error ``e_k`` of this step (the hinge keeps ``value - target`` only where its sign
+        matches ``k == label``, else 0)."""
         is_label = k == self.label
         target = Mux(is_label, self.lc.target, 0)
-        error = Signal(signed(self.cfg.membrane_bits + 1), name="error")
+        error = Signal(signed(self.eb), name="error")
         self.m.d.comb += error.eq(value - target)
         if self.lc.error == "hinge":
             hinged = Signal.like(error, name="error_hinge")
             self.m.d.comb += hinged.eq(Mux((error < 0) == is_label, error, 0))
             error = hinged
-        _write_at(self.m, self.err, k, error >> self.shift)
+        self.err.write_one(self.m, row, lane, error >> self.shift)
 
     def begin(self) -> None:
         """Point the sweep / dump counters at the first word of ``W_out``."""
         self.m.d.sync += [
             self.mat.eq(0),
             self.pre.eq(0),
+            self.pre_word.eq(0),
+            self.pre_slot.eq(0),
             self.row.eq(0),
             self.addr.eq(0),
             self.signal_acc.eq(0),
@@ -311,13 +392,25 @@ class LearningUnit:
                     with m.If(self.row == self.n_rows[name] - 1):
                         m.d.sync += self.row.eq(0)
                         with m.If(self.pre == self.n_pre[name] - 1):
-                            m.d.sync += [self.pre.eq(0), self.addr.eq(0)]
+                            m.d.sync += [
+                                self.pre.eq(0),
+                                self.pre_word.eq(0),
+                                self.pre_slot.eq(0),
+                                self.addr.eq(0),
+                            ]
                             if code == len(MATRIX_CODES) - 1:
                                 on_last()
                             else:
                                 m.d.sync += self.mat.eq(code + 1)
                         with m.Else():
                             m.d.sync += [self.pre.eq(self.pre + 1), self.addr.eq(self.addr + 1)]
+                            with m.If(self.pre_slot == self.per_word[name] - 1):
+                                m.d.sync += [
+                                    self.pre_slot.eq(0),
+                                    self.pre_word.eq(self.pre_word + 1),
+                                ]
+                            with m.Else():
+                                m.d.sync += self.pre_slot.eq(self.pre_slot + 1)
                     with m.Else():
                         m.d.sync += [self.row.eq(self.row + 1), self.addr.eq(self.addr + 1)]
 
@@ -325,30 +418,31 @@ class LearningUnit:
         """``LEARN``: issue one word per cycle; ``on_last`` runs with the last one."""
         m = self.m
         self._addresses(lambda name: 1)
+        by_pre = [self.neuron, self.xbar]  # the traces: one word for all lanes
+        by_row = [self.err, self.delta]  # the factors: one value per lane
+        if self.fptt:
+            by_pre += [self.prev[key] for key in ("obar", "xbar", "zbar")]
+            by_row += [self.prev["err"], self.prev["delta"]]
+        m.d.comb += [table.rd.addr.eq(self.pre_word) for table in by_pre]
+        m.d.comb += [table.rd.addr.eq(self.row) for table in by_row]
         m.d.sync += [
             self.l1_valid.eq(1),
             self.l1_mat.eq(self.mat),
             self.l1_pre.eq(self.pre),
+            self.l1_pre_word.eq(self.pre_word),
+            self.l1_pre_slot.eq(self.pre_slot),
             self.l1_row.eq(self.row),
             self.l1_addr.eq(self.addr),
         ]
         self._step_counters(on_last)
 
     def drain(self) -> None:
-        """``LEARN_LAST``: stage 1 writes the last word; this update's factors become FPTT's
-        previous ones and the sweep is over."""
+        """``LEARN_LAST``: stage 1 writes the last word (and the last previous factors) and the
+        sweep is over."""
         m = self.m
         m.d.sync += [self.l1_valid.eq(0), self.due.eq(0)]
         if self.fptt:
-            now = {
-                "delta": self.delta,
-                "err": self.err,
-                "xbar": self.xbar,
-                "zbar": self.zbar,
-                "obar": self.obar,
-            }
-            for key, regs in now.items():
-                m.d.sync += [p.eq(r) for p, r in zip(self.prev[key], regs, strict=True)]
+            m.d.sync += self.prev_valid.eq(1)
 
     # -- the DUMP state ---------------------------------------------------------------------------
     def dump(self, stream, on_done: Callable[[], None]) -> None:
@@ -408,7 +502,7 @@ class LearningUnit:
                     lfsr.eq(seed) for lfsr, seed in zip(self.lfsr, self.seeds, strict=True)
                 ]
                 if self.fptt:
-                    m.d.sync += [p.eq(0) for regs in self.prev.values() for p in regs]
+                    m.d.sync += self.prev_valid.eq(0)
             with m.Else():
                 m.d.sync += [self.loading.eq(1), self.load_addr.eq(self.load_addr + 1)]
                 for name in list(MATRIX_CODES)[:-1]:  # the end of W_rec is the end of the load
@@ -439,25 +533,28 @@ class LearningUnit:
             m.d.comb += stream.p.wbar.eq(select(lambda name: self.wbar[name][0].data))
 
     # -- datapaths ----------------------------------------------------------------------------
-    def _traces(self) -> None:
-        """The cycle after ``UPDATE_LAST``: all traces leak and add this step's spikes."""
-        m, cfg, lc = self.m, self.cfg, self.lc
-        one = 1 << lc.trace_frac_bits
-        with m.If(self.trace_go):
-            m.d.sync += self.trace_go.eq(0)
-            groups = (
-                ("xbar", self.xbar, self.x_now, cfg.leak_shift),
-                ("zbar", self.zbar, self.z_prev, cfg.leak_shift),
-                ("obar", self.obar, self.z_now, cfg.out_leak_shift),
-            )
-            for name, traces, spikes, shift in groups:
-                for i, trace in enumerate(traces):
-                    new = (trace - (trace >> shift)) + Mux(spikes[i], one, 0)
-                    m.d.sync += trace.eq(_usat(m, new, lc.trace_bits, f"{name}_new_{i}"))
-            m.d.sync += [self.x_now.eq(0), self.z_prev.eq(self.z_now)]
+    def _operands(self, tables: dict[str, _Table]) -> tuple[Value, list[Value]]:
+        """Stage 1: the presynaptic trace (one for all lanes) and the postsynaptic factor of
+        every lane of the word being updated, from ``tables`` (``obar``/``xbar``/``zbar`` and
+        ``err``/``delta``, this update's or the previous one's)."""
+        is_out = self.l1_mat == MATRIX_CODES["out"]
+        is_in = self.l1_mat == MATRIX_CODES["in"]
+        slot = self.l1_pre_slot
+        pre = Mux(
+            is_out,
+            tables["obar"].slot(slot),
+            Mux(is_in, tables["xbar"].slot(slot), tables["zbar"].slot(slot)),
+        )
+        post = [Mux(is_out, tables["err"].row[lane], tables["delta"].row[lane])
+                for lane in range(self.P)]  # fmt: skip
+        return pre, post
 
     def _stage1(self) -> None:
-        """Stage 1 of the sweep: form the new weight (and ``W_bar``) word and write it back."""
+        """Stage 1 of the sweep: form the new weight (and ``W_bar``) word and write it back.
+
+        One multiplier per lane forms ``G`` (and one more ``Gp``) for whichever matrix is
+        being swept; the weight and ``W_bar`` arithmetic after it is per matrix, since each
+        has its own learning-rate shift."""
         m, cfg, lc, P = self.m, self.cfg, self.lc, self.P
         draws = []
         for lane in range(P):
@@ -471,40 +568,50 @@ class LearningUnit:
         with m.If(self.l1_valid):
             m.d.sync += [s.eq(last) for s, (_r0, last) in zip(self.lfsr, draws, strict=True)]
 
-        pre_of = {"out": "obar", "in": "xbar", "rec": "zbar"}
-        post_of = {"out": "err", "in": "delta", "rec": "delta"}
-        eb = cfg.membrane_bits + 1
+        factor_bits = max(self.eb, lc.signal_bits)
+        now = {
+            "obar": self.neuron_view("obar"),
+            "xbar": self.xbar,
+            "zbar": self.neuron_view("zbar"),
+            "err": self.err,
+            "delta": self.delta,
+        }
+        pre, post = self._operands(now)
+        grads = []
+        for lane in range(P):
+            g = Signal(signed(factor_bits + lc.trace_bits + 1), name=f"grad_{lane}")
+            m.d.comb += g.eq(post[lane] * pre)
+            grads.append(g)
+        prev_grads = []
+        if self.fptt:
+            prev_pre, prev_post = self._operands(self.prev)
+            for lane in range(P):
+                gp = Signal(signed(factor_bits + lc.trace_bits + 1), name=f"grad_prev_{lane}")
+                m.d.comb += gp.eq(prev_post[lane] * Mux(self.prev_valid, prev_pre, 0))
+                prev_grads.append(gp)
+            self._keep_previous(now)
+
         for name, code in MATRIX_CODES.items():
             _rd, wr = self.weights[name]
             selected = self.l1_valid & (self.l1_mat == code)
-            post_regs = getattr(self, post_of[name])
-            post_shape = signed(eb) if name == "out" else signed(lc.signal_bits)
-            pre = Array(getattr(self, pre_of[name]))[self.l1_pre]
             s = lc.lr_shift(name)
             m.d.comb += [wr.addr.eq(self.l1_addr), wr.en.eq(selected)]
             if self.fptt:
                 _wbar_rd, wbar_wr, wbar_word = self.wbar[name]
                 m.d.comb += [wbar_wr.addr.eq(self.l1_addr), wbar_wr.en.eq(selected)]
-                prev_pre = Array(self.prev[pre_of[name]])[self.l1_pre]
             for lane in range(P):
                 tag = f"{name}_{lane}"
-                w = self.word[name][lane]
-                post = _row_select(post_regs, lane, P, self.l1_row, post_shape)
-                g = Signal(signed(post_shape.width + lc.trace_bits + 1), name=f"grad_{tag}")
-                m.d.comb += g.eq(post * pre)
+                w, g = self.word[name][lane], grads[lane]
                 r0, r1 = draws[lane]
                 if not self.fptt:
                     step = _sround(-g, s, r0)
                     w_new = _saturate(m, w + step, cfg.weight_bits, f"w_new_{tag}")
                     m.d.comb += wr.data.word_select(lane, cfg.weight_bits).eq(w_new)
                     continue
-                prev_post = _row_select(self.prev[post_of[name]], lane, P, self.l1_row, post_shape)
-                gp = Signal.like(g, name=f"grad_prev_{tag}")
-                m.d.comb += gp.eq(prev_post * prev_pre)
                 stored = wbar_word[lane]
                 mean = stored if lc.wbar_store == "absolute" else w - stored
                 pull = (w - mean) << (s + 1 - lc.alpha_shift)
-                step = _sround(-2 * g + gp - pull, s + 1, r0)
+                step = _sround(-2 * g + prev_grads[lane] - pull, s + 1, r0)
                 w_new = _saturate(m, w + step, cfg.weight_bits, f"w_new_{tag}")
                 mean_new = _sround(((mean + w_new) << s) - (g << lc.alpha_shift), s + 1, r1)
                 keep = mean_new if lc.wbar_store == "absolute" else w_new - mean_new
@@ -515,27 +622,59 @@ class LearningUnit:
                 ]
         self._learning_signal()
 
+    def neuron_view(self, field: str) -> _Field:
+        """One field of the ``neuron`` table, read like a table of its own."""
+        return _Field(self.neuron, field)
+
+    def _keep_previous(self, now: dict) -> None:
+        """FPTT: this update's factors become the previous ones once the sweep has read them:
+        a trace after the last word of its ``pre``, the ``e`` and ``delta`` rows during the
+        last ``pre`` of ``W_out`` and ``W_rec`` (the last sweeps that read them)."""
+        m, prev = self.m, self.prev
+        trace_of = {"out": "obar", "in": "xbar", "rec": "zbar"}
+        with m.If(self.l1_valid), m.Switch(self.l1_mat):
+            for name, code in MATRIX_CODES.items():
+                with m.Case(code):
+                    key = trace_of[name]
+                    with m.If(self.l1_row == self.n_rows[name] - 1):
+                        prev[key].write_one(
+                            m, self.l1_pre_word, self.l1_pre_slot, now[key].slot(self.l1_pre_slot)
+                        )
+                    factor = {"out": "err", "rec": "delta"}.get(name)
+                    if factor is not None:
+                        with m.If(self.l1_pre == self.n_pre[name] - 1):
+                            m.d.comb += [
+                                prev[factor].wr.addr.eq(self.l1_row),
+                                prev[factor].wr.en.eq(1),
+                                prev[factor].wr.data.eq(now[factor].row),
+                            ]
+
     def _learning_signal(self) -> None:
         """During the ``W_out`` sweep: ``L_j = sum_k B_jk e_k`` over neuron ``j``'s words, then
         ``delta_j = sat((sat(L_j >> signal_shift) psi_j) >> psi_bits)`` after its last word."""
-        m, cfg, lc, P = self.m, self.cfg, self.lc, self.P
-        eb = cfg.membrane_bits + 1
+        m, lc, P = self.m, self.lc, self.P
         b_word = self.word["out"] if self.feedback is None else self.feedback[1]
         partial = Signal.like(self.signal_acc, name="signal_partial")
-        m.d.comb += partial.eq(
-            sum(
-                b_word[lane] * _row_select(self.err, lane, P, self.l1_row, signed(eb))
-                for lane in range(P)
-            )
-        )
+        m.d.comb += partial.eq(sum(b_word[lane] * self.err.row[lane] for lane in range(P)))
         total = Signal.like(self.signal_acc, name="signal_total")
         m.d.comb += total.eq(self.signal_acc + partial)
         signal = _saturate(m, total >> lc.signal_shift, lc.signal_bits, "signal")
-        psi = Array(self.psi)[self.l1_pre]
+        psi = self.neuron_view("psi").slot(self.l1_pre_slot)
         delta = _saturate(m, (signal * psi) >> lc.psi_bits, lc.signal_bits, "delta_new")
         with m.If(self.l1_valid & (self.l1_mat == MATRIX_CODES["out"])):
             with m.If(self.l1_row == self.Ro - 1):
                 m.d.sync += self.signal_acc.eq(0)
-                _write_at(m, self.delta, self.l1_pre, delta)
+                self.delta.write_one(m, self.l1_pre_word, self.l1_pre_slot, delta)
             with m.Else():
                 m.d.sync += self.signal_acc.eq(total)
+
+
+class _Field:
+    """One field of a table of structures, read like a :class:`_Table` (``slot`` only)."""
+
+    def __init__(self, table: _Table, field: str) -> None:
+        self.table, self.field = table, field
+
+    def slot(self, index: Value) -> Value:
+        row = self.table.rd.data
+        return _pick([row[i][self.field] for i in range(self.table.slots)], index)

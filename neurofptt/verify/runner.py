@@ -42,14 +42,43 @@ TESTBENCH_MODULE = "neurofptt.verify.testbench"
 #: the cocotb test module of the learning core
 LEARNING_TESTBENCH_MODULE = "neurofptt.verify.testbench_learning"
 
+#: the simulator's log in the work folder (the build's is ``build.log``)
+SIM_LOG = "sim.log"
+
 _INSTALL_HINT = (
     "install Icarus Verilog 11 or newer (Debian/Ubuntu: `sudo apt-get install iverilog`, "
     "macOS: `brew install icarus-verilog`), or run `make test`, which installs it"
 )
 
 
+class _Verdict:
+    """What both results say about their mismatches (``mismatches``, the exact total
+    ``n_mismatches``, ``complete`` and ``log_file`` are the result's fields)."""
+
+    mismatches: list[Mismatch]
+    n_mismatches: int
+    complete: bool
+    log_file: Path
+
+    @property
+    def ok(self) -> bool:
+        return self.n_mismatches == 0 and self.complete
+
+    def report(self, limit: int = 20) -> str:
+        """Total count and the first ``limit`` mismatches (where, what, expected and actual)."""
+        return format_report(self.mismatches, self.n_mismatches, limit)
+
+    def raise_for_mismatches(self) -> None:
+        """Raise :class:`VerificationError` with the report unless the RTL matched exactly."""
+        if not self.ok:
+            raise VerificationError(
+                f"{self.report()}\nsimulation log: {self.log_file}; fix the RTL or the golden "
+                "model so that they agree"
+            )
+
+
 @dataclass
-class RtlResult:
+class RtlResult(_Verdict):
     """What the RTL produced, compared with the golden model."""
 
     spikes: np.ndarray  # (B, T, n_rec) bool
@@ -68,10 +97,6 @@ class RtlResult:
     build_seconds: float = 0.0  # Verilog generation and Icarus compilation (0 if cached)
     sim_seconds: float = 0.0  # wall-clock time of the cocotb simulation
 
-    @property
-    def ok(self) -> bool:
-        return self.n_mismatches == 0 and self.complete
-
     def summary(self) -> dict:
         """Scalar metrics for reports (JSON-serialisable)."""
         batch, steps = self.step_cycles.shape
@@ -88,18 +113,6 @@ class RtlResult:
             "sim_seconds": round(self.sim_seconds, 3),
             "golden_agreement": float(np.mean(self.predictions == self.golden.predictions)),
         }
-
-    def report(self, limit: int = 20) -> str:
-        """Total count and the first ``limit`` mismatches (sample, step, index, values)."""
-        return format_report(self.mismatches, self.n_mismatches, limit)
-
-    def raise_for_mismatches(self) -> None:
-        """Raise :class:`VerificationError` with the report unless the RTL matched exactly."""
-        if not self.ok:
-            raise VerificationError(
-                f"{self.report()}\nsimulation log: {self.log_file}; fix the RTL or the golden "
-                "model so that they agree"
-            )
 
 
 def require_icarus() -> None:
@@ -139,17 +152,35 @@ def _quiet_cocotb_runner():
         logger.setLevel(level)
 
 
-def _build_and_test(
-    verilog_path: Path, top: str, work_dir: Path, test_module: str, env: dict, seed: int
-) -> float:
-    """Compile ``verilog_path`` with Icarus (once per design) and run the cocotb ``test_module``
-    with ``env``; returns the time at which the build finished.  A failing test does not raise:
-    its results file says why."""
+def _simulate(
+    verilog_path: Path,
+    top: str,
+    work_dir: Path,
+    test_module: str,
+    stimulus: dict[str, np.ndarray],
+    backpressure: bool,
+    seed: int,
+) -> tuple[Path, float]:
+    """Write ``stimulus`` to ``work_dir/stimulus.npz``, compile ``verilog_path`` with Icarus
+    (once per design) and run the cocotb ``test_module`` on it (the environment
+    :class:`~neurofptt.verify.bench_common.StepBench` reads); returns the results file the
+    testbench wrote and the time at which the build finished.  A failing test does not raise:
+    its results file says why; a simulation that wrote none raises."""
     from cocotb_tools.runner import get_runner  # imported late: heavy and only needed here
 
+    stimulus_file = work_dir / "stimulus.npz"
+    results = work_dir / "results.npz"
+    np.savez(stimulus_file, **stimulus)
+    results.unlink(missing_ok=True)
+    env = {
+        "NEUROFPTT_STIMULUS": str(stimulus_file),
+        "NEUROFPTT_RESULTS": str(results),
+        "NEUROFPTT_BACKPRESSURE": "1" if backpressure else "0",
+        "NEUROFPTT_SEED": str(int(seed)),
+    }
     build_dir = work_dir / "sim_build"
     build_log = work_dir / "build.log"
-    sim_log = work_dir / "sim.log"
+    sim_log = work_dir / SIM_LOG
     # one Icarus build per design: rebuild only when the Verilog or its top module changed
     stamp = build_dir / "design.sha256"
     digest = hashlib.sha256(verilog_path.read_bytes() + top.encode()).hexdigest()
@@ -186,7 +217,11 @@ def _build_and_test(
                 seed=int(seed),
                 log_file=sim_log,
             )
-    return built
+    if not results.is_file():
+        raise VerificationError(
+            f"the simulation ended without writing {results}; log {sim_log}:\n{_tail(sim_log)}"
+        )
+    return results, built
 
 
 def run_rtl(
@@ -228,37 +263,16 @@ def run_rtl(
             )
         top = _module_name(verilog_path)
 
-    stimulus = work_dir / "stimulus.npz"
-    results = work_dir / "results.npz"
-    np.savez(
-        stimulus,
-        spikes=x.astype(np.uint8),
-        expected_spikes=golden.spikes,
-        expected_readout=golden.readout,
-        config=np.array(json.dumps(cfg.to_dict())),
+    stimulus = {
+        "spikes": x.astype(np.uint8),
+        "expected_spikes": golden.spikes,
+        "expected_readout": golden.readout,
+        "config": np.array(json.dumps(cfg.to_dict())),
+    }
+    results, built = _simulate(
+        verilog_path, top, work_dir, TESTBENCH_MODULE, stimulus, backpressure, seed
     )
-    results.unlink(missing_ok=True)
-
-    built = _build_and_test(
-        verilog_path,
-        top,
-        work_dir,
-        TESTBENCH_MODULE,
-        {
-            "NEUROFPTT_STIMULUS": str(stimulus),
-            "NEUROFPTT_RESULTS": str(results),
-            "NEUROFPTT_BACKPRESSURE": "1" if backpressure else "0",
-            "NEUROFPTT_SEED": str(int(seed)),
-        },
-        seed,
-    )
-    sim_log = work_dir / "sim.log"
-
     finished = time.perf_counter()
-    if not results.is_file():
-        raise VerificationError(
-            f"the simulation ended without writing {results}; log {sim_log}:\n{_tail(sim_log)}"
-        )
     with np.load(results, allow_pickle=False) as data:
         rtl_spikes = data["spikes"].astype(bool)
         rtl_readout = data["readout"].astype(np.int64)
@@ -281,7 +295,7 @@ def run_rtl(
         golden=golden,
         verilog=verilog_path,
         work_dir=work_dir,
-        log_file=sim_log,
+        log_file=work_dir / SIM_LOG,
         complete=complete,
         build_seconds=built - started,
         sim_seconds=finished - built,
@@ -289,7 +303,7 @@ def run_rtl(
 
 
 @dataclass
-class LearningRtlResult:
+class LearningRtlResult(_Verdict):
     """What a learning core did on a learning run, compared with the golden model."""
 
     mismatches: list[Mismatch]  # the first MAX_RECORDS records: protocol, spikes/readout, weights
@@ -302,19 +316,6 @@ class LearningRtlResult:
     work_dir: Path
     log_file: Path
     complete: bool = True
-
-    @property
-    def ok(self) -> bool:
-        return self.n_mismatches == 0 and self.complete
-
-    def report(self, limit: int = 20) -> str:
-        """Total count and the first ``limit`` mismatches (sample, step, matrix, indices)."""
-        return format_report(self.mismatches, self.n_mismatches, limit)
-
-    def raise_for_mismatches(self) -> None:
-        """Raise :class:`VerificationError` with the report unless the RTL matched exactly."""
-        if not self.ok:
-            raise VerificationError(f"{self.report()}\nsimulation log: {self.log_file}")
 
 
 def run_rtl_learning(
@@ -347,35 +348,29 @@ def run_rtl_learning(
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     design = generate_verilog(net, work_dir / "rtl")
-    stimulus = work_dir / "stimulus.npz"
-    results = work_dir / "results.npz"
-    loaded = {"load_before": np.int64(-1 if load is None else load.before)}
-    if load is not None:
-        loaded.update(load_w_in=load.net.w_in, load_w_rec=load.net.w_rec, load_w_out=load.net.w_out)
-        loaded.update({f"load_wbar_{m}": w for m, w in load.wbar.items()})
-    np.savez(
-        stimulus,
-        spikes=x.astype(np.uint8),
-        labels=labels,
-        w_in=net.w_in,
-        w_rec=net.w_rec,
-        w_out=net.w_out,
-        config=np.array(json.dumps(cfg.to_dict())),
-        **loaded,
-    )
-    results.unlink(missing_ok=True)
-    env = {
-        "NEUROFPTT_STIMULUS": str(stimulus),
-        "NEUROFPTT_RESULTS": str(results),
-        "NEUROFPTT_BACKPRESSURE": "1" if backpressure else "0",
-        "NEUROFPTT_SEED": str(int(seed)),
+    stimulus = {
+        "spikes": x.astype(np.uint8),
+        "labels": labels,
+        "w_in": net.w_in,
+        "w_rec": net.w_rec,
+        "w_out": net.w_out,
+        "config": np.array(json.dumps(cfg.to_dict())),
+        "load_before": np.int64(-1 if load is None else load.before),
     }
-    _build_and_test(design.verilog, design.name, work_dir, LEARNING_TESTBENCH_MODULE, env, seed)
-    sim_log = work_dir / "sim.log"
-    if not results.is_file():
-        raise VerificationError(
-            f"the simulation ended without writing {results}; log {sim_log}:\n{_tail(sim_log)}"
+    if load is not None:
+        stimulus.update(
+            load_w_in=load.net.w_in, load_w_rec=load.net.w_rec, load_w_out=load.net.w_out
         )
+        stimulus.update({f"load_wbar_{m}": w for m, w in load.wbar.items()})
+    results, _ = _simulate(
+        design.verilog,
+        design.name,
+        work_dir,
+        LEARNING_TESTBENCH_MODULE,
+        stimulus,
+        backpressure,
+        seed,
+    )
     with np.load(results, allow_pickle=False) as data:
         step_start = data["step_start"].astype(np.int64)
         read_accept = data["read_accept"].astype(np.int64)
@@ -401,6 +396,6 @@ def run_rtl_learning(
         update_cycles=np.array(update_cycles, np.int64),
         golden=golden,
         work_dir=work_dir,
-        log_file=sim_log,
+        log_file=work_dir / SIM_LOG,
         complete=complete,
     )

@@ -22,17 +22,25 @@ Run it through :func:`neurofptt.verify.run_rtl_learning`.
 from __future__ import annotations
 
 import json
-import os
-import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, SimTimeoutError, with_timeout
+from cocotb.triggers import ClockCycles
 
 from neurofptt.hdl.core import READ_WEIGHTS, learn_event_layout, weight_dump_layout
-from neurofptt.quant.config import HardwareConfig
 from neurofptt.quant.network import QuantizedNetwork
+from neurofptt.verify.bench_common import (
+    CLEAR,
+    SPIKE,
+    STEP,
+    Sink,
+    StepBench,
+    handshake,
+    pack,
+    run_within,
+    start_core,
+    to_signed,
+)
 from neurofptt.verify.compare import Mismatch, compare_traces, format_report
 from neurofptt.verify.learning import (
     WeightLoad,
@@ -42,57 +50,31 @@ from neurofptt.verify.learning import (
     golden_learning_run,
     load_words,
 )
-from neurofptt.verify.testbench import CLOCK_NS, _cycle, _high, _Sink, _to_signed
-
-_SPIKE, _STEP, _CLEAR = 0, 1, 2
 
 
-async def _handshake(clk, ready) -> None:
-    """Return at the rising edge that transfers the word offered on a stream (``valid`` set)."""
-    while True:
-        await RisingEdge(clk)
-        if _high(ready):  # sampled at this edge: the word was taken
-            return
-        await ReadOnly()
-        if not _high(ready):
-            await RisingEdge(ready)
-
-
-class _LearningBench:
-    def __init__(self, dut, stimulus: str, backpressure: bool, seed: int):
-        self.dut = dut
-        with np.load(stimulus, allow_pickle=False) as data:
-            cfg = HardwareConfig.from_dict(json.loads(str(data["config"])))
-            self.net = QuantizedNetwork(cfg, data["w_in"], data["w_rec"], data["w_out"])
-            self.x = data["spikes"].astype(bool)
-            self.labels = data["labels"].astype(np.int64)
-            self.load = None
-            if int(data["load_before"]) >= 0:
-                loaded = QuantizedNetwork(
-                    cfg, data["load_w_in"], data["load_w_rec"], data["load_w_out"]
-                )
-                wbar = {m: data[f"load_wbar_{m}"] for m in ("in", "rec", "out") if
-                        f"load_wbar_{m}" in data}  # fmt: skip
-                self.load = WeightLoad(int(data["load_before"]), loaded, wbar)
-        self.cfg = cfg
+class _LearningBench(StepBench):
+    def __init__(self, dut):
+        super().__init__(dut)
+        cfg = self.cfg
         self.golden = golden_learning_run(self.net, self.x, self.labels, self.load)
-        self.batch, self.steps, _ = self.x.shape
-        self.backpressure = backpressure
-        self.rng = random.Random(seed)
         self.event = learn_event_layout(cfg)
         self.dump_layout = weight_dump_layout(cfg)
-        self.spikes = np.zeros((self.batch, self.steps, cfg.n_rec), bool)
-        self.readout = np.zeros((self.batch, self.steps, cfg.n_out), np.int64)
-        self.step_start = np.full((self.batch, self.steps), -1, np.int64)
         self.read_accept = np.full((self.batch, self.steps), -1, np.int64)
-        self.errors: list[Mismatch] = []
         self.records: list[Mismatch] = []
         self.weight_mismatches = 0
         self.compared = 0  # synapses (weights and W_bar values) compared
         self.dumps = 0
 
-    def _payload(self, **fields: int) -> int:
-        return sum(int(v) << self.event[name].offset for name, v in fields.items())
+    def read_stimulus(self, data) -> None:
+        cfg = self.cfg
+        self.net = QuantizedNetwork(cfg, data["w_in"], data["w_rec"], data["w_out"])
+        self.labels = data["labels"].astype(np.int64)
+        self.load = None
+        if int(data["load_before"]) >= 0:
+            w = [data[f"load_w_{m}"] for m in ("in", "rec", "out")]
+            wbar = {m: data[f"load_wbar_{m}"] for m in ("in", "rec", "out")
+                    if f"load_wbar_{m}" in data}  # fmt: skip
+            self.load = WeightLoad(int(data["load_before"]), QuantizedNetwork(cfg, *w), wbar)
 
     async def feed_weights(self) -> None:
         """Offer the load's words on ``i_weights``, ``last`` on the final one, with pauses
@@ -106,73 +88,45 @@ class _LearningBench:
                 await ClockCycles(dut.clk, self.rng.randint(1, 3))
             dut.i_weights__payload.value = encode_word(self.cfg, word, i == len(words) - 1)
             dut.i_weights__valid.value = 1
-            await _handshake(dut.clk, dut.i_weights__ready)
+            await handshake(dut.clk, dut.i_weights__ready)
         dut.i_weights__valid.value = 0
 
     async def drive(self) -> None:
-        dut, clk = self.dut, self.dut.clk
-        valid, ready, payload = dut.i_event__valid, dut.i_event__ready, dut.i_event__payload
         g = self.golden
         loader = None
         for b in range(self.batch):
-            events = [(self._payload(kind=_CLEAR), -1, False)]
+            events = [(pack(self.event, kind=CLEAR), -1, False)]
             if self.load is not None and b == self.load.before:
                 # the first word goes with the CLEAR; the READ must wait for the last word
                 loader = cocotb.start_soon(self.feed_weights())
-                events.append((self._payload(kind=READ_WEIGHTS), -1, False))
+                events.append((pack(self.event, kind=READ_WEIGHTS), -1, False))
             for t in range(self.steps):
                 events += [
-                    (self._payload(kind=_SPIKE, index=int(i)), t, False)
+                    (pack(self.event, kind=SPIKE, index=int(i)), t, False)
                     for i in np.flatnonzero(self.x[b, t])
                 ]
-                step = self._payload(
-                    kind=_STEP, learn=g.learn[b, t], label=self.labels[b], shift=g.shift[b, t]
+                step = pack(
+                    self.event,
+                    kind=STEP,
+                    learn=g.learn[b, t],
+                    label=self.labels[b],
+                    shift=g.shift[b, t],
                 )
                 events.append((step, t, False))
                 if g.learn[b, t]:
-                    events.append((self._payload(kind=READ_WEIGHTS), t, True))
+                    events.append((pack(self.event, kind=READ_WEIGHTS), t, True))
             for word, t, is_read in events:
-                payload.value = word
-                valid.value = 1
-                await _handshake(clk, ready)
+                taken = await self.send(word)
                 if is_read:
-                    self.read_accept[b, t] = _cycle()
-                elif t >= 0 and self.step_start[b, t] < 0:
-                    self.step_start[b, t] = _cycle()
-        valid.value = 0
+                    self.read_accept[b, t] = taken
+                else:
+                    self.started(b, t)
+        self.dut.i_event__valid.value = 0
         if loader is not None:
             await loader
 
-    async def collect_spikes(self) -> None:
-        sink = _Sink(self.dut, "o_spike", self.backpressure, self.rng, self.errors)
-        for b in range(self.batch):
-            for t in range(self.steps):
-                sink.where = (b, t)
-                while True:
-                    word, _ = await sink.take()
-                    if word & 3 == _STEP:
-                        break
-                    index = word >> 2
-                    if index < self.cfg.n_rec:
-                        self.spikes[b, t, index] = True
-                    else:
-                        self._protocol(b, t, f"o_spike index {index}")
-
-    async def collect_readout(self) -> None:
-        sink = _Sink(self.dut, "o_readout", self.backpressure, self.rng, self.errors)
-        cfg = self.cfg
-        ib, mb = cfg.index_bits(cfg.n_out), cfg.membrane_bits
-        for b in range(self.batch):
-            for t in range(self.steps):
-                sink.where = (b, t)
-                for k in range(cfg.n_out):
-                    word, _ = await sink.take()
-                    if word & ((1 << ib) - 1) != k:
-                        self._protocol(b, t, f"o_readout index {word & ((1 << ib) - 1)} for {k}")
-                    self.readout[b, t, k] = _to_signed((word >> ib) & ((1 << mb) - 1), mb)
-
     async def collect_dumps(self) -> None:
-        sink = _Sink(self.dut, "o_weights", self.backpressure, self.rng, self.errors)
+        sink = Sink(self.dut, "o_weights", self.backpressure, self.rng, self.errors)
         layout, cfg = self.dump_layout, self.cfg
         fptt = "wbar" in {name for name, _ in layout}
         wb = cfg.weight_bits
@@ -181,7 +135,7 @@ class _LearningBench:
         def lanes(word: int, name: str, bits: int) -> list[int]:
             base = layout[name].offset
             return [
-                _to_signed((word >> (base + lane * bits)) & ((1 << bits) - 1), bits)
+                to_signed((word >> (base + lane * bits)) & ((1 << bits) - 1), bits)
                 for lane in range(cfg.lanes)
             ]
 
@@ -198,7 +152,7 @@ class _LearningBench:
             try:
                 actual = decode_dump(self.net, words)
             except ValueError as exc:
-                self._protocol(snapshot.sample, snapshot.step, f"o_weights: {exc}")
+                self.protocol(snapshot.sample, snapshot.step, f"o_weights: {exc}")
                 actual = {}
             records, total = compare_snapshot(snapshot, actual)
             self.records += records
@@ -206,9 +160,6 @@ class _LearningBench:
             self.compared += sum(w.size for w in snapshot.weights.values())
             self.compared += sum(w.size for w in snapshot.wbar.values())
             self.dumps += 1
-
-    def _protocol(self, b: int, t: int, detail: str) -> None:
-        self.errors.append(Mismatch(b, t, "protocol", -1, -1, -1, detail))
 
     def cycle_budget(self) -> int:
         """Generous upper bound on the cycles of the whole run."""
@@ -222,44 +173,26 @@ class _LearningBench:
 @cocotb.test()
 async def test_learning_core_vs_golden(dut) -> None:
     """Spikes, readouts and every learned weight and ``W_bar`` equal the golden model."""
-    bench = _LearningBench(
-        dut,
-        os.environ["NEUROFPTT_STIMULUS"],
-        os.environ.get("NEUROFPTT_BACKPRESSURE", "0") == "1",
-        int(os.environ.get("NEUROFPTT_SEED", "0")),
+    bench = _LearningBench(dut)
+    await start_core(dut)
+    complete = await run_within(
+        [bench.drive(), bench.collect_spikes(), bench.collect_readout(), bench.collect_dumps()],
+        bench.cycle_budget(),
     )
-    dut.i_event__valid.value = 0
-    dut.i_event__payload.value = 0
-    dut.i_weights__valid.value = 0
-    dut.i_weights__payload.value = 0
-    dut.rst.value = 1
-    Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start(start_high=False)
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-    tasks = [
-        cocotb.start_soon(coro())
-        for coro in (bench.drive, bench.collect_spikes, bench.collect_readout, bench.collect_dumps)
-    ]
-
-    async def finished() -> None:
-        for task in tasks:
-            await task
-
-    complete = True
-    try:
-        await with_timeout(finished(), bench.cycle_budget() * CLOCK_NS, "ns")
-    except SimTimeoutError:
-        complete = False
-        for task in tasks:
-            task.cancel()
-        bench._protocol(-1, -1, f"timeout after {bench.dumps} weight dumps")
+    if not complete:
+        bench.protocol(
+            -1,
+            -1,
+            f"timeout after {bench.steps_done} of {bench.batch * bench.steps} steps and "
+            f"{bench.dumps} weight dumps",
+        )
 
     g = bench.golden
     records, total = compare_traces(g.spikes, g.readout, bench.spikes, bench.readout)
     records = bench.errors + records + bench.records
     total += len(bench.errors) + bench.weight_mismatches
     np.savez(
-        os.environ["NEUROFPTT_RESULTS"],
+        bench.results,
         spikes=bench.spikes,
         readout=bench.readout,
         step_start=bench.step_start,

@@ -17,10 +17,16 @@ import dataclasses
 import time
 from pathlib import Path
 
-import numpy as np
-
 from neurofptt.errors import ConfigError, VerificationError
-from neurofptt.flow import QUANTIZED, load_flow_task, stage_quantize, stage_train, write_json
+from neurofptt.flow import (
+    LEARNING_VERIFY_SAMPLES,
+    QUANTIZED,
+    load_flow_task,
+    stage_quantize,
+    stage_train,
+    stage_verify_learning,
+    write_json,
+)
 from neurofptt.flowconfig import FlowConfig
 from neurofptt.quant.config import LearningConfig
 from neurofptt.quant.network import QuantizedNetwork
@@ -33,7 +39,16 @@ from neurofptt.quant.onchip import (
 )
 
 ONCHIP_RULES = ("eprop", "fptt")
-RTL_LEARNING_SAMPLES = 8  # samples learned by the RTL in a flow run (every update is compared)
+#: what the learning flow's metrics take over from ``verify_learning.json``
+RTL_KEYS = (
+    "rtl_learning_samples",
+    "rtl_updates",
+    "rtl_synaptic_updates",
+    "rtl_values_compared",
+    "learning_cycles_per_update",
+    "learning_cycles_per_update_measured",
+    "learning_cycles_per_update_formula",
+)
 
 #: The learning constants of a flow config without a ``[hardware.learning]`` table, chosen on the
 #: default digits task (``docs/hardware.md`` section 9): the hinge error (the target error pulls
@@ -132,8 +147,6 @@ def run_learning_flow(cfg: FlowConfig, out: Path, rule: str, *, progress: bool =
     (``out/onchip_finetune``), and the learning RTL against the golden model
     (``out/rtl_learning``); writes and returns ``out/metrics.json``.  Raises
     :class:`VerificationError` on any RTL mismatch (after writing the metrics)."""
-    from neurofptt.hdl import cycles_per_update
-    from neurofptt.verify import run_rtl_learning
 
     out.mkdir(parents=True, exist_ok=True)
     log = (lambda msg: print(f"[neurofptt] {msg}", flush=True)) if progress else (lambda msg: None)
@@ -155,16 +168,16 @@ def run_learning_flow(cfg: FlowConfig, out: Path, rule: str, *, progress: bool =
     finetune = stage_train_onchip(
         cfg, out / "onchip_finetune", rule, init=out / "float" / QUANTIZED, progress=progress
     )
-    log(f"on-chip accuracy {finetune['onchip_accuracy']:.4f}; learning in the RTL (cocotb) ...")
-    task = load_flow_task(cfg)
-    n = min(len(task.train), cfg.flow.rtl_samples or RTL_LEARNING_SAMPLES, RTL_LEARNING_SAMPLES)
+    log(f"on-chip accuracy {finetune['onchip_accuracy']:.4f}")
+    log("learning in the RTL (cocotb), every weight compared after every update ...")
+    rtl_dir = out / "rtl_learning"
+    rtl_dir.mkdir(exist_ok=True)
     net = initial_network(cfg, rule)
-    rtl = run_rtl_learning(
-        net, task.train.numpy_spikes()[:n], task.train.y.numpy()[:n], out / "rtl_learning"
-    )
-    hw = net.config
+    net.save(rtl_dir / QUANTIZED)
+    samples = min(cfg.flow.rtl_samples or LEARNING_VERIFY_SAMPLES, LEARNING_VERIFY_SAMPLES)
+    rtl = stage_verify_learning(rtl_dir, samples=samples, task_name=cfg.flow.task)
     metrics = {
-        "task": task.name,
+        "task": rtl["task"],
         "rule": rule,
         "float_accuracy": trained["float_accuracy"],
         "quantized_accuracy": quantized["golden_accuracy"],
@@ -172,23 +185,19 @@ def run_learning_flow(cfg: FlowConfig, out: Path, rule: str, *, progress: bool =
         "onchip_history": onchip["history"],
         "onchip_finetune_accuracy": finetune["onchip_accuracy"],
         "onchip_finetune_history": finetune["history"],
-        "learning": dataclasses.asdict(hw.learning),
-        "learning_memory_overhead": learning_memory_overhead(hw, rule),
-        "rtl_weight_mismatches": rtl.n_mismatches,
-        "rtl_learning_samples": n,
-        "rtl_updates": rtl.updates,
-        "rtl_synaptic_updates": rtl.synaptic_updates,
-        "rtl_values_compared": rtl.compared,
-        "learning_cycles_per_update": cycles_per_update(hw),
-        "learning_cycles_per_update_measured": (
-            int(np.max(rtl.update_cycles)) if len(rtl.update_cycles) else None
-        ),
-        "learning_cycles_per_update_formula": learning_cycles_per_update(hw),
+        "learning": dataclasses.asdict(net.config.learning),
+        "learning_memory_overhead": learning_memory_overhead(net.config, rule),
+        "rtl_weight_mismatches": rtl["rtl_mismatches"],
+        **{key: rtl[key] for key in RTL_KEYS},
     }
     write_json(out / "metrics.json", metrics)
-    log(f"RTL: {rtl.synaptic_updates} synaptic updates compared, {rtl.n_mismatches} mismatches")
-    if not rtl.ok:
+    log(
+        f"RTL: {rtl['rtl_synaptic_updates']} synaptic updates compared, "
+        f"{rtl['rtl_mismatches']} mismatches"
+    )
+    if rtl["rtl_mismatches"]:
         raise VerificationError(
-            f"{rtl.report()}\nsee {rtl.work_dir}; the learning RTL and the golden model must agree"
+            f"{rtl['mismatch_report']}\nsee {rtl_dir}; the learning RTL and the golden model "
+            "must agree"
         )
     return metrics

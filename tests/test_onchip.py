@@ -510,8 +510,11 @@ def test_memory_overhead_and_cycles() -> None:
     narrow = cfg.replace(learning=LearningConfig(wbar_store="difference", wbar_bits=4))
     assert learning_memory_overhead(narrow, "fptt") < learning_memory_overhead(cfg, "fptt") / 2
     # 256 * ceil(16/16) + (256 + 256) * ceil(256/16)
-    assert learning_cycles_per_update(cfg) == 256 + 512 * 16
-    assert learning_cycles_per_update(cfg, lanes=1) == 256 * 16 + 512 * 256
+    assert learning_cycles_per_update(cfg) == 256 + 512 * 16 + 3
+    assert learning_cycles_per_update(cfg.replace(learning=LearningConfig(mode="fptt"))) == (
+        256 + 512 * 16 + 4
+    )
+    assert learning_cycles_per_update(cfg, lanes=1) == 256 * 16 + 512 * 256 + 3
     with pytest.raises(ConfigError, match="learning mode 'sgd'"):
         learning_memory_bits(cfg, "sgd")
 

@@ -583,6 +583,13 @@ def test_design_lists_the_weight_ports() -> None:
     assert all(ports[f"i_weights__{n}"]["meaning"] for n in directions)
     assert meta["payloads"]["i_weights"] == meta["payloads"]["o_weights"]
     assert meta["learning"]["cycles_per_load"] == "n_rec * Ro + (n_in + n_rec) * R"
+    extra = 5 if net.config.learning.mode == "fptt" else 4
+    assert meta["learning"]["cycles_per_update"] == f"n_rec * Ro + (n_in + n_rec) * R + {extra}"
+    cfg = net.config
+    words = cfg.n_rec * -(-cfg.n_out // cfg.lanes) + (cfg.n_in + cfg.n_rec) * -(
+        -cfg.n_rec // cfg.lanes
+    )
+    assert cycles_per_update(cfg) == words + extra
     inference = QuantizedNetwork(net.config.replace(learning=None), net.w_in, net.w_rec, net.w_out)
     assert not any(
         p["name"].startswith("i_weights") for p in design_description(inference)["ports"]

@@ -221,9 +221,10 @@ def cycles_per_step(
 def cycles_per_update(config: HardwareConfig) -> int:
     """Extra clock cycles of a step that ends with a weight update (learning cores only).
 
-    One word (``lanes`` synapses) per cycle through ``W_out``, ``W_in`` and ``W_rec`` back to
-    back, :func:`~neurofptt.quant.onchip.learning_cycles_per_update`, plus one cycle in which
-    the last word is written back."""
+    One word (``lanes`` synapses) per cycle through ``W_out``, ``W_in`` and ``W_rec``, two idle
+    cycles between ``W_out`` and ``W_in`` and the pipeline's drain,
+    :func:`~neurofptt.quant.onchip.learning_cycles_per_update`, plus one cycle for the last
+    word's final stage."""
     from neurofptt.quant.onchip import learning_cycles_per_update
 
     return learning_cycles_per_update(config) + 1
@@ -237,9 +238,9 @@ def cycles_per_load(config: HardwareConfig) -> int:
 
     The words are those of a dump, one per address of ``W_out``, ``W_in`` and ``W_rec``:
     ``n_rec * Ro + (n_in + n_rec) * R``, the words an update sweeps."""
-    from neurofptt.quant.onchip import learning_cycles_per_update
-
-    return learning_cycles_per_update(config)
+    lanes = config.lanes
+    rows, out_rows = _rows(config.n_rec, lanes), _rows(config.n_out, lanes)
+    return config.n_rec * out_rows + (config.n_in + config.n_rec) * rows
 
 
 def cycles_per_clear(config: HardwareConfig, lanes: int | None = None) -> int:
@@ -739,8 +740,7 @@ class LifCore(wiring.Component):
                 with m.State("LEARN"):
                     learn.issue(to_state("LEARN_LAST"))
                 with m.State("LEARN_LAST"):
-                    learn.drain()
-                    m.next = "IDLE"
+                    learn.drain(to_state("IDLE"))
                 with m.State("DUMP"):
                     learn.dump(self.o_weights, to_state("IDLE"))
 

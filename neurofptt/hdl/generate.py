@@ -66,7 +66,11 @@ _PORT_MEANING = {
     "i_weights__valid": "weight word to load valid",
     "i_weights__ready": "core writes the weight word this cycle (high while idle)",
 }
-CYCLES_PER_UPDATE = "n_rec * Ro + (n_in + n_rec) * R + 1"
+#: by learning mode: the words, two idle cycles between W_out and W_in, the pipeline's drain
+CYCLES_PER_UPDATE = {
+    "eprop": "n_rec * Ro + (n_in + n_rec) * R + 4",
+    "fptt": "n_rec * Ro + (n_in + n_rec) * R + 5",
+}
 CYCLES_PER_LOAD = "n_rec * Ro + (n_in + n_rec) * R"
 
 
@@ -224,7 +228,7 @@ def design_description(
             "dump_order": "W_out, W_in, W_rec; each in address order, as the weight memories",
             "load_order": "as dump_order; last (or the final W_rec word) ends the load, which "
             "zeroes FPTT's previous factors and resets the LFSRs to their seeds",
-            "cycles_per_update": CYCLES_PER_UPDATE,
+            "cycles_per_update": CYCLES_PER_UPDATE[cfg.learning.mode],
             "cycles_per_load": CYCLES_PER_LOAD,
         }
     return description

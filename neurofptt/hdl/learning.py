@@ -240,6 +240,11 @@ class LearningUnit:
         ]
 
         # -- control registers ------------------------------------------------------------------
+        #: idle cycles between the W_out and W_in sweeps, and cycles of LEARN_LAST: the last
+        #: delta_j is written in stage 3, the last word leaves stage 2 (e-prop) or 3 (FPTT)
+        self.GAP, self.DRAIN = 2, (3 if self.fptt else 2)
+        self.gap = Signal(range(self.GAP + 1))
+        self.flush = Signal(range(self.DRAIN))
         self.due = Signal()  # the STEP being processed asked for an update
         self.label = Signal(range(max(cfg.n_out, 2)))
         self.shift = Signal(range(cfg.membrane_bits + 1))
@@ -415,34 +420,52 @@ class LearningUnit:
                         m.d.sync += [self.row.eq(self.row + 1), self.addr.eq(self.addr + 1)]
 
     def issue(self, on_last: Callable[[], None]) -> None:
-        """``LEARN``: issue one word per cycle; ``on_last`` runs with the last one."""
+        """``LEARN``: issue one word per cycle, with ``GAP`` idle cycles between ``W_out`` and
+        ``W_in`` (the last ``delta_j`` is written in stage 3); ``on_last`` runs with the last
+        word."""
         m = self.m
-        self._addresses(lambda name: 1)
-        by_pre = [self.neuron, self.xbar]  # the traces: one word for all lanes
-        by_row = [self.err, self.delta]  # the factors: one value per lane
-        if self.fptt:
-            by_pre += [self.prev[key] for key in ("obar", "xbar", "zbar")]
-            by_row += [self.prev["err"], self.prev["delta"]]
-        m.d.comb += [table.rd.addr.eq(self.pre_word) for table in by_pre]
-        m.d.comb += [table.rd.addr.eq(self.row) for table in by_row]
-        m.d.sync += [
-            self.l1_valid.eq(1),
-            self.l1_mat.eq(self.mat),
-            self.l1_pre.eq(self.pre),
-            self.l1_pre_word.eq(self.pre_word),
-            self.l1_pre_slot.eq(self.pre_slot),
-            self.l1_row.eq(self.row),
-            self.l1_addr.eq(self.addr),
-        ]
-        self._step_counters(on_last)
+        with m.If(self.gap != 0):
+            m.d.sync += [self.gap.eq(self.gap - 1), self.l1_valid.eq(0)]
+        with m.Else():
+            self._addresses(lambda name: 1)
+            by_pre = [self.neuron, self.xbar]  # the traces: one word for all lanes
+            by_row = [self.err, self.delta]  # the factors: one value per lane
+            if self.fptt:
+                by_pre += [self.prev[key] for key in ("obar", "xbar", "zbar")]
+                by_row += [self.prev["err"], self.prev["delta"]]
+            m.d.comb += [table.rd.addr.eq(self.pre_word) for table in by_pre]
+            m.d.comb += [table.rd.addr.eq(self.row) for table in by_row]
+            m.d.sync += [
+                self.l1_valid.eq(1),
+                self.l1_mat.eq(self.mat),
+                self.l1_pre.eq(self.pre),
+                self.l1_pre_word.eq(self.pre_word),
+                self.l1_pre_slot.eq(self.pre_slot),
+                self.l1_row.eq(self.row),
+                self.l1_addr.eq(self.addr),
+            ]
+            last_out = (self.mat == MATRIX_CODES["out"]) & (self.addr == self.depth["out"] - 1)
+            with m.If(last_out):
+                m.d.sync += self.gap.eq(self.GAP)
 
-    def drain(self) -> None:
-        """``LEARN_LAST``: stage 1 writes the last word (and the last previous factors) and the
-        sweep is over."""
+            def last() -> None:
+                m.d.sync += self.flush.eq(self.DRAIN - 1)
+                on_last()
+
+            self._step_counters(last)
+
+    def drain(self, on_done: Callable[[], None]) -> None:
+        """``LEARN_LAST``: ``DRAIN`` cycles in which the last word passes the later stages;
+        then the sweep is over and this update's factors are FPTT's previous ones."""
         m = self.m
-        m.d.sync += [self.l1_valid.eq(0), self.due.eq(0)]
-        if self.fptt:
-            m.d.sync += self.prev_valid.eq(1)
+        m.d.sync += self.l1_valid.eq(0)
+        with m.If(self.flush != 0):
+            m.d.sync += self.flush.eq(self.flush - 1)
+        with m.Else():
+            m.d.sync += self.due.eq(0)
+            if self.fptt:
+                m.d.sync += self.prev_valid.eq(1)
+            on_done()
 
     # -- the DUMP state ---------------------------------------------------------------------------
     def dump(self, stream, on_done: Callable[[], None]) -> None:
@@ -550,12 +573,69 @@ class LearningUnit:
         return pre, post
 
     def _stage1(self) -> None:
-        """Stage 1 of the sweep: form the new weight (and ``W_bar``) word and write it back.
+        """The update pipeline after stage 0 (``lanes`` synapses per cycle).
 
-        One multiplier per lane forms ``G`` (and one more ``Gp``) for whichever matrix is
-        being swept; the weight and ``W_bar`` arithmetic after it is per matrix, since each
-        has its own learning-rate shift."""
+        * stage 1 (the reads are valid): one multiplier per lane forms ``G`` (and one more
+          ``Gp``) for whichever matrix is swept; the weight word of that matrix, and FPTT's
+          ``W - W_bar`` and ``W_bar``, are registered with them; the ``W_out`` sweep
+          registers the ``B e`` products of ``L_j``;
+        * stage 2: the new weight word, written back (per matrix: each has its own
+          learning-rate shift); ``L_j`` accumulates, and after neuron ``j``'s last word
+          ``sat(L_j >> signal_shift)`` is registered with ``psi_j``;
+        * stage 3: FPTT's new ``W_bar`` word, written back; ``delta_j`` is formed and written.
+
+        The lane LFSRs draw in stage 2 (FPTT's second draw is carried to stage 3)."""
         m, cfg, lc, P = self.m, self.cfg, self.lc, self.P
+        wb = cfg.weight_bits
+        factor_bits = max(self.eb, lc.signal_bits)
+        grad_shape = signed(factor_bits + lc.trace_bits + 1)
+        weight_row = data.ArrayLayout(signed(wb), P)
+
+        # -- stage 1 --------------------------------------------------------------------------
+        now = {
+            "obar": self.neuron_view("obar"),
+            "xbar": self.xbar,
+            "zbar": self.neuron_view("zbar"),
+            "err": self.err,
+            "delta": self.delta,
+        }
+        pre, post = self._operands(now)
+        l2_valid, l2_mat, l2_addr = Signal(), Signal.like(self.mat), Signal.like(self.addr)
+        m.d.sync += [
+            l2_valid.eq(self.l1_valid),
+            l2_mat.eq(self.l1_mat),
+            l2_addr.eq(self.l1_addr),
+        ]
+
+        def select(port_of: Callable[[str], Value]) -> Value:
+            out, rec = port_of("out"), port_of("rec")
+            return Mux(self.l1_mat == MATRIX_CODES["out"], out,
+                       Mux(self.l1_mat == MATRIX_CODES["in"], port_of("in"), rec))  # fmt: skip
+
+        w2 = Signal(weight_row, name="w_s2")
+        m.d.sync += w2.eq(select(lambda name: self.weights[name][0].data))
+        g2 = [Signal(grad_shape, name=f"grad_{lane}") for lane in range(P)]
+        m.d.sync += [g.eq(post[lane] * pre) for lane, g in enumerate(g2)]
+        if self.fptt:
+            self._keep_previous(now)
+            prev_pre, prev_post = self._operands(self.prev)
+            prev_pre = Mux(self.prev_valid, prev_pre, 0)
+            gp2 = [Signal(grad_shape, name=f"grad_prev_{lane}") for lane in range(P)]
+            m.d.sync += [g.eq(prev_post[lane] * prev_pre) for lane, g in enumerate(gp2)]
+            stored_row = data.ArrayLayout(signed(lc.wbar_bits), P)
+            stored = data.View(stored_row, select(lambda name: self.wbar[name][0].data))
+            mean_bits = max(wb, lc.wbar_bits) + 1
+            diff2 = [Signal(signed(mean_bits + 1), name=f"w_minus_mean_{ln}") for ln in range(P)]
+            mean2 = [Signal(signed(mean_bits + 1), name=f"mean_s2_{ln}") for ln in range(P)]
+            for lane in range(P):
+                w = self.word_of_l1(lane)
+                if lc.wbar_store == "absolute":
+                    mean = stored[lane]
+                    m.d.sync += [diff2[lane].eq(w - stored[lane]), mean2[lane].eq(mean)]
+                else:  # W - W_bar is what is stored
+                    m.d.sync += [diff2[lane].eq(stored[lane]), mean2[lane].eq(w - stored[lane])]
+
+        # -- stage 2: the draws, the new weights ----------------------------------------------
         draws = []
         for lane in range(P):
             r0 = Signal(LFSR_BITS, name=f"draw0_{lane}")
@@ -565,62 +645,64 @@ class LearningUnit:
                 last = Signal(LFSR_BITS, name=f"draw1_{lane}")
                 m.d.comb += last.eq(_leap(r0))
             draws.append((r0, last))
-        with m.If(self.l1_valid):
+        with m.If(l2_valid):
             m.d.sync += [s.eq(last) for s, (_r0, last) in zip(self.lfsr, draws, strict=True)]
 
-        factor_bits = max(self.eb, lc.signal_bits)
-        now = {
-            "obar": self.neuron_view("obar"),
-            "xbar": self.xbar,
-            "zbar": self.neuron_view("zbar"),
-            "err": self.err,
-            "delta": self.delta,
-        }
-        pre, post = self._operands(now)
-        grads = []
-        for lane in range(P):
-            g = Signal(signed(factor_bits + lc.trace_bits + 1), name=f"grad_{lane}")
-            m.d.comb += g.eq(post[lane] * pre)
-            grads.append(g)
-        prev_grads = []
-        if self.fptt:
-            prev_pre, prev_post = self._operands(self.prev)
-            for lane in range(P):
-                gp = Signal(signed(factor_bits + lc.trace_bits + 1), name=f"grad_prev_{lane}")
-                m.d.comb += gp.eq(prev_post[lane] * Mux(self.prev_valid, prev_pre, 0))
-                prev_grads.append(gp)
-            self._keep_previous(now)
-
+        w_new = {}
         for name, code in MATRIX_CODES.items():
             _rd, wr = self.weights[name]
-            selected = self.l1_valid & (self.l1_mat == code)
             s = lc.lr_shift(name)
-            m.d.comb += [wr.addr.eq(self.l1_addr), wr.en.eq(selected)]
-            if self.fptt:
-                _wbar_rd, wbar_wr, wbar_word = self.wbar[name]
-                m.d.comb += [wbar_wr.addr.eq(self.l1_addr), wbar_wr.en.eq(selected)]
+            m.d.comb += [wr.addr.eq(l2_addr), wr.en.eq(l2_valid & (l2_mat == code))]
+            w_new[name] = []
             for lane in range(P):
-                tag = f"{name}_{lane}"
-                w, g = self.word[name][lane], grads[lane]
-                r0, r1 = draws[lane]
-                if not self.fptt:
+                w, g, r0 = w2[lane], g2[lane], draws[lane][0]
+                if self.fptt:
+                    pull = diff2[lane] << (s + 1 - lc.alpha_shift)
+                    step = _sround(-2 * g + gp2[lane] - pull, s + 1, r0)
+                else:
                     step = _sround(-g, s, r0)
-                    w_new = _saturate(m, w + step, cfg.weight_bits, f"w_new_{tag}")
-                    m.d.comb += wr.data.word_select(lane, cfg.weight_bits).eq(w_new)
-                    continue
-                stored = wbar_word[lane]
-                mean = stored if lc.wbar_store == "absolute" else w - stored
-                pull = (w - mean) << (s + 1 - lc.alpha_shift)
-                step = _sround(-2 * g + prev_grads[lane] - pull, s + 1, r0)
-                w_new = _saturate(m, w + step, cfg.weight_bits, f"w_new_{tag}")
-                mean_new = _sround(((mean + w_new) << s) - (g << lc.alpha_shift), s + 1, r1)
-                keep = mean_new if lc.wbar_store == "absolute" else w_new - mean_new
-                kept = _saturate(m, keep, lc.wbar_bits, f"wbar_new_{tag}")
-                m.d.comb += [
-                    wr.data.word_select(lane, cfg.weight_bits).eq(w_new),
-                    wbar_wr.data.word_select(lane, lc.wbar_bits).eq(kept),
+                new = _saturate(m, w + step, wb, f"w_new_{name}_{lane}")
+                m.d.comb += wr.data.word_select(lane, wb).eq(new)
+                w_new[name].append(new)
+
+        # -- stage 3 (FPTT): the new W_bar ------------------------------------------------------
+        if self.fptt:
+            l3_valid, l3_mat, l3_addr = Signal(), Signal.like(self.mat), Signal.like(self.addr)
+            m.d.sync += [l3_valid.eq(l2_valid), l3_mat.eq(l2_mat), l3_addr.eq(l2_addr)]
+            w3 = [Signal(signed(wb), name=f"w_new_s3_{lane}") for lane in range(P)]
+            g3 = [Signal(grad_shape, name=f"grad_s3_{lane}") for lane in range(P)]
+            mean3 = [Signal.like(mean2[lane], name=f"mean_s3_{lane}") for lane in range(P)]
+            r1 = [Signal(LFSR_BITS, name=f"draw1_s3_{lane}") for lane in range(P)]
+            for lane in range(P):
+                new = Mux(l2_mat == MATRIX_CODES["out"], w_new["out"][lane],
+                          Mux(l2_mat == MATRIX_CODES["in"], w_new["in"][lane],
+                              w_new["rec"][lane]))  # fmt: skip
+                m.d.sync += [
+                    w3[lane].eq(new),
+                    g3[lane].eq(g2[lane]),
+                    mean3[lane].eq(mean2[lane]),
+                    r1[lane].eq(draws[lane][1]),
                 ]
-        self._learning_signal()
+            for name, code in MATRIX_CODES.items():
+                _wbar_rd, wbar_wr, _word = self.wbar[name]
+                s = lc.lr_shift(name)
+                m.d.comb += [wbar_wr.addr.eq(l3_addr), wbar_wr.en.eq(l3_valid & (l3_mat == code))]
+                for lane in range(P):
+                    mean_new = _sround(
+                        ((mean3[lane] + w3[lane]) << s) - (g3[lane] << lc.alpha_shift),
+                        s + 1,
+                        r1[lane],
+                    )
+                    keep = mean_new if lc.wbar_store == "absolute" else w3[lane] - mean_new
+                    kept = _saturate(m, keep, lc.wbar_bits, f"wbar_new_{name}_{lane}")
+                    m.d.comb += wbar_wr.data.word_select(lane, lc.wbar_bits).eq(kept)
+        self._learning_signal(l2_valid, l2_mat)
+
+    def word_of_l1(self, lane: int) -> Value:
+        """Lane ``lane`` of the weight word read for stage 1 (of the matrix being swept)."""
+        return Mux(self.l1_mat == MATRIX_CODES["out"], self.word["out"][lane],
+                   Mux(self.l1_mat == MATRIX_CODES["in"], self.word["in"][lane],
+                       self.word["rec"][lane]))  # fmt: skip
 
     def neuron_view(self, field: str) -> _Field:
         """One field of the ``neuron`` table, read like a table of its own."""
@@ -649,24 +731,49 @@ class LearningUnit:
                                 prev[factor].wr.data.eq(now[factor].row),
                             ]
 
-    def _learning_signal(self) -> None:
-        """During the ``W_out`` sweep: ``L_j = sum_k B_jk e_k`` over neuron ``j``'s words, then
-        ``delta_j = sat((sat(L_j >> signal_shift) psi_j) >> psi_bits)`` after its last word."""
-        m, lc, P = self.m, self.lc, self.P
+    def _learning_signal(self, l2_valid: Value, l2_mat: Value) -> None:
+        """During the ``W_out`` sweep: ``L_j = sum_k B_jk e_k`` over neuron ``j``'s words (the
+        products in stage 1, the sum in stage 2), then after its last word
+        ``delta_j = sat((sat(L_j >> signal_shift) psi_j) >> psi_bits)`` (stage 3)."""
+        m, cfg, lc, P = self.m, self.cfg, self.lc, self.P
         b_word = self.word["out"] if self.feedback is None else self.feedback[1]
-        partial = Signal.like(self.signal_acc, name="signal_partial")
-        m.d.comb += partial.eq(sum(b_word[lane] * self.err.row[lane] for lane in range(P)))
+        products = [
+            Signal(signed(cfg.weight_bits + self.eb), name=f"signal_product_{lane}")
+            for lane in range(P)
+        ]
+        m.d.sync += [p.eq(b_word[lane] * self.err.row[lane]) for lane, p in enumerate(products)]
+        l2_last = Signal()  # stage 2 has neuron j's last W_out word
+        l2_word, l2_slot = Signal.like(self.pre_word), Signal.like(self.pre_slot)
+        psi2 = Signal(unsigned(lc.psi_bits + 1), name="psi_s2")
+        m.d.sync += [
+            l2_last.eq(self.l1_row == self.Ro - 1),
+            l2_word.eq(self.l1_pre_word),
+            l2_slot.eq(self.l1_pre_slot),
+            psi2.eq(self.neuron_view("psi").slot(self.l1_pre_slot)),
+        ]
         total = Signal.like(self.signal_acc, name="signal_total")
-        m.d.comb += total.eq(self.signal_acc + partial)
+        m.d.comb += total.eq(self.signal_acc + sum(products))
         signal = _saturate(m, total >> lc.signal_shift, lc.signal_bits, "signal")
-        psi = self.neuron_view("psi").slot(self.l1_pre_slot)
-        delta = _saturate(m, (signal * psi) >> lc.psi_bits, lc.signal_bits, "delta_new")
-        with m.If(self.l1_valid & (self.l1_mat == MATRIX_CODES["out"])):
-            with m.If(self.l1_row == self.Ro - 1):
-                m.d.sync += self.signal_acc.eq(0)
-                self.delta.write_one(m, self.l1_pre_word, self.l1_pre_slot, delta)
+        d3_valid = Signal()
+        d3_word, d3_slot = Signal.like(l2_word), Signal.like(l2_slot)
+        signal3 = Signal.like(signal, name="signal_s3")
+        psi3 = Signal.like(psi2, name="psi_s3")
+        m.d.sync += d3_valid.eq(0)
+        with m.If(l2_valid & (l2_mat == MATRIX_CODES["out"])):
+            with m.If(l2_last):
+                m.d.sync += [
+                    self.signal_acc.eq(0),
+                    d3_valid.eq(1),
+                    d3_word.eq(l2_word),
+                    d3_slot.eq(l2_slot),
+                    signal3.eq(signal),
+                    psi3.eq(psi2),
+                ]
             with m.Else():
                 m.d.sync += self.signal_acc.eq(total)
+        delta = _saturate(m, (signal3 * psi3) >> lc.psi_bits, lc.signal_bits, "delta_new")
+        with m.If(d3_valid):
+            self.delta.write_one(m, d3_word, d3_slot, delta)
 
 
 class _Field:

@@ -534,13 +534,17 @@ def learning_memory_overhead(cfg: HardwareConfig, mode: str | None = None) -> fl
 
 
 def learning_cycles_per_update(cfg: HardwareConfig, lanes: int | None = None) -> int:
-    """Cycles of one weight update: ``n_rec * Ro + (n_in + n_rec) * R`` with
-    ``R = ceil(n_rec / P)``, ``Ro = ceil(n_out / P)``, ``P = lanes``.
+    """Cycles of one weight update: ``n_rec * Ro + (n_in + n_rec) * R + 3`` for e-prop and
+    ``+ 4`` for FPTT, with ``R = ceil(n_rec / P)``, ``Ro = ceil(n_out / P)``, ``P = lanes``.
 
-    Assumes one fully pipelined read-modify-write of one weight word (``P`` synapses) per cycle,
-    with the factors, traces and (FPTT) running-mean word read alongside, so FPTT costs the same
-    cycles as e-prop; the ``W_out`` sweep also accumulates the learning signals.  The pipeline's
-    fill latency (a few cycles per sweep) is not included.
+    One fully pipelined read-modify-write of one weight word (``P`` synapses) per cycle, with
+    the factors, traces and (FPTT) running-mean word read alongside; the ``W_out`` sweep also
+    accumulates the learning signals.  The constant is the RTL's pipeline
+    (``docs/hardware.md`` section 9): two idle cycles between the ``W_out`` and ``W_in`` sweeps,
+    since ``delta_j`` is formed in stage 3, and the stages after stage 1 that the last word
+    still passes, one for e-prop (the weight) and two for FPTT (the weight, then ``W_bar``).
+    :func:`neurofptt.hdl.cycles_per_update` adds the last word's stage 1.
     """
     p = cfg.lanes if lanes is None else lanes
-    return cfg.n_rec * _rows(cfg.n_out, p) + (cfg.n_in + cfg.n_rec) * _rows(cfg.n_rec, p)
+    words = cfg.n_rec * _rows(cfg.n_out, p) + (cfg.n_in + cfg.n_rec) * _rows(cfg.n_rec, p)
+    return words + (4 if learning_config(cfg).mode == "fptt" else 3)

@@ -7,10 +7,11 @@ ports, the two-stage row pipeline and the control FSM with the inference datapat
 collecting the per-neuron learning inputs and updating the traces costs no extra cycles:
 
 * ``SPIKE`` events set the step's input bit ``x_i`` (:meth:`LearningUnit.record_input`);
-* each ``UPDATE`` row (stage 1, ``P`` neurons) forms the pseudo-derivatives ``psi_j`` from the
-  new membranes and leaks and adds the row's traces ``zbar`` (with the row's previous spikes
-  ``z(t-1)``, which the state row still holds) and ``obar`` (with its new spikes ``z(t)``), and
-  the input traces ``xbar`` of the same row address (:meth:`record_update_row`);
+* each ``UPDATE`` row (stage 1, ``P`` neurons) leaks and adds the row's traces ``zbar`` (with
+  the row's previous spikes ``z(t-1)``, which the state row still holds) and ``obar`` (with its
+  new spikes ``z(t)``), and the input traces ``xbar`` of the same row address; its new
+  membranes are registered and form the pseudo-derivatives ``psi_j`` on the next cycle
+  (:meth:`record_update_row`);
 * ``CLEAR`` zeroes the trace rows as it zeroes the state rows (:meth:`clear_row`);
 * each readout value sent on ``o_readout`` becomes the error ``e_k`` (:meth:`record_readout`).
 
@@ -33,7 +34,8 @@ Per-neuron state lives in memories with a synchronous read port, like the weight
 RAM and is read through no wide multiplexer (``P`` lanes, ``R = ceil(n_rec / P)``,
 ``Ro = ceil(n_out / P)``, ``K = ceil(n_in / R)``)::
 
-    neuron   depth R,   per lane {zbar, obar, psi}   row r, lane l: neuron r*P + l
+    neuron   depth R,   per lane {zbar, obar}        row r, lane l: neuron r*P + l
+    psi      depth R,   per lane psi                 row r, lane l: neuron r*P + l
     xbar     depth ceil(n_in / K), K traces a word   word q, slot k: input q*K + k
     error    depth Ro,  per lane e                   row s, lane l: readout s*P + l
     delta    depth R,   per lane delta               row r, lane l: neuron r*P + l
@@ -215,10 +217,14 @@ class LearningUnit:
         # -- per-neuron memories ------------------------------------------------------------------
         tb, sb = lc.trace_bits, lc.signal_bits
         self.eb = eb = cfg.membrane_bits + 1
-        neuron = data.StructLayout(
-            {"zbar": unsigned(tb), "obar": unsigned(tb), "psi": unsigned(lc.psi_bits + 1)}
-        )
+        neuron = data.StructLayout({"zbar": unsigned(tb), "obar": unsigned(tb)})
         self.neuron = _Table(m, "neuron_traces", neuron, P, R)
+        self.psi = _Table(m, "psi", unsigned(lc.psi_bits + 1), P, R)
+        # the UPDATE row whose psi is formed and written this cycle, from its new membranes
+        self.psi_go = Signal()
+        self.psi_row = Signal(range(R))
+        self.psi_v = [Signal(signed(cfg.membrane_bits), name=f"psi_v_{lane}") for lane in range(P)]
+        m.d.sync += self.psi_go.eq(0)
         self.xbar = _Table(m, "input_traces", unsigned(tb), K, XR)
         self.err = _Table(m, "error", signed(eb), P, Ro, granular=True)
         # transparent: the last delta of W_out is written as W_in reads its first row
@@ -274,6 +280,7 @@ class LearningUnit:
         self.load_mat = Signal.like(self.mat)
         self.load_addr = Signal.like(self.addr)
 
+        self._psi()
         self._stage1()
 
     # -- hooks called by the core ---------------------------------------------------------------
@@ -312,9 +319,9 @@ class LearningUnit:
     def record_update_row(
         self, row: Value, v_new: Sequence[Value], z_new: Value, z_prev: Value
     ) -> None:
-        """Stage 1 of ``UPDATE`` for ``row``: form ``psi_j`` of its neurons, leak and add their
-        traces (``zbar`` with ``z(t-1)``, ``obar`` with ``z(t)``) and those of input word
-        ``row`` (with this step's input bits), and write them back."""
+        """Stage 1 of ``UPDATE`` for ``row``: leak and add its neurons' traces (``zbar`` with
+        ``z(t-1)``, ``obar`` with ``z(t)``) and those of input word ``row`` (with this step's
+        input bits), and write them back; register the new membranes for ``psi``."""
         m, cfg, lc, P, K = self.m, self.cfg, self.lc, self.P, self.K
         one = 1 << lc.trace_frac_bits
 
@@ -322,16 +329,12 @@ class LearningUnit:
             new = (trace - (trace >> shift)) + Mux(spike, one, 0)
             return _usat(m, new, lc.trace_bits, name)
 
-        w = lc.psi_width_shift
+        m.d.sync += [self.psi_go.eq(1), self.psi_row.eq(row)]
+        m.d.sync += [v.eq(v_new[lane]) for lane, v in enumerate(self.psi_v)]
         m.d.comb += [self.neuron.wr.addr.eq(row), self.neuron.wr.en.eq(1)]
         for lane in range(P):
             old, new = self.neuron.row[lane], self.neuron.wr.data[lane]
-            distance = Signal(signed(cfg.membrane_bits + 1), name=f"psi_distance_{lane}")
-            m.d.comb += distance.eq(v_new[lane] - cfg.threshold)
-            magnitude = Mux(distance < 0, -distance, distance)
-            triangle = (1 << w) - magnitude
             m.d.comb += [
-                new.psi.eq(Mux(triangle > 0, triangle, 0) >> (w - lc.psi_bits)),
                 new.zbar.eq(leaked(old.zbar, cfg.leak_shift, z_prev[lane], f"zbar_new_{lane}")),
                 new.obar.eq(leaked(old.obar, cfg.out_leak_shift, z_new[lane], f"obar_new_{lane}")),
             ]
@@ -341,6 +344,21 @@ class LearningUnit:
             m.d.comb += self.xbar.wr.data[k].eq(
                 leaked(self.xbar.row[k], cfg.leak_shift, x[k], f"xbar_new_{k}")
             )
+
+    def _psi(self) -> None:
+        """The cycle after an ``UPDATE`` row: ``psi_j`` of its neurons from their registered
+        new membranes, written to the ``psi`` memory."""
+        m, cfg, lc = self.m, self.cfg, self.lc
+        w = lc.psi_width_shift
+        with m.If(self.psi_go):
+            m.d.comb += [self.psi.wr.addr.eq(self.psi_row), self.psi.wr.en.eq(1)]
+            for lane, v in enumerate(self.psi_v):
+                distance = Signal(signed(cfg.membrane_bits + 1), name=f"psi_distance_{lane}")
+                m.d.comb += distance.eq(v - cfg.threshold)
+                magnitude = Mux(distance < 0, -distance, distance)
+                triangle = (1 << w) - magnitude
+                psi = Mux(triangle > 0, triangle, 0) >> (w - lc.psi_bits)
+                m.d.comb += self.psi.wr.data[lane].eq(psi)
 
     def end_update(self) -> None:
         """``UPDATE_LAST``: the last row takes its input bits this cycle; clear them."""
@@ -428,7 +446,7 @@ class LearningUnit:
             m.d.sync += [self.gap.eq(self.gap - 1), self.l1_valid.eq(0)]
         with m.Else():
             self._addresses(lambda name: 1)
-            by_pre = [self.neuron, self.xbar]  # the traces: one word for all lanes
+            by_pre = [self.neuron, self.xbar, self.psi]  # the traces, psi: one word for all lanes
             by_row = [self.err, self.delta]  # the factors: one value per lane
             if self.fptt:
                 by_pre += [self.prev[key] for key in ("obar", "xbar", "zbar")]
@@ -749,7 +767,7 @@ class LearningUnit:
             l2_last.eq(self.l1_row == self.Ro - 1),
             l2_word.eq(self.l1_pre_word),
             l2_slot.eq(self.l1_pre_slot),
-            psi2.eq(self.neuron_view("psi").slot(self.l1_pre_slot)),
+            psi2.eq(self.psi.slot(self.l1_pre_slot)),
         ]
         total = Signal.like(self.signal_acc, name="signal_total")
         m.d.comb += total.eq(self.signal_acc + sum(products))

@@ -281,7 +281,7 @@ class LearningUnit:
         self.load_addr = Signal.like(self.addr)
 
         self._psi()
-        self._stage1()
+        self._pipeline()
 
     # -- hooks called by the core ---------------------------------------------------------------
     def follow_rows(self, row: Value) -> None:
@@ -590,7 +590,7 @@ class LearningUnit:
                 for lane in range(self.P)]  # fmt: skip
         return pre, post
 
-    def _stage1(self) -> None:
+    def _pipeline(self) -> None:
         """The update pipeline after stage 0 (``lanes`` synapses per cycle).
 
         * stage 1 (the reads are valid): one multiplier per lane forms ``G`` (and one more
@@ -630,8 +630,9 @@ class LearningUnit:
             return Mux(self.l1_mat == MATRIX_CODES["out"], out,
                        Mux(self.l1_mat == MATRIX_CODES["in"], port_of("in"), rec))  # fmt: skip
 
+        w1 = data.View(weight_row, select(lambda name: self.weights[name][0].data))
         w2 = Signal(weight_row, name="w_s2")
-        m.d.sync += w2.eq(select(lambda name: self.weights[name][0].data))
+        m.d.sync += w2.eq(w1)
         g2 = [Signal(grad_shape, name=f"grad_{lane}") for lane in range(P)]
         m.d.sync += [g.eq(post[lane] * pre) for lane, g in enumerate(g2)]
         if self.fptt:
@@ -646,12 +647,11 @@ class LearningUnit:
             diff2 = [Signal(signed(mean_bits + 1), name=f"w_minus_mean_{ln}") for ln in range(P)]
             mean2 = [Signal(signed(mean_bits + 1), name=f"mean_s2_{ln}") for ln in range(P)]
             for lane in range(P):
-                w = self.word_of_l1(lane)
+                w, wbar = w1[lane], stored[lane]
                 if lc.wbar_store == "absolute":
-                    mean = stored[lane]
-                    m.d.sync += [diff2[lane].eq(w - stored[lane]), mean2[lane].eq(mean)]
+                    m.d.sync += [diff2[lane].eq(w - wbar), mean2[lane].eq(wbar)]
                 else:  # W - W_bar is what is stored
-                    m.d.sync += [diff2[lane].eq(stored[lane]), mean2[lane].eq(w - stored[lane])]
+                    m.d.sync += [diff2[lane].eq(wbar), mean2[lane].eq(w - wbar)]
 
         # -- stage 2: the draws, the new weights ----------------------------------------------
         draws = []
@@ -666,12 +666,9 @@ class LearningUnit:
         with m.If(l2_valid):
             m.d.sync += [s.eq(last) for s, (_r0, last) in zip(self.lfsr, draws, strict=True)]
 
-        w_new = {}
-        for name, code in MATRIX_CODES.items():
-            _rd, wr = self.weights[name]
-            s = lc.lr_shift(name)
-            m.d.comb += [wr.addr.eq(l2_addr), wr.en.eq(l2_valid & (l2_mat == code))]
-            w_new[name] = []
+        def new_weights(s: int) -> list[Value]:
+            """The new weight of every lane with learning-rate shift ``s``."""
+            out = []
             for lane in range(P):
                 w, g, r0 = w2[lane], g2[lane], draws[lane][0]
                 if self.fptt:
@@ -679,9 +676,16 @@ class LearningUnit:
                     step = _sround(-2 * g + gp2[lane] - pull, s + 1, r0)
                 else:
                     step = _sround(-g, s, r0)
-                new = _saturate(m, w + step, wb, f"w_new_{name}_{lane}")
-                m.d.comb += wr.data.word_select(lane, wb).eq(new)
-                w_new[name].append(new)
+                out.append(_saturate(m, w + step, wb, f"w_new_s{s}_{lane}"))
+            return out
+
+        # matrices with the same learning-rate shift share one datapath
+        by_shift = {s: new_weights(s) for s in sorted({lc.lr_shift(n) for n in MATRIX_CODES})}
+        w_new = {name: by_shift[lc.lr_shift(name)] for name in MATRIX_CODES}
+        for name, code in MATRIX_CODES.items():
+            _rd, wr = self.weights[name]
+            m.d.comb += [wr.addr.eq(l2_addr), wr.en.eq(l2_valid & (l2_mat == code))]
+            m.d.comb += [wr.data.word_select(lane, wb).eq(w) for lane, w in enumerate(w_new[name])]
 
         # -- stage 3 (FPTT): the new W_bar ------------------------------------------------------
         if self.fptt:
@@ -701,10 +705,10 @@ class LearningUnit:
                     mean3[lane].eq(mean2[lane]),
                     r1[lane].eq(draws[lane][1]),
                 ]
-            for name, code in MATRIX_CODES.items():
-                _wbar_rd, wbar_wr, _word = self.wbar[name]
-                s = lc.lr_shift(name)
-                m.d.comb += [wbar_wr.addr.eq(l3_addr), wbar_wr.en.eq(l3_valid & (l3_mat == code))]
+
+            def new_wbar(s: int) -> list[Value]:
+                """The new stored ``W_bar`` (or ``W - W_bar``) of every lane with shift ``s``."""
+                out = []
                 for lane in range(P):
                     mean_new = _sround(
                         ((mean3[lane] + w3[lane]) << s) - (g3[lane] << lc.alpha_shift),
@@ -712,15 +716,19 @@ class LearningUnit:
                         r1[lane],
                     )
                     keep = mean_new if lc.wbar_store == "absolute" else w3[lane] - mean_new
-                    kept = _saturate(m, keep, lc.wbar_bits, f"wbar_new_{name}_{lane}")
-                    m.d.comb += wbar_wr.data.word_select(lane, lc.wbar_bits).eq(kept)
-        self._learning_signal(l2_valid, l2_mat)
+                    out.append(_saturate(m, keep, lc.wbar_bits, f"wbar_new_s{s}_{lane}"))
+                return out
 
-    def word_of_l1(self, lane: int) -> Value:
-        """Lane ``lane`` of the weight word read for stage 1 (of the matrix being swept)."""
-        return Mux(self.l1_mat == MATRIX_CODES["out"], self.word["out"][lane],
-                   Mux(self.l1_mat == MATRIX_CODES["in"], self.word["in"][lane],
-                       self.word["rec"][lane]))  # fmt: skip
+            wbar_by_shift = {s: new_wbar(s) for s in by_shift}
+            for name, code in MATRIX_CODES.items():
+                _wbar_rd, wbar_wr, _word = self.wbar[name]
+                kept = wbar_by_shift[lc.lr_shift(name)]
+                m.d.comb += [wbar_wr.addr.eq(l3_addr), wbar_wr.en.eq(l3_valid & (l3_mat == code))]
+                m.d.comb += [
+                    wbar_wr.data.word_select(lane, lc.wbar_bits).eq(k)
+                    for lane, k in enumerate(kept)
+                ]
+        self._learning_signal(l2_valid, l2_mat)
 
     def neuron_view(self, field: str) -> _Field:
         """One field of the ``neuron`` table, read like a table of its own."""

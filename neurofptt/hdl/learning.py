@@ -2,7 +2,8 @@
 
 Elaborated only when ``config.learning`` is set; it implements :mod:`neurofptt.quant.onchip`
 bit for bit.  The unit is not a separate component because it shares the weight memories' read
-ports, the two-stage row pipeline and the control FSM with the inference datapath:
+ports, the two-stage row pipeline of ``UPDATE`` and ``CLEAR`` and the control FSM with the
+inference datapath:
 :class:`LifCore` calls its hooks from the places where the values it needs pass by, so
 collecting the per-neuron learning inputs and updating the traces costs no extra cycles:
 
@@ -18,17 +19,18 @@ collecting the per-neuron learning inputs and updating the traces costs no extra
 After the readout of a ``STEP`` whose payload has ``learn`` set, the ``LEARN`` state sweeps
 ``W_out``, ``W_in`` and ``W_rec`` one word (``lanes`` synapses) per cycle, in the order and with
 the random draws of the golden model: stage 0 addresses the weight word (and the ``W_bar`` and
-random-feedback words) and the per-neuron memories, stage 1 forms the new word and writes it
-back.  The ``W_out`` sweep also accumulates the learning signal ``L_j`` and stores ``delta_j``
-after the last word of neuron ``j``, which is before the ``W_in`` sweep needs it, so the three
-sweeps run back to back and an update takes
-:func:`~neurofptt.quant.onchip.learning_cycles_per_update` cycles plus one to drain the
-pipeline.  The ``DUMP`` state streams every weight word (and ``W_bar`` word) out on
-``o_weights`` so a testbench can read the learned state through the ports, and ``IDLE`` takes
-the same words back on ``i_weights`` (:meth:`LearningUnit.load`), one per cycle at a load address
-of its own, so a dump, or any other weight set, can be loaded without regenerating the Verilog.
-The word that ends a load restarts learning as :meth:`~neurofptt.quant.onchip.LearningState.start`
-does (FPTT's previous factors zero, the LFSRs at their seeds), with ``W_bar`` as loaded.
+random-feedback words) and the per-neuron memories, stage 1 forms the gradients, stage 2 the new
+weight word and stage 3 FPTT's new ``W_bar`` word (:meth:`LearningUnit._pipeline`). The ``W_out``
+sweep also accumulates the learning signal ``L_j`` and stores ``delta_j`` (stage 3) after the last
+word of neuron ``j``; two idle cycles between the ``W_out`` and ``W_in`` sweeps let the last one
+arrive before ``W_in`` reads it, and ``LEARN_LAST`` waits for the last word to leave the pipeline,
+so an update takes :func:`~neurofptt.quant.onchip.learning_cycles_per_update` cycles plus one. The
+``DUMP`` state streams every weight word (and ``W_bar`` word) out on ``o_weights`` so a testbench
+can read the learned state through the ports, and ``IDLE`` takes the same words back on
+``i_weights`` (:meth:`LearningUnit.load`), one per cycle at a load address of its own, so a dump,
+or any other weight set, can be loaded without regenerating the Verilog. The word that ends a load
+restarts learning as :meth:`~neurofptt.quant.onchip.LearningState.start` does (FPTT's previous
+factors zero, the LFSRs at their seeds), with ``W_bar`` as loaded.
 
 Per-neuron state lives in memories with a synchronous read port, like the weights, so it maps to
 RAM and is read through no wide multiplexer (``P`` lanes, ``R = ceil(n_rec / P)``,

@@ -64,6 +64,10 @@ def test_learning_config_round_trips(tmp_path) -> None:
     hinge = cfg.replace(learning=dataclasses.replace(cfg.learning, error="hinge"))
     assert hinge.to_dict()["learning"]["error"] == "hinge"
     assert HardwareConfig.from_dict(json.loads(json.dumps(hinge.to_dict()))) == hinge
+    assert "rounding" not in cfg.to_dict()["learning"]
+    nearest = cfg.replace(learning=dataclasses.replace(cfg.learning, rounding="nearest"))
+    assert nearest.to_dict()["learning"]["rounding"] == "nearest"
+    assert HardwareConfig.from_dict(json.loads(json.dumps(nearest.to_dict()))) == nearest
 
 
 @pytest.mark.parametrize(
@@ -75,6 +79,7 @@ def test_learning_config_round_trips(tmp_path) -> None:
             {"error": "softmax"},
             r"hardware\.learning\.error = 'softmax' is not valid; use one of \('target', 'hinge'\)",
         ),
+        ({"rounding": "even"}, r"hardware\.learning\.rounding = 'even' is not valid"),
         ({"trace_bits": 1}, r"hardware\.learning\.trace_bits = 1 is out of range"),
         ({"trace_frac_bits": 12}, r"trace_frac_bits = 12 must be between 0 and trace_bits - 1"),
         ({"psi_bits": 9, "psi_width_shift": 4}, r"psi_bits = 9 is out of range"),
@@ -174,6 +179,27 @@ def test_hand_worked_eprop_update() -> None:
     assert net.w_in.tolist() == [[44, 3], [-7, 12]]
     assert net.w_rec.tolist() == HAND_W["rec"]
     assert net.w_out.tolist() == [[-9, -1], [74, 4]]
+
+
+# Round-to-nearest shifts, worked by hand on the same step (rounding = "nearest"):
+#   error shift 0: e = [3, -18];  L = [(-27 + 2) >> 2, (-75 + 2) >> 2] = [-7, -19] (as floor)
+#   delta = ((L psi) + 2) >> 2 = [(-21 + 2) >> 2, 0] = [-5, 0]   (floor: -6; -21 / 4 = -5.25)
+#   G_in = [[-20, 0], [0, 0]], G_out as before;  W_in = [[40, 3], [-7, 12]]
+#   error shift 1: e = [(3 + 1) >> 1, (-18 + 1) >> 1] = [2, -9]   (floor: [1, -9])
+def test_hand_worked_nearest_rounding() -> None:
+    learning = dataclasses.replace(HAND.learning, rounding="nearest")
+    net, state = _hand_step(learning)
+    assert state.previous.error.tolist() == [3, -18]
+    assert state.previous.delta.tolist() == [-5, 0]
+    assert state.previous.gradient("in").tolist() == [[-20, 0], [0, 0]]
+    assert state.previous.gradient("out").tolist() == HAND_G["out"]
+    assert net.w_in.tolist() == [[40, 3], [-7, 12]]
+    assert net.w_out.tolist() == [[-9, -1], [74, 4]]
+    for rounding, error in (("nearest", [2, -9]), ("floor", [1, -9])):
+        cfg = HAND.replace(learning=dataclasses.replace(HAND.learning, rounding=rounding))
+        start = QuantizedNetwork(cfg, *(np.array(HAND_W[m]) for m in MATRICES))
+        _, state = learning_step(start, LearningState.start(start), np.array([1, 0]), 1, 1)
+        assert state.previous.error.tolist() == error
 
 
 # Hinge error, worked by hand: as above but W_out = [[3, -1], [-2, 4]], so o = W_out z = [3, -2].

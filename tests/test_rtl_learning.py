@@ -100,6 +100,7 @@ def random_case(seed: int, batch: int = 3) -> Case:
     while True:
         mode = ["eprop", "fptt"][seed % 2]
         error = ["target", "hinge"][(seed // 4) % 2]  # not drawn: the other draws stay the same
+        rounding = "nearest" if seed % 3 == 0 else "floor"  # not drawn either
         store = str(rng.choice(["absolute", "difference"]))
         wb = int(rng.integers(3, 7))
         lr = {f"lr_shift_{m}": int(rng.integers(2, 19)) for m in ("in", "rec", "out")}
@@ -115,6 +116,7 @@ def random_case(seed: int, batch: int = 3) -> Case:
             psi_bits=int(rng.integers(0, 4)),
             target=int(rng.integers(0, 60)),
             error=error,
+            rounding=rounding,
             supervised_steps=int(rng.integers(0, 4)),
             beta_ramp=bool(rng.random() < 0.5),
             update_period=int(rng.integers(1, 3)),
@@ -155,7 +157,7 @@ def random_case(seed: int, batch: int = 3) -> Case:
     steps = int(rng.integers(3, 7))
     spikes = (rng.random((batch, steps, cfg.n_in)) < rng.uniform(0.2, 0.7)).astype(np.uint8)
     labels = rng.integers(0, cfg.n_out, batch)
-    name = f"{mode}-{lc.feedback}-{store}-{error}-{cfg.lanes}lanes-{seed}"
+    name = f"{mode}-{lc.feedback}-{store}-{error}-{rounding}-{cfg.lanes}lanes-{seed}"
     if seed not in LOAD_SEEDS:
         return Case(name, net, spikes, labels)
     return Case(f"{name}-load", net, spikes, labels, random_load(net, seed, 1))
@@ -368,7 +370,8 @@ LOAD_SEEDS = {*LOAD_SIM, 20, 21, 26, 27}
 
 
 def test_cases_cover_the_modes() -> None:
-    """Both modes, both feedbacks, both W_bar stores and 1-3 lanes, and saturating weights."""
+    """Both modes, both feedbacks, both errors, both roundings, both W_bar stores and 1-3
+    lanes, and saturating weights."""
     cases = [random_case(seed) for seed in SIM_SEEDS + COCOTB_SEEDS]
     kinds = {(c.net.config.learning.mode, c.net.config.learning.feedback) for c in cases}
     assert kinds == {(m, f) for m in ("eprop", "fptt") for f in ("symmetric", "random")}
@@ -379,6 +382,12 @@ def test_cases_cover_the_modes() -> None:
             if lc.error == "hinge"
         }
         assert hinge == {(m, f) for m in ("eprop", "fptt") for f in ("symmetric", "random")}
+        nearest = {
+            lc.mode
+            for lc in (random_case(seed).net.config.learning for seed in seeds)
+            if lc.rounding == "nearest"
+        }
+        assert nearest == {"eprop", "fptt"}
     fptt = [c.net.config.learning for c in cases if c.net.config.learning.mode == "fptt"]
     assert {lc.wbar_store for lc in fptt} == {"absolute", "difference"}
     assert {c.net.config.lanes for c in cases} == {1, 2, 3}

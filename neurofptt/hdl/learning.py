@@ -101,6 +101,17 @@ def _leap(state: Value) -> Value:
     return Cat(*bits)
 
 
+def _shift_right(x: Value, shift: Value | int, nearest: bool) -> Value:
+    """``x >> shift``, floored or (``nearest``) rounded to nearest with ties up.
+
+    ``(((x << 1) >> s) + 1) >> 1`` is ``(x + 2**(s-1)) >> s`` for every ``s >= 0`` (``s = 0``
+    included), so a variable shift needs no special case: one more bit and an incrementer.
+    """
+    if not nearest:
+        return x >> shift
+    return (((x << 1) >> shift) + 1) >> 1
+
+
 def _sround(x: Value, shift: int, r: Value) -> Value:
     """Stochastic rounding of ``x / 2**shift`` with the 16-bit draw ``r`` (see ``lfsr.py``)."""
     if shift == 0:
@@ -300,7 +311,10 @@ class LearningUnit:
         self.m.d.sync += [
             self.due.eq(payload.learn),
             self.label.eq(payload.label),
-            self.shift.eq(payload.shift),
+            # the field can carry more than membrane_bits; the golden model applies the clamp too
+            self.shift.eq(
+                Mux(payload.shift > self.cfg.membrane_bits, self.cfg.membrane_bits, payload.shift)
+            ),
         ]
 
     def clear(self) -> None:
@@ -378,7 +392,8 @@ class LearningUnit:
             hinged = Signal.like(error, name="error_hinge")
             self.m.d.comb += hinged.eq(Mux((error < 0) == is_label, error, 0))
             error = hinged
-        self.err.write_one(self.m, row, lane, error >> self.shift)
+        rounded = _shift_right(error, self.shift, self.lc.rounding == "nearest")
+        self.err.write_one(self.m, row, lane, rounded)
 
     def begin(self) -> None:
         """Point the sweep / dump counters at the first word of ``W_out``."""
@@ -781,7 +796,10 @@ class LearningUnit:
         ]
         total = Signal.like(self.signal_acc, name="signal_total")
         m.d.comb += total.eq(self.signal_acc + sum(products))
-        signal = _saturate(m, total >> lc.signal_shift, lc.signal_bits, "signal")
+        nearest = lc.rounding == "nearest"
+        signal = _saturate(
+            m, _shift_right(total, lc.signal_shift, nearest), lc.signal_bits, "signal"
+        )
         d3_valid = Signal()
         d3_word, d3_slot = Signal.like(l2_word), Signal.like(l2_slot)
         signal3 = Signal.like(signal, name="signal_s3")
@@ -799,7 +817,9 @@ class LearningUnit:
                 ]
             with m.Else():
                 m.d.sync += self.signal_acc.eq(total)
-        delta = _saturate(m, (signal3 * psi3) >> lc.psi_bits, lc.signal_bits, "delta_new")
+        delta = _saturate(
+            m, _shift_right(signal3 * psi3, lc.psi_bits, nearest), lc.signal_bits, "delta_new"
+        )
         with m.If(d3_valid):
             self.delta.write_one(m, d3_word, d3_slot, delta)
 

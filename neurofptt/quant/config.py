@@ -40,6 +40,10 @@ LEARNING_MODES = ("eprop", "fptt")
 FEEDBACKS = ("symmetric", "random")
 WBAR_STORES = ("absolute", "difference")
 LEARNING_ERRORS = ("target", "hinge")
+ROUNDINGS = ("floor", "nearest")
+#: learning options added after the first saved configs: left out of ``to_dict`` at these values,
+#: so a config that does not use them serialises (and reads back) as it did before they existed
+_OMITTED_DEFAULTS = {"error": "target", "rounding": "floor"}
 LFSR_BITS = 16  # width of the learning LFSRs (neurofptt.quant.lfsr); seeds are nonzero values of it
 
 # Inclusive limits checked on construction.  They keep the generated hardware a sane size and
@@ -96,7 +100,14 @@ class LearningConfig:
     ``-target`` because then the hinge reuses the same subtraction and needs only its sign bit, an
     XNOR with the label match and a mux; a readout already on the right side of its margin (as a
     cross-entropy-trained network's are, far below 0 for the wrong classes) gets no error.  The
-    default ``"target"`` is omitted from :meth:`HardwareConfig.to_dict`.  Updates happen on
+    default ``"target"`` is omitted from :meth:`HardwareConfig.to_dict`.  ``rounding`` is how the
+    three shifts that form the factors (``e_k`` by ``b_t``, ``L_j`` by ``signal_shift``,
+    ``delta_j`` by ``psi_bits``) round: ``"floor"`` (toward minus infinity, a plain arithmetic
+    shift, half an LSB of downward bias per shift) or ``"nearest"`` (half up,
+    ``(x + 2**(s-1)) >> s``: an adder, or for the variable ``b_t`` the last bit shifted out as a
+    carry-in; unbiased but for ties).  The bias matters once errors are small: with ``"floor"``
+    ``delta_j`` is -1 for every neuron near threshold whatever the sign of its exact value.  The
+    default ``"floor"`` is omitted from :meth:`HardwareConfig.to_dict`.  Updates happen on
     supervised steps that are a multiple of ``update_period`` or the last step.  A weight moves by
     the gradient times ``2**-lr_shift_*`` weight LSBs, stochastically rounded with per-lane LFSRs
     seeded from ``lfsr_seed``.  FPTT: ``eta * alpha = 2**-alpha_shift``; the running mean is
@@ -115,6 +126,7 @@ class LearningConfig:
     psi_bits: int = 4
     target: int = 256
     error: str = "target"
+    rounding: str = "floor"
     supervised_steps: int = 1
     beta_ramp: bool = False
     update_period: int = 1
@@ -133,6 +145,7 @@ class LearningConfig:
             "feedback": FEEDBACKS,
             "wbar_store": WBAR_STORES,
             "error": LEARNING_ERRORS,
+            "rounding": ROUNDINGS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -326,13 +339,15 @@ class HardwareConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON/TOML-able); ``learning`` appears only when set, so an inference-only
-        config serialises as it always has, and ``learning.error`` only when it is not the default
-        ``"target"``, so a config without the option does too."""
+        config serialises as it always has, and ``learning.error`` and ``learning.rounding`` only
+        when they are not their defaults, so a config without those options does too."""
         data = dataclasses.asdict(self)
         if data["learning"] is None:
             del data["learning"]
-        elif data["learning"]["error"] == "target":
-            del data["learning"]["error"]
+            return data
+        for name, default in _OMITTED_DEFAULTS.items():
+            if data["learning"][name] == default:
+                del data["learning"][name]
         return data
 
     @classmethod

@@ -35,6 +35,11 @@ Per step ``t`` (``t = 1..T`` within a sample), after the inference step of
    ``max(d_k, 0)`` for the others (pushed down only while above 0): the same subtraction, then
    its sign bit compared with the label match selects ``d_k`` or 0.
 
+   The three shifts ``>> b_t``, ``>> signal_shift`` and ``>> psi_bits`` floor with
+   ``rounding = "floor"`` and round to nearest (ties up, ``(x + 2**(s-1)) >> s``) with
+   ``"nearest"``.  ``b_t`` is applied clamped to ``membrane_bits``, the largest value the
+   ``STEP`` field carries (with floor the clamp changes nothing: the error is its sign by then).
+
    ``psi`` is a quantised triangle with peak ``2**psi_bits`` at the threshold and half-width
    ``2**w`` LSBs (Bellec et al.'s ``max(0, 1 - |v - theta| / width)``).  A triangle rather than a
    boxcar: it costs one subtractor, an absolute value and a shift per neuron (the per-neuron
@@ -264,6 +269,13 @@ def step_schedule(lc: LearningConfig, steps: int) -> list[int | None]:
     return out
 
 
+def _shift_nearest(x: np.ndarray, shift: int) -> np.ndarray:
+    """``x / 2**shift`` rounded to nearest, ties up: ``(x + 2**(shift-1)) >> shift``, which is
+    also ``(x >> shift)`` plus bit ``shift - 1`` of ``x`` (how the RTL does the variable
+    ``b_t``)."""
+    return (x + ((1 << shift) >> 1)) >> shift
+
+
 def _factors(
     net: QuantizedNetwork, state: LearningState, neurons: GoldenState, label: int, shift: int
 ) -> Factors:
@@ -277,12 +289,13 @@ def _factors(
     if lc.error == "hinge":
         is_label = np.arange(cfg.n_out) == label
         error = np.where((error < 0) == is_label, error, 0)
-    error = error >> shift
+    shift_right = _shift_nearest if lc.rounding == "nearest" else np.right_shift
+    error = shift_right(error, min(shift, cfg.membrane_bits))
     feedback = net.w_out.T if state.feedback is None else state.feedback
-    signal = saturate((feedback @ error) >> lc.signal_shift, lc.signal_bits)
+    signal = saturate(shift_right(feedback @ error, lc.signal_shift), lc.signal_bits)
     w = lc.psi_width_shift
     psi = np.maximum(0, (1 << w) - np.abs(v - cfg.threshold)) >> (w - lc.psi_bits)
-    delta = saturate((signal * psi) >> lc.psi_bits, lc.signal_bits)
+    delta = saturate(shift_right(signal * psi, lc.psi_bits), lc.signal_bits)
     return Factors(delta, error, state.x_trace, state.z_trace, state.out_trace)
 
 

@@ -99,8 +99,8 @@ def step_commands(net: QuantizedNetwork, steps: int) -> tuple[np.ndarray, np.nda
     """``learn`` flags and ``shift`` fields of the ``steps`` STEP events of one sample.
 
     The schedule is :func:`~neurofptt.quant.onchip.step_schedule`; the shift is sent clamped to
-    ``membrane_bits`` (the field's range), which gives the same error: a signed
-    ``membrane_bits + 1``-bit value shifted by ``membrane_bits`` or more is its sign.
+    ``membrane_bits``, the largest shift the core and the golden model apply (they clamp a larger
+    one to it), so the field never needs more than its ``bit_length(membrane_bits)`` bits.
     """
     schedule = step_schedule(learning_config(net.config), steps)
     learn = np.array([s is not None for s in schedule], bool)

@@ -121,7 +121,13 @@ def stage_train_onchip(
 
     start = time.perf_counter()
     history = train_onchip(
-        net, task, rule, epochs=cfg.train.epochs, seed=cfg.train.seed, progress=show
+        net,
+        task,
+        rule,
+        epochs=cfg.train.epochs,
+        seed=cfg.train.seed,
+        halve_every=cfg.train.onchip_halve_every,
+        progress=show,
     )
     history.net.save(out / QUANTIZED)
     record = {

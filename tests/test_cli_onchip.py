@@ -64,6 +64,16 @@ def test_golden_engine_learns_the_cue_task(tmp_path: Path, rule: str, capsys) ->
     assert json.loads((again / "train_onchip.json").read_text())["init"].endswith("quantized.npz")
 
 
+def test_golden_engine_halves_the_rate_on_schedule(tmp_path: Path) -> None:
+    config = tmp_path / "cue.toml"
+    config.write_text(CUE.replace("epochs = 4", "epochs = 2\nonchip_halve_every = 1"))
+    out = tmp_path / "out"
+    args = ["train", "--engine", "golden", "--config", str(config), "--no-progress"]
+    assert main([*args, "--rule", "eprop", "--out", str(out)]) == 0
+    history = json.loads((out / "train_onchip.json").read_text())["history"]
+    assert [record["error_shift_offset"] for record in history] == [0, 1]
+
+
 def test_golden_engine_refuses_other_rules_and_foreign_networks(tmp_path: Path, capsys) -> None:
     assert train(tmp_path, "--rule", "bptt", "--out", str(tmp_path / "a")) == 2
     assert "the golden engine learns with ('eprop', 'fptt')" in capsys.readouterr().err

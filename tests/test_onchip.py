@@ -578,6 +578,26 @@ def test_fan_in_spreads() -> None:
     assert golden_run(net, x).spikes.mean() > 0.1
 
 
+def test_rate_schedule_raises_the_error_shift() -> None:
+    """``halve_every`` adds ``(epoch - 1) // halve_every`` to every update's ``b_t``: the same
+    updates as stepping with the raised shift by hand."""
+    cfg = CUE_HW.replace(learning=dataclasses.replace(CUE_HW.learning, rounding="nearest"))
+    net = random_network(cfg, seed=3, spread=16)
+    x = load_cue_task(seed=0).train.numpy_spikes()[0]
+    by_hand, state = net, LearningState.start(net).new_sample(net)
+    for x_t, shift in zip(x, step_schedule(cfg.learning, len(x)), strict=True):
+        by_hand, state = learning_step(by_hand, state, x_t, 1, None if shift is None else shift + 2)
+    scheduled, _, _ = run_sample(net, LearningState.start(net), x, 1, shift_offset=2)
+    assert np.array_equal(scheduled.w_in, by_hand.w_in)
+    assert np.array_equal(scheduled.w_out, by_hand.w_out)
+    plain, _, _ = run_sample(net, LearningState.start(net), x, 1)
+    assert not np.array_equal(plain.w_out, scheduled.w_out)
+    history = train_onchip(net, load_cue_task(seed=0), epochs=3, halve_every=2)
+    assert [r["error_shift_offset"] for r in history.epochs] == [0, 0, 1]
+    with pytest.raises(ConfigError, match="halve_every must be >= 0"):
+        train_onchip(net, load_cue_task(seed=0), epochs=1, halve_every=-1)
+
+
 @pytest.mark.parametrize("mode", ["eprop", "fptt"])
 def test_learns_delayed_cue_task(mode: str) -> None:
     task = load_cue_task(seed=0)

@@ -84,6 +84,8 @@ class TrainConfig:
     surrogate: str = "fast_sigmoid"
     slope: float = 5.0
     input_gain: float = 2.0
+    #: golden engine (on-chip learning): halve the rate every this many epochs (0: never)
+    onchip_halve_every: int = 0
 
     def __post_init__(self) -> None:
         check_field_types(self, "train")
@@ -92,8 +94,9 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}"
             )
-        if self.qat_epochs < 0:
-            raise ConfigError(f"train.qat_epochs must be >= 0, got {self.qat_epochs}")
+        for name in ("qat_epochs", "onchip_halve_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("epochs", "batch_size", "layers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")

@@ -388,17 +388,25 @@ def learning_step(
 
 
 def run_sample(
-    net: QuantizedNetwork, state: LearningState, x: np.ndarray, label: int, *, learn: bool = True
+    net: QuantizedNetwork,
+    state: LearningState,
+    x: np.ndarray,
+    label: int,
+    *,
+    learn: bool = True,
+    shift_offset: int = 0,
 ) -> tuple[QuantizedNetwork, LearningState, np.ndarray]:
     """Run one ``(T, n_in)`` spike sequence from the reset neuron state, learning toward
     ``label`` on the scheduled steps if ``learn``; returns the network, the state and the
-    ``(T, n_out)`` readout."""
+    ``(T, n_out)`` readout.  ``shift_offset`` is added to every update's error shift ``b_t``
+    (the host's learning-rate schedule: each unit halves the rate of all three matrices)."""
     x = check_spike_input(np.asarray(x)[None], net.config.n_in)[0]
     schedule = step_schedule(learning_config(net.config), len(x))
     state = state.new_sample(net)
     readout = []
     for x_t, shift in zip(x, schedule, strict=True):
-        net, state = learning_step(net, state, x_t, label, shift if learn else None)
+        due = learn and shift is not None
+        net, state = learning_step(net, state, x_t, label, shift + shift_offset if due else None)
         readout.append(state.neurons.o[0])
     return net, state, np.stack(readout)
 
@@ -459,9 +467,15 @@ def train_onchip(
     epochs: int = 5,
     *,
     seed: int = 0,
+    halve_every: int = 0,
     progress: Callable[[dict[str, float]], None] | None = None,
 ) -> OnchipHistory:
     """Learn ``task`` on chip: one sample at a time (batch 1), in a fresh random order per epoch.
+
+    ``halve_every`` (0: never) halves the learning rate every that many epochs, by raising the
+    error shift ``b_t`` that the host sends with each update (no change to the core).  It pays
+    off with ``rounding = "nearest"``; with ``"floor"`` the shifts' downward bias grows as the
+    errors shrink (``docs/hardware.md`` section 9).
 
     ``mode`` (``"eprop"``/``"fptt"``) overrides ``net.config.learning.mode``; a config without a
     learning section gets the default :class:`LearningConfig` of that mode.  ``progress`` is
@@ -484,6 +498,8 @@ def train_onchip(
         )
     if epochs < 1:
         raise ConfigError(f"epochs must be at least 1, got {epochs}")
+    if halve_every < 0:
+        raise ConfigError(f"halve_every must be >= 0 (0: a constant rate), got {halve_every}")
     net = QuantizedNetwork(cfg, net.w_in, net.w_rec, net.w_out)
     x, y = task.train.numpy_spikes(), task.train.y.numpy()
     x_test, y_test = task.test.numpy_spikes(), task.test.y.numpy()
@@ -491,12 +507,14 @@ def train_onchip(
     state = LearningState.start(net)
     records = []
     for epoch in range(1, epochs + 1):
+        offset = (epoch - 1) // halve_every if halve_every else 0
         correct = 0
         for n in rng.permutation(len(x)):
-            net, state, readout = run_sample(net, state, x[n], int(y[n]))
+            net, state, readout = run_sample(net, state, x[n], int(y[n]), shift_offset=offset)
             correct += int(predict(readout[None])[0] == y[n])
         record = {
             "epoch": epoch,
+            "error_shift_offset": offset,
             "train_accuracy": correct / len(x),
             "test_accuracy": float(np.mean(golden_run(net, x_test).predictions == y_test)),
             "updates": state.updates,

@@ -197,7 +197,11 @@ def run(args: argparse.Namespace) -> object:
 def run_verify_learning(args: argparse.Namespace) -> dict:
     """``verify --learn``: the learning testbench; any mismatch fails the command (after
     ``verify_learning.json`` is written)."""
-    from neurofptt.flow import LEARNING_VERIFY_SAMPLES, stage_verify_learning
+    from neurofptt.flow import (
+        LEARNING_VERIFY_SAMPLES,
+        check_learning_record,
+        stage_verify_learning,
+    )
 
     if args.verilog is not None:
         raise ConfigError(
@@ -206,12 +210,7 @@ def run_verify_learning(args: argparse.Namespace) -> dict:
         )
     samples = LEARNING_VERIFY_SAMPLES if args.samples is None else args.samples
     record = stage_verify_learning(args.out, args.model, samples, args.task)
-    if record["rtl_mismatches"] or not record["rtl_complete"]:
-        raise VerificationError(
-            f"{record['mismatch_report']}\nsee {args.out / 'cocotb_learning'} and "
-            f"{args.out / 'verify_learning.json'}; the learning RTL and the golden model must "
-            "agree exactly"
-        )
+    check_learning_record(record, args.out)
     return record
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from neurofptt.errors import CheckpointError, ConfigError, ToolMissingError
+from neurofptt.errors import CheckpointError, ConfigError, ToolMissingError, VerificationError
 from neurofptt.flowconfig import FlowConfig
 from neurofptt.learning.registry import build_model as registry_build_model
 from neurofptt.learning.trainer import config_differences, evaluate, fit, load_checkpoint
@@ -310,6 +310,17 @@ def stage_verify_learning(
     }
     write_json(out / "verify_learning.json", record)
     return record
+
+
+def check_learning_record(record: dict, out: Path) -> None:
+    """Raise :class:`VerificationError` with the report if ``record`` (from
+    :func:`stage_verify_learning`, run in ``out``) shows a mismatch or an unfinished run."""
+    if record["rtl_mismatches"] or not record["rtl_complete"]:
+        raise VerificationError(
+            f"{record['mismatch_report']}\nsee {out / 'cocotb_learning'} and "
+            f"{out / 'verify_learning.json'}; the learning RTL and the golden model must agree "
+            "exactly"
+        )
 
 
 # -- synth ----------------------------------------------------------------------------------------

@@ -17,10 +17,11 @@ import dataclasses
 import time
 from pathlib import Path
 
-from neurofptt.errors import ConfigError, VerificationError
+from neurofptt.errors import ConfigError
 from neurofptt.flow import (
     LEARNING_VERIFY_SAMPLES,
     QUANTIZED,
+    check_learning_record,
     load_flow_task,
     stage_quantize,
     stage_train,
@@ -201,9 +202,5 @@ def run_learning_flow(cfg: FlowConfig, out: Path, rule: str, *, progress: bool =
         f"RTL: {rtl['rtl_synaptic_updates']} synaptic updates compared, "
         f"{rtl['rtl_mismatches']} mismatches"
     )
-    if rtl["rtl_mismatches"]:
-        raise VerificationError(
-            f"{rtl['mismatch_report']}\nsee {rtl_dir}; the learning RTL and the golden model "
-            "must agree"
-        )
+    check_learning_record(rtl, rtl_dir)
     return metrics

@@ -270,9 +270,9 @@ def step_schedule(lc: LearningConfig, steps: int) -> list[int | None]:
 
 
 def _shift_nearest(x: np.ndarray, shift: int) -> np.ndarray:
-    """``x / 2**shift`` rounded to nearest, ties up: ``(x + 2**(shift-1)) >> shift``, which is
-    also ``(x >> shift)`` plus bit ``shift - 1`` of ``x`` (how the RTL does the variable
-    ``b_t``)."""
+    """``x / 2**shift`` rounded to nearest, ties up: ``(x + 2**(shift-1)) >> shift`` (the RTL
+    forms the same value as ``(((x << 1) >> shift) + 1) >> 1``, which needs no case for
+    ``shift = 0``)."""
     return (x + ((1 << shift) >> 1)) >> shift
 
 
@@ -438,7 +438,7 @@ def fan_in_spreads(cfg: HardwareConfig, gain: float = 2.0) -> tuple[int, int, in
     per-matrix shifts.  A spread fixed in weight LSBs does not transfer: on the default digits
     network (``n_in = 32``, shifts 0) ``+-1/8`` of the weight range left the network silent
     (spike rate 0.0002), so nothing downstream of the input weights could learn, while gain 2
-    fires at about 0.2 and e-prop learns (``docs/hardware.md`` section 9).
+    fires at 0.14-0.15 on the test digits and e-prop learns (``docs/hardware.md`` section 9).
     """
     pairs = ((cfg.n_in, cfg.w_in_shift), (cfg.n_rec, cfg.w_rec_shift), (cfg.n_rec, cfg.w_out_shift))
     w_in, w_rec, w_out = (

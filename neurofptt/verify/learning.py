@@ -199,10 +199,8 @@ def load_words(net: QuantizedNetwork, wbar: dict[str, np.ndarray]) -> list[Word]
             parts.append(np.asarray(wbar[m], np.int64))
         n_post, n_pre = parts[0].shape
         rows = -(-n_post // lanes)
-        per_lane = []
-        for (
-            part
-        ) in parts:  # (n_pre * rows, lanes): word pre * rows + r, lane l = part[r*P + l, pre]
+        per_lane = []  # (n_pre * rows, lanes): word pre * rows + r, lane l holds part[r*P + l, pre]
+        for part in parts:
             padded = np.zeros((rows * lanes, n_pre), np.int64)
             padded[:n_post] = part
             per_lane.append(padded.T.reshape(n_pre * rows, lanes))

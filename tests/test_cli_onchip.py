@@ -61,7 +61,11 @@ def test_golden_engine_learns_the_cue_task(tmp_path: Path, rule: str, capsys) ->
         train(tmp_path, "--rule", rule, "--out", str(again), "--init", str(out / "quantized.npz"))
         == 0
     )
-    assert json.loads((again / "train_onchip.json").read_text())["init"].endswith("quantized.npz")
+    again_record = json.loads((again / "train_onchip.json").read_text())
+    assert again_record["init"].endswith("quantized.npz")
+    # from a trained network the host lowers the rates (train.onchip_finetune_shift, default 3)
+    assert [r["error_shift_offset"] for r in again_record["history"]] == [3] * 4
+    assert [r["error_shift_offset"] for r in record["history"]] == [0] * 4
 
 
 def test_golden_engine_halves_the_rate_on_schedule(tmp_path: Path) -> None:
@@ -114,6 +118,10 @@ def test_learning_flow_writes_the_learning_metrics(tmp_path: Path, rule: str, ca
     assert metrics["rtl_weight_mismatches"] == 0
     assert metrics["rtl_synaptic_updates"] >= 10_000
     assert metrics["float_accuracy"] > 0.6 and metrics["onchip_accuracy"] > 0.6  # chance 0.5
+    # the float rule learned like the chip: one sample per update, plain SGD
+    online = json.loads((out / "float_online" / "train.json").read_text())
+    assert metrics["float_online_accuracy"] == online["float_accuracy"] > 0.6
+    assert len(metrics["float_online_history"]) == 3
     # from the quantized float network: starts where float ended and keeps learning
     assert metrics["quantized_accuracy"] > 0.6 and metrics["onchip_finetune_accuracy"] > 0.8
     assert len(metrics["onchip_finetune_history"]) == 3

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from neurofptt.errors import ConfigError
 from neurofptt.models import SpikingRNN
 from neurofptt.quant import GoldenState, HardwareConfig, QuantizedNetwork, golden_run, golden_step
 from neurofptt.quant.quantizer import dequantize_into, quantize
@@ -115,3 +116,7 @@ def test_quantizer_chooses_smallest_shift() -> None:
     assert (net.config.w_in_shift, net.config.w_rec_shift, net.config.w_out_shift) == (0, 2, 1)
     assert np.all(net.w_in == 26) and np.all(net.w_rec == 77) and np.all(net.w_out == -64)
     assert report.clipped == {"w_in": 0, "w_rec": 0, "w_out": 0}
+    # the learning datapath's short names reach the same arrays
+    assert net.matrix("rec") is net.w_rec and net.matrix("out") is net.w_out
+    with pytest.raises(ConfigError, match="unknown weight matrix 'hidden'"):
+        net.matrix("hidden")

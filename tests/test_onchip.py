@@ -274,7 +274,7 @@ def _sweep_reference(net: QuantizedNetwork, before: LearningState, after: Learni
     lfsr = [int(s) for s in before.lfsr]
     new = {}
     for m in ("out", "in", "rec"):
-        w = {"in": net.w_in, "rec": net.w_rec, "out": net.w_out}[m].copy()
+        w = net.matrix(m).copy()
         g = after.previous.gradient(m)
         n_post, n_pre = w.shape
         shift = lc.lr_shift(m)
@@ -312,9 +312,7 @@ def test_update_follows_lane_sweep_order(lanes: int) -> None:
         net, state = learning_step(net, state, rng.random(3) < 0.6, t % 3, 0)
         expected, lfsr = _sweep_reference(before_net, before, state)
         for m in MATRICES:
-            assert np.array_equal(
-                {"in": net.w_in, "rec": net.w_rec, "out": net.w_out}[m], expected[m]
-            )
+            assert np.array_equal(net.matrix(m), expected[m])
         assert state.lfsr.tolist() == lfsr
     assert state.updates == 6
 
@@ -348,8 +346,8 @@ def test_weights_saturate_never_wrap() -> None:
         before = net
         net, state = learning_step(net, state, x[t], 0, shift)
     for m in MATRICES:
-        w0 = {"in": before.w_in, "rec": before.w_rec, "out": before.w_out}[m]
-        w1 = {"in": net.w_in, "rec": net.w_rec, "out": net.w_out}[m]
+        w0 = before.matrix(m)
+        w1 = net.matrix(m)
         unclamped = w0 - state.previous.gradient(m)
         assert np.array_equal(w1, np.clip(unclamped, cfg.w_min, cfg.w_max))
     assert (net.w_out == cfg.w_min).any() and (net.w_out == cfg.w_max).any()
@@ -451,8 +449,8 @@ def test_eprop_converges_to_float_rule(seed: int, feedback: str) -> None:
     new, state, _ = run_sample(net, state, x, label=seed % 3)
     ref = float_factorised_gradient(net, x, seed % 3, state.feedback)
     for m in MATRICES:
-        before = {"in": net.w_in, "rec": net.w_rec, "out": net.w_out}[m]
-        after = {"in": new.w_in, "rec": new.w_rec, "out": new.w_out}[m]
+        before = net.matrix(m)
+        after = new.matrix(m)
         expected = -ref[m] / 2.0 ** WIDE.learning.lr_shift(m)
         assert np.abs(expected).max() > 50, (
             "the update must dwarf the rounding for the test to bite"
@@ -475,8 +473,8 @@ def test_fptt_converges_to_float_rule(seed: int) -> None:
     net2, state2, _ = run_sample(net1, state1, x2, 1)
     for m in MATRICES:
         eta = 2.0 ** -lc.lr_shift(m)
-        w1 = {"in": net1.w_in, "rec": net1.w_rec, "out": net1.w_out}[m]
-        w2 = {"in": net2.w_in, "rec": net2.w_rec, "out": net2.w_out}[m]
+        w1 = net1.matrix(m)
+        w2 = net2.matrix(m)
         mean1 = state1.running_mean(net1, m)
         step = -eta * g2[m] - a * (w1 - mean1) + 0.5 * eta * g1[m]
         assert _relative_ok(w2 - w1, step, 0.02), m
@@ -594,8 +592,13 @@ def test_rate_schedule_raises_the_error_shift() -> None:
     assert not np.array_equal(plain.w_out, scheduled.w_out)
     history = train_onchip(net, load_cue_task(seed=0), epochs=3, halve_every=2)
     assert [r["error_shift_offset"] for r in history.epochs] == [0, 0, 1]
+    # a constant offset (the rate for adapting a trained network) under the schedule
+    history = train_onchip(net, load_cue_task(seed=0), epochs=3, shift_offset=3, halve_every=2)
+    assert [r["error_shift_offset"] for r in history.epochs] == [3, 3, 4]
     with pytest.raises(ConfigError, match="halve_every must be >= 0"):
         train_onchip(net, load_cue_task(seed=0), epochs=1, halve_every=-1)
+    with pytest.raises(ConfigError, match="shift_offset must be >= 0"):
+        train_onchip(net, load_cue_task(seed=0), epochs=1, shift_offset=-1)
 
 
 @pytest.mark.parametrize("mode", ["eprop", "fptt"])

@@ -86,6 +86,11 @@ class TrainConfig:
     input_gain: float = 2.0
     #: golden engine (on-chip learning): halve the rate every this many epochs (0: never)
     onchip_halve_every: int = 0
+    #: golden engine from a trained network (--init): every update's error shift is raised by
+    #: this much (rates 2**-N of learning from scratch)
+    onchip_finetune_shift: int = 3
+    #: learning flow: rate of the float reference that learns like the chip (batch 1, plain SGD)
+    online_lr: float = 0.1
 
     def __post_init__(self) -> None:
         check_field_types(self, "train")
@@ -94,7 +99,7 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}"
             )
-        for name in ("qat_epochs", "onchip_halve_every"):
+        for name in ("qat_epochs", "onchip_halve_every", "onchip_finetune_shift"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("epochs", "batch_size", "layers"):
@@ -104,8 +109,10 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown lr_schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}"
             )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"train.lr must be a positive number, got {self.lr}")
+        for name in ("lr", "online_lr"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"train.{name} must be a positive number, got {value}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:

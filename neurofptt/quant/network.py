@@ -62,6 +62,13 @@ class QuantizedNetwork:
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
 
+    def matrix(self, name: str) -> np.ndarray:
+        """``w_in``, ``w_rec`` or ``w_out`` by the short name the learning datapath uses
+        (``"in"``, ``"rec"``, ``"out"``)."""
+        if name not in ("in", "rec", "out"):
+            raise ConfigError(f"unknown weight matrix {name!r}; use 'in', 'rec' or 'out'")
+        return getattr(self, f"w_{name}")
+
     def save(self, path: str | Path) -> Path:
         """Write an ``.npz`` atomically (temporary file, then rename)."""
         path = Path(path)

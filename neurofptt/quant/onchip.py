@@ -200,7 +200,7 @@ class LearningState:
         wbar, previous = {}, None
         if lc.mode == "fptt":
             for m in MATRICES:
-                w = _weights(net, m)
+                w = net.matrix(m)
                 wbar[m] = w.copy() if lc.wbar_store == "absolute" else np.zeros_like(w)
             previous = Factors.zeros(cfg)
         return cls(
@@ -229,7 +229,7 @@ class LearningState:
         stored = self.wbar[matrix]
         if learning_config(net.config).wbar_store == "absolute":
             return stored
-        return _weights(net, matrix) - stored
+        return net.matrix(matrix) - stored
 
 
 def learning_config(cfg: HardwareConfig) -> LearningConfig:
@@ -240,10 +240,6 @@ def learning_config(cfg: HardwareConfig) -> LearningConfig:
             "(or pass HardwareConfig(learning=LearningConfig(...))) to learn on chip"
         )
     return cfg.learning
-
-
-def _weights(net: QuantizedNetwork, matrix: str) -> np.ndarray:
-    return {"in": net.w_in, "rec": net.w_rec, "out": net.w_out}[matrix]
 
 
 def beta_shift(t: int, steps: int) -> int:
@@ -363,7 +359,7 @@ def learning_step(
     draws, lfsr = _draws(cfg, state.lfsr, 2 if fptt else 1)
     weights, wbar = {}, {}
     for m in MATRICES:
-        w, g, s = _weights(net, m), now.gradient(m), lc.lr_shift(m)
+        w, g, s = net.matrix(m), now.gradient(m), lc.lr_shift(m)
         r = draws[m]
         if not fptt:
             weights[m] = saturate(w + stochastic_round(-g, s, r[0]), cfg.weight_bits)
@@ -467,15 +463,18 @@ def train_onchip(
     epochs: int = 5,
     *,
     seed: int = 0,
+    shift_offset: int = 0,
     halve_every: int = 0,
     progress: Callable[[dict[str, float]], None] | None = None,
 ) -> OnchipHistory:
     """Learn ``task`` on chip: one sample at a time (batch 1), in a fresh random order per epoch.
 
-    ``halve_every`` (0: never) halves the learning rate every that many epochs, by raising the
-    error shift ``b_t`` that the host sends with each update (no change to the core).  It pays
-    off with ``rounding = "nearest"``; with ``"floor"`` the shifts' downward bias grows as the
-    errors shrink (``docs/hardware.md`` section 9).
+    The host sets the learning rate of a run without changing the core, through the error shift
+    ``b_t`` it sends with each update: ``shift_offset`` raises it throughout (each unit halves
+    the rate of all three matrices; adapting a trained network wants smaller steps than learning
+    from scratch), and ``halve_every`` (0: never) raises it by one more every that many epochs.
+    The schedule pays off with ``rounding = "nearest"``; with ``"floor"`` the shifts' downward
+    bias grows as the errors shrink (``docs/hardware.md`` section 9).
 
     ``mode`` (``"eprop"``/``"fptt"``) overrides ``net.config.learning.mode``; a config without a
     learning section gets the default :class:`LearningConfig` of that mode.  ``progress`` is
@@ -500,6 +499,8 @@ def train_onchip(
         raise ConfigError(f"epochs must be at least 1, got {epochs}")
     if halve_every < 0:
         raise ConfigError(f"halve_every must be >= 0 (0: a constant rate), got {halve_every}")
+    if shift_offset < 0:
+        raise ConfigError(f"shift_offset must be >= 0 (it lowers the rate), got {shift_offset}")
     net = QuantizedNetwork(cfg, net.w_in, net.w_rec, net.w_out)
     x, y = task.train.numpy_spikes(), task.train.y.numpy()
     x_test, y_test = task.test.numpy_spikes(), task.test.y.numpy()
@@ -507,7 +508,7 @@ def train_onchip(
     state = LearningState.start(net)
     records = []
     for epoch in range(1, epochs + 1):
-        offset = (epoch - 1) // halve_every if halve_every else 0
+        offset = shift_offset + ((epoch - 1) // halve_every if halve_every else 0)
         correct = 0
         for n in rng.permutation(len(x)):
             net, state, readout = run_sample(net, state, x[n], int(y[n]), shift_offset=offset)

@@ -162,10 +162,9 @@ def golden_learning_run(
             if load.net.config != cfg:
                 raise ValueError("the loaded network must have the run's hardware config")
             net, state = load.net, loaded_state(load.net, load.wbar)
-            weights = {"in": net.w_in, "rec": net.w_rec, "out": net.w_out}
             wbar = {m: state.wbar[m].copy() for m in state.wbar}
             snapshots.append(
-                Snapshot(b, -1, {m: weights[m].copy() for m in MATRICES}, wbar, "load")
+                Snapshot(b, -1, {m: net.matrix(m).copy() for m in MATRICES}, wbar, "load")
             )
         state = state.new_sample(net)
         for t in range(steps):
@@ -173,9 +172,8 @@ def golden_learning_run(
             out_spikes[b, t] = state.neurons.z[0]
             out_readout[b, t] = state.neurons.o[0]
             if learn[t]:
-                weights = {"in": net.w_in, "rec": net.w_rec, "out": net.w_out}
                 wbar = {m: state.wbar[m].copy() for m in state.wbar}
-                snapshots.append(Snapshot(b, t, {m: weights[m].copy() for m in MATRICES}, wbar))
+                snapshots.append(Snapshot(b, t, {m: net.matrix(m).copy() for m in MATRICES}, wbar))
     return LearningTrace(
         out_spikes,
         out_readout,
@@ -191,10 +189,9 @@ def load_words(net: QuantizedNetwork, wbar: dict[str, np.ndarray]) -> list[Word]
     padding lanes zero (as a dump sends them); ``last`` belongs on the final word."""
     cfg = net.config
     lanes = cfg.lanes
-    weights = {"in": net.w_in, "rec": net.w_rec, "out": net.w_out}
     words: list[Word] = []
     for code, m in enumerate(SWEEP_ORDER):
-        parts = [np.asarray(weights[m], np.int64)]
+        parts = [np.asarray(net.matrix(m), np.int64)]
         if wbar:
             parts.append(np.asarray(wbar[m], np.int64))
         n_post, n_pre = parts[0].shape

@@ -52,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="float: torch training; golden: on-chip learning in fixed point (--rule eprop|fptt)",
     )
     p.add_argument(
-        "--init", type=Path, default=None, help="golden engine: start from this quantized.npz"
+        "--init",
+        type=Path,
+        default=None,
+        help="golden engine: start from this quantized.npz (at the rate lowered by "
+        "train.onchip_finetune_shift)",
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")

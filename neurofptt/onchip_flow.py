@@ -164,8 +164,8 @@ def online_float_config(cfg: FlowConfig) -> FlowConfig:
     The flow's float reference trains with AdamW on batches of ``train.batch_size`` under a
     cosine schedule; the chip has no optimizer state and updates after every sample.  This run
     separates what the chip loses to fixed point (on-chip against it) from what it loses to the
-    optimizer (it against the reference).  Gradient clipping (``train.clip``) stays: it bounds
-    the step as the chip's saturating formats do.
+    optimizer (it against the reference).  Gradient clipping (``train.clip``) stays as in the
+    reference run.
     """
     train = dataclasses.replace(
         cfg.train,

@@ -101,6 +101,12 @@ def test_largest_config_fits_64_bit_golden_arithmetic() -> None:
         ("[train]\nbatch_size = 16.5\n", r"train\.batch_size must be an integer, got 16\.5"),
         ('[train]\noptimizer = ["adam"]\n', r"train\.optimizer must be a string"),
         ("[train]\nlr = true\n", r"train\.lr must be a number, got True"),
+        ("[train]\nonline_lr = 0\n", r"train\.online_lr must be a positive number, got 0"),
+        ("[train]\nonline_lr = nan\n", r"train\.online_lr must be a positive number, got nan"),
+        (
+            "[train]\nonchip_finetune_shift = -1\n",
+            r"train\.onchip_finetune_shift must be >= 0, got -1",
+        ),
         ('[flow]\nrtl_samples = "all"\n', r"flow\.rtl_samples must be an integer"),
         ('[flow]\nfpga_pnr = "no"\n', r"flow\.fpga_pnr must be true or false"),
         ("hardware = 3\n", r"\[hardware\] must be a table of options, got 3"),

@@ -237,10 +237,11 @@ def cycles_per_load(config: HardwareConfig) -> int:
     core can take the next event (the one after the last word).
 
     The words are those of a dump, one per address of ``W_out``, ``W_in`` and ``W_rec``:
-    ``n_rec * Ro + (n_in + n_rec) * R``, the words an update sweeps."""
-    lanes = config.lanes
-    rows, out_rows = _rows(config.n_rec, lanes), _rows(config.n_out, lanes)
-    return config.n_rec * out_rows + (config.n_in + config.n_rec) * rows
+    ``n_rec * Ro + (n_in + n_rec) * R``, the words an update sweeps
+    (:func:`~neurofptt.quant.onchip.weight_words`)."""
+    from neurofptt.quant.onchip import weight_words
+
+    return weight_words(config)
 
 
 def cycles_per_clear(config: HardwareConfig, lanes: int | None = None) -> int:

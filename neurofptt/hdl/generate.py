@@ -66,12 +66,10 @@ _PORT_MEANING = {
     "i_weights__valid": "weight word to load valid",
     "i_weights__ready": "core writes the weight word this cycle (high while idle)",
 }
-#: by learning mode: the words, two idle cycles between W_out and W_in, the pipeline's drain
-CYCLES_PER_UPDATE = {
-    "eprop": "n_rec * Ro + (n_in + n_rec) * R + 4",
-    "fptt": "n_rec * Ro + (n_in + n_rec) * R + 5",
-}
+#: one cycle per weight word
 CYCLES_PER_LOAD = "n_rec * Ro + (n_in + n_rec) * R"
+#: by learning mode: the words, two idle cycles between W_out and W_in, the pipeline's drain
+CYCLES_PER_UPDATE = {"eprop": f"{CYCLES_PER_LOAD} + 4", "fptt": f"{CYCLES_PER_LOAD} + 5"}
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,9 @@ FEEDBACKS = ("symmetric", "random")
 WBAR_STORES = ("absolute", "difference")
 LEARNING_ERRORS = ("target", "hinge")
 ROUNDINGS = ("floor", "nearest")
-#: learning options added after the first saved configs: left out of ``to_dict`` at these values,
-#: so a config that does not use them serialises (and reads back) as it did before they existed
-_OMITTED_DEFAULTS = {"error": "target", "rounding": "floor"}
+#: learning options added after the first saved configs: left out of ``to_dict`` at their
+#: defaults, so a config that does not use them serialises (and reads back) as it did before
+_OMITTED_AT_DEFAULT = ("error", "rounding")
 LFSR_BITS = 16  # width of the learning LFSRs (neurofptt.quant.lfsr); seeds are nonzero values of it
 
 # Inclusive limits checked on construction.  They keep the generated hardware a sane size and
@@ -345,8 +345,8 @@ class HardwareConfig:
         if data["learning"] is None:
             del data["learning"]
             return data
-        for name, default in _OMITTED_DEFAULTS.items():
-            if data["learning"][name] == default:
+        for name in _OMITTED_AT_DEFAULT:
+            if data["learning"][name] == getattr(LearningConfig, name):
                 del data["learning"][name]
         return data
 

@@ -565,6 +565,14 @@ def learning_memory_overhead(cfg: HardwareConfig, mode: str | None = None) -> fl
     return sum(learning_memory_bits(cfg, mode).values()) / inference_memory_bits(cfg)
 
 
+def weight_words(cfg: HardwareConfig, lanes: int | None = None) -> int:
+    """Words (``lanes`` synapses each) of the three weight memories: ``n_rec * Ro +
+    (n_in + n_rec) * R`` with ``R = ceil(n_rec / P)``, ``Ro = ceil(n_out / P)``, ``P = lanes``;
+    what an update sweeps, a dump sends and a load takes."""
+    p = cfg.lanes if lanes is None else lanes
+    return cfg.n_rec * _rows(cfg.n_out, p) + (cfg.n_in + cfg.n_rec) * _rows(cfg.n_rec, p)
+
+
 def learning_cycles_per_update(cfg: HardwareConfig, lanes: int | None = None) -> int:
     """Cycles of one weight update: ``n_rec * Ro + (n_in + n_rec) * R + 3`` for e-prop and
     ``+ 4`` for FPTT, with ``R = ceil(n_rec / P)``, ``Ro = ceil(n_out / P)``, ``P = lanes``.
@@ -577,6 +585,4 @@ def learning_cycles_per_update(cfg: HardwareConfig, lanes: int | None = None) ->
     still passes, one for e-prop (the weight) and two for FPTT (the weight, then ``W_bar``).
     :func:`neurofptt.hdl.cycles_per_update` adds the last word's stage 1.
     """
-    p = cfg.lanes if lanes is None else lanes
-    words = cfg.n_rec * _rows(cfg.n_out, p) + (cfg.n_in + cfg.n_rec) * _rows(cfg.n_rec, p)
-    return words + (4 if learning_config(cfg).mode == "fptt" else 3)
+    return weight_words(cfg, lanes) + (4 if learning_config(cfg).mode == "fptt" else 3)

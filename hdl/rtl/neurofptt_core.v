@@ -9,8 +9,8 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   initial #0 \$auto$verilog_backend.cc:2355:dump_module$1  = 1'h1;
 `endif
   wire \$1 ;
-  wire [13:0] \$10 ;
-  wire [6:0] \$100 ;
+  wire [11:0] \$10 ;
+  wire [18:0] \$100 ;
   wire [8:0] \$101 ;
   wire [18:0] \$102 ;
   wire [8:0] \$103 ;
@@ -23,160 +23,170 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire \$11 ;
   wire \$110 ;
   wire \$111 ;
-  wire [7:0] \$112 ;
-  wire [1:0] \$113 ;
-  wire [1:0] \$114 ;
+  wire [6:0] \$112 ;
+  wire \$113 ;
+  wire [7:0] \$114 ;
   wire [1:0] \$115 ;
   wire [1:0] \$116 ;
-  wire [8:0] \$117 ;
-  wire [4:0] \$118 ;
-  wire [4:0] \$119 ;
-  wire [5:0] \$12 ;
-  wire \$120 ;
-  wire \$121 ;
+  wire [1:0] \$117 ;
+  wire [1:0] \$118 ;
+  wire [8:0] \$119 ;
+  wire [13:0] \$12 ;
+  wire [4:0] \$120 ;
+  wire [4:0] \$121 ;
   wire \$122 ;
   wire \$123 ;
   wire \$124 ;
-  wire [6:0] \$125 ;
-  wire [33:0] \$126 ;
-  wire [33:0] \$127 ;
-  wire [15:0] \$128 ;
-  wire [16:0] \$129 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire [6:0] \$127 ;
+  wire [33:0] \$128 ;
+  wire [33:0] \$129 ;
   wire \$13 ;
-  wire [33:0] \$130 ;
-  wire \$131 ;
-  wire \$132 ;
-  wire [18:0] \$133 ;
-  wire [18:0] \$134 ;
-  wire \$135 ;
-  wire \$136 ;
-  wire [7:0] \$137 ;
-  wire [1:0] \$138 ;
-  wire [1:0] \$139 ;
-  wire [12:0] \$14 ;
+  wire [15:0] \$130 ;
+  wire [16:0] \$131 ;
+  wire [33:0] \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire [18:0] \$135 ;
+  wire [18:0] \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire [7:0] \$139 ;
+  wire [5:0] \$14 ;
   wire [1:0] \$140 ;
   wire [1:0] \$141 ;
-  wire [8:0] \$142 ;
-  wire [4:0] \$143 ;
-  wire [4:0] \$144 ;
-  wire \$145 ;
-  wire \$146 ;
-  wire [12:0] \$147 ;
-  wire [6:0] \$148 ;
-  wire [6:0] \$149 ;
-  wire [6:0] \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire [8:0] \$152 ;
-  wire [6:0] \$153 ;
-  wire [6:0] \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire [17:0] \$157 ;
+  wire [1:0] \$142 ;
+  wire [1:0] \$143 ;
+  wire [8:0] \$144 ;
+  wire [4:0] \$145 ;
+  wire [4:0] \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire [12:0] \$149 ;
+  wire \$15 ;
+  wire [6:0] \$150 ;
+  wire [6:0] \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire [8:0] \$154 ;
+  wire [6:0] \$155 ;
+  wire [6:0] \$156 ;
+  wire \$157 ;
   wire \$158 ;
-  wire [15:0] \$159 ;
-  wire [13:0] \$16 ;
+  wire [17:0] \$159 ;
+  wire [12:0] \$16 ;
   wire \$160 ;
-  wire [17:0] \$161 ;
+  wire [15:0] \$161 ;
   wire \$162 ;
-  wire [15:0] \$163 ;
+  wire [17:0] \$163 ;
   wire \$164 ;
-  wire [17:0] \$165 ;
+  wire [15:0] \$165 ;
   wire \$166 ;
-  wire [15:0] \$167 ;
+  wire [17:0] \$167 ;
   wire \$168 ;
-  wire [17:0] \$169 ;
-  wire \$17 ;
+  wire [15:0] \$169 ;
+  wire [6:0] \$17 ;
   wire \$170 ;
-  wire [15:0] \$171 ;
+  wire [17:0] \$171 ;
   wire \$172 ;
-  wire \$173 ;
+  wire [15:0] \$173 ;
   wire \$174 ;
   wire \$175 ;
   wire \$176 ;
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
-  wire \$18 ;
+  wire [13:0] \$18 ;
   wire \$180 ;
   wire \$181 ;
-  reg \$182 ;
-  reg [2:0] \$183 ;
-  reg [4:0] \$184 ;
-  reg [5:0] \$185 ;
-  reg \$186 ;
-  reg [5:0] \$187 ;
-  reg [5:0] \$188 ;
-  reg [3:0] \$189 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  reg \$185 ;
+  reg [2:0] \$186 ;
+  reg [4:0] \$187 ;
+  reg \$188 ;
+  reg [4:0] \$189 ;
   wire \$19 ;
-  reg \$190 ;
-  reg \$191 ;
-  reg [1:0] \$192 ;
-  reg [6:0] \$193 ;
-  reg [4:0] \$194 ;
-  reg [12:0] \$195 ;
-  reg [4:0] \$196 ;
-  reg [2:0] \$197 ;
+  reg [3:0] \$190 ;
+  reg [15:0] \$191 ;
+  reg [15:0] \$192 ;
+  reg [15:0] \$193 ;
+  reg [15:0] \$194 ;
+  reg [5:0] \$195 ;
+  reg \$196 ;
+  reg [5:0] \$197 ;
   reg [5:0] \$198 ;
   reg [3:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  reg [5:0] \$200 ;
-  reg [4:0] \$201 ;
-  reg [3:0] \$202 ;
-  reg [1:0] \$203 ;
-  reg [1:0] \$204 ;
-  reg \$205 ;
-  reg [3:0] \$206 ;
-  reg [1:0] \$207 ;
-  reg [1:0] \$208 ;
-  wire [5:0] \$21 ;
+  reg \$200 ;
+  reg \$201 ;
+  reg [1:0] \$202 ;
+  reg [6:0] \$203 ;
+  reg [4:0] \$204 ;
+  reg [12:0] \$205 ;
+  reg [4:0] \$206 ;
+  reg [3:0] \$207 ;
+  reg [5:0] \$208 ;
+  reg [3:0] \$209 ;
+  wire \$21 ;
+  reg [5:0] \$210 ;
+  reg [4:0] \$211 ;
+  reg [3:0] \$212 ;
+  reg [1:0] \$213 ;
+  reg [1:0] \$214 ;
+  reg \$215 ;
+  reg [3:0] \$216 ;
+  reg [1:0] \$217 ;
+  reg [1:0] \$218 ;
   wire \$22 ;
-  wire \$23 ;
-  wire [5:0] \$24 ;
+  wire [5:0] \$23 ;
+  wire \$24 ;
   wire \$25 ;
-  wire \$26 ;
-  wire [9:0] \$27 ;
-  wire [6:0] \$28 ;
-  wire [13:0] \$29 ;
+  wire [5:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire [9:0] \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
+  wire [6:0] \$30 ;
+  wire [13:0] \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire [5:0] \$34 ;
-  wire [7:0] \$342 ;
-  wire [7:0] \$345 ;
+  wire \$34 ;
   wire \$35 ;
-  wire [7:0] \$350 ;
-  wire [4:0] \$36 ;
+  wire [7:0] \$354 ;
+  wire [7:0] \$357 ;
+  wire [5:0] \$36 ;
+  wire [7:0] \$362 ;
   wire \$37 ;
-  wire [2:0] \$38 ;
-  wire [2:0] \$39 ;
+  wire [4:0] \$38 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [5:0] \$41 ;
+  wire [2:0] \$40 ;
+  wire [2:0] \$41 ;
   wire \$42 ;
-  wire [15:0] \$43 ;
-  wire [16:0] \$44 ;
-  wire [8:0] \$45 ;
-  wire [17:0] \$46 ;
-  wire \$47 ;
-  wire \$48 ;
-  wire [18:0] \$49 ;
+  wire [5:0] \$43 ;
+  wire \$44 ;
+  wire [15:0] \$45 ;
+  wire [16:0] \$46 ;
+  wire [8:0] \$47 ;
+  wire [17:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  wire [18:0] \$50 ;
-  wire \$51 ;
-  wire [15:0] \$52 ;
-  wire [16:0] \$53 ;
-  wire [8:0] \$54 ;
-  wire [17:0] \$55 ;
-  wire \$56 ;
+  wire \$50 ;
+  wire [18:0] \$51 ;
+  wire [18:0] \$52 ;
+  wire [15:0] \$53 ;
+  wire [16:0] \$54 ;
+  wire [8:0] \$55 ;
+  wire [17:0] \$56 ;
   wire \$57 ;
-  wire [18:0] \$58 ;
+  wire \$58 ;
   wire [18:0] \$59 ;
-  wire [6:0] \$6 ;
-  wire \$60 ;
+  wire \$6 ;
+  wire [18:0] \$60 ;
   wire [15:0] \$61 ;
   wire [16:0] \$62 ;
   wire [8:0] \$63 ;
@@ -185,40 +195,40 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire \$66 ;
   wire [18:0] \$67 ;
   wire [18:0] \$68 ;
-  wire \$69 ;
+  wire [15:0] \$69 ;
   wire \$7 ;
-  wire [15:0] \$70 ;
-  wire [16:0] \$71 ;
-  wire [8:0] \$72 ;
-  wire [17:0] \$73 ;
+  wire [16:0] \$70 ;
+  wire [8:0] \$71 ;
+  wire [17:0] \$72 ;
+  wire \$73 ;
   wire \$74 ;
-  wire \$75 ;
+  wire [18:0] \$75 ;
   wire [18:0] \$76 ;
-  wire [18:0] \$77 ;
+  wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [11:0] \$8 ;
-  wire [8:0] \$80 ;
-  wire [8:0] \$81 ;
+  wire [6:0] \$8 ;
+  wire \$80 ;
+  wire \$81 ;
   wire [8:0] \$82 ;
-  wire [18:0] \$83 ;
-  wire \$84 ;
-  wire [8:0] \$85 ;
-  wire [8:0] \$86 ;
+  wire [8:0] \$83 ;
+  wire [8:0] \$84 ;
+  wire [18:0] \$85 ;
+  wire \$86 ;
   wire [8:0] \$87 ;
-  wire [18:0] \$88 ;
-  wire \$89 ;
+  wire [8:0] \$88 ;
+  wire [8:0] \$89 ;
   wire \$9 ;
-  wire [8:0] \$90 ;
-  wire [8:0] \$91 ;
+  wire [18:0] \$90 ;
+  wire \$91 ;
   wire [8:0] \$92 ;
-  wire [18:0] \$93 ;
-  wire \$94 ;
-  wire [8:0] \$95 ;
-  wire [8:0] \$96 ;
+  wire [8:0] \$93 ;
+  wire [8:0] \$94 ;
+  wire [18:0] \$95 ;
+  wire \$96 ;
   wire [8:0] \$97 ;
-  wire [18:0] \$98 ;
-  wire \$99 ;
+  wire [8:0] \$98 ;
+  wire [8:0] \$99 ;
   output busy;
   wire busy;
   input clk;
@@ -244,7 +254,7 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire [3:0] emit_left;
   wire [3:0] emit_mask;
   wire [4:0] emit_row;
-  reg [2:0] fsm_state = 3'h0;
+  reg [3:0] fsm_state = 4'h0;
   input [6:0] i_event__payload;
   wire [6:0] i_event__payload;
   wire [4:0] \i_event__payload.index ;
@@ -287,11 +297,11 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   reg [5:0] p = 6'h00;
   reg [5:0] p_next;
   reg [9:0] port__addr;
-  reg [11:0] \port__addr$94 ;
-  reg [8:0] \port__addr$95 ;
+  reg [11:0] \port__addr$101 ;
+  reg [8:0] \port__addr$102 ;
   wire [31:0] port__data;
-  wire [31:0] \port__data$77 ;
   wire [31:0] \port__data$84 ;
+  wire [31:0] \port__data$88 ;
   reg [3:0] rem = 4'h0;
   reg [3:0] rem_next;
   reg [4:0] rem_row = 5'h00;
@@ -361,6 +371,13 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   (* enum_value_101 = "CLEAR" *)
   reg [2:0] s1_op = 3'h0;
   reg s1_valid = 1'h0;
+  reg [4:0] s2_j = 5'h00;
+  reg s2_update = 1'h0;
+  reg [15:0] s2_v_0 = 16'h0000;
+  reg [15:0] s2_v_1 = 16'h0000;
+  reg [15:0] s2_v_2 = 16'h0000;
+  reg [15:0] s2_v_3 = 16'h0000;
+  reg [3:0] s2_z_prev = 4'h0;
   reg [4:0] sp_em__addr;
   wire [8:0] sp_em__data;
   wire [3:0] \sp_em__data.mask ;
@@ -392,8 +409,7 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire [17:0] \st_rd__data[3].acc ;
   wire [15:0] \st_rd__data[3].v ;
   wire \st_rd__data[3].z ;
-  (* init = 5'h00 *)
-  wire [4:0] st_wr__addr;
+  reg [4:0] st_wr__addr;
   reg [139:0] st_wr__data;
   wire [34:0] \st_wr__data[0] ;
   wire [17:0] \st_wr__data[0].acc ;
@@ -545,7 +561,7 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   end
   always @(posedge clk) begin
     if (st_wr__en)
-      state[s1_j] <= st_wr__data;
+      state[st_wr__addr] <= st_wr__data;
   end
   reg [4:0] _3_;
   always @(posedge clk) begin
@@ -1583,7 +1599,7 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   always @(posedge clk) begin
     _4_ <= w_in[port__addr];
   end
-  assign \port__data$77  = _4_;
+  assign \port__data$84  = _4_;
   reg [31:0] w_out [383:0];
   initial begin
     w_out[0] = 32'd219282398;
@@ -1973,9 +1989,9 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   end
   reg [31:0] _5_;
   always @(posedge clk) begin
-    _5_ <= w_out[\port__addr$95 ];
+    _5_ <= w_out[\port__addr$102 ];
   end
-  assign \port__data$84  = _5_;
+  assign \port__data$88  = _5_;
   reg [31:0] w_rec [4095:0];
   initial begin
     w_rec[0] = 32'd4210755122;
@@ -6077,69 +6093,69 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   end
   reg [31:0] _6_;
   always @(posedge clk) begin
-    _6_ <= w_rec[\port__addr$94 ];
+    _6_ <= w_rec[\port__addr$101 ];
   end
   assign port__data = _6_;
-  assign \$1  = e_busy & e_advance;
-  assign \$2  = | e_rem;
-  assign \$3  = e_ptr != e_count;
-  assign \$4  = \$2  | \$3 ;
-  assign \$5  = ~ e_step_issued;
-  assign \$6  = e_ptr + 1'h1;
-  assign \$7  = i_event__payload[6:2] < 6'h20;
-  assign \$8  = start_acc_in + 1'h1;
-  assign \$9  = | n_prev;
-  assign \$10  = waddr + 1'h1;
-  assign \$11  = j == 5'h1f;
-  assign \$12  = j + 1'h1;
-  assign \$13  = ! j;
-  assign \$14  = start_acc_rec + 1'h1;
-  assign \$15  = p + 1'h1;
-  assign \$16  = waddr + 1'h1;
-  assign \$17  = j == 5'h1f;
-  assign \$18  = ! rem_next;
-  assign \$19  = p_next == n_prev;
-  assign \$20  = \$18  & \$19 ;
-  assign \$21  = j + 1'h1;
-  assign \$22  = ~ e_busy;
-  assign \$23  = j == 5'h1f;
-  assign \$24  = j + 1'h1;
-  assign \$25  = | n_new_next;
-  assign \$26  = ! j;
-  assign \$27  = start_acc_out + 1'h1;
-  assign \$28  = p + 1'h1;
-  assign \$29  = waddr + 1'h1;
-  assign \$30  = j == 2'h2;
-  assign \$31  = ! rem_next;
-  assign \$32  = p_next == n_prev;
-  assign \$33  = \$31  & \$32 ;
-  assign \$34  = j + 1'h1;
-  assign \$35  = ro_k != 4'ha;
-  assign \$36  = ro_k + 1'h1;
-  assign \$37  = ro_lane == 2'h3;
-  assign \$38  = ro_row + 1'h1;
-  assign \$39  = ro_lane + 1'h1;
-  assign \$40  = j == 5'h1f;
-  assign \$41  = j + 1'h1;
-  assign \$42  = s1_op == 2'h3;
-  assign \$44  = $signed(update_in[33:18]) - $signed(\$43 );
-  assign \$45  = update_in[34] ? 9'h100 : 9'h000;
-  assign \$46  = $signed(\$44 ) - $signed({ 1'h0, \$45  });
-  assign v_new_0_wide = $signed(\$46 ) + $signed(update_in[17:0]);
-  assign \$47  = $signed(v_new_0_wide) > $signed(16'h7fff);
-  assign \$48  = $signed(v_new_0_wide) < $signed(16'h8000);
-  assign \$49  = \$48  ? 19'h78000 : v_new_0_wide;
-  assign \$50  = \$47  ? 19'h07fff : \$49 ;
-  assign \$51  = $signed(\$50 [15:0]) > $signed(10'h100);
-  assign \$53  = $signed(update_in[68:53]) - $signed(\$52 );
-  assign \$54  = update_in[69] ? 9'h100 : 9'h000;
-  assign \$55  = $signed(\$53 ) - $signed({ 1'h0, \$54  });
-  assign v_new_1_wide = $signed(\$55 ) + $signed(update_in[52:35]);
-  assign \$56  = $signed(v_new_1_wide) > $signed(16'h7fff);
-  assign \$57  = $signed(v_new_1_wide) < $signed(16'h8000);
-  assign \$58  = \$57  ? 19'h78000 : v_new_1_wide;
-  assign \$59  = \$56  ? 19'h07fff : \$58 ;
-  assign \$60  = $signed(\$59 [15:0]) > $signed(10'h100);
+  assign \$1  = s1_op == 2'h3;
+  assign \$2  = s1_valid & \$1 ;
+  assign \$3  = e_busy & e_advance;
+  assign \$4  = | e_rem;
+  assign \$5  = e_ptr != e_count;
+  assign \$6  = \$4  | \$5 ;
+  assign \$7  = ~ e_step_issued;
+  assign \$8  = e_ptr + 1'h1;
+  assign \$9  = i_event__payload[6:2] < 6'h20;
+  assign \$10  = start_acc_in + 1'h1;
+  assign \$11  = | n_prev;
+  assign \$12  = waddr + 1'h1;
+  assign \$13  = j == 5'h1f;
+  assign \$14  = j + 1'h1;
+  assign \$15  = ! j;
+  assign \$16  = start_acc_rec + 1'h1;
+  assign \$17  = p + 1'h1;
+  assign \$18  = waddr + 1'h1;
+  assign \$19  = j == 5'h1f;
+  assign \$20  = ! rem_next;
+  assign \$21  = p_next == n_prev;
+  assign \$22  = \$20  & \$21 ;
+  assign \$23  = j + 1'h1;
+  assign \$24  = ~ e_busy;
+  assign \$25  = j == 5'h1f;
+  assign \$26  = j + 1'h1;
+  assign \$27  = | n_new_next;
+  assign \$28  = ! j;
+  assign \$29  = start_acc_out + 1'h1;
+  assign \$30  = p + 1'h1;
+  assign \$31  = waddr + 1'h1;
+  assign \$32  = j == 2'h2;
+  assign \$33  = ! rem_next;
+  assign \$34  = p_next == n_prev;
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = j + 1'h1;
+  assign \$37  = ro_k != 4'ha;
+  assign \$38  = ro_k + 1'h1;
+  assign \$39  = ro_lane == 2'h3;
+  assign \$40  = ro_row + 1'h1;
+  assign \$41  = ro_lane + 1'h1;
+  assign \$42  = j == 5'h1f;
+  assign \$43  = j + 1'h1;
+  assign \$44  = s1_op == 2'h3;
+  assign \$46  = $signed(update_in[33:18]) - $signed(\$45 );
+  assign \$47  = update_in[34] ? 9'h100 : 9'h000;
+  assign \$48  = $signed(\$46 ) - $signed({ 1'h0, \$47  });
+  assign v_new_0_wide = $signed(\$48 ) + $signed(update_in[17:0]);
+  assign \$49  = $signed(v_new_0_wide) > $signed(16'h7fff);
+  assign \$50  = $signed(v_new_0_wide) < $signed(16'h8000);
+  assign \$51  = \$50  ? 19'h78000 : v_new_0_wide;
+  assign \$52  = \$49  ? 19'h07fff : \$51 ;
+  assign \$54  = $signed(update_in[68:53]) - $signed(\$53 );
+  assign \$55  = update_in[69] ? 9'h100 : 9'h000;
+  assign \$56  = $signed(\$54 ) - $signed({ 1'h0, \$55  });
+  assign v_new_1_wide = $signed(\$56 ) + $signed(update_in[52:35]);
+  assign \$57  = $signed(v_new_1_wide) > $signed(16'h7fff);
+  assign \$58  = $signed(v_new_1_wide) < $signed(16'h8000);
+  assign \$59  = \$58  ? 19'h78000 : v_new_1_wide;
+  assign \$60  = \$57  ? 19'h07fff : \$59 ;
   assign \$62  = $signed(update_in[103:88]) - $signed(\$61 );
   assign \$63  = update_in[104] ? 9'h100 : 9'h000;
   assign \$64  = $signed(\$62 ) - $signed({ 1'h0, \$63  });
@@ -6148,619 +6164,693 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   assign \$66  = $signed(v_new_2_wide) < $signed(16'h8000);
   assign \$67  = \$66  ? 19'h78000 : v_new_2_wide;
   assign \$68  = \$65  ? 19'h07fff : \$67 ;
-  assign \$69  = $signed(\$68 [15:0]) > $signed(10'h100);
-  assign \$71  = $signed(update_in[138:123]) - $signed(\$70 );
-  assign \$72  = update_in[139] ? 9'h100 : 9'h000;
-  assign \$73  = $signed(\$71 ) - $signed({ 1'h0, \$72  });
-  assign v_new_3_wide = $signed(\$73 ) + $signed(update_in[122:105]);
-  assign \$74  = $signed(v_new_3_wide) > $signed(16'h7fff);
-  assign \$75  = $signed(v_new_3_wide) < $signed(16'h8000);
-  assign \$76  = \$75  ? 19'h78000 : v_new_3_wide;
-  assign \$77  = \$74  ? 19'h07fff : \$76 ;
-  assign \$78  = $signed(\$77 [15:0]) > $signed(10'h100);
-  assign \$79  = s1_op == 1'h1;
-  assign \$82  = \$79  ? \$80  : \$81 ;
-  assign \$83  = $signed(st_rd__data[17:0]) + $signed(\$82 );
-  assign \$84  = s1_op == 1'h1;
-  assign \$87  = \$84  ? \$85  : \$86 ;
-  assign \$88  = $signed(st_rd__data[52:35]) + $signed(\$87 );
-  assign \$89  = s1_op == 1'h1;
-  assign \$92  = \$89  ? \$90  : \$91 ;
-  assign \$93  = $signed(st_rd__data[87:70]) + $signed(\$92 );
-  assign \$94  = s1_op == 1'h1;
-  assign \$97  = \$94  ? \$95  : \$96 ;
-  assign \$98  = $signed(st_rd__data[122:105]) + $signed(\$97 );
-  assign \$99  = | z_new;
-  assign \$100  = n_new + 1'h1;
+  assign \$70  = $signed(update_in[138:123]) - $signed(\$69 );
+  assign \$71  = update_in[139] ? 9'h100 : 9'h000;
+  assign \$72  = $signed(\$70 ) - $signed({ 1'h0, \$71  });
+  assign v_new_3_wide = $signed(\$72 ) + $signed(update_in[122:105]);
+  assign \$73  = $signed(v_new_3_wide) > $signed(16'h7fff);
+  assign \$74  = $signed(v_new_3_wide) < $signed(16'h8000);
+  assign \$75  = \$74  ? 19'h78000 : v_new_3_wide;
+  assign \$76  = \$73  ? 19'h07fff : \$75 ;
+  assign \$77  = $signed(s2_v_0) > $signed(10'h100);
+  assign \$78  = $signed(s2_v_1) > $signed(10'h100);
+  assign \$79  = $signed(s2_v_2) > $signed(10'h100);
+  assign \$80  = $signed(s2_v_3) > $signed(10'h100);
+  assign \$81  = s1_op == 1'h1;
+  assign \$84  = \$81  ? \$82  : \$83 ;
+  assign \$85  = $signed(st_rd__data[17:0]) + $signed(\$84 );
+  assign \$86  = s1_op == 1'h1;
+  assign \$89  = \$86  ? \$87  : \$88 ;
+  assign \$90  = $signed(st_rd__data[52:35]) + $signed(\$89 );
+  assign \$91  = s1_op == 1'h1;
+  assign \$94  = \$91  ? \$92  : \$93 ;
+  assign \$95  = $signed(st_rd__data[87:70]) + $signed(\$94 );
+  assign \$96  = s1_op == 1'h1;
+  assign \$99  = \$96  ? \$97  : \$98 ;
+  assign \$100  = $signed(st_rd__data[122:105]) + $signed(\$99 );
   assign \$102  = $signed(ro_rd__data[17:0]) + $signed(\$101 );
   assign \$104  = $signed(ro_rd__data[51:34]) + $signed(\$103 );
   assign \$106  = $signed(ro_rd__data[85:68]) + $signed(\$105 );
   assign \$108  = $signed(ro_rd__data[119:102]) + $signed(\$107 );
   assign \$109  = s1_j < 6'h20;
   assign \$110  = s1_j < 2'h3;
-  assign \$111  = ~ o_spike__valid;
-  assign e_advance = \$111  | o_spike__ready;
+  assign \$111  = | z_new;
+  assign \$112  = n_new + 1'h1;
+  assign \$113  = ~ o_spike__valid;
+  assign e_advance = \$113  | o_spike__ready;
   assign emit_fresh = ! e_rem;
   assign emit_mask = emit_fresh ? sp_em__data[8:5] : e_rem;
   assign emit_row = emit_fresh ? sp_em__data[4:0] : e_row;
-  assign \$112  = emit_row * 3'h4;
-  assign \$113  = emit_mask[3] ? 2'h3 : 2'h0;
-  assign \$114  = emit_mask[2] ? 2'h2 : \$113 ;
-  assign \$115  = emit_mask[1] ? 2'h1 : \$114 ;
-  assign \$116  = emit_mask[0] ? 2'h0 : \$115 ;
-  assign \$117  = \$112  + \$116 ;
-  assign \$118  = emit_mask - 1'h1;
-  assign \$119  = { 1'h0, emit_mask } & \$118 ;
-  assign \$120  = e_busy & e_advance;
-  assign \$121  = | e_rem;
-  assign \$122  = e_ptr != e_count;
-  assign \$123  = \$121  | \$122 ;
-  assign \$124  = ~ e_step_issued;
-  assign \$125  = e_ptr + 1'h1;
-  assign \$342  = ro_kk_lane * 6'h22;
-  assign \$126  = ro_rd__data >> \$342 ;
-  assign \$345  = ro_kk_lane * 6'h22;
-  assign \$127  = ro_rd__data >> \$345 ;
-  assign \$129  = $signed(\$126 [33:18]) - $signed(\$128 );
-  assign \$350  = ro_kk_lane * 6'h22;
-  assign \$130  = ro_rd__data >> \$350 ;
-  assign o_new_wide = $signed(\$129 ) + $signed(\$130 [17:0]);
-  assign \$131  = $signed(o_new_wide) > $signed(16'h7fff);
-  assign \$132  = $signed(o_new_wide) < $signed(16'h8000);
-  assign \$133  = \$132  ? 19'h78000 : o_new_wide;
-  assign \$134  = \$131  ? 19'h07fff : \$133 ;
-  assign \$135  = ~ o_readout__valid;
-  assign ro_advance = \$135  | o_readout__ready;
-  assign \$136  = ro_kk == 4'h9;
+  assign \$114  = emit_row * 3'h4;
+  assign \$115  = emit_mask[3] ? 2'h3 : 2'h0;
+  assign \$116  = emit_mask[2] ? 2'h2 : \$115 ;
+  assign \$117  = emit_mask[1] ? 2'h1 : \$116 ;
+  assign \$118  = emit_mask[0] ? 2'h0 : \$117 ;
+  assign \$119  = \$114  + \$118 ;
+  assign \$120  = emit_mask - 1'h1;
+  assign \$121  = { 1'h0, emit_mask } & \$120 ;
+  assign \$122  = e_busy & e_advance;
+  assign \$123  = | e_rem;
+  assign \$124  = e_ptr != e_count;
+  assign \$125  = \$123  | \$124 ;
+  assign \$126  = ~ e_step_issued;
+  assign \$127  = e_ptr + 1'h1;
+  assign \$354  = ro_kk_lane * 6'h22;
+  assign \$128  = ro_rd__data >> \$354 ;
+  assign \$357  = ro_kk_lane * 6'h22;
+  assign \$129  = ro_rd__data >> \$357 ;
+  assign \$131  = $signed(\$128 [33:18]) - $signed(\$130 );
+  assign \$362  = ro_kk_lane * 6'h22;
+  assign \$132  = ro_rd__data >> \$362 ;
+  assign o_new_wide = $signed(\$131 ) + $signed(\$132 [17:0]);
+  assign \$133  = $signed(o_new_wide) > $signed(16'h7fff);
+  assign \$134  = $signed(o_new_wide) < $signed(16'h8000);
+  assign \$135  = \$134  ? 19'h78000 : o_new_wide;
+  assign \$136  = \$133  ? 19'h07fff : \$135 ;
+  assign \$137  = ~ o_readout__valid;
+  assign ro_advance = \$137  | o_readout__ready;
+  assign \$138  = ro_kk == 4'h9;
   assign run_fresh = ! rem;
   assign run_mask = run_fresh ? sp_rd__data[8:5] : rem;
   assign run_row = run_fresh ? sp_rd__data[4:0] : rem_row;
-  assign \$137  = run_row * 3'h4;
-  assign \$138  = run_mask[3] ? 2'h3 : 2'h0;
-  assign \$139  = run_mask[2] ? 2'h2 : \$138 ;
-  assign \$140  = run_mask[1] ? 2'h1 : \$139 ;
-  assign \$141  = run_mask[0] ? 2'h0 : \$140 ;
-  assign \$142  = \$137  + \$141 ;
-  assign \$143  = run_mask - 1'h1;
-  assign \$144  = { 1'h0, run_mask } & \$143 ;
+  assign \$139  = run_row * 3'h4;
+  assign \$140  = run_mask[3] ? 2'h3 : 2'h0;
+  assign \$141  = run_mask[2] ? 2'h2 : \$140 ;
+  assign \$142  = run_mask[1] ? 2'h1 : \$141 ;
+  assign \$143  = run_mask[0] ? 2'h0 : \$142 ;
+  assign \$144  = \$139  + \$143 ;
+  assign \$145  = run_mask - 1'h1;
+  assign \$146  = { 1'h0, run_mask } & \$145 ;
   assign start_acc_in = i_event__payload[6:2] * 6'h20;
-  assign \$145  = i_event__payload[6:2] < 6'h20;
-  assign \$146  = ! j;
-  assign \$147  = \$142 [6:0] * 6'h20;
-  assign \$148  = p + 1'h1;
-  assign \$149  = p + 1'h1;
-  assign \$150  = ~ e_busy;
-  assign \$151  = ! j;
-  assign \$152  = \$142 [6:0] * 2'h3;
-  assign \$153  = p + 1'h1;
-  assign \$154  = p + 1'h1;
-  assign \$155  = o_readout__valid & o_readout__ready;
-  assign \$156  = ! ro_kk_lane;
-  assign \$157  = \$156  ? 18'h00000 : ro_rd__data[17:0];
+  assign \$147  = i_event__payload[6:2] < 6'h20;
+  assign \$148  = ! j;
+  assign \$149  = \$144 [6:0] * 6'h20;
+  assign \$150  = p + 1'h1;
+  assign \$151  = p + 1'h1;
+  assign \$152  = ~ e_busy;
+  assign \$153  = ! j;
+  assign \$154  = \$144 [6:0] * 2'h3;
+  assign \$155  = p + 1'h1;
+  assign \$156  = p + 1'h1;
+  assign \$157  = o_readout__valid & o_readout__ready;
   assign \$158  = ! ro_kk_lane;
-  assign \$159  = \$158  ? \$134 [15:0] : ro_rd__data[33:18];
-  assign \$160  = ro_kk_lane == 1'h1;
-  assign \$161  = \$160  ? 18'h00000 : ro_rd__data[51:34];
+  assign \$159  = \$158  ? 18'h00000 : ro_rd__data[17:0];
+  assign \$160  = ! ro_kk_lane;
+  assign \$161  = \$160  ? \$136 [15:0] : ro_rd__data[33:18];
   assign \$162  = ro_kk_lane == 1'h1;
-  assign \$163  = \$162  ? \$134 [15:0] : ro_rd__data[67:52];
-  assign \$164  = ro_kk_lane == 2'h2;
-  assign \$165  = \$164  ? 18'h00000 : ro_rd__data[85:68];
+  assign \$163  = \$162  ? 18'h00000 : ro_rd__data[51:34];
+  assign \$164  = ro_kk_lane == 1'h1;
+  assign \$165  = \$164  ? \$136 [15:0] : ro_rd__data[67:52];
   assign \$166  = ro_kk_lane == 2'h2;
-  assign \$167  = \$166  ? \$134 [15:0] : ro_rd__data[101:86];
-  assign \$168  = ro_kk_lane == 2'h3;
-  assign \$169  = \$168  ? 18'h00000 : ro_rd__data[119:102];
+  assign \$167  = \$166  ? 18'h00000 : ro_rd__data[85:68];
+  assign \$168  = ro_kk_lane == 2'h2;
+  assign \$169  = \$168  ? \$136 [15:0] : ro_rd__data[101:86];
   assign \$170  = ro_kk_lane == 2'h3;
-  assign \$171  = \$170  ? \$134 [15:0] : ro_rd__data[135:120];
-  assign \$172  = ~ \$174 ;
-  assign \$173  = \$172  | e_busy;
-  assign busy = \$173  | s1_valid;
-  assign \$174  = ! fsm_state;
-  assign \$175  = fsm_state == 1'h1;
-  assign \$176  = fsm_state == 2'h2;
-  assign \$177  = fsm_state == 2'h3;
-  assign \$178  = fsm_state == 3'h4;
-  assign \$179  = fsm_state == 3'h5;
-  assign \$180  = fsm_state == 3'h6;
-  assign \$181  = fsm_state == 3'h7;
+  assign \$171  = \$170  ? 18'h00000 : ro_rd__data[119:102];
+  assign \$172  = ro_kk_lane == 2'h3;
+  assign \$173  = \$172  ? \$136 [15:0] : ro_rd__data[135:120];
+  assign \$174  = ~ \$176 ;
+  assign \$175  = \$174  | e_busy;
+  assign busy = \$175  | s1_valid;
+  assign \$176  = ! fsm_state;
+  assign \$177  = fsm_state == 1'h1;
+  assign \$178  = fsm_state == 2'h2;
+  assign \$179  = fsm_state == 2'h3;
+  assign \$180  = fsm_state == 3'h4;
+  assign \$181  = fsm_state == 3'h5;
+  assign \$182  = fsm_state == 3'h6;
+  assign \$183  = fsm_state == 3'h7;
+  assign \$184  = fsm_state == 4'h8;
   always @(posedge clk)
-    s1_valid <= \$182 ;
+    s1_valid <= \$185 ;
   always @(posedge clk)
-    s1_op <= \$183 ;
+    s1_op <= \$186 ;
   always @(posedge clk)
-    s1_j <= \$184 ;
+    s1_j <= \$187 ;
   always @(posedge clk)
-    n_new <= \$185 ;
+    s2_update <= \$188 ;
   always @(posedge clk)
-    e_busy <= \$186 ;
+    s2_j <= \$189 ;
   always @(posedge clk)
-    e_count <= \$187 ;
+    s2_z_prev <= \$190 ;
   always @(posedge clk)
-    e_ptr <= \$188 ;
+    s2_v_0 <= \$191 ;
   always @(posedge clk)
-    e_rem <= \$189 ;
+    s2_v_1 <= \$192 ;
   always @(posedge clk)
-    e_step_issued <= \$190 ;
+    s2_v_2 <= \$193 ;
   always @(posedge clk)
-    o_spike__valid <= \$191 ;
+    s2_v_3 <= \$194 ;
   always @(posedge clk)
-    e_kind <= \$192 ;
+    n_new <= \$195 ;
   always @(posedge clk)
-    e_index <= \$193 ;
+    e_busy <= \$196 ;
   always @(posedge clk)
-    e_row <= \$194 ;
+    e_count <= \$197 ;
   always @(posedge clk)
-    waddr <= \$195 ;
+    e_ptr <= \$198 ;
   always @(posedge clk)
-    j <= \$196 ;
+    e_rem <= \$199 ;
   always @(posedge clk)
-    fsm_state <= \$197 ;
+    e_step_issued <= \$200 ;
   always @(posedge clk)
-    p <= \$198 ;
+    o_spike__valid <= \$201 ;
   always @(posedge clk)
-    rem <= \$199 ;
+    e_kind <= \$202 ;
   always @(posedge clk)
-    n_prev <= \$200 ;
+    e_index <= \$203 ;
   always @(posedge clk)
-    rem_row <= \$201 ;
+    e_row <= \$204 ;
   always @(posedge clk)
-    ro_k <= \$202 ;
+    waddr <= \$205 ;
   always @(posedge clk)
-    ro_row <= \$203 ;
+    j <= \$206 ;
   always @(posedge clk)
-    ro_lane <= \$204 ;
+    fsm_state <= \$207 ;
   always @(posedge clk)
-    o_readout__valid <= \$205 ;
+    p <= \$208 ;
   always @(posedge clk)
-    ro_kk <= \$206 ;
+    rem <= \$209 ;
   always @(posedge clk)
-    ro_kk_row <= \$207 ;
+    n_prev <= \$210 ;
   always @(posedge clk)
-    ro_kk_lane <= \$208 ;
+    rem_row <= \$211 ;
+  always @(posedge clk)
+    ro_k <= \$212 ;
+  always @(posedge clk)
+    ro_row <= \$213 ;
+  always @(posedge clk)
+    ro_lane <= \$214 ;
+  always @(posedge clk)
+    o_readout__valid <= \$215 ;
+  always @(posedge clk)
+    ro_kk <= \$216 ;
+  always @(posedge clk)
+    ro_kk_row <= \$217 ;
+  always @(posedge clk)
+    ro_kk_lane <= \$218 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$182  = s0_valid;
+    \$185  = s0_valid;
     if (rst) begin
-      \$182  = 1'h0;
+      \$185  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$183  = s0_op;
+    \$186  = s0_op;
     if (rst) begin
-      \$183  = 3'h0;
+      \$186  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$184  = s0_j;
+    \$187  = s0_j;
     if (rst) begin
-      \$184  = 5'h00;
+      \$187  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$185  = n_new_next;
+    \$188  = \$2 ;
+    if (rst) begin
+      \$188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$189  = s1_j;
+    if (rst) begin
+      \$189  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$190  = { update_in[139], update_in[104], update_in[69], update_in[34] };
+    if (rst) begin
+      \$190  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$191  = \$52 [15:0];
+    if (rst) begin
+      \$191  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$192  = \$60 [15:0];
+    if (rst) begin
+      \$192  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$193  = \$68 [15:0];
+    if (rst) begin
+      \$193  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$194  = \$76 [15:0];
+    if (rst) begin
+      \$194  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$195  = n_new_next;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
                   /* empty */;
               2'h1:
-                  \$185  = 6'h00;
+                  \$195  = 6'h00;
             endcase
           end
     endcase
     if (rst) begin
-      \$185  = 6'h00;
+      \$195  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$186  = e_busy;
+    \$196  = e_busy;
     if (e_start) begin
-      \$186  = 1'h1;
-    end else if (\$1 ) begin
+      \$196  = 1'h1;
+    end else if (\$3 ) begin
       (* full_case = 32'd1 *)
-      if (\$4 ) begin
-      end else if (\$5 ) begin
+      if (\$6 ) begin
+      end else if (\$7 ) begin
       end else begin
-        \$186  = 1'h0;
+        \$196  = 1'h0;
       end
     end
     if (rst) begin
-      \$186  = 1'h0;
+      \$196  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$187  = e_count;
+    \$197  = e_count;
     if (e_start) begin
-      \$187  = n_new_next;
+      \$197  = n_new_next;
     end
     if (rst) begin
-      \$187  = 6'h00;
+      \$197  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$188  = e_ptr;
+    \$198  = e_ptr;
     if (e_start) begin
-      \$188  = 6'h00;
-    end else if (\$1 ) begin
-      if (\$4 ) begin
+      \$198  = 6'h00;
+    end else if (\$3 ) begin
+      if (\$6 ) begin
         if (emit_fresh) begin
-          \$188  = \$6 [5:0];
+          \$198  = \$8 [5:0];
         end
       end
     end
-    if (rst) begin
-      \$188  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$189  = e_rem;
-    if (e_start) begin
-      \$189  = 4'h0;
-    end else if (\$1 ) begin
-      if (\$4 ) begin
-        \$189  = \$119 [3:0];
-      end
-    end
-    if (rst) begin
-      \$189  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$190  = e_step_issued;
-    if (e_start) begin
-      \$190  = 1'h0;
-    end else if (\$1 ) begin
-      if (\$4 ) begin
-      end else if (\$5 ) begin
-        \$190  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$190  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$191  = o_spike__valid;
-    if (e_start) begin
-      \$191  = 1'h0;
-    end else if (\$1 ) begin
-      (* full_case = 32'd1 *)
-      if (\$4 ) begin
-        \$191  = 1'h1;
-      end else if (\$5 ) begin
-        \$191  = 1'h1;
-      end else begin
-        \$191  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$191  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$192  = e_kind;
-    if (e_start) begin
-    end else if (\$1 ) begin
-      if (\$4 ) begin
-        \$192  = 2'h0;
-      end else if (\$5 ) begin
-        \$192  = 2'h1;
-      end
-    end
-    if (rst) begin
-      \$192  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$193  = e_index;
-    if (e_start) begin
-    end else if (\$1 ) begin
-      if (\$4 ) begin
-        \$193  = \$117 [6:0];
-      end else if (\$5 ) begin
-        \$193  = 7'h00;
-      end
-    end
-    if (rst) begin
-      \$193  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$194  = e_row;
-    if (e_start) begin
-    end else if (\$1 ) begin
-      if (\$4 ) begin
-        \$194  = emit_row;
-      end
-    end
-    if (rst) begin
-      \$194  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$195  = waddr;
-    casez (fsm_state)
-      3'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  if (\$7 ) begin
-                    \$195  = { 1'h0, \$8  };
-                  end
-            endcase
-          end
-      3'h1:
-          \$195  = \$10 [12:0];
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$13 ) begin
-            \$195  = \$14 ;
-          end else begin
-            \$195  = \$16 [12:0];
-          end
-      3'h3:
-          /* empty */;
-      3'h5:
-          /* empty */;
-      3'h6:
-          (* full_case = 32'd1 *)
-          if (\$26 ) begin
-            \$195  = { 3'h0, \$27  };
-          end else begin
-            \$195  = \$29 [12:0];
-          end
-    endcase
-    if (rst) begin
-      \$195  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$196  = j;
-    (* full_case = 32'd1 *)
-    casez (fsm_state)
-      3'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  if (\$7 ) begin
-                    \$196  = 5'h01;
-                  end
-              2'h1:
-                  \$196  = 5'h00;
-              2'h2:
-                  \$196  = 5'h00;
-            endcase
-          end
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-            \$196  = 5'h00;
-          end else begin
-            \$196  = \$12 [4:0];
-          end
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$17 ) begin
-            \$196  = 5'h00;
-          end else begin
-            \$196  = \$21 [4:0];
-          end
-      3'h3:
-          if (\$22 ) begin
-            (* full_case = 32'd1 *)
-            if (\$23 ) begin
-              \$196  = 5'h00;
-            end else begin
-              \$196  = \$24 [4:0];
-            end
-          end
-      3'h5:
-          /* empty */;
-      3'h6:
-          (* full_case = 32'd1 *)
-          if (\$30 ) begin
-            \$196  = 5'h00;
-          end else begin
-            \$196  = \$34 [4:0];
-          end
-      3'h7:
-          /* empty */;
-      3'h4:
-          (* full_case = 32'd1 *)
-          if (\$40 ) begin
-            \$196  = 5'h00;
-          end else begin
-            \$196  = \$41 [4:0];
-          end
-    endcase
-    if (rst) begin
-      \$196  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$197  = fsm_state;
-    (* full_case = 32'd1 *)
-    casez (fsm_state)
-      3'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  if (\$7 ) begin
-                    \$197  = 3'h1;
-                  end
-              2'h1:
-                  (* full_case = 32'd1 *)
-                  if (\$9 ) begin
-                    \$197  = 3'h2;
-                  end else begin
-                    \$197  = 3'h3;
-                  end
-              2'h2:
-                  \$197  = 3'h4;
-            endcase
-          end
-      3'h1:
-          if (\$11 ) begin
-            \$197  = 3'h0;
-          end
-      3'h2:
-          if (\$17 ) begin
-            if (\$20 ) begin
-              \$197  = 3'h3;
-            end
-          end
-      3'h3:
-          if (\$22 ) begin
-            if (\$23 ) begin
-              \$197  = 3'h5;
-            end
-          end
-      3'h5:
-          (* full_case = 32'd1 *)
-          if (\$25 ) begin
-            \$197  = 3'h6;
-          end else begin
-            \$197  = 3'h7;
-          end
-      3'h6:
-          if (\$30 ) begin
-            if (\$33 ) begin
-              \$197  = 3'h7;
-            end
-          end
-      3'h7:
-          if (ro_advance) begin
-            (* full_case = 32'd1 *)
-            if (\$35 ) begin
-            end else begin
-              \$197  = 3'h0;
-            end
-          end
-      3'h4:
-          if (\$40 ) begin
-            \$197  = 3'h0;
-          end
-    endcase
-    if (rst) begin
-      \$197  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$198  = p;
-    casez (fsm_state)
-      3'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  /* empty */;
-              2'h1:
-                  \$198  = 6'h00;
-            endcase
-          end
-      3'h1:
-          /* empty */;
-      3'h2:
-        begin
-          if (\$13 ) begin
-            if (run_fresh) begin
-              \$198  = \$15 [5:0];
-            end
-          end
-          if (\$17 ) begin
-            if (\$20 ) begin
-              \$198  = 6'h00;
-            end
-          end
-        end
-      3'h3:
-          /* empty */;
-      3'h5:
-          /* empty */;
-      3'h6:
-        begin
-          if (\$26 ) begin
-            if (run_fresh) begin
-              \$198  = \$28 [5:0];
-            end
-          end
-          if (\$30 ) begin
-            if (\$33 ) begin
-              \$198  = 6'h00;
-            end
-          end
-        end
-    endcase
     if (rst) begin
       \$198  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$199  = rem;
-    casez (fsm_state)
-      3'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  /* empty */;
-              2'h1:
-                  \$199  = 4'h0;
-            endcase
-          end
-      3'h1:
-          /* empty */;
-      3'h2:
-        begin
-          if (\$13 ) begin
-            \$199  = \$144 [3:0];
-          end
-          if (\$17 ) begin
-            if (\$20 ) begin
-              \$199  = 4'h0;
-            end
-          end
-        end
-      3'h3:
-          /* empty */;
-      3'h5:
-          /* empty */;
-      3'h6:
-        begin
-          if (\$26 ) begin
-            \$199  = \$144 [3:0];
-          end
-          if (\$30 ) begin
-            if (\$33 ) begin
-              \$199  = 4'h0;
-            end
-          end
-        end
-    endcase
+    \$199  = e_rem;
+    if (e_start) begin
+      \$199  = 4'h0;
+    end else if (\$3 ) begin
+      if (\$6 ) begin
+        \$199  = \$121 [3:0];
+      end
+    end
     if (rst) begin
       \$199  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$200  = n_prev;
+    \$200  = e_step_issued;
+    if (e_start) begin
+      \$200  = 1'h0;
+    end else if (\$3 ) begin
+      if (\$6 ) begin
+      end else if (\$7 ) begin
+        \$200  = 1'h1;
+      end
+    end
+    if (rst) begin
+      \$200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$201  = o_spike__valid;
+    if (e_start) begin
+      \$201  = 1'h0;
+    end else if (\$3 ) begin
+      (* full_case = 32'd1 *)
+      if (\$6 ) begin
+        \$201  = 1'h1;
+      end else if (\$7 ) begin
+        \$201  = 1'h1;
+      end else begin
+        \$201  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$202  = e_kind;
+    if (e_start) begin
+    end else if (\$3 ) begin
+      if (\$6 ) begin
+        \$202  = 2'h0;
+      end else if (\$7 ) begin
+        \$202  = 2'h1;
+      end
+    end
+    if (rst) begin
+      \$202  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$203  = e_index;
+    if (e_start) begin
+    end else if (\$3 ) begin
+      if (\$6 ) begin
+        \$203  = \$119 [6:0];
+      end else if (\$7 ) begin
+        \$203  = 7'h00;
+      end
+    end
+    if (rst) begin
+      \$203  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$204  = e_row;
+    if (e_start) begin
+    end else if (\$3 ) begin
+      if (\$6 ) begin
+        \$204  = emit_row;
+      end
+    end
+    if (rst) begin
+      \$204  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$205  = waddr;
     casez (fsm_state)
-      3'h0:
+      4'h0:
+          if (i_event__valid) begin
+            casez (i_event__payload[1:0])
+              2'h0:
+                  if (\$9 ) begin
+                    \$205  = { 1'h0, \$10  };
+                  end
+            endcase
+          end
+      4'h1:
+          \$205  = \$12 [12:0];
+      4'h2:
+          (* full_case = 32'd1 *)
+          if (\$15 ) begin
+            \$205  = \$16 ;
+          end else begin
+            \$205  = \$18 [12:0];
+          end
+      4'h3:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          (* full_case = 32'd1 *)
+          if (\$28 ) begin
+            \$205  = { 3'h0, \$29  };
+          end else begin
+            \$205  = \$31 [12:0];
+          end
+    endcase
+    if (rst) begin
+      \$205  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$206  = j;
+    casez (fsm_state)
+      4'h0:
+          if (i_event__valid) begin
+            casez (i_event__payload[1:0])
+              2'h0:
+                  if (\$9 ) begin
+                    \$206  = 5'h01;
+                  end
+              2'h1:
+                  \$206  = 5'h00;
+              2'h2:
+                  \$206  = 5'h00;
+            endcase
+          end
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (\$13 ) begin
+            \$206  = 5'h00;
+          end else begin
+            \$206  = \$14 [4:0];
+          end
+      4'h2:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+            \$206  = 5'h00;
+          end else begin
+            \$206  = \$23 [4:0];
+          end
+      4'h3:
+          if (\$24 ) begin
+            (* full_case = 32'd1 *)
+            if (\$25 ) begin
+              \$206  = 5'h00;
+            end else begin
+              \$206  = \$26 [4:0];
+            end
+          end
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          (* full_case = 32'd1 *)
+          if (\$32 ) begin
+            \$206  = 5'h00;
+          end else begin
+            \$206  = \$36 [4:0];
+          end
+      4'h8:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$42 ) begin
+            \$206  = 5'h00;
+          end else begin
+            \$206  = \$43 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$206  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$207  = fsm_state;
+    casez (fsm_state)
+      4'h0:
+          if (i_event__valid) begin
+            casez (i_event__payload[1:0])
+              2'h0:
+                  if (\$9 ) begin
+                    \$207  = 4'h1;
+                  end
+              2'h1:
+                  (* full_case = 32'd1 *)
+                  if (\$11 ) begin
+                    \$207  = 4'h2;
+                  end else begin
+                    \$207  = 4'h3;
+                  end
+              2'h2:
+                  \$207  = 4'h4;
+            endcase
+          end
+      4'h1:
+          if (\$13 ) begin
+            \$207  = 4'h0;
+          end
+      4'h2:
+          if (\$19 ) begin
+            if (\$22 ) begin
+              \$207  = 4'h3;
+            end
+          end
+      4'h3:
+          if (\$24 ) begin
+            if (\$25 ) begin
+              \$207  = 4'h5;
+            end
+          end
+      4'h5:
+          \$207  = 4'h6;
+      4'h6:
+          (* full_case = 32'd1 *)
+          if (\$27 ) begin
+            \$207  = 4'h7;
+          end else begin
+            \$207  = 4'h8;
+          end
+      4'h7:
+          if (\$32 ) begin
+            if (\$35 ) begin
+              \$207  = 4'h8;
+            end
+          end
+      4'h8:
+          if (ro_advance) begin
+            (* full_case = 32'd1 *)
+            if (\$37 ) begin
+            end else begin
+              \$207  = 4'h0;
+            end
+          end
+      4'h4:
+          if (\$42 ) begin
+            \$207  = 4'h0;
+          end
+    endcase
+    if (rst) begin
+      \$207  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$208  = p;
+    casez (fsm_state)
+      4'h0:
+          if (i_event__valid) begin
+            casez (i_event__payload[1:0])
+              2'h0:
+                  /* empty */;
+              2'h1:
+                  \$208  = 6'h00;
+            endcase
+          end
+      4'h1:
+          /* empty */;
+      4'h2:
+        begin
+          if (\$15 ) begin
+            if (run_fresh) begin
+              \$208  = \$17 [5:0];
+            end
+          end
+          if (\$19 ) begin
+            if (\$22 ) begin
+              \$208  = 6'h00;
+            end
+          end
+        end
+      4'h3:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+        begin
+          if (\$28 ) begin
+            if (run_fresh) begin
+              \$208  = \$30 [5:0];
+            end
+          end
+          if (\$32 ) begin
+            if (\$35 ) begin
+              \$208  = 6'h00;
+            end
+          end
+        end
+    endcase
+    if (rst) begin
+      \$208  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$209  = rem;
+    casez (fsm_state)
+      4'h0:
+          if (i_event__valid) begin
+            casez (i_event__payload[1:0])
+              2'h0:
+                  /* empty */;
+              2'h1:
+                  \$209  = 4'h0;
+            endcase
+          end
+      4'h1:
+          /* empty */;
+      4'h2:
+        begin
+          if (\$15 ) begin
+            \$209  = \$146 [3:0];
+          end
+          if (\$19 ) begin
+            if (\$22 ) begin
+              \$209  = 4'h0;
+            end
+          end
+        end
+      4'h3:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+        begin
+          if (\$28 ) begin
+            \$209  = \$146 [3:0];
+          end
+          if (\$32 ) begin
+            if (\$35 ) begin
+              \$209  = 4'h0;
+            end
+          end
+        end
+    endcase
+    if (rst) begin
+      \$209  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$210  = n_prev;
+    casez (fsm_state)
+      4'h0:
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
@@ -6768,263 +6858,283 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
               2'h1:
                   /* empty */;
               2'h2:
-                  \$200  = 6'h00;
+                  \$210  = 6'h00;
             endcase
           end
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
+      4'h2:
           /* empty */;
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
-          \$200  = n_new_next;
+      4'h5:
+          /* empty */;
+      4'h6:
+          \$210  = n_new_next;
     endcase
     if (rst) begin
-      \$200  = 6'h00;
+      \$210  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$201  = rem_row;
+    \$211  = rem_row;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
-          if (\$13 ) begin
-            \$201  = run_row;
+      4'h2:
+          if (\$15 ) begin
+            \$211  = run_row;
           end
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
+      4'h5:
           /* empty */;
-      3'h6:
-          if (\$26 ) begin
-            \$201  = run_row;
+      4'h6:
+          /* empty */;
+      4'h7:
+          if (\$28 ) begin
+            \$211  = run_row;
           end
     endcase
     if (rst) begin
-      \$201  = 5'h00;
+      \$211  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$202  = ro_k;
+    \$212  = ro_k;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
+      4'h2:
           /* empty */;
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
-          \$202  = 4'h0;
-      3'h6:
+      4'h5:
           /* empty */;
-      3'h7:
+      4'h6:
+          \$212  = 4'h0;
+      4'h7:
+          /* empty */;
+      4'h8:
           if (ro_advance) begin
-            if (\$35 ) begin
-              \$202  = \$36 [3:0];
+            if (\$37 ) begin
+              \$212  = \$38 [3:0];
             end
           end
     endcase
     if (rst) begin
-      \$202  = 4'h0;
+      \$212  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$203  = ro_row;
+    \$213  = ro_row;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
+      4'h2:
           /* empty */;
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
-          \$203  = 2'h0;
-      3'h6:
+      4'h5:
           /* empty */;
-      3'h7:
+      4'h6:
+          \$213  = 2'h0;
+      4'h7:
+          /* empty */;
+      4'h8:
           if (ro_advance) begin
-            if (\$35 ) begin
-              if (\$37 ) begin
-                \$203  = \$38 [1:0];
+            if (\$37 ) begin
+              if (\$39 ) begin
+                \$213  = \$40 [1:0];
               end
             end
           end
     endcase
     if (rst) begin
-      \$203  = 2'h0;
+      \$213  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$204  = ro_lane;
+    \$214  = ro_lane;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
+      4'h2:
           /* empty */;
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
-          \$204  = 2'h0;
-      3'h6:
+      4'h5:
           /* empty */;
-      3'h7:
+      4'h6:
+          \$214  = 2'h0;
+      4'h7:
+          /* empty */;
+      4'h8:
           if (ro_advance) begin
-            if (\$35 ) begin
+            if (\$37 ) begin
               (* full_case = 32'd1 *)
-              if (\$37 ) begin
-                \$204  = 2'h0;
+              if (\$39 ) begin
+                \$214  = 2'h0;
               end else begin
-                \$204  = \$39 [1:0];
+                \$214  = \$41 [1:0];
               end
             end
           end
     endcase
     if (rst) begin
-      \$204  = 2'h0;
+      \$214  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$205  = o_readout__valid;
+    \$215  = o_readout__valid;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
+      4'h2:
           /* empty */;
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
-          \$205  = 1'h0;
-      3'h6:
+      4'h5:
           /* empty */;
-      3'h7:
+      4'h6:
+          \$215  = 1'h0;
+      4'h7:
+          /* empty */;
+      4'h8:
           if (ro_advance) begin
             (* full_case = 32'd1 *)
-            if (\$35 ) begin
-              \$205  = 1'h1;
+            if (\$37 ) begin
+              \$215  = 1'h1;
             end else begin
-              \$205  = 1'h0;
+              \$215  = 1'h0;
             end
           end
     endcase
     if (rst) begin
-      \$205  = 1'h0;
+      \$215  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$206  = ro_kk;
+    \$216  = ro_kk;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
+      4'h2:
           /* empty */;
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h6:
           /* empty */;
-      3'h7:
+      4'h7:
+          /* empty */;
+      4'h8:
           if (ro_advance) begin
-            if (\$35 ) begin
-              \$206  = ro_k;
+            if (\$37 ) begin
+              \$216  = ro_k;
             end
           end
     endcase
     if (rst) begin
-      \$206  = 4'h0;
+      \$216  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$207  = ro_kk_row;
+    \$217  = ro_kk_row;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
+      4'h2:
           /* empty */;
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h6:
           /* empty */;
-      3'h7:
+      4'h7:
+          /* empty */;
+      4'h8:
           if (ro_advance) begin
-            if (\$35 ) begin
-              \$207  = ro_row;
+            if (\$37 ) begin
+              \$217  = ro_row;
             end
           end
     endcase
     if (rst) begin
-      \$207  = 2'h0;
+      \$217  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$208  = ro_kk_lane;
+    \$218  = ro_kk_lane;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
+      4'h2:
           /* empty */;
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h6:
           /* empty */;
-      3'h7:
+      4'h7:
+          /* empty */;
+      4'h8:
           if (ro_advance) begin
-            if (\$35 ) begin
-              \$208  = ro_lane;
+            if (\$37 ) begin
+              \$218  = ro_lane;
             end
           end
     endcase
     if (rst) begin
-      \$208  = 2'h0;
+      \$218  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     ro_rd__addr = s0_j[1:0];
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
+      4'h2:
           /* empty */;
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h6:
           /* empty */;
-      3'h7:
+      4'h7:
+          /* empty */;
+      4'h8:
           ro_rd__addr = ro_row;
     endcase
   end
@@ -7032,46 +7142,57 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     sp_rd__addr = p[4:0];
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
-          if (\$146 ) begin
+      4'h2:
+          if (\$148 ) begin
             if (run_fresh) begin
-              sp_rd__addr = \$149 [4:0];
+              sp_rd__addr = \$151 [4:0];
             end
           end
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
+      4'h5:
+          /* empty */;
+      4'h6:
           sp_rd__addr = 5'h00;
-      3'h6:
-          if (\$151 ) begin
+      4'h7:
+          if (\$153 ) begin
             if (run_fresh) begin
-              sp_rd__addr = \$154 [4:0];
+              sp_rd__addr = \$156 [4:0];
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    st_wr__addr = s1_j;
+    if (s2_update) begin
+      st_wr__addr = s2_j;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     ro_wr__addr = s1_j[1:0];
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
+      4'h2:
           /* empty */;
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h6:
           /* empty */;
-      3'h7:
-          if (\$155 ) begin
+      4'h7:
+          /* empty */;
+      4'h8:
+          if (\$157 ) begin
             ro_wr__addr = ro_kk_row;
           end
     endcase
@@ -7079,22 +7200,17 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     update_in = 140'h00000000000000000000000000000000000;
-    if (\$42 ) begin
+    if (\$44 ) begin
       update_in = st_rd__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     n_new_next = n_new;
-    if (s1_valid) begin
-      casez (s1_op)
-        3'h1, 3'h2:
-            /* empty */;
-        3'h3:
-            if (\$99 ) begin
-              n_new_next = \$100 [5:0];
-            end
-      endcase
+    if (s2_update) begin
+      if (\$111 ) begin
+        n_new_next = \$112 [5:0];
+      end
     end
   end
   always @* begin
@@ -7104,13 +7220,14 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
       casez (s1_op)
         3'h1, 3'h2:
             st_wr__en = 1'h1;
-        3'h3:
-            st_wr__en = 1'h1;
         3'h4:
             /* empty */;
         3'h5:
             st_wr__en = \$109 ;
       endcase
+    end
+    if (s2_update) begin
+      st_wr__en = 1'h1;
     end
   end
   always @* begin
@@ -7120,74 +7237,30 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
       casez (s1_op)
         3'h1, 3'h2:
           begin
-            st_wr__data[17:0] = \$83 [17:0];
+            st_wr__data[17:0] = \$85 [17:0];
             st_wr__data[33:18] = st_rd__data[33:18];
             st_wr__data[34] = st_rd__data[34];
-            st_wr__data[52:35] = \$88 [17:0];
+            st_wr__data[52:35] = \$90 [17:0];
             st_wr__data[68:53] = st_rd__data[68:53];
             st_wr__data[69] = st_rd__data[69];
-            st_wr__data[87:70] = \$93 [17:0];
+            st_wr__data[87:70] = \$95 [17:0];
             st_wr__data[103:88] = st_rd__data[103:88];
             st_wr__data[104] = st_rd__data[104];
-            st_wr__data[122:105] = \$98 [17:0];
+            st_wr__data[122:105] = \$100 [17:0];
             st_wr__data[138:123] = st_rd__data[138:123];
             st_wr__data[139] = st_rd__data[139];
           end
-        3'h3:
-          begin
-            st_wr__data[33:18] = \$50 [15:0];
-            st_wr__data[34] = z_new[0];
-            st_wr__data[68:53] = \$59 [15:0];
-            st_wr__data[69] = z_new[1];
-            st_wr__data[103:88] = \$68 [15:0];
-            st_wr__data[104] = z_new[2];
-            st_wr__data[138:123] = \$77 [15:0];
-            st_wr__data[139] = z_new[3];
-          end
       endcase
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    sp_wr__en = 1'h0;
-    if (s1_valid) begin
-      casez (s1_op)
-        3'h1, 3'h2:
-            /* empty */;
-        3'h3:
-            if (\$99 ) begin
-              sp_wr__en = 1'h1;
-            end
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    sp_wr__addr = 5'h00;
-    if (s1_valid) begin
-      casez (s1_op)
-        3'h1, 3'h2:
-            /* empty */;
-        3'h3:
-            if (\$99 ) begin
-              sp_wr__addr = n_new[4:0];
-            end
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    sp_wr__data = 9'h000;
-    if (s1_valid) begin
-      casez (s1_op)
-        3'h1, 3'h2:
-            /* empty */;
-        3'h3:
-            if (\$99 ) begin
-              sp_wr__data[4:0] = s1_j;
-              sp_wr__data[8:5] = z_new;
-            end
-      endcase
+    if (s2_update) begin
+      st_wr__data[33:18] = s2_v_0;
+      st_wr__data[34] = z_new[0];
+      st_wr__data[68:53] = s2_v_1;
+      st_wr__data[69] = z_new[1];
+      st_wr__data[103:88] = s2_v_2;
+      st_wr__data[104] = z_new[2];
+      st_wr__data[138:123] = s2_v_3;
+      st_wr__data[139] = z_new[3];
     end
   end
   always @* begin
@@ -7197,8 +7270,6 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
       casez (s1_op)
         3'h1, 3'h2:
             /* empty */;
-        3'h3:
-            /* empty */;
         3'h4:
             ro_wr__en = 1'h1;
         3'h5:
@@ -7206,20 +7277,22 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
       endcase
     end
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
+      4'h2:
           /* empty */;
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h6:
           /* empty */;
-      3'h7:
-          if (\$155 ) begin
+      4'h7:
+          /* empty */;
+      4'h8:
+          if (\$157 ) begin
             ro_wr__en = 1'h1;
           end
     endcase
@@ -7230,8 +7303,6 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     if (s1_valid) begin
       casez (s1_op)
         3'h1, 3'h2:
-            /* empty */;
-        3'h3:
             /* empty */;
         3'h4:
           begin
@@ -7247,40 +7318,70 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
       endcase
     end
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
+      4'h2:
           /* empty */;
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h6:
           /* empty */;
-      3'h7:
-          if (\$155 ) begin
-            ro_wr__data[17:0] = \$157 ;
-            ro_wr__data[33:18] = \$159 ;
-            ro_wr__data[51:34] = \$161 ;
-            ro_wr__data[67:52] = \$163 ;
-            ro_wr__data[85:68] = \$165 ;
-            ro_wr__data[101:86] = \$167 ;
-            ro_wr__data[119:102] = \$169 ;
-            ro_wr__data[135:120] = \$171 ;
+      4'h7:
+          /* empty */;
+      4'h8:
+          if (\$157 ) begin
+            ro_wr__data[17:0] = \$159 ;
+            ro_wr__data[33:18] = \$161 ;
+            ro_wr__data[51:34] = \$163 ;
+            ro_wr__data[67:52] = \$165 ;
+            ro_wr__data[85:68] = \$167 ;
+            ro_wr__data[101:86] = \$169 ;
+            ro_wr__data[119:102] = \$171 ;
+            ro_wr__data[135:120] = \$173 ;
           end
     endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    sp_wr__en = 1'h0;
+    if (s2_update) begin
+      if (\$111 ) begin
+        sp_wr__en = 1'h1;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    sp_wr__addr = 5'h00;
+    if (s2_update) begin
+      if (\$111 ) begin
+        sp_wr__addr = n_new[4:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    sp_wr__data = 9'h000;
+    if (s2_update) begin
+      if (\$111 ) begin
+        sp_wr__data[4:0] = s2_j;
+        sp_wr__data[8:5] = z_new;
+      end
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     sp_em__addr = e_ptr[4:0];
     if (e_start) begin
       sp_em__addr = 5'h00;
-    end else if (\$120 ) begin
-      if (\$123 ) begin
+    end else if (\$122 ) begin
+      if (\$125 ) begin
         if (emit_fresh) begin
-          sp_em__addr = \$125 [4:0];
+          sp_em__addr = \$127 [4:0];
         end
       end
     end
@@ -7289,21 +7390,23 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     rem_next = rem;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
-          if (\$146 ) begin
-            rem_next = \$144 [3:0];
+      4'h2:
+          if (\$148 ) begin
+            rem_next = \$146 [3:0];
           end
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
+      4'h5:
           /* empty */;
-      3'h6:
-          if (\$151 ) begin
-            rem_next = \$144 [3:0];
+      4'h6:
+          /* empty */;
+      4'h7:
+          if (\$153 ) begin
+            rem_next = \$146 [3:0];
           end
     endcase
   end
@@ -7311,24 +7414,26 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     p_next = p;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
-          if (\$146 ) begin
+      4'h2:
+          if (\$148 ) begin
             if (run_fresh) begin
-              p_next = \$148 [5:0];
+              p_next = \$150 [5:0];
             end
           end
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
+      4'h5:
           /* empty */;
-      3'h6:
-          if (\$151 ) begin
+      4'h6:
+          /* empty */;
+      4'h7:
+          if (\$153 ) begin
             if (run_fresh) begin
-              p_next = \$153 [5:0];
+              p_next = \$155 [5:0];
             end
           end
     endcase
@@ -7337,103 +7442,106 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     i_event__ready = 1'h0;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           i_event__ready = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     s0_valid = 1'h0;
-    (* full_case = 32'd1 *)
     casez (fsm_state)
-      3'h0:
+      4'h0:
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$145 ) begin
+                  if (\$147 ) begin
                     s0_valid = 1'h1;
                   end
             endcase
           end
-      3'h1:
+      4'h1:
           s0_valid = 1'h1;
-      3'h2:
+      4'h2:
           s0_valid = 1'h1;
-      3'h3:
-          if (\$150 ) begin
+      4'h3:
+          if (\$152 ) begin
             s0_valid = 1'h1;
           end
-      3'h5:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h6:
+          /* empty */;
+      4'h7:
           s0_valid = 1'h1;
-      3'h7:
+      4'h8:
           /* empty */;
-      3'h4:
+      4'h4:
           s0_valid = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     s0_op = 3'h0;
-    (* full_case = 32'd1 *)
     casez (fsm_state)
-      3'h0:
+      4'h0:
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$145 ) begin
+                  if (\$147 ) begin
                     s0_op = 3'h1;
                   end
             endcase
           end
-      3'h1:
+      4'h1:
           s0_op = 3'h1;
-      3'h2:
+      4'h2:
           s0_op = 3'h2;
-      3'h3:
-          if (\$150 ) begin
+      4'h3:
+          if (\$152 ) begin
             s0_op = 3'h3;
           end
-      3'h5:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h6:
+          /* empty */;
+      4'h7:
           s0_op = 3'h4;
-      3'h7:
+      4'h8:
           /* empty */;
-      3'h4:
+      4'h4:
           s0_op = 3'h5;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     s0_j = 5'h00;
-    (* full_case = 32'd1 *)
     casez (fsm_state)
-      3'h0:
+      4'h0:
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$145 ) begin
+                  if (\$147 ) begin
                     s0_j = 5'h00;
                   end
             endcase
           end
-      3'h1:
+      4'h1:
           s0_j = j;
-      3'h2:
+      4'h2:
           s0_j = j;
-      3'h3:
-          if (\$150 ) begin
+      4'h3:
+          if (\$152 ) begin
             s0_j = j;
           end
-      3'h5:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h6:
+          /* empty */;
+      4'h7:
           s0_j = j;
-      3'h7:
+      4'h8:
           /* empty */;
-      3'h4:
+      4'h4:
           s0_j = j;
     endcase
   end
@@ -7441,16 +7549,16 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     port__addr = 10'h000;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$145 ) begin
+                  if (\$147 ) begin
                     port__addr = start_acc_in[9:0];
                   end
             endcase
           end
-      3'h1:
+      4'h1:
           port__addr = waddr[9:0];
     endcase
   end
@@ -7458,30 +7566,30 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     start_acc_rec = 12'h000;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
-          if (\$146 ) begin
-            start_acc_rec = \$147 [11:0];
+      4'h2:
+          if (\$148 ) begin
+            start_acc_rec = \$149 [11:0];
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \port__addr$94  = 12'h000;
+    \port__addr$101  = 12'h000;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
+      4'h2:
           (* full_case = 32'd1 *)
-          if (\$146 ) begin
-            \port__addr$94  = start_acc_rec;
+          if (\$148 ) begin
+            \port__addr$101  = start_acc_rec;
           end else begin
-            \port__addr$94  = waddr[11:0];
+            \port__addr$101  = waddr[11:0];
           end
     endcase
   end
@@ -7489,15 +7597,17 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     e_start = 1'h0;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
+      4'h2:
           /* empty */;
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
+      4'h5:
+          /* empty */;
+      4'h6:
           e_start = 1'h1;
     endcase
   end
@@ -7505,42 +7615,46 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     start_acc_out = 9'h000;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
+      4'h2:
           /* empty */;
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
+      4'h5:
           /* empty */;
-      3'h6:
-          if (\$151 ) begin
-            start_acc_out = \$152 ;
+      4'h6:
+          /* empty */;
+      4'h7:
+          if (\$153 ) begin
+            start_acc_out = \$154 ;
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \port__addr$95  = 9'h000;
+    \port__addr$102  = 9'h000;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
+      4'h2:
           /* empty */;
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h6:
+          /* empty */;
+      4'h7:
           (* full_case = 32'd1 *)
-          if (\$151 ) begin
-            \port__addr$95  = start_acc_out;
+          if (\$153 ) begin
+            \port__addr$102  = start_acc_out;
           end else begin
-            \port__addr$95  = waddr[8:0];
+            \port__addr$102  = waddr[8:0];
           end
     endcase
   end
@@ -7548,35 +7662,36 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     ro_rd__en = 1'h1;
     casez (fsm_state)
-      3'h0:
+      4'h0:
           /* empty */;
-      3'h1:
+      4'h1:
           /* empty */;
-      3'h2:
+      4'h2:
           /* empty */;
-      3'h3:
+      4'h3:
           /* empty */;
-      3'h5:
+      4'h5:
           /* empty */;
-      3'h6:
+      4'h6:
           /* empty */;
-      3'h7:
+      4'h7:
+          /* empty */;
+      4'h8:
           ro_rd__en = ro_advance;
     endcase
   end
+  assign v_new_0 = \$52 [15:0];
+  assign v_new_1 = \$60 [15:0];
+  assign v_new_2 = \$68 [15:0];
+  assign v_new_3 = \$76 [15:0];
   assign e_valid = o_spike__valid;
-  assign emit_index = \$117 [6:0];
-  assign emit_left = \$119 [3:0];
-  assign run_left = \$144 [3:0];
+  assign emit_index = \$119 [6:0];
+  assign emit_left = \$121 [3:0];
+  assign run_left = \$146 [3:0];
   assign ro_valid = o_readout__valid;
   assign st_rd__addr = s0_j;
-  assign st_wr__addr = s1_j;
-  assign v_new_0 = \$50 [15:0];
-  assign v_new_1 = \$59 [15:0];
-  assign v_new_2 = \$68 [15:0];
-  assign v_new_3 = \$77 [15:0];
-  assign o_new = \$134 [15:0];
-  assign run_index = \$142 [6:0];
+  assign o_new = \$136 [15:0];
+  assign run_index = \$144 [6:0];
   assign \i_event__payload.kind  = i_event__payload[1:0];
   assign \i_event__payload.index  = i_event__payload[6:2];
   assign \o_spike__payload.kind  = o_spike__payload[1:0];
@@ -7632,8 +7747,6 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   assign \st_wr__data[3].acc  = st_wr__data[122:105];
   assign \st_wr__data[3].v  = st_wr__data[138:123];
   assign \st_wr__data[3].z  = st_wr__data[139];
-  assign \sp_wr__data.row  = sp_wr__data[4:0];
-  assign \sp_wr__data.mask  = sp_wr__data[8:5];
   assign \ro_wr__data[0]  = ro_wr__data[33:0];
   assign \ro_wr__data[0].acc  = ro_wr__data[17:0];
   assign \ro_wr__data[0].o  = ro_wr__data[33:18];
@@ -7658,34 +7771,36 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   assign \ro_rd__data[3]  = ro_rd__data[135:102];
   assign \ro_rd__data[3].acc  = ro_rd__data[119:102];
   assign \ro_rd__data[3].o  = ro_rd__data[135:120];
+  assign \sp_wr__data.row  = sp_wr__data[4:0];
+  assign \sp_wr__data.mask  = sp_wr__data[8:5];
   assign \sp_em__data.row  = sp_em__data[4:0];
   assign \sp_em__data.mask  = sp_em__data[8:5];
   assign \sp_rd__data.row  = sp_rd__data[4:0];
   assign \sp_rd__data.mask  = sp_rd__data[8:5];
-  assign o_readout__payload[20] = \$136 ;
-  assign o_readout__payload[19:4] = \$134 [15:0];
+  assign o_readout__payload[20] = \$138 ;
+  assign o_readout__payload[19:4] = \$136 [15:0];
   assign o_readout__payload[3:0] = ro_kk;
   assign o_spike__payload[8:2] = e_index;
   assign o_spike__payload[1:0] = e_kind;
-  assign z_new[3] = \$78 ;
-  assign z_new[2] = \$69 ;
-  assign z_new[1] = \$60 ;
-  assign z_new[0] = \$51 ;
-  assign \$43  = { update_in[33], update_in[33], update_in[33:20] };
-  assign \$52  = { update_in[68], update_in[68], update_in[68:55] };
+  assign z_new[3] = \$80 ;
+  assign z_new[2] = \$79 ;
+  assign z_new[1] = \$78 ;
+  assign z_new[0] = \$77 ;
+  assign \$45  = { update_in[33], update_in[33], update_in[33:20] };
+  assign \$53  = { update_in[68], update_in[68], update_in[68:55] };
   assign \$61  = { update_in[103], update_in[103], update_in[103:90] };
-  assign \$70  = { update_in[138], update_in[138], update_in[138:125] };
-  assign \$80  = { \port__data$77 [7:0], 1'h0 };
-  assign \$81  = { port__data[7], port__data[7:0] };
-  assign \$85  = { \port__data$77 [15:8], 1'h0 };
-  assign \$86  = { port__data[15], port__data[15:8] };
-  assign \$90  = { \port__data$77 [23:16], 1'h0 };
-  assign \$91  = { port__data[23], port__data[23:16] };
-  assign \$95  = { \port__data$77 [31:24], 1'h0 };
-  assign \$96  = { port__data[31], port__data[31:24] };
-  assign \$101  = { \port__data$84 [7:0], 1'h0 };
-  assign \$103  = { \port__data$84 [15:8], 1'h0 };
-  assign \$105  = { \port__data$84 [23:16], 1'h0 };
-  assign \$107  = { \port__data$84 [31:24], 1'h0 };
-  assign \$128  = { \$127 [33], \$127 [33], \$127 [33], \$127 [33:21] };
+  assign \$69  = { update_in[138], update_in[138], update_in[138:125] };
+  assign \$82  = { \port__data$84 [7:0], 1'h0 };
+  assign \$83  = { port__data[7], port__data[7:0] };
+  assign \$87  = { \port__data$84 [15:8], 1'h0 };
+  assign \$88  = { port__data[15], port__data[15:8] };
+  assign \$92  = { \port__data$84 [23:16], 1'h0 };
+  assign \$93  = { port__data[23], port__data[23:16] };
+  assign \$97  = { \port__data$84 [31:24], 1'h0 };
+  assign \$98  = { port__data[31], port__data[31:24] };
+  assign \$101  = { \port__data$88 [7:0], 1'h0 };
+  assign \$103  = { \port__data$88 [15:8], 1'h0 };
+  assign \$105  = { \port__data$88 [23:16], 1'h0 };
+  assign \$107  = { \port__data$88 [31:24], 1'h0 };
+  assign \$130  = { \$129 [33], \$129 [33], \$129 [33], \$129 [33:21] };
 endmodule

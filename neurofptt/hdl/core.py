@@ -200,7 +200,7 @@ def cycles_per_step(
     the cycle in which the core can accept the next step's first event.  With
     ``R = ceil(n_rec / lanes)`` and ``Ro = ceil(n_out / lanes)``::
 
-        R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 3
+        R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 4
 
     ``n_prev_spikes`` are the recurrent spikes of the previous step (0 after ``CLEAR``) and
     ``n_new_spikes`` those of this step.
@@ -215,7 +215,7 @@ def cycles_per_step(
         if not 0 <= value <= hi:
             raise ValueError(f"{name} = {value} must be between 0 and {hi}")
     rows, out_rows = _rows(cfg.n_rec, lanes), _rows(cfg.n_out, lanes)
-    return rows * (n_input_events + n_prev_spikes + 1) + out_rows * n_new_spikes + cfg.n_out + 3
+    return rows * (n_input_events + n_prev_spikes + 1) + out_rows * n_new_spikes + cfg.n_out + 4
 
 
 def cycles_per_update(config: HardwareConfig) -> int:
@@ -397,7 +397,7 @@ class LifCore(wiring.Component):
         m.d.sync += [s1_valid.eq(s0_valid), s1_op.eq(s0_op), s1_j.eq(s0_j)]
         m.d.comb += [st_rd.addr.eq(s0_j), ro_rd.addr.eq(s0_j), sp_rd.addr.eq(p)]
         if learn is not None:
-            learn.follow_rows(s0_j)
+            learn.follow_rows(s1_j)
 
         # -- stage 1: read data is valid, modify and write back ---------------------------------
         st = st_rd.data
@@ -409,8 +409,18 @@ class LifCore(wiring.Component):
         upd = Signal.like(st_rd.data, name="update_in")
         with m.If(s1_op == _Op.UPDATE):
             m.d.comb += upd.eq(st)
-        z_new = Signal(P)
-        v_new = []
+        # UPDATE is split over two stages: stage 1 forms the new membranes into registers,
+        # stage 2 thresholds them, writes the row back and appends it to the spike list (one
+        # stage for all of it was the core's critical path)
+        s2_update = Signal()
+        s2_j = Signal.like(j)
+        s2_v = [Signal(signed(mb), name=f"s2_v_{lane}") for lane in range(P)]
+        s2_z_prev = Signal(P)
+        m.d.sync += [
+            s2_update.eq(s1_valid & (s1_op == _Op.UPDATE)),
+            s2_j.eq(s1_j),
+            s2_z_prev.eq(Cat(*(upd[lane].z for lane in range(P)))),
+        ]
         for lane in range(P):
             n = upd[lane]
             leaked = _leak(n.v, cfg.leak_shift)
@@ -418,10 +428,12 @@ class LifCore(wiring.Component):
                 base = leaked - Mux(n.z, cfg.threshold, 0)
             else:
                 base = Mux(n.z, 0, leaked)
-            v_new.append(_saturate(m, base + n.acc, mb, f"v_new_{lane}"))
-            spikes_now = v_new[lane] > cfg.threshold
+            m.d.sync += s2_v[lane].eq(_saturate(m, base + n.acc, mb, f"v_new_{lane}"))
+        z_new = Signal(P)
+        for lane in range(P):
+            spikes_now = s2_v[lane] > cfg.threshold
             if (R - 1) * P + lane >= n_rec:  # a padding lane of the last row never spikes
-                spikes_now = spikes_now & (s1_j != R - 1)
+                spikes_now = spikes_now & (s2_j != R - 1)
             m.d.comb += z_new[lane].eq(spikes_now)
 
         n_new_next = Signal.like(n_new)
@@ -440,25 +452,6 @@ class LifCore(wiring.Component):
                         st_wr.data[lane].v.eq(st[lane].v),
                         st_wr.data[lane].z.eq(st[lane].z),
                     ]
-            with m.Case(_Op.UPDATE):
-                m.d.comb += st_wr.en.eq(1)
-                for lane in range(P):
-                    m.d.comb += [
-                        st_wr.data[lane].v.eq(v_new[lane]),
-                        st_wr.data[lane].z.eq(z_new[lane]),
-                    ]  # acc stays 0
-                if learn is not None:
-                    learn.record_update_row(
-                        s1_j, v_new, z_new, Cat(*(upd[lane].z for lane in range(P)))
-                    )
-                with m.If(z_new != 0):
-                    m.d.comb += [
-                        sp_wr.en.eq(1),
-                        sp_wr.addr.eq(n_new),
-                        sp_wr.data.row.eq(s1_j),
-                        sp_wr.data.mask.eq(z_new),
-                        n_new_next.eq(n_new + 1),
-                    ]
             with m.Case(_Op.ACC_OUT):
                 m.d.comb += ro_wr.en.eq(1)
                 for lane in range(P):
@@ -471,6 +464,23 @@ class LifCore(wiring.Component):
                 m.d.comb += [st_wr.en.eq(s1_j < R), ro_wr.en.eq(s1_j < Ro)]
                 if learn is not None:
                     learn.clear_row(s1_j)
+        with m.If(s2_update):  # stage 2 of UPDATE (stage 1 holds UPDATE or nothing meanwhile)
+            m.d.comb += [st_wr.en.eq(1), st_wr.addr.eq(s2_j)]
+            for lane in range(P):
+                m.d.comb += [
+                    st_wr.data[lane].v.eq(s2_v[lane]),
+                    st_wr.data[lane].z.eq(z_new[lane]),
+                ]  # acc stays 0
+            if learn is not None:
+                learn.record_update_row(s2_j, s2_v, z_new, s2_z_prev)
+            with m.If(z_new != 0):
+                m.d.comb += [
+                    sp_wr.en.eq(1),
+                    sp_wr.addr.eq(n_new),
+                    sp_wr.data.row.eq(s2_j),
+                    sp_wr.data.mask.eq(z_new),
+                    n_new_next.eq(n_new + 1),
+                ]
         m.d.sync += n_new.eq(n_new_next)
 
         def take_spike(rem_mask, rem_r, list_data, name):
@@ -664,8 +674,11 @@ class LifCore(wiring.Component):
             with m.State("UPDATE"), m.If(~e_busy):
                 sweep(_Op.UPDATE, R, "UPDATE_LAST")
 
-            with m.State("UPDATE_LAST"):
-                # stage 1 handles the last row; the spike list is final at the end of the cycle
+            with m.State("UPDATE_LAST"):  # stage 1 forms the last row's membranes
+                m.next = "UPDATE_END"
+
+            with m.State("UPDATE_END"):
+                # stage 2 writes the last row; the spike list is final at the end of the cycle
                 m.d.comb += [e_start.eq(1), sp_rd.addr.eq(0)]
                 if learn is not None:
                     learn.end_update()

@@ -42,7 +42,7 @@ __all__ = ["GeneratedDesign", "design_description", "generate_verilog", "render_
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-CYCLES_PER_STEP = "R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 3"
+CYCLES_PER_STEP = "R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 4"
 CYCLES_PER_CLEAR = "max(R, Ro) + 1"
 
 _PORT_MEANING = {

@@ -2,19 +2,19 @@
 
 Elaborated only when ``config.learning`` is set; it implements :mod:`neurofptt.quant.onchip`
 bit for bit.  The unit is not a separate component because it shares the weight memories' read
-ports, the two-stage row pipeline of ``UPDATE`` and ``CLEAR`` and the control FSM with the
-inference datapath:
+ports, the row pipeline of ``UPDATE`` and ``CLEAR`` and the control FSM with the inference
+datapath:
 :class:`LifCore` calls its hooks from the places where the values it needs pass by, so
 collecting the per-neuron learning inputs and updating the traces costs no extra cycles:
 
 * ``SPIKE`` events set the step's input bit ``x_i`` (:meth:`LearningUnit.record_input`);
-* each ``UPDATE`` row (stage 1, ``P`` neurons) leaks and adds the row's traces ``zbar`` (with
-  the row's previous spikes ``z(t-1)``, which the state row still holds) and ``obar`` (with its
-  new spikes ``z(t)``), and the input traces ``xbar`` of the same row address; its new
-  membranes are registered and form the pseudo-derivatives ``psi_j`` on the next cycle
-  (:meth:`record_update_row`);
+* each ``UPDATE`` row (stage 2, ``P`` neurons) leaks and adds the row's traces ``zbar`` (with
+  the row's previous spikes ``z(t-1)``, which its state row held) and ``obar`` (with its new
+  spikes ``z(t)``), and the input traces ``xbar`` of the same row address; its registered new
+  membranes form the pseudo-derivatives ``psi_j`` (:meth:`record_update_row`);
 * ``CLEAR`` zeroes the trace rows as it zeroes the state rows (:meth:`clear_row`);
-* each readout value sent on ``o_readout`` becomes the error ``e_k`` (:meth:`record_readout`).
+* each readout value sent on ``o_readout`` becomes the error ``e_k``: its difference from the
+  target is registered, shifted and written on the next cycle (:meth:`record_readout`).
 
 After the readout of a ``STEP`` whose payload has ``learn`` set, the ``LEARN`` state sweeps
 ``W_out``, ``W_in`` and ``W_rec`` one word (``lanes`` synapses) per cycle, in the order and with
@@ -233,13 +233,15 @@ class LearningUnit:
         neuron = data.StructLayout({"zbar": unsigned(tb), "obar": unsigned(tb)})
         self.neuron = _Table(m, "neuron_traces", neuron, P, R)
         self.psi = _Table(m, "psi", unsigned(lc.psi_bits + 1), P, R)
-        # the UPDATE row whose psi is formed and written this cycle, from its new membranes
-        self.psi_go = Signal()
-        self.psi_row = Signal(range(R))
-        self.psi_v = [Signal(signed(cfg.membrane_bits), name=f"psi_v_{lane}") for lane in range(P)]
-        m.d.sync += self.psi_go.eq(0)
         self.xbar = _Table(m, "input_traces", unsigned(tb), K, XR)
-        self.err = _Table(m, "error", signed(eb), P, Ro, granular=True)
+        # transparent: the last readout's e_k is written as the W_out sweep reads its first row
+        self.err = _Table(m, "error", signed(eb), P, Ro, granular=True, transparent=True)
+        # the readout whose error is shifted and written this cycle (off the readout's path)
+        self.err_go = Signal()
+        self.err_row = Signal(range(Ro))
+        self.err_lane = Signal(range(max(P, 2)))
+        self.err_d = Signal(signed(eb))
+        m.d.sync += self.err_go.eq(0)
         # transparent: the last delta of W_out is written as W_in reads its first row
         self.delta = _Table(m, "delta", signed(sb), P, R, granular=True, transparent=True)
         if self.fptt:  # the previous update's factors
@@ -293,13 +295,13 @@ class LearningUnit:
         self.load_mat = Signal.like(self.mat)
         self.load_addr = Signal.like(self.addr)
 
-        self._psi()
+        self._write_error()
         self._pipeline()
 
     # -- hooks called by the core ---------------------------------------------------------------
     def follow_rows(self, row: Value) -> None:
-        """Stage 0 of the core's pipeline addresses ``row``: the trace memories read it too (the
-        ``UPDATE`` rows; the sweep overrides the address in ``LEARN``)."""
+        """Stage 1 of the core's pipeline holds ``row``: the trace memories read it, for stage 2
+        of ``UPDATE`` (the sweep overrides the address in ``LEARN``)."""
         self.m.d.comb += [self.neuron.rd.addr.eq(row), self.xbar.rd.addr.eq(row)]
 
     def record_input(self, index: Value) -> None:
@@ -335,9 +337,10 @@ class LearningUnit:
     def record_update_row(
         self, row: Value, v_new: Sequence[Value], z_new: Value, z_prev: Value
     ) -> None:
-        """Stage 1 of ``UPDATE`` for ``row``: leak and add its neurons' traces (``zbar`` with
-        ``z(t-1)``, ``obar`` with ``z(t)``) and those of input word ``row`` (with this step's
-        input bits), and write them back; register the new membranes for ``psi``."""
+        """Stage 2 of ``UPDATE`` for ``row`` (its trace words were read in stage 1, see
+        :meth:`follow_rows`): leak and add its neurons' traces (``zbar`` with ``z(t-1)``,
+        ``obar`` with ``z(t)``) and those of input word ``row`` (with this step's input bits),
+        and write them back; form ``psi_j`` from the registered new membranes ``v_new``."""
         m, cfg, lc, P, K = self.m, self.cfg, self.lc, self.P, self.K
         one = 1 << lc.trace_frac_bits
 
@@ -345,8 +348,6 @@ class LearningUnit:
             new = (trace - (trace >> shift)) + Mux(spike, one, 0)
             return _usat(m, new, lc.trace_bits, name)
 
-        m.d.sync += [self.psi_go.eq(1), self.psi_row.eq(row)]
-        m.d.sync += [v.eq(v_new[lane]) for lane, v in enumerate(self.psi_v)]
         m.d.comb += [self.neuron.wr.addr.eq(row), self.neuron.wr.en.eq(1)]
         for lane in range(P):
             old, new = self.neuron.row[lane], self.neuron.wr.data[lane]
@@ -360,30 +361,24 @@ class LearningUnit:
             m.d.comb += self.xbar.wr.data[k].eq(
                 leaked(self.xbar.row[k], cfg.leak_shift, x[k], f"xbar_new_{k}")
             )
-
-    def _psi(self) -> None:
-        """The cycle after an ``UPDATE`` row: ``psi_j`` of its neurons from their registered
-        new membranes, written to the ``psi`` memory."""
-        m, cfg, lc = self.m, self.cfg, self.lc
         w = lc.psi_width_shift
-        with m.If(self.psi_go):
-            m.d.comb += [self.psi.wr.addr.eq(self.psi_row), self.psi.wr.en.eq(1)]
-            for lane, v in enumerate(self.psi_v):
-                distance = Signal(signed(cfg.membrane_bits + 1), name=f"psi_distance_{lane}")
-                m.d.comb += distance.eq(v - cfg.threshold)
-                magnitude = Mux(distance < 0, -distance, distance)
-                triangle = (1 << w) - magnitude
-                psi = Mux(triangle > 0, triangle, 0) >> (w - lc.psi_bits)
-                m.d.comb += self.psi.wr.data[lane].eq(psi)
+        m.d.comb += [self.psi.wr.addr.eq(row), self.psi.wr.en.eq(1)]
+        for lane, v in enumerate(v_new):
+            distance = Signal(signed(cfg.membrane_bits + 1), name=f"psi_distance_{lane}")
+            m.d.comb += distance.eq(v - cfg.threshold)
+            magnitude = Mux(distance < 0, -distance, distance)
+            triangle = (1 << w) - magnitude
+            psi = Mux(triangle > 0, triangle, 0) >> (w - lc.psi_bits)
+            m.d.comb += self.psi.wr.data[lane].eq(psi)
 
     def end_update(self) -> None:
-        """``UPDATE_LAST``: the last row takes its input bits this cycle; clear them."""
+        """``UPDATE_END``: the last row takes its input bits this cycle; clear them."""
         self.m.d.sync += self.x_now.eq(0)
 
     def record_readout(self, k: Value, row: Value, lane: Value, value: Value) -> None:
-        """Readout ``k`` (lane ``lane`` of readout row ``row``) was sent with ``value``: keep the
-        error ``e_k`` of this step (the hinge keeps ``value - target`` only where its sign
-        matches ``k == label``, else 0)."""
+        """Readout ``k`` (lane ``lane`` of readout row ``row``) was sent with ``value``:
+        register its difference from the target (the hinge keeps ``value - target`` only where
+        its sign matches ``k == label``, else 0) for :meth:`_write_error`."""
         is_label = k == self.label
         target = Mux(is_label, self.lc.target, 0)
         error = Signal(signed(self.eb), name="error")
@@ -392,8 +387,19 @@ class LearningUnit:
             hinged = Signal.like(error, name="error_hinge")
             self.m.d.comb += hinged.eq(Mux((error < 0) == is_label, error, 0))
             error = hinged
-        rounded = _shift_right(error, self.shift, self.lc.rounding == "nearest")
-        self.err.write_one(self.m, row, lane, rounded)
+        self.m.d.sync += [
+            self.err_go.eq(1),
+            self.err_row.eq(row),
+            self.err_lane.eq(lane),
+            self.err_d.eq(error),
+        ]
+
+    def _write_error(self) -> None:
+        """The cycle after a readout was sent: its error shifted by ``b_t`` is this step's
+        ``e_k`` (the step's ``shift`` holds until the next ``STEP``, which comes later)."""
+        rounded = _shift_right(self.err_d, self.shift, self.lc.rounding == "nearest")
+        with self.m.If(self.err_go):
+            self.err.write_one(self.m, self.err_row, self.err_lane, rounded)
 
     def begin(self) -> None:
         """Point the sweep / dump counters at the first word of ``W_out``."""

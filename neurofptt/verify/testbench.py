@@ -72,7 +72,7 @@ class _Bench(StepBench):
         cfg = self.cfg
         n_events = int(self.x.sum())
         n_spikes = int(self.exp_spikes.sum())
-        per_step = cfg.n_rec + cfg.n_out + 3
+        per_step = cfg.n_rec + cfg.n_out + 4
         total = (
             cfg.n_rec * (n_events + n_spikes)
             + cfg.n_out * n_spikes

@@ -96,6 +96,22 @@ def initial_network(cfg: FlowConfig, rule: str, init: Path | None = None) -> Qua
     return QuantizedNetwork(start_hw, start.w_in, start.w_rec, start.w_out)
 
 
+def finetune_offset(cfg: FlowConfig, learning: LearningConfig) -> int:
+    """How much the host raises every update's error shift when learning starts from a trained
+    network: ``train.onchip_finetune_shift``, plus ``alpha_shift`` in FPTT mode.
+
+    Steps that build a network from scratch in a few epochs knock a trained one off its
+    optimum, so adapting uses rates ``2**-onchip_finetune_shift`` of those.  FPTT needs lower
+    ones still: its running mean moves by ``g / (2 alpha)`` per update, ``2**(alpha_shift - 1)``
+    times e-prop's step, and the weights follow it.  Measured on the digits (30 epochs from
+    the float networks, ``docs/hardware.md`` section 9): at the e-prop offset FPTT falls from
+    0.90 to 0.78 within ten epochs, at ``+ alpha_shift - 1`` it drifts 1-3 points below the
+    float network over twenty, and at ``+ alpha_shift`` it holds.
+    """
+    extra = learning.alpha_shift if learning.mode == "fptt" else 0
+    return cfg.train.onchip_finetune_shift + extra
+
+
 def stage_train_onchip(
     cfg: FlowConfig,
     out: Path,
@@ -111,9 +127,9 @@ def stage_train_onchip(
     The start is ``init`` (a ``quantized.npz``, e.g. from float training and ``quantize``) or a
     random network (see :func:`initial_network`).  The learning constants are
     ``hardware.learning``, or :data:`DEFAULT_LEARNING` when the table is absent.  From ``init``
-    the host raises every update's error shift by ``train.onchip_finetune_shift`` (default 3,
-    rates 8 times lower): steps that build a network from scratch in a few epochs knock a
-    trained one off its optimum (``docs/hardware.md`` section 9).
+    the host raises every update's error shift by :func:`finetune_offset` (rates 8 times
+    lower for e-prop by default, 128 times for FPTT).  ``train.onchip_halve_every`` halves the
+    rate every that many epochs (default 10).
     """
     out.mkdir(parents=True, exist_ok=True)
     task = load_flow_task(cfg)
@@ -128,6 +144,7 @@ def stage_train_onchip(
                 flush=True,
             )
 
+    offset = 0 if init is None else finetune_offset(cfg, hw.learning)
     start = time.perf_counter()
     history = train_onchip(
         net,
@@ -135,7 +152,7 @@ def stage_train_onchip(
         rule,
         epochs=cfg.train.epochs,
         seed=cfg.train.seed,
-        shift_offset=0 if init is None else cfg.train.onchip_finetune_shift,
+        shift_offset=offset,
         halve_every=cfg.train.onchip_halve_every,
         progress=show,
     )

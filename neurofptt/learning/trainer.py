@@ -84,10 +84,12 @@ class TrainConfig:
     surrogate: str = "fast_sigmoid"
     slope: float = 5.0
     input_gain: float = 2.0
-    #: golden engine (on-chip learning): halve the rate every this many epochs (0: never)
-    onchip_halve_every: int = 0
+    #: golden engine (on-chip learning): halve the rate every this many epochs (0: never); a
+    #: full 30-epoch run ends at a quarter of the starting rate, as the float run's cosine decays
+    onchip_halve_every: int = 10
     #: golden engine from a trained network (--init): every update's error shift is raised by
-    #: this much (rates 2**-N of learning from scratch)
+    #: this much (rates 2**-N of learning from scratch), by alpha_shift more for FPTT
+    #: (:func:`neurofptt.onchip_flow.finetune_offset`)
     onchip_finetune_shift: int = 3
     #: learning flow: rate of the float reference that learns like the chip (batch 1, plain SGD)
     online_lr: float = 0.1

@@ -12,7 +12,7 @@ import pytest
 from neurofptt.cli import main
 from neurofptt.flow import LEARNING_VERIFY_SAMPLES
 from neurofptt.flowconfig import FlowConfig
-from neurofptt.onchip_flow import DEFAULT_LEARNING, initial_network
+from neurofptt.onchip_flow import DEFAULT_LEARNING, finetune_offset, initial_network
 from neurofptt.quant import HardwareConfig, QuantizedNetwork
 from neurofptt.quant.onchip import random_network
 
@@ -78,6 +78,16 @@ def test_golden_engine_halves_the_rate_on_schedule(tmp_path: Path) -> None:
     assert main([*args, "--rule", "eprop", "--out", str(out)]) == 0
     history = json.loads((out / "train_onchip.json").read_text())["history"]
     assert [record["error_shift_offset"] for record in history] == [0, 1]
+
+
+def test_finetune_offset_follows_the_running_mean_gain() -> None:
+    """FPTT's running mean steps 2**(alpha_shift - 1) times e-prop's, so adapting a trained
+    network with it lowers the rate by alpha_shift more; e-prop takes the configured shift."""
+    cfg = FlowConfig()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, onchip_finetune_shift=2))
+    learning = dataclasses.replace(DEFAULT_LEARNING, alpha_shift=6)
+    assert finetune_offset(cfg, dataclasses.replace(learning, mode="eprop")) == 2
+    assert finetune_offset(cfg, dataclasses.replace(learning, mode="fptt")) == 2 + 6
 
 
 def test_golden_engine_refuses_other_rules_and_foreign_networks(tmp_path: Path, capsys) -> None:

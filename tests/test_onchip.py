@@ -9,6 +9,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from neurofptt.errors import ConfigError
 from neurofptt.flowconfig import FlowConfig
@@ -28,6 +31,7 @@ from neurofptt.quant.onchip import (
     learning_step,
     random_network,
     run_sample,
+    softmax_error,
     step_schedule,
     train_onchip,
 )
@@ -76,10 +80,12 @@ def test_learning_config_round_trips(tmp_path) -> None:
         ({"mode": "bptt"}, r"hardware\.learning\.mode = 'bptt' is not valid; use one of"),
         ({"feedback": "adaptive"}, r"hardware\.learning\.feedback = 'adaptive'"),
         (
-            {"error": "softmax"},
-            r"hardware\.learning\.error = 'softmax' is not valid; use one of \('target', 'hinge'\)",
+            {"error": "logistic"},
+            r"hardware\.learning\.error = 'logistic' is not valid; use one of \('target', "
+            r"'hinge', 'softmax'\)",
         ),
         ({"rounding": "even"}, r"hardware\.learning\.rounding = 'even' is not valid"),
+        ({"softmax_shift": 17}, r"hardware\.learning\.softmax_shift = 17 is out of range"),
         ({"trace_bits": 1}, r"hardware\.learning\.trace_bits = 1 is out of range"),
         ({"trace_frac_bits": 12}, r"trace_frac_bits = 12 must be between 0 and trace_bits - 1"),
         ({"psi_bits": 9, "psi_width_shift": 4}, r"psi_bits = 9 is out of range"),
@@ -612,3 +618,27 @@ def test_learns_delayed_cue_task(mode: str) -> None:
     assert history.net.config.learning.mode == mode
     best = max(r["test_accuracy"] for r in history.epochs)
     assert before < 0.65 and history.epochs[-1]["test_accuracy"] >= 0.8 and best >= 0.9
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    o=arrays(np.int64, st.integers(2, 12), elements=st.integers(-(2**15), 2**15 - 1)),
+    data=st.data(),
+    shift=st.integers(0, 12),
+    scale=st.integers(1, 2**14),
+)
+def test_softmax_error_is_the_cross_entropy_gradient(o, data, shift, scale) -> None:
+    """``scale * (p - onehot)`` for the base-2 softmax at ``2**shift`` LSBs per halving, to
+    within what the hardware arithmetic gives up: the chord ``1 - f/2`` overestimates ``2**-f``
+    by at most 6.1 %, so every ``p_k`` is off by at most about 6.2 % of the largest; terms below
+    ``2**-12`` of the largest are flushed or truncated (at most ``n_out * 2**-12`` in all) and
+    the quotient floors (one LSB)."""
+    label = data.draw(st.integers(0, len(o) - 1))
+    e = softmax_error(o, label, scale, shift)
+    p = 2.0 ** ((o - o.max()) / 2**shift)
+    p /= p.sum()
+    onehot = np.arange(len(o)) == label
+    expected = scale * (p - onehot)
+    assert np.all(np.abs(e - expected) <= (0.062 + len(o) * 2**-12) * scale + 1)
+    assert e[label] <= 0 and np.all(e[~onehot] >= 0)
+    assert np.all(e[~onehot] <= scale) and e[label] >= -scale

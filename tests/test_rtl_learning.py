@@ -1,6 +1,6 @@
 """The learning core against the golden model of on-chip learning, bit for bit.
 
-Every case draws a small random configuration (both modes, both feedbacks, both readout errors,
+Every case draws a small random configuration (both modes, both feedbacks, the three readout errors,
 ``W_bar`` absolute and as a narrow difference, 1-3 lanes, learning rates fast enough that weights
 saturate), random weights, inputs and labels, runs several samples with learning, and after every
 update reads back every weight and every ``W_bar`` through the ``o_weights`` port.  Spikes and
@@ -51,6 +51,8 @@ from neurofptt.verify.learning import (
     loaded_state,
 )
 
+ERRORS = ("target", "hinge", "softmax")
+
 needs_icarus = pytest.mark.skipif(
     shutil.which("iverilog") is None or shutil.which("vvp") is None,
     reason="Icarus Verilog is not installed (apt-get install iverilog)",
@@ -99,7 +101,7 @@ def random_case(seed: int, batch: int = 3) -> Case:
     rng = np.random.default_rng(seed)
     while True:
         mode = ["eprop", "fptt"][seed % 2]
-        error = ["target", "hinge"][(seed // 4) % 2]  # not drawn: the other draws stay the same
+        error = ERRORS[(seed // 4) % 3]  # not drawn: the other draws stay the same
         rounding = "nearest" if seed % 3 == 0 else "floor"  # not drawn either
         store = str(rng.choice(["absolute", "difference"]))
         wb = int(rng.integers(3, 7))
@@ -116,6 +118,7 @@ def random_case(seed: int, batch: int = 3) -> Case:
             psi_bits=int(rng.integers(0, 4)),
             target=int(rng.integers(0, 60)),
             error=error,
+            softmax_shift=seed % 5,
             rounding=rounding,
             supervised_steps=int(rng.integers(0, 4)),
             beta_ramp=bool(rng.random() < 0.5),
@@ -360,9 +363,9 @@ def _expected_update_cycles(case: Case, spikes: np.ndarray, b: int, t: int) -> i
 
 
 #: seeds cycle through (eprop, fptt) x (symmetric, random), and in blocks of four through the
-#: (target, hinge) errors; lanes, W_bar storage and the learning constants are drawn
+#: errors; lanes, W_bar storage and the learning constants are drawn
 SIM_SEEDS = list(range(12))
-COCOTB_SEEDS = [20, 21, 22, 23, 24, 25, 26, 27]
+COCOTB_SEEDS = list(range(20, 32))
 COCOTB_BATCH = 6
 #: cases that load a random weight set after the first sample (both modes in both simulators,
 #: one under backpressure)
@@ -370,18 +373,19 @@ LOAD_SEEDS = {*LOAD_SIM, 20, 21, 26, 27}
 
 
 def test_cases_cover_the_modes() -> None:
-    """Both modes, both feedbacks, both errors, both roundings, both W_bar stores and 1-3
+    """Both modes, both feedbacks, every error, both roundings, both W_bar stores and 1-3
     lanes, and saturating weights."""
     cases = [random_case(seed) for seed in SIM_SEEDS + COCOTB_SEEDS]
     kinds = {(c.net.config.learning.mode, c.net.config.learning.feedback) for c in cases}
     assert kinds == {(m, f) for m in ("eprop", "fptt") for f in ("symmetric", "random")}
     for seeds in (SIM_SEEDS, COCOTB_SEEDS):
-        hinge = {
-            (lc.mode, lc.feedback)
-            for lc in (random_case(seed).net.config.learning for seed in seeds)
-            if lc.error == "hinge"
-        }
-        assert hinge == {(m, f) for m in ("eprop", "fptt") for f in ("symmetric", "random")}
+        for error in ERRORS:
+            covered = {
+                (lc.mode, lc.feedback)
+                for lc in (random_case(seed).net.config.learning for seed in seeds)
+                if lc.error == error
+            }
+            assert covered == {(m, f) for m in ("eprop", "fptt") for f in ("symmetric", "random")}
         nearest = {
             lc.mode
             for lc in (random_case(seed).net.config.learning for seed in seeds)

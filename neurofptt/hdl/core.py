@@ -735,8 +735,12 @@ class LifCore(wiring.Component):
                             m.next = "IDLE"
                         else:
                             with m.If(learn.due):
-                                learn.begin()
-                                m.next = "LEARN"
+                                if learn.softmax is None:
+                                    learn.begin()
+                                    m.next = "LEARN"
+                                else:  # the softmax error's passes first
+                                    m.d.comb += learn.softmax.start.eq(1)
+                                    m.next = "SOFTMAX"
                             with m.Else():
                                 m.next = "IDLE"
 
@@ -751,6 +755,10 @@ class LifCore(wiring.Component):
 
                     return go
 
+                if learn.softmax is not None:
+                    with m.State("SOFTMAX"), m.If(learn.softmax.done):
+                        learn.begin()
+                        m.next = "LEARN"
                 with m.State("LEARN"):
                     learn.issue(to_state("LEARN_LAST"))
                 with m.State("LEARN_LAST"):

@@ -62,6 +62,7 @@ from amaranth.lib import data
 from amaranth.lib.memory import Memory
 
 from neurofptt.hdl.core import _packed_rows, _rows, _saturate
+from neurofptt.hdl.softmax_error import SoftmaxError
 from neurofptt.quant.config import LFSR_BITS
 from neurofptt.quant.lfsr import LEAP, TAPS, lane_seeds
 from neurofptt.quant.network import QuantizedNetwork
@@ -241,6 +242,7 @@ class LearningUnit:
         self.err_row = Signal(range(Ro))
         self.err_lane = Signal(range(max(P, 2)))
         self.err_d = Signal(signed(eb))
+        self.err_first = Signal()  # err_d is readout 0's
         m.d.sync += self.err_go.eq(0)
         # transparent: the last delta of W_out is written as W_in reads its first row
         self.delta = _Table(m, "delta", signed(sb), P, R, granular=True, transparent=True)
@@ -295,6 +297,9 @@ class LearningUnit:
         self.load_mat = Signal.like(self.mat)
         self.load_addr = Signal.like(self.addr)
 
+        self.softmax = None
+        if lc.error == "softmax":
+            self.softmax = SoftmaxError(m, cfg, self.err, self.label, self._store_error)
         self._write_error()
         self._pipeline()
 
@@ -378,11 +383,14 @@ class LearningUnit:
     def record_readout(self, k: Value, row: Value, lane: Value, value: Value) -> None:
         """Readout ``k`` (lane ``lane`` of readout row ``row``) was sent with ``value``:
         register its difference from the target (the hinge keeps ``value - target`` only where
-        its sign matches ``k == label``, else 0) for :meth:`_write_error`."""
+        its sign matches ``k == label``, else 0), or for the softmax error the value itself,
+        for :meth:`_write_error`."""
         is_label = k == self.label
-        target = Mux(is_label, self.lc.target, 0)
         error = Signal(signed(self.eb), name="error")
-        self.m.d.comb += error.eq(value - target)
+        if self.softmax is not None:
+            self.m.d.comb += error.eq(value)
+        else:
+            self.m.d.comb += error.eq(value - Mux(is_label, self.lc.target, 0))
         if self.lc.error == "hinge":
             hinged = Signal.like(error, name="error_hinge")
             self.m.d.comb += hinged.eq(Mux((error < 0) == is_label, error, 0))
@@ -392,14 +400,24 @@ class LearningUnit:
             self.err_row.eq(row),
             self.err_lane.eq(lane),
             self.err_d.eq(error),
+            self.err_first.eq(k == 0),
         ]
 
+    def _store_error(self, row: Value, lane: Value, error: Value) -> None:
+        """Write ``error`` shifted by the step's ``b_t`` as ``e`` of (``row``, ``lane``) (the
+        step's ``shift`` holds until the next ``STEP``, which comes later)."""
+        rounded = _shift_right(error, self.shift, self.lc.rounding == "nearest")
+        self.err.write_one(self.m, row, lane, rounded)
+
     def _write_error(self) -> None:
-        """The cycle after a readout was sent: its error shifted by ``b_t`` is this step's
-        ``e_k`` (the step's ``shift`` holds until the next ``STEP``, which comes later)."""
-        rounded = _shift_right(self.err_d, self.shift, self.lc.rounding == "nearest")
+        """The cycle after a readout was sent: its error is this step's ``e_k``; with the
+        softmax error its value goes into the table for :class:`SoftmaxError`."""
         with self.m.If(self.err_go):
-            self.err.write_one(self.m, self.err_row, self.err_lane, rounded)
+            if self.softmax is None:
+                self._store_error(self.err_row, self.err_lane, self.err_d)
+            else:
+                self.err.write_one(self.m, self.err_row, self.err_lane, self.err_d)
+                self.softmax.track(self.err_first, self.err_d)
 
     def begin(self) -> None:
         """Point the sweep / dump counters at the first word of ``W_out``."""

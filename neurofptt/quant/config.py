@@ -39,11 +39,11 @@ RESET_RULES = ("subtract", "zero")
 LEARNING_MODES = ("eprop", "fptt")
 FEEDBACKS = ("symmetric", "random")
 WBAR_STORES = ("absolute", "difference")
-LEARNING_ERRORS = ("target", "hinge")
+LEARNING_ERRORS = ("target", "hinge", "softmax")
 ROUNDINGS = ("floor", "nearest")
 #: learning options added after the first saved configs: left out of ``to_dict`` at their
 #: defaults, so a config that does not use them serialises (and reads back) as it did before
-_OMITTED_AT_DEFAULT = ("error", "rounding")
+_OMITTED_AT_DEFAULT = ("error", "rounding", "softmax_shift")
 LFSR_BITS = 16  # width of the learning LFSRs (neurofptt.quant.lfsr); seeds are nonzero values of it
 
 # Inclusive limits checked on construction.  They keep the generated hardware a sane size and
@@ -74,6 +74,7 @@ _LEARNING_LIMITS = {
     "lr_shift_rec": (0, 24),
     "lr_shift_out": (0, 24),
     "alpha_shift": (1, 12),
+    "softmax_shift": (0, 16),
     "wbar_bits": (2, 24),
     "lfsr_seed": (1, (1 << LFSR_BITS) - 1),
 }
@@ -96,11 +97,15 @@ class LearningConfig:
     readout onto that target (``e_k = d_k``); ``"hinge"`` pushes the label readout up only while
     it is below ``target`` and every other readout down only while it is above 0
     (``e_k = d_k`` if ``d_k < 0`` equals ``k == label``, else 0, i.e. ``min(d_k, 0)`` for the
-    label and ``max(d_k, 0)`` for the others).  The margin of the others is 0 rather than
-    ``-target`` because then the hinge reuses the same subtraction and needs only its sign bit, an
-    XNOR with the label match and a mux; a readout already on the right side of its margin (as a
-    cross-entropy-trained network's are, far below 0 for the wrong classes) gets no error.  The
-    default ``"target"`` is omitted from :meth:`HardwareConfig.to_dict`.  ``rounding`` is how the
+    label and ``max(d_k, 0)`` for the others); ``"softmax"`` is the gradient of the softmax
+    cross-entropy, ``e_k = target * (p_k - [k == label])``, with ``p`` a base-2 softmax of the
+    readouts at ``2**softmax_shift`` membrane LSBs per halving
+    (:func:`~neurofptt.quant.onchip.softmax_error` gives the exact integer arithmetic).  The
+    hinge's margin of the others is 0 rather than ``-target`` because then the hinge reuses the
+    same subtraction and needs only its sign bit, an XNOR with the label match and a mux; a
+    readout already on the right side of its margin (as a cross-entropy-trained network's are,
+    far below 0 for the wrong classes) gets no error.  The defaults ``"target"`` and
+    ``softmax_shift = 8`` are omitted from :meth:`HardwareConfig.to_dict`.  ``rounding`` is how the
     three shifts that form the factors (``e_k`` by ``b_t``, ``L_j`` by ``signal_shift``,
     ``delta_j`` by ``psi_bits``) round: ``"floor"`` (toward minus infinity, a plain arithmetic
     shift, half an LSB of downward bias per shift) or ``"nearest"`` (half up,
@@ -126,6 +131,7 @@ class LearningConfig:
     psi_bits: int = 4
     target: int = 256
     error: str = "target"
+    softmax_shift: int = 8
     rounding: str = "floor"
     supervised_steps: int = 1
     beta_ramp: bool = False

@@ -27,6 +27,7 @@ Per step ``t`` (``t = 1..T`` within a sample), after the inference step of
        d_k     = o_k - target * [k == label]                         (membrane_bits + 1, exact)
        e_k     = d_k >> b_t                                           error = "target"
        e_k     = (d_k if (d_k < 0) == (k == label) else 0) >> b_t     error = "hinge"
+       e_k     = softmax_error(o, label, target, softmax_shift)_k >> b_t   error = "softmax"
        L_j     = sat_signal( (sum_k B_jk e_k) >> signal_shift )       B = W_out^T or random
        psi_j   = max(0, 2**w - |v_j - threshold|) >> (w - psi_bits)   w = psi_width_shift
        delta_j = sat_signal( (L_j psi_j) >> psi_bits )
@@ -34,6 +35,11 @@ Per step ``t`` (``t = 1..T`` within a sample), after the inference step of
    The hinge error is ``min(d_k, 0)`` for the label (pushed up only while below ``target``) and
    ``max(d_k, 0)`` for the others (pushed down only while above 0): the same subtraction, then
    its sign bit compared with the label match selects ``d_k`` or 0.
+
+   The softmax error is ``target`` times the gradient of the softmax cross-entropy, ``p_k -
+   [k == label]``, for a base-2 softmax of the readouts (:func:`softmax_error`): unlike the
+   hinge it keeps pushing every class by how likely the network finds it, which is what lets
+   learning from scratch reach the float rule's accuracy on the digits.
 
    The three shifts ``>> b_t``, ``>> signal_shift`` and ``>> psi_bits`` floor with
    ``rounding = "floor"`` and round to nearest (ties up, ``(x + 2**(s-1)) >> s``) with
@@ -265,6 +271,47 @@ def step_schedule(lc: LearningConfig, steps: int) -> list[int | None]:
     return out
 
 
+#: Fraction bits of the base-2 softmax's unnormalised probabilities (the largest is ``2**12``).
+SOFTMAX_BITS = 12
+
+
+def softmax_error(o: np.ndarray, label: int, scale: int, shift: int) -> np.ndarray:
+    """``scale * (p_k - [k == label])`` for a base-2 softmax ``p`` of the readouts ``o``,
+    in the hardware's integer arithmetic (before the error shift ``b_t``).
+
+    With ``d_k = max(o) - o_k = (i_k << shift) + f_k`` (``0 <= f_k < 2**shift``), the
+    unnormalised probability is ``q_k = (2**B - ((f_k << B) >> (shift + 1))) >> i_k`` with
+    ``B = SOFTMAX_BITS`` (0 once ``i_k >= B``): ``2**(-d_k / 2**shift)`` in ``B`` fraction bits,
+    the fractional power taken as the chord ``2**-f ~ 1 - f/2`` (Mitchell), at most 6 % high.  So
+    ``2**shift`` membrane LSBs halve a probability (a natural-log temperature of
+    ``2**shift / ln 2``).  Then ``e_k = (q_k * scale) // sum(q) - scale * [k == label]``: one
+    division per readout, which the core does bit-serially.  The largest readout has
+    ``q = 2**B``, so the sum is at least that and every quotient is at most ``scale``.
+    """
+    d = o.max() - o
+    whole, frac = d >> shift, d & ((1 << shift) - 1)
+    mantissa = (1 << SOFTMAX_BITS) - ((frac << SOFTMAX_BITS) >> (shift + 1))
+    q = np.where(whole >= SOFTMAX_BITS, 0, mantissa >> np.minimum(whole, SOFTMAX_BITS))
+    error = (q * scale) // q.sum()
+    error[label] -= scale
+    return error
+
+
+def quotient_bits(target: int) -> int:
+    """Bits of the softmax error's quotient ``q_k * target // sum(q)``, at most ``target``."""
+    return max(1, target.bit_length())
+
+
+def softmax_cycles(cfg: HardwareConfig) -> int:
+    """Cycles the softmax error adds to an update in the core: ``n_out + 1`` to sum the
+    ``q_k``, then per readout ``Q + 3`` (read, load, ``Q = quotient_bits(target)`` division
+    steps, write); 0 for the other errors."""
+    lc = learning_config(cfg)
+    if lc.error != "softmax":
+        return 0
+    return cfg.n_out + 1 + cfg.n_out * (quotient_bits(lc.target) + 3)
+
+
 def _shift_nearest(x: np.ndarray, shift: int) -> np.ndarray:
     """``x / 2**shift`` rounded to nearest, ties up: ``(x + 2**(shift-1)) >> shift`` (the RTL
     forms the same value as ``(((x << 1) >> shift) + 1) >> 1``, which needs no case for
@@ -285,6 +332,8 @@ def _factors(
     if lc.error == "hinge":
         is_label = np.arange(cfg.n_out) == label
         error = np.where((error < 0) == is_label, error, 0)
+    elif lc.error == "softmax":
+        error = softmax_error(o, label, lc.target, lc.softmax_shift)
     shift_right = _shift_nearest if lc.rounding == "nearest" else np.right_shift
     error = shift_right(error, min(shift, cfg.membrane_bits))
     feedback = net.w_out.T if state.feedback is None else state.feedback
@@ -583,6 +632,8 @@ def learning_cycles_per_update(cfg: HardwareConfig, lanes: int | None = None) ->
     (``docs/hardware.md`` section 9): two idle cycles between the ``W_out`` and ``W_in`` sweeps,
     since ``delta_j`` is formed in stage 3, and the stages after stage 1 that the last word
     still passes, one for e-prop (the weight) and two for FPTT (the weight, then ``W_bar``).
+    The softmax error adds its passes before the sweep (:func:`softmax_cycles`).
     :func:`neurofptt.hdl.cycles_per_update` adds the last word's stage 1.
     """
-    return weight_words(cfg, lanes) + (4 if learning_config(cfg).mode == "fptt" else 3)
+    pipeline = 4 if learning_config(cfg).mode == "fptt" else 3
+    return weight_words(cfg, lanes) + pipeline + softmax_cycles(cfg)

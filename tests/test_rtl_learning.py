@@ -603,6 +603,18 @@ def test_design_lists_the_weight_ports() -> None:
         -cfg.n_rec // cfg.lanes
     )
     assert cycles_per_update(cfg) == words + extra
+    # the softmax error's passes: n_out + 1 to sum, then Q + 3 per readout (Q quotient bits)
+    softmax = random_case(8).net
+    meta, cfg = design_description(softmax), softmax.config
+    assert cfg.learning.error == "softmax"
+    q = meta["learning"]["Q"]
+    assert q == max(1, cfg.learning.target.bit_length())
+    assert meta["learning"]["cycles_per_update"].endswith(" + n_out * (Q + 4) + 1")
+    words = cfg.n_rec * -(-cfg.n_out // cfg.lanes) + (cfg.n_in + cfg.n_rec) * -(
+        -cfg.n_rec // cfg.lanes
+    )
+    extra = 5 if cfg.learning.mode == "fptt" else 4
+    assert cycles_per_update(cfg) == words + extra + cfg.n_out * (q + 4) + 1
     inference = QuantizedNetwork(net.config.replace(learning=None), net.w_in, net.w_rec, net.w_out)
     assert not any(
         p["name"].startswith("i_weights") for p in design_description(inference)["ports"]

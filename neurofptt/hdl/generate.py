@@ -37,6 +37,7 @@ from neurofptt.hdl.core import (
     weight_dump_layout,
 )
 from neurofptt.quant.network import QuantizedNetwork, atomic_write_bytes
+from neurofptt.quant.onchip import quotient_bits
 
 __all__ = ["GeneratedDesign", "design_description", "generate_verilog", "render_verilog"]
 
@@ -70,6 +71,8 @@ _PORT_MEANING = {
 CYCLES_PER_LOAD = "n_rec * Ro + (n_in + n_rec) * R"
 #: by learning mode: the words, two idle cycles between W_out and W_in, the pipeline's drain
 CYCLES_PER_UPDATE = {"eprop": f"{CYCLES_PER_LOAD} + 4", "fptt": f"{CYCLES_PER_LOAD} + 5"}
+#: what the softmax error's two passes add (``Q``: the quotient bits, in ``design.json``)
+CYCLES_OF_SOFTMAX = "n_out * (Q + 4) + 1"
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,9 @@ def design_description(
             "cycles_per_update": CYCLES_PER_UPDATE[cfg.learning.mode],
             "cycles_per_load": CYCLES_PER_LOAD,
         }
+        if cfg.learning.error == "softmax":
+            description["learning"]["cycles_per_update"] += f" + {CYCLES_OF_SOFTMAX}"
+            description["learning"]["Q"] = quotient_bits(cfg.learning.target)
     return description
 
 

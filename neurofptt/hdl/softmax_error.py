@@ -5,15 +5,15 @@ The readout values of a step reach the ``error`` table one at a time, as they le
 ``o_readout``; the unit keeps their maximum on the way.  Before an update sweep it then runs
 over the table twice (``start`` to ``done``)::
 
-    SUM      n_out + 1 cycles      read o_k, add q_k = 2**-(max - o_k) / 2**shift to the sum
+    SUM      n_out + 1 cycles      read o_k, add q_k ~ 2**(-(max - o_k) / 2**shift) to the sum
     DIVIDE   n_out * (Q + 3)       per k: read o_k, form q_k * target, divide it by the sum
                                    bit-serially (Q = target.bit_length() quotient bits), and
                                    write e_k = quotient - target [k == label], shifted by b_t
 
-and the ``error`` table holds the ``e_k`` the sweep reads
-(:func:`~neurofptt.quant.onchip.softmax_cycles`).  One
-divider serves every readout: ``n_out`` is small and the sweep that follows takes thousands
-of cycles, so a bit-serial divider costs a few percent of an update and a handful of LUTs.
+after which the ``error`` table holds the ``e_k`` the sweep reads
+(:func:`~neurofptt.quant.onchip.softmax_cycles`).  One divider serves every readout:
+``n_out`` is small and the sweep that follows takes thousands of cycles, so dividing one bit
+per cycle costs a few percent of an update's cycles and no multiplier beyond ``q_k * target``.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="golden engine: start from this quantized.npz (at the rate lowered by "
-        "train.onchip_finetune_shift, plus alpha_shift for fptt)",
+        "train.onchip_finetune_shift, plus alpha_shift - 1 for fptt)",
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")

@@ -88,7 +88,7 @@ class TrainConfig:
     #: full 30-epoch run ends at a quarter of the starting rate, as the float run's cosine decays
     onchip_halve_every: int = 10
     #: golden engine from a trained network (--init): every update's error shift is raised by
-    #: this much (rates 2**-N of learning from scratch), by alpha_shift more for FPTT
+    #: this much (rates 2**-N of learning from scratch), by alpha_shift - 1 more for FPTT
     #: (:func:`neurofptt.onchip_flow.finetune_offset`)
     onchip_finetune_shift: int = 3
     #: learning flow: rate of the float reference that learns like the chip (batch 1, plain SGD)

@@ -14,7 +14,9 @@ collecting the per-neuron learning inputs and updating the traces costs no extra
   membranes form the pseudo-derivatives ``psi_j`` (:meth:`record_update_row`);
 * ``CLEAR`` zeroes the trace rows as it zeroes the state rows (:meth:`clear_row`);
 * each readout value sent on ``o_readout`` becomes the error ``e_k``: its difference from the
-  target is registered, shifted and written on the next cycle (:meth:`record_readout`).
+  target is registered, shifted and written on the next cycle (:meth:`record_readout`); with
+  the softmax error the value itself is written, and :class:`SoftmaxError` forms the ``e_k``
+  from all of them before the sweep.
 
 After the readout of a ``STEP`` whose payload has ``learn`` set, the ``LEARN`` state sweeps
 ``W_out``, ``W_in`` and ``W_rec`` one word (``lanes`` synapses) per cycle, in the order and with

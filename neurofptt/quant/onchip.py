@@ -1,11 +1,11 @@
 """On-chip learning in the golden model: fixed-point e-prop and FPTT, bit for bit.
 
-The learning datapath of the core will be written to match this module exactly, so every
-operation is one the hardware can do cheaply: integer adds, constant shifts, a few small
-multipliers, saturation (never wrap-around), no division, and a fixed processing order with
-every random bit accounted for.  All integers below are in the units of
-:mod:`neurofptt.quant.config`; ``sat_b`` clamps to the signed ``b``-bit range, ``usat_b`` to
-``[0, 2**b - 1]``, ``>>`` floors.
+The learning datapath of the core matches this module exactly, so every operation is one the
+hardware can do cheaply: integer adds, constant shifts, a few small multipliers, saturation
+(never wrap-around), no division but the softmax error's one per readout (done bit-serially),
+and a fixed processing order with every random bit accounted for.  All integers below are in
+the units of :mod:`neurofptt.quant.config`; ``sat_b`` clamps to the signed ``b``-bit range,
+``usat_b`` to ``[0, 2**b - 1]``, ``>>`` floors.
 
 Per step ``t`` (``t = 1..T`` within a sample), after the inference step of
 :func:`~neurofptt.quant.golden.golden_step` has produced ``v_j``, ``z_j(t)`` and ``o_k``:
@@ -38,8 +38,8 @@ Per step ``t`` (``t = 1..T`` within a sample), after the inference step of
 
    The softmax error is ``target`` times the gradient of the softmax cross-entropy, ``p_k -
    [k == label]``, for a base-2 softmax of the readouts (:func:`softmax_error`): unlike the
-   hinge it keeps pushing every class by how likely the network finds it, which is what lets
-   learning from scratch reach the float rule's accuracy on the digits.
+   hinge it keeps pushing every class by how likely the network finds it, which over a full
+   run lets e-prop learn the digits from scratch to the float rule's accuracy.
 
    The three shifts ``>> b_t``, ``>> signal_shift`` and ``>> psi_bits`` floor with
    ``rounding = "floor"`` and round to nearest (ties up, ``(x + 2**(s-1)) >> s``) with

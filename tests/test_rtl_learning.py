@@ -15,6 +15,7 @@ generated Verilog under Icarus through the real ports.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from dataclasses import dataclass
 
@@ -636,3 +637,41 @@ def test_loaded_state_restarts_learning() -> None:
         loaded_state(load.net, {**load.wbar, "in": load.wbar["in"] * 4 + 1})
     with pytest.raises(ValueError, match="no W_bar"):
         loaded_state(random_case(0).net, load.wbar)
+
+
+@pytest.mark.parametrize(
+    ("learning", "n_out", "lanes"),
+    [
+        ({"softmax_shift": 0}, 3, 2),  # q_k a plain power of two
+        ({"softmax_shift": 16, "target": 0}, 3, 2),  # every q_k one chord step; e_k = 0
+        ({"target": 127}, 3, 2),  # the largest target the 8-bit readouts allow
+        ({}, 1, 1),  # one readout: p = 1, no error
+        ({}, 1, 3),  # lanes beyond the readouts
+        ({}, 5, 2),  # readouts over three rows
+    ],
+)
+def test_softmax_error_at_the_edges(learning, n_out, lanes) -> None:
+    """The softmax passes at the limits of their arithmetic and of the table layout: every
+    weight after every update and the update's cycles, against the golden model."""
+    base = random_case(8).net  # e-prop, symmetric feedback, softmax error
+    cfg = base.config.replace(
+        n_out=n_out,
+        lanes=lanes,
+        membrane_bits=8,
+        learning=dataclasses.replace(base.config.learning, **learning),
+    )
+    rng = np.random.default_rng(n_out + lanes)
+    w_out = rng.integers(cfg.w_min, cfg.w_max + 1, size=(n_out, cfg.n_rec))
+    net = QuantizedNetwork(cfg, base.w_in, base.w_rec, w_out)
+    spikes = (rng.random((3, 5, cfg.n_in)) < 0.5).astype(np.uint8)
+    case = Case("softmax-edge", net, spikes, rng.integers(0, n_out, 3))
+    trace, out_spikes, readout, dumps, cycles, _, _ = simulate(case, 0)
+    np.testing.assert_array_equal(out_spikes, trace.spikes)
+    np.testing.assert_array_equal(readout, trace.readout)
+    assert len(dumps) == len(trace.snapshots) > 0
+    for snapshot, dump in zip(trace.snapshots, dumps, strict=True):
+        records, total = compare_snapshot(snapshot, decode_dump(net, dump))
+        assert total == 0, "; ".join(str(r) for r in records)
+    assert len(cycles) == len(dumps)
+    for (b, t), measured in cycles.items():
+        assert measured == _expected_update_cycles(case, trace.spikes, b, t)

@@ -55,7 +55,7 @@ RTL_KEYS = (
 #: The learning constants of a flow config without a ``[hardware.learning]`` table, chosen on the
 #: default digits task (``docs/hardware.md`` section 9): the softmax error at ``target = 512``
 #: and ``2**8`` LSBs per halving (the gradient of the float rule's cross-entropy; over a full
-#: run it learns the digits from scratch 3-5 points better than the hinge, and the target
+#: run it learns the digits from scratch 2-5 points better than the hinge, while the target
 #: error pulls the other classes' readouts up toward 0 and erases the margins), one update per
 #: sample on its last step, all three rates ``2**-16`` (the fastest hidden rate that learned
 #: best from scratch) and round-to-nearest factors, so that the host can lower the rate through

@@ -84,7 +84,8 @@ READ_WEIGHTS = 3
 
 
 class _Op(enum.Enum, shape=3):
-    """Operation carried by the two-stage read/modify/write pipeline (one row per cycle)."""
+    """Operation carried by the read/modify/write row pipeline (one row per cycle): stage 0
+    reads, stage 1 adds and writes back; ``UPDATE`` writes back in a stage 2."""
 
     NONE = 0
     ACC_IN = 1  # state[r].acc[l] += w_in[r*P+l, i] << w_in_shift
@@ -399,7 +400,7 @@ class LifCore(wiring.Component):
         if learn is not None:
             learn.follow_rows(s1_j)
 
-        # -- stage 1: read data is valid, modify and write back ---------------------------------
+        # -- stage 1: read data is valid, modify and write back (UPDATE: form v into stage 2) --
         st = st_rd.data
         ro = ro_rd.data
         m.d.comb += [st_wr.addr.eq(s1_j), ro_wr.addr.eq(s1_j)]

@@ -18,7 +18,8 @@ collecting the per-neuron learning inputs and updating the traces costs no extra
   the softmax error the value itself is written, and :class:`SoftmaxError` forms the ``e_k``
   from all of them before the sweep.
 
-After the readout of a ``STEP`` whose payload has ``learn`` set, the ``LEARN`` state sweeps
+After the readout of a ``STEP`` whose payload has ``learn`` set (and, with the softmax error,
+its two passes over the ``error`` table), the ``LEARN`` state sweeps
 ``W_out``, ``W_in`` and ``W_rec`` one word (``lanes`` synapses) per cycle, in the order and with
 the random draws of the golden model: stage 0 addresses the weight word (and the ``W_bar`` and
 random-feedback words) and the per-neuron memories, stage 1 forms the gradients, stage 2 the new
@@ -42,6 +43,7 @@ RAM and is read through no wide multiplexer (``P`` lanes, ``R = ceil(n_rec / P)`
     psi      depth R,   per lane psi                 row r, lane l: neuron r*P + l
     xbar     depth ceil(n_in / K), K traces a word   word q, slot k: input q*K + k
     error    depth Ro,  per lane e                   row s, lane l: readout s*P + l
+                                                     (softmax: o_k until its passes)
     delta    depth R,   per lane delta               row r, lane l: neuron r*P + l
 
 ``xbar`` packs ``K`` inputs a word so that its words fit in the ``R`` rows of ``UPDATE``.  A
@@ -52,7 +54,8 @@ of the same layouts, written as the sweep passes: a trace once the last word of 
 read it, the ``e`` and ``delta`` rows during the last ``pre`` of ``W_out`` and ``W_rec``.  A
 load cannot zero them in one cycle, so a flag says whether they hold an update at all
 (``Gp = 0`` until the first update after reset or a load).  What stays in registers: the step's
-input bits ``x`` (``n_in`` bits), the LFSRs and the sweep counters.
+input bits ``x`` (``n_in`` bits), the LFSRs, the sweep counters, the readout being written to
+``error`` and the softmax error's maximum, sum and divider.
 """
 
 from __future__ import annotations
@@ -168,7 +171,7 @@ class _Table:
 
     @property
     def row(self):
-        """The word read on the previous cycle (stage 1 of the address given on stage 0)."""
+        """The word read on the previous cycle, at the address given then."""
         return self.rd.data
 
     def slot(self, index: Value) -> Value:

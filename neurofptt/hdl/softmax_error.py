@@ -7,13 +7,15 @@ over the table twice (``start`` to ``done``)::
 
     SUM      n_out + 1 cycles      read o_k, add q_k ~ 2**(-(max - o_k) / 2**shift) to the sum
     DIVIDE   n_out * (Q + 3)       per k: read o_k, form q_k * target, divide it by the sum
-                                   bit-serially (Q = target.bit_length() quotient bits), and
+                                   bit-serially (Q = max(1, target.bit_length()) quotient
+                                   bits), and
                                    write e_k = quotient - target [k == label], shifted by b_t
 
 after which the ``error`` table holds the ``e_k`` the sweep reads
-(:func:`~neurofptt.quant.onchip.softmax_cycles`).  One divider serves every readout:
-``n_out`` is small and the sweep that follows takes thousands of cycles, so dividing one bit
-per cycle costs a few percent of an update's cycles and no multiplier beyond ``q_k * target``.
+(:func:`~neurofptt.quant.onchip.softmax_cycles`).  One divider serves every readout, one
+quotient bit per cycle, with no multiplier beyond ``q_k * target``: readouts are few and the
+sweep over every weight word follows, so the passes are a small part of an update (141 of
+5,648 cycles on the 32-128-10 digits core with 4 lanes, 29 of 488 on a 12-24-2 cue core).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 
 from neurofptt.hdl.core import _rows
 from neurofptt.quant.config import HardwareConfig
@@ -64,6 +64,8 @@ class SoftmaxError:
         self.read = Signal(name="softmax_read")  # SUM: a word was addressed on the last cycle
         self.num = Signal(unsigned(SOFTMAX_BITS + 1 + self.Q), name="softmax_num")
         self.quot = Signal(unsigned(self.Q), name="softmax_quot")
+        # the divisor aligned with the quotient bit being formed: sum << bit
+        self.divisor = Signal(unsigned(len(self.sum) + self.Q - 1), name="softmax_divisor")
         self.bit = Signal(range(max(2, self.Q)), name="softmax_bit")
         self.start = Signal(name="softmax_start")
         self.done = Signal(name="softmax_done")
@@ -125,13 +127,19 @@ class SoftmaxError:
                     self.num.eq(q * self.target),
                     self.quot.eq(0),
                     self.bit.eq(self.Q - 1),
+                    self.divisor.eq(self.sum << (self.Q - 1)),
                 ]
                 m.next = "DIVIDE"
-            with m.State("DIVIDE"):  # restoring division, one quotient bit per cycle
-                trial = Signal(signed(len(self.sum) + self.Q + 1), name="softmax_trial")
-                m.d.comb += trial.eq(self.num - (self.sum << self.bit))
-                with m.If(trial >= 0):
-                    m.d.sync += [self.num.eq(trial), self.quot.eq(self.quot | (1 << self.bit))]
+            with m.State("DIVIDE"):  # restoring division, one quotient bit per cycle, MSB first
+                trial = Signal(signed(len(self.divisor) + 2), name="softmax_trial")
+                m.d.comb += trial.eq(self.num - self.divisor)
+                fits = trial >= 0
+                m.d.sync += [
+                    self.quot.eq(Cat(fits, self.quot[:-1]) if self.Q > 1 else fits),
+                    self.divisor.eq(self.divisor >> 1),
+                ]
+                with m.If(fits):
+                    m.d.sync += self.num.eq(trial)
                 with m.If(self.bit == 0):
                     m.next = "WRITE"
                 with m.Else():

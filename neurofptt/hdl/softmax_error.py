@@ -8,8 +8,8 @@ over the table twice (``start`` to ``done``)::
     SUM      n_out + 1 cycles      read o_k, add q_k ~ 2**(-(max - o_k) / 2**shift) to the sum
     DIVIDE   n_out * (Q + 3)       per k: read o_k, form q_k * target, divide it by the sum
                                    bit-serially (Q = max(1, target.bit_length()) quotient
-                                   bits), and
-                                   write e_k = quotient - target [k == label], shifted by b_t
+                                   bits), write e_k = quotient - target [k == label],
+                                   shifted by b_t
 
 after which the ``error`` table holds the ``e_k`` the sweep reads
 (:func:`~neurofptt.quant.onchip.softmax_cycles`).  One divider serves every readout, one

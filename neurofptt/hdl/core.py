@@ -291,6 +291,18 @@ def _leak(value, shift: int):
     return value - (value >> shift)
 
 
+def _next_row_lane(m: Module, row: Signal, lane: Signal, lanes: int) -> None:
+    """Advance ``(row, lane)`` to the next value of a row-major walk over ``lanes`` lanes (lane
+    ``l`` of row ``r`` is item ``r * lanes + l``), as the readouts are visited."""
+    if lanes > 1:
+        with m.If(lane == lanes - 1):
+            m.d.sync += [lane.eq(0), row.eq(row + 1)]
+        with m.Else():
+            m.d.sync += lane.eq(lane + 1)
+    else:
+        m.d.sync += row.eq(row + 1)
+
+
 def _lowest_set(mask, width: int):
     """Index of the lowest set bit of ``mask`` (0 if none)."""
     index = Const(0, range(max(width, 2)))
@@ -723,13 +735,7 @@ class LifCore(wiring.Component):
                             ro_kk_lane.eq(ro_lane),
                             ro_k.eq(ro_k + 1),
                         ]
-                        if P > 1:
-                            with m.If(ro_lane == P - 1):
-                                m.d.sync += [ro_lane.eq(0), ro_row.eq(ro_row + 1)]
-                            with m.Else():
-                                m.d.sync += ro_lane.eq(ro_lane + 1)
-                        else:
-                            m.d.sync += ro_row.eq(ro_row + 1)
+                        _next_row_lane(m, ro_row, ro_lane, P)
                     with m.Else():
                         m.d.sync += ro_valid.eq(0)
                         if learn is None:

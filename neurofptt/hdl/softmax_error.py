@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 
-from neurofptt.hdl.core import _rows
+from neurofptt.hdl.core import _next_row_lane, _rows
 from neurofptt.quant.config import HardwareConfig
 from neurofptt.quant.onchip import SOFTMAX_BITS, learning_config, quotient_bits
 
@@ -77,15 +77,8 @@ class SoftmaxError:
 
     def _next(self) -> None:
         """Address the next readout: ``k``, its row and lane advance together."""
-        m, P = self.m, self.P
-        m.d.sync += self.k.eq(self.k + 1)
-        if P > 1:
-            with m.If(self.lane == P - 1):
-                m.d.sync += [self.lane.eq(0), self.row.eq(self.row + 1)]
-            with m.Else():
-                m.d.sync += self.lane.eq(self.lane + 1)
-        else:
-            m.d.sync += self.row.eq(self.row + 1)
+        self.m.d.sync += self.k.eq(self.k + 1)
+        _next_row_lane(self.m, self.row, self.lane, self.P)
 
     def _q(self) -> Signal:
         """``q`` of the readout whose word was addressed on the previous cycle."""

@@ -345,8 +345,9 @@ class HardwareConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON/TOML-able); ``learning`` appears only when set, so an inference-only
-        config serialises as it always has, and ``learning.error`` and ``learning.rounding`` only
-        when they are not their defaults, so a config without those options does too."""
+        config serialises as it always has, and the learning options added later
+        (``_OMITTED_AT_DEFAULT``: ``error``, ``rounding``, ``softmax_shift``) only when they are
+        not their defaults, so a config without those options does too."""
         data = dataclasses.asdict(self)
         if data["learning"] is None:
             del data["learning"]

@@ -60,6 +60,7 @@ __all__ = [
     "cycles_per_step",
     "cycles_per_update",
     "event_layout",
+    "lane_words",
     "learn_event_layout",
     "memory_images",
     "readout_layout",
@@ -251,14 +252,20 @@ def cycles_per_clear(config: HardwareConfig, lanes: int | None = None) -> int:
     return max(_rows(config.n_rec, lanes), _rows(config.n_out, lanes)) + 1
 
 
-def _packed_rows(w: np.ndarray, lanes: int, bits: int) -> list[int]:
-    """Pack ``w`` (fan_out, fan_in) into words: word ``i * rows + r`` holds
-    ``w[r * lanes + l, i]`` in bits ``[l * bits, (l + 1) * bits)``."""
+def lane_words(w: np.ndarray, lanes: int) -> np.ndarray:
+    """``w`` (fan_out, fan_in) in memory order, ``(fan_in * rows, lanes)``: word
+    ``i * rows + r``, lane ``l`` holds ``w[r * lanes + l, i]``; padding lanes hold 0."""
     fan_out, fan_in = w.shape
     rows = _rows(fan_out, lanes)
     padded = np.zeros((rows * lanes, fan_in), np.int64)
     padded[:fan_out] = w
-    lanes_of = padded.T.reshape(fan_in * rows, lanes) & ((1 << bits) - 1)
+    return padded.T.reshape(fan_in * rows, lanes)
+
+
+def _packed_rows(w: np.ndarray, lanes: int, bits: int) -> list[int]:
+    """Pack ``w`` (fan_out, fan_in) into words (:func:`lane_words`), lane ``l`` in bits
+    ``[l * bits, (l + 1) * bits)``."""
+    lanes_of = lane_words(w, lanes) & ((1 << bits) - 1)
     return [sum(int(v) << (lane * bits) for lane, v in enumerate(word)) for word in lanes_of]
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neurofptt.hdl.core import weight_dump_layout
+from neurofptt.hdl.core import lane_words, weight_dump_layout
 from neurofptt.quant.config import HardwareConfig
 from neurofptt.quant.golden import check_spike_input
 from neurofptt.quant.network import QuantizedNetwork
@@ -191,17 +191,10 @@ def load_words(net: QuantizedNetwork, wbar: dict[str, np.ndarray]) -> list[Word]
     lanes = cfg.lanes
     words: list[Word] = []
     for code, m in enumerate(SWEEP_ORDER):
-        parts = [np.asarray(net.matrix(m), np.int64)]
+        per_lane = [lane_words(np.asarray(net.matrix(m), np.int64), lanes)]
         if wbar:
-            parts.append(np.asarray(wbar[m], np.int64))
-        n_post, n_pre = parts[0].shape
-        rows = -(-n_post // lanes)
-        per_lane = []  # (n_pre * rows, lanes): word pre * rows + r, lane l holds part[r*P + l, pre]
-        for part in parts:
-            padded = np.zeros((rows * lanes, n_pre), np.int64)
-            padded[:n_post] = part
-            per_lane.append(padded.T.reshape(n_pre * rows, lanes))
-        for i in range(n_pre * rows):
+            per_lane.append(lane_words(np.asarray(wbar[m], np.int64), lanes))
+        for i in range(len(per_lane[0])):
             w = [int(v) for v in per_lane[0][i]]
             words.append((code, w, [int(v) for v in per_lane[1][i]] if wbar else []))
     return words

@@ -430,11 +430,10 @@ def test_cocotb_campaign_size() -> None:
     assert total >= 10_000
 
 
-@pytest.mark.parametrize("seed", SIM_SEEDS)
-def test_learning_core_matches_golden(seed: int) -> None:
-    """Amaranth simulator: spikes, readouts, every weight and W_bar after every update, and
-    the cycles of every update step (closed form of the step plus ``cycles_per_update``)."""
-    case = random_case(seed)
+def simulate_and_compare(case: Case, seed: int):
+    """:func:`simulate` ``case`` and check it against the golden model: spikes and readouts of
+    every step, every weight and ``W_bar`` after every update and the cycles of every update
+    step; returns the golden trace, the dumps, the loaded words and the load's cycles."""
     trace, spikes, readout, dumps, cycles, loaded, load_cycles = simulate(case, seed)
     np.testing.assert_array_equal(spikes, trace.spikes)
     np.testing.assert_array_equal(readout, trace.readout)
@@ -442,12 +441,23 @@ def test_learning_core_matches_golden(seed: int) -> None:
     for snapshot, dump in zip(trace.snapshots, dumps, strict=True):
         records, total = compare_snapshot(snapshot, decode_dump(case.net, dump))
         assert total == 0, f"{case.name}: " + "; ".join(str(r) for r in records)
+    assert len(cycles) == trace.updates > 0
+    for (b, t), measured in cycles.items():
+        assert measured == _expected_update_cycles(case, trace.spikes, b, t)
+    return trace, dumps, loaded, load_cycles
+
+
+@pytest.mark.parametrize("seed", SIM_SEEDS)
+def test_learning_core_matches_golden(seed: int) -> None:
+    """Amaranth simulator: spikes, readouts, every weight and W_bar after every update, and
+    the cycles of every update step (closed form of the step plus ``cycles_per_update``)."""
+    case = random_case(seed)
+    trace, dumps, loaded, load_cycles = simulate_and_compare(case, seed)
+    for snapshot, dump in zip(trace.snapshots, dumps, strict=True):
         if snapshot.after == "load":  # every bit as loaded, padding lanes and codes too
             assert dump == loaded
     cfg = case.net.config
     assert cycles_per_update(cfg) == learning_cycles_per_update(cfg) + 1
-    for (b, t), measured in cycles.items():
-        assert measured == _expected_update_cycles(case, trace.spikes, b, t)
     if case.load is not None:
         assert trace.updates == len(trace.snapshots) - 1
         with_clear, gaps = LOAD_SIM[seed]
@@ -585,6 +595,13 @@ def test_load_ends_on_last_or_after_the_final_word() -> None:
     assert dumps[2] == a[:1] + b[1:]
 
 
+def _weight_words(cfg: HardwareConfig) -> int:
+    """Words of the three weight memories, counted here independently of the code."""
+    return cfg.n_rec * -(-cfg.n_out // cfg.lanes) + (cfg.n_in + cfg.n_rec) * -(
+        -cfg.n_rec // cfg.lanes
+    )
+
+
 def test_design_lists_the_weight_ports() -> None:
     """``design.json`` of a learning core lists ``i_weights`` with the dump's payload; an
     inference-only core has no such port."""
@@ -600,9 +617,7 @@ def test_design_lists_the_weight_ports() -> None:
     extra = 5 if net.config.learning.mode == "fptt" else 4
     assert meta["learning"]["cycles_per_update"] == f"n_rec * Ro + (n_in + n_rec) * R + {extra}"
     cfg = net.config
-    words = cfg.n_rec * -(-cfg.n_out // cfg.lanes) + (cfg.n_in + cfg.n_rec) * -(
-        -cfg.n_rec // cfg.lanes
-    )
+    words = _weight_words(cfg)
     assert cycles_per_update(cfg) == words + extra
     # the softmax error's passes: n_out + 1 to sum, then Q + 3 per readout (Q quotient bits)
     softmax = random_case(8).net
@@ -611,9 +626,7 @@ def test_design_lists_the_weight_ports() -> None:
     q = meta["learning"]["Q"]
     assert q == max(1, cfg.learning.target.bit_length())
     assert meta["learning"]["cycles_per_update"].endswith(" + n_out * (Q + 4) + 1")
-    words = cfg.n_rec * -(-cfg.n_out // cfg.lanes) + (cfg.n_in + cfg.n_rec) * -(
-        -cfg.n_rec // cfg.lanes
-    )
+    words = _weight_words(cfg)
     extra = 5 if cfg.learning.mode == "fptt" else 4
     assert cycles_per_update(cfg) == words + extra + cfg.n_out * (q + 4) + 1
     inference = QuantizedNetwork(net.config.replace(learning=None), net.w_in, net.w_rec, net.w_out)
@@ -664,14 +677,4 @@ def test_softmax_error_at_the_edges(learning, n_out, lanes) -> None:
     w_out = rng.integers(cfg.w_min, cfg.w_max + 1, size=(n_out, cfg.n_rec))
     net = QuantizedNetwork(cfg, base.w_in, base.w_rec, w_out)
     spikes = (rng.random((3, 5, cfg.n_in)) < 0.5).astype(np.uint8)
-    case = Case("softmax-edge", net, spikes, rng.integers(0, n_out, 3))
-    trace, out_spikes, readout, dumps, cycles, _, _ = simulate(case, 0)
-    np.testing.assert_array_equal(out_spikes, trace.spikes)
-    np.testing.assert_array_equal(readout, trace.readout)
-    assert len(dumps) == len(trace.snapshots) > 0
-    for snapshot, dump in zip(trace.snapshots, dumps, strict=True):
-        records, total = compare_snapshot(snapshot, decode_dump(net, dump))
-        assert total == 0, "; ".join(str(r) for r in records)
-    assert len(cycles) == len(dumps)
-    for (b, t), measured in cycles.items():
-        assert measured == _expected_update_cycles(case, trace.spikes, b, t)
+    simulate_and_compare(Case("softmax-edge", net, spikes, rng.integers(0, n_out, 3)), 0)

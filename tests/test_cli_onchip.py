@@ -63,9 +63,9 @@ def test_golden_engine_learns_the_cue_task(tmp_path: Path, rule: str, capsys) ->
     )
     again_record = json.loads((again / "train_onchip.json").read_text())
     assert again_record["init"].endswith("quantized.npz")
-    # from a trained network the host lowers the rates (train.onchip_finetune_shift, default 3,
+    # from a trained network the host lowers the rates (train.onchip_finetune_shift, default 5,
     # plus alpha_shift - 1, default 3, for FPTT)
-    offset = {"eprop": 3, "fptt": 6}[rule]
+    offset = {"eprop": 5, "fptt": 8}[rule]
     assert [r["error_shift_offset"] for r in again_record["history"]] == [offset] * 4
     assert [r["error_shift_offset"] for r in record["history"]] == [0] * 4
 

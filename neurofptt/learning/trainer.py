@@ -85,12 +85,12 @@ class TrainConfig:
     slope: float = 5.0
     input_gain: float = 2.0
     #: golden engine (on-chip learning): halve the rate every this many epochs (0: never); a
-    #: full 30-epoch run ends at a quarter of the starting rate, as the float run's cosine decays
-    onchip_halve_every: int = 10
+    #: full 30-epoch run ends at an eighth of the starting rate, as the float run's cosine decays
+    onchip_halve_every: int = 8
     #: golden engine from a trained network (--init): every update's error shift is raised by
     #: this much (rates 2**-N of learning from scratch), by alpha_shift - 1 more for FPTT
     #: (:func:`neurofptt.onchip_flow.finetune_offset`)
-    onchip_finetune_shift: int = 3
+    onchip_finetune_shift: int = 5
     #: learning flow: rate of the float reference that learns like the chip (batch 1, plain SGD)
     online_lr: float = 0.1
 

@@ -34,6 +34,7 @@ from neurofptt.quant.config import LearningConfig
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.quant.onchip import (
     fan_in_spreads,
+    halving_period,
     learning_cycles_per_update,
     learning_memory_overhead,
     random_network,
@@ -60,7 +61,7 @@ RTL_KEYS = (
 #: sample on its last step, a pseudo-derivative ``2**10`` LSBs (four thresholds) wide on each
 #: side (credit for every neuron the error could move, not only those near threshold), all
 #: three rates ``2**-15`` (with that wider triangle the fastest start that still settles once
-#: ``train.onchip_halve_every`` has lowered it; together 2-3 points more at the end of a
+#: ``train.onchip_halvings`` have lowered it; together 2-3 points more at the end of a
 #: 30-epoch run from scratch with both rules, over six seeds) and round-to-nearest factors, so
 #: that the host can lower the rate through the error shift without the floor's bias (a trained
 #: network is adapted that way, see :func:`stage_train_onchip`).  A table replaces all of them;
@@ -136,8 +137,8 @@ def stage_train_onchip(
     random network (see :func:`initial_network`).  The learning constants are
     ``hardware.learning``, or :data:`DEFAULT_LEARNING` when the table is absent.  From ``init``
     the host raises every update's error shift by :func:`finetune_offset` (rates 32 times
-    lower for e-prop by default, 256 times for FPTT).  ``train.onchip_halve_every`` halves the
-    rate every that many epochs (default 8).
+    lower for e-prop by default, 256 times for FPTT).  The rate halves ``train.onchip_halvings``
+    times over the run (default 3), evenly (:func:`~neurofptt.quant.onchip.halving_period`).
     """
     out.mkdir(parents=True, exist_ok=True)
     task = load_flow_task(cfg)
@@ -161,7 +162,7 @@ def stage_train_onchip(
         epochs=cfg.train.epochs,
         seed=cfg.train.seed,
         shift_offset=offset,
-        halve_every=cfg.train.onchip_halve_every,
+        halve_every=halving_period(cfg.train.epochs, cfg.train.onchip_halvings),
         progress=show,
     )
     history.net.save(out / QUANTIZED)

@@ -30,6 +30,7 @@ lanes = 2
 [hardware.learning]
 supervised_steps = 5
 lr_shift_rec = 22
+rounding = "nearest"
 [train]
 epochs = 4
 [flow]
@@ -65,14 +66,18 @@ def test_golden_engine_learns_the_cue_task(tmp_path: Path, rule: str, capsys) ->
     assert again_record["init"].endswith("quantized.npz")
     # from a trained network the host lowers the rates (train.onchip_finetune_shift, default 5,
     # plus alpha_shift - 1, default 3, for FPTT)
+    # on top, four epochs halve the rate three times (train.onchip_halvings): every epoch
     offset = {"eprop": 5, "fptt": 8}[rule]
-    assert [r["error_shift_offset"] for r in again_record["history"]] == [offset] * 4
-    assert [r["error_shift_offset"] for r in record["history"]] == [0] * 4
+    halvings = [0, 1, 2, 3]
+    assert [r["error_shift_offset"] for r in again_record["history"]] == [
+        offset + k for k in halvings
+    ]
+    assert [r["error_shift_offset"] for r in record["history"]] == halvings
 
 
 def test_golden_engine_halves_the_rate_on_schedule(tmp_path: Path) -> None:
     config = tmp_path / "cue.toml"
-    config.write_text(CUE.replace("epochs = 4", "epochs = 2\nonchip_halve_every = 1"))
+    config.write_text(CUE.replace("epochs = 4", "epochs = 2\nonchip_halvings = 1"))
     out = tmp_path / "out"
     args = ["train", "--engine", "golden", "--config", str(config), "--no-progress"]
     assert main([*args, "--rule", "eprop", "--out", str(out)]) == 0

@@ -25,6 +25,7 @@ from neurofptt.quant.onchip import (
     LearningState,
     beta_shift,
     fan_in_spreads,
+    halving_period,
     learning_cycles_per_update,
     learning_memory_bits,
     learning_memory_overhead,
@@ -601,10 +602,30 @@ def test_rate_schedule_raises_the_error_shift() -> None:
     # a constant offset (the rate for adapting a trained network) under the schedule
     history = train_onchip(net, load_cue_task(seed=0), epochs=3, shift_offset=3, halve_every=2)
     assert [r["error_shift_offset"] for r in history.epochs] == [3, 3, 4]
+    floor = QuantizedNetwork(CUE_HW, net.w_in, net.w_rec, net.w_out)
+    with pytest.warns(UserWarning, match="rounding = 'nearest'"):
+        train_onchip(floor, load_cue_task(seed=0), epochs=2, halve_every=1)
     with pytest.raises(ConfigError, match="halve_every must be >= 0"):
         train_onchip(net, load_cue_task(seed=0), epochs=1, halve_every=-1)
     with pytest.raises(ConfigError, match="shift_offset must be >= 0"):
         train_onchip(net, load_cue_task(seed=0), epochs=1, shift_offset=-1)
+
+
+def test_halving_period_scales_with_the_run() -> None:
+    """The rate halves at most ``halvings`` times, evenly over the run, whatever its length."""
+    assert halving_period(30, 3) == 8 and halving_period(3, 3) == 1 and halving_period(10, 3) == 3
+    assert halving_period(30, 0) == 0
+    for epochs in range(1, 40):
+        for halvings in range(1, 6):
+            period = halving_period(epochs, halvings)
+            offsets = [(epoch - 1) // period for epoch in range(1, epochs + 1)]
+            lengths = [offsets.count(k) for k in range(offsets[-1] + 1)]
+            assert offsets[-1] <= halvings and len(set(lengths[:-1])) <= 1
+            assert lengths[-1] <= lengths[0]
+            if epochs % (halvings + 1) == 0:
+                assert offsets[-1] == halvings and len(set(lengths)) == 1
+    with pytest.raises(ConfigError, match="halvings >= 0"):
+        halving_period(3, -1)
 
 
 @pytest.mark.parametrize("mode", ["eprop", "fptt"])

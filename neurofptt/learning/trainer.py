@@ -84,9 +84,10 @@ class TrainConfig:
     surrogate: str = "fast_sigmoid"
     slope: float = 5.0
     input_gain: float = 2.0
-    #: golden engine (on-chip learning): halve the rate every this many epochs (0: never); a
-    #: full 30-epoch run ends at an eighth of the starting rate, as the float run's cosine decays
-    onchip_halve_every: int = 8
+    #: golden engine (on-chip learning): halve the rate this many times over the run, evenly
+    #: (0: never; :func:`neurofptt.quant.onchip.halving_period`), as the float run's cosine
+    #: decays: a 30-epoch run halves every 8 epochs and ends at an eighth of its first rate
+    onchip_halvings: int = 3
     #: golden engine from a trained network (--init): every update's error shift is raised by
     #: this much (rates 2**-N of learning from scratch), by alpha_shift - 1 more for FPTT
     #: (:func:`neurofptt.onchip_flow.finetune_offset`)
@@ -101,7 +102,7 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}"
             )
-        for name in ("qat_epochs", "onchip_halve_every", "onchip_finetune_shift"):
+        for name in ("qat_epochs", "onchip_halvings", "onchip_finetune_shift"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("epochs", "batch_size", "layers"):

@@ -105,6 +105,7 @@ decays per synapse with ``beta (1 - z_j)``; the hardware keeps the presynaptic t
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -505,6 +506,22 @@ class OnchipHistory:
     epochs: list[dict[str, float]]
 
 
+def halving_period(epochs: int, halvings: int) -> int:
+    """The ``halve_every`` of :func:`train_onchip` that halves the rate of a run of ``epochs``
+    at most ``halvings`` times, evenly: ``ceil(epochs / (halvings + 1))`` (0, a constant rate,
+    for ``halvings = 0``).
+
+    The schedule scales with the run as the float reference's cosine does: 30 epochs halve
+    every 8 (the rate ends at an eighth), 3 epochs every epoch.  A fixed period would leave a
+    short run at its first rate, where learning one sample at a time is at its noisiest.
+    """
+    if epochs < 1 or halvings < 0:
+        raise ConfigError(
+            f"a halving schedule needs epochs >= 1 and halvings >= 0, got {epochs}, {halvings}"
+        )
+    return -(-epochs // (halvings + 1)) if halvings else 0
+
+
 def train_onchip(
     net: QuantizedNetwork,
     task: TaskData,
@@ -523,7 +540,8 @@ def train_onchip(
     the rate of all three matrices; adapting a trained network wants smaller steps than learning
     from scratch), and ``halve_every`` (0: never) raises it by one more every that many epochs.
     The schedule pays off with ``rounding = "nearest"``; with ``"floor"`` the shifts' downward
-    bias grows as the errors shrink (``docs/hardware.md`` section 9).
+    bias grows as the errors shrink (``docs/hardware.md`` section 9), and lowering the rate with
+    it warns.
 
     ``mode`` (``"eprop"``/``"fptt"``) overrides ``net.config.learning.mode``; a config without a
     learning section gets the default :class:`LearningConfig` of that mode.  ``progress`` is
@@ -550,6 +568,14 @@ def train_onchip(
         raise ConfigError(f"halve_every must be >= 0 (0: a constant rate), got {halve_every}")
     if shift_offset < 0:
         raise ConfigError(f"shift_offset must be >= 0 (it lowers the rate), got {shift_offset}")
+    lowered = shift_offset > 0 or 0 < halve_every < epochs
+    if cfg.learning.rounding == "floor" and lowered:
+        warnings.warn(
+            "the rate is lowered through the error shift while hardware.learning.rounding = "
+            "'floor': the flooring shifts then bias every factor downward and learning drifts; "
+            "set rounding = 'nearest' (or train.onchip_halvings = 0 for a constant rate)",
+            stacklevel=2,
+        )
     net = QuantizedNetwork(cfg, net.w_in, net.w_rec, net.w_out)
     x, y = task.train.numpy_spikes(), task.train.y.numpy()
     x_test, y_test = task.test.numpy_spikes(), task.test.y.numpy()

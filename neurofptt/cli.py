@@ -11,7 +11,22 @@ import json
 import sys
 from pathlib import Path
 
+from neurofptt.bench.rules import bench_rules, format_table, plot_records
 from neurofptt.errors import ConfigError, NeurofpttError, VerificationError
+from neurofptt.flow import stages as flow
+from neurofptt.flow.config import FlowConfig
+from neurofptt.flow.onchip import run_learning_flow, stage_train_onchip
+from neurofptt.flow.report import write_report
+from neurofptt.flow.run import run_flow
+from neurofptt.flow.stages import (
+    LEARNING_VERIFY_SAMPLES,
+    check_learning_record,
+    stage_verify_learning,
+)
+from neurofptt.io import write_json
+from neurofptt.studies.reproduce import results_table, run_reproduction
+from neurofptt.studies.sweep import load_sweep, summary_table
+from neurofptt.studies.sweep import run_sweep as run_grid
 
 
 def _add_common(p: argparse.ArgumentParser, *, config: bool = True, quick: bool = True) -> None:
@@ -140,8 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> object:
-    from neurofptt import flow
-    from neurofptt.flowconfig import FlowConfig
 
     if args.command == "bench":
         return run_bench(args)
@@ -155,15 +168,12 @@ def run(args: argparse.Namespace) -> object:
         cfg = FlowConfig.load(args.config, quick=getattr(args, "quick", False))
     if args.command == "flow":
         if args.learning is not None:
-            from neurofptt.onchip_flow import run_learning_flow
-
             metrics = run_learning_flow(cfg, out, args.learning, progress=not args.no_progress)
             return {k: v for k, v in metrics.items() if k != "onchip_history"}
-        return flow.run_flow(cfg, out, progress=not args.no_progress, resume=args.resume)
+        return run_flow(cfg, out, progress=not args.no_progress, resume=args.resume)
     if args.command == "train":
         if args.engine == "golden":
             cfg = cfg.override(task=args.task)
-            from neurofptt.onchip_flow import stage_train_onchip
 
             record = stage_train_onchip(
                 cfg, out, args.rule or "fptt", init=args.init, progress=not args.no_progress
@@ -192,8 +202,6 @@ def run(args: argparse.Namespace) -> object:
             out, args.verilog, args.top or flow.CORE_NAME, args.family, args.pnr
         )
     if args.command == "report":
-        from neurofptt.report import write_report
-
         return write_report(out)
     raise AssertionError(args.command)
 
@@ -201,11 +209,6 @@ def run(args: argparse.Namespace) -> object:
 def run_verify_learning(args: argparse.Namespace) -> dict:
     """``verify --learn``: the learning testbench; any mismatch fails the command (after
     ``verify_learning.json`` is written)."""
-    from neurofptt.flow import (
-        LEARNING_VERIFY_SAMPLES,
-        check_learning_record,
-        stage_verify_learning,
-    )
 
     if args.verilog is not None:
         raise ConfigError(
@@ -219,8 +222,6 @@ def run_verify_learning(args: argparse.Namespace) -> dict:
 
 
 def run_sweep(args: argparse.Namespace) -> list[dict]:
-    from neurofptt.sweep import load_sweep, summary_table
-    from neurofptt.sweep import run_sweep as run_grid
 
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
@@ -231,7 +232,6 @@ def run_sweep(args: argparse.Namespace) -> list[dict]:
 
 
 def run_reproduce(args: argparse.Namespace) -> dict:
-    from neurofptt.reproduce import results_table, run_reproduction
 
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
@@ -242,8 +242,6 @@ def run_reproduce(args: argparse.Namespace) -> dict:
 
 
 def run_bench(args: argparse.Namespace) -> list[dict]:
-    from neurofptt.bench.rules import bench_rules, format_table, plot_records
-    from neurofptt.flow import write_json
 
     try:
         lengths = [int(t) for t in args.T.split(",")]

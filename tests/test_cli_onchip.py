@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from neurofptt.cli import main
-from neurofptt.flow import LEARNING_VERIFY_SAMPLES
-from neurofptt.flowconfig import FlowConfig
-from neurofptt.onchip_flow import DEFAULT_LEARNING, finetune_offset, initial_network
+from neurofptt.flow.config import FlowConfig
+from neurofptt.flow.onchip import DEFAULT_LEARNING, finetune_offset, initial_network
+from neurofptt.flow.stages import LEARNING_VERIFY_SAMPLES
+from neurofptt.onchip import random_network
 from neurofptt.quant import HardwareConfig, QuantizedNetwork
-from neurofptt.quant.onchip import random_network
 
 CUE = """
 [hardware]
@@ -208,7 +208,7 @@ def test_verify_learn_refuses_what_cannot_learn(tmp_path: Path, capsys) -> None:
 def test_verify_learn_fails_on_a_mismatch(tmp_path: Path, capsys, monkeypatch) -> None:
     """A mismatch of the learning RTL fails the command with the report, after writing
     ``verify_learning.json`` (the simulation is replaced by a result holding mismatches)."""
-    import neurofptt.verify
+    from neurofptt.flow import stages
     from neurofptt.verify import LearningRtlResult, Mismatch
     from neurofptt.verify.learning import golden_learning_run
 
@@ -229,7 +229,7 @@ def test_verify_learn_fails_on_a_mismatch(tmp_path: Path, capsys, monkeypatch) -
             log_file=Path(work_dir) / "sim.log",
         )
 
-    monkeypatch.setattr(neurofptt.verify, "run_rtl_learning", fake_run)
+    monkeypatch.setattr(stages, "run_rtl_learning", fake_run)
     model = str(tmp_path / "learning.npz")
     args = ["verify", "--learn", "--model", model, "--task", "cue", "--out", str(tmp_path)]
     assert main(args) == 2

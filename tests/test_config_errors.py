@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from neurofptt.errors import ConfigError, ShapeError
-from neurofptt.flowconfig import FlowConfig
+from neurofptt.flow.config import FlowConfig
 from neurofptt.models import SpikingRNN
 from neurofptt.quant import HardwareConfig, QuantizedNetwork, golden_run
 

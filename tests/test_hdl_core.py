@@ -28,11 +28,10 @@ def simulate(
     spikes: np.ndarray,
     backpressure: bool = False,
     seed: int = 0,
-    lanes: int = 1,
 ):
     """Drive ``spikes`` (B, T, n_in) through LifCore; return spikes, readout, per-step cycles."""
     cfg = net.config
-    dut = LifCore(net, lanes)
+    dut = LifCore(net)
     batch, steps, _ = spikes.shape
     rng = random.Random(seed)
     out_spikes = np.zeros((batch, steps, cfg.n_rec), bool)
@@ -142,12 +141,13 @@ CONFIGS = [
 )
 def test_core_matches_golden(cfg: HardwareConfig, lanes: int, backpressure: bool) -> None:
     rng = np.random.default_rng(1234)
+    cfg = cfg.replace(lanes=lanes)
     net = _random_net(cfg, rng)
     spikes = (rng.random((2, 6, cfg.n_in)) < 0.6).astype(np.uint8)
     spikes[0, 2] = 1  # an all-spike step
     spikes[1, 1] = 0  # a silent step
     golden = golden_run(net, spikes)
-    got_spikes, got_readout, step_cycles = simulate(net, spikes, backpressure, seed=7, lanes=lanes)
+    got_spikes, got_readout, step_cycles = simulate(net, spikes, backpressure, seed=7)
     np.testing.assert_array_equal(got_spikes, golden.spikes)
     np.testing.assert_array_equal(got_readout, golden.readout)
     if not backpressure:
@@ -156,9 +156,7 @@ def test_core_matches_golden(cfg: HardwareConfig, lanes: int, backpressure: bool
             [np.zeros((2, 1), np.int64), golden.spikes.sum(axis=2)[:, :-1]], axis=1
         )
         new = golden.spikes.sum(axis=2)
-        expected = np.vectorize(lambda e, p, s: cycles_per_step(cfg, e, p, s, lanes))(
-            n_events, prev, new
-        )
+        expected = np.vectorize(lambda e, p, s: cycles_per_step(cfg, e, p, s))(n_events, prev, new)
         np.testing.assert_array_equal(step_cycles, expected)
 
 
@@ -181,9 +179,9 @@ def _read_mem(path, bits: int, lanes: int) -> np.ndarray:
 
 @pytest.mark.parametrize("lanes", [1, 3])
 def test_generated_files(tmp_path, lanes: int) -> None:
-    cfg = CONFIGS[0]
+    cfg = CONFIGS[0].replace(lanes=lanes)
     net = _net(cfg)
-    design = generate_verilog(net, tmp_path, name="core_x", lanes=lanes)
+    design = generate_verilog(net, tmp_path, name="core_x")
     assert design.verilog.name == "core_x.v"
     text = design.verilog.read_text()
     assert "module core_x(" in text
@@ -235,9 +233,11 @@ def test_generation_is_deterministic(tmp_path) -> None:
 def test_bad_arguments() -> None:
     net = _net(CONFIGS[1])
     with pytest.raises(ConfigError, match="lanes"):
-        LifCore(net, lanes=0)
+        net.config.replace(lanes=0)
+    with pytest.raises(ConfigError, match="lanes"):
+        net.config.replace(lanes=65)
     with pytest.raises(ConfigError, match="Verilog identifier"):
         render_verilog(net, name="9 bad")
     with pytest.raises(ValueError, match="n_prev_spikes"):
         cycles_per_step(net.config, 0, 2, 0)
-    assert cycles_per_step(CONFIGS[0], 2, 1, 3, lanes=2) == 3 * (2 + 1 + 1) + 1 * 3 + 2 + 4
+    assert cycles_per_step(CONFIGS[0].replace(lanes=2), 2, 1, 3) == 3 * (2 + 1 + 1) + 1 * 3 + 2 + 4

@@ -14,28 +14,29 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from neurofptt.errors import ConfigError
-from neurofptt.flowconfig import FlowConfig
+from neurofptt.flow.config import FlowConfig
+from neurofptt.flow.onchip_train import halving_period, train_onchip
+from neurofptt.hdl.cost import (
+    learning_cycles_per_update,
+    learning_memory_bits,
+    learning_memory_overhead,
+)
 from neurofptt.learning.eprop import EligibilityTracer
 from neurofptt.models import SpikingRNN
-from neurofptt.quant import HardwareConfig, QuantizedNetwork, golden_run
-from neurofptt.quant.config import LearningConfig
-from neurofptt.quant.lfsr import LEAP, lfsr_step
-from neurofptt.quant.onchip import (
+from neurofptt.onchip import (
     MATRICES,
     LearningState,
     beta_shift,
     fan_in_spreads,
-    halving_period,
-    learning_cycles_per_update,
-    learning_memory_bits,
-    learning_memory_overhead,
     learning_step,
     random_network,
     run_sample,
     softmax_error,
     step_schedule,
-    train_onchip,
 )
+from neurofptt.quant import HardwareConfig, QuantizedNetwork, golden_run
+from neurofptt.quant.config import LearningConfig
+from neurofptt.quant.lfsr import LEAP, lfsr_step
 from neurofptt.quant.quantizer import dequantize_into
 from neurofptt.tasks.cue import load_cue_task
 from neurofptt.tasks.digits import load_digits_task
@@ -545,7 +546,7 @@ def test_memory_overhead_and_cycles() -> None:
     assert learning_cycles_per_update(cfg.replace(learning=LearningConfig(mode="fptt"))) == (
         256 + 512 * 16 + 4
     )
-    assert learning_cycles_per_update(cfg, lanes=1) == 256 * 16 + 512 * 256 + 3
+    assert learning_cycles_per_update(cfg.replace(lanes=1)) == 256 * 16 + 512 * 256 + 3
     with pytest.raises(ConfigError, match="learning mode 'sgd'"):
         learning_memory_bits(cfg, "sgd")
 

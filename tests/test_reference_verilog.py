@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from neurofptt.flow import CORE_NAME
-from neurofptt.flowconfig import DEFAULT_HARDWARE
+from neurofptt.flow.config import DEFAULT_HARDWARE
+from neurofptt.flow.stages import CORE_NAME
 from neurofptt.hdl import generate_verilog
 from neurofptt.quant import QuantizedNetwork
 

@@ -15,7 +15,7 @@ import pytest
 
 from neurofptt.cli import main
 from neurofptt.errors import ConfigError
-from neurofptt.reproduce import REPRODUCTIONS, get_reproduction
+from neurofptt.studies.reproduce import REPRODUCTIONS, get_reproduction
 
 KEYS = {"method", "metric_name", "mean", "std", "seeds", "values", "paper", "budget"}
 

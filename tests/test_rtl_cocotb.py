@@ -192,11 +192,10 @@ def test_campaign_size() -> None:
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_rtl_matches_golden(case: Case, tmp_path) -> None:
     rng = np.random.default_rng(case.seed)
-    net = random_network(case.config, rng, case.weight_scale)
+    cfg = case.config.replace(lanes=case.lanes)
+    net = random_network(cfg, rng, case.weight_scale)
     spikes = random_spikes(case, rng)
-    result = run_rtl(
-        net, spikes, tmp_path, backpressure=case.backpressure, seed=case.seed, lanes=case.lanes
-    )
+    result = run_rtl(net, spikes, tmp_path, backpressure=case.backpressure, seed=case.seed)
     assert result.complete
     assert result.n_mismatches == 0, f"case {case.name}, seed {case.seed}:\n{result.report()}"
     golden = result.golden
@@ -214,7 +213,7 @@ def test_rtl_matches_golden(case: Case, tmp_path) -> None:
     expected = np.array(
         [
             [
-                cycles_per_step(case.config, int(e), int(p), int(s), case.lanes)
+                cycles_per_step(cfg, int(e), int(p), int(s))
                 for e, p, s in zip(n_events[b], prev[b], new[b], strict=True)
             ]
             for b in range(case.batch)

@@ -5,7 +5,7 @@ Every case draws a small random configuration (both modes, both feedbacks, the t
 saturate), random weights, inputs and labels, runs several samples with learning, and after every
 update reads back every weight and every ``W_bar`` through the ``o_weights`` port.  Spikes and
 readouts of every step and the learned state after every update must equal
-:mod:`neurofptt.quant.onchip`.  Some cases load a second random weight set (and ``W_bar``
+:mod:`neurofptt.onchip`.  Some cases load a second random weight set (and ``W_bar``
 words, extremes included) through ``i_weights`` after the first sample, read it back, and learn
 on from it: the golden model restarts from :func:`~neurofptt.verify.learning.loaded_state`.
 
@@ -36,10 +36,11 @@ from neurofptt.hdl import (
     learn_event_layout,
     weight_dump_layout,
 )
+from neurofptt.hdl.cost import learning_cycles_per_update
 from neurofptt.hdl.learning import MATRIX_CODES
+from neurofptt.onchip import LearningState
 from neurofptt.quant import HardwareConfig, QuantizedNetwork
 from neurofptt.quant.config import LearningConfig
-from neurofptt.quant.onchip import LearningState, learning_cycles_per_update
 from neurofptt.verify import run_rtl_learning
 from neurofptt.verify.learning import (
     Snapshot,
@@ -523,12 +524,6 @@ def test_weight_mismatch_report_names_step_matrix_and_indices() -> None:
     assert str(records[0]) == (
         f"before sample 1 w_in[0, 0] after the load: expected {want}, actual {want - 1}"
     )
-
-
-def test_learning_needs_the_config_lanes() -> None:
-    case = random_case(0)
-    with pytest.raises(ConfigError, match="lanes"):
-        LifCore(case.net, lanes=case.net.config.lanes + 1)
 
 
 def _dump_after_loads(net: QuantizedNetwork, loads: list[list[int]]) -> list[list]:

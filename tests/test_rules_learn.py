@@ -76,7 +76,7 @@ def test_fpp_trains_a_tanh_rnn_on_cycleworld(tmp_path) -> None:
     CPU.  Measured on one machine (lr 0.1, seed 0): 0.93, 0.82, 0.97, 0.97, 0.91, 0.99, 0.99,
     0.99, 0.83, 0.83, 0.82, 0.68; with lr 0.05 and 0.03 the swings are as large
     (docs/results.md reports the seed spread on the full task)."""
-    from neurofptt.experiment import ExperimentConfig, run_experiment
+    from neurofptt.studies.experiment import ExperimentConfig, run_experiment
 
     cfg = ExperimentConfig.from_dict(
         {

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from neurofptt import flow
 from neurofptt.errors import ConfigError
-from neurofptt.sweep import RESULTS, load_sweep, read_results, run_sweep, summary_table
+from neurofptt.flow import stages as flow
+from neurofptt.studies.sweep import RESULTS, load_sweep, read_results, run_sweep, summary_table
 
 BASE = """
 [base.hardware]
@@ -87,7 +87,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path: Path) -> N
                        batch_size=8)  # fmt: skip
     out = tmp_path / "out"
     code = (
-        "from neurofptt.sweep import load_sweep, run_sweep; "
+        "from neurofptt.studies.sweep import load_sweep, run_sweep; "
         f"run_sweep(load_sweep({str(path)!r}), {str(out)!r}, workers=1, progress=False)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code])

@@ -10,8 +10,8 @@ import pytest
 from test_sweep import EXPERIMENT
 
 from neurofptt.errors import ConfigError, ToolMissingError
-from neurofptt.sweep import RESULTS, load_sweep, run_sweep
-from neurofptt.sweep_ray import run_jobs_with_ray
+from neurofptt.studies.ray_backend import run_jobs_with_ray
+from neurofptt.studies.sweep import RESULTS, load_sweep, run_sweep
 
 # the small TSFD experiment sweep of test_sweep.py, with a backend and a 4-run grid
 SWEEP = (

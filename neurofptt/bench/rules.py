@@ -21,7 +21,10 @@ from typing import Any
 
 import torch
 
+from neurofptt.bench.spikingjelly_fptt import train_one_batch
 from neurofptt.errors import ConfigError
+from neurofptt.learning.registry import build_model, check_combination
+from neurofptt.learning.trainer import TrainConfig, make_rule
 
 DEFAULT_RULES = ("bptt", "tbptt", "fptt", "eprop")
 EXTERNAL_RULES = ("spikingjelly-fptt",)
@@ -36,8 +39,6 @@ def measure(
     rule: str, model_name: str, steps: int, batch: int, hidden: int, n_in: int, seed: int = 0
 ) -> dict[str, Any]:
     """Train one batch of ``steps``-long random spike sequences; runs in the calling process."""
-    from neurofptt.learning.registry import build_model
-    from neurofptt.learning.trainer import TrainConfig, make_rule
 
     torch.manual_seed(seed)
     torch.set_num_threads(1)
@@ -45,8 +46,6 @@ def measure(
     warm = (torch.rand(batch, 4, n_in) < 0.2).float()
     x = (torch.rand(batch, steps, n_in) < 0.2).float()
     if rule == "spikingjelly-fptt":
-        from neurofptt.bench.spikingjelly_fptt import train_one_batch
-
         train_one_batch(warm.transpose(0, 1), y, hidden, 10)
         x_seq = x.transpose(0, 1).contiguous()  # time first, copied before the measurement
         before = _peak_rss_bytes()
@@ -133,8 +132,6 @@ def bench_rules(
     hidden: int = 128,
     n_in: int = 32,
 ) -> list[dict[str, Any]]:
-    from neurofptt.learning.registry import check_combination
-
     for rule in rules:
         if rule not in EXTERNAL_RULES:
             check_combination(rule, model_name)

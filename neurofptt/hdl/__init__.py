@@ -1,21 +1,16 @@
-"""The accelerator: the Amaranth LIF core and its Verilog generator."""
+"""The accelerator: Amaranth components of the LIF core and its learning unit, their ports and
+lane layout, the cost model (cycles and memory bits), the Verilog writer and FPGA synthesis."""
 
-from neurofptt.hdl.core import (
-    MAX_LANES,
-    READ_WEIGHTS,
-    EventKind,
-    LifCore,
-    check_lanes,
-    core_signature,
+from neurofptt.hdl.core import LifCore
+from neurofptt.hdl.cost import (
     cycles_per_clear,
     cycles_per_load,
     cycles_per_step,
     cycles_per_update,
-    event_layout,
-    learn_event_layout,
-    memory_images,
-    readout_layout,
-    weight_dump_layout,
+    learning_cycles_per_update,
+    learning_memory_bits,
+    learning_memory_overhead,
+    weight_words,
 )
 from neurofptt.hdl.generate import (
     GeneratedDesign,
@@ -23,6 +18,17 @@ from neurofptt.hdl.generate import (
     generate_verilog,
     render_verilog,
 )
+from neurofptt.hdl.ports import (
+    MAX_LANES,
+    READ_WEIGHTS,
+    EventKind,
+    core_signature,
+    event_layout,
+    learn_event_layout,
+    readout_layout,
+    weight_dump_layout,
+)
+from neurofptt.hdl.rows import lane_words, memory_images
 
 __all__ = [
     "MAX_LANES",
@@ -30,7 +36,6 @@ __all__ = [
     "EventKind",
     "GeneratedDesign",
     "LifCore",
-    "check_lanes",
     "core_signature",
     "cycles_per_clear",
     "cycles_per_load",
@@ -39,9 +44,14 @@ __all__ = [
     "design_description",
     "event_layout",
     "generate_verilog",
+    "lane_words",
     "learn_event_layout",
+    "learning_cycles_per_update",
+    "learning_memory_bits",
+    "learning_memory_overhead",
     "memory_images",
     "readout_layout",
     "render_verilog",
     "weight_dump_layout",
+    "weight_words",
 ]

@@ -38,50 +38,18 @@ consecutive addresses; lanes beyond ``n_rec`` / ``n_out`` in the last row hold z
 
 from __future__ import annotations
 
-import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
-from neurofptt.errors import ConfigError
-from neurofptt.quant.config import HardwareConfig
+from neurofptt.hdl.arith import leak, saturate
+from neurofptt.hdl.learning import LearningUnit
+from neurofptt.hdl.ports import READ_WEIGHTS, EventKind, core_signature, index_bits
+from neurofptt.hdl.rows import lowest_set, memory_images, next_row_lane
+from neurofptt.quant.config import lane_rows
 from neurofptt.quant.network import QuantizedNetwork
 
-__all__ = [
-    "MAX_LANES",
-    "EventKind",
-    "READ_WEIGHTS",
-    "LifCore",
-    "check_lanes",
-    "core_signature",
-    "cycles_per_clear",
-    "cycles_per_load",
-    "cycles_per_step",
-    "cycles_per_update",
-    "event_layout",
-    "lane_words",
-    "learn_event_layout",
-    "memory_images",
-    "readout_layout",
-    "weight_dump_layout",
-]
-
-MAX_LANES = 64
-
-
-class EventKind(enum.Enum, shape=2):
-    """Kind of an address event on ``i_event`` / ``o_spike``."""
-
-    SPIKE = 0  #: the neuron or input ``index`` spiked in this step
-    STEP = 1  #: end of the step's events: run the neuron update
-    CLEAR = 2  #: zero all state: the start of a new sample
-
-
-#: ``i_event`` kind of a learning core (``kind`` 3, unused by ``EventKind``): stream every weight
-#: word out on ``o_weights``.  Not an ``EventKind`` member, so an inference-only core's Verilog and
-#: ``design.json`` do not change.
-READ_WEIGHTS = 3
+__all__ = ["LifCore"]
 
 
 class _Op(enum.Enum, shape=3):
@@ -96,228 +64,6 @@ class _Op(enum.Enum, shape=3):
     CLEAR = 5  # zero state[r] and readout[r]
 
 
-def _index_bits(n: int) -> int:
-    """Width of an index into ``n`` items; the same rule as ``HardwareConfig.index_bits``."""
-    return max(1, (n - 1).bit_length())
-
-
-def _rows(n: int, lanes: int) -> int:
-    return -(-n // lanes)
-
-
-def check_lanes(lanes: int) -> int:
-    """Validate the number of parallel lanes."""
-    if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= MAX_LANES:
-        raise ConfigError(
-            f"lanes = {lanes!r} must be an integer between 1 and {MAX_LANES} "
-            "(postsynaptic neurons served per clock cycle)"
-        )
-    return lanes
-
-
-def event_layout(n: int) -> data.StructLayout:
-    """Payload of an address event into ``n`` inputs (``kind`` in bits 0-1, ``index`` above)."""
-    return data.StructLayout({"kind": EventKind, "index": unsigned(_index_bits(n))})
-
-
-def readout_layout(config: HardwareConfig) -> data.StructLayout:
-    """Payload of a readout value (``index`` in the low bits, then ``value``, then ``last``)."""
-    return data.StructLayout(
-        {
-            "index": unsigned(_index_bits(config.n_out)),
-            "value": signed(config.membrane_bits),
-            "last": 1,
-        }
-    )
-
-
-def learn_event_layout(config: HardwareConfig) -> data.StructLayout:
-    """``i_event`` payload of a learning core: ``kind`` and ``index`` as in
-    :func:`event_layout`, then what a ``STEP`` asks for: ``learn`` (update after this step),
-    ``label`` (the target readout) and ``shift`` (the error shift ``b_t``, at most
-    ``membrane_bits``: a larger shift leaves only the sign, as ``membrane_bits`` does)."""
-    return data.StructLayout(
-        {
-            "kind": EventKind,
-            "index": unsigned(_index_bits(config.n_in)),
-            "learn": 1,
-            "label": unsigned(_index_bits(config.n_out)),
-            "shift": unsigned(config.membrane_bits.bit_length()),
-        }
-    )
-
-
-def weight_dump_layout(config: HardwareConfig) -> data.StructLayout:
-    """``o_weights`` payload: one weight word (``lanes`` weights, lane 0 lowest), its matrix
-    (0 ``W_out``, 1 ``W_in``, 2 ``W_rec``), for FPTT the stored ``W_bar`` word of the same
-    address, and ``last`` on the final word."""
-    lc = config.learning
-    fields = {
-        "matrix": unsigned(2),
-        "w": data.ArrayLayout(signed(config.weight_bits), config.lanes),
-    }
-    if lc is not None and lc.mode == "fptt":
-        fields["wbar"] = data.ArrayLayout(signed(lc.wbar_bits), config.lanes)
-    fields["last"] = 1
-    return data.StructLayout(fields)
-
-
-def core_signature(config: HardwareConfig) -> wiring.Signature:
-    """The port signature of :class:`LifCore` for ``config`` (without ``clk`` and ``rst``).
-
-    A learning core's ``i_event`` carries :func:`learn_event_layout` and it has two more
-    streams with the :func:`weight_dump_layout` payload: ``o_weights`` (the dump out) and
-    ``i_weights`` (a load in, the dump's words in the dump's order)."""
-    if config.learning is None:
-        return wiring.Signature(
-            {
-                "i_event": In(stream.Signature(event_layout(config.n_in))),
-                "o_spike": Out(stream.Signature(event_layout(config.n_rec))),
-                "o_readout": Out(stream.Signature(readout_layout(config))),
-                "busy": Out(1),
-            }
-        )
-    return wiring.Signature(
-        {
-            "i_event": In(stream.Signature(learn_event_layout(config))),
-            "o_spike": Out(stream.Signature(event_layout(config.n_rec))),
-            "o_readout": Out(stream.Signature(readout_layout(config))),
-            "o_weights": Out(stream.Signature(weight_dump_layout(config))),
-            "i_weights": In(stream.Signature(weight_dump_layout(config))),
-            "busy": Out(1),
-        }
-    )
-
-
-def cycles_per_step(
-    config: HardwareConfig,
-    n_input_events: int,
-    n_prev_spikes: int,
-    n_new_spikes: int,
-    lanes: int | None = None,
-) -> int:
-    """Clock cycles of one step when events arrive back to back and both outputs are ready.
-
-    Counted from the cycle that accepts the step's first event (a ``SPIKE`` or the ``STEP``) to
-    the cycle in which the core can accept the next step's first event.  With
-    ``R = ceil(n_rec / lanes)`` and ``Ro = ceil(n_out / lanes)``::
-
-        R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 4
-
-    ``n_prev_spikes`` are the recurrent spikes of the previous step (0 after ``CLEAR``) and
-    ``n_new_spikes`` those of this step.
-    """
-    cfg = config
-    lanes = check_lanes(cfg.lanes if lanes is None else lanes)
-    for name, value, hi in (
-        ("n_input_events", n_input_events, cfg.n_in),
-        ("n_prev_spikes", n_prev_spikes, cfg.n_rec),
-        ("n_new_spikes", n_new_spikes, cfg.n_rec),
-    ):
-        if not 0 <= value <= hi:
-            raise ValueError(f"{name} = {value} must be between 0 and {hi}")
-    rows, out_rows = _rows(cfg.n_rec, lanes), _rows(cfg.n_out, lanes)
-    return rows * (n_input_events + n_prev_spikes + 1) + out_rows * n_new_spikes + cfg.n_out + 4
-
-
-def cycles_per_update(config: HardwareConfig) -> int:
-    """Extra clock cycles of a step that ends with a weight update (learning cores only).
-
-    One word (``lanes`` synapses) per cycle through ``W_out``, ``W_in`` and ``W_rec``, two idle
-    cycles between ``W_out`` and ``W_in`` and the pipeline's drain,
-    :func:`~neurofptt.quant.onchip.learning_cycles_per_update`, plus one cycle for the last
-    word's final stage."""
-    from neurofptt.quant.onchip import learning_cycles_per_update
-
-    return learning_cycles_per_update(config) + 1
-
-
-def cycles_per_load(config: HardwareConfig) -> int:
-    """Clock cycles of a weight load on ``i_weights`` (learning cores only) when the words
-    arrive back to back and no event is taken with the first one: one per word, counted like
-    :func:`cycles_per_step` from the cycle that takes the first word to the cycle in which the
-    core can take the next event (the one after the last word).
-
-    The words are those of a dump, one per address of ``W_out``, ``W_in`` and ``W_rec``:
-    ``n_rec * Ro + (n_in + n_rec) * R``, the words an update sweeps
-    (:func:`~neurofptt.quant.onchip.weight_words`)."""
-    from neurofptt.quant.onchip import weight_words
-
-    return weight_words(config)
-
-
-def cycles_per_clear(config: HardwareConfig, lanes: int | None = None) -> int:
-    """Clock cycles of a ``CLEAR`` event: ``max(R, Ro) + 1``."""
-    lanes = check_lanes(config.lanes if lanes is None else lanes)
-    return max(_rows(config.n_rec, lanes), _rows(config.n_out, lanes)) + 1
-
-
-def lane_words(w: np.ndarray, lanes: int) -> np.ndarray:
-    """``w`` (fan_out, fan_in) in memory order, ``(fan_in * rows, lanes)``: word
-    ``i * rows + r``, lane ``l`` holds ``w[r * lanes + l, i]``; padding lanes hold 0."""
-    fan_out, fan_in = w.shape
-    rows = _rows(fan_out, lanes)
-    padded = np.zeros((rows * lanes, fan_in), np.int64)
-    padded[:fan_out] = w
-    return padded.T.reshape(fan_in * rows, lanes)
-
-
-def _packed_rows(w: np.ndarray, lanes: int, bits: int) -> list[int]:
-    """Pack ``w`` (fan_out, fan_in) into words (:func:`lane_words`), lane ``l`` in bits
-    ``[l * bits, (l + 1) * bits)``."""
-    lanes_of = lane_words(w, lanes) & ((1 << bits) - 1)
-    return [sum(int(v) << (lane * bits) for lane, v in enumerate(word)) for word in lanes_of]
-
-
-def memory_images(net: QuantizedNetwork, lanes: int | None = None) -> dict[str, list[int]]:
-    """Initial contents of the weight memories in RTL address order.
-
-    Each word is an unsigned integer of ``lanes * weight_bits`` bits holding one two's-complement
-    weight per lane (lane 0 in the least significant bits).
-    """
-    lanes = check_lanes(net.config.lanes if lanes is None else lanes)
-    wb = net.config.weight_bits
-    return {
-        "w_in": _packed_rows(np.asarray(net.w_in), lanes, wb),
-        "w_rec": _packed_rows(np.asarray(net.w_rec), lanes, wb),
-        "w_out": _packed_rows(np.asarray(net.w_out), lanes, wb),
-    }
-
-
-def _saturate(m: Module, value, bits: int, name: str) -> Signal:
-    """``value`` clamped to the signed ``bits``-bit range (``.eq`` alone would wrap)."""
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    wide = Signal(value.shape(), name=f"{name}_wide")  # one adder, shared by the comparisons
-    out = Signal(signed(bits), name=name)
-    m.d.comb += [wide.eq(value), out.eq(Mux(wide > hi, hi, Mux(wide < lo, lo, wide)))]
-    return out
-
-
-def _leak(value, shift: int):
-    """``v - (v >> shift)`` with an arithmetic (flooring) shift; ``value`` must be signed."""
-    return value - (value >> shift)
-
-
-def _next_row_lane(m: Module, row: Signal, lane: Signal, lanes: int) -> None:
-    """Advance ``(row, lane)`` to the next value of a row-major walk over ``lanes`` lanes (lane
-    ``l`` of row ``r`` is item ``r * lanes + l``), as the readouts are visited."""
-    if lanes > 1:
-        with m.If(lane == lanes - 1):
-            m.d.sync += [lane.eq(0), row.eq(row + 1)]
-        with m.Else():
-            m.d.sync += lane.eq(lane + 1)
-    else:
-        m.d.sync += row.eq(row + 1)
-
-
-def _lowest_set(mask, width: int):
-    """Index of the lowest set bit of ``mask`` (0 if none)."""
-    index = Const(0, range(max(width, 2)))
-    for lane in reversed(range(width)):
-        index = Mux(mask[lane], lane, index)
-    return index
-
-
 class LifCore(wiring.Component):
     """A recurrent LIF layer with a leaky-integrator readout, built from a quantized network.
 
@@ -330,19 +76,10 @@ class LifCore(wiring.Component):
     ``busy`` then also covers a load that has started and not ended.
     """
 
-    def __init__(self, net: QuantizedNetwork, lanes: int | None = None) -> None:
-        try:
-            if not isinstance(net, QuantizedNetwork):
-                raise TypeError(f"LifCore needs a QuantizedNetwork, got {type(net).__name__}")
-            self.lanes = check_lanes(net.config.lanes if lanes is None else lanes)
-            if net.config.learning is not None and self.lanes != net.config.lanes:
-                raise ConfigError(
-                    f"lanes = {self.lanes} differs from config.lanes = {net.config.lanes}: with "
-                    "learning the random stream depends on the lanes, so set them in the config"
-                )
-        except (TypeError, ConfigError):
-            self._MustUse__silence = True  # never built: no "created but never used" warning
-            raise
+    def __init__(self, net: QuantizedNetwork) -> None:
+        if not isinstance(net, QuantizedNetwork):
+            raise TypeError(f"LifCore needs a QuantizedNetwork, got {type(net).__name__}")
+        self.lanes = net.config.lanes
         self.net = net
         self.config = net.config
         super().__init__(core_signature(net.config))
@@ -352,9 +89,9 @@ class LifCore(wiring.Component):
         cfg = self.config
         P = self.lanes
         n_in, n_rec, n_out = cfg.n_in, cfg.n_rec, cfg.n_out
-        R, Ro = _rows(n_rec, P), _rows(n_out, P)
+        R, Ro = lane_rows(n_rec, P), lane_rows(n_out, P)
         mb = cfg.membrane_bits
-        images = memory_images(self.net, P)
+        images = memory_images(self.net)
 
         # -- memories --------------------------------------------------------------------------
         weight_row = data.ArrayLayout(signed(cfg.weight_bits), P)
@@ -375,9 +112,6 @@ class LifCore(wiring.Component):
 
         learn = None
         if cfg.learning is not None:
-            # imported here: the learning unit builds on this module's helpers
-            from neurofptt.hdl.learning import LearningUnit
-
             learn = LearningUnit(m, self.net, P, learning_ports)
             learn.connect_dump(self.o_weights)
 
@@ -393,7 +127,7 @@ class LifCore(wiring.Component):
         ro_wr = readout.write_port()
         ro_rd = readout.read_port(transparent_for=(ro_wr,))
 
-        entry = data.StructLayout({"row": unsigned(_index_bits(R)), "mask": P})
+        entry = data.StructLayout({"row": unsigned(index_bits(R)), "mask": P})
         m.submodules.spikes = spikes = Memory(shape=entry, depth=R, init=[])
         sp_wr = spikes.write_port()
         sp_rd = spikes.read_port(transparent_for=(sp_wr,))  # REC and OUT phases
@@ -404,7 +138,7 @@ class LifCore(wiring.Component):
         waddr = Signal(range(max(n_in * R, n_rec * R, n_rec * Ro) + 1))
         p = Signal(range(R + 1))  # spike-list entries taken in REC / OUT
         rem = Signal(P)  # lanes of the current entry not yet visited
-        rem_row = Signal(_index_bits(R))
+        rem_row = Signal(index_bits(R))
         n_prev = Signal(range(R + 1))  # spike-list entries of the last completed step
         n_new = Signal(range(R + 1))  # entries written so far in UPDATE
 
@@ -443,12 +177,12 @@ class LifCore(wiring.Component):
         ]
         for lane in range(P):
             n = upd[lane]
-            leaked = _leak(n.v, cfg.leak_shift)
+            leaked = leak(n.v, cfg.leak_shift)
             if cfg.reset == "subtract":
                 base = leaked - Mux(n.z, cfg.threshold, 0)
             else:
                 base = Mux(n.z, 0, leaked)
-            m.d.sync += s2_v[lane].eq(_saturate(m, base + n.acc, mb, f"v_new_{lane}"))
+            m.d.sync += s2_v[lane].eq(saturate(m, base + n.acc, mb, f"v_new_{lane}"))
         z_new = Signal(P)
         for lane in range(P):
             spikes_now = s2_v[lane] > cfg.threshold
@@ -510,14 +244,14 @@ class LifCore(wiring.Component):
             """
             fresh = Signal(name=f"{name}_fresh")
             mask = Signal(P, name=f"{name}_mask")
-            row = Signal(_index_bits(R), name=f"{name}_row")
-            index = Signal(_index_bits(n_rec), name=f"{name}_index")
+            row = Signal(index_bits(R), name=f"{name}_row")
+            index = Signal(index_bits(n_rec), name=f"{name}_index")
             left = Signal(P, name=f"{name}_left")
             m.d.comb += [
                 fresh.eq(rem_mask == 0),
                 mask.eq(Mux(fresh, list_data.mask, rem_mask)),
                 row.eq(Mux(fresh, list_data.row, rem_r)),
-                index.eq(row * P + _lowest_set(mask, P) if P > 1 else row),
+                index.eq(row * P + lowest_set(mask, P) if P > 1 else row),
                 left.eq(mask & (mask - 1)),
             ]
             return index, left, row, fresh
@@ -527,11 +261,11 @@ class LifCore(wiring.Component):
         e_count = Signal.like(n_prev)
         e_ptr = Signal.like(n_prev)
         e_rem = Signal(P)
-        e_row = Signal(_index_bits(R))
+        e_row = Signal(index_bits(R))
         e_step_issued = Signal()
         e_valid = Signal()
         e_kind = Signal(EventKind)
-        e_index = Signal(_index_bits(n_rec))
+        e_index = Signal(index_bits(n_rec))
         e_start = Signal()
         e_advance = Signal()
         m.d.comb += [
@@ -580,12 +314,12 @@ class LifCore(wiring.Component):
         ro_row = Signal(range(Ro + 1))
         ro_lane = Signal(range(max(P, 2)))
         ro_kk = Signal(range(max(n_out, 2)))
-        ro_kk_row = Signal(_index_bits(Ro))
+        ro_kk_row = Signal(index_bits(Ro))
         ro_kk_lane = Signal(range(max(P, 2)))
         ro_valid = Signal()
         ro_advance = Signal()
         sel = ro[ro_kk_lane] if P > 1 else ro[0]
-        o_new = _saturate(m, _leak(sel.o, cfg.out_leak_shift) + sel.acc, mb, "o_new")
+        o_new = saturate(m, leak(sel.o, cfg.out_leak_shift) + sel.acc, mb, "o_new")
         m.d.comb += [
             ro_advance.eq(~ro_valid | self.o_readout.ready),
             self.o_readout.valid.eq(ro_valid),
@@ -742,7 +476,7 @@ class LifCore(wiring.Component):
                             ro_kk_lane.eq(ro_lane),
                             ro_k.eq(ro_k + 1),
                         ]
-                        _next_row_lane(m, ro_row, ro_lane, P)
+                        next_row_lane(m, ro_row, ro_lane, P)
                     with m.Else():
                         m.d.sync += ro_valid.eq(0)
                         if learn is None:

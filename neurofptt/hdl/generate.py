@@ -24,20 +24,21 @@ from amaranth.hdl import Shape
 from amaranth.lib import wiring
 
 from neurofptt.errors import ConfigError
-from neurofptt.hdl.core import (
+from neurofptt.hdl.core import LifCore
+from neurofptt.hdl.ports import (
     READ_WEIGHTS,
     EventKind,
-    LifCore,
-    check_lanes,
     core_signature,
     event_layout,
     learn_event_layout,
-    memory_images,
     readout_layout,
     weight_dump_layout,
 )
-from neurofptt.quant.network import QuantizedNetwork, atomic_write_bytes
-from neurofptt.quant.onchip import quotient_bits
+from neurofptt.hdl.rows import memory_images
+from neurofptt.io import atomic_write_bytes
+from neurofptt.onchip.factors import quotient_bits
+from neurofptt.quant.config import lane_rows
+from neurofptt.quant.network import QuantizedNetwork
 
 __all__ = ["GeneratedDesign", "design_description", "generate_verilog", "render_verilog"]
 
@@ -126,12 +127,10 @@ def _add_time_zero_kick(text: str) -> str:
     return _ALWAYS_TRIGGER.sub(insert, text)
 
 
-def render_verilog(
-    net: QuantizedNetwork, name: str = "neurofptt_core", *, lanes: int | None = None
-) -> str:
+def render_verilog(net: QuantizedNetwork, name: str = "neurofptt_core") -> str:
     """Return the Verilog text of the core for ``net`` (top module ``name``)."""
     _check_name(name)
-    core = LifCore(net, lanes)
+    core = LifCore(net)
     return _add_time_zero_kick(verilog.convert(core, name=name, emit_src=False))
 
 
@@ -158,13 +157,11 @@ def _fields(layout) -> list[dict[str, Any]]:
     return [{"name": name, "lsb": field.offset, "width": field.width} for name, field in layout]
 
 
-def design_description(
-    net: QuantizedNetwork, name: str = "neurofptt_core", *, lanes: int | None = None
-) -> dict[str, Any]:
+def design_description(net: QuantizedNetwork, name: str = "neurofptt_core") -> dict[str, Any]:
     """The content of ``design.json``."""
     cfg = net.config
-    lanes = check_lanes(net.config.lanes if lanes is None else lanes)
-    rows, out_rows = -(-cfg.n_rec // lanes), -(-cfg.n_out // lanes)
+    lanes = cfg.lanes
+    rows, out_rows = lane_rows(cfg.n_rec, lanes), lane_rows(cfg.n_out, lanes)
     wb = cfg.weight_bits
     neuron_bits = cfg.acc_bits + cfg.membrane_bits + 1
     readout_bits = cfg.acc_bits + cfg.membrane_bits
@@ -250,8 +247,6 @@ def generate_verilog(
     net: QuantizedNetwork,
     out_dir: str | Path,
     name: str = "neurofptt_core",
-    *,
-    lanes: int | None = None,
 ) -> GeneratedDesign:
     """Write the Verilog, the weight memory images and ``design.json`` into ``out_dir``.
 
@@ -259,7 +254,7 @@ def generate_verilog(
     Icarus build that depends on them) stay valid.
     """
     _check_name(name)
-    lanes = check_lanes(net.config.lanes if lanes is None else lanes)
+    lanes = net.config.lanes
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = net.config
@@ -272,15 +267,15 @@ def generate_verilog(
         w_out_mem=out_dir / "w_out.mem",
         design_json=out_dir / "design.json",
     )
-    _write_if_changed(design.verilog, render_verilog(net, name, lanes=lanes))
-    images = memory_images(net, lanes)
+    _write_if_changed(design.verilog, render_verilog(net, name))
+    images = memory_images(net)
     for key, path in (
         ("w_in", design.w_in_mem),
         ("w_rec", design.w_rec_mem),
         ("w_out", design.w_out_mem),
     ):
         _write_if_changed(path, mem_text(images[key], lanes * cfg.weight_bits))
-    text = json.dumps(design_description(net, name, lanes=lanes), indent=2) + "\n"
+    text = json.dumps(design_description(net, name), indent=2) + "\n"
     _write_if_changed(design.design_json, text)
     return design
 

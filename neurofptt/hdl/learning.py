@@ -1,6 +1,6 @@
 """The on-chip learning datapath of :class:`~neurofptt.hdl.core.LifCore` (e-prop and FPTT).
 
-Elaborated only when ``config.learning`` is set; it implements :mod:`neurofptt.quant.onchip`
+Elaborated only when ``config.learning`` is set; it implements :mod:`neurofptt.onchip`
 bit for bit.  The unit is not a separate component because it shares the weight memories' read
 ports, the row pipeline of ``UPDATE`` and ``CLEAR`` and the control FSM with the inference
 datapath:
@@ -27,12 +27,12 @@ weight word and stage 3 FPTT's new ``W_bar`` word (:meth:`LearningUnit._pipeline
 sweep also accumulates the learning signal ``L_j`` and stores ``delta_j`` (stage 3) after the last
 word of neuron ``j``; two idle cycles between the ``W_out`` and ``W_in`` sweeps let the last one
 arrive before ``W_in`` reads it, and ``LEARN_LAST`` waits for the last word to leave the pipeline,
-so an update takes :func:`~neurofptt.quant.onchip.learning_cycles_per_update` cycles plus one. The
+so an update takes :func:`~neurofptt.onchip.learning_cycles_per_update` cycles plus one. The
 ``DUMP`` state streams every weight word (and ``W_bar`` word) out on ``o_weights`` so a testbench
 can read the learned state through the ports, and ``IDLE`` takes the same words back on
 ``i_weights`` (:meth:`LearningUnit.load`), one per cycle at a load address of its own, so a dump,
 or any other weight set, can be loaded without regenerating the Verilog. The word that ends a load
-restarts learning as :meth:`~neurofptt.quant.onchip.LearningState.start` does (FPTT's previous
+restarts learning as :meth:`~neurofptt.onchip.LearningState.start` does (FPTT's previous
 factors zero, the LFSRs at their seeds), with ``W_bar`` as loaded.
 
 Per-neuron state lives in memories with a synchronous read port, like the weights, so it maps to
@@ -62,16 +62,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data
 from amaranth.lib.memory import Memory
 
-from neurofptt.hdl.core import _packed_rows, _rows, _saturate
+from neurofptt.hdl.arith import onehot, pick, saturate, shift_right, sround, usat
+from neurofptt.hdl.rows import packed_rows
 from neurofptt.hdl.softmax_error import SoftmaxError
-from neurofptt.quant.config import LFSR_BITS
+from neurofptt.onchip.state import LearningState
+from neurofptt.quant.config import LFSR_BITS, lane_rows, learning_config
 from neurofptt.quant.lfsr import LEAP, TAPS, lane_seeds
 from neurofptt.quant.network import QuantizedNetwork
-from neurofptt.quant.onchip import LearningState, learning_config
 
 __all__ = ["MATRIX_CODES", "LearningUnit"]
 
@@ -107,44 +108,6 @@ def _leap(state: Value) -> Value:
     return Cat(*bits)
 
 
-def _shift_right(x: Value, shift: Value | int, nearest: bool) -> Value:
-    """``x >> shift``, floored or (``nearest``) rounded to nearest with ties up.
-
-    ``(((x << 1) >> s) + 1) >> 1`` is ``(x + 2**(s-1)) >> s`` for every ``s >= 0`` (``s = 0``
-    included), so a variable shift needs no special case: one more bit and an incrementer.
-    """
-    if not nearest:
-        return x >> shift
-    return (((x << 1) >> shift) + 1) >> 1
-
-
-def _sround(x: Value, shift: int, r: Value) -> Value:
-    """Stochastic rounding of ``x / 2**shift`` with the 16-bit draw ``r`` (see ``lfsr.py``)."""
-    if shift == 0:
-        return x
-    if shift <= LFSR_BITS:
-        return (x + r[:shift]) >> shift
-    return ((x >> (shift - LFSR_BITS)) + r) >> LFSR_BITS
-
-
-def _usat(m: Module, value: Value, bits: int, name: str) -> Signal:
-    """``value`` (never negative here) clamped to ``[0, 2**bits - 1]``."""
-    wide = Signal(value.shape(), name=f"{name}_wide")
-    out = Signal(unsigned(bits), name=name)
-    m.d.comb += [wide.eq(value), out.eq(Mux(wide > (1 << bits) - 1, (1 << bits) - 1, wide))]
-    return out
-
-
-def _onehot(index: Value, n: int) -> Value:
-    """``n`` bits with only bit ``index`` set: the lane enables of a one-value write."""
-    return Cat(*(index == i for i in range(n)))
-
-
-def _pick(values: Sequence[Value], index: Value) -> Value:
-    """``values[index]``: one slot of a word read by presynaptic index."""
-    return values[0] if len(values) == 1 else Array(values)[index]
-
-
 class _Table:
     """A per-neuron memory: ``depth`` words of ``slots`` values, one read and one write port.
 
@@ -175,11 +138,11 @@ class _Table:
         return self.rd.data
 
     def slot(self, index: Value) -> Value:
-        return _pick([self.rd.data[i] for i in range(self.slots)], index)
+        return pick([self.rd.data[i] for i in range(self.slots)], index)
 
     def write_one(self, m: Module, addr: Value, index: Value, value: Value) -> None:
         """Write ``value`` into slot ``index`` of word ``addr`` (comb; the caller's condition)."""
-        m.d.comb += [self.wr.addr.eq(addr), self.wr.en.eq(_onehot(index, self.slots))]
+        m.d.comb += [self.wr.addr.eq(addr), self.wr.en.eq(onehot(index, self.slots))]
         m.d.comb += [self.wr.data[i].eq(value) for i in range(self.slots)]
 
 
@@ -199,9 +162,9 @@ class LearningUnit:
         self.P = P = lanes
         self.fptt = lc.mode == "fptt"
         self.weights = weights
-        self.R, self.Ro = R, Ro = _rows(cfg.n_rec, P), _rows(cfg.n_out, P)
-        self.K = K = _rows(cfg.n_in, R)  # inputs per xbar word, so that the words fit in R rows
-        self.XR = XR = _rows(cfg.n_in, K)
+        self.R, self.Ro = R, Ro = lane_rows(cfg.n_rec, P), lane_rows(cfg.n_out, P)
+        self.K = K = lane_rows(cfg.n_in, R)  # inputs per xbar word, so that the words fit in R rows
+        self.XR = XR = lane_rows(cfg.n_in, K)
         self.n_pre = {"out": cfg.n_rec, "in": cfg.n_in, "rec": cfg.n_rec}
         self.n_rows = {"out": Ro, "in": R, "rec": R}
         self.per_word = {"out": P, "in": K, "rec": P}  # presynaptic traces per trace word
@@ -217,7 +180,7 @@ class LearningUnit:
                 mem = Memory(
                     shape=unsigned(P * lc.wbar_bits),
                     depth=self.n_pre[name] * self.n_rows[name],
-                    init=_packed_rows(stored, P, lc.wbar_bits),
+                    init=packed_rows(stored, P, lc.wbar_bits),
                 )
                 m.submodules[f"wbar_{name}"] = mem
                 rd, wr = mem.read_port(), mem.write_port()
@@ -227,7 +190,7 @@ class LearningUnit:
             mem = Memory(
                 shape=unsigned(P * cfg.weight_bits),
                 depth=cfg.n_rec * Ro,
-                init=_packed_rows(start.feedback.T, P, cfg.weight_bits),
+                init=packed_rows(start.feedback.T, P, cfg.weight_bits),
             )
             m.submodules.feedback = mem
             rd = mem.read_port()
@@ -356,7 +319,7 @@ class LearningUnit:
 
         def leaked(trace: Value, shift: int, spike: Value, name: str) -> Signal:
             new = (trace - (trace >> shift)) + Mux(spike, one, 0)
-            return _usat(m, new, lc.trace_bits, name)
+            return usat(m, new, lc.trace_bits, name)
 
         m.d.comb += [self.neuron.wr.addr.eq(row), self.neuron.wr.en.eq(1)]
         for lane in range(P):
@@ -411,7 +374,7 @@ class LearningUnit:
     def _store_error(self, row: Value, lane: Value, error: Value) -> None:
         """Write ``error`` shifted by the step's ``b_t`` as ``e`` of (``row``, ``lane``) (the
         step's ``shift`` holds until the next ``STEP``, which comes later)."""
-        rounded = _shift_right(error, self.shift, self.lc.rounding == "nearest")
+        rounded = shift_right(error, self.shift, self.lc.rounding == "nearest")
         self.err.write_one(self.m, row, lane, rounded)
 
     def _write_error(self) -> None:
@@ -564,7 +527,7 @@ class LearningUnit:
         ``matrix`` is not read: the position in the stream already names the matrix, and the
         core has no way to report a disagreement.  ``last``, or the final ``W_rec`` address,
         ends the load: the address returns to ``W_out`` word 0 and learning restarts from the
-        loaded state as :meth:`~neurofptt.quant.onchip.LearningState.start` has it (FPTT's
+        loaded state as :meth:`~neurofptt.onchip.LearningState.start` has it (FPTT's
         previous factors, ``Gp``, zero; every lane's LFSR at its seed), so a load gives the same
         learning whatever ran before it."""
         m = self.m
@@ -719,10 +682,10 @@ class LearningUnit:
                 w, g, r0 = w2[lane], g2[lane], draws[lane][0]
                 if self.fptt:
                     pull = diff2[lane] << (s + 1 - lc.alpha_shift)
-                    step = _sround(-2 * g + gp2[lane] - pull, s + 1, r0)
+                    step = sround(-2 * g + gp2[lane] - pull, s + 1, r0)
                 else:
-                    step = _sround(-g, s, r0)
-                out.append(_saturate(m, w + step, wb, f"w_new_s{s}_{lane}"))
+                    step = sround(-g, s, r0)
+                out.append(saturate(m, w + step, wb, f"w_new_s{s}_{lane}"))
             return out
 
         # matrices with the same learning-rate shift share one datapath
@@ -756,13 +719,13 @@ class LearningUnit:
                 """The new stored ``W_bar`` (or ``W - W_bar``) of every lane with shift ``s``."""
                 out = []
                 for lane in range(P):
-                    mean_new = _sround(
+                    mean_new = sround(
                         ((mean3[lane] + w3[lane]) << s) - (g3[lane] << lc.alpha_shift),
                         s + 1,
                         r1[lane],
                     )
                     keep = mean_new if lc.wbar_store == "absolute" else w3[lane] - mean_new
-                    out.append(_saturate(m, keep, lc.wbar_bits, f"wbar_new_s{s}_{lane}"))
+                    out.append(saturate(m, keep, lc.wbar_bits, f"wbar_new_s{s}_{lane}"))
                 return out
 
             wbar_by_shift = {s: new_wbar(s) for s in by_shift}
@@ -826,9 +789,7 @@ class LearningUnit:
         total = Signal.like(self.signal_acc, name="signal_total")
         m.d.comb += total.eq(self.signal_acc + sum(products))
         nearest = lc.rounding == "nearest"
-        signal = _saturate(
-            m, _shift_right(total, lc.signal_shift, nearest), lc.signal_bits, "signal"
-        )
+        signal = saturate(m, shift_right(total, lc.signal_shift, nearest), lc.signal_bits, "signal")
         d3_valid = Signal()
         d3_word, d3_slot = Signal.like(l2_word), Signal.like(l2_slot)
         signal3 = Signal.like(signal, name="signal_s3")
@@ -846,8 +807,8 @@ class LearningUnit:
                 ]
             with m.Else():
                 m.d.sync += self.signal_acc.eq(total)
-        delta = _saturate(
-            m, _shift_right(signal3 * psi3, lc.psi_bits, nearest), lc.signal_bits, "delta_new"
+        delta = saturate(
+            m, shift_right(signal3 * psi3, lc.psi_bits, nearest), lc.signal_bits, "delta_new"
         )
         with m.If(d3_valid):
             self.delta.write_one(m, d3_word, d3_slot, delta)
@@ -861,4 +822,4 @@ class _Field:
 
     def slot(self, index: Value) -> Value:
         row = self.table.rd.data
-        return _pick([row[i][self.field] for i in range(self.table.slots)], index)
+        return pick([row[i][self.field] for i in range(self.table.slots)], index)

@@ -1,5 +1,5 @@
 """The softmax error of a learning core (``error = "softmax"``), bit for bit as
-:func:`neurofptt.quant.onchip.softmax_error`.
+:func:`neurofptt.onchip.softmax_error`.
 
 The readout values of a step reach the ``error`` table one at a time, as they leave on
 ``o_readout``; the unit keeps their maximum on the way.  Before an update sweep it then runs
@@ -12,7 +12,7 @@ over the table twice (``start`` to ``done``)::
                                    shifted by b_t
 
 after which the ``error`` table holds the ``e_k`` the sweep reads
-(:func:`~neurofptt.quant.onchip.softmax_cycles`).  One divider serves every readout, one
+(:func:`~neurofptt.hdl.cost.softmax_cycles`).  One divider serves every readout, one
 quotient bit per cycle, with no multiplier beyond ``q_k * target``: readouts are few and the
 sweep over every weight word follows, so the passes are a small part of an update (141 of
 5,648 cycles on the 32-128-10 digits core with 4 lanes, 29 of 488 on a 12-24-2 cue core).
@@ -24,9 +24,9 @@ from collections.abc import Callable
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 
-from neurofptt.hdl.core import _next_row_lane, _rows
-from neurofptt.quant.config import HardwareConfig
-from neurofptt.quant.onchip import SOFTMAX_BITS, learning_config, quotient_bits
+from neurofptt.hdl.rows import next_row_lane
+from neurofptt.onchip.factors import SOFTMAX_BITS, quotient_bits
+from neurofptt.quant.config import HardwareConfig, lane_rows, learning_config
 
 __all__ = ["SoftmaxError"]
 
@@ -58,7 +58,7 @@ class SoftmaxError:
         )
         # the readout addressed, as index, table row and lane; and the one whose word is valid
         self.k = Signal(range(n_out + 1), name="softmax_k")
-        self.row = Signal(range(max(2, _rows(n_out, self.P))), name="softmax_row")
+        self.row = Signal(range(max(2, lane_rows(n_out, self.P))), name="softmax_row")
         self.lane = Signal(range(max(2, self.P)), name="softmax_lane")
         self.valid_lane = Signal.like(self.lane, name="softmax_valid_lane")
         self.read = Signal(name="softmax_read")  # SUM: a word was addressed on the last cycle
@@ -78,7 +78,7 @@ class SoftmaxError:
     def _next(self) -> None:
         """Address the next readout: ``k``, its row and lane advance together."""
         self.m.d.sync += self.k.eq(self.k + 1)
-        _next_row_lane(self.m, self.row, self.lane, self.P)
+        next_row_lane(self.m, self.row, self.lane, self.P)
 
     def _q(self) -> Signal:
         """``q`` of the readout whose word was addressed on the previous cycle."""

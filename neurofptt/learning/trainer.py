@@ -19,14 +19,13 @@ import torch
 from tqdm.auto import tqdm
 
 from neurofptt.errors import CheckpointError, ConfigError
+from neurofptt.io import atomic_write_bytes, check_field_types
 from neurofptt.learning.base import Rule
 from neurofptt.learning.objectives import metric, metric_name
 from neurofptt.learning.registry import RULES, check_combination
 from neurofptt.models.base import RecurrentModel, check_sequence
 from neurofptt.quant.fake import set_weight_quantization
-from neurofptt.quant.network import atomic_write_bytes
 from neurofptt.tasks import SequenceDataset, TaskData
-from neurofptt.validation import check_field_types
 
 LR_SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = {
@@ -85,12 +84,12 @@ class TrainConfig:
     slope: float = 5.0
     input_gain: float = 2.0
     #: golden engine (on-chip learning): halve the rate this many times over the run, evenly
-    #: (0: never; :func:`neurofptt.quant.onchip.halving_period`), as the float run's cosine
+    #: (0: never; :func:`neurofptt.flow.onchip_train.halving_period`), as the float run's cosine
     #: decays: a 30-epoch run halves every 8 epochs and ends at an eighth of its first rate
     onchip_halvings: int = 3
     #: golden engine from a trained network (--init): every update's error shift is raised by
     #: this much (rates 2**-N of learning from scratch), by alpha_shift - 1 more for FPTT
-    #: (:func:`neurofptt.onchip_flow.finetune_offset`)
+    #: (:func:`neurofptt.flow.onchip.finetune_offset`)
     onchip_finetune_shift: int = 5
     #: learning flow: rate of the float reference that learns like the chip (batch 1, plain SGD)
     online_lr: float = 0.1

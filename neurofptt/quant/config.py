@@ -18,7 +18,7 @@ float model trains with exactly that ``beta``.
 
 Learning.  ``learning`` is ``None`` for an inference-only core (the default; such a config
 serialises exactly as before the field existed).  Otherwise it is a :class:`LearningConfig`, the
-formats and constants of on-chip e-prop or FPTT (:mod:`neurofptt.quant.onchip`), read from a
+formats and constants of on-chip e-prop or FPTT (:mod:`neurofptt.onchip`), read from a
 ``[hardware.learning]`` TOML table.  Every constant there is a shift or a small integer, because
 the learning datapath has no divider and few multipliers.
 """
@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from neurofptt.errors import ConfigError
-from neurofptt.validation import check_field_types, check_table
+from neurofptt.io import check_field_types, check_table
 
 RESET_RULES = ("subtract", "zero")
 LEARNING_MODES = ("eprop", "fptt")
@@ -49,13 +47,16 @@ LFSR_BITS = 16  # width of the learning LFSRs (neurofptt.quant.lfsr); seeds are 
 # Inclusive limits checked on construction.  They keep the generated hardware a sane size and
 # every intermediate sum inside the golden model's 64-bit integers: at most 3 * 4096 terms of
 # 2**(15 + 31) plus the membrane terms need 61 bits (see ``acc_bits``; tested at the extremes).
+#: the allowed range of ``lanes`` (parallel postsynaptic neurons per clock cycle)
+LANES_LIMIT = (1, 64)
+
 _LIMITS = {
     "n_in": (1, 4096),
     "n_rec": (1, 4096),
     "n_out": (1, 1024),
     "weight_bits": (2, 16),
     "membrane_bits": (4, 32),
-    "lanes": (1, 64),
+    "lanes": LANES_LIMIT,
 }
 
 
@@ -82,7 +83,7 @@ _LEARNING_LIMITS = {
 
 @dataclass(frozen=True)
 class LearningConfig:
-    """Formats and constants of on-chip learning (see :mod:`neurofptt.quant.onchip` for the
+    """Formats and constants of on-chip learning (see :mod:`neurofptt.onchip` for the
     equations each field enters).
 
     ``mode``: ``"eprop"`` or ``"fptt"`` (slide form).  ``feedback``: ``B = W_out^T``
@@ -100,7 +101,7 @@ class LearningConfig:
     label and ``max(d_k, 0)`` for the others); ``"softmax"`` is the gradient of the softmax
     cross-entropy, ``e_k = target * (p_k - [k == label])``, with ``p`` a base-2 softmax of the
     readouts at ``2**softmax_shift`` membrane LSBs per halving
-    (:func:`~neurofptt.quant.onchip.softmax_error` gives the exact integer arithmetic).  The
+    (:func:`~neurofptt.onchip.softmax_error` gives the exact integer arithmetic).  The
     hinge's margin of the others is 0 rather than ``-target`` because then the hinge reuses the
     same subtraction and needs only its sign bit, an XNOR with the label match and a mux; a
     readout already on the right side of its margin (as a cross-entropy-trained network's are,
@@ -370,17 +371,26 @@ class HardwareConfig:
             data["learning"] = LearningConfig.from_dict(data["learning"])
         return cls(**data)
 
+    @property
+    def synapses(self) -> int:
+        """Synapses of the three weight matrices: ``n_rec * (n_in + n_rec + n_out)``."""
+        return self.n_rec * (self.n_in + self.n_rec + self.n_out)
+
     def replace(self, **changes: Any) -> HardwareConfig:
         return dataclasses.replace(self, **changes)
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file, turning a missing or malformed file into a :class:`ConfigError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass an existing .toml file")
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+def learning_config(cfg: HardwareConfig) -> LearningConfig:
+    """``cfg.learning``, or a :class:`ConfigError` saying how to enable learning."""
+    if cfg.learning is None:
+        raise ConfigError(
+            "this hardware config has no learning section; add a [hardware.learning] table "
+            "(or pass HardwareConfig(learning=LearningConfig(...))) to learn on chip"
+        )
+    return cfg.learning
+
+
+def lane_rows(n: int, lanes: int) -> int:
+    """Rows of ``n`` neurons spread over ``lanes`` lanes: ``ceil(n / lanes)``.  Lane ``l`` holds
+    neurons ``l, l + lanes, ...``, so neuron ``j`` sits in row ``j // lanes``."""
+    return -(-n // lanes)

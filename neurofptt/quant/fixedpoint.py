@@ -54,3 +54,8 @@ def round_to_grid(x: np.ndarray, lsb_exponent: int, bits: int) -> tuple[np.ndarr
     lo, hi = signed_range(bits)
     clipped = int(np.count_nonzero((codes < lo) | (codes > hi)))
     return np.clip(codes, lo, hi).astype(np.int64), clipped
+
+
+def usat(x: np.ndarray, bits: int) -> np.ndarray:
+    """Clamp integers to the unsigned ``bits``-bit range ``[0, 2**bits - 1]``."""
+    return np.clip(x, 0, (1 << bits) - 1)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from neurofptt.errors import CheckpointError, ConfigError
+from neurofptt.io import atomic_write_bytes
 from neurofptt.quant.config import HardwareConfig
 
 FORMAT_VERSION = 1
@@ -100,21 +99,3 @@ class QuantizedNetwork:
         if meta.pop("version", None) != FORMAT_VERSION:
             raise CheckpointError(f"{path} was written by an incompatible neurofptt version")
         return cls(HardwareConfig.from_dict(meta), **arrays)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` is either the old file or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

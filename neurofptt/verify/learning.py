@@ -15,11 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neurofptt.hdl.core import lane_words, weight_dump_layout
-from neurofptt.quant.config import HardwareConfig
-from neurofptt.quant.golden import check_spike_input
-from neurofptt.quant.network import QuantizedNetwork
-from neurofptt.quant.onchip import (
+from neurofptt.hdl.ports import weight_dump_layout
+from neurofptt.hdl.rows import lane_words
+from neurofptt.onchip import (
     MATRICES,
     SWEEP_ORDER,
     LearningState,
@@ -27,6 +25,9 @@ from neurofptt.quant.onchip import (
     learning_step,
     step_schedule,
 )
+from neurofptt.quant.config import HardwareConfig
+from neurofptt.quant.golden import check_spike_input
+from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.verify.compare import Mismatch
 
 __all__ = [
@@ -98,7 +99,7 @@ class LearningTrace:
 def step_commands(net: QuantizedNetwork, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """``learn`` flags and ``shift`` fields of the ``steps`` STEP events of one sample.
 
-    The schedule is :func:`~neurofptt.quant.onchip.step_schedule`; the shift is sent clamped to
+    The schedule is :func:`~neurofptt.onchip.step_schedule`; the shift is sent clamped to
     ``membrane_bits``, the largest shift the core and the golden model apply (they clamp a larger
     one to it), so the field never needs more than its ``bit_length(membrane_bits)`` bits.
     """

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from neurofptt.errors import ToolMissingError, VerificationError
-from neurofptt.hdl.core import cycles_per_step
+from neurofptt.hdl.cost import cycles_per_step
 from neurofptt.hdl.generate import generate_verilog
 from neurofptt.quant.golden import GoldenTrace, check_spike_input, golden_run, predict
 from neurofptt.quant.network import QuantizedNetwork
@@ -232,12 +232,11 @@ def run_rtl(
     verilog: str | Path | None = None,
     backpressure: bool = False,
     seed: int = 0,
-    lanes: int | None = None,
 ) -> RtlResult:
     """Simulate the core for ``net`` on ``spikes`` ``(B, T, n_in)``; compare with the golden model.
 
-    ``verilog`` is a Verilog file to test instead of generating one from ``net`` with ``lanes``
-    parallel lanes (its last module is the top; it must have the ports of
+    ``verilog`` is a Verilog file to test instead of generating one from ``net`` (with
+    ``net.config.lanes`` parallel lanes; its last module is the top; it must have the ports of
     :class:`~neurofptt.hdl.LifCore`).
     ``backpressure`` makes the testbench stall both output streams and the input at random
     (seeded by ``seed``).  Everything (RTL, stimulus, build, logs, results) goes to ``work_dir``.
@@ -253,7 +252,7 @@ def run_rtl(
 
     started = time.perf_counter()
     if verilog is None:
-        design = generate_verilog(net, work_dir / "rtl", lanes=lanes)
+        design = generate_verilog(net, work_dir / "rtl")
         verilog_path, top = design.verilog, design.name
     else:
         verilog_path = Path(verilog).resolve()

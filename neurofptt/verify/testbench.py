@@ -23,7 +23,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
-from neurofptt.hdl.core import event_layout
+from neurofptt.hdl.ports import event_layout
 from neurofptt.verify.bench_common import (
     CLEAR,
     SPIKE,

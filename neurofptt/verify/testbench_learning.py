@@ -1,5 +1,5 @@
 """cocotb testbench of the learning core: samples with learning, every weight read back after
-every update, all compared with :mod:`neurofptt.quant.onchip` bit for bit.
+every update, all compared with :mod:`neurofptt.onchip` bit for bit.
 
 The stimulus file (``NEUROFPTT_STIMULUS``, ``.npz``) holds the config, the initial weights, the
 input spikes ``(B, T, n_in)``, one label per sample and, optionally, a weight set to load
@@ -27,7 +27,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
-from neurofptt.hdl.core import READ_WEIGHTS, learn_event_layout, weight_dump_layout
+from neurofptt.hdl.ports import READ_WEIGHTS, learn_event_layout, weight_dump_layout
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.verify.bench_common import (
     CLEAR,

@@ -13,15 +13,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from neurofptt.errors import CheckpointError  # noqa: E402
+from neurofptt.flow.stages import load_flow_task, load_trained  # noqa: E402
+from neurofptt.io import atomic_write_bytes, read_json, write_json  # noqa: E402
 from neurofptt.quant.golden import golden_run  # noqa: E402
-from neurofptt.quant.network import QuantizedNetwork, atomic_write_bytes  # noqa: E402
+from neurofptt.quant.network import QuantizedNetwork  # noqa: E402
 
 REQUIRED_STAGES = ("train", "quantize", "generate", "verify", "synth")
 
 
 def _read(out: Path, stage: str) -> dict[str, Any]:
-    from neurofptt.flow import read_json
-
     data = read_json(out / f"{stage}.json")
     if data is None:
         raise CheckpointError(
@@ -73,7 +73,6 @@ def plot_training(history: list[dict[str, float]], path: Path) -> None:
 def plot_membranes(quantize_record: dict[str, Any], path: Path, n_neurons: int = 4) -> None:
     """Float membrane vs golden fixed-point membrane (and readout) of one test sample, for the
     checkpoint and quantized model that the quantize stage used."""
-    from neurofptt.flow import load_flow_task, load_trained
 
     model, cfg = load_trained(Path(quantize_record["checkpoint"]))
     net = QuantizedNetwork.load(Path(quantize_record["quantized"]))
@@ -117,7 +116,6 @@ def _fmt(value: Any) -> str:
 
 
 def write_report(out: Path) -> dict[str, Any]:
-    from neurofptt.flow import write_json
 
     out = Path(out)
     metrics = collect_metrics(out)

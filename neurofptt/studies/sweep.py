@@ -6,10 +6,11 @@ A sweep file has a ``[base]`` config (the settings every run shares), a ``[grid]
 its own options) go in ``[[variants]]`` tables instead: the runs are every variant times every grid
 point.
 A base with an ``[base.experiment]`` table is an
-experiment (:mod:`neurofptt.experiment`: any task and model, trained with
-:func:`~neurofptt.experiment.run_experiment`); otherwise it is a hardware flow config, trained with
-:func:`neurofptt.flow.stage_train`.  Every run trains into ``OUT/runs/<id>/`` and appends one JSON
-line (its ``metric`` and ``metric_name``) to ``OUT/results.jsonl``.
+experiment (:mod:`neurofptt.studies.experiment`: any task and model, trained with
+:func:`~neurofptt.studies.experiment.run_experiment`); otherwise it is a hardware flow config,
+trained with :func:`neurofptt.flow.stages.stage_train`.  Every run trains into
+``OUT/runs/<id>/`` and appends one JSON line (its ``metric`` and ``metric_name``) to
+``OUT/results.jsonl``.
 
 Sweeps get interrupted (a laptop sleeps, a job hits its wall time), so the results file is the
 sweep's memory: a run's id is a hash of its overrides, a run whose id is already in the file is not
@@ -32,18 +33,18 @@ import multiprocessing
 import os
 import statistics
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from neurofptt.errors import ConfigError, NeurofpttError
-from neurofptt.experiment import ExperimentConfig, ExperimentSettings, run_experiment
-from neurofptt.flowconfig import DEFAULT_HARDWARE, FlowConfig, FlowSettings
+from neurofptt.errors import ConfigError
+from neurofptt.flow.config import DEFAULT_HARDWARE, FlowConfig, FlowSettings
+from neurofptt.io import atomic_write_bytes, load_toml
 from neurofptt.learning.trainer import TrainConfig
-from neurofptt.quant.config import load_toml
-from neurofptt.quant.network import atomic_write_bytes
+from neurofptt.studies.experiment import ExperimentConfig, ExperimentSettings
+from neurofptt.studies.jobs import init_worker, run_one
+from neurofptt.studies.ray_backend import run_jobs_with_ray
 
 RESULTS = "results.jsonl"
 MANIFEST = "sweep.json"
@@ -316,54 +317,6 @@ def _check_manifest(out_dir: Path, sweep: Sweep) -> None:
 
 
 # -- running --------------------------------------------------------------------------------------
-def _init_worker(threads: int) -> None:
-    """Share the cores among the workers instead of every worker's torch using all of them."""
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _train(kind: str, config: dict[str, Any], run_dir: Path) -> tuple[str, float, dict]:
-    """``(metric name, final metric, result)`` of one run; resumes from its checkpoint."""
-    if kind == "experiment":
-        result = run_experiment(ExperimentConfig.from_dict(config), run_dir, resume=True)
-        return result["metric_name"], result["metric"], result
-    from neurofptt import flow
-
-    result = flow.stage_train(FlowConfig.from_dict(config), run_dir, resume=True, progress=False)
-    return "test_accuracy", result["float_accuracy"], result
-
-
-def _run_one(
-    kind: str, config: dict[str, Any], overrides: dict[str, Any], rid: str, run_dir: str
-) -> dict[str, Any]:
-    """Train one run (in a worker process or inline) and return its results record."""
-    start = time.perf_counter()
-    record: dict[str, Any] = {"id": rid, "overrides": overrides}
-    try:
-        # resume: a run killed between epochs continues from its last checkpoint
-        name, value, result = _train(kind, config, Path(run_dir))
-    except NeurofpttError as exc:
-        return {
-            **record,
-            "metric": None,
-            "metric_name": None,
-            "final_train_loss": None,
-            "seconds": time.perf_counter() - start,
-            "status": "error",
-            "error": str(exc),
-        }
-    return {
-        **record,
-        "metric": value,
-        "metric_name": name,
-        "history": result["history"],
-        "final_train_loss": result["history"][-1]["train_loss"],
-        "seconds": result["seconds"],
-        "status": "ok",
-    }
-
-
 def run_sweep(
     sweep: Sweep,
     out_dir: str | Path,
@@ -428,22 +381,20 @@ def run_sweep(
                 log(f"{record['id']} ({shown}): {outcome}, {record['seconds']:.1f} s")
 
         if backend == "ray" and jobs:
-            from neurofptt.sweep_ray import run_jobs_with_ray
-
             run_jobs_with_ray(jobs, out_dir, n_workers, finished)
         elif n_workers == 1:
             for job in jobs:
-                finished(_run_one(*job))
+                finished(run_one(*job))
         elif jobs:
             threads = max(1, (os.cpu_count() or 1) // n_workers)
             pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=n_workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
+                initializer=init_worker,
                 initargs=(threads,),
             )
             try:
-                futures = [pool.submit(_run_one, *job) for job in jobs]
+                futures = [pool.submit(run_one, *job) for job in jobs]
                 for future in concurrent.futures.as_completed(futures):
                     finished(future.result())
             except BaseException:

@@ -1,6 +1,7 @@
 """Reproductions of the seed papers' experiments: settings, budgets, paper numbers, results.
 
-Each reproduction is a sweep (:mod:`neurofptt.sweep`) of experiments (:mod:`neurofptt.experiment`):
+Each reproduction is a sweep (:mod:`neurofptt.studies.sweep`) of experiments
+(:mod:`neurofptt.studies.experiment`):
 a base config with the paper's settings, the compared methods as variants, a grid (models, orders
 ``alpha``) and seeds.  So it runs in a process pool, writes one JSON line per finished run and,
 started again on the same folder, skips the runs already done.
@@ -30,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from neurofptt.errors import ConfigError
-from neurofptt.quant.network import atomic_write_bytes
-from neurofptt.sweep import (
+from neurofptt.io import atomic_write_bytes
+from neurofptt.studies.sweep import (
     Sweep,
     apply_overrides,
     format_table,

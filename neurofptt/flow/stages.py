@@ -11,37 +11,32 @@ Every stage writes a small JSON record into the output folder; the report collec
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from neurofptt.errors import CheckpointError, ConfigError, ToolMissingError, VerificationError
-from neurofptt.flowconfig import FlowConfig
+from neurofptt.flow.config import FlowConfig
+from neurofptt.hdl import cycles_per_update, generate_verilog
+from neurofptt.hdl.cost import learning_cycles_per_update
+from neurofptt.hdl.synth import fpga_tools_available, synthesize
+from neurofptt.io import write_json
 from neurofptt.learning.registry import build_model as registry_build_model
 from neurofptt.learning.trainer import config_differences, evaluate, fit, load_checkpoint
 from neurofptt.models.base import RecurrentModel
 from neurofptt.quant.fake import add_weight_quantization
 from neurofptt.quant.golden import golden_run
-from neurofptt.quant.network import QuantizedNetwork, atomic_write_bytes
+from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.quant.quantizer import quantize
 from neurofptt.tasks import TaskData, load_task
+from neurofptt.verify import run_rtl, run_rtl_learning
 
 CHECKPOINT = "checkpoint.pt"
 QUANTIZED = "quantized.npz"
 RTL_DIR = "rtl"
 CORE_NAME = "neurofptt_core"
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text()) if Path(path).is_file() else None
 
 
 def build_model(cfg: FlowConfig) -> RecurrentModel:
@@ -178,7 +173,6 @@ def stage_quantize(
 
 # -- generate -------------------------------------------------------------------------------------
 def stage_generate(out: Path, model_path: Path | None = None) -> dict:
-    from neurofptt.hdl import generate_verilog
 
     net = QuantizedNetwork.load(model_path or out / QUANTIZED)
     design = generate_verilog(net, out / RTL_DIR, name=CORE_NAME)
@@ -218,7 +212,6 @@ def stage_verify(
     """Run the inference testbench on the first ``samples`` test samples (0: all).  A learning
     core runs here as an inference core: every ``STEP`` carries ``learn = 0``, so its learning
     datapath stays idle; :func:`stage_verify_learning` checks that."""
-    from neurofptt.verify import run_rtl
 
     net = QuantizedNetwork.load(model_path or out / QUANTIZED)
     task = _task_of(net, task_name)
@@ -271,9 +264,6 @@ def stage_verify_learning(
     FPTT's ``W_bar``) is read back after every update and compared with the golden model;
     writes ``verify_learning.json``.  The model needs a learning section
     (``hardware.learning``)."""
-    from neurofptt.hdl import cycles_per_update
-    from neurofptt.quant.onchip import learning_cycles_per_update
-    from neurofptt.verify import run_rtl_learning
 
     path = model_path or out / QUANTIZED
     net = QuantizedNetwork.load(path)
@@ -331,7 +321,6 @@ def stage_synth(
     family: str = "ecp5",
     pnr: bool = False,
 ) -> dict:
-    from neurofptt.hdl.synth import fpga_tools_available, synthesize
 
     verilog = verilog or out / RTL_DIR / f"{CORE_NAME}.v"
     ok, reason = fpga_tools_available(family)
@@ -350,31 +339,3 @@ def stage_synth(
 
 
 # -- the whole flow -------------------------------------------------------------------------------
-def run_flow(cfg: FlowConfig, out: Path, *, progress: bool = True, resume: bool = False) -> dict:
-    from neurofptt.report import write_report
-
-    if cfg.train.model != "lif" or cfg.train.layers != 1:
-        raise ConfigError(
-            f"the flow maps the network to hardware, which runs one recurrent LIF layer; got "
-            f"train.model = {cfg.train.model!r}, train.layers = {cfg.train.layers}. Use "
-            "`neurofptt train` for other models"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", cfg.to_dict())
-    log = (lambda msg: print(f"[neurofptt] {msg}", flush=True)) if progress else (lambda msg: None)
-    log(f"training ({cfg.train.rule}, {cfg.train.epochs} epochs) ...")
-    stage_train(cfg, out, resume=resume, progress=progress)
-    log("quantizing and running the golden model ...")
-    q = stage_quantize(out)
-    log(f"float accuracy {q['float_accuracy']:.4f}, golden accuracy {q['golden_accuracy']:.4f}")
-    log("generating Verilog ...")
-    stage_generate(out)
-    n_rtl = cfg.flow.rtl_samples or "all"
-    log(f"verifying the Verilog with cocotb on {n_rtl} test samples ...")
-    v = stage_verify(out, samples=cfg.flow.rtl_samples, task_name=cfg.flow.task)
-    log(f"RTL accuracy {v['rtl_accuracy']:.4f}, mismatches {v['rtl_mismatches']}")
-    log(f"synthesising for {cfg.flow.fpga_family} ...")
-    stage_synth(out, family=cfg.flow.fpga_family, pnr=cfg.flow.fpga_pnr)
-    metrics = write_report(out)
-    log(f"report: {out / 'report.md'}")
-    return metrics

@@ -1,12 +1,12 @@
-"""The Ray Tune backend of :func:`neurofptt.sweep.run_sweep`: the same runs, as Ray Tune trials.
+"""The Ray Tune backend of :func:`neurofptt.studies.sweep.run_sweep`: the same runs as trials.
 
 The process backend trains on one machine's cores; with Ray the same sweep file runs on a cluster
 (start Ray on the machines, set ``RAY_ADDRESS`` or call ``ray.init(address=...)``, then run the
 sweep as usual).  Only how runs are scheduled changes: each trial calls
-:func:`neurofptt.sweep._run_one` with the job the process pool would get, and the parent appends
-each record to ``results.jsonl`` as its trial finishes, so run ids, the results file, resuming and
-skipping finished runs are identical to the process backend.  ``workers`` is the number of
-concurrent trials.
+:func:`neurofptt.studies.jobs.run_one` with the job the process pool would get, and the parent
+appends each record to ``results.jsonl`` as its trial finishes, so run ids, the results file,
+resuming and skipping finished runs are identical to the process backend.  ``workers`` is the
+number of concurrent trials.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from neurofptt.errors import ToolMissingError
-
-Job = tuple[str, dict[str, Any], dict[str, Any], str, str]
+from neurofptt.studies.jobs import Job, init_worker, run_one
 
 
 def run_jobs_with_ray(
@@ -28,7 +27,7 @@ def run_jobs_with_ray(
     workers: int,
     finished: Callable[[dict[str, Any]], None],
 ) -> None:
-    """Train ``jobs`` (the argument tuples of ``_run_one``) as Ray Tune trials, ``workers`` at a
+    """Train ``jobs`` (the argument tuples of ``run_one``) as Ray Tune trials, ``workers`` at a
     time, and pass each run's record to ``finished`` as soon as its trial ends.  Ray's own files go
     to ``out_dir/ray``.  A Ray started here (not one already running) is shut down afterwards."""
     try:
@@ -38,8 +37,6 @@ def run_jobs_with_ray(
         raise ToolMissingError(
             f"the ray sweep backend needs Ray Tune ({exc}): pip install 'neurofptt[dist]'"
         ) from exc
-    from neurofptt.sweep import _init_worker, _run_one
-
     started = not ray.is_initialized()
     if started:
         local = {} if os.environ.get("RAY_ADDRESS") else {"num_cpus": os.cpu_count() or 1}
@@ -48,8 +45,8 @@ def run_jobs_with_ray(
         threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
 
         def trial(config: dict[str, Any]) -> dict[str, Any]:
-            _init_worker(threads)
-            return {"record": json.dumps(_run_one(*jobs[config["job"]]))}  # as is, unflattened
+            init_worker(threads)
+            return {"record": json.dumps(run_one(*jobs[config["job"]]))}  # as is, unflattened
 
         class Finished(tune.Callback):
             """Passes each trial's record to ``finished``, in this process."""

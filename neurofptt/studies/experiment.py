@@ -25,13 +25,12 @@ from typing import Any
 import torch
 
 from neurofptt.errors import ConfigError
+from neurofptt.io import atomic_write_bytes, check_field_types, check_table
 from neurofptt.learning.objectives import higher_is_better, metric_name
 from neurofptt.learning.registry import build_model
 from neurofptt.learning.trainer import TrainConfig, fit
 from neurofptt.models.base import RecurrentModel
-from neurofptt.quant.network import atomic_write_bytes
 from neurofptt.tasks import TASKS, TaskData, load_task
-from neurofptt.validation import check_field_types, check_table
 
 CHECKPOINT = "checkpoint.pt"
 RECORD = "experiment.json"

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from neurofptt.errors import ConfigError
+from neurofptt.io import check_field_types, check_table, load_toml
 from neurofptt.learning.trainer import TrainConfig
-from neurofptt.quant.config import HardwareConfig, load_toml
+from neurofptt.quant.config import HardwareConfig
 from neurofptt.tasks import TASKS
-from neurofptt.validation import check_field_types, check_table
 
 DEFAULT_HARDWARE = HardwareConfig(n_in=32, n_rec=128, n_out=10, lanes=4)
 

@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 from neurofptt.errors import ConfigError
-from neurofptt.flow import (
+from neurofptt.flow.config import FlowConfig
+from neurofptt.flow.onchip_train import halving_period, train_onchip
+from neurofptt.flow.stages import (
     LEARNING_VERIFY_SAMPLES,
     QUANTIZED,
     check_learning_record,
@@ -27,19 +29,12 @@ from neurofptt.flow import (
     stage_quantize,
     stage_train,
     stage_verify_learning,
-    write_json,
 )
-from neurofptt.flowconfig import FlowConfig
+from neurofptt.hdl.cost import learning_cycles_per_update, learning_memory_overhead
+from neurofptt.io import write_json
+from neurofptt.onchip import fan_in_spreads, random_network
 from neurofptt.quant.config import LearningConfig
 from neurofptt.quant.network import QuantizedNetwork
-from neurofptt.quant.onchip import (
-    fan_in_spreads,
-    halving_period,
-    learning_cycles_per_update,
-    learning_memory_overhead,
-    random_network,
-    train_onchip,
-)
 
 ONCHIP_RULES = ("eprop", "fptt")
 #: what the learning flow's metrics take over from ``verify_learning.json``
@@ -86,7 +81,7 @@ def initial_network(cfg: FlowConfig, rule: str, init: Path | None = None) -> Qua
 
     ``init`` is a ``quantized.npz`` of the same hardware; it keeps the per-matrix weight shifts
     the quantizer chose for it.  Without it the weights are random, uniform within
-    :func:`~neurofptt.quant.onchip.fan_in_spreads` (seed ``train.seed``).
+    :func:`~neurofptt.onchip.fan_in_spreads` (seed ``train.seed``).
     """
     if rule not in ONCHIP_RULES:
         raise ConfigError(f"the golden engine learns with {ONCHIP_RULES}, not {rule!r}")
@@ -138,7 +133,7 @@ def stage_train_onchip(
     ``hardware.learning``, or :data:`DEFAULT_LEARNING` when the table is absent.  From ``init``
     the host raises every update's error shift by :func:`finetune_offset` (rates 32 times
     lower for e-prop by default, 256 times for FPTT).  The rate halves ``train.onchip_halvings``
-    times over the run (default 3), evenly (:func:`~neurofptt.quant.onchip.halving_period`).
+    times over the run (default 3), evenly (:func:`~neurofptt.flow.onchip_train.halving_period`).
     """
     out.mkdir(parents=True, exist_ok=True)
     task = load_flow_task(cfg)

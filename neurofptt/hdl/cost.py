@@ -1,0 +1,164 @@
+"""The cost model of the core: clock cycles of every operation and bits of every memory.
+
+One module holds every formula, so the docs, the flow's reports and the testbenches that check
+the RTL's cycle counts read the same numbers.  ``R = ceil(n_rec / lanes)`` and
+``Ro = ceil(n_out / lanes)`` are the rows of recurrent neurons and readouts
+(:func:`~neurofptt.quant.config.lane_rows`).
+"""
+
+from __future__ import annotations
+
+from neurofptt.errors import ConfigError
+from neurofptt.onchip.factors import quotient_bits
+from neurofptt.quant.config import (
+    LEARNING_MODES,
+    LFSR_BITS,
+    HardwareConfig,
+    lane_rows,
+    learning_config,
+)
+
+__all__ = [
+    "cycles_per_clear",
+    "cycles_per_load",
+    "cycles_per_step",
+    "cycles_per_update",
+    "inference_memory_bits",
+    "learning_cycles_per_update",
+    "learning_memory_bits",
+    "learning_memory_overhead",
+    "softmax_cycles",
+    "weight_words",
+]
+
+
+def cycles_per_step(
+    config: HardwareConfig,
+    n_input_events: int,
+    n_prev_spikes: int,
+    n_new_spikes: int,
+) -> int:
+    """Clock cycles of one step when events arrive back to back and both outputs are ready.
+
+    Counted from the cycle that accepts the step's first event (a ``SPIKE`` or the ``STEP``) to
+    the cycle in which the core can accept the next step's first event.  With
+    ``R = ceil(n_rec / lanes)`` and ``Ro = ceil(n_out / lanes)``::
+
+        R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 4
+
+    ``n_prev_spikes`` are the recurrent spikes of the previous step (0 after ``CLEAR``) and
+    ``n_new_spikes`` those of this step.
+    """
+    cfg = config
+    lanes = cfg.lanes
+    for name, value, hi in (
+        ("n_input_events", n_input_events, cfg.n_in),
+        ("n_prev_spikes", n_prev_spikes, cfg.n_rec),
+        ("n_new_spikes", n_new_spikes, cfg.n_rec),
+    ):
+        if not 0 <= value <= hi:
+            raise ValueError(f"{name} = {value} must be between 0 and {hi}")
+    rows, out_rows = lane_rows(cfg.n_rec, lanes), lane_rows(cfg.n_out, lanes)
+    return rows * (n_input_events + n_prev_spikes + 1) + out_rows * n_new_spikes + cfg.n_out + 4
+
+
+def cycles_per_update(config: HardwareConfig) -> int:
+    """Extra clock cycles of a step that ends with a weight update (learning cores only).
+
+    One word (``lanes`` synapses) per cycle through ``W_out``, ``W_in`` and ``W_rec``, two idle
+    cycles between ``W_out`` and ``W_in`` and the pipeline's drain,
+    :func:`learning_cycles_per_update`, plus one cycle for the last
+    word's final stage."""
+    return learning_cycles_per_update(config) + 1
+
+
+def cycles_per_load(config: HardwareConfig) -> int:
+    """Clock cycles of a weight load on ``i_weights`` (learning cores only) when the words
+    arrive back to back and no event is taken with the first one: one per word, counted like
+    :func:`cycles_per_step` from the cycle that takes the first word to the cycle in which the
+    core can take the next event (the one after the last word).
+
+    The words are those of a dump, one per address of ``W_out``, ``W_in`` and ``W_rec``:
+    ``n_rec * Ro + (n_in + n_rec) * R``, the words an update sweeps
+    (:func:`weight_words`)."""
+    return weight_words(config)
+
+
+def cycles_per_clear(config: HardwareConfig) -> int:
+    """Clock cycles of a ``CLEAR`` event: ``max(R, Ro) + 1``."""
+    lanes = config.lanes
+    return max(lane_rows(config.n_rec, lanes), lane_rows(config.n_out, lanes)) + 1
+
+
+def learning_memory_bits(cfg: HardwareConfig, mode: str | None = None) -> dict[str, int]:
+    """Bits of every learning memory, by name, for ``mode`` (default: ``cfg.learning.mode``).
+
+    Counted: the three trace arrays, the per-update buffers of ``delta`` and ``e`` (the weight
+    sweeps need all of them), one LFSR per lane, the random feedback matrix when used, and for
+    FPTT the running mean (per synapse) and the previous update's factors (per neuron).
+    """
+    lc = learning_config(cfg)
+    mode = mode or lc.mode
+    if mode not in LEARNING_MODES:
+        raise ConfigError(f"learning mode {mode!r} is not one of {LEARNING_MODES}")
+    bits = {
+        "traces": (cfg.n_in + 2 * cfg.n_rec) * lc.trace_bits,
+        "update buffers": cfg.n_rec * lc.signal_bits + cfg.n_out * (cfg.membrane_bits + 1),
+        "lfsr": cfg.lanes * LFSR_BITS,
+    }
+    if lc.feedback == "random":
+        bits["feedback"] = cfg.n_rec * cfg.n_out * cfg.weight_bits
+    if mode == "fptt":
+        bits["running mean"] = cfg.synapses * lc.wbar_bits
+        bits["previous factors"] = bits["traces"] + bits["update buffers"]
+    return bits
+
+
+def inference_memory_bits(cfg: HardwareConfig) -> int:
+    """Bits of an inference-only core's architectural state: the three weight matrices,
+    membranes, last spikes and readouts (not the pipeline's partial sums)."""
+    return (
+        cfg.synapses * cfg.weight_bits
+        + cfg.n_rec * (cfg.membrane_bits + 1)
+        + cfg.n_out * cfg.membrane_bits
+    )
+
+
+def learning_memory_overhead(cfg: HardwareConfig, mode: str | None = None) -> float:
+    """Learning-state bits over inference-only bits (ReckOn reports 0.8 % for its e-prop)."""
+    return sum(learning_memory_bits(cfg, mode).values()) / inference_memory_bits(cfg)
+
+
+def weight_words(cfg: HardwareConfig) -> int:
+    """Words (``lanes`` synapses each) of the three weight memories: ``n_rec * Ro +
+    (n_in + n_rec) * R`` with ``R = ceil(n_rec / P)``, ``Ro = ceil(n_out / P)``, ``P = lanes``;
+    what an update sweeps, a dump sends and a load takes."""
+    p = cfg.lanes
+    return cfg.n_rec * lane_rows(cfg.n_out, p) + (cfg.n_in + cfg.n_rec) * lane_rows(cfg.n_rec, p)
+
+
+def learning_cycles_per_update(cfg: HardwareConfig) -> int:
+    """Cycles of one weight update: ``n_rec * Ro + (n_in + n_rec) * R + 3`` for e-prop and
+    ``+ 4`` for FPTT, with ``R = ceil(n_rec / P)``, ``Ro = ceil(n_out / P)``, ``P = lanes``.
+
+    One fully pipelined read-modify-write of one weight word (``P`` synapses) per cycle, with
+    the factors, traces and (FPTT) running-mean word read alongside; the ``W_out`` sweep also
+    accumulates the learning signals.  The constant is the RTL's pipeline
+    (``docs/hardware.md`` section 9): two idle cycles between the ``W_out`` and ``W_in`` sweeps,
+    since ``delta_j`` is formed in stage 3, and the stages after stage 1 that the last word
+    still passes, one for e-prop (the weight) and two for FPTT (the weight, then ``W_bar``).
+    The softmax error adds its passes before the sweep (:func:`softmax_cycles`).
+    :func:`cycles_per_update` adds the last word's stage 1.
+    """
+    pipeline = 4 if learning_config(cfg).mode == "fptt" else 3
+    return weight_words(cfg) + pipeline + softmax_cycles(cfg)
+
+
+def softmax_cycles(cfg: HardwareConfig) -> int:
+    """Cycles the softmax error adds to an update in the core: ``n_out + 1`` to sum the
+    ``q_k``, then per readout ``Q + 3`` (read, load, ``Q = quotient_bits(target)`` division
+    steps, write); 0 for the other errors."""
+    lc = learning_config(cfg)
+    if lc.error != "softmax":
+        return 0
+    return cfg.n_out + 1 + cfg.n_out * (quotient_bits(lc.target) + 3)

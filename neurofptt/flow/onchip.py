@@ -134,6 +134,9 @@ def stage_train_onchip(
     the host raises every update's error shift by :func:`finetune_offset` (rates 32 times
     lower for e-prop by default, 256 times for FPTT).  The rate halves ``train.onchip_halvings``
     times over the run (default 3), evenly (:func:`~neurofptt.flow.onchip_train.halving_period`).
+    The saved network is that of the epoch with the best validation accuracy (``picked_epoch``,
+    on a held-out tenth of the training samples), and ``onchip_accuracy`` is its test accuracy;
+    each epoch's record goes to ``metrics.jsonl`` as it finishes.
     """
     out.mkdir(parents=True, exist_ok=True)
     task = load_flow_task(cfg)
@@ -143,8 +146,9 @@ def stage_train_onchip(
     def show(record: dict[str, float]) -> None:
         if progress:
             print(
-                f"epoch {record['epoch']:3d}  on-chip train {record['train_accuracy']:.3f}  "
-                f"test {record['test_accuracy']:.3f}",
+                f"epoch {record['epoch']:3d}  on-chip train {record['train_accuracy']:.3f} "
+                f"(online {record['online_train_accuracy']:.3f})  "
+                f"val {record['val_accuracy']:.3f}",
                 flush=True,
             )
 
@@ -158,6 +162,7 @@ def stage_train_onchip(
         seed=cfg.train.seed,
         shift_offset=offset,
         halve_every=halving_period(cfg.train.epochs, cfg.train.onchip_halvings),
+        run_dir=out,
         progress=show,
     )
     history.net.save(out / QUANTIZED)
@@ -167,7 +172,11 @@ def stage_train_onchip(
         "engine": "golden",
         "init": "random" if init is None else str(init),
         "history": history.epochs,
-        "onchip_accuracy": history.epochs[-1]["test_accuracy"],
+        "onchip_accuracy": history.test_accuracy,
+        "picked_epoch": history.picked_epoch,
+        "val_accuracy": history.epochs[history.picked_epoch - 1]["val_accuracy"],
+        "train_samples": history.train_samples,
+        "val_samples": history.val_samples,
         "updates": history.state.updates,
         "learning_memory_overhead": learning_memory_overhead(hw, rule),
         "learning_cycles_per_update": learning_cycles_per_update(hw),

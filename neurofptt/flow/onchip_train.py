@@ -7,27 +7,43 @@ import dataclasses
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from neurofptt.errors import ConfigError, ShapeError
+from neurofptt.io import append_jsonl, atomic_write_bytes
 from neurofptt.onchip import LearningState, learning_config, run_sample
 from neurofptt.quant.config import LearningConfig
 from neurofptt.quant.golden import golden_run, predict
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.tasks.base import TaskData
 
+#: the file of a run folder that gets one JSON line per epoch while on-chip learning runs
+METRICS_LOG = "metrics.jsonl"
+
 
 @dataclass
 class OnchipHistory:
-    """Result of :func:`train_onchip`: the learned network, the learning state and one record
-    per epoch (``train_accuracy`` is scored online, while the sample is being learned, so it
-    includes the effect of the sample's own updates on its last steps; ``test_accuracy`` uses the
-    weights at the end of the epoch with learning off)."""
+    """Result of :func:`train_onchip`: the network and learning state of the picked epoch, and
+    one record per epoch.
+
+    Each record holds ``online_train_accuracy`` (scored while each sample is being learned, so
+    it includes the effect of the sample's own updates on its last steps and can look healthy
+    while the network at the end of the epoch has collapsed), ``train_accuracy`` and
+    ``val_accuracy`` (the network at the end of the epoch with learning off, on the samples it
+    learned and on the held-out validation samples).  The test set is scored once, for
+    ``picked_epoch`` (``test_accuracy``), so that it plays no part in choosing the epoch.
+    """
 
     net: QuantizedNetwork
     state: LearningState
     epochs: list[dict[str, float]]
+    picked_epoch: int
+    test_accuracy: float
+    train_samples: int
+    val_samples: int
+    val_indices: np.ndarray | None  # the training samples held out; None: the task's own split
 
 
 def halving_period(epochs: int, halvings: int) -> int:
@@ -46,6 +62,31 @@ def halving_period(epochs: int, halvings: int) -> int:
     return -(-epochs // (halvings + 1)) if halvings else 0
 
 
+def validation_split(
+    n: int, val_fraction: float, seed: int | np.random.SeedSequence
+) -> tuple[np.ndarray, np.ndarray]:
+    """The indices (sorted) of the ``n`` training samples that are learned and of those held out
+    for validation: a seeded random ``val_fraction`` of them (rounded, at least one), the same
+    for the same ``seed``.
+
+    Picking the epoch on the test set would make the reported test accuracy an optimistic
+    choice; the held-out samples pick it instead and the test set is scored once, afterwards.
+    """
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    n_val = max(1, round(n * val_fraction))
+    if n_val >= n:
+        raise ConfigError(
+            f"val_fraction = {val_fraction} of {n} training samples leaves none to learn"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _accuracy(net: QuantizedNetwork, x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(golden_run(net, x).predictions == y))
+
+
 def train_onchip(
     net: QuantizedNetwork,
     task: TaskData,
@@ -55,6 +96,8 @@ def train_onchip(
     seed: int = 0,
     shift_offset: int = 0,
     halve_every: int = 0,
+    val_fraction: float = 0.1,
+    run_dir: Path | None = None,
     progress: Callable[[dict[str, float]], None] | None = None,
 ) -> OnchipHistory:
     """Learn ``task`` on chip: one sample at a time (batch 1), in a fresh random order per epoch.
@@ -67,9 +110,17 @@ def train_onchip(
     bias grows as the errors shrink (``docs/hardware.md`` section 9), and lowering the rate with
     it warns.
 
+    Learning one sample at a time is noisy and a late epoch can be worse than an earlier one, so
+    after every epoch the network is scored with learning off on a validation split, and the
+    epoch with the best validation accuracy (the first of equals) is kept, with its learning
+    state.  The split is the task's own (a ``val`` data set) if it has one, else a seeded
+    ``val_fraction`` of the training samples held out from learning (:func:`validation_split`;
+    ``seed`` also orders the samples).  The test set is scored once, for the kept epoch.
+
     ``mode`` (``"eprop"``/``"fptt"``) overrides ``net.config.learning.mode``; a config without a
     learning section gets the default :class:`LearningConfig` of that mode.  ``progress`` is
-    called with each epoch's record.
+    called with each epoch's record, which is also appended to ``run_dir/metrics.jsonl`` (started
+    afresh) when ``run_dir`` is given.
     """
     cfg = net.config
     if mode is not None:
@@ -100,12 +151,24 @@ def train_onchip(
             "set rounding = 'nearest' (or train.onchip_halvings = 0 for a constant rate)",
             stacklevel=2,
         )
+    split_seed, order_seed = np.random.SeedSequence(seed).spawn(2)
+    x_all, y_all = task.train.numpy_spikes(), task.train.y.numpy()
+    given_val = getattr(task, "val", None)  # tasks with a validation split of their own
+    held = None
+    if given_val is not None:
+        x, y = x_all, y_all
+        x_val, y_val = given_val.numpy_spikes(), given_val.y.numpy()
+    else:
+        learn, held = validation_split(len(x_all), val_fraction, split_seed)
+        x, y, x_val, y_val = x_all[learn], y_all[learn], x_all[held], y_all[held]
     net = QuantizedNetwork(cfg, net.w_in, net.w_rec, net.w_out)
-    x, y = task.train.numpy_spikes(), task.train.y.numpy()
-    x_test, y_test = task.test.numpy_spikes(), task.test.y.numpy()
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(order_seed)
     state = LearningState.start(net)
-    records = []
+    log = None if run_dir is None else Path(run_dir) / METRICS_LOG
+    if log is not None:
+        atomic_write_bytes(log, b"")
+    records: list[dict[str, float]] = []
+    best: tuple[float, int, QuantizedNetwork, LearningState] | None = None
     for epoch in range(1, epochs + 1):
         offset = shift_offset + ((epoch - 1) // halve_every if halve_every else 0)
         correct = 0
@@ -115,11 +178,28 @@ def train_onchip(
         record = {
             "epoch": epoch,
             "error_shift_offset": offset,
-            "train_accuracy": correct / len(x),
-            "test_accuracy": float(np.mean(golden_run(net, x_test).predictions == y_test)),
+            "online_train_accuracy": correct / len(x),
+            "train_accuracy": _accuracy(net, x, y),
+            "val_accuracy": _accuracy(net, x_val, y_val),
             "updates": state.updates,
         }
         records.append(record)
+        if best is None or record["val_accuracy"] > best[0]:
+            best = (record["val_accuracy"], epoch, net, state)  # neither is modified later
+        if log is not None:
+            append_jsonl(log, record)
         if progress is not None:
             progress(record)
-    return OnchipHistory(net=net, state=state, epochs=records)
+    assert best is not None  # epochs >= 1
+    _, picked, net, state = best
+    x_test, y_test = task.test.numpy_spikes(), task.test.y.numpy()
+    return OnchipHistory(
+        net=net,
+        state=state,
+        epochs=records,
+        picked_epoch=picked,
+        test_accuracy=_accuracy(net, x_test, y_test),
+        train_samples=len(x),
+        val_samples=len(x_val),
+        val_indices=held,
+    )

@@ -1,0 +1,191 @@
+"""The host's loop of on-chip learning: a seeded validation split held out from learning, the
+epoch picked on it (with its network and learning state), the test set scored once, and one
+``metrics.jsonl`` line per epoch."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from neurofptt.errors import ConfigError
+from neurofptt.flow import onchip_train
+from neurofptt.flow.config import FlowConfig
+from neurofptt.flow.onchip import stage_train_onchip
+from neurofptt.flow.onchip_train import METRICS_LOG, train_onchip, validation_split
+from neurofptt.onchip import random_network
+from neurofptt.quant import HardwareConfig, QuantizedNetwork, golden_run
+from neurofptt.quant.config import LearningConfig
+from neurofptt.tasks.base import SequenceDataset, TaskData
+from neurofptt.tasks.cue import load_cue_task
+
+torch.set_num_threads(1)
+
+CUE_HW = HardwareConfig(
+    n_in=12,
+    n_rec=24,
+    n_out=2,
+    leak_shift=4,
+    out_leak_shift=2,
+    w_in_shift=3,
+    w_rec_shift=2,
+    w_out_shift=2,
+    lanes=2,
+    learning=LearningConfig(supervised_steps=5, lr_shift_rec=22),
+)
+
+
+def small_task() -> TaskData:
+    return load_cue_task(n_train=60, n_test=30, seed=0)
+
+
+def start() -> QuantizedNetwork:
+    return random_network(CUE_HW, seed=3, spread=16)
+
+
+def test_validation_split_is_disjoint_and_seeded() -> None:
+    learn, held = validation_split(200, 0.1, seed=4)
+    assert len(held) == 20 and len(learn) == 180
+    assert not set(learn) & set(held)
+    assert np.array_equal(np.sort(np.concatenate([learn, held])), np.arange(200))
+    again_learn, again_held = validation_split(200, 0.1, seed=4)
+    assert np.array_equal(again_learn, learn) and np.array_equal(again_held, held)
+    assert not np.array_equal(validation_split(200, 0.1, seed=5)[1], held)
+    assert len(validation_split(5, 0.01, seed=0)[1]) == 1  # at least one sample held out
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ConfigError, match="val_fraction must be in"):
+            validation_split(200, bad, seed=0)
+    with pytest.raises(ConfigError, match="leaves none to learn"):
+        validation_split(1, 0.5, seed=0)
+
+
+def test_held_out_samples_are_never_learned(monkeypatch) -> None:
+    """Every sample ``run_sample`` learns is one of the training samples outside the split,
+    each once per epoch; the split is the same for the same seed and another for another."""
+    task = small_task()
+    rows = task.train.numpy_spikes()
+    learned: list[bytes] = []
+    real = onchip_train.run_sample
+
+    def spy(net, state, x, label, **kw):
+        learned.append(np.asarray(x).tobytes())
+        return real(net, state, x, label, **kw)
+
+    monkeypatch.setattr(onchip_train, "run_sample", spy)
+    history = train_onchip(start(), task, epochs=2, seed=1)
+    held = history.val_indices
+    assert held is not None and len(held) == history.val_samples == 6
+    assert history.train_samples == 54
+    kept = [rows[n].tobytes() for n in range(len(rows)) if n not in set(held)]
+    assert sorted(learned) == sorted(kept * 2)
+    assert not {rows[n].tobytes() for n in held} & set(learned)
+    assert np.array_equal(train_onchip(start(), task, epochs=1, seed=1).val_indices, held)
+    assert not np.array_equal(train_onchip(start(), task, epochs=1, seed=2).val_indices, held)
+
+
+def test_picks_the_epoch_of_best_validation_accuracy(monkeypatch) -> None:
+    """The kept network and learning state are those at the end of the first epoch with the
+    highest validation accuracy, not the last; the test accuracy is that network's."""
+    task = load_cue_task(seed=0)
+    after_epoch, last = [], {}
+    real = onchip_train.run_sample
+
+    def spy(net, state, x, label, **kw):
+        last["net"], last["state"], readout = real(net, state, x, label, **kw)
+        return last["net"], last["state"], readout
+
+    monkeypatch.setattr(onchip_train, "run_sample", spy)
+    history = train_onchip(
+        start(), task, "eprop", epochs=5, seed=0, progress=lambda r: after_epoch.append(dict(last))
+    )
+    val = [r["val_accuracy"] for r in history.epochs]
+    assert history.picked_epoch == 1 + int(np.argmax(val))
+    # so that the check tells the kept network from the last one
+    assert history.picked_epoch < 5, "this seed should peak before the last epoch"
+    kept = after_epoch[history.picked_epoch - 1]
+    for m in ("w_in", "w_rec", "w_out"):
+        assert np.array_equal(getattr(history.net, m), getattr(kept["net"], m))
+    assert history.state is kept["state"]
+    assert history.state.updates == history.epochs[history.picked_epoch - 1]["updates"]
+    test = golden_run(history.net, task.test.numpy_spikes()).predictions == task.test.y.numpy()
+    assert history.test_accuracy == float(np.mean(test))
+    # the online figure is scored while learning; the others with learning off, after the epoch
+    assert all(
+        {"online_train_accuracy", "train_accuracy", "val_accuracy"} <= set(r)
+        and "test_accuracy" not in r
+        for r in history.epochs
+    )
+
+
+def test_test_set_is_scored_once(monkeypatch) -> None:
+    """Scoring the test set every epoch invites picking on it; it is run once, at the end."""
+    task = small_task()
+    x_test = task.test.numpy_spikes()
+    calls = {"test": 0, "other": 0}
+    real = onchip_train.golden_run
+
+    def counting(net, x):
+        on_test = np.shape(x) == x_test.shape and np.array_equal(x, x_test)
+        calls["test" if on_test else "other"] += 1
+        return real(net, x)
+
+    monkeypatch.setattr(onchip_train, "golden_run", counting)
+    train_onchip(start(), task, epochs=3, seed=0)
+    assert calls == {"test": 1, "other": 3 * 2}  # train and validation after every epoch
+
+
+def test_metrics_jsonl_has_a_line_per_epoch(tmp_path: Path) -> None:
+    task = small_task()
+    seen: list[int] = []
+
+    def lines_so_far(record: dict) -> None:
+        seen.append(len((tmp_path / METRICS_LOG).read_text().splitlines()))
+
+    history = train_onchip(start(), task, epochs=3, seed=0, run_dir=tmp_path, progress=lines_so_far)
+    lines = [json.loads(line) for line in (tmp_path / METRICS_LOG).read_text().splitlines()]
+    assert lines == history.epochs and seen == [1, 2, 3]  # written as each epoch ends
+    # a new run in the same folder starts the file afresh
+    train_onchip(start(), task, epochs=2, seed=0, run_dir=tmp_path)
+    assert len((tmp_path / METRICS_LOG).read_text().splitlines()) == 2
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskWithValidation(TaskData):
+    val: SequenceDataset | None = None
+
+
+def test_uses_the_tasks_own_validation_split() -> None:
+    task = small_task()
+    extra = load_cue_task(n_train=10, n_test=1, seed=7).train
+    with_val = TaskWithValidation(task.name, task.train, task.test, task.n_out, val=extra)
+    history = train_onchip(start(), with_val, epochs=1, seed=0)
+    assert history.val_indices is None
+    assert (history.train_samples, history.val_samples) == (60, 10)
+
+
+def test_stage_record_and_log(tmp_path: Path) -> None:
+    """``train --engine golden`` writes the picked epoch, its validation accuracy and the test
+    accuracy of its network, and a ``metrics.jsonl`` line per epoch."""
+    cfg = FlowConfig.from_dict(
+        {
+            "hardware": {
+                **CUE_HW.replace(learning=None).to_dict(),
+                "learning": {"rounding": "nearest"},
+            },
+            "train": {"epochs": 2},
+            "flow": {"task": "cue"},
+        }
+    )
+    record = stage_train_onchip(cfg, tmp_path, "eprop", progress=False)
+    saved = json.loads((tmp_path / "train_onchip.json").read_text())
+    assert saved["picked_epoch"] == record["picked_epoch"] in (1, 2)
+    picked = saved["history"][saved["picked_epoch"] - 1]
+    assert saved["val_accuracy"] == picked["val_accuracy"]
+    assert saved["updates"] == picked["updates"]
+    assert (saved["train_samples"], saved["val_samples"]) == (180, 20)
+    assert 0 <= saved["onchip_accuracy"] <= 1
+    assert len((tmp_path / METRICS_LOG).read_text().splitlines()) == 2

@@ -1,24 +1,38 @@
-"""``report.md``, ``metrics.json`` and the plots of a flow run, from the stages' JSON records."""
+"""``report.md``, ``metrics.json`` and the plots of a flow run, from the stages' JSON records.
+
+Besides the records, the report runs the golden model once more on the test set, so that it can
+show what the network does rather than only how often it is right: the confusion matrix (in the
+report and in ``metrics.json``) and the spike rasters of one correctly and one incorrectly
+classified test sample.  Figures are drawn with matplotlib's object API (no global pyplot state,
+no backend switch at import) and written atomically like every other file of the toolkit.
+"""
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from neurofptt.errors import CheckpointError  # noqa: E402
-from neurofptt.flow.stages import load_flow_task, load_trained  # noqa: E402
-from neurofptt.io import atomic_write_bytes, read_json, write_json  # noqa: E402
-from neurofptt.quant.golden import golden_run  # noqa: E402
-from neurofptt.quant.network import QuantizedNetwork  # noqa: E402
+from neurofptt.errors import CheckpointError
+from neurofptt.flow.stages import load_flow_task, load_trained
+from neurofptt.io import atomic_write_bytes, read_json, write_json
+from neurofptt.models.base import RecurrentModel
+from neurofptt.quant.golden import GoldenTrace, golden_run
+from neurofptt.quant.network import QuantizedNetwork
 
 REQUIRED_STAGES = ("train", "quantize", "generate", "verify", "synth")
+TRAINING_PNG = "training_curve.png"
+MEMBRANE_PNG = "membrane_traces.png"
+CONFUSION_PNG = "confusion_matrix.png"
+#: the raster figure of each kind of example sample
+RASTER_PNG = {"correct": "raster_correct.png", "incorrect": "raster_incorrect.png"}
+DPI = 110
 
 
 def _read(out: Path, stage: str) -> dict[str, Any]:
@@ -31,9 +45,11 @@ def _read(out: Path, stage: str) -> dict[str, Any]:
 
 
 def collect_metrics(out: Path) -> dict[str, Any]:
+    """The figures of the stage records that ``metrics.json`` carries (without the golden
+    model's confusion matrix, which :func:`write_report` adds after running it)."""
     stages = {s: _read(out, s) for s in REQUIRED_STAGES}
     t, q, g, v, s = (stages[k] for k in REQUIRED_STAGES)
-    return {
+    metrics = {
         "task": t["task"],
         "rule": t["rule"],
         "float_accuracy": q["float_accuracy"],
@@ -52,32 +68,163 @@ def collect_metrics(out: Path) -> dict[str, Any]:
         "train_seconds": t["seconds"],
         "verify_seconds": v["seconds"],
     }
+    if t.get("picked_epoch") is not None:  # float training that picks its epoch on validation
+        metrics["picked_epoch"] = t["picked_epoch"]
+    return metrics
 
 
-def plot_training(history: list[dict[str, float]], path: Path) -> None:
+@dataclass(frozen=True)
+class GoldenTest:
+    """The golden model's run on the whole test set: the network, the input spikes
+    ``(N, T, n_in)``, the labels and the trace (recurrent spikes, membranes, readouts)."""
+
+    net: QuantizedNetwork
+    spikes: np.ndarray
+    labels: np.ndarray
+    trace: GoldenTrace
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.trace.predictions
+
+    def describe(self, index: int) -> str:
+        """``test sample i: label y, golden model predicts p (correct)``: what a figure of it
+        shows, so that a misclassified sample is never shown as if it were a typical one."""
+        label, pred = int(self.labels[index]), int(self.predictions[index])
+        verdict = "correct" if label == pred else "incorrect"
+        return f"test sample {index}: label {label}, golden model predicts {pred} ({verdict})"
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts ``(n_classes, n_classes)``: row = true class, column = predicted class."""
+    matrix = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(matrix, (np.asarray(labels, np.int64), np.asarray(predictions, np.int64)), 1)
+    return matrix
+
+
+def example_samples(labels: np.ndarray, predictions: np.ndarray) -> dict[str, int | None]:
+    """The first correctly and the first incorrectly classified sample (``None`` where there is
+    none): the first rather than a random one, so that reruns show the same samples."""
+    right = np.flatnonzero(np.asarray(labels) == np.asarray(predictions))
+    wrong = np.flatnonzero(np.asarray(labels) != np.asarray(predictions))
+    return {
+        "correct": int(right[0]) if len(right) else None,
+        "incorrect": int(wrong[0]) if len(wrong) else None,
+    }
+
+
+def confusion_table(matrix: np.ndarray) -> list[str]:
+    """The confusion matrix as markdown lines, with each true class's total and recall."""
+    n = len(matrix)
+    lines = [
+        "| true \\ predicted | " + " | ".join(str(k) for k in range(n)) + " | total | recall |",
+        "|---" * (n + 3) + "|",
+    ]
+    for k, row in enumerate(matrix):
+        total = int(row.sum())
+        recall = f"{row[k] / total:.3f}" if total else "-"
+        cells = " | ".join(f"**{int(c)}**" if j == k else str(int(c)) for j, c in enumerate(row))
+        lines.append(f"| {k} | {cells} | {total} | {recall} |")
+    return lines
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """Render ``fig`` to PNG in memory and write it atomically, so that a reader never sees a
+    half-written image."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_training(
+    history: list[dict[str, float]], path: Path, picked_epoch: int | None = None
+) -> None:
+    """Loss and accuracies per epoch; the validation curve and the picked epoch where the
+    trainer recorded them (older records have neither, and some no per-epoch test score)."""
     epochs = [h["epoch"] for h in history]
-    fig, ax1 = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5), layout="tight")
+    ax1 = fig.subplots()
     ax1.plot(epochs, [h["train_loss"] for h in history], color="tab:red", label="train loss")
     ax1.set_xlabel("epoch")
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.set_ylabel("loss", color="tab:red")
     ax2 = ax1.twinx()
-    ax2.plot(epochs, [h["train_accuracy"] for h in history], color="tab:blue", label="train acc")
-    ax2.plot(epochs, [h["test_accuracy"] for h in history], "--", color="tab:blue", label="test")
+    curves = (("train_accuracy", "-", "train"), ("val_accuracy", ":", "validation"))
+    curves += (("test_accuracy", "--", "test"),)
+    for key, style, label in curves:
+        points = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax2.plot(xs, ys, style, color="tab:blue", label=label)
+    if picked_epoch is not None:
+        ax2.axvline(picked_epoch, color="k", lw=0.8, label=f"picked epoch {picked_epoch}")
     ax2.set_ylabel("accuracy", color="tab:blue")
-    ax2.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    ax2.legend(loc="best", fontsize=8)
+    save_figure(fig, path)
 
 
-def plot_membranes(quantize_record: dict[str, Any], path: Path, n_neurons: int = 4) -> None:
-    """Float membrane vs golden fixed-point membrane (and readout) of one test sample, for the
-    checkpoint and quantized model that the quantize stage used."""
+def plot_confusion(matrix: np.ndarray, path: Path) -> None:
+    n = len(matrix)
+    fig = Figure(figsize=(0.45 * n + 2.5, 0.45 * n + 2), layout="tight")
+    ax = fig.subplots()
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    high = matrix.max() / 2 if matrix.size else 0
+    for (i, j), count in np.ndenumerate(matrix):
+        if count:
+            color = "white" if count > high else "black"
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color=color)
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xlabel("predicted class (golden model)")
+    ax.set_ylabel("true class")
+    ax.set_title(f"confusion matrix, {int(matrix.sum())} test samples", fontsize=9)
+    save_figure(fig, path)
 
-    model, cfg = load_trained(Path(quantize_record["checkpoint"]))
-    net = QuantizedNetwork.load(Path(quantize_record["quantized"]))
-    task = load_flow_task(cfg)
-    x = task.test.x[:1]
+
+def plot_raster(run: GoldenTest, index: int, path: Path) -> None:
+    """Input spikes, recurrent spikes and the readouts of one test sample over time, in the
+    golden model; the title says which sample, its label, the prediction and the verdict."""
+    x = run.spikes[index]
+    z = run.trace.spikes[index]
+    readout = run.trace.readout[index] * run.net.config.lsb
+    label, pred = int(run.labels[index]), int(run.predictions[index])
+    steps = np.arange(1, len(x) + 1)
+    fig = Figure(figsize=(7, 6.5), layout="constrained")
+    axes = fig.subplots(3, 1, sharex=True, height_ratios=[2, 2, 1.6])
+    for ax, spikes, name in ((axes[0], x, "input channel"), (axes[1], z, "recurrent neuron")):
+        t, k = np.nonzero(spikes)
+        ax.scatter(t + 1, k, marker="|", s=30, color="k", linewidths=1)
+        ax.set_ylim(-0.5, spikes.shape[1] - 0.5)
+        ax.set_ylabel(name)
+    axes[0].set_title(f"input spikes ({int(x.sum())})", fontsize=9)
+    axes[1].set_title(f"recurrent spikes ({int(z.sum())})", fontsize=9)
+    for k in range(readout.shape[1]):
+        if k in (label, pred):
+            color, width = ("tab:green", 2.0) if k == label else ("tab:red", 2.0)
+            tag = "label" if k == label else "predicted"
+            axes[2].plot(steps, readout[:, k], color=color, lw=width, label=f"out{k} ({tag})")
+        else:
+            axes[2].plot(steps, readout[:, k], color="0.7", lw=0.8)
+    axes[2].set_title("readouts (grey: other classes); prediction = arg-max at the last step")
+    axes[2].title.set_fontsize(9)
+    axes[2].set_xlabel("step")
+    axes[2].set_ylabel("readout")
+    axes[2].legend(fontsize=7, loc="upper left")
+    verdict = "correctly" if label == pred else "incorrectly"
+    fig.suptitle(
+        f"test sample {index}: label {label}, predicted {pred} ({verdict} classified)", fontsize=10
+    )
+    save_figure(fig, path)
+
+
+def plot_membranes(
+    model: RecurrentModel, run: GoldenTest, path: Path, index: int = 0, n_neurons: int = 4
+) -> None:
+    """Float membrane vs golden fixed-point membrane (and readout) of test sample ``index``,
+    for the checkpoint and quantized model that the quantize stage used; the title says which
+    sample, its label and both predictions, so a misclassified sample is seen as one."""
+    x = torch.from_numpy(run.spikes[index : index + 1].astype(np.float32))
     state = model.initial_state(1)
     mems, outs = [], []
     with torch.no_grad():
@@ -86,44 +233,89 @@ def plot_membranes(quantize_record: dict[str, Any], path: Path, n_neurons: int =
             mems.append(state[0][0].numpy())
             outs.append(logits[0].numpy())
     mems, outs = np.array(mems), np.array(outs)
-    trace = golden_run(net, task.test.numpy_spikes()[:1])
-    lsb = net.config.lsb
+    trace, lsb = run.trace, run.net.config.lsb
     # the most active neurons of the golden run: their membranes cross the threshold
-    active = np.argsort(-trace.spikes[0].sum(0), kind="stable")[:n_neurons]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    active = np.argsort(-trace.spikes[index].sum(0), kind="stable")[:n_neurons]
+    fig = Figure(figsize=(9, 3.8), layout="tight")
+    axes = fig.subplots(1, 2)
     steps = np.arange(1, x.shape[1] + 1)
     for i, j in enumerate(active):
         c = f"C{i}"
         axes[0].plot(steps, mems[:, j], color=c, label=f"float n{j}")
-        axes[0].plot(steps, trace.membrane[0, :, j] * lsb, "o--", color=c, ms=3)
-    axes[0].axhline(net.config.threshold_float, color="k", lw=0.5)
-    axes[0].set_title("recurrent membranes (line: float, dots: golden)")
-    label = int(task.test.y[0])
-    for k in sorted({label, int(outs[-1].argmax())}):
+        axes[0].plot(steps, trace.membrane[index, :, j] * lsb, "o--", color=c, ms=3)
+    axes[0].axhline(run.net.config.threshold_float, color="k", lw=0.5)
+    axes[0].set_title("recurrent membranes (line: float, dots: golden)", fontsize=9)
+    label, float_pred = int(run.labels[index]), int(outs[-1].argmax())
+    golden_pred = int(run.predictions[index])
+    for k in sorted({label, float_pred, golden_pred}):
         axes[1].plot(steps, outs[:, k], label=f"float out{k}")
-        axes[1].plot(steps, trace.readout[0, :, k] * lsb, "o--", ms=3, label=f"golden out{k}")
-    axes[1].set_title(f"readout (label {label})")
+        axes[1].plot(steps, trace.readout[index, :, k] * lsb, "o--", ms=3, label=f"golden out{k}")
+    axes[1].set_title(f"readout (label {label}, float predicts {float_pred})", fontsize=9)
     for ax in axes:
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.suptitle(run.describe(index), fontsize=10)
+    save_figure(fig, path)
 
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def write_report(out: Path) -> dict[str, Any]:
+def golden_test(quantize_record: dict[str, Any]) -> tuple[RecurrentModel, GoldenTest]:
+    """The float model and the golden model's test-set run of the quantize stage's checkpoint
+    and quantized network."""
+    model, cfg = load_trained(Path(quantize_record["checkpoint"]))
+    net = QuantizedNetwork.load(Path(quantize_record["quantized"]))
+    test = load_flow_task(cfg).test
+    spikes = test.numpy_spikes()
+    return model, GoldenTest(net, spikes, test.y.numpy(), golden_run(net, spikes))
 
+
+def raster_lines(run: GoldenTest, examples: dict[str, int | None], out: Path) -> list[str]:
+    """The raster section: a figure per kind of example, or a sentence where there is none
+    (a stale figure of an earlier report is removed, so the folder matches the report)."""
+    lines = []
+    missing = {"correct": "no test sample", "incorrect": "every test sample"}
+    for kind, index in examples.items():
+        path = out / RASTER_PNG[kind]
+        lines += [f"### {kind.capitalize()}ly classified", ""]
+        if index is None:
+            path.unlink(missing_ok=True)
+            lines += [
+                f"The golden model classifies {missing[kind]} correctly: there is no "
+                f"{kind}ly classified sample to show.",
+                "",
+            ]
+            continue
+        plot_raster(run, index, path)
+        text = run.describe(index)
+        lines += [
+            f"{text[0].upper()}{text[1:]}.",
+            "",
+            f"![raster of test sample {index} ({kind})]({RASTER_PNG[kind]})",
+            "",
+        ]
+    return lines
+
+
+def write_report(out: Path) -> dict[str, Any]:
+    """Write ``report.md``, ``metrics.json`` and the figures of the run folder ``out``."""
     out = Path(out)
     metrics = collect_metrics(out)
     train = _read(out, "train")
     quant = _read(out, "quantize")
     verify = _read(out, "verify")
-    plot_training(train["history"], out / "training_curve.png")
-    plot_membranes(quant, out / "membrane_traces.png")
+    model, run = golden_test(quant)
+    n_out = run.net.config.n_out
+    matrix = confusion_matrix(run.labels, run.predictions, n_out)
+    examples = example_samples(run.labels, run.predictions)
+    metrics["confusion_matrix"] = matrix.tolist()
+    metrics["example_samples"] = examples
+    picked = train.get("picked_epoch")
+    plot_training(train["history"], out / TRAINING_PNG, picked)
+    plot_confusion(matrix, out / CONFUSION_PNG)
+    plot_membranes(model, run, out / MEMBRANE_PNG)
     write_json(out / "metrics.json", metrics)
     hw = metrics["hardware"]
     fpga = metrics["fpga"]
@@ -144,6 +336,31 @@ def write_report(out: Path) -> dict[str, Any]:
         f"{metrics['rtl_samples']} |",
         f"| RTL (Icarus + cocotb) | {_fmt(metrics['rtl_accuracy'])} | {metrics['rtl_samples']} |",
         "",
+    ]
+    if picked is not None:
+        val = [h["val_accuracy"] for h in train["history"] if h.get("epoch") == picked]
+        at = f" (validation accuracy {_fmt(val[0])})" if val and val[0] is not None else ""
+        lines += [
+            f"Float training kept epoch **{picked}** of {len(train['history'])}{at}, picked "
+            "on the validation split.",
+            "",
+        ]
+    lines += [
+        "## Golden model on the test set",
+        "",
+        f"Confusion matrix of the golden (integer) model on all {int(matrix.sum())} test "
+        "samples: rows are the true class, columns the predicted class (diagonal in bold).",
+        "",
+        *confusion_table(matrix),
+        "",
+        f"![confusion matrix]({CONFUSION_PNG})",
+        "",
+        "## Spike rasters",
+        "",
+        "Input spikes, recurrent spikes and readouts over time in the golden model, for the "
+        "first correctly and the first incorrectly classified test sample.",
+        "",
+        *raster_lines(run, examples, out),
         "## Bit-exact verification",
         "",
         f"- neuron-steps compared: {metrics['rtl_neuron_steps']} "
@@ -180,9 +397,15 @@ def write_report(out: Path) -> dict[str, Any]:
         "",
         "## Plots",
         "",
-        "![training curve](training_curve.png)",
+        "Training curve"
+        + (f" (vertical line: the picked epoch {picked})" if picked is not None else "")
+        + ":",
         "",
-        "![membrane traces](membrane_traces.png)",
+        f"![training curve]({TRAINING_PNG})",
+        "",
+        f"Float and golden membranes and readouts of {run.describe(0)}:",
+        "",
+        f"![membrane traces]({MEMBRANE_PNG})",
         "",
         f"Verilog: `{metrics['verilog']}`",
         "",

@@ -36,8 +36,10 @@ demo: setup
 	$(VENV)/bin/neurofptt flow --out $(DEMO)
 	@echo "report: $(DEMO)/report.md   metrics: $(DEMO)/metrics.json"
 
+# the tests, then the documentation site: a broken link, anchor or API page fails `make test` too
 test: setup
 	$(PY) -m pytest -n 2 --dist loadfile -q
+	$(VENV)/bin/mkdocs build --strict
 
 # Refresh the reference accelerator in hdl/ from the demo's quantized network.
 hdl: setup

@@ -7,11 +7,23 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from neurofptt.errors import ConfigError
-from neurofptt.hdl import EventKind, LifCore, cycles_per_step, generate_verilog, render_verilog
+from neurofptt.hdl import (
+    LifCore,
+    cycles_per_step,
+    event_layout,
+    generate_verilog,
+    render_verilog,
+)
 from neurofptt.quant import HardwareConfig, QuantizedNetwork, golden_run
+from neurofptt.verify.streams import (
+    StreamBench,
+    cycle_budget,
+    frame_run,
+    random_stalls,
+    run_amaranth,
+)
 
 
 def _random_net(cfg: HardwareConfig, rng: np.random.Generator) -> QuantizedNetwork:
@@ -28,95 +40,24 @@ def simulate(
     spikes: np.ndarray,
     backpressure: bool = False,
     seed: int = 0,
-):
-    """Drive ``spikes`` (B, T, n_in) through LifCore; return spikes, readout, per-step cycles."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Drive ``spikes`` (B, T, n_in) through LifCore; return spikes, readout, per-step cycles.
+
+    Every stream rule must hold (ascending spikes, readout indices and ``last``, ``valid`` and
+    payload held until ``ready``).  Before each ``CLEAR`` two ``SPIKE`` events start a step
+    that is never ended: the partial sums it leaves behind, ``CLEAR`` must wipe."""
     cfg = net.config
-    dut = LifCore(net)
     batch, steps, _ = spikes.shape
     rng = random.Random(seed)
-    out_spikes = np.zeros((batch, steps, cfg.n_rec), bool)
-    out_readout = np.zeros((batch, steps, cfg.n_out), np.int64)
-    order_ok = []
-    cycle = [0]
-    first_accept = {}
-    last_readout = {}
-
-    async def clock_counter(ctx):
-        async for _ in ctx.tick():
-            cycle[0] += 1
-
-    async def driver(ctx):
-        for b in range(batch):
-            # an abandoned partial step leaves partial sums behind: CLEAR must wipe them
-            events = [(EventKind.SPIKE, rng.randrange(cfg.n_in), -1) for _ in range(2)]
-            events.append((EventKind.CLEAR, 0, -1))
-            for t in range(steps):
-                events += [(EventKind.SPIKE, int(i), t) for i in np.flatnonzero(spikes[b, t])]
-                events.append((EventKind.STEP, 0, t))
-            for kind, index, t in events:
-                if backpressure and rng.random() < 0.2:
-                    await ctx.tick().repeat(rng.randint(1, 3))
-                ctx.set(dut.i_event.valid, 1)
-                ctx.set(dut.i_event.p, {"kind": kind, "index": index})
-                await ctx.tick().until(dut.i_event.ready)
-                ctx.set(dut.i_event.valid, 0)
-                if t >= 0 and (b, t) not in first_accept:
-                    first_accept[(b, t)] = cycle[0]
-
-    async def spike_monitor(ctx):
-        for b in range(batch):
-            for t in range(steps):
-                seen = []
-                while True:
-                    if backpressure:
-                        ctx.set(dut.o_spike.ready, rng.random() < 0.5)
-                    else:
-                        ctx.set(dut.o_spike.ready, 1)
-                    _, _, payload, valid, ready = await ctx.tick().sample(
-                        dut.o_spike.p, dut.o_spike.valid, dut.o_spike.ready
-                    )
-                    if not (valid and ready):
-                        continue
-                    if payload.kind == EventKind.STEP:
-                        break
-                    seen.append(int(payload.index))
-                order_ok.append(seen == sorted(set(seen)))
-                out_spikes[b, t, seen] = True
-        ctx.set(dut.o_spike.ready, 0)
-
-    async def readout_monitor(ctx):
-        for b in range(batch):
-            for t in range(steps):
-                k = 0
-                while k < cfg.n_out:
-                    if backpressure:
-                        ctx.set(dut.o_readout.ready, rng.random() < 0.5)
-                    else:
-                        ctx.set(dut.o_readout.ready, 1)
-                    _, _, payload, valid, ready = await ctx.tick().sample(
-                        dut.o_readout.p, dut.o_readout.valid, dut.o_readout.ready
-                    )
-                    if not (valid and ready):
-                        continue
-                    assert int(payload.index) == k
-                    assert bool(payload.last) == (k == cfg.n_out - 1)
-                    out_readout[b, t, k] = int(payload.value)
-                    k += 1
-                last_readout[(b, t)] = cycle[0]
-        ctx.set(dut.o_readout.ready, 0)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(clock_counter, background=True)
-    sim.add_testbench(driver)
-    sim.add_testbench(spike_monitor)
-    sim.add_testbench(readout_monitor)
-    sim.run()
-    assert all(order_ok), "spikes must come in ascending neuron order"
-    step_cycles = np.zeros((batch, steps), np.int64)
-    for (b, t), end in last_readout.items():
-        step_cycles[b, t] = end - first_accept[(b, t)] + 1
-    return out_spikes, out_readout, step_cycles
+    abandoned = [[rng.randrange(cfg.n_in) for _ in range(2)] for _ in range(batch)]
+    items = frame_run(event_layout(cfg.n_in), spikes, abandoned=abandoned)
+    bench = StreamBench(cfg, batch, steps, random_stalls(seed) if backpressure else None)
+    complete, _ = run_amaranth(
+        LifCore(net), bench.benches(items), cycle_budget(cfg, batch, steps, stalled=backpressure)
+    )
+    assert complete, "the core hung"
+    assert bench.errors == [], "\n".join(str(e) for e in bench.errors)
+    return bench.spikes, bench.readout, bench.step_cycles
 
 
 CONFIGS = [

@@ -21,12 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from neurofptt.errors import ConfigError
 from neurofptt.hdl import (
     READ_WEIGHTS,
-    EventKind,
     LifCore,
     cycles_per_clear,
     cycles_per_load,
@@ -37,7 +35,6 @@ from neurofptt.hdl import (
     weight_dump_layout,
 )
 from neurofptt.hdl.cost import learning_cycles_per_update
-from neurofptt.hdl.learning import MATRIX_CODES
 from neurofptt.onchip import LearningState
 from neurofptt.quant import HardwareConfig, QuantizedNetwork
 from neurofptt.quant.config import LearningConfig
@@ -47,10 +44,19 @@ from neurofptt.verify.learning import (
     WeightLoad,
     compare_snapshot,
     decode_dump,
-    encode_word,
     golden_learning_run,
     load_words,
     loaded_state,
+)
+from neurofptt.verify.streams import (
+    Load,
+    Stalls,
+    StreamBench,
+    cycle_budget,
+    encode_word,
+    frame_run,
+    pack,
+    run_amaranth,
 )
 
 ERRORS = ("target", "hinge", "softmax")
@@ -168,23 +174,6 @@ def random_case(seed: int, batch: int = 3) -> Case:
     return Case(f"{name}-load", net, spikes, labels, random_load(net, seed, 1))
 
 
-def _payload(cfg: HardwareConfig, **fields: int) -> int:
-    layout = learn_event_layout(cfg)
-    return sum(int(value) << layout[name].offset for name, value in fields.items())
-
-
-def _run(sim: Simulator, cycles: int) -> None:
-    """Run ``sim`` (1 MHz clock) for at most ``cycles``: a core that hangs fails the test (its
-    outputs are then missing) instead of stopping the test run."""
-    sim.run_until(cycles * 1e-6)
-
-
-def _budget(cfg: HardwareConfig, steps: int, dumps: int) -> int:
-    """Generous cycles for ``steps`` steps and ``dumps`` updates, dumps or loads."""
-    synapses = cfg.n_rec * (cfg.n_in + cfg.n_rec + cfg.n_out)
-    return 4 * (steps * (synapses + 4 * cfg.n_rec + 20) + dumps * (2 * synapses + 20)) + 1000
-
-
 def _padded_words(case: Case, seed: int) -> list:
     """The load's words with extreme values in the padding lanes (lanes past ``n_out`` or
     ``n_rec`` in a matrix's last row), which must never reach an output or a real weight."""
@@ -214,145 +203,37 @@ LOAD_SIM = {0: (False, False), 3: (True, False), 6: (False, True), 9: (True, Tru
 def simulate(case: Case, seed: int):
     """Drive the case through LifCore in the Amaranth simulator; return the golden trace,
     spikes, readout, the raw words of every dump (one per update, and one after the load), the
-    cycles from each update step's first event to the cycle its READ is accepted, and the
-    cycles from the load's first word to the accepted READ (None without a load)."""
+    cycles from each update step's first event to the cycle its READ is accepted, the loaded
+    words and the cycles from the load's first word to the accepted READ (None without a
+    load).  Every stream rule must hold, and a load must keep ``busy`` high until its last
+    word, take a CLEAR offered with its first word at the same edge and hold the READ off until
+    its last word."""
     net, x, labels, load = case.net, case.spikes, case.labels, case.load
     cfg = net.config
     trace = golden_learning_run(net, x, labels, load)
-    dut = LifCore(net)
     batch, steps, _ = x.shape
-    out_spikes = np.zeros((batch, steps, cfg.n_rec), bool)
-    out_readout = np.zeros((batch, steps, cfg.n_out), np.int64)
-    dumps: list[list] = []
-    cycle = [0]
-    first, read_at = {}, {}
-    load_cycles = [None]
-    gap_rng = np.random.default_rng([seed, 3])
-
-    async def clock_counter(ctx):
-        async for _ in ctx.tick():
-            cycle[0] += 1
-
-    async def send(ctx, raw: int) -> None:
-        ctx.set(dut.i_event.valid, 1)
-        ctx.set(dut.i_event.payload.as_value(), raw)
-        await ctx.tick().until(dut.i_event.ready)
-        ctx.set(dut.i_event.valid, 0)
-
-    async def load_then_read(ctx, with_clear: bool, gaps: bool) -> None:
-        """The load's words on i_weights (the first with the CLEAR if ``with_clear``), and a
-        READ offered from the cycle after the first word: it must wait for the last word."""
-        raws = [encode_word(cfg, w, i == len(words) - 1) for i, w in enumerate(words)]
-        while not ctx.get(dut.i_weights.ready):  # ready rises (in IDLE) while valid is low
-            await ctx.tick()
-        ctx.set(dut.i_weights.payload.as_value(), raws[0])
-        ctx.set(dut.i_weights.valid, 1)
-        if with_clear:
-            await send(ctx, _payload(cfg, kind=EventKind.CLEAR.value))
-            assert ctx.get(dut.i_weights.valid)  # both were taken at the same edge
-        else:
-            await ctx.tick().until(dut.i_weights.ready)
-        start, taken = cycle[0], 1
-        ctx.set(dut.i_event.payload.as_value(), _payload(cfg, kind=READ_WEIGHTS))
-        ctx.set(dut.i_event.valid, 1)
-        offering = False
-        while True:
-            if not offering and taken < len(raws) and not (gaps and gap_rng.random() < 0.4):
-                ctx.set(dut.i_weights.payload.as_value(), raws[taken])
-                offering = True
-            ctx.set(dut.i_weights.valid, offering)
-            _, _, ev_ready, w_ready, busy = await ctx.tick().sample(
-                dut.i_event.ready, dut.i_weights.ready, dut.busy
-            )
-            assert busy or taken == len(raws), "busy must stay high until the load has ended"
-            if offering and w_ready:
-                taken, offering = taken + 1, False
-            if ev_ready:
-                assert taken == len(raws), f"READ taken after {taken} of {len(raws)} words"
-                break
-        ctx.set(dut.i_event.valid, 0)
-        ctx.set(dut.i_weights.valid, 0)
-        load_cycles[0] = cycle[0] - start
-
-    async def driver(ctx):
-        for b in range(batch):
-            cleared = False
-            if load is not None and b == load.before:
-                with_clear, gaps = LOAD_SIM[seed]
-                await load_then_read(ctx, with_clear, gaps)
-                cleared = with_clear
-            if not cleared:
-                await send(ctx, _payload(cfg, kind=EventKind.CLEAR.value))
-            for t in range(steps):
-                for i in np.flatnonzero(x[b, t]):
-                    await send(ctx, _payload(cfg, kind=EventKind.SPIKE.value, index=i))
-                    first.setdefault((b, t), cycle[0])
-                await send(
-                    ctx,
-                    _payload(
-                        cfg,
-                        kind=EventKind.STEP.value,
-                        learn=trace.learn[b, t],
-                        label=labels[b],
-                        shift=trace.shift[b, t],
-                    ),
-                )
-                first.setdefault((b, t), cycle[0])
-                if trace.learn[b, t]:
-                    await send(ctx, _payload(cfg, kind=READ_WEIGHTS))
-                    read_at[(b, t)] = cycle[0]
-
-    async def spike_monitor(ctx):
-        ctx.set(dut.o_spike.ready, 1)
-        for b in range(batch):
-            for t in range(steps):
-                while True:
-                    _, _, payload, valid = await ctx.tick().sample(dut.o_spike.p, dut.o_spike.valid)
-                    if not valid:
-                        continue
-                    if payload.kind == EventKind.STEP:
-                        break
-                    out_spikes[b, t, int(payload.index)] = True
-
-    async def readout_monitor(ctx):
-        ctx.set(dut.o_readout.ready, 1)
-        for b in range(batch):
-            for t in range(steps):
-                k = 0
-                while k < cfg.n_out:
-                    _, _, payload, valid = await ctx.tick().sample(
-                        dut.o_readout.p, dut.o_readout.valid
-                    )
-                    if valid:
-                        out_readout[b, t, int(payload.index)] = int(payload.value)
-                        k += 1
-
-    async def dump_monitor(ctx):
-        ctx.set(dut.o_weights.ready, 1)
-        fptt = cfg.learning.mode == "fptt"
-        for _ in trace.snapshots:
-            words = []
-            while True:
-                _, _, payload, valid = await ctx.tick().sample(dut.o_weights.p, dut.o_weights.valid)
-                if not valid:
-                    continue
-                w = [int(v) for v in payload.w]
-                wbar = [int(v) for v in payload.wbar] if fptt else []
-                words.append((int(payload.matrix), w, wbar))
-                if payload.last:
-                    break
-            dumps.append(words)
-
-    words = _padded_words(case, seed) if load is not None else []
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(clock_counter, background=True)
-    for bench in (driver, spike_monitor, readout_monitor, dump_monitor):
-        sim.add_testbench(bench)
-    _run(sim, _budget(cfg, batch * steps, len(trace.snapshots) + 1))
-    assert len(dumps) == len(trace.snapshots), f"{case.name}: the core hung"
-    cycles = {key: read_at[key] - first[key] for key in read_at}
-    return trace, out_spikes, out_readout, dumps, cycles, words, load_cycles[0]
+    loads, stalls, words = {}, {}, []
+    if load is not None:
+        with_clear, gaps = LOAD_SIM[seed]
+        words = _padded_words(case, seed)
+        loads = {load.before: Load.of(cfg, words, load.before, with_clear)}
+        if gaps:
+            stalls = {"i_weights": Stalls.seeded(seed, "i_weights")}
+    items = frame_run(
+        learn_event_layout(cfg), x, labels=labels, learn=trace.learn, shift=trace.shift, loads=loads
+    )
+    bench = StreamBench(cfg, batch, steps, stalls)
+    places = [(s.sample, s.step) for s in trace.snapshots]
+    budget = cycle_budget(cfg, batch, steps, updates=trace.updates, loads=len(loads))
+    complete, _ = run_amaranth(LifCore(net), bench.benches(items, places), budget)
+    assert complete and len(bench.dumps) == len(trace.snapshots), f"{case.name}: the core hung"
+    assert bench.errors == [], f"{case.name}: " + "; ".join(str(e) for e in bench.errors)
+    learned = np.argwhere(bench.read_accept >= 0)
+    cycles = {
+        (int(b), int(t)): int(bench.read_accept[b, t] - bench.step_start[b, t]) for b, t in learned
+    }
+    load_cycles = bench.load_cycles[0] if bench.load_cycles else None
+    return trace, bench.spikes, bench.readout, bench.dumps, cycles, words, load_cycles
 
 
 def _expected_update_cycles(case: Case, spikes: np.ndarray, b: int, t: int) -> int:
@@ -527,62 +408,35 @@ def test_weight_mismatch_report_names_step_matrix_and_indices() -> None:
 
 
 def _dump_after_loads(net: QuantizedNetwork, loads: list[list[int]]) -> list[list]:
-    """Amaranth simulator: feed each list of raw ``i_weights`` words in turn, each followed by
-    a READ (offered at once, so the core must hold it off until the load has ended); return the
-    dumps."""
+    """Amaranth simulator: feed each list of raw ``i_weights`` words in turn, each with a READ
+    offered from the edge after its first word (so the core must hold it off until the load has
+    ended); return the dumps."""
     cfg = net.config
-    dut = LifCore(net)
-    dumps: list[list] = []
-
-    async def driver(ctx):
-        for raws in loads:
-            ctx.set(dut.i_weights.valid, 1)
-            for raw in raws:
-                ctx.set(dut.i_weights.payload.as_value(), raw)
-                await ctx.tick().until(dut.i_weights.ready)
-            ctx.set(dut.i_weights.valid, 0)
-            ctx.set(dut.i_event.payload.as_value(), _payload(cfg, kind=READ_WEIGHTS))
-            ctx.set(dut.i_event.valid, 1)
-            await ctx.tick().until(dut.i_event.ready)
-            ctx.set(dut.i_event.valid, 0)
-
-    async def dump_monitor(ctx):
-        ctx.set(dut.o_weights.ready, 1)
-        for _ in loads:
-            words = []
-            while True:
-                _, _, payload, valid = await ctx.tick().sample(dut.o_weights.p, dut.o_weights.valid)
-                if valid:
-                    words.append((int(payload.matrix), [int(v) for v in payload.w],
-                                  [int(v) for v in payload.wbar]))  # fmt: skip
-                    if payload.last:
-                        break
-            dumps.append(words)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(driver)
-    sim.add_testbench(dump_monitor)
-    _run(sim, _budget(cfg, 0, 2 * len(loads)))
-    assert len(dumps) == len(loads), "the core hung: a READ was never taken"
-    return dumps
+    read = pack(learn_event_layout(cfg), kind=READ_WEIGHTS)
+    items = [Load(tuple(raws), 0, read) for raws in loads]
+    bench = StreamBench(cfg, 0, 0)
+    budget = cycle_budget(cfg, 0, 0, loads=len(loads))
+    complete, _ = run_amaranth(LifCore(net), bench.benches(items, [(0, -1)] * len(loads)), budget)
+    assert complete and len(bench.dumps) == len(loads), "the core hung: a READ was never taken"
+    assert bench.errors == [], "; ".join(str(e) for e in bench.errors)
+    return bench.dumps
 
 
 def test_load_ends_on_last_or_after_the_final_word() -> None:
     """``last`` ends a load early (a prefix is loaded, the rest kept); without ``last`` the load
     ends after the final ``W_rec`` word; either way the next load starts at ``W_out`` word 0."""
     case = random_case(1)  # FPTT: the W_bar words travel with the weights
-    cfg = case.net.config
+    dump = weight_dump_layout(case.net.config)
     generated = load_words(case.net, LearningState.start(case.net).wbar)
     a, b = (random_load(case.net, seed, 0) for seed in (100, 101))
     a, b = load_words(a.net, a.wbar), load_words(b.net, b.wbar)
-    n_out = sum(code == MATRIX_CODES["out"] for code, _, _ in generated)
+    n_out = sum(code == 0 for code, _, _ in generated)  # matrix code 0: W_out
     dumps = _dump_after_loads(
         case.net,
         [
-            [encode_word(cfg, w, i == n_out - 1) for i, w in enumerate(a[:n_out])],
-            [encode_word(cfg, w, False) for w in b],
-            [encode_word(cfg, a[0], True)],
+            [encode_word(dump, w, i == n_out - 1) for i, w in enumerate(a[:n_out])],
+            [encode_word(dump, w, False) for w in b],
+            [encode_word(dump, a[0], True)],
         ],
     )
     assert dumps[0] == a[:n_out] + generated[n_out:]

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neurofptt.hdl.ports import weight_dump_layout
 from neurofptt.hdl.rows import lane_words
 from neurofptt.onchip import (
     MATRICES,
@@ -25,7 +24,6 @@ from neurofptt.onchip import (
     learning_step,
     step_schedule,
 )
-from neurofptt.quant.config import HardwareConfig
 from neurofptt.quant.golden import check_spike_input
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.verify.compare import Mismatch
@@ -36,7 +34,6 @@ __all__ = [
     "WeightLoad",
     "compare_snapshot",
     "decode_dump",
-    "encode_word",
     "golden_learning_run",
     "load_words",
     "loaded_state",
@@ -44,6 +41,7 @@ __all__ = [
 ]
 
 #: a weight-stream word as the benches handle it: (matrix code, weights per lane, W_bar per lane)
+#: (:func:`~neurofptt.verify.streams.encode_word` packs it into a payload)
 Word = tuple[int, list[int], list[int]]
 
 
@@ -199,21 +197,6 @@ def load_words(net: QuantizedNetwork, wbar: dict[str, np.ndarray]) -> list[Word]
             w = [int(v) for v in per_lane[0][i]]
             words.append((code, w, [int(v) for v in per_lane[1][i]] if wbar else []))
     return words
-
-
-def encode_word(cfg: HardwareConfig, word: Word, last: bool) -> int:
-    """The raw ``i_weights`` / ``o_weights`` payload of ``word`` (:func:`weight_dump_layout`:
-    two's-complement lanes, lane 0 lowest) with ``last``."""
-    layout = weight_dump_layout(cfg)
-    matrix, w, wbar = word
-    raw = matrix << layout["matrix"].offset | int(last) << layout["last"].offset
-    fields = [("w", w, cfg.weight_bits)]
-    if wbar:
-        fields.append(("wbar", wbar, cfg.learning.wbar_bits))
-    for name, values, bits in fields:
-        for lane, value in enumerate(values):
-            raw |= (value & ((1 << bits) - 1)) << (layout[name].offset + lane * bits)
-    return raw
 
 
 def decode_dump(net: QuantizedNetwork, words: list[Word]) -> dict[str, np.ndarray]:

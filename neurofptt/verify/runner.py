@@ -32,6 +32,7 @@ __all__ = [
     "TESTBENCH_MODULE",
     "LearningRtlResult",
     "RtlResult",
+    "inference_stimulus",
     "require_icarus",
     "run_rtl",
     "run_rtl_learning",
@@ -163,7 +164,7 @@ def _simulate(
 ) -> tuple[Path, float]:
     """Write ``stimulus`` to ``work_dir/stimulus.npz``, compile ``verilog_path`` with Icarus
     (once per design) and run the cocotb ``test_module`` on it (the environment
-    :class:`~neurofptt.verify.bench_common.StepBench` reads); returns the results file the
+    :class:`~neurofptt.verify.bench_common.BenchRun` reads); returns the results file the
     testbench wrote and the time at which the build finished.  A failing test does not raise:
     its results file says why; a simulation that wrote none raises."""
     from cocotb_tools.runner import get_runner  # imported late: heavy and only needed here
@@ -224,6 +225,23 @@ def _simulate(
     return results, built
 
 
+def inference_stimulus(
+    net: QuantizedNetwork, spikes: np.ndarray, golden: GoldenTrace | None = None
+) -> dict[str, np.ndarray]:
+    """The arrays of the inference testbench's stimulus file (``np.savez`` them): the input
+    ``spikes`` ``(B, T, n_in)``, the golden model's spikes and readouts (``golden``, computed
+    when not given) and the hardware config.  One writer for :func:`run_rtl` and for the cocotb
+    Makefile flow in ``sim/``, so both feed the testbench the same format."""
+    x = check_spike_input(spikes, net.config.n_in)
+    golden = golden if golden is not None else golden_run(net, x)
+    return {
+        "spikes": x.astype(np.uint8),
+        "expected_spikes": golden.spikes,
+        "expected_readout": golden.readout,
+        "config": np.array(json.dumps(net.config.to_dict())),
+    }
+
+
 def run_rtl(
     net: QuantizedNetwork,
     spikes: np.ndarray,
@@ -262,12 +280,7 @@ def run_rtl(
             )
         top = _module_name(verilog_path)
 
-    stimulus = {
-        "spikes": x.astype(np.uint8),
-        "expected_spikes": golden.spikes,
-        "expected_readout": golden.readout,
-        "config": np.array(json.dumps(cfg.to_dict())),
-    }
+    stimulus = inference_stimulus(net, x, golden)
     results, built = _simulate(
         verilog_path, top, work_dir, TESTBENCH_MODULE, stimulus, backpressure, seed
     )

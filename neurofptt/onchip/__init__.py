@@ -38,8 +38,8 @@ Per step ``t`` (``t = 1..T`` within a sample), after the inference step of
 
    The softmax error is ``target`` times the gradient of the softmax cross-entropy, ``p_k -
    [k == label]``, for a base-2 softmax of the readouts (:func:`softmax_error`): unlike the
-   hinge it keeps pushing every class by how likely the network finds it, which over a full
-   run lets e-prop learn the digits from scratch to the float rule's accuracy.
+   hinge it keeps pushing every class by how likely the network finds it, as the float rules'
+   cross-entropy does (what that is worth over a full run: ``docs/results-hardware.md``).
 
    The three shifts ``>> b_t``, ``>> signal_shift`` and ``>> psi_bits`` floor with
    ``rounding = "floor"`` and round to nearest (ties up, ``(x + 2**(s-1)) >> s``) with

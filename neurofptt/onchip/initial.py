@@ -33,10 +33,10 @@ def fan_in_spreads(cfg: HardwareConfig, gain: float = 2.0) -> tuple[int, int, in
 
     The float models start from the same scale in threshold units (torch's ``1/sqrt(fan_in)``),
     so a neuron's input current has a spread of about the threshold whatever the sizes and the
-    per-matrix shifts.  A spread fixed in weight LSBs does not transfer: on the default digits
-    network (``n_in = 32``, shifts 0) ``+-1/8`` of the weight range left the network silent
-    (spike rate 0.0002), so nothing downstream of the input weights could learn, while gain 2
-    fires at 0.14-0.15 on the test digits and e-prop learns (``docs/hardware.md`` section 9).
+    per-matrix shifts.  A spread fixed in weight LSBs does not transfer: a fraction of the weight
+    range that suits a small network leaves a larger one far below threshold and silent, and
+    then nothing downstream of the input weights can learn (the spike rates of both starts on
+    the digits: ``docs/results-hardware.md``).
     """
     pairs = ((cfg.n_in, cfg.w_in_shift), (cfg.n_rec, cfg.w_rec_shift), (cfg.n_rec, cfg.w_out_shift))
     w_in, w_rec, w_out = (

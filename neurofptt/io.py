@@ -22,10 +22,18 @@ T = TypeVar("T")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` is either the old file or the complete new one."""
+    """Write ``data`` so that ``path`` is either the old file or the complete new one.
+
+    A failure (no permission, disk full, a file where a folder should be) raises an
+    :class:`OSError` naming ``path`` itself, not the temporary file beside it, so that the message
+    the CLI prints points at the file the user asked for.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _naming(exc, path) from exc
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -35,9 +43,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from exc
         raise
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` as an error about ``path`` (same errno, hence the same subclass), unless it already
+    names ``path`` or one of its folders (a folder that could not be made is the real culprit)."""
+    if exc.filename is not None and Path(exc.filename) in (path, *path.parents):
+        return exc
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -51,11 +69,28 @@ def read_json(path: Path) -> Any:
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and flush it, so a reader sees every finished record at once."""
-    with Path(path).open("a") as fh:
-        fh.write(json.dumps(record, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Append one JSON line and flush it, so a reader sees every finished record at once.
+
+    The line is written with one call, so a signal (Ctrl-C) never leaves half of it; a process
+    killed outright may, and :func:`write_jsonl` rewrites such a file from the records that
+    count.
+    """
+    path = Path(path)
+    try:
+        with path.open("a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise _naming(exc, path) from exc
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    """Replace ``path`` (atomically) by one JSON line per record, as :func:`append_jsonl` writes
+    them: a resumed run restarts its log from the records its checkpoint holds, so the log never
+    repeats an epoch nor keeps one the checkpoint lost."""
+    text = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)
+    atomic_write_bytes(Path(path), text.encode())
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

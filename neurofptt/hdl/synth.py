@@ -9,9 +9,9 @@ Two open families are supported because the open toolchain covers them completel
 * ``ecp5`` (Lattice ECP5, default part LFE5U-25F in CABGA381) via ``synth_ecp5`` and nextpnr-ecp5;
 * ``ice40`` (Lattice iCE40, default part iCE40UP5K in SG48) via ``synth_ice40`` and nextpnr-ice40.
 
-The tools are the YoWASP WebAssembly builds (``pip install -e .[fpga]``), which behave the same on
-every platform and need no system packages.  A natively installed ``yosys`` / ``nextpnr-*`` on
-``PATH`` is used when the YoWASP build is absent.
+The tools are the YoWASP WebAssembly builds (``pip install 'neurofptt[fpga]'``), which behave the
+same on every platform and need no system packages.  A natively installed ``yosys`` /
+``nextpnr-*`` on ``PATH`` is used when the YoWASP build is absent.
 
 YoWASP tools see the host file system only through relative paths (``/tmp`` inside the sandbox is
 a private scratch directory), so every tool runs with ``work_dir`` as its working directory and
@@ -47,7 +47,11 @@ __all__ = [
 
 FAMILIES = ("ecp5", "ice40")
 
-INSTALL_HINT = "install the open FPGA toolchain with `pip install -e .[fpga]`"
+#: how to get the tools: the package's extra, or the editable install of a source checkout
+INSTALL_HINT = (
+    "install the open FPGA toolchain with `pip install 'neurofptt[fpga]'` "
+    "(in a source checkout: `pip install -e .[fpga]`)"
+)
 
 # Default part and package per family.  CABGA381 exists for every ECP5 density (it is the package
 # of the ULX3S and similar boards), so a user who only changes ``device`` still gets a valid part.

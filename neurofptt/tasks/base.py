@@ -14,6 +14,7 @@ A task's ``target`` says what ``y`` holds and therefore which loss and metric ap
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,19 +55,65 @@ class SequenceDataset:
 
 @dataclass(frozen=True)
 class TaskData:
-    """A train/test pair, the output size and the kind of target (see the module docstring)."""
+    """A train/test pair, the output size and the kind of target (see the module docstring).
+
+    ``val`` is a validation split of the task's own, if it has one; trainers pick their reported
+    epoch on it, and hold out part of ``train`` instead when it is ``None``
+    (:func:`with_validation`).
+    """
 
     name: str
     train: SequenceDataset
     test: SequenceDataset
     n_out: int
     target: str = "label"
+    val: SequenceDataset | None = None
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise ConfigError(f"unknown target kind {self.target!r}; choose one of {TARGETS}")
-        for split in (self.train, self.test):
-            check_targets(split.x, split.y, self.target, self.n_out)
+        for split in (self.train, self.test, self.val):
+            if split is not None:
+                check_targets(split.x, split.y, self.target, self.n_out)
+
+
+def validation_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The indices (sorted) of the ``n`` training samples kept for training and of those held out
+    for validation: a seeded random ``fraction`` of them (rounded, at least one), the same for
+    the same ``seed``.
+
+    The permutation comes from the first child of ``SeedSequence(seed)``, not from the stream
+    that shuffles the batches, so changing the fraction does not change the batch order's seed.
+    """
+    if not 0 < fraction < 1:
+        raise ConfigError(f"val_fraction must be in (0, 1), got {fraction}")
+    n_val = max(1, round(n * fraction))
+    if n_val >= n:
+        raise ConfigError(f"val_fraction = {fraction} of {n} training samples leaves none to train")
+    order = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0]).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def with_validation(task: TaskData, fraction: float, seed: int) -> TaskData:
+    """``task`` with a validation split: its own if it has one, else a seeded ``fraction`` of its
+    training samples moved out of ``train`` (:func:`validation_indices`); ``fraction = 0`` and no
+    split of its own leave it without one.
+
+    Choosing the reported epoch (or anything else) on the test set makes the test score an
+    optimistic pick; choosing it on samples the network never trained on keeps the test set for
+    the one final score.
+    """
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"val_fraction must be in [0, 1) (0: no validation), got {fraction}")
+    if task.val is not None or fraction == 0:
+        return task
+    keep, held = (torch.from_numpy(i) for i in validation_indices(len(task.train), fraction, seed))
+    data = task.train
+    return dataclasses.replace(
+        task,
+        train=SequenceDataset(data.x[keep], data.y[keep]),
+        val=SequenceDataset(data.x[held], data.y[held]),
+    )
 
 
 def check_targets(x: torch.Tensor, y: torch.Tensor, target: str, n_out: int) -> None:

@@ -10,9 +10,15 @@ stored per-neuron factors of that update::
 which is ``W - eta (g_t + alpha (W - Wbar) - g_{t-1} / 2)`` and
 ``Wbar/2 + W_new/2 - g_t / (2 alpha)`` in weight LSBs with ``g = G``: the float slide-form step
 of :class:`neurofptt.learning.fptt.FPTT` (``form = "slide"``) with learning rate ``eta`` and
-``alpha = 2**(s - A)``, taken as one plain gradient step on ``l_t + R_t`` (docs/learning.md
-maps the two rules' constants side by side).  ``Wbar`` is stored saturated to ``wbar_bits``: as
-itself (``wbar_store = "absolute"``) or as ``W_new - Wbar_new`` (``"difference"``).
+``alpha = 2**(s - A)``, taken as one plain gradient step on ``l_t + R_t``.  In float units
+(a weight code is worth ``c_m`` float, one unit of ``G`` is ``k_m`` units of the float loss
+gradient) that is plain SGD at ``lr = 2**-s c_m / k_m`` with ``alpha = 2**(s - A) k_m / c_m``,
+so ``lr * alpha = 2**-A`` whatever the units.  The section "On-chip FPTT and float FPTT side by
+side" of docs/learning.md gives ``c_m`` and ``k_m``, maps every constant of the two rules and
+says how to choose ``alpha_shift`` from a float ``alpha``; tests/test_onchip_fptt_float.py checks
+this update against :class:`~neurofptt.learning.fptt.FPTT` itself to within the rounding (1 LSB
+for ``W``, 1.5 for ``Wbar``).  ``Wbar`` is stored saturated to ``wbar_bits``: as itself
+(``wbar_store = "absolute"``) or as ``W_new - Wbar_new`` (``"difference"``).
 """
 
 from __future__ import annotations

@@ -16,11 +16,11 @@ from neurofptt.errors import ConfigError
 from neurofptt.flow import onchip_train
 from neurofptt.flow.config import FlowConfig
 from neurofptt.flow.onchip import stage_train_onchip
-from neurofptt.flow.onchip_train import METRICS_LOG, train_onchip, validation_split
+from neurofptt.flow.onchip_train import METRICS_LOG, train_onchip
 from neurofptt.onchip import random_network
 from neurofptt.quant import HardwareConfig, QuantizedNetwork, golden_run
 from neurofptt.quant.config import LearningConfig
-from neurofptt.tasks.base import SequenceDataset, TaskData
+from neurofptt.tasks.base import TaskData, validation_indices, with_validation
 from neurofptt.tasks.cue import load_cue_task
 
 torch.set_num_threads(1)
@@ -47,20 +47,17 @@ def start() -> QuantizedNetwork:
     return random_network(CUE_HW, seed=3, spread=16)
 
 
-def test_validation_split_is_disjoint_and_seeded() -> None:
-    learn, held = validation_split(200, 0.1, seed=4)
-    assert len(held) == 20 and len(learn) == 180
-    assert not set(learn) & set(held)
-    assert np.array_equal(np.sort(np.concatenate([learn, held])), np.arange(200))
-    again_learn, again_held = validation_split(200, 0.1, seed=4)
-    assert np.array_equal(again_learn, learn) and np.array_equal(again_held, held)
-    assert not np.array_equal(validation_split(200, 0.1, seed=5)[1], held)
-    assert len(validation_split(5, 0.01, seed=0)[1]) == 1  # at least one sample held out
-    for bad in (0.0, 1.0, -0.1):
-        with pytest.raises(ConfigError, match="val_fraction must be in"):
-            validation_split(200, bad, seed=0)
-    with pytest.raises(ConfigError, match="leaves none to learn"):
-        validation_split(1, 0.5, seed=0)
+def test_holds_out_the_float_trainers_validation_split() -> None:
+    """The samples held out are those ``with_validation`` moves out of ``train`` for the float
+    trainer with the same seed and fraction, so both pick their epochs on the same samples."""
+    task = small_task()
+    for seed, fraction in ((0, 0.1), (3, 0.25)):
+        history = train_onchip(start(), task, epochs=1, seed=seed, val_fraction=fraction)
+        split = with_validation(task, fraction, seed)
+        assert np.array_equal(history.val_indices, validation_indices(60, fraction, seed)[1])
+        assert history.val_samples == len(split.val) and history.train_samples == len(split.train)
+    with pytest.raises(ConfigError, match="val_fraction must be in"):
+        train_onchip(start(), task, epochs=1, val_fraction=0.0)
 
 
 def test_held_out_samples_are_never_learned(monkeypatch) -> None:
@@ -153,15 +150,10 @@ def test_metrics_jsonl_has_a_line_per_epoch(tmp_path: Path) -> None:
     assert len((tmp_path / METRICS_LOG).read_text().splitlines()) == 2
 
 
-@dataclasses.dataclass(frozen=True)
-class TaskWithValidation(TaskData):
-    val: SequenceDataset | None = None
-
-
 def test_uses_the_tasks_own_validation_split() -> None:
     task = small_task()
     extra = load_cue_task(n_train=10, n_test=1, seed=7).train
-    with_val = TaskWithValidation(task.name, task.train, task.test, task.n_out, val=extra)
+    with_val = dataclasses.replace(task, val=extra)
     history = train_onchip(start(), with_val, epochs=1, seed=0)
     assert history.val_indices is None
     assert (history.train_samples, history.val_samples) == (60, 10)

@@ -17,7 +17,7 @@ from neurofptt.onchip import LearningState, learning_config, run_sample
 from neurofptt.quant.config import LearningConfig
 from neurofptt.quant.golden import golden_run, predict
 from neurofptt.quant.network import QuantizedNetwork
-from neurofptt.tasks.base import TaskData
+from neurofptt.tasks.base import TaskData, validation_indices
 
 #: the file of a run folder that gets one JSON line per epoch while on-chip learning runs
 METRICS_LOG = "metrics.jsonl"
@@ -62,27 +62,6 @@ def halving_period(epochs: int, halvings: int) -> int:
     return -(-epochs // (halvings + 1)) if halvings else 0
 
 
-def validation_split(
-    n: int, val_fraction: float, seed: int | np.random.SeedSequence
-) -> tuple[np.ndarray, np.ndarray]:
-    """The indices (sorted) of the ``n`` training samples that are learned and of those held out
-    for validation: a seeded random ``val_fraction`` of them (rounded, at least one), the same
-    for the same ``seed``.
-
-    Picking the epoch on the test set would make the reported test accuracy an optimistic
-    choice; the held-out samples pick it instead and the test set is scored once, afterwards.
-    """
-    if not 0 < val_fraction < 1:
-        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    n_val = max(1, round(n * val_fraction))
-    if n_val >= n:
-        raise ConfigError(
-            f"val_fraction = {val_fraction} of {n} training samples leaves none to learn"
-        )
-    order = np.random.default_rng(seed).permutation(n)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
 def _accuracy(net: QuantizedNetwork, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(golden_run(net, x).predictions == y))
 
@@ -113,9 +92,10 @@ def train_onchip(
     Learning one sample at a time is noisy and a late epoch can be worse than an earlier one, so
     after every epoch the network is scored with learning off on a validation split, and the
     epoch with the best validation accuracy (the first of equals) is kept, with its learning
-    state.  The split is the task's own (a ``val`` data set) if it has one, else a seeded
-    ``val_fraction`` of the training samples held out from learning (:func:`validation_split`;
-    ``seed`` also orders the samples).  The test set is scored once, for the kept epoch.
+    state.  The split is the task's own (``task.val``) if it has one, else a seeded
+    ``val_fraction`` of the training samples held out from learning, the samples
+    :func:`~neurofptt.tasks.base.with_validation` holds out for the float trainer with the same
+    seed (``seed`` also orders the samples).  The test set is scored once, for the kept epoch.
 
     ``mode`` (``"eprop"``/``"fptt"``) overrides ``net.config.learning.mode``; a config without a
     learning section gets the default :class:`LearningConfig` of that mode.  ``progress`` is
@@ -151,18 +131,17 @@ def train_onchip(
             "set rounding = 'nearest' (or train.onchip_halvings = 0 for a constant rate)",
             stacklevel=2,
         )
-    split_seed, order_seed = np.random.SeedSequence(seed).spawn(2)
     x_all, y_all = task.train.numpy_spikes(), task.train.y.numpy()
-    given_val = getattr(task, "val", None)  # tasks with a validation split of their own
     held = None
-    if given_val is not None:
+    if task.val is not None:
         x, y = x_all, y_all
-        x_val, y_val = given_val.numpy_spikes(), given_val.y.numpy()
+        x_val, y_val = task.val.numpy_spikes(), task.val.y.numpy()
     else:
-        learn, held = validation_split(len(x_all), val_fraction, split_seed)
+        learn, held = validation_indices(len(x_all), val_fraction, seed)
         x, y, x_val, y_val = x_all[learn], y_all[learn], x_all[held], y_all[held]
     net = QuantizedNetwork(cfg, net.w_in, net.w_rec, net.w_out)
-    rng = np.random.default_rng(order_seed)
+    # the split draws from the first child of SeedSequence(seed), the sample order from another
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
     state = LearningState.start(net)
     log = None if run_dir is None else Path(run_dir) / METRICS_LOG
     if log is not None:

@@ -2,148 +2,175 @@
 :func:`neurofptt.onchip.softmax_error`.
 
 The readout values of a step reach the ``error`` table one at a time, as they leave on
-``o_readout``; the unit keeps their maximum on the way.  Before an update sweep it then runs
-over the table twice (``start`` to ``done``)::
+``o_readout``; the component keeps their maximum on the way (``value``).  Before an update
+sweep it then runs over the table twice (``start`` to ``done``)::
 
     SUM      n_out + 1 cycles      read o_k, add q_k ~ 2**(-(max - o_k) / 2**shift) to the sum
     DIVIDE   n_out * (Q + 3)       per k: read o_k, form q_k * target, divide it by the sum
                                    bit-serially (Q = max(1, target.bit_length()) quotient
-                                   bits), write e_k = quotient - target [k == label],
-                                   shifted by b_t
+                                   bits), give e_k = quotient - target [k == label]
 
-after which the ``error`` table holds the ``e_k`` the sweep reads
+and each ``e_k`` leaves on ``error``, to be shifted by ``b_t`` and written over ``o_k``, so
+that the ``error`` table then holds the ``e_k`` the sweep reads
 (:func:`~neurofptt.hdl.cost.softmax_cycles`).  One divider serves every readout, one
-quotient bit per cycle, with no multiplier beyond ``q_k * target``: readouts are few and the
-sweep over every weight word follows, so the passes are a small part of an update (141 of
-5,648 cycles on the 32-128-10 digits core with 4 lanes, 29 of 488 on a 12-24-2 cue core).
+quotient bit per cycle, with no multiplier beyond ``q_k * target``: the passes take
+``O(n_out * Q)`` cycles, the sweep that follows one per weight word.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
-
+from neurofptt.hdl.layouts import addr_width, tap
 from neurofptt.hdl.rows import next_row_lane
 from neurofptt.onchip.factors import SOFTMAX_BITS, quotient_bits
 from neurofptt.quant.config import HardwareConfig, lane_rows, learning_config
 
-__all__ = ["SoftmaxError"]
+__all__ = ["SoftmaxError", "error_table_signature", "table_write_layout"]
 
 
-class SoftmaxError:
-    """The two passes over the ``error`` table ``table`` (a per-lane table of ``Ro`` rows).
+def error_table_signature(cfg: HardwareConfig) -> ReadPort.Signature:
+    """A read port of the ``error`` table: ``Ro`` rows of ``lanes`` values of
+    ``membrane_bits + 1`` bits (readout ``k`` is lane ``k % lanes`` of row ``k // lanes``)."""
+    return ReadPort.Signature(
+        addr_width=addr_width(lane_rows(cfg.n_out, cfg.lanes)),
+        shape=data.ArrayLayout(signed(cfg.membrane_bits + 1), cfg.lanes),
+    )
 
-    ``store(row, lane, e)`` shifts ``e`` by the step's ``b_t`` and writes it into the table,
-    as for the other errors; ``label`` is the step's label register.  The core pulses
-    ``start`` as it leaves the readout of a step that updates and waits for ``done``.
+
+def table_write_layout(cfg: HardwareConfig) -> data.StructLayout:
+    """One value for the ``error`` table: its row, its lane and the value."""
+    return data.StructLayout(
+        {
+            "row": range(max(2, lane_rows(cfg.n_out, cfg.lanes))),
+            "lane": range(max(2, cfg.lanes)),
+            "value": signed(cfg.membrane_bits + 1),
+        }
+    )
+
+
+class SoftmaxError(wiring.Component):
+    """The two passes over the ``error`` table (see the module docstring).
+
+    Ports: ``value`` (a readout entering the table, ``first`` for readout 0), ``label`` (the
+    step's label), ``start`` / ``done`` (the passes), ``table`` (a read port of the table,
+    addressed only during the passes, word 0 otherwise) and ``error`` (each ``e_k`` with its
+    row and lane, before the shift ``b_t``).
     """
 
-    def __init__(
-        self,
-        m: Module,
-        cfg: HardwareConfig,
-        table,
-        label: Value,
-        store: Callable[[Value, Value, Value], None],
-    ) -> None:
-        self.m, self.cfg, self.table, self.label, self.store = m, cfg, table, label, store
+    def __init__(self, cfg: HardwareConfig) -> None:
+        self.cfg = cfg
         lc = learning_config(cfg)
         self.t, self.target = lc.softmax_shift, lc.target
-        self.P, n_out = cfg.lanes, cfg.n_out
         self.Q = quotient_bits(lc.target)
-        self.max = Signal(signed(cfg.membrane_bits + 1), name="softmax_max")
-        self.sum = Signal(
-            unsigned(SOFTMAX_BITS + 1 + max(1, (n_out - 1).bit_length())), name="softmax_sum"
+        eb = cfg.membrane_bits + 1
+        super().__init__(
+            {
+                "value": In(tap(data.StructLayout({"first": 1, "value": signed(eb)}))),
+                "label": In(range(max(cfg.n_out, 2))),
+                "start": In(1),
+                "done": Out(1),
+                "table": In(error_table_signature(cfg)),
+                "error": Out(tap(table_write_layout(cfg))),
+            }
         )
-        # the readout addressed, as index, table row and lane; and the one whose word is valid
-        self.k = Signal(range(n_out + 1), name="softmax_k")
-        self.row = Signal(range(max(2, lane_rows(n_out, self.P))), name="softmax_row")
-        self.lane = Signal(range(max(2, self.P)), name="softmax_lane")
-        self.valid_lane = Signal.like(self.lane, name="softmax_valid_lane")
-        self.read = Signal(name="softmax_read")  # SUM: a word was addressed on the last cycle
-        self.num = Signal(unsigned(SOFTMAX_BITS + 1 + self.Q), name="softmax_num")
-        self.quot = Signal(unsigned(self.Q), name="softmax_quot")
-        # the divisor aligned with the quotient bit being formed: sum << bit
-        self.divisor = Signal(unsigned(len(self.sum) + self.Q - 1), name="softmax_divisor")
-        self.bit = Signal(range(max(2, self.Q)), name="softmax_bit")
-        self.start = Signal(name="softmax_start")
-        self.done = Signal(name="softmax_done")
-        self._passes()
 
-    def track(self, first: Value, value: Value) -> None:
-        """Readout ``value`` enters the table this cycle (``first``: it is readout 0)."""
-        self.m.d.sync += self.max.eq(Mux(first | (value > self.max), value, self.max))
-
-    def _next(self) -> None:
-        """Address the next readout: ``k``, its row and lane advance together."""
-        self.m.d.sync += self.k.eq(self.k + 1)
-        next_row_lane(self.m, self.row, self.lane, self.P)
-
-    def _q(self) -> Signal:
-        """``q`` of the readout whose word was addressed on the previous cycle."""
-        m, t, B = self.m, self.t, SOFTMAX_BITS
-        word = self.table.rd.data
-        o = word[self.valid_lane] if self.P > 1 else word[0]
+    def _q(self, m: Module, maximum: Signal, lane: Signal) -> Signal:
+        """``q`` of the readout whose word was addressed on the previous cycle, in ``lane``."""
+        t, B = self.t, SOFTMAX_BITS
+        word = self.table.data
+        o = word[lane] if self.cfg.lanes > 1 else word[0]
         d = Signal(unsigned(self.cfg.membrane_bits + 1), name="softmax_d")
-        m.d.comb += d.eq(self.max - o)
+        m.d.comb += d.eq(maximum - o)
         whole = d >> t
         mantissa = (1 << B) - ((d[:t] << B) >> (t + 1)) if t else Const(1 << B)
         q = Signal(unsigned(B + 1), name="softmax_q")
         m.d.comb += q.eq(Mux(whole >= B, 0, mantissa >> whole[: (B - 1).bit_length()]))
         return q
 
-    def _passes(self) -> None:
-        m, n_out = self.m, self.cfg.n_out
-        q = self._q()
-        restart = [self.k.eq(0), self.row.eq(0), self.lane.eq(0)]
+    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+        m = Module()
+        cfg, n_out, lanes, Q = self.cfg, self.cfg.n_out, self.cfg.lanes, self.Q
+        maximum = Signal(signed(cfg.membrane_bits + 1), name="softmax_max")
+        total = Signal(unsigned(SOFTMAX_BITS + 1 + max(1, (n_out - 1).bit_length())), name="sum")
+        # the readout addressed, as index, table row and lane; and the one whose word is valid
+        k = Signal(range(n_out + 1), name="softmax_k")
+        row = Signal(range(max(2, lane_rows(n_out, lanes))), name="softmax_row")
+        lane = Signal(range(max(2, lanes)), name="softmax_lane")
+        valid_lane = Signal.like(lane, name="softmax_valid_lane")
+        read = Signal(name="softmax_read")  # SUM: a word was addressed on the last cycle
+        num = Signal(unsigned(SOFTMAX_BITS + 1 + Q), name="softmax_num")
+        quot = Signal(unsigned(Q), name="softmax_quot")
+        # the divisor aligned with the quotient bit being formed: sum << bit
+        divisor = Signal(unsigned(len(total) + Q - 1), name="softmax_divisor")
+        bit = Signal(range(max(2, Q)), name="softmax_bit")
+
+        value = self.value
+        with m.If(value.valid):
+            m.d.sync += maximum.eq(
+                Mux(value.p.first | (value.p.value > maximum), value.p.value, maximum)
+            )
+
+        def advance() -> None:  # address the next readout: k, its row and lane together
+            m.d.sync += k.eq(k + 1)
+            next_row_lane(m, row, lane, lanes)
+
+        q = self._q(m, maximum, valid_lane)
+        restart = [k.eq(0), row.eq(0), lane.eq(0)]
+        m.d.comb += [self.error.p.row.eq(row), self.error.p.lane.eq(lane)]
         with m.FSM(name="softmax"):
             with m.State("IDLE"), m.If(self.start):
-                m.d.sync += [*restart, self.sum.eq(0), self.read.eq(0)]
+                m.d.sync += [*restart, total.eq(0), read.eq(0)]
                 m.next = "SUM"
             with m.State("SUM"):
-                with m.If(self.read):
-                    m.d.sync += self.sum.eq(self.sum + q)
-                with m.If(self.k != n_out):
-                    m.d.comb += self.table.rd.addr.eq(self.row)
-                    m.d.sync += [self.valid_lane.eq(self.lane), self.read.eq(1)]
-                    self._next()
+                with m.If(read):
+                    m.d.sync += total.eq(total + q)
+                with m.If(k != n_out):
+                    m.d.comb += self.table.addr.eq(row)
+                    m.d.sync += [valid_lane.eq(lane), read.eq(1)]
+                    advance()
                 with m.Else():
                     m.d.sync += restart
                     m.next = "READ"
             with m.State("READ"):
-                m.d.comb += self.table.rd.addr.eq(self.row)
-                m.d.sync += self.valid_lane.eq(self.lane)
+                m.d.comb += self.table.addr.eq(row)
+                m.d.sync += valid_lane.eq(lane)
                 m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.sync += [
-                    self.num.eq(q * self.target),
-                    self.quot.eq(0),
-                    self.bit.eq(self.Q - 1),
-                    self.divisor.eq(self.sum << (self.Q - 1)),
+                    num.eq(q * self.target),
+                    quot.eq(0),
+                    bit.eq(Q - 1),
+                    divisor.eq(total << (Q - 1)),
                 ]
                 m.next = "DIVIDE"
             with m.State("DIVIDE"):  # restoring division, one quotient bit per cycle, MSB first
-                trial = Signal(signed(len(self.divisor) + 2), name="softmax_trial")
-                m.d.comb += trial.eq(self.num - self.divisor)
+                trial = Signal(signed(len(divisor) + 2), name="softmax_trial")
+                m.d.comb += trial.eq(num - divisor)
                 fits = trial >= 0
                 m.d.sync += [
-                    self.quot.eq(Cat(fits, self.quot[:-1]) if self.Q > 1 else fits),
-                    self.divisor.eq(self.divisor >> 1),
+                    quot.eq(Cat(fits, quot[:-1]) if Q > 1 else fits),
+                    divisor.eq(divisor >> 1),
                 ]
                 with m.If(fits):
-                    m.d.sync += self.num.eq(trial)
-                with m.If(self.bit == 0):
+                    m.d.sync += num.eq(trial)
+                with m.If(bit == 0):
                     m.next = "WRITE"
                 with m.Else():
-                    m.d.sync += self.bit.eq(self.bit - 1)
+                    m.d.sync += bit.eq(bit - 1)
             with m.State("WRITE"):
-                error = Signal(signed(self.cfg.membrane_bits + 1), name="softmax_e")
-                m.d.comb += error.eq(self.quot - Mux(self.k == self.label, self.target, 0))
-                self.store(self.row, self.lane, error)
-                with m.If(self.k == n_out - 1):
+                is_label = k == self.label
+                m.d.comb += [
+                    self.error.valid.eq(1),
+                    self.error.p.value.eq(quot - Mux(is_label, self.target, 0)),
+                ]
+                with m.If(k == n_out - 1):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
                 with m.Else():
-                    self._next()
+                    advance()
                     m.next = "READ"
+        return m

@@ -1,0 +1,218 @@
+"""The core's control: it takes the address events and issues the row pipeline's operations.
+
+One row is issued per cycle (stage 0 of the row pipeline, ``issue``), with the weight word it
+needs addressed in the same cycle.  A step runs through these states::
+
+    IDLE         take events; a SPIKE issues the first of its R ACC_IN rows
+    ACC_IN       the other R - 1 rows of the input's fan-out
+    REC          the fan-out of every spike of the previous step: R ACC_REC rows each
+    UPDATE       the R UPDATE rows (after the spike emitter has sent the previous list)
+    UPDATE_LAST  stage 1 forms the last row's membranes
+    UPDATE_END   stage 2 writes the last row: the spike list is final, the emitter starts
+    OUT          the fan-out of every new spike into the readouts: Ro ACC_OUT rows each
+    READOUT      the readout stream sends the n_out values
+    CLEAR        max(R, Ro) CLEAR rows
+
+and on a learning core ``LEARN`` (an update) and ``DUMP`` (a weight dump), which wait for the
+learning unit.  Each state's cycles are those of :func:`~neurofptt.hdl.cost.cycles_per_step`.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from neurofptt.hdl.layouts import (
+    RowOp,
+    addr_width,
+    learning_control,
+    row_op_layout,
+    row_shape,
+    tap,
+)
+from neurofptt.hdl.ports import READ_WEIGHTS, EventKind, event_layout, learn_event_layout
+from neurofptt.hdl.readout import readout_control
+from neurofptt.hdl.spikes import cursor_signature, emitter_signature
+from neurofptt.quant.config import HardwareConfig, lane_rows
+
+__all__ = ["Sequencer", "sequencer_signature"]
+
+
+def sequencer_signature(cfg: HardwareConfig) -> wiring.Signature:
+    """Ports of :class:`Sequencer`: the events in, the issued rows and weight addresses out,
+    and the control of the spike list, the emitter, the readouts and (learning) the learning
+    unit, which also sees every ``taken`` event."""
+    rows = lane_rows(cfg.n_rec, cfg.lanes)
+    out_rows = lane_rows(cfg.n_out, cfg.lanes)
+    learning = cfg.learning is not None
+    events = learn_event_layout(cfg) if learning else event_layout(cfg.n_in)
+    members = {
+        "i_event": In(stream.Signature(events)),
+        "issue": Out(tap(row_op_layout(cfg))),
+        "w_in_addr": Out(addr_width(cfg.n_in * rows)),
+        "w_rec_addr": Out(addr_width(cfg.n_rec * rows)),
+        "w_out_addr": Out(addr_width(cfg.n_rec * out_rows)),
+        "run": Out(cursor_signature(cfg)),
+        "spikes_restart": Out(1),
+        "spike_count": In(range(rows + 1)),
+        "emitter": Out(emitter_signature(cfg)),
+        "readout": Out(readout_control()),
+        "idle": Out(1),
+    }
+    if learning:
+        members["taken"] = Out(tap(events))
+        members["learning"] = Out(learning_control())
+    return wiring.Signature(members)
+
+
+class Sequencer(wiring.Component):
+    """The control FSM of :class:`~neurofptt.hdl.core.LifCore` (see the module docstring).
+
+    ``i_event`` is taken in ``IDLE`` only (on a learning core not while a weight load runs).
+    The fan-out of an input ``i`` is the ``R`` words from ``i * R`` of ``w_in``; that of a spike
+    of neuron ``j`` the ``R`` words from ``j * R`` of ``w_rec`` or the ``Ro`` words from
+    ``j * Ro`` of ``w_out``, the spiking neurons coming from the spike list through ``run``.
+    An input index ``>= n_in`` (possible unless ``n_in`` is a power of two) is ignored.
+    """
+
+    def __init__(self, cfg: HardwareConfig) -> None:
+        self.cfg = cfg
+        super().__init__(sequencer_signature(cfg))
+
+    def _issue(self, m: Module, op: RowOp, row) -> None:
+        m.d.comb += [self.issue.valid.eq(1), self.issue.p.op.eq(op), self.issue.p.row.eq(row)]
+
+    def _sweep(self, m: Module, j: Signal, op: RowOp, rows: int, next_state: str) -> None:
+        """Issue ``op`` for rows ``j .. rows - 1``, one per cycle, then go to ``next_state``."""
+        self._issue(m, op, j)
+        with m.If(j == rows - 1):
+            m.d.sync += j.eq(0)
+            m.next = next_state
+        with m.Else():
+            m.d.sync += j.eq(j + 1)
+
+    def _fan_out(
+        self, m: Module, j: Signal, waddr: Signal, op: RowOp, addr, run: int, next_state: str
+    ) -> None:
+        """One run of ``run`` rows of ``op`` per spike of the list, its weight words addressed
+        at ``addr`` from ``index * run``; after the last run, restart the list and go to
+        ``next_state``."""
+        cfg, walk = self.cfg, self.run
+        self._issue(m, op, j)
+        with m.If(j == 0):  # start of a run: the presynaptic neuron comes from the list
+            start = Signal(range(max(2, cfg.n_rec * run)), name=f"start_{op.name.lower()}")
+            m.d.comb += [walk.take.eq(1), start.eq(walk.index * run), addr.eq(start)]
+            m.d.sync += waddr.eq(start + 1)
+        with m.Else():
+            m.d.comb += addr.eq(waddr)
+            m.d.sync += waddr.eq(waddr + 1)
+        with m.If(j == run - 1):
+            m.d.sync += j.eq(0)
+            with m.If(walk.last if run == 1 else ~walk.more):
+                m.d.comb += walk.restart.eq(1)
+                m.next = next_state
+        with m.Else():
+            m.d.sync += j.eq(j + 1)
+
+    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+        m = Module()
+        cfg = self.cfg
+        lanes, n_in, n_rec = cfg.lanes, cfg.n_in, cfg.n_rec
+        rows, out_rows = lane_rows(n_rec, lanes), lane_rows(cfg.n_out, lanes)
+        learning = cfg.learning is not None
+        j = Signal(row_shape(cfg))  # row inside a fan-out run or a sweep
+        waddr = Signal(range(max(n_in * rows, n_rec * rows, n_rec * out_rows) + 1))
+        n_prev = Signal(range(rows + 1))  # spike-list entries of the last completed step
+        m.d.comb += self.run.count.eq(n_prev)
+
+        event = self.i_event
+        idx = event.p.index
+        in_start = Signal(range(n_in * rows + rows), name="start_acc_in")
+        m.d.comb += in_start.eq(idx * rows)
+        with m.FSM(init="IDLE") as fsm:
+            with m.State("IDLE"):
+                taken = event.valid
+                if learning:  # a load, once started, has the core until its last word
+                    control = self.learning
+                    m.d.comb += [event.ready.eq(~control.loading), control.idle.eq(1)]
+                    taken = taken & ~control.loading
+                    m.d.comb += [self.taken.valid.eq(taken), self.taken.p.eq(event.p)]
+                else:
+                    m.d.comb += event.ready.eq(1)
+                with m.If(taken), m.Switch(event.p.kind):
+                    with m.Case(EventKind.SPIKE), m.If(idx < n_in):
+                        self._issue(m, RowOp.ACC_IN, 0)
+                        m.d.comb += self.w_in_addr.eq(in_start)
+                        if rows > 1:
+                            m.d.sync += [waddr.eq(in_start + 1), j.eq(1)]
+                            m.next = "ACC_IN"
+                    with m.Case(EventKind.STEP):
+                        m.d.comb += [self.run.restart.eq(1), self.spikes_restart.eq(1)]
+                        m.d.sync += j.eq(0)
+                        with m.If(n_prev != 0):
+                            m.next = "REC"
+                        with m.Else():
+                            m.next = "UPDATE"
+                    with m.Case(EventKind.CLEAR):
+                        m.d.sync += [j.eq(0), n_prev.eq(0)]
+                        m.next = "CLEAR"
+                if learning:
+                    with m.If(taken & (event.p.kind.as_value() == READ_WEIGHTS)):
+                        m.d.comb += self.learning.dump.eq(1)
+                        m.next = "DUMP"
+
+            with m.State("ACC_IN"):
+                m.d.comb += self.w_in_addr.eq(waddr)
+                m.d.sync += waddr.eq(waddr + 1)
+                self._sweep(m, j, RowOp.ACC_IN, rows, "IDLE")
+
+            with m.State("REC"):
+                self._fan_out(m, j, waddr, RowOp.ACC_REC, self.w_rec_addr, rows, "UPDATE")
+
+            # the spike list is about to be overwritten: wait until the emitter has sent it
+            with m.State("UPDATE"), m.If(~self.emitter.busy):
+                self._sweep(m, j, RowOp.UPDATE, rows, "UPDATE_LAST")
+
+            with m.State("UPDATE_LAST"):  # stage 1 forms the last row's membranes
+                m.next = "UPDATE_END"
+
+            with m.State("UPDATE_END"):
+                # stage 2 writes the last row; the spike list is final at the end of the cycle
+                count = self.spike_count
+                m.d.comb += [
+                    self.emitter.start.eq(1),
+                    self.emitter.count.eq(count),
+                    self.readout.start.eq(1),
+                ]
+                m.d.sync += n_prev.eq(count)
+                with m.If(count != 0):
+                    m.next = "OUT"
+                with m.Else():
+                    m.next = "READOUT"
+
+            with m.State("OUT"):
+                self._fan_out(m, j, waddr, RowOp.ACC_OUT, self.w_out_addr, out_rows, "READOUT")
+
+            with m.State("READOUT"):
+                m.d.comb += self.readout.run.eq(1)
+                with m.If(self.readout.done):
+                    if learning:
+                        with m.If(self.learning.due):
+                            m.d.comb += self.learning.start.eq(1)
+                            m.next = "LEARN"
+                        with m.Else():
+                            m.next = "IDLE"
+                    else:
+                        m.next = "IDLE"
+
+            with m.State("CLEAR"):
+                self._sweep(m, j, RowOp.CLEAR, max(rows, out_rows), "IDLE")
+
+            if learning:
+                for state in ("LEARN", "DUMP"):
+                    with m.State(state), m.If(self.learning.done):
+                        m.next = "IDLE"
+
+        m.d.comb += self.idle.eq(fsm.ongoing("IDLE"))
+        return m

@@ -1,0 +1,80 @@
+"""The weight load of a learning core: ``i_weights`` words written into the weight memories
+(and FPTT's ``W_bar`` memories) while the core is idle, in the order a dump sends them."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from neurofptt.hdl.layouts import MATRIX_CODES, tap
+from neurofptt.hdl.ports import weight_dump_layout
+from neurofptt.hdl.sweep import matrix_shapes
+from neurofptt.quant.config import HardwareConfig
+
+__all__ = ["WeightLoad", "load_write_layout"]
+
+
+def load_write_layout(cfg: HardwareConfig) -> data.StructLayout:
+    """A word to write: its matrix, its address there and the word as it came
+    (:func:`~neurofptt.hdl.ports.weight_dump_layout`)."""
+    depth = max(n_pre * n_rows for n_pre, n_rows, _ in matrix_shapes(cfg).values())
+    return data.StructLayout(
+        {"mat": range(len(MATRIX_CODES)), "addr": range(depth), "word": weight_dump_layout(cfg)}
+    )
+
+
+class WeightLoad(wiring.Component):
+    """Takes one ``i_weights`` word per cycle while ``enable`` (the core is idle; ``ready`` is
+    ``enable`` and does not depend on ``valid``) and passes it on ``write`` with its load
+    address, which runs through ``W_out``, ``W_in``, ``W_rec`` in address order.
+
+    The load has an address of its own, so an event taken with a load's first word may start
+    a sweep or a dump before the next word.  ``matrix`` is not read: the position in the stream
+    already names the matrix, and the core has no way to report a disagreement.  ``last``, or
+    the final ``W_rec`` address, ends the load: the address returns to ``W_out`` word 0 and
+    ``restart`` pulses, so that learning restarts from the loaded state as
+    :meth:`~neurofptt.onchip.LearningState.start` has it.  ``loading`` is high from the first
+    word to the last.
+    """
+
+    def __init__(self, cfg: HardwareConfig) -> None:
+        self.cfg = cfg
+        super().__init__(
+            {
+                "i_weights": In(stream.Signature(weight_dump_layout(cfg))),
+                "enable": In(1),
+                "loading": Out(1),
+                "restart": Out(1),
+                "write": Out(tap(load_write_layout(cfg))),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+        m = Module()
+        shapes = matrix_shapes(self.cfg)
+        depth = {name: n_pre * n_rows for name, (n_pre, n_rows, _) in shapes.items()}
+        words, write = self.i_weights, self.write
+        loading = Signal(name="loading")
+        mat = Signal(range(len(MATRIX_CODES)), name="load_mat")
+        addr = Signal(range(max(depth.values())), name="load_addr")
+        m.d.comb += [
+            words.ready.eq(self.enable),
+            self.loading.eq(loading),
+            write.p.mat.eq(mat),
+            write.p.addr.eq(addr),
+            write.p.word.eq(words.p),
+        ]
+        with m.If(self.enable & words.valid):
+            m.d.comb += write.valid.eq(1)
+            final = (mat == MATRIX_CODES["rec"]) & (addr == depth["rec"] - 1)
+            with m.If(words.p.last | final):
+                m.d.comb += self.restart.eq(1)
+                m.d.sync += [loading.eq(0), mat.eq(0), addr.eq(0)]
+            with m.Else():
+                m.d.sync += [loading.eq(1), addr.eq(addr + 1)]
+                for name in list(MATRIX_CODES)[:-1]:  # the end of W_rec is the end of the load
+                    code = MATRIX_CODES[name]
+                    with m.If((mat == code) & (addr == depth[name] - 1)):
+                        m.d.sync += [mat.eq(code + 1), addr.eq(0)]
+        return m

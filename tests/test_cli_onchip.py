@@ -11,10 +11,11 @@ import pytest
 
 from neurofptt.cli import main
 from neurofptt.flow.config import FlowConfig
-from neurofptt.flow.onchip import DEFAULT_LEARNING, finetune_offset, initial_network
+from neurofptt.flow.onchip import finetune_offset, initial_network
 from neurofptt.flow.stages import LEARNING_VERIFY_SAMPLES
 from neurofptt.onchip import random_network
 from neurofptt.quant import HardwareConfig, QuantizedNetwork
+from neurofptt.quant.config import LearningConfig
 
 CUE = """
 [hardware]
@@ -90,7 +91,7 @@ def test_finetune_offset_follows_the_running_mean_gain() -> None:
     network with it lowers the rate by alpha_shift - 1 more; e-prop takes the configured shift."""
     cfg = FlowConfig()
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, onchip_finetune_shift=2))
-    learning = dataclasses.replace(DEFAULT_LEARNING, alpha_shift=6)
+    learning = LearningConfig(alpha_shift=6)
     assert finetune_offset(cfg, dataclasses.replace(learning, mode="eprop")) == 2
     assert finetune_offset(cfg, dataclasses.replace(learning, mode="fptt")) == 2 + 5
 
@@ -116,9 +117,9 @@ def test_init_keeps_the_shifts_the_quantizer_chose(tmp_path: Path) -> None:
     assert (net.config.w_in_shift, net.config.w_rec_shift, net.config.w_out_shift) == (1, 0, 5)
     assert net.config.learning == dataclasses.replace(cfg.hardware.learning, mode="fptt")
     assert np.array_equal(net.w_rec, QuantizedNetwork.load(tmp_path / "q.npz").w_rec)
-    # without a [hardware.learning] table the flow's tuned constants apply
+    # without a [hardware.learning] table the default (tuned) constants apply
     bare = dataclasses.replace(cfg, hardware=cfg.hardware.replace(learning=None))
-    assert initial_network(bare, "eprop").config.learning == DEFAULT_LEARNING
+    assert initial_network(bare, "eprop").config.learning == LearningConfig()
 
 
 @pytest.mark.parametrize("rule", ["eprop", "fptt"])
@@ -194,7 +195,7 @@ def test_verify_learn_refuses_what_cannot_learn(tmp_path: Path, capsys) -> None:
     assert err.startswith(f"error: {plain} has no learning section (hardware.learning)")
     assert "neurofptt train --engine golden" in err and "[hardware.learning]" in err
     learning = tmp_path / "learning.npz"
-    hw = HardwareConfig(n_in=12, n_rec=24, n_out=2, learning=DEFAULT_LEARNING)
+    hw = HardwareConfig(n_in=12, n_rec=24, n_out=2, lanes=1, learning=LearningConfig())
     random_network(hw, seed=0, spread=4).save(learning)
     assert main([*verify[:-4], "--model", str(learning), "--out", str(tmp_path)]) == 2
     assert "task 'digits' has 32 inputs and 10 classes" in capsys.readouterr().err
@@ -212,7 +213,7 @@ def test_verify_learn_fails_on_a_mismatch(tmp_path: Path, capsys, monkeypatch) -
     from neurofptt.verify import LearningRtlResult, Mismatch
     from neurofptt.verify.learning import golden_learning_run
 
-    hw = HardwareConfig(n_in=12, n_rec=24, n_out=2, learning=DEFAULT_LEARNING)
+    hw = HardwareConfig(n_in=12, n_rec=24, n_out=2, lanes=1, learning=LearningConfig())
     random_network(hw, seed=0, spread=4).save(tmp_path / "learning.npz")
     bad = [Mismatch(0, 19, "w_rec", 3, 5, 6, pre=7), Mismatch(1, 19, "w_out", 1, -2, 0, pre=4)]
 

@@ -10,6 +10,7 @@ import torch
 from neurofptt.errors import ConfigError
 from neurofptt.learning import RULES, TrainConfig, build_model, make_rule
 from neurofptt.learning.registry import SUPPORTED_MODELS
+from neurofptt.learning.tbptt import TBPTTOptions
 from neurofptt.models import AdaptiveSpikingRNN, GatedRNN, SpikingRNN
 from neurofptt.models.spiking import StackedSpikingRNN
 
@@ -56,7 +57,7 @@ def test_every_rule_trains_a_two_layer_lif_or_says_why(rule: str) -> None:
     before = [p.detach().clone() for p in model.parameters()]
     x = (torch.rand(8, 6, 4) < 0.5).float()
     y = torch.randint(0, 2, (8,))
-    cfg = replace(TrainConfig(), rule=rule, lr=1e-2, tbptt_n=3)
+    cfg = replace(TrainConfig(), rule=rule, lr=1e-2, tbptt=TBPTTOptions(n=3))
     try:
         engine = make_rule(cfg, model)
     except ConfigError as exc:  # e.g. e-prop: single-layer networks only

@@ -143,7 +143,12 @@ def test_fpp_buffer_holds_each_steps_target():
 def test_per_step_targets_need_every_step_in_the_loss(rule_cls):
     model = make_model()
     with pytest.raises(ConfigError, match="set train.*loss_steps = 'all'"):
-        rule_cls(model, torch.optim.SGD(model.parameters(), lr=0.1), target="regression")
+        rule_cls(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            loss_steps="last",
+            target="regression",
+        )
 
 
 def test_targets_of_the_wrong_shape_are_refused():

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from neurofptt.flow.config import DEFAULT_HARDWARE
 from neurofptt.flow.stages import CORE_NAME
 from neurofptt.hdl import generate_verilog
-from neurofptt.quant import QuantizedNetwork
+from neurofptt.quant import HardwareConfig, QuantizedNetwork
 
 HDL = Path(__file__).resolve().parents[1] / "hdl"
 
@@ -20,7 +19,7 @@ HDL = Path(__file__).resolve().parents[1] / "hdl"
 def test_reference_uses_the_default_configuration() -> None:
     net = QuantizedNetwork.load(HDL / "quantized.npz")
     shifts = {k: getattr(net.config, k) for k in ("w_in_shift", "w_rec_shift", "w_out_shift")}
-    assert net.config == DEFAULT_HARDWARE.replace(**shifts)
+    assert net.config == HardwareConfig().replace(**shifts)
 
 
 def test_regenerating_the_reference_gives_the_same_files(tmp_path: Path) -> None:

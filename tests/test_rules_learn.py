@@ -9,7 +9,6 @@ for all: the held-out loss ends below 0.3 ln 2.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import pytest
 import torch
@@ -28,12 +27,13 @@ PAIRS = [
     for model in models
     if (rule, model) != ("fpp", "rnn")
 ]
+# each rule's [train.<rule>] table
 SETTINGS = {
     # FPTT-K with K = 2 chunks: per-step FPTT (period 1) needs far more updates on this task
-    "fptt": {"fptt_period": 5, "fptt_alpha": 0.1},
+    "fptt": {"period": 5, "alpha": 0.1},
     # the window reaches back to step 3, before the first spike; the label is at the last step
-    "tbptt": {"tbptt_n": 7, "tbptt_interval": 3, "tbptt_loss_steps": "last"},
-    "fpp": {"fpp_updates": 4, "fpp_buffer_size": 500},
+    "tbptt": {"n": 7, "interval": 3, "loss_steps": "last"},
+    "fpp": {"updates": 4, "buffer_size": 500},
 }
 BATCHES = {"fptt": 150, "tbptt": 150, "rtrl": 150, "fpp": 60}
 BATCH_SIZE = {"rtrl": 16}
@@ -53,8 +53,16 @@ def test_rule_learns_which_fired_first(rule: str, model_name: str) -> None:
     torch.manual_seed(0)
     spiking = {"input_gain": 3.0} if model_name in ("lif", "alif") else {}
     model = build_model(model_name, 2, HIDDEN.get(rule, 16), 2, **spiking)
-    base = replace(TrainConfig(), optimizer="adam", weight_decay=0.0, lr=1e-2)
-    cfg = replace(base, rule=rule, model=model_name, **SETTINGS.get(rule, {}))
+    cfg = TrainConfig.from_dict(
+        {
+            "optimizer": "adam",
+            "weight_decay": 0.0,
+            "lr": 1e-2,
+            "rule": rule,
+            "model": model_name,
+            rule: SETTINGS.get(rule, {}),
+        }
+    )
     engine = make_rule(cfg, model)
     gen = torch.Generator().manual_seed(1)
     for _ in range(BATCHES.get(rule, 60)):
@@ -85,8 +93,7 @@ def test_fpp_trains_a_tanh_rnn_on_cycleworld(tmp_path) -> None:
             "train": {
                 "rule": "fpp",
                 "model": "rnn",
-                "fpp_updates": 3,
-                "fpp_loss_steps": "all",
+                "fpp": {"updates": 3, "loss_steps": "all"},
                 "optimizer": "adagrad",
                 "lr": 0.1,
                 "weight_decay": 0.0,

@@ -159,6 +159,9 @@ def test_error_runs_are_recorded(tmp_path: Path) -> None:
         ('"train.epochs" = [1, "three"]', "train.epochs"),
         ('"train.model" = ["rnn", "nonesuch"]', "nonesuch"),
         ('"train.seed" = [1, 1]', "train.seed.*twice"),
+        ('"train.fptt_alpha" = [0.5]', r"'train\.fptt_alpha' is now 'train\.fptt\.alpha'"),
+        ('"train.fptt.beta" = [0.5]', r"train has no option 'fptt\.beta'"),
+        ('"train.fptt.alpha" = [0.5, -1.0]', "FPTT alpha must be positive"),
     ],
 )
 def test_bad_grid_is_a_config_error(tmp_path: Path, grid: str, message: str) -> None:
@@ -209,7 +212,7 @@ batch_size = 16
 weight_decay = 0.0
 qat_epochs = 0
 [grid]
-"train.fobptt_alpha" = [0.75, 1.25]
+"train.fobptt.alpha" = [0.75, 1.25]
 "train.model" = ["rnn", "lstm", "gru"]
 "train.seed" = [0, 1]
 """
@@ -235,7 +238,7 @@ def test_variants_times_grid(tmp_path: Path) -> None:
         EXPERIMENT.split("[grid]")[0]
         + '[grid]\n"train.seed" = [0, 1]\n'
         + '[[variants]]\n"train.rule" = "bptt"\n'
-        + '[[variants]]\ntrain.rule = "tbptt"\ntrain.tbptt_n = 4\ntrain.tbptt_loss_steps = "all"\n'
+        + '[[variants]]\ntrain.rule = "tbptt"\ntrain.tbptt.n = 4\ntrain.tbptt.loss_steps = "all"\n'
     )
     sweep = load_sweep(path)
     assert [run.overrides for run in sweep.runs] == [
@@ -243,18 +246,18 @@ def test_variants_times_grid(tmp_path: Path) -> None:
         {"train.rule": "bptt", "train.seed": 1},
         {
             "train.rule": "tbptt",
-            "train.tbptt_n": 4,
-            "train.tbptt_loss_steps": "all",
+            "train.tbptt.n": 4,
+            "train.tbptt.loss_steps": "all",
             "train.seed": 0,
         },
         {
             "train.rule": "tbptt",
-            "train.tbptt_n": 4,
-            "train.tbptt_loss_steps": "all",
+            "train.tbptt.n": 4,
+            "train.tbptt.loss_steps": "all",
             "train.seed": 1,
         },
     ]
-    assert sweep.keys == ["train.rule", "train.tbptt_n", "train.tbptt_loss_steps", "train.seed"]
+    assert sweep.keys == ["train.rule", "train.tbptt.n", "train.tbptt.loss_steps", "train.seed"]
 
 
 @pytest.mark.parametrize(

@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from neurofptt.errors import ConfigError
-from neurofptt.io import check_field_types, check_table, load_toml
+from neurofptt.io import check_field_types, check_table, from_table, load_toml
 from neurofptt.learning.trainer import TrainConfig
 from neurofptt.quant.config import HardwareConfig
 from neurofptt.tasks import TASKS
-
-DEFAULT_HARDWARE = HardwareConfig(n_in=32, n_rec=128, n_out=10, lanes=4)
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,9 @@ class FlowSettings:
 
 @dataclass(frozen=True)
 class FlowConfig:
-    hardware: HardwareConfig = DEFAULT_HARDWARE
+    """The whole flow's settings: one dataclass per table, each with the demo's defaults."""
+
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     flow: FlowSettings = field(default_factory=FlowSettings)
 
@@ -56,27 +56,13 @@ class FlowConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FlowConfig:
-        unknown = sorted(set(data) - {"hardware", "train", "flow"})
-        if unknown:
-            raise ConfigError(
-                f"unknown config table(s) {unknown}; use [hardware], [train] and [flow]"
-            )
-        flow_data = check_table(data.get("flow", {}), "flow")
-        known = {f.name for f in dataclasses.fields(FlowSettings)}
-        if set(flow_data) - known:
-            raise ConfigError(
-                f"unknown flow option(s) {sorted(set(flow_data) - known)}; "
-                f"valid options: {sorted(known)}"
-            )
-        hardware = {
-            **DEFAULT_HARDWARE.to_dict(),
-            **check_table(data.get("hardware", {}), "hardware"),
-        }
+    def from_dict(cls, data: Any) -> FlowConfig:
+        """A config from a file's tables; a table or option it leaves out takes the defaults."""
+        tables = from_table(cls, check_table(data, "config"), "config")
         return cls(
-            hardware=HardwareConfig.from_dict(hardware),
-            train=TrainConfig.from_dict(check_table(data.get("train", {}), "train")),
-            flow=FlowSettings(**flow_data),
+            hardware=HardwareConfig.from_dict(tables.get("hardware", {})),
+            train=TrainConfig.from_dict(tables.get("train", {})),
+            flow=FlowSettings(**from_table(FlowSettings, tables.get("flow", {}), "flow")),
         )
 
     @classmethod

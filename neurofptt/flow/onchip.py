@@ -48,36 +48,12 @@ RTL_KEYS = (
     "learning_cycles_per_update_formula",
 )
 
-#: The learning constants of a flow config without a ``[hardware.learning]`` table, chosen on the
-#: default digits task (``docs/hardware.md`` section 9): the softmax error at ``target = 512``
-#: and ``2**8`` LSBs per halving (the gradient of the float rule's cross-entropy; over a full
-#: run it learns the digits from scratch 2-5 points better than the hinge, while the target
-#: error pulls the other classes' readouts up toward 0 and erases the margins), one update per
-#: sample on its last step, a pseudo-derivative ``2**10`` LSBs (four thresholds) wide on each
-#: side (credit for every neuron the error could move, not only those near threshold), all
-#: three rates ``2**-15`` (with that wider triangle the fastest start that still settles once
-#: ``train.onchip_halvings`` have lowered it; together 2-3 points more at the end of a
-#: 30-epoch run from scratch with both rules, over six seeds) and round-to-nearest factors, so
-#: that the host can lower the rate through the error shift without the floor's bias (a trained
-#: network is adapted that way, see :func:`stage_train_onchip`).  A table replaces all of them;
-#: the fields it leaves out take :class:`LearningConfig`'s defaults.
-DEFAULT_LEARNING = LearningConfig(
-    error="softmax",
-    target=512,
-    softmax_shift=8,
-    rounding="nearest",
-    supervised_steps=1,
-    psi_width_shift=10,
-    lr_shift_in=15,
-    lr_shift_rec=15,
-    lr_shift_out=15,
-)
 SHIFTS = ("w_in_shift", "w_rec_shift", "w_out_shift")  # chosen per network by the quantizer
 
 
 def initial_network(cfg: FlowConfig, rule: str, init: Path | None = None) -> QuantizedNetwork:
-    """The network on-chip learning starts from, with ``hardware.learning`` (or
-    :data:`DEFAULT_LEARNING`) in ``rule``'s mode.
+    """The network on-chip learning starts from, with ``hardware.learning`` (or, without that
+    table, the default :class:`~neurofptt.quant.config.LearningConfig`) in ``rule``'s mode.
 
     ``init`` is a ``quantized.npz`` of the same hardware; it keeps the per-matrix weight shifts
     the quantizer chose for it.  Without it the weights are random, uniform within
@@ -85,7 +61,7 @@ def initial_network(cfg: FlowConfig, rule: str, init: Path | None = None) -> Qua
     """
     if rule not in ONCHIP_RULES:
         raise ConfigError(f"the golden engine learns with {ONCHIP_RULES}, not {rule!r}")
-    learning = dataclasses.replace(cfg.hardware.learning or DEFAULT_LEARNING, mode=rule)
+    learning = dataclasses.replace(cfg.hardware.learning or LearningConfig(), mode=rule)
     hw = cfg.hardware.replace(learning=learning)
     if init is None:
         return random_network(hw, seed=cfg.train.seed, spread=fan_in_spreads(hw))
@@ -130,10 +106,11 @@ def stage_train_onchip(
 
     The start is ``init`` (a ``quantized.npz``, e.g. from float training and ``quantize``) or a
     random network (see :func:`initial_network`).  The learning constants are
-    ``hardware.learning``, or :data:`DEFAULT_LEARNING` when the table is absent.  From ``init``
-    the host raises every update's error shift by :func:`finetune_offset` (rates 32 times
-    lower for e-prop by default, 256 times for FPTT).  The rate halves ``train.onchip_halvings``
-    times over the run (default 3), evenly (:func:`~neurofptt.flow.onchip_train.halving_period`).
+    ``hardware.learning``, or the default :class:`~neurofptt.quant.config.LearningConfig` when
+    the table is absent.  From ``init`` the host raises every update's error shift by
+    :func:`finetune_offset` (rates 32 times lower for e-prop by default, 256 times for FPTT).
+    The rate halves ``train.onchip_halvings`` times over the run (default 3), evenly
+    (:func:`~neurofptt.flow.onchip_train.halving_period`).
     The saved network is that of the epoch with the best validation accuracy (``picked_epoch``,
     on a held-out tenth of the training samples), and ``onchip_accuracy`` is its test accuracy;
     each epoch's record goes to ``metrics.jsonl`` as it finishes.

@@ -7,16 +7,26 @@ the last step's for a label task and the mean over all steps for per-step target
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from neurofptt.learning.base import BatchResult, Rule
+from neurofptt.learning.base import BatchResult, Rule, RuleOptions
 from neurofptt.learning.objectives import step_loss
+
+
+@dataclass(frozen=True)
+class BPTTOptions(RuleOptions):
+    """BPTT has no options of its own (an empty ``[train.bptt]`` table); it trains every model."""
+
+    table = "train.bptt"
 
 
 class BPTT(Rule):
     """The sequence loss (see the module docstring), gradient through all steps."""
 
     name = "bptt"
+    Options = BPTTOptions
 
     def sequence_loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.target == "label":

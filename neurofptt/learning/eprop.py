@@ -83,12 +83,13 @@ rate over steps ``1..t`` and contributes ``1/T`` of the mean.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from neurofptt.errors import ConfigError
-from neurofptt.learning.base import BatchResult, Rule
+from neurofptt.learning.base import BatchResult, Rule, RuleOptions
 from neurofptt.learning.objectives import check_loss_steps_for, step_loss_and_grad, step_target
 from neurofptt.models.alif import AdaptiveSpikingRNN, RecurrentALIF
 from neurofptt.models.base import RecurrentModel, State, check_sequence
@@ -102,6 +103,42 @@ SUPPORTED = (
 )
 
 LossSteps = str | int
+
+
+@dataclass(frozen=True)
+class EPropOptions(RuleOptions):
+    """The ``[train.eprop]`` table (see the module docstring).
+
+    ``feedback``: ``"symmetric"`` (``B = W_out^T``) or ``"random"`` (fixed, drawn from
+    ``feedback_seed``); ``loss_steps``: ``"last"``, ``"all"`` or a number ``k`` of final steps;
+    ``online``: an update at every step with a loss; ``reg_rate``/``target_rate``: the firing-rate
+    regulariser (spikes per step); ``self_connections``: whether ``W_jj`` learns.
+    """
+
+    table = "train.eprop"
+
+    feedback: str = "symmetric"
+    feedback_seed: int = 0
+    loss_steps: LossSteps = "last"
+    online: bool = False
+    reg_rate: float = 0.0
+    target_rate: float = 0.01
+    self_connections: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.feedback not in FEEDBACKS:
+            raise ConfigError(
+                f"e-prop feedback {self.feedback!r} is unknown; use one of {FEEDBACKS}"
+            )
+        # a number of steps or a word: the type check does not read that annotation
+        check_loss_steps(self.loss_steps)
+        if not self.reg_rate >= 0:
+            raise ConfigError(f"e-prop reg_rate must be >= 0, got {self.reg_rate}")
+        if not 0 <= self.target_rate <= 1:
+            raise ConfigError(
+                f"e-prop target_rate is in spikes per step, in [0, 1]; got {self.target_rate}"
+            )
 
 
 def surrogate_derivative(
@@ -419,12 +456,8 @@ class EligibilityTracer:
 def _check_options(
     reg_rate: float, target_rate: float, loss_steps: LossSteps, target: str = "label"
 ) -> None:
-    check_loss_steps(loss_steps)
-    check_loss_steps_for(loss_steps, target, "train.eprop_loss_steps")
-    if not reg_rate >= 0:
-        raise ConfigError(f"e-prop reg_rate must be >= 0, got {reg_rate}")
-    if not 0 <= target_rate <= 1:
-        raise ConfigError(f"e-prop target_rate is in spikes per step, in [0, 1]; got {target_rate}")
+    EPropOptions(loss_steps=loss_steps, reg_rate=reg_rate, target_rate=target_rate)  # checks
+    check_loss_steps_for(loss_steps, target, "train.eprop.loss_steps")
 
 
 def _offline(
@@ -465,10 +498,10 @@ def eprop_gradients(
     y: torch.Tensor,
     *,
     feedback: torch.Tensor | None = None,
-    loss_steps: LossSteps = "last",
-    reg_rate: float = 0.0,
-    target_rate: float = 0.01,
-    self_connections: bool = True,
+    loss_steps: LossSteps = EPropOptions.loss_steps,
+    reg_rate: float = EPropOptions.reg_rate,
+    target_rate: float = EPropOptions.target_rate,
+    self_connections: bool = EPropOptions.self_connections,
     target: str = "label",
 ) -> dict[str, torch.Tensor]:
     """e-prop gradients of one batch ``x (B, T, n_in)``, labels ``y (B,)``, summed over the
@@ -496,26 +529,36 @@ class EProp(Rule):
     """
 
     name = "eprop"
+    Options = EPropOptions
+    # hand-written traces: single-layer LIF/ALIF and the tanh RNN
+    models = ("lif", "alif", "rnn")
 
     def __init__(
         self,
         model: RecurrentModel,
         optimizer: torch.optim.Optimizer,
         *,
-        feedback: str = "symmetric",
-        feedback_seed: int = 0,
-        loss_steps: LossSteps = "last",
-        online: bool = False,
-        reg_rate: float = 0.0,
-        target_rate: float = 0.01,
-        self_connections: bool = True,
+        feedback: str = EPropOptions.feedback,
+        feedback_seed: int = EPropOptions.feedback_seed,
+        loss_steps: LossSteps = EPropOptions.loss_steps,
+        online: bool = EPropOptions.online,
+        reg_rate: float = EPropOptions.reg_rate,
+        target_rate: float = EPropOptions.target_rate,
+        self_connections: bool = EPropOptions.self_connections,
         clip: float = 1.0,
         target: str = "label",
     ) -> None:
         super().__init__(model, optimizer, clip, target)
-        if feedback not in FEEDBACKS:
-            raise ConfigError(f"e-prop feedback {feedback!r} is unknown; use one of {FEEDBACKS}")
-        _check_options(reg_rate, target_rate, loss_steps, target)
+        EPropOptions(  # the one place the options are checked
+            feedback=feedback,
+            feedback_seed=feedback_seed,
+            loss_steps=loss_steps,
+            online=online,
+            reg_rate=reg_rate,
+            target_rate=target_rate,
+            self_connections=self_connections,
+        )
+        check_loss_steps_for(loss_steps, target, "train.eprop.loss_steps")
         self.tracer = EligibilityTracer(model, self_connections=self_connections)
         if reg_rate > 0 and self.tracer.kind != "spiking":
             raise ConfigError(

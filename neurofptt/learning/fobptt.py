@@ -44,16 +44,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from neurofptt.errors import CheckpointError, ConfigError
+from neurofptt.learning.base import RuleOptions
 from neurofptt.learning.bptt import BPTT
 from neurofptt.models.base import RecurrentModel
 
-DEFAULT_ALPHA = 1.25  # the best order on the FO-BPTT paper's time-series task (its Table 4)
-DEFAULT_EPS = 1e-3
+
+@dataclass(frozen=True)
+class FOBPTTOptions(RuleOptions):
+    """The ``[train.fobptt]`` table: the fractional order ``alpha`` (1.25, the best order on the
+    FO-BPTT paper's time-series task, its Table 4) and the floor ``eps``."""
+
+    table = "train.fobptt"
+
+    alpha: float = 1.25
+    eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_order(self.alpha, self.eps)
 
 
 def check_order(alpha: float, eps: float) -> tuple[float, float]:
@@ -98,8 +112,8 @@ class FractionalOptimizer(torch.optim.Optimizer):
         self,
         optimizer: torch.optim.Optimizer,
         *,
-        alpha: float = DEFAULT_ALPHA,
-        eps: float = DEFAULT_EPS,
+        alpha: float = FOBPTTOptions.alpha,
+        eps: float = FOBPTTOptions.eps,
     ) -> None:
         if isinstance(optimizer, FractionalOptimizer):
             raise ConfigError("the optimizer is already fractional; wrap the base optimizer once")
@@ -121,8 +135,8 @@ class FractionalOptimizer(torch.optim.Optimizer):
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
         base: type[torch.optim.Optimizer] = torch.optim.SGD,
         *,
-        alpha: float = DEFAULT_ALPHA,
-        eps: float = DEFAULT_EPS,
+        alpha: float = FOBPTTOptions.alpha,
+        eps: float = FOBPTTOptions.eps,
         **base_kwargs: Any,
     ) -> FractionalOptimizer:
         """``base(params, **base_kwargs)`` wrapped: ``build(model.parameters(), Adam, lr=1e-3)``."""
@@ -215,6 +229,7 @@ class FOBPTT(BPTT):
     """
 
     name = "fobptt"
+    Options = FOBPTTOptions
 
     def __init__(
         self,
@@ -234,7 +249,7 @@ class FOBPTT(BPTT):
         else:
             optimizer = FractionalOptimizer(
                 optimizer,
-                alpha=DEFAULT_ALPHA if alpha is None else alpha,
-                eps=DEFAULT_EPS if eps is None else eps,
+                alpha=FOBPTTOptions.alpha if alpha is None else alpha,
+                eps=FOBPTTOptions.eps if eps is None else eps,
             )
         super().__init__(model, optimizer, clip, target)

@@ -88,7 +88,7 @@ from typing import Any
 import torch
 
 from neurofptt.errors import CheckpointError, ConfigError, ShapeError
-from neurofptt.learning.base import BatchResult, Rule
+from neurofptt.learning.base import BatchResult, Rule, RuleOptions
 from neurofptt.learning.objectives import (
     check_loss_steps_for,
     per_sample_loss,
@@ -233,6 +233,45 @@ class ReplayBuffer:
                 setattr(self, name, state[name].clone())
 
 
+@dataclass(frozen=True)
+class FPPOptions(RuleOptions):
+    """The ``[train.fpp]`` table (see the module docstring for each one).
+
+    ``replay_batch = 0`` samples as many transitions per update as the training batch has
+    sequences (a config file has no null, so 0 stands for the constructor's ``None``).
+    ``loss_steps = "all"`` gives every step the sequence's label: with the label only at the last
+    step (``"last"``) it reaches earlier states only through refreshed buffer entries, and FPP
+    learns far more slowly.
+    """
+
+    table = "train.fpp"
+
+    buffer_size: int = 1000
+    updates: int = 10
+    replay_batch: int = 0
+    state_weight: float = 1.0
+    refresh_random: int = 0
+    propagate: bool = False
+    loss_steps: str = "all"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_int("buffer_size", self.buffer_size, 1)
+        _check_int("updates (n, sampled one-step updates per step)", self.updates, 0)
+        _check_int("replay_batch (transitions per update; 0: the batch size)", self.replay_batch, 0)
+        _check_int("refresh_random (extra refreshed transitions per step)", self.refresh_random, 0)
+        _check_int("seed", self.seed, 0)
+        if not (0.0 <= float(self.state_weight) < float("inf")):
+            raise ConfigError(
+                f"FPP state_weight must be finite and >= 0, got {self.state_weight!r}"
+            )
+        check_loss_steps(self.loss_steps)
+
+    def rule_kwargs(self) -> dict[str, Any]:
+        return {**super().rule_kwargs(), "replay_batch": self.replay_batch or None}
+
+
 class FPP(Rule):
     """Fixed-Point Propagation: one-step state + target updates on replayed transitions.
 
@@ -241,37 +280,43 @@ class FPP(Rule):
     """
 
     name = "fpp"
+    Options = FPPOptions
+    # FPP runs any model whose state is a tuple of float tensors, but it has only been shown to
+    # learn with gated cells and with the tanh RNN on Cycleworld (its paper's setting; on the
+    # which-fired-first memory task the tanh RNN does not learn reliably): the list is what is
+    # verified
+    models = ("rnn", "lstm", "gru")
 
     def __init__(
         self,
         model: RecurrentModel,
         optimizer: torch.optim.Optimizer,
         *,
-        buffer_size: int = 1000,
-        updates: int = 10,
+        buffer_size: int = FPPOptions.buffer_size,
+        updates: int = FPPOptions.updates,
         replay_batch: int | None = None,
-        state_weight: float = 1.0,
-        refresh_random: int = 0,
-        propagate: bool = False,
-        loss_steps: str = "last",
-        seed: int = 0,
+        state_weight: float = FPPOptions.state_weight,
+        refresh_random: int = FPPOptions.refresh_random,
+        propagate: bool = FPPOptions.propagate,
+        loss_steps: str = FPPOptions.loss_steps,
+        seed: int = FPPOptions.seed,
         clip: float = 1.0,
         target: str = "label",
     ) -> None:
         super().__init__(model, optimizer, clip, target)
-        _check_int("updates (n, sampled one-step updates per step)", updates, 0)
-        if replay_batch is not None:
+        if replay_batch is not None:  # None, not 0, asks for the batch size here
             _check_int("replay_batch (transitions per update)", replay_batch, 1)
-        _check_int("refresh_random (extra refreshed transitions per step)", refresh_random, 0)
-        _check_int("seed", seed, 0)
-        if isinstance(state_weight, bool) or not isinstance(state_weight, (int, float)):
-            raise ConfigError(f"FPP state_weight must be a number >= 0, got {state_weight!r}")
-        if not (0.0 <= float(state_weight) < float("inf")):
-            raise ConfigError(f"FPP state_weight must be finite and >= 0, got {state_weight!r}")
-        if not isinstance(propagate, bool):
-            raise ConfigError(f"FPP propagate must be true or false, got {propagate!r}")
-        check_loss_steps(loss_steps)
-        check_loss_steps_for(loss_steps, target, "train.fpp_loss_steps")
+        FPPOptions(  # the one place the options are checked
+            buffer_size=buffer_size,
+            updates=updates,
+            replay_batch=replay_batch or 0,
+            state_weight=state_weight,
+            refresh_random=refresh_random,
+            propagate=propagate,
+            loss_steps=loss_steps,
+            seed=seed,
+        )
+        check_loss_steps_for(loss_steps, target, "train.fpp.loss_steps")
         self.buffer = ReplayBuffer(buffer_size)
         self.updates, self.replay_batch = updates, replay_batch
         self.state_weight, self.refresh_random = float(state_weight), refresh_random

@@ -39,12 +39,13 @@ steps' losses.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from neurofptt.errors import ConfigError
-from neurofptt.learning.base import BatchResult, Rule
+from neurofptt.learning.base import BatchResult, Rule, RuleOptions
 from neurofptt.learning.losses import ClassPrior, auxiliary_loss
 from neurofptt.learning.objectives import step_loss
 from neurofptt.models.base import RecurrentModel, detach_state
@@ -53,39 +54,78 @@ FORMS = ("dual", "slide")
 SCHEDULES = ("linear", "constant", "none")
 
 
+@dataclass(frozen=True)
+class FPTTOptions(RuleOptions):
+    """The ``[train.fptt]`` table (see the module docstring for each symbol).
+
+    ``alpha``: the pull toward the running mean; ``mix``: the running-mean factor ``b``;
+    ``period``: steps per update (1: every step, ``T / K`` for FPTT-K); ``form``: ``"dual"`` or
+    ``"slide"``; ``reset_to_mean``: replace the weights by the running mean after each epoch;
+    ``schedule``/``constant_beta``: the label weight of the auxiliary loss
+    (:meth:`FPTT.label_weight`).
+    """
+
+    table = "train.fptt"
+
+    alpha: float = 0.5
+    mix: float = 0.5
+    period: int = 1
+    form: str = "dual"
+    reset_to_mean: bool = False
+    schedule: str = "linear"
+    constant_beta: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.alpha <= 0:
+            raise ConfigError(f"FPTT alpha must be positive, got {self.alpha}")
+        if not 0 < self.mix <= 1:
+            raise ConfigError(
+                f"FPTT mix (the running-mean factor) must be in (0, 1], got {self.mix}"
+            )
+        if self.period < 1:
+            raise ConfigError(f"FPTT period must be >= 1 step, got {self.period}")
+        if self.form not in FORMS:
+            raise ConfigError(f"FPTT form {self.form!r} is unknown; use one of {FORMS}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"FPTT schedule {self.schedule!r} is unknown; use one of {SCHEDULES}")
+        if not 0 <= self.constant_beta <= 1:
+            raise ConfigError(f"FPTT constant_beta must be in [0, 1], got {self.constant_beta}")
+
+
 class FPTT(Rule):
+    """FPTT on any model: it needs only the cell protocol (one step at a time)."""
+
     name = "fptt"
+    Options = FPTTOptions
 
     def __init__(
         self,
         model: RecurrentModel,
         optimizer: torch.optim.Optimizer,
         *,
-        alpha: float = 0.5,
-        mix: float = 0.5,
-        period: int = 1,
-        form: str = "dual",
+        alpha: float = FPTTOptions.alpha,
+        mix: float = FPTTOptions.mix,
+        period: int = FPTTOptions.period,
+        form: str = FPTTOptions.form,
         clip: float = 1.0,
         n_classes: int | None = None,
-        schedule: str = "linear",
-        constant_beta: float = 0.5,
-        reset_to_mean: bool = False,
+        schedule: str = FPTTOptions.schedule,
+        constant_beta: float = FPTTOptions.constant_beta,
+        reset_to_mean: bool = FPTTOptions.reset_to_mean,
         target: str = "label",
     ) -> None:
         super().__init__(model, optimizer, clip, target)
-        if alpha <= 0:
-            raise ConfigError(f"FPTT alpha must be positive, got {alpha}")
-        if not 0 < mix <= 1:
-            raise ConfigError(f"FPTT mix (the running-mean factor) must be in (0, 1], got {mix}")
-        if period < 1:
-            raise ConfigError(f"FPTT period must be >= 1 step, got {period}")
-        if form not in FORMS:
-            raise ConfigError(f"FPTT form {form!r} is unknown; use one of {FORMS}")
+        FPTTOptions(  # the one place the options are checked
+            alpha=alpha,
+            mix=mix,
+            period=period,
+            form=form,
+            reset_to_mean=reset_to_mean,
+            schedule=schedule,
+            constant_beta=constant_beta,
+        )
         self.alpha, self.mix, self.period, self.form = alpha, mix, period, form
-        if schedule not in SCHEDULES:
-            raise ConfigError(f"FPTT schedule {schedule!r} is unknown; use one of {SCHEDULES}")
-        if not 0 <= constant_beta <= 1:
-            raise ConfigError(f"FPTT constant_beta must be in [0, 1], got {constant_beta}")
         self.schedule, self.constant_beta = schedule, constant_beta
         self.reset_to_mean = reset_to_mean
         self.prior = ClassPrior(n_classes or model.n_out)

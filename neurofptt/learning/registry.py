@@ -1,7 +1,9 @@
 """Names of the models and rules, and which rule can train which model.
 
 The CLI and config files refer to models and rules by these names; an unsupported pair fails
-before anything is built, with a message that lists what is supported.
+before anything is built, with a message that lists what is supported.  The rule table is derived
+from the rule classes (each names itself, its options and its models), so a rule's name, options
+and supported models cannot drift apart from its code.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from neurofptt.errors import ConfigError
-from neurofptt.learning.base import Rule
+from neurofptt.learning.base import Rule, RuleOptions
 from neurofptt.learning.bptt import BPTT
 from neurofptt.learning.eprop import EProp
 from neurofptt.learning.fobptt import FOBPTT
@@ -43,31 +45,33 @@ MODELS: dict[str, Callable[..., RecurrentModel]] = {
     "gru": lambda n_in, hidden, n_out, **kw: GatedRNN("gru", n_in, hidden, n_out),
 }
 
-RULES: dict[str, type[Rule]] = {
-    "bptt": BPTT,
-    "tbptt": TBPTT,
-    "fptt": FPTT,
-    "fobptt": FOBPTT,
-    "eprop": EProp,
-    "fpp": FPP,
-    "rtrl": RTRL,
+RULE_CLASSES: tuple[type[Rule], ...] = (BPTT, TBPTT, FPTT, FOBPTT, EProp, FPP, RTRL)
+
+
+def _rule_table(classes: tuple[type[Rule], ...]) -> dict[str, type[Rule]]:
+    """Rules by their own ``name``; two rules with one name, or a rule naming a model that does
+    not exist, fail at import rather than silently shadowing or never matching."""
+    table: dict[str, type[Rule]] = {}
+    for cls in classes:
+        if not cls.name or cls.name in table:
+            raise TypeError(f"rule class {cls.__name__} has an empty or repeated name")
+        unknown = sorted(set(cls.models or ()) - set(MODELS))
+        if unknown:
+            raise TypeError(f"rule {cls.name!r} lists unknown models {unknown}")
+        table[cls.name] = cls
+    return table
+
+
+RULES: dict[str, type[Rule]] = _rule_table(RULE_CLASSES)
+
+#: the models each rule trains: those it lists, or every model for a rule that needs only the
+#: cell protocol
+SUPPORTED_MODELS: dict[str, tuple[str, ...]] = {
+    name: cls.models or tuple(MODELS) for name, cls in RULES.items()
 }
 
-# Rules that only need the cell protocol train every model; the others list their models.
-SUPPORTED_MODELS: dict[str, tuple[str, ...]] = {
-    "bptt": tuple(MODELS),
-    "tbptt": tuple(MODELS),
-    "fptt": tuple(MODELS),
-    "fobptt": tuple(MODELS),
-    "eprop": ("lif", "alif", "rnn"),  # hand-written traces: single-layer LIF/ALIF and tanh RNN
-    # FPP runs any model whose state is a tuple of float tensors, but it has only been shown to
-    # learn with gated cells and with the tanh RNN on Cycleworld (its paper's setting; on the
-    # which-fired-first memory task the tanh RNN does not learn reliably); RTRL is exact for
-    # every model (rtrl_gradients), but training spiking networks with it is too slow to be
-    # useful: both list what is verified.
-    "fpp": ("rnn", "lstm", "gru"),
-    "rtrl": ("rnn", "lstm", "gru"),
-}
+#: each rule's options dataclass, the ``[train.<rule>]`` table of a config file
+RULE_OPTIONS: dict[str, type[RuleOptions]] = {name: cls.Options for name, cls in RULES.items()}
 
 
 def check_combination(rule: str, model: str) -> None:

@@ -34,18 +34,41 @@ in :mod:`neurofptt.models`.  The gradient is accumulated online and applied as o
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from neurofptt.errors import ConfigError
-from neurofptt.learning.base import BatchResult, Rule
+from neurofptt.learning.base import BatchResult, Rule, RuleOptions
 from neurofptt.learning.objectives import check_loss_steps_for, step_loss, step_target
 from neurofptt.learning.tbptt import check_loss_steps, step_weights
 from neurofptt.models.base import RecurrentModel, State, check_sequence
 
-MAX_SENSITIVITY = 20_000
 JACOBIANS = ("auto", "func", "autograd")
+
+
+@dataclass(frozen=True)
+class RTRLOptions(RuleOptions):
+    """The ``[train.rtrl]`` table: which steps carry a loss (``"last"`` or ``"all"``), the
+    largest sensitivity (state numbers times parameters) the rule agrees to carry, and how each
+    step's Jacobians are formed (see the module docstring)."""
+
+    table = "train.rtrl"
+
+    loss_steps: str = "last"
+    max_sensitivity: int = 20_000
+    jacobian: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_loss_steps(self.loss_steps)
+        check_jacobian(self.jacobian)
+        if self.max_sensitivity < 1:
+            raise ConfigError(
+                f"RTRL max_sensitivity must be at least 1 entry, got {self.max_sensitivity}"
+            )
+
 
 # (values (B, R), d/dstate (B, R, N), d/dtheta (B, R, P)); rows R = outputs then state.
 StepJacobian = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -98,7 +121,7 @@ def sensitivity_entries(model: RecurrentModel) -> tuple[int, int]:
     return n_state, n_params
 
 
-def check_size(model: RecurrentModel, max_sensitivity: int = MAX_SENSITIVITY) -> None:
+def check_size(model: RecurrentModel, max_sensitivity: int = RTRLOptions.max_sensitivity) -> None:
     """Refuse models whose sensitivity ``dh/dtheta`` has more than ``max_sensitivity`` entries."""
     n_state, n_params = sensitivity_entries(model)
     if n_state * n_params > max_sensitivity:
@@ -177,9 +200,9 @@ def rtrl_run(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    loss_steps: str = "last",
-    max_sensitivity: int = MAX_SENSITIVITY,
-    jacobian: str = "auto",
+    loss_steps: str = RTRLOptions.loss_steps,
+    max_sensitivity: int = RTRLOptions.max_sensitivity,
+    jacobian: str = RTRLOptions.jacobian,
     target: str = "label",
 ) -> tuple[dict[str, torch.Tensor], float, torch.Tensor, str]:
     """Forward a batch with RTRL.
@@ -191,7 +214,7 @@ def rtrl_run(
     """
     check_sequence(x, model.n_in)
     check_loss_steps(loss_steps)
-    check_loss_steps_for(loss_steps, target, "train.rtrl_loss_steps")
+    check_loss_steps_for(loss_steps, target, "train.rtrl.loss_steps")
     check_jacobian(jacobian)
     check_size(model, max_sensitivity)
     batch, steps = x.shape[0], x.shape[1]
@@ -249,10 +272,10 @@ def rtrl_gradients(
     model: RecurrentModel,
     x: torch.Tensor,
     y: torch.Tensor,
-    loss_steps: str = "last",
+    loss_steps: str = RTRLOptions.loss_steps,
     *,
-    max_sensitivity: int = MAX_SENSITIVITY,
-    jacobian: str = "auto",
+    max_sensitivity: int = RTRLOptions.max_sensitivity,
+    jacobian: str = RTRLOptions.jacobian,
     target: str = "label",
 ) -> dict[str, torch.Tensor]:
     """The exact gradient of ``sum_t w_t l_t`` by RTRL, keyed by parameter name."""
@@ -272,22 +295,27 @@ class RTRL(Rule):
     """Exact online gradient by forward sensitivities; one update per batch (tiny networks only)."""
 
     name = "rtrl"
+    Options = RTRLOptions
+    # exact for every model (rtrl_gradients), but training spiking networks with it is too slow
+    # to be useful: the list is what is verified
+    models = ("rnn", "lstm", "gru")
 
     def __init__(
         self,
         model: RecurrentModel,
         optimizer: torch.optim.Optimizer,
         *,
-        loss_steps: str = "last",
+        loss_steps: str = RTRLOptions.loss_steps,
         clip: float = 1.0,
-        max_sensitivity: int = MAX_SENSITIVITY,
-        jacobian: str = "auto",
+        max_sensitivity: int = RTRLOptions.max_sensitivity,
+        jacobian: str = RTRLOptions.jacobian,
         target: str = "label",
     ) -> None:
         super().__init__(model, optimizer, clip, target)
-        check_loss_steps(loss_steps)
-        check_loss_steps_for(loss_steps, target, "train.rtrl_loss_steps")
-        check_jacobian(jacobian)
+        RTRLOptions(  # the one place the options are checked
+            loss_steps=loss_steps, max_sensitivity=max_sensitivity, jacobian=jacobian
+        )
+        check_loss_steps_for(loss_steps, target, "train.rtrl.loss_steps")
         check_size(model, max_sensitivity)
         self.loss_steps, self.max_sensitivity, self.jacobian = loss_steps, max_sensitivity, jacobian
 

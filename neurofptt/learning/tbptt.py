@@ -48,11 +48,12 @@ recurrent weights at all, so ``n >= interval`` is required.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from neurofptt.errors import ConfigError
-from neurofptt.learning.base import BatchResult, Rule
+from neurofptt.learning.base import BatchResult, Rule, RuleOptions
 from neurofptt.learning.objectives import check_loss_steps_for, step_loss, step_target
 from neurofptt.models.base import RecurrentModel, State, detach_state
 
@@ -84,42 +85,62 @@ def update_points(steps: int, interval: int) -> list[int]:
     return [*range(interval, steps, interval), steps]
 
 
+@dataclass(frozen=True)
+class TBPTTOptions(RuleOptions):
+    """The ``[train.tbptt]`` table: the window ``n``, the ``interval`` between updates (0: ``n``,
+    the usual n-step truncation) and which steps carry a loss (``"last"`` or ``"all"``)."""
+
+    table = "train.tbptt"
+
+    n: int = 10
+    interval: int = 0
+    loss_steps: str = "last"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n < 1:
+            raise ConfigError(f"T-BPTT window n must be an integer >= 1 step, got {self.n!r}")
+        if self.interval < 0:
+            raise ConfigError(
+                f"T-BPTT interval must be an integer >= 1 step (0: the window n), got "
+                f"{self.interval!r}"
+            )
+        if self.interval > self.n:
+            raise ConfigError(
+                f"T-BPTT interval ({self.interval}) is longer than the window n ({self.n}): the "
+                f"losses of the first {self.interval - self.n} new steps of each chunk would get "
+                "no recurrent gradient; use interval <= n (interval = n is the usual n-step "
+                "truncation)"
+            )
+        check_loss_steps(self.loss_steps)
+
+
 class TBPTT(Rule):
     """Truncated BPTT: an update every ``interval`` steps through a window of ``n`` steps.
 
-    ``interval`` defaults to ``n``.  See the module docstring for the exact losses and for how
-    overlapping windows (``n > interval``) are recomputed from the buffered state.  Every batch
-    starts from the initial state, so the rule has no state across batches.
+    ``interval`` defaults to ``n`` (``None`` or 0).  See the module docstring for the exact
+    losses and for how overlapping windows (``n > interval``) are recomputed from the buffered
+    state.  Every batch starts from the initial state, so the rule has no state across batches.
     """
 
     name = "tbptt"
+    Options = TBPTTOptions
 
     def __init__(
         self,
         model: RecurrentModel,
         optimizer: torch.optim.Optimizer,
         *,
-        n: int = 10,
-        interval: int | None = None,
-        loss_steps: str = "last",
+        n: int = TBPTTOptions.n,
+        interval: int | None = TBPTTOptions.interval,
+        loss_steps: str = TBPTTOptions.loss_steps,
         clip: float = 1.0,
         target: str = "label",
     ) -> None:
         super().__init__(model, optimizer, clip, target)
-        interval = n if interval is None else interval
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"T-BPTT window n must be an integer >= 1 step, got {n!r}")
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise ConfigError(f"T-BPTT interval must be an integer >= 1 step, got {interval!r}")
-        if interval > n:
-            raise ConfigError(
-                f"T-BPTT interval ({interval}) is longer than the window n ({n}): the losses of "
-                f"the first {interval - n} new steps of each chunk would get no recurrent "
-                "gradient; use interval <= n (interval = n is the usual n-step truncation)"
-            )
-        check_loss_steps(loss_steps)
-        check_loss_steps_for(loss_steps, target, "train.tbptt_loss_steps")
-        self.n, self.interval, self.loss_steps = n, interval, loss_steps
+        options = TBPTTOptions(n=n, interval=interval or 0, loss_steps=loss_steps)  # checks
+        check_loss_steps_for(loss_steps, target, "train.tbptt.loss_steps")
+        self.n, self.interval, self.loss_steps = n, options.interval or n, loss_steps
 
     def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> BatchResult:
         self.check_batch(x, y)

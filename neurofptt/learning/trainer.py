@@ -19,10 +19,17 @@ import torch
 from tqdm.auto import tqdm
 
 from neurofptt.errors import CheckpointError, ConfigError
-from neurofptt.io import atomic_write_bytes, check_field_types
-from neurofptt.learning.base import Rule
+from neurofptt.io import atomic_write_bytes, check_field_types, from_table
+from neurofptt.learning.base import Rule, RuleOptions
+from neurofptt.learning.bptt import BPTTOptions
+from neurofptt.learning.eprop import EPropOptions
+from neurofptt.learning.fobptt import FOBPTTOptions
+from neurofptt.learning.fpp import FPPOptions
+from neurofptt.learning.fptt import FPTTOptions
 from neurofptt.learning.objectives import metric, metric_name
-from neurofptt.learning.registry import RULES, check_combination
+from neurofptt.learning.registry import RULE_OPTIONS, RULES, check_combination
+from neurofptt.learning.rtrl import RTRLOptions
+from neurofptt.learning.tbptt import TBPTTOptions
 from neurofptt.models.base import RecurrentModel, check_sequence
 from neurofptt.quant.fake import set_weight_quantization
 from neurofptt.tasks import SequenceDataset, TaskData
@@ -39,7 +46,14 @@ OPTIMIZERS = {
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of one training run (the ``[train]`` table of a config file)."""
+    """Hyper-parameters of one training run: the ``[train]`` table of a config file.
+
+    The settings every rule shares are fields of their own.  Each rule's own options are its
+    ``[train.<rule>]`` table (``[train.fptt] alpha = 0.5``): a field named after the rule holding
+    the options dataclass the rule declares (:data:`~neurofptt.learning.registry.RULE_OPTIONS`),
+    so a rule's defaults live next to its code only.  Every rule's table is kept, not only the
+    chosen rule's, so one base config serves a sweep over rules.
+    """
 
     rule: str = "fptt"
     model: str = "lif"
@@ -53,33 +67,6 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     qat_epochs: int = 5  # last epochs trained with the hardware's quantized weights (0: none)
     seed: int = 0
-    fptt_alpha: float = 0.5
-    fptt_mix: float = 0.5
-    fptt_period: int = 1
-    fptt_form: str = "dual"
-    fptt_reset_to_mean: bool = False
-    fptt_schedule: str = "linear"
-    fptt_constant_beta: float = 0.5
-    tbptt_n: int = 10
-    tbptt_interval: int = 0  # 0: same as tbptt_n
-    tbptt_loss_steps: str = "last"
-    fobptt_alpha: float = 1.25
-    fobptt_eps: float = 1e-3
-    rtrl_loss_steps: str = "last"
-    eprop_feedback: str = "symmetric"
-    eprop_feedback_seed: int = 0
-    eprop_loss_steps: str = "last"
-    eprop_online: bool = False
-    eprop_reg_rate: float = 0.0
-    eprop_target_rate: float = 0.01
-    fpp_buffer_size: int = 1000
-    fpp_updates: int = 10
-    fpp_replay_batch: int = 0  # 0: the training batch size
-    fpp_state_weight: float = 1.0
-    fpp_refresh_random: int = 0
-    fpp_propagate: bool = False
-    fpp_loss_steps: str = "all"
-    fpp_seed: int = 0
     surrogate: str = "fast_sigmoid"
     slope: float = 5.0
     input_gain: float = 2.0
@@ -93,9 +80,25 @@ class TrainConfig:
     onchip_finetune_shift: int = 5
     #: learning flow: rate of the float reference that learns like the chip (batch 1, plain SGD)
     online_lr: float = 0.1
+    # the rules' own options, one [train.<rule>] table each; __post_init__ checks that every
+    # registered rule has its field here
+    bptt: BPTTOptions = field(default_factory=BPTTOptions)
+    tbptt: TBPTTOptions = field(default_factory=TBPTTOptions)
+    fptt: FPTTOptions = field(default_factory=FPTTOptions)
+    fobptt: FOBPTTOptions = field(default_factory=FOBPTTOptions)
+    eprop: EPropOptions = field(default_factory=EPropOptions)
+    fpp: FPPOptions = field(default_factory=FPPOptions)
+    rtrl: RTRLOptions = field(default_factory=RTRLOptions)
 
     def __post_init__(self) -> None:
         check_field_types(self, "train")
+        for name, options in RULE_OPTIONS.items():
+            value = getattr(self, name, None)
+            if not isinstance(value, options):
+                raise ConfigError(
+                    f"train.{name} must be the rule's options ({options.__name__}, a "
+                    f"[train.{name}] table in a config file), got {value!r}"
+                )
         check_combination(self.rule, self.model)
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
@@ -116,16 +119,36 @@ class TrainConfig:
             if not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"train.{name} must be a positive number, got {value}")
 
+    @property
+    def rule_options(self) -> RuleOptions:
+        """The chosen rule's options (its ``[train.<rule>]`` table)."""
+        return getattr(self, self.rule)
+
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown train option(s) {unknown}; valid options: {sorted(known)}")
-        return cls(**data)
+    def from_dict(cls, data: Any) -> TrainConfig:
+        """A config from its ``[train]`` table, with each rule's options from its own
+        ``[train.<rule>]`` table; an option of the earlier flat layout (``fptt_alpha``) fails
+        with what to rename it to."""
+        options = from_table(cls, data, "train", renamed=RENAMED_OPTIONS)
+        for name, rule_options in RULE_OPTIONS.items():
+            if name in options:
+                table = from_table(rule_options, options[name], f"train.{name}")
+                options[name] = rule_options(**table)
+        return cls(**options)
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``[train]`` table with every rule's options as a nested table; reads back with
+        :meth:`from_dict`."""
         return dataclasses.asdict(self)
+
+
+#: each option of the flat layout before ``[train.<rule>]`` tables (``fptt_alpha``) and what
+#: replaced it, so a config file or checkpoint of that layout says what to rename
+RENAMED_OPTIONS: dict[str, str] = {
+    f"{rule}_{option.name}": f"[train.{rule}] {option.name}"
+    for rule, options in RULE_OPTIONS.items()
+    for option in dataclasses.fields(options)
+}
 
 
 def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
@@ -135,52 +158,14 @@ def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr
 
 
-def rule_options(cfg: TrainConfig) -> dict[str, Any]:
-    """The keyword arguments of the configured rule, from its prefixed config fields."""
-    options: dict[str, dict[str, Any]] = {
-        "fptt": {
-            "alpha": cfg.fptt_alpha,
-            "mix": cfg.fptt_mix,
-            "period": cfg.fptt_period,
-            "form": cfg.fptt_form,
-            "reset_to_mean": cfg.fptt_reset_to_mean,
-            "schedule": cfg.fptt_schedule,
-            "constant_beta": cfg.fptt_constant_beta,
-        },
-        "tbptt": {
-            "n": cfg.tbptt_n,
-            "interval": cfg.tbptt_interval or None,
-            "loss_steps": cfg.tbptt_loss_steps,
-        },
-        "fobptt": {"alpha": cfg.fobptt_alpha, "eps": cfg.fobptt_eps},
-        "rtrl": {"loss_steps": cfg.rtrl_loss_steps},
-        "fpp": {
-            "buffer_size": cfg.fpp_buffer_size,
-            "updates": cfg.fpp_updates,
-            "replay_batch": cfg.fpp_replay_batch or None,
-            "state_weight": cfg.fpp_state_weight,
-            "refresh_random": cfg.fpp_refresh_random,
-            "propagate": cfg.fpp_propagate,
-            "loss_steps": cfg.fpp_loss_steps,
-            "seed": cfg.fpp_seed,
-        },
-        "eprop": {
-            "feedback": cfg.eprop_feedback,
-            "feedback_seed": cfg.eprop_feedback_seed,
-            "loss_steps": cfg.eprop_loss_steps,
-            "online": cfg.eprop_online,
-            "reg_rate": cfg.eprop_reg_rate,
-            "target_rate": cfg.eprop_target_rate,
-        },
-    }
-    return options.get(cfg.rule, {})
-
-
 def make_rule(cfg: TrainConfig, model: RecurrentModel, target: str = "label") -> Rule:
+    """The configured rule with its own options, on a fresh optimizer over ``model``."""
     opt_cls = OPTIMIZERS[cfg.optimizer]
     # foreach kernels: one call for all parameters, which matters for per-step rules
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    return RULES[cfg.rule](model, optimizer, clip=cfg.clip, target=target, **rule_options(cfg))
+    return RULES[cfg.rule].from_options(
+        model, optimizer, cfg.rule_options, clip=cfg.clip, target=target
+    )
 
 
 @torch.no_grad()
@@ -239,12 +224,25 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any], path: str = "") -> list[str]:
-    """``"key: saved X vs current Y"`` for every leaf where two nested config dicts differ."""
+    """``"key: saved X vs current Y"`` for every leaf where two nested config dicts differ.
+
+    A saved ``train`` table in the flat layout of earlier versions (``fptt_alpha``, ...) is one
+    difference that says so, rather than a line for every option of both layouts.
+    """
     out = []
     for key in sorted(set(saved) | set(current)):
         a, b = saved.get(key), current.get(key)
         name = f"{path}{key}"
-        if isinstance(a, dict) and isinstance(b, dict):
+        flat = (
+            sorted(set(a) & set(RENAMED_OPTIONS)) if key == "train" and isinstance(a, dict) else []
+        )
+        if flat:
+            out.append(
+                f"{name}: saved in the flat layout of earlier versions ({flat[0]}, ...), whose "
+                f"rule options are now [train.<rule>] tables ({flat[0]} is now "
+                f"{RENAMED_OPTIONS[flat[0]]}); a checkpoint of that layout cannot be resumed"
+            )
+        elif isinstance(a, dict) and isinstance(b, dict):
             out += config_differences(a, b, f"{name}.")
         elif a != b:
             out.append(f"{name}: saved {a!r} vs current {b!r}")

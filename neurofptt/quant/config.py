@@ -21,6 +21,10 @@ serialises exactly as before the field existed).  Otherwise it is a :class:`Lear
 formats and constants of on-chip e-prop or FPTT (:mod:`neurofptt.onchip`), read from a
 ``[hardware.learning]`` TOML table.  Every constant there is a shift or a small integer, because
 the learning datapath has no divider and few multipliers.
+
+Defaults.  The dataclass defaults are the demo's settings (the flow's default core and the
+learning constants it uses), so a setting has one default: a config file, the flow and a
+``HardwareConfig()`` built in code all start from the same values.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from neurofptt.errors import ConfigError
-from neurofptt.io import check_field_types, check_table
+from neurofptt.io import check_field_types, from_table
 
 RESET_RULES = ("subtract", "zero")
 LEARNING_MODES = ("eprop", "fptt")
@@ -39,9 +43,6 @@ FEEDBACKS = ("symmetric", "random")
 WBAR_STORES = ("absolute", "difference")
 LEARNING_ERRORS = ("target", "hinge", "softmax")
 ROUNDINGS = ("floor", "nearest")
-#: learning options added after the first saved configs: left out of ``to_dict`` at their
-#: defaults, so a config that does not use them serialises (and reads back) as it did before
-_OMITTED_AT_DEFAULT = ("error", "rounding", "softmax_shift")
 LFSR_BITS = 16  # width of the learning LFSRs (neurofptt.quant.lfsr); seeds are nonzero values of it
 
 # Inclusive limits checked on construction.  They keep the generated hardware a sane size and
@@ -105,20 +106,31 @@ class LearningConfig:
     hinge's margin of the others is 0 rather than ``-target`` because then the hinge reuses the
     same subtraction and needs only its sign bit, an XNOR with the label match and a mux; a
     readout already on the right side of its margin (as a cross-entropy-trained network's are,
-    far below 0 for the wrong classes) gets no error.  The defaults ``"target"`` and
-    ``softmax_shift = 8`` are omitted from :meth:`HardwareConfig.to_dict`.  ``rounding`` is how the
+    far below 0 for the wrong classes) gets no error.  ``rounding`` is how the
     three shifts that form the factors (``e_k`` by ``b_t``, ``L_j`` by ``signal_shift``,
     ``delta_j`` by ``psi_bits``) round: ``"floor"`` (toward minus infinity, a plain arithmetic
     shift, half an LSB of downward bias per shift) or ``"nearest"`` (half up,
     ``(x + 2**(s-1)) >> s``: an adder, or for the variable ``b_t`` the last bit shifted out as a
     carry-in; unbiased but for ties).  The bias matters once errors are small: with ``"floor"``
-    ``delta_j`` is -1 for every neuron near threshold whatever the sign of its exact value.  The
-    default ``"floor"`` is omitted from :meth:`HardwareConfig.to_dict`.  Updates happen on
+    ``delta_j`` is -1 for every neuron near threshold whatever the sign of its exact value.
+    Updates happen on
     supervised steps that are a multiple of ``update_period`` or the last step.  A weight moves by
     the gradient times ``2**-lr_shift_*`` weight LSBs, stochastically rounded with per-lane LFSRs
     seeded from ``lfsr_seed``.  FPTT: ``eta * alpha = 2**-alpha_shift``; the running mean is
     stored in ``wbar_bits`` bits, as ``W_bar`` itself (``"absolute"``) or as ``W - W_bar``
     (``"difference"``), saturating.
+
+    The defaults are the flow's learning constants, chosen on the default digits task
+    (``docs/hardware.md`` section 9): the softmax error at ``target = 512`` and ``2**8`` LSBs per
+    halving (the gradient of the float rule's cross-entropy; over a full run it learns the
+    digits from scratch better than the hinge, while the target error pulls the other classes'
+    readouts up toward 0 and erases the margins), one update per sample on its last step, a
+    pseudo-derivative ``2**10`` LSBs (four thresholds) wide on each side (credit for every neuron
+    the error could move, not only those near threshold), all three rates ``2**-15`` (with that
+    wider triangle the fastest start that still settles once ``train.onchip_halvings`` have
+    lowered it) and round-to-nearest factors, so that the host can lower the rate through the
+    error shift without the floor's bias (a trained network is adapted that way, see
+    :func:`neurofptt.flow.onchip.stage_train_onchip`).
     """
 
     mode: str = "eprop"
@@ -128,18 +140,18 @@ class LearningConfig:
     trace_frac_bits: int = 8
     signal_bits: int = 16
     signal_shift: int = 8
-    psi_width_shift: int = 8
+    psi_width_shift: int = 10
     psi_bits: int = 4
-    target: int = 256
-    error: str = "target"
+    target: int = 512
+    error: str = "softmax"
     softmax_shift: int = 8
-    rounding: str = "floor"
+    rounding: str = "nearest"
     supervised_steps: int = 1
     beta_ramp: bool = False
     update_period: int = 1
-    lr_shift_in: int = 18
-    lr_shift_rec: int = 18
-    lr_shift_out: int = 18
+    lr_shift_in: int = 15
+    lr_shift_rec: int = 15
+    lr_shift_out: int = 15
     alpha_shift: int = 4
     wbar_bits: int = 10
     wbar_store: str = "absolute"
@@ -191,14 +203,8 @@ class LearningConfig:
 
     @classmethod
     def from_dict(cls, data: Any) -> LearningConfig:
-        data = check_table(data, "hardware.learning")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown hardware.learning option(s) {unknown}; valid options are {sorted(known)}"
-            )
-        return cls(**data)
+        """A config from a ``[hardware.learning]`` table; what it leaves out takes the defaults."""
+        return cls(**from_table(cls, data, "hardware.learning"))
 
 
 @dataclass(frozen=True)
@@ -206,7 +212,7 @@ class HardwareConfig:
     """Sizes and number formats of one recurrent LIF core with a leaky-integrator readout."""
 
     n_in: int = 32
-    n_rec: int = 64
+    n_rec: int = 128
     n_out: int = 10
     weight_bits: int = 8
     membrane_bits: int = 16
@@ -218,7 +224,7 @@ class HardwareConfig:
     w_in_shift: int = 0
     w_rec_shift: int = 0
     w_out_shift: int = 0
-    lanes: int = 1
+    lanes: int = 4
     learning: LearningConfig | None = None
 
     def __post_init__(self) -> None:
@@ -345,31 +351,22 @@ class HardwareConfig:
         return max(1, math.ceil(math.log2(n)))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON/TOML-able); ``learning`` appears only when set, so an inference-only
-        config serialises as it always has, and the learning options added later
-        (``_OMITTED_AT_DEFAULT``: ``error``, ``rounding``, ``softmax_shift``) only when they are
-        not their defaults, so a config without those options does too."""
+        """Plain dict (JSON/TOML-able) of every field, so a saved config reads back the same
+        whatever the defaults of the version reading it; ``learning`` appears only when set, so
+        an inference-only config serialises as it always has."""
         data = dataclasses.asdict(self)
         if data["learning"] is None:
             del data["learning"]
-            return data
-        for name in _OMITTED_AT_DEFAULT:
-            if data["learning"][name] == getattr(LearningConfig, name):
-                del data["learning"][name]
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HardwareConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown hardware option(s) {unknown}; valid options are {sorted(known)}"
-            )
-        data = dict(data)
-        if data.get("learning") is not None:
-            data["learning"] = LearningConfig.from_dict(data["learning"])
-        return cls(**data)
+    def from_dict(cls, data: Any) -> HardwareConfig:
+        """A config from a ``[hardware]`` table (with an optional ``[hardware.learning]``);
+        what it leaves out takes the defaults."""
+        options = from_table(cls, data, "hardware")
+        if options.get("learning") is not None:
+            options["learning"] = LearningConfig.from_dict(options["learning"])
+        return cls(**options)
 
     @property
     def synapses(self) -> int:

@@ -7,6 +7,7 @@ rules, as the reproductions and sweeps do.  Its config has three tables::
     [experiment]   task = "tsfd", hidden = 32
     [task]         the task loader's options, e.g. n_sequences = 2000 (see neurofptt.tasks)
     [train]        the TrainConfig options (rule, model, layers, epochs, lr, ...)
+    [train.fptt]   a rule's own options, e.g. alpha = 0.5 (one table per rule)
 
 A run writes ``checkpoint.pt`` (atomic, resumable) and ``experiment.json`` (config, history,
 final metric) to its folder.
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 
 from neurofptt.errors import ConfigError
-from neurofptt.io import atomic_write_bytes, check_field_types, check_table
+from neurofptt.io import atomic_write_bytes, check_field_types, check_table, from_table
 from neurofptt.learning.objectives import higher_is_better, metric_name
 from neurofptt.learning.registry import build_model
 from neurofptt.learning.trainer import TrainConfig, fit
@@ -78,23 +79,15 @@ class ExperimentConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
-        unknown = sorted(set(data) - {"experiment", "task", "train"})
-        if unknown:
-            raise ConfigError(
-                f"unknown table(s) {unknown}; an experiment has [experiment], [task] and [train]"
-            )
-        settings = check_table(data.get("experiment", {}), "experiment")
-        known = {f.name for f in dataclasses.fields(ExperimentSettings)}
-        if set(settings) - known:
-            raise ConfigError(
-                f"unknown experiment option(s) {sorted(set(settings) - known)}; "
-                f"valid options: {sorted(known)}"
-            )
+    def from_dict(cls, data: Any) -> ExperimentConfig:
+        """A config from its tables; a table or option it leaves out takes the defaults (the
+        task loader's options are checked against its signature in ``__post_init__``)."""
+        tables = from_table(cls, data, "experiment config")
+        settings = from_table(ExperimentSettings, tables.get("experiment", {}), "experiment")
         return cls(
             experiment=ExperimentSettings(**settings),
-            task=dict(check_table(data.get("task", {}), "task")),
-            train=TrainConfig.from_dict(check_table(data.get("train", {}), "train")),
+            task=dict(check_table(tables.get("task", {}), "task")),
+            train=TrainConfig.from_dict(tables.get("train", {})),
         )
 
 

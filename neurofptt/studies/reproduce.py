@@ -111,6 +111,9 @@ def _experiment(task: str, hidden: int, task_options: dict, train: dict) -> dict
 
 
 ALPHAS = [0.5, 0.75, 1.0, 1.25, 1.5]
+#: the grid key of the fractional order, and its column in ``results.json``
+ALPHA_KEY = "train.fobptt.alpha"
+ALPHA = ALPHA_KEY.partition(".")[2]
 # seed 000, Table 4 (TSFD MSE against alpha; alpha = 1 is its "standard BPTT")
 _TSFD_TABLE4 = {
     "rnn": [0.038, 0.035, 0.045, 0.034, 0.036],
@@ -128,13 +131,13 @@ TSFD_FOBPTT = Reproduction(
         {"rule": "fobptt", "optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 50},
     ),
     methods=(Method("FO-BPTT", {"train.rule": "fobptt"}),),
-    grid={"train.model": ["rnn", "lstm", "gru"], "train.fobptt_alpha": ALPHAS},
+    grid={"train.model": ["rnn", "lstm", "gru"], ALPHA_KEY: ALPHAS},
     budgets={
         "default": Budget({"task.n_sequences": 2000, "train.epochs": 10}),
         "quick": Budget(
             {"task.n_sequences": 96, "task.length": 20, "train.epochs": 2},
             seeds=1,
-            grid={"train.model": ["rnn", "gru"], "train.fobptt_alpha": [0.5, 1.0, 1.5]},
+            grid={"train.model": ["rnn", "gru"], ALPHA_KEY: [0.5, 1.0, 1.5]},
         ),
     },
     paper={
@@ -146,8 +149,8 @@ TSFD_FOBPTT = Reproduction(
 )
 
 _CYCLEWORLD_METHODS = (
-    *(Method(f"{n}-BPTT", {"train.rule": "tbptt", "train.tbptt_n": n}) for n in (1, 2, 3, 6)),
-    *(Method(f"FPP n={n}", {"train.rule": "fpp", "train.fpp_updates": n}) for n in (1, 6)),
+    *(Method(f"{n}-BPTT", {"train.rule": "tbptt", "train.tbptt.n": n}) for n in (1, 2, 3, 6)),
+    *(Method(f"FPP n={n}", {"train.rule": "fpp", "train.fpp.updates": n}) for n in (1, 6)),
 )
 
 CYCLEWORLD_FPP = Reproduction(
@@ -164,9 +167,8 @@ CYCLEWORLD_FPP = Reproduction(
             "lr": 0.1,
             "batch_size": 1,
             "epochs": 5,
-            "tbptt_loss_steps": "all",
-            "fpp_loss_steps": "all",
-            "fpp_buffer_size": 1000,
+            "tbptt": {"loss_steps": "all"},
+            "fpp": {"loss_steps": "all", "buffer_size": 1000},
         },
     ),
     methods=_CYCLEWORLD_METHODS,
@@ -186,8 +188,8 @@ CYCLEWORLD_FPP = Reproduction(
 
 _SMNIST_FPP_METHODS = (
     Method("BPTT", {"train.rule": "bptt"}),
-    *(Method(f"{n}-BPTT", {"train.rule": "tbptt", "train.tbptt_n": n}) for n in (10, 15)),
-    *(Method(f"FPP n={n}", {"train.rule": "fpp", "train.fpp_updates": n}) for n in (10, 15)),
+    *(Method(f"{n}-BPTT", {"train.rule": "tbptt", "train.tbptt.n": n}) for n in (10, 15)),
+    *(Method(f"FPP n={n}", {"train.rule": "fpp", "train.fpp.updates": n}) for n in (10, 15)),
 )
 
 SMNIST_FPP = Reproduction(
@@ -204,9 +206,8 @@ SMNIST_FPP = Reproduction(
             "lr": 1e-3,
             "batch_size": 64,
             "epochs": 5,  # ~5,000 updates at batch 64 (the seed: "5000 total steps")
-            "tbptt_loss_steps": "last",
-            "fpp_loss_steps": "last",
-            "fpp_buffer_size": 1000,
+            "tbptt": {"loss_steps": "last"},
+            "fpp": {"loss_steps": "last", "buffer_size": 1000},
         },
     ),
     methods=_SMNIST_FPP_METHODS,
@@ -247,13 +248,13 @@ def _mnist_fptt(name: str, permute: bool, bptt: float, fptt: float) -> Reproduct
                 "lr": 1e-3,
                 "batch_size": 64,
                 "epochs": 50,
-                "fptt_alpha": 0.5,
+                "fptt": {"alpha": 0.5},
             },
         ),
         methods=(
             Method("BPTT", {"train.rule": "bptt"}),
             # FPTT-K with K = 14 chunks of 56 pixels, the slides' own example (14 x 56 = 784)
-            Method("FPTT-14", {"train.rule": "fptt", "train.fptt_period": 56}),
+            Method("FPTT-14", {"train.rule": "fptt", "train.fptt.period": 56}),
         ),
         grid={},
         budgets={
@@ -366,17 +367,17 @@ def plot_results(repro: Reproduction, summary: dict, records: Sequence[dict], pa
         for model in dict.fromkeys(r["model"] for r in rows):
             mine = sorted(
                 (r for r in rows if r["model"] == model and r["mean"] is not None),
-                key=lambda r: r["fobptt_alpha"],
+                key=lambda r: r[ALPHA],
             )
             line = ax.errorbar(
-                [r["fobptt_alpha"] for r in mine],
+                [r[ALPHA] for r in mine],
                 [r["mean"] for r in mine],
                 yerr=[r["std"] for r in mine],
                 marker="o",
                 capsize=3,
                 label=f"{model} (ours)",
             )
-            paper = [(r["fobptt_alpha"], r["paper"]) for r in mine if r["paper"] is not None]
+            paper = [(r[ALPHA], r["paper"]) for r in mine if r["paper"] is not None]
             if paper:
                 ax.plot(
                     *zip(*paper, strict=True),

@@ -1,7 +1,8 @@
 """Resumable hyper-parameter sweeps: one TOML file, the product of a grid, one training per point.
 
 A sweep file has a ``[base]`` config (the settings every run shares), a ``[grid]`` of dotted keys
-(``"train.fobptt_alpha" = [0.5, 1.0]``) whose product is the set of runs, and an optional
+(``"train.fobptt.alpha" = [0.5, 1.0]``: a rule's option is ``train.<rule>.<option>``, as its
+``[train.<rule>]`` table) whose product is the set of runs, and an optional
 ``[sweep]`` table (``name``, ``workers``, ``backend``).  Settings that change together (a rule and
 its own options) go in ``[[variants]]`` tables instead: the runs are every variant times every grid
 point.
@@ -25,6 +26,7 @@ after an hour of training.
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import dataclasses
 import hashlib
 import itertools
@@ -39,9 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from neurofptt.errors import ConfigError
-from neurofptt.flow.config import DEFAULT_HARDWARE, FlowConfig, FlowSettings
+from neurofptt.flow.config import FlowConfig, FlowSettings
 from neurofptt.io import atomic_write_bytes, load_toml
+from neurofptt.learning.registry import RULE_OPTIONS
 from neurofptt.learning.trainer import TrainConfig
+from neurofptt.quant.config import HardwareConfig
 from neurofptt.studies.experiment import ExperimentConfig, ExperimentSettings
 from neurofptt.studies.jobs import init_worker, run_one
 from neurofptt.studies.ray_backend import run_jobs_with_ray
@@ -53,12 +57,25 @@ RUNS_DIR = "runs"
 _TABLES = ("sweep", "base", "grid", "variants")
 _SWEEP_KEYS = ("name", "workers", "backend")
 BACKENDS = ("process", "ray")
-_TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+# the [train] options a grid may set: the shared ones, and each rule's as "<rule>.<option>"
+_TRAIN_FIELDS = frozenset(
+    f.name for f in dataclasses.fields(TrainConfig) if f.name not in RULE_OPTIONS
+) | frozenset(
+    f"{rule}.{option.name}"
+    for rule, options in RULE_OPTIONS.items()
+    for option in dataclasses.fields(options)
+)
+# grid keys of the flat layout before [train.<rule>] tables, and what replaced each
+_RENAMED_KEYS = {
+    f"train.{rule}_{option.name}": f"train.{rule}.{option.name}"
+    for rule, options in RULE_OPTIONS.items()
+    for option in dataclasses.fields(options)
+}
 # The tables and options a grid may set, per kind of sweep; None: any option (the task loader's
 # options are checked when each run's config is built).
 _FIELDS: dict[str, dict[str, frozenset[str] | None]] = {
     "flow": {
-        "hardware": frozenset(DEFAULT_HARDWARE.to_dict()),
+        "hardware": frozenset(HardwareConfig().to_dict()),
         "train": _TRAIN_FIELDS,
         "flow": frozenset(f.name for f in dataclasses.fields(FlowSettings)),
     },
@@ -112,12 +129,22 @@ def run_id(overrides: dict[str, Any]) -> str:
 
 
 def _flatten_grid(grid: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
-    """``"train.seed" = [...]`` and ``train.seed = [...]`` (a nested TOML table) mean the same."""
+    """``"train.fptt.alpha" = [...]`` and ``train.fptt.alpha = [...]`` (nested TOML tables) mean
+    the same."""
+
+    def flatten(prefix: str, table: dict[str, Any]) -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+        for key, value in table.items():
+            if isinstance(value, dict):
+                flat.update(flatten(f"{prefix}{key}.", value))
+            else:
+                flat[f"{prefix}{key}"] = value
+        return flat
+
     flat: dict[str, Any] = {}
     for key, value in grid.items():
         if isinstance(value, dict) and key in fields:
-            for field, values in value.items():
-                flat[f"{key}.{field}"] = values
+            flat.update(flatten(f"{key}.", value))
         else:
             flat[key] = value
     return flat
@@ -134,6 +161,11 @@ def _check_grid(grid: dict[str, Any], kind: str) -> dict[str, list[Any]]:
                 'e.g. "train.seed"'
             )
         options = fields[table]
+        if key in _RENAMED_KEYS:
+            raise ConfigError(
+                f"grid key {key!r} is now {_RENAMED_KEYS[key]!r} (a rule's options are "
+                "[train.<rule>] tables): rename it in the sweep file"
+            )
         if options is not None and field not in options:
             raise ConfigError(
                 f"grid key {key!r}: {table} has no option {field!r}; valid options: "
@@ -155,11 +187,17 @@ def _check_grid(grid: dict[str, Any], kind: str) -> dict[str, list[Any]]:
 
 
 def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a config dict with dotted-key overrides (``"train.seed": 1``) applied."""
-    data = {table: dict(base.get(table, {})) for table in base}
+    """A copy of a config dict with dotted-key overrides (``"train.seed": 1``,
+    ``"train.fptt.alpha": 0.1``) applied; the base is not changed."""
+    data = copy.deepcopy(base)
     for key, value in overrides.items():
-        table, _, field = key.partition(".")
-        data.setdefault(table, {})[field] = value
+        *tables, option = key.split(".")
+        node = data
+        for table in tables:
+            node = node.setdefault(table, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"cannot set {key!r}: {table!r} is not a table in the base")
+        node[option] = value
     return data
 
 

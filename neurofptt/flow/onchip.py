@@ -33,10 +33,11 @@ from neurofptt.flow.stages import (
 from neurofptt.hdl.cost import learning_cycles_per_update, learning_memory_overhead
 from neurofptt.io import write_json
 from neurofptt.onchip import fan_in_spreads, random_network
-from neurofptt.quant.config import LearningConfig
+from neurofptt.quant.config import LEARNING_MODES, LearningConfig
 from neurofptt.quant.network import QuantizedNetwork
 
-ONCHIP_RULES = ("eprop", "fptt")
+#: the rules the golden engine learns with: the learning core's modes
+ONCHIP_RULES = LEARNING_MODES
 #: what the learning flow's metrics take over from ``verify_learning.json``
 RTL_KEYS = (
     "rtl_learning_samples",

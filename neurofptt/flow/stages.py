@@ -24,7 +24,15 @@ from neurofptt.hdl.cost import learning_cycles_per_update
 from neurofptt.hdl.synth import fpga_tools_available, synthesize
 from neurofptt.io import write_json
 from neurofptt.learning.registry import build_model as registry_build_model
-from neurofptt.learning.trainer import config_differences, evaluate, fit, load_checkpoint
+from neurofptt.learning.trainer import (
+    DEFAULT_VAL_FRACTION,
+    config_differences,
+    evaluate,
+    fit,
+    load_checkpoint,
+    picked_epoch,
+    picked_weights,
+)
 from neurofptt.models.base import RecurrentModel
 from neurofptt.quant.fake import add_weight_quantization
 from neurofptt.quant.golden import golden_run
@@ -86,7 +94,25 @@ def load_flow_task(cfg: FlowConfig) -> TaskData:
 
 
 # -- train ----------------------------------------------------------------------------------------
-def stage_train(cfg: FlowConfig, out: Path, *, resume: bool = False, progress: bool = True) -> dict:
+def stage_train(
+    cfg: FlowConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+) -> dict:
+    """Train the flow's float network into ``out`` (``checkpoint.pt``, ``metrics.jsonl``,
+    ``train.json``); returns the ``train.json`` record.
+
+    ``val_fraction`` of the training samples (seeded by ``train.seed``) are held out to pick the
+    reported epoch (:func:`~neurofptt.learning.trainer.fit`); the checkpoint keeps that epoch's
+    weights, which :func:`stage_quantize` quantizes.  The record holds ``task``, ``rule``,
+    ``history`` (the per-epoch records), ``picked_epoch``, ``val_accuracy`` (the picked epoch's),
+    ``test_accuracy`` (the picked epoch's, scored once) and ``float_accuracy`` (the same number,
+    under the name the sweeps and reports read), ``train_samples``, ``val_samples``,
+    ``val_split``, ``val_fraction``, ``seconds`` and ``checkpoint``.
+    """
     out.mkdir(parents=True, exist_ok=True)
     task = load_flow_task(cfg)
     model = build_model(cfg)
@@ -99,12 +125,15 @@ def stage_train(cfg: FlowConfig, out: Path, *, resume: bool = False, progress: b
         resume=resume,
         progress=progress,
         meta={"flow": cfg.to_dict()},
+        val_fraction=val_fraction,
     )
     record = {
         "task": task.name,
         "rule": cfg.train.rule,
-        "history": history,
-        "float_accuracy": history[-1]["test_accuracy"],
+        "history": list(history),
+        **history.summary(),
+        "float_accuracy": history.test,
+        "val_fraction": val_fraction,
         "seconds": time.perf_counter() - start,
         "checkpoint": str(out / CHECKPOINT),
     }
@@ -115,9 +144,11 @@ def stage_train(cfg: FlowConfig, out: Path, *, resume: bool = False, progress: b
 def load_trained(
     checkpoint: Path, config: FlowConfig | None = None
 ) -> tuple[RecurrentModel, FlowConfig]:
-    """Rebuild the float model of a checkpoint; a given config must match the one it was trained
-    with (sizes and formats), otherwise the weights would be read into the wrong network.  Only
-    ``lanes``, which changes no arithmetic, may differ: the given config's value is used."""
+    """Rebuild the float model of a checkpoint, with the weights of its picked epoch (the best on
+    validation; :func:`~neurofptt.learning.trainer.picked_weights`); a given config must match
+    the one it was trained with (sizes and formats), otherwise the weights would be read into the
+    wrong network.  Only ``lanes``, which changes no arithmetic, may differ: the given config's
+    value is used."""
     saved = load_checkpoint(checkpoint)
     try:
         trained_cfg = FlowConfig.from_dict(saved["meta"]["flow"])
@@ -136,7 +167,7 @@ def load_trained(
             )
     model = build_model(trained_cfg)
     try:
-        model.load_state_dict(saved["model"])
+        model.load_state_dict(picked_weights(saved))
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {checkpoint} does not fit the model: {exc}") from exc
     model.eval()
@@ -148,7 +179,8 @@ def stage_quantize(
     out: Path, checkpoint: Path | None = None, config: FlowConfig | None = None
 ) -> dict:
     checkpoint = checkpoint or out / CHECKPOINT
-    model, cfg = load_trained(checkpoint, config)
+    model, cfg = load_trained(checkpoint, config)  # the picked epoch's weights
+    epoch = picked_epoch(load_checkpoint(checkpoint))
     task = load_flow_task(cfg)
     net, report = quantize(model, cfg.hardware)
     net.save(out / QUANTIZED)
@@ -166,6 +198,7 @@ def stage_quantize(
         "spike_rate": float(trace.spikes.mean()),
         "quantized": str(out / QUANTIZED),
         "checkpoint": str(checkpoint),
+        "picked_epoch": epoch,
     }
     write_json(out / "quantize.json", record)
     return record
@@ -320,10 +353,19 @@ def stage_synth(
     top: str = CORE_NAME,
     family: str = "ecp5",
     pnr: bool = False,
+    *,
+    required: bool = False,
 ) -> dict:
+    """Synthesise the core for ``family`` (and place and route it with ``pnr``); writes
+    ``synth.json``.
 
+    Without the FPGA tools the record says why (``fpga`` is ``None``): the flow goes on without
+    synthesis.  With ``required`` (an explicit ``neurofptt synth``) a missing tool raises
+    :class:`ToolMissingError` after the record is written, since the one thing asked for could
+    not be done.
+    """
     verilog = verilog or out / RTL_DIR / f"{CORE_NAME}.v"
-    ok, reason = fpga_tools_available(family)
+    ok, reason = fpga_tools_available(family, place_and_route=pnr)
     if not ok:
         record = {"fpga": None, "reason": reason}
     else:
@@ -335,6 +377,8 @@ def stage_synth(
         except ToolMissingError as exc:
             record = {"fpga": None, "reason": str(exc)}
     write_json(out / "synth.json", record)
+    if required and record["fpga"] is None:
+        raise ToolMissingError(record["reason"])
     return record
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,20 +20,27 @@ import torch
 from tqdm.auto import tqdm
 
 from neurofptt.errors import CheckpointError, ConfigError
-from neurofptt.io import atomic_write_bytes, check_field_types, from_table
+from neurofptt.io import (
+    append_jsonl,
+    atomic_write_bytes,
+    check_field_types,
+    from_table,
+    write_jsonl,
+)
 from neurofptt.learning.base import Rule, RuleOptions
 from neurofptt.learning.bptt import BPTTOptions
 from neurofptt.learning.eprop import EPropOptions
 from neurofptt.learning.fobptt import FOBPTTOptions
 from neurofptt.learning.fpp import FPPOptions
 from neurofptt.learning.fptt import FPTTOptions
-from neurofptt.learning.objectives import metric, metric_name
+from neurofptt.learning.objectives import higher_is_better, metric, metric_name
 from neurofptt.learning.registry import RULE_OPTIONS, RULES, check_combination
 from neurofptt.learning.rtrl import RTRLOptions
 from neurofptt.learning.tbptt import TBPTTOptions
 from neurofptt.models.base import RecurrentModel, check_sequence
-from neurofptt.quant.fake import set_weight_quantization
+from neurofptt.quant.fake import FakeQuantize, set_weight_quantization
 from neurofptt.tasks import SequenceDataset, TaskData
+from neurofptt.tasks.base import with_validation
 
 LR_SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = {
@@ -188,7 +196,12 @@ def evaluate(
 @dataclass
 class TrainState:
     epoch: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: keys every neurofptt checkpoint holds (a resumable one holds the optimizer, rule and
+#: generator state too)
+CHECKPOINT_KEYS = frozenset({"model", "epoch", "history", "meta"})
 
 
 def save_checkpoint(
@@ -198,7 +211,11 @@ def save_checkpoint(
     state: TrainState,
     generator: torch.Generator,
     meta: dict[str, Any],
+    picked: dict[str, Any] | None = None,
 ) -> None:
+    """Write the run's state atomically: the last finished epoch's weights (``model``, to resume
+    from) and, with a validation split, the picked epoch's (``picked``: ``epoch``, ``score``,
+    ``model``), which is what the run reports and the flow quantizes."""
     payload = {
         "model": model.state_dict(),
         "optimizer": rule.optimizer.state_dict(),
@@ -208,19 +225,68 @@ def save_checkpoint(
         "generator": generator.get_state(),
         "meta": meta,
     }
+    if picked is not None:
+        payload["picked"] = picked
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def _load_failure(exc: BaseException) -> str:
+    """Why ``torch.load`` refused a file, in a few words and without torch's advice to load it
+    with ``weights_only=False`` (which would run whatever code the file carries)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        lines = [line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()]
+        detail = lines[0] if lines and "weights_only" not in lines[0] else ""
+        return "it holds more than tensors and plain values" + (f": {detail}" if detail else "")
+    if isinstance(exc, EOFError):
+        return "the file is empty or cut short"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines and "weights_only" not in lines[0] else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def load_checkpoint(
+    path: str | Path, *, fix: str = "delete it or pass another with --checkpoint"
+) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`, tensors and plain values only.
+
+    A file that is not one (random bytes, another program's pickle, a cut-off write of an older
+    version) raises :class:`CheckpointError` saying so and what to do (``fix``), never torch's
+    suggestion to retry with ``weights_only=False``.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; run `neurofptt train` first")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise CheckpointError(f"{path} is not a readable neurofptt checkpoint: {exc}") from exc
+        raise CheckpointError(
+            f"{path} is not a neurofptt checkpoint ({_load_failure(exc)}); {fix}"
+        ) from None
+    if not isinstance(saved, dict) or not set(saved) >= CHECKPOINT_KEYS:
+        raise CheckpointError(
+            f"{path} is not a neurofptt checkpoint (it lacks the model weights, epoch and "
+            f"settings a training run saves); {fix}"
+        )
+    return saved
+
+
+def picked_weights(saved: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model weights a checkpoint reports: the picked epoch's (best on validation) where
+    the run had a validation split, else the last epoch's."""
+    picked = saved.get("picked")
+    return picked["model"] if isinstance(picked, dict) and "model" in picked else saved["model"]
+
+
+def picked_epoch(saved: dict[str, Any]) -> int:
+    """The epoch whose weights :func:`picked_weights` returns."""
+    picked = saved.get("picked")
+    return int(picked["epoch"]) if isinstance(picked, dict) else int(saved["epoch"])
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any], path: str = "") -> list[str]:
@@ -249,6 +315,69 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any], path: str
     return out
 
 
+#: the share of the training samples the flow holds out to pick its reported epoch on
+DEFAULT_VAL_FRACTION = 0.1
+#: the run folder's log of finished epochs: one JSON object a line, appended as each epoch ends
+METRICS_LOG = "metrics.jsonl"
+
+
+class FitHistory(list[dict[str, Any]]):
+    """What :func:`fit` returns: the per-epoch records (a list, as callers have always iterated)
+    and the run's outcome as attributes.
+
+    ``picked_epoch``
+        the reported epoch: the best on the validation split, or the last without one;
+    ``metric``
+        ``"accuracy"`` or ``"mse"`` (:func:`~neurofptt.learning.objectives.metric_name`);
+    ``test``
+        the test metric of the picked epoch's network, scored once;
+    ``val``
+        the picked epoch's validation metric (``None`` without a validation split);
+    ``train_samples``, ``val_samples``, ``val_split``
+        how many samples trained and validated, and where the validation samples came from:
+        ``"held out"`` (a seeded share of the training samples), ``"task"`` (the task's own
+        split) or ``"none"``.
+    """
+
+    def __init__(
+        self,
+        epochs: list[dict[str, Any]],
+        *,
+        picked_epoch: int,
+        metric: str,
+        test: float,
+        val: float | None,
+        train_samples: int,
+        val_samples: int,
+        val_split: str,
+    ) -> None:
+        super().__init__(epochs)
+        self.picked_epoch = picked_epoch
+        self.metric = metric
+        self.test = test
+        self.val = val
+        self.train_samples = train_samples
+        self.val_samples = val_samples
+        self.val_split = val_split
+
+    def summary(self) -> dict[str, Any]:
+        """The outcome as record keys: ``picked_epoch``, ``val_<metric>``, ``test_<metric>``,
+        ``train_samples``, ``val_samples``, ``val_split``."""
+        return {
+            "picked_epoch": self.picked_epoch,
+            f"val_{self.metric}": self.val,
+            f"test_{self.metric}": self.test,
+            "train_samples": self.train_samples,
+            "val_samples": self.val_samples,
+            "val_split": self.val_split,
+        }
+
+
+def _detached(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy of a state dict that later training steps do not change."""
+    return {k: v.detach().clone() for k, v in weights.items()}
+
+
 def fit(
     model: RecurrentModel,
     task: TaskData,
@@ -258,25 +387,58 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     meta: dict[str, Any] | None = None,
-) -> list[dict[str, float]]:
-    """Train ``model`` on ``task``; returns the per-epoch history.
+    val_fraction: float = 0.0,
+) -> FitHistory:
+    """Train ``model`` on ``task``; returns the per-epoch records and the picked epoch.
 
-    With ``resume=True`` and an existing checkpoint the run continues from its last finished epoch
-    and ends exactly where an uninterrupted run would.
+    **Picking the reported epoch.**  With a validation split (the task's own ``val``, else a
+    seeded ``val_fraction`` of the training samples held out from training,
+    :func:`~neurofptt.tasks.base.with_validation`), every epoch is scored on it and the epoch with
+    the best validation metric (highest accuracy, lowest MSE; the first of equals) is picked.  Its
+    weights are kept in the checkpoint (``picked``) and loaded into ``model`` at the end, and the
+    test set is scored once, for it: choosing the epoch on the test set would make the test
+    score an optimistic pick.  Only epochs trained for the hardware's quantized weights (the last
+    ``qat_epochs``, on a model with fake quantization) can be picked, since the flow quantizes
+    the picked weights.  Without a validation split (``val_fraction = 0`` and none of the task's
+    own) nothing is picked: the test set is scored every epoch and the last epoch is reported,
+    as before validation existed.
+
+    **Per-epoch records** (the list, the checkpoint's ``history`` and ``metrics.jsonl``):
+    ``epoch``; ``train_loss``; ``train_accuracy`` (label tasks: the last step's prediction while
+    training); ``val_accuracy``/``val_mse`` (with a validation split); ``test_accuracy``/
+    ``test_mse``: the epoch's test metric, or ``None`` where the test set was not scored (with a
+    validation split, every epoch but the picked one).  The outcome is in the attributes of the
+    returned :class:`FitHistory` (``picked_epoch``, ``test``, ``val``, ...;
+    :meth:`FitHistory.summary` gives them as record keys).
+
+    **Files.**  After every epoch the checkpoint is written atomically and the epoch's record is
+    appended (flushed) to ``metrics.jsonl`` beside it, so a script can follow the run.  With
+    ``resume=True`` and an existing checkpoint the run continues from its last finished epoch
+    and ends exactly where an uninterrupted run would; ``metrics.jsonl`` restarts from the
+    checkpoint's records, so it never repeats an epoch.
     """
     check_sequence(task.train.x[:1], model.n_in)
     if task.n_out != model.n_out:
         raise ConfigError(
             f"task {task.name!r} needs {task.n_out} outputs but the model has {model.n_out}"
         )
+    val_split = "task" if task.val is not None else "held out" if val_fraction else "none"
+    task = with_validation(task, val_fraction, cfg.seed)
+    name = metric_name(task.target)
+    val_key, test_key = f"val_{name}", f"test_{name}"
+    higher = higher_is_better(task.target)
     torch.manual_seed(cfg.seed)
     rule = make_rule(cfg, model, task.target)
     generator = torch.Generator().manual_seed(cfg.seed)
     state = TrainState()
+    picked: dict[str, Any] | None = None
     checkpoint = Path(checkpoint)
+    log = checkpoint.with_name(METRICS_LOG)
     meta = dict(meta or {}, train=cfg.to_dict())
+    if val_fraction:
+        meta["val_fraction"] = val_fraction
     if resume and checkpoint.is_file():
-        saved = load_checkpoint(checkpoint)
+        saved = load_checkpoint(checkpoint, fix="delete it to train afresh")
         differences = config_differences(saved.get("meta", {}), meta)
         if differences:
             raise CheckpointError(
@@ -289,20 +451,24 @@ def fit(
             rule.load_state_dict(saved["rule"])
             generator.set_state(saved["generator"])
             state = TrainState(epoch=saved["epoch"], history=list(saved["history"]))
+            picked = saved.get("picked")
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{checkpoint} does not fit this model and rule: {exc}") from exc
+    write_jsonl(log, state.history)
+    # quantization-aware epochs: only models built with fake quantization have a switch
+    quantizes = cfg.qat_epochs > 0 and any(isinstance(m, FakeQuantize) for m in model.modules())
     n = len(task.train)
     for epoch in range(state.epoch, cfg.epochs):
         for group in rule.optimizer.param_groups:
             group["lr"] = epoch_lr(cfg, epoch)
-        # quantization-aware epochs: only models built with fake quantization have a switch
-        set_weight_quantization(model, epoch >= cfg.epochs - cfg.qat_epochs)
+        hardware_weights = epoch >= cfg.epochs - cfg.qat_epochs
+        set_weight_quantization(model, hardware_weights)
         order = torch.randperm(n, generator=generator)
         batches = range(0, n, cfg.batch_size)
         bar = tqdm(
             batches,
             desc=f"{cfg.rule} epoch {epoch + 1}/{cfg.epochs}",
-            disable=not progress,
+            disable=None if progress else True,  # None: off unless stderr is a terminal
             leave=False,
             unit="batch",
         )
@@ -321,17 +487,54 @@ def fit(
                 correct += int((result.logits.argmax(-1) == y).sum())
             bar.set_postfix(loss=f"{result.loss:.3f}")
         rule.end_epoch()
-        name = metric_name(task.target)
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / n}
+        record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / n}
         if task.target == "label":
             record["train_accuracy"] = correct / n
-        record[f"test_{name}"] = evaluate(model, task.test, task.target)
+        if task.val is None:
+            record[test_key] = evaluate(model, task.test, task.target)
+        else:
+            score = evaluate(model, task.val, task.target)
+            record[val_key], record[test_key] = score, None
+            best = picked["score"] if picked is not None else None
+            if (not quantizes or hardware_weights) and (
+                best is None or (score > best if higher else score < best)
+            ):
+                weights = _detached(model.state_dict())
+                picked = {"epoch": epoch + 1, "score": score, "model": weights}
         state.history.append(record)
         state.epoch = epoch + 1
+        save_checkpoint(checkpoint, model, rule, state, generator, meta, picked)
+        append_jsonl(log, record)
         if progress:
+            scored = val_key if task.val is not None else test_key
             tqdm.write(
                 f"epoch {record['epoch']:3d}  loss {record['train_loss']:.4f}  "
-                f"test {name} {record[f'test_{name}']:.4f}"
+                f"{scored.replace('_', ' ')} {record[scored]:.4f}",
+                file=sys.stderr,
             )
-        save_checkpoint(checkpoint, model, rule, state, generator, meta)
-    return state.history
+    history = [dict(record) for record in state.history]
+    if task.val is None:
+        picked_at, test, val = state.epoch, history[-1][test_key], None
+    else:
+        if picked is None:  # a finished checkpoint without a pick: report its last epoch
+            last = history[-1].get(val_key)
+            picked = {"epoch": state.epoch, "score": last, "model": model.state_dict()}
+        model.load_state_dict(picked["model"])
+        picked_at, val = int(picked["epoch"]), picked["score"]
+        test = evaluate(model, task.test, task.target)
+        history[picked_at - 1][test_key] = test
+        if progress:
+            tqdm.write(
+                f"picked epoch {picked_at} (val {name} {val:.4f}): test {name} {test:.4f}",
+                file=sys.stderr,
+            )
+    return FitHistory(
+        history,
+        picked_epoch=picked_at,
+        metric=name,
+        test=test,
+        val=val,
+        train_samples=n,
+        val_samples=0 if task.val is None else len(task.val),
+        val_split=val_split,
+    )

@@ -1,21 +1,34 @@
 """``neurofptt`` command line: the whole flow and each of its stages.
 
-Errors the toolkit raises on purpose (bad config, mismatched checkpoint, missing simulator, ...)
-are printed as one ``error:`` line with exit status 2, never as a traceback.
+A command that fails prints one ``error:`` line on stderr, never a traceback: exit status 2 for
+anything the user can fix (a bad option or config, a file that is not what it should be, a
+missing tool, an output folder that cannot be written), 1 for an unexpected error (a bug; set
+``NEUROFPTT_TRACEBACK=1`` to see where it happened).  Ctrl-C and SIGTERM stop a command with
+status 130 and one line: training writes its checkpoint atomically after every epoch, so what is
+on disk stays valid and ``--resume`` continues from it.  The result is printed as JSON on stdout;
+progress goes to stderr, and progress bars only to a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
+import os
+import signal
 import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
-from neurofptt.bench.rules import bench_rules, format_table, plot_records
+from neurofptt import __version__
+from neurofptt.bench.rules import EXTERNAL_RULES, bench_rules, format_table, plot_records
 from neurofptt.errors import ConfigError, NeurofpttError, VerificationError
 from neurofptt.flow import stages as flow
 from neurofptt.flow.config import FlowConfig
-from neurofptt.flow.onchip import run_learning_flow, stage_train_onchip
+from neurofptt.flow.onchip import ONCHIP_RULES, run_learning_flow, stage_train_onchip
 from neurofptt.flow.report import write_report
 from neurofptt.flow.run import run_flow
 from neurofptt.flow.stages import (
@@ -23,10 +36,81 @@ from neurofptt.flow.stages import (
     check_learning_record,
     stage_verify_learning,
 )
+from neurofptt.hdl.synth import FAMILIES
 from neurofptt.io import write_json
-from neurofptt.studies.reproduce import results_table, run_reproduction
-from neurofptt.studies.sweep import load_sweep, summary_table
+from neurofptt.learning.registry import MODELS, RULES
+from neurofptt.learning.trainer import DEFAULT_VAL_FRACTION
+from neurofptt.studies.reproduce import REPRODUCTIONS, results_table, run_reproduction
+from neurofptt.studies.sweep import BACKENDS, load_sweep, summary_table
 from neurofptt.studies.sweep import run_sweep as run_grid
+from neurofptt.tasks import TASKS
+
+#: exit status of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it)
+EXIT_INTERRUPTED = 130
+#: exit status of an error the user can fix (argparse uses it for usage errors too)
+EXIT_ERROR = 2
+#: exit status of an unexpected error
+EXIT_BUG = 1
+#: set to show the traceback of an unexpected error instead of its one line
+TRACEBACK_ENV = "NEUROFPTT_TRACEBACK"
+ENGINES = ("float", "golden")
+NO_PROGRESS_HELP = "no progress output (progress bars are off anyway when stderr is not a terminal)"
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one ``error:`` line (exit 2) naming the
+    command's ``--help``, like every other error of the CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def one_of(names: Iterable[str], what: str) -> Callable[[str], str]:
+    """An argparse ``type`` accepting only ``names``, whose error says ``unknown <what>`` and
+    lists them (argparse's own ``choices`` check says "invalid choice" and cannot name what)."""
+    known = tuple(sorted(names))
+
+    def check(value: str) -> str:
+        if value not in known:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {value!r}; choose one of {', '.join(known)}"
+            )
+        return value
+
+    return check
+
+
+def add_choice(
+    p: argparse.ArgumentParser, flag: str, names: Iterable[str], what: str, **kw: object
+) -> None:
+    """An option taking one name of a registry: ``choices`` makes the help list them (the
+    registry is the single source, so the help cannot drift from what the code accepts)."""
+    known = sorted(names)
+    p.add_argument(flag, type=one_of(known, what), choices=known, **kw)  # type: ignore[arg-type]
+
+
+def rule_list(value: str) -> list[str]:
+    """``--rules`` of ``bench rules``: comma-separated names of registered (or external) rules."""
+    known = sorted(RULES) + list(EXTERNAL_RULES)
+    rules = [r.strip() for r in value.split(",") if r.strip()]
+    unknown = [r for r in rules if r not in known]
+    if unknown or not rules:
+        raise argparse.ArgumentTypeError(
+            f"unknown rule(s) {', '.join(map(repr, unknown)) or repr(value)}; "
+            f"choose from {', '.join(known)}"
+        )
+    return rules
+
+
+def fraction(value: str) -> float:
+    """``--val-fraction``: a share of the training samples in [0, 1)."""
+    try:
+        share = float(value)
+    except ValueError:
+        share = -1.0
+    if not 0 <= share < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {value!r}")
+    return share
 
 
 def _add_common(p: argparse.ArgumentParser, *, config: bool = True, quick: bool = True) -> None:
@@ -38,31 +122,44 @@ def _add_common(p: argparse.ArgumentParser, *, config: bool = True, quick: bool 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="neurofptt",
         description="Train a spiking RNN online, quantize it, generate and verify its accelerator.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("flow", help="train -> quantize -> generate -> verify -> synth -> report")
     _add_common(p)
-    p.add_argument(
+    add_choice(
+        p,
         "--learning",
-        choices=("eprop", "fptt"),
+        ONCHIP_RULES,
+        "on-chip rule",
         default=None,
         help="the on-chip learning flow instead: float vs golden learning, RTL checked weights",
     )
     p.add_argument("--resume", action="store_true", help="continue training from the checkpoint")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
     p = sub.add_parser("train", help="train the float model (writes checkpoint.pt)")
     _add_common(p)
-    p.add_argument("--rule", default=None, help="learning rule (overrides train.rule)")
-    p.add_argument("--model", default=None, help="model (overrides train.model)")
-    p.add_argument("--task", default=None, help="task (overrides flow.task)")
-    p.add_argument(
+    add_choice(
+        p,
+        "--rule",
+        RULES,
+        "rule",
+        default=None,
+        help="learning rule (overrides train.rule; the golden engine takes "
+        f"{' or '.join(ONCHIP_RULES)})",
+    )
+    add_choice(p, "--model", MODELS, "model", default=None, help="model (overrides train.model)")
+    add_choice(p, "--task", TASKS, "task", default=None, help="task (overrides flow.task)")
+    add_choice(
+        p,
         "--engine",
-        choices=("float", "golden"),
+        ENGINES,
+        "engine",
         default="float",
         help="float: torch training; golden: on-chip learning in fixed point (--rule eprop|fptt)",
     )
@@ -73,12 +170,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="golden engine: start from this quantized.npz (at the rate lowered by "
         "train.onchip_finetune_shift, plus alpha_shift - 1 for fptt)",
     )
+    p.add_argument(
+        "--val-fraction",
+        type=fraction,
+        default=None,
+        help=f"float engine: share of the training samples held out to pick the reported epoch "
+        f"on (default {DEFAULT_VAL_FRACTION:g}; 0: none, the last epoch is reported; a task with "
+        "a validation split of its own uses that)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
     p = sub.add_parser("quantize", help="checkpoint -> quantized.npz, float and golden accuracy")
     _add_common(p, quick=False)
-    p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="checkpoint to quantize (default OUT/checkpoint.pt); its picked epoch's weights",
+    )
 
     p = sub.add_parser("generate", help="quantized.npz -> Verilog and memory files")
     _add_common(p, config=False)
@@ -86,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="run the Verilog under cocotb against the golden model")
     _add_common(p, config=False)
-    p.add_argument("--model", type=Path, default=None)
-    p.add_argument("--verilog", type=Path, default=None)
+    p.add_argument("--model", type=Path, default=None, help="quantized .npz (default OUT/...)")
+    p.add_argument("--verilog", type=Path, default=None, help="Verilog to verify (default OUT/rtl)")
     p.add_argument(
         "--learn",
         action="store_true",
@@ -101,27 +211,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="samples, 0: all (default: all test samples; with --learn the first few training "
         "samples, since every update costs a full weight read-back)",
     )
-    p.add_argument("--task", default="digits")
+    add_choice(p, "--task", TASKS, "task", default="digits", help="task of the samples")
 
     p = sub.add_parser("synth", help="FPGA synthesis report with yosys (yowasp)")
     _add_common(p, config=False)
-    p.add_argument("--verilog", type=Path, default=None)
-    p.add_argument("--top", default=None)
-    p.add_argument("--family", choices=("ecp5", "ice40"), default="ecp5")
+    p.add_argument("--verilog", type=Path, default=None, help="Verilog (default OUT/rtl)")
+    p.add_argument("--top", default=None, help="top module (default the generated core)")
+    add_choice(p, "--family", FAMILIES, "FPGA family", default="ecp5", help="FPGA family")
     p.add_argument("--pnr", action="store_true", help="also place and route (Fmax)")
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
     bench = p.add_subparsers(dest="bench", required=True)
     b = bench.add_parser("rules", help="peak memory and time per sequence of rules vs T")
+    rule_names = ", ".join(sorted(RULES) + list(EXTERNAL_RULES))
     b.add_argument(
         "--rules",
+        type=rule_list,
         default="bptt,tbptt,fptt,eprop",
-        help="comma-separated rule names (also: spikingjelly-fptt, if SpikingJelly is installed)",
+        help=f"comma-separated rule names, from: {rule_names} (spikingjelly-fptt needs "
+        "SpikingJelly installed)",
     )
-    b.add_argument("--model", default="lif")
+    add_choice(b, "--model", MODELS, "model", default="lif", help="model")
     b.add_argument("--T", default="64,256,1024", help="comma-separated sequence lengths")
-    b.add_argument("--batch", type=int, default=16)
-    b.add_argument("--hidden", type=int, default=128)
+    b.add_argument("--batch", type=int, default=16, help="sequences per batch")
+    b.add_argument("--hidden", type=int, default=128, help="hidden units")
     b.add_argument("--json", type=Path, default=None, help="also write the records here")
     b.add_argument("--plot", type=Path, default=None, help="also plot them (PNG)")
 
@@ -129,33 +242,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, help="sweep file (.toml)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
-    p.add_argument(
+    add_choice(
+        p,
         "--backend",
-        choices=("process", "ray"),
+        BACKENDS,
+        "backend",
         default=None,
         help="run in local processes or as Ray Tune trials (default: the file's, else process)",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted sweep in OUT (also without it: a finished run is never "
+        "trained again, and a run cut off continues from its checkpoint)",
+    )
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
     p = sub.add_parser(
         "reproduce",
         help="run a seed paper's experiment (resumable); writes results.json and a plot",
-        description="Reproductions: tsfd-fobptt, cycleworld-fpp, smnist-fpp, smnist-fptt, "
-        "psmnist-fptt.  The default budget is the reduced one documented in docs/results.md.",
+        description="Run a reproduction of a seed paper's experiment.  The default budget is the "
+        "reduced one documented in docs/results.md.",
     )
-    p.add_argument("name", help="which reproduction (e.g. tsfd-fobptt)")
+    add_choice(p, "name", REPRODUCTIONS, "reproduction", help="which reproduction")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
     budget.add_argument("--full", action="store_true", help="the paper's budget (hours to days)")
     p.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted reproduction in OUT (also without it: finished runs are "
+        "kept)",
+    )
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
     p = sub.add_parser("report", help="(re)write report.md and metrics.json from OUT's records")
     _add_common(p, config=False)
     return parser
 
 
-def run(args: argparse.Namespace) -> object:
+def check_out(out: Path | None) -> None:
+    """``--out`` must be a folder (it is created if missing); an existing file there would
+    otherwise fail deep inside the first stage that writes."""
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; pass a folder (made if missing)")
 
+
+def run(args: argparse.Namespace) -> object:
+    """Run the parsed command; returns what ``main`` prints as JSON."""
+    check_out(getattr(args, "out", None))
     if args.command == "bench":
         return run_bench(args)
     if args.command == "sweep":
@@ -173,14 +310,21 @@ def run(args: argparse.Namespace) -> object:
         return run_flow(cfg, out, progress=not args.no_progress, resume=args.resume)
     if args.command == "train":
         if args.engine == "golden":
+            if args.val_fraction is not None:
+                raise ConfigError(
+                    "--val-fraction sets the float engine's split; the golden engine holds out "
+                    "its own tenth of the training samples: drop --val-fraction"
+                )
             cfg = cfg.override(task=args.task)
-
             record = stage_train_onchip(
                 cfg, out, args.rule or "fptt", init=args.init, progress=not args.no_progress
             )
             return {k: v for k, v in record.items() if k != "history"}
         cfg = cfg.override(rule=args.rule, model=args.model, task=args.task)
-        record = flow.stage_train(cfg, out, resume=args.resume, progress=not args.no_progress)
+        share = DEFAULT_VAL_FRACTION if args.val_fraction is None else args.val_fraction
+        record = flow.stage_train(
+            cfg, out, resume=args.resume, progress=not args.no_progress, val_fraction=share
+        )
         return {k: v for k, v in record.items() if k != "history"}
     if args.command == "quantize":
         return flow.stage_quantize(out, args.checkpoint, cfg if given else None)
@@ -199,7 +343,7 @@ def run(args: argparse.Namespace) -> object:
         return record
     if args.command == "synth":
         return flow.stage_synth(
-            out, args.verilog, args.top or flow.CORE_NAME, args.family, args.pnr
+            out, args.verilog, args.top or flow.CORE_NAME, args.family, args.pnr, required=True
         )
     if args.command == "report":
         return write_report(out)
@@ -226,7 +370,9 @@ def run_sweep(args: argparse.Namespace) -> list[dict]:
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     sweep = load_sweep(args.file)
-    records = run_grid(sweep, args.out, workers=args.workers, backend=args.backend)
+    records = run_grid(
+        sweep, args.out, workers=args.workers, backend=args.backend, progress=not args.no_progress
+    )
     print(summary_table(records, sweep.keys), file=sys.stderr)
     return records
 
@@ -236,7 +382,9 @@ def run_reproduce(args: argparse.Namespace) -> dict:
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     budget = "quick" if args.quick else "full" if args.full else "default"
-    summary = run_reproduction(args.name, args.out, budget=budget, workers=args.workers)
+    summary = run_reproduction(
+        args.name, args.out, budget=budget, workers=args.workers, progress=not args.no_progress
+    )
     print(results_table(summary), file=sys.stderr)
     return summary
 
@@ -247,9 +395,7 @@ def run_bench(args: argparse.Namespace) -> list[dict]:
         lengths = [int(t) for t in args.T.split(",")]
     except ValueError as exc:
         raise ConfigError(f"--T must be comma-separated integers, got {args.T!r}") from exc
-    records = bench_rules(
-        [r.strip() for r in args.rules.split(",")], args.model, lengths, args.batch, args.hidden
-    )
+    records = bench_rules(args.rules, args.model, lengths, args.batch, args.hidden)
     print(format_table(records), file=sys.stderr)
     if args.json is not None:
         write_json(args.json, records)
@@ -258,13 +404,85 @@ def run_bench(args: argparse.Namespace) -> list[dict]:
     return records
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM (``kill``, a job scheduler's stop) raises
+    :class:`KeyboardInterrupt` like Ctrl-C, so both end a command the same way: the files
+    written so far stay as they are (every write is atomic) and the command exits with 130.
+    Signal handlers can only be set in the main thread; elsewhere SIGTERM keeps its handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> NoReturn:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        result = run(args)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def resumable(args: argparse.Namespace) -> bool:
+    """Whether the command continues an interrupted run when given ``--resume``."""
+    if args.command == "train":
+        return args.engine == "float"
+    if args.command == "flow":
+        return args.learning is None
+    return args.command in ("sweep", "reproduce")
+
+
+#: what to do about an OS error, by errno
+_OS_HINTS = {
+    errno.ENOSPC: "free some space or choose another --out",
+    errno.EDQUOT: "free some space or choose another --out",
+    errno.EACCES: "check its permissions or choose another --out",
+    errno.EPERM: "check its permissions or choose another --out",
+    errno.EROFS: "choose another --out on a writable file system",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a failed file operation: the path, what went wrong and, where it is clear,
+    what to do."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is not None:
+        where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+        reason = f"{where}: {reason}"
+    hint = _OS_HINTS.get(exc.errno) if exc.errno is not None else None
+    return f"{reason}; {hint}" if hint else reason
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version or a usage error, which argparse has printed
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    try:
+        with sigterm_as_interrupt():
+            result = run(args)
+    except KeyboardInterrupt:
+        hint = "; resume with --resume" if resumable(args) else ""
+        print(f"interrupted{hint}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     except NeurofpttError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+    except OSError as exc:
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc}; this is a bug in neurofptt, please "
+            f"report it (set {TRACEBACK_ENV}=1 to see where it happened)",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
     print(json.dumps(result, indent=2, default=str))
     return 0
 

@@ -111,8 +111,7 @@ def test_resume_after_a_crash_gives_the_same_result(tmp_path: Path, monkeypatch)
         raise KeyboardInterrupt  # the process dies right after the first epoch's checkpoint
 
     monkeypatch.setattr(trainer, "save_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        main([*args, "--out", str(split)])
+    assert main([*args, "--out", str(split)]) == 130
     monkeypatch.setattr(trainer, "save_checkpoint", save)
     assert torch.load(split / "checkpoint.pt", weights_only=True)["epoch"] == 1
     assert main([*args, "--out", str(split), "--resume"]) == 0
@@ -122,6 +121,16 @@ def test_resume_after_a_crash_gives_the_same_result(tmp_path: Path, monkeypatch)
     assert a["history"] == b["history"]
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["picked"]["epoch"] == b["picked"]["epoch"]
+    for key in a["picked"]["model"]:
+        assert torch.equal(a["picked"]["model"][key], b["picked"]["model"][key]), key
+    assert (
+        json.loads((full / "train.json").read_text())["history"]
+        == json.loads((split / "train.json").read_text())["history"]
+    )
+    # the per-epoch log of the interrupted run continues without repeating its first epoch
+    logged = [json.loads(line) for line in (split / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logged] == [1, 2]
 
 
 def test_checkpoint_that_does_not_match_config(tmp_path: Path, capsys) -> None:
@@ -138,7 +147,9 @@ def test_checkpoint_that_does_not_match_config(tmp_path: Path, capsys) -> None:
     assert (
         main(["quantize", "--checkpoint", str(tmp_path / "broken.pt"), "--out", str(tmp_path)]) == 2
     )
-    assert "not a readable neurofptt checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'broken.pt'} is not a neurofptt checkpoint" in err
+    assert "delete it or pass another with --checkpoint" in err and "weights_only" not in err
 
 
 def test_bad_config_is_one_clear_line(tmp_path: Path, capsys) -> None:

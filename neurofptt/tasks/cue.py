@@ -51,6 +51,7 @@ def cue_sequences(
 def load_cue_task(
     n_train: int = 200,
     n_test: int = 100,
+    n_val: int = 50,
     *,
     seed: int = 0,
     channels: int = 4,
@@ -59,7 +60,11 @@ def load_cue_task(
     recall_steps: int = 5,
     rate: float = 0.5,
 ) -> TaskData:
-    """Train and test sets of the delayed-cue task, reproducible from ``seed``."""
+    """Train, test and validation sets of the delayed-cue task, reproducible from ``seed``.
+
+    The task is generated, so it brings a validation split of its own (drawn after the test
+    set, so the train and test sets do not depend on ``n_val``) instead of costing the trainers
+    a share of the training samples."""
     gen = torch.Generator().manual_seed(seed)
     options = {
         "channels": channels,
@@ -72,6 +77,7 @@ def load_cue_task(
         name="cue",
         train=cue_sequences(n_train, gen, **options),
         test=cue_sequences(n_test, gen, **options),
+        val=cue_sequences(n_val, gen, **options),
         n_out=2,
         target="label",
     )

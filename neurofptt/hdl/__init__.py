@@ -1,5 +1,12 @@
 """The accelerator: Amaranth components of the LIF core and its learning unit, their ports and
-lane layout, the cost model (cycles and memory bits), the Verilog writer and FPGA synthesis."""
+lane layout, the cost model (cycles and memory bits), the Verilog writer and FPGA synthesis.
+
+:class:`LifCore` composes small ``wiring.Component``s, one concern each, so that each can be
+simulated against its golden twin on its own: the sequencer, the neuron and readout rows, the
+spike list with its cursors and emitter (:mod:`~neurofptt.hdl.core`), and on a learning core
+the :class:`~neurofptt.hdl.learning.LearningUnit`, itself built from the LFSR bank, the
+weight-update lanes, the readout and softmax errors, the trace update, the learning signal, the
+sweep counter and the weight load."""
 
 from neurofptt.hdl.core import LifCore
 from neurofptt.hdl.cost import (

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, Value, ValueLike, signed, unsigned
 
 from neurofptt.quant.config import LFSR_BITS
 
 __all__ = ["leak", "onehot", "pick", "saturate", "shift_right", "sround", "usat"]
 
 
-def saturate(m: Module, value, bits: int, name: str) -> Signal:
+def saturate(m: Module, value: ValueLike, bits: int, name: str) -> Signal:
     """``value`` clamped to the signed ``bits``-bit range (``.eq`` alone would wrap)."""
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     wide = Signal(value.shape(), name=f"{name}_wide")  # one adder, shared by the comparisons
@@ -25,7 +25,7 @@ def saturate(m: Module, value, bits: int, name: str) -> Signal:
     return out
 
 
-def leak(value, shift: int):
+def leak(value: Value, shift: int) -> Value:
     """``v - (v >> shift)`` with an arithmetic (flooring) shift; ``value`` must be signed."""
     return value - (value >> shift)
 

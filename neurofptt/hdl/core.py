@@ -90,7 +90,7 @@ class LifCore(wiring.Component):
         self.config = net.config
         super().__init__(core_signature(net.config))
 
-    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         cfg = self.config
         m.submodules.sequencer = seq = Sequencer(cfg)

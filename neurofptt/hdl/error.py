@@ -56,7 +56,7 @@ class ReadoutError(wiring.Component):
         m.d.comb += [wr.addr.eq(row), wr.en.eq(onehot(lane, self.cfg.lanes))]
         m.d.comb += [wr.data[i].eq(value) for i in range(self.cfg.lanes)]
 
-    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         cfg, lc = self.cfg, learning_config(self.cfg)
         lanes, eb = cfg.lanes, cfg.membrane_bits + 1

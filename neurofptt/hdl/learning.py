@@ -204,7 +204,7 @@ class LearningUnit(wiring.Component):
         self.DRAIN = 3 if self.fptt else 2
         super().__init__(learning_signature(cfg))
 
-    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         p = self._parts(m)
         self._events(m, p)

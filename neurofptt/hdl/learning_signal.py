@@ -66,7 +66,7 @@ class LearningSignal(wiring.Component):
             {"word": In(tap(signal_word_layout(cfg))), "restart": In(1), "delta": Out(tap(delta))}
         )
 
-    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         cfg, lc = self.cfg, learning_config(self.cfg)
         lanes, eb = cfg.lanes, cfg.membrane_bits + 1

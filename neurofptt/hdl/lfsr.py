@@ -68,7 +68,7 @@ class LfsrBank(wiring.Component):
             }
         )
 
-    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         states = [
             Signal(LFSR_BITS, init=seed, name=f"lfsr_{lane}")

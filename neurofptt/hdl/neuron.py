@@ -54,7 +54,7 @@ class NeuronUpdate(wiring.Component):
             }
         )
 
-    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         cfg = self.cfg
         lanes, mb = cfg.lanes, cfg.membrane_bits
@@ -120,7 +120,7 @@ class NeuronRows(wiring.Component):
             }
         )
 
-    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         cfg = self.cfg
         lanes = cfg.lanes

@@ -57,7 +57,7 @@ class ReadoutRows(wiring.Component):
             }
         )
 
-    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         cfg = self.cfg
         lanes, n_out = cfg.lanes, cfg.n_out

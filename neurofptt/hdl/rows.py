@@ -8,7 +8,7 @@ functions build memory images in this layout; the Amaranth ones walk it in hardw
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.hdl import Const, Module, Mux, Signal, Value
 
 from neurofptt.quant.config import lane_rows
 from neurofptt.quant.network import QuantizedNetwork
@@ -60,7 +60,7 @@ def next_row_lane(m: Module, row: Signal, lane: Signal, lanes: int) -> None:
         m.d.sync += row.eq(row + 1)
 
 
-def lowest_set(mask, width: int):
+def lowest_set(mask: Value, width: int) -> Value:
     """Index of the lowest set bit of ``mask`` (0 if none)."""
     index = Const(0, range(max(width, 2)))
     for lane in reversed(range(width)):

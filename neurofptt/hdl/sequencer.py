@@ -115,7 +115,7 @@ class Sequencer(wiring.Component):
         with m.Else():
             m.d.sync += j.eq(j + 1)
 
-    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         cfg = self.cfg
         lanes, n_in, n_rec = cfg.lanes, cfg.n_in, cfg.n_rec

@@ -91,7 +91,7 @@ class SoftmaxError(wiring.Component):
         m.d.comb += q.eq(Mux(whole >= B, 0, mantissa >> whole[: (B - 1).bit_length()]))
         return q
 
-    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         cfg, n_out, lanes, Q = self.cfg, self.cfg.n_out, self.cfg.lanes, self.Q
         maximum = Signal(signed(cfg.membrane_bits + 1), name="softmax_max")

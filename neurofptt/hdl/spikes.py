@@ -65,7 +65,7 @@ class SpikeCursor(wiring.Component):
         self.cfg = cfg
         super().__init__({"walk": In(cursor_signature(cfg)), "list": In(list_port_signature(cfg))})
 
-    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         cfg = self.cfg
         lanes = cfg.lanes
@@ -121,7 +121,7 @@ class SpikeList(wiring.Component):
             }
         )
 
-    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         cfg = self.cfg
         rows = lane_rows(cfg.n_rec, cfg.lanes)
@@ -168,7 +168,7 @@ class SpikeEmitter(wiring.Component):
             }
         )
 
-    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         cfg = self.cfg
         rows = lane_rows(cfg.n_rec, cfg.lanes)

@@ -65,7 +65,7 @@ class SweepCounter(wiring.Component):
             }
         )
 
-    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         at = self.at
         n_pre, n_rows, _ = matrix_shapes(self.cfg)["rec"]

@@ -567,47 +567,64 @@ def synthesize(
     )
 
     if nextpnr is not None:
-        part = [f"--{dev}", "--package", pkg]
-        cmd = [
-            *nextpnr,
-            "--json", netlist.name,
-            "--top", top,
-            *part,
-            "--freq", f"{freq_mhz:g}",
-            "--timing-allow-fail",
-            "--report", pnr_report.name,
-            "-l", pnr_log.name,
-            "-q",
-        ]  # fmt: skip
-        try:
-            _run(cmd, cwd=work_dir, timeout_s=timeout_s, log=pnr_log, what=f"nextpnr-{family}")
-        except SynthesisError as exc:
-            full = _overfull(pnr_log.read_text(errors="replace")) if pnr_log.is_file() else {}
-            if not full:
-                raise
-            what = ", ".join(f"{bel} {u}/{a}" for bel, (u, a) in full.items())
-            bigger = "device='hx8k' (CT256, 206 pins)" if family == "ice40" else "package=..."
-            hint = (
-                " The top module's port bits each need a package pin; choose a part with more "
-                f"pins, e.g. {bigger}, or report synthesis only (no place and route)."
-                if any(bel in _IO_BELS for bel in full)
-                else " Choose a bigger device (device=...) or a smaller configuration."
-            )
-            raise SynthesisError(
-                f"the design does not fit {family} {dev}/{pkg}: {what} used/available.{hint}"
-                f" Full log: {pnr_log}"
-            ) from exc
-        try:
-            fmax, util = parse_nextpnr_report(pnr_report.read_text())
-        except (OSError, ValueError, KeyError) as exc:
-            raise SynthesisError(f"could not read {pnr_report}: {exc}; log: {pnr_log}") from exc
-        report.fmax_by_clock = fmax
-        report.fmax_mhz = min(fmax.values()) if fmax else None
-        report.target_mhz = float(freq_mhz)
-        report.utilization = util
-        report.pnr_log = pnr_log
+        _place_and_route(report, nextpnr, netlist, freq_mhz, timeout_s, pkg)
         versions[f"nextpnr-{family}"] = _tool_version(nextpnr, "--version")
 
     report.tool_versions = versions
     (work_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
+
+
+def _place_and_route(
+    report: SynthReport,
+    nextpnr: list[str],
+    netlist: Path,
+    freq_mhz: float,
+    timeout_s: float,
+    package: str,
+) -> None:
+    """Run nextpnr on ``netlist`` (in its directory) for ``report``'s part and add the achieved
+    Fmax and the utilisation to ``report``; a design that does not fit is reported with what
+    overflowed and a hint."""
+    family, dev, top = report.family, report.device, report.top
+    work_dir = netlist.parent
+    pnr_log = work_dir / "nextpnr.log"
+    pnr_report = work_dir / "nextpnr_report.json"
+    cmd = [
+        *nextpnr,
+        "--json", netlist.name,
+        "--top", top,
+        f"--{dev}", "--package", package,
+        "--freq", f"{freq_mhz:g}",
+        "--timing-allow-fail",
+        "--report", pnr_report.name,
+        "-l", pnr_log.name,
+        "-q",
+    ]  # fmt: skip
+    try:
+        _run(cmd, cwd=work_dir, timeout_s=timeout_s, log=pnr_log, what=f"nextpnr-{family}")
+    except SynthesisError as exc:
+        full = _overfull(pnr_log.read_text(errors="replace")) if pnr_log.is_file() else {}
+        if not full:
+            raise
+        what = ", ".join(f"{bel} {u}/{a}" for bel, (u, a) in full.items())
+        bigger = "device='hx8k' (CT256, 206 pins)" if family == "ice40" else "package=..."
+        hint = (
+            " The top module's port bits each need a package pin; choose a part with more "
+            f"pins, e.g. {bigger}, or report synthesis only (no place and route)."
+            if any(bel in _IO_BELS for bel in full)
+            else " Choose a bigger device (device=...) or a smaller configuration."
+        )
+        raise SynthesisError(
+            f"the design does not fit {family} {dev}/{package}: {what} used/available.{hint}"
+            f" Full log: {pnr_log}"
+        ) from exc
+    try:
+        fmax, util = parse_nextpnr_report(pnr_report.read_text())
+    except (OSError, ValueError, KeyError) as exc:
+        raise SynthesisError(f"could not read {pnr_report}: {exc}; log: {pnr_log}") from exc
+    report.fmax_by_clock = fmax
+    report.fmax_mhz = min(fmax.values()) if fmax else None
+    report.target_mhz = float(freq_mhz)
+    report.utilization = util
+    report.pnr_log = pnr_log

@@ -69,7 +69,7 @@ class TraceUpdate(wiring.Component):
         new = (trace - (trace >> shift)) + Mux(spike, 1 << lc.trace_frac_bits, 0)
         return usat(m, new, lc.trace_bits, name)
 
-    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         cfg, lc = self.cfg, learning_config(self.cfg)
         for lane in range(cfg.lanes):

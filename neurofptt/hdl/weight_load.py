@@ -50,7 +50,7 @@ class WeightLoad(wiring.Component):
             }
         )
 
-    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         shapes = matrix_shapes(self.cfg)
         depth = {name: n_pre * n_rows for name, (n_pre, n_rows, _) in shapes.items()}

@@ -74,7 +74,7 @@ class WeightUpdateLane(wiring.Component):
         for name, code in MATRIX_CODES.items():
             m.d.comb += out[code].eq(new[lc.lr_shift(name)])
 
-    def elaborate(self, platform) -> Module:  # noqa: ARG002 - Amaranth interface
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         cfg, lc = self.cfg, learning_config(self.cfg)
         wb = cfg.weight_bits

@@ -49,12 +49,15 @@ RULE_CLASSES: tuple[type[Rule], ...] = (BPTT, TBPTT, FPTT, FOBPTT, EProp, FPP, R
 
 
 def _rule_table(classes: tuple[type[Rule], ...]) -> dict[str, type[Rule]]:
-    """Rules by their own ``name``; two rules with one name, or a rule naming a model that does
-    not exist, fail at import rather than silently shadowing or never matching."""
+    """Rules by their own ``name``; two rules with one name, options naming another rule's table
+    or a rule naming a model that does not exist fail at import rather than silently shadowing,
+    misreporting or never matching."""
     table: dict[str, type[Rule]] = {}
     for cls in classes:
         if not cls.name or cls.name in table:
             raise TypeError(f"rule class {cls.__name__} has an empty or repeated name")
+        if cls.Options.table != f"train.{cls.name}":
+            raise TypeError(f"{cls.Options.__name__}.table must be 'train.{cls.name}'")
         unknown = sorted(set(cls.models or ()) - set(MODELS))
         if unknown:
             raise TypeError(f"rule {cls.name!r} lists unknown models {unknown}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -27,7 +28,7 @@ from neurofptt import __version__
 from neurofptt.bench.rules import EXTERNAL_RULES, bench_rules, format_table, plot_records
 from neurofptt.errors import ConfigError, NeurofpttError, VerificationError
 from neurofptt.flow import stages as flow
-from neurofptt.flow.config import FlowConfig
+from neurofptt.flow.config import FlowConfig, FlowSettings
 from neurofptt.flow.onchip import ONCHIP_RULES, run_learning_flow, stage_train_onchip
 from neurofptt.flow.report import write_report
 from neurofptt.flow.run import run_flow
@@ -39,7 +40,6 @@ from neurofptt.flow.stages import (
 from neurofptt.hdl.synth import FAMILIES
 from neurofptt.io import write_json
 from neurofptt.learning.registry import MODELS, RULES
-from neurofptt.learning.trainer import DEFAULT_VAL_FRACTION
 from neurofptt.studies.reproduce import REPRODUCTIONS, results_table, run_reproduction
 from neurofptt.studies.sweep import BACKENDS, load_sweep, summary_table
 from neurofptt.studies.sweep import run_sweep as run_grid
@@ -174,9 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-fraction",
         type=fraction,
         default=None,
-        help=f"float engine: share of the training samples held out to pick the reported epoch "
-        f"on (default {DEFAULT_VAL_FRACTION:g}; 0: none, the last epoch is reported; a task with "
-        "a validation split of its own uses that)",
+        help="share of the training samples held out to pick the reported epoch on "
+        f"(overrides flow.val_fraction, default {FlowSettings().val_fraction:g}; 0: none, the "
+        "last epoch is reported, float engine only; a task with a validation split of its own "
+        "uses that)",
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
@@ -309,22 +310,17 @@ def run(args: argparse.Namespace) -> object:
             return {k: v for k, v in metrics.items() if k != "onchip_history"}
         return run_flow(cfg, out, progress=not args.no_progress, resume=args.resume)
     if args.command == "train":
+        if args.val_fraction is not None:
+            flow_settings = dataclasses.replace(cfg.flow, val_fraction=args.val_fraction)
+            cfg = dataclasses.replace(cfg, flow=flow_settings)
         if args.engine == "golden":
-            if args.val_fraction is not None:
-                raise ConfigError(
-                    "--val-fraction sets the float engine's split; the golden engine holds out "
-                    "its own tenth of the training samples: drop --val-fraction"
-                )
             cfg = cfg.override(task=args.task)
             record = stage_train_onchip(
                 cfg, out, args.rule or "fptt", init=args.init, progress=not args.no_progress
             )
             return {k: v for k, v in record.items() if k != "history"}
         cfg = cfg.override(rule=args.rule, model=args.model, task=args.task)
-        share = DEFAULT_VAL_FRACTION if args.val_fraction is None else args.val_fraction
-        record = flow.stage_train(
-            cfg, out, resume=args.resume, progress=not args.no_progress, val_fraction=share
-        )
+        record = flow.stage_train(cfg, out, resume=args.resume, progress=not args.no_progress)
         return {k: v for k, v in record.items() if k != "history"}
     if args.command == "quantize":
         return flow.stage_quantize(out, args.checkpoint, cfg if given else None)

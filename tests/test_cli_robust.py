@@ -630,7 +630,14 @@ def test_val_fraction_zero_reports_the_last_epoch(tmp_path: Path) -> None:
     assert main([*args, "--resume"]) == 2
 
 
-def test_golden_engine_refuses_val_fraction(tmp_path: Path, capsys) -> None:
-    args = ["train", "--engine", "golden", "--out", str(tmp_path), "--val-fraction", "0.2"]
-    assert main(args) == 2
-    assert "--val-fraction" in one_error_line(capsys.readouterr().err)
+def test_val_fraction_is_one_flow_setting(tmp_path: Path, capsys) -> None:
+    """``--val-fraction`` overrides ``flow.val_fraction`` for both engines; the golden engine
+    needs a validation split to pick its epoch, so 0 on a task without one is one clear line,
+    and a share outside [0, 1) in a config file is refused when the config is read."""
+    args = ["train", "--engine", "golden", "--task", "digits", "--out", str(tmp_path)]
+    assert main([*args, "--val-fraction", "0", "--no-progress"]) == 2
+    assert "val_fraction" in one_error_line(capsys.readouterr().err)
+    config = tmp_path / "bad.toml"
+    config.write_text("[flow]\nval_fraction = 1.0\n")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "o")]) == 2
+    assert "flow.val_fraction" in one_error_line(capsys.readouterr().err)

@@ -2,7 +2,7 @@
 
 Every table is optional; what a file leaves out takes the embedded defaults (the dataclass
 defaults), which are the demo's settings.  ``--quick`` shrinks the budget (epochs, RTL samples,
-no place-and-route) so the whole flow finishes in a few minutes on two cores.
+no place-and-route) for a smoke run of the whole flow.
 """
 
 from __future__ import annotations
@@ -27,9 +27,16 @@ class FlowSettings:
     rtl_samples: int = 0  # 0: the whole test set
     fpga_family: str = "ecp5"
     fpga_pnr: bool = True
+    #: share of the training samples held out to pick the reported epoch on (0: none, the last
+    #: epoch is reported); a task with a validation split of its own uses that instead
+    val_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         check_field_types(self, "flow")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(
+                f"flow.val_fraction = {self.val_fraction} must be in [0, 1) (0: no validation)"
+            )
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; available tasks: {sorted(TASKS)}")
         if self.rtl_samples < 0:

@@ -83,11 +83,9 @@ def finetune_offset(cfg: FlowConfig, learning: LearningConfig) -> int:
     Steps that build a network from scratch in a few epochs knock a trained one off its
     optimum, so adapting uses rates ``2**-onchip_finetune_shift`` of those.  FPTT needs lower
     ones still: its running mean moves by ``g / (2 alpha)`` per update, ``2**(alpha_shift - 1)``
-    times e-prop's step, and the weights follow it.  Measured on the digits from the float
-    FPTT network (``docs/hardware.md`` section 9): at the e-prop offset FPTT falls from 0.90 to
-    0.78 within ten epochs; at ``+ alpha_shift - 1`` it stays within 1-3 points of the float
-    network over twenty epochs, and on the delayed-cue task level with it (``+ alpha_shift``
-    holds the digits too but no longer moves a weaker network at all).
+    times e-prop's step, and the weights follow it; the extra ``alpha_shift - 1`` makes FPTT's
+    running-mean step the size of e-prop's weight step.  The measurements behind the choice are
+    in ``docs/results-hardware.md`` ("Adapting a trained network over a full run").
     """
     extra = learning.alpha_shift - 1 if learning.mode == "fptt" else 0
     return cfg.train.onchip_finetune_shift + extra
@@ -113,7 +111,8 @@ def stage_train_onchip(
     The rate halves ``train.onchip_halvings`` times over the run (default 3), evenly
     (:func:`~neurofptt.flow.onchip_train.halving_period`).
     The saved network is that of the epoch with the best validation accuracy (``picked_epoch``,
-    on a held-out tenth of the training samples), and ``onchip_accuracy`` is its test accuracy;
+    on the task's validation split or a held-out ``flow.val_fraction`` of the training samples),
+    and ``onchip_accuracy`` is its test accuracy;
     each epoch's record goes to ``metrics.jsonl`` as it finishes.
     """
     out.mkdir(parents=True, exist_ok=True)
@@ -142,6 +141,7 @@ def stage_train_onchip(
         halve_every=halving_period(cfg.train.epochs, cfg.train.onchip_halvings),
         run_dir=out,
         progress=show,
+        val_fraction=cfg.flow.val_fraction,
     )
     history.net.save(out / QUANTIZED)
     record = {

@@ -25,7 +25,6 @@ from neurofptt.hdl.synth import fpga_tools_available, synthesize
 from neurofptt.io import write_json
 from neurofptt.learning.registry import build_model as registry_build_model
 from neurofptt.learning.trainer import (
-    DEFAULT_VAL_FRACTION,
     config_differences,
     evaluate,
     fit,
@@ -100,13 +99,12 @@ def stage_train(
     *,
     resume: bool = False,
     progress: bool = True,
-    val_fraction: float = DEFAULT_VAL_FRACTION,
 ) -> dict:
     """Train the flow's float network into ``out`` (``checkpoint.pt``, ``metrics.jsonl``,
     ``train.json``); returns the ``train.json`` record.
 
-    ``val_fraction`` of the training samples (seeded by ``train.seed``) are held out to pick the
-    reported epoch (:func:`~neurofptt.learning.trainer.fit`); the checkpoint keeps that epoch's
+    ``flow.val_fraction`` of the training samples (seeded by ``train.seed``) are held out to pick
+    the reported epoch (:func:`~neurofptt.learning.trainer.fit`); the checkpoint keeps that epoch's
     weights, which :func:`stage_quantize` quantizes.  The record holds ``task``, ``rule``,
     ``history`` (the per-epoch records), ``picked_epoch``, ``val_accuracy`` (the picked epoch's),
     ``test_accuracy`` (the picked epoch's, scored once) and ``float_accuracy`` (the same number,
@@ -125,7 +123,7 @@ def stage_train(
         resume=resume,
         progress=progress,
         meta={"flow": cfg.to_dict()},
-        val_fraction=val_fraction,
+        val_fraction=cfg.flow.val_fraction,
     )
     record = {
         "task": task.name,
@@ -133,7 +131,7 @@ def stage_train(
         "history": list(history),
         **history.summary(),
         "float_accuracy": history.test,
-        "val_fraction": val_fraction,
+        "val_fraction": cfg.flow.val_fraction,
         "seconds": time.perf_counter() - start,
         "checkpoint": str(out / CHECKPOINT),
     }
@@ -280,8 +278,7 @@ def stage_verify(
 
 #: Training samples ``verify --learn`` learns on by default.  Every update is followed by a
 #: full read-back of the weights (a dump of every weight word, compared value by value), so the
-#: simulation costs about one dump per update: 8 samples of the cue task (5 updates each, 40
-#: dumps of the 12-24-2 core) take about 10 s under Icarus, and already exercise every weight
+#: simulation costs about one dump per update; a few samples already exercise every weight
 #: word, the saturation of the updates and the learning state carried from sample to sample.
 LEARNING_VERIFY_SAMPLES = 8
 

@@ -315,8 +315,6 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any], path: str
     return out
 
 
-#: the share of the training samples the flow holds out to pick its reported epoch on
-DEFAULT_VAL_FRACTION = 0.1
 #: the run folder's log of finished epochs: one JSON object a line, appended as each epoch ends
 METRICS_LOG = "metrics.jsonl"
 

@@ -10,10 +10,10 @@ Three budgets:
 
 ``full``
     the paper's settings where the paper gives them (and our documented choice where it does not);
-    it runs, but takes hours to days on a 2-core CPU.
+    it runs, but takes far longer than the others (``docs/results.md`` gives the wall times).
 ``default``
-    a documented reduced budget (fewer samples, epochs or hidden units) that finishes in minutes
-    to a quarter of an hour on 2 cores; ``docs/results.md`` reports these numbers.
+    a documented reduced budget (fewer samples, epochs or hidden units); ``docs/results.md``
+    reports these numbers and their wall times.
 ``quick``
     a smoke run of a minute or less (used by the tests); its numbers mean nothing.
 

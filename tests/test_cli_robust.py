@@ -110,6 +110,7 @@ def start(*args: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        start_new_session=True,  # its own process group, as a terminal's foreground job has
     )
 
 
@@ -126,9 +127,13 @@ def wait_for_first_epoch(proc: subprocess.Popen, pattern: str, folder: Path) -> 
     pytest.fail("no epoch finished within 300 s")
 
 
-def interrupt(proc: subprocess.Popen, sig: signal.Signals) -> str:
-    """Send ``sig``; the run must end with 130 and no traceback; returns its stderr."""
-    proc.send_signal(sig)
+def interrupt(proc: subprocess.Popen, sig: signal.Signals, *, group: bool = False) -> str:
+    """Send ``sig`` (to the whole process group with ``group``, as Ctrl-C in a terminal does,
+    workers included); the run must end with 130 and no traceback; returns its stderr."""
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
@@ -194,13 +199,17 @@ def test_flow_stops_on_ctrl_c_and_its_training_resumes(tmp_path: Path) -> None:
     assert epochs_logged(out) == [1, 2, 3, 4]
 
 
-def test_sweep_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sweep_stops_on_ctrl_c_and_resumes(tmp_path: Path, workers: str) -> None:
+    """Ctrl-C reaches the whole process group: with a process pool the workers stop silently
+    and the parent alone says what to do."""
     path, out = tmp_path / "sweep.toml", tmp_path / "out"
     path.write_text(SWEEP)
-    args = ["sweep", str(path), "--out", str(out), "--workers", "1", "--no-progress"]
+    args = ["sweep", str(path), "--out", str(out), "--workers", workers, "--no-progress"]
     proc = start(*args)
     wait_for_first_epoch(proc, "runs/*/metrics.jsonl", out)
-    assert interrupt(proc, signal.SIGINT).strip().splitlines() == [INTERRUPTED]
+    err = interrupt(proc, signal.SIGINT, group=True)
+    assert err.strip().splitlines() == [INTERRUPTED]
     assert not (out / "results.jsonl").read_text().strip()  # the first run had not finished
     assert main([*args, "--resume"]) == 0
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

@@ -152,6 +152,10 @@ def load_trained(
         trained_cfg = FlowConfig.from_dict(saved["meta"]["flow"])
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{checkpoint} has no flow configuration; retrain it") from exc
+    except ConfigError as exc:  # written by a version whose config layout has changed since
+        raise CheckpointError(
+            f"{checkpoint} was saved with a config this version cannot read ({exc}); retrain it"
+        ) from exc
     if config is not None:
         lanes = config.hardware.lanes
         trained_cfg = dataclasses.replace(

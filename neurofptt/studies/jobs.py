@@ -3,6 +3,7 @@ and the Ray Tune backend, so both record the same results."""
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,21 @@ Job = tuple[str, dict[str, Any], dict[str, Any], str, str]
 def init_worker(threads: int) -> None:
     """Share the cores among the workers instead of every worker's torch using all of them."""
     torch.set_num_threads(threads)
+
+
+def init_pool_worker(threads: int) -> None:
+    """:func:`init_worker` for a process-pool worker, which also ignores SIGINT: Ctrl-C in a
+    terminal reaches the whole process group, and the parent alone decides what happens (it
+    records what finished and terminates the pool), so a worker must not die with a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    init_worker(threads)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """A terminated worker exits through Python's shutdown, so the locks it created (the
+    progress bars' among them) are released instead of reported as leaked."""
+    raise SystemExit(0)
 
 
 def train_run(kind: str, config: dict[str, Any], run_dir: Path) -> tuple[str, float, dict]:
@@ -60,3 +76,8 @@ def run_one(
         "seconds": result["seconds"],
         "status": "ok",
     }
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """:func:`run_one` of a job tuple (the form a process pool's ``imap`` passes)."""
+    return run_one(*job)

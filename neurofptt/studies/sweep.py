@@ -25,7 +25,6 @@ after an hour of training.
 
 from __future__ import annotations
 
-import concurrent.futures
 import copy
 import dataclasses
 import hashlib
@@ -47,7 +46,7 @@ from neurofptt.learning.registry import RULE_OPTIONS
 from neurofptt.learning.trainer import TrainConfig
 from neurofptt.quant.config import HardwareConfig
 from neurofptt.studies.experiment import ExperimentConfig, ExperimentSettings
-from neurofptt.studies.jobs import init_worker, run_one
+from neurofptt.studies.jobs import init_pool_worker, run_job, run_one
 from neurofptt.studies.ray_backend import run_jobs_with_ray
 
 RESULTS = "results.jsonl"
@@ -425,20 +424,17 @@ def run_sweep(
                 finished(run_one(*job))
         elif jobs:
             threads = max(1, (os.cpu_count() or 1) // n_workers)
-            pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=n_workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=init_worker,
-                initargs=(threads,),
+            pool = multiprocessing.get_context("spawn").Pool(
+                n_workers, init_pool_worker, (threads,)
             )
             try:
-                futures = [pool.submit(run_one, *job) for job in jobs]
-                for future in concurrent.futures.as_completed(futures):
-                    finished(future.result())
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            pool.shutdown()
+                for record in pool.imap_unordered(run_job, jobs):
+                    finished(record)
+            finally:
+                # on Ctrl-C the runs in progress stop at once (each resumes from its last
+                # checkpoint); the workers ignore SIGINT, so they print nothing
+                pool.terminate()
+                pool.join()
     return [done[run.id] for run in sweep.runs if run.id in done]
 
 

@@ -64,7 +64,7 @@ def load_cue_task(
 
     The task is generated, so it brings a validation split of its own (drawn after the test
     set, so the train and test sets do not depend on ``n_val``) instead of costing the trainers
-    a share of the training samples."""
+    a share of the training samples; ``n_val = 0`` leaves it out."""
     gen = torch.Generator().manual_seed(seed)
     options = {
         "channels": channels,
@@ -77,7 +77,7 @@ def load_cue_task(
         name="cue",
         train=cue_sequences(n_train, gen, **options),
         test=cue_sequences(n_test, gen, **options),
-        val=cue_sequences(n_val, gen, **options),
+        val=cue_sequences(n_val, gen, **options) if n_val else None,
         n_out=2,
         target="label",
     )

@@ -16,13 +16,14 @@ from neurofptt.errors import ConfigError
 from neurofptt.io import check_field_types, check_table, from_table, load_toml
 from neurofptt.learning.trainer import TrainConfig
 from neurofptt.quant.config import HardwareConfig
-from neurofptt.tasks import TASKS
+from neurofptt.tasks import TASKS, is_data_path
 
 
 @dataclass(frozen=True)
 class FlowSettings:
     """The ``[flow]`` table: task and verification/synthesis budget."""
 
+    #: a task's name, or the path of a ``.npz`` data file (relative to the working directory)
     task: str = "digits"
     rtl_samples: int = 0  # 0: the whole test set
     fpga_family: str = "ecp5"
@@ -37,8 +38,11 @@ class FlowSettings:
             raise ConfigError(
                 f"flow.val_fraction = {self.val_fraction} must be in [0, 1) (0: no validation)"
             )
-        if self.task not in TASKS:
-            raise ConfigError(f"unknown task {self.task!r}; available tasks: {sorted(TASKS)}")
+        if self.task not in TASKS and not is_data_path(self.task):
+            raise ConfigError(
+                f"unknown task {self.task!r}; available tasks: {sorted(TASKS)}, or the path of "
+                "a .npz data file (docs/data.md)"
+            )
         if self.rtl_samples < 0:
             raise ConfigError(
                 f"flow.rtl_samples must be >= 0 (0 = the whole test set), got {self.rtl_samples}"

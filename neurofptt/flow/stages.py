@@ -37,7 +37,7 @@ from neurofptt.quant.fake import add_weight_quantization
 from neurofptt.quant.golden import golden_run
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.quant.quantizer import quantize
-from neurofptt.tasks import TaskData, load_task
+from neurofptt.tasks import TASKS, TaskData, is_data_path, load_task
 from neurofptt.verify import run_rtl, run_rtl_learning
 
 CHECKPOINT = "checkpoint.pt"
@@ -73,7 +73,10 @@ def build_model(cfg: FlowConfig) -> RecurrentModel:
 
 
 def load_flow_task(cfg: FlowConfig) -> TaskData:
+    """The flow's task (a built-in one or a data file, ``flow.task``), refused unless the
+    hardware can run it: one label per sequence, and the config's inputs and classes."""
     task = load_task(cfg.flow.task)
+    data_file = is_data_path(cfg.flow.task) and cfg.flow.task not in TASKS
     if task.target != "label":
         raise ConfigError(
             f"task {task.name!r} has {task.target!r} targets; the hardware flow classifies one "
@@ -83,6 +86,11 @@ def load_flow_task(cfg: FlowConfig) -> TaskData:
         raise ConfigError(
             f"task {task.name!r} has {task.train.n_in} input channels but hardware.n_in = "
             f"{cfg.hardware.n_in}; set hardware.n_in = {task.train.n_in}"
+            + (
+                " (or pool the file to fewer channels: neurofptt data convert --channels)"
+                if data_file
+                else ""
+            )
         )
     if task.n_out != cfg.hardware.n_out:
         raise ConfigError(

@@ -275,7 +275,7 @@ def _dense_spikes(value: object, name: str, source: str) -> np.ndarray:
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ShapeError(
-            f"{source}: {name} holds {x[where]!r} at {where}; spikes must be 0 or 1 (binarise "
+            f"{source}: {name} holds {x[where].item()} at {where}; spikes must be 0 or 1 (binarise "
             "them, e.g. (x > 0).astype(np.uint8), or encode analog values as spikes first)"
         )
     return x.astype(bool)

@@ -21,7 +21,7 @@ import pytest
 import snntorch as snn
 import torch
 
-from neurofptt.errors import ConfigError
+from neurofptt.errors import CheckpointError, ConfigError
 from neurofptt.exchange import (
     DEFAULT_DT,
     EXPORT_RECORD,
@@ -485,6 +485,27 @@ def test_feedforward_hidden_layer_imports_with_zero_recurrent_weights() -> None:
     assert torch.count_nonzero(imported.model.rec.fc_rec.weight) == 0
     assert imported.hardware.reset == "subtract"
     assert any("W_rec = 0" in note for note in imported.mapping.notes)
+
+
+def test_quantize_nir_of_a_graph_that_fits_no_task(tmp_path: Path) -> None:
+    """A graph whose sizes are not the flow task's still quantizes; the record says why it has
+    no accuracy, and the quantized model loads."""
+    graph, _ = primitives_graph(np.random.default_rng(8))
+    path = write_nir(tmp_path / "g.nir", graph)
+    record = quantize_nir(path, tmp_path / "out")
+    assert record["float_accuracy"] is None and record["golden_accuracy"] is None
+    assert "no accuracy measured" in record["task_note"]
+    net = QuantizedNetwork.load(tmp_path / "out" / QUANTIZED)
+    assert (net.config.n_in, net.config.n_rec, net.config.n_out) == (6, 10, 3)
+    assert record["nir_mapping"]["dt"] == 1e-3
+
+
+def test_missing_or_foreign_nir_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        quantize_nir(tmp_path / "absent.nir", tmp_path)
+    (tmp_path / "bad.nir").write_text("not hdf5")
+    with pytest.raises(CheckpointError, match="bad.nir is not a readable NIR graph"):
+        quantize_nir(tmp_path / "bad.nir", tmp_path)
 
 
 # -- (d) graphs the hardware cannot run -----------------------------------------------------------

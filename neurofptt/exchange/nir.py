@@ -554,11 +554,9 @@ def _structure(graph: Any) -> tuple[dict[str, Any], list[str], dict[str, str]]:
     while current != outputs[0]:
         after = succs[current]
         if len(after) != 1:
-            where = (
-                f"feeds {len(after)} nodes ({', '.join(map(repr, after))})"
-                if after
-                else ("leads nowhere")
-            )
+            where = "leads nowhere"
+            if after:
+                where = f"feeds {len(after)} nodes ({', '.join(map(repr, after))})"
             raise ConfigError(
                 f"NIR node {current!r} {where}; the hardware runs one chain: {_SHAPE}"
             )

@@ -55,6 +55,8 @@ EXIT_BUG = 1
 TRACEBACK_ENV = "NEUROFPTT_TRACEBACK"
 ENGINES = ("float", "golden")
 NO_PROGRESS_HELP = "no progress output (progress bars are off anyway when stderr is not a terminal)"
+#: what ``build_parser`` hands each ``_add_<command>_parser`` to add its subcommand to
+_Subcommands = argparse._SubParsersAction
 
 
 class Parser(argparse.ArgumentParser):
@@ -114,6 +116,8 @@ def fraction(value: str) -> float:
 
 
 def _add_common(p: argparse.ArgumentParser, *, config: bool = True, quick: bool = True) -> None:
+    """``--out``, which every command but ``bench`` takes; ``--config`` for the commands that read
+    a flow config, and ``--quick`` (a budget) for those of them that train."""
     p.add_argument("--out", type=Path, required=True, help="output folder")
     if config:
         p.add_argument("--config", type=Path, default=None, help="flow config (.toml)")
@@ -121,14 +125,24 @@ def _add_common(p: argparse.ArgumentParser, *, config: bool = True, quick: bool 
         p.add_argument("--quick", action="store_true", help="few-minute budget")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="neurofptt",
-        description="Train a spiking RNN online, quantize it, generate and verify its accelerator.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_run_control(p: argparse.ArgumentParser, resume_help: str) -> None:
+    """``--resume`` and ``--no-progress``, the pair every command that trains takes; only what
+    resuming keeps differs between them, so each command words ``--resume`` itself."""
+    p.add_argument("--resume", action="store_true", help=resume_help)
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
+
+def _add_workers(p: argparse.ArgumentParser) -> None:
+    """``--workers`` of the commands that train many runs side by side."""
+    p.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
+
+
+def _add_quantized_model(p: argparse.ArgumentParser) -> None:
+    """``--model`` of the commands that read the quantized network rather than train one."""
+    p.add_argument("--model", type=Path, default=None, help="quantized .npz (default OUT/...)")
+
+
+def _add_flow_parser(sub: _Subcommands) -> None:
     p = sub.add_parser("flow", help="train -> quantize -> generate -> verify -> synth -> report")
     _add_common(p)
     add_choice(
@@ -139,9 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the on-chip learning flow instead: float vs golden learning, RTL checked weights",
     )
-    p.add_argument("--resume", action="store_true", help="continue training from the checkpoint")
-    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
+    _add_run_control(p, "continue training from the checkpoint")
 
+
+def _add_train_parser(sub: _Subcommands) -> None:
     p = sub.add_parser("train", help="train the float model (writes checkpoint.pt)")
     _add_common(p)
     add_choice(
@@ -179,9 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
         "last epoch is reported, float engine only; a task with a validation split of its own "
         "uses that)",
     )
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
+    _add_run_control(p, "continue from OUT/checkpoint.pt")
 
+
+def _add_quantize_parser(sub: _Subcommands) -> None:
     p = sub.add_parser("quantize", help="checkpoint -> quantized.npz, float and golden accuracy")
     _add_common(p, quick=False)
     p.add_argument(
@@ -191,13 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint to quantize (default OUT/checkpoint.pt); its picked epoch's weights",
     )
 
+
+def _add_generate_parser(sub: _Subcommands) -> None:
     p = sub.add_parser("generate", help="quantized.npz -> Verilog and memory files")
     _add_common(p, config=False)
-    p.add_argument("--model", type=Path, default=None, help="quantized .npz (default OUT/...)")
+    _add_quantized_model(p)
 
+
+def _add_verify_parser(sub: _Subcommands) -> None:
     p = sub.add_parser("verify", help="run the Verilog under cocotb against the golden model")
     _add_common(p, config=False)
-    p.add_argument("--model", type=Path, default=None, help="quantized .npz (default OUT/...)")
+    _add_quantized_model(p)
     p.add_argument("--verilog", type=Path, default=None, help="Verilog to verify (default OUT/rtl)")
     p.add_argument(
         "--learn",
@@ -214,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_choice(p, "--task", TASKS, "task", default="digits", help="task of the samples")
 
+
+def _add_synth_parser(sub: _Subcommands) -> None:
     p = sub.add_parser("synth", help="FPGA synthesis report with yosys (yowasp)")
     _add_common(p, config=False)
     p.add_argument("--verilog", type=Path, default=None, help="Verilog (default OUT/rtl)")
@@ -221,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_choice(p, "--family", FAMILIES, "FPGA family", default="ecp5", help="FPGA family")
     p.add_argument("--pnr", action="store_true", help="also place and route (Fmax)")
 
+
+def _add_bench_parser(sub: _Subcommands) -> None:
     p = sub.add_parser("bench", help="benchmarks that print JSON")
     bench = p.add_subparsers(dest="bench", required=True)
     b = bench.add_parser("rules", help="peak memory and time per sequence of rules vs T")
@@ -239,10 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", type=Path, default=None, help="also write the records here")
     b.add_argument("--plot", type=Path, default=None, help="also plot them (PNG)")
 
+
+def _add_sweep_parser(sub: _Subcommands) -> None:
     p = sub.add_parser("sweep", help="train every point of a grid of settings (resumable)")
     p.add_argument("file", type=Path, help="sweep file (.toml)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
+    _add_common(p, config=False)
+    _add_workers(p)
     add_choice(
         p,
         "--backend",
@@ -251,14 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="run in local processes or as Ray Tune trials (default: the file's, else process)",
     )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted sweep in OUT (also without it: a finished run is never "
+    _add_run_control(
+        p,
+        "continue an interrupted sweep in OUT (also without it: a finished run is never "
         "trained again, and a run cut off continues from its checkpoint)",
     )
-    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
+
+def _add_reproduce_parser(sub: _Subcommands) -> None:
     p = sub.add_parser(
         "reproduce",
         help="run a seed paper's experiment (resumable); writes results.json and a plot",
@@ -266,21 +292,48 @@ def build_parser() -> argparse.ArgumentParser:
         "reduced one documented in docs/results.md.",
     )
     add_choice(p, "name", REPRODUCTIONS, "reproduction", help="which reproduction")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_common(p, config=False)
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
     budget.add_argument("--full", action="store_true", help="the paper's budget (hours to days)")
-    p.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted reproduction in OUT (also without it: finished runs are "
-        "kept)",
+    _add_workers(p)
+    _add_run_control(
+        p,
+        "continue an interrupted reproduction in OUT (also without it: finished runs are kept)",
     )
-    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
+
+def _add_report_parser(sub: _Subcommands) -> None:
     p = sub.add_parser("report", help="(re)write report.md and metrics.json from OUT's records")
     _add_common(p, config=False)
+
+
+#: the subcommands in the order ``neurofptt --help`` lists them: the flow, its stages in the
+#: order they run, then the commands around it
+_SUBCOMMANDS: tuple[Callable[[_Subcommands], None], ...] = (
+    _add_flow_parser,
+    _add_train_parser,
+    _add_quantize_parser,
+    _add_generate_parser,
+    _add_verify_parser,
+    _add_synth_parser,
+    _add_bench_parser,
+    _add_sweep_parser,
+    _add_reproduce_parser,
+    _add_report_parser,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``neurofptt`` parser: one subcommand per ``_add_<command>_parser``."""
+    parser = Parser(
+        prog="neurofptt",
+        description="Train a spiking RNN online, quantize it, generate and verify its accelerator.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add_parser in _SUBCOMMANDS:
+        add_parser(sub)
     return parser
 
 

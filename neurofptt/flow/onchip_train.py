@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import numpy as np
 from neurofptt.errors import ConfigError, ShapeError
 from neurofptt.io import append_jsonl, atomic_write_bytes
 from neurofptt.onchip import LearningState, learning_config, run_sample
-from neurofptt.quant.config import LearningConfig
+from neurofptt.quant.config import HardwareConfig, LearningConfig
 from neurofptt.quant.golden import golden_run, predict
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.tasks.base import TaskData, validation_indices
@@ -66,6 +66,149 @@ def _accuracy(net: QuantizedNetwork, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(golden_run(net, x).predictions == y))
 
 
+def _learning_config(net: QuantizedNetwork, mode: str | None, task: TaskData) -> HardwareConfig:
+    """The network's hardware config with ``mode`` in its learning section, checked against the
+    task: the core learns one label per sequence, with the task's inputs and classes."""
+    cfg = net.config
+    if mode is not None:
+        base = cfg.learning or LearningConfig()
+        cfg = cfg.replace(learning=dataclasses.replace(base, mode=mode))
+    learning_config(cfg)
+    if task.target != "label":
+        raise ConfigError(
+            f"on-chip learning supports tasks with one label per sequence; {task.name!r} has "
+            f"target {task.target!r}"
+        )
+    if (task.train.n_in, task.n_out) != (cfg.n_in, cfg.n_out):
+        raise ShapeError(
+            f"task {task.name!r} has {task.train.n_in} inputs and {task.n_out} classes but the "
+            f"hardware has n_in={cfg.n_in}, n_out={cfg.n_out}"
+        )
+    return cfg
+
+
+def _check_schedule(cfg: HardwareConfig, epochs: int, shift_offset: int, halve_every: int) -> None:
+    """Refuse a schedule that cannot run, and warn where lowering the rate will backfire: the
+    floor rounding's downward bias grows as the shifts grow.  The warning names the caller of
+    :func:`train_onchip`, the code that chose the schedule."""
+    if epochs < 1:
+        raise ConfigError(f"epochs must be at least 1, got {epochs}")
+    if halve_every < 0:
+        raise ConfigError(f"halve_every must be >= 0 (0: a constant rate), got {halve_every}")
+    if shift_offset < 0:
+        raise ConfigError(f"shift_offset must be >= 0 (it lowers the rate), got {shift_offset}")
+    lowered = shift_offset > 0 or 0 < halve_every < epochs
+    if cfg.learning.rounding == "floor" and lowered:
+        warnings.warn(
+            "the rate is lowered through the error shift while hardware.learning.rounding = "
+            "'floor': the flooring shifts then bias every factor downward and learning drifts; "
+            "set rounding = 'nearest' (or train.onchip_halvings = 0 for a constant rate)",
+            stacklevel=3,
+        )
+
+
+@dataclass(frozen=True)
+class _Split:
+    """The samples a run learns (``x``, ``y``) and those it picks its epoch on (``x_val``,
+    ``y_val``); ``held`` are the indices of the training samples held out for validation
+    (``None``: the task's own split)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    held: np.ndarray | None
+
+    @classmethod
+    def of(cls, task: TaskData, val_fraction: float, seed: int) -> _Split:
+        """The task's own validation split, else the seeded share of the training samples that
+        :func:`~neurofptt.tasks.base.with_validation` holds out for the float trainer, so both
+        engines pick their epochs on the same samples."""
+        x_all, y_all = task.train.numpy_spikes(), task.train.y.numpy()
+        if task.val is not None:
+            return cls(x_all, y_all, task.val.numpy_spikes(), task.val.y.numpy(), None)
+        learn, held = validation_indices(len(x_all), val_fraction, seed)
+        return cls(x_all[learn], y_all[learn], x_all[held], y_all[held], held)
+
+
+def _learn_epoch(
+    net: QuantizedNetwork,
+    state: LearningState,
+    split: _Split,
+    order: np.ndarray,
+    shift_offset: int,
+) -> tuple[QuantizedNetwork, LearningState, float]:
+    """Learn every training sample once, in ``order``; returns the network and learning state
+    after the epoch and the accuracy scored while learning (each sample's prediction comes
+    after its own updates on the supervised steps)."""
+    correct = 0
+    for n in order:
+        net, state, readout = run_sample(
+            net, state, split.x[n], int(split.y[n]), shift_offset=shift_offset
+        )
+        correct += int(predict(readout[None])[0] == split.y[n])
+    return net, state, correct / len(split.x)
+
+
+def _score_epoch(
+    epoch: int,
+    offset: int,
+    online: float,
+    net: QuantizedNetwork,
+    state: LearningState,
+    split: _Split,
+) -> dict[str, float]:
+    """The epoch's record: the network at its end scored with learning off, on the samples it
+    learned and on the validation samples, beside the accuracy scored while learning."""
+    return {
+        "epoch": epoch,
+        "error_shift_offset": offset,
+        "online_train_accuracy": online,
+        "train_accuracy": _accuracy(net, split.x, split.y),
+        "val_accuracy": _accuracy(net, split.x_val, split.y_val),
+        "updates": state.updates,
+    }
+
+
+def _epochs(
+    net: QuantizedNetwork,
+    split: _Split,
+    epochs: int,
+    seed: int,
+    shift_offset: int,
+    halve_every: int,
+) -> Iterator[tuple[dict[str, float], QuantizedNetwork, LearningState]]:
+    """Learn ``epochs`` epochs from ``net`` with a fresh learning state; yields each epoch's
+    record with the network and learning state at its end (neither is modified later, so a
+    caller may keep them)."""
+    # the split draws from the first child of SeedSequence(seed), the sample order from another
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
+    state = LearningState.start(net)
+    for epoch in range(1, epochs + 1):
+        offset = shift_offset + ((epoch - 1) // halve_every if halve_every else 0)
+        order = rng.permutation(len(split.x))
+        net, state, online = _learn_epoch(net, state, split, order, offset)
+        yield _score_epoch(epoch, offset, online, net, state, split), net, state
+
+
+def _epoch_sink(
+    run_dir: Path | None, progress: Callable[[dict[str, float]], None] | None
+) -> Callable[[dict[str, float]], None]:
+    """Where each epoch's record goes: a line of ``run_dir/metrics.jsonl``, started afresh here
+    so that it only ever holds this run's epochs, and ``progress``."""
+    log = None if run_dir is None else Path(run_dir) / METRICS_LOG
+    if log is not None:
+        atomic_write_bytes(log, b"")
+
+    def sink(record: dict[str, float]) -> None:
+        if log is not None:
+            append_jsonl(log, record)
+        if progress is not None:
+            progress(record)
+
+    return sink
+
+
 def train_onchip(
     net: QuantizedNetwork,
     task: TaskData,
@@ -102,83 +245,27 @@ def train_onchip(
     called with each epoch's record, which is also appended to ``run_dir/metrics.jsonl`` (started
     afresh) when ``run_dir`` is given.
     """
-    cfg = net.config
-    if mode is not None:
-        base = cfg.learning or LearningConfig()
-        cfg = cfg.replace(learning=dataclasses.replace(base, mode=mode))
-    learning_config(cfg)
-    if task.target != "label":
-        raise ConfigError(
-            f"on-chip learning supports tasks with one label per sequence; {task.name!r} has "
-            f"target {task.target!r}"
-        )
-    if (task.train.n_in, task.n_out) != (cfg.n_in, cfg.n_out):
-        raise ShapeError(
-            f"task {task.name!r} has {task.train.n_in} inputs and {task.n_out} classes but the "
-            f"hardware has n_in={cfg.n_in}, n_out={cfg.n_out}"
-        )
-    if epochs < 1:
-        raise ConfigError(f"epochs must be at least 1, got {epochs}")
-    if halve_every < 0:
-        raise ConfigError(f"halve_every must be >= 0 (0: a constant rate), got {halve_every}")
-    if shift_offset < 0:
-        raise ConfigError(f"shift_offset must be >= 0 (it lowers the rate), got {shift_offset}")
-    lowered = shift_offset > 0 or 0 < halve_every < epochs
-    if cfg.learning.rounding == "floor" and lowered:
-        warnings.warn(
-            "the rate is lowered through the error shift while hardware.learning.rounding = "
-            "'floor': the flooring shifts then bias every factor downward and learning drifts; "
-            "set rounding = 'nearest' (or train.onchip_halvings = 0 for a constant rate)",
-            stacklevel=2,
-        )
-    x_all, y_all = task.train.numpy_spikes(), task.train.y.numpy()
-    held = None
-    if task.val is not None:
-        x, y = x_all, y_all
-        x_val, y_val = task.val.numpy_spikes(), task.val.y.numpy()
-    else:
-        learn, held = validation_indices(len(x_all), val_fraction, seed)
-        x, y, x_val, y_val = x_all[learn], y_all[learn], x_all[held], y_all[held]
-    net = QuantizedNetwork(cfg, net.w_in, net.w_rec, net.w_out)
-    # the split draws from the first child of SeedSequence(seed), the sample order from another
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
-    state = LearningState.start(net)
-    log = None if run_dir is None else Path(run_dir) / METRICS_LOG
-    if log is not None:
-        atomic_write_bytes(log, b"")
+    cfg = _learning_config(net, mode, task)
+    _check_schedule(cfg, epochs, shift_offset, halve_every)
+    split = _Split.of(task, val_fraction, seed)
+    sink = _epoch_sink(run_dir, progress)
+    start = QuantizedNetwork(cfg, net.w_in, net.w_rec, net.w_out)
     records: list[dict[str, float]] = []
     best: tuple[float, int, QuantizedNetwork, LearningState] | None = None
-    for epoch in range(1, epochs + 1):
-        offset = shift_offset + ((epoch - 1) // halve_every if halve_every else 0)
-        correct = 0
-        for n in rng.permutation(len(x)):
-            net, state, readout = run_sample(net, state, x[n], int(y[n]), shift_offset=offset)
-            correct += int(predict(readout[None])[0] == y[n])
-        record = {
-            "epoch": epoch,
-            "error_shift_offset": offset,
-            "online_train_accuracy": correct / len(x),
-            "train_accuracy": _accuracy(net, x, y),
-            "val_accuracy": _accuracy(net, x_val, y_val),
-            "updates": state.updates,
-        }
+    for record, net, state in _epochs(start, split, epochs, seed, shift_offset, halve_every):
         records.append(record)
         if best is None or record["val_accuracy"] > best[0]:
-            best = (record["val_accuracy"], epoch, net, state)  # neither is modified later
-        if log is not None:
-            append_jsonl(log, record)
-        if progress is not None:
-            progress(record)
+            best = (record["val_accuracy"], record["epoch"], net, state)
+        sink(record)
     assert best is not None  # epochs >= 1
     _, picked, net, state = best
-    x_test, y_test = task.test.numpy_spikes(), task.test.y.numpy()
     return OnchipHistory(
         net=net,
         state=state,
         epochs=records,
         picked_epoch=picked,
-        test_accuracy=_accuracy(net, x_test, y_test),
-        train_samples=len(x),
-        val_samples=len(x_val),
-        val_indices=held,
+        test_accuracy=_accuracy(net, task.test.numpy_spikes(), task.test.y.numpy()),
+        train_samples=len(split.x),
+        val_samples=len(split.x_val),
+        val_indices=split.held,
     )

@@ -299,6 +299,148 @@ def raster_lines(run: GoldenTest, examples: dict[str, int | None], out: Path) ->
     return lines
 
 
+def _summary_lines(metrics: dict[str, Any]) -> list[str]:
+    """The title and the one-line description of the run: task, rule and network."""
+    hw = metrics["hardware"]
+    return [
+        "# neurofptt flow report",
+        "",
+        f"Task **{metrics['task']}**, rule **{metrics['rule']}**, network "
+        f"{hw['n_in']} inputs -> {hw['n_rec']} recurrent LIF -> {hw['n_out']} leaky readouts.",
+        "",
+    ]
+
+
+def _accuracy_lines(metrics: dict[str, Any], quant: dict[str, Any]) -> list[str]:
+    """The accuracy section: one row per model the flow carried the network through, each with
+    the samples it was scored on (the RTL runs a subset, so it has its own golden row)."""
+    return [
+        "## Accuracy",
+        "",
+        "| stage | accuracy | samples |",
+        "|---|---|---|",
+        f"| float model (PyTorch) | {_fmt(metrics['float_accuracy'])} | {quant['test_samples']} |",
+        f"| golden model (integer) | {_fmt(metrics['golden_accuracy'])} | "
+        f"{quant['test_samples']} |",
+        f"| golden model, RTL subset | {_fmt(metrics['golden_accuracy_on_rtl_samples'])} | "
+        f"{metrics['rtl_samples']} |",
+        f"| RTL (Icarus + cocotb) | {_fmt(metrics['rtl_accuracy'])} | {metrics['rtl_samples']} |",
+        "",
+    ]
+
+
+def _picked_lines(train: dict[str, Any]) -> list[str]:
+    """Which epoch float training kept, so that the accuracies above are read as those of the
+    picked epoch rather than the last; nothing for a record without a pick."""
+    picked = train.get("picked_epoch")
+    if picked is None:
+        return []
+    val = [h["val_accuracy"] for h in train["history"] if h.get("epoch") == picked]
+    at = f" (validation accuracy {_fmt(val[0])})" if val and val[0] is not None else ""
+    return [
+        f"Float training kept epoch **{picked}** of {len(train['history'])}{at}, picked "
+        "on the validation split.",
+        "",
+    ]
+
+
+def _confusion_lines(matrix: np.ndarray) -> list[str]:
+    """The golden model's confusion matrix on the test set, as a table and a figure."""
+    return [
+        "## Golden model on the test set",
+        "",
+        f"Confusion matrix of the golden (integer) model on all {int(matrix.sum())} test "
+        "samples: rows are the true class, columns the predicted class (diagonal in bold).",
+        "",
+        *confusion_table(matrix),
+        "",
+        f"![confusion matrix]({CONFUSION_PNG})",
+        "",
+    ]
+
+
+def _raster_section(run: GoldenTest, examples: dict[str, int | None], out: Path) -> list[str]:
+    """The spike rasters section: its introduction and :func:`raster_lines`."""
+    return [
+        "## Spike rasters",
+        "",
+        "Input spikes, recurrent spikes and readouts over time in the golden model, for the "
+        "first correctly and the first incorrectly classified test sample.",
+        "",
+        *raster_lines(run, examples, out),
+    ]
+
+
+def _verification_lines(metrics: dict[str, Any], verify: dict[str, Any]) -> list[str]:
+    """How much of the RTL's output was compared with the golden model, and how much differed."""
+    hw = metrics["hardware"]
+    return [
+        "## Bit-exact verification",
+        "",
+        f"- neuron-steps compared: {metrics['rtl_neuron_steps']} "
+        f"({metrics['rtl_samples']} samples x {verify['rtl_steps']} steps x "
+        f"({hw['n_rec']} spikes + {hw['n_out']} readout values))",
+        f"- mismatches: **{metrics['rtl_mismatches']}**",
+        f"- clock cycles per time step (mean): {metrics['rtl_cycles_per_step']:.1f}",
+        "",
+    ]
+
+
+def _quantization_lines(metrics: dict[str, Any], quant: dict[str, Any]) -> list[str]:
+    """The fixed-point formats and what quantizing cost (shifts, clamped weights)."""
+    hw = metrics["hardware"]
+    return [
+        "## Quantization",
+        "",
+        f"- weights {hw['weight_bits']}-bit, membrane {hw['membrane_bits']}-bit "
+        f"(Q{hw['membrane_bits'] - hw['frac_bits']}.{hw['frac_bits']}), "
+        f"threshold {hw['threshold']},"
+        f" leak shifts {hw['leak_shift']}/{hw['out_leak_shift']}, reset {hw['reset']}",
+        f"- per-matrix shifts: {quant['shifts']}; clamped weights: {quant['clipped_weights']}",
+        f"- mean spike rate (golden, test set): {quant['spike_rate']:.3f}",
+        "",
+    ]
+
+
+def _fpga_lines(metrics: dict[str, Any]) -> list[str]:
+    """The synthesis results, or why synthesis did not run; Fmax only where place and route
+    measured it."""
+    fpga = metrics["fpga"]
+    if not fpga:
+        summary = f"- not run: {metrics['fpga_reason']}"
+    else:
+        fmax = (
+            f"Fmax {fpga['fmax_mhz']:.1f} MHz on {fpga.get('device')}"
+            if fpga.get("fmax_mhz")
+            else "Fmax not measured (place and route off: flow.fpga_pnr = true)"
+        )
+        summary = (
+            f"- family {fpga.get('family')}: LUT {fpga.get('lut')}, FF {fpga.get('ff')}, "
+            f"BRAM {fpga.get('bram')}, DSP {fpga.get('dsp')}, LUT-RAM {fpga.get('lutram')}, {fmax}"
+        )
+    return ["## FPGA", "", summary, ""]
+
+
+def _plots_lines(metrics: dict[str, Any], run: GoldenTest, picked: int | None) -> list[str]:
+    """The training curve and the membrane traces, each with what it shows."""
+    return [
+        "## Plots",
+        "",
+        "Training curve"
+        + (f" (vertical line: the picked epoch {picked})" if picked is not None else "")
+        + ":",
+        "",
+        f"![training curve]({TRAINING_PNG})",
+        "",
+        f"Float and golden membranes and readouts of {run.describe(0)}:",
+        "",
+        f"![membrane traces]({MEMBRANE_PNG})",
+        "",
+        f"Verilog: `{metrics['verilog']}`",
+        "",
+    ]
+
+
 def write_report(out: Path) -> dict[str, Any]:
     """Write ``report.md``, ``metrics.json`` and the figures of the run folder ``out``."""
     out = Path(out)
@@ -317,98 +459,16 @@ def write_report(out: Path) -> dict[str, Any]:
     plot_confusion(matrix, out / CONFUSION_PNG)
     plot_membranes(model, run, out / MEMBRANE_PNG)
     write_json(out / "metrics.json", metrics)
-    hw = metrics["hardware"]
-    fpga = metrics["fpga"]
     lines = [
-        "# neurofptt flow report",
-        "",
-        f"Task **{metrics['task']}**, rule **{metrics['rule']}**, network "
-        f"{hw['n_in']} inputs -> {hw['n_rec']} recurrent LIF -> {hw['n_out']} leaky readouts.",
-        "",
-        "## Accuracy",
-        "",
-        "| stage | accuracy | samples |",
-        "|---|---|---|",
-        f"| float model (PyTorch) | {_fmt(metrics['float_accuracy'])} | {quant['test_samples']} |",
-        f"| golden model (integer) | {_fmt(metrics['golden_accuracy'])} | "
-        f"{quant['test_samples']} |",
-        f"| golden model, RTL subset | {_fmt(metrics['golden_accuracy_on_rtl_samples'])} | "
-        f"{metrics['rtl_samples']} |",
-        f"| RTL (Icarus + cocotb) | {_fmt(metrics['rtl_accuracy'])} | {metrics['rtl_samples']} |",
-        "",
-    ]
-    if picked is not None:
-        val = [h["val_accuracy"] for h in train["history"] if h.get("epoch") == picked]
-        at = f" (validation accuracy {_fmt(val[0])})" if val and val[0] is not None else ""
-        lines += [
-            f"Float training kept epoch **{picked}** of {len(train['history'])}{at}, picked "
-            "on the validation split.",
-            "",
-        ]
-    lines += [
-        "## Golden model on the test set",
-        "",
-        f"Confusion matrix of the golden (integer) model on all {int(matrix.sum())} test "
-        "samples: rows are the true class, columns the predicted class (diagonal in bold).",
-        "",
-        *confusion_table(matrix),
-        "",
-        f"![confusion matrix]({CONFUSION_PNG})",
-        "",
-        "## Spike rasters",
-        "",
-        "Input spikes, recurrent spikes and readouts over time in the golden model, for the "
-        "first correctly and the first incorrectly classified test sample.",
-        "",
-        *raster_lines(run, examples, out),
-        "## Bit-exact verification",
-        "",
-        f"- neuron-steps compared: {metrics['rtl_neuron_steps']} "
-        f"({metrics['rtl_samples']} samples x {verify['rtl_steps']} steps x "
-        f"({hw['n_rec']} spikes + {hw['n_out']} readout values))",
-        f"- mismatches: **{metrics['rtl_mismatches']}**",
-        f"- clock cycles per time step (mean): {metrics['rtl_cycles_per_step']:.1f}",
-        "",
-        "## Quantization",
-        "",
-        f"- weights {hw['weight_bits']}-bit, membrane {hw['membrane_bits']}-bit "
-        f"(Q{hw['membrane_bits'] - hw['frac_bits']}.{hw['frac_bits']}), "
-        f"threshold {hw['threshold']},"
-        f" leak shifts {hw['leak_shift']}/{hw['out_leak_shift']}, reset {hw['reset']}",
-        f"- per-matrix shifts: {quant['shifts']}; clamped weights: {quant['clipped_weights']}",
-        f"- mean spike rate (golden, test set): {quant['spike_rate']:.3f}",
-        "",
-        "## FPGA",
-        "",
-    ]
-    if fpga:
-        lines += [
-            f"- family {fpga.get('family')}: LUT {fpga.get('lut')}, FF {fpga.get('ff')}, "
-            f"BRAM {fpga.get('bram')}, DSP {fpga.get('dsp')}, LUT-RAM {fpga.get('lutram')}, "
-            + (
-                f"Fmax {fpga['fmax_mhz']:.1f} MHz on {fpga.get('device')}"
-                if fpga.get("fmax_mhz")
-                else "Fmax not measured (place and route off: flow.fpga_pnr = true)"
-            ),
-        ]
-    else:
-        lines += [f"- not run: {metrics['fpga_reason']}"]
-    lines += [
-        "",
-        "## Plots",
-        "",
-        "Training curve"
-        + (f" (vertical line: the picked epoch {picked})" if picked is not None else "")
-        + ":",
-        "",
-        f"![training curve]({TRAINING_PNG})",
-        "",
-        f"Float and golden membranes and readouts of {run.describe(0)}:",
-        "",
-        f"![membrane traces]({MEMBRANE_PNG})",
-        "",
-        f"Verilog: `{metrics['verilog']}`",
-        "",
+        *_summary_lines(metrics),
+        *_accuracy_lines(metrics, quant),
+        *_picked_lines(train),
+        *_confusion_lines(matrix),
+        *_raster_section(run, examples, out),
+        *_verification_lines(metrics, verify),
+        *_quantization_lines(metrics, quant),
+        *_fpga_lines(metrics),
+        *_plots_lines(metrics, run, picked),
     ]
     atomic_write_bytes(out / "report.md", "\n".join(lines).encode())
     return metrics

@@ -321,7 +321,13 @@ METRICS_LOG = "metrics.jsonl"
 
 class FitHistory(list[dict[str, Any]]):
     """What :func:`fit` returns: the per-epoch records (a list, as callers have always iterated)
-    and the run's outcome as attributes.
+    and the run's outcome as attributes (:meth:`summary` gives them as record keys).
+
+    Each record (also the checkpoint's ``history`` and a line of ``metrics.jsonl``) holds
+    ``epoch``; ``train_loss``; ``train_accuracy`` (label tasks: the last step's prediction while
+    training); ``val_accuracy``/``val_mse`` (with a validation split); ``test_accuracy``/
+    ``test_mse``: the epoch's test metric, or ``None`` where the test set was not scored (with a
+    validation split, every epoch but the picked one).  The attributes:
 
     ``picked_epoch``
         the reported epoch: the best on the validation split, or the last without one;
@@ -376,6 +382,194 @@ def _detached(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in weights.items()}
 
 
+def _check_task(model: RecurrentModel, task: TaskData) -> None:
+    """Refuse a task whose inputs or outputs do not fit the model before anything is written,
+    rather than with a shape error from deep inside the first batch."""
+    check_sequence(task.train.x[:1], model.n_in)
+    if task.n_out != model.n_out:
+        raise ConfigError(
+            f"task {task.name!r} needs {task.n_out} outputs but the model has {model.n_out}"
+        )
+
+
+@dataclass
+class _FitRun:
+    """One call of :func:`fit`: what every epoch reads (the model, the task with its validation
+    split, the rule and the shuffling generator) and the bookkeeping that outlives an epoch (the
+    finished epochs and the picked one), which the checkpoint saves and ``resume`` restores."""
+
+    model: RecurrentModel
+    task: TaskData
+    cfg: TrainConfig
+    rule: Rule
+    generator: torch.Generator
+    checkpoint: Path
+    meta: dict[str, Any]
+    val_split: str
+    progress: bool
+    state: TrainState = field(default_factory=TrainState)
+    picked: dict[str, Any] | None = None
+
+    @property
+    def metric(self) -> str:
+        return metric_name(self.task.target)
+
+    @property
+    def val_key(self) -> str:
+        return f"val_{self.metric}"
+
+    @property
+    def test_key(self) -> str:
+        return f"test_{self.metric}"
+
+    @property
+    def log(self) -> Path:
+        return self.checkpoint.with_name(METRICS_LOG)
+
+    @property
+    def quantizes(self) -> bool:
+        """Whether the last ``qat_epochs`` train for the hardware's quantized weights: only
+        models built with fake quantization have the switch."""
+        return self.cfg.qat_epochs > 0 and any(
+            isinstance(m, FakeQuantize) for m in self.model.modules()
+        )
+
+    def resume(self) -> None:
+        """Continue from the checkpoint, which must have been trained with the same settings:
+        anything else would silently mix two runs."""
+        saved = load_checkpoint(self.checkpoint, fix="delete it to train afresh")
+        differences = config_differences(saved.get("meta", {}), self.meta)
+        if differences:
+            raise CheckpointError(
+                f"cannot resume from {self.checkpoint}: it was trained with other settings "
+                f"({'; '.join(differences)}); resume with the same config or start afresh"
+            )
+        try:
+            self.model.load_state_dict(saved["model"])
+            self.rule.optimizer.load_state_dict(saved["optimizer"])
+            self.rule.load_state_dict(saved["rule"])
+            self.generator.set_state(saved["generator"])
+            self.state = TrainState(epoch=saved["epoch"], history=list(saved["history"]))
+            self.picked = saved.get("picked")
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{self.checkpoint} does not fit this model and rule: {exc}"
+            ) from exc
+
+    def hardware_weights(self, epoch: int) -> bool:
+        """Whether a (0-based) epoch trains for the hardware's quantized weights: the last
+        ``qat_epochs``, so that the network the flow quantizes has learned to live with them."""
+        return epoch >= self.cfg.epochs - self.cfg.qat_epochs
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train one (0-based) epoch on the training samples in a fresh seeded order; returns
+        its record so far: ``epoch``, ``train_loss`` and, for label tasks, ``train_accuracy``."""
+        cfg, task, rule = self.cfg, self.task, self.rule
+        for group in rule.optimizer.param_groups:
+            group["lr"] = epoch_lr(cfg, epoch)
+        set_weight_quantization(self.model, self.hardware_weights(epoch))
+        n = len(task.train)
+        order = torch.randperm(n, generator=self.generator)
+        bar = tqdm(
+            range(0, n, cfg.batch_size),
+            desc=f"{cfg.rule} epoch {epoch + 1}/{cfg.epochs}",
+            disable=None if self.progress else True,  # None: off unless stderr is a terminal
+            leave=False,
+            unit="batch",
+        )
+        loss_sum, correct = 0.0, 0
+        for start in bar:
+            idx = order[start : start + cfg.batch_size]
+            x, y = task.train.x[idx], task.train.y[idx]
+            result = rule.train_batch(x, y)
+            if not math.isfinite(result.loss):
+                raise ConfigError(
+                    f"training diverged (loss {result.loss}) in epoch {epoch + 1}; "
+                    "lower train.lr or raise train.clip"
+                )
+            loss_sum += result.loss * len(idx)
+            if task.target == "label":  # label tasks: the last step's output is the prediction
+                correct += int((result.logits.argmax(-1) == y).sum())
+            bar.set_postfix(loss=f"{result.loss:.3f}")
+        rule.end_epoch()
+        record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / n}
+        if task.target == "label":
+            record["train_accuracy"] = correct / n
+        return record
+
+    def score(self, epoch: int, record: dict[str, Any]) -> None:
+        """Score the epoch's network into its record: on the validation split, keeping its
+        weights if it is the best pickable epoch so far, or on the test set without a split."""
+        task = self.task
+        if task.val is None:
+            record[self.test_key] = evaluate(self.model, task.test, task.target)
+            return
+        score = evaluate(self.model, task.val, task.target)
+        record[self.val_key], record[self.test_key] = score, None
+        if self.quantizes and not self.hardware_weights(epoch):
+            return  # the flow quantizes the picked weights: only epochs trained for them count
+        best = self.picked["score"] if self.picked is not None else None
+        higher = higher_is_better(task.target)
+        if best is None or (score > best if higher else score < best):
+            weights = _detached(self.model.state_dict())
+            self.picked = {"epoch": epoch + 1, "score": score, "model": weights}
+
+    def finish_epoch(self, record: dict[str, Any]) -> None:
+        """Keep the epoch: the checkpoint first (atomically), then its ``metrics.jsonl`` line, so
+        that a script following the log only ever sees epochs the checkpoint holds."""
+        self.state.history.append(record)
+        self.state.epoch = record["epoch"]
+        save_checkpoint(
+            self.checkpoint,
+            self.model,
+            self.rule,
+            self.state,
+            self.generator,
+            self.meta,
+            self.picked,
+        )
+        append_jsonl(self.log, record)
+        if self.progress:
+            scored = self.val_key if self.task.val is not None else self.test_key
+            tqdm.write(
+                f"epoch {record['epoch']:3d}  loss {record['train_loss']:.4f}  "
+                f"{scored.replace('_', ' ')} {record[scored]:.4f}",
+                file=sys.stderr,
+            )
+
+    def outcome(self) -> FitHistory:
+        """The records and the reported epoch: the picked one, with its weights loaded into the
+        model and the test set scored once for it, or the last one without a validation split."""
+        history = [dict(record) for record in self.state.history]
+        task, name = self.task, self.metric
+        if task.val is None:
+            picked_at, test, val = self.state.epoch, history[-1][self.test_key], None
+        else:
+            if self.picked is None:  # a finished checkpoint without a pick: its last epoch
+                last = history[-1].get(self.val_key)
+                weights = self.model.state_dict()
+                self.picked = {"epoch": self.state.epoch, "score": last, "model": weights}
+            self.model.load_state_dict(self.picked["model"])
+            picked_at, val = int(self.picked["epoch"]), self.picked["score"]
+            test = evaluate(self.model, task.test, task.target)
+            history[picked_at - 1][self.test_key] = test
+            if self.progress:
+                tqdm.write(
+                    f"picked epoch {picked_at} (val {name} {val:.4f}): test {name} {test:.4f}",
+                    file=sys.stderr,
+                )
+        return FitHistory(
+            history,
+            picked_epoch=picked_at,
+            metric=name,
+            test=test,
+            val=val,
+            train_samples=len(task.train),
+            val_samples=0 if task.val is None else len(task.val),
+            val_split=self.val_split,
+        )
+
+
 def fit(
     model: RecurrentModel,
     task: TaskData,
@@ -401,13 +595,8 @@ def fit(
     own) nothing is picked: the test set is scored every epoch and the last epoch is reported,
     as before validation existed.
 
-    **Per-epoch records** (the list, the checkpoint's ``history`` and ``metrics.jsonl``):
-    ``epoch``; ``train_loss``; ``train_accuracy`` (label tasks: the last step's prediction while
-    training); ``val_accuracy``/``val_mse`` (with a validation split); ``test_accuracy``/
-    ``test_mse``: the epoch's test metric, or ``None`` where the test set was not scored (with a
-    validation split, every epoch but the picked one).  The outcome is in the attributes of the
-    returned :class:`FitHistory` (``picked_epoch``, ``test``, ``val``, ...;
-    :meth:`FitHistory.summary` gives them as record keys).
+    **Per-epoch records** (the list, the checkpoint's ``history`` and ``metrics.jsonl``) and the
+    outcome are described by the returned :class:`FitHistory`.
 
     **Files.**  After every epoch the checkpoint is written atomically and the epoch's record is
     appended (flushed) to ``metrics.jsonl`` beside it, so a script can follow the run.  With
@@ -415,124 +604,28 @@ def fit(
     and ends exactly where an uninterrupted run would; ``metrics.jsonl`` restarts from the
     checkpoint's records, so it never repeats an epoch.
     """
-    check_sequence(task.train.x[:1], model.n_in)
-    if task.n_out != model.n_out:
-        raise ConfigError(
-            f"task {task.name!r} needs {task.n_out} outputs but the model has {model.n_out}"
-        )
+    _check_task(model, task)
     val_split = "task" if task.val is not None else "held out" if val_fraction else "none"
     task = with_validation(task, val_fraction, cfg.seed)
-    name = metric_name(task.target)
-    val_key, test_key = f"val_{name}", f"test_{name}"
-    higher = higher_is_better(task.target)
     torch.manual_seed(cfg.seed)
-    rule = make_rule(cfg, model, task.target)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    state = TrainState()
-    picked: dict[str, Any] | None = None
-    checkpoint = Path(checkpoint)
-    log = checkpoint.with_name(METRICS_LOG)
-    meta = dict(meta or {}, train=cfg.to_dict())
-    if val_fraction:
-        meta["val_fraction"] = val_fraction
-    if resume and checkpoint.is_file():
-        saved = load_checkpoint(checkpoint, fix="delete it to train afresh")
-        differences = config_differences(saved.get("meta", {}), meta)
-        if differences:
-            raise CheckpointError(
-                f"cannot resume from {checkpoint}: it was trained with other settings "
-                f"({'; '.join(differences)}); resume with the same config or start afresh"
-            )
-        try:
-            model.load_state_dict(saved["model"])
-            rule.optimizer.load_state_dict(saved["optimizer"])
-            rule.load_state_dict(saved["rule"])
-            generator.set_state(saved["generator"])
-            state = TrainState(epoch=saved["epoch"], history=list(saved["history"]))
-            picked = saved.get("picked")
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{checkpoint} does not fit this model and rule: {exc}") from exc
-    write_jsonl(log, state.history)
-    # quantization-aware epochs: only models built with fake quantization have a switch
-    quantizes = cfg.qat_epochs > 0 and any(isinstance(m, FakeQuantize) for m in model.modules())
-    n = len(task.train)
-    for epoch in range(state.epoch, cfg.epochs):
-        for group in rule.optimizer.param_groups:
-            group["lr"] = epoch_lr(cfg, epoch)
-        hardware_weights = epoch >= cfg.epochs - cfg.qat_epochs
-        set_weight_quantization(model, hardware_weights)
-        order = torch.randperm(n, generator=generator)
-        batches = range(0, n, cfg.batch_size)
-        bar = tqdm(
-            batches,
-            desc=f"{cfg.rule} epoch {epoch + 1}/{cfg.epochs}",
-            disable=None if progress else True,  # None: off unless stderr is a terminal
-            leave=False,
-            unit="batch",
-        )
-        loss_sum, correct = 0.0, 0
-        for start in bar:
-            idx = order[start : start + cfg.batch_size]
-            x, y = task.train.x[idx], task.train.y[idx]
-            result = rule.train_batch(x, y)
-            if not math.isfinite(result.loss):
-                raise ConfigError(
-                    f"training diverged (loss {result.loss}) in epoch {epoch + 1}; "
-                    "lower train.lr or raise train.clip"
-                )
-            loss_sum += result.loss * len(idx)
-            if task.target == "label":  # label tasks: the last step's output is the prediction
-                correct += int((result.logits.argmax(-1) == y).sum())
-            bar.set_postfix(loss=f"{result.loss:.3f}")
-        rule.end_epoch()
-        record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / n}
-        if task.target == "label":
-            record["train_accuracy"] = correct / n
-        if task.val is None:
-            record[test_key] = evaluate(model, task.test, task.target)
-        else:
-            score = evaluate(model, task.val, task.target)
-            record[val_key], record[test_key] = score, None
-            best = picked["score"] if picked is not None else None
-            if (not quantizes or hardware_weights) and (
-                best is None or (score > best if higher else score < best)
-            ):
-                weights = _detached(model.state_dict())
-                picked = {"epoch": epoch + 1, "score": score, "model": weights}
-        state.history.append(record)
-        state.epoch = epoch + 1
-        save_checkpoint(checkpoint, model, rule, state, generator, meta, picked)
-        append_jsonl(log, record)
-        if progress:
-            scored = val_key if task.val is not None else test_key
-            tqdm.write(
-                f"epoch {record['epoch']:3d}  loss {record['train_loss']:.4f}  "
-                f"{scored.replace('_', ' ')} {record[scored]:.4f}",
-                file=sys.stderr,
-            )
-    history = [dict(record) for record in state.history]
-    if task.val is None:
-        picked_at, test, val = state.epoch, history[-1][test_key], None
-    else:
-        if picked is None:  # a finished checkpoint without a pick: report its last epoch
-            last = history[-1].get(val_key)
-            picked = {"epoch": state.epoch, "score": last, "model": model.state_dict()}
-        model.load_state_dict(picked["model"])
-        picked_at, val = int(picked["epoch"]), picked["score"]
-        test = evaluate(model, task.test, task.target)
-        history[picked_at - 1][test_key] = test
-        if progress:
-            tqdm.write(
-                f"picked epoch {picked_at} (val {name} {val:.4f}): test {name} {test:.4f}",
-                file=sys.stderr,
-            )
-    return FitHistory(
-        history,
-        picked_epoch=picked_at,
-        metric=name,
-        test=test,
-        val=val,
-        train_samples=n,
-        val_samples=0 if task.val is None else len(task.val),
+    run = _FitRun(
+        model=model,
+        task=task,
+        cfg=cfg,
+        rule=make_rule(cfg, model, task.target),
+        generator=torch.Generator().manual_seed(cfg.seed),
+        checkpoint=Path(checkpoint),
+        meta=dict(meta or {}, train=cfg.to_dict()),
         val_split=val_split,
+        progress=progress,
     )
+    if val_fraction:
+        run.meta["val_fraction"] = val_fraction
+    if resume and run.checkpoint.is_file():
+        run.resume()
+    write_jsonl(run.log, run.state.history)
+    for epoch in range(run.state.epoch, cfg.epochs):
+        record = run.train_epoch(epoch)
+        run.score(epoch, record)
+        run.finish_epoch(record)
+    return run.outcome()

@@ -27,6 +27,7 @@ from typing import NoReturn
 from neurofptt import __version__
 from neurofptt.bench.rules import EXTERNAL_RULES, bench_rules, format_table, plot_records
 from neurofptt.errors import ConfigError, NeurofpttError, VerificationError
+from neurofptt.exchange import DEFAULT_DT, export_nir, quantize_nir
 from neurofptt.flow import stages as flow
 from neurofptt.flow.config import FlowConfig, FlowSettings
 from neurofptt.flow.onchip import ONCHIP_RULES, run_learning_flow, stage_train_onchip
@@ -40,10 +41,13 @@ from neurofptt.flow.stages import (
 from neurofptt.hdl.synth import FAMILIES
 from neurofptt.io import write_json
 from neurofptt.learning.registry import MODELS, RULES
+from neurofptt.quant.config import RESET_RULES
 from neurofptt.studies.reproduce import REPRODUCTIONS, results_table, run_reproduction
 from neurofptt.studies.sweep import BACKENDS, load_sweep, summary_table
 from neurofptt.studies.sweep import run_sweep as run_grid
-from neurofptt.tasks import TASKS
+from neurofptt.tasks import TASKS, format_info, info_command
+from neurofptt.tasks.convert import FORMATS as CONVERT_FORMATS
+from neurofptt.tasks.convert import convert_command
 
 #: exit status of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it)
 EXIT_INTERRUPTED = 130
@@ -54,6 +58,8 @@ EXIT_BUG = 1
 #: set to show the traceback of an unexpected error instead of its one line
 TRACEBACK_ENV = "NEUROFPTT_TRACEBACK"
 ENGINES = ("float", "golden")
+#: what ``export --format`` writes
+EXPORT_FORMATS = ("nir",)
 NO_PROGRESS_HELP = "no progress output (progress bars are off anyway when stderr is not a terminal)"
 #: what ``build_parser`` hands each ``_add_<command>_parser`` to add its subcommand to
 _Subcommands = argparse._SubParsersAction
@@ -142,9 +148,21 @@ def _add_quantized_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, default=None, help="quantized .npz (default OUT/...)")
 
 
+def _add_data_option(p: argparse.ArgumentParser, what: str) -> None:
+    """``--data FILE.npz``: a data file (docs/data.md) instead of a built-in task."""
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help=f"{what} a data file (.npz, see `neurofptt data`) instead of a built-in task; "
+        "hardware.n_in and n_out come from it unless the config sets them",
+    )
+
+
 def _add_flow_parser(sub: _Subcommands) -> None:
     p = sub.add_parser("flow", help="train -> quantize -> generate -> verify -> synth -> report")
     _add_common(p)
+    _add_data_option(p, "run the flow on")
     add_choice(
         p,
         "--learning",
@@ -170,6 +188,7 @@ def _add_train_parser(sub: _Subcommands) -> None:
     )
     add_choice(p, "--model", MODELS, "model", default=None, help="model (overrides train.model)")
     add_choice(p, "--task", TASKS, "task", default=None, help="task (overrides flow.task)")
+    _add_data_option(p, "train on")
     add_choice(
         p,
         "--engine",
@@ -206,6 +225,30 @@ def _add_quantize_parser(sub: _Subcommands) -> None:
         default=None,
         help="checkpoint to quantize (default OUT/checkpoint.pt); its picked epoch's weights",
     )
+    _add_data_option(p, "score the float and golden models on")
+    p.add_argument(
+        "--nir",
+        type=Path,
+        default=None,
+        help="quantize a recurrent LIF network made elsewhere, read from this NIR file, instead "
+        "of a checkpoint (docs/nir.md)",
+    )
+    p.add_argument(
+        "--dt",
+        type=float,
+        default=None,
+        help="with --nir: the Euler step of the graph's time constants (default: the graph's "
+        f"own, else {DEFAULT_DT:g} s)",
+    )
+    add_choice(
+        p,
+        "--reset",
+        RESET_RULES,
+        "reset",
+        default=None,
+        help="with --nir: the neurons' reset (NIR's LIF says reset to zero; snntorch's export "
+        "does not record its default, reset by subtraction)",
+    )
 
 
 def _add_generate_parser(sub: _Subcommands) -> None:
@@ -233,6 +276,7 @@ def _add_verify_parser(sub: _Subcommands) -> None:
         "samples, since every update costs a full weight read-back)",
     )
     add_choice(p, "--task", TASKS, "task", default="digits", help="task of the samples")
+    _add_data_option(p, "take the samples from")
 
 
 def _add_synth_parser(sub: _Subcommands) -> None:
@@ -303,6 +347,52 @@ def _add_reproduce_parser(sub: _Subcommands) -> None:
     )
 
 
+def _add_export_parser(sub: _Subcommands) -> None:
+    p = sub.add_parser("export", help="write the network for other tools (NIR)")
+    _add_common(p, quick=False)
+    add_choice(p, "--format", EXPORT_FORMATS, "format", default="nir", help="file format")
+    p.add_argument(
+        "--source",
+        type=Path,
+        default=None,
+        help="quantized.npz (the weights the chip runs) or checkpoint.pt (default: OUT's "
+        "quantized.npz, else its checkpoint.pt)",
+    )
+    p.add_argument(
+        "--dt", type=float, default=DEFAULT_DT, help="Euler step the time constants are given for"
+    )
+
+
+def _add_data_parser(sub: _Subcommands) -> None:
+    p = sub.add_parser("data", help="convert recordings into a data file, summarise data files")
+    data = p.add_subparsers(dest="data", required=True)
+    c = data.add_parser(
+        "convert",
+        help="SHD/SSC HDF5, CSV event lists or event .npz -> a data file (.npz, docs/data.md)",
+    )
+    c.add_argument("src", type=Path, help="the recording (.h5, .csv/.txt or .npz)")
+    c.add_argument("--out", type=Path, required=True, help="the data file to write (.npz)")
+    add_choice(c, "--format", CONVERT_FORMATS, "format", default="auto", help="source format")
+    c.add_argument("--dt", type=float, default=None, help="seconds per step (SHD; CSV in seconds)")
+    c.add_argument("--channels", type=int, default=None, help="pool the units to this many")
+    c.add_argument("--n-units", type=int, default=None, help="units of the source (SHD: 700)")
+    c.add_argument("--bin", type=int, default=1, help="pool this many steps into one (OR)")
+    c.add_argument("--n-steps", type=int, default=None, help="cut the recordings to this many")
+    c.add_argument("--max-time", type=float, default=None, help="cut at this time (seconds)")
+    c.add_argument("--labels", type=Path, default=None, help="a CSV source's labels file")
+    c.add_argument("--test", type=Path, default=None, help="the test split's recording")
+    c.add_argument("--test-labels", type=Path, default=None, help="its labels file (CSV)")
+    c.add_argument("--val", type=Path, default=None, help="a validation split's recording")
+    c.add_argument("--val-labels", type=Path, default=None, help="its labels file (CSV)")
+    c.add_argument(
+        "--test-fraction", type=fraction, default=0.0, help="hold out a seeded test share"
+    )
+    c.add_argument("--seed", type=int, default=0, help="seed of --test-fraction's draw")
+    c.add_argument("--events", action="store_true", help="write the event layout (sparse)")
+    i = data.add_parser("info", help="shapes, spike rates, label balance and coverage")
+    i.add_argument("file", type=Path, help="a data file (.npz)")
+
+
 def _add_report_parser(sub: _Subcommands) -> None:
     p = sub.add_parser("report", help="(re)write report.md and metrics.json from OUT's records")
     _add_common(p, config=False)
@@ -321,6 +411,8 @@ _SUBCOMMANDS: tuple[Callable[[_Subcommands], None], ...] = (
     _add_sweep_parser,
     _add_reproduce_parser,
     _add_report_parser,
+    _add_export_parser,
+    _add_data_parser,
 )
 
 
@@ -346,6 +438,8 @@ def check_out(out: Path | None) -> None:
 
 def run(args: argparse.Namespace) -> object:
     """Run the parsed command; returns what ``main`` prints as JSON."""
+    if args.command == "data":
+        return run_data(args)
     check_out(getattr(args, "out", None))
     if args.command == "bench":
         return run_bench(args)
@@ -354,9 +448,10 @@ def run(args: argparse.Namespace) -> object:
     if args.command == "reproduce":
         return run_reproduce(args)
     out: Path = args.out
-    if args.command in ("flow", "train", "quantize"):
+    if args.command in ("flow", "train", "quantize", "export"):
         given = args.config is not None
-        cfg = FlowConfig.load(args.config, quick=getattr(args, "quick", False))
+        data = getattr(args, "data", None)
+        cfg = FlowConfig.load(args.config, quick=getattr(args, "quick", False), data=data)
     if args.command == "flow":
         if args.learning is not None:
             metrics = run_learning_flow(cfg, out, args.learning, progress=not args.no_progress)
@@ -376,14 +471,22 @@ def run(args: argparse.Namespace) -> object:
         record = flow.stage_train(cfg, out, resume=args.resume, progress=not args.no_progress)
         return {k: v for k, v in record.items() if k != "history"}
     if args.command == "quantize":
+        if args.nir is not None:
+            if args.checkpoint is not None:
+                raise ConfigError("--nir and --checkpoint name two networks; give one of them")
+            return quantize_nir(args.nir, out, cfg, dt=args.dt, reset=args.reset)
+        if args.dt is not None or args.reset is not None:
+            raise ConfigError("--dt and --reset describe a NIR graph; they go with --nir")
         return flow.stage_quantize(out, args.checkpoint, cfg if given else None)
+    if args.command == "export":
+        return export_nir(out, args.source, cfg if given else None, dt=args.dt)
     if args.command == "generate":
         return flow.stage_generate(out, args.model)
     if args.command == "verify":
         if args.learn:
             return run_verify_learning(args)
         samples = 0 if args.samples is None else args.samples
-        record = flow.stage_verify(out, args.model, args.verilog, samples, args.task)
+        record = flow.stage_verify(out, args.model, args.verilog, samples, task_of(args))
         if record["rtl_mismatches"]:
             raise VerificationError(
                 f"{record['mismatch_report']}\nsee {args.out / 'cocotb'}; the RTL and the golden "
@@ -409,9 +512,42 @@ def run_verify_learning(args: argparse.Namespace) -> dict:
             "core from --model; drop --verilog"
         )
     samples = LEARNING_VERIFY_SAMPLES if args.samples is None else args.samples
-    record = stage_verify_learning(args.out, args.model, samples, args.task)
+    record = stage_verify_learning(args.out, args.model, samples, task_of(args))
     check_learning_record(record, args.out)
     return record
+
+
+def task_of(args: argparse.Namespace) -> str:
+    """``verify``'s samples: the data file of ``--data``, else the built-in ``--task``."""
+    return args.task if args.data is None else str(args.data)
+
+
+def run_data(args: argparse.Namespace) -> dict:
+    """``data convert`` writes a data file; ``data info`` prints a summary of one (the lines on
+    stderr, the record as JSON)."""
+    if args.data == "info":
+        record = info_command(args.file)
+        print(format_info(record), file=sys.stderr)
+        return record
+    return convert_command(
+        args.src,
+        args.out,
+        fmt=args.format,
+        dt=args.dt,
+        channels=args.channels,
+        bin_factor=args.bin,
+        labels=args.labels,
+        n_steps=args.n_steps,
+        max_time=args.max_time,
+        n_units=args.n_units,
+        test=args.test,
+        test_labels=args.test_labels,
+        val=args.val,
+        val_labels=args.val_labels,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        events=args.events,
+    )
 
 
 def run_sweep(args: argparse.Namespace) -> list[dict]:

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "neurofptt"
-ROOT_MODULES = {"__init__.py", "cli.py", "errors.py", "io.py", "py.typed"}
+ROOT_MODULES = {"__init__.py", "__main__.py", "cli.py", "errors.py", "io.py", "py.typed"}
 
 
 def module_name(path: Path) -> str:

@@ -17,6 +17,7 @@ from neurofptt.io import check_field_types, check_table, from_table, load_toml
 from neurofptt.learning.trainer import TrainConfig
 from neurofptt.quant.config import HardwareConfig
 from neurofptt.tasks import TASKS, is_data_path
+from neurofptt.tasks.files import data_info
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,27 @@ class FlowConfig:
         )
 
     @classmethod
-    def load(cls, path: str | Path | None, *, quick: bool = False) -> FlowConfig:
-        cfg = cls() if path is None else cls.from_dict(load_toml(path))
+    def load(
+        cls, path: str | Path | None, *, quick: bool = False, data: str | Path | None = None
+    ) -> FlowConfig:
+        """The config of a TOML file (or the defaults), with ``--quick``'s budget and a data file.
+
+        ``data`` (``--data FILE.npz``) becomes ``flow.task``, and the network's inputs and
+        classes come from it (``hardware.n_in`` = its channels, ``n_out`` = its classes) unless
+        the file sets them; a size the file sets and the data contradicts is refused when the
+        task is loaded, with the fix."""
+        tables = {} if path is None else load_toml(path)
+        cfg = cls.from_dict(tables)
+        if data is not None:
+            info = data_info(data)
+            given = tables.get("hardware", {}) if isinstance(tables, dict) else {}
+            sizes = {"n_in": info["n_channels"], "n_out": info["n_out"]}
+            sizes = {k: v for k, v in sizes.items() if k not in given and v is not None}
+            cfg = dataclasses.replace(
+                cfg,
+                hardware=cfg.hardware.replace(**sizes),
+                flow=dataclasses.replace(cfg.flow, task=str(data)),
+            )
         return cfg.quick() if quick else cfg
 
     def override(

@@ -58,7 +58,8 @@ class Rule:
     implement ``train_batch``.
 
     ``target`` is the task's kind of target (:mod:`neurofptt.learning.objectives`): rules score
-    each step with ``step_loss`` so they train classifiers and regressors alike.
+    each step with ``step_loss`` so they train classifiers and regressors alike, and per-step
+    labels only at their labelled steps.
     """
 
     name: ClassVar[str] = ""
@@ -96,9 +97,13 @@ class Rule:
         return cls(model, optimizer, clip=clip, target=target, **options.rule_kwargs())
 
     def check_batch(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Clear errors for inputs or targets that do not fit the model and the target kind."""
+        """Clear errors for inputs or targets that do not fit the model and the target kind.
+
+        Per-step labels may hold ``-1`` (no target at that step): every rule scores only the
+        labelled steps (:func:`~neurofptt.learning.objectives.loss_scoring`).
+        """
         check_sequence(x, self.model.n_in)
-        check_targets(x, y, self.target, self.model.n_out)
+        check_targets(x, y, self.target, self.model.n_out, unlabelled_ok=True)
 
     def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> BatchResult:
         raise NotImplementedError

@@ -2,7 +2,9 @@
 
 Memory grows linearly with the sequence length (every step's activations are kept for the
 backward pass); this is the baseline the online rules are compared with.  The sequence loss is
-the last step's for a label task and the mean over all steps for per-step targets.
+the last step's for a label task and the mean over all steps for per-step targets; per-step
+labels with unlabelled steps (``-1``) average over their labelled pairs (sample, step) only
+(:mod:`neurofptt.learning.objectives`), and a batch without any labelled step makes no update.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from neurofptt.learning.base import BatchResult, Rule, RuleOptions
-from neurofptt.learning.objectives import step_loss
+from neurofptt.learning.objectives import loss_scoring, pooled_mean, step_loss
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,16 @@ class BPTT(Rule):
     name = "bptt"
     Options = BPTTOptions
 
-    def sequence_loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def sequence_loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """The loss BPTT descends (module docstring); ``None`` when no step has a target."""
         if self.target == "label":
             return step_loss(outputs[:, -1], y, self.target)
-        steps = outputs.shape[1]
-        return sum(step_loss(outputs[:, t], y[:, t], self.target) for t in range(steps)) / steps
+        scoring = loss_scoring(y, self.target, "all", outputs.shape[1])
+        losses = [
+            step_loss(outputs[:, t], scoring.at(t), self.target) if n else None
+            for t, n in enumerate(scoring.counts)
+        ]
+        return pooled_mean(losses, scoring.counts)
 
     def train_batch(self, x, y) -> BatchResult:
         self.check_batch(x, y)
@@ -40,6 +47,8 @@ class BPTT(Rule):
         outputs, _ = self.model(x)
         logits = outputs[:, -1]
         loss = self.sequence_loss(outputs, y)
+        if loss is None:  # nothing to learn from: no step, as T-BPTT skips a chunk without loss
+            return BatchResult(loss=0.0, logits=logits.detach())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._clip_and_step()

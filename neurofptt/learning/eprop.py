@@ -68,7 +68,12 @@ signal at every step, which is what makes ``online=True`` update at every step; 
 averages the last ``k`` steps (all of them if ``k >= T``).  Cross-entropy is averaged over the
 batch, so ``dl_t/do_t = w_t (softmax(o_t) - onehot(y)) / B``.  Tasks with a target at every step
 use ``loss_steps="all"`` with each step's own target (cross-entropy, or MSE with
-``dl_t/do_t = 2 w_t (o_t - y_t) / (B n_out)``; :mod:`neurofptt.learning.objectives`).
+``dl_t/do_t = 2 w_t (o_t - y_t) / (B n_out)``; :mod:`neurofptt.learning.objectives`).  Per-step
+labels with unlabelled steps (``-1``) have a learning signal only where ``loss_steps`` scores a
+labelled step of a sample (every one, the last, or the last ``k``): there
+``dl_t/do_t = w_t (softmax(o_t) - onehot(y_t)) / n_t`` with ``w_t = n_t / N``, and 0 for the
+other samples, the exact gradient of the mean cross-entropy over the scored pairs
+(:func:`~neurofptt.learning.objectives.loss_scoring`).
 
 Optional firing-rate regularisation (spiking models)::
 
@@ -90,7 +95,13 @@ import torch
 
 from neurofptt.errors import ConfigError
 from neurofptt.learning.base import BatchResult, Rule, RuleOptions
-from neurofptt.learning.objectives import check_loss_steps_for, step_loss_and_grad, step_target
+from neurofptt.learning.objectives import (
+    check_loss_steps_for,
+    has_target,
+    loss_scoring,
+    step_loss_and_grad,
+    uniform_weights,
+)
 from neurofptt.models.alif import AdaptiveSpikingRNN, RecurrentALIF
 from neurofptt.models.base import RecurrentModel, State, check_sequence
 from neurofptt.models.conventional import GatedRNN
@@ -156,15 +167,11 @@ def surrogate_derivative(
 
 
 def loss_weights(loss_steps: LossSteps, steps: int) -> list[float]:
-    """Weight ``w_t`` of each step's cross-entropy in the objective ``sum_t w_t CE(o_t, y)``."""
+    """Weight ``w_t`` of each step's cross-entropy in the objective ``sum_t w_t CE(o_t, y)``
+    when every sample is scored at the same steps (per-step labels with unlabelled steps weigh
+    by the scored samples, :func:`~neurofptt.learning.objectives.loss_scoring`)."""
     check_loss_steps(loss_steps)
-    if loss_steps == "last":
-        k = 1
-    elif loss_steps == "all":
-        k = steps
-    else:
-        k = min(int(loss_steps), steps)
-    return [0.0] * (steps - k) + [1.0 / k] * k
+    return uniform_weights(steps, loss_steps)
 
 
 def check_loss_steps(loss_steps: Any) -> None:
@@ -472,9 +479,11 @@ def _offline(
 ) -> tuple[dict[str, torch.Tensor], float, torch.Tensor]:
     """Accumulate e-prop gradients over a whole sequence: ``(grads, loss, last logits)``."""
     check_sequence(x, tracer.model.n_in)
-    check_targets(x, y, target, tracer.model.n_out)
+    check_targets(x, y, target, tracer.model.n_out, unlabelled_ok=True)
     batch, steps = x.shape[0], x.shape[1]
-    weights = loss_weights(loss_steps, steps)
+    check_loss_steps(loss_steps)
+    scoring = loss_scoring(y, target, loss_steps, steps)
+    weights = scoring.weights
     regularise = reg_rate > 0
     state = tracer.start(batch, track_rate=regularise)
     grads = tracer.zero_gradients()
@@ -483,8 +492,7 @@ def _offline(
     for t in range(steps):
         logits, state = tracer.step(x[:, t], state)
         if weights[t] > 0:
-            y_t = step_target(y, t, target)
-            value, grad_logits = step_loss_and_grad(logits, y_t, target, weights[t])
+            value, grad_logits = step_loss_and_grad(logits, scoring.at(t), target, weights[t])
             loss += value
             tracer.add_gradients(grads, grad_logits, feedback)
     if regularise:
@@ -593,11 +601,14 @@ class EProp(Rule):
                 self.target_rate,
                 self.target,
             )
-            self._apply(grads)
+            if self.reg_rate > 0 or has_target(y, self.target):
+                self._apply(grads)
             return BatchResult(loss=loss, logits=logits.detach())
         self.check_batch(x, y)
         batch, steps = x.shape[0], x.shape[1]
-        weights = loss_weights(self.loss_steps, steps)
+        check_loss_steps(self.loss_steps)
+        scoring = loss_scoring(y, self.target, self.loss_steps, steps)
+        weights = scoring.weights
         regularise = self.reg_rate > 0
         state = self.tracer.start(batch, track_rate=regularise)
         loss = 0.0
@@ -607,7 +618,7 @@ class EProp(Rule):
                 continue
             grads = self.tracer.zero_gradients()
             if weights[t] > 0:
-                y_t = step_target(y, t, self.target)
+                y_t = scoring.at(t)
                 value, grad_logits = step_loss_and_grad(logits, y_t, self.target, weights[t])
                 loss += value
                 self.tracer.add_gradients(grads, grad_logits, self.feedback)

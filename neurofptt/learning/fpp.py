@@ -68,7 +68,11 @@ The seed predicts a target at every step (Cycleworld) or the label of a sequence
 transition stores its step's target: the step's own for per-step targets (``loss_steps="all"``,
 cross-entropy or MSE, :mod:`neurofptt.learning.objectives`), the sequence's label for a label task,
 where ``loss_steps="last"`` gives ``w_t = 1`` only at the last step (the label is defined there
-only) and ``"all"`` gives ``w_t = 1`` at every step.  A batch is ``B`` sequences.  Each
+only) and ``"all"`` gives ``w_t = 1`` at every step.  Per-step labels with unlabelled steps
+(``-1``) give ``w_i = 1`` to the transitions of the steps ``loss_steps`` scores for their sample
+(every labelled step, or the sample's last labelled one) and ``w_i = 0`` to the others, which
+keep their state loss (:func:`~neurofptt.learning.objectives.loss_scoring`).  A batch is ``B``
+sequences.  Each
 sequence is a separate stream, so each step pushes ``B`` transitions; ``replay_batch`` defaults to
 ``B`` (one sampled transition per stream and update, the seed's ``m = 1`` per stream).  The last
 step of a sequence has no ``o_{t+1}``: its transition keeps only the target loss (``h = 0``) and is
@@ -90,12 +94,13 @@ import torch
 from neurofptt.errors import CheckpointError, ConfigError, ShapeError
 from neurofptt.learning.base import BatchResult, Rule, RuleOptions
 from neurofptt.learning.objectives import (
+    Scoring,
     check_loss_steps_for,
+    loss_scoring,
     per_sample_loss,
     step_loss,
-    step_target,
 )
-from neurofptt.learning.tbptt import check_loss_steps, step_weights
+from neurofptt.learning.tbptt import check_loss_steps
 from neurofptt.models.base import RecurrentModel, State
 
 SUPPORTED_MODELS = (
@@ -346,8 +351,9 @@ class FPP(Rule):
         self.check_batch(x, y)
         batch, steps = x.shape[0], x.shape[1]
         self.model.train()
-        report = step_weights(steps, self.loss_steps)
-        targets = [1.0 if w > 0 else 0.0 for w in report]
+        check_loss_steps(self.loss_steps)
+        scoring = loss_scoring(y, self.target, self.loss_steps, steps)
+        report = scoring.weights
         state = self.model.initial_state(batch)
         self._check_state(state, batch)
         prev_ids = torch.full((batch,), -1, dtype=torch.long, device=x.device)
@@ -362,7 +368,7 @@ class FPP(Rule):
                 else:
                     obs_next = torch.zeros_like(x[:, t])
                     s_next = tuple(torch.zeros_like(s) for s in s_t)
-                y_t = step_target(y, t, self.target)
+                y_t = scoring.at(t)
                 if report[t] != 0.0:
                     total += report[t] * float(step_loss(out, y_t, self.target))
             prev_ids = self.buffer.push(
@@ -371,7 +377,7 @@ class FPP(Rule):
                 obs_next,
                 s_next,
                 y_t,
-                torch.full((batch,), targets[t], device=x.device),
+                self._target_weights(scoring, t, batch, x.device),
                 torch.full((batch,), t + 1 < steps, dtype=torch.bool, device=x.device),
                 prev_ids,
             )
@@ -381,7 +387,17 @@ class FPP(Rule):
                 self.refresh(self.buffer.sample(self.refresh_random, self.generator))
             state, logits = s_t, out.detach()
         assert logits is not None
-        return BatchResult(loss=total / sum(report), logits=logits)
+        scored = sum(report)
+        return BatchResult(loss=total / scored if scored else 0.0, logits=logits)
+
+    def _target_weights(
+        self, scoring: Scoring, t: int, batch: int, device: torch.device
+    ) -> torch.Tensor:
+        """``w_i`` of the ``batch`` transitions of step ``t``: 1 where the step's loss scores
+        the sample (per-step labels: that sample's target is scored there), else 0."""
+        if self.target == "label_per_step":
+            return (scoring.at(t) >= 0).to(torch.float32)
+        return torch.full((batch,), 1.0 if scoring.weights[t] > 0 else 0.0, device=device)
 
     # -- one training update -------------------------------------------------------------------
     def losses(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,6 +35,17 @@ a constant weight (``"constant"``) or the label alone (``"none"``), see
 (``reset_to_mean``), as the reference code does.  Tasks with a target at every step
 (:mod:`neurofptt.learning.objectives`) need no auxiliary loss: a chunk's loss is the mean of its
 steps' losses.
+
+Per-step labels with unlabelled steps (``-1``): a chunk's loss is the mean over its labelled
+pairs (sample, step) (:func:`~neurofptt.learning.objectives.pooled_mean`); a step without a
+target contributes nothing, and a chunk without any labelled step makes no update at all (no
+optimizer step, and neither ``W_bar`` nor ``lam``/``g`` move), as on chip, where only a step
+with a target updates.  ``beta_t`` does not apply to per-step labels: a labelled step's label is
+that step's own target, known when the step is scored, so it has weight 1 (``beta_t = 1``), and
+the auxiliary term, which stands in for a label the step cannot know yet, has no place; nor does
+the class prior ``Q`` learn from them.  A task whose samples are labelled only at their end is
+a terminal task: stored as one label per sample (``"label"``) it gets the auxiliary loss and
+its ``beta_t`` ramp at every step.
 """
 
 from __future__ import annotations
@@ -47,7 +58,7 @@ import torch
 from neurofptt.errors import ConfigError
 from neurofptt.learning.base import BatchResult, Rule, RuleOptions
 from neurofptt.learning.losses import ClassPrior, auxiliary_loss
-from neurofptt.learning.objectives import step_loss
+from neurofptt.learning.objectives import loss_scoring, pooled_mean, step_loss
 from neurofptt.models.base import RecurrentModel, detach_state
 
 FORMS = ("dual", "slide")
@@ -205,6 +216,7 @@ class FPTT(Rule):
         self.check_batch(x, y)
         self.model.train()
         steps = x.shape[1]
+        scoring = None if self.target == "label" else loss_scoring(y, self.target, "all", steps)
         state = self.model.initial_state(x.shape[0])
         total = 0.0
         n_chunks = 0
@@ -214,18 +226,21 @@ class FPTT(Rule):
             losses = []
             for t in range(start, end):
                 logits, state = self.model.step(x[:, t], state)
-                if self.target != "label":
-                    losses.append(step_loss(logits, y[:, t], self.target))
-            if self.target == "label":
+                if scoring is not None:  # per-step targets: the step's loss, if it has one
+                    scored = scoring.counts[t] > 0
+                    losses.append(step_loss(logits, scoring.at(t), self.target) if scored else None)
+            if scoring is None:
                 loss = auxiliary_loss(logits, y, self.prior.table, self.label_weight(end, steps))
             else:
-                loss = sum(losses) / len(losses)
+                loss = pooled_mean(losses, scoring.counts[start:end])
+                if loss is None:  # no target in this chunk: nothing to learn, no update
+                    continue
             self.update_step(loss)
             total += float(loss.detach())
             n_chunks += 1
         if self.target == "label":
             self.prior.observe(logits, y)
-        return BatchResult(loss=total / n_chunks, logits=logits.detach())
+        return BatchResult(loss=total / n_chunks if n_chunks else 0.0, logits=logits.detach())
 
     def end_epoch(self) -> None:
         self.prior.end_epoch()

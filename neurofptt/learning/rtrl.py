@@ -10,11 +10,13 @@ RTRL carries the sensitivity ``M_t = ds_t/dtheta`` (``N x P`` per sample) forwar
 
 where the Jacobians are evaluated at ``(x_t, s_{t-1}, theta)`` and ``w_t`` are the per-step loss
 weights of :func:`neurofptt.learning.tbptt.step_weights` (``"last"``: cross-entropy at the last step
-only; ``"all"``: the mean over steps).  By the chain rule this is the same sum of products of the
-same local Jacobians as BPTT, accumulated in the opposite order, so it equals the BPTT gradient up
-to rounding, yet needs no stored history: memory is ``O(N P)`` per sample, independent of ``T``,
-and the cost per step ``O(N^2 P)``.  That is why it is only for tiny networks; models whose
-sensitivity has more than ``max_sensitivity`` entries (default 20,000) are refused.
+only; ``"all"``: the mean over steps; per-step labels with unlabelled steps: the scored samples'
+share ``n_t / N``, :func:`~neurofptt.learning.objectives.loss_scoring`).  By the chain rule this
+is the same sum of products of the same local Jacobians as BPTT, accumulated in the opposite
+order, so it equals the BPTT gradient up to rounding, yet needs no stored history: memory is
+``O(N P)`` per sample, independent of ``T``, and the cost per step ``O(N^2 P)``.  That is why it
+is only for tiny networks; models whose sensitivity has more than ``max_sensitivity`` entries
+(default 20,000) are refused.
 
 The local Jacobians are computed generically from the model's ``step``:
 
@@ -41,8 +43,13 @@ from torch import nn
 
 from neurofptt.errors import ConfigError
 from neurofptt.learning.base import BatchResult, Rule, RuleOptions
-from neurofptt.learning.objectives import check_loss_steps_for, step_loss, step_target
-from neurofptt.learning.tbptt import check_loss_steps, step_weights
+from neurofptt.learning.objectives import (
+    check_loss_steps_for,
+    has_target,
+    loss_scoring,
+    step_loss,
+)
+from neurofptt.learning.tbptt import check_loss_steps
 from neurofptt.models.base import RecurrentModel, State, check_sequence
 
 JACOBIANS = ("auto", "func", "autograd")
@@ -218,7 +225,8 @@ def rtrl_run(
     check_jacobian(jacobian)
     check_size(model, max_sensitivity)
     batch, steps = x.shape[0], x.shape[1]
-    weights = step_weights(steps, loss_steps)
+    scoring = loss_scoring(y, target, loss_steps, steps)
+    weights = scoring.weights
     params = trainable_parameters(model)
     names = list(params)
     n_params = sum(p.numel() for p in params.values())
@@ -251,7 +259,7 @@ def rtrl_run(
         if weights[t] != 0.0:
             o = out.detach().requires_grad_(True)
             with torch.enable_grad():
-                weighted = weights[t] * step_loss(o, step_target(y, t, target), target)
+                weighted = weights[t] * step_loss(o, scoring.at(t), target)
                 (err,) = torch.autograd.grad(weighted, o)
             # dCE/dtheta = err . (dF_o/ds M_{t-1} + dF_o/dtheta), summed over the batch
             d_out = torch.baddbmm(d_params[:, :n_out], d_state[:, :n_out], sens)
@@ -332,6 +340,8 @@ class RTRL(Rule):
             target=self.target,
         )
         self.jacobian = method  # "auto" resolved once: later batches skip the probe
+        if not has_target(y, self.target):  # nothing to learn from: no update
+            return BatchResult(loss=loss, logits=logits.detach())
         params = self.trainable()
         self.optimizer.zero_grad(set_to_none=True)
         for name, g in grads.items():

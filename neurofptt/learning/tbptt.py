@@ -16,13 +16,20 @@ for per-step targets the step's own target, and MSE for regression, see
 * ``loss_steps="last"`` (terminal classification): ``w_{T-1} = 1``, every other ``w_t = 0``;
 * ``loss_steps="all"``: ``w_t = 1 / T`` for every step,
 
+and for per-step labels with unlabelled steps (``-1``) ``w_t = n_t / N``, with ``n_t`` the samples
+scored at step ``t`` (``"all"``: every labelled step; ``"last"``: each sample's last labelled one)
+and ``N`` the scored pairs of the batch, ``CE_t`` the mean over step ``t``'s scored samples
+(:func:`~neurofptt.learning.objectives.loss_scoring`; with every step labelled these are the two
+lists above),
+
 and the update at ``e`` descends the weighted mean of its new steps,
 
     L_e(W) = sum_{t in N_e} w_t CE_t(W) / sum_{t in N_e} w_t,
 
 with ``CE_t`` a function of ``W`` only through the window ``[max(0, e - n), e)``.  An update whose
-new steps carry no weight (every update but the last one for ``"last"``) is skipped: no optimizer
-step, so momentum, Adam moments and weight decay are untouched.  With ``n >= T`` and ``k >= T``
+new steps carry no weight (every update but the last one for ``"last"``, or one whose new steps
+have no target) is skipped: no optimizer step, so momentum, Adam moments and weight decay are
+untouched.  With ``n >= T`` and ``k >= T``
 there is a single update, ``L = sum_t w_t CE_t`` with the full graph: exactly the BPTT gradient and
 update (for ``"last"`` this is :class:`~neurofptt.learning.bptt.BPTT` bit for bit).
 
@@ -54,7 +61,13 @@ import torch
 
 from neurofptt.errors import ConfigError
 from neurofptt.learning.base import BatchResult, Rule, RuleOptions
-from neurofptt.learning.objectives import check_loss_steps_for, step_loss, step_target
+from neurofptt.learning.objectives import (
+    Scoring,
+    check_loss_steps_for,
+    loss_scoring,
+    step_loss,
+    uniform_weights,
+)
 from neurofptt.models.base import RecurrentModel, State, detach_state
 
 LOSS_STEPS = ("last", "all")
@@ -72,12 +85,12 @@ def step_weights(steps: int, loss_steps: str) -> list[float]:
     """The weights ``w_t`` of the per-step cross-entropies (see the module docstring).
 
     ``"last"``: ``[0, ..., 0, 1]``; ``"all"``: ``[1/T] * T``.  The total loss of a sequence is
-    ``sum_t w_t CE(o_t, y)``; BPTT, T-BPTT and RTRL all use this definition.
+    ``sum_t w_t CE(o_t, y)``; BPTT, T-BPTT and RTRL all use this definition (per-step labels
+    with unlabelled steps weigh by the scored samples instead,
+    :func:`~neurofptt.learning.objectives.loss_scoring`).
     """
     check_loss_steps(loss_steps)
-    if loss_steps == "last":
-        return [0.0] * (steps - 1) + [1.0]
-    return [1.0 / steps] * steps
+    return uniform_weights(steps, loss_steps)
 
 
 def update_points(steps: int, interval: int) -> list[int]:
@@ -146,7 +159,9 @@ class TBPTT(Rule):
         self.check_batch(x, y)
         self.model.train()
         steps = x.shape[1]
-        weights = step_weights(steps, self.loss_steps)
+        check_loss_steps(self.loss_steps)
+        scoring = loss_scoring(y, self.target, self.loss_steps, steps)
+        weights = scoring.weights
         # states[s]: the detached state after s steps (states[0] is the initial state).
         states: dict[int, State] = {0: self.model.initial_state(x.shape[0])}
         done = 0
@@ -156,36 +171,40 @@ class TBPTT(Rule):
             new_steps = range(done, end)
             chunk_weight = sum(weights[t] for t in new_steps)
             if chunk_weight == 0.0:
-                self._advance(x, states, done, end)
+                logits = self._advance(x, states, done, end)
             else:
-                loss, logits = self._update(x, y, states, end, new_steps, weights, chunk_weight)
+                loss, logits = self._update(x, scoring, states, end, new_steps, chunk_weight)
                 weighted_loss += loss * chunk_weight
             done = end
             for s in [s for s in states if s < end - self.n]:
                 del states[s]
-        assert logits is not None  # the last step always carries weight
-        return BatchResult(loss=weighted_loss / sum(weights), logits=logits)
+        assert logits is not None  # at least one chunk
+        total = sum(weights)
+        return BatchResult(loss=weighted_loss / total if total else 0.0, logits=logits)
 
-    def _advance(self, x: torch.Tensor, states: dict[int, State], start: int, end: int) -> None:
-        """Run steps ``[start, end)`` without a graph, storing the states."""
+    def _advance(
+        self, x: torch.Tensor, states: dict[int, State], start: int, end: int
+    ) -> torch.Tensor:
+        """Run steps ``[start, end)`` without a graph, storing the states; the last output."""
         with torch.no_grad():
             state = states[start]
             for t in range(start, end):
-                _, state = self.model.step(x[:, t], state)
+                output, state = self.model.step(x[:, t], state)
                 states[t + 1] = detach_state(state)
+        return output
 
     def _update(
         self,
         x: torch.Tensor,
-        y: torch.Tensor,
+        scoring: Scoring,
         states: dict[int, State],
         end: int,
         new_steps: Sequence[int],
-        weights: list[float],
         chunk_weight: float,
     ) -> tuple[float, torch.Tensor]:
         """Forward the window ``[max(0, end - n), end)`` from its stored state; one update."""
         start = max(0, end - self.n)
+        weights = scoring.weights
         state = states[start]
         total = None
         output = None
@@ -193,7 +212,7 @@ class TBPTT(Rule):
             output, state = self.model.step(x[:, t], state)
             states[t + 1] = detach_state(state)
             if t >= new_steps[0] and weights[t] != 0.0:
-                term = weights[t] * step_loss(output, step_target(y, t, self.target), self.target)
+                term = weights[t] * step_loss(output, scoring.at(t), self.target)
                 total = term if total is None else total + term
         assert total is not None and output is not None
         loss = total if chunk_weight == 1.0 else total / chunk_weight

@@ -33,7 +33,7 @@ from neurofptt.learning.eprop import EPropOptions
 from neurofptt.learning.fobptt import FOBPTTOptions
 from neurofptt.learning.fpp import FPPOptions
 from neurofptt.learning.fptt import FPTTOptions
-from neurofptt.learning.objectives import higher_is_better, metric, metric_name
+from neurofptt.learning.objectives import higher_is_better, metric_name, metric_sum
 from neurofptt.learning.registry import RULE_OPTIONS, RULES, check_combination
 from neurofptt.learning.rtrl import RTRLOptions
 from neurofptt.learning.tbptt import TBPTTOptions
@@ -182,15 +182,17 @@ def evaluate(
 ) -> float:
     """The task's metric on ``data``: accuracy, or MSE for regression (see ``objectives``).
 
-    Batches are weighted by their size, so the result equals the metric over the whole set.
+    Batches are weighted by the units they score (samples; the supervised units of per-step
+    labels, :func:`~neurofptt.learning.objectives.supervised_predictions`), so the result
+    equals the metric over the whole set.  A set without any unit scores NaN.
     """
     model.eval()
-    total = 0.0
+    total, units = 0.0, 0
     for start in range(0, len(data), batch_size):
-        x = data.x[start : start + batch_size]
-        outputs, _ = model(x)
-        total += metric(outputs, data.y[start : start + batch_size], target) * len(x)
-    return total / len(data)
+        outputs, _ = model(data.x[start : start + batch_size])
+        part, n = metric_sum(outputs, data.y[start : start + batch_size], target)
+        total, units = total + part, units + n
+    return total / units if units else math.nan
 
 
 @dataclass

@@ -15,7 +15,14 @@ import pytest
 
 from neurofptt.errors import ConfigError
 from neurofptt.flow import stages as flow
-from neurofptt.studies.sweep import RESULTS, load_sweep, read_results, run_sweep, summary_table
+from neurofptt.studies.sweep import (
+    RESULTS,
+    load_sweep,
+    read_results,
+    run_sweep,
+    selected_epoch,
+    summary_table,
+)
 
 BASE = """
 [base.hardware]
@@ -60,9 +67,14 @@ def test_grid_runs_in_parallel_and_in_order(tmp_path: Path) -> None:
     lines = result_lines(out)
     assert len(lines) == 4 and {r["id"] for r in lines} == {r["id"] for r in records}
     for r in records:
-        assert (out / "runs" / r["id"] / "train.json").is_file()
+        train = json.loads((out / "runs" / r["id"] / "train.json").read_text())
+        # flow runs report the test accuracy of the epoch picked on flow.val_fraction
+        assert r["metric"] == train["test_accuracy"] and train["val_split"] == "held out"
+        assert selected_epoch(r) == (train["picked_epoch"], train["val_accuracy"])
     table = summary_table(records, sweep.keys)
     for text in ("train.model", "rnn", "gru", "ok", "mean ± std", records[0]["id"]):
+        assert text in table
+    for text in ("val_accuracy", "picked epoch", "picked on the validation split"):
         assert text in table
 
 
@@ -219,16 +231,25 @@ qat_epochs = 0
 
 
 def test_experiment_sweep_over_alpha_model_and_seed(tmp_path: Path) -> None:
-    """The issue's example grid (alpha x model x seed) on a regression task: MSE per run."""
+    """The issue's example grid (alpha x model x seed) on a regression task: MSE per run, the
+    test MSE of the epoch picked on the held-out validation samples."""
     path = tmp_path / "alpha.toml"
-    path.write_text(EXPERIMENT)
+    path.write_text(EXPERIMENT.replace("epochs = 1", "epochs = 2"))
     sweep = load_sweep(path)
     assert sweep.kind == "experiment" and len(sweep.runs) == 12
-    records = run_sweep(sweep, tmp_path / "out", workers=2, progress=False)
+    out = tmp_path / "out"
+    records = run_sweep(sweep, out, workers=2, progress=False)
     assert all(r["status"] == "ok" and r["metric_name"] == "test_mse" for r in records)
     assert all(0.0 < r["metric"] < 10.0 for r in records)
+    for r in records:
+        run = json.loads((out / "runs" / r["id"] / "experiment.json").read_text())
+        assert run["val_split"] == "held out" and run["val_samples"] == 3  # 10 % of 32
+        assert selected_epoch(r) == (run["picked_epoch"], run["val_mse"])
+        vals = [h["val_mse"] for h in run["history"]]
+        assert run["picked_epoch"] == 1 + vals.index(min(vals))
+        assert r["metric"] == run["metric"] == run["history"][run["picked_epoch"] - 1]["test_mse"]
     table = summary_table(records, sweep.keys)
-    assert "test_mse (mean ± std)" in table
+    assert "test_mse (mean ± std)" in table and "val_mse" in table
     assert len(table.split("over train.seed:")[1].strip().splitlines()) == 2 + 6
 
 

@@ -19,6 +19,18 @@ from neurofptt.quant.config import HardwareConfig
 from neurofptt.tasks import TASKS, is_data_path
 from neurofptt.tasks.files import data_info
 
+#: the share of the training samples held out to pick the reported epoch on, for the flow's
+#: ``[flow]`` and the experiments' ``[experiment]`` table alike: one default, so a flow run and an
+#: experiment on the same task report numbers selected the same way
+VAL_FRACTION = 0.1
+
+
+def check_val_fraction(value: float, table: str) -> None:
+    """Refuse a ``<table>.val_fraction`` outside ``[0, 1)`` when the config is read, naming the
+    setting, rather than when the task is split after the run has started."""
+    if not 0 <= value < 1:
+        raise ConfigError(f"{table}.val_fraction = {value} must be in [0, 1) (0: no validation)")
+
 
 @dataclass(frozen=True)
 class FlowSettings:
@@ -31,14 +43,11 @@ class FlowSettings:
     fpga_pnr: bool = True
     #: share of the training samples held out to pick the reported epoch on (0: none, the last
     #: epoch is reported); a task with a validation split of its own uses that instead
-    val_fraction: float = 0.1
+    val_fraction: float = VAL_FRACTION
 
     def __post_init__(self) -> None:
         check_field_types(self, "flow")
-        if not 0 <= self.val_fraction < 1:
-            raise ConfigError(
-                f"flow.val_fraction = {self.val_fraction} must be in [0, 1) (0: no validation)"
-            )
+        check_val_fraction(self.val_fraction, "flow")
         if self.task not in TASKS and not is_data_path(self.task):
             raise ConfigError(
                 f"unknown task {self.task!r}; available tasks: {sorted(TASKS)}, or the path of "

@@ -4,13 +4,13 @@ The hardware flow (:mod:`neurofptt.flow`) trains the network that goes on the ch
 trains any model on any task (regression, per-step labels, long sequences) to compare learning
 rules, as the reproductions and sweeps do.  Its config has three tables::
 
-    [experiment]   task = "tsfd", hidden = 32
+    [experiment]   task = "tsfd", hidden = 32, val_fraction = 0.1
     [task]         the task loader's options, e.g. n_sequences = 2000 (see neurofptt.tasks)
     [train]        the TrainConfig options (rule, model, layers, epochs, lr, ...)
     [train.fptt]   a rule's own options, e.g. alpha = 0.5 (one table per rule)
 
 A run writes ``checkpoint.pt`` (atomic, resumable) and ``experiment.json`` (config, history,
-final metric) to its folder.
+the validation-selected metric) to its folder.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from neurofptt.errors import ConfigError
+from neurofptt.flow.config import VAL_FRACTION, check_val_fraction
 from neurofptt.io import atomic_write_bytes, check_field_types, check_table, from_table
-from neurofptt.learning.objectives import higher_is_better, metric_name
 from neurofptt.learning.registry import build_model
 from neurofptt.learning.trainer import TrainConfig, fit
 from neurofptt.models.base import RecurrentModel
@@ -39,13 +39,19 @@ RECORD = "experiment.json"
 
 @dataclass(frozen=True)
 class ExperimentSettings:
-    """The ``[experiment]`` table: which task, and the width of every hidden layer."""
+    """The ``[experiment]`` table: which task, the width of every hidden layer, and the share of
+    the training samples held out to pick the reported epoch on."""
 
     task: str = "tsfd"
     hidden: int = 32
+    #: share of the training samples held out to pick the reported epoch on (0: none, the last
+    #: epoch is reported); a task with a validation split of its own uses that instead.  The
+    #: flow's ``flow.val_fraction`` has the same default and meaning
+    val_fraction: float = VAL_FRACTION
 
     def __post_init__(self) -> None:
         check_field_types(self, "experiment")
+        check_val_fraction(self.val_fraction, "experiment")
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; available tasks: {sorted(TASKS)}")
         if self.hidden < 1:
@@ -106,8 +112,20 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Train one experiment into ``out_dir``; returns (and writes) its record.
 
-    The record's ``metric`` is the last epoch's test metric (``metric_name``: ``test_accuracy`` or
-    ``test_mse``) and ``best_metric`` the best epoch's; the reproductions report the last.
+    The reported epoch is picked on a validation split (the task's own, else a seeded
+    ``experiment.val_fraction`` of the training samples held out;
+    :func:`~neurofptt.learning.trainer.fit`), and the test set is scored once, for it: picking
+    the epoch (or reporting the best epoch) on the test set would make the test score an
+    optimistic pick, which is why no test-selected number is recorded.  With ``val_fraction =
+    0`` and no split of the task's own there is no selection: the last epoch is reported.
+
+    The record holds ``config``, ``task``, ``history`` (the per-epoch records: the validation
+    metric every epoch, the test metric only for the picked one), ``metric_name``
+    (``test_accuracy`` or ``test_mse``) and ``metric`` (the picked epoch's test score, which
+    sweeps and reproductions report), ``picked_epoch``, ``val_accuracy``/``val_mse`` (the picked
+    epoch's validation score, ``None`` without a split), ``test_accuracy``/``test_mse`` (the
+    same number as ``metric``), ``val_split`` (``"held out"``, ``"task"`` or ``"none"``),
+    ``train_samples``, ``val_samples``, ``test_samples``, ``steps`` and ``seconds``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -122,17 +140,15 @@ def run_experiment(
         resume=resume,
         progress=progress,
         meta={"experiment": cfg.to_dict()},
+        val_fraction=cfg.experiment.val_fraction,
     )
-    name = f"test_{metric_name(task.target)}"
-    values = [h[name] for h in history]
     record = {
         "config": cfg.to_dict(),
         "task": task.name,
-        "metric_name": name,
-        "metric": values[-1],
-        "best_metric": max(values) if higher_is_better(task.target) else min(values),
-        "history": history,
-        "train_samples": len(task.train),
+        "metric_name": f"test_{history.metric}",
+        "metric": history.test,
+        "history": list(history),
+        **history.summary(),
         "test_samples": len(task.test),
         "steps": task.train.steps,
         "seconds": time.perf_counter() - start,

@@ -18,8 +18,11 @@ Three budgets:
     a smoke run of a minute or less (used by the tests); its numbers mean nothing.
 
 :func:`summarise` turns the run records into ``results.json``: one object per method, model and
-``alpha`` with the metric's mean, standard deviation and seed count, the budget and the paper's
-number where the paper prints one.
+``alpha`` with the metric's mean, standard deviation, worst seed and seed count, the budget and the
+paper's number where the paper prints one.  Each run's metric is validation-selected: the test
+score of the epoch with the best score on a held-out share of the training samples
+(``experiment.val_fraction``, 0.1 by default) or on the task's own validation split, scored once
+(:func:`~neurofptt.studies.experiment.run_experiment`), never the best test score over epochs.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from neurofptt.studies.sweep import (
     make_sweep,
     mean_std,
     run_sweep,
-    seed_groups,
+    selected_epoch,
 )
 
 BUDGETS = ("quick", "default", "full")
@@ -301,29 +304,47 @@ def get_reproduction(name: str) -> Reproduction:
 
 
 # -- results -----------------------------------------------------------------------------------
+#: the sizes of a run that ``results.json``'s budget states, from the run's ``experiment.json``
+_SIZES = ("train_samples", "val_samples", "val_split", "test_samples", "steps")
+
+
 def _budget_of(sweep: Sweep, out_dir: Path, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """What the runs cost: epochs, batch, width, task options and the sizes actually used."""
+    """What the runs cost and how their epoch was selected: epochs, batch, width, task options,
+    the validation share, and the sizes actually used (training, validation and test samples,
+    where the validation samples came from, steps).  A run recorded before validation existed
+    has no ``val_samples`` or ``val_split``: ``None``."""
     base = sweep.runs[0].config.to_dict()
     sizes: dict[str, Any] = {}
     for r in records:
         path = out_dir / "runs" / r["id"] / "experiment.json"
         if path.is_file():
             data = json.loads(path.read_text())
-            sizes = {k: data[k] for k in ("train_samples", "test_samples", "steps")}
+            sizes = {k: data.get(k) for k in _SIZES}
             break
     return {
         "epochs": base["train"]["epochs"],
         "batch_size": base["train"]["batch_size"],
         "hidden": base["experiment"]["hidden"],
+        "val_fraction": base["experiment"]["val_fraction"],
         "task_options": base["task"],
         **sizes,
     }
 
 
+def worst_of(values: Sequence[float], metric_name: str) -> float:
+    """The worst seed's value: the lowest accuracy or the highest MSE.  A mean over three seeds
+    hides one that failed to learn; the worst says whether every seed got there."""
+    return max(values) if metric_name.endswith("mse") else min(values)
+
+
 def summarise(
     repro: Reproduction, sweep: Sweep, records: Sequence[dict[str, Any]], out_dir: Path
 ) -> dict[str, Any]:
-    """The ``results.json`` object of a finished (or partly finished) reproduction."""
+    """The ``results.json`` object of a finished (or partly finished) reproduction: one row per
+    method and grid point with ``metric_name``, ``mean`` ± ``std`` over the seeds, ``worst``
+    (the worst seed), ``seeds``, ``values`` and ``picked_epochs`` (each seed's metric and the
+    epoch it was selected at, in the same order), ``paper`` and ``budget``.  Every value is the
+    validation-selected test metric of one run (see the module docstring)."""
     keys = list(repro.grid)
     by_method: dict[tuple[str, tuple[Any, ...]], list[dict[str, Any]]] = {}
     for r in records:
@@ -332,7 +353,8 @@ def summarise(
     budget = _budget_of(sweep, out_dir, records)
     rows = []
     for (label, values), group in by_method.items():
-        finished = seed_groups(group, [])[()]
+        ok = [r for r in group if r.get("status") == "ok" and r.get("metric") is not None]
+        finished = [float(r["metric"]) for r in ok]
         row: dict[str, Any] = {"method": label}
         row.update({k.partition(".")[2]: v for k, v in zip(keys, values, strict=True)})
         metric_name = next((r["metric_name"] for r in group if r.get("metric_name")), None)
@@ -342,8 +364,10 @@ def summarise(
                 "metric_name": metric_name,
                 "mean": mean,
                 "std": std,
+                "worst": worst_of(finished, metric_name or "") if finished else None,
                 "seeds": len(finished),
                 "values": finished,
+                "picked_epochs": [selected_epoch(r)[0] for r in ok],
                 "paper": repro.paper.get((label, values)),
                 "budget": budget,
             }
@@ -354,7 +378,12 @@ def summarise(
 
 def plot_results(repro: Reproduction, summary: dict, records: Sequence[dict], path: Path) -> None:
     """``alpha``: metric against alpha per model (ours with error bars, the paper's dashed);
-    ``epochs``: mean test metric per epoch and method (learning curves)."""
+    ``epochs``: mean validation metric per epoch and method (learning curves).
+
+    The curves show the validation metric because that is what picks the reported epoch: the
+    test set is scored only for the picked epoch.  Runs without a validation split (recorded
+    before it existed, or with ``val_fraction = 0``) have a test score every epoch, which is
+    drawn instead, and the axis says which."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -392,6 +421,10 @@ def plot_results(repro: Reproduction, summary: dict, records: Sequence[dict], pa
         for r in records:
             if r.get("status") == "ok" and r.get("history"):
                 name = r["metric_name"]
+                val = "val_" + name.removeprefix("test_")
+                if any(val in h for h in r["history"]):
+                    name = val
+                metric = name  # the axis names what was drawn
                 curves.setdefault(repro.label_of(r["overrides"]), []).append(
                     [h[name] for h in r["history"]]
                 )
@@ -432,14 +465,48 @@ def run_reproduction(
 
 
 def results_table(summary: dict[str, Any]) -> str:
-    """A plain-text table of ``results.json``: method, grid values, ours (mean ± std), paper."""
+    """A plain-text table of ``results.json``: method, grid values, ours (mean ± std), the worst
+    seed, the picked epochs, paper; and a line saying how the numbers were selected."""
     rows = summary["results"]
-    fixed = {"method", "metric_name", "mean", "std", "seeds", "values", "paper", "budget"}
-    extra = [k for k in (rows[0] if rows else {}) if k not in fixed]
-    header = ["method", *extra, "ours (mean ± std)", "seeds", "paper"]
+    extra = [k for k in (rows[0] if rows else {}) if k not in _ROW_KEYS]
+    header = [
+        "method",
+        *extra,
+        "ours (mean ± std)",
+        "worst seed",
+        "picked epochs",
+        "seeds",
+        "paper",
+    ]
     lines = []
     for r in rows:
         ours = "-" if r["mean"] is None else f"{r['mean']:.4f} ± {r['std']:.4f}"
+        worst = "-" if r["worst"] is None else f"{r['worst']:.4f}"
+        picked = ", ".join("-" if e is None else str(e) for e in r["picked_epochs"]) or "-"
         paper = "-" if r["paper"] is None else f"{r['paper']:.4f}"
-        lines.append([r["method"], *(str(r[k]) for k in extra), ours, str(r["seeds"]), paper])
-    return format_table(header, lines)
+        grid = [str(r[k]) for k in extra]
+        lines.append([r["method"], *grid, ours, worst, picked, str(r["seeds"]), paper])
+    split = rows[0]["budget"].get("val_split") if rows else None
+    how = (
+        "the test score of the epoch picked on the validation split, scored once"
+        if split not in (None, "none")
+        else "the last epoch's test score (no validation split)"
+    )
+    return format_table(header, lines) + f"\nours: {how}"
+
+
+#: the keys of a ``results.json`` row that are not grid values
+_ROW_KEYS = frozenset(
+    {
+        "method",
+        "metric_name",
+        "mean",
+        "std",
+        "worst",
+        "seeds",
+        "values",
+        "picked_epochs",
+        "paper",
+        "budget",
+    }
+)

@@ -11,7 +11,9 @@ experiment (:mod:`neurofptt.studies.experiment`: any task and model, trained wit
 :func:`~neurofptt.studies.experiment.run_experiment`); otherwise it is a hardware flow config,
 trained with :func:`neurofptt.flow.stages.stage_train`.  Every run trains into
 ``OUT/runs/<id>/`` and appends one JSON line (its ``metric`` and ``metric_name``) to
-``OUT/results.jsonl``.
+``OUT/results.jsonl``.  A run's ``metric`` is the test score of the epoch picked on a validation
+split (``flow.val_fraction`` or ``experiment.val_fraction`` of the training samples, or the task's
+own split), scored once; :func:`selected_epoch` reads the picked epoch back from its history.
 
 Sweeps get interrupted (a laptop sleeps, a job hits its wall time), so the results file is the
 sweep's memory: a run's id is a hash of its overrides, a run whose id is already in the file is not
@@ -470,22 +472,58 @@ def seed_groups(
     return groups
 
 
+def selected_epoch(record: dict[str, Any]) -> tuple[int | None, float | None]:
+    """The reported epoch of a results line and its validation score: ``(epoch, None)`` where
+    the run had no validation split (nothing was selected, the last epoch is reported) and
+    ``(None, None)`` for a run without a history (a failed one).
+
+    The line carries the run's per-epoch history, and with a validation split the trainer
+    scores the test set once, for the picked epoch, so the picked epoch is the one epoch with a
+    test score (:class:`~neurofptt.learning.trainer.FitHistory`); reading it there keeps the
+    results line as it is and also reads the lines of earlier runs, which had no split.
+    """
+    name, history = record.get("metric_name"), record.get("history")
+    if not name or not history:
+        return None, None
+    val_key = "val_" + name.removeprefix("test_")
+    if not any(val_key in h for h in history):
+        return int(history[-1]["epoch"]), None
+    scored = [h for h in history if h.get(name) is not None]
+    if len(scored) != 1:
+        return None, None
+    return int(scored[0]["epoch"]), scored[0].get(val_key)
+
+
 def summary_table(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
-    """One row per run (its grid values, metric, status) and, when the grid has ``train.seed``,
-    the mean ± standard deviation of the metric over seeds for each other combination: one
-    seed's result on a small task is noise, the spread over seeds says how much."""
+    """One row per run (its grid values, selected test metric, the validation score and epoch it
+    was selected by, status) and, when the grid has ``train.seed``, the mean ± standard
+    deviation of the selected metric over seeds for each other combination: one seed's result on
+    a small task is noise, the spread over seeds says how much.
+
+    The reported metric is never a best-over-epochs test score: showing the validation score
+    and the picked epoch beside it says how it was chosen (``-``: no validation split, the last
+    epoch)."""
     keys = list(keys)
     label = next((r["metric_name"] for r in records if r.get("metric_name")), "metric")
-    rows = [
-        [
-            r["id"],
-            *(_show(r["overrides"].get(k)) for k in keys),
-            "-" if r.get("metric") is None else f"{r['metric']:.4f}",
-            r.get("status", "?"),
-        ]
-        for r in records
-    ]
-    text = format_table(["id", *keys, label, "status"], rows)
+    val_label = "val_" + label.removeprefix("test_")
+    rows = []
+    for r in records:
+        epoch, val = selected_epoch(r)
+        rows.append(
+            [
+                r["id"],
+                *(_show(r["overrides"].get(k)) for k in keys),
+                "-" if r.get("metric") is None else f"{r['metric']:.4f}",
+                "-" if val is None else f"{val:.4f}",
+                _show(epoch),
+                r.get("status", "?"),
+            ]
+        )
+    text = format_table(["id", *keys, label, val_label, "picked epoch", "status"], rows)
+    text += (
+        f"\n{label}: the test score of the epoch picked on the validation split, scored once "
+        f"({val_label} '-': no validation split, the last epoch)"
+    )
     if "train.seed" not in keys:
         return text
     rest = [k for k in keys if k != "train.seed"]

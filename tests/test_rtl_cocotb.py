@@ -4,6 +4,12 @@ Every case draws a random valid configuration, random weights (a share of them a
 w_min / w_max) and random input spikes with fixed seeds, and checks every recurrent spike and every
 readout value of every step: zero mismatches.  The stimuli include all-spike and silent steps and
 formats small enough to saturate.  One case is run with random backpressure on every stream.
+
+Every case runs under Icarus; the cases of ``VERILATOR_CASES`` run under Verilator too (each
+Verilator case compiles its design and Verilator's runtime to C++, about 20 CPU-seconds, so a
+subset: the default sizes on 4 lanes, the widest formats, backpressure with more lanes than
+readouts, and a random draw on 8 lanes under backpressure), skipped with the reason when
+Verilator is missing.
 """
 
 from __future__ import annotations
@@ -19,10 +25,25 @@ from neurofptt.errors import ConfigError, ToolMissingError
 from neurofptt.hdl import cycles_per_step, generate_verilog
 from neurofptt.quant import HardwareConfig, QuantizedNetwork, golden_run
 from neurofptt.verify import run_rtl
+from neurofptt.verify.runner import require_simulator
 
 needs_icarus = pytest.mark.skipif(
     shutil.which("iverilog") is None or shutil.which("vvp") is None,
     reason="Icarus Verilog is not installed (apt-get install iverilog)",
+)
+
+
+def verilator_missing() -> str:
+    """Why Verilator cannot run the testbenches here ("" when it can)."""
+    try:
+        require_simulator("verilator")
+    except ToolMissingError as exc:
+        return str(exc)
+    return ""
+
+
+needs_verilator = pytest.mark.skipif(
+    bool(verilator_missing()), reason=f"Verilator is not usable: {verilator_missing()}"
 )
 
 
@@ -150,6 +171,20 @@ def random_case(seed: int) -> Case:
 
 CASES += [random_case(seed) for seed in (101, 102, 103, 104, 105)]
 
+#: the cases run under Verilator as well as Icarus
+VERILATOR_CASES = (
+    "default-sizes-4-lanes",
+    "wide-formats-3-lanes",
+    "backpressure-lanes-exceed-outputs",
+    "random-101",
+)
+#: (case, simulator): every case under Icarus (ids as before), a subset under Verilator
+SIMULATED = [pytest.param(case, "icarus", id=case.name, marks=needs_icarus) for case in CASES] + [
+    pytest.param(case, "verilator", id=f"{case.name}-verilator", marks=needs_verilator)
+    for case in CASES
+    if case.name in VERILATOR_CASES
+]
+
 
 def random_network(cfg: HardwareConfig, rng: np.random.Generator, scale: float = 1.0):
     """Uniform weights over ``scale`` of the range, with 15 % pinned to w_min and 15 % to w_max."""
@@ -188,14 +223,15 @@ def test_campaign_size() -> None:
 
 
 @pytest.mark.rtl
-@needs_icarus
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_rtl_matches_golden(case: Case, tmp_path) -> None:
+@pytest.mark.parametrize(("case", "simulator"), SIMULATED)
+def test_rtl_matches_golden(case: Case, simulator: str, tmp_path) -> None:
     rng = np.random.default_rng(case.seed)
     cfg = case.config.replace(lanes=case.lanes)
     net = random_network(cfg, rng, case.weight_scale)
     spikes = random_spikes(case, rng)
-    result = run_rtl(net, spikes, tmp_path, backpressure=case.backpressure, seed=case.seed)
+    result = run_rtl(
+        net, spikes, tmp_path, backpressure=case.backpressure, seed=case.seed, simulator=simulator
+    )
     assert result.complete
     assert result.n_mismatches == 0, f"case {case.name}, seed {case.seed}:\n{result.report()}"
     golden = result.golden

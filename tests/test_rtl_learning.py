@@ -10,7 +10,8 @@ words, extremes included) through ``i_weights`` after the first sample, read it 
 on from it: the golden model restarts from :func:`~neurofptt.verify.learning.loaded_state`.
 
 The Amaranth-simulator check is fast and covers the cases quickly; the cocotb check runs the
-generated Verilog under Icarus through the real ports.
+generated Verilog under Icarus through the real ports, and two of its cases (e-prop with a load,
+FPTT under backpressure: ``VERILATOR_SEEDS``) under Verilator too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from neurofptt.errors import ConfigError
+from neurofptt.errors import ConfigError, ToolMissingError
 from neurofptt.hdl import (
     READ_WEIGHTS,
     LifCore,
@@ -48,6 +49,7 @@ from neurofptt.verify.learning import (
     load_words,
     loaded_state,
 )
+from neurofptt.verify.runner import require_simulator
 from neurofptt.verify.streams import (
     Load,
     Stalls,
@@ -64,6 +66,20 @@ ERRORS = ("target", "hinge", "softmax")
 needs_icarus = pytest.mark.skipif(
     shutil.which("iverilog") is None or shutil.which("vvp") is None,
     reason="Icarus Verilog is not installed (apt-get install iverilog)",
+)
+
+
+def verilator_missing() -> str:
+    """Why Verilator cannot run the testbenches here ("" when it can)."""
+    try:
+        require_simulator("verilator")
+    except ToolMissingError as exc:
+        return str(exc)
+    return ""
+
+
+needs_verilator = pytest.mark.skipif(
+    bool(verilator_missing()), reason=f"Verilator is not usable: {verilator_missing()}"
 )
 
 
@@ -253,6 +269,9 @@ COCOTB_BATCH = 6
 #: cases that load a random weight set after the first sample (both modes in both simulators,
 #: one under backpressure)
 LOAD_SEEDS = {*LOAD_SIM, 20, 21, 26, 27}
+#: the cocotb cases run under Verilator as well as Icarus: e-prop with a load, FPTT under
+#: backpressure (each compiles its design to C++, so not all of them)
+VERILATOR_SEEDS = (20, 31)
 
 
 def test_cases_cover_the_modes() -> None:
@@ -350,12 +369,18 @@ def test_learning_core_matches_golden(seed: int) -> None:
 
 
 @pytest.mark.rtl
-@needs_icarus
-@pytest.mark.parametrize("seed", COCOTB_SEEDS)
-def test_rtl_learning_matches_golden(seed: int, tmp_path) -> None:
-    """Generated Verilog under Icarus + cocotb, through the real ports (one case with random
-    backpressure on every output stream, which also stalls the weight dump and pauses the
-    load; the load cases read the loaded set back and learn on from it)."""
+@pytest.mark.parametrize(
+    ("seed", "simulator"),
+    [pytest.param(seed, "icarus", id=str(seed), marks=needs_icarus) for seed in COCOTB_SEEDS]
+    + [
+        pytest.param(seed, "verilator", id=f"{seed}-verilator", marks=needs_verilator)
+        for seed in VERILATOR_SEEDS
+    ],
+)
+def test_rtl_learning_matches_golden(seed: int, simulator: str, tmp_path) -> None:
+    """Generated Verilog under Icarus (or Verilator) + cocotb, through the real ports (one case
+    with random backpressure on every output stream, which also stalls the weight dump and
+    pauses the load; the load cases read the loaded set back and learn on from it)."""
     case = random_case(seed, COCOTB_BATCH)
     backpressure = seed == COCOTB_SEEDS[-1]
     result = run_rtl_learning(
@@ -366,6 +391,7 @@ def test_rtl_learning_matches_golden(seed: int, tmp_path) -> None:
         backpressure=backpressure,
         seed=seed,
         load=case.load,
+        simulator=simulator,
     )
     assert result.complete
     assert result.n_mismatches == 0, f"{case.name}:\n{result.report()}"

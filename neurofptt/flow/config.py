@@ -18,6 +18,7 @@ from neurofptt.learning.trainer import TrainConfig
 from neurofptt.quant.config import HardwareConfig
 from neurofptt.tasks import TASKS, is_data_path
 from neurofptt.tasks.files import data_info
+from neurofptt.verify.runner import SIMULATORS
 
 #: the share of the training samples held out to pick the reported epoch on, for the flow's
 #: ``[flow]`` and the experiments' ``[experiment]`` table alike: one default, so a flow run and an
@@ -41,6 +42,9 @@ class FlowSettings:
     rtl_samples: int = 0  # 0: the whole test set
     fpga_family: str = "ecp5"
     fpga_pnr: bool = True
+    #: the simulator the RTL checks run under (``icarus`` or ``verilator``): the same testbenches
+    #: and verdict; Verilator takes longer to build and far less time per simulated cycle
+    simulator: str = "icarus"
     #: share of the training samples held out to pick the reported epoch on (0: none, the last
     #: epoch is reported); a task with a validation split of its own uses that instead
     val_fraction: float = VAL_FRACTION
@@ -59,6 +63,10 @@ class FlowSettings:
             )
         if self.fpga_family not in ("ecp5", "ice40"):
             raise ConfigError(f"flow.fpga_family = {self.fpga_family!r}; choose 'ecp5' or 'ice40'")
+        if self.simulator not in SIMULATORS:
+            raise ConfigError(
+                f"flow.simulator = {self.simulator!r}; choose one of {', '.join(SIMULATORS)}"
+            )
 
 
 @dataclass(frozen=True)

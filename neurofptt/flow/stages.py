@@ -251,10 +251,12 @@ def stage_verify(
     verilog: Path | None = None,
     samples: int = 0,
     task_name: str = "digits",
+    simulator: str = "icarus",
 ) -> dict:
-    """Run the inference testbench on the first ``samples`` test samples (0: all).  A learning
-    core runs here as an inference core: every ``STEP`` carries ``learn = 0``, so its learning
-    datapath stays idle; :func:`stage_verify_learning` checks that."""
+    """Run the inference testbench on the first ``samples`` test samples (0: all) under
+    ``simulator`` (``flow.simulator``).  A learning core runs here as an inference core: every
+    ``STEP`` carries ``learn = 0``, so its learning datapath stays idle;
+    :func:`stage_verify_learning` checks that."""
 
     net = QuantizedNetwork.load(model_path or out / QUANTIZED)
     task = _task_of(net, task_name)
@@ -266,9 +268,10 @@ def stage_verify(
     if verilog is None and model_path is None and (out / RTL_DIR / f"{CORE_NAME}.v").is_file():
         verilog = out / RTL_DIR / f"{CORE_NAME}.v"
     start = time.perf_counter()
-    result = run_rtl(net, spikes, out / "cocotb", verilog=verilog)
+    result = run_rtl(net, spikes, out / "cocotb", verilog=verilog, simulator=simulator)
     summary = result.summary()
     record = {
+        "simulator": simulator,
         "rtl_samples": n,
         "rtl_steps": int(spikes.shape[1]),
         "rtl_neuron_steps": int(result.neuron_steps),
@@ -282,6 +285,9 @@ def stage_verify(
         "lanes": net.config.lanes,
         "mismatch_report": result.report() if not result.ok else "",
         "first_mismatches": [dataclasses.asdict(m) for m in result.mismatches[:20]],
+        # the simulator's two costs: building the simulation and simulating the cycles
+        "rtl_build_seconds": summary["build_seconds"],
+        "rtl_sim_seconds": summary["sim_seconds"],
         "seconds": time.perf_counter() - start,
     }
     write_json(out / "verify.json", record)
@@ -300,12 +306,13 @@ def stage_verify_learning(
     model_path: Path | None = None,
     samples: int = LEARNING_VERIFY_SAMPLES,
     task_name: str = "digits",
+    simulator: str = "icarus",
 ) -> dict:
-    """Run the learning testbench on the first ``samples`` training samples (0: all): the core
-    generated from the model learns on them from the model's weights, and every weight (and
-    FPTT's ``W_bar``) is read back after every update and compared with the golden model;
-    writes ``verify_learning.json``.  The model needs a learning section
-    (``hardware.learning``)."""
+    """Run the learning testbench on the first ``samples`` training samples (0: all) under
+    ``simulator`` (``flow.simulator``): the core generated from the model learns on them from
+    the model's weights, and every weight (and FPTT's ``W_bar``) is read back after every
+    update and compared with the golden model; writes ``verify_learning.json``.  The model
+    needs a learning section (``hardware.learning``)."""
 
     path = model_path or out / QUANTIZED
     net = QuantizedNetwork.load(path)
@@ -318,11 +325,18 @@ def stage_verify_learning(
     task = _task_of(net, task_name)
     n = _sample_count(samples, len(task.train), "training")
     start = time.perf_counter()
+    # the default stays implicit, so runners (and stand-ins) without the option keep working
+    options = {} if simulator == "icarus" else {"simulator": simulator}
     rtl = run_rtl_learning(
-        net, task.train.numpy_spikes()[:n], task.train.y.numpy()[:n], out / "cocotb_learning"
+        net,
+        task.train.numpy_spikes()[:n],
+        task.train.y.numpy()[:n],
+        out / "cocotb_learning",
+        **options,
     )
     cfg = net.config
     record = {
+        "simulator": simulator,
         "task": task.name,
         "rule": cfg.learning.mode,
         "rtl_learning_samples": n,

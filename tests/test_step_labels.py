@@ -15,12 +15,17 @@
 from __future__ import annotations
 
 import copy
+import shutil
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from neurofptt.errors import ShapeError
+from neurofptt.flow import onchip_train
+from neurofptt.flow.onchip_train import train_onchip
+from neurofptt.hdl import EventKind, LifCore, learn_event_layout
 from neurofptt.learning.bptt import BPTT
 from neurofptt.learning.eprop import EProp, eprop_gradients
 from neurofptt.learning.fpp import FPP
@@ -40,8 +45,21 @@ from neurofptt.learning.tbptt import TBPTT
 from neurofptt.learning.trainer import evaluate
 from neurofptt.models.conventional import GatedRNN
 from neurofptt.models.spiking import SpikingRNN
+from neurofptt.onchip import (
+    MATRICES,
+    LearningState,
+    learning_step,
+    random_network,
+    run_sample,
+    step_schedule,
+)
+from neurofptt.quant import HardwareConfig, golden_run
+from neurofptt.quant.config import LearningConfig
 from neurofptt.tasks import from_arrays
-from neurofptt.tasks.base import SequenceDataset
+from neurofptt.tasks.base import SequenceDataset, TaskData
+from neurofptt.verify import run_rtl_learning
+from neurofptt.verify.learning import compare_snapshot, decode_dump, golden_learning_run
+from neurofptt.verify.streams import StreamBench, cycle_budget, frame_run, run_amaranth, unpack
 
 F64 = torch.float64
 B, T, N_IN, N_OUT = 4, 6, 3, 3
@@ -160,7 +178,9 @@ def test_full_window_tbptt_is_one_step_on_the_masked_loss(loss_steps):
     want = autograd_gradients(b, x, GAPS, mask)
     rule = sgd_rule(TBPTT, a, lr=0.5, n=T, loss_steps=loss_steps, target="label_per_step")
     result = rule.train_batch(x, GAPS)
-    assert result.loss == pytest.approx(float(masked_loss(b(x)[0], GAPS, mask)), rel=1e-12)
+    with torch.no_grad():
+        want_loss = float(masked_loss(b(x)[0], GAPS, mask))
+    assert result.loss == pytest.approx(want_loss, rel=1e-12)
     for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p, q - 0.5 * want[name], rtol=1e-12, atol=1e-14, msg=name)
 
@@ -442,3 +462,207 @@ def test_every_rule_trains_on_gaps_and_skips_a_batch_without_targets(name):
     assert none.loss == 0.0
     for p, q in zip(model.parameters(), after, strict=True):
         assert torch.equal(p, q)
+
+
+# -- on chip: golden model, host loop, framing, learning core -----------------------------------
+def gap_hardware(mode: str) -> HardwareConfig:
+    """A small learning core whose rates move many weights per update."""
+    lc = LearningConfig(
+        mode=mode,
+        target=48,
+        signal_shift=2,
+        trace_bits=8,
+        trace_frac_bits=2,
+        signal_bits=10,
+        psi_width_shift=5,
+        psi_bits=2,
+        lr_shift_in=4,
+        lr_shift_rec=4,
+        lr_shift_out=3,
+        alpha_shift=2,
+        wbar_bits=8,
+        beta_ramp=True,  # for sequence labels only: per-step labels update with b_t = 0
+        supervised_steps=2,  # likewise: the labels say where to learn
+        feedback="random" if mode == "fptt" else "symmetric",
+    )
+    return HardwareConfig(
+        n_in=4,
+        n_rec=6,
+        n_out=3,
+        weight_bits=5,
+        membrane_bits=9,
+        frac_bits=2,
+        leak_shift=2,
+        out_leak_shift=1,
+        threshold=16,
+        w_in_shift=2,
+        w_rec_shift=1,
+        w_out_shift=1,
+        lanes=2,
+        learning=lc,
+    )
+
+
+#: per-step labels of the on-chip checks: a label at the end, scattered labels of two classes,
+#: every step labelled, and no target at all
+CHIP_LABELS = np.array(
+    [[-1, -1, -1, -1, 2, 2], [-1, 1, -1, 0, -1, -1], [0, 1, 2, 0, 1, 2], [-1] * 6]
+)
+
+
+def chip_spikes(batch: int = 4, steps: int = 6, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).random((batch, steps, 4)) < 0.5).astype(np.uint8)
+
+
+def manual_sample(net, state, x, labels, shifts):
+    """The loop ``run_sample`` ran before per-step labels, with the labels and shifts given."""
+    state = state.new_sample(net)
+    readout = []
+    for x_t, label, shift in zip(x, labels, shifts, strict=True):
+        net, state = learning_step(net, state, x_t, label, shift)
+        readout.append(state.neurons.o[0])
+    return net, state, np.stack(readout)
+
+
+def assert_same_run(a, b) -> None:
+    for m in MATRICES:
+        assert np.array_equal(a[0].matrix(m), b[0].matrix(m))
+    assert a[1].updates == b[1].updates
+    assert np.array_equal(a[2], b[2])
+
+
+@pytest.mark.parametrize("mode", ["eprop", "fptt"])
+def test_run_sample_learns_only_at_labelled_steps_toward_their_labels(mode):
+    net = random_network(gap_hardware(mode), seed=1, spread=8)
+    x = chip_spikes()
+    state = LearningState.start(net)
+    for b, labels in enumerate(CHIP_LABELS):
+        shifts = [0 if label >= 0 else None for label in labels]
+        want = manual_sample(net, state, x[b], [int(v) for v in labels], shifts)
+        got = run_sample(net, state, x[b], labels)
+        assert_same_run(got, want)
+        assert got[1].updates - state.updates == int((labels >= 0).sum())
+        net, state = got[0], got[1]
+    assert state.updates == int((CHIP_LABELS >= 0).sum())
+
+
+@pytest.mark.parametrize("mode", ["eprop", "fptt"])
+def test_an_int_label_keeps_the_sequence_schedule(mode):
+    net = random_network(gap_hardware(mode), seed=2, spread=8)
+    state = LearningState.start(net)
+    x = chip_spikes(seed=1)[0]
+    schedule = step_schedule(net.config.learning, len(x))
+    assert schedule == [None, None, None, None, 1, 0]  # last two steps, beta ramp
+    want = manual_sample(net, state, x, [2] * len(x), schedule)
+    assert_same_run(run_sample(net, state, x, 2), want)
+    assert_same_run(run_sample(net, state, x, np.int64(2)), want)
+
+
+def test_per_step_schedule_and_bad_labels():
+    lc = gap_hardware("eprop").learning
+    assert step_schedule(lc, 4, np.array([-1, 0, -1, 2])) == [None, 0, None, 0]
+    with pytest.raises(ShapeError, match="one per step"):
+        step_schedule(lc, 4, np.array([0, 1]))
+    with pytest.raises(ShapeError, match="neither a class nor -1"):
+        step_schedule(lc, 2, np.array([-2, 0]))
+
+
+def chip_task(n: int = 24, steps: int = 6) -> TaskData:
+    """A task with gaps whose classes the input says: each sample's channel ``c`` fires more,
+    and the class ``c`` is labelled on the last two steps (some samples on scattered steps)."""
+    rng = np.random.default_rng(3)
+    classes = np.arange(n) % 3
+    rate = np.full((n, steps, 4), 0.15)
+    rate[np.arange(n), :, classes] = 0.8
+    x = (rng.random((n, steps, 4)) < rate).astype(np.uint8)
+    y = np.full((n, steps), -1, np.int64)
+    y[:, -2:] = classes[:, None]
+    y[::5, 1] = classes[::5]
+    return from_arrays(x, y, x_test=x[:9], y_test=y[:9], n_classes=3, name="chip-gaps")
+
+
+def test_host_loop_learns_per_step_labels_and_scores_supervised_units(monkeypatch):
+    task = chip_task()
+    net = random_network(gap_hardware("eprop"), seed=4, spread=8)
+    sent = []
+    real = onchip_train.run_sample
+
+    def spy(net, state, x, label, **kw):
+        sent.append(np.asarray(label).copy())
+        return real(net, state, x, label, **kw)
+
+    monkeypatch.setattr(onchip_train, "run_sample", spy)
+    history = train_onchip(net, task, epochs=2, seed=0, val_fraction=0.2)
+    assert all(label.shape == (task.train.steps,) for label in sent)  # the labels as they are
+    assert len(sent) == 2 * history.train_samples
+    test = task.test
+    readout = golden_run(history.net, test.numpy_spikes()).readout
+    want = metric(torch.from_numpy(readout), test.y, "label_per_step")
+    assert history.test_accuracy == pytest.approx(want)
+    held = set(history.val_indices.tolist())
+    per_epoch = sum(int((task.train.y[i] >= 0).sum()) for i in range(24) if i not in held)
+    assert history.state.updates == history.picked_epoch * per_epoch  # one per labelled step
+    for record in history.epochs:
+        assert 0.0 <= record["online_train_accuracy"] <= 1.0
+
+
+def test_framing_sends_each_steps_label_only_where_it_learns():
+    net = random_network(gap_hardware("fptt"), seed=5, spread=8)
+    x = chip_spikes()
+    trace = golden_learning_run(net, x, CHIP_LABELS)
+    assert np.array_equal(trace.learn, CHIP_LABELS >= 0)
+    assert not trace.shift.any()
+    assert [(s.sample, s.step) for s in trace.snapshots] == [
+        tuple(int(i) for i in bt) for bt in np.argwhere(CHIP_LABELS >= 0)
+    ]
+    layout = learn_event_layout(net.config)
+    items = frame_run(layout, x, labels=CHIP_LABELS, learn=trace.learn, shift=trace.shift)
+    fields_of = [unpack(layout, e.word) for e in items]
+    steps = [f for f in fields_of if f["kind"] == EventKind.STEP.value]
+    fields = np.array([[s["learn"], s["label"]] for s in steps]).reshape(4, 6, 2)
+    assert np.array_equal(fields[..., 0], CHIP_LABELS >= 0)
+    assert np.array_equal(fields[..., 1], np.maximum(CHIP_LABELS, 0))
+    seq = golden_learning_run(net, x, np.array([2, 0, 1, 1]))  # sequence labels as before
+    assert np.array_equal(seq.learn, np.tile([0, 0, 0, 0, 1, 1], (4, 1)).astype(bool))
+
+
+needs_icarus = pytest.mark.skipif(
+    shutil.which("iverilog") is None or shutil.which("vvp") is None,
+    reason="Icarus Verilog is not installed (apt-get install iverilog)",
+)
+
+
+@pytest.mark.parametrize("mode", ["eprop", "fptt"])
+def test_learning_core_learns_per_step_labels_bit_for_bit(mode):
+    """Amaranth simulator: the core fed the STEP fields of per-step labels with gaps; spikes,
+    readouts and every weight and ``W_bar`` after every update equal the golden model."""
+    net = random_network(gap_hardware(mode), seed=6, spread=8)
+    x = chip_spikes(seed=2)
+    trace = golden_learning_run(net, x, CHIP_LABELS)
+    layout = learn_event_layout(net.config)
+    items = frame_run(layout, x, labels=CHIP_LABELS, learn=trace.learn, shift=trace.shift)
+    bench = StreamBench(net.config, *x.shape[:2], {})
+    places = [(s.sample, s.step) for s in trace.snapshots]
+    budget = cycle_budget(net.config, *x.shape[:2], updates=trace.updates)
+    complete, _ = run_amaranth(LifCore(net), bench.benches(items, places), budget)
+    assert complete and bench.errors == []
+    np.testing.assert_array_equal(bench.spikes, trace.spikes)
+    np.testing.assert_array_equal(bench.readout, trace.readout)
+    assert len(bench.dumps) == trace.updates == int((CHIP_LABELS >= 0).sum())
+    for snapshot, dump in zip(trace.snapshots, bench.dumps, strict=True):
+        records, total = compare_snapshot(snapshot, decode_dump(net, dump))
+        assert total == 0, "; ".join(str(r) for r in records)
+
+
+@pytest.mark.rtl
+@needs_icarus
+@pytest.mark.parametrize("mode", ["eprop", "fptt"])
+def test_rtl_learning_on_per_step_labels_with_gaps(mode, tmp_path):
+    """Generated Verilog under Icarus + cocotb, learning on per-step labels with gaps (a label
+    at the end, scattered labels, every step labelled, none): 0 mismatches."""
+    net = random_network(gap_hardware(mode), seed=7, spread=8)
+    result = run_rtl_learning(net, chip_spikes(seed=3), CHIP_LABELS, tmp_path)
+    assert result.complete
+    assert result.n_mismatches == 0, result.report()
+    assert result.updates == int((CHIP_LABELS >= 0).sum())
+    assert result.compared >= result.synaptic_updates > 0

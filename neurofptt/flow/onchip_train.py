@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from neurofptt.errors import ConfigError, ShapeError
 from neurofptt.io import append_jsonl, atomic_write_bytes
+from neurofptt.learning.objectives import metric_sum
 from neurofptt.onchip import LearningState, learning_config, run_sample
 from neurofptt.quant.config import HardwareConfig, LearningConfig
 from neurofptt.quant.golden import golden_run, predict
@@ -32,7 +34,8 @@ class OnchipHistory:
     it includes the effect of the sample's own updates on its last steps and can look healthy
     while the network at the end of the epoch has collapsed), ``train_accuracy`` and
     ``val_accuracy`` (the network at the end of the epoch with learning off, on the samples it
-    learned and on the held-out validation samples).  The test set is scored once, for
+    learned and on the held-out validation samples).  With per-step labels every accuracy is
+    over the supervised units, as the float trainer scores them.  The test set is scored once, for
     ``picked_epoch`` (``test_accuracy``), so that it plays no part in choosing the epoch.
     """
 
@@ -62,22 +65,36 @@ def halving_period(epochs: int, halvings: int) -> int:
     return -(-epochs // (halvings + 1)) if halvings else 0
 
 
+def _correct(readout: np.ndarray, y: np.ndarray) -> tuple[int, int]:
+    """Correct predictions and scored units of readouts ``(B, T, n_out)`` against labels ``y``:
+    one per sample for sequence labels (the last step's arg-max); for per-step labels the
+    supervised units the float trainer scores
+    (:func:`~neurofptt.learning.objectives.supervised_predictions`: the readout summed over a
+    sample's labelled steps when they carry one class, else each labelled step)."""
+    if y.ndim == 1:
+        return int((predict(readout) == y).sum()), len(y)
+    correct, units = metric_sum(torch.from_numpy(readout), torch.from_numpy(y), "label_per_step")
+    return int(correct), units
+
+
 def _accuracy(net: QuantizedNetwork, x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(golden_run(net, x).predictions == y))
+    correct, units = _correct(golden_run(net, x).readout, y)
+    return correct / units if units else float("nan")
 
 
 def _learning_config(net: QuantizedNetwork, mode: str | None, task: TaskData) -> HardwareConfig:
     """The network's hardware config with ``mode`` in its learning section, checked against the
-    task: the core learns one label per sequence, with the task's inputs and classes."""
+    task: the core learns class labels (one per sequence, or per step with ``-1`` where a step
+    has no target), with the task's inputs and classes."""
     cfg = net.config
     if mode is not None:
         base = cfg.learning or LearningConfig()
         cfg = cfg.replace(learning=dataclasses.replace(base, mode=mode))
     learning_config(cfg)
-    if task.target != "label":
+    if task.target not in ("label", "label_per_step"):
         raise ConfigError(
-            f"on-chip learning supports tasks with one label per sequence; {task.name!r} has "
-            f"target {task.target!r}"
+            f"on-chip learning supports class labels (one per sequence or one per step); "
+            f"{task.name!r} has target {task.target!r}"
         )
     if (task.train.n_in, task.n_out) != (cfg.n_in, cfg.n_out):
         raise ShapeError(
@@ -140,14 +157,15 @@ def _learn_epoch(
 ) -> tuple[QuantizedNetwork, LearningState, float]:
     """Learn every training sample once, in ``order``; returns the network and learning state
     after the epoch and the accuracy scored while learning (each sample's prediction comes
-    after its own updates on the supervised steps)."""
-    correct = 0
+    after its own updates on the supervised steps).  Per-step labels are sent as they are:
+    the chip learns at the labelled steps only (:func:`~neurofptt.onchip.run_sample`)."""
+    correct = units = 0
     for n in order:
-        net, state, readout = run_sample(
-            net, state, split.x[n], int(split.y[n]), shift_offset=shift_offset
-        )
-        correct += int(predict(readout[None])[0] == split.y[n])
-    return net, state, correct / len(split.x)
+        label = split.y[n] if split.y.ndim == 2 else int(split.y[n])
+        net, state, readout = run_sample(net, state, split.x[n], label, shift_offset=shift_offset)
+        right, scored = _correct(readout[None], split.y[n : n + 1])
+        correct, units = correct + right, units + scored
+    return net, state, correct / units if units else float("nan")
 
 
 def _score_epoch(

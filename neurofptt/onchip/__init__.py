@@ -88,6 +88,13 @@ holds a real synapse in that word (padding lanes past ``n_rec``/``n_out`` draw t
 learning on, ``lanes`` therefore changes the random stream and thus the learned weights; with
 learning off it changes nothing.
 
+Per-step labels.  A sample may carry a label per step, ``-1`` where a step has no target
+(:func:`run_sample`): the host then sends ``learn = 1`` and the step's label only at the labelled
+steps, so updates happen exactly there, each toward its own step's label with ``b_t = 0``
+(:func:`step_schedule`); the schedule's ``supervised_steps``, ``update_period`` and
+``beta_ramp`` are for one label per sequence.  The core itself is unchanged: every ``STEP``
+already carries ``learn``, ``label`` and ``shift``.
+
 Terminal prediction.  With ``beta_ramp`` the error at step ``t`` is scaled by
 ``beta_t = 2**-b_t``, the largest power of two not above ``t / T`` (``b_t`` the smallest ``b``
 with ``t << b >= T``, a priority encoder on the step counter).  The auxiliary divergence term of

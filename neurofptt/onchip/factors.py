@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from neurofptt.errors import ShapeError
 from neurofptt.quant.config import HardwareConfig, LearningConfig, learning_config
 from neurofptt.quant.fixedpoint import saturate
 from neurofptt.quant.golden import GoldenState
@@ -62,12 +63,31 @@ def beta_shift(t: int, steps: int) -> int:
     return b
 
 
-def step_schedule(lc: LearningConfig, steps: int) -> list[int | None]:
+def step_schedule(
+    lc: LearningConfig, steps: int, labels: np.ndarray | None = None
+) -> list[int | None]:
     """Per step ``t = 1..steps``: ``None`` (no update) or the error shift ``b_t`` of the update.
 
-    A step is supervised if it is one of the last ``supervised_steps`` (all if 0); an update
-    happens on a supervised step that is a multiple of ``update_period`` or the last step.
+    One label per sequence (``labels`` is ``None``): a step is supervised if it is one of the
+    last ``supervised_steps`` (all if 0); an update happens on a supervised step that is a
+    multiple of ``update_period`` or the last step.
+
+    Per-step ``labels`` (``-1``: no target at that step): an update happens exactly at the
+    labelled steps, with ``b_t = 0``.  The labels say where the targets are, so
+    ``supervised_steps`` and ``update_period`` do not apply; nor does ``beta_ramp``, which
+    discounts the early steps of a sequence whose label they cannot know yet, while a step's
+    own label is known at that step (float FPTT weighs per-step labels the same way).
     """
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (steps,) or not np.issubdtype(labels.dtype, np.integer):
+            raise ShapeError(
+                f"per-step labels must be integers, one per step, shape ({steps},); got "
+                f"{labels.dtype} {labels.shape}"
+            )
+        if (labels < -1).any():
+            raise ShapeError(f"per-step label {labels.min()} is neither a class nor -1 (no target)")
+        return [0 if label >= 0 else None for label in labels.tolist()]
     first = 1 if lc.supervised_steps == 0 else max(1, steps - lc.supervised_steps + 1)
     out: list[int | None] = []
     for t in range(1, steps + 1):

@@ -92,21 +92,29 @@ def run_sample(
     net: QuantizedNetwork,
     state: LearningState,
     x: np.ndarray,
-    label: int,
+    label: int | np.ndarray,
     *,
     learn: bool = True,
     shift_offset: int = 0,
 ) -> tuple[QuantizedNetwork, LearningState, np.ndarray]:
-    """Run one ``(T, n_in)`` spike sequence from the reset neuron state, learning toward
-    ``label`` on the scheduled steps if ``learn``; returns the network, the state and the
-    ``(T, n_out)`` readout.  ``shift_offset`` is added to every update's error shift ``b_t``
-    (the host's learning-rate schedule: each unit halves the rate of all three matrices)."""
+    """Run one ``(T, n_in)`` spike sequence from the reset neuron state, learning on the
+    scheduled steps if ``learn``; returns the network, the state and the ``(T, n_out)``
+    readout.  ``shift_offset`` is added to every update's error shift ``b_t`` (the host's
+    learning-rate schedule: each unit halves the rate of all three matrices).
+
+    ``label`` is the sequence's class (updates on the :func:`step_schedule` of the learning
+    config) or a ``(T,)`` array of per-step labels, ``-1`` where a step has no target: then
+    only the labelled steps update, each toward its own label (the host sends ``learn = 1``
+    and the label only there).
+    """
     x = check_spike_input(np.asarray(x)[None], net.config.n_in)[0]
-    schedule = step_schedule(learning_config(net.config), len(x))
+    per_step = None if np.ndim(label) == 0 else np.asarray(label, np.int64)
+    schedule = step_schedule(learning_config(net.config), len(x), per_step)
+    labels = [int(label)] * len(x) if per_step is None else per_step.tolist()
     state = state.new_sample(net)
     readout = []
-    for x_t, shift in zip(x, schedule, strict=True):
+    for x_t, label_t, shift in zip(x, labels, schedule, strict=True):
         due = learn and shift is not None
-        net, state = learning_step(net, state, x_t, label, shift + shift_offset if due else None)
+        net, state = learning_step(net, state, x_t, label_t, shift + shift_offset if due else None)
         readout.append(state.neurons.o[0])
     return net, state, np.stack(readout)

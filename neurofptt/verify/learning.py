@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neurofptt.errors import ShapeError
 from neurofptt.hdl.rows import lane_words
 from neurofptt.onchip import (
     MATRICES,
@@ -24,6 +25,7 @@ from neurofptt.onchip import (
     learning_step,
     step_schedule,
 )
+from neurofptt.quant.config import HardwareConfig
 from neurofptt.quant.golden import check_spike_input
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.verify.compare import Mismatch
@@ -37,6 +39,7 @@ __all__ = [
     "golden_learning_run",
     "load_words",
     "loaded_state",
+    "sent_labels",
     "step_commands",
 ]
 
@@ -94,17 +97,31 @@ class LearningTrace:
         )
 
 
-def step_commands(net: QuantizedNetwork, steps: int) -> tuple[np.ndarray, np.ndarray]:
+def step_commands(
+    net: QuantizedNetwork, steps: int, labels: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``learn`` flags and ``shift`` fields of the ``steps`` STEP events of one sample.
 
-    The schedule is :func:`~neurofptt.onchip.step_schedule`; the shift is sent clamped to
-    ``membrane_bits``, the largest shift the core and the golden model apply (they clamp a larger
-    one to it), so the field never needs more than its ``bit_length(membrane_bits)`` bits.
+    The schedule is :func:`~neurofptt.onchip.step_schedule` (with per-step ``labels``, ``-1``
+    for no target: learn exactly at the labelled steps); the shift is sent clamped to
+    ``membrane_bits``, the largest shift the core and the golden model apply (they clamp a
+    larger one to it), so the field never needs more than its ``bit_length(membrane_bits)``
+    bits.
     """
-    schedule = step_schedule(learning_config(net.config), steps)
+    schedule = step_schedule(learning_config(net.config), steps, labels)
     learn = np.array([s is not None for s in schedule], bool)
     shift = np.array([min(s or 0, net.config.membrane_bits) for s in schedule], np.int64)
     return learn, shift
+
+
+def sent_labels(labels: np.ndarray, learn: np.ndarray) -> np.ndarray:
+    """The ``label`` field of every STEP ``(B, T)``: a sequence label ``(B,)`` on every step of
+    its sample (as the benches always sent it); per-step labels ``(B, T)`` only where the step
+    learns, 0 elsewhere (the field is unsigned and the core reads it only with ``learn``)."""
+    labels = np.asarray(labels, np.int64)
+    if labels.ndim == 1:
+        return np.repeat(labels[:, None], learn.shape[1], axis=1)
+    return np.where(learn, labels, 0)
 
 
 def loaded_state(net: QuantizedNetwork, wbar: dict[str, np.ndarray]) -> LearningState:
@@ -140,8 +157,9 @@ def golden_learning_run(
     labels: np.ndarray,
     load: WeightLoad | None = None,
 ) -> LearningTrace:
-    """Run the golden model on ``spikes`` ``(B, T, n_in)`` with one label per sample, learning
-    on the scheduled steps, exactly as the core sees it (one ``LearningState`` for the run).
+    """Run the golden model on ``spikes`` ``(B, T, n_in)`` with one label per sample ``(B,)``
+    or per-step labels ``(B, T)`` (``-1``: no target at that step), learning on the scheduled
+    steps, exactly as the core sees it (one ``LearningState`` for the run).
 
     With ``load``, the weights of ``load.net`` (and its ``W_bar`` words) replace the learned
     state before sample ``load.before``; the readback that follows is a snapshot with
@@ -150,36 +168,49 @@ def golden_learning_run(
     cfg = net.config
     x = check_spike_input(spikes, cfg.n_in)
     batch, steps, _ = x.shape
-    learn, shift = step_commands(net, steps)
-    schedule = step_schedule(learning_config(cfg), steps)
+    labels = np.asarray(labels, np.int64)
+    if labels.shape not in ((batch,), (batch, steps)):
+        raise ShapeError(
+            f"labels must be one per sample {(batch,)} or one per step {(batch, steps)}; got "
+            f"{labels.shape}"
+        )
+    per_step = labels.ndim == 2
+    commands = [step_commands(net, steps, labels[b] if per_step else None) for b in range(batch)]
+    learn = np.stack([c[0] for c in commands])
     state = LearningState.start(net)
     out_spikes = np.zeros((batch, steps, cfg.n_rec), bool)
     out_readout = np.zeros((batch, steps, cfg.n_out), np.int64)
     snapshots = []
     for b in range(batch):
         if load is not None and b == load.before:
-            if load.net.config != cfg:
-                raise ValueError("the loaded network must have the run's hardware config")
-            net, state = load.net, loaded_state(load.net, load.wbar)
-            wbar = {m: state.wbar[m].copy() for m in state.wbar}
-            snapshots.append(
-                Snapshot(b, -1, {m: net.matrix(m).copy() for m in MATRICES}, wbar, "load")
-            )
+            net, state = _load(cfg, load, snapshots, b)
         state = state.new_sample(net)
+        schedule = step_schedule(learning_config(cfg), steps, labels[b] if per_step else None)
         for t in range(steps):
-            net, state = learning_step(net, state, x[b, t], int(labels[b]), schedule[t])
+            label = int(labels[b, t] if per_step else labels[b])
+            net, state = learning_step(net, state, x[b, t], label, schedule[t])
             out_spikes[b, t] = state.neurons.z[0]
             out_readout[b, t] = state.neurons.o[0]
-            if learn[t]:
+            if learn[b, t]:
                 wbar = {m: state.wbar[m].copy() for m in state.wbar}
                 snapshots.append(Snapshot(b, t, {m: net.matrix(m).copy() for m in MATRICES}, wbar))
-    return LearningTrace(
-        out_spikes,
-        out_readout,
-        np.tile(learn, (batch, 1)),
-        np.tile(shift, (batch, 1)),
-        snapshots,
+    shift = np.stack([c[1] for c in commands])
+    return LearningTrace(out_spikes, out_readout, learn, shift, snapshots)
+
+
+def _load(
+    cfg: HardwareConfig, load: WeightLoad, snapshots: list[Snapshot], sample: int
+) -> tuple[QuantizedNetwork, LearningState]:
+    """Apply ``load`` before ``sample``: its network and learning state, and the snapshot of
+    the readback that follows it."""
+    if load.net.config != cfg:
+        raise ValueError("the loaded network must have the run's hardware config")
+    net, state = load.net, loaded_state(load.net, load.wbar)
+    wbar = {m: state.wbar[m].copy() for m in state.wbar}
+    snapshots.append(
+        Snapshot(sample, -1, {m: net.matrix(m).copy() for m in MATRICES}, wbar, "load")
     )
+    return net, state
 
 
 def load_words(net: QuantizedNetwork, wbar: dict[str, np.ndarray]) -> list[Word]:

@@ -474,8 +474,10 @@ def run_rtl_learning(
     simulator: str = "icarus",
 ) -> LearningRtlResult:
     """Simulate the learning core for ``net`` (``net.config.learning`` set) on ``spikes``
-    ``(B, T, n_in)`` with one label per sample, under Icarus + cocotb, reading every weight back
-    after every update; compare spikes, readouts and learned state with the golden model.
+    ``(B, T, n_in)`` with one label per sample ``(B,)``, or per-step labels ``(B, T)`` with
+    ``-1`` where a step has no target (the core then learns at the labelled steps only), under
+    Icarus + cocotb, reading every weight back after every update; compare spikes, readouts and
+    learned state with the golden model.
 
     With ``load``, the testbench loads ``load.net``'s weights (and ``W_bar`` words) through
     ``i_weights`` before sample ``load.before``, reads them back, and the run continues from

@@ -54,7 +54,7 @@ from neurofptt.hdl.ports import (
 )
 from neurofptt.quant.config import HardwareConfig
 from neurofptt.verify.compare import Mismatch
-from neurofptt.verify.learning import Word
+from neurofptt.verify.learning import Word, sent_labels
 
 __all__ = [
     "AMARANTH_PERIOD",
@@ -221,7 +221,7 @@ def frame_sample(
     clear: bool = True,
     abandoned: Sequence[int] = (),
     learn: np.ndarray | None = None,
-    label: int = 0,
+    label: int | np.ndarray = 0,
     shift: np.ndarray | None = None,
 ) -> list[Event]:
     """The ``i_event`` events of one sample ``x`` ``(T, n_in)``: ``SPIKE`` events of the inputs
@@ -229,7 +229,10 @@ def frame_sample(
     ``clear`` is False: a :class:`Load` sent it), then per step a ``SPIKE`` per active input in
     ascending order and the ``STEP``.  With ``learn`` and ``shift`` (per step) the ``STEP``
     carries ``learn``, ``label`` and ``shift`` (``layout`` must be a learning core's) and every
-    ``STEP`` with ``learn`` is followed by a ``READ_WEIGHTS``."""
+    ``STEP`` with ``learn`` is followed by a ``READ_WEIGHTS``.  ``label`` is the sample's class
+    (sent on every ``STEP``) or the label field of each step
+    (:func:`~neurofptt.verify.learning.sent_labels`: per-step labels where the step learns)."""
+    labels = np.broadcast_to(np.asarray(label, np.int64), (x.shape[0],))
     events = [Event(pack(layout, kind=EventKind.SPIKE, index=int(i)), sample) for i in abandoned]
     if clear:
         events.append(Event(pack(layout, kind=EventKind.CLEAR), sample))
@@ -242,7 +245,11 @@ def frame_sample(
             events.append(Event(pack(layout, kind=EventKind.STEP), sample, t))
             continue
         step = pack(
-            layout, kind=EventKind.STEP, learn=int(learn[t]), label=label, shift=int(shift[t])
+            layout,
+            kind=EventKind.STEP,
+            learn=int(learn[t]),
+            label=int(labels[t]),
+            shift=int(shift[t]),
         )
         events.append(Event(step, sample, t))
         if learn[t]:
@@ -261,9 +268,13 @@ def frame_run(
     abandoned: Sequence[Sequence[int]] | None = None,
 ) -> list[Event | Load]:
     """Every sample of ``x`` ``(B, T, n_in)`` framed by :func:`frame_sample` (``labels`` per
-    sample, ``learn`` and ``shift`` ``(B, T)``, ``abandoned`` input indices per sample), with
-    ``loads[b]`` before sample ``b``; a load that sends the ``CLEAR`` replaces the sample's."""
+    sample ``(B,)`` or per step ``(B, T)`` with ``-1`` for no target, ``learn`` and ``shift``
+    ``(B, T)``, ``abandoned`` input indices per sample), with ``loads[b]`` before sample ``b``;
+    a load that sends the ``CLEAR`` replaces the sample's."""
     loads = loads or {}
+    sent = None
+    if labels is not None and learn is not None:
+        sent = sent_labels(labels, learn)
     items: list[Event | Load] = []
     for b in range(x.shape[0]):
         load = loads.get(b)
@@ -276,7 +287,7 @@ def frame_run(
             clear=load is None or load.clear is None,
             abandoned=abandoned[b] if abandoned is not None else (),
             learn=None if learn is None else learn[b],
-            label=0 if labels is None else int(labels[b]),
+            label=0 if sent is None else sent[b],
             shift=None if shift is None else shift[b],
         )
     return items

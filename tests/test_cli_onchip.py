@@ -217,7 +217,7 @@ def test_verify_learn_fails_on_a_mismatch(tmp_path: Path, capsys, monkeypatch) -
     random_network(hw, seed=0, spread=4).save(tmp_path / "learning.npz")
     bad = [Mismatch(0, 19, "w_rec", 3, 5, 6, pre=7), Mismatch(1, 19, "w_out", 1, -2, 0, pre=4)]
 
-    def fake_run(net, spikes, labels, work_dir) -> LearningRtlResult:
+    def fake_run(net, spikes, labels, work_dir, simulator="icarus") -> LearningRtlResult:
         return LearningRtlResult(
             mismatches=bad,
             n_mismatches=25,

@@ -226,7 +226,9 @@ def run_learning_flow(cfg: FlowConfig, out: Path, rule: str, *, progress: bool =
     net = initial_network(cfg, rule)
     net.save(rtl_dir / QUANTIZED)
     samples = min(cfg.flow.rtl_samples or LEARNING_VERIFY_SAMPLES, LEARNING_VERIFY_SAMPLES)
-    rtl = stage_verify_learning(rtl_dir, samples=samples, task_name=cfg.flow.task)
+    rtl = stage_verify_learning(
+        rtl_dir, samples=samples, task_name=cfg.flow.task, simulator=cfg.flow.simulator
+    )
     metrics = {
         "task": rtl["task"],
         "rule": rule,

@@ -36,7 +36,9 @@ def run_flow(cfg: FlowConfig, out: Path, *, progress: bool = True, resume: bool 
     stage_generate(out)
     n_rtl = cfg.flow.rtl_samples or "all"
     log(f"verifying the Verilog with cocotb on {n_rtl} test samples ...")
-    v = stage_verify(out, samples=cfg.flow.rtl_samples, task_name=cfg.flow.task)
+    v = stage_verify(
+        out, samples=cfg.flow.rtl_samples, task_name=cfg.flow.task, simulator=cfg.flow.simulator
+    )
     log(f"RTL accuracy {v['rtl_accuracy']:.4f}, mismatches {v['rtl_mismatches']}")
     log(f"synthesising for {cfg.flow.fpga_family} ...")
     stage_synth(out, family=cfg.flow.fpga_family, pnr=cfg.flow.fpga_pnr)

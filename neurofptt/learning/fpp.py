@@ -72,13 +72,13 @@ only) and ``"all"`` gives ``w_t = 1`` at every step.  Per-step labels with unlab
 (``-1``) give ``w_i = 1`` to the transitions of the steps ``loss_steps`` scores for their sample
 (every labelled step, or the sample's last labelled one) and ``w_i = 0`` to the others, which
 keep their state loss (:func:`~neurofptt.learning.objectives.loss_scoring`).  A batch is ``B``
-sequences.  Each
-sequence is a separate stream, so each step pushes ``B`` transitions; ``replay_batch`` defaults to
-``B`` (one sampled transition per stream and update, the seed's ``m = 1`` per stream).  The last
-step of a sequence has no ``o_{t+1}``: its transition keeps only the target loss (``h = 0``) and is
-never refreshed.  Every batch starts from the model's initial state; the buffer persists across
-batches and epochs.  The reported loss is the online forward pass's ``sum_t w'_t CE(out_t, y)``
-with the weights of :func:`~neurofptt.learning.tbptt.step_weights` (comparable to T-BPTT's).
+sequences.  Each sequence is a separate stream, so each step pushes ``B`` transitions;
+``replay_batch`` defaults to ``B`` (one sampled transition per stream and update, the seed's
+``m = 1`` per stream).  The last step of a sequence has no ``o_{t+1}``: its transition keeps
+only the target loss (``h = 0``) and is never refreshed.  Every batch starts from the model's
+initial state; the buffer persists across batches and epochs.  The reported loss is the online
+forward pass's ``sum_t w'_t CE(out_t, y)`` with T-BPTT's weights (comparable to T-BPTT's loss;
+:func:`~neurofptt.learning.objectives.loss_scoring`).
 
 Defaults not fixed by the seed: ``buffer_size = 1000``, ``refresh_random = 0``.  From the seed:
 ``updates = 10`` (S-MNIST, n = T = 10), ``state_weight = 1`` (``L = L_s + L_t``), uniform sampling.

@@ -92,7 +92,7 @@ def step_loss_and_grad(
     grad = F.softmax(output, dim=-1)
     labelled = y_t != NO_TARGET
     count = int(labelled.sum())
-    if count == output.shape[0]:
+    if count == output.shape[0]:  # every sample labelled: the unmasked operations, bit for bit
         grad[torch.arange(output.shape[0]), y_t] -= 1.0
         return loss, weight * (grad / output.shape[0])
     rows = torch.nonzero(labelled).squeeze(1)

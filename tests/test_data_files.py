@@ -190,9 +190,8 @@ def test_per_step_labels_with_no_target_steps(tmp_path: Path) -> None:
     assert info["splits"]["train"]["label_coverage"] == 5 / 20
     assert info["splits"]["train"]["label_counts"] == [1, 2, 1, 1]
     assert info["splits"]["test"]["label_coverage"] == 1.0
-    # the trainers score every step: a training batch with -1 is refused with the reason
-    with pytest.raises(ShapeError, match="without a target"):
-        check_targets(task.train.x, task.train.y, task.target, task.n_out)
+    # a training batch may hold steps without a target: the losses skip them
+    check_targets(task.train.x, task.train.y, task.target, task.n_out)
 
 
 def test_regression_targets(tmp_path: Path) -> None:

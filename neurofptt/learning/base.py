@@ -103,7 +103,7 @@ class Rule:
         labelled steps (:func:`~neurofptt.learning.objectives.loss_scoring`).
         """
         check_sequence(x, self.model.n_in)
-        check_targets(x, y, self.target, self.model.n_out, unlabelled_ok=True)
+        check_targets(x, y, self.target, self.model.n_out)
 
     def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> BatchResult:
         raise NotImplementedError

@@ -479,7 +479,7 @@ def _offline(
 ) -> tuple[dict[str, torch.Tensor], float, torch.Tensor]:
     """Accumulate e-prop gradients over a whole sequence: ``(grads, loss, last logits)``."""
     check_sequence(x, tracer.model.n_in)
-    check_targets(x, y, target, tracer.model.n_out, unlabelled_ok=True)
+    check_targets(x, y, target, tracer.model.n_out)
     batch, steps = x.shape[0], x.shape[1]
     check_loss_steps(loss_steps)
     scoring = loss_scoring(y, target, loss_steps, steps)

@@ -8,9 +8,8 @@ A task's ``target`` says what ``y`` holds and therefore which loss and metric ap
 ``"label_per_step"``
     one class per step, ``y`` is ``(N, T)`` int64 (Cycleworld's next-observation prediction, and
     the per-step labels of a data file, :mod:`neurofptt.tasks.files`).  A label of ``-1`` marks a
-    step without a target (a recording labelled only where an event happens): a ``TaskData``
-    may hold such steps, but the trainers score every step, so :func:`check_targets` refuses them
-    in a training batch until the losses learn to skip them.
+    step without a target (a recording labelled only where an event happens, a recall window):
+    the losses, the metrics and on-chip learning use only the labelled steps.
 ``"regression"``
     one real vector per step, ``y`` is ``(N, T, n_out)`` float32 (TSFD's next value), scored by
     the mean squared error.
@@ -78,7 +77,7 @@ class TaskData:
             raise ConfigError(f"unknown target kind {self.target!r}; choose one of {TARGETS}")
         for split in (self.train, self.test, self.val):
             if split is not None:
-                check_targets(split.x, split.y, self.target, self.n_out, unlabelled_ok=True)
+                check_targets(split.x, split.y, self.target, self.n_out)
 
 
 def validation_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,14 +119,11 @@ def with_validation(task: TaskData, fraction: float, seed: int) -> TaskData:
     )
 
 
-def check_targets(
-    x: torch.Tensor, y: torch.Tensor, target: str, n_out: int, *, unlabelled_ok: bool = False
-) -> None:
+def check_targets(x: torch.Tensor, y: torch.Tensor, target: str, n_out: int) -> None:
     """Raise :class:`ShapeError` unless ``y`` has the shape ``target`` requires for inputs ``x``.
 
-    Per-step labels of ``-1`` (no target at that step) pass only with ``unlabelled_ok``: a task
-    may carry them, but every loss and metric today scores every step, and cross-entropy on a
-    ``-1`` would fail deep inside PyTorch instead of here with the reason.
+    Per-step labels of ``-1`` (no target at that step) pass: the losses and metrics score only
+    the labelled steps (:mod:`neurofptt.learning.objectives`).
     """
     n, steps = int(x.shape[0]), int(x.shape[1])
     expected = {
@@ -141,9 +137,4 @@ def check_targets(
         raise ShapeError(
             f"{target!r} targets must be a {kind} tensor of shape {shape}, got "
             f"{y.dtype} {tuple(y.shape)}"
-        )
-    if target == "label_per_step" and not unlabelled_ok and bool((y < 0).any()):
-        raise ShapeError(
-            "these per-step labels mark steps without a target (-1), which the trainers do not "
-            "skip yet; label every step, or keep only the labelled samples"
         )

@@ -26,6 +26,13 @@ from typing import NoReturn
 
 from neurofptt import __version__
 from neurofptt.bench.rules import EXTERNAL_RULES, bench_rules, format_table, plot_records
+from neurofptt.bench.threads import (
+    DEFAULT_NETWORKS,
+    DEFAULT_THREADS,
+    bench_threads,
+    parse_threads,
+)
+from neurofptt.bench.threads import format_table as format_threads_table
 from neurofptt.errors import ConfigError, NeurofpttError, VerificationError
 from neurofptt.exchange import DEFAULT_DT, export_nir, quantize_nir
 from neurofptt.flow import stages as flow
@@ -41,6 +48,7 @@ from neurofptt.flow.stages import (
 from neurofptt.hdl.synth import FAMILIES
 from neurofptt.io import write_json
 from neurofptt.learning.registry import MODELS, RULES
+from neurofptt.learning.threads import choose_threads, set_threads, step_work
 from neurofptt.quant.config import RESET_RULES
 from neurofptt.studies.reproduce import REPRODUCTIONS, results_table, run_reproduction
 from neurofptt.studies.sweep import BACKENDS, load_sweep, summary_table
@@ -144,6 +152,30 @@ def _add_workers(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
 
 
+def thread_count(value: str) -> int:
+    """``--threads``: a count >= 0 (0: the derived default)."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (0: the default), got {value!r}")
+    return n
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    """``--threads`` of the commands that train: torch's threads per training process.  A
+    runtime option, not a config setting, since it changes how fast a run trains, not what it
+    learns (neurofptt.learning.threads gives the default and why)."""
+    p.add_argument(
+        "--threads",
+        type=thread_count,
+        default=None,
+        help="torch threads per training process (0 or absent: 1 for small networks, "
+        "the cores available divided by the workers for large ones; see docs/performance.md)",
+    )
+
+
 def _add_quantized_model(p: argparse.ArgumentParser) -> None:
     """``--model`` of the commands that read the quantized network rather than train one."""
     p.add_argument("--model", type=Path, default=None, help="quantized .npz (default OUT/...)")
@@ -172,6 +204,7 @@ def _add_flow_parser(sub: _Subcommands) -> None:
         default=None,
         help="the on-chip learning flow instead: float vs golden learning, RTL checked weights",
     )
+    _add_threads(p)
     _add_run_control(p, "continue training from the checkpoint")
 
 
@@ -214,6 +247,7 @@ def _add_train_parser(sub: _Subcommands) -> None:
         "last epoch is reported, float engine only; a task with a validation split of its own "
         "uses that)",
     )
+    _add_threads(p)
     _add_run_control(p, "continue from OUT/checkpoint.pt")
 
 
@@ -316,6 +350,27 @@ def _add_bench_parser(sub: _Subcommands) -> None:
     b.add_argument("--hidden", type=int, default=128, help="hidden units")
     b.add_argument("--json", type=Path, default=None, help="also write the records here")
     b.add_argument("--plot", type=Path, default=None, help="also plot them (PNG)")
+    t = bench.add_parser(
+        "threads",
+        help="seconds per training epoch against torch's thread count, each point in a fresh "
+        "process",
+    )
+    t.add_argument(
+        "--networks",
+        default=",".join(f"{h}x{b}" for h, b in DEFAULT_NETWORKS),
+        help="comma-separated HIDDENxBATCH LIF networks trained on the digits task",
+    )
+    t.add_argument(
+        "--rules", type=rule_list, default="fptt,bptt", help="comma-separated rule names"
+    )
+    t.add_argument(
+        "--threads",
+        default=",".join(DEFAULT_THREADS),
+        help="comma-separated thread counts and 'default' (torch's own); speedups are against "
+        "the first",
+    )
+    t.add_argument("--epochs", type=int, default=2, help="timed epochs per point (median)")
+    t.add_argument("--json", type=Path, default=None, help="also write the result here")
 
 
 def _add_sweep_parser(sub: _Subcommands) -> None:
@@ -331,6 +386,7 @@ def _add_sweep_parser(sub: _Subcommands) -> None:
         default=None,
         help="run in local processes or as Ray Tune trials (default: the file's, else process)",
     )
+    _add_threads(p)
     _add_run_control(
         p,
         "continue an interrupted sweep in OUT (also without it: a finished run is never "
@@ -351,6 +407,7 @@ def _add_reproduce_parser(sub: _Subcommands) -> None:
     budget.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
     budget.add_argument("--full", action="store_true", help="the paper's budget (hours to days)")
     _add_workers(p)
+    _add_threads(p)
     _add_run_control(
         p,
         "continue an interrupted reproduction in OUT (also without it: finished runs are kept)",
@@ -462,6 +519,9 @@ def run(args: argparse.Namespace) -> object:
         given = args.config is not None
         data = getattr(args, "data", None)
         cfg = FlowConfig.load(args.config, quick=getattr(args, "quick", False), data=data)
+    if args.command in ("flow", "train"):
+        work = step_work(cfg.train.batch_size, cfg.hardware.n_rec)
+        set_threads(choose_threads(args.threads, work=work))
     if args.command == "flow":
         if args.learning is not None:
             metrics = run_learning_flow(cfg, out, args.learning, progress=not args.no_progress)
@@ -568,7 +628,12 @@ def run_sweep(args: argparse.Namespace) -> list[dict]:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     sweep = load_sweep(args.file)
     records = run_grid(
-        sweep, args.out, workers=args.workers, backend=args.backend, progress=not args.no_progress
+        sweep,
+        args.out,
+        workers=args.workers,
+        backend=args.backend,
+        progress=not args.no_progress,
+        threads=args.threads,
     )
     print(summary_table(records, sweep.keys), file=sys.stderr)
     return records
@@ -580,14 +645,20 @@ def run_reproduce(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     budget = "quick" if args.quick else "full" if args.full else "default"
     summary = run_reproduction(
-        args.name, args.out, budget=budget, workers=args.workers, progress=not args.no_progress
+        args.name,
+        args.out,
+        budget=budget,
+        workers=args.workers,
+        progress=not args.no_progress,
+        threads=args.threads,
     )
     print(results_table(summary), file=sys.stderr)
     return summary
 
 
-def run_bench(args: argparse.Namespace) -> list[dict]:
-
+def run_bench(args: argparse.Namespace) -> list[dict] | dict:
+    if args.bench == "threads":
+        return run_bench_threads(args)
     try:
         lengths = [int(t) for t in args.T.split(",")]
     except ValueError as exc:
@@ -599,6 +670,28 @@ def run_bench(args: argparse.Namespace) -> list[dict]:
     if args.plot is not None:
         plot_records(records, str(args.plot))
     return records
+
+
+def run_bench_threads(args: argparse.Namespace) -> dict:
+    """``bench threads``: the table on stderr, the result as JSON."""
+    try:
+        networks = [
+            tuple(int(n) for n in spec.lower().split("x")) for spec in args.networks.split(",")
+        ]
+    except ValueError as exc:
+        raise ConfigError(
+            f"--networks must be comma-separated HIDDENxBATCH pairs, got {args.networks!r}"
+        ) from exc
+    if any(len(net) != 2 or min(net) < 1 for net in networks):
+        raise ConfigError(
+            f"--networks must be comma-separated HIDDENxBATCH pairs, got {args.networks!r}"
+        )
+    threads = parse_threads(args.threads.split(","))
+    result = bench_threads(networks, args.rules, threads, args.epochs)  # type: ignore[arg-type]
+    print(format_threads_table(result), file=sys.stderr)
+    if args.json is not None:
+        write_json(args.json, result)
+    return result
 
 
 @contextlib.contextmanager

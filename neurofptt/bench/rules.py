@@ -6,12 +6,17 @@ batch is trained on a short sequence; then the process's peak resident memory is
 (``ru_maxrss``), one batch of length ``T`` is trained, and the growth of the peak is reported as
 ``peak_bytes``: the extra memory the training of that batch needed on top of everything that was
 already resident.  ``seconds_per_seq`` is the wall time of that batch divided by the batch size.
+
+Every point trains with one torch thread (recorded as ``threads``), whatever the machine: the
+comparison is between rules, and one thread keeps it free of how each rule's operations happen to
+split across cores (``neurofptt bench threads`` measures that on its own).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -24,9 +29,12 @@ import torch
 from neurofptt.bench.spikingjelly_fptt import train_one_batch
 from neurofptt.errors import ConfigError
 from neurofptt.learning.registry import build_model, check_combination
+from neurofptt.learning.threads import THREAD_ENV, set_threads
 from neurofptt.learning.trainer import TrainConfig, make_rule
 
 DEFAULT_RULES = ("bptt", "tbptt", "fptt", "eprop")
+#: torch threads of every measurement (see the module docstring)
+THREADS = 1
 EXTERNAL_RULES = ("spikingjelly-fptt",)
 
 
@@ -41,7 +49,7 @@ def measure(
     """Train one batch of ``steps``-long random spike sequences; runs in the calling process."""
 
     torch.manual_seed(seed)
-    torch.set_num_threads(1)
+    set_threads(THREADS)
     y = torch.randint(0, 10, (batch,))
     warm = (torch.rand(batch, 4, n_in) < 0.2).float()
     x = (torch.rand(batch, steps, n_in) < 0.2).float()
@@ -66,6 +74,7 @@ def measure(
         "hidden": hidden,
         "peak_bytes": max(0, _peak_rss_bytes() - before),
         "seconds_per_seq": seconds / batch,
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -85,7 +94,8 @@ def run_isolated(
         str(hidden),
         str(n_in),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = {**os.environ, **dict.fromkeys(THREAD_ENV, str(THREADS))}  # OpenMP starts with it
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         raise ConfigError(
             f"benchmark of rule {rule!r} at T={steps} failed:\n{proc.stderr.strip()[-2000:]}"

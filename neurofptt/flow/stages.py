@@ -117,7 +117,8 @@ def stage_train(
     ``history`` (the per-epoch records), ``picked_epoch``, ``val_accuracy`` (the picked epoch's),
     ``test_accuracy`` (the picked epoch's, scored once) and ``float_accuracy`` (the same number,
     under the name the sweeps and reports read), ``train_samples``, ``val_samples``,
-    ``val_split``, ``val_fraction``, ``seconds`` and ``checkpoint``.
+    ``val_split``, ``val_fraction``, ``seconds``, ``threads`` (torch's thread count, set by the
+    caller: :mod:`neurofptt.learning.threads`) and ``checkpoint``.
     """
     out.mkdir(parents=True, exist_ok=True)
     task = load_flow_task(cfg)
@@ -141,6 +142,7 @@ def stage_train(
         "float_accuracy": history.test,
         "val_fraction": cfg.flow.val_fraction,
         "seconds": time.perf_counter() - start,
+        "threads": torch.get_num_threads(),  # what the seconds were measured with
         "checkpoint": str(out / CHECKPOINT),
     }
     write_json(out / "train.json", record)

@@ -1,5 +1,11 @@
 """One run of a sweep, in a worker process or inline: the same function serves the process pool
-and the Ray Tune backend, so both record the same results."""
+and the Ray Tune backend, so both record the same results.
+
+Every run sets its own torch thread count before it trains (:func:`run_one`): the scheduler
+chooses it per run (:func:`job_threads`) from the run's size and the cores each of the runs side
+by side may use, so a grid over widths gives a large network threads and a small one a single
+thread, and a worker process never keeps the count of the run it trained before.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +14,47 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from neurofptt.errors import NeurofpttError
 from neurofptt.flow import stages as flow
 from neurofptt.flow.config import FlowConfig
+from neurofptt.learning.threads import choose_threads, set_threads, step_work
 from neurofptt.studies.experiment import ExperimentConfig, run_experiment
 
-#: the arguments of :func:`run_one`: kind, config, overrides, run id, run folder
-Job = tuple[str, dict[str, Any], dict[str, Any], str, str]
+#: the arguments of :func:`run_one`: kind, config, overrides, run id, run folder, torch threads
+Job = tuple[str, dict[str, Any], dict[str, Any], str, str, int]
 
 
-def init_worker(threads: int) -> None:
-    """Share the cores among the workers instead of every worker's torch using all of them."""
-    torch.set_num_threads(threads)
+def job_work(kind: str, config: dict[str, Any]) -> int:
+    """Per-step work (:func:`~neurofptt.learning.threads.step_work`) of a run's config dict: the
+    batch size and the width of its hidden layers (``hardware.n_rec`` of a flow config,
+    ``experiment.hidden`` of an experiment)."""
+    width = config["experiment"]["hidden"] if kind == "experiment" else config["hardware"]["n_rec"]
+    return step_work(config["train"]["batch_size"], width)
 
 
-def init_pool_worker(threads: int) -> None:
-    """:func:`init_worker` for a process-pool worker, which also ignores SIGINT: Ctrl-C in a
-    terminal reaches the whole process group, and the parent alone decides what happens (it
-    records what finished and terminates the pool), so a worker must not die with a traceback."""
+def job_threads(
+    kind: str,
+    config: dict[str, Any],
+    requested: int | None,
+    *,
+    workers: int = 1,
+    cores: int | None = None,
+    load: float | None = None,
+) -> int:
+    """The torch threads of one run among ``workers`` side by side: ``requested`` if given,
+    else :func:`~neurofptt.learning.threads.choose_threads`'s default for the run's size, at
+    most the idle ones of ``cores`` (default: this process's; ``load`` default: this machine's)
+    divided by ``workers``."""
+    work = job_work(kind, config)
+    return choose_threads(requested, workers=workers, work=work, cores=cores, load=load)
+
+
+def init_pool_worker() -> None:
+    """A process-pool worker ignores SIGINT: Ctrl-C in a terminal reaches the whole process
+    group, and the parent alone decides what happens (it records what finished and terminates
+    the pool), so a worker must not die with a traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    init_worker(threads)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -49,11 +73,18 @@ def train_run(kind: str, config: dict[str, Any], run_dir: Path) -> tuple[str, fl
 
 
 def run_one(
-    kind: str, config: dict[str, Any], overrides: dict[str, Any], rid: str, run_dir: str
+    kind: str,
+    config: dict[str, Any],
+    overrides: dict[str, Any],
+    rid: str,
+    run_dir: str,
+    threads: int,
 ) -> dict[str, Any]:
-    """Train one run (in a worker process or inline) and return its results record."""
+    """Train one run with ``threads`` torch threads (in a worker process or inline) and return
+    its results record, which names the thread count (``threads``)."""
     start = time.perf_counter()
-    record: dict[str, Any] = {"id": rid, "overrides": overrides}
+    set_threads(threads)
+    record: dict[str, Any] = {"id": rid, "overrides": overrides, "threads": threads}
     try:
         # resume: a run killed between epochs continues from its last checkpoint
         name, value, result = train_run(kind, config, Path(run_dir))

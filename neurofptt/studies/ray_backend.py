@@ -6,7 +6,9 @@ sweep as usual).  Only how runs are scheduled changes: each trial calls
 :func:`neurofptt.studies.jobs.run_one` with the job the process pool would get, and the parent
 appends each record to ``results.jsonl`` as its trial finishes, so run ids, the results file,
 resuming and skipping finished runs are identical to the process backend.  ``workers`` is the
-number of concurrent trials.
+number of concurrent trials; each reserves the cluster's CPUs divided by ``workers`` and trains
+with the thread count :func:`~neurofptt.studies.jobs.job_threads` gives for that many cores (the
+nodes' cores, not the ones of the machine that starts the sweep).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from neurofptt.errors import ToolMissingError
-from neurofptt.studies.jobs import Job, init_worker, run_one
+from neurofptt.studies.jobs import Job, job_threads, run_one
 
 
 def run_jobs_with_ray(
@@ -26,10 +28,14 @@ def run_jobs_with_ray(
     out_dir: Path,
     workers: int,
     finished: Callable[[dict[str, Any]], None],
+    *,
+    threads: int | None = None,
 ) -> None:
     """Train ``jobs`` (the argument tuples of ``run_one``) as Ray Tune trials, ``workers`` at a
-    time, and pass each run's record to ``finished`` as soon as its trial ends.  Ray's own files go
-    to ``out_dir/ray``.  A Ray started here (not one already running) is shut down afterwards."""
+    time, and pass each run's record to ``finished`` as soon as its trial ends.  Each job's
+    thread count is replaced by ``threads`` (``None``, 0: the default for its size and the CPUs a
+    trial reserves).  Ray's own files go to ``out_dir/ray``.  A Ray started here (not one already
+    running) is shut down afterwards."""
     try:
         import ray
         from ray import tune
@@ -42,11 +48,16 @@ def run_jobs_with_ray(
         local = {} if os.environ.get("RAY_ADDRESS") else {"num_cpus": os.cpu_count() or 1}
         ray.init(**local, include_dashboard=False, log_to_driver=False)
     try:
-        threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
+        per_trial = max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
+        # a trial's reserved CPUs are its own on whichever node it runs: this machine's load
+        # says nothing about them
+        sized = [
+            (*job[:-1], job_threads(job[0], job[1], threads, cores=per_trial, load=0.0))
+            for job in jobs
+        ]
 
         def trial(config: dict[str, Any]) -> dict[str, Any]:
-            init_worker(threads)
-            return {"record": json.dumps(run_one(*jobs[config["job"]]))}  # as is, unflattened
+            return {"record": json.dumps(run_one(*sized[config["job"]]))}  # as is, unflattened
 
         class Finished(tune.Callback):
             """Passes each trial's record to ``finished``, in this process."""
@@ -63,7 +74,7 @@ def run_jobs_with_ray(
                 return {}  # Ray saves its callbacks with its state; an open file cannot be saved
 
         tuner = tune.Tuner(
-            tune.with_resources(trial, {"cpu": threads}),
+            tune.with_resources(trial, {"cpu": per_trial}),
             param_space={"job": tune.grid_search(list(range(len(jobs))))},
             tune_config=tune.TuneConfig(max_concurrent_trials=workers),
             run_config=tune.RunConfig(

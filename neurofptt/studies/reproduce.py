@@ -448,12 +448,14 @@ def run_reproduction(
     budget: str = "default",
     workers: int | None = None,
     progress: bool = True,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) a reproduction into ``out_dir``; writes ``results.json`` and a plot."""
+    """Run (or resume) a reproduction into ``out_dir``; writes ``results.json`` and a plot.
+    ``threads``: torch threads per run, as :func:`~neurofptt.studies.sweep.run_sweep` takes it."""
     repro = get_reproduction(name)
     out_dir = Path(out_dir)
     sweep = repro.sweep(budget)
-    records = run_sweep(sweep, out_dir, workers=workers, progress=progress)
+    records = run_sweep(sweep, out_dir, workers=workers, progress=progress, threads=threads)
     summary = summarise(repro, sweep, records, out_dir)
     summary["budget_name"] = budget
     flag = "" if budget == "default" else f" --{budget}"

@@ -45,10 +45,11 @@ from neurofptt.errors import ConfigError
 from neurofptt.flow.config import FlowConfig, FlowSettings
 from neurofptt.io import atomic_write_bytes, load_toml
 from neurofptt.learning.registry import RULE_OPTIONS
+from neurofptt.learning.threads import available_cores, check_threads
 from neurofptt.learning.trainer import TrainConfig
 from neurofptt.quant.config import HardwareConfig
 from neurofptt.studies.experiment import ExperimentConfig, ExperimentSettings
-from neurofptt.studies.jobs import init_pool_worker, run_job, run_one
+from neurofptt.studies.jobs import init_pool_worker, job_threads, run_job, run_one
 from neurofptt.studies.ray_backend import run_jobs_with_ray
 
 RESULTS = "results.jsonl"
@@ -364,12 +365,17 @@ def run_sweep(
     progress: bool = True,
     retry_errors: bool = False,
     backend: str | None = None,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run the sweep's runs that ``out_dir/results.jsonl`` does not hold yet; return the records
     of all its runs (earlier and new) in grid order.
 
-    ``workers`` (else ``sweep.workers``, else ``os.cpu_count()``) processes train in parallel; 1
-    trains inline in this process.  ``backend`` (else ``sweep.backend``, else ``"process"``) is
+    ``workers`` (else ``sweep.workers``, else the cores this process may use) processes train in
+    parallel; 1 trains inline in this process.  Each run trains with ``threads`` torch threads,
+    or (``None``, 0) the default for its size among ``workers`` side by side
+    (:func:`~neurofptt.studies.jobs.job_threads`: one thread for small networks, at most the
+    cores divided by the workers), recorded as its record's ``threads``.  ``backend`` (else
+    ``sweep.backend``, else ``"process"``) is
     ``"process"`` (local processes) or ``"ray"`` (Ray Tune trials, ``workers`` at a time; see
     :mod:`neurofptt.sweep_ray`); both write the same results file.  Runs recorded with
     ``status = "error"`` count as done unless ``retry_errors``.  Errors other than
@@ -377,6 +383,7 @@ def run_sweep(
     """
     backend = backend or sweep.backend or "process"
     _check_backend(backend, "backend")
+    check_threads(threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_manifest(out_dir, sweep)
@@ -391,20 +398,25 @@ def run_sweep(
         for run in sweep.runs
         if run.id not in done or (retry_errors and done[run.id].get("status") != "ok")
     ]
-    n_workers = workers or sweep.workers or os.cpu_count() or 1
+    n_workers = workers or sweep.workers or available_cores()
     if n_workers < 1:
         raise ConfigError(f"workers must be >= 1, got {n_workers}")
     n_workers = min(n_workers, len(pending)) or 1
     log = (lambda msg: print(f"[sweep] {msg}", file=sys.stderr, flush=True)) if progress else None
+    jobs = []
+    for run in pending:
+        config = run.config.to_dict()
+        # the Ray backend sizes the threads again, for the CPUs its trials reserve
+        n_threads = job_threads(sweep.kind, config, threads, workers=n_workers)
+        run_dir = str(out_dir / RUNS_DIR / run.id)
+        jobs.append((sweep.kind, config, run.overrides, run.id, run_dir, n_threads))
     if log:
+        counts = "/".join(str(n) for n in sorted({job[-1] for job in jobs})) or "-"
         log(
             f"{sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - len(pending)} done, "
             f"{len(pending)} to run on {n_workers} {backend} worker(s)"
+            + (f", {counts} torch thread(s) each" if backend == "process" else "")
         )
-    jobs = [
-        (sweep.kind, run.config.to_dict(), run.overrides, run.id, str(out_dir / RUNS_DIR / run.id))
-        for run in pending
-    ]
     with results.open("ab") as fh:
 
         def finished(record: dict[str, Any]) -> None:
@@ -420,15 +432,12 @@ def run_sweep(
                 log(f"{record['id']} ({shown}): {outcome}, {record['seconds']:.1f} s")
 
         if backend == "ray" and jobs:
-            run_jobs_with_ray(jobs, out_dir, n_workers, finished)
+            run_jobs_with_ray(jobs, out_dir, n_workers, finished, threads=threads)
         elif n_workers == 1:
             for job in jobs:
                 finished(run_one(*job))
         elif jobs:
-            threads = max(1, (os.cpu_count() or 1) // n_workers)
-            pool = multiprocessing.get_context("spawn").Pool(
-                n_workers, init_pool_worker, (threads,)
-            )
+            pool = multiprocessing.get_context("spawn").Pool(n_workers, init_pool_worker)
             try:
                 for record in pool.imap_unordered(run_job, jobs):
                     finished(record)

@@ -370,6 +370,12 @@ def _add_bench_parser(sub: _Subcommands) -> None:
         "the first",
     )
     t.add_argument("--epochs", type=int, default=2, help="timed epochs per point (median)")
+    t.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        help="keep this many other processes spinning meanwhile (cores shared with other jobs)",
+    )
     t.add_argument("--json", type=Path, default=None, help="also write the result here")
 
 
@@ -687,7 +693,7 @@ def run_bench_threads(args: argparse.Namespace) -> dict:
             f"--networks must be comma-separated HIDDENxBATCH pairs, got {args.networks!r}"
         )
     threads = parse_threads(args.threads.split(","))
-    result = bench_threads(networks, args.rules, threads, args.epochs)  # type: ignore[arg-type]
+    result = bench_threads(networks, args.rules, threads, args.epochs, args.busy)  # type: ignore[arg-type]
     print(format_threads_table(result), file=sys.stderr)
     if args.json is not None:
         write_json(args.json, result)

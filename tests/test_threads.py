@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from neurofptt.bench.rules import measure as measure_rule
+from neurofptt.bench.threads import spinning
 from neurofptt.cli import main
 from neurofptt.errors import ConfigError
 from neurofptt.learning import threads as threads_module
@@ -205,7 +206,8 @@ def test_bench_threads_records_each_point(tmp_path: Path, capsys) -> None:
     (record,) = result["records"]
     assert record["threads_setting"] == record["threads"] == 1
     assert record["hidden"] == 8 and record["batch"] == 128 and record["rule"] == "bptt"
-    assert record["policy_threads"] == 1 and record["speedup"] == 1.0
+    assert record["parallel"] is False and record["speedup"] == 1.0
+    assert result["conditions"]["busy_processes"] == 0
     assert record["seconds_per_epoch"] > 0 and "s/epoch" in capsys.readouterr().err
 
 
@@ -220,6 +222,12 @@ def test_bench_threads_records_each_point(tmp_path: Path, capsys) -> None:
 def test_bench_threads_rejects_bad_settings(option: list[str], message: str, capsys) -> None:
     assert main(["bench", "threads", *option]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_spinning_processes_stop_with_the_block() -> None:
+    with spinning(2) as procs:
+        assert len(procs) == 2 and all(proc.poll() is None for proc in procs)
+    assert all(proc.poll() is not None for proc in procs)
 
 
 def test_bench_rules_trains_with_one_thread() -> None:

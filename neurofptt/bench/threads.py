@@ -16,11 +16,16 @@ that another process slowed down), ``epoch_seconds`` lists them all.  Only train
 evaluation: it is where the threads differ.  The record also gives the machine's conditions (the
 cores this process may use, the load average before and after), since on shared cores a thread
 that is not scheduled stalls every parallel region.
+
+Shared cores are the case that matters most and the hardest to reproduce, so ``busy`` starts that
+many processes that only spin (one core's worth of load each) for the whole run and stops them at
+the end: ``busy = cores`` measures a machine whose every core another job wants.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -28,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -39,7 +45,6 @@ from neurofptt.learning.threads import (
     PARALLEL_WORK,
     THREAD_ENV,
     available_cores,
-    choose_threads,
     set_threads,
     step_work,
 )
@@ -151,32 +156,54 @@ def conditions() -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def spinning(n: int) -> Iterator[list[subprocess.Popen]]:
+    """``n`` processes that keep a core busy each, for the duration of the block."""
+    procs: list[subprocess.Popen] = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+
+
 def bench_threads(
     networks: list[tuple[int, int]],
     rules: list[str],
     threads: list[int | None],
     epochs: int = 2,
+    busy: int = 0,
 ) -> dict[str, Any]:
-    """Every (network, rule, threads) point in a fresh process; returns the machine's conditions
-    (before and after), the records, each with ``speedup`` (seconds at the first setting over its
-    own) and the thread count the default policy picks for the network (``policy_threads``)."""
+    """Every (network, rule, threads) point in a fresh process, with ``busy`` spinning processes
+    beside them; returns the machine's conditions (before and after) and the records, each with
+    ``speedup`` (seconds at the first thread setting over its own) and ``parallel`` (whether
+    the default policy may give the network more than one thread: ``work >= PARALLEL_WORK``)."""
     for rule in rules:
         check_combination(rule, "lif")
     if epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    if busy < 0:
+        raise ConfigError(f"busy must be >= 0, got {busy}")
     before = conditions()
     records = []
-    for hidden, batch in networks:
-        policy = choose_threads(None, work=step_work(batch, hidden))
-        for rule in rules:
-            points = [run_isolated(rule, hidden, batch, n, epochs) for n in threads]
-            base = points[0]["seconds_per_epoch"]
-            for point in points:
-                point["speedup"] = base / point["seconds_per_epoch"]
-                point["policy_threads"] = policy
-            records.extend(points)
+    with spinning(busy):
+        for hidden, batch in networks:
+            for rule in rules:
+                points = [run_isolated(rule, hidden, batch, n, epochs) for n in threads]
+                base = points[0]["seconds_per_epoch"]
+                for point in points:
+                    point["speedup"] = base / point["seconds_per_epoch"]
+                    point["parallel"] = point["work"] >= PARALLEL_WORK
+                records.extend(points)
     after = conditions()["load_average"]
-    return {"conditions": {**before, "load_average_after": after}, "records": records}
+    return {
+        "conditions": {**before, "busy_processes": busy, "load_average_after": after},
+        "records": records,
+    }
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -327,14 +327,12 @@ def stage_verify_learning(
     task = _task_of(net, task_name)
     n = _sample_count(samples, len(task.train), "training")
     start = time.perf_counter()
-    # the default stays implicit, so runners (and stand-ins) without the option keep working
-    options = {} if simulator == "icarus" else {"simulator": simulator}
     rtl = run_rtl_learning(
         net,
         task.train.numpy_spikes()[:n],
         task.train.y.numpy()[:n],
         out / "cocotb_learning",
-        **options,
+        simulator=simulator,
     )
     cfg = net.config
     record = {

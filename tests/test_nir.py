@@ -21,6 +21,7 @@ import pytest
 import snntorch as snn
 import torch
 
+from neurofptt.cli import main
 from neurofptt.errors import CheckpointError, ConfigError
 from neurofptt.exchange import (
     DEFAULT_DT,
@@ -386,6 +387,33 @@ def test_snntorch_network_runs_on_the_rtl(snntorch_digits, tmp_path: Path) -> No
     record = stage_verify(tmp_path, samples=4)
     assert record["rtl_complete"] and record["rtl_mismatches"] == 0
     assert record["rtl_samples"] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.rtl
+@needs_icarus
+def test_snntorch_network_through_the_command_line(snntorch_digits, tmp_path: Path) -> None:
+    """The user's path with a network from snntorch and their data as a file:
+    ``quantize --nir --data``, ``generate``, ``verify --data``; the golden model within a
+    point of snntorch's accuracy and the core matching it."""
+    _, task, accuracy, _, path = snntorch_digits
+    data = tmp_path / "digits.npz"
+    np.savez(
+        data,
+        x_train=task.train.numpy_spikes().astype(np.uint8),
+        y_train=task.train.y.numpy(),
+        x_test=task.test.numpy_spikes().astype(np.uint8),
+        y_test=task.test.y.numpy(),
+    )
+    out = tmp_path / "imported"
+    args = ["quantize", "--nir", str(path), "--reset", "subtract", "--data", str(data)]
+    assert main([*args, "--out", str(out)]) == 0
+    record = json.loads((out / "quantize.json").read_text())
+    assert record["task"] == str(data) and record["test_samples"] == len(task.test)
+    assert abs(record["golden_accuracy"] - accuracy) <= 0.01
+    assert main(["generate", "--out", str(out)]) == 0
+    assert main(["verify", "--out", str(out), "--data", str(data), "--samples", "8"]) == 0
+    assert json.loads((out / "verify.json").read_text())["rtl_mismatches"] == 0
 
 
 # -- (c) a graph built from NIR primitives --------------------------------------------------------

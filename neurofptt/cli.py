@@ -411,7 +411,11 @@ def _add_reproduce_parser(sub: _Subcommands) -> None:
     _add_common(p, config=False)
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
-    budget.add_argument("--full", action="store_true", help="the paper's budget (hours to days)")
+    budget.add_argument(
+        "--full",
+        action="store_true",
+        help="the paper's budget (the longest; docs/results.md gives wall times)",
+    )
     _add_workers(p)
     _add_threads(p)
     _add_run_control(

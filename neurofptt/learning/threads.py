@@ -7,23 +7,19 @@ hundred thousand multiply-adds, followed by dozens of tiny element-wise operatio
 online rules) an optimizer step.  Splitting work that small across threads costs more in waking
 and joining them than it saves, and when the cores are shared (another training run, a test
 suite, a sweep's other workers) every parallel region waits for a thread the scheduler has not
-run yet: a 30-epoch run of the demo network took over 400 s with torch's 2 threads on 2 busy cores
-against 24 s with one.  Only per-step products large enough to keep every thread busy for much
-longer than a hand-off gain from more threads.
+run yet (docs/performance.md, "Threads", has the measurements).  Only per-step products large
+enough to keep every thread busy for much longer than a hand-off gain from more threads.
 
 **The default policy** (:func:`choose_threads`): one thread unless the per-step work
 ``batch × hidden²`` (:func:`step_work`) is at least :data:`PARALLEL_WORK`; from there, the cores
 this process may run on (``os.sched_getaffinity``, which honours ``taskset`` and container CPU
 sets where ``os.cpu_count`` does not) that other processes are not already using (the one-minute
 load average), divided by the processes that train side by side (a sweep's workers), and never
-fewer than one.  Both parts come from ``neurofptt bench threads`` (docs/performance.md), on a
-2-core machine.  On idle cores 2 threads were within ±15 % of one up to ``2.1e6`` (256 hidden,
-batch 32) and 1.1-1.6x faster from ``4.2e6`` (512 hidden, batch 16) up, except FPTT at 512
-hidden, batch 64 (0.8x).  While other processes kept the cores busy, 2 threads were 4-50x
-*slower* at four of the five sizes up to ``6.7e7`` (1024 hidden, batch 64).  The gain is small
-and the loss large, so threads go only to networks where they paid, and only onto cores that are
-idle when the run starts.  The load average lags and covers the whole machine, so it errs towards
-one thread; a run that starts on idle cores and then has to share them can still lose, which
+fewer than one.  Both parts come from ``neurofptt bench threads`` (docs/performance.md,
+"Threads"): on idle cores more threads gain little, and only for large per-step products; on
+busy cores they lose much more than that.  So threads go only to networks where they paid, and
+only onto cores that are idle when the run starts.  The load average lags and covers the whole
+machine, so it errs towards one thread; a run that starts on idle cores and then has to share them can still lose, which
 ``--threads 1`` rules out.
 
 **An explicit count** (``--threads N``, ``requested``) is used as given, also above the cores:

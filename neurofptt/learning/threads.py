@@ -19,8 +19,8 @@ fewer than one.  Both parts come from ``neurofptt bench threads`` (docs/performa
 "Threads"): on idle cores more threads gain little, and only for large per-step products; on
 busy cores they lose much more than that.  So threads go only to networks where they paid, and
 only onto cores that are idle when the run starts.  The load average lags and covers the whole
-machine, so it errs towards one thread; a run that starts on idle cores and then has to share them can still lose, which
-``--threads 1`` rules out.
+machine, so it errs towards one thread; a run that starts on idle cores and then has to share
+them can still lose, which ``--threads 1`` rules out.
 
 **An explicit count** (``--threads N``, ``requested``) is used as given, also above the cores:
 the user may know better (an idle machine, an experiment on threading itself).

@@ -39,10 +39,10 @@ import torch
 
 from neurofptt.errors import ConfigError
 
-#: per-step multiply-adds (``batch × hidden²``) from which more threads paid on idle cores: between
-#: the largest size where they did not (2.1e6) and the smallest where they did (4.2e6), see the
-#: module docstring and docs/performance.md
-PARALLEL_WORK = 4_000_000
+#: per-step multiply-adds (``batch × hidden²``) from which more threads may pay: between the
+#: largest measured size where they lost and the smallest where every measurement gained
+#: (docs/performance.md, "Threads")
+PARALLEL_WORK = 8_000_000
 #: the variables OpenMP and MKL read at start-up; set for the processes this one starts
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 

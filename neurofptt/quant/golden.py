@@ -14,6 +14,11 @@ once.  The reset of a spike is applied on the following step, after the leak, wh
 ``snntorch.Leaky`` uses (its default ``reset_delay=True``), so the float model and this model share
 one definition.  The predicted class is the arg-max of the readout at the last step (lowest index
 on ties).
+
+The three sums over synapses are products of 0/1 spikes with integer weight matrices.  They run
+through float BLAS wherever that is exact (:mod:`neurofptt.quant.exact` derives the bound from
+the config), so the model runs at the speed of float inference and still computes exactly the
+integers above; the rest of the step is integer arithmetic.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from neurofptt.errors import ShapeError
+from neurofptt.quant.config import HardwareConfig
+from neurofptt.quant.exact import SpikeProducts
 from neurofptt.quant.fixedpoint import leak, saturate
 from neurofptt.quant.network import QuantizedNetwork
 
@@ -64,11 +71,20 @@ def predict(readout: np.ndarray) -> np.ndarray:
 
 
 def golden_step(net: QuantizedNetwork, state: GoldenState, x: np.ndarray) -> GoldenState:
-    """Advance a batch by one step with input spikes ``x`` of shape ``(B, n_in)``."""
-    cfg = net.config
-    x = x.astype(np.int64)
+    """Advance a batch by one step with 0/1 input spikes ``x`` of shape ``(B, n_in)``."""
+    products = net.products
+    return _advance(net.config, products, state, products.input(x))
+
+
+def _advance(
+    cfg: HardwareConfig, products: SpikeProducts, state: GoldenState, input_sum: np.ndarray
+) -> GoldenState:
+    """One step from the input product ``sum_i w_in[j,i] x_i(t)`` (before its shift): the
+    step's arithmetic, shared by :func:`golden_step` and :func:`golden_run` (which forms every
+    step's input product at once, as it does not depend on the state)."""
     z_prev = state.z.astype(np.int64)
-    current = ((x @ net.w_in.T) << cfg.w_in_shift) + ((z_prev @ net.w_rec.T) << cfg.w_rec_shift)
+    recurrent = products.recurrent(state.z)
+    current = (input_sum << cfg.w_in_shift) + (recurrent << cfg.w_rec_shift)
     leaked = leak(state.v, cfg.leak_shift)
     if cfg.reset == "subtract":
         base = leaked - z_prev * cfg.threshold
@@ -76,7 +92,7 @@ def golden_step(net: QuantizedNetwork, state: GoldenState, x: np.ndarray) -> Gol
         base = np.where(state.z, 0, leaked)
     v = saturate(base + current, cfg.membrane_bits)
     z = v > cfg.threshold
-    drive = (z.astype(np.int64) @ net.w_out.T) << cfg.w_out_shift
+    drive = products.readout(z) << cfg.w_out_shift
     o = saturate(leak(state.o, cfg.out_leak_shift) + drive, cfg.membrane_bits)
     return GoldenState(v=v, z=z, o=o)
 
@@ -95,14 +111,25 @@ def check_spike_input(x: np.ndarray, n_in: int) -> np.ndarray:
     return x.astype(bool)
 
 
-def golden_run(net: QuantizedNetwork, x: np.ndarray) -> GoldenTrace:
-    """Run a batch of spike sequences ``(B, T, n_in)`` from the reset state; record every step."""
-    x = check_spike_input(x, net.config.n_in)
+def golden_run(net: QuantizedNetwork, x: np.ndarray, kernel: str | None = None) -> GoldenTrace:
+    """Run a batch of spike sequences ``(B, T, n_in)`` from the reset state; record every step.
+
+    ``kernel`` forces the product kernel (:mod:`neurofptt.quant.exact`; e.g. ``"int64"``, the
+    integer products); by default each product takes the narrowest exact one.  Every kernel
+    gives the same trace.
+    """
+    cfg = net.config
+    x = check_spike_input(x, cfg.n_in)
     batch, steps, _ = x.shape
+    if kernel is None:
+        products = net.products
+    else:
+        products = SpikeProducts.build(cfg, net.w_in, net.w_rec, net.w_out, kernel)
+    input_sums = products.input(x)
     state = GoldenState.zeros(net, batch)
     spikes, membrane, readout = [], [], []
     for t in range(steps):
-        state = golden_step(net, state, x[:, t])
+        state = _advance(cfg, products, state, input_sums[:, t])
         spikes.append(state.z)
         membrane.append(state.v)
         readout.append(state.o)

@@ -12,6 +12,7 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from neurofptt.errors import CheckpointError, ConfigError
 from neurofptt.io import atomic_write_bytes
 from neurofptt.quant.config import HardwareConfig
+from neurofptt.quant.exact import SpikeProducts
 
 FORMAT_VERSION = 1
 
@@ -60,6 +62,13 @@ class QuantizedNetwork:
                 )
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
+
+    @cached_property
+    def products(self) -> SpikeProducts:
+        """The weights in the golden model's exact product kernels (:mod:`neurofptt.quant.exact`),
+        converted on first use and kept: the weight arrays are read-only, so they never go
+        stale, and a network that learns is a new object per update."""
+        return SpikeProducts.build(self.config, self.w_in, self.w_rec, self.w_out)
 
     def matrix(self, name: str) -> np.ndarray:
         """``w_in``, ``w_rec`` or ``w_out`` by the short name the learning datapath uses

@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from neurofptt import __version__
+from neurofptt.bench.golden import DEFAULT_NETWORKS as GOLDEN_NETWORKS
+from neurofptt.bench.golden import bench_golden, network_name, parse_networks
+from neurofptt.bench.golden import format_table as format_golden_table
 from neurofptt.bench.rules import EXTERNAL_RULES, bench_rules, format_table, plot_records
 from neurofptt.bench.threads import (
     DEFAULT_NETWORKS,
@@ -377,6 +380,19 @@ def _add_bench_parser(sub: _Subcommands) -> None:
         help="keep this many other processes spinning meanwhile (cores shared with other jobs)",
     )
     t.add_argument("--json", type=Path, default=None, help="also write the result here")
+    g = bench.add_parser(
+        "golden", help="time of the golden model against float inference of the same network"
+    )
+    g.add_argument(
+        "--networks",
+        default=",".join(network_name(sizes) for sizes in GOLDEN_NETWORKS),
+        help="comma-separated N_IN-N_REC-N_OUT networks (random weights), each in a fresh process",
+    )
+    g.add_argument("--batch", type=int, default=64, help="sequences per batch")
+    g.add_argument("--T", type=int, default=32, help="time steps per sequence")
+    g.add_argument("--repeats", type=int, default=5, help="timed rounds per network (median)")
+    g.add_argument("--threads", type=int, default=1, help="threads of torch and numpy's BLAS")
+    g.add_argument("--json", type=Path, default=None, help="also write the result here")
 
 
 def _add_sweep_parser(sub: _Subcommands) -> None:
@@ -669,6 +685,8 @@ def run_reproduce(args: argparse.Namespace) -> dict:
 def run_bench(args: argparse.Namespace) -> list[dict] | dict:
     if args.bench == "threads":
         return run_bench_threads(args)
+    if args.bench == "golden":
+        return run_bench_golden(args)
     try:
         lengths = [int(t) for t in args.T.split(",")]
     except ValueError as exc:
@@ -680,6 +698,16 @@ def run_bench(args: argparse.Namespace) -> list[dict] | dict:
     if args.plot is not None:
         plot_records(records, str(args.plot))
     return records
+
+
+def run_bench_golden(args: argparse.Namespace) -> dict:
+    """``bench golden``: the table on stderr, the result as JSON."""
+    networks = parse_networks(args.networks)
+    result = bench_golden(networks, args.batch, args.T, args.repeats, args.threads)
+    print(format_golden_table(result), file=sys.stderr)
+    if args.json is not None:
+        write_json(args.json, result)
+    return result
 
 
 def run_bench_threads(args: argparse.Namespace) -> dict:

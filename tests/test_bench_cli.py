@@ -52,3 +52,22 @@ def test_unsupported_rule_model_pair_lists_supported(tmp_path: Path, capsys) -> 
     assert main(["train", "--rule", "eprop", "--model", "lstm", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "rule 'eprop' cannot train model 'lstm'" in err and "eprop: lif/alif/rnn" in err
+
+
+def test_bench_golden_writes_json(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "golden.json"
+    args = ["bench", "golden", "--networks", "3-5-2,4-6-3", "--batch", "2", "--T", "4"]
+    assert main([*args, "--repeats", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["net"] for r in result["records"]] == ["3-5-2", "4-6-3"]
+    for r in result["records"]:
+        assert (r["batch"], r["T"], r["threads"], r["kernel"]) == (2, 4, 1, "float32")
+        assert r["golden_seconds"] > 0 and r["float_seconds"] > 0
+        assert r["ratio"] == r["golden_seconds"] / r["float_seconds"]
+    assert "load_average" in result["conditions"]
+    assert "golden ms" in capsys.readouterr().err
+
+
+def test_bench_golden_rejects_bad_networks(capsys) -> None:
+    assert main(["bench", "golden", "--networks", "32-128"]) == 2
+    assert "N_IN-N_REC-N_OUT" in capsys.readouterr().err

@@ -56,7 +56,7 @@ from neurofptt.quant.config import RESET_RULES
 from neurofptt.studies.reproduce import REPRODUCTIONS, results_table, run_reproduction
 from neurofptt.studies.sweep import BACKENDS, load_sweep, summary_table
 from neurofptt.studies.sweep import run_sweep as run_grid
-from neurofptt.tasks import TASKS, format_info, info_command
+from neurofptt.tasks import TASKS, format_info, info_command, make_command
 from neurofptt.tasks.convert import FORMATS as CONVERT_FORMATS
 from neurofptt.tasks.convert import convert_command
 from neurofptt.verify.runner import SIMULATORS
@@ -484,6 +484,17 @@ def _add_data_parser(sub: _Subcommands) -> None:
     c.add_argument("--events", action="store_true", help="write the event layout (sparse)")
     i = data.add_parser("info", help="shapes, spike rates, label balance and coverage")
     i.add_argument("file", type=Path, help="a data file (.npz)")
+    m = data.add_parser("make", help="a built-in spike task's samples -> a data file (.npz)")
+    add_choice(m, "task", TASKS, "task", help="the built-in task (docs/tasks.md)")
+    m.add_argument("--out", type=Path, required=True, help="the data file to write (.npz)")
+    m.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a task option, e.g. --set delay=500 --set n_train=1000 (repeatable)",
+    )
+    m.add_argument("--events", action="store_true", help="write the event layout (sparse)")
 
 
 def _add_report_parser(sub: _Subcommands) -> None:
@@ -621,12 +632,14 @@ def task_of(args: argparse.Namespace) -> str:
 
 
 def run_data(args: argparse.Namespace) -> dict:
-    """``data convert`` writes a data file; ``data info`` prints a summary of one (the lines on
-    stderr, the record as JSON)."""
+    """``data convert`` and ``data make`` write a data file; ``data info`` prints a summary of
+    one (the lines on stderr, the record as JSON)."""
     if args.data == "info":
         record = info_command(args.file)
         print(format_info(record), file=sys.stderr)
         return record
+    if args.data == "make":
+        return make_command(args.task, args.out, args.set, events=args.events)
     return convert_command(
         args.src,
         args.out,

@@ -5,10 +5,12 @@ A task is a name in :data:`TASKS` (the built-in ones, and those added with
 ``task = "recordings/shd.npz"`` trains on the user's own data.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from neurofptt.errors import ConfigError
+from neurofptt.tasks.accumulation import load_cue_accumulation, load_cue_accumulation_short
+from neurofptt.tasks.adding import load_adding
 from neurofptt.tasks.base import TARGETS, SequenceDataset, TaskData
 from neurofptt.tasks.convert import convert, convert_command, info_command, pool_spikes
 from neurofptt.tasks.cue import load_cue_task
@@ -24,8 +26,10 @@ from neurofptt.tasks.files import (
     write_data_file,
 )
 from neurofptt.tasks.imdb import load_imdb
+from neurofptt.tasks.make import loader_options, write_task_file
 from neurofptt.tasks.mnist import load_psmnist, load_smnist
 from neurofptt.tasks.tsfd import load_tsfd
+from neurofptt.tasks.xor import load_delayed_xor
 
 TASKS = {
     "digits": load_digits_task,
@@ -35,6 +39,10 @@ TASKS = {
     "smnist": load_smnist,
     "psmnist": load_psmnist,
     "imdb": load_imdb,
+    "cue-accumulation": load_cue_accumulation,
+    "cue-accumulation-short": load_cue_accumulation_short,
+    "delayed-xor": load_delayed_xor,
+    "adding": load_adding,
 }
 
 
@@ -68,6 +76,20 @@ def load_task(name: str, **kwargs) -> TaskData:
     )
 
 
+def make_command(
+    name: str, out: str | Path, options: Sequence[str] = (), *, events: bool = False
+) -> dict:
+    """``neurofptt data make``: draw the built-in task ``name`` with its loader's ``options``
+    (``NAME=VALUE`` strings, :func:`~neurofptt.tasks.make.loader_options`) and write it to the
+    data file ``out``; returns :func:`~neurofptt.tasks.make.write_task_file`'s record with the
+    ``options`` given."""
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; available tasks: {sorted(TASKS)}")
+    chosen = loader_options(name, TASKS[name], options)
+    record = write_task_file(load_task(name, **chosen), out, events=events)
+    return {**record, "options": chosen}
+
+
 def register_task(name: str, loader: Callable[..., TaskData], *, replace: bool = False) -> None:
     """Add ``loader`` to :data:`TASKS` under ``name``, so ``load_task(name)`` and a config's
     ``flow.task = name`` use it (in this process: register before loading the config).
@@ -97,17 +119,23 @@ __all__ = [
     "from_arrays",
     "info_command",
     "is_data_path",
+    "load_adding",
+    "load_cue_accumulation",
+    "load_cue_accumulation_short",
     "load_data_file",
     "load_cycleworld",
+    "load_delayed_xor",
     "load_digits_task",
     "load_imdb",
     "load_psmnist",
     "load_smnist",
     "load_task",
     "load_tsfd",
+    "make_command",
     "pool_spikes",
     "read_data_file",
     "register_task",
     "threshold_encode",
     "write_data_file",
+    "write_task_file",
 ]

@@ -63,6 +63,8 @@ from neurofptt.verify.runner import SIMULATORS
 
 #: exit status of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it)
 EXIT_INTERRUPTED = 130
+#: stdout's reader closed the pipe (128 + SIGPIPE), as shell tools report it
+EXIT_BROKEN_PIPE = 141
 #: exit status of an error the user can fix (argparse uses it for usage errors too)
 EXIT_ERROR = 2
 #: exit status of an unexpected error
@@ -824,7 +826,19 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_BUG
-    print(json.dumps(result, indent=2, default=str))
+    return print_result(result)
+
+
+def print_result(result: object) -> int:
+    """Print the command's record as JSON on stdout; a reader that stops reading early
+    (``neurofptt data info F | head``) ends the output quietly with the shell's status for a
+    closed pipe, instead of a traceback."""
+    try:
+        print(json.dumps(result, indent=2, default=str), flush=True)
+    except BrokenPipeError:
+        # the interpreter flushes stdout again at exit; point it at nothing so that flush is quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return 0
 
 

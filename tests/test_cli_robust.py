@@ -16,6 +16,7 @@ import time
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -650,3 +651,19 @@ def test_val_fraction_is_one_flow_setting(tmp_path: Path, capsys) -> None:
     config.write_text("[flow]\nval_fraction = 1.0\n")
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "o")]) == 2
     assert "flow.val_fraction" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    """``neurofptt data info FILE | head -0``: the JSON's reader has closed the pipe before the
+    command writes; it ends with the shell's closed-pipe status and nothing on stderr but its
+    summary."""
+    path = tmp_path / "d.npz"
+    x = np.zeros((4, 3, 2), np.uint8)
+    np.savez(
+        path, x_train=x, y_train=np.array([0, 1, 0, 1]), x_test=x, y_test=np.array([1, 0, 1, 0])
+    )
+    proc = start("data", "info", str(path))
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == cli.EXIT_BROKEN_PIPE
+    assert "Traceback" not in err and "Error" not in err

@@ -202,3 +202,54 @@ def test_validation_history_is_shown_when_recorded(copy: Path) -> None:
     assert metrics["picked_epoch"] == 2
     assert (copy / "training_curve.png").read_bytes().startswith(PNG)
     assert json.loads((copy / "metrics.json").read_text()) == metrics
+
+
+def per_step_labels(copy: Path, monkeypatch, y: np.ndarray) -> dict:
+    """Write the report with the test set labelled per step by ``y`` ``(N, T)``."""
+    real = report.load_flow_task
+
+    def relabelled(cfg: FlowConfig) -> TaskData:
+        task = real(cfg)
+        test = SequenceDataset(task.test.x, torch.from_numpy(y))
+        return dataclasses.replace(task, train=test, test=test, target="label_per_step")
+
+    monkeypatch.setattr(report, "load_flow_task", relabelled)
+    return write_report(copy)
+
+
+def test_labels_in_a_recall_window_score_each_sample_over_the_window(copy, monkeypatch) -> None:
+    """Labels only on the last 3 steps (``-1`` before): each sample is one classification,
+    predicted by the readout summed over its window (computed here from the golden trace)."""
+    task = load_flow_task(FlowConfig.load(copy / "small.toml"))
+    trace = golden_run(QuantizedNetwork.load(copy / "quantized.npz"), task.test.numpy_spikes())
+    labels = task.test.y.numpy()
+    y = np.full(trace.readout.shape[:2], -1, np.int64)
+    y[:, -3:] = labels[:, None]
+    metrics = per_step_labels(copy, monkeypatch, y)
+    predicted = trace.readout[:, -3:].sum(1).argmax(-1)
+    expected = np.zeros((10, 10), np.int64)
+    np.add.at(expected, (labels, predicted), 1)
+    assert np.array_equal(np.array(metrics["confusion_matrix"]), expected)
+    text = (copy / "report.md").read_text()
+    assert np.array_equal(table(text), expected)
+    for kind, (index, label, pred, _) in examples(text).items():
+        assert (label, pred) == (labels[index], predicted[index]), kind
+
+
+def test_labels_that_change_within_a_sample_are_scored_per_step(copy, monkeypatch) -> None:
+    """Every step labelled, the class changing within each sample: each step is a unit of the
+    confusion matrix, and no sample is shown as one classification."""
+    task = load_flow_task(FlowConfig.load(copy / "small.toml"))
+    n, steps = task.test.x.shape[:2]
+    y = (np.arange(steps)[None, :] + np.arange(n)[:, None]) % 10
+    metrics = per_step_labels(copy, monkeypatch, y.astype(np.int64))
+    trace = golden_run(QuantizedNetwork.load(copy / "quantized.npz"), task.test.numpy_spikes())
+    expected = np.zeros((10, 10), np.int64)
+    np.add.at(expected, (y.ravel(), trace.readout.argmax(-1).ravel()), 1)
+    assert np.array_equal(np.array(metrics["confusion_matrix"]), expected)
+    assert expected.sum() == n * steps
+    text = (copy / "report.md").read_text()
+    assert f"on all {n * steps} labelled test steps" in text
+    assert "no sample is one classification" in text and "### Correctly" not in text
+    assert not any((copy / png).exists() for png in RASTER_PNG.values())
+    assert metrics["example_samples"] == {}

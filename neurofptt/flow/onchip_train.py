@@ -10,16 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from neurofptt.errors import ConfigError, ShapeError
 from neurofptt.io import append_jsonl, atomic_write_bytes
-from neurofptt.learning.objectives import metric_sum
+from neurofptt.learning.objectives import readout_accuracy, readout_units
 from neurofptt.onchip import LearningState, learning_config, run_sample
 from neurofptt.quant.config import HardwareConfig, LearningConfig
-from neurofptt.quant.golden import golden_run, predict
+from neurofptt.quant.golden import golden_run
 from neurofptt.quant.network import QuantizedNetwork
-from neurofptt.tasks.base import TaskData, validation_indices
+from neurofptt.tasks.base import CLASS_TARGETS, TaskData, validation_indices
 
 #: the file of a run folder that gets one JSON line per epoch while on-chip learning runs
 METRICS_LOG = "metrics.jsonl"
@@ -66,20 +65,14 @@ def halving_period(epochs: int, halvings: int) -> int:
 
 
 def _correct(readout: np.ndarray, y: np.ndarray) -> tuple[int, int]:
-    """Correct predictions and scored units of readouts ``(B, T, n_out)`` against labels ``y``:
-    one per sample for sequence labels (the last step's arg-max); for per-step labels the
-    supervised units the float trainer scores
-    (:func:`~neurofptt.learning.objectives.supervised_predictions`: the readout summed over a
-    sample's labelled steps when they carry one class, else each labelled step)."""
-    if y.ndim == 1:
-        return int((predict(readout) == y).sum()), len(y)
-    correct, units = metric_sum(torch.from_numpy(readout), torch.from_numpy(y), "label_per_step")
-    return int(correct), units
+    """Correct predictions and scored units of readouts ``(B, T, n_out)`` against labels ``y``
+    (:func:`~neurofptt.learning.objectives.readout_units`, as the float trainer scores)."""
+    predicted, true = readout_units(readout, y)
+    return int((predicted == true).sum()), len(true)
 
 
 def _accuracy(net: QuantizedNetwork, x: np.ndarray, y: np.ndarray) -> float:
-    correct, units = _correct(golden_run(net, x).readout, y)
-    return correct / units if units else float("nan")
+    return readout_accuracy(golden_run(net, x).readout, y)
 
 
 def _learning_config(net: QuantizedNetwork, mode: str | None, task: TaskData) -> HardwareConfig:
@@ -91,7 +84,7 @@ def _learning_config(net: QuantizedNetwork, mode: str | None, task: TaskData) ->
         base = cfg.learning or LearningConfig()
         cfg = cfg.replace(learning=dataclasses.replace(base, mode=mode))
     learning_config(cfg)
-    if task.target not in ("label", "label_per_step"):
+    if task.target not in CLASS_TARGETS:
         raise ConfigError(
             f"on-chip learning supports class labels (one per sequence or one per step); "
             f"{task.name!r} has target {task.target!r}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from matplotlib.ticker import MaxNLocator
 from neurofptt.errors import CheckpointError
 from neurofptt.flow.stages import load_flow_task, load_trained
 from neurofptt.io import atomic_write_bytes, read_json, write_json
+from neurofptt.learning.objectives import class_units, readout_units, whole_samples
 from neurofptt.models.base import RecurrentModel
 from neurofptt.quant.golden import GoldenTrace, golden_run
 from neurofptt.quant.network import QuantizedNetwork
@@ -76,23 +78,52 @@ def collect_metrics(out: Path) -> dict[str, Any]:
 @dataclass(frozen=True)
 class GoldenTest:
     """The golden model's run on the whole test set: the network, the input spikes
-    ``(N, T, n_in)``, the labels and the trace (recurrent spikes, membranes, readouts)."""
+    ``(N, T, n_in)``, the targets ``y`` (labels per sequence or per step) and the trace
+    (recurrent spikes, membranes, readouts).
+
+    ``labels`` and ``predictions`` are the scored units
+    (:func:`~neurofptt.learning.objectives.readout_units`): the samples when every sample is
+    one classification (a label per sequence, or per-step labels of one class with gaps,
+    ``per_sample``), else the labelled steps."""
 
     net: QuantizedNetwork
     spikes: np.ndarray
-    labels: np.ndarray
+    y: np.ndarray
     trace: GoldenTrace
+
+    @cached_property
+    def units(self) -> tuple[np.ndarray, np.ndarray]:
+        return readout_units(self.trace.readout, self.y)
 
     @property
     def predictions(self) -> np.ndarray:
-        return self.trace.predictions
+        return self.units[0]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.units[1]
+
+    @property
+    def per_sample(self) -> bool:
+        """Whether the units are the samples, in order, so a sample has one label and one
+        prediction to show."""
+        return self.y.ndim == 1 or bool(whole_samples(torch.from_numpy(self.y)).all())
 
     def describe(self, index: int) -> str:
         """``test sample i: label y, golden model predicts p (correct)``: what a figure of it
         shows, so that a misclassified sample is never shown as if it were a typical one."""
+        if not self.per_sample:
+            return f"test sample {index} (labelled per step)"
         label, pred = int(self.labels[index]), int(self.predictions[index])
         verdict = "correct" if label == pred else "incorrect"
         return f"test sample {index}: label {label}, golden model predicts {pred} ({verdict})"
+
+    @property
+    def rule(self) -> str:
+        """How a prediction is read from the readouts, for the figures."""
+        if self.y.ndim == 1:
+            return "arg-max at the last step"
+        return "arg-max of the readouts summed over the labelled steps"
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> np.ndarray:
@@ -163,7 +194,7 @@ def plot_training(
     save_figure(fig, path)
 
 
-def plot_confusion(matrix: np.ndarray, path: Path) -> None:
+def plot_confusion(matrix: np.ndarray, path: Path, units: str = "test samples") -> None:
     n = len(matrix)
     fig = Figure(figsize=(0.45 * n + 2.5, 0.45 * n + 2), layout="tight")
     ax = fig.subplots()
@@ -178,7 +209,7 @@ def plot_confusion(matrix: np.ndarray, path: Path) -> None:
     ax.set_yticks(range(n))
     ax.set_xlabel("predicted class (golden model)")
     ax.set_ylabel("true class")
-    ax.set_title(f"confusion matrix, {int(matrix.sum())} test samples", fontsize=9)
+    ax.set_title(f"confusion matrix, {int(matrix.sum())} {units}", fontsize=9)
     save_figure(fig, path)
 
 
@@ -206,7 +237,7 @@ def plot_raster(run: GoldenTest, index: int, path: Path) -> None:
             axes[2].plot(steps, readout[:, k], color=color, lw=width, label=f"out{k} ({tag})")
         else:
             axes[2].plot(steps, readout[:, k], color="0.7", lw=0.8)
-    axes[2].set_title("readouts (grey: other classes); prediction = arg-max at the last step")
+    axes[2].set_title(f"readouts (grey: other classes); prediction = {run.rule}")
     axes[2].title.set_fontsize(9)
     axes[2].set_xlabel("step")
     axes[2].set_ylabel("readout")
@@ -245,12 +276,18 @@ def plot_membranes(
         axes[0].plot(steps, trace.membrane[index, :, j] * lsb, "o--", color=c, ms=3)
     axes[0].axhline(run.net.config.threshold_float, color="k", lw=0.5)
     axes[0].set_title("recurrent membranes (line: float, dots: golden)", fontsize=9)
-    label, float_pred = int(run.labels[index]), int(outs[-1].argmax())
-    golden_pred = int(run.predictions[index])
-    for k in sorted({label, float_pred, golden_pred}):
+    y = run.y[index : index + 1]
+    float_pred, true = class_units(torch.from_numpy(outs[None]), torch.from_numpy(y))
+    golden_pred, _ = readout_units(trace.readout[index : index + 1], y)
+    for k in sorted({*true.tolist(), *float_pred.tolist(), *golden_pred.tolist()}):
         axes[1].plot(steps, outs[:, k], label=f"float out{k}")
         axes[1].plot(steps, trace.readout[index, :, k] * lsb, "o--", ms=3, label=f"golden out{k}")
-    axes[1].set_title(f"readout (label {label}, float predicts {float_pred})", fontsize=9)
+    title = (
+        f"readout (label {int(true[0])}, float predicts {int(float_pred[0])})"
+        if run.per_sample
+        else "readout (labelled per step)"
+    )
+    axes[1].set_title(title, fontsize=9)
     for ax in axes:
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
@@ -344,13 +381,14 @@ def _picked_lines(train: dict[str, Any]) -> list[str]:
     ]
 
 
-def _confusion_lines(matrix: np.ndarray) -> list[str]:
-    """The golden model's confusion matrix on the test set, as a table and a figure."""
+def _confusion_lines(matrix: np.ndarray, units: str) -> list[str]:
+    """The golden model's confusion matrix on the test set's ``units``, as a table and a
+    figure."""
     return [
         "## Golden model on the test set",
         "",
-        f"Confusion matrix of the golden (integer) model on all {int(matrix.sum())} test "
-        "samples: rows are the true class, columns the predicted class (diagonal in bold).",
+        f"Confusion matrix of the golden (integer) model on all {int(matrix.sum())} {units}: "
+        "rows are the true class, columns the predicted class (diagonal in bold).",
         "",
         *confusion_table(matrix),
         "",
@@ -360,7 +398,18 @@ def _confusion_lines(matrix: np.ndarray) -> list[str]:
 
 
 def _raster_section(run: GoldenTest, examples: dict[str, int | None], out: Path) -> list[str]:
-    """The spike rasters section: its introduction and :func:`raster_lines`."""
+    """The spike rasters section: its introduction and :func:`raster_lines` (a sentence instead
+    where the samples change class from step to step, so none is one classification)."""
+    if not run.per_sample:
+        for path in RASTER_PNG.values():
+            (out / path).unlink(missing_ok=True)
+        return [
+            "## Spike rasters",
+            "",
+            "The test samples are labelled per step with more than one class each, so each "
+            "labelled step is scored on its own and no sample is one classification to show.",
+            "",
+        ]
     return [
         "## Spike rasters",
         "",
@@ -451,19 +500,20 @@ def write_report(out: Path) -> dict[str, Any]:
     model, run = golden_test(quant)
     n_out = run.net.config.n_out
     matrix = confusion_matrix(run.labels, run.predictions, n_out)
-    examples = example_samples(run.labels, run.predictions)
+    examples = example_samples(run.labels, run.predictions) if run.per_sample else {}
     metrics["confusion_matrix"] = matrix.tolist()
     metrics["example_samples"] = examples
     picked = train.get("picked_epoch")
     plot_training(train["history"], out / TRAINING_PNG, picked)
-    plot_confusion(matrix, out / CONFUSION_PNG)
+    units = "test samples" if run.per_sample else "labelled test steps"
+    plot_confusion(matrix, out / CONFUSION_PNG, units)
     plot_membranes(model, run, out / MEMBRANE_PNG)
     write_json(out / "metrics.json", metrics)
     lines = [
         *_summary_lines(metrics),
         *_accuracy_lines(metrics, quant),
         *_picked_lines(train),
-        *_confusion_lines(matrix),
+        *_confusion_lines(matrix, units),
         *_raster_section(run, examples, out),
         *_verification_lines(metrics, verify),
         *_quantization_lines(metrics, quant),

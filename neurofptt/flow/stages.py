@@ -23,6 +23,7 @@ from neurofptt.hdl import cycles_per_update, generate_verilog
 from neurofptt.hdl.cost import learning_cycles_per_update
 from neurofptt.hdl.synth import fpga_tools_available, synthesize
 from neurofptt.io import write_json
+from neurofptt.learning.objectives import readout_accuracy
 from neurofptt.learning.registry import build_model as registry_build_model
 from neurofptt.learning.trainer import (
     config_differences,
@@ -38,6 +39,7 @@ from neurofptt.quant.golden import golden_run
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.quant.quantizer import quantize
 from neurofptt.tasks import TASKS, TaskData, is_data_path, load_task
+from neurofptt.tasks.base import CLASS_TARGETS
 from neurofptt.verify import run_rtl, run_rtl_learning
 
 CHECKPOINT = "checkpoint.pt"
@@ -74,13 +76,14 @@ def build_model(cfg: FlowConfig) -> RecurrentModel:
 
 def load_flow_task(cfg: FlowConfig) -> TaskData:
     """The flow's task (a built-in one or a data file, ``flow.task``), refused unless the
-    hardware can run it: one label per sequence, and the config's inputs and classes."""
+    hardware can run it: class labels (one per sequence, or per step with ``-1`` where a step
+    has no target), and the config's inputs and classes."""
     task = load_task(cfg.flow.task)
     data_file = is_data_path(cfg.flow.task) and cfg.flow.task not in TASKS
-    if task.target != "label":
+    if task.target not in CLASS_TARGETS:
         raise ConfigError(
-            f"task {task.name!r} has {task.target!r} targets; the hardware flow classifies one "
-            "label per sequence (use 'neurofptt train' for this task)"
+            f"task {task.name!r} has {task.target!r} targets; the hardware classifies (labels "
+            "per sequence or per step), so train it with 'neurofptt train' instead"
         )
     if task.train.n_in != cfg.hardware.n_in:
         raise ConfigError(
@@ -198,7 +201,7 @@ def stage_quantize(
     net.save(out / QUANTIZED)
     float_acc = evaluate(model, task.test)
     trace = golden_run(net, task.test.numpy_spikes())
-    golden_acc = float(np.mean(trace.predictions == task.test.y.numpy()))
+    golden_acc = readout_accuracy(trace.readout, task.test.y.numpy())
     record = {
         "float_accuracy": float_acc,
         "golden_accuracy": golden_acc,
@@ -279,8 +282,8 @@ def stage_verify(
         "rtl_neuron_steps": int(result.neuron_steps),
         "rtl_mismatches": int(result.n_mismatches) + (0 if result.complete else 1),
         "rtl_complete": result.complete,
-        "rtl_accuracy": float(np.mean(result.predictions == labels)),
-        "golden_accuracy_on_rtl_samples": float(np.mean(result.golden.predictions == labels)),
+        "rtl_accuracy": readout_accuracy(result.readout, labels),
+        "golden_accuracy_on_rtl_samples": readout_accuracy(result.golden.readout, labels),
         "rtl_cycles": int(result.cycles),
         "cycles_per_step": summary["cycles_per_step_mean"],
         "cycles_per_step_max": summary["cycles_per_step_max"],

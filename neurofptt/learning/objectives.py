@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -203,6 +204,16 @@ def metric_name(target: str) -> str:
     return "mse" if target == "regression" else "accuracy"
 
 
+def whole_samples(y: torch.Tensor) -> torch.Tensor:
+    """Which samples of per-step labels ``y`` ``(B, T)`` are one scored unit each (see
+    :func:`supervised_predictions`): some step unlabelled, the labelled ones (one at least)
+    carrying one class."""
+    labelled = y != NO_TARGET
+    low = torch.where(labelled, y, torch.iinfo(y.dtype).max).min(dim=1).values
+    high = torch.where(labelled, y, NO_TARGET).max(dim=1).values
+    return (low == high) & ~labelled.all(dim=1)
+
+
 def supervised_predictions(
     outputs: torch.Tensor, y: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,34 +228,56 @@ def supervised_predictions(
     without any labelled step have no unit.  Ties go to the lowest class.
     """
     labelled = y != NO_TARGET
-    low = torch.where(labelled, y, torch.iinfo(y.dtype).max).min(dim=1).values
     high = torch.where(labelled, y, NO_TARGET).max(dim=1).values
-    whole = (low == high) & ~labelled.all(dim=1)  # one class, some gap (and one label at least)
+    whole = whole_samples(y)
     summed = torch.where(labelled[..., None], outputs, torch.zeros_like(outputs)).sum(dim=1)
     per_step = labelled & ~whole[:, None]
     predicted = torch.cat([summed[whole].argmax(-1), outputs[per_step].argmax(-1)])
     return predicted, torch.cat([high[whole], y[per_step]])
 
 
+def class_units(outputs: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The predicted and the true classes of the scored units of class labels ``y`` for
+    outputs ``(B, T, n_out)``: one unit per sample for sequence labels ``(B,)``, predicted by
+    the last step's arg-max; the supervised units of per-step labels ``(B, T)``
+    (:func:`supervised_predictions`).  Every accuracy of the package, float, golden and RTL,
+    is the fraction of these units predicted right, so the three are comparable."""
+    if y.ndim == 1:
+        return outputs[:, -1].argmax(-1), y
+    return supervised_predictions(outputs, y)
+
+
+def readout_units(readout: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`class_units` of integer readouts ``(B, T, n_out)`` (the golden model's, the
+    RTL's) and numpy labels, as numpy arrays."""
+    predicted, true = class_units(torch.from_numpy(np.asarray(readout)), torch.from_numpy(y))
+    return predicted.numpy(), true.numpy()
+
+
+def readout_accuracy(readout: np.ndarray, y: np.ndarray) -> float:
+    """The accuracy of integer readouts on labels ``y`` over :func:`class_units`; NaN when no
+    unit is labelled."""
+    predicted, true = readout_units(readout, y)
+    return float(np.mean(predicted == true)) if len(true) else float("nan")
+
+
 def metric(outputs: torch.Tensor, y: torch.Tensor, target: str) -> float:
     """The task's score of ``(B, T, n_out)`` outputs: accuracy (higher is better) or MSE."""
     outputs = outputs.detach()
-    if target == "label":
-        return float((outputs[:, -1].argmax(-1) == y).float().mean())
-    if target == "label_per_step":
-        predicted, true = supervised_predictions(outputs, y)
-        return float((predicted == true).float().mean())
-    return float(F.mse_loss(outputs, y))
+    if target == "regression":
+        return float(F.mse_loss(outputs, y))
+    predicted, true = class_units(outputs, y)
+    return float((predicted == true).float().mean())
 
 
 def metric_sum(outputs: torch.Tensor, y: torch.Tensor, target: str) -> tuple[float, int]:
     """``(sum, units)`` of :func:`metric` over a batch: summed over batches, ``sum / units`` is
     the metric of the whole set.  Per-step labels count their supervised units (their number
     varies from batch to batch with the gaps), the other kinds their samples."""
-    if target == "label_per_step":
-        predicted, true = supervised_predictions(outputs.detach(), y)
-        return float((predicted == true).sum()), int(true.numel())
-    return metric(outputs, y, target) * len(y), len(y)
+    if target == "regression":
+        return metric(outputs, y, target) * len(y), len(y)
+    predicted, true = class_units(outputs.detach(), y)
+    return float((predicted == true).sum()), int(true.numel())
 
 
 def higher_is_better(target: str) -> bool:

@@ -26,6 +26,8 @@ import torch
 from neurofptt.errors import ConfigError, ShapeError
 
 TARGETS = ("label", "label_per_step", "regression")
+#: The target kinds the hardware learns and is scored on: class labels.
+CLASS_TARGETS = ("label", "label_per_step")
 
 
 @dataclass(frozen=True)

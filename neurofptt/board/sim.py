@@ -1,0 +1,234 @@
+"""The board in simulation: the board top's Verilog under cocotb, driven through its UART pins
+by the host driver itself.
+
+:class:`UartPins` is a :class:`~neurofptt.board.transport.Transport` whose bytes are 8N1 frames
+on the top's ``rx`` pin and whose reads come from frames on its ``tx`` pin, so the same
+:class:`~neurofptt.board.Board` code that talks to a serial port runs a session against the
+simulated board.  The driver is blocking code; it runs in a thread beside the simulator
+(cocotb's ``bridge``), and each transport call waits on the simulation (``resume``).
+
+:func:`simulate_board` builds the board top for one network, lets the driver load a network,
+run samples and, with labels, learn them sample by sample, reading every weight back after each,
+and returns what the driver got; the caller compares it with the golden model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.task import bridge, resume
+from cocotb.triggers import ClockCycles, Event, FallingEdge, SimTimeoutError, with_timeout
+
+from neurofptt.board.driver import Board, BoardTrace
+from neurofptt.board.transport import BoardError
+from neurofptt.hdl.board.protocol import BoardInfo
+from neurofptt.hdl.board.top import BOARD_TOP, RX_BUFFER, render_board_verilog
+from neurofptt.io import atomic_write_bytes
+from neurofptt.onchip import MATRICES
+from neurofptt.quant.golden import check_spike_input
+from neurofptt.quant.network import QuantizedNetwork
+from neurofptt.verify.bench_common import BenchRun
+from neurofptt.verify.runner import _simulate as simulate_testbench
+from neurofptt.verify.runner import require_simulator
+from neurofptt.verify.streams import CLOCK_NS
+
+__all__ = ["SIM_DIVISOR", "BoardSimResult", "UartPins", "simulate_board"]
+
+#: clock cycles per bit of the simulated link: the fewest the receiver takes, so that a byte
+#: costs 40 cycles and a session stays short
+SIM_DIVISOR = 4
+#: the cocotb test module of a board session
+SESSION_MODULE = "neurofptt.board.sim"
+
+
+class UartPins:
+    """The host end of the simulated board's UART: frames of ``divisor`` clock cycles per bit
+    on ``dut.rx``, frames read from ``dut.tx``; a read that waits ``timeout_cycles`` without a
+    byte raises :class:`BoardError`.  Its methods are called from a ``bridge`` thread."""
+
+    def __init__(self, dut: Any, divisor: int, timeout_cycles: int = 200_000) -> None:
+        self.dut = dut
+        self.divisor = divisor
+        self.timeout_cycles = timeout_cycles
+        self.received = bytearray()
+        self.arrived = Event()
+        self.framing_errors = 0
+
+    async def start(self) -> None:
+        """Idle the line, start the clock, reset for two cycles and start listening on
+        ``tx``."""
+        dut = self.dut
+        dut.rx.value = 1
+        dut.rst.value = 1
+        Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start(start_high=False)
+        await ClockCycles(dut.clk, 2)
+        dut.rst.value = 0
+        cocotb.start_soon(self._listen())
+
+    async def _listen(self) -> None:
+        clk, tx, d = self.dut.clk, self.dut.tx, self.divisor
+        while True:
+            await FallingEdge(tx)
+            await ClockCycles(clk, d // 2)
+            byte = 0
+            for bit in range(8):
+                await ClockCycles(clk, d)
+                byte |= (int(tx.value) & 1) << bit
+            await ClockCycles(clk, d)
+            if int(tx.value) != 1:
+                self.framing_errors += 1
+                continue
+            self.received.append(byte)
+            self.arrived.set()
+
+    async def _send(self, data: bytes) -> None:
+        clk, rx = self.dut.clk, self.dut.rx
+        for byte in data:
+            for bit in (0, *((byte >> i) & 1 for i in range(8)), 1):
+                rx.value = bit
+                await ClockCycles(clk, self.divisor)
+
+    async def _receive(self, n: int) -> bytes:
+        while len(self.received) < n:
+            self.arrived.clear()
+            try:
+                await with_timeout(self.arrived.wait(), self.timeout_cycles * CLOCK_NS, "ns")
+            except SimTimeoutError:
+                raise BoardError(
+                    f"the simulated board sent {len(self.received)} of {n} bytes within "
+                    f"{self.timeout_cycles} cycles"
+                ) from None
+        data = bytes(self.received[:n])
+        del self.received[:n]
+        return data
+
+    async def _break(self) -> None:
+        clk, rx = self.dut.clk, self.dut.rx
+        rx.value = 0
+        await ClockCycles(clk, 20 * self.divisor)
+        rx.value = 1
+        await ClockCycles(clk, 12 * self.divisor)  # a frame the board may have been sending
+        self.received.clear()
+
+    def write(self, data: bytes) -> None:
+        resume(self._send)(data)
+
+    def read(self, n: int) -> bytes:
+        return resume(self._receive)(n)
+
+    def send_break(self) -> None:
+        resume(self._break)()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _session(pins: UartPins, run: BenchRun) -> dict[str, np.ndarray]:
+    """What the driver does in a session (blocking, in the bridge thread): load the network of
+    the stimulus, run its samples, or learn them one by one reading the weights back after
+    each; returns the arrays of the results file."""
+    a = run.arrays
+    net = QuantizedNetwork(run.config, a["load_w_in"], a["load_w_rec"], a["load_w_out"])
+    board = Board(pins)
+    board.load(net)
+    out: dict[str, Any] = {"info": np.array(json.dumps(board.info.__dict__))}
+    if "labels" not in a:
+        trace = board.run(run.spikes)
+    else:
+        traces, weights = [], {m: [] for m in MATRICES}
+        for b in range(run.spikes.shape[0]):
+            traces.append(board.learn(run.spikes[b : b + 1], a["labels"][b : b + 1]))
+            learned, wbar = board.read_weights()
+            for m in MATRICES:
+                weights[m].append(learned.matrix(m))
+                if wbar:
+                    out.setdefault(f"wbar_{m}", []).append(wbar[m])
+        trace = BoardTrace(
+            np.concatenate([t.spikes for t in traces]), np.concatenate([t.readout for t in traces])
+        )
+        out.update({f"w_{m}": np.stack(w) for m, w in weights.items()})
+        out.update({k: np.stack(v) for k, v in out.items() if k.startswith("wbar_")})
+    board.close()
+    out.update(spikes=trace.spikes, readout=trace.readout)
+    return out
+
+
+@cocotb.test()
+async def test_board_session(dut: Any) -> None:
+    """The driver's session against the board top, through its UART pins only."""
+    run = BenchRun.from_environment()
+    pins = UartPins(dut, int(run.arrays["divisor"]))
+    await pins.start()
+    try:
+        results = await bridge(_session)(pins, run)
+    except BoardError as exc:
+        results = {"error": np.array(str(exc))}
+    results["framing_errors"] = np.int64(pins.framing_errors)
+    np.savez(run.results, **results)
+    assert "error" not in results, str(results["error"])
+
+
+@dataclass
+class BoardSimResult:
+    """What the driver got from the simulated board: ``trace`` (every step's spikes and
+    readouts), with labels the weights read back after each sample (``weights[m]``
+    ``(B, n_post, n_pre)``, and for FPTT ``wbar[m]``), and the board's ``info``."""
+
+    trace: BoardTrace
+    weights: dict[str, np.ndarray]
+    wbar: dict[str, np.ndarray]
+    info: BoardInfo
+    work_dir: Path
+
+
+def simulate_board(
+    built: QuantizedNetwork,
+    spikes: np.ndarray,
+    work_dir: str | Path,
+    *,
+    net: QuantizedNetwork | None = None,
+    labels: np.ndarray | None = None,
+    divisor: int = SIM_DIVISOR,
+    rx_buffer: int = RX_BUFFER,
+) -> BoardSimResult:
+    """Simulate the board built for ``built`` under Icarus + cocotb while the driver loads
+    ``net`` (default ``built``) and runs ``spikes`` ``(B, T, n_in)``, or, with ``labels``,
+    learns them one sample at a time and reads the weights back after each.  A session in
+    which the driver failed raises its :class:`BoardError` (with the simulator's log); a
+    simulation that ended without results, :class:`~neurofptt.errors.VerificationError`."""
+    tool_env = require_simulator("icarus")
+    net = built if net is None else net
+    work_dir = Path(work_dir).resolve()
+    rtl = work_dir / "rtl" / f"{BOARD_TOP}.v"
+    rtl.parent.mkdir(parents=True, exist_ok=True)
+    text = render_board_verilog(built, divisor, rx_buffer).encode()
+    if not rtl.is_file() or rtl.read_bytes() != text:
+        atomic_write_bytes(rtl, text)
+    stimulus = {
+        "config": np.array(json.dumps(built.config.to_dict())),
+        "spikes": check_spike_input(spikes, built.config.n_in).astype(np.uint8),
+        "divisor": np.int64(divisor),
+        **{f"load_w_{m}": net.matrix(m) for m in MATRICES},
+    }
+    if labels is not None:
+        stimulus["labels"] = np.asarray(labels, np.int64)
+    results, _ = simulate_testbench(
+        rtl, BOARD_TOP, work_dir, SESSION_MODULE, stimulus, False, 0, "icarus", tool_env
+    )
+    with np.load(results, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    if "error" in arrays:
+        raise BoardError(f"{arrays['error']}; log {work_dir / 'sim.log'}")
+    return BoardSimResult(
+        trace=BoardTrace(arrays["spikes"].astype(bool), arrays["readout"].astype(np.int64)),
+        weights={m: arrays[f"w_{m}"] for m in MATRICES if f"w_{m}" in arrays},
+        wbar={m: arrays[f"wbar_{m}"] for m in MATRICES if f"wbar_{m}" in arrays},
+        info=BoardInfo(**json.loads(str(arrays["info"]))),
+        work_dir=work_dir,
+    )

@@ -26,10 +26,11 @@ every step of the recall window and of no other step (``-1``; ``TaskData.target`
 The defaults of ``cue-accumulation`` are the paper's trial at 1 ms per step: 7 cues of 100 ms
 each followed by 50 ms of silence, 1,050 ms of delay and a 150 ms recall window (2,250 steps),
 10 inputs per population (40 in all), cues and recall at 40 Hz, noise at 10 Hz.  The favoured
-side's probability is this module's choice (0.7: most trials have a clear majority, some are
-4 to 3).  ``cue-accumulation-short`` is the same trial in bins of 10 steps (225 steps): the
-durations divided by 10, and a bin fires when any of its 10 steps would have
-(:func:`binned_rate`), so it is the full task pooled, for quick runs.
+side's probability is this module's choice (0.7: the favoured side has more cues in 87 % of
+the trials, and about a third of the trials are decided 4 to 3).  ``cue-accumulation-short``
+is the same trial in bins of 10 steps (225 steps): the durations divided by 10, and a bin fires
+when any of its 10 steps would have (:func:`binned_rate`), so it is the full task pooled, for
+quick runs.
 """
 
 from __future__ import annotations
@@ -140,7 +141,6 @@ def load_cue_accumulation(
     )
 
 
-#: the paper's trial in bins of :data:`SHORT_BIN` steps (225 steps), for quick runs
 load_cue_accumulation_short = partial(
     load_cue_accumulation,
     cue_steps=CUE_STEPS // SHORT_BIN,
@@ -151,3 +151,5 @@ load_cue_accumulation_short = partial(
     noise_rate=binned_rate(NOISE_RATE, SHORT_BIN),
     name="cue-accumulation-short",
 )
+"""``cue-accumulation-short``: :func:`load_cue_accumulation` with the paper's trial in bins of
+:data:`SHORT_BIN` steps (225 steps) as its defaults, for quick runs; it takes the same options."""

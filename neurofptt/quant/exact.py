@@ -24,8 +24,13 @@ to the exact integer result afterwards, so they do not enter the bound.  :func:`
 takes float32 up to ``2**24``, float64 up to ``2**53`` and otherwise the integer product.  Within
 the limits of :class:`~neurofptt.quant.config.HardwareConfig` the spike products never exceed
 ``4096 * 2**15 = 2**27``, so inference always runs in float32 or float64; the integer kernel
-remains for products with wider operands (the on-chip learning signal, whose operands are
-readout errors).
+is the reference a run can be forced onto (``golden_run(..., kernel="int64")``) and the fallback
+for operands wider than spikes.
+
+Not every integer product gains.  The on-chip learning signal ``B @ e``
+(:func:`~neurofptt.onchip.update_factors`) is one matrix-vector product per update with a matrix
+that changes at every update (symmetric feedback is ``W_out^T``); converting the matrix would
+cost more than the integer product itself, so it stays integer.
 """
 
 from __future__ import annotations

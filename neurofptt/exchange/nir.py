@@ -54,6 +54,7 @@ from neurofptt.errors import CheckpointError, ConfigError, ToolMissingError
 from neurofptt.flow.config import FlowConfig
 from neurofptt.flow.stages import CHECKPOINT, QUANTIZED, load_trained
 from neurofptt.io import atomic_write_bytes, write_json
+from neurofptt.learning.objectives import readout_accuracy
 from neurofptt.learning.trainer import evaluate
 from neurofptt.models.spiking import RecurrentLIF, SpikingRNN
 from neurofptt.quant.config import RESET_RULES, HardwareConfig
@@ -61,6 +62,7 @@ from neurofptt.quant.golden import golden_run
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.quant.quantizer import quantize
 from neurofptt.tasks import load_task
+from neurofptt.tasks.base import CLASS_TARGETS
 
 if TYPE_CHECKING:
     import nir
@@ -756,16 +758,30 @@ def from_nir(
 
 
 # -- files and stages -----------------------------------------------------------------------------
-def read_nir(path: Path) -> nir.NIRGraph:
-    """``nir.read`` with the toolkit's errors: a missing or unreadable file is a
-    :class:`CheckpointError` naming it."""
+def read_nir(path: Path) -> tuple[nir.NIRGraph, str]:
+    """``nir.read`` with the toolkit's errors, and the note of how it was read.
+
+    A missing or unreadable file is a :class:`CheckpointError` naming it.  A graph whose
+    declared types disagree (Norse 1.1's ``to_nir`` and snntorch's ``export_to_nir`` without
+    ``ignore_dims`` write the batch dimension into the input's type, which NIR's type inference
+    then refuses) is read again without NIR's type check, and the note says so: :func:`from_nir`
+    checks every shape it uses against the weight matrices itself."""
     nir = _nir()
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"NIR file {path} does not exist")
+    errors = (OSError, KeyError, ValueError, TypeError, AssertionError)
     try:
-        return nir.read(path)
-    except (OSError, KeyError, ValueError, TypeError, AssertionError) as exc:
+        return nir.read(path), ""
+    except ValueError as exc:
+        if "type" not in str(exc).lower():
+            raise CheckpointError(f"{path} is not a readable NIR graph: {exc}") from exc
+        note = f"read without NIR's type check, which refuses the file's declared types ({exc})"
+    except errors as exc:
+        raise CheckpointError(f"{path} is not a readable NIR graph: {exc}") from exc
+    try:
+        return nir.read(path, type_check=False), note
+    except errors as exc:
         raise CheckpointError(f"{path} is not a readable NIR graph: {exc}") from exc
 
 
@@ -848,25 +864,27 @@ def quantize_nir(
     Writes and returns ``quantize.json`` with the keys of
     :func:`~neurofptt.flow.stages.stage_quantize`'s record (``checkpoint`` and ``picked_epoch``
     are ``None``) plus ``nir`` (the file), ``nir_mapping`` (:meth:`NirMapping.to_dict`: leak
-    mapping errors, reset, scales, notes), ``task`` and ``task_note``.  The accuracies and the
+    mapping errors, reset, scales, notes), ``nir_read_note`` (:func:`read_nir`'s), ``task`` and
+    ``task_note``.  The accuracies and the
     spike rate are measured on the test set of ``config.flow.task`` (default digits) when the
     graph's inputs and classes fit it, else they are ``None`` and ``task_note`` says why.
     """
     cfg = config or FlowConfig()
     nir_file = Path(nir_file)
     out = Path(out)
-    imported = from_nir(read_nir(nir_file), cfg.hardware if config else None, dt=dt, reset=reset)
+    graph, read_note = read_nir(nir_file)
+    imported = from_nir(graph, cfg.hardware if config else None, dt=dt, reset=reset)
     net, report = quantize(imported.model, imported.hardware)
     net.save(out / QUANTIZED)
     task = load_task(cfg.flow.task)
     hw = net.config
-    fits = task.target == "label" and (task.test.n_in, task.n_out) == (hw.n_in, hw.n_out)
+    fits = task.target in CLASS_TARGETS and (task.test.n_in, task.n_out) == (hw.n_in, hw.n_out)
     float_acc = golden_acc = spike_rate = None
     task_note = ""
     if fits:
         float_acc = evaluate(imported.model, task.test)
         trace = golden_run(net, task.test.numpy_spikes())
-        golden_acc = float(np.mean(trace.predictions == task.test.y.numpy()))
+        golden_acc = readout_accuracy(trace.readout, task.test.y.numpy())
         spike_rate = float(trace.spikes.mean())
     else:
         task_note = (
@@ -890,6 +908,7 @@ def quantize_nir(
         "picked_epoch": None,
         "nir": str(nir_file),
         "nir_mapping": imported.mapping.to_dict(),
+        "nir_read_note": read_note,
     }
     write_json(out / QUANTIZE_RECORD, record)
     return record

@@ -276,6 +276,9 @@ def test_options_are_typed_by_their_defaults() -> None:
     ):
         with pytest.raises(ConfigError, match=match):
             loader_options("c", loader, pairs)
+    with pytest.raises(ConfigError, match="cannot be set from the command line"):
+        loader_options("digits", TASKS["digits"], ["thresholds=2,6"])
+    assert loader_options("smnist", TASKS["smnist"], ["train_limit=100"]) == {"train_limit": 100}
 
 
 def test_data_make_then_info_on_the_command_line(tmp_path: Path, capsys) -> None:

@@ -22,13 +22,16 @@ BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "n
 
 def option_value(text: str, default: object) -> object:
     """``text`` as the type of the option's ``default`` (``int``, ``float``, ``bool``, ``str``);
-    an option without a default of those types takes an integer, a number or else the text."""
+    an option whose default is ``None`` (or that has none) takes an integer, a number or else
+    the text.  Other options (a tuple of thresholds) are not set from text: :class:`TypeError`."""
     if isinstance(default, bool):
         if text.lower() not in BOOLEANS:
             raise ValueError(f"expected one of {sorted(BOOLEANS)}")
         return BOOLEANS[text.lower()]
     if isinstance(default, int | float | str):
         return type(default)(text)
+    if default is not None and default is not inspect.Parameter.empty:
+        raise TypeError(f"its default {default!r} is not a number or a word")
     for kind in (int, float):
         try:
             return kind(text)
@@ -57,6 +60,11 @@ def loader_options(task: str, loader: Callable[..., TaskData], pairs: Sequence[s
         except ValueError as exc:
             raise ConfigError(
                 f"option {name} = {text!r} of task {task!r}: not a {type(default).__name__} ({exc})"
+            ) from exc
+        except TypeError as exc:
+            raise ConfigError(
+                f"option {name} of task {task!r} cannot be set from the command line ({exc}); "
+                "load the task in Python with load_task"
             ) from exc
     return options
 

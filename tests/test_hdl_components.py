@@ -15,7 +15,7 @@ from amaranth.sim import Simulator
 
 from neurofptt.hdl.layouts import RowOp
 from neurofptt.hdl.neuron import NeuronRows, NeuronUpdate
-from neurofptt.hdl.ports import EventKind
+from neurofptt.hdl.ports import EventKind, event_layout
 from neurofptt.hdl.readout import ReadoutRows
 from neurofptt.hdl.rows import lane_words
 from neurofptt.hdl.sequencer import Sequencer
@@ -23,6 +23,7 @@ from neurofptt.hdl.spikes import SpikeCursor, SpikeEmitter, SpikeList
 from neurofptt.quant import HardwareConfig, QuantizedNetwork
 from neurofptt.quant.config import lane_rows
 from neurofptt.quant.golden import GoldenState, golden_step
+from neurofptt.verify.streams import pack
 
 CONFIGS = [
     HardwareConfig(
@@ -139,6 +140,30 @@ def test_neuron_update_matches_golden_step(case) -> None:
     np.testing.assert_array_equal(got_v[:, : cfg.n_rec], golden.v)
     np.testing.assert_array_equal(got_z[:, : cfg.n_rec], golden.z)
     assert not got_z[:, cfg.n_rec :].any()
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_leak_extremes(reset: str) -> None:
+    """Without a spike to reset and with no input, ``leak_shift = 0`` leaves nothing of any
+    membrane (no memory), and ``leak_shift = membrane_bits - 1`` keeps every membrane ``>= 0``
+    and raises every negative one by one LSB (the slowest decay there is)."""
+    base = CONFIGS[0].replace(reset=reset, membrane_bits=6, frac_bits=2, threshold=30)
+    values = list(range(base.v_min, base.v_max + 1))
+    expected = {0: [0] * len(values), 5: [v if v >= 0 else v + 1 for v in values]}
+    got = {}
+    for shift in expected:
+        dut = NeuronUpdate(base.replace(leak_shift=shift, lanes=1))
+        got[shift] = []
+
+        async def bench(ctx, dut=dut, out=got[shift]):
+            for v in values:
+                ctx.set(dut.row_in.valid, 1)
+                ctx.set(dut.row_in.p, {"row": 0, "state": [{"acc": 0, "v": v, "z": 0}]})
+                await ctx.tick()
+                out.append(ctx.get(dut.row_out.p.v[0]))
+
+        run(dut, bench)
+    assert got == expected
 
 
 # -- the state and readout rows under the row pipeline -------------------------------------------
@@ -405,7 +430,9 @@ def test_sequencer_issues_the_rows_of_a_step(lanes: int) -> None:
     """Per input spike R ACC_IN rows at ``w_in`` words ``i * R + r``; per previous spike R
     ACC_REC rows at ``w_rec`` words ``j * R + r``; R UPDATE rows; per new spike Ro ACC_OUT rows
     at ``w_out`` words ``j * Ro + s``: one row per cycle, in this order, and CLEAR's
-    ``max(R, Ro)`` rows."""
+    ``max(R, Ro)`` rows, first after the reset.  A repeated SPIKE of an input in its step, a
+    SPIKE of an index ``>= n_in`` and an event of kind 3 issue nothing and take one cycle;
+    a repeat in the next step counts again."""
     cfg = CONFIGS[1].replace(n_in=5, n_rec=7, n_out=4, lanes=lanes)
     rows, out_rows = lane_rows(cfg.n_rec, lanes), lane_rows(cfg.n_out, lanes)
     rng = np.random.default_rng(lanes)
@@ -441,22 +468,38 @@ def test_sequencer_issues_the_rows_of_a_step(lanes: int) -> None:
                 addr = {RowOp.ACC_IN: addrs[0], RowOp.ACC_REC: addrs[1], RowOp.ACC_OUT: addrs[2]}
                 issued.append((cycle, op, int(payload.row), int(addr.get(op, -1))))
 
+    dropped = []  # (cycle the dropped event was taken, cycle the next one was)
+    pace = random.Random(lanes)
+
     async def events(ctx):
         event = dut.seq.i_event
-        sends = [(EventKind.CLEAR, 0)]
+        sends = [(EventKind.CLEAR, 0, False)]  # (kind, index, dropped)
         for t in range(steps):
-            sends += [(EventKind.SPIKE, int(i)) for i in np.flatnonzero(x[t])]
-            sends += [(EventKind.STEP, 0)]
-        for kind, index in sends:
+            spikes = [(EventKind.SPIKE, int(i), False) for i in np.flatnonzero(x[t])]
+            ignored = [(kind, i, True) for kind, i, _ in pace.choices(spikes, k=3) if spikes]
+            ignored += [(3, pace.randrange(8), True), (EventKind.SPIKE, cfg.n_in + 1, True)]
+            pace.shuffle(ignored)
+            sends += spikes + ignored + [(EventKind.STEP, 0, False)]
+        cycle, taken_dropped = 0, None
+        for kind, index, drop in sends:
             ctx.set(event.valid, 1)
-            ctx.set(event.p, {"kind": kind, "index": index})
-            await ctx.tick().until(event.ready)
+            ctx.set(event.p.as_value(), pack(event_layout(cfg.n_in), kind=kind, index=index))
+            while True:
+                cycle += 1
+                _, _, ready = await ctx.tick().sample(event.ready)
+                if ready:
+                    break
+            if taken_dropped is not None:
+                dropped.append((taken_dropped, cycle))
+            taken_dropped = cycle if drop else None
             ctx.set(event.valid, 0)
         await ctx.tick().repeat(3)
         await ctx.tick().until(dut.seq.idle)
 
     run(dut, events, background=[datapath])
-    expected = [(RowOp.CLEAR, r, -1) for r in range(max(rows, out_rows))]
+    assert dropped and all(after == taken + 1 for taken, after in dropped)
+    clear = [(RowOp.CLEAR, r, -1) for r in range(max(rows, out_rows))]
+    expected = clear + clear  # the reset's, then the CLEAR event's
     for t in range(steps):
         for i in np.flatnonzero(x[t]):
             expected += [(RowOp.ACC_IN, r, i * rows + r) for r in range(rows)]
@@ -467,7 +510,8 @@ def test_sequencer_issues_the_rows_of_a_step(lanes: int) -> None:
         for j in np.flatnonzero(z[t]):
             expected += [(RowOp.ACC_OUT, s, j * out_rows + s) for s in range(out_rows)]
     assert [row[1:] for row in issued] == expected
-    # one row per cycle within a phase: a run of the same operation has no gaps
-    for (c0, op0, *_), (c1, op1, *_) in zip(issued, issued[1:], strict=False):
+    # one row per cycle within a phase: a run of the same operation has no gaps (the reset's
+    # CLEAR and the CLEAR event's are two runs)
+    for (c0, op0, *_), (c1, op1, r1, _) in zip(issued, issued[1:], strict=False):
         if op0 == op1 and op0 in (RowOp.ACC_REC, RowOp.UPDATE, RowOp.ACC_OUT, RowOp.CLEAR):
-            assert c1 == c0 + 1
+            assert c1 == c0 + 1 or (op1 == RowOp.CLEAR and r1 == 0)

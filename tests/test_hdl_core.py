@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from amaranth.hdl import ClockDomain, Elaboratable, Module
+from amaranth.sim import Simulator
 
 from neurofptt.errors import ConfigError
 from neurofptt.hdl import (
+    EventKind,
     LifCore,
+    cycles_per_clear,
     cycles_per_step,
     event_layout,
     generate_verilog,
+    readout_layout,
     render_verilog,
 )
+from neurofptt.hdl.ports import index_bits
 from neurofptt.quant import HardwareConfig, QuantizedNetwork, golden_run
 from neurofptt.verify.streams import (
+    Event,
     StreamBench,
     cycle_budget,
     frame_run,
+    pack,
     random_stalls,
     run_amaranth,
+    unpack,
 )
 
 
@@ -35,6 +45,27 @@ def _random_net(cfg: HardwareConfig, rng: np.random.Generator) -> QuantizedNetwo
     )
 
 
+def run_events(
+    net: QuantizedNetwork,
+    items: list[Event],
+    shape: tuple[int, int],
+    backpressure: bool = False,
+    seed: int = 0,
+) -> StreamBench:
+    """Drive the events ``items`` of ``shape = (samples, steps)`` through LifCore and collect
+    what it sends; every stream rule must hold (ascending spikes, readout indices and ``last``,
+    ``valid`` and payload held until ``ready``)."""
+    cfg = net.config
+    batch, steps = shape
+    bench = StreamBench(cfg, batch, steps, random_stalls(seed) if backpressure else None)
+    complete, _ = run_amaranth(
+        LifCore(net), bench.benches(items), cycle_budget(cfg, batch, steps, stalled=backpressure)
+    )
+    assert complete, "the core hung"
+    assert bench.errors == [], "\n".join(str(e) for e in bench.errors)
+    return bench
+
+
 def simulate(
     net: QuantizedNetwork,
     spikes: np.ndarray,
@@ -43,21 +74,29 @@ def simulate(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Drive ``spikes`` (B, T, n_in) through LifCore; return spikes, readout, per-step cycles.
 
-    Every stream rule must hold (ascending spikes, readout indices and ``last``, ``valid`` and
-    payload held until ``ready``).  Before each ``CLEAR`` two ``SPIKE`` events start a step
-    that is never ended: the partial sums it leaves behind, ``CLEAR`` must wipe."""
+    Before each ``CLEAR`` two ``SPIKE`` events start a step that is never ended: the partial
+    sums it leaves behind, ``CLEAR`` must wipe."""
     cfg = net.config
     batch, steps, _ = spikes.shape
     rng = random.Random(seed)
     abandoned = [[rng.randrange(cfg.n_in) for _ in range(2)] for _ in range(batch)]
     items = frame_run(event_layout(cfg.n_in), spikes, abandoned=abandoned)
-    bench = StreamBench(cfg, batch, steps, random_stalls(seed) if backpressure else None)
-    complete, _ = run_amaranth(
-        LifCore(net), bench.benches(items), cycle_budget(cfg, batch, steps, stalled=backpressure)
-    )
-    assert complete, "the core hung"
-    assert bench.errors == [], "\n".join(str(e) for e in bench.errors)
+    bench = run_events(net, items, (batch, steps), backpressure, seed)
     return bench.spikes, bench.readout, bench.step_cycles
+
+
+def expected_cycles(
+    cfg: HardwareConfig,
+    spikes: np.ndarray,
+    golden_spikes: np.ndarray,
+    ignored: int | np.ndarray = 0,
+) -> np.ndarray:
+    """``cycles_per_step`` of every step (B, T) of a run from ``CLEAR``: ``spikes`` the inputs,
+    ``golden_spikes`` the recurrent spikes, ``ignored`` the dropped events of each step."""
+    new = golden_spikes.sum(axis=2)
+    prev = np.concatenate([np.zeros((new.shape[0], 1), np.int64), new[:, :-1]], axis=1)
+    count = np.vectorize(lambda e, p, s, i: cycles_per_step(cfg, e, p, s, i))
+    return count(spikes.sum(axis=2), prev, new, np.broadcast_to(ignored, new.shape))
 
 
 CONFIGS = [
@@ -71,9 +110,11 @@ CONFIGS = [
     ),
     HardwareConfig(
         n_in=4, n_rec=3, n_out=4, weight_bits=8, membrane_bits=7, frac_bits=3,
-        leak_shift=1, out_leak_shift=2, threshold=10, reset="zero", w_out_shift=1,
+        leak_shift=6, out_leak_shift=2, threshold=10, reset="zero", w_out_shift=1,
     ),
 ]  # fmt: skip
+# the leak's extremes: CONFIGS[1] keeps no memory (leak_shift = 0), CONFIGS[2] decays the
+# slowest a membrane can (leak_shift = membrane_bits - 1)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.n_in}-{c.n_rec}-{c.n_out}-{c.reset}")
@@ -92,13 +133,214 @@ def test_core_matches_golden(cfg: HardwareConfig, lanes: int, backpressure: bool
     np.testing.assert_array_equal(got_spikes, golden.spikes)
     np.testing.assert_array_equal(got_readout, golden.readout)
     if not backpressure:
-        n_events = spikes.sum(axis=2)
-        prev = np.concatenate(
-            [np.zeros((2, 1), np.int64), golden.spikes.sum(axis=2)[:, :-1]], axis=1
-        )
-        new = golden.spikes.sum(axis=2)
-        expected = np.vectorize(lambda e, p, s: cycles_per_step(cfg, e, p, s))(n_events, prev, new)
-        np.testing.assert_array_equal(step_cycles, expected)
+        np.testing.assert_array_equal(step_cycles, expected_cycles(cfg, spikes, golden.spikes))
+
+
+# -- events the core drops --------------------------------------------------------------------
+
+
+def test_repeated_spike_does_not_wrap_the_partial_sum() -> None:
+    """Three ``SPIKE 0`` in one step, each worth ``-32768 << 3``: three times the input weight
+    would wrap the partial sum, sized for one, to a positive value and fire the neuron.  The
+    repeats are dropped, so the membrane saturates at its minimum, as in the golden model of
+    the one input spike, and nothing fires."""
+    cfg = HardwareConfig(
+        n_in=1, n_rec=1, n_out=1, weight_bits=16, membrane_bits=4, frac_bits=0, threshold=3,
+        leak_shift=1, out_leak_shift=1, w_in_shift=3, lanes=1,
+    )  # fmt: skip
+    net = QuantizedNetwork(cfg, np.array([[-32768]]), np.array([[100]]), np.array([[100]]))
+    spikes = np.array([[[1], [0], [1]]], np.uint8)
+    golden = golden_run(net, spikes)
+    assert golden.membrane[0, 0, 0] == cfg.v_min and not golden.spikes.any()
+    assert 3 * (cfg.w_min << cfg.w_in_shift) < -(1 << (cfg.acc_bits - 1))  # would wrap
+    layout = event_layout(cfg.n_in)
+    spike, step = (pack(layout, kind=kind, index=0) for kind in (EventKind.SPIKE, EventKind.STEP))
+    items = [Event(pack(layout, kind=EventKind.CLEAR), 0)]
+    items += [Event(spike, 0, 0)] * 3 + [Event(step, 0, 0), Event(step, 0, 1)]
+    items += [Event(spike, 0, 2), Event(step, 0, 2)]
+    bench = run_events(net, items, (1, 3))
+    np.testing.assert_array_equal(bench.spikes, golden.spikes)
+    np.testing.assert_array_equal(bench.readout, golden.readout)
+    np.testing.assert_array_equal(
+        bench.step_cycles, expected_cycles(cfg, spikes, golden.spikes, [[2, 0, 0]])
+    )
+
+
+def with_dropped_events(
+    cfg: HardwareConfig, spikes: np.ndarray, rng: random.Random
+) -> tuple[list[Event], np.ndarray]:
+    """The events of ``spikes`` (B, T, n_in) with events the core must drop mixed into every
+    step: repeats of the step's ``SPIKE`` events, ``SPIKE`` events of indices ``>= n_in`` (where
+    the index field has room for them) and events of kind 3.  Returns the events and the
+    number dropped per step (B, T)."""
+    layout = event_layout(cfg.n_in)
+    top = (1 << index_bits(cfg.n_in)) - 1
+    batch, steps, _ = spikes.shape
+    dropped = np.zeros((batch, steps), np.int64)
+    items = []
+    for b in range(batch):
+        items.append(Event(pack(layout, kind=EventKind.CLEAR), b))
+        for t in range(steps):
+            inputs = [int(i) for i in np.flatnonzero(spikes[b, t])]
+            words = [pack(layout, kind=EventKind.SPIKE, index=i) for i in inputs]
+            repeats = rng.choices(inputs, k=3) if inputs else []
+            extra = [pack(layout, kind=EventKind.SPIKE, index=i) for i in repeats]
+            extra += [pack(layout, kind=3, index=rng.randrange(top + 1))]
+            if top >= cfg.n_in:
+                index = rng.randrange(cfg.n_in, top + 1)
+                extra.append(pack(layout, kind=EventKind.SPIKE, index=index))
+            words += extra
+            rng.shuffle(words)  # a repeat may come first; one of the copies counts
+            dropped[b, t] = len(extra)
+            items += [Event(w, b, t) for w in words]
+            items.append(Event(pack(layout, kind=EventKind.STEP), b, t))
+    return items, dropped
+
+
+@pytest.mark.parametrize(
+    ("cfg", "lanes", "backpressure"),
+    [(CONFIGS[0], 1, False), (CONFIGS[0], 3, True), (CONFIGS[2], 2, False)],
+    ids=["3-5-2-1lane", "3-5-2-3lanes-backpressure", "4-3-4-2lanes"],
+)
+def test_dropped_events_match_golden_on_the_input_set(
+    cfg: HardwareConfig, lanes: int, backpressure: bool
+) -> None:
+    """A random stream with repeated ``SPIKE`` events, out-of-range indices and events of kind 3
+    gives the golden model's spikes and readouts of the input without them (each input once
+    per step), and each dropped event costs one cycle."""
+    rng = np.random.default_rng(99 + lanes)
+    cfg = cfg.replace(lanes=lanes)
+    net = _random_net(cfg, rng)
+    spikes = (rng.random((3, 6, cfg.n_in)) < 0.5).astype(np.uint8)
+    spikes[0, 1] = 1
+    items, dropped = with_dropped_events(cfg, spikes, random.Random(lanes))
+    golden = golden_run(net, spikes)
+    bench = run_events(net, items, spikes.shape[:2], backpressure, seed=5)
+    np.testing.assert_array_equal(bench.spikes, golden.spikes)
+    np.testing.assert_array_equal(bench.readout, golden.readout)
+    if not backpressure:
+        expected = expected_cycles(cfg, spikes, golden.spikes, dropped)
+        np.testing.assert_array_equal(bench.step_cycles, expected)
+
+
+# -- reset --------------------------------------------------------------------------------------
+
+
+class ResetHarness(Elaboratable):
+    """The core in a clock domain whose reset the testbench drives: the Verilog's ``rst``."""
+
+    def __init__(self, net: QuantizedNetwork) -> None:
+        self.core = LifCore(net)
+        self.domain = ClockDomain("sync")
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.domains.sync = self.domain
+        m.submodules.core = self.core
+        return m
+
+
+@dataclass
+class CutRun:
+    """What one sample sent before ``rst`` cut it: the input and the output groups, each a
+    list of values (spike indices, readout values) and whether its last one came."""
+
+    x: np.ndarray
+    first_event: int = 0  # the cycle after the reset at which the first event was taken
+    events_taken: int = 0
+    spikes: list = field(default_factory=lambda: [([], False)])
+    readout: list = field(default_factory=lambda: [([], False)])
+
+    def add(self, groups: list, value: int | None, last: bool) -> None:
+        if value is not None:
+            groups[-1][0].append(value)
+        if last:
+            groups[-1] = (groups[-1][0], True)
+            groups.append(([], False))
+
+
+async def run_until_cut(ctx, harness: ResetHarness, run: CutRun, cut: int, pace) -> None:
+    """Offer ``run.x`` (no ``CLEAR``) and collect the outputs for ``cut`` cycles, consumers
+    stalling at random, then assert ``rst`` for one cycle.  Nothing may leave the core before
+    it has taken an event of this sample."""
+    core = harness.core
+    cfg = core.config
+    layout = event_layout(cfg.n_in)
+    words = []
+    for x in run.x:
+        words += [pack(layout, kind=EventKind.SPIKE, index=int(i)) for i in np.flatnonzero(x)]
+        words.append(pack(layout, kind=EventKind.STEP))
+    signals = [
+        value
+        for stream in (core.i_event, core.o_spike, core.o_readout)
+        for value in (stream.valid, stream.ready, stream.payload.as_value())
+    ]
+    for cycle in range(1, cut + 2):
+        reset = cycle == cut + 1  # the cut: whatever transfers at this edge still counts
+        ctx.set(harness.domain.rst, reset)
+        offer = run.events_taken < len(words) and not reset
+        ctx.set(core.i_event.valid, offer)
+        if offer:
+            ctx.set(core.i_event.payload.as_value(), words[run.events_taken])
+        ctx.set(core.o_spike.ready, pace.random() < 0.7)
+        ctx.set(core.o_readout.ready, pace.random() < 0.7)
+        _, _, *values = await ctx.tick().sample(*signals)
+        event_valid, event_ready, _, spike_valid, spike_ready, spike, valid, ready, value = values
+        if event_valid and event_ready:
+            run.first_event = run.first_event or cycle
+            run.events_taken += 1
+        if spike_valid and spike_ready:
+            assert run.events_taken, "a spike event before the sample's first event"
+            spike = unpack(event_layout(cfg.n_rec), spike)
+            is_step = spike["kind"] == EventKind.STEP.value
+            run.add(run.spikes, None if is_step else spike["index"], is_step)
+        if valid and ready:
+            assert run.events_taken, "a readout value before the sample's first event"
+            value = unpack(readout_layout(cfg), value)
+            assert value["index"] == len(run.readout[-1][0])
+            run.add(run.readout, value["value"], bool(value["last"]))
+    ctx.set(harness.domain.rst, 0)
+
+
+def test_reset_is_a_clear_at_any_cycle() -> None:
+    """``rst`` at every cycle of a sample (mid-step, mid-update, mid-output under random
+    stalls): the core sends no rest of a group it had started, takes its first event
+    ``cycles_per_clear`` edges after the reset, and the next sample, sent without ``CLEAR``, gives
+    the golden model's values from the zero state in every step it completes."""
+    cfg = CONFIGS[0].replace(lanes=2)
+    rng = np.random.default_rng(21)
+    net = _random_net(cfg, rng)
+    steps = 3
+    harness = ResetHarness(net)
+    pace = random.Random(3)
+    # a sample at its slowest: the cuts reach past the end of most samples
+    span = cycles_per_clear(cfg) + steps * cycles_per_step(cfg, cfg.n_in, cfg.n_rec, cfg.n_rec)
+    runs = [CutRun((rng.random((steps, cfg.n_in)) < 0.6).astype(np.uint8)) for _ in range(span)]
+
+    async def bench(ctx):
+        for cut, run in enumerate(runs, start=1):
+            await run_until_cut(ctx, harness, run, cut, pace)
+
+    sim = Simulator(harness)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+    cut_in = cut_spikes = cut_readout = whole = 0
+    for run in runs:
+        assert run.first_event in (0, cycles_per_clear(cfg))
+        golden = golden_run(net, run.x[None])
+        for t, (values, complete) in enumerate(run.spikes):
+            expected = list(np.flatnonzero(golden.spikes[0, t])) if t < steps else []
+            assert values == expected[: len(values)] and (not complete or values == expected)
+            cut_spikes += bool(values) and not complete
+        for t, (values, complete) in enumerate(run.readout):
+            expected = list(golden.readout[0, t]) if t < steps else []
+            assert values == expected[: len(values)] and (not complete or values == expected)
+            cut_readout += bool(values) and not complete
+        cut_in += run.events_taken > 0 and run.spikes[-1] == ([], False) and len(run.spikes) == 1
+        whole += len(run.readout) == steps + 1
+    assert cut_in and cut_spikes and cut_readout and whole, "every kind of cut must occur"
 
 
 # -- generator ------------------------------------------------------------------------------

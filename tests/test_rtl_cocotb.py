@@ -85,7 +85,7 @@ CASES = [
         batch=8, steps=12, seed=12, weight_scale=0.8,
     ),
     Case(
-        "saturating-zero-reset-no-leak",
+        "saturating-zero-reset-no-memory",
         HardwareConfig(
             n_in=5, n_rec=9, n_out=4, weight_bits=8, membrane_bits=6, frac_bits=2,
             leak_shift=0, out_leak_shift=0, threshold=5, reset="zero", w_in_shift=2,

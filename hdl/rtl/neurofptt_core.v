@@ -7593,7 +7593,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__index, ru
   initial #0 \$auto$verilog_backend.cc:2355:dump_module$8  = 1'h1;
 `endif
   wire \$1 ;
-  wire \$10 ;
+  wire [8:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -7604,40 +7604,46 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__index, ru
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
-  wire [11:0] \$20 ;
+  wire \$20 ;
   wire \$21 ;
-  wire [13:0] \$22 ;
+  wire \$22 ;
   wire \$23 ;
-  wire [5:0] \$24 ;
+  wire [11:0] \$24 ;
   wire \$25 ;
-  wire [12:0] \$26 ;
-  wire [13:0] \$27 ;
-  wire \$28 ;
+  wire [13:0] \$26 ;
+  wire \$27 ;
+  wire [5:0] \$28 ;
   wire \$29 ;
-  wire [12:0] \$3 ;
-  wire [5:0] \$30 ;
-  wire \$31 ;
+  wire \$3 ;
+  wire [12:0] \$30 ;
+  wire [13:0] \$31 ;
   wire \$32 ;
-  wire [5:0] \$33 ;
-  wire \$34 ;
+  wire \$33 ;
+  wire [5:0] \$34 ;
   wire \$35 ;
-  wire [9:0] \$36 ;
-  wire [13:0] \$37 ;
+  wire \$36 ;
+  wire [5:0] \$37 ;
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
-  wire [5:0] \$40 ;
-  wire \$41 ;
-  wire [5:0] \$42 ;
-  reg [12:0] \$43 ;
-  reg [4:0] \$44 ;
-  reg [3:0] \$45 ;
-  reg [5:0] \$46 ;
-  wire \$5 ;
+  wire [9:0] \$40 ;
+  wire [13:0] \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [5:0] \$44 ;
+  wire \$45 ;
+  wire [5:0] \$46 ;
+  reg [12:0] \$47 ;
+  reg [4:0] \$48 ;
+  reg [3:0] \$49 ;
+  wire [12:0] \$5 ;
+  reg [5:0] \$50 ;
   wire \$6 ;
   wire \$7 ;
-  wire [8:0] \$8 ;
+  wire \$8 ;
   wire \$9 ;
+  reg add;
+  reg clear;
   input clk;
   wire clk;
   input emitter__busy;
@@ -7646,7 +7652,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__index, ru
   reg [5:0] emitter__count;
   output emitter__start;
   reg emitter__start;
-  reg [3:0] fsm_state = 4'h0;
+  reg [3:0] fsm_state = 4'h4;
   input [6:0] i_event__payload;
   wire [6:0] i_event__payload;
   wire [4:0] \i_event__payload.index ;
@@ -7661,6 +7667,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__index, ru
   wire i_event__valid;
   output idle;
   wire idle;
+  wire [4:0] index;
   output [7:0] issue__payload;
   reg [7:0] issue__payload;
   (* enum_base_type = "RowOp" *)
@@ -7695,6 +7702,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__index, ru
   reg run__restart;
   output run__take;
   reg run__take;
+  wire seen;
   input [5:0] spike_count;
   wire [5:0] spike_count;
   output spikes_restart;
@@ -7710,57 +7718,313 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__index, ru
   reg [11:0] w_rec_addr;
   reg [12:0] waddr = 13'h0000;
   always @(posedge clk)
-    waddr <= \$43 ;
+    waddr <= \$47 ;
   always @(posedge clk)
-    j <= \$44 ;
+    j <= \$48 ;
   always @(posedge clk)
-    fsm_state <= \$45 ;
+    fsm_state <= \$49 ;
   always @(posedge clk)
-    run__count <= \$46 ;
+    run__count <= \$50 ;
   assign start_acc_in = i_event__payload[6:2] * 6'h20;
   assign \$1  = i_event__payload[6:2] < 6'h20;
-  assign \$2  = ! j;
-  assign \$3  = run__index * 6'h20;
-  assign \$4  = j == 5'h1f;
-  assign \$5  = ~ run__more;
-  assign \$6  = ~ emitter__busy;
-  assign \$7  = ! j;
-  assign \$8  = run__index * 2'h3;
-  assign \$9  = j == 2'h2;
-  assign \$10  = ~ run__more;
+  assign \$2  = ~ seen;
+  assign \$3  = \$1  & \$2 ;
+  assign \$4  = ! j;
+  assign \$5  = run__index * 6'h20;
+  assign \$6  = j == 5'h1f;
+  assign \$7  = ~ run__more;
+  assign \$8  = ~ emitter__busy;
+  assign \$9  = ! j;
+  assign \$10  = run__index * 2'h3;
+  assign \$11  = j == 2'h2;
+  assign \$12  = ~ run__more;
   assign idle = ! fsm_state;
-  assign \$11  = fsm_state == 1'h1;
-  assign \$12  = fsm_state == 2'h2;
-  assign \$13  = fsm_state == 2'h3;
-  assign \$14  = fsm_state == 3'h4;
-  assign \$15  = fsm_state == 3'h5;
-  assign \$16  = fsm_state == 3'h6;
-  assign \$17  = fsm_state == 3'h7;
-  assign \$18  = fsm_state == 4'h8;
-  assign \$19  = i_event__payload[6:2] < 6'h20;
-  assign \$20  = start_acc_in + 1'h1;
-  assign \$21  = | run__count;
-  assign \$22  = waddr + 1'h1;
-  assign \$23  = j == 5'h1f;
-  assign \$24  = j + 1'h1;
-  assign \$25  = ! j;
-  assign \$26  = start_acc_rec + 1'h1;
-  assign \$27  = waddr + 1'h1;
-  assign \$28  = j == 5'h1f;
-  assign \$29  = ~ run__more;
-  assign \$30  = j + 1'h1;
-  assign \$31  = ~ emitter__busy;
+  assign \$13  = fsm_state == 1'h1;
+  assign \$14  = fsm_state == 2'h2;
+  assign \$15  = fsm_state == 2'h3;
+  assign \$16  = fsm_state == 3'h4;
+  assign \$17  = fsm_state == 3'h5;
+  assign \$18  = fsm_state == 3'h6;
+  assign \$19  = fsm_state == 3'h7;
+  assign \$20  = fsm_state == 4'h8;
+  assign \$21  = i_event__payload[6:2] < 6'h20;
+  assign \$22  = ~ seen;
+  assign \$23  = \$21  & \$22 ;
+  assign \$24  = start_acc_in + 1'h1;
+  assign \$25  = | run__count;
+  assign \$26  = waddr + 1'h1;
+  assign \$27  = j == 5'h1f;
+  assign \$28  = j + 1'h1;
+  assign \$29  = ! j;
+  assign \$30  = start_acc_rec + 1'h1;
+  assign \$31  = waddr + 1'h1;
   assign \$32  = j == 5'h1f;
-  assign \$33  = j + 1'h1;
-  assign \$34  = | spike_count;
-  assign \$35  = ! j;
-  assign \$36  = start_acc_out + 1'h1;
-  assign \$37  = waddr + 1'h1;
-  assign \$38  = j == 2'h2;
-  assign \$39  = ~ run__more;
-  assign \$40  = j + 1'h1;
-  assign \$41  = j == 5'h1f;
-  assign \$42  = j + 1'h1;
+  assign \$33  = ~ run__more;
+  assign \$34  = j + 1'h1;
+  assign \$35  = ~ emitter__busy;
+  assign \$36  = j == 5'h1f;
+  assign \$37  = j + 1'h1;
+  assign \$38  = | spike_count;
+  assign \$39  = ! j;
+  assign \$40  = start_acc_out + 1'h1;
+  assign \$41  = waddr + 1'h1;
+  assign \$42  = j == 2'h2;
+  assign \$43  = ~ run__more;
+  assign \$44  = j + 1'h1;
+  assign \$45  = j == 5'h1f;
+  assign \$46  = j + 1'h1;
+  \neurofptt_core.sequencer.inputs  inputs (
+    .add(add),
+    .clear(clear),
+    .clk(clk),
+    .index(i_event__payload[6:2]),
+    .rst(rst),
+    .seen(seen)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    issue__valid = 1'h0;
+    casez (fsm_state)
+      4'h0:
+          if (i_event__valid) begin
+            casez (i_event__payload[1:0])
+              2'h0:
+                  if (\$3 ) begin
+                    issue__valid = 1'h1;
+                  end
+            endcase
+          end
+      4'h1:
+          issue__valid = 1'h1;
+      4'h2:
+          issue__valid = 1'h1;
+      4'h3:
+          if (\$8 ) begin
+            issue__valid = 1'h1;
+          end
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          issue__valid = 1'h1;
+      4'h8:
+          /* empty */;
+      4'h4:
+          issue__valid = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    issue__payload = 8'h00;
+    casez (fsm_state)
+      4'h0:
+          if (i_event__valid) begin
+            casez (i_event__payload[1:0])
+              2'h0:
+                  if (\$3 ) begin
+                    issue__payload[2:0] = 3'h1;
+                    issue__payload[7:3] = 5'h00;
+                  end
+            endcase
+          end
+      4'h1:
+        begin
+          issue__payload[2:0] = 3'h1;
+          issue__payload[7:3] = j;
+        end
+      4'h2:
+        begin
+          issue__payload[2:0] = 3'h2;
+          issue__payload[7:3] = j;
+        end
+      4'h3:
+          if (\$8 ) begin
+            issue__payload[2:0] = 3'h3;
+            issue__payload[7:3] = j;
+          end
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+        begin
+          issue__payload[2:0] = 3'h4;
+          issue__payload[7:3] = j;
+        end
+      4'h8:
+          /* empty */;
+      4'h4:
+        begin
+          issue__payload[2:0] = 3'h5;
+          issue__payload[7:3] = j;
+        end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    w_in_addr = 10'h000;
+    casez (fsm_state)
+      4'h0:
+          if (i_event__valid) begin
+            casez (i_event__payload[1:0])
+              2'h0:
+                  if (\$3 ) begin
+                    w_in_addr = start_acc_in[9:0];
+                  end
+            endcase
+          end
+      4'h1:
+          w_in_addr = waddr[9:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    add = 1'h0;
+    casez (fsm_state)
+      4'h0:
+          if (i_event__valid) begin
+            casez (i_event__payload[1:0])
+              2'h0:
+                  if (\$3 ) begin
+                    add = 1'h1;
+                  end
+            endcase
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    run__restart = 1'h0;
+    casez (fsm_state)
+      4'h0:
+          if (i_event__valid) begin
+            casez (i_event__payload[1:0])
+              2'h0:
+                  /* empty */;
+              2'h1:
+                  run__restart = 1'h1;
+            endcase
+          end
+      4'h1:
+          /* empty */;
+      4'h2:
+          if (\$6 ) begin
+            if (\$7 ) begin
+              run__restart = 1'h1;
+            end
+          end
+      4'h3:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          if (\$11 ) begin
+            if (\$12 ) begin
+              run__restart = 1'h1;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    spikes_restart = 1'h0;
+    casez (fsm_state)
+      4'h0:
+          if (i_event__valid) begin
+            casez (i_event__payload[1:0])
+              2'h0:
+                  /* empty */;
+              2'h1:
+                  spikes_restart = 1'h1;
+            endcase
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    clear = 1'h0;
+    casez (fsm_state)
+      4'h0:
+          if (i_event__valid) begin
+            casez (i_event__payload[1:0])
+              2'h0:
+                  /* empty */;
+              2'h1:
+                  /* empty */;
+              2'h2:
+                  clear = 1'h1;
+            endcase
+          end
+      4'h1:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h6:
+          clear = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    run__take = 1'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h2:
+          if (\$4 ) begin
+            run__take = 1'h1;
+          end
+      4'h3:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          if (\$9 ) begin
+            run__take = 1'h1;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    start_acc_rec = 12'h000;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h2:
+          if (\$4 ) begin
+            start_acc_rec = \$5 [11:0];
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    w_rec_addr = 12'h000;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h2:
+          (* full_case = 32'd1 *)
+          if (\$4 ) begin
+            w_rec_addr = start_acc_rec;
+          end else begin
+            w_rec_addr = waddr[11:0];
+          end
+    endcase
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     emitter__start = 1'h0;
@@ -7832,8 +8096,8 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__index, ru
       4'h6:
           /* empty */;
       4'h7:
-          if (\$7 ) begin
-            start_acc_out = \$8 ;
+          if (\$9 ) begin
+            start_acc_out = \$10 ;
           end
     endcase
   end
@@ -7855,7 +8119,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__index, ru
           /* empty */;
       4'h7:
           (* full_case = 32'd1 *)
-          if (\$7 ) begin
+          if (\$9 ) begin
             w_out_addr = start_acc_out;
           end else begin
             w_out_addr = waddr[8:0];
@@ -7886,25 +8150,25 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__index, ru
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$43  = waddr;
+    \$47  = waddr;
     casez (fsm_state)
       4'h0:
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$19 ) begin
-                    \$43  = { 1'h0, \$20  };
+                  if (\$23 ) begin
+                    \$47  = { 1'h0, \$24  };
                   end
             endcase
           end
       4'h1:
-          \$43  = \$22 [12:0];
+          \$47  = \$26 [12:0];
       4'h2:
           (* full_case = 32'd1 *)
-          if (\$25 ) begin
-            \$43  = \$26 ;
+          if (\$29 ) begin
+            \$47  = \$30 ;
           end else begin
-            \$43  = \$27 [12:0];
+            \$47  = \$31 [12:0];
           end
       4'h3:
           /* empty */;
@@ -7914,54 +8178,54 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__index, ru
           /* empty */;
       4'h7:
           (* full_case = 32'd1 *)
-          if (\$35 ) begin
-            \$43  = { 3'h0, \$36  };
+          if (\$39 ) begin
+            \$47  = { 3'h0, \$40  };
           end else begin
-            \$43  = \$37 [12:0];
+            \$47  = \$41 [12:0];
           end
     endcase
     if (rst) begin
-      \$43  = 13'h0000;
+      \$47  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$44  = j;
+    \$48  = j;
     casez (fsm_state)
       4'h0:
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$19 ) begin
-                    \$44  = 5'h01;
+                  if (\$23 ) begin
+                    \$48  = 5'h01;
                   end
               2'h1:
-                  \$44  = 5'h00;
+                  \$48  = 5'h00;
               2'h2:
-                  \$44  = 5'h00;
+                  \$48  = 5'h00;
             endcase
           end
       4'h1:
           (* full_case = 32'd1 *)
-          if (\$23 ) begin
-            \$44  = 5'h00;
+          if (\$27 ) begin
+            \$48  = 5'h00;
           end else begin
-            \$44  = \$24 [4:0];
+            \$48  = \$28 [4:0];
           end
       4'h2:
           (* full_case = 32'd1 *)
-          if (\$28 ) begin
-            \$44  = 5'h00;
+          if (\$32 ) begin
+            \$48  = 5'h00;
           end else begin
-            \$44  = \$30 [4:0];
+            \$48  = \$34 [4:0];
           end
       4'h3:
-          if (\$31 ) begin
+          if (\$35 ) begin
             (* full_case = 32'd1 *)
-            if (\$32 ) begin
-              \$44  = 5'h00;
+            if (\$36 ) begin
+              \$48  = 5'h00;
             end else begin
-              \$44  = \$33 [4:0];
+              \$48  = \$37 [4:0];
             end
           end
       4'h5:
@@ -7970,94 +8234,94 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__index, ru
           /* empty */;
       4'h7:
           (* full_case = 32'd1 *)
-          if (\$38 ) begin
-            \$44  = 5'h00;
+          if (\$42 ) begin
+            \$48  = 5'h00;
           end else begin
-            \$44  = \$40 [4:0];
+            \$48  = \$44 [4:0];
           end
       4'h8:
           /* empty */;
       4'h4:
           (* full_case = 32'd1 *)
-          if (\$41 ) begin
-            \$44  = 5'h00;
+          if (\$45 ) begin
+            \$48  = 5'h00;
           end else begin
-            \$44  = \$42 [4:0];
+            \$48  = \$46 [4:0];
           end
     endcase
     if (rst) begin
-      \$44  = 5'h00;
+      \$48  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$45  = fsm_state;
+    \$49  = fsm_state;
     casez (fsm_state)
       4'h0:
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$19 ) begin
-                    \$45  = 4'h1;
+                  if (\$23 ) begin
+                    \$49  = 4'h1;
                   end
               2'h1:
                   (* full_case = 32'd1 *)
-                  if (\$21 ) begin
-                    \$45  = 4'h2;
+                  if (\$25 ) begin
+                    \$49  = 4'h2;
                   end else begin
-                    \$45  = 4'h3;
+                    \$49  = 4'h3;
                   end
               2'h2:
-                  \$45  = 4'h4;
+                  \$49  = 4'h4;
             endcase
           end
       4'h1:
-          if (\$23 ) begin
-            \$45  = 4'h0;
+          if (\$27 ) begin
+            \$49  = 4'h0;
           end
       4'h2:
-          if (\$28 ) begin
-            if (\$29 ) begin
-              \$45  = 4'h3;
+          if (\$32 ) begin
+            if (\$33 ) begin
+              \$49  = 4'h3;
             end
           end
       4'h3:
-          if (\$31 ) begin
-            if (\$32 ) begin
-              \$45  = 4'h5;
+          if (\$35 ) begin
+            if (\$36 ) begin
+              \$49  = 4'h5;
             end
           end
       4'h5:
-          \$45  = 4'h6;
+          \$49  = 4'h6;
       4'h6:
           (* full_case = 32'd1 *)
-          if (\$34 ) begin
-            \$45  = 4'h7;
+          if (\$38 ) begin
+            \$49  = 4'h7;
           end else begin
-            \$45  = 4'h8;
+            \$49  = 4'h8;
           end
       4'h7:
-          if (\$38 ) begin
-            if (\$39 ) begin
-              \$45  = 4'h8;
+          if (\$42 ) begin
+            if (\$43 ) begin
+              \$49  = 4'h8;
             end
           end
       4'h8:
           if (readout__done) begin
-            \$45  = 4'h0;
+            \$49  = 4'h0;
           end
       4'h4:
-          if (\$41 ) begin
-            \$45  = 4'h0;
+          if (\$45 ) begin
+            \$49  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$45  = 4'h0;
+      \$49  = 4'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$46  = run__count;
+    \$50  = run__count;
     casez (fsm_state)
       4'h0:
           if (i_event__valid) begin
@@ -8067,7 +8331,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__index, ru
               2'h1:
                   /* empty */;
               2'h2:
-                  \$46  = 6'h00;
+                  \$50  = 6'h00;
             endcase
           end
       4'h1:
@@ -8079,10 +8343,10 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__index, ru
       4'h5:
           /* empty */;
       4'h6:
-          \$46  = spike_count;
+          \$50  = spike_count;
     endcase
     if (rst) begin
-      \$46  = 6'h00;
+      \$50  = 6'h00;
     end
   end
   always @* begin
@@ -8093,209 +8357,8 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__index, ru
           i_event__ready = 1'h1;
     endcase
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    issue__valid = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  if (\$1 ) begin
-                    issue__valid = 1'h1;
-                  end
-            endcase
-          end
-      4'h1:
-          issue__valid = 1'h1;
-      4'h2:
-          issue__valid = 1'h1;
-      4'h3:
-          if (\$6 ) begin
-            issue__valid = 1'h1;
-          end
-      4'h5:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h7:
-          issue__valid = 1'h1;
-      4'h8:
-          /* empty */;
-      4'h4:
-          issue__valid = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    issue__payload = 8'h00;
-    casez (fsm_state)
-      4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  if (\$1 ) begin
-                    issue__payload[2:0] = 3'h1;
-                    issue__payload[7:3] = 5'h00;
-                  end
-            endcase
-          end
-      4'h1:
-        begin
-          issue__payload[2:0] = 3'h1;
-          issue__payload[7:3] = j;
-        end
-      4'h2:
-        begin
-          issue__payload[2:0] = 3'h2;
-          issue__payload[7:3] = j;
-        end
-      4'h3:
-          if (\$6 ) begin
-            issue__payload[2:0] = 3'h3;
-            issue__payload[7:3] = j;
-          end
-      4'h5:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h7:
-        begin
-          issue__payload[2:0] = 3'h4;
-          issue__payload[7:3] = j;
-        end
-      4'h8:
-          /* empty */;
-      4'h4:
-        begin
-          issue__payload[2:0] = 3'h5;
-          issue__payload[7:3] = j;
-        end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    w_in_addr = 10'h000;
-    casez (fsm_state)
-      4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  if (\$1 ) begin
-                    w_in_addr = start_acc_in[9:0];
-                  end
-            endcase
-          end
-      4'h1:
-          w_in_addr = waddr[9:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    run__restart = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  /* empty */;
-              2'h1:
-                  run__restart = 1'h1;
-            endcase
-          end
-      4'h1:
-          /* empty */;
-      4'h2:
-          if (\$4 ) begin
-            if (\$5 ) begin
-              run__restart = 1'h1;
-            end
-          end
-      4'h3:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h7:
-          if (\$9 ) begin
-            if (\$10 ) begin
-              run__restart = 1'h1;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    spikes_restart = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  /* empty */;
-              2'h1:
-                  spikes_restart = 1'h1;
-            endcase
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    run__take = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h2:
-          if (\$2 ) begin
-            run__take = 1'h1;
-          end
-      4'h3:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h7:
-          if (\$7 ) begin
-            run__take = 1'h1;
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    start_acc_rec = 12'h000;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h2:
-          if (\$2 ) begin
-            start_acc_rec = \$3 [11:0];
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    w_rec_addr = 12'h000;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h2:
-          (* full_case = 32'd1 *)
-          if (\$2 ) begin
-            w_rec_addr = start_acc_rec;
-          end else begin
-            w_rec_addr = waddr[11:0];
-          end
-    endcase
-  end
   assign n_prev = run__count;
+  assign index = i_event__payload[6:2];
   assign \i_event__payload.kind  = i_event__payload[1:0];
   assign \i_event__payload.index  = i_event__payload[6:2];
   assign \issue__payload.op  = issue__payload[2:0];
@@ -8303,11 +8366,118 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__index, ru
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.spikes (rst, run__data, emit__data, restart, append__payload, append__valid, count, run__addr, emit__addr, clk);
+module \neurofptt_core.sequencer.inputs (clk, rst, seen, add, clear, index);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
 `ifndef SYNTHESIS
   // wake every always @* block at time zero (also under SystemVerilog semantics)
   initial #0 \$auto$verilog_backend.cc:2355:dump_module$9  = 1'h1;
+`endif
+  reg [31:0] \$1 ;
+  input add;
+  wire add;
+  reg [31:0] bits = 32'd0;
+  input clear;
+  wire clear;
+  input clk;
+  wire clk;
+  input [4:0] index;
+  wire [4:0] index;
+  input rst;
+  wire rst;
+  output seen;
+  wire seen;
+  (* init = 32'd0 *)
+  wire [31:0] step_inputs;
+  assign seen = bits >> index;
+  always @(posedge clk)
+    bits <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$1  = bits;
+    if (clear) begin
+      \$1  = 32'd0;
+    end else if (add) begin
+      (* full_case = 32'd1 *)
+      casez (index)
+        5'h00:
+            \$1 [0] = 1'h1;
+        5'h01:
+            \$1 [1] = 1'h1;
+        5'h02:
+            \$1 [2] = 1'h1;
+        5'h03:
+            \$1 [3] = 1'h1;
+        5'h04:
+            \$1 [4] = 1'h1;
+        5'h05:
+            \$1 [5] = 1'h1;
+        5'h06:
+            \$1 [6] = 1'h1;
+        5'h07:
+            \$1 [7] = 1'h1;
+        5'h08:
+            \$1 [8] = 1'h1;
+        5'h09:
+            \$1 [9] = 1'h1;
+        5'h0a:
+            \$1 [10] = 1'h1;
+        5'h0b:
+            \$1 [11] = 1'h1;
+        5'h0c:
+            \$1 [12] = 1'h1;
+        5'h0d:
+            \$1 [13] = 1'h1;
+        5'h0e:
+            \$1 [14] = 1'h1;
+        5'h0f:
+            \$1 [15] = 1'h1;
+        5'h10:
+            \$1 [16] = 1'h1;
+        5'h11:
+            \$1 [17] = 1'h1;
+        5'h12:
+            \$1 [18] = 1'h1;
+        5'h13:
+            \$1 [19] = 1'h1;
+        5'h14:
+            \$1 [20] = 1'h1;
+        5'h15:
+            \$1 [21] = 1'h1;
+        5'h16:
+            \$1 [22] = 1'h1;
+        5'h17:
+            \$1 [23] = 1'h1;
+        5'h18:
+            \$1 [24] = 1'h1;
+        5'h19:
+            \$1 [25] = 1'h1;
+        5'h1a:
+            \$1 [26] = 1'h1;
+        5'h1b:
+            \$1 [27] = 1'h1;
+        5'h1c:
+            \$1 [28] = 1'h1;
+        5'h1d:
+            \$1 [29] = 1'h1;
+        5'h1e:
+            \$1 [30] = 1'h1;
+        5'h1f:
+            \$1 [31] = 1'h1;
+      endcase
+    end
+    if (rst) begin
+      \$1  = 32'd0;
+    end
+  end
+  assign step_inputs = bits;
+endmodule
+
+(* generator = "Amaranth" *)
+module \neurofptt_core.spikes (rst, run__data, emit__data, restart, append__payload, append__valid, count, run__addr, emit__addr, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+`ifndef SYNTHESIS
+  // wake every always @* block at time zero (also under SystemVerilog semantics)
+  initial #0 \$auto$verilog_backend.cc:2355:dump_module$10  = 1'h1;
 `endif
   wire \$1 ;
   wire \$2 ;
@@ -8416,28 +8586,28 @@ module \neurofptt_core.spikes (rst, run__data, emit__data, restart, append__payl
   assign \$2  = append__valid & \$1 ;
   assign \$3  = n_new + 1'h1;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     count = n_new;
     if (\$2 ) begin
       count = \$3 [5:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     wr__en = 1'h0;
     if (\$2 ) begin
       wr__en = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     wr__addr = 5'h00;
     if (\$2 ) begin
       wr__addr = n_new[4:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     wr__data = 9'h000;
     if (\$2 ) begin
       wr__data[4:0] = append__payload[4:0];
@@ -8445,7 +8615,7 @@ module \neurofptt_core.spikes (rst, run__data, emit__data, restart, append__payl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$4  = count;
     if (restart) begin
       \$4  = 6'h00;

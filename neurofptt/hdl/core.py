@@ -12,13 +12,15 @@ Streams (``amaranth.lib.stream``; a transfer happens on a cycle with ``valid & r
     o_spike    Out  {kind: EventKind, index: n_rec index}     recurrent spikes out
     o_readout  Out  {index: n_out index, value: signed, last}  readout values out
 
-A step is zero or more ``SPIKE`` events (inputs that spiked, any order, each index at most once)
-followed by one ``STEP``.  After the ``STEP`` the core emits the step's recurrent spikes on
+A step is zero or more ``SPIKE`` events (inputs that spiked, any order; a repeated index in
+the same step is dropped, as are indices ``>= n_in`` and, on an inference core, events of kind
+3) followed by one ``STEP``.  After the ``STEP`` the core emits the step's recurrent spikes on
 ``o_spike`` as ``SPIKE`` events in ascending neuron order followed by one ``STEP`` (the input
-format, so cores can be chained), and the ``n_out`` readout values on ``o_readout`` (``index``
-0..n_out-1, ``last`` on the final one).  ``CLEAR`` zeroes membranes, previous spikes, partial sums
-and readouts (start of a new sample).  Both output streams hold ``valid`` and the payload until
-``ready``.
+format, so cores can be chained; ``o_spike`` never carries ``CLEAR``), and the ``n_out``
+readout values on ``o_readout`` (``index`` 0..n_out-1, ``last`` on the final one).  ``CLEAR``
+zeroes membranes, previous spikes, partial sums and readouts (start of a new sample), and
+``rst`` leaves the core as ``CLEAR`` does, dropping any output group in progress.  Both output
+streams hold ``valid`` and the payload until ``ready``.
 
 Neurons are grouped in rows of ``lanes``: neuron ``j`` is lane ``j % lanes`` of row
 ``j // lanes``; there are ``R = ceil(n_rec / lanes)`` recurrent rows and
@@ -133,6 +135,7 @@ class LifCore(wiring.Component):
         else:
             connect_taps(m, neurons.update, spikes.append, learn.update)
             wiring.connect(m, seq.taken, learn.event)
+            m.d.comb += learn.inputs.eq(seq.inputs)
             wiring.connect(m, readout.sent, learn.readout)
             wiring.connect(m, seq.learning, learn.control)
             wiring.connect(m, learn.o_weights, wiring.flipped(self.o_weights))

@@ -37,6 +37,7 @@ def cycles_per_step(
     n_input_events: int,
     n_prev_spikes: int,
     n_new_spikes: int,
+    n_ignored_events: int = 0,
 ) -> int:
     """Clock cycles of one step when events arrive back to back and both outputs are ready.
 
@@ -45,9 +46,13 @@ def cycles_per_step(
     ``R = ceil(n_rec / lanes)`` and ``Ro = ceil(n_out / lanes)``::
 
         R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 4
+          + n_ignored_events
 
-    ``n_prev_spikes`` are the recurrent spikes of the previous step (0 after ``CLEAR``) and
-    ``n_new_spikes`` those of this step.
+    ``n_input_events`` are the inputs that spiked (each counted once), ``n_prev_spikes`` the
+    recurrent spikes of the previous step (0 after ``CLEAR``) and ``n_new_spikes`` those of
+    this step.  ``n_ignored_events`` are the events the core takes and drops, one cycle each: a
+    repeated ``SPIKE`` of an input in the step, a ``SPIKE`` of an index ``>= n_in`` and, on an
+    inference core, an event of kind 3.
     """
     cfg = config
     lanes = cfg.lanes
@@ -58,8 +63,11 @@ def cycles_per_step(
     ):
         if not 0 <= value <= hi:
             raise ValueError(f"{name} = {value} must be between 0 and {hi}")
+    if n_ignored_events < 0:
+        raise ValueError(f"n_ignored_events = {n_ignored_events} must not be negative")
     rows, out_rows = lane_rows(cfg.n_rec, lanes), lane_rows(cfg.n_out, lanes)
-    return rows * (n_input_events + n_prev_spikes + 1) + out_rows * n_new_spikes + cfg.n_out + 4
+    events = rows * (n_input_events + n_prev_spikes + 1) + n_ignored_events
+    return events + out_rows * n_new_spikes + cfg.n_out + 4
 
 
 def cycles_per_update(config: HardwareConfig) -> int:
@@ -85,7 +93,9 @@ def cycles_per_load(config: HardwareConfig) -> int:
 
 
 def cycles_per_clear(config: HardwareConfig) -> int:
-    """Clock cycles of a ``CLEAR`` event: ``max(R, Ro) + 1``."""
+    """Clock cycles of a ``CLEAR`` event: ``max(R, Ro) + 1``.  ``rst`` runs the same sweep: the
+    first event after a reset is taken this many clock edges after the last one with ``rst``
+    high."""
     lanes = config.lanes
     return max(lane_rows(config.n_rec, lanes), lane_rows(config.n_out, lanes)) + 1
 

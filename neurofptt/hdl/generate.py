@@ -44,12 +44,15 @@ __all__ = ["GeneratedDesign", "design_description", "generate_verilog", "render_
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-CYCLES_PER_STEP = "R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 4"
+CYCLES_PER_STEP = (
+    "R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 4 + n_ignored_events"
+)
 CYCLES_PER_CLEAR = "max(R, Ro) + 1"
 
 _PORT_MEANING = {
     "clk": "clock, rising edge",
-    "rst": "synchronous reset, active high (memories keep their contents: send CLEAR)",
+    "rst": "synchronous reset, active high: as a CLEAR (rows zeroed, outputs in progress "
+    "dropped); busy for max(R, Ro) cycles after it, weights kept",
     "i_event__payload": "input address event {index, kind}",
     "i_event__valid": "input event valid",
     "i_event__ready": "core accepts an input event this cycle",

@@ -4,14 +4,15 @@ Elaborated only when ``config.learning`` is set; it implements :mod:`neurofptt.o
 bit.  It listens to the inference datapath where the values it needs pass by, so collecting the
 per-neuron learning inputs and updating the traces costs no extra cycles:
 
-* ``event``: a ``SPIKE`` sets the step's input bit ``x_i``, a ``STEP`` latches whether and
-  toward which label to learn, a ``CLEAR`` clears the input bits;
+* ``event``: a ``STEP`` latches whether and toward which label to learn;
+* ``inputs``: the step's input bits ``x_i``, the sequencer's set of the inputs that spiked
+  (:class:`~neurofptt.hdl.sequencer.InputSet`, emptied by ``CLEAR`` and after ``UPDATE``);
 * ``rows`` (stage 1 of the row pipeline): the trace tables read the row stage 1 holds, for
   stage 2 of ``UPDATE``; ``CLEAR`` zeroes the trace rows as it zeroes the state rows;
 * ``update`` (stage 2 of ``UPDATE``, ``P`` neurons): :class:`~neurofptt.hdl.traces.TraceUpdate`
   leaks and adds the row's traces ``zbar`` (with ``z(t-1)``) and ``obar`` (with ``z(t)``), and
-  the input traces ``xbar`` of the same row address; the new membranes form ``psi_j``; the last
-  row takes the step's input bits, which then clear;
+  the input traces ``xbar`` of the same row address, with the step's input bits; the new
+  membranes form ``psi_j``;
 * ``readout``: each readout sent becomes the error ``e_k``
   (:class:`~neurofptt.hdl.error.ReadoutError`, with the softmax error's passes before the
   sweep).
@@ -52,9 +53,9 @@ or ``pre // K``, then a slot multiplexer) and the postsynaptic ``e`` or ``delta`
 of the same layouts, written as the sweep passes: a trace once the last word of its ``pre`` has
 read it, the ``e`` and ``delta`` rows during the last ``pre`` of ``W_out`` and ``W_rec``.  A
 load cannot zero them in one cycle, so a flag says whether they hold an update at all
-(``Gp = 0`` until the first update after reset or a load).  What stays in registers: the step's
-input bits ``x`` (``n_in`` bits), the LFSRs, the sweep counters, the readout being written to
-``error`` and the softmax error's maximum, sum and divider.
+(``Gp = 0`` until the first update after reset or a load).  What stays in registers: the LFSRs,
+the sweep counters, the readout being written to ``error`` and the softmax error's maximum, sum
+and divider (the step's input bits are the sequencer's).
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def learning_signature(cfg: HardwareConfig) -> wiring.Signature:
     word = unsigned(cfg.lanes * cfg.weight_bits)
     members = {
         "event": In(tap(learn_event_layout(cfg))),
+        "inputs": In(cfg.n_in),
         "rows": In(tap(row_op_layout(cfg))),
         "update": In(tap(update_row_layout(cfg))),
         "readout": In(tap(readout_tap_layout(cfg))),
@@ -178,7 +180,6 @@ class _Parts:
     due: Signal  # the STEP being processed asked for an update
     label: Signal
     shift: Signal
-    x_now: Signal  # the step's input bits
     prev_valid: Signal  # FPTT: the previous factors are an update's, not the reset's
     l1_valid: Signal  # stage 1 of the sweep holds a word, at position l1
     l1: Signal
@@ -286,7 +287,6 @@ class LearningUnit(wiring.Component):
             due=Signal(name="due"),
             label=Signal(range(max(cfg.n_out, 2)), name="label"),
             shift=Signal(range(cfg.membrane_bits + 1), name="shift"),
-            x_now=Signal(self.XR * self.K, name="x_now"),
             prev_valid=Signal(name="prev_valid"),
             l1_valid=Signal(name="l1_valid"),
             l1=Signal(position_layout(cfg), name="l1"),
@@ -303,20 +303,15 @@ class LearningUnit(wiring.Component):
     def _events(self, m: Module, p: _Parts) -> None:
         """The events taken, the readouts sent, the weight load."""
         cfg, event = self.cfg, self.event
-        index = event.p.index
-        with m.If(event.valid), m.Switch(event.p.kind):
-            with m.Case(EventKind.SPIKE), m.If(index < cfg.n_in):
-                m.d.sync += p.x_now.bit_select(index, 1).eq(1)
-            with m.Case(EventKind.STEP):  # whether and toward which label to learn
-                shift = event.p.shift
-                m.d.sync += [
-                    p.due.eq(event.p.learn),
-                    p.label.eq(event.p.label),
-                    # the field can carry more than membrane_bits; the golden model clamps too
-                    p.shift.eq(Mux(shift > cfg.membrane_bits, cfg.membrane_bits, shift)),
-                ]
-            with m.Case(EventKind.CLEAR):  # a new sample starts with no input bits
-                m.d.sync += p.x_now.eq(0)
+        # a STEP says whether and toward which label to learn
+        with m.If(event.valid & (event.p.kind == EventKind.STEP)):
+            shift = event.p.shift
+            m.d.sync += [
+                p.due.eq(event.p.learn),
+                p.label.eq(event.p.label),
+                # the field can carry more than membrane_bits; the golden model clamps too
+                p.shift.eq(Mux(shift > cfg.membrane_bits, cfg.membrane_bits, shift)),
+            ]
         wiring.connect(m, wiring.flipped(self.readout), p.error.readout)
         wiring.connect(m, wiring.flipped(self.i_weights), p.load.i_weights)
         m.d.comb += [
@@ -332,8 +327,8 @@ class LearningUnit(wiring.Component):
 
     def _traces(self, m: Module, p: _Parts) -> None:
         """Stage 1 of the row pipeline: the trace words of its row are read (the sweep reads
-        others) and ``CLEAR`` zeroes them; stage 2 of ``UPDATE`` writes the new ones and
-        ``psi``.  The last row takes the step's input bits, which then clear."""
+        others) and ``CLEAR`` zeroes them; stage 2 of ``UPDATE`` writes the new ones, with the
+        step's input bits, and ``psi``."""
         neuron, xbar, psi = (p.tables[name] for name in ("neuron", "xbar", "psi"))
         rows, update, traces = self.rows, self.update, p.traces
         row = rows.p.row
@@ -346,7 +341,9 @@ class LearningUnit(wiring.Component):
                 xbar.wr.en.eq(row < self.XR),
             ]
         row = update.p.row
-        x = p.x_now.word_select(row, self.K) if self.XR > 1 else p.x_now
+        inputs = Signal(self.XR * self.K, name="x_now")  # padded to whole words
+        m.d.comb += inputs.eq(self.inputs)
+        x = inputs.word_select(row, self.K) if self.XR > 1 else inputs
         m.d.comb += [
             traces.old.eq(neuron.rd.data),
             traces.x_old.eq(xbar.rd.data),
@@ -367,8 +364,6 @@ class LearningUnit(wiring.Component):
                 psi.wr.en.eq(1),
                 psi.wr.data.eq(traces.psi),
             ]
-            with m.If(row == self.R - 1):
-                m.d.sync += p.x_now.eq(0)
 
     # -- the update sweep and the dump ------------------------------------------------------------
     def _control(self, m: Module, p: _Parts) -> None:

@@ -3,7 +3,8 @@
 One row is issued per cycle (stage 0 of the row pipeline, ``issue``), with the weight word it
 needs addressed in the same cycle.  A step runs through these states::
 
-    IDLE         take events; a SPIKE issues the first of its R ACC_IN rows
+    IDLE         take events; a SPIKE of an input new to the step issues the first of its
+                 R ACC_IN rows; any other event that is not STEP or CLEAR is dropped
     ACC_IN       the other R - 1 rows of the input's fan-out
     REC          the fan-out of every spike of the previous step: R ACC_REC rows each
     UPDATE       the R UPDATE rows (after the spike emitter has sent the previous list)
@@ -11,10 +12,16 @@ needs addressed in the same cycle.  A step runs through these states::
     UPDATE_END   stage 2 writes the last row: the spike list is final, the emitter starts
     OUT          the fan-out of every new spike into the readouts: Ro ACC_OUT rows each
     READOUT      the readout stream sends the n_out values
-    CLEAR        max(R, Ro) CLEAR rows
+    CLEAR        max(R, Ro) CLEAR rows, also the state ``rst`` leaves the core in
 
 and on a learning core ``LEARN`` (an update) and ``DUMP`` (a weight dump), which wait for the
 learning unit.  Each state's cycles are those of :func:`~neurofptt.hdl.cost.cycles_per_step`.
+
+The inputs of a step form a set (:class:`InputSet`): the golden model's input is one bit per
+input and step, so a second ``SPIKE`` of an input in the same step is dropped; its weights
+would otherwise be added twice, past the worst case the partial sums are sized for.  Starting
+in ``CLEAR`` makes ``rst`` equivalent to a ``CLEAR`` event: the registers return to their
+initial values and the sweep zeroes the rows the memories still hold.
 """
 
 from __future__ import annotations
@@ -31,18 +38,57 @@ from neurofptt.hdl.layouts import (
     row_shape,
     tap,
 )
-from neurofptt.hdl.ports import READ_WEIGHTS, EventKind, event_layout, learn_event_layout
+from neurofptt.hdl.ports import (
+    READ_WEIGHTS,
+    EventKind,
+    event_layout,
+    index_bits,
+    learn_event_layout,
+)
 from neurofptt.hdl.readout import readout_control
 from neurofptt.hdl.spikes import cursor_signature, emitter_signature
 from neurofptt.quant.config import HardwareConfig, lane_rows
 
-__all__ = ["Sequencer", "sequencer_signature"]
+__all__ = ["InputSet", "Sequencer", "sequencer_signature"]
+
+
+class InputSet(wiring.Component):
+    """The inputs that have spiked in the current step, one bit per input.
+
+    ``seen`` says whether input ``index`` is in the set; ``add`` puts it in, ``clear`` (a
+    ``CLEAR``, or the end of the step's ``UPDATE``) empties the set.  ``bits`` is the whole set,
+    bit ``i`` for input ``i``: the learning unit's input traces read it during ``UPDATE``,
+    so the set lasts until the last row's traces are written.  ``n_in`` flip-flops and an
+    ``n_in``-to-1 multiplexer; a learning core needs the bits for its traces anyway.
+    """
+
+    def __init__(self, n_in: int) -> None:
+        self.n_in = n_in
+        super().__init__(
+            {
+                "index": In(index_bits(n_in)),
+                "add": In(1),
+                "clear": In(1),
+                "seen": Out(1),
+                "bits": Out(n_in),
+            }
+        )
+
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
+        m = Module()
+        bits = Signal(self.n_in, name="step_inputs")
+        m.d.comb += [self.bits.eq(bits), self.seen.eq(bits.bit_select(self.index, 1))]
+        with m.If(self.clear):
+            m.d.sync += bits.eq(0)
+        with m.Elif(self.add):
+            m.d.sync += bits.bit_select(self.index, 1).eq(1)
+        return m
 
 
 def sequencer_signature(cfg: HardwareConfig) -> wiring.Signature:
     """Ports of :class:`Sequencer`: the events in, the issued rows and weight addresses out,
     and the control of the spike list, the emitter, the readouts and (learning) the learning
-    unit, which also sees every ``taken`` event."""
+    unit, which also sees every ``taken`` event and the step's set of ``inputs``."""
     rows = lane_rows(cfg.n_rec, cfg.lanes)
     out_rows = lane_rows(cfg.n_out, cfg.lanes)
     learning = cfg.learning is not None
@@ -63,6 +109,7 @@ def sequencer_signature(cfg: HardwareConfig) -> wiring.Signature:
     if learning:
         members["taken"] = Out(tap(events))
         members["learning"] = Out(learning_control())
+        members["inputs"] = Out(cfg.n_in)
     return wiring.Signature(members)
 
 
@@ -73,7 +120,10 @@ class Sequencer(wiring.Component):
     The fan-out of an input ``i`` is the ``R`` words from ``i * R`` of ``w_in``; that of a spike
     of neuron ``j`` the ``R`` words from ``j * R`` of ``w_rec`` or the ``Ro`` words from
     ``j * Ro`` of ``w_out``, the spiking neurons coming from the spike list through ``run``.
-    An input index ``>= n_in`` (possible unless ``n_in`` is a power of two) is ignored.
+    A ``SPIKE`` of an input already in the step's :class:`InputSet`, one of an index ``>= n_in``
+    (possible unless ``n_in`` is a power of two) and, on an inference core, an event of kind 3
+    are taken and dropped, in one cycle each.  The FSM starts in ``CLEAR``, so after ``rst``
+    the core zeroes its rows before it takes an event.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
@@ -130,7 +180,11 @@ class Sequencer(wiring.Component):
         idx = event.p.index
         in_start = Signal(range(n_in * rows + rows), name="start_acc_in")
         m.d.comb += in_start.eq(idx * rows)
-        with m.FSM(init="IDLE") as fsm:
+        m.submodules.inputs = inputs = InputSet(n_in)
+        m.d.comb += inputs.index.eq(idx)
+        if learning:
+            m.d.comb += self.inputs.eq(inputs.bits)
+        with m.FSM(init="CLEAR") as fsm:
             with m.State("IDLE"):
                 taken = event.valid
                 if learning:  # a load, once started, has the core until its last word
@@ -141,9 +195,9 @@ class Sequencer(wiring.Component):
                 else:
                     m.d.comb += event.ready.eq(1)
                 with m.If(taken), m.Switch(event.p.kind):
-                    with m.Case(EventKind.SPIKE), m.If(idx < n_in):
+                    with m.Case(EventKind.SPIKE), m.If((idx < n_in) & ~inputs.seen):
                         self._issue(m, RowOp.ACC_IN, 0)
-                        m.d.comb += self.w_in_addr.eq(in_start)
+                        m.d.comb += [self.w_in_addr.eq(in_start), inputs.add.eq(1)]
                         if rows > 1:
                             m.d.sync += [waddr.eq(in_start + 1), j.eq(1)]
                             m.next = "ACC_IN"
@@ -155,6 +209,7 @@ class Sequencer(wiring.Component):
                         with m.Else():
                             m.next = "UPDATE"
                     with m.Case(EventKind.CLEAR):
+                        m.d.comb += inputs.clear.eq(1)
                         m.d.sync += [j.eq(0), n_prev.eq(0)]
                         m.next = "CLEAR"
                 if learning:
@@ -179,8 +234,10 @@ class Sequencer(wiring.Component):
 
             with m.State("UPDATE_END"):
                 # stage 2 writes the last row; the spike list is final at the end of the cycle
+                # and the last row's input traces have read the step's inputs
                 count = self.spike_count
                 m.d.comb += [
+                    inputs.clear.eq(1),
                     self.emitter.start.eq(1),
                     self.emitter.count.eq(count),
                     self.readout.start.eq(1),

@@ -45,6 +45,7 @@ from neurofptt.flow.report import write_report
 from neurofptt.flow.run import run_flow
 from neurofptt.flow.stages import (
     LEARNING_VERIFY_SAMPLES,
+    QUANTIZED,
     check_learning_record,
     stage_verify_learning,
 )
@@ -52,7 +53,9 @@ from neurofptt.hdl.synth import FAMILIES
 from neurofptt.io import write_json
 from neurofptt.learning.registry import MODELS, RULES
 from neurofptt.learning.threads import choose_threads, set_threads, step_work
+from neurofptt.onchip import fan_in_spreads, random_network
 from neurofptt.quant.config import RESET_RULES
+from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.studies.reproduce import REPRODUCTIONS, results_table, run_reproduction
 from neurofptt.studies.sweep import BACKENDS, load_sweep, summary_table
 from neurofptt.studies.sweep import run_sweep as run_grid
@@ -293,8 +296,14 @@ def _add_quantize_parser(sub: _Subcommands) -> None:
 
 def _add_generate_parser(sub: _Subcommands) -> None:
     p = sub.add_parser("generate", help="quantized.npz -> Verilog and memory files")
-    _add_common(p, config=False)
+    _add_common(p, quick=False)
     _add_quantized_model(p)
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="no trained model: a core of --config's [hardware] (default the demo's) with "
+        "random weights seeded by train.seed, saved as OUT/quantized.npz, to explore sizes",
+    )
 
 
 def _add_verify_parser(sub: _Subcommands) -> None:
@@ -590,7 +599,7 @@ def run(args: argparse.Namespace) -> object:
     if args.command == "export":
         return export_nir(out, args.source, cfg if given else None, dt=args.dt)
     if args.command == "generate":
-        return flow.stage_generate(out, args.model)
+        return run_generate(args)
     if args.command == "verify":
         if args.learn:
             return run_verify_learning(args)
@@ -605,12 +614,38 @@ def run(args: argparse.Namespace) -> object:
             )
         return record
     if args.command == "synth":
-        return flow.stage_synth(
+        record = flow.stage_synth(
             out, args.verilog, args.top or flow.CORE_NAME, args.family, args.pnr, required=True
         )
+        print(record["fpga"]["summary"], file=sys.stderr)
+        return record
     if args.command == "report":
         return write_report(out)
     raise AssertionError(args.command)
+
+
+def random_core(cfg: FlowConfig) -> QuantizedNetwork:
+    """A network of ``cfg``'s hardware without training, for a core of any size: weights
+    seeded by ``train.seed`` at the scale on-chip learning starts from (``fan_in_spreads``)."""
+    return random_network(cfg.hardware, seed=cfg.train.seed, spread=fan_in_spreads(cfg.hardware))
+
+
+def run_generate(args: argparse.Namespace) -> dict:
+    """``generate``: the core of ``--model`` (default OUT's quantized.npz), or with
+    ``--random-weights`` of :func:`random_core`, saved as OUT's quantized.npz so that
+    ``verify`` and ``synth`` take it as they take a trained one."""
+    if not args.random_weights:
+        if args.config is not None:
+            raise ConfigError(
+                "--config goes with --random-weights; a quantized model carries its own "
+                "hardware config"
+            )
+        return flow.stage_generate(args.out, args.model)
+    if args.model is not None:
+        raise ConfigError("--model and --random-weights name two networks; give one of them")
+    model = args.out / QUANTIZED
+    random_core(FlowConfig.load(args.config)).save(model)
+    return {**flow.stage_generate(args.out, model), "model": str(model)}
 
 
 def run_verify_learning(args: argparse.Namespace) -> dict:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from neurofptt.cli import main
 from neurofptt.errors import ConfigError, SynthesisError, ToolMissingError
 from neurofptt.hdl import synth
 from neurofptt.hdl.synth import (
@@ -20,6 +22,7 @@ from neurofptt.hdl.synth import (
     parse_stat_text,
     synthesize,
 )
+from neurofptt.quant import HardwareConfig, QuantizedNetwork
 
 # An 8-bit counter, a 256x8 RAM with one address and a registered read (block RAM), the same RAM
 # read asynchronously (LUT-RAM), a 16x16 multiply-accumulate (DSP) and a top tying counter and RAM
@@ -219,6 +222,61 @@ def test_parse_nextpnr_report_and_summary() -> None:
     assert json.loads(json.dumps(r.to_dict()))["timing_met"] is False
 
 
+#: a nextpnr-ecp5 --report of the default core (``segment["sources"]`` left out): Fmax and the
+#: critical path of the clock and of the two I/O directions
+NEXTPNR_REPORT = Path(__file__).parent / "fixtures" / "nextpnr_report_ecp5.json"
+
+
+def test_critical_paths_from_a_nextpnr_report() -> None:
+    """Start and end of every critical path (cell and port, and the RTL signal), its delay
+    split into logic and routing; the clock's own path sets the Fmax and goes into the
+    summary and the report's dict."""
+    text = NEXTPNR_REPORT.read_text()
+    paths = synth.parse_critical_paths(text)
+    clock = "posedge $glbnet$clk$TRELLIS_IO_IN"
+    assert [(p.from_clock, p.to_clock) for p in paths] == [
+        (clock, clock),
+        ("<async>", clock),
+        (clock, "<async>"),
+    ]
+    first = paths[0]
+    assert first.start.startswith("run_cursor.ptr_TRELLIS_FF_Q_4_") and first.start.endswith(".Q")
+    assert first.end == "sequencer.waddr_TRELLIS_FF_Q_7.DI"
+    assert (first.start_signal, first.end_signal) == ("run_cursor.ptr", "sequencer.waddr")
+    assert (paths[1].start_signal, paths[1].end_signal) == ("i_event__payload[1]", "w_in")
+    assert (paths[2].start_signal, paths[2].end_signal) == (
+        "readout.ro_kk_lane",
+        "o_readout__payload[18]",
+    )
+    # nextpnr's log of the same run: 15.91 ns, of which 7.40 ns logic and 8.51 ns routing
+    ns = [pytest.approx(v, abs=0.01) for v in (15.91, 7.40, 8.51)]
+    assert [first.delay_ns, first.logic_ns, first.routing_ns] == ns
+    fmax, _ = parse_nextpnr_report(text)
+    assert 1000 / first.delay_ns == pytest.approx(min(fmax.values()), rel=1e-6)
+    assert synth.parse_critical_paths({"fmax": {}}) == []
+
+    r = synth.SynthReport(
+        family="ecp5", device="25k", top="t", lut=1, ff=2, carry=0, bram=1, dsp=0, lutram=0,
+        cells={"LUT4": 1}, log=Path("y.log"), netlist=Path("s.json"), critical_paths=paths,
+    )  # fmt: skip
+    assert r.critical_path == first
+    assert (
+        "critical path run_cursor.ptr -> sequencer.waddr (15.91 ns, 8.51 ns routing)" in r.summary()
+    )
+    record = json.loads(json.dumps(r.to_dict()))
+    assert record["critical_path"]["start"] == first.start
+    assert record["critical_path"]["end_signal"] == "sequencer.waddr"
+    assert len(record["critical_paths"]) == 3 and record["summary"] == r.summary()
+
+
+def test_rtl_names_of_placed_cells() -> None:
+    assert synth.rtl_name("spikes.spikes.1.1$DPRAM_COMB3") == "spikes.spikes"
+    assert synth.rtl_name("readout.ro_kk_lane_TRELLIS_FF_Q_1") == "readout.ro_kk_lane"
+    assert synth.rtl_name("sequencer.waddr_SB_DFFESR_Q") == "sequencer.waddr"  # iCE40
+    assert synth.rtl_name("lane_0.acc_LUT4_Z") == "lane_0.acc"
+    assert synth.rtl_name("$auto$alumacc.cc:485") == "$auto$alumacc.cc:485"  # nothing left
+
+
 def test_parse_memory_mapping() -> None:
     log = """
 2.29. Executing MEMORY_LIBMAP pass (mapping memories to cells).
@@ -381,6 +439,9 @@ def test_place_and_route_reports_fmax(
     assert f"nextpnr-{family}" in r.tool_versions
     assert r.pnr_log is not None and r.pnr_log.is_file()
     assert "Fmax" in r.summary()
+    path = r.critical_path  # the path that sets the Fmax, and where it runs
+    assert path is not None and 1000 / path.delay_ns == pytest.approx(r.fmax_mhz, rel=1e-3)
+    assert path.start_signal and path.end_signal and "critical path" in r.summary()
 
 
 @pytest.mark.slow
@@ -393,3 +454,63 @@ def test_too_many_ports_for_the_package(design: Path, tmp_path: Path) -> None:
         synthesize(
             design, "top", family="ice40", device="lp384", work_dir=tmp_path, place_and_route=True
         )
+
+
+# -- a core of any size without training, through the command line --------------------------
+
+TINY_CORE = """
+[hardware]
+n_in = 5
+n_rec = 6
+n_out = 3
+weight_bits = 6
+membrane_bits = 10
+frac_bits = 4
+threshold = 40
+lanes = 2
+
+[train]
+seed = 11
+"""
+
+
+def test_generate_random_weights(tmp_path: Path) -> None:
+    """``generate --config --random-weights`` builds the core of the config's hardware with
+    seeded random weights within the format, keeps them as OUT/quantized.npz, and gives the
+    same files for the same seed; ``--config`` alone or with ``--model`` is refused."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_CORE)
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        assert (
+            main(["generate", "--config", str(config), "--random-weights", "--out", str(out)]) == 0
+        )
+    net = QuantizedNetwork.load(outs[0] / "quantized.npz")
+    assert net.config == HardwareConfig.from_dict(tomllib.loads(TINY_CORE)["hardware"])
+    for w in (net.w_in, net.w_rec, net.w_out):
+        assert w.any() and net.config.w_min <= w.min() and w.max() <= net.config.w_max
+    for name in ("neurofptt_core.v", "w_in.mem", "design.json"):
+        assert (outs[0] / "rtl" / name).read_text() == (outs[1] / "rtl" / name).read_text()
+    design = json.loads((outs[0] / "rtl" / "design.json").read_text())
+    assert design["config"] == net.config.to_dict()
+    model = ["--model", str(outs[0] / "quantized.npz")]
+    assert main(["generate", "--config", str(config), "--out", str(tmp_path / "c")]) == 2
+    assert main(["generate", *model, "--random-weights", "--out", str(tmp_path / "c")]) == 2
+
+
+@pytest.mark.slow
+@needs_yosys
+def test_synth_of_a_random_core(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``synth`` takes the generated random core as it takes a trained one, and prints the
+    summary line (synthesis only here; ``--pnr`` adds Fmax and the critical path)."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_CORE)
+    out = tmp_path / "run"
+    assert main(["generate", "--config", str(config), "--random-weights", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["synth", "--out", str(out)]) == 0
+    record = json.loads((out / "synth.json").read_text())
+    fpga = record["fpga"]
+    assert fpga["top"] == "neurofptt_core" and fpga["lut"] > 0 and fpga["ff"] > 0
+    assert fpga["critical_path"] is None  # no place and route
+    assert fpga["summary"] in capsys.readouterr().err

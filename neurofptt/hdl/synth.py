@@ -20,6 +20,7 @@ is handed paths relative to it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -35,13 +36,16 @@ from neurofptt.errors import ConfigError, SynthesisError, ToolMissingError
 
 __all__ = [
     "FAMILIES",
+    "CriticalPath",
     "SynthReport",
     "count_resources",
     "fpga_tools_available",
+    "parse_critical_paths",
     "parse_memory_mapping",
     "parse_nextpnr_report",
     "parse_stat_json",
     "parse_stat_text",
+    "rtl_name",
     "synthesize",
 ]
 
@@ -105,6 +109,44 @@ _PACKAGE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _LOG_TAIL_LINES = 25
 
 
+@dataclass(frozen=True)
+class CriticalPath:
+    """The slowest path nextpnr found between two clock edges, or between a clock and the
+    package pins (``<async>``): where it starts and ends and how long it takes.
+
+    ``start`` and ``end`` are ``cell.port`` of the placed netlist (a flip-flop's ``Q``, a
+    block RAM's address pin, ...); ``start_signal`` and ``end_signal`` are the RTL names the
+    synthesised cells were named after (:func:`rtl_name`), which is where to look in the
+    Verilog.  ``delay_ns`` is the whole path, split into ``routing_ns`` and ``logic_ns`` (cells,
+    clock-to-output and setup times included).
+    """
+
+    from_clock: str
+    to_clock: str
+    start: str
+    end: str
+    start_signal: str
+    end_signal: str
+    delay_ns: float
+    logic_ns: float
+    routing_ns: float
+
+    @property
+    def internal(self) -> bool:
+        """Between two registers of one clock, the kind of path that sets the Fmax."""
+        return self.from_clock == self.to_clock and "<async>" not in self.from_clock
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        """``"run_cursor.ptr -> sequencer.waddr (15.91 ns, 8.51 ns routing)"``."""
+        return (
+            f"{self.start_signal} -> {self.end_signal} "
+            f"({self.delay_ns:.2f} ns, {self.routing_ns:.2f} ns routing)"
+        )
+
+
 @dataclass
 class SynthReport:
     """Resource counts of one synthesised design.
@@ -113,7 +155,9 @@ class SynthReport:
     keeps every cell type so that nothing is hidden by the grouping.  ``memories`` says what each
     inferred memory became (``DP16KD``, ``TRELLIS_DPR16X4``, ``ICE40_RAM4K``, ``FF``...), which is
     the quickest way to see that a weight memory missed block RAM.  ``fmax_mhz`` is the slowest
-    clock domain's achieved frequency and is ``None`` unless place and route ran.
+    clock domain's achieved frequency and is ``None`` unless place and route ran;
+    ``critical_paths`` are nextpnr's slowest paths, one per pair of clock domains, and
+    :attr:`critical_path` is the one that sets ``fmax_mhz``.
     """
 
     family: str
@@ -136,6 +180,14 @@ class SynthReport:
     utilization: dict[str, dict[str, int]] = field(default_factory=dict)
     pnr_log: Path | None = None
     tool_versions: dict[str, str] = field(default_factory=dict)
+    critical_paths: list[CriticalPath] = field(default_factory=list)
+
+    @property
+    def critical_path(self) -> CriticalPath | None:
+        """The longest register-to-register path of one clock (``None`` without place and
+        route, or in a design with none)."""
+        internal = [path for path in self.critical_paths if path.internal]
+        return max(internal, key=lambda path: path.delay_ns, default=None)
 
     @property
     def timing_met(self) -> bool | None:
@@ -164,6 +216,9 @@ class SynthReport:
             "target_mhz": self.target_mhz,
             "timing_met": self.timing_met,
             "utilization": {k: dict(v) for k, v in self.utilization.items()},
+            "critical_path": None if self.critical_path is None else self.critical_path.to_dict(),
+            "critical_paths": [path.to_dict() for path in self.critical_paths],
+            "summary": self.summary(),
             "tool_versions": dict(self.tool_versions),
             "log": str(self.log),
             "pnr_log": None if self.pnr_log is None else str(self.pnr_log),
@@ -180,6 +235,8 @@ class SynthReport:
         if self.fmax_mhz is not None:
             verdict = "met" if self.timing_met else "NOT met"
             text += f", Fmax {self.fmax_mhz:.1f} MHz (target {self.target_mhz:g} MHz {verdict})"
+        if self.critical_path is not None:
+            text += f", critical path {self.critical_path.summary()}"
         return text
 
 
@@ -396,6 +453,59 @@ def parse_nextpnr_report(
         for k, v in obj.get("utilization", {}).items()
     }
     return fmax, util
+
+
+#: what synthesis appends to the RTL name of a cell: a technology cell's type and what follows,
+#: or a ``$`` suffix (``$tr_io``, a memory's ``$89.0.1``), then memory slice numbers
+_SYNTH_SUFFIX = re.compile(
+    r"(\$|_(?:TRELLIS|LUT4|CCU2C|PFUMX|L6MUX21|MULT18X18D|ALU54B|DP16KD|PDPW16KD|DPR16X4|"
+    r"SB_[A-Z0-9]+|ICESTORM)).*$"
+)
+_SLICE_NUMBERS = re.compile(r"(\.\d+)+$")
+
+
+def rtl_name(cell: str) -> str:
+    """The RTL signal a placed cell was named after: ``"sequencer.waddr_TRELLIS_FF_Q_7"`` ->
+    ``"sequencer.waddr"``, ``"spikes.spikes.1.1$DPRAM_COMB3"`` -> ``"spikes.spikes"``,
+    ``"i_event__payload[1]$tr_io"`` -> ``"i_event__payload[1]"``; the cell itself when
+    nothing is left."""
+    name = _SLICE_NUMBERS.sub("", _SYNTH_SUFFIX.sub("", cell)).rstrip(".")
+    return name or cell
+
+
+def parse_critical_paths(data: str | dict[str, Any]) -> list[CriticalPath]:
+    """The ``critical_paths`` of a nextpnr ``--report`` JSON, one per pair of clock domains.
+
+    Each is ``{"from": clock, "to": clock, "path": [segment, ...]}``, a segment
+    ``{"type": "clk-to-q" | "source" | "logic" | "routing" | "setup", "delay": ns,
+    "from": {"cell", "port", "loc"}, "to": {...}}``: the path starts at the first segment's
+    ``from`` and ends at the last one's ``to``, and its delay is the sum of the segments'
+    (``1000 / delay_ns`` is the clock's Fmax).  A report without them gives ``[]``.
+    """
+    obj = json.loads(data) if isinstance(data, str) else data
+    paths = []
+    for entry in obj.get("critical_paths", []):
+        segments = entry.get("path", [])
+        if not segments:
+            continue
+        first, last = segments[0]["from"], segments[-1]["to"]
+        delays = [(seg.get("type"), float(seg.get("delay", 0.0))) for seg in segments]
+        routing = sum(delay for kind, delay in delays if kind == "routing")
+        total = sum(delay for _, delay in delays)
+        paths.append(
+            CriticalPath(
+                from_clock=str(entry.get("from", "")),
+                to_clock=str(entry.get("to", "")),
+                start=f"{first['cell']}.{first['port']}",
+                end=f"{last['cell']}.{last['port']}",
+                start_signal=rtl_name(first["cell"]),
+                end_signal=rtl_name(last["cell"]),
+                delay_ns=total,
+                logic_ns=total - routing,
+                routing_ns=routing,
+            )
+        )
+    return paths
 
 
 # --------------------------------------------------------------------------------------------------
@@ -620,11 +730,14 @@ def _place_and_route(
             f" Full log: {pnr_log}"
         ) from exc
     try:
-        fmax, util = parse_nextpnr_report(pnr_report.read_text())
-    except (OSError, ValueError, KeyError) as exc:
+        text = pnr_report.read_text()
+        fmax, util = parse_nextpnr_report(text)
+        paths = parse_critical_paths(text)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SynthesisError(f"could not read {pnr_report}: {exc}; log: {pnr_log}") from exc
     report.fmax_by_clock = fmax
     report.fmax_mhz = min(fmax.values()) if fmax else None
     report.target_mhz = float(freq_mhz)
     report.utilization = util
+    report.critical_paths = paths
     report.pnr_log = pnr_log

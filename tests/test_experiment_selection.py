@@ -12,9 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
+from neurofptt.cli import main
 from neurofptt.errors import ConfigError
 from neurofptt.flow.config import FlowSettings
 from neurofptt.learning import trainer
@@ -215,3 +217,25 @@ def test_sweep_records_and_summary_show_the_selection(tmp_path: Path) -> None:
     assert table[3].split() == ["b", "0.25", "0.6000", "0.4000", "1", "ok"]
     assert table[4].split() == ["c", "0.5", "-", "-", "-", "error"]
     assert "picked on the validation split" in table[5]
+
+
+def test_an_experiment_on_a_data_file(tmp_path: Path) -> None:
+    """``[experiment] task`` may name a data file (no ``[task]`` options then): a sweep of
+    experiments trains on the file's samples, and a loader option for it is one clear error."""
+    data = tmp_path / "d.npz"
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(40, 6, 3, generator=gen) < 0.3).numpy().astype("uint8")
+    y = (x[:, :, 0].sum(1) > x[:, :, 1].sum(1)).astype("int64")
+    np.savez(data, x_train=x[:30], y_train=y[:30], x_test=x[30:], y_test=y[30:])
+    base = f"[base.experiment]\ntask = '{data}'\nhidden = 4\n"
+    train = "[base.train]\nrule = 'bptt'\nmodel = 'rnn'\nepochs = 2\nqat_epochs = 0\n"
+    path = tmp_path / "s.toml"
+    path.write_text(base + train + "[grid]\n'train.seed' = [0, 1]\n")
+    assert main(["sweep", str(path), "--out", str(tmp_path / "sweep")]) == 0
+    records = [json.loads(line) for line in (tmp_path / "sweep" / "results.jsonl").open()]
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    for record in records:
+        run = json.loads((tmp_path / "sweep" / "runs" / record["id"] / RECORD).read_text())
+        assert run["task"] == str(data) and run["test_samples"] == 10
+    with pytest.raises(ConfigError, match="is a data file, which takes no"):
+        ExperimentConfig.from_dict({"experiment": {"task": str(data)}, "task": {"n": 3}})

@@ -16,7 +16,7 @@ from neurofptt.errors import ConfigError
 from neurofptt.io import check_field_types, check_table, from_table, load_toml
 from neurofptt.learning.trainer import TrainConfig
 from neurofptt.quant.config import HardwareConfig
-from neurofptt.tasks import TASKS, is_data_path
+from neurofptt.tasks import check_task_name
 from neurofptt.tasks.files import data_info
 from neurofptt.verify.runner import SIMULATORS
 
@@ -52,11 +52,7 @@ class FlowSettings:
     def __post_init__(self) -> None:
         check_field_types(self, "flow")
         check_val_fraction(self.val_fraction, "flow")
-        if self.task not in TASKS and not is_data_path(self.task):
-            raise ConfigError(
-                f"unknown task {self.task!r}; available tasks: {sorted(TASKS)}, or the path of "
-                "a .npz data file (docs/data.md)"
-            )
+        check_task_name(self.task)
         if self.rtl_samples < 0:
             raise ConfigError(
                 f"flow.rtl_samples must be >= 0 (0 = the whole test set), got {self.rtl_samples}"

@@ -31,7 +31,7 @@ from neurofptt.io import atomic_write_bytes, check_field_types, check_table, fro
 from neurofptt.learning.registry import build_model
 from neurofptt.learning.trainer import TrainConfig, fit
 from neurofptt.models.base import RecurrentModel
-from neurofptt.tasks import TASKS, TaskData, load_task
+from neurofptt.tasks import TASKS, TaskData, check_task_name, load_task
 
 CHECKPOINT = "checkpoint.pt"
 RECORD = "experiment.json"
@@ -52,14 +52,16 @@ class ExperimentSettings:
     def __post_init__(self) -> None:
         check_field_types(self, "experiment")
         check_val_fraction(self.val_fraction, "experiment")
-        if self.task not in TASKS:
-            raise ConfigError(f"unknown task {self.task!r}; available tasks: {sorted(TASKS)}")
+        check_task_name(self.task)
         if self.hidden < 1:
             raise ConfigError(f"experiment.hidden must be >= 1, got {self.hidden}")
 
 
 def task_options(task: str) -> frozenset[str]:
-    """The keyword options the task's loader accepts (the valid keys of ``[task]``)."""
+    """The keyword options the task's loader accepts (the valid keys of ``[task]``); a data
+    file takes none."""
+    if task not in TASKS:
+        return frozenset()
     return frozenset(inspect.signature(TASKS[task]).parameters)
 
 
@@ -71,6 +73,11 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.task) - task_options(self.experiment.task))
+        if unknown and self.experiment.task not in TASKS:
+            raise ConfigError(
+                f"task {self.experiment.task!r} is a data file, which takes no [task] options "
+                f"(got {unknown}); leave the [task] table out"
+            )
         if unknown:
             raise ConfigError(
                 f"task {self.experiment.task!r} has no option(s) {unknown}; valid options: "

@@ -60,20 +60,26 @@ def is_data_path(name: str) -> bool:
         return False
 
 
+def check_task_name(name: str) -> None:
+    """Raise a :class:`ConfigError` listing the built-in tasks unless ``name`` is one of them
+    or a data file's path (:func:`is_data_path`)."""
+    if name not in TASKS and not is_data_path(name):
+        raise ConfigError(
+            f"unknown task {name!r}; available tasks: {sorted(TASKS)}, or the path of a .npz "
+            "data file (docs/data.md)"
+        )
+
+
 def load_task(name: str, **kwargs) -> TaskData:
     """Load a task by name or from a data file's path; unknown names list the available ones."""
+    check_task_name(name)
     if name in TASKS:
         return TASKS[name](**kwargs)
-    if is_data_path(name):
-        if kwargs:
-            raise ConfigError(
-                f"task {name!r} is a data file, which takes no options (got {sorted(kwargs)})"
-            )
-        return load_data_file(name)
-    raise ConfigError(
-        f"unknown task {name!r}; available tasks: {sorted(TASKS)}, or the path of a .npz data "
-        "file (docs/data.md)"
-    )
+    if kwargs:
+        raise ConfigError(
+            f"task {name!r} is a data file, which takes no options (got {sorted(kwargs)})"
+        )
+    return load_data_file(name)
 
 
 def make_command(
@@ -118,6 +124,7 @@ __all__ = [
     "format_info",
     "from_arrays",
     "info_command",
+    "check_task_name",
     "is_data_path",
     "load_adding",
     "load_cue_accumulation",

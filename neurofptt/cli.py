@@ -49,6 +49,8 @@ from neurofptt.flow.stages import (
     check_learning_record,
     stage_verify_learning,
 )
+from neurofptt.hdl.board.build import BOARDS, build_board
+from neurofptt.hdl.board.protocol import DEFAULT_BAUD
 from neurofptt.hdl.synth import FAMILIES
 from neurofptt.io import write_json
 from neurofptt.learning.registry import MODELS, RULES
@@ -346,6 +348,25 @@ def _add_synth_parser(sub: _Subcommands) -> None:
     p.add_argument("--pnr", action="store_true", help="also place and route (Fmax)")
 
 
+def _add_build_parser(sub: _Subcommands) -> None:
+    p = sub.add_parser(
+        "build", help="bitstream of the core behind a UART host link for a board (docs/boards.md)"
+    )
+    _add_common(p, config=False)
+    _add_quantized_model(p)
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="flow config (.toml) instead of --model: its [hardware] core with random weights "
+        "(seed train.seed), the start of on-chip learning",
+    )
+    add_choice(p, "--board", BOARDS, "board", required=True, help="the board")
+    p.add_argument(
+        "--baud", type=int, default=DEFAULT_BAUD, help=f"UART baud rate (default {DEFAULT_BAUD})"
+    )
+
+
 def _add_bench_parser(sub: _Subcommands) -> None:
     p = sub.add_parser("bench", help="benchmarks that print JSON")
     bench = p.add_subparsers(dest="bench", required=True)
@@ -522,6 +543,7 @@ _SUBCOMMANDS: tuple[Callable[[_Subcommands], None], ...] = (
     _add_generate_parser,
     _add_verify_parser,
     _add_synth_parser,
+    _add_build_parser,
     _add_bench_parser,
     _add_sweep_parser,
     _add_reproduce_parser,
@@ -619,6 +641,8 @@ def run(args: argparse.Namespace) -> object:
         )
         print(record["fpga"]["summary"], file=sys.stderr)
         return record
+    if args.command == "build":
+        return run_build(args)
     if args.command == "report":
         return write_report(out)
     raise AssertionError(args.command)
@@ -646,6 +670,25 @@ def run_generate(args: argparse.Namespace) -> dict:
     model = args.out / QUANTIZED
     random_core(FlowConfig.load(args.config)).save(model)
     return {**flow.stage_generate(args.out, model), "model": str(model)}
+
+
+def run_build(args: argparse.Namespace) -> dict:
+    """``build``: the bitstream of ``--model`` (default OUT's quantized.npz), or of a random
+    network of ``--config``'s hardware; a missed clock is reported, not fatal."""
+    if args.model is not None and args.config is not None:
+        raise ConfigError("--model and --config name two networks; give one of them")
+    if args.config is not None:
+        net = random_core(FlowConfig.load(args.config))
+    else:
+        net = QuantizedNetwork.load(args.model or args.out / QUANTIZED)
+    record = build_board(net, args.board, args.out, baud=args.baud)
+    if not record["timing_met"]:
+        print(
+            f"warning: Fmax {record['fmax_mhz']:.1f} MHz is below the board clock of "
+            f"{record['clock_mhz']:g} MHz; the bitstream may not work (a smaller core helps)",
+            file=sys.stderr,
+        )
+    return record
 
 
 def run_verify_learning(args: argparse.Namespace) -> dict:

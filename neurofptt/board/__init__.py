@@ -6,8 +6,9 @@ weights back.  Any object with the :class:`Transport` methods can stand in for t
 simulated board's UART pins are one (:mod:`neurofptt.board.sim`).
 """
 
-from neurofptt.board.driver import DEFAULT_BAUD, Board, BoardTrace, read_response
+from neurofptt.board.driver import Board, BoardTrace, read_response
 from neurofptt.board.transport import BoardError, SerialTransport, Transport
+from neurofptt.hdl.board.protocol import DEFAULT_BAUD
 
 __all__ = [
     "DEFAULT_BAUD",

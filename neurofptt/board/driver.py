@@ -20,6 +20,7 @@ import numpy as np
 
 from neurofptt.board.transport import BoardError, SerialTransport, Transport
 from neurofptt.hdl.board.protocol import (
+    DEFAULT_BAUD,
     INFO_BYTES,
     MAX_COUNT,
     PROTOCOL_VERSION,
@@ -40,7 +41,6 @@ from neurofptt.verify.learning import decode_dump, load_words, sent_labels, step
 from neurofptt.verify.streams import decode_word, encode_word
 
 __all__ = [
-    "DEFAULT_BAUD",
     "Board",
     "BoardTrace",
     "Record",
@@ -51,9 +51,6 @@ __all__ = [
     "spikes_commands",
     "step_command",
 ]
-
-#: the baud rate ``neurofptt build`` uses unless told otherwise
-DEFAULT_BAUD = 115_200
 
 #: a record of a response: its tag and its bytes
 Record = tuple[Tag, bytes]

@@ -34,6 +34,7 @@ from neurofptt.quant.config import HardwareConfig
 from neurofptt.quant.network import QuantizedNetwork
 
 __all__ = [
+    "DEFAULT_BAUD",
     "INFO_BYTES",
     "MAX_COUNT",
     "PROTOCOL_VERSION",
@@ -50,6 +51,8 @@ __all__ = [
 
 #: what ``INFO`` reports as the protocol version; a host refuses another
 PROTOCOL_VERSION = 1
+#: the baud rate of a board unless its build names another (every USB-serial bridge has it)
+DEFAULT_BAUD = 115_200
 #: the most items (input spikes, weight words) one ``SPIKES`` or ``LOAD`` command carries
 MAX_COUNT = 255
 #: the learning modes by their ``INFO`` code

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
@@ -19,16 +19,21 @@ from neurofptt.hdl import (
     cycles_per_step,
     event_layout,
     generate_verilog,
+    learn_event_layout,
     readout_layout,
     render_verilog,
 )
 from neurofptt.hdl.ports import index_bits
 from neurofptt.quant import HardwareConfig, QuantizedNetwork, golden_run
+from neurofptt.quant.config import LearningConfig
+from neurofptt.verify.learning import WeightLoad, compare_snapshot, decode_dump, golden_learning_run
 from neurofptt.verify.streams import (
+    AmaranthPorts,
     Event,
     StreamBench,
     cycle_budget,
     frame_run,
+    frame_sample,
     pack,
     random_stalls,
     run_amaranth,
@@ -227,11 +232,14 @@ def test_dropped_events_match_golden_on_the_input_set(
 
 
 class ResetHarness(Elaboratable):
-    """The core in a clock domain whose reset the testbench drives: the Verilog's ``rst``."""
+    """The core in a clock domain whose reset the testbench drives: the Verilog's ``rst``.
+    The core's ports are the harness's too, so the stream benches find them by name."""
 
     def __init__(self, net: QuantizedNetwork) -> None:
         self.core = LifCore(net)
         self.domain = ClockDomain("sync")
+        for name in self.core.signature.members:
+            setattr(self, name, getattr(self.core, name))
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -341,6 +349,97 @@ def test_reset_is_a_clear_at_any_cycle() -> None:
         cut_in += run.events_taken > 0 and run.spikes[-1] == ([], False) and len(run.spikes) == 1
         whole += len(run.readout) == steps + 1
     assert cut_in and cut_spikes and cut_readout and whole, "every kind of cut must occur"
+
+
+LEARNING_CORE = HardwareConfig(
+    n_in=4, n_rec=6, n_out=3, weight_bits=5, membrane_bits=9, frac_bits=2, leak_shift=2,
+    out_leak_shift=1, threshold=16, w_in_shift=2, w_rec_shift=1, lanes=2,
+    learning=LearningConfig(
+        trace_bits=8, trace_frac_bits=2, signal_bits=8, signal_shift=2, psi_width_shift=5,
+        psi_bits=2, target=40, error="target", supervised_steps=2, lr_shift_in=4,
+        lr_shift_rec=4, lr_shift_out=4, alpha_shift=2, wbar_bits=7,
+    ),
+)  # fmt: skip
+
+
+async def drive_words(ctx, harness: ResetHarness, words: list[int]) -> None:
+    """Offer the ``i_event`` payloads ``words`` back to back with every output ready."""
+    core = harness.core
+    for name in ("o_spike", "o_readout", "o_weights"):
+        ctx.set(getattr(core, name).ready, 1)
+    for word in words:
+        ctx.set(core.i_event.valid, 1)
+        ctx.set(core.i_event.payload.as_value(), word)
+        await ctx.tick().until(core.i_event.ready)
+    ctx.set(core.i_event.valid, 0)
+
+
+@pytest.mark.parametrize("mode", ["eprop", "fptt"])
+def test_reset_restarts_learning_as_after_a_load(mode: str) -> None:
+    """A learning core that has learned a sample and is reset in the middle of the next one
+    keeps the learned weights and ``W_bar``, and learns the sample after, sent without
+    ``CLEAR``, as the golden model does from those weights loaded (traces zero, LFSRs at their
+    seeds, no previous factors): every spike and readout, every weight and ``W_bar`` after
+    every update."""
+    cfg = LEARNING_CORE.replace(learning=replace(LEARNING_CORE.learning, mode=mode))
+    rng = np.random.default_rng(8)
+    net = _random_net(cfg, rng)
+    x = (rng.random((3, 5, cfg.n_in)) < 0.6).astype(np.uint8)
+    labels = rng.integers(0, cfg.n_out, 3)
+    first = golden_learning_run(net, x[:1], labels[:1])
+    kept = first.snapshots[-1]
+    learned = QuantizedNetwork(cfg, *(kept.weights[m] for m in ("in", "rec", "out")))
+    after = golden_learning_run(net, x[2:], labels[2:], WeightLoad(0, learned, kept.wbar))
+    updates = [snap for snap in after.snapshots if snap.after == "update"]
+    assert updates and any((snap.weights["rec"] != learned.w_rec).any() for snap in updates)
+
+    layout = learn_event_layout(cfg)
+    words = [e.word for e in frame_run(
+        layout, x[:1], labels=labels[:1], learn=first.learn, shift=first.shift
+    )]  # fmt: skip
+    cut = frame_sample(layout, x[1], 1, learn=np.zeros(5, bool), shift=np.zeros(5, np.int64))
+    cut = [e.word for e in cut if e.step < 1] + [e.word for e in cut if e.step == 1][:-1]
+    items = frame_sample(
+        layout, x[2], 0, clear=False, learn=after.learn[0], label=labels[2], shift=after.shift[0]
+    )
+    harness = ResetHarness(net)
+    bench = StreamBench(cfg, 1, x.shape[1])
+    reset_done = [False]
+
+    async def before_and_reset(ctx) -> None:
+        await drive_words(ctx, harness, words)
+        await ctx.tick().until(~harness.core.busy)
+        await drive_words(ctx, harness, cut)
+        await ctx.tick().repeat(2)  # in the fan-out of the last input
+        ctx.set(harness.domain.rst, 1)
+        await ctx.tick()
+        ctx.set(harness.domain.rst, 0)
+        reset_done[0] = True
+        await bench.drive(AmaranthPorts(ctx, harness), items)
+
+    def after_reset(collect):
+        async def run(ctx) -> None:
+            while not reset_done[0]:
+                await ctx.tick()
+            await collect(AmaranthPorts(ctx, harness))
+
+        return run
+
+    places = [(snap.sample, snap.step) for snap in updates]
+    sim = Simulator(harness)
+    sim.add_clock(1e-6)
+    sim.add_testbench(before_and_reset)
+    sim.add_testbench(after_reset(bench.collect_spikes))
+    sim.add_testbench(after_reset(bench.collect_readout))
+    sim.add_testbench(after_reset(lambda ports: bench.collect_dumps(ports, places)))
+    sim.run()
+    assert bench.errors == [], "\n".join(str(e) for e in bench.errors)
+    np.testing.assert_array_equal(bench.spikes, after.spikes)
+    np.testing.assert_array_equal(bench.readout, after.readout)
+    assert len(bench.dumps) == len(updates)
+    for snap, dump in zip(updates, bench.dumps, strict=True):
+        records, total = compare_snapshot(snap, decode_dump(net, dump))
+        assert total == 0, "; ".join(str(r) for r in records)
 
 
 # -- generator ------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from neurofptt.learning.eprop import (
 from neurofptt.models.alif import AdaptiveSpikingRNN
 from neurofptt.models.conventional import GatedRNN
 from neurofptt.models.spiking import SpikingRNN
+from neurofptt.quant.config import HardwareConfig
+from neurofptt.quant.fake import WEIGHTS, add_weight_quantization, set_weight_quantization
 
 SLOPE = 5.0
 W_IN, W_REC, W_OUT = "rec.fc_in.weight", "rec.fc_rec.weight", "readout.fc_out.weight"
@@ -534,3 +536,30 @@ def test_eprop_learns_two_channel_task(kind, online):
     # chance is ln 2 = 0.69; require a loss far below it and below half the initial one
     assert loss < 0.25 and loss < 0.5 * initial, (kind, initial, loss)
     assert accuracy > 0.9, (kind, accuracy)
+
+
+def test_quantization_aware_training_updates_the_shadow_weights_by_the_quantized_gradient():
+    """With fake quantization on (the flow's quantization-aware epochs), e-prop's gradient is
+    that of the quantized weights the forward uses, applied to the float shadow weights
+    (straight through, as autograd does): the same step as on a plain network that holds the
+    quantized weights."""
+    model = make_net("lif", seed=27)
+    hw = HardwareConfig(n_in=4, n_rec=6, n_out=3)
+    add_weight_quantization(model, hw)
+    assert set_weight_quantization(model, True)
+    plain = make_net("lif", seed=27)
+    with torch.no_grad():
+        for path in WEIGHTS:
+            plain.get_submodule(path).weight.copy_(model.get_submodule(path).weight)
+    x, y = make_batch(seed=28)
+    shadow = {p: model.get_submodule(p).parametrizations.weight.original.clone() for p in WEIGHTS}
+    held = {p: plain.get_submodule(p).weight.detach().clone() for p in WEIGHTS}
+    for net in (model, plain):
+        EProp(
+            net, torch.optim.SGD(net.parameters(), lr=0.1), loss_steps="last", clip=0
+        ).train_batch(x, y)
+    for path in WEIGHTS:
+        moved = model.get_submodule(path).parametrizations.weight.original - shadow[path]
+        expected = plain.get_submodule(path).weight - held[path]
+        assert expected.abs().max() > 0
+        torch.testing.assert_close(moved, expected, rtol=1e-12, atol=1e-14)

@@ -116,6 +116,15 @@ SUPPORTED = (
 LossSteps = str | int
 
 
+def forward_name(name: str) -> str:
+    """A parameter's name as the forward reads it.  A weight under a ``torch.nn.utils.parametrize``
+    parametrization keeps its trainable tensor as ``<module>.parametrizations.weight.original``;
+    the fake quantization of quantization-aware training (:mod:`neurofptt.quant.fake`) passes
+    the gradient straight through, so the gradient e-prop forms for the weight the forward used
+    is exactly the gradient of that original, as autograd would find it."""
+    return name.replace(".parametrizations.weight.original", ".weight")
+
+
 @dataclass(frozen=True)
 class EPropOptions(RuleOptions):
     """The ``[train.eprop]`` table (see the module docstring).
@@ -239,7 +248,8 @@ class EligibilityTracer:
         else:
             raise ConfigError(f"e-prop supports {SUPPORTED}; got {_describe(model)}")
         known = set(self.names.values()) | set(self.readout_names.values())
-        extra = sorted(n for n, p in model.named_parameters() if p.requires_grad and n not in known)
+        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        extra = sorted(n for n in trainable if forward_name(n) not in known)
         if extra:
             raise ConfigError(
                 f"e-prop computes gradients for {sorted(known)} only; freeze or remove the "
@@ -389,7 +399,7 @@ class EligibilityTracer:
 
     # -- gradients --------------------------------------------------------------------------
     def zero_gradients(self) -> dict[str, torch.Tensor]:
-        params = dict(self.model.named_parameters())
+        params = {forward_name(n): p for n, p in self.model.named_parameters()}
         names = [*self.names.values(), *self.readout_names.values()]
         return {n: torch.zeros_like(params[n]) for n in names}
 
@@ -585,7 +595,7 @@ class EProp(Rule):
     def _apply(self, grads: dict[str, torch.Tensor]) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         for name, p in self.trainable().items():
-            p.grad = grads[name].to(p.dtype)
+            p.grad = grads[forward_name(name)].to(p.dtype)
         self._clip_and_step()
 
     def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> BatchResult:

@@ -300,6 +300,11 @@ def _add_generate_parser(sub: _Subcommands) -> None:
     p = sub.add_parser("generate", help="quantized.npz -> Verilog and memory files")
     _add_common(p, quick=False)
     _add_quantized_model(p)
+    _add_random_weights(p)
+
+
+def _add_random_weights(p: argparse.ArgumentParser) -> None:
+    """``--random-weights`` of the commands that build a core without a trained model."""
     p.add_argument(
         "--random-weights",
         action="store_true",
@@ -352,15 +357,9 @@ def _add_build_parser(sub: _Subcommands) -> None:
     p = sub.add_parser(
         "build", help="bitstream of the core behind a UART host link for a board (docs/boards.md)"
     )
-    _add_common(p, config=False)
+    _add_common(p, quick=False)
     _add_quantized_model(p)
-    p.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="flow config (.toml) instead of --model: its [hardware] core with random weights "
-        "(seed train.seed), the start of on-chip learning",
-    )
+    _add_random_weights(p)
     add_choice(p, "--board", BOARDS, "board", required=True, help="the board")
     p.add_argument(
         "--baud", type=int, default=DEFAULT_BAUD, help=f"UART baud rate (default {DEFAULT_BAUD})"
@@ -654,34 +653,38 @@ def random_core(cfg: FlowConfig) -> QuantizedNetwork:
     return random_network(cfg.hardware, seed=cfg.train.seed, spread=fan_in_spreads(cfg.hardware))
 
 
-def run_generate(args: argparse.Namespace) -> dict:
-    """``generate``: the core of ``--model`` (default OUT's quantized.npz), or with
-    ``--random-weights`` of :func:`random_core`, saved as OUT's quantized.npz so that
-    ``verify`` and ``synth`` take it as they take a trained one."""
+def chosen_model(args: argparse.Namespace) -> Path:
+    """The quantized network of ``generate`` and ``build``: ``--model`` (default OUT's
+    quantized.npz), or with ``--random-weights`` a :func:`random_core` of ``--config``, saved
+    as OUT's quantized.npz so that ``verify``, ``synth`` and a board's host take it as they
+    take a trained one."""
     if not args.random_weights:
         if args.config is not None:
             raise ConfigError(
                 "--config goes with --random-weights; a quantized model carries its own "
                 "hardware config"
             )
-        return flow.stage_generate(args.out, args.model)
+        return args.model or args.out / QUANTIZED
     if args.model is not None:
         raise ConfigError("--model and --random-weights name two networks; give one of them")
     model = args.out / QUANTIZED
     random_core(FlowConfig.load(args.config)).save(model)
-    return {**flow.stage_generate(args.out, model), "model": str(model)}
+    return model
+
+
+def run_generate(args: argparse.Namespace) -> dict:
+    """``generate``: the core of :func:`chosen_model`."""
+    model = chosen_model(args)
+    record = flow.stage_generate(args.out, model)
+    return {**record, "model": str(model)} if args.random_weights else record
 
 
 def run_build(args: argparse.Namespace) -> dict:
-    """``build``: the bitstream of ``--model`` (default OUT's quantized.npz), or of a random
-    network of ``--config``'s hardware; a missed clock is reported, not fatal."""
-    if args.model is not None and args.config is not None:
-        raise ConfigError("--model and --config name two networks; give one of them")
-    if args.config is not None:
-        net = random_core(FlowConfig.load(args.config))
-    else:
-        net = QuantizedNetwork.load(args.model or args.out / QUANTIZED)
-    record = build_board(net, args.board, args.out, baud=args.baud)
+    """``build``: the bitstream of :func:`chosen_model`'s core; a missed clock is reported,
+    not fatal."""
+    model = chosen_model(args)
+    net = QuantizedNetwork.load(model)
+    record = build_board(net, args.board, args.out, baud=args.baud, model=model)
     if not record["timing_met"]:
         print(
             f"warning: Fmax {record['fmax_mhz']:.1f} MHz is below the board clock of "

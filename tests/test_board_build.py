@@ -56,10 +56,12 @@ def test_missing_boards_package_is_one_line(monkeypatch, tmp_path, capsys) -> No
         build_board(net, "icebreaker", tmp_path, baud=115_200)
 
 
-def test_model_or_config_not_both(tmp_path, capsys) -> None:
+def test_model_or_random_weights(tmp_path, capsys) -> None:
     argv = ["build", "--board", "orangecrab", "--out", str(tmp_path)]
-    status, err = run_cli([*argv, "--model", "a.npz", "--config", "b.toml"], capsys)
+    status, err = run_cli([*argv, "--model", "a.npz", "--random-weights"], capsys)
     assert status == 2 and "give one of them" in err
+    status, err = run_cli([*argv, "--config", "b.toml"], capsys)
+    assert status == 2 and "--config goes with --random-weights" in err
     status, err = run_cli([*argv, "--board", "de0"], capsys)
     assert status == 2 and "unknown board" in err
 

@@ -148,11 +148,13 @@ def build_board(
     *,
     baud: int,
     rx_buffer: int = RX_BUFFER,
+    model: Path | None = None,
 ) -> dict[str, Any]:
     """Build the bitstream of ``net``'s core behind a UART at ``baud`` for ``board`` (a key of
     :data:`BOARDS`) into ``out_dir``: ``build/`` (amaranth's build folder with every tool's
     input, output and log), the bitstream ``neurofptt_<board>.bit`` or ``.bin`` and
-    ``build.json`` (the returned report).  Place and route never fails on timing; the report's
+    ``build.json`` (the returned report; ``model`` names the file ``net`` came from, for the
+    host that talks to the board).  Place and route never fails on timing; the report's
     ``timing_met`` says whether the board clock was reached."""
     if board not in BOARDS:
         raise ConfigError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
@@ -199,6 +201,7 @@ def build_board(
     cfg = net.config
     report = {
         "board": board,
+        "model": None if model is None else str(model),
         "device": platform.device,
         "package": platform.package,
         "family": spec.family,

@@ -271,6 +271,7 @@ def test_critical_paths_from_a_nextpnr_report() -> None:
 
 def test_rtl_names_of_placed_cells() -> None:
     assert synth.rtl_name("spikes.spikes.1.1$DPRAM_COMB3") == "spikes.spikes"
+    assert synth.rtl_name("spikes.spikes.1.0_RAD_1_TRELLIS_FF_Q") == "spikes.spikes"  # read address
     assert synth.rtl_name("readout.ro_kk_lane_TRELLIS_FF_Q_1") == "readout.ro_kk_lane"
     assert synth.rtl_name("sequencer.waddr_SB_DFFESR_Q") == "sequencer.waddr"  # iCE40
     assert synth.rtl_name("lane_0.acc_LUT4_Z") == "lane_0.acc"

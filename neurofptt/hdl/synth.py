@@ -456,17 +456,19 @@ def parse_nextpnr_report(
 
 
 #: what synthesis appends to the RTL name of a cell: a technology cell's type and what follows,
-#: or a ``$`` suffix (``$tr_io``, a memory's ``$89.0.1``), then memory slice numbers
+#: a memory mapping's port register (``_RAD_1``: a LUT-RAM's read address), or a ``$`` suffix
+#: (``$tr_io``, a memory's ``$89.0.1``), then memory slice numbers
 _SYNTH_SUFFIX = re.compile(
     r"(\$|_(?:TRELLIS|LUT4|CCU2C|PFUMX|L6MUX21|MULT18X18D|ALU54B|DP16KD|PDPW16KD|DPR16X4|"
-    r"SB_[A-Z0-9]+|ICESTORM)).*$"
+    r"SB_[A-Z0-9]+|ICESTORM|RAD|WAD|DO)).*$"
 )
 _SLICE_NUMBERS = re.compile(r"(\.\d+)+$")
 
 
 def rtl_name(cell: str) -> str:
     """The RTL signal a placed cell was named after: ``"sequencer.waddr_TRELLIS_FF_Q_7"`` ->
-    ``"sequencer.waddr"``, ``"spikes.spikes.1.1$DPRAM_COMB3"`` -> ``"spikes.spikes"``,
+    ``"sequencer.waddr"``, ``"spikes.spikes.1.0_RAD_1_TRELLIS_FF_Q"`` and
+    ``"spikes.spikes.1.1$DPRAM_COMB3"`` -> ``"spikes.spikes"``,
     ``"i_event__payload[1]$tr_io"`` -> ``"i_event__payload[1]"``; the cell itself when
     nothing is left."""
     name = _SLICE_NUMBERS.sub("", _SYNTH_SUFFIX.sub("", cell)).rstrip(".")

@@ -1,6 +1,7 @@
 """The command decoder and response encoder around a core, in the Amaranth simulator, without
 the UART: the driver's command bytes go in, the response bytes are parsed with the driver's
-parser, and every spike, readout and read-back weight equals the golden model."""
+parser, and every spike, readout and read-back weight equals the golden model.  And the whole
+top through its pins: the receive buffer's overrun bit and the break that resets the board."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from neurofptt.board.driver import (
 )
 from neurofptt.hdl.board.decoder import CommandDecoder
 from neurofptt.hdl.board.encoder import ResponseEncoder
-from neurofptt.hdl.board.protocol import BoardInfo, Framing, Opcode, info_record
+from neurofptt.hdl.board.protocol import INFO_BYTES, BoardInfo, Framing, Opcode, info_record
+from neurofptt.hdl.board.top import BoardTop
 from neurofptt.hdl.core import LifCore
 from neurofptt.hdl.ports import weight_dump_layout
 from neurofptt.onchip import random_network
@@ -203,3 +205,67 @@ def test_learning_core_load_learn_and_read_back() -> None:
     for m, w in golden.snapshots[-1].weights.items():
         assert (weights[m] == w).all(), m
     assert any((golden.snapshots[-1].weights[m] != loaded.matrix(m)).any() for m in weights)
+
+
+def test_board_top_overrun_status_and_break() -> None:
+    """Through the UART pins of the whole top: a host that floods the receive buffer sees the
+    overrun bit in ``INFO``; a break resets the board and clears it."""
+    net = random_network(INFERENCE, seed=1, spread=8)
+    divisor = 4
+    top = BoardTop(net, divisor, rx_buffer=4)
+    received = bytearray()
+    info = bytes([Opcode.INFO])
+
+    async def line(ctx, level: int, bits: int) -> None:
+        ctx.set(top.rx, level)
+        await ctx.tick().repeat(bits * divisor)
+
+    async def send(ctx, data: bytes) -> None:
+        for byte in data:
+            for bit in (0, *((byte >> i) & 1 for i in range(8)), 1):
+                await line(ctx, bit, 1)
+
+    async def quiet(ctx) -> None:
+        """Until nothing has come from the board for two frames."""
+        seen, idle = len(received), 0
+        while idle < 20 * divisor:
+            await ctx.tick()
+            idle = idle + 1 if len(received) == seen else 0
+            seen = len(received)
+
+    async def host(ctx) -> None:
+        await send(ctx, info * 10)  # each answer takes 27 frames: the buffer overflows
+        await quiet(ctx)
+        received.clear()
+        await send(ctx, info)
+        await quiet(ctx)
+        flooded = bytes(received)
+        received.clear()
+        await line(ctx, 0, 25)  # a break of two and a half frames
+        await line(ctx, 1, 2)
+        await send(ctx, info)
+        await quiet(ctx)
+        assert BoardInfo.parse(flooded[1:-1]).status & BoardInfo.OVERRUN
+        assert len(received) == 2 + INFO_BYTES and received[-1] == Opcode.INFO
+        assert BoardInfo.parse(bytes(received[1:-1])).status == 0
+
+    async def listen(ctx) -> None:
+        """A frame's bits sampled in their middles, counted from the start bit's edge."""
+        since = None  # cycles since the start bit's falling edge
+        bits: list[int] = []
+        async for _, _, tx in ctx.tick().sample(top.tx):
+            if since is None:
+                since = 0 if tx == 0 else None
+                continue
+            since += 1
+            if since % divisor == divisor // 2 and since > divisor:
+                bits.append(tx)
+            if len(bits) == 9:  # eight data bits and the stop bit
+                received.append(sum(b << i for i, b in enumerate(bits[:8])))
+                since, bits = None, []
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(host)
+    sim.add_testbench(listen, background=True)
+    sim.run()

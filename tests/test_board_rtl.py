@@ -46,12 +46,14 @@ def test_inference_board_matches_golden(tmp_path) -> None:
     rng = np.random.default_rng(0)
     x = rng.random((3, 6, INFERENCE.n_in)) < 0.4
     x[1, 3] = True
-    result = simulate_board(net, x, tmp_path)
+    # a 16-byte receive buffer: the driver waits for answers before every few commands
+    result = simulate_board(net, x, tmp_path, rx_buffer=16)
     golden = golden_run(net, x)
     np.testing.assert_array_equal(result.trace.spikes, golden.spikes)
     np.testing.assert_array_equal(result.trace.readout, golden.readout)
     assert golden.spikes.any() and golden.readout.any()
     assert result.info.mode == "inference" and result.info.status == 0
+    assert result.info.rx_buffer == 16
 
 
 FPTT = EPROP.replace(
@@ -67,7 +69,8 @@ def test_learning_board_loads_learns_and_reads_back(cfg: HardwareConfig, tmp_pat
     rng = np.random.default_rng(1)
     x = rng.random((3, 5, cfg.n_in)) < 0.5
     labels = np.array([0, 2, 1])
-    result = simulate_board(built, x, tmp_path, net=net, labels=labels)
+    # a 32-byte receive buffer: the load goes in LOAD commands of a few words
+    result = simulate_board(built, x, tmp_path, net=net, labels=labels, rx_buffer=32)
     golden = golden_learning_run(net, x, labels)
     np.testing.assert_array_equal(result.trace.spikes, golden.spikes)
     np.testing.assert_array_equal(result.trace.readout, golden.readout)

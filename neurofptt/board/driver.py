@@ -99,15 +99,17 @@ def read_command() -> bytes:
     return bytes([Opcode.READ])
 
 
-def read_response(read: Callable[[int], bytes], op: Opcode, framing: Framing) -> list[Record]:
+def read_response(
+    read: Callable[[int], bytes], op: Opcode, framing: Framing | None
+) -> list[Record]:
     """The records of the response to ``op``, read with ``read(n)`` up to its end byte; a
-    :class:`BoardError` for an error record or a byte that starts no record."""
-    sizes = {
-        Tag.INFO: INFO_BYTES,
-        Tag.SPIKE: framing.rec_index,
-        Tag.READOUT: framing.value,
-        Tag.WORD: framing.word,
-    }
+    :class:`BoardError` for an error record or a byte that starts no record.  ``framing`` is
+    the core's (:meth:`Framing.of`); without it only an ``INFO`` record is understood."""
+    sizes = {Tag.INFO: INFO_BYTES}
+    if framing is not None:
+        sizes.update(
+            {Tag.SPIKE: framing.rec_index, Tag.READOUT: framing.value, Tag.WORD: framing.word}
+        )
     records: list[Record] = []
     while True:
         (first,) = read(1)
@@ -171,8 +173,22 @@ class Board:
         self._in_flight = 0
         self.net = self.framing = None
         self.transport.write(bytes([Opcode.INFO]))
-        # the framing of INFO's response does not depend on the core
-        records = read_response(self.transport.read, Opcode.INFO, Framing(1, 1, 1, 1, 1))
+        self.info = self._info(read_response(self.transport.read, Opcode.INFO, None))
+        return self.info
+
+    def refresh_info(self) -> BoardInfo:
+        """``INFO`` again, answered after every command sent before it: its status bits say
+        whether the board lost a byte or saw a bad frame since it was reset."""
+        records: list[Record] = []
+        self._send(bytes([Opcode.INFO]), Opcode.INFO, records.extend)
+        self._drain()
+        self.info = self._info(records)
+        return self.info
+
+    @staticmethod
+    def _info(records: list[Record]) -> BoardInfo:
+        """The board's ``INFO`` from the records of its response, of a version this driver
+        speaks."""
         if [tag for tag, _ in records] != [Tag.INFO]:
             raise BoardError(f"the board answered INFO with {len(records)} records, not one")
         try:
@@ -184,7 +200,6 @@ class Board:
                 f"the board speaks protocol {info.version}, this driver {PROTOCOL_VERSION}; "
                 "rebuild the bitstream with this version of neurofptt"
             )
-        self.info = info
         return info
 
     def close(self) -> None:

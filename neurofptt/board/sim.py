@@ -137,7 +137,7 @@ def _session(pins: UartPins, run: BenchRun) -> dict[str, np.ndarray]:
     net = QuantizedNetwork(run.config, a["load_w_in"], a["load_w_rec"], a["load_w_out"])
     board = Board(pins)
     board.load(net)
-    out: dict[str, Any] = {"info": np.array(json.dumps(board.info.__dict__))}
+    out: dict[str, Any] = {}
     if "labels" not in a:
         trace = board.run(run.spikes)
     else:
@@ -154,8 +154,9 @@ def _session(pins: UartPins, run: BenchRun) -> dict[str, np.ndarray]:
         )
         out.update({f"w_{m}": np.stack(w) for m, w in weights.items()})
         out.update({k: np.stack(v) for k, v in out.items() if k.startswith("wbar_")})
+    info = board.refresh_info()
     board.close()
-    out.update(spikes=trace.spikes, readout=trace.readout)
+    out.update(spikes=trace.spikes, readout=trace.readout, info=np.array(json.dumps(info.__dict__)))
     return out
 
 
@@ -178,7 +179,8 @@ async def test_board_session(dut: Any) -> None:
 class BoardSimResult:
     """What the driver got from the simulated board: ``trace`` (every step's spikes and
     readouts), with labels the weights read back after each sample (``weights[m]``
-    ``(B, n_post, n_pre)``, and for FPTT ``wbar[m]``), and the board's ``info``."""
+    ``(B, n_post, n_pre)``, and for FPTT ``wbar[m]``), and the board's ``info`` at the end of
+    the session (its status bits: a byte lost or a bad frame during the session)."""
 
     trace: BoardTrace
     weights: dict[str, np.ndarray]

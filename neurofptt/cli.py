@@ -231,7 +231,15 @@ def _add_train_parser(sub: _Subcommands) -> None:
         f"{' or '.join(ONCHIP_RULES)})",
     )
     add_choice(p, "--model", MODELS, "model", default=None, help="model (overrides train.model)")
-    add_choice(p, "--task", TASKS, "task", default=None, help="task (overrides flow.task)")
+    add_choice(
+        p,
+        "--task",
+        TASKS,
+        "task",
+        default=None,
+        help="task (overrides flow.task); hardware.n_in and n_out come from it unless the "
+        "config sets them",
+    )
     _add_data_option(p, "train on")
     add_choice(
         p,
@@ -572,6 +580,15 @@ def check_out(out: Path | None) -> None:
         raise ConfigError(f"--out {out} is a file, not a folder; pass a folder (made if missing)")
 
 
+def task_argument(args: argparse.Namespace) -> str | Path | None:
+    """The task the command line names: ``--data FILE`` or ``--task NAME`` (not both), else
+    ``None`` (the config's ``flow.task``)."""
+    data, task = getattr(args, "data", None), getattr(args, "task", None)
+    if data is not None and task is not None:
+        raise ConfigError(f"--data {data} and --task {task} name two tasks; give one of them")
+    return data if data is not None else task
+
+
 def run(args: argparse.Namespace) -> object:
     """Run the parsed command; returns what ``main`` prints as JSON."""
     if args.command == "data":
@@ -586,8 +603,9 @@ def run(args: argparse.Namespace) -> object:
     out: Path = args.out
     if args.command in ("flow", "train", "quantize", "export"):
         given = args.config is not None
-        data = getattr(args, "data", None)
-        cfg = FlowConfig.load(args.config, quick=getattr(args, "quick", False), data=data)
+        cfg = FlowConfig.load(
+            args.config, quick=getattr(args, "quick", False), task=task_argument(args)
+        )
     if args.command in ("flow", "train"):
         work = step_work(cfg.train.batch_size, cfg.hardware.n_rec)
         set_threads(choose_threads(args.threads, work=work))
@@ -601,12 +619,11 @@ def run(args: argparse.Namespace) -> object:
             flow_settings = dataclasses.replace(cfg.flow, val_fraction=args.val_fraction)
             cfg = dataclasses.replace(cfg, flow=flow_settings)
         if args.engine == "golden":
-            cfg = cfg.override(task=args.task)
             record = stage_train_onchip(
                 cfg, out, args.rule or "fptt", init=args.init, progress=not args.no_progress
             )
             return {k: v for k, v in record.items() if k != "history"}
-        cfg = cfg.override(rule=args.rule, model=args.model, task=args.task)
+        cfg = cfg.override(rule=args.rule, model=args.model)
         record = flow.stage_train(cfg, out, resume=args.resume, progress=not args.no_progress)
         return {k: v for k, v in record.items() if k != "history"}
     if args.command == "quantize":

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from neurofptt.cli import main
 from neurofptt.errors import CheckpointError, ConfigError, ShapeError
 from neurofptt.flow.config import FlowConfig
 from neurofptt.flow.onchip import initial_network
@@ -29,6 +30,7 @@ from neurofptt.learning.trainer import TrainConfig, config_differences, fit, mak
 from neurofptt.models import GatedRNN, SpikingRNN
 from neurofptt.quant import HardwareConfig, QuantizedNetwork, golden_run
 from neurofptt.quant.config import LearningConfig
+from neurofptt.tasks import load_task
 from neurofptt.tasks.base import SequenceDataset, TaskData
 
 torch.set_num_threads(1)
@@ -331,3 +333,31 @@ def test_one_default_per_setting(tmp_path) -> None:
     )
     # without a [hardware.learning] table on-chip learning uses the same defaults
     assert initial_network(FlowConfig(), "eprop").config.learning == LearningConfig()
+
+
+def test_the_network_takes_its_sizes_from_the_task_unless_the_config_sets_them(tmp_path) -> None:
+    """``--task``, ``--data`` and ``[flow] task`` size the network's inputs and classes alike;
+    a size the config sets stays (and is checked against the task when it is loaded)."""
+    cue = load_task("cue")
+    sizes = (cue.train.n_in, cue.n_out)
+    cfg = FlowConfig.load(None, task="cue")
+    assert (cfg.hardware.n_in, cfg.hardware.n_out) == sizes and cfg.flow.task == "cue"
+    from_table = FlowConfig.from_dict({"flow": {"task": "cue"}, "hardware": {"n_rec": 8}})
+    assert (from_table.hardware.n_in, from_table.hardware.n_out, from_table.hardware.n_rec) == (
+        *sizes,
+        8,
+    )
+    kept = FlowConfig.from_dict({"flow": {"task": "cue"}, "hardware": {"n_in": 5}})
+    assert (kept.hardware.n_in, kept.hardware.n_out) == (5, cue.n_out)
+    path = tmp_path / "d.npz"
+    x = np.zeros((4, 3, 7), np.uint8)
+    np.savez(path, x_train=x, y_train=np.arange(4) % 3, x_test=x, y_test=np.arange(4) % 3)
+    data = FlowConfig.load(None, task=path)
+    assert (data.hardware.n_in, data.hardware.n_out) == (7, 3)
+
+
+def test_data_and_task_together_are_one_line(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--task", "cue", "--data", "x.npz", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "give one of them" in err[0]

@@ -16,7 +16,7 @@ from neurofptt.errors import ConfigError
 from neurofptt.io import check_field_types, check_table, from_table, load_toml
 from neurofptt.learning.trainer import TrainConfig
 from neurofptt.quant.config import HardwareConfig
-from neurofptt.tasks import check_task_name
+from neurofptt.tasks import TASKS, check_task_name, load_task
 from neurofptt.tasks.files import data_info
 from neurofptt.verify.runner import SIMULATORS
 
@@ -65,6 +65,20 @@ class FlowSettings:
             )
 
 
+def task_sizes(task: str) -> dict[str, int]:
+    """``n_in`` and ``n_out`` of a task: read from a data file's header (the arrays are not
+    loaded), drawn for a built-in task (the largest, full cue accumulation, takes about half a
+    second); a size a file leaves open (``n_out`` of an unreadable file) is left out, so that
+    loading the task later says what is wrong."""
+    if task in TASKS:
+        data = load_task(task)
+        sizes = {"n_in": data.train.n_in, "n_out": data.n_out}
+    else:
+        info = data_info(task)
+        sizes = {"n_in": info["n_channels"], "n_out": info["n_out"]}
+    return {k: v for k, v in sizes.items() if v is not None}
+
+
 @dataclass(frozen=True)
 class FlowConfig:
     """The whole flow's settings: one dataclass per table, each with the demo's defaults."""
@@ -82,49 +96,47 @@ class FlowConfig:
 
     @classmethod
     def from_dict(cls, data: Any) -> FlowConfig:
-        """A config from a file's tables; a table or option it leaves out takes the defaults."""
+        """A config from a file's tables; a table or option it leaves out takes the defaults,
+        except the network's inputs and classes, which come from the flow's task
+        (:func:`task_sizes`) unless the hardware table sets them; a size the table sets and
+        the task contradicts is refused when the task is loaded, with the fix."""
         tables = from_table(cls, check_table(data, "config"), "config")
+        flow = FlowSettings(**from_table(FlowSettings, tables.get("flow", {}), "flow"))
+        hardware = check_table(tables.get("hardware", {}), "hardware")
+        if "n_in" not in hardware or "n_out" not in hardware:
+            hardware = {**task_sizes(flow.task), **hardware}
         return cls(
-            hardware=HardwareConfig.from_dict(tables.get("hardware", {})),
+            hardware=HardwareConfig.from_dict(hardware),
             train=TrainConfig.from_dict(tables.get("train", {})),
-            flow=FlowSettings(**from_table(FlowSettings, tables.get("flow", {}), "flow")),
+            flow=flow,
         )
 
     @classmethod
     def load(
-        cls, path: str | Path | None, *, quick: bool = False, data: str | Path | None = None
+        cls, path: str | Path | None, *, quick: bool = False, task: str | Path | None = None
     ) -> FlowConfig:
-        """The config of a TOML file (or the defaults), with ``--quick``'s budget and a data file.
-
-        ``data`` (``--data FILE.npz``) becomes ``flow.task``, and the network's inputs and
-        classes come from it (``hardware.n_in`` = its channels, ``n_out`` = its classes) unless
-        the file sets them; a size the file sets and the data contradicts is refused when the
-        task is loaded, with the fix."""
-        tables = {} if path is None else load_toml(path)
+        """The config of a TOML file (or the defaults), with ``--quick``'s budget; ``task``
+        (``--task NAME`` or ``--data FILE.npz``) becomes ``flow.task``, whose inputs and
+        classes the network takes unless the file sets them (:meth:`from_dict`)."""
+        tables = {} if path is None else dict(load_toml(path))
+        if task is not None:
+            flow = check_table(tables.get("flow", {}), "flow")
+            tables["flow"] = {**flow, "task": str(task)}
         cfg = cls.from_dict(tables)
-        if data is not None:
-            info = data_info(data)
-            given = tables.get("hardware", {}) if isinstance(tables, dict) else {}
-            sizes = {"n_in": info["n_channels"], "n_out": info["n_out"]}
-            sizes = {k: v for k, v in sizes.items() if k not in given and v is not None}
-            cfg = dataclasses.replace(
-                cfg,
-                hardware=cfg.hardware.replace(**sizes),
-                flow=dataclasses.replace(cfg.flow, task=str(data)),
-            )
         return cfg.quick() if quick else cfg
 
-    def override(
-        self, *, rule: str | None = None, model: str | None = None, task: str | None = None
-    ) -> FlowConfig:
+    def override(self, *, rule: str | None = None, model: str | None = None) -> FlowConfig:
         """The config with command-line choices applied (``None`` keeps the file's value)."""
-        train = self.train
-        if rule is not None or model is not None:
-            train = TrainConfig.from_dict(
-                {**train.to_dict(), "rule": rule or train.rule, "model": model or train.model}
-            )
-        flow = self.flow if task is None else dataclasses.replace(self.flow, task=task)
-        return dataclasses.replace(self, train=train, flow=flow)
+        if rule is None and model is None:
+            return self
+        train = TrainConfig.from_dict(
+            {
+                **self.train.to_dict(),
+                "rule": rule or self.train.rule,
+                "model": model or self.train.model,
+            }
+        )
+        return dataclasses.replace(self, train=train)
 
     def quick(self) -> FlowConfig:
         """A few-minute budget: fewer epochs and RTL samples, synthesis without place-and-route."""

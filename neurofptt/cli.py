@@ -63,7 +63,7 @@ from neurofptt.studies.sweep import BACKENDS, load_sweep, summary_table
 from neurofptt.studies.sweep import run_sweep as run_grid
 from neurofptt.tasks import TASKS, format_info, info_command, make_command
 from neurofptt.tasks.convert import FORMATS as CONVERT_FORMATS
-from neurofptt.tasks.convert import convert_command
+from neurofptt.tasks.convert import ConvertOptions, convert_command
 from neurofptt.verify.runner import SIMULATORS
 
 #: exit status of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it)
@@ -504,11 +504,15 @@ def _add_data_parser(sub: _Subcommands) -> None:
     )
     c.add_argument("src", type=Path, help="the recording (.h5, .csv/.txt or .npz)")
     c.add_argument("--out", type=Path, required=True, help="the data file to write (.npz)")
-    add_choice(c, "--format", CONVERT_FORMATS, "format", default="auto", help="source format")
+    add_choice(
+        c, "--format", CONVERT_FORMATS, "format", default="auto", dest="fmt", help="source format"
+    )
     c.add_argument("--dt", type=float, default=None, help="seconds per step (SHD; CSV in seconds)")
     c.add_argument("--channels", type=int, default=None, help="pool the units to this many")
     c.add_argument("--n-units", type=int, default=None, help="units of the source (SHD: 700)")
-    c.add_argument("--bin", type=int, default=1, help="pool this many steps into one (OR)")
+    c.add_argument(
+        "--bin", type=int, default=1, dest="bin_factor", help="pool this many steps into one (OR)"
+    )
     c.add_argument("--n-steps", type=int, default=None, help="cut the recordings to this many")
     c.add_argument("--max-time", type=float, default=None, help="cut at this time (seconds)")
     c.add_argument("--labels", type=Path, default=None, help="a CSV source's labels file")
@@ -740,25 +744,9 @@ def run_data(args: argparse.Namespace) -> dict:
         return record
     if args.data == "make":
         return make_command(args.task, args.out, args.set, events=args.events)
-    return convert_command(
-        args.src,
-        args.out,
-        fmt=args.format,
-        dt=args.dt,
-        channels=args.channels,
-        bin_factor=args.bin,
-        labels=args.labels,
-        n_steps=args.n_steps,
-        max_time=args.max_time,
-        n_units=args.n_units,
-        test=args.test,
-        test_labels=args.test_labels,
-        val=args.val,
-        val_labels=args.val_labels,
-        test_fraction=args.test_fraction,
-        seed=args.seed,
-        events=args.events,
-    )
+    names = {f.name for f in dataclasses.fields(ConvertOptions)}
+    options = ConvertOptions(**{k: v for k, v in vars(args).items() if k in names})
+    return convert_command(args.src, args.out, options, events=args.events)
 
 
 def run_sweep(args: argparse.Namespace) -> list[dict]:

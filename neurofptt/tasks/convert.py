@@ -32,11 +32,13 @@ stage and run scores the same test samples (see :mod:`neurofptt.tasks.files`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -372,63 +374,57 @@ def detect_format(path: str | Path) -> str:
 
 
 # -- conversion -------------------------------------------------------------------------------
-def convert(
-    src: str | Path,
-    *,
-    fmt: str = "auto",
-    dt: float | None = None,
-    channels: int | None = None,
-    bin_factor: int = 1,
-    labels: str | Path | None = None,
-    n_steps: int | None = None,
-    max_time: float | None = None,
-    n_units: int | None = None,
-    test: str | Path | None = None,
-    test_labels: str | Path | None = None,
-    val: str | Path | None = None,
-    val_labels: str | Path | None = None,
-    test_fraction: float = 0.0,
-    seed: int = 0,
-) -> SpikeData:
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How ``neurofptt data convert`` reads, cuts, pools and splits a recording (see
+    :func:`convert_command` for each option)."""
+
+    fmt: str = "auto"
+    dt: float | None = None
+    channels: int | None = None
+    bin_factor: int = 1
+    labels: str | Path | None = None
+    n_steps: int | None = None
+    max_time: float | None = None
+    n_units: int | None = None
+    test: str | Path | None = None
+    test_labels: str | Path | None = None
+    val: str | Path | None = None
+    val_labels: str | Path | None = None
+    test_fraction: float = 0.0
+    seed: int = 0
+
+
+def convert(src: str | Path, options: ConvertOptions | None = None, **changes: Any) -> SpikeData:
     """``src`` (and the optional ``test``/``val`` sources, read the same way) as checked
-    :class:`SpikeData` in the event layout; see :func:`convert_command` for the options."""
-    return _convert(**locals())[0]
+    :class:`SpikeData` in the event layout, with ``options`` (default :class:`ConvertOptions`)
+    and any of its fields changed by keyword (``convert(src, dt=0.001)``)."""
+    return _convert(src, dataclasses.replace(options or ConvertOptions(), **changes))[0]
 
 
-def _convert(
-    src: str | Path,
-    *,
-    fmt: str,
-    dt: float | None,
-    channels: int | None,
-    bin_factor: int,
-    labels: str | Path | None,
-    n_steps: int | None,
-    max_time: float | None,
-    n_units: int | None,
-    test: str | Path | None,
-    test_labels: str | Path | None,
-    val: str | Path | None,
-    val_labels: str | Path | None,
-    test_fraction: float,
-    seed: int,
-) -> tuple[SpikeData, dict]:
+def _convert(src: str | Path, o: ConvertOptions) -> tuple[SpikeData, dict]:
+    fmt = o.fmt
     if fmt == "npz":
         fmt = "events"
     if fmt not in FORMATS:
         raise ConfigError(f"format {fmt!r} is not one of {FORMATS}")
     fmt = detect_format(src) if fmt == "auto" else fmt
-    if not 0 <= test_fraction < 1:
-        raise ConfigError(f"test_fraction = {test_fraction} must be in [0, 1) (0: none)")
-    if test is not None and test_fraction > 0:
+    if not 0 <= o.test_fraction < 1:
+        raise ConfigError(f"test_fraction = {o.test_fraction} must be in [0, 1) (0: none)")
+    if o.test is not None and o.test_fraction > 0:
         raise ConfigError("give a test source or a test_fraction, not both")
-    _check_pooling(bin_factor, 1, 1)
+    _check_pooling(o.bin_factor, 1, 1)
     meta: dict[str, np.ndarray] = {}
     n_classes = None
     if fmt == "events":
-        if test is not None or val is not None:
+        if o.test is not None or o.val is not None:
             raise ConfigError(f"{src}: an .npz source carries its own splits; drop test and val")
-        if dt is not None or max_time is not None or n_units is not None or labels is not None:
+        if (
+            o.dt is not None
+            or o.max_time is not None
+            or o.n_units is not None
+            or o.labels is not None
+        ):
             raise ConfigError(
                 f"{src}: an .npz source is already binned and labelled; dt, max_time, n_units "
                 "and labels do not apply (use n_steps, bin_factor and channels)"
@@ -438,28 +434,30 @@ def _convert(
         n_classes = data.n_classes
         source_dt = meta.get(f"{META_PREFIX}dt")
     else:
-        _check_dt(dt, fmt == "shd", fmt)
+        _check_dt(o.dt, fmt == "shd", fmt)
 
         def read(path: str | Path, labels_path: str | Path | None) -> EventList:
             if fmt == "shd":
                 if labels_path is not None:
                     raise ConfigError(f"{path}: an HDF5 source has its labels; drop labels")
-                return read_shd(path, dt=dt, n_units=SHD_UNITS if n_units is None else n_units)
-            return read_csv(path, dt=dt, labels=labels_path, n_units=n_units)
+                return read_shd(
+                    path, dt=o.dt, n_units=SHD_UNITS if o.n_units is None else o.n_units
+                )
+            return read_csv(path, dt=o.dt, labels=labels_path, n_units=o.n_units)
 
-        lists = {"train": read(src, labels)}
-        for split, path, lab in (("val", val, val_labels), ("test", test, test_labels)):
+        lists = {"train": read(src, o.labels)}
+        for split, path, lab in (("val", o.val, o.val_labels), ("test", o.test, o.test_labels)):
             if path is not None:
                 lists[split] = read(path, lab)
         meta[f"{META_PREFIX}source"] = np.str_(Path(src).name)
-        source_dt = None if dt is None else np.float64(dt)
+        source_dt = None if o.dt is None else np.float64(o.dt)
     units = max(e.n_units for e in lists.values())  # csv: the widest split's channels
-    channels = _check_pooling(bin_factor, channels, units)
-    steps = _source_steps(lists, n_steps, max_time, dt, src)
-    if test_fraction > 0:
+    channels = _check_pooling(o.bin_factor, o.channels, units)
+    steps = _source_steps(lists, o.n_steps, o.max_time, o.dt, src)
+    if o.test_fraction > 0:
         if "test" in lists:
             raise ConfigError(f"{src}: already has a test split; drop test_fraction")
-        lists = _hold_out(lists, test_fraction, seed, src)
+        lists = _hold_out(lists, o.test_fraction, o.seed, src)
     out: dict[str, object] = {}
     stats = {"source_spikes": 0, "spikes_beyond_n_steps": 0}
     for split, el in lists.items():
@@ -469,15 +467,15 @@ def _convert(
         stats["spikes_beyond_n_steps"] += int((~keep).sum())
         ev = ev[keep]
         pooled = np.stack(
-            [ev[:, 0], ev[:, 1] // bin_factor, pool_channel(ev[:, 2], units, channels)], axis=1
+            [ev[:, 0], ev[:, 1] // o.bin_factor, pool_channel(ev[:, 2], units, channels)], axis=1
         )
         out[f"events_{split}"] = pooled
-        out[f"y_{split}"] = _step_targets(el, steps, bin_factor, src, split)
-    out_steps = math.ceil(steps / bin_factor)
+        out[f"y_{split}"] = _step_targets(el, steps, o.bin_factor, src, split)
+    out_steps = math.ceil(steps / o.bin_factor)
     out.update(n_steps=np.int64(out_steps), n_channels=np.int64(channels))
     out["n_classes"] = None if n_classes is None else np.int64(n_classes)
     if source_dt is not None:
-        meta[f"{META_PREFIX}dt"] = np.float64(float(source_dt) * bin_factor)
+        meta[f"{META_PREFIX}dt"] = np.float64(float(source_dt) * o.bin_factor)
     out.update(meta)
     data = spike_data(out, str(src))
     # the checks passed on the raw rows; keep each spike once (the OR of the poolings)
@@ -500,8 +498,8 @@ def _convert(
     record = {
         "source": str(src),
         "format": fmt,
-        "dt": None if source_dt is None else float(source_dt) * bin_factor,
-        "bin_factor": bin_factor,
+        "dt": None if source_dt is None else float(source_dt) * o.bin_factor,
+        "bin_factor": o.bin_factor,
         "source_units": units,
         "n_steps": data.n_steps,
         "n_channels": data.n_channels,
@@ -587,26 +585,15 @@ def _take(el: EventList, idx: np.ndarray) -> EventList:
 def convert_command(
     src: str | Path,
     out: str | Path,
+    options: ConvertOptions | None = None,
     *,
-    fmt: str = "auto",
-    dt: float | None = None,
-    channels: int | None = None,
-    bin_factor: int = 1,
-    labels: str | Path | None = None,
-    n_steps: int | None = None,
-    max_time: float | None = None,
-    n_units: int | None = None,
-    test: str | Path | None = None,
-    test_labels: str | Path | None = None,
-    val: str | Path | None = None,
-    val_labels: str | Path | None = None,
-    test_fraction: float = 0.0,
-    seed: int = 0,
     events: bool = False,
+    **changes: Any,
 ) -> dict:
     """``neurofptt data convert``: convert ``src`` and write the data file ``out`` (``.npz``,
     dense, or with ``events`` the event layout); returns the record of what was done.
 
+    The options are :class:`ConvertOptions` (``options``, any field changed by keyword).
     ``fmt`` is ``"auto"`` (from the file's first bytes or its suffix), ``"shd"``, ``"csv"`` or
     ``"events"`` (our ``.npz``); ``dt`` is seconds per step (needed for ``shd``; for ``csv`` it
     means the times are seconds); ``channels`` pools the ``n_units`` source units (SHD: 700; CSV:
@@ -625,29 +612,14 @@ def convert_command(
     """
     if Path(out).suffix.lower() != ".npz":
         raise ConfigError(f"output {out} must end in .npz (tasks and configs recognise data by it)")
-    fmt = detect_format(src) if fmt == "auto" else fmt
-    if test is None and test_fraction == 0 and fmt in ("shd", "csv"):
+    opts = dataclasses.replace(options or ConvertOptions(), **changes)
+    fmt = detect_format(src) if opts.fmt == "auto" else opts.fmt
+    if opts.test is None and opts.test_fraction == 0 and fmt in ("shd", "csv"):
         raise ConfigError(
             f"{src}: no test split; give a test source (--test FILE) or hold out a fraction of "
             "the training samples (--test-fraction F)"
         )
-    data, record = _convert(
-        src,
-        fmt=fmt,
-        dt=dt,
-        channels=channels,
-        bin_factor=bin_factor,
-        labels=labels,
-        n_steps=n_steps,
-        max_time=max_time,
-        n_units=n_units,
-        test=test,
-        test_labels=test_labels,
-        val=val,
-        val_labels=val_labels,
-        test_fraction=test_fraction,
-        seed=seed,
-    )
+    data, record = _convert(src, opts)
     if "test" not in data.splits:
         raise ConfigError(
             f"{src}: no test split; give a test source (--test FILE) or hold out a fraction of "

@@ -4,10 +4,14 @@ one error line and exit status 2."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from neurofptt import cli
-from neurofptt.errors import ToolMissingError
+from neurofptt.errors import SynthesisError, ToolMissingError
 from neurofptt.hdl.board import build
 from neurofptt.hdl.board.build import BOARDS, PlatformTop, build_board
 from neurofptt.onchip import random_network
@@ -72,3 +76,44 @@ def test_baud_the_clock_cannot_make(tmp_path, capsys) -> None:
     argv = ["build", "--board", "icebreaker", "--out", str(tmp_path), "--baud", "1400000"]
     status, err = run_cli(argv, capsys)
     assert status == 2 and "cannot be made from a 12 MHz clock" in err
+
+
+def fake_tools(monkeypatch, files: dict[str, str], status: int = 0) -> None:
+    """Stand-ins for the tools: found on no real path, and a build script that writes
+    ``files`` into the build folder and exits with ``status``."""
+    monkeypatch.setattr(build, "find_tool", lambda tool: [f"/opt/{tool}"])
+
+    def run(cmd, cwd, **kwargs):
+        for name, text in files.items():
+            (Path(cwd) / name).write_text(text)
+        return subprocess.CompletedProcess(cmd, status, "", "")
+
+    monkeypatch.setattr(build.subprocess, "run", run)
+
+
+def test_report_of_a_build(monkeypatch, tmp_path) -> None:
+    stat = {"design": {"num_cells_by_type": {"SB_LUT4": 100, "SB_DFFE": 40, "SB_RAM40_4K": 2}}}
+    pnr = {
+        "fmax": {"board.clk": {"achieved": 10.5, "constraint": 12.0}},
+        "utilization": {"ICESTORM_LC": {"used": 120, "available": 5280}},
+    }
+    files = {"stat.json": json.dumps(stat), "nextpnr_report.json": json.dumps(pnr)}
+    fake_tools(monkeypatch, {**files, "top.bin": "bits"})
+    net = random_network(CFG, seed=0, spread=8)
+    report = build_board(net, "icebreaker", tmp_path, baud=1_000_000, model=tmp_path / "q.npz")
+    assert (tmp_path / "neurofptt_icebreaker.bin").read_text() == "bits"
+    assert json.loads((tmp_path / "build.json").read_text()) == report
+    assert (report["lut"], report["ff"], report["bram"], report["dsp"]) == (100, 40, 2, 0)
+    assert report["divisor"] == 12 and report["clock_mhz"] == 12.0
+    assert report["fmax_mhz"] == 10.5 and report["timing_met"] is False
+    assert report["core"]["mode"] == "inference" and report["model"].endswith("q.npz")
+    assert report["program"] == f"iceprog {tmp_path / 'neurofptt_icebreaker.bin'}"
+
+
+def test_core_that_does_not_fit(monkeypatch, tmp_path) -> None:
+    log = "Info: \t         ICESTORM_LC:    5961/   5280   112%\nERROR: Failed to expand\n"
+    fake_tools(monkeypatch, {"top.json": "{}", "top.tim": log}, status=125)
+    net = random_network(CFG, seed=0, spread=8)
+    expected = "does not fit the iCE40UP5K of icebreaker: ICESTORM_LC 5961/5280"
+    with pytest.raises(SynthesisError, match=expected):
+        build_board(net, "icebreaker", tmp_path, baud=115_200)

@@ -38,6 +38,7 @@ from neurofptt.hdl.board.top import RX_BUFFER, BoardTop
 from neurofptt.hdl.board.uart import baud_divisor
 from neurofptt.hdl.synth import INSTALL_HINT, count_resources, parse_nextpnr_report, parse_stat_json
 from neurofptt.hdl.synth import _find_tool as find_tool
+from neurofptt.hdl.synth import _overfull as overfull
 from neurofptt.io import write_json
 from neurofptt.quant.network import QuantizedNetwork
 
@@ -186,6 +187,14 @@ def build_board(
     bitstream_file = build_dir / f"top.{spec.bitstream}"
     if proc.returncode != 0 or not bitstream_file.is_file():
         tool_log = build_dir / ("top.tim" if (build_dir / "top.json").is_file() else "top.rpt")
+        full = overfull(tool_log.read_text(errors="replace")) if tool_log.is_file() else {}
+        if full:
+            what = ", ".join(f"{bel} {used}/{available}" for bel, (used, available) in full.items())
+            raise SynthesisError(
+                f"the core does not fit the {platform.device} of {board}: {what} "
+                "used/available; choose a smaller core (fewer neurons or lanes, narrower formats, "
+                f"e-prop rather than FPTT) or a bigger board. Full logs: {build_dir}"
+            )
         raise SynthesisError(
             f"the {board} build failed (exit code {proc.returncode}). Last lines of "
             f"{tool_log.name}:\n{_tail(tool_log, proc.stdout + proc.stderr)}\nFull logs: "

@@ -237,5 +237,6 @@ def test_an_experiment_on_a_data_file(tmp_path: Path) -> None:
     for record in records:
         run = json.loads((tmp_path / "sweep" / "runs" / record["id"] / RECORD).read_text())
         assert run["task"] == str(data) and run["test_samples"] == 10
+        assert run["threads"] == record["threads"] >= 1
     with pytest.raises(ConfigError, match="is a data file, which takes no"):
         ExperimentConfig.from_dict({"experiment": {"task": str(data)}, "task": {"n": 3}})

@@ -132,7 +132,8 @@ def run_experiment(
     sweeps and reproductions report), ``picked_epoch``, ``val_accuracy``/``val_mse`` (the picked
     epoch's validation score, ``None`` without a split), ``test_accuracy``/``test_mse`` (the
     same number as ``metric``), ``val_split`` (``"held out"``, ``"task"`` or ``"none"``),
-    ``train_samples``, ``val_samples``, ``test_samples``, ``steps`` and ``seconds``.
+    ``train_samples``, ``val_samples``, ``test_samples``, ``steps``, ``seconds`` and ``threads``
+    (torch's thread count, set by the caller: :mod:`neurofptt.learning.threads`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -159,6 +160,7 @@ def run_experiment(
         "test_samples": len(task.test),
         "steps": task.train.steps,
         "seconds": time.perf_counter() - start,
+        "threads": torch.get_num_threads(),  # what the seconds were measured with
     }
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     atomic_write_bytes(out_dir / RECORD, text.encode())

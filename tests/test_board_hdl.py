@@ -269,3 +269,23 @@ def test_board_top_overrun_status_and_break() -> None:
     sim.add_testbench(host)
     sim.add_testbench(listen, background=True)
     sim.run()
+
+
+def test_two_byte_input_indices() -> None:
+    """Input indices past 255 take two bytes, least significant first."""
+    cfg = HardwareConfig(n_in=300, n_rec=3, n_out=2, lanes=3, threshold=40)
+    net = random_network(cfg, seed=4, spread=30)
+    framing = Framing.of(cfg)
+    assert framing.in_index == 2
+    x = np.zeros((1, 3, cfg.n_in), bool)
+    x[0, 0, [0, 256, 299]] = True
+    x[0, 2, [1, 255, 257, 298]] = True
+    commands, ops = sample_commands(x[0], framing)
+    reader = Reader(exchange(net, commands))
+    responses = [read_response(reader.read, op, framing) for op in ops]
+    golden = golden_run(net, x)
+    steps = [r for r, op in zip(responses, ops, strict=True) if op == Opcode.STEP]
+    for t, records in enumerate(steps):
+        spikes, readout = step_outputs(records, cfg.n_rec, cfg.n_out)
+        assert (spikes == golden.spikes[0, t]).all() and (readout == golden.readout[0, t]).all()
+    assert golden.readout[0, 0].any()

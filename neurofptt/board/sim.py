@@ -14,6 +14,7 @@ and returns what the driver got; the caller compares it with the golden model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,7 +157,8 @@ def _session(pins: UartPins, run: BenchRun) -> dict[str, np.ndarray]:
         out.update({k: np.stack(v) for k, v in out.items() if k.startswith("wbar_")})
     info = board.refresh_info()
     board.close()
-    out.update(spikes=trace.spikes, readout=trace.readout, info=np.array(json.dumps(info.__dict__)))
+    out.update(spikes=trace.spikes, readout=trace.readout)
+    out["info"] = np.array(json.dumps(dataclasses.asdict(info)))
     return out
 
 

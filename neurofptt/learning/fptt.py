@@ -46,6 +46,13 @@ the auxiliary term, which stands in for a label the step cannot know yet, has no
 the class prior ``Q`` learn from them.  A task whose samples are labelled only at their end is
 a terminal task: stored as one label per sample (``"label"``) it gets the auxiliary loss and
 its ``beta_t`` ramp at every step.
+
+Per-step FPTT pays its per-update costs ``T`` times per sequence, so two parts of the update are
+written for speed, with the numbers of the plain form (``tests/test_fptt_exact.py``): on the LIF
+network a step's gradient is computed without the autograd engine
+(:mod:`~neurofptt.learning.onestep`; other models and FPTT-K differentiate each chunk with
+autograd), and the regulariser, clipping, the optimizer step and the running-mean update run
+fused over flat buffers (:mod:`~neurofptt.learning.fptt_update`).
 """
 
 from __future__ import annotations
@@ -57,9 +64,11 @@ import torch
 
 from neurofptt.errors import ConfigError
 from neurofptt.learning.base import BatchResult, Rule, RuleOptions
+from neurofptt.learning.fptt_update import FPTTUpdate, regularizer_grad
 from neurofptt.learning.losses import ClassPrior, auxiliary_loss
-from neurofptt.learning.objectives import loss_scoring, pooled_mean, step_loss
-from neurofptt.models.base import RecurrentModel, detach_state
+from neurofptt.learning.objectives import Scoring, loss_scoring, pooled_mean, step_loss
+from neurofptt.learning.onestep import AuxiliaryLoss, LIFStepGradient, step_loss_and_grad
+from neurofptt.models.base import RecurrentModel, State, detach_state
 
 FORMS = ("dual", "slide")
 SCHEDULES = ("linear", "constant", "none")
@@ -142,17 +151,34 @@ class FPTT(Rule):
         self.prior = ClassPrior(n_classes or model.n_out)
         params = self.trainable()
         self._params = list(params.items())
-        self.running_mean = {n: p.detach().clone() for n, p in params.items()}
-        # dual form: lambda; slide form: the previous chunk's loss gradient.
-        self.memory = {n: torch.zeros_like(p) for n, p in params.items()}
+        #: the fused per-step update, which holds ``W_bar`` and ``lam``/``g``
+        self.update = FPTTUpdate(self._params, optimizer)
+
+    @property
+    def one_step(self) -> LIFStepGradient | None:
+        """The step's gradient without the autograd engine (:mod:`~neurofptt.learning.onestep`)
+        for per-step updates of the LIF network; ``None``: every chunk is differentiated by
+        autograd (other models, a surrogate of one's own, chunks of several steps).  Decided
+        for each batch from the model as it is then."""
+        if self.period != 1:
+            return None
+        return LIFStepGradient.for_model(self.model, [p for _, p in self._params])
+
+    @property
+    def running_mean(self) -> dict[str, torch.Tensor]:
+        """``W_bar`` of each trainable parameter, by name."""
+        return self.update.running_mean
+
+    @property
+    def memory(self) -> dict[str, torch.Tensor]:
+        """``lam`` (dual form) or the previous chunk's loss gradient (slide form), by name."""
+        return self.update.memory
 
     # -- the regulariser --------------------------------------------------------------------
     def regularizer_grad(self, name: str, param: torch.Tensor) -> torch.Tensor:
         """Analytic gradient of ``R_t`` at the current weights."""
-        pull = self.alpha * (param.detach() - self.running_mean[name])
-        if self.form == "dual":
-            return pull - self.memory[name]
-        return pull - 0.5 * self.memory[name]
+        w_bar, memory = self.running_mean[name], self.memory[name]
+        return regularizer_grad(param.detach(), w_bar, memory, self.alpha, self.form)
 
     def regularizer(self) -> torch.Tensor:
         """Value of ``R_t`` (up to a constant), differentiable; used by tests and diagnostics."""
@@ -166,38 +192,16 @@ class FPTT(Rule):
                 total = total + 0.5 * self.alpha * centre.pow(2).sum()
         return total
 
-    @torch.no_grad()
-    def _add_regularizer_grads(self) -> dict[str, torch.Tensor]:
-        """Add ``grad R_t`` to every ``.grad``; return the loss gradients (slide form only)."""
-        loss_grads = {}
-        for name, p in self._params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            if self.form == "slide":
-                loss_grads[name] = p.grad.clone()
-            p.grad.add_(self.regularizer_grad(name, p))
-        return loss_grads
-
-    @torch.no_grad()
-    def _update_running_mean(self, loss_grads: dict[str, torch.Tensor]) -> None:
-        a, b = self.alpha, self.mix
-        for name, p in self._params:
-            w_bar = self.running_mean[name]
-            if self.form == "dual":
-                lam = self.memory[name]
-                lam.sub_(p - w_bar, alpha=a)  # lam_{t+1} = lam_t - a (W_{t+1} - W_bar_t)
-                w_bar.mul_(1 - b).add_(p, alpha=b).sub_(lam, alpha=b / a)
-            else:
-                self.memory[name] = loss_grads[name]
-                w_bar.add_(p).mul_(0.5).sub_(loss_grads[name], alpha=1 / (2 * a))
+    # -- the update -------------------------------------------------------------------------
+    def _apply_update(self) -> None:
+        """One FPTT update from the loss gradients in ``.grad`` (:class:`FPTTUpdate`)."""
+        self.update.apply(alpha=self.alpha, mix=self.mix, form=self.form, clip=self.clip)
 
     def update_step(self, loss: torch.Tensor) -> None:
         """One FPTT update on ``loss`` (the chunk's loss, a graph over the current weights)."""
-        self.optimizer.zero_grad(set_to_none=True)
+        self.update.zero_grads()
         loss.backward()
-        loss_grads = self._add_regularizer_grads()
-        self._clip_and_step()
-        self._update_running_mean(loss_grads)
+        self._apply_update()
 
     def label_weight(self, end: int, steps: int) -> float:
         """``beta_t`` of the chunk ending after step ``end`` (1-based) of ``steps``.
@@ -217,30 +221,76 @@ class FPTT(Rule):
         self.model.train()
         steps = x.shape[1]
         scoring = None if self.target == "label" else loss_scoring(y, self.target, "all", steps)
+        one_step = self.one_step
+        labels = None
+        if one_step is not None and scoring is None:
+            labels = AuxiliaryLoss(y, self.prior.table, self.model.n_out, one_step.dtype)
         state = self.model.initial_state(x.shape[0])
         total = 0.0
         n_chunks = 0
         for start in range(0, steps, self.period):
-            state = detach_state(state)
             end = min(start + self.period, steps)
-            losses = []
-            for t in range(start, end):
-                logits, state = self.model.step(x[:, t], state)
-                if scoring is not None:  # per-step targets: the step's loss, if it has one
-                    scored = scoring.counts[t] > 0
-                    losses.append(step_loss(logits, scoring.at(t), self.target) if scored else None)
-            if scoring is None:
-                loss = auxiliary_loss(logits, y, self.prior.table, self.label_weight(end, steps))
+            if one_step is None:
+                loss, logits, state = self._graph_chunk(x, y, scoring, state, start, end)
             else:
-                loss = pooled_mean(losses, scoring.counts[start:end])
-                if loss is None:  # no target in this chunk: nothing to learn, no update
-                    continue
-            self.update_step(loss)
-            total += float(loss.detach())
-            n_chunks += 1
+                loss, logits, state = self._local_step(one_step, x, labels, scoring, state, start)
+            if loss is not None:
+                total += float(loss.detach())
+                n_chunks += 1
         if self.target == "label":
             self.prior.observe(logits, y)
         return BatchResult(loss=total / n_chunks if n_chunks else 0.0, logits=logits.detach())
+
+    def _graph_chunk(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        scoring: Scoring | None,
+        state: State,
+        start: int,
+        end: int,
+    ) -> tuple[torch.Tensor | None, torch.Tensor, State]:
+        """Steps ``start..end-1`` from the detached ``state`` and their update, differentiated
+        by autograd; returns the chunk's loss (``None``: no target, no update), the last
+        logits and the state."""
+        state = detach_state(state)
+        losses = []
+        for t in range(start, end):
+            logits, state = self.model.step(x[:, t], state)
+            if scoring is not None:  # per-step targets: the step's loss, if it has one
+                scored = scoring.counts[t] > 0
+                losses.append(step_loss(logits, scoring.at(t), self.target) if scored else None)
+        if scoring is None:
+            loss = auxiliary_loss(logits, y, self.prior.table, self.label_weight(end, x.shape[1]))
+        else:
+            loss = pooled_mean(losses, scoring.counts[start:end])
+        if loss is not None:  # no target in this chunk: nothing to learn, no update
+            self.update_step(loss)
+        return loss, logits, state
+
+    @torch.no_grad()
+    def _local_step(
+        self,
+        one_step: LIFStepGradient,
+        x: torch.Tensor,
+        labels: AuxiliaryLoss | None,
+        scoring: Scoring | None,
+        state: State,
+        t: int,
+    ) -> tuple[torch.Tensor | None, torch.Tensor, State]:
+        """:meth:`_graph_chunk` for the one step ``t`` with the local gradient ``one_step``
+        (:attr:`one_step`): the same loss, gradient and update without a graph.  ``labels``
+        is the batch's auxiliary loss (label tasks), ``scoring`` its per-step targets."""
+        logits, new_state = self.model.step(x[:, t], state)
+        if labels is not None:
+            loss, grad_logits = labels(logits, self.label_weight(t + 1, x.shape[1]))
+        elif scoring is not None and scoring.counts[t] > 0:
+            loss, grad_logits = step_loss_and_grad(logits, scoring.at(t), self.target)
+        else:
+            return None, logits, new_state
+        one_step(x[:, t], state, new_state, grad_logits, self.update.grads())
+        self._apply_update()
+        return loss, logits, new_state
 
     def end_epoch(self) -> None:
         self.prior.end_epoch()
@@ -257,7 +307,6 @@ class FPTT(Rule):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        # in-place updates above need tensors of our own, never views into the loaded dict
-        self.running_mean = {k: v.clone() for k, v in state["running_mean"].items()}
-        self.memory = {k: v.clone() for k, v in state["memory"].items()}
+        # copied into the update's buffers: never views into the loaded dict
+        self.update.load(state["running_mean"], state["memory"])
         self.prior.load_state_dict(state["prior"])

@@ -1,0 +1,211 @@
+"""One step's loss gradient of the recurrent LIF network from a detached state, without autograd.
+
+Per-step FPTT detaches the state before every step, so a step's loss depends on the weights only
+through that step's products (:class:`~neurofptt.models.spiking.SpikingRNN`)::
+
+    I = W_in x + W_rec z_prev,   v = beta v_prev + I - reset,   z = H(v - theta)
+    o = beta_out o_prev + W_out z
+
+and its gradient is one outer product per weight matrix::
+
+    g_o = dl/do,   g_v = (g_o W_out) * sigma'(v - theta)
+    dl/dW_out = g_o^T z,   dl/dW_in = g_v^T x,   dl/dW_rec = g_v^T z_prev
+
+where ``sigma'`` is the model's own surrogate derivative.  Computing these few products directly
+costs a fraction of what recording the step's graph and running the autograd engine over it costs,
+and it needs nothing the forward step does not already return: the membrane ``v`` and the spikes
+``z`` are the new state, ``z_prev`` the old one.
+
+The numbers are autograd's, bit for bit, in float32 and float64: every product is the call
+autograd makes (``g^T @ input``), ``dl/do`` comes from the loss's own backward kernels
+(:class:`AuxiliaryLoss`, :func:`step_loss_and_grad`), and the surrogate derivative is the
+snntorch function's own ``backward``.  snntorch's surrogates emit float32 spikes, so autograd
+rounds the gradient that reaches a spike to float32 even in a float64 model; this does the same
+(:data:`SPIKE_DTYPE`).
+
+:meth:`LIFStepGradient.for_model` says where the form applies: the single-layer LIF network with
+one of snntorch's surrogates and its plain or fake-quantized weights (the quantizer's gradient
+is straight-through).  Every other model (ALIF, stacks, gated RNNs, a surrogate of one's own)
+and chunks of several steps keep the autograd path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from snntorch import surrogate
+from torch.nn.utils import parametrize
+
+from neurofptt.learning.objectives import NO_TARGET
+from neurofptt.models.base import RecurrentModel, State
+from neurofptt.models.spiking import LeakyReadout, RecurrentLIF, SpikingRNN
+from neurofptt.quant.fake import FakeQuantize
+
+#: dtype of snntorch's spikes (``(u > 0).float()``), hence of the gradient that reaches them
+SPIKE_DTYPE = torch.float32
+
+#: snntorch's surrogate factories (:data:`~neurofptt.models.spiking.SURROGATES` makes its spike
+#: functions with them): each one's autograd function, and the name of the slope in the
+#: factory's closure and in the function's ``backward``
+SURROGATE_FACTORIES: dict[Callable, tuple[type[torch.autograd.Function], str]] = {
+    surrogate.fast_sigmoid: (surrogate.FastSigmoid, "slope"),
+    surrogate.atan: (surrogate.ATan, "alpha"),
+    surrogate.sigmoid: (surrogate.Sigmoid, "slope"),
+}
+
+#: ``reduction="mean"`` in the loss kernels' integer encoding
+_MEAN = 1
+
+
+def surrogate_backward(spike_fn: Callable) -> tuple[Callable, dict[str, float]] | None:
+    """The snntorch ``backward`` and slope behind a spike function made by one of snntorch's
+    factories (recognised by the factory's code, the slope read from its closure); ``None`` for
+    any other function, e.g. a surrogate of one's own, whose derivative only autograd knows."""
+    code = getattr(spike_fn, "__code__", None)
+    for factory, (function, slope_name) in SURROGATE_FACTORIES.items():
+        if code is factory().__code__:
+            cells = [cell.cell_contents for cell in spike_fn.__closure__ or ()]
+            return function.backward, {
+                slope_name: dict(zip(code.co_freevars, cells, strict=True))[slope_name]
+            }
+    return None
+
+
+def _cross_entropy_grad(
+    log_probs: torch.Tensor, y: torch.Tensor, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``F.cross_entropy`` with hard labels from its log-softmax, and its gradient."""
+    loss, total_weight = torch.ops.aten.nll_loss_forward(log_probs, y, None, _MEAN, ignore_index)
+    seed = torch.ones((), dtype=log_probs.dtype)
+    grad = torch.ops.aten.nll_loss_backward(
+        seed, log_probs, y, None, _MEAN, ignore_index, total_weight
+    )
+    return loss, grad
+
+
+class AuxiliaryLoss:
+    """:func:`~neurofptt.learning.losses.auxiliary_loss` of one batch and its gradient with
+    respect to the logits, as autograd would give them.
+
+    The one-hot labels and the class-table rows ``Q[y]`` are the same at every step of a batch,
+    so they are formed once, here; each step only mixes them with its label weight ``beta_t``.
+    """
+
+    def __init__(
+        self, y: torch.Tensor, prior: torch.Tensor, n_classes: int, dtype: torch.dtype
+    ) -> None:
+        self.y = y
+        self.onehot = F.one_hot(y, n_classes).to(dtype)
+        self.prior_rows = prior[y].to(dtype)
+
+    def __call__(self, logits: torch.Tensor, beta_t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss at label weight ``beta_t`` and its gradient: a soft-target cross-entropy,
+        whose gradient with respect to the log-probabilities is ``target * (-1 / B)``, or plain
+        cross-entropy at ``beta_t = 1``."""
+        log_probs = torch.log_softmax(logits, dim=1)
+        if beta_t >= 1.0:
+            loss, grad_log_probs = _cross_entropy_grad(log_probs, self.y, -100)
+        else:
+            mixed = beta_t * self.onehot + (1.0 - beta_t) * self.prior_rows
+            loss = -(log_probs * mixed).sum() / logits.shape[0]
+            grad_log_probs = mixed * (-1.0 / logits.shape[0])
+        grad = torch._log_softmax_backward_data(grad_log_probs, log_probs, 1, logits.dtype)
+        return loss, grad
+
+
+def step_loss_and_grad(
+    output: torch.Tensor, y_t: torch.Tensor, target: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`~neurofptt.learning.objectives.step_loss` for per-step targets (cross-entropy over
+    the samples with a label, or mean squared error) and its gradient with respect to
+    ``output``, by the backward kernels autograd calls for these losses."""
+    if target == "regression":
+        seed = torch.ones((), dtype=output.dtype)
+        return F.mse_loss(output, y_t), torch.ops.aten.mse_loss_backward(seed, output, y_t, _MEAN)
+    log_probs = torch.log_softmax(output, dim=1)
+    loss, grad_log_probs = _cross_entropy_grad(log_probs, y_t, NO_TARGET)
+    return loss, torch._log_softmax_backward_data(grad_log_probs, log_probs, 1, output.dtype)
+
+
+def _trainable_weight(layer: torch.nn.Linear) -> torch.nn.Parameter | None:
+    """The parameter the optimizer updates for a linear map's weight: the weight itself, or the
+    float shadow of a fake-quantized one (``None`` for any other parametrization)."""
+    if not parametrize.is_parametrized(layer, "weight"):
+        return layer.weight
+    chain = layer.parametrizations.weight
+    if not all(isinstance(p, FakeQuantize) for p in chain):
+        return None
+    return chain.original
+
+
+class LIFStepGradient:
+    """The local one-step gradient of a :class:`~neurofptt.models.spiking.SpikingRNN`."""
+
+    def __init__(
+        self, model: SpikingRNN, source: list[int], backward: Callable, slope: dict[str, float]
+    ) -> None:
+        self.model = model
+        self.source = source  # for each of the caller's parameters: 0 W_in, 1 W_rec, 2 W_out
+        self._surrogate_backward = backward
+        self._surrogate_args = slope
+
+    @classmethod
+    def for_model(
+        cls, model: RecurrentModel, params: list[torch.nn.Parameter]
+    ) -> LIFStepGradient | None:
+        """The local form for ``model`` if it applies (see the module docstring), else ``None``.
+
+        ``params`` are the trainable parameters in the order the caller keeps their gradients;
+        they must be exactly the three weight matrices.
+        """
+        if not (
+            type(model) is SpikingRNN
+            and type(model.rec) is RecurrentLIF
+            and type(model.readout) is LeakyReadout
+        ):
+            return None
+        lif = model.rec.lif
+        spike = surrogate_backward(lif.spike_grad)
+        if spike is None or lif.inhibition or lif.state_quant or not lif.reset_delay:
+            return None
+        weights = [
+            _trainable_weight(layer)
+            for layer in (model.rec.fc_in, model.rec.fc_rec, model.readout.fc_out)
+        ]
+        ids = [id(w) for w in weights]
+        if any(w is None for w in weights) or sorted(ids) != sorted(id(p) for p in params):
+            return None
+        return cls(model, [ids.index(id(p)) for p in params], *spike)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's logits."""
+        return self.model.readout.fc_out.weight.dtype
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        state: State,
+        new_state: State,
+        grad_logits: torch.Tensor,
+        out: list[torch.Tensor],
+    ) -> None:
+        """Write into ``out`` (the caller's parameter order) the gradients of a loss whose
+        gradient with respect to the step's logits is ``grad_logits``; the step went from
+        ``state`` to ``new_state`` on input ``x``.  Writing into kept buffers spares the
+        allocation of a weight-sized tensor per matrix and step."""
+        rec, readout = self.model.rec, self.model.readout
+        v, z = new_state[0], new_state[1]
+        z_prev = state[1]
+        # the weight the forward used (a fake-quantized one is quantized): its transpose carries
+        # the gradient back to the spikes
+        grad_z = grad_logits.mm(readout.fc_out.weight).to(SPIKE_DTYPE)
+        ctx = SimpleNamespace(saved_tensors=(v - rec.lif.threshold,), **self._surrogate_args)
+        grad_v, _ = self._surrogate_backward(ctx, grad_z)
+        factors = ((grad_v, x), (grad_v, z_prev), (grad_logits, z))
+        for source, buffer in zip(self.source, out, strict=True):
+            grad_out, inputs = factors[source]
+            torch.mm(grad_out.t(), inputs, out=buffer)

@@ -53,6 +53,9 @@ from neurofptt.hdl.board.build import BOARDS, build_board
 from neurofptt.hdl.board.protocol import DEFAULT_BAUD
 from neurofptt.hdl.synth import FAMILIES
 from neurofptt.io import write_json
+from neurofptt.learning.distributed import is_main
+from neurofptt.learning.distributed import start as start_processes
+from neurofptt.learning.distributed import stop as stop_processes
 from neurofptt.learning.registry import MODELS, RULES
 from neurofptt.learning.threads import choose_threads, set_threads, step_work
 from neurofptt.onchip import fan_in_spreads, random_network
@@ -214,8 +217,18 @@ def _add_flow_parser(sub: _Subcommands) -> None:
         default=None,
         help="the on-chip learning flow instead: float vs golden learning, RTL checked weights",
     )
+    _add_tune(p, "--learning")
     _add_threads(p)
     _add_run_control(p, "continue training from the checkpoint")
+
+
+def _add_tune(p: argparse.ArgumentParser, goes_with: str) -> None:
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help=f"with {goes_with}: learn the first epochs at error shifts around the one derived "
+        "from the task, in parallel, and go on from the best on the validation split",
+    )
 
 
 def _add_train_parser(sub: _Subcommands) -> None:
@@ -256,6 +269,7 @@ def _add_train_parser(sub: _Subcommands) -> None:
         help="golden engine: start from this quantized.npz (at the rate lowered by "
         "train.onchip_finetune_shift, plus alpha_shift - 1 for fptt)",
     )
+    _add_tune(p, "--engine golden")
     p.add_argument(
         "--val-fraction",
         type=fraction,
@@ -612,19 +626,30 @@ def run(args: argparse.Namespace) -> object:
         )
     if args.command in ("flow", "train"):
         work = step_work(cfg.train.batch_size, cfg.hardware.n_rec)
-        set_threads(choose_threads(args.threads, work=work))
+        set_threads(choose_threads(args.threads, workers=launched_processes(), work=work))
     if args.command == "flow":
+        if args.tune and args.learning is None:
+            raise ConfigError("--tune goes with --learning (it tunes on-chip learning)")
         if args.learning is not None:
-            metrics = run_learning_flow(cfg, out, args.learning, progress=not args.no_progress)
+            metrics = run_learning_flow(
+                cfg, out, args.learning, tune=args.tune, progress=not args.no_progress
+            )
             return {k: v for k, v in metrics.items() if k != "onchip_history"}
         return run_flow(cfg, out, progress=not args.no_progress, resume=args.resume)
     if args.command == "train":
         if args.val_fraction is not None:
             flow_settings = dataclasses.replace(cfg.flow, val_fraction=args.val_fraction)
             cfg = dataclasses.replace(cfg, flow=flow_settings)
+        if args.tune and args.engine != "golden":
+            raise ConfigError("--tune goes with --engine golden (it tunes on-chip learning)")
         if args.engine == "golden":
             record = stage_train_onchip(
-                cfg, out, args.rule or "fptt", init=args.init, progress=not args.no_progress
+                cfg,
+                out,
+                args.rule or "fptt",
+                init=args.init,
+                tune=args.tune,
+                progress=not args.no_progress,
             )
             return {k: v for k, v in record.items() if k != "history"}
         cfg = cfg.override(rule=args.rule, model=args.model)
@@ -833,6 +858,30 @@ def run_bench_threads(args: argparse.Namespace) -> dict:
     return result
 
 
+def launched_processes() -> int:
+    """The processes ``torchrun`` started on this machine for the run (1 without it)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+
+
+@contextlib.contextmanager
+def data_parallel(args: argparse.Namespace) -> Iterator[None]:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1) join the process group for the command and leave
+    it afterwards (:mod:`neurofptt.learning.distributed`); only float training runs there."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield
+        return
+    if args.command != "train" or args.engine != "float":
+        raise ConfigError(
+            "torchrun runs `neurofptt train` with the float engine; run other commands in one "
+            "process"
+        )
+    start_processes()
+    try:
+        yield
+    finally:
+        stop_processes()
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block SIGTERM (``kill``, a job scheduler's stop) raises
@@ -891,7 +940,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version or a usage error, which argparse has printed
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), data_parallel(args):
             result = run(args)
     except KeyboardInterrupt:
         hint = "; resume with --resume" if resumable(args) else ""
@@ -912,6 +961,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_BUG
+    if not is_main():  # the ranks of a data-parallel run hold the same result: one prints it
+        return 0
     return print_result(result)
 
 

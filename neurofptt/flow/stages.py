@@ -23,6 +23,7 @@ from neurofptt.hdl import cycles_per_update, generate_verilog
 from neurofptt.hdl.cost import learning_cycles_per_update
 from neurofptt.hdl.synth import fpga_tools_available, synthesize
 from neurofptt.io import write_json
+from neurofptt.learning.distributed import is_main, world_size
 from neurofptt.learning.objectives import readout_accuracy
 from neurofptt.learning.registry import build_model as registry_build_model
 from neurofptt.learning.trainer import (
@@ -121,7 +122,8 @@ def stage_train(
     ``test_accuracy`` (the picked epoch's, scored once) and ``float_accuracy`` (the same number,
     under the name the sweeps and reports read), ``train_samples``, ``val_samples``,
     ``val_split``, ``val_fraction``, ``seconds``, ``threads`` (torch's thread count, set by the
-    caller: :mod:`neurofptt.learning.threads`) and ``checkpoint``.
+    caller: :mod:`neurofptt.learning.threads`), ``processes`` (the data-parallel ranks,
+    :mod:`neurofptt.learning.distributed`; only rank 0 writes) and ``checkpoint``.
     """
     out.mkdir(parents=True, exist_ok=True)
     task = load_flow_task(cfg)
@@ -146,9 +148,11 @@ def stage_train(
         "val_fraction": cfg.flow.val_fraction,
         "seconds": time.perf_counter() - start,
         "threads": torch.get_num_threads(),  # what the seconds were measured with
+        "processes": world_size(),  # data-parallel ranks (torchrun), each with those threads
         "checkpoint": str(out / CHECKPOINT),
     }
-    write_json(out / "train.json", record)
+    if is_main():
+        write_json(out / "train.json", record)
     return record
 
 

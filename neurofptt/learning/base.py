@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from neurofptt.io import check_field_types
+from neurofptt.learning.distributed import combine_gradients
 from neurofptt.learning.objectives import check_target
 from neurofptt.models.base import RecurrentModel, check_sequence
 from neurofptt.tasks.base import check_targets
@@ -117,10 +118,20 @@ class Rule:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         del state
 
-    def _clip_and_step(self) -> None:
+    def _clip_and_step(self, units: float = 1.0, scored: float = 1.0) -> bool:
+        """Clip the gradients and take the optimizer's step, if the batch scored anything.
+
+        ``units`` are the units the loss averaged over and ``scored`` those of this update
+        (the same, except for e-prop's updates at single steps); in a data-parallel run the
+        gradients are first combined into the whole batch's
+        (:func:`~neurofptt.learning.distributed.combine_gradients`), so every rank steps alike.
+        Returns whether a step was taken (``scored`` over all ranks > 0)."""
+        if not combine_gradients(self.trainable().values(), units, scored):
+            return False
         if self.clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
         self.optimizer.step()
+        return True
 
     def trainable(self) -> dict[str, torch.nn.Parameter]:
         return {n: p for n, p in self.model.named_parameters() if p.requires_grad}

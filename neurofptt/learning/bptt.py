@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from neurofptt.learning.base import BatchResult, Rule, RuleOptions
-from neurofptt.learning.objectives import loss_scoring, pooled_mean, step_loss
+from neurofptt.learning.objectives import loss_scoring, pooled_mean, scored_units, step_loss
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,12 @@ class BPTT(Rule):
         outputs, _ = self.model(x)
         logits = outputs[:, -1]
         loss = self.sequence_loss(outputs, y)
-        if loss is None:  # nothing to learn from: no step, as T-BPTT skips a chunk without loss
-            return BatchResult(loss=0.0, logits=logits.detach())
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self._clip_and_step()
-        return BatchResult(loss=float(loss.detach()), logits=logits.detach())
+        if loss is not None:
+            loss.backward()
+        # a batch without a target makes no step (as T-BPTT skips a chunk without loss)
+        units = scored_units(y, self.target, "all", outputs.shape[1])
+        self._clip_and_step(units, units)
+        return BatchResult(
+            loss=0.0 if loss is None else float(loss.detach()), logits=logits.detach()
+        )

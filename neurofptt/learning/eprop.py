@@ -95,10 +95,11 @@ import torch
 
 from neurofptt.errors import ConfigError
 from neurofptt.learning.base import BatchResult, Rule, RuleOptions
+from neurofptt.learning.distributed import world_size
 from neurofptt.learning.objectives import (
     check_loss_steps_for,
-    has_target,
     loss_scoring,
+    scored_units,
     step_loss_and_grad,
     uniform_weights,
 )
@@ -592,11 +593,13 @@ class EProp(Rule):
                 self.tracer.n_hidden, model.n_out, feedback_seed, dtype=w.dtype, device=w.device
             )
 
-    def _apply(self, grads: dict[str, torch.Tensor]) -> None:
+    def _apply(self, grads: dict[str, torch.Tensor], units: float, scored: float) -> None:
+        """Set the hand-made gradients and step (:meth:`Rule._clip_and_step`: ``units`` the
+        loss averaged over, ``scored`` what this update scores)."""
         self.optimizer.zero_grad(set_to_none=True)
         for name, p in self.trainable().items():
             p.grad = grads[forward_name(name)].to(p.dtype)
-        self._clip_and_step()
+        self._clip_and_step(units, scored)
 
     def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> BatchResult:
         self.model.train()
@@ -611,8 +614,9 @@ class EProp(Rule):
                 self.target_rate,
                 self.target,
             )
-            if self.reg_rate > 0 or has_target(y, self.target):
-                self._apply(grads)
+            units = scored_units(y, self.target, self.loss_steps, x.shape[1])
+            # the rate regulariser alone is a reason to step, even without a target
+            self._apply(grads, units or len(y), units + (self.reg_rate > 0))
             return BatchResult(loss=loss, logits=logits.detach())
         self.check_batch(x, y)
         batch, steps = x.shape[0], x.shape[1]
@@ -620,11 +624,13 @@ class EProp(Rule):
         scoring = loss_scoring(y, self.target, self.loss_steps, steps)
         weights = scoring.weights
         regularise = self.reg_rate > 0
+        units = sum(scoring.counts) or batch
+        parallel = world_size() > 1  # every rank takes part in every step's combination
         state = self.tracer.start(batch, track_rate=regularise)
         loss = 0.0
         for t in range(steps):
             logits, state = self.tracer.step(x[:, t], state)
-            if weights[t] == 0 and not regularise:
+            if weights[t] == 0 and not regularise and not parallel:
                 continue
             grads = self.tracer.zero_gradients()
             if weights[t] > 0:
@@ -636,7 +642,7 @@ class EProp(Rule):
                 self.tracer.add_rate_gradients(
                     grads, self.reg_rate, self.target_rate, steps, step_only=True
                 )
-            self._apply(grads)
+            self._apply(grads, units, scoring.counts[t] + regularise)
         return BatchResult(loss=loss, logits=logits.detach())
 
     def state_dict(self) -> dict[str, Any]:

@@ -183,6 +183,14 @@ def loss_scoring(y: torch.Tensor, target: str, loss_steps: str | int, steps: int
     return Scoring(torch.where(scored, y, NO_TARGET), counts, weights, target)
 
 
+def scored_units(y: torch.Tensor, target: str, loss_steps: str | int, steps: int) -> int:
+    """The units a batch's loss averages over: its samples, or for per-step labels the
+    (sample, step) pairs :func:`loss_scoring` scores."""
+    if target != "label_per_step":
+        return int(y.shape[0])
+    return sum(loss_scoring(y, target, loss_steps, steps).counts)
+
+
 def pooled_mean(
     losses: Sequence[torch.Tensor | None], counts: Sequence[int]
 ) -> torch.Tensor | None:

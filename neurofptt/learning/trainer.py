@@ -29,6 +29,7 @@ from neurofptt.io import (
 )
 from neurofptt.learning.base import Rule, RuleOptions
 from neurofptt.learning.bptt import BPTTOptions
+from neurofptt.learning.distributed import barrier, check_rule, is_main, shard, sum_over_ranks
 from neurofptt.learning.eprop import EPropOptions
 from neurofptt.learning.fobptt import FOBPTTOptions
 from neurofptt.learning.fpp import FPPOptions
@@ -188,10 +189,13 @@ def evaluate(
     """
     model.eval()
     total, units = 0.0, 0
-    for start in range(0, len(data), batch_size):
-        outputs, _ = model(data.x[start : start + batch_size])
-        part, n = metric_sum(outputs, data.y[start : start + batch_size], target)
+    mine, counted = shard(torch.arange(len(data)))  # data-parallel: each rank scores a share
+    for start in range(0, len(mine) if counted else 0, batch_size):
+        idx = mine[start : start + batch_size]
+        outputs, _ = model(data.x[idx])
+        part, n = metric_sum(outputs, data.y[idx], target)
         total, units = total + part, units + n
+    total, units = sum_over_ranks(total, units)
     return total / units if units else math.nan
 
 
@@ -481,7 +485,7 @@ class _FitRun:
         )
         loss_sum, correct = 0.0, 0
         for start in bar:
-            idx = order[start : start + cfg.batch_size]
+            idx, counted = shard(order[start : start + cfg.batch_size])  # one process: all
             x, y = task.train.x[idx], task.train.y[idx]
             result = rule.train_batch(x, y)
             if not math.isfinite(result.loss):
@@ -489,11 +493,13 @@ class _FitRun:
                     f"training diverged (loss {result.loss}) in epoch {epoch + 1}; "
                     "lower train.lr or raise train.clip"
                 )
-            loss_sum += result.loss * len(idx)
-            if task.target == "label":  # label tasks: the last step's output is the prediction
-                correct += int((result.logits.argmax(-1) == y).sum())
+            if counted:
+                loss_sum += result.loss * len(idx)
+                if task.target == "label":  # the last step's output is the prediction
+                    correct += int((result.logits.argmax(-1) == y).sum())
             bar.set_postfix(loss=f"{result.loss:.3f}")
         rule.end_epoch()
+        loss_sum, correct = sum_over_ranks(loss_sum, correct)
         record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / n}
         if task.target == "label":
             record["train_accuracy"] = correct / n
@@ -521,6 +527,8 @@ class _FitRun:
         that a script following the log only ever sees epochs the checkpoint holds."""
         self.state.history.append(record)
         self.state.epoch = record["epoch"]
+        if not is_main():  # one writer: the ranks hold the same state
+            return
         save_checkpoint(
             self.checkpoint,
             self.model,
@@ -607,6 +615,7 @@ def fit(
     checkpoint's records, so it never repeats an epoch.
     """
     _check_task(model, task)
+    check_rule(cfg.rule)
     val_split = "task" if task.val is not None else "held out" if val_fraction else "none"
     task = with_validation(task, val_fraction, cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -619,15 +628,17 @@ def fit(
         checkpoint=Path(checkpoint),
         meta=dict(meta or {}, train=cfg.to_dict()),
         val_split=val_split,
-        progress=progress,
+        progress=progress and is_main(),
     )
     if val_fraction:
         run.meta["val_fraction"] = val_fraction
     if resume and run.checkpoint.is_file():
         run.resume()
-    write_jsonl(run.log, run.state.history)
+    if is_main():
+        write_jsonl(run.log, run.state.history)
     for epoch in range(run.state.epoch, cfg.epochs):
         record = run.train_epoch(epoch)
         run.score(epoch, record)
         run.finish_epoch(record)
+    barrier()  # the last checkpoint is on disk before any rank returns
     return run.outcome()

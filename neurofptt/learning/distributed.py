@@ -1,0 +1,127 @@
+"""Data-parallel training across processes: ``torchrun --nproc-per-node=N -m neurofptt train``.
+
+Every process (rank) builds the same model from the same seed, draws the same order of samples
+and takes its share of every batch (:func:`shard`).  The rules' updates stay what they are on
+one process over the whole batch, because each update's gradient is combined over the ranks
+before anything uses it (:func:`combine_gradients`):
+
+* a rule's loss is a mean over the units it scores (samples, or the labelled (sample, step)
+  pairs of per-step labels), so its gradient on a shard is ``g_r = S_r / c_r`` with ``S_r`` the
+  shard's summed gradient and ``c_r`` its units; the whole batch's gradient is
+  ``sum_r S_r / sum_r c_r = sum_r c_r g_r / sum_r c_r``, one all-reduce of ``c_r g_r`` and
+  ``c_r`` together;
+* an update happens where the whole batch has something to score (``sum_r scored_r > 0``), so
+  every rank takes the same decision even when its own shard has no target at that step.
+
+The gradient is thus identical on every rank, and so are the optimizer's state, FPTT's running
+mean and dual variable, and the weights: no broadcast is ever needed.  Hand-made gradients
+(e-prop) are combined the same way as autograd's, which is why the rules call this module
+instead of wrapping the model in ``DistributedDataParallel`` (whose hooks fire only through the
+wrapper's ``forward`` and ``backward``).  The backend is gloo on CPU and NCCL on CUDA.
+
+Without ``torchrun`` (no ``WORLD_SIZE`` in the environment, or 1) nothing here communicates and
+every function is the identity of one process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import torch
+import torch.distributed as dist
+
+from neurofptt.errors import ConfigError
+
+#: the rules whose updates :func:`combine_gradients` makes identical to one process's
+PARALLEL_RULES = ("bptt", "eprop", "fptt")
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    """Whether this process writes the files (checkpoints, logs, records): rank 0."""
+    return rank() == 0
+
+
+def start(device: torch.device | None = None) -> bool:
+    """Join the process group ``torchrun`` describes in the environment (``WORLD_SIZE``,
+    ``RANK``, ``MASTER_ADDR``...); returns whether training is data-parallel.  A run started
+    without ``torchrun`` returns ``False`` and communicates with no one."""
+    if dist.is_initialized():
+        return world_size() > 1
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    cuda = device is not None and device.type == "cuda"
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return True
+
+
+def stop() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def check_rule(rule: str) -> None:
+    """Refuse a rule whose updates this module does not make identical across ranks."""
+    if world_size() > 1 and rule not in PARALLEL_RULES:
+        raise ConfigError(
+            f"data-parallel training (torchrun) supports the rules {PARALLEL_RULES}; "
+            f"{rule!r} runs in one process"
+        )
+
+
+def shard(indices: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """This rank's share of a batch's sample indices, every ``world_size``-th from its rank,
+    and whether what it scores counts in sums over the ranks.  A batch with fewer samples than
+    ranks goes whole to every rank (a rank cannot step on nothing while the others step): they
+    compute the same update, and only rank 0's figures count."""
+    size = world_size()
+    if len(indices) < size:
+        return indices, is_main()
+    return indices[rank() :: size], True
+
+
+def combine_gradients(params: Iterable[torch.nn.Parameter], units: float, scored: float) -> bool:
+    """Turn each parameter's ``.grad`` (this shard's mean over its ``units``) into the whole
+    batch's mean, and return whether the whole batch scored anything (``scored`` summed over the
+    ranks, > 0); the caller updates only then.  A parameter without ``.grad`` counts as zero.
+
+    One process: nothing to combine, only ``scored > 0`` is returned."""
+    if world_size() == 1:
+        return scored > 0
+    params = list(params)
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads]) * units
+    header = flat.new_tensor([units, scored])
+    buffer = torch.cat([header, flat])
+    dist.all_reduce(buffer)
+    total_units, total_scored = float(buffer[0]), float(buffer[1])
+    if total_scored <= 0:
+        return False
+    flat = buffer[2:] / total_units
+    offset = 0
+    for p, g in zip(params, grads, strict=True):
+        p.grad = flat[offset : offset + g.numel()].view_as(g).to(p.dtype)
+        offset += g.numel()
+    return True
+
+
+def sum_over_ranks(*values: float) -> tuple[float, ...]:
+    """``values`` summed over the ranks (losses, correct counts, scored units), float64."""
+    if world_size() == 1:
+        return tuple(float(v) for v in values)
+    buffer = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(buffer)
+    return tuple(float(v) for v in buffer)
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()

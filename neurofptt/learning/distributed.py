@@ -34,7 +34,7 @@ import torch.distributed as dist
 from neurofptt.errors import ConfigError
 
 #: the rules whose updates :func:`combine_gradients` makes identical to one process's
-PARALLEL_RULES = ("bptt", "eprop", "fptt")
+PARALLEL_RULES = ("bptt", "eprop")
 
 
 def world_size() -> int:

@@ -88,29 +88,39 @@ def shard(indices: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return indices[rank() :: size], True
 
 
-def combine_gradients(params: Iterable[torch.nn.Parameter], units: float, scored: float) -> bool:
-    """Turn each parameter's ``.grad`` (this shard's mean over its ``units``) into the whole
-    batch's mean, and return whether the whole batch scored anything (``scored`` summed over the
-    ranks, > 0); the caller updates only then.  A parameter without ``.grad`` counts as zero.
-
-    One process: nothing to combine, only ``scored > 0`` is returned."""
+def combine(grads: list[torch.Tensor], units: float, scored: float) -> bool:
+    """Turn ``grads`` (this shard's mean over its ``units``), in place, into the whole batch's
+    mean, and return whether the whole batch scored anything (``scored`` summed over the ranks,
+    > 0); the caller updates only then.  One process: nothing to combine, ``scored > 0``."""
     if world_size() == 1:
         return scored > 0
-    params = list(params)
-    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads]) * units
-    header = flat.new_tensor([units, scored])
-    buffer = torch.cat([header, flat])
+    buffer = torch.cat([flat.new_tensor([units, scored]), flat])
     dist.all_reduce(buffer)
     total_units, total_scored = float(buffer[0]), float(buffer[1])
     if total_scored <= 0:
         return False
-    flat = buffer[2:] / total_units
-    offset = 0
-    for p, g in zip(params, grads, strict=True):
-        p.grad = flat[offset : offset + g.numel()].view_as(g).to(p.dtype)
+    offset = 2
+    for g in grads:
+        g.copy_(buffer[offset : offset + g.numel()].view_as(g) / total_units)
         offset += g.numel()
     return True
+
+
+def combine_gradients(params: Iterable[torch.nn.Parameter], units: float, scored: float) -> bool:
+    """:func:`combine` of the parameters' ``.grad`` (a missing one is a zero gradient)."""
+    params = list(params)
+    if world_size() > 1:
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+    return combine([p.grad for p in params], units, scored)
+
+
+def sum_in_place(*tensors: torch.Tensor) -> None:
+    """Each tensor summed over the ranks, in place (statistics gathered on each shard)."""
+    for t in tensors if world_size() > 1 else ():
+        dist.all_reduce(t)
 
 
 def sum_over_ranks(*values: float) -> tuple[float, ...]:

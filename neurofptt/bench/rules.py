@@ -1,11 +1,14 @@
 """Memory and time of the learning rules against the sequence length.
 
 Each (rule, T) point runs in a fresh Python process, so one run's memory high-water mark cannot
-leak into the next.  Inside that process the data, the model and the rule are built and one warm-up
-batch is trained on a short sequence; then the process's peak resident memory is read
+leak into the next.  Inside that process the data, the model and the rule are built and one
+warm-up batch is trained on a short sequence; then the process's peak resident memory is read
 (``ru_maxrss``), one batch of length ``T`` is trained, and the growth of the peak is reported as
 ``peak_bytes``: the extra memory the training of that batch needed on top of everything that was
 already resident.  ``seconds_per_seq`` is the wall time of that batch divided by the batch size.
+The rules take turns at each length (every rule at the first ``T``, then every rule at the
+next), so that the ratios between rules at one length come from runs made close together in
+time, under the same load of a shared machine.
 
 Every point trains with one torch thread (recorded as ``threads``), whatever the machine: the
 comparison is between rules, and one thread keeps it free of how each rule's operations happen to
@@ -145,11 +148,13 @@ def bench_rules(
     for rule in rules:
         if rule not in EXTERNAL_RULES:
             check_combination(rule, model_name)
-    return [
+    # the rules take turns at each length (module docstring); the records go rule by rule
+    records = [
         run_isolated(rule, model_name, steps, batch, hidden, n_in)
-        for rule in rules
         for steps in lengths
+        for rule in rules
     ]
+    return sorted(records, key=lambda r: rules.index(r["rule"]))
 
 
 def _main() -> None:

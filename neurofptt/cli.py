@@ -373,6 +373,8 @@ def _add_synth_parser(sub: _Subcommands) -> None:
     p.add_argument("--top", default=None, help="top module (default the generated core)")
     add_choice(p, "--family", FAMILIES, "FPGA family", default="ecp5", help="FPGA family")
     p.add_argument("--pnr", action="store_true", help="also place and route (Fmax)")
+    p.add_argument("--device", default=None, help="part (ecp5: 25k, 85k, ...; default 25k/up5k)")
+    p.add_argument("--freq", type=float, default=50.0, help="clock target of place and route (MHz)")
 
 
 def _add_build_parser(sub: _Subcommands) -> None:
@@ -682,7 +684,14 @@ def run(args: argparse.Namespace) -> object:
         return record
     if args.command == "synth":
         record = flow.stage_synth(
-            out, args.verilog, args.top or flow.CORE_NAME, args.family, args.pnr, required=True
+            out,
+            args.verilog,
+            args.top or flow.CORE_NAME,
+            args.family,
+            args.pnr,
+            device=args.device,
+            freq_mhz=args.freq,
+            required=True,
         )
         print(record["fpga"]["summary"], file=sys.stderr)
         return record

@@ -13,7 +13,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
-from neurofptt.hdl.layouts import RowOp
+from neurofptt.hdl.layouts import UPDATE_WRITE, RowOp
 from neurofptt.hdl.neuron import NeuronRows, NeuronUpdate
 from neurofptt.hdl.ports import EventKind, event_layout
 from neurofptt.hdl.readout import ReadoutRows
@@ -24,6 +24,9 @@ from neurofptt.quant import HardwareConfig, QuantizedNetwork
 from neurofptt.quant.config import lane_rows
 from neurofptt.quant.golden import GoldenState, golden_step
 from neurofptt.verify.streams import pack
+
+#: cycles from a row entering NeuronUpdate (stage 2) to its leaving (stage UPDATE_WRITE)
+UPDATE_LATENCY = UPDATE_WRITE - 2
 
 CONFIGS = [
     HardwareConfig(
@@ -114,6 +117,7 @@ def test_neuron_update_matches_golden_step(case) -> None:
     got_z = np.zeros((batch, rows * lanes), bool)
 
     async def bench(ctx):
+        items = []  # (b, r, lanes in, z_prev) of every row, then the pipeline's drain
         for b in range(batch):
             # padding lanes: a membrane above the threshold must still not spike
             acc, v = rows_of(current[b], lanes), rows_of(state.v[b], lanes, fill=hi)
@@ -123,18 +127,25 @@ def test_neuron_update_matches_golden_step(case) -> None:
                     {"acc": int(acc[r, ln]), "v": int(v[r, ln]), "z": int(z[r, ln])}
                     for ln in range(lanes)
                 ]
-                ctx.set(dut.row_in.valid, 1)
-                ctx.set(dut.row_in.p, {"row": r, "state": lanes_in})
-                await ctx.tick()
-                out = ctx.get(dut.row_out.p)
-                assert ctx.get(dut.row_out.valid) and out.row == r
-                assert out.z_prev == sum(int(z[r, ln]) << ln for ln in range(lanes))
-                for ln in range(lanes):
-                    got_v[b, r * lanes + ln] = out.v[ln]
-                    got_z[b, r * lanes + ln] = (out.z >> ln) & 1
-        ctx.set(dut.row_in.valid, 0)
-        await ctx.tick()
-        assert not ctx.get(dut.row_out.valid)
+                items.append((b, r, lanes_in, sum(int(z[r, ln]) << ln for ln in range(lanes))))
+        seen = []  # each cycle: (row_mid valid, row_out valid, row_out payload)
+        for item in items + [None] * UPDATE_LATENCY:
+            ctx.set(dut.row_in.valid, item is not None)
+            if item is not None:
+                ctx.set(dut.row_in.p, {"row": item[1], "state": item[2]})
+            _, _, mid, valid, out = await ctx.tick().sample(
+                dut.row_mid.valid, dut.row_out.valid, dut.row_out.p
+            )
+            seen.append((mid, valid, out))
+        # a row passes row_mid on the cycle after it entered and leaves on the next
+        n = len(items)
+        assert [mid for mid, _, _ in seen] == [0] + [1] * n + [0] * (UPDATE_LATENCY - 1)
+        assert [valid for _, valid, _ in seen] == [0] * UPDATE_LATENCY + [1] * n
+        for (b, r, _, z_prev), (_, _, out) in zip(items, seen[UPDATE_LATENCY:], strict=True):
+            assert out.row == r and out.z_prev == z_prev
+            for ln in range(lanes):
+                got_v[b, r * lanes + ln] = out.v[ln]
+                got_z[b, r * lanes + ln] = (out.z >> ln) & 1
 
     run(dut, bench)
     np.testing.assert_array_equal(got_v[:, : cfg.n_rec], golden.v)
@@ -159,7 +170,7 @@ def test_leak_extremes(reset: str) -> None:
             for v in values:
                 ctx.set(dut.row_in.valid, 1)
                 ctx.set(dut.row_in.p, {"row": 0, "state": [{"acc": 0, "v": v, "z": 0}]})
-                await ctx.tick()
+                await ctx.tick().repeat(UPDATE_LATENCY)
                 out.append(ctx.get(dut.row_out.p.v[0]))
 
         run(dut, bench)
@@ -190,10 +201,7 @@ async def issue_rows(ctx, dut: RowPipeline, schedule: list, updates: list) -> No
     """Issue ``schedule`` ``(op, row, words)`` one row per cycle (stage 0), with stage 1 and
     its weight words one cycle later, and collect the rows leaving ``UPDATE``."""
     stage1 = None
-    for item in [*schedule, None, None, None]:
-        op, row = (item[0], item[1]) if item else (RowOp.NONE, 0)
-        ctx.set(dut.neurons.read, row)
-        ctx.set(dut.readout.read, row)
+    for item in [*schedule, *[None] * UPDATE_WRITE]:
         for sink in (dut.neurons.op, dut.readout.op):
             ctx.set(sink.valid, stage1 is not None)
             ctx.set(sink.p, {"op": stage1[0], "row": stage1[1]} if stage1 else {"op": 0, "row": 0})
@@ -331,7 +339,8 @@ async def append_rows(ctx, dut: SpikeHarness, z: np.ndarray, lanes: int, *, star
 @pytest.mark.parametrize("lanes", [1, 2, 3, 4])
 def test_cursor_walks_the_spike_list_in_order(lanes: int) -> None:
     """The cursor gives the spiking neurons in ascending order, ``more`` until the last,
-    ``last`` with the last; a restart walks the list again."""
+    ``last`` with the last; its first spike is ``valid`` on the second cycle after a restart,
+    each next one on the cycle after a take; a restart walks the list again."""
     cfg = CONFIGS[1].replace(n_rec=11, lanes=lanes)
     rng = np.random.default_rng(lanes)
     dut = SpikeHarness(cfg)
@@ -349,14 +358,18 @@ def test_cursor_walks_the_spike_list_in_order(lanes: int) -> None:
                 ctx.set(walk.restart, 1)
                 await ctx.tick()
                 ctx.set(walk.restart, 0)
+                assert not ctx.get(walk.valid)
+                await ctx.tick()
                 seen = []
                 while ctx.get(walk.more):
+                    assert ctx.get(walk.valid)
                     seen.append((ctx.get(walk.index), ctx.get(walk.last)))
                     ctx.set(walk.take, 1)
                     await ctx.tick()
                     ctx.set(walk.take, 0)
                     if pace.random() < 0.3:  # the cursor holds its place between takes
                         await ctx.tick()
+                assert not ctx.get(walk.valid)
                 walked.append((z, seen))
 
     run(dut, bench)

@@ -303,11 +303,22 @@ def stage_verify(
     return record
 
 
-#: Training samples ``verify --learn`` learns on by default.  Every update is followed by a
-#: full read-back of the weights (a dump of every weight word, compared value by value), so the
-#: simulation costs about one dump per update; a few samples already exercise every weight
-#: word, the saturation of the updates and the learning state carried from sample to sample.
+#: Training samples ``verify --learn`` learns on by default, and the most the learning flow
+#: verifies under Icarus.  Every update is followed by a full read-back of the weights (a dump
+#: of every weight word), so the simulation costs about one dump per update; a few samples
+#: already exercise every weight word, the saturation of the updates and the learning state
+#: carried from sample to sample.
 LEARNING_VERIFY_SAMPLES = 8
+
+
+def learning_flow_samples(rtl_samples: int, simulator: str) -> int:
+    """The training samples the learning flow verifies in the RTL (0: all of them, a whole
+    epoch of updates) for ``flow.rtl_samples`` and ``flow.simulator``: under Verilator
+    ``rtl_samples`` itself, under Icarus, which simulates a learning run about 20 times slower,
+    at most :data:`LEARNING_VERIFY_SAMPLES` (``docs/performance.md`` has the times)."""
+    if simulator == "verilator":
+        return rtl_samples
+    return min(rtl_samples or LEARNING_VERIFY_SAMPLES, LEARNING_VERIFY_SAMPLES)
 
 
 def stage_verify_learning(
@@ -359,6 +370,10 @@ def stage_verify_learning(
             int(np.max(rtl.update_cycles)) if len(rtl.update_cycles) else None
         ),
         "learning_cycles_per_update_formula": learning_cycles_per_update(cfg),
+        "rtl_cycles": rtl.cycles,
+        # the two costs: the golden run and the simulator's build, and simulating the cycles
+        "rtl_build_seconds": round(rtl.build_seconds, 3),
+        "rtl_sim_seconds": round(rtl.sim_seconds, 3),
         "seconds": time.perf_counter() - start,
     }
     write_json(out / "verify_learning.json", record)
@@ -384,10 +399,13 @@ def stage_synth(
     family: str = "ecp5",
     pnr: bool = False,
     *,
+    device: str | None = None,
+    freq_mhz: float = 50.0,
     required: bool = False,
 ) -> dict:
-    """Synthesise the core for ``family`` (and place and route it with ``pnr``); writes
-    ``synth.json``.
+    """Synthesise the core for ``family``'s ``device`` (default the family's default part),
+    and place and route it with ``pnr`` for a ``freq_mhz`` clock (an hour at most: a
+    256-neuron learning core on the ECP5-85k takes tens of minutes); writes ``synth.json``.
 
     Without the FPGA tools the record says why (``fpga`` is ``None``): the flow goes on without
     synthesis.  With ``required`` (an explicit ``neurofptt synth``) a missing tool raises
@@ -401,7 +419,14 @@ def stage_synth(
     else:
         try:
             report = synthesize(
-                Path(verilog), top, family=family, work_dir=out / "synth", place_and_route=pnr
+                Path(verilog),
+                top,
+                family=family,
+                work_dir=out / "synth",
+                device=device,
+                place_and_route=pnr,
+                freq_mhz=freq_mhz,
+                timeout_s=3600,
             )
             record = {"fpga": report.to_dict(), "reason": None}
         except ToolMissingError as exc:

@@ -9,19 +9,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, Value, ValueLike, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, ValueLike, signed, unsigned
 
 from neurofptt.quant.config import LFSR_BITS
 
-__all__ = ["leak", "onehot", "pick", "saturate", "shift_right", "sround", "usat"]
+__all__ = ["leak", "onehot", "pick", "saturate", "shift_right", "sround", "times", "usat"]
 
 
 def saturate(m: Module, value: ValueLike, bits: int, name: str) -> Signal:
-    """``value`` clamped to the signed ``bits``-bit range (``.eq`` alone would wrap)."""
+    """``value`` clamped to the signed ``bits``-bit range (``.eq`` alone would wrap).
+
+    The value fits when the bits from ``bits - 1`` up are all equal (all 0 for an unsigned
+    value): a test of a few bits in LUTs rather than two comparators, which would each be a
+    carry chain behind the adder that formed ``value``."""
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    wide = Signal(value.shape(), name=f"{name}_wide")  # one adder, shared by the comparisons
+    wide = Signal(value.shape(), name=f"{name}_wide")  # one adder, shared by the test
     out = Signal(signed(bits), name=name)
-    m.d.comb += [wide.eq(value), out.eq(Mux(wide > hi, hi, Mux(wide < lo, lo, wide)))]
+    m.d.comb += wide.eq(value)
+    if len(wide) < bits or (len(wide) == bits and wide.shape().signed):
+        m.d.comb += out.eq(wide)
+        return out
+    top = wide[bits - 1 :]
+    negative = wide[-1] if wide.shape().signed else Const(0)
+    fits = ~top.any() | (top.all() & negative)
+    m.d.comb += out.eq(Mux(fits, wide[:bits], Mux(negative, lo, hi)))
     return out
 
 
@@ -48,6 +59,14 @@ def sround(x: Value, shift: int, r: Value) -> Value:
     if shift <= LFSR_BITS:
         return (x + r[:shift]) >> shift
     return ((x >> (shift - LFSR_BITS)) + r) >> LFSR_BITS
+
+
+def times(value: Value, factor: int) -> Value:
+    """``value * factor`` for a constant ``factor >= 1`` as shifted copies added up: Yosys
+    would give a constant product a DSP block, whose delay lies in the path of the address
+    it forms."""
+    terms = [value << bit for bit in range(factor.bit_length()) if factor >> bit & 1]
+    return sum(terms[1:], terms[0])
 
 
 def usat(m: Module, value: Value, bits: int, name: str) -> Signal:

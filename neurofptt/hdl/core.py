@@ -49,12 +49,12 @@ The components and what flows between them (all one clock domain)::
     LearningUnit  learning cores: traces, errors, the update sweep, o_weights and i_weights
 
 Stage 1 of the row pipeline is one register between the Sequencer's ``issue`` and the row
-owners.
+owners, which register the weight words read for it (:mod:`neurofptt.hdl.layouts`).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 
@@ -106,14 +106,18 @@ class LifCore(wiring.Component):
         m.submodules.run_cursor = cursor = SpikeCursor(cfg)
         m.submodules.emitter = emitter = SpikeEmitter(cfg)
 
-        # stage 1 of the row pipeline: the row issued on the previous cycle has been read
+        # stage 1 of the row pipeline: the weight word of the row issued on the previous cycle
+        # is there; stage 2 is in the row owners, a register on
         stage1 = tap(row_op_layout(cfg)).create(path=("stage1",))
-        m.d.sync += [stage1.valid.eq(seq.issue.valid), stage1.payload.eq(seq.issue.payload)]
+        stage2 = Signal(name="stage2_valid")
+        m.d.sync += [
+            stage1.valid.eq(seq.issue.valid),
+            stage1.payload.eq(seq.issue.payload),
+            stage2.eq(stage1.valid),
+        ]
         rows = [neurons.op, readout.op] + ([learn.rows] if learn is not None else [])
         connect_taps(m, stage1, *rows)
         m.d.comb += [
-            neurons.read.eq(seq.issue.p.row),
-            readout.read.eq(seq.issue.p.row),
             neurons.w_in.eq(words["w_in"]),
             neurons.w_rec.eq(words["w_rec"]),
             readout.w_out.eq(words["w_out"]),
@@ -129,11 +133,12 @@ class LifCore(wiring.Component):
         wiring.connect(m, emitter.o_spike, wiring.flipped(self.o_spike))
         wiring.connect(m, readout.o_readout, wiring.flipped(self.o_readout))
 
-        busy = ~seq.idle | emitter.control.busy | stage1.valid
+        busy = ~seq.idle | emitter.control.busy | stage1.valid | stage2
         if learn is None:
             wiring.connect(m, neurons.update, spikes.append)
         else:
             connect_taps(m, neurons.update, spikes.append, learn.update)
+            wiring.connect(m, neurons.updating, learn.updating)
             wiring.connect(m, seq.taken, learn.event)
             m.d.comb += learn.inputs.eq(seq.inputs)
             wiring.connect(m, readout.sent, learn.readout)

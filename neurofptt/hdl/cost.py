@@ -45,7 +45,7 @@ def cycles_per_step(
     the cycle in which the core can accept the next step's first event.  With
     ``R = ceil(n_rec / lanes)`` and ``Ro = ceil(n_out / lanes)``::
 
-        R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 4
+        R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 10
           + n_ignored_events
 
     ``n_input_events`` are the inputs that spiked (each counted once), ``n_prev_spikes`` the
@@ -67,7 +67,7 @@ def cycles_per_step(
         raise ValueError(f"n_ignored_events = {n_ignored_events} must not be negative")
     rows, out_rows = lane_rows(cfg.n_rec, lanes), lane_rows(cfg.n_out, lanes)
     events = rows * (n_input_events + n_prev_spikes + 1) + n_ignored_events
-    return events + out_rows * n_new_spikes + cfg.n_out + 4
+    return events + out_rows * n_new_spikes + cfg.n_out + 10
 
 
 def cycles_per_update(config: HardwareConfig) -> int:

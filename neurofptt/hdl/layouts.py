@@ -2,10 +2,13 @@
 :mod:`neurofptt.hdl.ports`).
 
 The row pipeline moves one row of ``lanes`` neurons per cycle (:mod:`neurofptt.hdl.rows`):
-stage 0 issues a :class:`RowOp` for a row and reads it, stage 1 modifies and writes it back,
-and ``UPDATE`` writes back in a stage 2.  The layouts here are what passes from stage to stage
-and from the inference datapath to the learning unit.  A "tap" is a stream whose sink is always
-ready (``always_ready``): a value that passes by on the cycles its ``valid`` is high.
+stage 0 issues a :class:`RowOp` for a row and addresses its weight word, stage 1 registers the
+word (a block RAM's output goes into flip-flops before any logic: its clock-to-output delay
+alone is half a 100 MHz cycle) and reads the row, stage 2 (:data:`ACC_WRITE`) modifies and
+writes it back, and ``UPDATE`` writes back in stage :data:`UPDATE_WRITE`.  The layouts here are
+what passes from stage to stage and from the inference datapath to the learning unit.  A "tap"
+is a stream whose sink is always ready (``always_ready``): a value that passes by on the
+cycles its ``valid`` is high.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from neurofptt.hdl.ports import index_bits
 from neurofptt.quant.config import HardwareConfig, lane_rows
 
 __all__ = [
+    "ACC_WRITE",
     "MATRIX_CODES",
+    "UPDATE_WRITE",
     "RowOp",
     "addr_width",
     "connect_taps",
@@ -36,13 +41,20 @@ __all__ = [
 ]
 
 
+#: the stage of the row pipeline that writes an accumulated (or cleared) row back
+ACC_WRITE = 2
+#: the stage that writes an updated row back (the membrane update takes stages 2 and 3, the
+#: threshold stage 4)
+UPDATE_WRITE = 4
+
 #: sweep (and dump) order of the weight matrices, and the ``matrix`` code on ``o_weights``
 MATRIX_CODES = {"out": 0, "in": 1, "rec": 2}
 
 
 class RowOp(enum.Enum, shape=3):
-    """Operation carried by the row pipeline (one row per cycle): stage 0 reads, stage 1 adds
-    and writes back; ``UPDATE`` writes back in a stage 2."""
+    """Operation carried by the row pipeline (one row per cycle): stage 0 addresses the weights,
+    stage 1 reads the row, stage :data:`ACC_WRITE` adds and writes back; ``UPDATE`` writes back
+    in stage :data:`UPDATE_WRITE`."""
 
     NONE = 0
     ACC_IN = 1  #: state[r].acc[l] += w_in[r*P+l, i] << w_in_shift
@@ -103,8 +115,8 @@ def spike_entry_layout(cfg: HardwareConfig) -> data.StructLayout:
 
 
 def update_row_layout(cfg: HardwareConfig) -> data.StructLayout:
-    """A row leaving ``UPDATE`` (stage 2): its new membranes and spikes and its previous
-    spikes ``z(t-1)``."""
+    """A row leaving ``UPDATE`` (stage :data:`UPDATE_WRITE`): its new membranes and spikes and
+    its previous spikes ``z(t-1)``."""
     lanes = cfg.lanes
     return data.StructLayout(
         {

@@ -77,6 +77,7 @@ from neurofptt.hdl.layouts import (
     learning_control,
     readout_tap_layout,
     row_op_layout,
+    row_shape,
     tap,
     update_row_layout,
     weight_word_layout,
@@ -113,6 +114,7 @@ def learning_signature(cfg: HardwareConfig) -> wiring.Signature:
         "event": In(tap(learn_event_layout(cfg))),
         "inputs": In(cfg.n_in),
         "rows": In(tap(row_op_layout(cfg))),
+        "updating": In(tap(row_shape(cfg))),
         "update": In(tap(update_row_layout(cfg))),
         "readout": In(tap(readout_tap_layout(cfg))),
         "control": In(learning_control()),
@@ -331,8 +333,8 @@ class LearningUnit(wiring.Component):
         step's input bits, and ``psi``."""
         neuron, xbar, psi = (p.tables[name] for name in ("neuron", "xbar", "psi"))
         rows, update, traces = self.rows, self.update, p.traces
+        m.d.comb += [neuron.rd.addr.eq(self.updating.p), xbar.rd.addr.eq(self.updating.p)]
         row = rows.p.row
-        m.d.comb += [neuron.rd.addr.eq(row), xbar.rd.addr.eq(row)]
         with m.If(rows.valid & (rows.p.op == RowOp.CLEAR)):  # the data stays 0
             m.d.comb += [
                 neuron.wr.addr.eq(row),

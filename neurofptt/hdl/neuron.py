@@ -35,14 +35,18 @@ def update_in_layout(cfg: HardwareConfig) -> data.StructLayout:
 
 
 class NeuronUpdate(wiring.Component):
-    """The LIF update of one row, in two pipeline stages.
+    """The LIF update of one row, in three pipeline stages (2 to 4 of the row pipeline).
 
-    Stage 1 (``row_in``): per lane ``v = sat(leak(v) - z * threshold + acc)`` (``reset =
-    "subtract"``) or ``sat((0 if z else leak(v)) + acc)`` (``"zero"``), registered.  Stage 2
-    (``row_out``, the cycle after): ``z = v > threshold``; the padding lanes of the last row
-    (neurons ``>= n_rec``) never spike.  One stage for all of it would be the core's longest
-    path.  The operands are isolated: the datapath sees the row only while ``row_in.valid``, so
-    it does not toggle while the pipeline accumulates.
+    Stage 2 (``row_in``): per lane the two operands of the new membrane, registered: the
+    leaked membrane ``leak(v)`` and the drive ``acc - z * threshold`` (``reset = "subtract"``),
+    or ``0 if z else leak(v)`` and ``acc`` (``"zero"``).  Stage 3: their sum, saturated to the
+    membrane, registered.  Stage 4 (``row_out``): ``z = v > threshold``; the padding lanes of
+    the last row (neurons ``>= n_rec``) never spike.  The sum is exact before the one
+    saturation, so splitting it changes no bit; each stage has one carry chain (stage 3 also
+    the saturation's few LUT levels), so that the update is not the core's longest path.
+    ``row_mid`` is the row in stage 3, whose update leaves on ``row_out`` on the next cycle.
+    The operands are isolated: the datapath sees the row only while ``row_in.valid``, so it
+    does not toggle while the pipeline accumulates.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
@@ -50,6 +54,7 @@ class NeuronUpdate(wiring.Component):
         super().__init__(
             {
                 "row_in": In(tap(update_in_layout(cfg))),
+                "row_mid": Out(tap(row_shape(cfg))),
                 "row_out": Out(tap(update_row_layout(cfg))),
             }
         )
@@ -62,35 +67,45 @@ class NeuronUpdate(wiring.Component):
         state = Signal(data.ArrayLayout(neuron_layout(cfg), lanes), name="update_in")
         with m.If(self.row_in.valid):
             m.d.comb += state.eq(self.row_in.p.state)
-        valid = Signal()
-        row = Signal(row_shape(cfg))
-        v = [Signal(signed(mb), name=f"s2_v_{lane}") for lane in range(lanes)]
-        z_prev = Signal(lanes)
+        # stage 3: the operands
+        valid3, valid4 = Signal(), Signal()
+        row3, row4 = Signal(row_shape(cfg)), Signal(row_shape(cfg))
+        z_prev3, z_prev4 = Signal(lanes), Signal(lanes)
         m.d.sync += [
-            valid.eq(self.row_in.valid),
-            row.eq(self.row_in.p.row),
-            z_prev.eq(Cat(*(state[lane].z for lane in range(lanes)))),
+            valid3.eq(self.row_in.valid),
+            row3.eq(self.row_in.p.row),
+            z_prev3.eq(Cat(*(state[lane].z for lane in range(lanes)))),
+            valid4.eq(valid3),
+            row4.eq(row3),
+            z_prev4.eq(z_prev3),
         ]
+        v = [Signal(signed(mb), name=f"s4_v_{lane}") for lane in range(lanes)]
         for lane in range(lanes):
             n = state[lane]
             leaked = leak(n.v, cfg.leak_shift)
             if cfg.reset == "subtract":
-                base = leaked - Mux(n.z, cfg.threshold, 0)
+                base, drive = leaked, n.acc - Mux(n.z, cfg.threshold, 0)
             else:
-                base = Mux(n.z, 0, leaked)
-            m.d.sync += v[lane].eq(saturate(m, base + n.acc, mb, f"v_new_{lane}"))
+                base, drive = Mux(n.z, 0, leaked), n.acc
+            base3 = Signal(base.shape(), name=f"s3_base_{lane}")
+            drive3 = Signal(drive.shape(), name=f"s3_drive_{lane}")
+            m.d.sync += [base3.eq(base), drive3.eq(drive)]
+            # stage 4: the new membrane
+            m.d.sync += v[lane].eq(saturate(m, base3 + drive3, mb, f"v_new_{lane}"))
         z = Signal(lanes)
         for lane in range(lanes):
             spikes = v[lane] > cfg.threshold
             if (rows - 1) * lanes + lane >= cfg.n_rec:  # a padding lane of the last row
-                spikes = spikes & (row != rows - 1)
+                spikes = spikes & (row4 != rows - 1)
             m.d.comb += z[lane].eq(spikes)
         out = self.row_out
         m.d.comb += [
-            out.valid.eq(valid),
-            out.p.row.eq(row),
+            self.row_mid.valid.eq(valid3),
+            self.row_mid.p.eq(row3),
+            out.valid.eq(valid4),
+            out.p.row.eq(row4),
             out.p.z.eq(z),
-            out.p.z_prev.eq(z_prev),
+            out.p.z_prev.eq(z_prev4),
             *(out.p.v[lane].eq(v[lane]) for lane in range(lanes)),
         ]
         return m
@@ -100,22 +115,24 @@ class NeuronRows(wiring.Component):
     """The ``state`` memory (``R`` rows of ``lanes`` neurons ``{acc, v, z}``) and what the row
     pipeline does to it.
 
-    ``read`` is the row stage 0 addresses; ``op`` is stage 1 (the row read is valid):
-    ``ACC_IN`` / ``ACC_REC`` add the weight word ``w_in`` / ``w_rec`` read with it, shifted,
-    to the partial sums; ``CLEAR`` zeroes the row (rows ``>= R`` of a longer ``CLEAR`` sweep do
-    not exist here); ``UPDATE`` passes the row to :class:`NeuronUpdate`, whose stage 2 writes
-    the new membranes and spikes back with a zero partial sum and leaves on ``update``.  The
-    read port is transparent, so a row written in stage 1 or 2 can be read again at once.
+    ``op`` is stage 1, with the weight words ``w_in`` / ``w_rec`` read for it: the words are
+    registered and the row is read; in stage 2 ``ACC_IN`` / ``ACC_REC`` add the word's weights,
+    shifted, to the partial sums and write the row back; ``CLEAR`` zeroes the row (rows ``>= R``
+    of a longer ``CLEAR`` sweep do not exist here); ``UPDATE`` passes the row to
+    :class:`NeuronUpdate`, whose stage 4 writes the new membranes and spikes back with a zero
+    partial sum and leaves on ``update``; ``updating`` is the row that leaves on the next
+    cycle.  The read port is transparent, so a row written in one cycle can be read in the
+    same cycle for the next.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
         self.cfg = cfg
         super().__init__(
             {
-                "read": In(row_shape(cfg)),
                 "op": In(tap(row_op_layout(cfg))),
                 "w_in": In(weight_word_layout(cfg)),
                 "w_rec": In(weight_word_layout(cfg)),
+                "updating": Out(tap(row_shape(cfg))),
                 "update": Out(tap(update_row_layout(cfg))),
             }
         )
@@ -131,13 +148,22 @@ class NeuronRows(wiring.Component):
         wr = state.write_port()
         rd = state.read_port(transparent_for=(wr,))
         m.submodules.update = update = NeuronUpdate(cfg)
-        op = self.op
+        op = tap(row_op_layout(cfg)).create(path=("neuron_s2",))
+        w_in = Signal(weight_word_layout(cfg), name="w_in_s2")
+        w_rec = Signal(weight_word_layout(cfg), name="w_rec_s2")
+        m.d.sync += [
+            op.valid.eq(self.op.valid),
+            op.payload.eq(self.op.payload),
+            w_in.eq(self.w_in),
+            w_rec.eq(self.w_rec),
+        ]
         m.d.comb += [
-            rd.addr.eq(self.read),
+            rd.addr.eq(self.op.p.row),
             update.row_in.valid.eq(op.valid & (op.p.op == RowOp.UPDATE)),
             update.row_in.p.row.eq(op.p.row),
             update.row_in.p.state.eq(rd.data),
         ]
+        wiring.connect(m, update.row_mid, wiring.flipped(self.updating))
         wiring.connect(m, update.row_out, wiring.flipped(self.update))
 
         m.d.comb += wr.addr.eq(op.p.row)
@@ -148,14 +174,14 @@ class NeuronRows(wiring.Component):
                     old, new = rd.data[lane], wr.data[lane]
                     term = Mux(
                         op.p.op == RowOp.ACC_IN,
-                        self.w_in[lane] << cfg.w_in_shift,
-                        self.w_rec[lane] << cfg.w_rec_shift,
+                        w_in[lane] << cfg.w_in_shift,
+                        w_rec[lane] << cfg.w_rec_shift,
                     )
                     m.d.comb += [new.acc.eq(old.acc + term), new.v.eq(old.v), new.z.eq(old.z)]
             with m.Case(RowOp.CLEAR):  # the data stays 0
                 m.d.comb += wr.en.eq(op.p.row < rows)
         done = update.row_out
-        with m.If(done.valid):  # stage 2 (stage 1 holds UPDATE or nothing meanwhile)
+        with m.If(done.valid):  # stage 4 (stage 2 holds UPDATE or nothing meanwhile)
             m.d.comb += [wr.en.eq(1), wr.addr.eq(done.p.row)]
             for lane in range(lanes):  # acc stays 0
                 m.d.comb += [wr.data[lane].v.eq(done.p.v[lane]), wr.data[lane].z.eq(done.p.z[lane])]

@@ -3,18 +3,17 @@ stream."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from neurofptt.hdl.arith import leak, saturate
+from neurofptt.hdl.arith import leak, onehot, saturate
 from neurofptt.hdl.layouts import (
     RowOp,
     readout_neuron_layout,
     readout_tap_layout,
     row_op_layout,
-    row_shape,
     tap,
     weight_word_layout,
 )
@@ -36,19 +35,22 @@ class ReadoutRows(wiring.Component):
     """The ``readout`` memory (``Ro`` rows of ``lanes`` readouts ``{acc, o}``), what the row
     pipeline does to it, and the readout stream.
 
-    ``read`` and ``op`` are stage 0 and stage 1 of the row pipeline, as for
-    :class:`~neurofptt.hdl.neuron.NeuronRows`: ``ACC_OUT`` adds the ``w_out`` word read with
-    the row, shifted, to the partial sums, ``CLEAR`` zeroes the row (rows ``>= Ro`` do not
-    exist here).  While ``control.run``, the readouts leave in index order: readout ``k`` is
-    read, sent on ``o_readout`` as ``o_k = sat(leak(o_k) + acc_k)`` (held until ``ready``)
-    and, once sent, written back with a zero partial sum; ``sent`` shows each one as it goes.
+    ``op`` is stage 1 of the row pipeline, as for :class:`~neurofptt.hdl.neuron.NeuronRows`:
+    the ``w_out`` word read for it is registered and the row read; in stage 2 ``ACC_OUT`` adds
+    the word, shifted, to the partial sums, ``CLEAR`` zeroes the row (rows ``>= Ro`` do not
+    exist here).  While ``control.run`` (which starts once the last ``ACC_OUT`` row is
+    written), the readouts leave in index order through three stages: readout ``k``'s row is
+    read; its lane is selected and leaked; ``o_k = sat(leak(o_k) + acc_k)`` is registered and
+    offered on ``o_readout`` (held until ``ready``; the stages stall with it) and, once sent,
+    written back into its lane alone with a zero partial sum; ``sent`` shows each one as it
+    goes.  Each readout lane is read before it is written, so the other lanes of a row being
+    written never matter.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
         self.cfg = cfg
         super().__init__(
             {
-                "read": In(row_shape(cfg)),
                 "op": In(tap(row_op_layout(cfg))),
                 "w_out": In(weight_word_layout(cfg)),
                 "control": In(readout_control()),
@@ -65,68 +67,97 @@ class ReadoutRows(wiring.Component):
         m.submodules.readout = readout = Memory(
             shape=data.ArrayLayout(readout_neuron_layout(cfg), lanes), depth=out_rows, init=[]
         )
-        wr = readout.write_port()
+        wr = readout.write_port(granularity=1)
         rd = readout.read_port(transparent_for=(wr,))
-        op = self.op
-        m.d.comb += [rd.addr.eq(self.read), wr.addr.eq(op.p.row)]
+        op = tap(row_op_layout(cfg)).create(path=("readout_s2",))
+        w_out = Signal(weight_word_layout(cfg), name="w_out_s2")
+        m.d.sync += [
+            op.valid.eq(self.op.valid),
+            op.payload.eq(self.op.payload),
+            w_out.eq(self.w_out),
+        ]
+        m.d.comb += [rd.addr.eq(self.op.p.row), wr.addr.eq(op.p.row)]
         with m.If(op.valid), m.Switch(op.p.op):
             with m.Case(RowOp.ACC_OUT):
-                m.d.comb += wr.en.eq(1)
+                m.d.comb += wr.en.eq(-1)
                 for lane in range(lanes):
                     old, new = rd.data[lane], wr.data[lane]
                     m.d.comb += [
-                        new.acc.eq(old.acc + (self.w_out[lane] << cfg.w_out_shift)),
+                        new.acc.eq(old.acc + (w_out[lane] << cfg.w_out_shift)),
                         new.o.eq(old.o),
                     ]
             with m.Case(RowOp.CLEAR):  # the data stays 0
-                m.d.comb += wr.en.eq(op.p.row < out_rows)
+                m.d.comb += wr.en.eq(Mux(op.p.row < out_rows, -1, 0))
+        self._stream(m, rd, wr)
+        return m
 
-        # "read" stage (k, row, lane) and "offer" stage (valid, kk, kk_row, kk_lane)
+    def _stream(self, m: Module, rd, wr) -> None:
+        """The readout stream: a read stage (``k``, ``row``, ``lane``), a leak stage and the
+        offer stage (``valid``, ``kk``), which all advance together when the offer is free."""
+        cfg = self.cfg
+        lanes, n_out = cfg.lanes, cfg.n_out
+        out_rows = lane_rows(n_out, lanes)
+        lane_shape = range(max(lanes, 2))
         k = Signal(range(n_out + 1), name="ro_k")
         row = Signal(range(out_rows + 1), name="ro_row")
-        lane = Signal(range(max(lanes, 2)), name="ro_lane")
-        kk = Signal(range(max(n_out, 2)), name="ro_kk")
-        kk_row = Signal(index_bits(out_rows), name="ro_kk_row")
-        kk_lane = Signal(range(max(lanes, 2)), name="ro_kk_lane")
+        lane = Signal(lane_shape, name="ro_lane")
+        # the stage whose row has been read, the leak stage and the offer stage
+        read = data.StructLayout(
+            {"valid": 1, "k": range(max(n_out, 2)), "row": index_bits(out_rows), "lane": lane_shape}
+        )
+        s1 = Signal(read, name="ro_s1")
+        s2 = Signal(read, name="ro_s2")
+        leaked = Signal(signed(cfg.membrane_bits + 1), name="ro_leaked")
+        acc = Signal(signed(cfg.acc_bits), name="ro_acc")
         valid = Signal(name="ro_valid")
+        kk = Signal.like(s2.k, name="ro_kk")
+        kk_row = Signal.like(s2.row, name="ro_kk_row")
+        kk_lane = Signal(lane_shape, name="ro_kk_lane")
+        value = Signal(signed(cfg.membrane_bits), name="ro_value")
         advance = Signal()
         out, control = self.o_readout, self.control
-        sel = rd.data[kk_lane] if lanes > 1 else rd.data[0]
-        o_new = saturate(m, leak(sel.o, cfg.out_leak_shift) + sel.acc, cfg.membrane_bits, "o_new")
+        sel = rd.data[s1.lane] if lanes > 1 else rd.data[0]
+        o_new = saturate(m, leaked + acc, cfg.membrane_bits, "o_new")
         m.d.comb += [
             advance.eq(~valid | out.ready),
             out.valid.eq(valid),
             out.p.index.eq(kk),
-            out.p.value.eq(o_new),
+            out.p.value.eq(value),
             out.p.last.eq(kk == n_out - 1),
             self.sent.p.index.eq(kk),
             self.sent.p.row.eq(kk_row),
             self.sent.p.lane.eq(kk_lane),
-            self.sent.p.value.eq(o_new),
+            self.sent.p.value.eq(value),
         ]
         with m.If(control.start):
-            m.d.sync += [k.eq(0), row.eq(0), lane.eq(0), valid.eq(0)]
+            m.d.sync += [k.eq(0), row.eq(0), lane.eq(0), valid.eq(0), s1.valid.eq(0)]
+            m.d.sync += s2.valid.eq(0)
         with m.If(control.run):
             m.d.comb += [rd.addr.eq(row), rd.en.eq(advance)]
-            with m.If(valid & out.ready):  # write back what was just sent
-                m.d.comb += [wr.en.eq(1), wr.addr.eq(kk_row), self.sent.valid.eq(1)]
-                for i in range(lanes):
-                    mine = (kk_lane == i) if lanes > 1 else True
-                    m.d.comb += [
-                        wr.data[i].acc.eq(Mux(mine, 0, rd.data[i].acc)),
-                        wr.data[i].o.eq(Mux(mine, o_new, rd.data[i].o)),
-                    ]
+            with m.If(valid & out.ready):  # write back what was just sent, into its lane
+                m.d.comb += [
+                    wr.en.eq(onehot(kk_lane, lanes) if lanes > 1 else 1),
+                    wr.addr.eq(kk_row),
+                    self.sent.valid.eq(1),
+                ]
+                m.d.comb += [wr.data[i].o.eq(value) for i in range(lanes)]  # acc = 0
             with m.If(advance):
+                m.d.sync += [
+                    s1.valid.eq(k != n_out),
+                    s1.k.eq(k),
+                    s1.row.eq(row),
+                    s1.lane.eq(lane),
+                    s2.eq(s1),
+                    leaked.eq(leak(sel.o, cfg.out_leak_shift)),
+                    acc.eq(sel.acc),
+                    valid.eq(s2.valid),
+                    kk.eq(s2.k),
+                    kk_row.eq(s2.row),
+                    kk_lane.eq(s2.lane),
+                    value.eq(o_new),
+                ]
                 with m.If(k != n_out):
-                    m.d.sync += [
-                        valid.eq(1),
-                        kk.eq(k),
-                        kk_row.eq(row),
-                        kk_lane.eq(lane),
-                        k.eq(k + 1),
-                    ]
+                    m.d.sync += k.eq(k + 1)
                     next_row_lane(m, row, lane, lanes)
-                with m.Else():
-                    m.d.sync += valid.eq(0)
+                with m.Elif(~s1.valid & ~s2.valid):
                     m.d.comb += control.done.eq(1)
-        return m

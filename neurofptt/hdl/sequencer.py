@@ -8,9 +8,11 @@ needs addressed in the same cycle.  A step runs through these states::
     ACC_IN       the other R - 1 rows of the input's fan-out
     REC          the fan-out of every spike of the previous step: R ACC_REC rows each
     UPDATE       the R UPDATE rows (after the spike emitter has sent the previous list)
-    UPDATE_LAST  stage 1 forms the last row's membranes
-    UPDATE_END   stage 2 writes the last row: the spike list is final, the emitter starts
+    UPDATE_LAST  the last row passes the update's stages (UPDATE_WRITE - 1 cycles)
+    UPDATE_END   the last row is written: the spike list is final, the emitter starts
+    OUT_READ     the run cursor reads the new list's first entry
     OUT          the fan-out of every new spike into the readouts: Ro ACC_OUT rows each
+    OUT_END      the last ACC_OUT row is written (ACC_WRITE - 1 cycles)
     READOUT      the readout stream sends the n_out values
     CLEAR        max(R, Ro) CLEAR rows, also the state ``rst`` leaves the core in
 
@@ -30,7 +32,10 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from neurofptt.hdl.arith import times
 from neurofptt.hdl.layouts import (
+    ACC_WRITE,
+    UPDATE_WRITE,
     RowOp,
     addr_width,
     learning_control,
@@ -142,17 +147,34 @@ class Sequencer(wiring.Component):
         with m.Else():
             m.d.sync += j.eq(j + 1)
 
+    def _wait(self, m: Module, counter: Signal, cycles: int, next_state: str) -> None:
+        """Stay ``cycles`` cycles in this state (``counter`` starts at 0), then ``next_state``."""
+        with m.If(counter == cycles - 1):
+            m.d.sync += counter.eq(0)
+            m.next = next_state
+        with m.Else():
+            m.d.sync += counter.eq(counter + 1)
+
     def _fan_out(
-        self, m: Module, j: Signal, waddr: Signal, op: RowOp, addr, run: int, next_state: str
+        self,
+        m: Module,
+        j: Signal,
+        waddr: Signal,
+        op: RowOp,
+        addr,
+        run: int,
+        next_state: str,
+        *,
+        restart: bool,
     ) -> None:
         """One run of ``run`` rows of ``op`` per spike of the list, its weight words addressed
-        at ``addr`` from ``index * run``; after the last run, restart the list and go to
-        ``next_state``."""
+        at ``addr`` from ``index * run``; after the last run go to ``next_state`` (and with
+        ``restart`` point the cursor at the list's start again)."""
         cfg, walk = self.cfg, self.run
         self._issue(m, op, j)
-        with m.If(j == 0):  # start of a run: the presynaptic neuron comes from the list
+        with m.If(j == 0):  # start of a run: the presynaptic neuron is at the cursor
             start = Signal(range(max(2, cfg.n_rec * run)), name=f"start_{op.name.lower()}")
-            m.d.comb += [walk.take.eq(1), start.eq(walk.index * run), addr.eq(start)]
+            m.d.comb += [walk.take.eq(1), start.eq(times(walk.index, run)), addr.eq(start)]
             m.d.sync += waddr.eq(start + 1)
         with m.Else():
             m.d.comb += addr.eq(waddr)
@@ -160,7 +182,8 @@ class Sequencer(wiring.Component):
         with m.If(j == run - 1):
             m.d.sync += j.eq(0)
             with m.If(walk.last if run == 1 else ~walk.more):
-                m.d.comb += walk.restart.eq(1)
+                if restart:
+                    m.d.comb += walk.restart.eq(1)
                 m.next = next_state
         with m.Else():
             m.d.sync += j.eq(j + 1)
@@ -174,12 +197,13 @@ class Sequencer(wiring.Component):
         j = Signal(row_shape(cfg))  # row inside a fan-out run or a sweep
         waddr = Signal(range(max(n_in * rows, n_rec * rows, n_rec * out_rows) + 1))
         n_prev = Signal(range(rows + 1))  # spike-list entries of the last completed step
+        wait = Signal(range(UPDATE_WRITE), name="drain")  # cycles while the pipeline drains
         m.d.comb += self.run.count.eq(n_prev)
 
         event = self.i_event
         idx = event.p.index
         in_start = Signal(range(n_in * rows + rows), name="start_acc_in")
-        m.d.comb += in_start.eq(idx * rows)
+        m.d.comb += in_start.eq(times(idx, rows))
         m.submodules.inputs = inputs = InputSet(n_in)
         m.d.comb += inputs.index.eq(idx)
         if learning:
@@ -202,7 +226,7 @@ class Sequencer(wiring.Component):
                             m.d.sync += [waddr.eq(in_start + 1), j.eq(1)]
                             m.next = "ACC_IN"
                     with m.Case(EventKind.STEP):
-                        m.d.comb += [self.run.restart.eq(1), self.spikes_restart.eq(1)]
+                        m.d.comb += self.spikes_restart.eq(1)
                         m.d.sync += j.eq(0)
                         with m.If(n_prev != 0):
                             m.next = "REC"
@@ -222,34 +246,45 @@ class Sequencer(wiring.Component):
                 m.d.sync += waddr.eq(waddr + 1)
                 self._sweep(m, j, RowOp.ACC_IN, rows, "IDLE")
 
-            with m.State("REC"):
-                self._fan_out(m, j, waddr, RowOp.ACC_REC, self.w_rec_addr, rows, "UPDATE")
+            with m.State("REC"):  # the cursor was restarted at the end of the last OUT
+                self._fan_out(
+                    m, j, waddr, RowOp.ACC_REC, self.w_rec_addr, rows, "UPDATE", restart=False
+                )
 
             # the spike list is about to be overwritten: wait until the emitter has sent it
             with m.State("UPDATE"), m.If(~self.emitter.busy):
                 self._sweep(m, j, RowOp.UPDATE, rows, "UPDATE_LAST")
 
-            with m.State("UPDATE_LAST"):  # stage 1 forms the last row's membranes
-                m.next = "UPDATE_END"
+            with m.State("UPDATE_LAST"):  # the last row passes the update's stages
+                self._wait(m, wait, UPDATE_WRITE - 1, "UPDATE_END")
 
             with m.State("UPDATE_END"):
-                # stage 2 writes the last row; the spike list is final at the end of the cycle
+                # the last row is written; the spike list is final at the end of the cycle
                 # and the last row's input traces have read the step's inputs
                 count = self.spike_count
                 m.d.comb += [
                     inputs.clear.eq(1),
+                    self.run.restart.eq(1),
                     self.emitter.start.eq(1),
                     self.emitter.count.eq(count),
                     self.readout.start.eq(1),
                 ]
                 m.d.sync += n_prev.eq(count)
-                with m.If(count != 0):
+                m.next = "OUT_READ"
+
+            with m.State("OUT_READ"):  # the cursor reads the list's first entry
+                with m.If(n_prev != 0):
                     m.next = "OUT"
                 with m.Else():
-                    m.next = "READOUT"
+                    m.next = "OUT_END"
 
-            with m.State("OUT"):
-                self._fan_out(m, j, waddr, RowOp.ACC_OUT, self.w_out_addr, out_rows, "READOUT")
+            with m.State("OUT"):  # restart: the next step's REC walks the list again
+                self._fan_out(
+                    m, j, waddr, RowOp.ACC_OUT, self.w_out_addr, out_rows, "OUT_END", restart=True
+                )
+
+            with m.State("OUT_END"):  # the last ACC_OUT row is written before READOUT reads
+                self._wait(m, wait, ACC_WRITE - 1, "READOUT")
 
             with m.State("READOUT"):
                 m.d.comb += self.readout.run.eq(1)

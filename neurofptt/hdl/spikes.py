@@ -36,10 +36,11 @@ def list_port_signature(cfg: HardwareConfig) -> ReadPort.Signature:
 
 
 def cursor_signature(cfg: HardwareConfig) -> wiring.Signature:
-    """Walking the spike list, as its user sees it: ``restart`` goes back to entry 0 (the read
-    addresses it in the same cycle), ``take`` consumes the spike at the cursor, ``count`` is the
-    number of entries; ``index`` is the neuron at the cursor, ``more`` says a spike is left
-    before this cycle's take and ``last`` that the spike taken now is the last one."""
+    """Walking the spike list, as its user sees it: ``restart`` goes back to entry 0 of a list
+    of ``count`` entries (a register of the user's), ``take`` consumes the spike at the cursor
+    (only while ``valid``); ``index`` is that spike's neuron, ``valid`` says it is there,
+    ``more`` that a spike is left (at the cursor or still to be read) and ``last`` that the
+    spike at the cursor is the final one."""
     rows = lane_rows(cfg.n_rec, cfg.lanes)
     return wiring.Signature(
         {
@@ -47,6 +48,7 @@ def cursor_signature(cfg: HardwareConfig) -> wiring.Signature:
             "take": Out(1),
             "count": Out(range(rows + 1)),
             "index": In(index_bits(cfg.n_rec)),
+            "valid": In(1),
             "more": In(1),
             "last": In(1),
         }
@@ -54,11 +56,16 @@ def cursor_signature(cfg: HardwareConfig) -> wiring.Signature:
 
 
 class SpikeCursor(wiring.Component):
-    """A position in the spike list: an entry pointer and the lanes of the entry not yet taken.
+    """A position in the spike list whose next spike waits in a register (the head).
 
-    The next spike is the lowest lane of what is left of the current entry, or of the entry the
-    read port returns once the current one is used up; taking the last lane of an entry moves
-    the pointer (and the read address, so the next entry is there on the next cycle).
+    A user's address arithmetic then starts at a flip-flop: the list's read, the lowest lane
+    of the entry's mask and the neuron index all lie before the head, not in front of the
+    weight address the user forms from it.  The head is refilled on the edge after a take (or
+    while it is empty), from the lanes of its entry not yet taken or else from the next entry,
+    whose read the pointer has addressed on the cycle before; so a spike can be taken on
+    every cycle.  After ``restart`` the list's first entry is read on the next cycle and its
+    first spike is at the cursor on the cycle after (``valid``): a user restarts two cycles
+    before it takes.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
@@ -71,29 +78,38 @@ class SpikeCursor(wiring.Component):
         lanes = cfg.lanes
         rows = lane_rows(cfg.n_rec, lanes)
         walk, entry = self.walk, self.list.data
-        ptr = Signal(range(rows + 1), name="ptr")
-        rem = Signal(lanes, name="rem")  # lanes of the current entry not yet taken
+        ptr = Signal(range(rows + 1), name="ptr")  # the entry the read port holds
+        rem = Signal(lanes, name="rem")  # lanes of the head's entry after the head
         rem_row = Signal(index_bits(rows), name="rem_row")
-        fresh = Signal()
+        head = Signal(index_bits(cfg.n_rec), name="head")
+        valid = Signal(name="head_valid")
+        unread = Signal(name="unread")  # an entry is left to read
+        from_rem = Signal()
         mask = Signal(lanes)
         row = Signal(index_bits(rows))
-        left = Signal(lanes)
         m.d.comb += [
-            fresh.eq(rem == 0),
-            mask.eq(Mux(fresh, entry.mask, rem)),
-            row.eq(Mux(fresh, entry.row, rem_row)),
-            walk.index.eq(row * lanes + lowest_set(mask, lanes) if lanes > 1 else row),
-            left.eq(mask & (mask - 1)),
-            walk.more.eq((rem != 0) | (ptr != walk.count)),
-            walk.last.eq((left == 0) & (ptr + fresh == walk.count)),
+            unread.eq(ptr != walk.count),
+            from_rem.eq(rem != 0),
+            mask.eq(Mux(from_rem, rem, entry.mask)),
+            row.eq(Mux(from_rem, rem_row, entry.row)),
+            walk.index.eq(head),
+            walk.valid.eq(valid),
+            walk.more.eq(valid | unread),
+            walk.last.eq(~from_rem & ~unread),
             self.list.addr.eq(ptr),
         ]
         with m.If(walk.restart):
             m.d.comb += self.list.addr.eq(0)
-            m.d.sync += [ptr.eq(0), rem.eq(0)]
-        with m.Elif(walk.take):
-            m.d.sync += [rem.eq(left), rem_row.eq(row)]
-            with m.If(fresh):
+            m.d.sync += [ptr.eq(0), rem.eq(0), valid.eq(0)]
+        with m.Elif(~valid | walk.take):
+            m.d.sync += valid.eq(from_rem | unread)
+            with m.If(from_rem | unread):
+                m.d.sync += [
+                    head.eq(row * lanes + lowest_set(mask, lanes) if lanes > 1 else row),
+                    rem.eq(mask & (mask - 1)),
+                    rem_row.eq(row),
+                ]
+            with m.If(~from_rem & unread):
                 m.d.comb += self.list.addr.eq(ptr + 1)
                 m.d.sync += ptr.eq(ptr + 1)
         return m
@@ -194,9 +210,11 @@ class SpikeEmitter(wiring.Component):
             m.d.comb += walk.restart.eq(1)
             m.d.sync += [busy.eq(1), count.eq(control.count), step_sent.eq(0), valid.eq(0)]
         with m.Elif(busy & advance):
-            with m.If(walk.more):
+            with m.If(walk.valid):
                 m.d.comb += walk.take.eq(1)
                 m.d.sync += [valid.eq(1), kind.eq(EventKind.SPIKE), index.eq(walk.index)]
+            with m.Elif(walk.more):  # the next spike is being read
+                m.d.sync += valid.eq(0)
             with m.Elif(~step_sent):
                 m.d.sync += [valid.eq(1), kind.eq(EventKind.STEP), index.eq(0), step_sent.eq(1)]
             with m.Else():  # the STEP has been transferred

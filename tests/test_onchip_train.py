@@ -183,3 +183,15 @@ def test_stage_record_and_log(tmp_path: Path) -> None:
     assert (saved["train_samples"], saved["val_samples"]) == (200, 50)
     assert 0 <= saved["onchip_accuracy"] <= 1
     assert len((tmp_path / METRICS_LOG).read_text().splitlines()) == 2
+
+
+def test_train_accuracy_is_the_network_after_the_epoch() -> None:
+    """``train_accuracy`` scores the learned samples with the network at the end of the epoch,
+    learning off (``online_train_accuracy`` is the figure scored while learning)."""
+    task = small_task()
+    history = train_onchip(start(), task, "eprop", epochs=1, seed=0)
+    held = set(history.val_indices.tolist())
+    learned = [n for n in range(len(task.train.y)) if n not in held]
+    x, y = task.train.numpy_spikes()[learned], task.train.y.numpy()[learned]
+    after = float(np.mean(golden_run(history.net, x).predictions == y))
+    assert history.epochs[0]["train_accuracy"] == after

@@ -3,13 +3,17 @@
 ``stage_train_onchip`` learns a task the way the chip does (fixed-point e-prop or FPTT, one sample
 at a time).  ``run_learning_flow`` puts the learning core through the same checks as the inference
 flow: the rule in float (the reference accuracy, and again learned one sample at a time like the
-chip), the rule on chip in the golden model, and the learning RTL under cocotb on a subset of the
-samples, every weight read back after every update and compared with the golden model.  On-chip
-learning runs twice: from random weights (learning from scratch, ``onchip_accuracy``) and from the
-float network quantized (adapting a pre-trained network, ``onchip_finetune_accuracy``).  Its
+chip), the rule on chip in the golden model, and the learning RTL under cocotb (a whole epoch of
+the training samples under Verilator, a few under Icarus:
+:func:`~neurofptt.flow.stages.learning_flow_samples`), every weight read back after every update
+and compared with the golden model.  On-chip learning runs twice: from random weights (learning
+from scratch, ``onchip_accuracy``) and from the float network quantized (adapting a pre-trained
+network, ``onchip_finetune_accuracy``).  Its
 ``metrics.json`` also holds ``float_accuracy``, ``float_online_accuracy``,
 ``quantized_accuracy``, ``learning_memory_overhead``, ``rtl_weight_mismatches`` and
-``learning_cycles_per_update``.
+``learning_cycles_per_update``, and the host's rate of each on-chip run: the derivation from
+the task (``onchip_rate``), the error shift offsets the runs started from and their tuning grids
+(``--tune``).
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from pathlib import Path
 
 from neurofptt.errors import ConfigError
 from neurofptt.flow.config import FlowConfig
-from neurofptt.flow.onchip_train import halving_period, train_onchip
+from neurofptt.flow.onchip_train import learning_hardware
+from neurofptt.flow.onchip_tune import learn_at_task_rate
 from neurofptt.flow.stages import (
-    LEARNING_VERIFY_SAMPLES,
     QUANTIZED,
     check_learning_record,
+    learning_flow_samples,
     load_flow_task,
     stage_quantize,
     stage_train,
@@ -47,6 +52,8 @@ RTL_KEYS = (
     "learning_cycles_per_update",
     "learning_cycles_per_update_measured",
     "learning_cycles_per_update_formula",
+    "rtl_cycles",
+    "rtl_sim_seconds",
 )
 
 SHIFTS = ("w_in_shift", "w_rec_shift", "w_out_shift")  # chosen per network by the quantizer
@@ -97,6 +104,7 @@ def stage_train_onchip(
     rule: str,
     *,
     init: Path | None = None,
+    tune: bool = False,
     progress: bool = True,
 ) -> dict:
     """Learn the task the way the chip does: the golden model's fixed-point ``rule`` (e-prop or
@@ -106,19 +114,24 @@ def stage_train_onchip(
     The start is ``init`` (a ``quantized.npz``, e.g. from float training and ``quantize``) or a
     random network (see :func:`initial_network`).  The learning constants are
     ``hardware.learning``, or the default :class:`~neurofptt.quant.config.LearningConfig` when
-    the table is absent.  From ``init`` the host raises every update's error shift by
-    :func:`finetune_offset` (rates 32 times lower for e-prop by default, 256 times for FPTT).
-    The rate halves ``train.onchip_halvings`` times over the run (default 3), evenly
-    (:func:`~neurofptt.flow.onchip_train.halving_period`).
+    the table is absent.  The host raises every update's error shift by the offset derived from
+    the training samples (:func:`~neurofptt.flow.onchip_rates.derive_rate`: 0 on the digits),
+    and from ``init`` by :func:`finetune_offset` more (rates 32 times lower for e-prop by
+    default, 256 times for FPTT).  With ``tune`` the first epochs are learned at offsets around
+    that one in parallel and the run goes on from the best on the validation split
+    (:mod:`neurofptt.flow.onchip_tune`).  The rate halves ``train.onchip_halvings`` times over
+    the run (default 3), evenly (:func:`~neurofptt.flow.onchip_train.halving_period`).
     The saved network is that of the epoch with the best validation accuracy (``picked_epoch``,
     on the task's validation split or a held-out ``flow.val_fraction`` of the training samples),
     and ``onchip_accuracy`` is its test accuracy;
-    each epoch's record goes to ``metrics.jsonl`` as it finishes.
+    each epoch's record goes to ``metrics.jsonl`` as it finishes.  The record holds the
+    derivation (``rate``), the offset the run started from (``error_shift_offset``) and the
+    tuning grid (``tune``, ``None`` without tuning).
     """
     out.mkdir(parents=True, exist_ok=True)
     task = load_flow_task(cfg)
     net = initial_network(cfg, rule, init)
-    hw = net.config
+    hw = learning_hardware(net, rule, task)
 
     def show(record: dict[str, float]) -> None:
         if progress:
@@ -129,26 +142,28 @@ def stage_train_onchip(
                 flush=True,
             )
 
-    offset = 0 if init is None else finetune_offset(cfg, hw.learning)
     start = time.perf_counter()
-    history = train_onchip(
+    run = learn_at_task_rate(
         net,
         task,
-        rule,
         epochs=cfg.train.epochs,
         seed=cfg.train.seed,
-        shift_offset=offset,
-        halve_every=halving_period(cfg.train.epochs, cfg.train.onchip_halvings),
+        halvings=cfg.train.onchip_halvings,
+        val_fraction=cfg.flow.val_fraction,
+        extra_offset=0 if init is None else finetune_offset(cfg, hw.learning),
+        tune=tune,
         run_dir=out,
         progress=show,
-        val_fraction=cfg.flow.val_fraction,
+        log=print if progress else None,
     )
+    history = run.history
     history.net.save(out / QUANTIZED)
     record = {
         "task": task.name,
         "rule": rule,
         "engine": "golden",
         "init": "random" if init is None else str(init),
+        **run.record(),
         "history": history.epochs,
         "onchip_accuracy": history.test_accuracy,
         "picked_epoch": history.picked_epoch,
@@ -186,7 +201,9 @@ def online_float_config(cfg: FlowConfig) -> FlowConfig:
     return dataclasses.replace(cfg, train=train)
 
 
-def run_learning_flow(cfg: FlowConfig, out: Path, rule: str, *, progress: bool = True) -> dict:
+def run_learning_flow(
+    cfg: FlowConfig, out: Path, rule: str, *, tune: bool = False, progress: bool = True
+) -> dict:
     """Float training with ``rule`` (``out/float``, also quantized there, and one sample at a
     time in ``out/float_online``, see :func:`online_float_config`), on-chip learning in
     the golden model from random weights (``out/onchip``) and from the quantized float network
@@ -214,18 +231,26 @@ def run_learning_flow(cfg: FlowConfig, out: Path, rule: str, *, progress: bool =
         f"float accuracy, learned like the chip {online['float_accuracy']:.4f}; "
         "learning on chip from random weights ..."
     )
-    onchip = stage_train_onchip(cfg, out / "onchip", rule, progress=progress)
+    onchip = stage_train_onchip(cfg, out / "onchip", rule, tune=tune, progress=progress)
     log(f"on-chip accuracy {onchip['onchip_accuracy']:.4f}; from the quantized float network ...")
     finetune = stage_train_onchip(
-        cfg, out / "onchip_finetune", rule, init=out / "float" / QUANTIZED, progress=progress
+        cfg,
+        out / "onchip_finetune",
+        rule,
+        init=out / "float" / QUANTIZED,
+        tune=tune,
+        progress=progress,
     )
     log(f"on-chip accuracy {finetune['onchip_accuracy']:.4f}")
-    log("learning in the RTL (cocotb), every weight compared after every update ...")
+    samples = learning_flow_samples(cfg.flow.rtl_samples, cfg.flow.simulator)
+    log(
+        f"learning in the RTL under {cfg.flow.simulator} + cocotb on "
+        f"{samples or 'all'} training samples, every weight compared after every update ..."
+    )
     rtl_dir = out / "rtl_learning"
     rtl_dir.mkdir(exist_ok=True)
     net = initial_network(cfg, rule)
     net.save(rtl_dir / QUANTIZED)
-    samples = min(cfg.flow.rtl_samples or LEARNING_VERIFY_SAMPLES, LEARNING_VERIFY_SAMPLES)
     rtl = stage_verify_learning(
         rtl_dir, samples=samples, task_name=cfg.flow.task, simulator=cfg.flow.simulator
     )
@@ -238,11 +263,17 @@ def run_learning_flow(cfg: FlowConfig, out: Path, rule: str, *, progress: bool =
         "quantized_accuracy": quantized["golden_accuracy"],
         "onchip_accuracy": onchip["onchip_accuracy"],
         "onchip_history": onchip["history"],
+        "onchip_rate": onchip["rate"],
+        "onchip_error_shift_offset": onchip["error_shift_offset"],
+        "onchip_tune": onchip["tune"],
         "onchip_finetune_accuracy": finetune["onchip_accuracy"],
         "onchip_finetune_history": finetune["history"],
+        "onchip_finetune_error_shift_offset": finetune["error_shift_offset"],
+        "onchip_finetune_tune": finetune["tune"],
         "learning": dataclasses.asdict(net.config.learning),
         "learning_memory_overhead": learning_memory_overhead(net.config, rule),
         "rtl_weight_mismatches": rtl["rtl_mismatches"],
+        "rtl_simulator": rtl["simulator"],
         **{key: rtl[key] for key in RTL_KEYS},
     }
     write_json(out / "metrics.json", metrics)

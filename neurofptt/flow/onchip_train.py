@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,46 @@ from neurofptt.tasks.base import CLASS_TARGETS, TaskData, validation_indices
 
 #: the file of a run folder that gets one JSON line per epoch while on-chip learning runs
 METRICS_LOG = "metrics.jsonl"
+
+
+@dataclass
+class Progress:
+    """A run after some epochs: one record per epoch, the network and learning state after the
+    last epoch (where a longer run goes on from), and the first epoch with the best validation
+    accuracy with its network and learning state (what the run keeps)."""
+
+    records: list[dict[str, float]]
+    net: QuantizedNetwork
+    state: LearningState
+    picked_epoch: int
+    picked_net: QuantizedNetwork
+    picked_state: LearningState
+
+    @classmethod
+    def first(
+        cls, record: dict[str, float], net: QuantizedNetwork, state: LearningState
+    ) -> Progress:
+        """A run after its first epoch."""
+        return cls([record], net, state, record["epoch"], net, state)
+
+    @property
+    def val_accuracy(self) -> float:
+        """The validation accuracy of the picked epoch."""
+        return self.records[self.picked_epoch - 1]["val_accuracy"]
+
+    def after(
+        self, record: dict[str, float], net: QuantizedNetwork, state: LearningState
+    ) -> Progress:
+        """This run one epoch further, the epoch's record and its network and state given."""
+        better = record["val_accuracy"] > self.val_accuracy
+        return Progress(
+            [*self.records, record],
+            net,
+            state,
+            record["epoch"] if better else self.picked_epoch,
+            net if better else self.picked_net,
+            state if better else self.picked_state,
+        )
 
 
 @dataclass
@@ -75,7 +115,7 @@ def _accuracy(net: QuantizedNetwork, x: np.ndarray, y: np.ndarray) -> float:
     return readout_accuracy(golden_run(net, x).readout, y)
 
 
-def _learning_config(net: QuantizedNetwork, mode: str | None, task: TaskData) -> HardwareConfig:
+def learning_hardware(net: QuantizedNetwork, mode: str | None, task: TaskData) -> HardwareConfig:
     """The network's hardware config with ``mode`` in its learning section, checked against the
     task: the core learns class labels (one per sequence, or per step with ``-1`` where a step
     has no target), with the task's inputs and classes."""
@@ -118,7 +158,7 @@ def _check_schedule(cfg: HardwareConfig, epochs: int, shift_offset: int, halve_e
 
 
 @dataclass(frozen=True)
-class _Split:
+class Split:
     """The samples a run learns (``x``, ``y``) and those it picks its epoch on (``x_val``,
     ``y_val``); ``held`` are the indices of the training samples held out for validation
     (``None``: the task's own split)."""
@@ -130,7 +170,7 @@ class _Split:
     held: np.ndarray | None
 
     @classmethod
-    def of(cls, task: TaskData, val_fraction: float, seed: int) -> _Split:
+    def of(cls, task: TaskData, val_fraction: float, seed: int) -> Split:
         """The task's own validation split, else the seeded share of the training samples that
         :func:`~neurofptt.tasks.base.with_validation` holds out for the float trainer, so both
         engines pick their epochs on the same samples."""
@@ -144,7 +184,7 @@ class _Split:
 def _learn_epoch(
     net: QuantizedNetwork,
     state: LearningState,
-    split: _Split,
+    split: Split,
     order: np.ndarray,
     shift_offset: int,
 ) -> tuple[QuantizedNetwork, LearningState, float]:
@@ -167,7 +207,7 @@ def _score_epoch(
     online: float,
     net: QuantizedNetwork,
     state: LearningState,
-    split: _Split,
+    split: Split,
 ) -> dict[str, float]:
     """The epoch's record: the network at its end scored with learning off, on the samples it
     learned and on the validation samples, beside the accuracy scored while learning."""
@@ -181,25 +221,64 @@ def _score_epoch(
     }
 
 
-def _epochs(
+def epoch_offset(epoch: int, shift_offset: int, halve_every: int) -> int:
+    """The error shift offset of ``epoch`` (from 1): ``shift_offset``, one more every
+    ``halve_every`` epochs (0: never)."""
+    return shift_offset + ((epoch - 1) // halve_every if halve_every else 0)
+
+
+def learn(
     net: QuantizedNetwork,
-    split: _Split,
+    split: Split,
     epochs: int,
+    *,
     seed: int,
     shift_offset: int,
     halve_every: int,
-) -> Iterator[tuple[dict[str, float], QuantizedNetwork, LearningState]]:
-    """Learn ``epochs`` epochs from ``net`` with a fresh learning state; yields each epoch's
-    record with the network and learning state at its end (neither is modified later, so a
-    caller may keep them)."""
+    resume: Progress | None = None,
+    sink: Callable[[dict[str, float]], None] | None = None,
+) -> Progress:
+    """Learn up to epoch ``epochs`` from ``net`` with a fresh learning state, or go on from
+    ``resume``, the first epochs of the same run (the same split, seed and schedule), from its
+    last network and learning state; ``sink`` gets each new epoch's record.
+
+    The sample order of an epoch depends only on the seed and the epoch, so a run resumed after
+    ``k`` epochs learns exactly what it would have learned without stopping.  The networks and
+    states a :class:`Progress` holds are never modified later, so a caller may keep them.
+    """
     # the split draws from the first child of SeedSequence(seed), the sample order from another
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
-    state = LearningState.start(net)
-    for epoch in range(1, epochs + 1):
-        offset = shift_offset + ((epoch - 1) // halve_every if halve_every else 0)
+    progress, state = resume, LearningState.start(net)
+    if resume is not None:
+        net, state = resume.net, resume.state
+        for _ in resume.records:
+            rng.permutation(len(split.x))  # the orders of the epochs already learned
+    for epoch in range(1 + (0 if resume is None else len(resume.records)), epochs + 1):
+        offset = epoch_offset(epoch, shift_offset, halve_every)
         order = rng.permutation(len(split.x))
         net, state, online = _learn_epoch(net, state, split, order, offset)
-        yield _score_epoch(epoch, offset, online, net, state, split), net, state
+        record = _score_epoch(epoch, offset, online, net, state, split)
+        progress = (
+            Progress.first(record, net, state)
+            if progress is None
+            else progress.after(record, net, state)
+        )
+        if sink is not None:
+            sink(record)
+    assert progress is not None  # epochs >= 1
+    return progress
+
+
+def _check_resume(resume: Progress, epochs: int, shift_offset: int, halve_every: int) -> None:
+    """Refuse to go on from epochs of another schedule or from more epochs than the run has."""
+    done = [record["error_shift_offset"] for record in resume.records]
+    if len(done) > epochs or done != [
+        epoch_offset(epoch, shift_offset, halve_every) for epoch in range(1, len(done) + 1)
+    ]:
+        raise ConfigError(
+            f"cannot go on from {len(done)} epochs at error shift offsets {done}: the run has "
+            f"{epochs} epochs from offset {shift_offset}, halving every {halve_every or 'never'}"
+        )
 
 
 def _epoch_sink(
@@ -232,6 +311,7 @@ def train_onchip(
     val_fraction: float = 0.1,
     run_dir: Path | None = None,
     progress: Callable[[dict[str, float]], None] | None = None,
+    resume: Progress | None = None,
 ) -> OnchipHistory:
     """Learn ``task`` on chip: one sample at a time (batch 1), in a fresh random order per epoch.
 
@@ -254,28 +334,34 @@ def train_onchip(
     ``mode`` (``"eprop"``/``"fptt"``) overrides ``net.config.learning.mode``; a config without a
     learning section gets the default :class:`LearningConfig` of that mode.  ``progress`` is
     called with each epoch's record, which is also appended to ``run_dir/metrics.jsonl`` (started
-    afresh) when ``run_dir`` is given.
+    afresh) when ``run_dir`` is given.  ``resume`` goes on from the first epochs of this run
+    (:func:`learn`; the tuning of :mod:`neurofptt.flow.onchip_tune` keeps the best point's);
+    its records are passed on as if they had just been learned.
     """
-    cfg = _learning_config(net, mode, task)
+    cfg = learning_hardware(net, mode, task)
     _check_schedule(cfg, epochs, shift_offset, halve_every)
-    split = _Split.of(task, val_fraction, seed)
+    if resume is not None:
+        _check_resume(resume, epochs, shift_offset, halve_every)
+    split = Split.of(task, val_fraction, seed)
     sink = _epoch_sink(run_dir, progress)
-    start = QuantizedNetwork(cfg, net.w_in, net.w_rec, net.w_out)
-    records: list[dict[str, float]] = []
-    best: tuple[float, int, QuantizedNetwork, LearningState] | None = None
-    for record, net, state in _epochs(start, split, epochs, seed, shift_offset, halve_every):
-        records.append(record)
-        if best is None or record["val_accuracy"] > best[0]:
-            best = (record["val_accuracy"], record["epoch"], net, state)
+    for record in [] if resume is None else resume.records:
         sink(record)
-    assert best is not None  # epochs >= 1
-    _, picked, net, state = best
+    run = learn(
+        QuantizedNetwork(cfg, net.w_in, net.w_rec, net.w_out),
+        split,
+        epochs,
+        seed=seed,
+        shift_offset=shift_offset,
+        halve_every=halve_every,
+        resume=resume,
+        sink=sink,
+    )
     return OnchipHistory(
-        net=net,
-        state=state,
-        epochs=records,
-        picked_epoch=picked,
-        test_accuracy=_accuracy(net, task.test.numpy_spikes(), task.test.y.numpy()),
+        net=run.picked_net,
+        state=run.picked_state,
+        epochs=run.records,
+        picked_epoch=run.picked_epoch,
+        test_accuracy=_accuracy(run.picked_net, task.test.numpy_spikes(), task.test.y.numpy()),
         train_samples=len(split.x),
         val_samples=len(split.x_val),
         val_indices=split.held,

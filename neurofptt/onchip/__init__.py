@@ -120,7 +120,7 @@ from neurofptt.onchip.factors import (
 )
 from neurofptt.onchip.initial import fan_in_spreads, random_network
 from neurofptt.onchip.state import MATRICES, SWEEP_ORDER, LearningState
-from neurofptt.onchip.step import learning_step, run_sample
+from neurofptt.onchip.step import learning_step, run_sample, trace_step
 from neurofptt.quant.config import learning_config
 
 __all__ = [
@@ -138,5 +138,6 @@ __all__ = [
     "run_sample",
     "softmax_error",
     "step_schedule",
+    "trace_step",
     "update_factors",
 ]

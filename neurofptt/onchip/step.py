@@ -17,10 +17,18 @@ from neurofptt.onchip.factors import step_schedule, update_factors
 from neurofptt.onchip.fptt import DRAWS as fptt_draws
 from neurofptt.onchip.fptt import fptt_update
 from neurofptt.onchip.state import MATRICES, LearningState, update_draws
-from neurofptt.quant.config import learning_config
+from neurofptt.quant.config import LearningConfig, learning_config
 from neurofptt.quant.fixedpoint import leak, saturate, usat
 from neurofptt.quant.golden import check_spike_input, golden_step
 from neurofptt.quant.network import QuantizedNetwork
+
+
+def trace_step(
+    trace: np.ndarray, spikes: np.ndarray, leak_shift: int, lc: LearningConfig
+) -> np.ndarray:
+    """One step of presynaptic traces: the leak, then a spike adds ``1 << trace_frac_bits``,
+    saturating to ``trace_bits`` (step 1 of :mod:`neurofptt.onchip`)."""
+    return usat(leak(trace, leak_shift) + spikes * (1 << lc.trace_frac_bits), lc.trace_bits)
 
 
 def learning_step(
@@ -41,16 +49,13 @@ def learning_step(
     x = np.asarray(x_t).astype(np.int64).reshape(1, cfg.n_in)
     z_prev = state.neurons.z[0].astype(np.int64)
     neurons = golden_step(net, state.neurons, x)
-    one = 1 << lc.trace_frac_bits
+    z_now = neurons.z[0].astype(np.int64)
     state = dataclasses.replace(
         state,
         neurons=neurons,
-        x_trace=usat(leak(state.x_trace, cfg.leak_shift) + x[0] * one, lc.trace_bits),
-        z_trace=usat(leak(state.z_trace, cfg.leak_shift) + z_prev * one, lc.trace_bits),
-        out_trace=usat(
-            leak(state.out_trace, cfg.out_leak_shift) + neurons.z[0].astype(np.int64) * one,
-            lc.trace_bits,
-        ),
+        x_trace=trace_step(state.x_trace, x[0], cfg.leak_shift, lc),
+        z_trace=trace_step(state.z_trace, z_prev, cfg.leak_shift, lc),
+        out_trace=trace_step(state.out_trace, z_now, cfg.out_leak_shift, lc),
     )
     if shift is None:
         return net, state

@@ -2,8 +2,11 @@
 
 An elementwise update of every parameter costs one kernel call per parameter; with the
 parameters, and every per-parameter tensor an update reads, laid out one after the other in one
-buffer each, it costs one call in all.  Elementwise results do not depend on the layout, so the
-numbers are those of the per-parameter calls.
+buffer each, it costs one call in all.  torch's elementwise kernels compute every element alike
+wherever it lies, so the numbers are those of the per-parameter calls, bit for bit
+(``tests/test_fptt_exact.py``).  (Not so a kernel that rounds its vectorized body and its
+scalar tail differently, such as torch's fused Adam: there the layout decides which elements
+fall in the tail, see :mod:`~neurofptt.learning.adam_step`.)
 """
 
 from __future__ import annotations

@@ -417,3 +417,26 @@ def test_a_model_moved_to_another_dtype_is_taken_back() -> None:
         assert p.dtype == torch.float32 and p.data_ptr() == view.data_ptr()
         assert rule.running_mean[name].dtype == torch.float32
         assert not torch.equal(rule.running_mean[name], before[name])
+
+
+def test_gradients_replaced_before_the_update_are_taken_in() -> None:
+    """A ``.grad`` replaced between the backward pass and the update (as combining it over the
+    ranks of a data-parallel run does) is the gradient the update uses."""
+    model = lif(torch.float64)
+    rules = [
+        cls(net, OPTIMIZERS["sgd"](net.parameters()), clip=0.5, period=2)
+        for cls, net in ((FPTT, copy.deepcopy(model)), (PlainFPTT, copy.deepcopy(model)))
+    ]
+    for rule in rules:
+        loss = sum((p * p).sum() for _, p in rule._params)
+        rule.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for _, p in rule._params:
+            p.grad = p.grad * 0.5  # a new tensor, as an all-reduce's result is
+        if isinstance(rule, FPTT):
+            rule._apply_update()
+        else:
+            rule._add_regularizer_grads()
+            rule._clip_and_step()
+            rule._update_running_mean({})
+    assert_same(rules, [[], []])

@@ -155,8 +155,10 @@ class FPTTUpdate:
     @torch.no_grad()
     def apply(self, *, alpha: float, mix: float, form: str, clip: float) -> None:
         """One FPTT update from the loss gradients in ``.grad`` (taken with :meth:`grads` or
-        :meth:`zero_grads`), which are left holding the clipped total gradient, as an optimizer
-        step leaves them; see the module docstring."""
+        :meth:`zero_grads`; a ``.grad`` replaced since, e.g. by one combined over the ranks of
+        a data-parallel run, is taken in), which are left holding the clipped total gradient,
+        as an optimizer step leaves them; see the module docstring."""
+        self._relink()
         slide = form == "slide"
         if slide and self.kept is None:
             self.kept = self._flats()

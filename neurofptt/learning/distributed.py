@@ -31,10 +31,10 @@ from collections.abc import Iterable
 import torch
 import torch.distributed as dist
 
-from neurofptt.errors import ConfigError
+from neurofptt.errors import ConfigError, VerificationError
 
 #: the rules whose updates :func:`combine_gradients` makes identical to one process's
-PARALLEL_RULES = ("bptt", "eprop")
+PARALLEL_RULES = ("bptt", "eprop", "fptt")
 
 
 def world_size() -> int:
@@ -130,6 +130,23 @@ def sum_over_ranks(*values: float) -> tuple[float, ...]:
     buffer = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(buffer)
     return tuple(float(v) for v in buffer)
+
+
+def check_in_step(named: dict[str, torch.Tensor]) -> None:
+    """Raise unless every rank holds exactly rank 0's values of ``named`` (the weights, FPTT's
+    ``W_bar`` and ``lam``/``g``, the class prior): the ranks apply the same combined updates
+    to the same start, so any difference is a fault that would otherwise go unseen until the
+    checkpoint (written by rank 0 alone) is used."""
+    if world_size() == 1:
+        return
+    for name, value in sorted(named.items()):
+        reference = value.detach().clone()
+        dist.broadcast(reference, src=0)
+        if not torch.equal(reference, value.detach()):
+            raise VerificationError(
+                f"data-parallel rank {rank()} holds another {name} than rank 0; the ranks must "
+                "apply identical updates"
+            )
 
 
 def barrier() -> None:

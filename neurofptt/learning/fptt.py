@@ -64,6 +64,7 @@ import torch
 
 from neurofptt.errors import ConfigError
 from neurofptt.learning.base import BatchResult, Rule, RuleOptions
+from neurofptt.learning.distributed import combine, world_size
 from neurofptt.learning.fptt_update import FPTTUpdate, regularizer_grad
 from neurofptt.learning.losses import ClassPrior, auxiliary_loss
 from neurofptt.learning.objectives import Scoring, loss_scoring, pooled_mean, step_loss
@@ -193,15 +194,24 @@ class FPTT(Rule):
         return total
 
     # -- the update -------------------------------------------------------------------------
-    def _apply_update(self) -> None:
-        """One FPTT update from the loss gradients in ``.grad`` (:class:`FPTTUpdate`)."""
-        self.update.apply(alpha=self.alpha, mix=self.mix, form=self.form, clip=self.clip)
+    def _apply_update(self, units: float = 1.0, scored: float = 1.0) -> None:
+        """One FPTT update from the loss gradients in ``.grad`` (:class:`FPTTUpdate`), a mean
+        over ``units``; in a data-parallel run first combined into the whole batch's, and made
+        only where the whole batch scored something
+        (:func:`~neurofptt.learning.distributed.combine`), so that ``W_bar`` and ``lam``/``g``
+        move alike on every rank."""
+        if combine([flat.buffer for flat in self.update.grad_buffers], units, scored):
+            self.update.apply(alpha=self.alpha, mix=self.mix, form=self.form, clip=self.clip)
 
-    def update_step(self, loss: torch.Tensor) -> None:
-        """One FPTT update on ``loss`` (the chunk's loss, a graph over the current weights)."""
+    def update_step(self, loss: torch.Tensor | None, units: float = 1.0) -> None:
+        """One FPTT update on ``loss`` (the chunk's loss over ``units``, a graph over the
+        current weights); ``None``: this shard scores nothing, which only a data-parallel run
+        takes part in with zero gradients."""
         self.update.zero_grads()
-        loss.backward()
-        self._apply_update()
+        if loss is not None:
+            loss.backward()
+        scored = units if loss is not None else 0
+        self._apply_update(scored, scored)
 
     def label_weight(self, end: int, steps: int) -> float:
         """``beta_t`` of the chunk ending after step ``end`` (1-based) of ``steps``.
@@ -237,7 +247,7 @@ class FPTT(Rule):
             if loss is not None:
                 total += float(loss.detach())
                 n_chunks += 1
-        if self.target == "label":
+        if self.target == "label" and self.counted:
             self.prior.observe(logits, y)
         return BatchResult(loss=total / n_chunks if n_chunks else 0.0, logits=logits.detach())
 
@@ -264,8 +274,10 @@ class FPTT(Rule):
             loss = auxiliary_loss(logits, y, self.prior.table, self.label_weight(end, x.shape[1]))
         else:
             loss = pooled_mean(losses, scoring.counts[start:end])
-        if loss is not None:  # no target in this chunk: nothing to learn, no update
-            self.update_step(loss)
+        # no target in this chunk: nothing to learn, no update (unless another rank has one)
+        if loss is not None or world_size() > 1:
+            units = len(y) if scoring is None else sum(scoring.counts[start:end])
+            self.update_step(loss, units)
         return loss, logits, state
 
     @torch.no_grad()
@@ -284,12 +296,18 @@ class FPTT(Rule):
         logits, new_state = self.model.step(x[:, t], state)
         if labels is not None:
             loss, grad_logits = labels(logits, self.label_weight(t + 1, x.shape[1]))
+            units = x.shape[0]
         elif scoring is not None and scoring.counts[t] > 0:
             loss, grad_logits = step_loss_and_grad(logits, scoring.at(t), self.target)
+            units = scoring.counts[t]
+        elif world_size() > 1:  # nothing here, but another rank may update: take part
+            self.update.zero_grads()
+            self._apply_update(0.0, 0)
+            return None, logits, new_state
         else:
             return None, logits, new_state
         one_step(x[:, t], state, new_state, grad_logits, self.update.grads())
-        self._apply_update()
+        self._apply_update(units, units)
         return loss, logits, new_state
 
     def end_epoch(self) -> None:

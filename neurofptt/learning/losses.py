@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from neurofptt.learning.distributed import sum_in_place
+
 
 def auxiliary_loss(
     logits: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, beta_t: float
@@ -53,6 +55,7 @@ class ClassPrior:
         self._counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float32))
 
     def end_epoch(self) -> None:
+        sum_in_place(self._sums, self._counts)  # every shard's samples, in a data-parallel run
         seen = self._counts > 0
         self.table[seen] = self._sums[seen] / self._counts[seen, None]
         self._sums.zero_()

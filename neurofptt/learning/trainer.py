@@ -29,7 +29,14 @@ from neurofptt.io import (
 )
 from neurofptt.learning.base import Rule, RuleOptions
 from neurofptt.learning.bptt import BPTTOptions
-from neurofptt.learning.distributed import barrier, check_rule, is_main, shard, sum_over_ranks
+from neurofptt.learning.distributed import (
+    barrier,
+    check_in_step,
+    check_rule,
+    is_main,
+    shard,
+    sum_over_ranks,
+)
 from neurofptt.learning.eprop import EPropOptions
 from neurofptt.learning.fobptt import FOBPTTOptions
 from neurofptt.learning.fpp import FPPOptions
@@ -383,6 +390,18 @@ class FitHistory(list[dict[str, Any]]):
         }
 
 
+def tensors_of(state: Any, prefix: str = "rule") -> dict[str, torch.Tensor]:
+    """The tensors of a (nested) state dict, by dotted path."""
+    if isinstance(state, torch.Tensor):
+        return {prefix: state}
+    if isinstance(state, dict):
+        found: dict[str, torch.Tensor] = {}
+        for key, value in state.items():
+            found.update(tensors_of(value, f"{prefix}.{key}"))
+        return found
+    return {}
+
+
 def _detached(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A copy of a state dict that later training steps do not change."""
     return {k: v.detach().clone() for k, v in weights.items()}
@@ -487,6 +506,7 @@ class _FitRun:
         for start in bar:
             idx, counted = shard(order[start : start + cfg.batch_size])  # one process: all
             x, y = task.train.x[idx], task.train.y[idx]
+            rule.counted = counted
             result = rule.train_batch(x, y)
             if not math.isfinite(result.loss):
                 raise ConfigError(
@@ -499,6 +519,7 @@ class _FitRun:
                     correct += int((result.logits.argmax(-1) == y).sum())
             bar.set_postfix(loss=f"{result.loss:.3f}")
         rule.end_epoch()
+        check_in_step({**self.model.state_dict(), **tensors_of(rule.state_dict())})
         loss_sum, correct = sum_over_ranks(loss_sum, correct)
         record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / n}
         if task.target == "label":

@@ -1,0 +1,160 @@
+"""Accuracy of on-chip learning from scratch at the host's derived rate, over seeds, per task
+and rule, with and without tuning: ``python -m neurofptt.bench.learning`` prints JSON.
+
+Each point learns a task in the golden model from the fan-in random start
+(:func:`~neurofptt.onchip.fan_in_spreads`; ``seed`` draws the weights and orders the samples)
+with the default learning constants, at the error shift offset derived from the task
+(:func:`~neurofptt.flow.onchip_rates.derive_rate`, no per-task tuning) or, with ``tune``, the
+best of the grid around it (:mod:`neurofptt.flow.onchip_tune`); the rate halves
+``train.onchip_halvings`` times over the run, and the epoch with the best validation accuracy is
+kept, as ``neurofptt train --engine golden`` does.  ``test_accuracy`` is that epoch's.  The
+summary gives, per task, rule and tuning, the mean, the standard deviation and the worst of the
+seeds' test accuracies.  ``samples`` shrinks the training split of the generated tasks (their
+validation and test splits keep their sizes) so that long tasks fit a budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+from neurofptt.bench.threads import conditions
+from neurofptt.flow.config import VAL_FRACTION
+from neurofptt.flow.onchip_tune import learn_at_task_rate
+from neurofptt.learning.threads import set_threads
+from neurofptt.learning.trainer import TrainConfig
+from neurofptt.onchip import fan_in_spreads, random_network
+from neurofptt.quant.config import HardwareConfig, LearningConfig
+from neurofptt.tasks import load_task
+
+#: the core of each task: the default hardware with the task's inputs and classes, and for cue
+#: accumulation a membrane and trace leak that keeps a cue through the delay (``2**-7`` over the
+#: 120 steps from the cues to the recall of the binned trial, ``2**-10`` over the 1,200 of the
+#: full one)
+TASK_HARDWARE: dict[str, dict[str, int]] = {
+    "digits": {},
+    "cue-accumulation-short": {"n_in": 40, "n_out": 2, "leak_shift": 7},
+    "cue-accumulation": {"n_in": 40, "n_out": 2, "leak_shift": 10},
+}
+RULES = ("eprop", "fptt")
+
+
+def task_hardware(task: str, rule: str) -> HardwareConfig:
+    """The core :data:`TASK_HARDWARE` gives ``task``, with the default learning constants of
+    ``rule``."""
+    return HardwareConfig(**TASK_HARDWARE[task], learning=LearningConfig(mode=rule))
+
+
+def bench_point(
+    task: str, rule: str, seed: int, epochs: int, *, samples: int = 0, tune: bool = False
+) -> dict[str, Any]:
+    """One run from scratch (the module docstring); ``samples`` > 0 sets ``n_train``."""
+    data = load_task(task, **({"n_train": samples} if samples else {}))
+    hw = task_hardware(task, rule)
+    start = time.perf_counter()
+    run = learn_at_task_rate(
+        random_network(hw, seed=seed, spread=fan_in_spreads(hw)),
+        data,
+        epochs=epochs,
+        seed=seed,
+        halvings=TrainConfig().onchip_halvings,
+        val_fraction=VAL_FRACTION,
+        tune=tune,
+    )
+    history = run.history
+    return {
+        "task": task,
+        "rule": rule,
+        "seed": seed,
+        "tuned": tune,
+        "epochs": epochs,
+        "train_samples": history.train_samples,
+        "val_samples": history.val_samples,
+        "hardware": TASK_HARDWARE[task],
+        **run.record(),
+        "picked_epoch": history.picked_epoch,
+        "val_accuracy": history.epochs[history.picked_epoch - 1]["val_accuracy"],
+        "test_accuracy": history.test_accuracy,
+        "history": history.epochs,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per task, rule and tuning: the seeds' test accuracies, their mean, standard deviation
+    (0 for one seed) and worst."""
+    groups: dict[tuple[str, str, bool], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((record["task"], record["rule"], record["tuned"]), []).append(record)
+    summary = []
+    for (task, rule, tuned), runs in groups.items():
+        accuracies = [run["test_accuracy"] for run in runs]
+        summary.append(
+            {
+                "task": task,
+                "rule": rule,
+                "tuned": tuned,
+                "seeds": [run["seed"] for run in runs],
+                "test_accuracy": accuracies,
+                "mean": statistics.fmean(accuracies),
+                "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+                "worst": min(accuracies),
+                "offsets": [run["error_shift_offset"] for run in runs],
+            }
+        )
+    return summary
+
+
+def format_table(summary: list[dict[str, Any]]) -> str:
+    lines = [f"{'task':<24} {'rule':<6} {'tuned':<5} {'mean':>6} {'std':>6} {'worst':>6} offsets"]
+    for row in summary:
+        lines.append(
+            f"{row['task']:<24} {row['rule']:<6} {row['tuned']!s:<5} {row['mean']:>6.3f} "
+            f"{row['std']:>6.3f} {row['worst']:>6.3f} {row['offsets']}"
+        )
+    return "\n".join(lines)
+
+
+def _main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", default="digits", help="comma-separated task names")
+    parser.add_argument("--rules", default=",".join(RULES), help="comma-separated rules")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--samples", type=int, default=0, help="n_train (0: the task's)")
+    parser.add_argument("--tune", action="store_true", help="tune each run's offset")
+    args = parser.parse_args(argv)
+    set_threads(1)
+    before = conditions()
+    records = []
+    for task in args.tasks.split(","):
+        for rule in args.rules.split(","):
+            for seed in range(args.seeds):
+                record = bench_point(
+                    task, rule, seed, args.epochs, samples=args.samples, tune=args.tune
+                )
+                records.append(record)
+                print(
+                    f"{task} {rule} seed {seed}: offset {record['error_shift_offset']}, "
+                    f"test {record['test_accuracy']:.3f} ({record['seconds']:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    summary = summarize(records)
+    print(format_table(summary), file=sys.stderr)
+    after = conditions()["load_average"]
+    result = {
+        "conditions": {**before, "load_average_after": after},
+        "arguments": vars(args),
+        "summary": summary,
+        "records": records,
+    }
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,56 @@
+"""``python -m neurofptt.bench.learning``: on-chip learning from scratch at the derived rate, the
+record of one point and the summary over seeds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from neurofptt.bench import learning
+
+torch.set_num_threads(1)
+
+
+def test_a_point_records_the_derived_rate_and_the_picked_epoch() -> None:
+    record = learning.bench_point("cue-accumulation-short", "eprop", 0, 1, samples=8)
+    assert record["train_samples"] == 8 and record["tuned"] is False and record["tune"] is None
+    assert record["rate"]["derived_offset"] == record["error_shift_offset"] == 4
+    assert record["hardware"]["leak_shift"] == 7
+    assert record["picked_epoch"] == 1 and 0 <= record["test_accuracy"] <= 1
+
+
+def test_the_summary_gives_mean_spread_and_worst_per_task_rule_and_tuning() -> None:
+    def record(rule: str, seed: int, accuracy: float, tuned: bool = False) -> dict:
+        return {
+            "task": "digits",
+            "rule": rule,
+            "seed": seed,
+            "tuned": tuned,
+            "test_accuracy": accuracy,
+            "error_shift_offset": 0,
+        }
+
+    records = [record("eprop", 0, 0.9), record("eprop", 1, 0.8), record("fptt", 0, 0.7)]
+    records.append(record("eprop", 0, 0.95, tuned=True))
+    summary = learning.summarize(records)
+    assert [(row["rule"], row["tuned"]) for row in summary] == [
+        ("eprop", False),
+        ("fptt", False),
+        ("eprop", True),
+    ]
+    eprop = summary[0]
+    assert eprop["mean"] == pytest.approx(0.85) and eprop["worst"] == 0.8
+    assert eprop["std"] == pytest.approx(0.0707, abs=1e-4) and summary[1]["std"] == 0.0
+    assert "eprop" in learning.format_table(summary)
+
+
+def test_main_prints_the_records_as_json(capsys) -> None:
+    learning._main(
+        ["--tasks", "cue-accumulation-short", "--rules", "fptt", "--seeds", "1"]
+        + ["--epochs", "1", "--samples", "6"]
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert result["summary"][0]["rule"] == "fptt" and len(result["records"]) == 1
+    assert "load_average" in result["conditions"]

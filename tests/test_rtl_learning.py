@@ -10,8 +10,9 @@ words, extremes included) through ``i_weights`` after the first sample, read it 
 on from it: the golden model restarts from :func:`~neurofptt.verify.learning.loaded_state`.
 
 The Amaranth-simulator check is fast and covers the cases quickly; the cocotb check runs the
-generated Verilog under Icarus through the real ports, and two of its cases (e-prop with a load,
-FPTT under backpressure: ``VERILATOR_SEEDS``) under Verilator too.
+generated Verilog under Icarus through the real ports, and three of its cases under Verilator too
+(``VERILATOR_SEEDS``: both modes with a load, the three errors, both ``W_bar`` stores, both
+roundings, 1 to 3 lanes, one case under backpressure).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from neurofptt.verify.streams import (
     pack,
     run_amaranth,
 )
+from neurofptt.verify.testbench_learning import DumpCheck
 
 ERRORS = ("target", "hinge", "softmax")
 
@@ -269,9 +271,11 @@ COCOTB_BATCH = 6
 #: cases that load a random weight set after the first sample (both modes in both simulators,
 #: one under backpressure)
 LOAD_SEEDS = {*LOAD_SIM, 20, 21, 26, 27}
-#: the cocotb cases run under Verilator as well as Icarus: e-prop with a load, FPTT under
-#: backpressure (each compiles its design to C++, so not all of them)
-VERILATOR_SEEDS = (20, 31)
+#: the cocotb cases run under Verilator as well as Icarus (each compiles its design to C++, so
+#: not all of them): e-prop with a load (softmax error, 3 lanes), FPTT with a load (target
+#: error, rounding to nearest, 2 lanes) and FPTT under backpressure (hinge error, ``W_bar`` as
+#: a difference, 1 lane)
+VERILATOR_SEEDS = (20, 27, 31)
 
 
 def test_cases_cover_the_modes() -> None:
@@ -320,6 +324,19 @@ def test_cases_cover_the_modes() -> None:
             for w in snap.weights.values():
                 saturated += int(((w == cfg.w_min) | (w == cfg.w_max)).sum())
     assert saturated > 100
+
+
+def test_verilator_cases_are_representative() -> None:
+    """The cocotb cases that run under Verilator too: both modes with a load, every error,
+    both roundings, both ``W_bar`` stores, 1 to 3 lanes and one under backpressure."""
+    cases = [random_case(seed, COCOTB_BATCH) for seed in VERILATOR_SEEDS]
+    learning = [c.net.config.learning for c in cases]
+    assert {c.net.config.learning.mode for c in cases if c.load is not None} == {"eprop", "fptt"}
+    assert {lc.error for lc in learning} == set(ERRORS)
+    assert {lc.rounding for lc in learning} == {"floor", "nearest"}
+    assert {lc.wbar_store for lc in learning if lc.mode == "fptt"} == {"absolute", "difference"}
+    assert {c.net.config.lanes for c in cases} == {1, 2, 3}
+    assert COCOTB_SEEDS[-1] in VERILATOR_SEEDS  # the backpressure case
 
 
 def test_cocotb_campaign_size() -> None:
@@ -433,6 +450,45 @@ def test_weight_mismatch_report_names_step_matrix_and_indices() -> None:
     )
 
 
+def test_dump_check_compares_raw_dumps_in_bulk() -> None:
+    """The cocotb bench's check of each dump as it ends: the raw payloads of a correct dump
+    (FPTT, ``W_bar`` words too) give no mismatch and count every value; a wrong bit in one
+    payload is reported by matrix and indices; a dump cut short or too long is a protocol
+    error."""
+    case = random_case(1)
+    cfg = case.net.config
+    trace = golden_learning_run(case.net, case.spikes, case.labels)
+    layout = weight_dump_layout(cfg)
+
+    def raws(snapshot: Snapshot) -> list[int]:
+        learned = QuantizedNetwork(cfg, *(snapshot.weights[m] for m in ("in", "rec", "out")))
+        words = load_words(learned, snapshot.wbar)
+        return [encode_word(layout, w, i == len(words) - 1) for i, w in enumerate(words)]
+
+    check = DumpCheck(case.net, trace.snapshots)
+    for i, snapshot in enumerate(trace.snapshots):
+        check(i, raws(snapshot))
+    assert check.mismatches == 0 and check.records == [] and check.errors == []
+    per_update = 2 * sum(w.size for w in trace.snapshots[0].weights.values())
+    assert check.compared == per_update * len(trace.snapshots)
+
+    snapshot = trace.snapshots[-1]
+    words = raws(snapshot)
+    w_rec = layout["w"].offset  # lane 0 of the first W_rec word: w_rec[0, 0]
+    first_rec = -(-cfg.n_out // cfg.lanes) * cfg.n_rec + -(-cfg.n_rec // cfg.lanes) * cfg.n_in
+    words[first_rec] ^= 1 << w_rec
+    check = DumpCheck(case.net, trace.snapshots)
+    check(len(trace.snapshots) - 1, words)
+    assert check.mismatches == 1 and check.errors == []
+    assert str(check.records[0]).startswith(
+        f"sample {snapshot.sample} step {snapshot.step} w_rec[0, 0] after the update"
+    )
+    for broken in (words[:-1], words + words[-1:]):
+        check = DumpCheck(case.net, trace.snapshots)
+        check(0, broken)
+        assert check.errors and "o_weights: dump" in check.errors[0].detail
+
+
 def _dump_after_loads(net: QuantizedNetwork, loads: list[list[int]]) -> list[list]:
     """Amaranth simulator: feed each list of raw ``i_weights`` words in turn, each with a READ
     offered from the edge after its first word (so the core must hold it off until the load has
@@ -477,6 +533,13 @@ def _weight_words(cfg: HardwareConfig) -> int:
     )
 
 
+def _pipeline_cycles(cfg: HardwareConfig) -> int:
+    """The sweep's pipeline in an update: ``5 + tree_stages(lanes)`` idle cycles between the
+    ``W_out`` and ``W_in`` sweeps, and its 4 (e-prop) or 8 (FPTT) stages."""
+    gap = 5 + (cfg.lanes - 1).bit_length() // 2
+    return gap + (8 if cfg.learning.mode == "fptt" else 4)
+
+
 def test_design_lists_the_weight_ports() -> None:
     """``design.json`` of a learning core lists ``i_weights`` with the dump's payload; an
     inference-only core has no such port."""
@@ -489,21 +552,21 @@ def test_design_lists_the_weight_ports() -> None:
     assert all(ports[f"i_weights__{n}"]["meaning"] for n in directions)
     assert meta["payloads"]["i_weights"] == meta["payloads"]["o_weights"]
     assert meta["learning"]["cycles_per_load"] == "n_rec * Ro + (n_in + n_rec) * R"
-    extra = 5 if net.config.learning.mode == "fptt" else 4
-    assert meta["learning"]["cycles_per_update"] == f"n_rec * Ro + (n_in + n_rec) * R + {extra}"
     cfg = net.config
+    extra = _pipeline_cycles(cfg)
+    assert meta["learning"]["cycles_per_update"] == f"n_rec * Ro + (n_in + n_rec) * R + {extra}"
     words = _weight_words(cfg)
     assert cycles_per_update(cfg) == words + extra
-    # the softmax error's passes: n_out + 1 to sum, then Q + 3 per readout (Q quotient bits)
+    # the softmax error's passes: n_out + 3 to sum, then Q + 5 per readout (Q quotient bits)
     softmax = random_case(8).net
     meta, cfg = design_description(softmax), softmax.config
     assert cfg.learning.error == "softmax"
     q = meta["learning"]["Q"]
     assert q == max(1, cfg.learning.target.bit_length())
-    assert meta["learning"]["cycles_per_update"].endswith(" + n_out * (Q + 4) + 1")
+    assert meta["learning"]["cycles_per_update"].endswith(" + n_out * (Q + 6) + 3")
     words = _weight_words(cfg)
-    extra = 5 if cfg.learning.mode == "fptt" else 4
-    assert cycles_per_update(cfg) == words + extra + cfg.n_out * (q + 4) + 1
+    extra = _pipeline_cycles(cfg)
+    assert cycles_per_update(cfg) == words + extra + cfg.n_out * (q + 6) + 3
     inference = QuantizedNetwork(net.config.replace(learning=None), net.w_in, net.w_rec, net.w_out)
     assert not any(
         p["name"].startswith("i_weights") for p in design_description(inference)["ports"]

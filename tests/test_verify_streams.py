@@ -38,6 +38,7 @@ from neurofptt.verify.streams import (
     random_stalls,
     run_amaranth,
     unpack,
+    unpack_many,
 )
 
 BASE = HardwareConfig(n_in=6, n_rec=9, n_out=3, weight_bits=5, lanes=2)
@@ -88,6 +89,21 @@ def test_pack_agrees_with_amaranth_and_unpack_inverts_it(name: str) -> None:
         if "kind" in fields:
             fields["kind"] = EventKind(fields["kind"])
         assert raw == layout.const(fields).as_bits()
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+def test_unpack_many_reads_what_unpack_reads(name: str) -> None:
+    """The bulk decoder of weight dumps gives every field of every payload as :func:`unpack`
+    does, extremes and signs included (the dump check relies on it for every weight)."""
+    layout = LAYOUTS[name]()
+    rng = np.random.default_rng(len(name) + 1)
+    raws = [pack(layout, **_random_fields(layout, rng)) for _ in range(64)]
+    fields = unpack_many(layout, raws)
+    for i, raw in enumerate(raws):
+        one = unpack(layout, raw)
+        assert {k: np.asarray(v[i]).tolist() for k, v in fields.items()} == one
+    assert all(len(v) == 64 and v.dtype == np.int64 for v in fields.values())
+    assert {k: v.shape[0] for k, v in unpack_many(layout, []).items()} == dict.fromkeys(fields, 0)
 
 
 def test_pack_refuses_what_does_not_fit() -> None:
@@ -299,6 +315,34 @@ def test_spike_monitor_checks_order_and_range() -> None:
         "o_spike event kind 2 index 0",
     ]
     assert np.flatnonzero(bench.spikes[0, 0]).tolist() == [2, 4]
+
+
+def test_dump_monitor_hands_raw_dumps_to_its_handler() -> None:
+    """A weight dump ends at the word with ``last``: without a handler its words are decoded
+    into ``dumps``, with one the handler gets the raw payloads of each dump and its number."""
+    layout = weight_dump_layout(FPTT)
+    dumps = [[(0, [1, -2], [3, -4]), (1, [5, 6], [-64, 63])], [(2, [-16, 15], [0, 0])]]
+    raws = [
+        encode_word(layout, word, i == len(dump) - 1)
+        for dump in dumps
+        for i, word in enumerate(dump)
+    ]
+
+    def core(edge: int, _: dict[str, int]) -> dict[str, int]:
+        valid = 2 <= edge < 2 + len(raws)  # one word per edge, after an idle edge
+        return {
+            "o_weights__valid": int(valid),
+            "o_weights__payload": raws[edge - 2] if valid else 0,
+        }
+
+    bench = StreamBench(FPTT, 0, 0)
+    _run(bench.collect_dumps(ScriptedPorts(core), [(0, 1), (0, 2)]))
+    assert bench.dumps == dumps and bench.dumps_done == 2 and bench.errors == []
+    handed: list[tuple[int, list[int]]] = []
+    bench = StreamBench(FPTT, 0, 0, on_dump=lambda i, words: handed.append((i, words)))
+    _run(bench.collect_dumps(ScriptedPorts(core), [(0, 1), (0, 2)]))
+    assert handed == [(0, raws[:2]), (1, raws[2:])] and bench.dumps == []
+    assert bench.dumps_done == 2
 
 
 def _load_model(words: int, read_after: int, busy_until: int, clear_late: bool = False):

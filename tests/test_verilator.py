@@ -3,7 +3,8 @@ Verilator is reported.
 
 The differential suites run under Verilator in ``test_rtl_cocotb.py`` and
 ``test_rtl_learning.py``; here the command line runs a core under both simulators, which must
-agree on every value and every cycle.
+agree on every value and every cycle, and the learning check runs a whole epoch of a task under
+Verilator, as the learning flow does.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from neurofptt.cli import main
 from neurofptt.errors import ConfigError, ToolMissingError
 from neurofptt.flow import stages
 from neurofptt.flow.config import FlowConfig, FlowSettings
+from neurofptt.flow.stages import LEARNING_VERIFY_SAMPLES, learning_flow_samples
 from neurofptt.onchip import random_network
 from neurofptt.quant import HardwareConfig, QuantizedNetwork
 from neurofptt.quant.config import LearningConfig
+from neurofptt.tasks import load_task
 from neurofptt.verify import LearningRtlResult, run_rtl
 from neurofptt.verify.learning import golden_learning_run
 from neurofptt.verify.runner import SIMULATORS, require_simulator
@@ -70,6 +73,38 @@ def test_verify_sim_verilator_agrees_with_icarus(tmp_path: Path, capsys) -> None
     assert (tmp_path / "verilator" / "cocotb" / "sim_build" / "Vtop.mk").is_file()
     assert verilator["rtl_build_seconds"] > 0 and verilator["rtl_sim_seconds"] > 0
     capsys.readouterr()
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@needs_verilator
+def test_verify_learn_a_whole_epoch_under_verilator(tmp_path: Path, capsys) -> None:
+    """``verify --learn --samples 0 --sim verilator``: the learning core learns on every
+    training sample of the task, an epoch of updates, and every weight is compared after every
+    update (each dump in bulk as it ends); the record has the cycles and both costs."""
+    model = str(learning_model(tmp_path / "model.npz"))
+    args = ["verify", "--learn", "--model", model, "--task", "cue", "--samples", "0"]
+    assert main([*args, "--sim", "verilator", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "verify_learning.json").read_text())
+    assert record["simulator"] == "verilator"
+    assert record["rtl_mismatches"] == 0 and record["rtl_complete"]
+    assert record["rtl_learning_samples"] == len(load_task("cue").train) == 200
+    assert record["rtl_updates"] >= 200
+    weights = 12 * 24 + 24 * 24 + 24 * 2
+    assert record["rtl_values_compared"] == record["rtl_updates"] * weights
+    assert record["rtl_cycles"] > record["rtl_updates"] * record["learning_cycles_per_update"]
+    assert record["rtl_build_seconds"] > 0 and record["rtl_sim_seconds"] > 0
+    capsys.readouterr()
+
+
+def test_learning_flow_verifies_a_whole_epoch_under_verilator() -> None:
+    """``flow --learning`` checks every training sample under Verilator (``flow.rtl_samples``
+    caps it), at most ``LEARNING_VERIFY_SAMPLES`` under Icarus."""
+    assert learning_flow_samples(0, "verilator") == 0  # all of them
+    assert learning_flow_samples(16, "verilator") == 16
+    assert learning_flow_samples(0, "icarus") == LEARNING_VERIFY_SAMPLES
+    assert learning_flow_samples(16, "icarus") == LEARNING_VERIFY_SAMPLES
+    assert learning_flow_samples(3, "icarus") == 3
 
 
 def test_verify_learn_passes_the_simulator(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -78,6 +78,7 @@ __all__ = [
     "run_amaranth",
     "run_cocotb",
     "unpack",
+    "unpack_many",
 ]
 
 #: clock period of the cocotb runs (ns); the Verilog has no timescale of its own
@@ -156,6 +157,43 @@ def unpack(layout: data.StructLayout, raw: int) -> dict[str, Any]:
         name: _decode(field.shape, (raw >> field.offset) & ((1 << _width(field.shape)) - 1))
         for name, field in layout
     }
+
+
+def unpack_many(layout: data.StructLayout, raws: Sequence[int]) -> dict[str, Any]:
+    """Every field of many raw payloads of ``layout`` at once, as :func:`unpack` reads one:
+    a scalar field as an ``(n,)`` ``int64`` array, an array field as ``(n, length)``, a nested
+    layout as a dict; signed fields negative where their top bit is set.  The payloads become
+    one bit matrix and every field is read out of it by numpy, so a weight dump of thousands of
+    words costs a few array operations instead of a Python call per field and word (fields
+    up to 63 bits)."""
+    size = -(-layout.size // 8)
+    packed = b"".join(raw.to_bytes(size, "little") for raw in raws)
+    flat = np.frombuffer(packed, np.uint8).reshape(len(raws), size)
+    bits = np.unpackbits(flat, axis=1, bitorder="little").astype(np.int64)
+    return _fields_of_bits(layout, bits)
+
+
+def _fields_of_bits(shape: Any, bits: np.ndarray) -> Any:
+    """The values of ``shape`` in the bit matrix ``bits`` ``(n, width...)`` (bit 0 first)."""
+    if isinstance(shape, data.StructLayout):
+        return {
+            name: _fields_of_bits(
+                field.shape, bits[:, field.offset : field.offset + _width(field.shape)]
+            )
+            for name, field in shape
+        }
+    if isinstance(shape, data.ArrayLayout):
+        step = _width(shape.elem_shape)
+        return np.stack(
+            [
+                _fields_of_bits(shape.elem_shape, bits[:, i * step : (i + 1) * step])
+                for i in range(shape.length)
+            ],
+            axis=1,
+        )
+    s = Shape.cast(shape)
+    values = bits[:, : s.width] @ (np.int64(1) << np.arange(s.width, dtype=np.int64))
+    return values - (bits[:, s.width - 1] << s.width) if s.signed else values
 
 
 def encode_word(layout: data.StructLayout, word: Word, last: bool) -> int:
@@ -432,6 +470,8 @@ class CocotbPorts:
     def __init__(self, dut: Any):
         self.dut = dut
         self._handles: dict[str, Any] = {}
+        # one trigger for every edge: a weight dump awaits it once per word
+        self._edge = RisingEdge(dut.clk)
 
     def _handle(self, name: str) -> Any:
         if name not in self._handles:
@@ -440,8 +480,8 @@ class CocotbPorts:
 
     async def tick(self, *names: str) -> tuple[int, ...]:
         # read right after the edge, before the core's registers update: what the edge sampled
-        await RisingEdge(self.dut.clk)
-        return tuple(_read(self._handle(n)) for n in names)
+        await self._edge
+        return tuple([_read(self._handle(n)) for n in names])
 
     def set(self, name: str, value: int) -> None:
         self._handle(name).value = value
@@ -520,22 +560,29 @@ def cycle_budget(
 
 class _Sink:
     """Consumer side of an output stream; checks that ``valid`` and the payload hold until
-    ``ready`` and draws ``ready`` from the stream's stalls (always ready without them)."""
+    ``ready`` and draws ``ready`` from the stream's stalls (always ready without them).
+
+    ``ready`` is the sink's own output, so it keeps the value it drove rather than reading it
+    back: a weight dump moves one word per cycle, and every port read per edge costs the
+    cocotb benches time on the longest runs."""
 
     def __init__(self, ports: Ports, name: str, bench: StreamBench):
         self.ports = ports
         self.name = name
         self.bench = bench
         self.stalls = bench.stalls.get(name)
-        self.signals = (f"{name}__valid", f"{name}__ready", f"{name}__payload")
+        self.signals = (f"{name}__valid", f"{name}__payload")
+        self.ready_name = f"{name}__ready"
+        self.ready = 0 if self.stalls else 1  # what the core sees at the next edge
         self.stalled: int | None = None  # payload offered but not taken at the last edge
         self.where = (0, 0)  # (sample, step) being collected, for error reports
-        ports.set(self.signals[1], 0 if self.stalls else 1)
+        ports.set(self.ready_name, self.ready)
 
-    async def take(self) -> tuple[int, int]:
-        """Wait for the next transfer; return (payload, cycle of the transfer)."""
+    async def take(self) -> int:
+        """Wait for the next transfer and return its payload (``ports.cycle()`` is then the
+        transfer's cycle)."""
         while True:
-            valid, ready, payload = await self.ports.tick(*self.signals)
+            valid, payload = await self.ports.tick(*self.signals)
             word = payload if valid == 1 else None
             if self.stalled is not None and word != self.stalled:
                 self.bench.protocol(
@@ -543,15 +590,16 @@ class _Sink:
                     f"{self.name}: valid dropped or payload changed before ready "
                     f"(cycle {self.ports.cycle()})",
                 )
-            transferred = valid == 1 and ready == 1
+            transferred = valid == 1 and self.ready == 1
             self.stalled = word if valid == 1 and not transferred else None
             if self.stalls:
-                self.ports.set(self.signals[1], int(self.stalls.ready()))
+                self.ready = int(self.stalls.ready())
+                self.ports.set(self.ready_name, self.ready)
             if transferred:
                 if payload < 0:
                     self.bench.protocol(*self.where, f"{self.name}: X or Z in the payload")
                     payload = 0
-                return payload, self.ports.cycle()
+                return payload
             await self.ports.idle_until(self.signals[0])
 
 
@@ -561,9 +609,12 @@ class StreamBench:
     ``spikes`` ``(B, T, n_rec)`` and ``readout`` ``(B, T, n_out)`` as collected; ``step_start``
     (the cycle the step's first event was taken), ``step_end`` (the cycle of its last readout
     value) and ``read_accept`` (the cycle a ``READ_WEIGHTS`` after the step was taken), -1 where
-    none; ``dumps`` the words of every weight dump in order; ``load_cycles`` per load the cycles
-    from its first word to its accepted ``READ_WEIGHTS``; ``errors`` every broken stream rule;
-    ``steps_done`` the steps whose readout is complete.  ``stalls`` maps stream names to their
+    none; ``dumps`` the words of every weight dump in order, unless ``on_dump`` takes them:
+    it is called with each dump's number (from 0) and raw ``o_weights`` payloads as the dump
+    ends, so that a long run checks every dump in bulk (:func:`unpack_many`) and keeps none;
+    ``dumps_done`` counts them either way; ``load_cycles`` per load the cycles from its first
+    word to its accepted ``READ_WEIGHTS``; ``errors`` every broken stream rule; ``steps_done``
+    the steps whose readout is complete.  ``stalls`` maps stream names to their
     :class:`Stalls`; a stream without is never stalled.
     """
 
@@ -573,6 +624,7 @@ class StreamBench:
         batch: int,
         steps: int,
         stalls: Mapping[str, Stalls] | None = None,
+        on_dump: Callable[[int, list[int]], None] | None = None,
     ):
         self.cfg = cfg
         self.batch, self.steps = batch, steps
@@ -583,6 +635,8 @@ class StreamBench:
         self.step_end = np.full((batch, steps), -1, np.int64)
         self.read_accept = np.full((batch, steps), -1, np.int64)
         self.dumps: list[list[Word]] = []
+        self.on_dump = on_dump
+        self.dumps_done = 0
         self.load_cycles: list[int] = []
         self.errors: list[Mismatch] = []
         self.steps_done = 0
@@ -710,8 +764,7 @@ class StreamBench:
                 sink.where = (b, t)
                 last = -1
                 while True:
-                    raw, _ = await sink.take()
-                    event = unpack(layout, raw)
+                    event = unpack(layout, await sink.take())
                     kind, index = event["kind"], event["index"]
                     if kind == EventKind.STEP.value:
                         break
@@ -735,28 +788,31 @@ class StreamBench:
             for t in range(self.steps):
                 sink.where = (b, t)
                 for k in range(n_out):
-                    raw, when = await sink.take()
-                    value = unpack(layout, raw)
+                    value = unpack(layout, await sink.take())
                     index = value["index"]
                     if index != k:
                         self.protocol(b, t, f"o_readout index {index}, expected {k}", index)
                     if value["last"] != (k == n_out - 1):
                         self.protocol(b, t, f"o_readout last={value['last']} on index {k}", index)
                     self.readout[b, t, k] = value["value"]
-                self.step_end[b, t] = when
+                self.step_end[b, t] = ports.cycle()  # the step's last value
                 self.steps_done += 1
 
     async def collect_dumps(self, ports: Ports, places: Sequence[tuple[int, int]]) -> None:
         """One weight dump on ``o_weights`` per ``(sample, step)`` in ``places`` (where it is
-        expected, for reports): its words up to the one with ``last``."""
+        expected, for reports): its words up to the one with ``last``, handed to ``on_dump``
+        or decoded into ``dumps``.  Nothing is decoded per word: the ``last`` bit is read off
+        the raw payload."""
         sink = _Sink(ports, "o_weights", self)
         layout = weight_dump_layout(self.cfg)
+        last = layout["last"].offset
         for where in places:
             sink.where = where
-            words: list[Word] = []
-            last = False
-            while not last:
-                raw, _ = await sink.take()
-                word, last = decode_word(layout, raw)
-                words.append(word)
-            self.dumps.append(words)
+            raws = [await sink.take()]
+            while not raws[-1] >> last & 1:
+                raws.append(await sink.take())
+            if self.on_dump is None:
+                self.dumps.append([decode_word(layout, raw)[0] for raw in raws])
+            else:
+                self.on_dump(self.dumps_done, raws)
+            self.dumps_done += 1

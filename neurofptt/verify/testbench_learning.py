@@ -11,11 +11,12 @@ which the core accepts once the update is done and answers with every weight wor
 ``o_weights``.  Before sample ``load_before`` it feeds the loaded weight set to ``i_weights``,
 its first word offered together with the sample's ``CLEAR``, and offers a ``READ_WEIGHTS`` from
 the next edge, which the core must hold off until the last word.  It compares the spikes and
-readouts of every step and every weight and ``W_bar`` after the load and after every update,
-checks the stream rules (:mod:`neurofptt.verify.streams`, shared with the Amaranth-simulator
-tests), and writes the records, the cycle counts and the number of synapses compared to
-``NEUROFPTT_RESULTS``.  ``NEUROFPTT_BACKPRESSURE=1`` stalls every stream and pauses the load at
-random (seed ``NEUROFPTT_SEED``).
+readouts of every step and every weight and ``W_bar`` after the load and after every update
+(each dump decoded and compared in bulk as it ends: :class:`DumpCheck`), checks the stream
+rules (:mod:`neurofptt.verify.streams`, shared with the Amaranth-simulator tests), and writes
+the records, the cycle counts and the number of synapses compared to ``NEUROFPTT_RESULTS``.
+``NEUROFPTT_BACKPRESSURE=1`` stalls every stream and pauses the load at random (seed
+``NEUROFPTT_SEED``).
 
 Run it through :func:`neurofptt.verify.run_rtl_learning`.
 """
@@ -28,19 +29,27 @@ from typing import Any
 import cocotb
 import numpy as np
 
-from neurofptt.hdl.ports import learn_event_layout
+from neurofptt.hdl.ports import learn_event_layout, weight_dump_layout
 from neurofptt.quant.config import HardwareConfig
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.verify.bench_common import BenchRun
-from neurofptt.verify.compare import Mismatch, compare_traces, format_report
+from neurofptt.verify.compare import MAX_RECORDS, Mismatch, compare_traces, format_report
 from neurofptt.verify.learning import (
+    Snapshot,
     WeightLoad,
     compare_snapshot,
-    decode_dump,
+    dump_matrices,
     golden_learning_run,
     load_words,
 )
-from neurofptt.verify.streams import Load, StreamBench, cycle_budget, frame_run, run_cocotb
+from neurofptt.verify.streams import (
+    Load,
+    StreamBench,
+    cycle_budget,
+    frame_run,
+    run_cocotb,
+    unpack_many,
+)
 
 
 def stimulus_load(cfg: HardwareConfig, arrays: dict[str, np.ndarray]) -> WeightLoad | None:
@@ -74,49 +83,74 @@ async def test_learning_core_vs_golden(dut: Any) -> None:
         shift=golden.shift,
         loads=loads,
     )
-    bench = StreamBench(cfg, batch, steps, run.stalls())
+    check = DumpCheck(net, golden.snapshots)
+    bench = StreamBench(cfg, batch, steps, run.stalls(), on_dump=check)
     places = [(s.sample, s.step) for s in golden.snapshots]
     budget = cycle_budget(
         cfg, batch, steps, updates=golden.updates, loads=len(loads), stalled=run.backpressure
     )
-    complete, _ = await run_cocotb(dut, bench.benches(items, places), budget)
+    complete, cycles = await run_cocotb(dut, bench.benches(items, places), budget)
     if not complete:
         bench.protocol(
             -1,
             -1,
             f"timeout after {bench.steps_done} of {batch * steps} steps and "
-            f"{len(bench.dumps)} weight dumps",
+            f"{bench.dumps_done} weight dumps",
         )
 
-    weight_records: list[Mismatch] = []
-    weight_mismatches = compared = 0
-    for snapshot, words in zip(golden.snapshots, bench.dumps, strict=False):
-        try:
-            actual = decode_dump(net, words)
-        except ValueError as exc:
-            bench.protocol(snapshot.sample, snapshot.step, f"o_weights: {exc}")
-            actual = {}
-        records, total = compare_snapshot(snapshot, actual)
-        weight_records += records
-        weight_mismatches += total
-        compared += sum(w.size for w in snapshot.weights.values())
-        compared += sum(w.size for w in snapshot.wbar.values())
-
     records, total = compare_traces(golden.spikes, golden.readout, bench.spikes, bench.readout)
-    records = bench.errors + records + weight_records
-    total += len(bench.errors) + weight_mismatches
+    records = bench.errors + check.errors + records + check.records
+    total += len(bench.errors) + len(check.errors) + check.mismatches
     np.savez(
         run.results,
         spikes=bench.spikes,
         readout=bench.readout,
         step_start=bench.step_start,
         read_accept=bench.read_accept,
-        compared=np.int64(compared),
-        dumps=np.int64(len(bench.dumps)),
+        compared=np.int64(check.compared),
+        dumps=np.int64(bench.dumps_done),
+        cycles=np.int64(cycles),
         n_mismatches=np.int64(total),
         complete=np.bool_(complete),
-        records=np.array(json.dumps([r.to_dict() for r in records[:1000]])),
+        records=np.array(json.dumps([r.to_dict() for r in records[:MAX_RECORDS]])),
     )
     report = format_report(records, total)
-    dut._log.info("%d weight dumps; %s", len(bench.dumps), report.splitlines()[0])
+    dut._log.info("%d weight dumps; %s", bench.dumps_done, report.splitlines()[0])
     assert total == 0, report
+
+
+class DumpCheck:
+    """Compares each weight dump with its golden snapshot as the dump ends (the
+    :class:`~neurofptt.verify.streams.StreamBench` ``on_dump`` handler): the raw payloads are
+    decoded and compared in bulk and then dropped, so a whole epoch of dumps (thousands of
+    words after every update) costs array operations, not a Python call per value, and no
+    memory.  ``records`` (at most :data:`~neurofptt.verify.compare.MAX_RECORDS`) and
+    ``mismatches`` (exact) are the weight mismatches, ``errors`` the malformed dumps,
+    ``compared`` the weights and ``W_bar`` values compared."""
+
+    def __init__(self, net: QuantizedNetwork, snapshots: list[Snapshot]):
+        self.net = net
+        self.snapshots = snapshots
+        self.layout = weight_dump_layout(net.config)
+        self.records: list[Mismatch] = []
+        self.errors: list[Mismatch] = []
+        self.mismatches = 0
+        self.compared = 0
+
+    def __call__(self, index: int, raws: list[int]) -> None:
+        snapshot = self.snapshots[index]
+        fields = unpack_many(self.layout, raws)
+        try:
+            actual = dump_matrices(self.net, fields["matrix"], fields["w"], fields.get("wbar"))
+        except ValueError as exc:
+            detail = f"o_weights: {exc}"
+            self.errors.append(
+                Mismatch(snapshot.sample, snapshot.step, "protocol", -1, -1, -1, detail)
+            )
+            actual = {}
+        limit = min(20, MAX_RECORDS - len(self.records))
+        records, total = compare_snapshot(snapshot, actual, limit)
+        self.records += records
+        self.mismatches += total
+        self.compared += sum(w.size for w in snapshot.weights.values())
+        self.compared += sum(w.size for w in snapshot.wbar.values())

@@ -53,8 +53,7 @@ from neurofptt.hdl.board.build import BOARDS, build_board
 from neurofptt.hdl.board.protocol import DEFAULT_BAUD
 from neurofptt.hdl.synth import FAMILIES
 from neurofptt.io import write_json
-from neurofptt.learning.distributed import is_main
-from neurofptt.learning.distributed import start as start_processes
+from neurofptt.learning.distributed import is_main, launched
 from neurofptt.learning.distributed import stop as stop_processes
 from neurofptt.learning.registry import MODELS, RULES
 from neurofptt.learning.threads import choose_threads, set_threads, step_work
@@ -189,6 +188,16 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_device(p: argparse.ArgumentParser) -> None:
+    """``--device`` of the commands that train in float: overrides ``train.device``."""
+    p.add_argument(
+        "--device",
+        default=None,
+        help="where the float model trains: cpu, cuda, cuda:N or mps (overrides train.device; "
+        "see docs/scale.md)",
+    )
+
+
 def _add_quantized_model(p: argparse.ArgumentParser) -> None:
     """``--model`` of the commands that read the quantized network rather than train one."""
     p.add_argument("--model", type=Path, default=None, help="quantized .npz (default OUT/...)")
@@ -219,6 +228,7 @@ def _add_flow_parser(sub: _Subcommands) -> None:
     )
     _add_tune(p, "--learning")
     _add_threads(p)
+    _add_device(p)
     _add_run_control(p, "continue training from the checkpoint")
 
 
@@ -280,6 +290,7 @@ def _add_train_parser(sub: _Subcommands) -> None:
         "uses that)",
     )
     _add_threads(p)
+    _add_device(p)
     _add_run_control(p, "continue from OUT/checkpoint.pt")
 
 
@@ -374,6 +385,7 @@ def _add_synth_parser(sub: _Subcommands) -> None:
     add_choice(p, "--family", FAMILIES, "FPGA family", default="ecp5", help="FPGA family")
     p.add_argument("--pnr", action="store_true", help="also place and route (Fmax)")
     p.add_argument("--device", default=None, help="part (ecp5: 25k, 85k, ...; default 25k/up5k)")
+    p.add_argument("--package", default=None, help="package (ecp5 default CABGA381)")
     p.add_argument("--freq", type=float, default=50.0, help="clock target of place and route (MHz)")
 
 
@@ -627,6 +639,9 @@ def run(args: argparse.Namespace) -> object:
             args.config, quick=getattr(args, "quick", False), task=task_argument(args)
         )
     if args.command in ("flow", "train"):
+        if args.device is not None:
+            train = dataclasses.replace(cfg.train, device=args.device)
+            cfg = dataclasses.replace(cfg, train=train)
         work = step_work(cfg.train.batch_size, cfg.hardware.n_rec)
         set_threads(choose_threads(args.threads, workers=launched_processes(), work=work))
     if args.command == "flow":
@@ -690,6 +705,7 @@ def run(args: argparse.Namespace) -> object:
             args.family,
             args.pnr,
             device=args.device,
+            package=args.package,
             freq_mhz=args.freq,
             required=True,
         )
@@ -874,9 +890,9 @@ def launched_processes() -> int:
 
 @contextlib.contextmanager
 def data_parallel(args: argparse.Namespace) -> Iterator[None]:
-    """Under ``torchrun`` (``WORLD_SIZE`` > 1) join the process group for the command and leave
-    it afterwards (:mod:`neurofptt.learning.distributed`); only float training runs there."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1) only float training runs, and the process group
+    it joins is left afterwards (:mod:`neurofptt.learning.distributed`)."""
+    if not launched():
         yield
         return
     if args.command != "train" or args.engine != "float":
@@ -884,9 +900,8 @@ def data_parallel(args: argparse.Namespace) -> Iterator[None]:
             "torchrun runs `neurofptt train` with the float engine; run other commands in one "
             "process"
         )
-    start_processes()
     try:
-        yield
+        yield  # training joins the group (it knows the device, which picks the backend)
     finally:
         stop_processes()
 

@@ -160,8 +160,9 @@ LANE_CONFIGS = [
 @pytest.mark.parametrize("fixed", LANE_CONFIGS, ids=lambda f: "-".join(map(str, f.values())))
 def test_weight_update_lane_matches_eprop_and_fptt(fixed: dict) -> None:
     """Random weights, traces, factors, stored ``W_bar`` and draws over their whole formats, a
-    word per cycle: stage 2 gives ``eprop_update`` / ``fptt_update``'s new weight, stage 3
-    FPTT's stored ``W_bar``, for every matrix's learning rate."""
+    word per cycle, the draws on the lane's ``draw_cycle``: ``w_cycle`` cycles after its inputs
+    a word's new weight is ``eprop_update`` / ``fptt_update``'s, ``wbar_cycle`` cycles after
+    them FPTT's stored ``W_bar``, for every matrix's learning rate."""
     cfg = random_config(sum(map(len, map(str, fixed.values()))), lanes=1, **fixed)
     lc = cfg.learning
     fptt = lc.mode == "fptt"
@@ -198,8 +199,8 @@ def test_weight_update_lane_matches_eprop_and_fptt(fixed: dict) -> None:
     got_w, got_wbar = np.zeros(words, np.int64), np.zeros(words, np.int64)
 
     async def bench(ctx):
-        for c in range(words + 2):
-            if c < words:  # stage 1: word c
+        for c in range(words + dut.wbar_cycle + 1):
+            if c < words:  # the inputs of word c
                 ctx.set(dut.w, int(w[c]))
                 ctx.set(dut.pre, int(pre[c]))
                 ctx.set(dut.post, int(post[c]))
@@ -208,12 +209,12 @@ def test_weight_update_lane_matches_eprop_and_fptt(fixed: dict) -> None:
                     ctx.set(dut.pre_prev, int(pre_prev[c]))
                     ctx.set(dut.post_prev, int(post_prev[c]))
                     ctx.set(dut.wbar, int(stored[c]))
-            if 0 <= c - 1 < words:  # stage 2: word c - 1, with its draws
-                i = c - 1
+            if 0 <= (i := c - dut.draw_cycle) < words:  # the draws of word i
                 ctx.set(dut.draws, [int(d) for d in draws[i, : draws_per_word(cfg)]])
+            if 0 <= (i := c - dut.w_cycle) < words:
                 got_w[i] = ctx.get(dut.w_new[int(mats[i])])
-            if fptt and c >= 2:  # stage 3: word c - 2
-                got_wbar[c - 2] = ctx.get(dut.wbar_new[int(mats[c - 2])])
+            if fptt and 0 <= (i := c - dut.wbar_cycle) < words:
+                got_wbar[i] = ctx.get(dut.wbar_new[int(mats[i])])
             await ctx.tick()
 
     run(dut, bench)
@@ -289,14 +290,15 @@ def test_softmax_error_matches_golden(learning: dict, n_out: int, lanes: int, se
             ctx.set(sm.start, 1)
             await ctx.tick()
             ctx.set(sm.start, 0)
-            errors, cycles = {}, 0  # done comes this many cycles after the start
-            while True:
+            errors, cycles, done = {}, 0, False  # done comes this many cycles after the start
+            while not done:
                 _, _, done, valid, e = await ctx.tick().sample(sm.done, sm.error.valid, sm.error.p)
                 cycles += 1
                 if valid:
                     errors[(int(e.row), int(e.lane))] = int(e.value)
-                if done:
-                    break
+            _, _, valid, e = await ctx.tick().sample(sm.error.valid, sm.error.p)
+            assert valid, "the last e_k leaves on the cycle after done"
+            errors[(int(e.row), int(e.lane))] = int(e.value)
             results.append((o, label, errors, cycles))
 
     run(dut, bench)
@@ -369,7 +371,8 @@ def test_readout_error_matches_update_factors(seed: int) -> None:
 def test_trace_update_matches_learning_step(seed: int) -> None:
     """Random traces (saturated ones included), spikes, inputs and membranes: one row at a
     time, the new traces equal ``learning_step``'s and ``psi`` the pseudo-derivative of
-    ``update_factors``."""
+    ``update_factors``; a row a cycle, the traces leave one cycle after the row and ``psi``
+    two."""
     cfg = random_config(200 + seed)
     lc, lanes = cfg.learning, cfg.lanes
     rng = np.random.default_rng(seed)
@@ -404,23 +407,32 @@ def test_trace_update_matches_learning_step(seed: int) -> None:
     got = {"z": [], "o": [], "x": [], "psi": []}
 
     async def bench(ctx):
-        for r in range(rows):
-            old = zip(old_z[r], old_o[r], strict=True)
-            ctx.set(dut.old, [{"zbar": int(a), "obar": int(b)} for a, b in old])
-            ctx.set(dut.z_prev, sum(int(b) << ln for ln, b in enumerate(z_prev[r])))
-            ctx.set(dut.z, sum(int(b) << ln for ln, b in enumerate(z_new[r])))
-            ctx.set(dut.v, [int(v) for v in v_new[r]])
-            if r < len(x_old):
-                ctx.set(dut.x_old, [int(v) for v in x_old[r]])
-                ctx.set(dut.x, sum(int(b) << i for i, b in enumerate(x_bits[r])))
-            new = ctx.get(dut.new)
-            got["z"] += [int(new[ln].zbar) for ln in range(lanes)]
-            got["o"] += [int(new[ln].obar) for ln in range(lanes)]
-            got["psi"] += [int(p) for p in ctx.get(dut.psi)]
-            if r < len(x_old):
-                got["x"] += [int(v) for v in ctx.get(dut.x_new)]
+        into, traces, psi = dut.row.p, dut.traces, dut.psi
+        for r in range(rows + 2):
+            ctx.set(dut.row.valid, r < rows)
+            if r < rows:
+                old = zip(old_z[r], old_o[r], strict=True)
+                ctx.set(into.row, r)
+                ctx.set(into.old, [{"zbar": int(a), "obar": int(b)} for a, b in old])
+                ctx.set(into.z_prev, sum(int(b) << ln for ln, b in enumerate(z_prev[r])))
+                ctx.set(into.z, sum(int(b) << ln for ln, b in enumerate(z_new[r])))
+                ctx.set(into.v, [int(v) for v in v_new[r]])
+                x = (x_old[r], x_bits[r]) if r < len(x_old) else (np.zeros(k, int),) * 2
+                ctx.set(into.x_old, [int(v) for v in x[0]])
+                ctx.set(into.x, sum(int(b) << i for i, b in enumerate(x[1])))
+            await ctx.tick()
+            if ctx.get(traces.valid):
+                new, row = ctx.get(traces.p.new), int(ctx.get(traces.p.row))
+                assert row == r
+                got["z"] += [int(new[ln].zbar) for ln in range(lanes)]
+                got["o"] += [int(new[ln].obar) for ln in range(lanes)]
+                if row < len(x_old):
+                    got["x"] += [int(v) for v in ctx.get(traces.p.x_new)]
+            if ctx.get(psi.valid):
+                assert int(ctx.get(psi.p.row)) == r - 1
+                got["psi"] += [int(p) for p in ctx.get(psi.p.psi)]
 
-    run(dut, bench, clock=False)
+    run(dut, bench)
     assert got["z"][: cfg.n_rec] == after.z_trace.tolist()
     assert got["o"][: cfg.n_rec] == after.out_trace.tolist()
     assert got["x"][: cfg.n_in] == after.x_trace.tolist()
@@ -471,7 +483,7 @@ def test_learning_signal_matches_update_factors(seed: int) -> None:
         await ctx.tick()
         ctx.set(dut.restart, 0)
         for j in range(cfg.n_rec + 1):
-            for s in range(out_rows if j < cfg.n_rec else 4):
+            for s in range(out_rows if j < cfg.n_rec else dut.latency):
                 valid = j < cfg.n_rec
                 if valid:
                     ctx.set(word.p, {

@@ -7300,7 +7300,7 @@ module \neurofptt_core.readout (clk, rst, w_out, op__valid, op__payload, control
   wire [16:0] \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire \$34 ;
+  wire [1:0] \$34 ;
   wire \$35 ;
   wire \$36 ;
   wire \$37 ;
@@ -7310,26 +7310,27 @@ module \neurofptt_core.readout (clk, rst, w_out, op__valid, op__payload, control
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  reg \$43 ;
-  reg [7:0] \$44 ;
-  reg [31:0] \$45 ;
-  reg [3:0] \$46 ;
-  reg [1:0] \$47 ;
+  wire \$43 ;
+  reg \$44 ;
+  reg [7:0] \$45 ;
+  reg [31:0] \$46 ;
+  reg [3:0] \$47 ;
   reg [1:0] \$48 ;
-  reg \$49 ;
+  reg [1:0] \$49 ;
   wire [16:0] \$5 ;
-  reg [8:0] \$50 ;
+  reg \$50 ;
   reg [8:0] \$51 ;
-  reg [16:0] \$52 ;
-  reg [17:0] \$53 ;
-  reg [3:0] \$54 ;
-  reg [1:0] \$55 ;
+  reg [8:0] \$52 ;
+  reg [16:0] \$53 ;
+  reg [17:0] \$54 ;
+  reg [3:0] \$55 ;
   reg [1:0] \$56 ;
-  reg [15:0] \$57 ;
-  wire [7:0] \$59 ;
+  reg [1:0] \$57 ;
+  reg [15:0] \$58 ;
   wire [33:0] \$6 ;
-  wire [7:0] \$62 ;
-  wire [7:0] \$67 ;
+  wire [7:0] \$60 ;
+  wire [7:0] \$63 ;
+  wire [7:0] \$68 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
@@ -7380,7 +7381,6 @@ module \neurofptt_core.readout (clk, rst, w_out, op__valid, op__payload, control
   wire [33:0] \rd__data[3] ;
   wire [17:0] \rd__data[3].acc ;
   wire [15:0] \rd__data[3].o ;
-  reg rd__en;
   reg [7:0] readout_s2__payload = 8'h00;
   (* enum_base_type = "RowOp" *)
   (* enum_value_000 = "NONE" *)
@@ -7463,67 +7463,59 @@ module \neurofptt_core.readout (clk, rst, w_out, op__valid, op__payload, control
     if (wr__en[3])
       readout[wr__addr][135:102] <= wr__data[135:102];
   end
-  reg [135:0] _0_;
+  reg [1:0] _0_;
   always @(posedge clk) begin
-    if (rd__en) begin
-      _0_ <= readout[rd__addr];
-      if (wr__en[0] && rd__addr == wr__addr)
-        _0_[33:0] <= wr__data[33:0];
-      if (wr__en[1] && rd__addr == wr__addr)
-        _0_[67:34] <= wr__data[67:34];
-      if (wr__en[2] && rd__addr == wr__addr)
-        _0_[101:68] <= wr__data[101:68];
-      if (wr__en[3] && rd__addr == wr__addr)
-        _0_[135:102] <= wr__data[135:102];
-    end
+    _0_ <= rd__addr;
   end
-  assign rd__data = _0_;
-  assign \$35  = ! ro_kk_lane;
-  assign \$36  = ro_kk_lane == 1'h1;
-  assign \$37  = ro_kk_lane == 2'h2;
-  assign \$38  = ro_kk_lane == 2'h3;
-  assign \$39  = ro_k != 4'ha;
-  assign \$40  = ~ ro_s1[0];
-  assign \$41  = ~ ro_s2[0];
-  assign \$42  = \$40  & \$41 ;
+  assign rd__data = readout[_0_];
+  assign \$34  = advance ? ro_row : ro_s1[6:5];
+  assign \$35  = ro_valid & o_readout__ready;
+  assign \$36  = ! ro_kk_lane;
+  assign \$37  = ro_kk_lane == 1'h1;
+  assign \$38  = ro_kk_lane == 2'h2;
+  assign \$39  = ro_kk_lane == 2'h3;
+  assign \$40  = ro_k != 4'ha;
+  assign \$41  = ~ ro_s1[0];
+  assign \$42  = ~ ro_s2[0];
+  assign \$43  = \$41  & \$42 ;
   always @(posedge clk)
-    readout_s2__valid <= \$43 ;
+    readout_s2__valid <= \$44 ;
   always @(posedge clk)
-    readout_s2__payload <= \$44 ;
+    readout_s2__payload <= \$45 ;
   always @(posedge clk)
-    w_out_s2 <= \$45 ;
+    w_out_s2 <= \$46 ;
   always @(posedge clk)
-    ro_k <= \$46 ;
+    ro_k <= \$47 ;
   always @(posedge clk)
-    ro_row <= \$47 ;
+    ro_row <= \$48 ;
   always @(posedge clk)
-    ro_lane <= \$48 ;
+    ro_lane <= \$49 ;
   always @(posedge clk)
-    ro_valid <= \$49 ;
+    ro_valid <= \$50 ;
   always @(posedge clk)
-    ro_s1 <= \$50 ;
+    ro_s1 <= \$51 ;
   always @(posedge clk)
-    ro_s2 <= \$51 ;
+    ro_s2 <= \$52 ;
   always @(posedge clk)
-    ro_leaked <= \$52 ;
+    ro_leaked <= \$53 ;
   always @(posedge clk)
-    ro_acc <= \$53 ;
+    ro_acc <= \$54 ;
   always @(posedge clk)
-    ro_kk <= \$54 ;
+    ro_kk <= \$55 ;
   always @(posedge clk)
-    ro_kk_row <= \$55 ;
+    ro_kk_row <= \$56 ;
   always @(posedge clk)
-    ro_kk_lane <= \$56 ;
+    ro_kk_lane <= \$57 ;
   always @(posedge clk)
-    ro_value <= \$57 ;
+    ro_value <= \$58 ;
   assign \$1  = ro_k != 4'ha;
-  assign \$59  = ro_s1[8:7] * 6'h22;
-  assign \$2  = rd__data >> \$59 ;
-  assign \$62  = ro_s1[8:7] * 6'h22;
-  assign \$3  = rd__data >> \$62 ;
+  assign \$60  = ro_s1[8:7] * 6'h22;
+  assign \$2  = rd__data >> \$60 ;
+  assign \$63  = ro_s1[8:7] * 6'h22;
+  assign \$3  = rd__data >> \$63 ;
   assign \$5  = $signed(\$2 [33:18]) - $signed(\$4 );
-  assign \$67  = ro_s1[8:7] * 6'h22;
-  assign \$6  = rd__data >> \$67 ;
+  assign \$68  = ro_s1[8:7] * 6'h22;
+  assign \$6  = rd__data >> \$68 ;
   assign \$7  = ro_k != 4'ha;
   assign \$8  = ~ ro_s1[0];
   assign \$9  = ~ ro_s2[0];
@@ -7549,128 +7541,112 @@ module \neurofptt_core.readout (clk, rst, w_out, op__valid, op__payload, control
   assign \$32  = ~ ro_valid;
   assign advance = \$32  | o_readout__ready;
   assign \$33  = ro_kk == 4'h9;
-  assign \$34  = ro_valid & o_readout__ready;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$43  = op__valid;
+    \$44  = op__valid;
     if (rst) begin
-      \$43  = 1'h0;
+      \$44  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$44  = op__payload;
+    \$45  = op__payload;
     if (rst) begin
-      \$44  = 8'h00;
+      \$45  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$45  = w_out;
+    \$46  = w_out;
     if (rst) begin
-      \$45  = 32'd0;
+      \$46  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$46  = ro_k;
+    \$47  = ro_k;
     if (control__start) begin
-      \$46  = 4'h0;
+      \$47  = 4'h0;
     end
     if (control__run) begin
       if (advance) begin
         if (\$7 ) begin
-          \$46  = \$11 [3:0];
+          \$47  = \$11 [3:0];
         end
       end
     end
     if (rst) begin
-      \$46  = 4'h0;
+      \$47  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$47  = ro_row;
+    \$48  = ro_row;
     if (control__start) begin
-      \$47  = 2'h0;
+      \$48  = 2'h0;
     end
     if (control__run) begin
       if (advance) begin
         if (\$7 ) begin
           if (\$12 ) begin
-            \$47  = \$13 [1:0];
+            \$48  = \$13 [1:0];
           end
         end
       end
     end
     if (rst) begin
-      \$47  = 2'h0;
+      \$48  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$48  = ro_lane;
+    \$49  = ro_lane;
     if (control__start) begin
-      \$48  = 2'h0;
+      \$49  = 2'h0;
     end
     if (control__run) begin
       if (advance) begin
         if (\$7 ) begin
           (* full_case = 32'd1 *)
           if (\$12 ) begin
-            \$48  = 2'h0;
+            \$49  = 2'h0;
           end else begin
-            \$48  = \$14 [1:0];
+            \$49  = \$14 [1:0];
           end
         end
       end
     end
     if (rst) begin
-      \$48  = 2'h0;
+      \$49  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$49  = ro_valid;
+    \$50  = ro_valid;
     if (control__start) begin
-      \$49  = 1'h0;
+      \$50  = 1'h0;
     end
     if (control__run) begin
       if (advance) begin
-        \$49  = ro_s2[0];
+        \$50  = ro_s2[0];
       end
     end
     if (rst) begin
-      \$49  = 1'h0;
+      \$50  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$50  = ro_s1;
-    if (control__start) begin
-      \$50 [0] = 1'h0;
-    end
-    if (control__run) begin
-      if (advance) begin
-        \$50 [0] = \$1 ;
-        \$50 [4:1] = ro_k;
-        \$50 [6:5] = ro_row;
-        \$50 [8:7] = ro_lane;
-      end
-    end
-    if (rst) begin
-      \$50  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$51  = ro_s2;
+    \$51  = ro_s1;
     if (control__start) begin
       \$51 [0] = 1'h0;
     end
     if (control__run) begin
       if (advance) begin
-        \$51  = ro_s1;
+        \$51 [0] = \$1 ;
+        \$51 [4:1] = ro_k;
+        \$51 [6:5] = ro_row;
+        \$51 [8:7] = ro_lane;
       end
     end
     if (rst) begin
@@ -7679,58 +7655,61 @@ module \neurofptt_core.readout (clk, rst, w_out, op__valid, op__payload, control
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$52  = ro_leaked;
+    \$52  = ro_s2;
+    if (control__start) begin
+      \$52 [0] = 1'h0;
+    end
     if (control__run) begin
       if (advance) begin
-        \$52  = \$5 ;
+        \$52  = ro_s1;
       end
     end
     if (rst) begin
-      \$52  = 17'h00000;
+      \$52  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$53  = ro_acc;
+    \$53  = ro_leaked;
     if (control__run) begin
       if (advance) begin
-        \$53  = \$6 [17:0];
+        \$53  = \$5 ;
       end
     end
     if (rst) begin
-      \$53  = 18'h00000;
+      \$53  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$54  = ro_kk;
+    \$54  = ro_acc;
     if (control__run) begin
       if (advance) begin
-        \$54  = ro_s2[4:1];
+        \$54  = \$6 [17:0];
       end
     end
     if (rst) begin
-      \$54  = 4'h0;
+      \$54  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$55  = ro_kk_row;
+    \$55  = ro_kk;
     if (control__run) begin
       if (advance) begin
-        \$55  = ro_s2[6:5];
+        \$55  = ro_s2[4:1];
       end
     end
     if (rst) begin
-      \$55  = 2'h0;
+      \$55  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$56  = ro_kk_lane;
+    \$56  = ro_kk_row;
     if (control__run) begin
       if (advance) begin
-        \$56  = ro_s2[8:7];
+        \$56  = ro_s2[6:5];
       end
     end
     if (rst) begin
@@ -7739,28 +7718,40 @@ module \neurofptt_core.readout (clk, rst, w_out, op__valid, op__payload, control
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$57  = ro_value;
+    \$57  = ro_kk_lane;
     if (control__run) begin
       if (advance) begin
-        \$57  = \$31 [15:0];
+        \$57  = ro_s2[8:7];
       end
     end
     if (rst) begin
-      \$57  = 16'h0000;
+      \$57  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$58  = ro_value;
+    if (control__run) begin
+      if (advance) begin
+        \$58  = \$31 [15:0];
+      end
+    end
+    if (rst) begin
+      \$58  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     rd__addr = op__payload[4:3];
     if (control__run) begin
-      rd__addr = ro_row;
+      rd__addr = \$34 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     wr__addr = readout_s2__payload[4:3];
     if (control__run) begin
-      if (\$34 ) begin
+      if (\$35 ) begin
         wr__addr = ro_kk_row;
       end
     end
@@ -7777,8 +7768,8 @@ module \neurofptt_core.readout (clk, rst, w_out, op__valid, op__payload, control
       endcase
     end
     if (control__run) begin
-      if (\$34 ) begin
-        wr__en = { \$38 , \$37 , \$36 , \$35  };
+      if (\$35 ) begin
+        wr__en = { \$39 , \$38 , \$37 , \$36  };
       end
     end
   end
@@ -7801,7 +7792,7 @@ module \neurofptt_core.readout (clk, rst, w_out, op__valid, op__payload, control
       endcase
     end
     if (control__run) begin
-      if (\$34 ) begin
+      if (\$35 ) begin
         wr__data[33:18] = ro_value;
         wr__data[67:52] = ro_value;
         wr__data[101:86] = ro_value;
@@ -7811,16 +7802,9 @@ module \neurofptt_core.readout (clk, rst, w_out, op__valid, op__payload, control
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    rd__en = 1'h1;
-    if (control__run) begin
-      rd__en = advance;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     sent__valid = 1'h0;
     if (control__run) begin
-      if (\$34 ) begin
+      if (\$35 ) begin
         sent__valid = 1'h1;
       end
     end
@@ -7830,8 +7814,8 @@ module \neurofptt_core.readout (clk, rst, w_out, op__valid, op__payload, control
     control__done = 1'h0;
     if (control__run) begin
       if (advance) begin
-        if (\$39 ) begin
-        end else if (\$42 ) begin
+        if (\$40 ) begin
+        end else if (\$43 ) begin
           control__done = 1'h1;
         end
       end

@@ -400,12 +400,14 @@ def stage_synth(
     pnr: bool = False,
     *,
     device: str | None = None,
+    package: str | None = None,
     freq_mhz: float = 50.0,
     required: bool = False,
 ) -> dict:
-    """Synthesise the core for ``family``'s ``device`` (default the family's default part),
-    and place and route it with ``pnr`` for a ``freq_mhz`` clock (an hour at most: a
-    256-neuron learning core on the ECP5-85k takes tens of minutes); writes ``synth.json``.
+    """Synthesise the core for ``family``'s ``device`` and ``package`` (default the family's
+    default part), and place and route it with ``pnr`` for a ``freq_mhz`` clock (an hour at
+    most: a 256-neuron learning core on the ECP5-85k takes tens of minutes); writes
+    ``synth.json``.
 
     Without the FPGA tools the record says why (``fpga`` is ``None``): the flow goes on without
     synthesis.  With ``required`` (an explicit ``neurofptt synth``) a missing tool raises
@@ -424,6 +426,7 @@ def stage_synth(
                 family=family,
                 work_dir=out / "synth",
                 device=device,
+                package=package,
                 place_and_route=pnr,
                 freq_mhz=freq_mhz,
                 timeout_s=3600,

@@ -13,7 +13,19 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, ValueLik
 
 from neurofptt.quant.config import LFSR_BITS
 
-__all__ = ["leak", "onehot", "pick", "saturate", "shift_right", "sround", "times", "usat"]
+__all__ = [
+    "draw_addend",
+    "draw_complement",
+    "leak",
+    "onehot",
+    "pick",
+    "saturate",
+    "shift_right",
+    "times",
+    "tree_stages",
+    "tree_sum",
+    "usat",
+]
 
 
 def saturate(m: Module, value: ValueLike, bits: int, name: str) -> Signal:
@@ -52,21 +64,59 @@ def shift_right(x: Value, shift: Value | int, nearest: bool) -> Value:
     return (((x << 1) >> shift) + 1) >> 1
 
 
-def sround(x: Value, shift: int, r: Value) -> Value:
-    """Stochastic rounding of ``x / 2**shift`` with the 16-bit draw ``r`` (see ``lfsr.py``)."""
-    if shift == 0:
-        return x
+def draw_addend(r: Value, shift: int) -> Value:
+    """What stochastic rounding of ``x / 2**shift`` adds to ``x`` before the flooring shift,
+    from the 16-bit draw ``r`` (see ``lfsr.py``): ``r mod 2**shift`` for ``shift <= 16``, else
+    ``r << (shift - 16)``, so that ``sround(x) = (x + draw_addend(r, shift)) >> shift`` in both
+    cases (``((x >> k) + r) >> 16`` is ``(x + (r << k)) >> (16 + k)``: ``r << k`` has no bits
+    below ``k``)."""
     if shift <= LFSR_BITS:
-        return (x + r[:shift]) >> shift
-    return ((x >> (shift - LFSR_BITS)) + r) >> LFSR_BITS
+        return r[:shift]
+    return r << (shift - LFSR_BITS)
+
+
+def draw_complement(r: Value, shift: int) -> Value:
+    """``2**shift - 1 - draw_addend(r, shift)``, the complement of the addend's bits: with it
+    ``sround(-x) = -((x + draw_complement(r, shift)) >> shift)`` (``floor(-y) = -ceil(y)``), so
+    a rounded negative gradient needs no negation of its own."""
+    if shift <= LFSR_BITS:
+        return (~r)[:shift]
+    return Cat(Const((1 << (shift - LFSR_BITS)) - 1, shift - LFSR_BITS), ~r)
 
 
 def times(value: Value, factor: int) -> Value:
-    """``value * factor`` for a constant ``factor >= 1`` as shifted copies added up: Yosys
-    would give a constant product a DSP block, whose delay lies in the path of the address
-    it forms."""
+    """``value * factor`` for a constant ``factor >= 0`` as shifted copies added up: Yosys
+    would give a constant product a DSP block, whose delay lies in the path of what it
+    forms (a weight address, the softmax's numerator)."""
     terms = [value << bit for bit in range(factor.bit_length()) if factor >> bit & 1]
-    return sum(terms[1:], terms[0])
+    return sum(terms[1:], terms[0]) if terms else Const(0)
+
+
+def tree_stages(n: int) -> int:
+    """The registers :func:`tree_sum` puts in a sum of ``n`` values: one per two of its
+    ``ceil(log2 n)`` adder levels."""
+    return (n - 1).bit_length() // 2
+
+
+def tree_sum(m: Module, values: Sequence[Value], name: str) -> tuple[Value, int]:
+    """The sum of ``values`` as a tree of adders with a register after every two levels, and
+    the number of those registers (cycles): a sum of ``n`` values takes ``ceil(log2 n)``
+    adder levels, and two chained adders are what one cycle at 100 MHz holds.  At most one
+    level is left unregistered, for the caller's cycle (when the levels are odd)."""
+    level, stages = list(values), 0
+    depth = 0
+    while len(level) > 1:
+        level = [sum(level[i : i + 2]) for i in range(0, len(level), 2)]
+        depth += 1
+        if depth == 2:
+            registered = []
+            for i, value in enumerate(level):
+                reg = Signal(value.shape(), name=f"{name}_{stages}_{i}")
+                m.d.sync += reg.eq(value)
+                registered.append(reg)
+            level, depth, stages = registered, 0, stages + 1
+    assert stages == tree_stages(len(values))
+    return level[0], stages
 
 
 def usat(m: Module, value: Value, bits: int, name: str) -> Signal:

@@ -172,7 +172,6 @@ class LifCore(wiring.Component):
                 wiring.connect(m, getattr(learn, f"{name}_write"), mem.write_port())
                 m.d.comb += [
                     rd.addr.eq(Mux(learn.active, user.addr, addr)),
-                    rd.en.eq(user.en),
                     user.data.eq(rd.data),
                 ]
             words[name] = data.View(weight_word_layout(cfg), rd.data)

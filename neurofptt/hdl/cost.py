@@ -9,6 +9,7 @@ the RTL's cycle counts read the same numbers.  ``R = ceil(n_rec / lanes)`` and
 from __future__ import annotations
 
 from neurofptt.errors import ConfigError
+from neurofptt.hdl.learning import sweep_timing
 from neurofptt.onchip.factors import quotient_bits
 from neurofptt.quant.config import (
     LEARNING_MODES,
@@ -73,10 +74,9 @@ def cycles_per_step(
 def cycles_per_update(config: HardwareConfig) -> int:
     """Extra clock cycles of a step that ends with a weight update (learning cores only).
 
-    One word (``lanes`` synapses) per cycle through ``W_out``, ``W_in`` and ``W_rec``, two idle
-    cycles between ``W_out`` and ``W_in`` and the pipeline's drain,
-    :func:`learning_cycles_per_update`, plus one cycle for the last
-    word's final stage."""
+    One word (``lanes`` synapses) per cycle through ``W_out``, ``W_in`` and ``W_rec``, the
+    idle cycles between ``W_out`` and ``W_in`` and the pipeline's drain,
+    :func:`learning_cycles_per_update`, plus one cycle for the last word's first stage."""
     return learning_cycles_per_update(config) + 1
 
 
@@ -148,27 +148,28 @@ def weight_words(cfg: HardwareConfig) -> int:
 
 
 def learning_cycles_per_update(cfg: HardwareConfig) -> int:
-    """Cycles of one weight update: ``n_rec * Ro + (n_in + n_rec) * R + 3`` for e-prop and
-    ``+ 4`` for FPTT, with ``R = ceil(n_rec / P)``, ``Ro = ceil(n_out / P)``, ``P = lanes``.
+    """Cycles of one weight update: ``n_rec * Ro + (n_in + n_rec) * R + gap + drain - 1``,
+    with ``R = ceil(n_rec / P)``, ``Ro = ceil(n_out / P)``, ``P = lanes``.
 
     One fully pipelined read-modify-write of one weight word (``P`` synapses) per cycle, with
     the factors, traces and (FPTT) running-mean word read alongside; the ``W_out`` sweep also
-    accumulates the learning signals.  The constant is the RTL's pipeline
-    (``docs/hardware.md`` section 9): two idle cycles between the ``W_out`` and ``W_in`` sweeps,
-    since ``delta_j`` is formed in stage 3, and the stages after stage 1 that the last word
-    still passes, one for e-prop (the weight) and two for FPTT (the weight, then ``W_bar``).
-    The softmax error adds its passes before the sweep (:func:`softmax_cycles`).
-    :func:`cycles_per_update` adds the last word's stage 1.
+    accumulates the learning signals.  ``gap`` and ``drain`` are the RTL's pipeline
+    (:func:`~neurofptt.hdl.learning.sweep_timing`, ``docs/hardware.md`` section 9): ``gap``
+    idle cycles between the ``W_out`` and ``W_in`` sweeps, since ``delta_j`` is formed that
+    many stages after its last word is read (``5 + tree_stages(P)``), and the stages the last
+    word still passes after its first, ``drain - 1`` (``drain`` 4 for e-prop: the weight, 8 for
+    FPTT: ``W_bar``).  The softmax error adds its passes before the sweep
+    (:func:`softmax_cycles`).  :func:`cycles_per_update` adds the last word's first stage.
     """
-    pipeline = 4 if learning_config(cfg).mode == "fptt" else 3
-    return weight_words(cfg) + pipeline + softmax_cycles(cfg)
+    timing = sweep_timing(cfg)
+    return weight_words(cfg) + timing.gap + timing.drain - 1 + softmax_cycles(cfg)
 
 
 def softmax_cycles(cfg: HardwareConfig) -> int:
-    """Cycles the softmax error adds to an update in the core: ``n_out + 1`` to sum the
-    ``q_k``, then per readout ``Q + 3`` (read, load, ``Q = quotient_bits(target)`` division
-    steps, write); 0 for the other errors."""
+    """Cycles the softmax error adds to an update in the core: ``n_out + 3`` to sum the
+    ``q_k``, then per readout ``Q + 5`` (read, the difference, ``q_k``, load,
+    ``Q = quotient_bits(target)`` division steps, write); 0 for the other errors."""
     lc = learning_config(cfg)
     if lc.error != "softmax":
         return 0
-    return cfg.n_out + 1 + cfg.n_out * (quotient_bits(lc.target) + 3)
+    return cfg.n_out + 3 + cfg.n_out * (quotient_bits(lc.target) + 5)

@@ -25,6 +25,7 @@ from amaranth.lib import wiring
 
 from neurofptt.errors import ConfigError
 from neurofptt.hdl.core import LifCore
+from neurofptt.hdl.learning import sweep_timing
 from neurofptt.hdl.ports import (
     READ_WEIGHTS,
     EventKind,
@@ -73,10 +74,8 @@ _PORT_MEANING = {
 }
 #: one cycle per weight word
 CYCLES_PER_LOAD = "n_rec * Ro + (n_in + n_rec) * R"
-#: by learning mode: the words, two idle cycles between W_out and W_in, the pipeline's drain
-CYCLES_PER_UPDATE = {"eprop": f"{CYCLES_PER_LOAD} + 4", "fptt": f"{CYCLES_PER_LOAD} + 5"}
 #: what the softmax error's two passes add (``Q``: the quotient bits, in ``design.json``)
-CYCLES_OF_SOFTMAX = "n_out * (Q + 4) + 1"
+CYCLES_OF_SOFTMAX = "n_out * (Q + 6) + 3"
 
 
 @dataclass(frozen=True)
@@ -221,6 +220,7 @@ def design_description(net: QuantizedNetwork, name: str = "neurofptt_core") -> d
         "cycles_per_clear": CYCLES_PER_CLEAR,
     }
     if cfg.learning is not None:
+        timing = sweep_timing(cfg)
         description["payloads"]["i_event"] = _fields(learn_event_layout(cfg))
         description["payloads"]["o_weights"] = _fields(weight_dump_layout(cfg))
         description["payloads"]["i_weights"] = _fields(weight_dump_layout(cfg))
@@ -229,7 +229,8 @@ def design_description(net: QuantizedNetwork, name: str = "neurofptt_core") -> d
             "dump_order": "W_out, W_in, W_rec; each in address order, as the weight memories",
             "load_order": "as dump_order; last (or the final W_rec word) ends the load, which "
             "zeroes FPTT's previous factors and resets the LFSRs to their seeds",
-            "cycles_per_update": CYCLES_PER_UPDATE[cfg.learning.mode],
+            # the words, the idle cycles between W_out and W_in and the pipeline's drain
+            "cycles_per_update": f"{CYCLES_PER_LOAD} + {timing.gap + timing.drain}",
             "cycles_per_load": CYCLES_PER_LOAD,
         }
         if cfg.learning.error == "softmax":

@@ -82,22 +82,48 @@ from neurofptt.hdl.layouts import (
     update_row_layout,
     weight_word_layout,
 )
-from neurofptt.hdl.learning_signal import LearningSignal
+from neurofptt.hdl.learning_signal import LearningSignal, signal_latency
 from neurofptt.hdl.lfsr import LfsrBank
 from neurofptt.hdl.ports import EventKind, learn_event_layout, weight_dump_layout
 from neurofptt.hdl.rows import packed_rows
 from neurofptt.hdl.sweep import SweepCounter, matrix_shapes, position_layout
 from neurofptt.hdl.traces import TraceUpdate, inputs_per_word, neuron_trace_layout
 from neurofptt.hdl.weight_load import WeightLoad
-from neurofptt.hdl.weight_update import WeightUpdateLane
+from neurofptt.hdl.weight_update import WeightUpdateLane, lane_cycles
 from neurofptt.onchip.state import LearningState
 from neurofptt.quant.config import HardwareConfig, lane_rows, learning_config
 from neurofptt.quant.network import QuantizedNetwork
 
-__all__ = ["MATRIX_CODES", "LearningUnit", "learning_signature", "weight_depths"]
+__all__ = [
+    "MATRIX_CODES",
+    "LearningUnit",
+    "SweepTiming",
+    "learning_signature",
+    "sweep_timing",
+    "weight_depths",
+]
 
-#: idle cycles between the W_out and W_in sweeps: the last delta_j is written in stage 3
-GAP = 2
+#: the sweep's stages: 0 addresses every memory; READ has their words and registers them with
+#: the factors selected from them; LANE hands them to the lanes and the learning signal
+READ, LANE = 1, 2
+
+
+@dataclass(frozen=True)
+class SweepTiming:
+    """The sweep's pipeline in cycles: ``gap`` idle cycles between the ``W_out`` and ``W_in``
+    sweeps (the last ``delta_j`` is written in stage ``gap + 1``, the cycle ``W_in`` reads its
+    first row), and ``drain``, the last stage (the last word's weight, or FPTT's ``W_bar``,
+    written), the cycles ``DRAIN`` waits after the last word."""
+
+    gap: int
+    drain: int
+
+
+def sweep_timing(cfg: HardwareConfig) -> SweepTiming:
+    """The :class:`SweepTiming` of ``cfg``'s learning core."""
+    cycles = lane_cycles(cfg)
+    last = cycles.wbar if learning_config(cfg).mode == "fptt" else cycles.w
+    return SweepTiming(gap=LANE + signal_latency(cfg) - 1, drain=LANE + last)
 
 
 def weight_depths(cfg: HardwareConfig) -> dict[str, int]:
@@ -183,10 +209,10 @@ class _Parts:
     label: Signal
     shift: Signal
     prev_valid: Signal  # FPTT: the previous factors are an update's, not the reset's
-    l1_valid: Signal  # stage 1 of the sweep holds a word, at position l1
-    l1: Signal
-    dump_valid: Signal  # o_weights: the word offered, its matrix, the final word
+    stages: list[Signal]  # stages[k]: the word in stage k of the sweep ({valid, at}), k >= 1
+    dump_valid: Signal  # o_weights: the word offered, its matrix and address, the final word
     dump_mat: Signal
+    dump_addr: Signal
     dump_last: Signal
     dump_done: Signal  # the final word has been addressed
 
@@ -203,8 +229,8 @@ class LearningUnit(wiring.Component):
         self.R, self.Ro = lane_rows(cfg.n_rec, cfg.lanes), lane_rows(cfg.n_out, cfg.lanes)
         self.K = inputs_per_word(cfg)
         self.XR = lane_rows(cfg.n_in, self.K)
-        #: cycles of DRAIN: the last word leaves stage 2 (e-prop) or 3 (FPTT)
-        self.DRAIN = 3 if self.fptt else 2
+        self.timing = sweep_timing(cfg)
+        self.cycles = lane_cycles(cfg)
         super().__init__(learning_signature(cfg))
 
     def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
@@ -213,8 +239,8 @@ class LearningUnit(wiring.Component):
         self._events(m, p)
         self._traces(m, p)
         self._control(m, p)
-        self._stage1(m, p)
-        self._stages_2_3(m, p)
+        self._read_stage(m, p)
+        self._writes(m, p)
         self._dump_stream(m, p)
         self._load_writes(m, p)
         return m
@@ -275,6 +301,7 @@ class LearningUnit(wiring.Component):
         for lane in range(cfg.lanes):
             m.submodules[f"lane_{lane}"] = unit = WeightUpdateLane(cfg)
             lanes.append(unit)
+        staged = data.StructLayout({"valid": 1, "at": position_layout(cfg)})
         p = _Parts(
             tables=tables,
             wbar=wbar,
@@ -290,10 +317,10 @@ class LearningUnit(wiring.Component):
             label=Signal(range(max(cfg.n_out, 2)), name="label"),
             shift=Signal(range(cfg.membrane_bits + 1), name="shift"),
             prev_valid=Signal(name="prev_valid"),
-            l1_valid=Signal(name="l1_valid"),
-            l1=Signal(position_layout(cfg), name="l1"),
+            stages=[Signal(staged, name=f"sweep_s{k}") for k in range(self.timing.drain + 1)],
             dump_valid=Signal(name="d_valid"),
             dump_mat=Signal(range(len(MATRIX_CODES)), name="d_mat"),
+            dump_addr=Signal(position_layout(cfg)["addr"].shape, name="d_addr"),
             dump_last=Signal(name="d_last"),
             dump_done=Signal(name="d_done"),
         )
@@ -328,9 +355,10 @@ class LearningUnit(wiring.Component):
             m.d.sync += p.prev_valid.eq(0)
 
     def _traces(self, m: Module, p: _Parts) -> None:
-        """Stage 1 of the row pipeline: the trace words of its row are read (the sweep reads
-        others) and ``CLEAR`` zeroes them; stage 2 of ``UPDATE`` writes the new ones, with the
-        step's input bits, and ``psi``."""
+        """The trace words of the row that leaves ``UPDATE`` on the next cycle are read
+        (``updating``; the sweep reads others), and :class:`TraceUpdate` takes them with the
+        row (``update``) and the step's input bits; its new traces and ``psi`` are written as
+        they leave it.  ``CLEAR`` (stage 1 of the row pipeline) zeroes the trace words."""
         neuron, xbar, psi = (p.tables[name] for name in ("neuron", "xbar", "psi"))
         rows, update, traces = self.rows, self.update, p.traces
         m.d.comb += [neuron.rd.addr.eq(self.updating.p), xbar.rd.addr.eq(self.updating.p)]
@@ -342,42 +370,52 @@ class LearningUnit(wiring.Component):
                 xbar.wr.addr.eq(row),
                 xbar.wr.en.eq(row < self.XR),
             ]
-        row = update.p.row
         inputs = Signal(self.XR * self.K, name="x_now")  # padded to whole words
         m.d.comb += inputs.eq(self.inputs)
-        x = inputs.word_select(row, self.K) if self.XR > 1 else inputs
+        into = traces.row.p
         m.d.comb += [
-            traces.old.eq(neuron.rd.data),
-            traces.x_old.eq(xbar.rd.data),
-            traces.z_prev.eq(update.p.z_prev),
-            traces.z.eq(update.p.z),
-            traces.v.eq(update.p.v),
-            traces.x.eq(x),
+            traces.row.valid.eq(update.valid),
+            into.row.eq(update.p.row),
+            into.old.eq(neuron.rd.data),
+            into.x_old.eq(xbar.rd.data),
+            into.z_prev.eq(update.p.z_prev),
+            into.z.eq(update.p.z),
+            into.v.eq(update.p.v),
+            into.x.eq(inputs.word_select(update.p.row, self.K) if self.XR > 1 else inputs),
         ]
-        with m.If(update.valid):
+        new = traces.traces
+        with m.If(new.valid):
             m.d.comb += [
-                neuron.wr.addr.eq(row),
+                neuron.wr.addr.eq(new.p.row),
                 neuron.wr.en.eq(1),
-                neuron.wr.data.eq(traces.new),
-                xbar.wr.addr.eq(row),
-                xbar.wr.en.eq(row < self.XR),
-                xbar.wr.data.eq(traces.x_new),
-                psi.wr.addr.eq(row),
+                neuron.wr.data.eq(new.p.new),
+                xbar.wr.addr.eq(new.p.row),
+                xbar.wr.en.eq(new.p.row < self.XR),
+                xbar.wr.data.eq(new.p.x_new),
+            ]
+        with m.If(traces.psi.valid):
+            m.d.comb += [
+                psi.wr.addr.eq(traces.psi.p.row),
                 psi.wr.en.eq(1),
-                psi.wr.data.eq(traces.psi),
+                psi.wr.data.eq(traces.psi.p.psi),
             ]
 
     # -- the update sweep and the dump ------------------------------------------------------------
     def _control(self, m: Module, p: _Parts) -> None:
         """The unit's states: ``IDLE``, ``SOFTMAX`` (the softmax error's passes), ``SWEEP``,
-        ``DRAIN`` and ``DUMP``."""
+        ``DRAIN`` and ``DUMP``; and the sweep's stages, a register each that a word passes on
+        (its position, ``stages[k]`` in stage ``k``)."""
         control = self.control
-        flush = Signal(range(self.DRAIN), name="flush")
+        flush = Signal(range(self.timing.drain), name="flush")
+        m.d.sync += p.stages[READ].valid.eq(0)  # unless SWEEP issues a word
+        for k in range(1, len(p.stages) - 1):
+            m.d.sync += p.stages[k + 1].eq(p.stages[k])
 
         def begin() -> None:  # point the sweep / dump at the first word of W_out
             m.d.comb += [p.sweep.restart.eq(1), p.signal.restart.eq(1)]
             m.d.sync += [p.dump_done.eq(0), p.dump_valid.eq(0)]
 
+        offer = self.o_weights
         with m.FSM(name="learning") as fsm:
             with m.State("IDLE"):
                 with m.If(control.start):
@@ -397,7 +435,6 @@ class LearningUnit(wiring.Component):
             with m.State("SWEEP"):
                 self._issue(m, p, flush)
             with m.State("DRAIN"):  # the last word passes the later stages
-                m.d.sync += p.l1_valid.eq(0)
                 with m.If(flush != 0):
                     m.d.sync += flush.eq(flush - 1)
                 with m.Else():  # this update's factors are FPTT's previous ones now
@@ -407,56 +444,64 @@ class LearningUnit(wiring.Component):
             with m.State("DUMP"):
                 self._dump(m, p)
         m.d.comb += self.active.eq(~fsm.ongoing("IDLE"))
+        self._address(m, p, fsm.ongoing("DUMP") & offer.valid & ~offer.ready)
 
-    def _address(self, m: Module, p: _Parts, enable: Callable[[str], Value]) -> None:
-        """Address every weight, ``W_bar`` and feedback word at the sweep's position; read
-        enables per matrix from ``enable``."""
+    def _address(self, m: Module, p: _Parts, hold: Value) -> None:
+        """Every weight, ``W_bar`` and feedback word is read at the sweep's position, always,
+        or while a dump's offer waits (``hold``) at the offered word's: the read ports have no
+        enable, which would be a clock enable (and for a memory of several block RAMs, the
+        register of its output multiplexer) fed by the control."""
+        addr = Signal.like(p.sweep.at.addr, name="read_addr")
+        m.d.comb += addr.eq(Mux(hold, p.dump_addr, p.sweep.at.addr))
         for name in MATRIX_CODES:
             ports = [getattr(self, f"w_{name}_read")]
             if name in p.wbar:
                 ports.append(p.wbar[name][0])
             if name == "out" and p.feedback is not None:
                 ports.append(p.feedback)
-            for port in ports:
-                m.d.comb += [port.addr.eq(p.sweep.at.addr), port.en.eq(enable(name))]
+            m.d.comb += [port.addr.eq(addr) for port in ports]
 
     def _issue(self, m: Module, p: _Parts, flush: Signal) -> None:
-        """``SWEEP``: issue one word per cycle (stage 0), with ``GAP`` idle cycles between
-        ``W_out`` and ``W_in`` (the last ``delta_j`` is written in stage 3); after the last word
+        """``SWEEP``: issue one word per cycle (stage 0), with ``gap`` idle cycles between
+        ``W_out`` and ``W_in`` (the last ``delta_j`` is written that late); after the last word
         ``DRAIN``."""
-        at, tables = p.sweep.at, p.tables
-        gap = Signal(range(GAP + 1), name="gap")
+        at, tables, gap_cycles = p.sweep.at, p.tables, self.timing.gap
+        gap = Signal(range(gap_cycles + 1), name="gap")
+        read = p.stages[READ]
+        by_pre = ["neuron", "xbar", "psi"]  # the traces, psi: one word for all lanes
+        by_row = ["delta"]  # the factors: one value per lane
+        if self.fptt:
+            by_pre += ["prev_obar", "prev_xbar", "prev_zbar"]
+            by_row += ["prev_err", "prev_delta"]
+        m.d.comb += [tables[name].rd.addr.eq(at.word) for name in by_pre]
+        m.d.comb += [tables[name].rd.addr.eq(at.row) for name in by_row]
+        m.d.comb += p.error.table.addr.eq(at.row)
         with m.If(gap != 0):
-            m.d.sync += [gap.eq(gap - 1), p.l1_valid.eq(0)]
+            m.d.sync += gap.eq(gap - 1)
         with m.Else():
-            self._address(m, p, lambda name: 1)
-            by_pre = ["neuron", "xbar", "psi"]  # the traces, psi: one word for all lanes
-            by_row = ["delta"]  # the factors: one value per lane
-            if self.fptt:
-                by_pre += ["prev_obar", "prev_xbar", "prev_zbar"]
-                by_row += ["prev_err", "prev_delta"]
-            m.d.comb += [tables[name].rd.addr.eq(at.word) for name in by_pre]
-            m.d.comb += [tables[name].rd.addr.eq(at.row) for name in by_row]
-            m.d.comb += [p.error.table.addr.eq(at.row), p.sweep.advance.eq(1)]
-            m.d.sync += [p.l1_valid.eq(1), p.l1.eq(at)]
+            m.d.comb += p.sweep.advance.eq(1)
+            m.d.sync += [read.valid.eq(1), read.at.eq(at)]
             depth = weight_depths(self.cfg)["out"]
             with m.If((at.mat == MATRIX_CODES["out"]) & (at.addr == depth - 1)):
-                m.d.sync += gap.eq(GAP)
+                m.d.sync += gap.eq(gap_cycles)
             with m.If(p.sweep.last):
-                m.d.sync += flush.eq(self.DRAIN - 1)
+                m.d.sync += flush.eq(self.timing.drain - 1)
                 m.next = "DRAIN"
 
     def _dump(self, m: Module, p: _Parts) -> None:
         """``DUMP``: offer every word of ``W_out``, ``W_in``, ``W_rec`` (and ``W_bar``) in
-        address order on ``o_weights``; read enables follow the stream, so a stall holds the
-        word."""
+        address order on ``o_weights``; while the offer waits, its word is read again."""
         at, valid = p.sweep.at, p.dump_valid
         advance = ~valid | self.o_weights.ready
-        self._address(m, p, lambda name: advance & (at.mat == MATRIX_CODES[name]))
         with m.If(advance):
             with m.If(~p.dump_done):
                 m.d.comb += p.sweep.advance.eq(1)
-                m.d.sync += [valid.eq(1), p.dump_mat.eq(at.mat), p.dump_last.eq(p.sweep.last)]
+                m.d.sync += [
+                    valid.eq(1),
+                    p.dump_mat.eq(at.mat),
+                    p.dump_addr.eq(at.addr),
+                    p.dump_last.eq(p.sweep.last),
+                ]
                 with m.If(p.sweep.last):
                     m.d.sync += p.dump_done.eq(1)
             with m.Else():
@@ -485,21 +530,20 @@ class LearningUnit(wiring.Component):
             m.d.comb += out.p.wbar.eq(self._select(p.dump_mat, lambda n: p.wbar[n][0].data))
 
     # -- the sweep's datapath ---------------------------------------------------------------------
-    def _operands(self, p: _Parts, factors: dict[str, Value]) -> tuple[Value, list[Value]]:
-        """Stage 1: the presynaptic trace (one for all lanes) and the postsynaptic factor of
-        every lane of the word being updated, from the words read of ``factors`` (``obar``,
-        ``xbar``, ``zbar``: slots by ``pre``; ``err``, ``delta``: rows)."""
-        l1 = p.l1
-        is_out = l1.mat == MATRIX_CODES["out"]
-        is_in = l1.mat == MATRIX_CODES["in"]
+    def _operands(self, at: Value, factors: dict[str, Value]) -> tuple[Value, list[Value]]:
+        """The presynaptic trace (one for all lanes) and the postsynaptic factor of every lane
+        of the word at ``at``, from the words read of ``factors`` (``obar``, ``xbar``,
+        ``zbar``: slots by ``pre``; ``err``, ``delta``: rows)."""
+        is_out = at.mat == MATRIX_CODES["out"]
+        is_in = at.mat == MATRIX_CODES["in"]
         pre = Mux(is_out, factors["obar"], Mux(is_in, factors["xbar"], factors["zbar"]))
         post = [Mux(is_out, factors["err"][lane], factors["delta"][lane])
                 for lane in range(self.cfg.lanes)]  # fmt: skip
         return pre, post
 
-    def _now_and_previous(self, p: _Parts) -> tuple[dict, dict]:
-        """The words this update's factors read in stage 1, and FPTT's previous ones."""
-        tables, slot = p.tables, p.l1.slot
+    def _now_and_previous(self, p: _Parts, slot: Value) -> tuple[dict, dict]:
+        """The words this update's factors read in ``READ``, and FPTT's previous ones."""
+        tables = p.tables
         neuron = tables["neuron"].rd.data
         now = {
             "obar": slot_of(neuron, slot, "obar"),
@@ -515,94 +559,107 @@ class LearningUnit(wiring.Component):
             prev.update({key: tables[f"prev_{key}"].rd.data for key in ("err", "delta")})
         return now, prev
 
-    def _stage1(self, m: Module, p: _Parts) -> None:
-        """Stage 1 of the sweep (the reads are valid): the lanes' operands, the learning
-        signal's word, and FPTT's previous factors."""
-        cfg, l1 = self.cfg, p.l1
-        now, prev = self._now_and_previous(p)
-        pre, post = self._operands(p, now)
-        word = self._select(l1.mat, lambda n: getattr(self, f"w_{n}_read").data)
-        w1 = data.View(weight_word_layout(cfg), word)
+    def _later(self, m: Module, value: Value, name: str) -> Signal:
+        """``value`` registered."""
+        reg = Signal(value.shape(), name=name)
+        m.d.sync += reg.eq(value)
+        return reg
+
+    def _read_stage(self, m: Module, p: _Parts) -> None:
+        """``READ``: every word read is registered as it leaves its memory (a block RAM's
+        output before any logic), and the trace and factors the lanes need are selected from
+        the per-neuron tables and registered; in ``LANE`` they meet the lanes, whose
+        multipliers so have registered inputs, and the learning signal."""
+        cfg, lc, at = self.cfg, self.lc, p.stages[READ].at
+        lane_at = p.stages[LANE].at
+        now, prev = self._now_and_previous(p, at.slot)
+        pre, post = self._operands(at, now)
+        pre2 = self._later(m, pre, "sweep_pre")
+        post2 = [self._later(m, value, f"sweep_post_{lane}") for lane, value in enumerate(post)]
+        words = {n: self._later(m, getattr(self, f"w_{n}_read").data, f"sweep_w_{n}")
+                 for n in MATRIX_CODES}  # fmt: skip
+        w2 = data.View(weight_word_layout(cfg), self._select(lane_at.mat, lambda n: words[n]))
         for lane, unit in enumerate(p.lanes):
-            m.d.comb += [unit.w.eq(w1[lane]), unit.pre.eq(pre), unit.post.eq(post[lane])]
+            m.d.comb += [unit.w.eq(w2[lane]), unit.pre.eq(pre2), unit.post.eq(post2[lane])]
         if self.fptt:
-            self._keep_previous(m, p, now)
-            prev_pre, prev_post = self._operands(p, prev)
-            stored = data.View(
-                data.ArrayLayout(signed(self.lc.wbar_bits), cfg.lanes),
-                self._select(l1.mat, lambda n: p.wbar[n][0].data),
+            self._keep_previous(m, p, pre2, post2)
+            prev_pre, prev_post = self._operands(at, prev)
+            pre_prev2 = self._later(m, Mux(p.prev_valid, prev_pre, 0), "sweep_pre_prev")
+            stored = {n: self._later(m, p.wbar[n][0].data, f"sweep_wbar_{n}") for n in MATRIX_CODES}
+            wbar2 = data.View(
+                data.ArrayLayout(signed(lc.wbar_bits), cfg.lanes),
+                self._select(lane_at.mat, lambda n: stored[n]),
             )
             for lane, unit in enumerate(p.lanes):
                 m.d.comb += [
-                    unit.mat.eq(l1.mat),
-                    unit.pre_prev.eq(Mux(p.prev_valid, prev_pre, 0)),
-                    unit.post_prev.eq(prev_post[lane]),
-                    unit.wbar.eq(stored[lane]),
+                    unit.mat.eq(lane_at.mat),
+                    unit.pre_prev.eq(pre_prev2),
+                    unit.post_prev.eq(self._later(m, prev_post[lane], f"sweep_post_prev_{lane}")),
+                    unit.wbar.eq(wbar2[lane]),
                 ]
         # the learning signal: B = W_out^T reads the W_out word itself
-        feedback = self.w_out_read.data if p.feedback is None else p.feedback.data
+        feedback = words["out"]
+        if p.feedback is not None:
+            feedback = self._later(m, p.feedback.data, "sweep_b")
         word = p.signal.word
         m.d.comb += [
-            word.valid.eq(p.l1_valid & (l1.mat == MATRIX_CODES["out"])),
+            word.valid.eq(p.stages[LANE].valid & (lane_at.mat == MATRIX_CODES["out"])),
             word.p.b.eq(feedback),
-            word.p.e.eq(p.error.table.data),
-            word.p.psi.eq(slot_of(p.tables["psi"].rd.data, l1.slot)),
-            word.p.at.word.eq(l1.word),
-            word.p.at.slot.eq(l1.slot),
-            word.p.last.eq(l1.row == self.Ro - 1),
+            word.p.e.eq(self._later(m, p.error.table.data, "sweep_e")),
+            word.p.psi.eq(self._later(m, slot_of(p.tables["psi"].rd.data, at.slot), "sweep_psi")),
+            word.p.at.word.eq(lane_at.word),
+            word.p.at.slot.eq(lane_at.slot),
+            word.p.last.eq(lane_at.row == self.Ro - 1),
         ]
         delta = p.signal.delta
         with m.If(delta.valid):
             p.tables["delta"].write_one(m, delta.p.at.word, delta.p.at.slot, delta.p.value)
 
-    def _keep_previous(self, m: Module, p: _Parts, now: dict) -> None:
-        """FPTT: this update's factors become the previous ones once the sweep has read them:
-        a trace after the last word of its ``pre``, the ``e`` and ``delta`` rows during the
-        last ``pre`` of ``W_out`` and ``W_rec`` (the last sweeps that read them)."""
-        l1, tables = p.l1, p.tables
+    def _keep_previous(self, m: Module, p: _Parts, pre: Signal, post: list[Signal]) -> None:
+        """FPTT: this update's factors become the previous ones once the sweep has read them,
+        written in ``LANE`` from the registers ``READ`` selected them into (``pre``: the
+        word's trace, ``post``: its row of ``e`` or ``delta``): a trace after the last word of
+        its ``pre``, the ``e`` and ``delta`` rows during the last ``pre`` of ``W_out`` and
+        ``W_rec`` (the last sweeps that read them).  Each trace and row is read in one sweep
+        only, before it is written, so the later write is never read too early."""
+        stage, tables = p.stages[LANE], p.tables
+        at = stage.at
         trace_of = {"out": "obar", "in": "xbar", "rec": "zbar"}
-        with m.If(p.l1_valid), m.Switch(l1.mat):
+        with m.If(stage.valid), m.Switch(at.mat):
             for name, (n_pre, n_rows, _) in matrix_shapes(self.cfg).items():
                 with m.Case(MATRIX_CODES[name]):
                     key = trace_of[name]
-                    with m.If(l1.row == n_rows - 1):
-                        tables[f"prev_{key}"].write_one(m, l1.word, l1.slot, now[key])
+                    with m.If(at.row == n_rows - 1):
+                        tables[f"prev_{key}"].write_one(m, at.word, at.slot, pre)
                     factor = {"out": "err", "rec": "delta"}.get(name)
                     if factor is not None:
                         keep = tables[f"prev_{factor}"].wr
-                        with m.If(l1.pre == n_pre - 1):
-                            m.d.comb += [
-                                keep.addr.eq(l1.row),
-                                keep.en.eq(1),
-                                keep.data.eq(now[factor]),
-                            ]
+                        with m.If(at.pre == n_pre - 1):
+                            m.d.comb += [keep.addr.eq(at.row), keep.en.eq(1)]
+                            m.d.comb += [keep.data[i].eq(v) for i, v in enumerate(post)]
 
-    def _stages_2_3(self, m: Module, p: _Parts) -> None:
-        """Stage 2 writes the new weight words (the lanes draw), stage 3 FPTT's ``W_bar``."""
-        l2_valid = Signal(name="l2_valid")
-        l2_mat = Signal.like(p.l1.mat, name="l2_mat")
-        l2_addr = Signal.like(p.l1.addr, name="l2_addr")
-        m.d.sync += [l2_valid.eq(p.l1_valid), l2_mat.eq(p.l1.mat), l2_addr.eq(p.l1.addr)]
-        m.d.comb += p.lfsr.step.eq(l2_valid)
+    def _writes(self, m: Module, p: _Parts) -> None:
+        """The lanes draw in stage ``LANE + draw``, the new weight words are written in stage
+        ``LANE + w``, FPTT's ``W_bar`` words in stage ``LANE + wbar``."""
+        draw = p.stages[LANE + self.cycles.draw]
+        m.d.comb += p.lfsr.step.eq(draw.valid)
         m.d.comb += [unit.draws.eq(p.lfsr.draws[lane]) for lane, unit in enumerate(p.lanes)]
+        stage = p.stages[LANE + self.cycles.w]
         for name, code in MATRIX_CODES.items():
             wr = getattr(self, f"w_{name}_write")
             m.d.comb += [
-                wr.addr.eq(l2_addr),
-                wr.en.eq(l2_valid & (l2_mat == code)),
+                wr.addr.eq(stage.at.addr),
+                wr.en.eq(stage.valid & (stage.at.mat == code)),
                 wr.data.eq(Cat(*(unit.w_new[code] for unit in p.lanes))),
             ]
         if not self.fptt:
             return
-        l3_valid = Signal(name="l3_valid")
-        l3_mat = Signal.like(l2_mat, name="l3_mat")
-        l3_addr = Signal.like(l2_addr, name="l3_addr")
-        m.d.sync += [l3_valid.eq(l2_valid), l3_mat.eq(l2_mat), l3_addr.eq(l2_addr)]
+        stage = p.stages[LANE + self.cycles.wbar]
         for name, code in MATRIX_CODES.items():
             wr = p.wbar[name][1]
             m.d.comb += [
-                wr.addr.eq(l3_addr),
-                wr.en.eq(l3_valid & (l3_mat == code)),
+                wr.addr.eq(stage.at.addr),
+                wr.en.eq(stage.valid & (stage.at.mat == code)),
                 wr.data.eq(Cat(*(unit.wbar_new[code] for unit in p.lanes))),
             ]
 

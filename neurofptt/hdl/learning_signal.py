@@ -16,11 +16,18 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from neurofptt.hdl.arith import saturate, shift_right
+from neurofptt.hdl.arith import saturate, shift_right, tree_stages, tree_sum
 from neurofptt.hdl.layouts import tap, weight_word_layout
 from neurofptt.quant.config import HardwareConfig, lane_rows, learning_config
 
-__all__ = ["LearningSignal", "signal_word_layout", "trace_slot_layout"]
+__all__ = ["LearningSignal", "signal_latency", "signal_word_layout", "trace_slot_layout"]
+
+
+def signal_latency(cfg: HardwareConfig) -> int:
+    """Cycles from a ``W_out`` word entering :class:`LearningSignal` to the ``delta_j`` it
+    completes: the products, the adder tree's registers, the running sum, ``L_j``, ``L_j
+    psi_j``; ``delta_j`` leaves in the cycle after the last."""
+    return 4 + tree_stages(cfg.lanes)
 
 
 def trace_slot_layout(cfg: HardwareConfig) -> data.StructLayout:
@@ -49,19 +56,24 @@ def signal_word_layout(cfg: HardwareConfig) -> data.StructLayout:
 
 
 class LearningSignal(wiring.Component):
-    """``L_j`` and ``delta_j`` over the ``W_out`` sweep, in its stages 1 to 3.
+    """``L_j`` and ``delta_j`` over the ``W_out`` sweep, a pipeline of one multiplier or at
+    most two adders per cycle.
 
-    ``word`` is stage 1 (the reads are valid; ``valid`` only for ``W_out`` words): the
-    ``lanes`` products ``B_jk e_k`` are registered; stage 2 adds them to the running sum, and
-    after ``j``'s last word registers ``sat(L_j >> signal_shift)`` with ``psi_j``; stage 3
-    gives ``delta_j`` on ``delta``, with the word and slot of ``j`` in the ``delta`` table.
-    ``restart`` (before a sweep) zeroes the running sum.
+    ``word`` comes from registers (``valid`` only for ``W_out`` words).  Its ``lanes``
+    products ``B_jk e_k`` are registered; an adder tree sums them (:func:`tree_sum`, a
+    register every two levels); the running sum takes the word's sum, and after ``j``'s last
+    word ``sat(L_j >> signal_shift)`` is registered with ``psi_j``, then ``L_j psi_j``, and
+    ``delta_j = sat((L_j psi_j) >> psi_bits)`` leaves on ``delta`` :attr:`latency` cycles
+    after the word, with the word and slot of ``j`` in the ``delta`` table.  ``restart``
+    (before a sweep) zeroes the running sum.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
         self.cfg = cfg
         lc = learning_config(cfg)
         delta = data.StructLayout({"at": trace_slot_layout(cfg), "value": signed(lc.signal_bits)})
+        #: cycles from a word to its delta
+        self.latency = signal_latency(cfg)
         super().__init__(
             {"word": In(tap(signal_word_layout(cfg))), "restart": In(1), "delta": Out(tap(delta))}
         )
@@ -76,42 +88,58 @@ class LearningSignal(wiring.Component):
             for lane in range(lanes)
         ]
         m.d.sync += [p.eq(word.b[lane] * word.e[lane]) for lane, p in enumerate(products)]
-        valid2 = Signal()
-        last2 = Signal()  # stage 2 has neuron j's last W_out word
-        at2 = Signal(trace_slot_layout(cfg))
-        psi2 = Signal(unsigned(lc.psi_bits + 1), name="psi_s2")
-        m.d.sync += [
-            valid2.eq(self.word.valid),
-            last2.eq(word.last),
-            at2.eq(word.at),
-            psi2.eq(word.psi),
+        word_sum, stages = tree_sum(m, products, "signal_tree")
+        # what travels with the word to the running sum: valid, last, where and psi
+        carried = data.StructLayout(
+            {"valid": 1, "last": 1, "at": trace_slot_layout(cfg), "psi": unsigned(lc.psi_bits + 1)}
+        )
+        along = Signal(carried, name="signal_word")
+        m.d.comb += [
+            along.valid.eq(self.word.valid),
+            along.last.eq(word.last),
+            along.at.eq(word.at),
+            along.psi.eq(word.psi),
         ]
+        for stage in range(1 + stages):
+            later = Signal(carried, name=f"signal_word_{stage + 1}")
+            m.d.sync += later.eq(along)
+            along = later
         acc = Signal(signed(cfg.weight_bits + eb + max(1, cfg.n_out.bit_length()) + 1))
         total = Signal.like(acc, name="signal_total")
-        m.d.comb += total.eq(acc + sum(products))
-        nearest = lc.rounding == "nearest"
-        signal = saturate(m, shift_right(total, lc.signal_shift, nearest), lc.signal_bits, "signal")
-        valid3 = Signal()
-        at3 = Signal(trace_slot_layout(cfg))
-        signal3 = Signal.like(signal, name="signal_s3")
-        psi3 = Signal.like(psi2, name="psi_s3")
-        m.d.sync += valid3.eq(0)
-        with m.If(valid2):
-            with m.If(last2):
+        total_valid = Signal()
+        at_total = Signal(trace_slot_layout(cfg))
+        psi_total = Signal.like(along.psi, name="psi_total")
+        m.d.sync += total_valid.eq(0)
+        with m.If(along.valid):
+            with m.If(along.last):
                 m.d.sync += [
                     acc.eq(0),
-                    valid3.eq(1),
-                    at3.eq(at2),
-                    signal3.eq(signal),
-                    psi3.eq(psi2),
+                    total.eq(acc + word_sum),
+                    total_valid.eq(1),
+                    at_total.eq(along.at),
+                    psi_total.eq(along.psi),
                 ]
             with m.Else():
-                m.d.sync += acc.eq(total)
+                m.d.sync += acc.eq(acc + word_sum)
         with m.If(self.restart):
             m.d.sync += acc.eq(0)
-        delta = saturate(
-            m, shift_right(signal3 * psi3, lc.psi_bits, nearest), lc.signal_bits, "delta_new"
-        )
-        m.d.comb += [self.delta.valid.eq(valid3), self.delta.p.at.eq(at3)]
+        nearest = lc.rounding == "nearest"
+        signal = saturate(m, shift_right(total, lc.signal_shift, nearest), lc.signal_bits, "signal")
+        signal_valid, product_valid = Signal(), Signal()
+        at_signal, at_product = Signal(trace_slot_layout(cfg)), Signal(trace_slot_layout(cfg))
+        signal3 = Signal.like(signal, name="signal_s3")
+        psi3 = Signal.like(psi_total, name="psi_s3")
+        product = Signal(signed(lc.signal_bits + lc.psi_bits + 2), name="signal_psi")
+        m.d.sync += [
+            signal_valid.eq(total_valid),
+            at_signal.eq(at_total),
+            signal3.eq(signal),
+            psi3.eq(psi_total),
+            product_valid.eq(signal_valid),
+            at_product.eq(at_signal),
+            product.eq(signal3 * psi3),
+        ]
+        delta = saturate(m, shift_right(product, lc.psi_bits, nearest), lc.signal_bits, "delta_new")
+        m.d.comb += [self.delta.valid.eq(product_valid), self.delta.p.at.eq(at_product)]
         m.d.comb += self.delta.p.value.eq(delta)
         return m

@@ -8,29 +8,30 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from neurofptt.quant.config import LFSR_BITS, HardwareConfig, learning_config
-from neurofptt.quant.lfsr import LEAP, TAPS, lane_seeds
+from neurofptt.quant.lfsr import LEAP, TAPS, advance, lane_seeds
 
-__all__ = ["LfsrBank", "draws_per_word", "leap", "leap_columns"]
+__all__ = ["LfsrBank", "draws_per_word", "jump", "jump_columns"]
 
 
-def leap_columns() -> list[int]:
-    """Column ``b`` of the draw's 16x16 XOR matrix: ``LEAP`` single steps from ``1 << b``.
+def jump_columns(steps: int) -> list[int]:
+    """Column ``b`` of the 16x16 XOR matrix of ``steps`` single steps: the state they lead to
+    from ``1 << b``.
 
-    The Galois step ``s >> 1 ^ (s & 1) * TAPS`` is linear over GF(2), so a draw is one matrix
-    product, i.e. one XOR tree per output bit and one clock per draw.
+    The Galois step ``s >> 1 ^ (s & 1) * TAPS`` is linear over GF(2), so any number of steps
+    is one matrix product, i.e. one XOR tree per output bit and one clock.
     """
     columns = []
     for bit in range(LFSR_BITS):
         s = 1 << bit
-        for _ in range(LEAP):
+        for _ in range(steps):
             s = (s >> 1) ^ (TAPS if s & 1 else 0)
         columns.append(s)
     return columns
 
 
-def leap(state: Value) -> Value:
-    """The LFSR state ``LEAP`` single steps after ``state`` (one draw)."""
-    columns = leap_columns()
+def jump(state: Value, steps: int) -> Value:
+    """The LFSR state ``steps`` single steps after ``state``."""
+    columns = jump_columns(steps)
     bits = []
     for out in range(LFSR_BITS):
         taps = [state[b] for b in range(LFSR_BITS) if columns[b] >> out & 1]
@@ -50,9 +51,12 @@ def draws_per_word(cfg: HardwareConfig) -> int:
 class LfsrBank(wiring.Component):
     """One LFSR per lane, starting at :func:`~neurofptt.quant.lfsr.lane_seeds`.
 
-    ``draws[lane]`` are the lane's next :func:`draws_per_word` draws (combinational from its
-    state: the first ``LEAP`` steps on, the second ``LEAP`` steps further); ``step`` moves every
-    lane past them, ``reseed`` back to its seed (it wins over ``step``).
+    ``draws[lane]`` are the lane's next :func:`draws_per_word` draws (``LEAP`` single steps
+    on, then ``LEAP`` more), held in registers: the bank keeps the draws themselves rather than
+    the state they come from, so the XOR trees lie between two registers and a draw reaches
+    the rounding adders straight from a flip-flop.  ``step`` moves every draw on by the steps
+    of one word (``draws_per_word * LEAP``), ``reseed`` back to its value from the seed (it
+    wins over ``step``).
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
@@ -70,20 +74,14 @@ class LfsrBank(wiring.Component):
 
     def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
-        states = [
-            Signal(LFSR_BITS, init=seed, name=f"lfsr_{lane}")
-            for lane, seed in enumerate(self.seeds)
-        ]
-        for lane, state in enumerate(states):
-            draws = []
-            previous = state
-            for u in range(draws_per_word(self.cfg)):
-                draw = Signal(LFSR_BITS, name=f"draw{u}_{lane}")
-                m.d.comb += [draw.eq(leap(previous)), self.draws[lane][u].eq(draw)]
-                draws.append(draw)
-                previous = draw
-            with m.If(self.step):
-                m.d.sync += state.eq(draws[-1])
-            with m.If(self.reseed):
-                m.d.sync += state.eq(self.seeds[lane])
+        n = draws_per_word(self.cfg)
+        for lane, seed in enumerate(self.seeds):
+            for u in range(n):
+                start = int(advance(seed, LEAP * (u + 1)))
+                draw = Signal(LFSR_BITS, init=start, name=f"draw{u}_{lane}")
+                m.d.comb += self.draws[lane][u].eq(draw)
+                with m.If(self.reseed):
+                    m.d.sync += draw.eq(start)
+                with m.Elif(self.step):
+                    m.d.sync += draw.eq(jump(draw, LEAP * n))
         return m

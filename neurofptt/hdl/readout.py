@@ -44,7 +44,9 @@ class ReadoutRows(wiring.Component):
     offered on ``o_readout`` (held until ``ready``; the stages stall with it) and, once sent,
     written back into its lane alone with a zero partial sum; ``sent`` shows each one as it
     goes.  Each readout lane is read before it is written, so the other lanes of a row being
-    written never matter.
+    written never matter.  A stall reads the held readout's row again rather than disabling
+    the read port: a LUT-RAM read port with an enable needs a data register and a bypass of
+    the write port in front of it.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
@@ -132,8 +134,8 @@ class ReadoutRows(wiring.Component):
         with m.If(control.start):
             m.d.sync += [k.eq(0), row.eq(0), lane.eq(0), valid.eq(0), s1.valid.eq(0)]
             m.d.sync += s2.valid.eq(0)
-        with m.If(control.run):
-            m.d.comb += [rd.addr.eq(row), rd.en.eq(advance)]
+        with m.If(control.run):  # a stall reads the held readout's row again
+            m.d.comb += rd.addr.eq(Mux(advance, row, s1.row))
             with m.If(valid & out.ready):  # write back what was just sent, into its lane
                 m.d.comb += [
                     wr.en.eq(onehot(kk_lane, lanes) if lanes > 1 else 1),

@@ -18,9 +18,10 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from neurofptt.hdl.arith import usat
+from neurofptt.hdl.layouts import row_shape, tap
 from neurofptt.quant.config import HardwareConfig, lane_rows, learning_config
 
-__all__ = ["TraceUpdate", "inputs_per_word", "neuron_trace_layout"]
+__all__ = ["TraceUpdate", "inputs_per_word", "neuron_trace_layout", "trace_row_layout"]
 
 
 def neuron_trace_layout(cfg: HardwareConfig) -> data.StructLayout:
@@ -36,55 +37,92 @@ def inputs_per_word(cfg: HardwareConfig) -> int:
     return lane_rows(cfg.n_in, lane_rows(cfg.n_rec, cfg.lanes))
 
 
-class TraceUpdate(wiring.Component):
-    """The new traces and ``psi`` of one row (combinational).
+def trace_row_layout(cfg: HardwareConfig) -> data.StructLayout:
+    """A row leaving ``UPDATE``, as the trace update needs it: its index, its traces ``old``
+    and input traces ``x_old`` as the tables hold them, its previous spikes ``z_prev``, new
+    spikes ``z`` and new membranes ``v``, and the step's input bits ``x`` of the word."""
+    lc = learning_config(cfg)
+    lanes, k, tb = cfg.lanes, inputs_per_word(cfg), lc.trace_bits
+    return data.StructLayout(
+        {
+            "row": row_shape(cfg),
+            "old": data.ArrayLayout(neuron_trace_layout(cfg), lanes),
+            "x_old": data.ArrayLayout(unsigned(tb), k),
+            "z_prev": lanes,
+            "z": lanes,
+            "x": k,
+            "v": data.ArrayLayout(signed(cfg.membrane_bits), lanes),
+        }
+    )
 
-    In: the row's traces ``old`` and input traces ``x_old`` as the tables hold them, its
-    previous spikes ``z_prev``, new spikes ``z`` and new membranes ``v``, and the step's input
-    bits ``x`` of the word.  Out: ``new``, ``x_new`` and ``psi`` (``psi_bits + 1`` bits: the
-    peak ``2**psi_bits`` included).
+
+class TraceUpdate(wiring.Component):
+    """The new traces and ``psi`` of one row, a row per cycle, one carry chain per cycle.
+
+    In: ``row``, a row leaving ``UPDATE`` (:func:`trace_row_layout`).  The leaked traces and
+    the membrane's distance from the threshold are registered; on the next cycle the new
+    traces leave on ``traces`` (``new``, ``x_new``) and the distance's magnitude is registered;
+    on the one after ``psi`` leaves on ``psi`` (``psi_bits + 1`` bits: the peak
+    ``2**psi_bits`` included), each with the row's index.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
         self.cfg = cfg
         lc = learning_config(cfg)
         lanes, k, tb = cfg.lanes, inputs_per_word(cfg), lc.trace_bits
-        traces = data.ArrayLayout(neuron_trace_layout(cfg), lanes)
+        traces = data.StructLayout(
+            {
+                "row": row_shape(cfg),
+                "new": data.ArrayLayout(neuron_trace_layout(cfg), lanes),
+                "x_new": data.ArrayLayout(unsigned(tb), k),
+            }
+        )
+        psi = data.StructLayout(
+            {"row": row_shape(cfg), "psi": data.ArrayLayout(unsigned(lc.psi_bits + 1), lanes)}
+        )
         super().__init__(
             {
-                "old": In(traces),
-                "x_old": In(data.ArrayLayout(unsigned(tb), k)),
-                "z_prev": In(lanes),
-                "z": In(lanes),
-                "x": In(k),
-                "v": In(data.ArrayLayout(signed(cfg.membrane_bits), lanes)),
-                "new": Out(traces),
-                "x_new": Out(data.ArrayLayout(unsigned(tb), k)),
-                "psi": Out(data.ArrayLayout(unsigned(lc.psi_bits + 1), lanes)),
+                "row": In(tap(trace_row_layout(cfg))),
+                "traces": Out(tap(traces)),
+                "psi": Out(tap(psi)),
             }
         )
 
-    def _leaked(self, m: Module, trace: Value, shift: int, spike: Value, name: str) -> Signal:
+    def _leaked(self, m: Module, trace: Value, shift: int, spike: Value, name: str) -> Value:
+        """``usat(leak(trace) + spike << trace_frac_bits)``: the leak registered, the spike
+        added on the next cycle."""
         lc = learning_config(self.cfg)
-        new = (trace - (trace >> shift)) + Mux(spike, 1 << lc.trace_frac_bits, 0)
-        return usat(m, new, lc.trace_bits, name)
+        leaked = Signal(unsigned(lc.trace_bits), name=f"{name}_leaked")
+        spiked = Signal(name=f"{name}_spike")
+        m.d.sync += [leaked.eq(trace - (trace >> shift)), spiked.eq(spike)]
+        return usat(m, leaked + Mux(spiked, 1 << lc.trace_frac_bits, 0), lc.trace_bits, name)
 
     def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         cfg, lc = self.cfg, learning_config(self.cfg)
+        row, traces, psi = self.row.p, self.traces, self.psi
+        m.d.sync += [
+            traces.valid.eq(self.row.valid),
+            traces.p.row.eq(row.row),
+            psi.valid.eq(traces.valid),
+            psi.p.row.eq(traces.p.row),
+        ]
         for lane in range(cfg.lanes):
-            old, new = self.old[lane], self.new[lane]
-            zbar = self._leaked(m, old.zbar, cfg.leak_shift, self.z_prev[lane], f"zbar_new_{lane}")
-            obar = self._leaked(m, old.obar, cfg.out_leak_shift, self.z[lane], f"obar_new_{lane}")
+            old, new = row.old[lane], traces.p.new[lane]
+            zbar = self._leaked(m, old.zbar, cfg.leak_shift, row.z_prev[lane], f"zbar_new_{lane}")
+            obar = self._leaked(m, old.obar, cfg.out_leak_shift, row.z[lane], f"obar_new_{lane}")
             m.d.comb += [new.zbar.eq(zbar), new.obar.eq(obar)]
         for k in range(inputs_per_word(cfg)):
-            xbar = self._leaked(m, self.x_old[k], cfg.leak_shift, self.x[k], f"xbar_new_{k}")
-            m.d.comb += self.x_new[k].eq(xbar)
+            xbar = self._leaked(m, row.x_old[k], cfg.leak_shift, row.x[k], f"xbar_new_{k}")
+            m.d.comb += traces.p.x_new[k].eq(xbar)
         w = lc.psi_width_shift
         for lane in range(cfg.lanes):
             distance = Signal(signed(cfg.membrane_bits + 1), name=f"psi_distance_{lane}")
-            m.d.comb += distance.eq(self.v[lane] - cfg.threshold)
-            magnitude = Mux(distance < 0, -distance, distance)
+            magnitude = Signal(unsigned(cfg.membrane_bits + 1), name=f"psi_magnitude_{lane}")
+            m.d.sync += [
+                distance.eq(row.v[lane] - cfg.threshold),
+                magnitude.eq(Mux(distance < 0, -distance, distance)),
+            ]
             triangle = (1 << w) - magnitude
-            m.d.comb += self.psi[lane].eq(Mux(triangle > 0, triangle, 0) >> (w - lc.psi_bits))
+            m.d.comb += psi.p.psi[lane].eq(Mux(triangle > 0, triangle, 0) >> (w - lc.psi_bits))
         return m

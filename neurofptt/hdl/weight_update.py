@@ -4,16 +4,37 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from neurofptt.hdl.arith import saturate, sround
+from neurofptt.hdl.arith import draw_addend, draw_complement, saturate
 from neurofptt.hdl.layouts import MATRIX_CODES
 from neurofptt.hdl.lfsr import draws_per_word
 from neurofptt.quant.config import LFSR_BITS, HardwareConfig, learning_config
 
-__all__ = ["WeightUpdateLane", "factor_bits", "gradient_shape"]
+__all__ = ["LaneCycles", "WeightUpdateLane", "factor_bits", "gradient_shape", "lane_cycles"]
+
+
+@dataclass(frozen=True)
+class LaneCycles:
+    """When a word's values meet a :class:`WeightUpdateLane`, counted from its inputs: the
+    draws are read on cycle ``draw``, the new weight leaves on cycle ``w``, FPTT's new
+    ``W_bar`` on cycle ``wbar``."""
+
+    draw: int
+    w: int
+    wbar: int
+
+
+def lane_cycles(cfg: HardwareConfig) -> LaneCycles:
+    """The lane's cycles (see :class:`WeightUpdateLane`): e-prop's new weight two cycles after
+    the inputs (the product, then ``y``), FPTT's three (the product, the sums, ``y``) and its
+    ``W_bar`` three more (``mean + w_new``, the new mean, its stored form)."""
+    fptt = learning_config(cfg).mode == "fptt"
+    return LaneCycles(draw=1, w=3 if fptt else 2, wbar=6)
 
 
 def factor_bits(cfg: HardwareConfig) -> int:
@@ -28,30 +49,39 @@ def gradient_shape(cfg: HardwareConfig) -> signed:
 
 
 class WeightUpdateLane(wiring.Component):
-    """The weight update of one lane, in the sweep's stages 1 to 3.
+    """The weight update of one lane, a pipeline of one carry chain per stage.
 
-    * stage 1 (the reads are valid): the weight ``w``, the presynaptic trace ``pre`` and the
-      postsynaptic factor ``post``; for FPTT also the previous update's ``pre_prev`` and
-      ``post_prev`` (zero before the first update), the stored ``wbar`` and ``mat``, the
-      matrix swept (its new weight goes on to stage 3).  One multiplier forms
-      ``G = post * pre`` (and one more ``Gp``); all are registered.
-    * stage 2: with the lane's draws ``draws`` (the LFSR bank's, one per draw of the rule),
-      ``w_new[c]`` is the new weight under the learning rate of matrix code ``c``
-      (:data:`~neurofptt.hdl.layouts.MATRIX_CODES`; matrices with the same rate share one
-      datapath): ``sat(w + sround(-G, s))``, or for FPTT
-      ``sat(w + sround(-2 G + Gp - ((w - mean) << (s + 1 - A)), s + 1))``.
-    * stage 3 (FPTT): ``wbar_new[c]``, the stored form (``wbar_store``) of
-      ``sround(((mean + w_new) << s) - (G << A), s + 1)`` with the second draw, saturated to
-      ``wbar_bits``.
+    Cycle 0 (``w``, ``pre``, ``post``; for FPTT also the previous update's ``pre_prev`` and
+    ``post_prev``, zero before the first update, the stored ``wbar`` and the word's matrix
+    ``mat``): every input but ``w`` and ``wbar`` comes straight from a register, so the
+    multipliers of ``G = post * pre`` (and ``Gp``) have registered inputs, as a MULT18X18D's
+    input registers would; their products are registered.  With the lane's draws ``draws``
+    on cycle :attr:`draw_cycle` (the LFSR bank's, one per draw of the rule), ``w_new[c]`` on
+    cycle :attr:`w_cycle` is the new weight under the learning rate of matrix code ``c``
+    (:data:`~neurofptt.hdl.layouts.MATRIX_CODES`; matrices with the same rate share one
+    datapath), and for FPTT ``wbar_new[c]`` on cycle :attr:`wbar_cycle` the stored form
+    (``wbar_store``) of the new running mean, saturated to ``wbar_bits``:
 
-    Only the entry of the word's own matrix is meaningful; the others share its datapath or
-    use another rate.
+    * e-prop: ``sat(w + sround(-G, s))``, as ``sat(w - y)`` with ``y = (G + K) >> s`` and
+      ``K`` the draw's complement (``arith.draw_complement``: ``sround(-G) = -y``);
+    * FPTT: ``sat(w + sround(-2 G + Gp - ((w - mean) << (s + 1 - A)), s + 1))``, as
+      ``sat(w - y)`` with ``y = ((2 G - Gp) + ((w - mean) << (s + 1 - A)) + K) >> (s + 1)``;
+      then ``sround(((mean + w_new) << s) - (G << A), s + 1)`` with the second draw, as
+      ``((mean + w_new) << s) + (R - (G << A))`` shifted, ``R`` the draw's addend.
+
+    ``y`` is clamped to ``weight_bits + 1`` bits before the last subtraction, which changes no
+    result (``sat_w(w - y) = sat_w(w - sat(y, weight_bits + 1))`` for ``w`` in range) and keeps
+    the adder in front of the weight memory's write port short.  Only the entry of the word's
+    own matrix is meaningful; the others share its datapath or use another rate.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
         self.cfg = cfg
         lc = learning_config(cfg)
         self.fptt = lc.mode == "fptt"
+        cycles = lane_cycles(cfg)
+        #: the cycle the draws are read, and those of the new weight and the new W_bar
+        self.draw_cycle, self.w_cycle, self.wbar_cycle = cycles.draw, cycles.w, cycles.wbar
         wb, tb = cfg.weight_bits, lc.trace_bits
         members = {
             "w": In(signed(wb)),
@@ -74,56 +104,84 @@ class WeightUpdateLane(wiring.Component):
         for name, code in MATRIX_CODES.items():
             m.d.comb += out[code].eq(new[lc.lr_shift(name)])
 
+    def _shifts(self) -> list[int]:
+        lc = learning_config(self.cfg)
+        return sorted({lc.lr_shift(name) for name in MATRIX_CODES})
+
+    def _later(self, m: Module, value: Value, name: str) -> Signal:
+        """``value`` one cycle later."""
+        reg = Signal(value.shape(), name=name)
+        m.d.sync += reg.eq(value)
+        return reg
+
+    def _new_weights(self, m: Module, w: Signal, y: dict[int, Value]) -> dict[int, Signal]:
+        """Register ``y`` (by shift) clamped to ``weight_bits + 1`` bits, and ``w`` with it;
+        on the next cycle ``sat(w - y)``."""
+        wb = self.cfg.weight_bits
+        w_next = self._later(m, w, "w_last")
+        new = {}
+        for s, value in y.items():
+            step = self._later(m, saturate(m, value, wb + 1, f"step_s{s}"), f"step_s{s}_reg")
+            new[s] = saturate(m, w_next - step, wb, f"w_new_s{s}")
+        return new
+
     def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
-        cfg, lc = self.cfg, learning_config(self.cfg)
-        wb = cfg.weight_bits
-        shifts = sorted({lc.lr_shift(name) for name in MATRIX_CODES})
+        cfg = self.cfg
         grad = gradient_shape(cfg)
-
-        # -- stage 1 -> 2 -----------------------------------------------------------------------
-        w2 = Signal(signed(wb), name="w_s2")
-        g2 = Signal(grad, name="grad")
-        m.d.sync += [w2.eq(self.w), g2.eq(self.post * self.pre)]
-        if self.fptt:
-            mat2 = Signal.like(self.mat, name="mat_s2")
-            m.d.sync += mat2.eq(self.mat)
-            gp2 = Signal(grad, name="grad_prev")
-            mean_bits = max(wb, lc.wbar_bits) + 1
-            diff2 = Signal(signed(mean_bits + 1), name="w_minus_mean")
-            mean2 = Signal(signed(mean_bits + 1), name="mean_s2")
-            m.d.sync += gp2.eq(self.post_prev * self.pre_prev)
-            if lc.wbar_store == "absolute":
-                m.d.sync += [diff2.eq(self.w - self.wbar), mean2.eq(self.wbar)]
-            else:  # W - W_bar is what is stored
-                m.d.sync += [diff2.eq(self.wbar), mean2.eq(self.w - self.wbar)]
-
-        # -- stage 2: the new weight ------------------------------------------------------------
+        g1 = Signal(grad, name="grad")
+        w1 = self._later(m, self.w, "w_s1")
+        m.d.sync += g1.eq(self.post * self.pre)
         r0 = self.draws[0]
-        new = {}
-        for s in shifts:
-            if self.fptt:
-                pull = diff2 << (s + 1 - lc.alpha_shift)
-                step = sround(-2 * g2 + gp2 - pull, s + 1, r0)
-            else:
-                step = sround(-g2, s, r0)
-            new[s] = saturate(m, w2 + step, wb, f"w_new_s{s}")
-        self._by_matrix(m, new, self.w_new)
         if not self.fptt:
+            y = {s: (g1 + draw_complement(r0, s)) >> s for s in self._shifts()}
+            self._by_matrix(m, self._new_weights(m, w1, y), self.w_new)
             return m
-
-        # -- stage 3 (FPTT): the new W_bar ------------------------------------------------------
-        w3 = Signal(signed(wb), name="w_new_s3")
-        g3 = Signal(grad, name="grad_s3")
-        mean3 = Signal.like(mean2, name="mean_s3")
-        r1 = Signal(LFSR_BITS, name="draw1_s3")
-        out, into, rec = (self.w_new[MATRIX_CODES[name]] for name in ("out", "in", "rec"))
-        kept_w = Mux(mat2 == MATRIX_CODES["out"], out, Mux(mat2 == MATRIX_CODES["in"], into, rec))
-        m.d.sync += [w3.eq(kept_w), g3.eq(g2), mean3.eq(mean2), r1.eq(self.draws[1])]
-        kept = {}
-        for s in shifts:
-            mean_new = sround(((mean3 + w3) << s) - (g3 << lc.alpha_shift), s + 1, r1)
-            keep = mean_new if lc.wbar_store == "absolute" else w3 - mean_new
-            kept[s] = saturate(m, keep, lc.wbar_bits, f"wbar_new_s{s}")
-        self._by_matrix(m, kept, self.wbar_new)
+        self._fptt(m, g1, w1, r0)
         return m
+
+    def _fptt(self, m: Module, g1: Signal, w1: Signal, r0: Value) -> None:
+        """FPTT's new weight and new ``W_bar`` from cycle 1 on (``G`` in ``g1``)."""
+        cfg, lc = self.cfg, learning_config(self.cfg)
+        wb, alpha = cfg.weight_bits, lc.alpha_shift
+        shifts = self._shifts()
+        mean_bits = max(wb, lc.wbar_bits) + 1
+        gp1 = Signal(gradient_shape(cfg), name="grad_prev")
+        diff1 = Signal(signed(mean_bits + 1), name="w_minus_mean")
+        mean1 = Signal(signed(mean_bits + 1), name="mean_s1")
+        m.d.sync += gp1.eq(self.post_prev * self.pre_prev)
+        if lc.wbar_store == "absolute":
+            m.d.sync += [diff1.eq(self.w - self.wbar), mean1.eq(self.wbar)]
+        else:  # W - W_bar is what is stored
+            m.d.sync += [diff1.eq(self.wbar), mean1.eq(self.w - self.wbar)]
+        mat = self._later(m, self._later(m, self.mat, "mat_s1"), "mat_s2")
+        # cycle 1: the three sums that meet the draws, one adder each
+        r1 = self.draws[1]
+        a2 = self._later(m, 2 * g1 - gp1, "twice_grad")
+        b2 = {s: self._later(m, (diff1 << (s + 1 - alpha)) + draw_complement(r0, s + 1),
+                             f"pull_s{s}") for s in shifts}  # fmt: skip
+        q = {s: self._later(m, draw_addend(r1, s + 1) - (g1 << alpha), f"mean_round_s{s}")
+             for s in shifts}  # fmt: skip
+        w2, mean2 = self._later(m, w1, "w_s2"), self._later(m, mean1, "mean_s2")
+        # cycle 2: y; cycle 3: the new weight
+        y = {s: (a2 + b2[s]) >> (s + 1) for s in shifts}
+        new = self._new_weights(m, w2, y)
+        self._by_matrix(m, new, self.w_new)
+        mat3 = self._later(m, mat, "mat_s3")
+        mean3 = self._later(m, mean2, "mean_s3")
+        q3 = {s: self._later(m, q[s], f"mean_round_s{s}_s3") for s in shifts}
+        out, into, rec = (self.w_new[MATRIX_CODES[name]] for name in ("out", "in", "rec"))
+        kept = Mux(mat3 == MATRIX_CODES["out"], out, Mux(mat3 == MATRIX_CODES["in"], into, rec))
+        # cycle 4: mean + w_new; cycle 5: the new mean; cycle 6: its stored form
+        w4 = self._later(m, kept, "w_new_s4")
+        q4 = {s: self._later(m, q3[s], f"mean_round_s{s}_s4") for s in shifts}
+        sum5 = self._later(m, self._later(m, mean3, "mean_s4") + w4, "mean_plus_w")
+        w5 = self._later(m, w4, "w_new_s5")
+        q5 = {s: self._later(m, q4[s], f"mean_round_s{s}_s5") for s in shifts}
+        w6 = self._later(m, w5, "w_new_s6")
+        kept_mean = {}
+        for s in shifts:
+            mean_new = self._later(m, ((sum5 << s) + q5[s]) >> (s + 1), f"mean_new_s{s}")
+            keep = mean_new if lc.wbar_store == "absolute" else w6 - mean_new
+            kept_mean[s] = saturate(m, keep, lc.wbar_bits, f"wbar_new_s{s}")
+        self._by_matrix(m, kept_mean, self.wbar_new)

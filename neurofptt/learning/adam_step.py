@@ -133,7 +133,11 @@ class AdamStep:
             self.groups, weights, grads, *self.moments.values(), strict=True
         ):
             steps = [state[self.params[i]]["step"] for i in members]
-            torch._foreach_add_(steps, _ONE, alpha=1.0)  # the kernel reads the first's count
+            # the kernel reads the first's count; counts on a device take a plain number
+            if steps[0].device.type == "cpu":
+                torch._foreach_add_(steps, _ONE, alpha=1.0)
+            else:
+                torch._foreach_add_(steps, 1.0)
             kernel(
                 [param],
                 [grad],

@@ -50,17 +50,23 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def start(device: torch.device | None = None) -> bool:
+def launched() -> bool:
+    """Whether ``torchrun`` started this process as one of several (``WORLD_SIZE`` > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def start(device: torch.device) -> torch.device:
     """Join the process group ``torchrun`` describes in the environment (``WORLD_SIZE``,
-    ``RANK``, ``MASTER_ADDR``...); returns whether training is data-parallel.  A run started
-    without ``torchrun`` returns ``False`` and communicates with no one."""
-    if dist.is_initialized():
-        return world_size() > 1
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    cuda = device is not None and device.type == "cuda"
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return True
+    ``RANK``, ``MASTER_ADDR``...), with NCCL for CUDA and gloo otherwise, and return the device
+    this rank trains on: ``device``, or for CUDA the machine's ``LOCAL_RANK``-th GPU.  Without
+    ``torchrun`` it joins nothing and returns ``device``."""
+    if not launched():
+        return device
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
 
 
 def stop() -> None:

@@ -498,17 +498,19 @@ def _offline(
     regularise = reg_rate > 0
     state = tracer.start(batch, track_rate=regularise)
     grads = tracer.zero_gradients()
-    loss = 0.0
+    loss = torch.zeros((), dtype=torch.float64, device=x.device)  # summed as a float would be
     logits = None
     for t in range(steps):
         logits, state = tracer.step(x[:, t], state)
         if weights[t] > 0:
-            value, grad_logits = step_loss_and_grad(logits, scoring.at(t), target, weights[t])
+            value, grad_logits = step_loss_and_grad(
+                logits, scoring.at(t), target, weights[t], scoring.counts[t]
+            )
             loss += value
             tracer.add_gradients(grads, grad_logits, feedback)
     if regularise:
         tracer.add_rate_gradients(grads, reg_rate, target_rate, steps)
-    return grads, loss, logits
+    return grads, float(loss), logits
 
 
 def eprop_gradients(
@@ -627,7 +629,7 @@ class EProp(Rule):
         units = sum(scoring.counts) or batch
         parallel = world_size() > 1  # every rank takes part in every step's combination
         state = self.tracer.start(batch, track_rate=regularise)
-        loss = 0.0
+        loss = torch.zeros((), dtype=torch.float64, device=x.device)  # summed as a float would be
         for t in range(steps):
             logits, state = self.tracer.step(x[:, t], state)
             if weights[t] == 0 and not regularise and not parallel:
@@ -635,7 +637,9 @@ class EProp(Rule):
             grads = self.tracer.zero_gradients()
             if weights[t] > 0:
                 y_t = scoring.at(t)
-                value, grad_logits = step_loss_and_grad(logits, y_t, self.target, weights[t])
+                value, grad_logits = step_loss_and_grad(
+                    logits, y_t, self.target, weights[t], scoring.counts[t]
+                )
                 loss += value
                 self.tracer.add_gradients(grads, grad_logits, self.feedback)
             if regularise:
@@ -643,7 +647,7 @@ class EProp(Rule):
                     grads, self.reg_rate, self.target_rate, steps, step_only=True
                 )
             self._apply(grads, units, scoring.counts[t] + regularise)
-        return BatchResult(loss=loss, logits=logits.detach())
+        return BatchResult(loss=float(loss), logits=logits.detach())
 
     def state_dict(self) -> dict[str, Any]:
         return {} if self.feedback is None else {"feedback": self.feedback}

@@ -149,8 +149,8 @@ class FPTT(Rule):
         self.alpha, self.mix, self.period, self.form = alpha, mix, period, form
         self.schedule, self.constant_beta = schedule, constant_beta
         self.reset_to_mean = reset_to_mean
-        self.prior = ClassPrior(n_classes or model.n_out)
         params = self.trainable()
+        self.prior = ClassPrior(n_classes or model.n_out, next(iter(params.values())).device)
         self._params = list(params.items())
         #: the fused per-step update, which holds ``W_bar`` and ``lam``/``g``
         self.update = FPTTUpdate(self._params, optimizer)
@@ -183,8 +183,9 @@ class FPTT(Rule):
 
     def regularizer(self) -> torch.Tensor:
         """Value of ``R_t`` (up to a constant), differentiable; used by tests and diagnostics."""
-        total = torch.zeros(())
-        for name, p in self.trainable().items():
+        params = self.trainable()
+        total = torch.zeros((), device=next(iter(params.values())).device)
+        for name, p in params.items():
             diff = p - self.running_mean[name]
             if self.form == "dual":
                 total = total + 0.5 * self.alpha * diff.pow(2).sum() - (p * self.memory[name]).sum()
@@ -236,7 +237,8 @@ class FPTT(Rule):
         if one_step is not None and scoring is None:
             labels = AuxiliaryLoss(y, self.prior.table, self.model.n_out, one_step.dtype)
         state = self.model.initial_state(x.shape[0])
-        total = 0.0
+        # summed in float64 on the device, as a Python float would, without waiting on it
+        total = torch.zeros((), dtype=torch.float64, device=x.device)
         n_chunks = 0
         for start in range(0, steps, self.period):
             end = min(start + self.period, steps)
@@ -245,11 +247,13 @@ class FPTT(Rule):
             else:
                 loss, logits, state = self._local_step(one_step, x, labels, scoring, state, start)
             if loss is not None:
-                total += float(loss.detach())
+                total += loss.detach()  # a tensor: the loop never waits for the device
                 n_chunks += 1
         if self.target == "label" and self.counted:
             self.prior.observe(logits, y)
-        return BatchResult(loss=total / n_chunks if n_chunks else 0.0, logits=logits.detach())
+        return BatchResult(
+            loss=float(total) / n_chunks if n_chunks else 0.0, logits=logits.detach()
+        )
 
     def _graph_chunk(
         self,

@@ -42,15 +42,15 @@ class ClassPrior:
     starts uniform, so the first epoch's auxiliary term is a plain entropy regulariser.
     """
 
-    def __init__(self, n_classes: int) -> None:
+    def __init__(self, n_classes: int, device: torch.device | str = "cpu") -> None:
         self.n_classes = n_classes
-        self.table = torch.full((n_classes, n_classes), 1.0 / n_classes)
-        self._sums = torch.zeros(n_classes, n_classes)
-        self._counts = torch.zeros(n_classes)
+        self.table = torch.full((n_classes, n_classes), 1.0 / n_classes, device=device)
+        self._sums = torch.zeros(n_classes, n_classes, device=device)
+        self._counts = torch.zeros(n_classes, device=device)
 
     def observe(self, logits: torch.Tensor, y: torch.Tensor) -> None:
-        probs = F.softmax(logits.detach().float(), dim=-1).cpu()
-        y = y.cpu()
+        """Add a batch's last-step softmax to its classes' rows (on the network's device)."""
+        probs = F.softmax(logits.detach().float(), dim=-1)
         self._sums.index_add_(0, y, probs)
         self._counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float32))
 
@@ -65,6 +65,7 @@ class ClassPrior:
         return {"table": self.table, "sums": self._sums, "counts": self._counts}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.table = state["table"].clone()
-        self._sums = state["sums"].clone()
-        self._counts = state["counts"].clone()
+        device = self.table.device  # a checkpoint is read onto the CPU
+        self.table = state["table"].to(device, copy=True)
+        self._sums = state["sums"].to(device, copy=True)
+        self._counts = state["counts"].to(device, copy=True)

@@ -80,21 +80,25 @@ def per_sample_loss(output: torch.Tensor, y_t: torch.Tensor, target: str) -> tor
 
 
 def step_loss_and_grad(
-    output: torch.Tensor, y_t: torch.Tensor, target: str, weight: float
-) -> tuple[float, torch.Tensor]:
-    """``weight * step_loss`` and its gradient with respect to ``output`` (no autograd).
+    output: torch.Tensor, y_t: torch.Tensor, target: str, weight: float, count: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``weight * step_loss`` (a detached scalar tensor, so that a loop over steps never waits
+    for the device) and its gradient with respect to ``output`` (no autograd).
 
     Cross-entropy: ``(softmax(o) - onehot(y)) / n`` on the ``n`` samples with a target at this
     step, 0 on the others (``n = B`` when every sample has one); MSE: ``2 (o - y) / (B n_out)``.
+    ``count`` is ``n`` where the caller knows it (from its :class:`Scoring`), else it is counted
+    here.
     """
-    loss = weight * float(step_loss(output, y_t, target))
+    loss = weight * step_loss(output, y_t, target).detach()
     if target == "regression":
         return loss, weight * (2.0 * (output - y_t) / output.numel())
     grad = F.softmax(output, dim=-1)
     labelled = y_t != NO_TARGET
-    count = int(labelled.sum())
+    if count is None:
+        count = output.shape[0] if target == "label" else int(labelled.sum())
     if count == output.shape[0]:  # every sample labelled: the unmasked operations, bit for bit
-        grad[torch.arange(output.shape[0]), y_t] -= 1.0
+        grad[torch.arange(output.shape[0], device=output.device), y_t] -= 1.0
         return loss, weight * (grad / output.shape[0])
     rows = torch.nonzero(labelled).squeeze(1)
     grad[rows, y_t[rows]] -= 1.0

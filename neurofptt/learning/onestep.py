@@ -79,7 +79,7 @@ def _cross_entropy_grad(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``F.cross_entropy`` with hard labels from its log-softmax, and its gradient."""
     loss, total_weight = torch.ops.aten.nll_loss_forward(log_probs, y, None, _MEAN, ignore_index)
-    seed = torch.ones((), dtype=log_probs.dtype)
+    seed = torch.ones((), dtype=log_probs.dtype, device=log_probs.device)
     grad = torch.ops.aten.nll_loss_backward(
         seed, log_probs, y, None, _MEAN, ignore_index, total_weight
     )
@@ -123,7 +123,7 @@ def step_loss_and_grad(
     the samples with a label, or mean squared error) and its gradient with respect to
     ``output``, by the backward kernels autograd calls for these losses."""
     if target == "regression":
-        seed = torch.ones((), dtype=output.dtype)
+        seed = torch.ones((), dtype=output.dtype, device=output.device)
         return F.mse_loss(output, y_t), torch.ops.aten.mse_loss_backward(seed, output, y_t, _MEAN)
     log_probs = torch.log_softmax(output, dim=1)
     loss, grad_log_probs = _cross_entropy_grad(log_probs, y_t, NO_TARGET)

@@ -37,6 +37,9 @@ from neurofptt.learning.distributed import (
     shard,
     sum_over_ranks,
 )
+from neurofptt.learning.distributed import (
+    start as start_processes,
+)
 from neurofptt.learning.eprop import EPropOptions
 from neurofptt.learning.fobptt import FOBPTTOptions
 from neurofptt.learning.fpp import FPPOptions
@@ -51,6 +54,8 @@ from neurofptt.tasks import SequenceDataset, TaskData
 from neurofptt.tasks.base import with_validation
 
 LR_SCHEDULES = ("constant", "cosine")
+#: the torch device types float training runs on
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 OPTIMIZERS = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
@@ -96,6 +101,10 @@ class TrainConfig:
     onchip_finetune_shift: int = 5
     #: learning flow: rate of the float reference that learns like the chip (batch 1, plain SGD)
     online_lr: float = 0.1
+    #: where the float model trains: "cpu", "cuda" (or "cuda:N") or "mps"
+    #: (:func:`training_device`); where it runs, not what it computes, so a run may resume on
+    #: another device
+    device: str = "cpu"
     # the rules' own options, one [train.<rule>] table each; __post_init__ checks that every
     # registered rule has its field here
     bptt: BPTTOptions = field(default_factory=BPTTOptions)
@@ -134,6 +143,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"train.{name} must be a positive number, got {value}")
+        training_device(self.device)
 
     @property
     def rule_options(self) -> RuleOptions:
@@ -167,6 +177,29 @@ RENAMED_OPTIONS: dict[str, str] = {
 }
 
 
+def training_device(name: str) -> torch.device:
+    """The torch device ``train.device`` names, refused in one line where this machine or this
+    torch build has no such device (the default install is torch's CPU build)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"train.device {name!r} is not a device; use cpu, cuda or mps") from exc
+    if device.type not in DEVICE_TYPES:
+        raise ConfigError(f"train.device {name!r}: use one of {DEVICE_TYPES}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"train.device {name!r}: this torch has no CUDA device (torch {torch.__version__}); "
+            "install a CUDA build of torch (docs/scale.md) or train on cpu"
+        )
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"train.device {name!r}: there are {torch.cuda.device_count()} CUDA devices"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"train.device {name!r}: this machine has no MPS (Apple GPU) device")
+    return device
+
+
 def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
     """Learning rate of a (0-based) epoch; a pure function of the epoch so resuming is exact."""
     if cfg.lr_schedule == "cosine":
@@ -195,12 +228,13 @@ def evaluate(
     equals the metric over the whole set.  A set without any unit scores NaN.
     """
     model.eval()
+    device = next(model.parameters()).device
     total, units = 0.0, 0
     mine, counted = shard(torch.arange(len(data)))  # data-parallel: each rank scores a share
     for start in range(0, len(mine) if counted else 0, batch_size):
         idx = mine[start : start + batch_size]
-        outputs, _ = model(data.x[idx])
-        part, n = metric_sum(outputs, data.y[idx], target)
+        outputs, _ = model(data.x[idx].to(device))
+        part, n = metric_sum(outputs, data.y[idx].to(device), target)
         total, units = total + part, units + n
     total, units = sum_over_ranks(total, units)
     return total / units if units else math.nan
@@ -302,6 +336,10 @@ def picked_epoch(saved: dict[str, Any]) -> int:
     return int(picked["epoch"]) if isinstance(picked, dict) else int(saved["epoch"])
 
 
+#: settings of where a run executes, not of what it computes: they may change on resume
+RUN_SETTINGS = frozenset({"train.device"})
+
+
 def config_differences(saved: dict[str, Any], current: dict[str, Any], path: str = "") -> list[str]:
     """``"key: saved X vs current Y"`` for every leaf where two nested config dicts differ.
 
@@ -323,7 +361,7 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any], path: str
             )
         elif isinstance(a, dict) and isinstance(b, dict):
             out += config_differences(a, b, f"{name}.")
-        elif a != b:
+        elif a != b and name not in RUN_SETTINGS:
             out.append(f"{name}: saved {a!r} vs current {b!r}")
     return out
 
@@ -448,6 +486,10 @@ class _FitRun:
         return f"test_{self.metric}"
 
     @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
     def log(self) -> Path:
         return self.checkpoint.with_name(METRICS_LOG)
 
@@ -505,7 +547,7 @@ class _FitRun:
         loss_sum, correct = 0.0, 0
         for start in bar:
             idx, counted = shard(order[start : start + cfg.batch_size])  # one process: all
-            x, y = task.train.x[idx], task.train.y[idx]
+            x, y = task.train.x[idx].to(self.device), task.train.y[idx].to(self.device)
             rule.counted = counted
             result = rule.train_batch(x, y)
             if not math.isfinite(result.loss):
@@ -636,6 +678,8 @@ def fit(
     checkpoint's records, so it never repeats an epoch.
     """
     _check_task(model, task)
+    # before the rule, whose state follows the weights; torchrun's ranks join their group here
+    model.to(start_processes(training_device(cfg.device)))
     check_rule(cfg.rule)
     val_split = "task" if task.val is not None else "held out" if val_fraction else "none"
     task = with_validation(task, val_fraction, cfg.seed)

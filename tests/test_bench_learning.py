@@ -16,6 +16,7 @@ torch.set_num_threads(1)
 def test_a_point_records_the_derived_rate_and_the_picked_epoch() -> None:
     record = learning.bench_point("cue-accumulation-short", "eprop", 0, 1, samples=8)
     assert record["train_samples"] == 8 and record["tuned"] is False and record["tune"] is None
+    assert record["forced_offset"] is None
     assert record["rate"]["derived_offset"] == record["error_shift_offset"] == 4
     assert record["hardware"]["leak_shift"] == 7
     assert record["picked_epoch"] == 1 and 0 <= record["test_accuracy"] <= 1
@@ -28,6 +29,7 @@ def test_the_summary_gives_mean_spread_and_worst_per_task_rule_and_tuning() -> N
             "rule": rule,
             "seed": seed,
             "tuned": tuned,
+            "forced_offset": None,
             "test_accuracy": accuracy,
             "error_shift_offset": 0,
         }
@@ -54,3 +56,9 @@ def test_main_prints_the_records_as_json(capsys) -> None:
     result = json.loads(capsys.readouterr().out)
     assert result["summary"][0]["rule"] == "fptt" and len(result["records"]) == 1
     assert "load_average" in result["conditions"]
+
+
+def test_a_forced_offset_replaces_the_derived_one() -> None:
+    record = learning.bench_point("cue-accumulation-short", "fptt", 1, 1, samples=6, offset=0)
+    assert record["forced_offset"] == record["error_shift_offset"] == 0
+    assert record["rate"] is None and record["history"][0]["error_shift_offset"] == 0

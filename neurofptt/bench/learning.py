@@ -10,7 +10,9 @@ best of the grid around it (:mod:`neurofptt.flow.onchip_tune`); the rate halves
 kept, as ``neurofptt train --engine golden`` does.  ``test_accuracy`` is that epoch's.  The
 summary gives, per task, rule and tuning, the mean, the standard deviation and the worst of the
 seeds' test accuracies.  ``samples`` shrinks the training split of the generated tasks (their
-validation and test splits keep their sizes) so that long tasks fit a budget.
+validation and test splits keep their sizes) so that long tasks fit a budget.  ``offset`` learns
+at that error shift offset instead of the derived one (0: the chip's rates as they are, what the
+host sent before the rate was derived), for comparison.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from neurofptt.bench.threads import conditions
 from neurofptt.flow.config import VAL_FRACTION
+from neurofptt.flow.onchip_train import halving_period, train_onchip
 from neurofptt.flow.onchip_tune import learn_at_task_rate
 from neurofptt.learning.threads import set_threads
 from neurofptt.learning.trainer import TrainConfig
@@ -50,32 +53,54 @@ def task_hardware(task: str, rule: str) -> HardwareConfig:
 
 
 def bench_point(
-    task: str, rule: str, seed: int, epochs: int, *, samples: int = 0, tune: bool = False
+    task: str,
+    rule: str,
+    seed: int,
+    epochs: int,
+    *,
+    samples: int = 0,
+    tune: bool = False,
+    offset: int | None = None,
 ) -> dict[str, Any]:
     """One run from scratch (the module docstring); ``samples`` > 0 sets ``n_train``."""
     data = load_task(task, **({"n_train": samples} if samples else {}))
     hw = task_hardware(task, rule)
+    net = random_network(hw, seed=seed, spread=fan_in_spreads(hw))
+    halvings = TrainConfig().onchip_halvings
     start = time.perf_counter()
-    run = learn_at_task_rate(
-        random_network(hw, seed=seed, spread=fan_in_spreads(hw)),
-        data,
-        epochs=epochs,
-        seed=seed,
-        halvings=TrainConfig().onchip_halvings,
-        val_fraction=VAL_FRACTION,
-        tune=tune,
-    )
-    history = run.history
+    if offset is None:
+        run = learn_at_task_rate(
+            net,
+            data,
+            epochs=epochs,
+            seed=seed,
+            halvings=halvings,
+            val_fraction=VAL_FRACTION,
+            tune=tune,
+        )
+        history, rate = run.history, run.record()
+    else:
+        history = train_onchip(
+            net,
+            data,
+            epochs=epochs,
+            seed=seed,
+            shift_offset=offset,
+            halve_every=halving_period(epochs, halvings),
+            val_fraction=VAL_FRACTION,
+        )
+        rate = {"rate": None, "error_shift_offset": offset, "tune": None}
     return {
         "task": task,
         "rule": rule,
         "seed": seed,
         "tuned": tune,
+        "forced_offset": offset,
         "epochs": epochs,
         "train_samples": history.train_samples,
         "val_samples": history.val_samples,
         "hardware": TASK_HARDWARE[task],
-        **run.record(),
+        **rate,
         "picked_epoch": history.picked_epoch,
         "val_accuracy": history.epochs[history.picked_epoch - 1]["val_accuracy"],
         "test_accuracy": history.test_accuracy,
@@ -85,19 +110,21 @@ def bench_point(
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per task, rule and tuning: the seeds' test accuracies, their mean, standard deviation
-    (0 for one seed) and worst."""
-    groups: dict[tuple[str, str, bool], list[dict[str, Any]]] = {}
+    """Per task, rule, tuning and forced offset: the seeds' test accuracies, their mean,
+    standard deviation (0 for one seed) and worst."""
+    groups: dict[tuple[str, str, bool, int | None], list[dict[str, Any]]] = {}
     for record in records:
-        groups.setdefault((record["task"], record["rule"], record["tuned"]), []).append(record)
+        key = (record["task"], record["rule"], record["tuned"], record["forced_offset"])
+        groups.setdefault(key, []).append(record)
     summary = []
-    for (task, rule, tuned), runs in groups.items():
+    for (task, rule, tuned, forced), runs in groups.items():
         accuracies = [run["test_accuracy"] for run in runs]
         summary.append(
             {
                 "task": task,
                 "rule": rule,
                 "tuned": tuned,
+                "forced_offset": forced,
                 "seeds": [run["seed"] for run in runs],
                 "test_accuracy": accuracies,
                 "mean": statistics.fmean(accuracies),
@@ -127,6 +154,9 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--samples", type=int, default=0, help="n_train (0: the task's)")
     parser.add_argument("--tune", action="store_true", help="tune each run's offset")
+    parser.add_argument(
+        "--offset", type=int, default=None, help="learn at this offset, not the derived one"
+    )
     args = parser.parse_args(argv)
     set_threads(1)
     before = conditions()
@@ -135,7 +165,13 @@ def _main(argv: list[str] | None = None) -> None:
         for rule in args.rules.split(","):
             for seed in range(args.seeds):
                 record = bench_point(
-                    task, rule, seed, args.epochs, samples=args.samples, tune=args.tune
+                    task,
+                    rule,
+                    seed,
+                    args.epochs,
+                    samples=args.samples,
+                    tune=args.tune,
+                    offset=args.offset,
                 )
                 records.append(record)
                 print(

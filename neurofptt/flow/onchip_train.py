@@ -24,7 +24,7 @@ from neurofptt.tasks.base import CLASS_TARGETS, TaskData, validation_indices
 METRICS_LOG = "metrics.jsonl"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Progress:
     """A run after some epochs: one record per epoch, the network and learning state after the
     last epoch (where a longer run goes on from), and the first epoch with the best validation

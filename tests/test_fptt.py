@@ -254,3 +254,62 @@ def test_dual_form_with_exact_inner_solve_satisfies_the_paper_relations() -> Non
         w_bar = 0.5 * (w_bar_before + w_new) - grad_new / (2 * alpha)
         np.testing.assert_allclose(rule.running_mean["w"].numpy(), w_bar, atol=1e-12)
         grad_prev = grad_new
+
+
+def _recall_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Spikes, per-step labels only in the last 3 steps, and each sample's class."""
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.rand(4, 8, 4, generator=gen) < 0.4).float()
+    classes = torch.tensor([0, 2, 1, 2])
+    y = torch.full((4, 8), -1)
+    y[:, -3:] = classes[:, None]
+    return x, y, classes
+
+
+@pytest.mark.parametrize("period", [1, 2])
+def test_recall_window_labels_train_as_one_label_per_sample(period: int) -> None:
+    """``gap_labels = "sample"``: a batch whose samples each carry one class in a recall window
+    takes exactly the updates of the same batch labelled once per sample (auxiliary loss at
+    every step, the class prior observing it); ``"steps"`` scores only the labelled steps."""
+    x, y, classes = _recall_batch()
+    nets = [SpikingRNN(4, 6, 3) for _ in range(3)]
+    for net in nets[1:]:
+        net.load_state_dict(nets[0].state_dict())
+    rules = [
+        FPTT(nets[0], torch.optim.SGD(nets[0].parameters(), lr=0.1), period=period,
+             target="label_per_step"),
+        FPTT(nets[1], torch.optim.SGD(nets[1].parameters(), lr=0.1), period=period),
+        FPTT(nets[2], torch.optim.SGD(nets[2].parameters(), lr=0.1), period=period,
+             target="label_per_step", gap_labels="steps"),
+    ]  # fmt: skip
+    for _ in range(2):
+        rules[0].train_batch(x, y)
+        rules[1].train_batch(x, classes)
+        rules[2].train_batch(x, y)
+        for rule in rules[:2]:
+            rule.end_epoch()
+    for (name, a), b in zip(
+        nets[0].state_dict().items(), nets[1].state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert torch.equal(rules[0].prior.table, rules[1].prior.table)
+    assert not torch.equal(nets[0].rec.fc_in.weight, nets[2].rec.fc_in.weight)
+    assert torch.equal(rules[2].prior.table, torch.full((3, 3), 1 / 3))  # never observed
+
+
+def test_samples_whose_labels_change_train_per_step() -> None:
+    """A batch with a sample labelled at every step (or with two classes) is not one label per
+    sample: it trains on its labelled steps, as with ``gap_labels = "steps"``."""
+    x, y, _ = _recall_batch()
+    y[0] = torch.arange(8) % 3  # fully labelled, changing class
+    a, b = SpikingRNN(4, 6, 3), SpikingRNN(4, 6, 3)
+    b.load_state_dict(a.state_dict())
+    first = FPTT(a, torch.optim.SGD(a.parameters(), lr=0.1), target="label_per_step")
+    second = FPTT(
+        b, torch.optim.SGD(b.parameters(), lr=0.1), target="label_per_step", gap_labels="steps"
+    )
+    assert first.sequence_labels(y) is None
+    first.train_batch(x, y)
+    second.train_batch(x, y)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name

@@ -67,12 +67,21 @@ from neurofptt.learning.base import BatchResult, Rule, RuleOptions
 from neurofptt.learning.distributed import combine, world_size
 from neurofptt.learning.fptt_update import FPTTUpdate, regularizer_grad
 from neurofptt.learning.losses import ClassPrior, auxiliary_loss
-from neurofptt.learning.objectives import Scoring, loss_scoring, pooled_mean, step_loss
+from neurofptt.learning.objectives import (
+    NO_TARGET,
+    Scoring,
+    loss_scoring,
+    pooled_mean,
+    step_loss,
+    whole_samples,
+)
 from neurofptt.learning.onestep import AuxiliaryLoss, LIFStepGradient, step_loss_and_grad
 from neurofptt.models.base import RecurrentModel, State, detach_state
 
 FORMS = ("dual", "slide")
 SCHEDULES = ("linear", "constant", "none")
+#: how per-step labels with gaps train (:meth:`FPTT.sequence_labels`)
+GAP_LABELS = ("sample", "steps")
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,8 @@ class FPTTOptions(RuleOptions):
     ``period``: steps per update (1: every step, ``T / K`` for FPTT-K); ``form``: ``"dual"`` or
     ``"slide"``; ``reset_to_mean``: replace the weights by the running mean after each epoch;
     ``schedule``/``constant_beta``: the label weight of the auxiliary loss
-    (:meth:`FPTT.label_weight`).
+    (:meth:`FPTT.label_weight`); ``gap_labels``: how per-step labels with gaps train
+    (:meth:`FPTT.sequence_labels`): ``"sample"`` or ``"steps"``.
     """
 
     table = "train.fptt"
@@ -95,9 +105,14 @@ class FPTTOptions(RuleOptions):
     reset_to_mean: bool = False
     schedule: str = "linear"
     constant_beta: float = 0.5
+    gap_labels: str = "sample"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.gap_labels not in GAP_LABELS:
+            raise ConfigError(
+                f"FPTT gap_labels {self.gap_labels!r} is unknown; use one of {GAP_LABELS}"
+            )
         if self.alpha <= 0:
             raise ConfigError(f"FPTT alpha must be positive, got {self.alpha}")
         if not 0 < self.mix <= 1:
@@ -133,6 +148,7 @@ class FPTT(Rule):
         n_classes: int | None = None,
         schedule: str = FPTTOptions.schedule,
         constant_beta: float = FPTTOptions.constant_beta,
+        gap_labels: str = FPTTOptions.gap_labels,
         reset_to_mean: bool = FPTTOptions.reset_to_mean,
         target: str = "label",
     ) -> None:
@@ -145,9 +161,11 @@ class FPTT(Rule):
             reset_to_mean=reset_to_mean,
             schedule=schedule,
             constant_beta=constant_beta,
+            gap_labels=gap_labels,
         )
         self.alpha, self.mix, self.period, self.form = alpha, mix, period, form
         self.schedule, self.constant_beta = schedule, constant_beta
+        self.gap_labels = gap_labels
         self.reset_to_mean = reset_to_mean
         params = self.trainable()
         self.prior = ClassPrior(n_classes or model.n_out, next(iter(params.values())).device)
@@ -227,11 +245,34 @@ class FPTT(Rule):
             return 1.0 if end == steps else self.constant_beta
         return 1.0
 
+    def sequence_labels(self, y: torch.Tensor) -> torch.Tensor | None:
+        """The class of each sample, where a batch of per-step labels trains as one label per
+        sample (``gap_labels = "sample"``): every sample's labelled steps carry one class, with
+        unlabelled steps among them (a recall window, a label known only at the end); ``None``
+        otherwise.
+
+        FPTT learns from each step's own loss with the state before it detached, so a loss that
+        exists only in a recall window cannot reach the cue that decided it: on such tasks the
+        per-step losses alone leave the network where it started (or worse).  FPTT's answer for
+        a sequence's label is the auxiliary loss at every step, the label weighted by
+        ``beta_t`` and the class prior standing in for what a step cannot know yet
+        (:func:`~neurofptt.learning.losses.auxiliary_loss`); that is what these samples get.
+        Scoring is unchanged: accuracy is still over the labelled steps."""
+        if self.target != "label_per_step" or self.gap_labels != "sample":
+            return None
+        if not bool(whole_samples(y).all()):
+            return None
+        return torch.where(y != NO_TARGET, y, NO_TARGET).max(dim=1).values
+
     def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> BatchResult:
         self.check_batch(x, y)
         self.model.train()
         steps = x.shape[1]
-        scoring = None if self.target == "label" else loss_scoring(y, self.target, "all", steps)
+        sequence = self.sequence_labels(y)
+        if sequence is not None:
+            y = sequence
+        per_sample = self.target == "label" or sequence is not None
+        scoring = None if per_sample else loss_scoring(y, self.target, "all", steps)
         one_step = self.one_step
         labels = None
         if one_step is not None and scoring is None:
@@ -249,7 +290,7 @@ class FPTT(Rule):
             if loss is not None:
                 total += loss.detach()  # a tensor: the loop never waits for the device
                 n_chunks += 1
-        if self.target == "label" and self.counted:
+        if per_sample and self.counted:
             self.prior.observe(logits, y)
         return BatchResult(
             loss=float(total) / n_chunks if n_chunks else 0.0, logits=logits.detach()

@@ -35,8 +35,7 @@ from neurofptt.onchip import MATRICES
 from neurofptt.quant.golden import check_spike_input
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.verify.bench_common import BenchRun
-from neurofptt.verify.runner import _simulate as simulate_testbench
-from neurofptt.verify.runner import require_simulator
+from neurofptt.verify.runner import require_simulator, simulate_testbench
 from neurofptt.verify.streams import CLOCK_NS
 
 __all__ = ["SIM_DIVISOR", "BoardSimResult", "UartPins", "simulate_board"]

@@ -291,7 +291,7 @@ def _quiet_cocotb_runner(logger_name: str = "Icarus"):
         logger.setLevel(level)
 
 
-def _simulate(
+def simulate_testbench(
     verilog_path: Path,
     top: str,
     work_dir: Path,
@@ -433,7 +433,7 @@ def run_rtl(
         top = _module_name(verilog_path)
 
     stimulus = inference_stimulus(net, x, golden)
-    results, built = _simulate(
+    results, built = simulate_testbench(
         verilog_path,
         top,
         work_dir,
@@ -541,7 +541,7 @@ def run_rtl_learning(
             load_w_in=load.net.w_in, load_w_rec=load.net.w_rec, load_w_out=load.net.w_out
         )
         stimulus.update({f"load_wbar_{m}": w for m, w in load.wbar.items()})
-    results, built = _simulate(
+    results, built = simulate_testbench(
         design.verilog,
         design.name,
         work_dir,

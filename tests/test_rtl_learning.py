@@ -534,10 +534,11 @@ def _weight_words(cfg: HardwareConfig) -> int:
 
 
 def _pipeline_cycles(cfg: HardwareConfig) -> int:
-    """The sweep's pipeline in an update: ``5 + tree_stages(lanes)`` idle cycles between the
-    ``W_out`` and ``W_in`` sweeps, and its 4 (e-prop) or 8 (FPTT) stages."""
+    """The sweep's pipeline in an update: the request registered, ``5 + tree_stages(lanes)``
+    idle cycles between the ``W_out`` and ``W_in`` sweeps, and its 4 (e-prop) or 8 (FPTT)
+    stages."""
     gap = 5 + (cfg.lanes - 1).bit_length() // 2
-    return gap + (8 if cfg.learning.mode == "fptt" else 4)
+    return 1 + gap + (8 if cfg.learning.mode == "fptt" else 4)
 
 
 def test_design_lists_the_weight_ports() -> None:

@@ -6849,56 +6849,69 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   wire \$26 ;
   wire [15:0] \$27 ;
   wire [16:0] \$28 ;
-  wire \$29 ;
+  wire [15:0] \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire [15:0] \$33 ;
-  wire [16:0] \$34 ;
-  wire [8:0] \$35 ;
-  wire [18:0] \$36 ;
-  wire [15:0] \$37 ;
-  wire [16:0] \$38 ;
-  wire [8:0] \$39 ;
+  wire [16:0] \$30 ;
+  wire [8:0] \$31 ;
+  wire [18:0] \$32 ;
+  wire [9:0] \$33 ;
+  wire [18:0] \$34 ;
+  wire \$35 ;
+  wire [15:0] \$36 ;
+  wire [16:0] \$37 ;
+  wire [8:0] \$38 ;
+  wire [18:0] \$39 ;
   wire \$4 ;
-  wire [18:0] \$40 ;
-  wire [15:0] \$41 ;
-  wire [16:0] \$42 ;
-  wire [8:0] \$43 ;
-  wire [18:0] \$44 ;
-  wire [15:0] \$45 ;
-  wire [16:0] \$46 ;
-  wire [8:0] \$47 ;
+  wire [9:0] \$40 ;
+  wire [18:0] \$41 ;
+  wire \$42 ;
+  wire [15:0] \$43 ;
+  wire [16:0] \$44 ;
+  wire [8:0] \$45 ;
+  wire [18:0] \$46 ;
+  wire [9:0] \$47 ;
   wire [18:0] \$48 ;
-  reg \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  reg [4:0] \$50 ;
-  reg [3:0] \$51 ;
-  reg \$52 ;
-  reg [4:0] \$53 ;
-  reg [3:0] \$54 ;
-  reg [16:0] \$55 ;
-  reg [18:0] \$56 ;
-  reg [15:0] \$57 ;
-  reg [16:0] \$58 ;
-  reg [18:0] \$59 ;
+  wire [15:0] \$50 ;
+  wire [16:0] \$51 ;
+  wire [8:0] \$52 ;
+  wire [18:0] \$53 ;
+  wire [9:0] \$54 ;
+  wire [18:0] \$55 ;
+  wire \$56 ;
+  reg \$57 ;
+  reg [4:0] \$58 ;
+  reg [3:0] \$59 ;
   wire [15:0] \$6 ;
-  reg [15:0] \$60 ;
-  reg [16:0] \$61 ;
-  reg [18:0] \$62 ;
-  reg [15:0] \$63 ;
-  reg [16:0] \$64 ;
+  reg \$60 ;
+  reg [4:0] \$61 ;
+  reg [3:0] \$62 ;
+  reg [16:0] \$63 ;
+  reg [18:0] \$64 ;
   reg [18:0] \$65 ;
   reg [15:0] \$66 ;
+  reg [3:0] \$67 ;
+  reg [16:0] \$68 ;
+  reg [18:0] \$69 ;
   wire [16:0] \$7 ;
+  reg [18:0] \$70 ;
+  reg [15:0] \$71 ;
+  reg [16:0] \$72 ;
+  reg [18:0] \$73 ;
+  reg [18:0] \$74 ;
+  reg [15:0] \$75 ;
+  reg [16:0] \$76 ;
+  reg [18:0] \$77 ;
+  reg [18:0] \$78 ;
+  reg [15:0] \$79 ;
   wire \$8 ;
   wire \$9 ;
   (* init = 1'h0 *)
   wire \$signal ;
   (* init = 5'h00 *)
-  wire [4:0] \$signal$27 ;
-  reg [3:0] \$signal$35  = 4'h0;
+  wire [4:0] \$signal$24 ;
+  reg [3:0] \$signal$36  = 4'h0;
   input clk;
   wire clk;
   reg [4:0] row4 = 5'h00;
@@ -6950,10 +6963,15 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   reg [18:0] s3_drive_1 = 19'h00000;
   reg [18:0] s3_drive_2 = 19'h00000;
   reg [18:0] s3_drive_3 = 19'h00000;
+  reg [18:0] s3_margin_0 = 19'h00000;
+  reg [18:0] s3_margin_1 = 19'h00000;
+  reg [18:0] s3_margin_2 = 19'h00000;
+  reg [18:0] s3_margin_3 = 19'h00000;
   reg [15:0] s4_v_0 = 16'h0000;
   reg [15:0] s4_v_1 = 16'h0000;
   reg [15:0] s4_v_2 = 16'h0000;
   reg [15:0] s4_v_3 = 16'h0000;
+  reg [3:0] s4_z = 4'h0;
   reg [139:0] update_in;
   wire [34:0] \update_in[0] ;
   wire [17:0] \update_in[0].acc ;
@@ -6983,57 +7001,88 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   wire valid4;
   wire [3:0] z;
   reg [3:0] z_prev4 = 4'h0;
-  assign \$30  = $signed(s4_v_1) > $signed(10'h100);
-  assign \$31  = $signed(s4_v_2) > $signed(10'h100);
-  assign \$32  = $signed(s4_v_3) > $signed(10'h100);
-  assign \$34  = $signed(update_in[33:18]) - $signed(\$33 );
-  assign \$35  = update_in[34] ? 9'h100 : 9'h000;
-  assign \$36  = $signed(update_in[17:0]) - $signed({ 1'h0, \$35  });
-  assign \$38  = $signed(update_in[68:53]) - $signed(\$37 );
-  assign \$39  = update_in[69] ? 9'h100 : 9'h000;
-  assign \$40  = $signed(update_in[52:35]) - $signed({ 1'h0, \$39  });
-  assign \$42  = $signed(update_in[103:88]) - $signed(\$41 );
-  assign \$43  = update_in[104] ? 9'h100 : 9'h000;
-  assign \$44  = $signed(update_in[87:70]) - $signed({ 1'h0, \$43  });
-  assign \$46  = $signed(update_in[138:123]) - $signed(\$45 );
-  assign \$47  = update_in[139] ? 9'h100 : 9'h000;
-  assign \$48  = $signed(update_in[122:105]) - $signed({ 1'h0, \$47  });
+  assign \$18  = \$17  & v_new_2_wide[19];
+  assign \$19  = \$16  | \$18 ;
+  assign \$20  = v_new_2_wide[19] ? 16'h8000 : 16'h7fff;
+  assign \$21  = \$19  ? { 1'h0, v_new_2_wide[15:0] } : { \$20 [15], \$20  };
+  assign v_new_3_wide = $signed(s3_base_3) + $signed(s3_drive_3);
+  assign \$22  = | v_new_3_wide[19:15];
+  assign \$23  = ~ \$22 ;
+  assign \$24  = & v_new_3_wide[19:15];
+  assign \$25  = \$24  & v_new_3_wide[19];
+  assign \$26  = \$23  | \$25 ;
+  assign \$27  = v_new_3_wide[19] ? 16'h8000 : 16'h7fff;
+  assign \$28  = \$26  ? { 1'h0, v_new_3_wide[15:0] } : { \$27 [15], \$27  };
+  assign \$30  = $signed(update_in[33:18]) - $signed(\$29 );
+  assign \$31  = update_in[34] ? 9'h100 : 9'h000;
+  assign \$32  = $signed(update_in[17:0]) - $signed({ 1'h0, \$31  });
+  assign \$33  = update_in[34] ? 10'h200 : 10'h100;
+  assign \$34  = $signed({ 1'h0, \$33  }) - $signed(update_in[17:0]);
+  assign \$35  = $signed(s3_base_0) > $signed(s3_margin_0);
+  assign \$37  = $signed(update_in[68:53]) - $signed(\$36 );
+  assign \$38  = update_in[69] ? 9'h100 : 9'h000;
+  assign \$39  = $signed(update_in[52:35]) - $signed({ 1'h0, \$38  });
+  assign \$40  = update_in[69] ? 10'h200 : 10'h100;
+  assign \$41  = $signed({ 1'h0, \$40  }) - $signed(update_in[52:35]);
+  assign \$42  = $signed(s3_base_1) > $signed(s3_margin_1);
+  assign \$44  = $signed(update_in[103:88]) - $signed(\$43 );
+  assign \$45  = update_in[104] ? 9'h100 : 9'h000;
+  assign \$46  = $signed(update_in[87:70]) - $signed({ 1'h0, \$45  });
+  assign \$47  = update_in[104] ? 10'h200 : 10'h100;
+  assign \$48  = $signed({ 1'h0, \$47  }) - $signed(update_in[87:70]);
+  assign \$49  = $signed(s3_base_2) > $signed(s3_margin_2);
+  assign \$51  = $signed(update_in[138:123]) - $signed(\$50 );
+  assign \$52  = update_in[139] ? 9'h100 : 9'h000;
+  assign \$53  = $signed(update_in[122:105]) - $signed({ 1'h0, \$52  });
+  assign \$54  = update_in[139] ? 10'h200 : 10'h100;
+  assign \$55  = $signed({ 1'h0, \$54  }) - $signed(update_in[122:105]);
+  assign \$56  = $signed(s3_base_3) > $signed(s3_margin_3);
   always @(posedge clk)
-    row_mid__valid <= \$49 ;
+    row_mid__valid <= \$57 ;
   always @(posedge clk)
-    row_mid__payload <= \$50 ;
+    row_mid__payload <= \$58 ;
   always @(posedge clk)
-    \$signal$35  <= \$51 ;
+    \$signal$36  <= \$59 ;
   always @(posedge clk)
-    row_out__valid <= \$52 ;
+    row_out__valid <= \$60 ;
   always @(posedge clk)
-    row4 <= \$53 ;
+    row4 <= \$61 ;
   always @(posedge clk)
-    z_prev4 <= \$54 ;
+    z_prev4 <= \$62 ;
   always @(posedge clk)
-    s3_base_0 <= \$55 ;
+    s3_base_0 <= \$63 ;
   always @(posedge clk)
-    s3_drive_0 <= \$56 ;
+    s3_drive_0 <= \$64 ;
   always @(posedge clk)
-    s4_v_0 <= \$57 ;
+    s3_margin_0 <= \$65 ;
   always @(posedge clk)
-    s3_base_1 <= \$58 ;
+    s4_v_0 <= \$66 ;
   always @(posedge clk)
-    s3_drive_1 <= \$59 ;
+    s4_z <= \$67 ;
   always @(posedge clk)
-    s4_v_1 <= \$60 ;
+    s3_base_1 <= \$68 ;
   always @(posedge clk)
-    s3_base_2 <= \$61 ;
+    s3_drive_1 <= \$69 ;
   always @(posedge clk)
-    s3_drive_2 <= \$62 ;
+    s3_margin_1 <= \$70 ;
   always @(posedge clk)
-    s4_v_2 <= \$63 ;
+    s4_v_1 <= \$71 ;
   always @(posedge clk)
-    s3_base_3 <= \$64 ;
+    s3_base_2 <= \$72 ;
   always @(posedge clk)
-    s3_drive_3 <= \$65 ;
+    s3_drive_2 <= \$73 ;
   always @(posedge clk)
-    s4_v_3 <= \$66 ;
+    s3_margin_2 <= \$74 ;
+  always @(posedge clk)
+    s4_v_2 <= \$75 ;
+  always @(posedge clk)
+    s3_base_3 <= \$76 ;
+  always @(posedge clk)
+    s3_drive_3 <= \$77 ;
+  always @(posedge clk)
+    s3_margin_3 <= \$78 ;
+  always @(posedge clk)
+    s4_v_3 <= \$79 ;
   assign v_new_0_wide = $signed(s3_base_0) + $signed(s3_drive_0);
   assign \$1  = | v_new_0_wide[19:15];
   assign \$2  = ~ \$1 ;
@@ -7054,19 +7103,6 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   assign \$15  = | v_new_2_wide[19:15];
   assign \$16  = ~ \$15 ;
   assign \$17  = & v_new_2_wide[19:15];
-  assign \$18  = \$17  & v_new_2_wide[19];
-  assign \$19  = \$16  | \$18 ;
-  assign \$20  = v_new_2_wide[19] ? 16'h8000 : 16'h7fff;
-  assign \$21  = \$19  ? { 1'h0, v_new_2_wide[15:0] } : { \$20 [15], \$20  };
-  assign v_new_3_wide = $signed(s3_base_3) + $signed(s3_drive_3);
-  assign \$22  = | v_new_3_wide[19:15];
-  assign \$23  = ~ \$22 ;
-  assign \$24  = & v_new_3_wide[19:15];
-  assign \$25  = \$24  & v_new_3_wide[19];
-  assign \$26  = \$23  | \$25 ;
-  assign \$27  = v_new_3_wide[19] ? 16'h8000 : 16'h7fff;
-  assign \$28  = \$26  ? { 1'h0, v_new_3_wide[15:0] } : { \$27 [15], \$27  };
-  assign \$29  = $signed(s4_v_0) > $signed(10'h100);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     update_in = 140'h00000000000000000000000000000000000;
@@ -7076,128 +7112,166 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$49  = row_in__valid;
+    \$57  = row_in__valid;
     if (rst) begin
-      \$49  = 1'h0;
+      \$57  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$50  = row_in__payload[4:0];
+    \$58  = row_in__payload[4:0];
     if (rst) begin
-      \$50  = 5'h00;
+      \$58  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$51  = { update_in[139], update_in[104], update_in[69], update_in[34] };
+    \$59  = { update_in[139], update_in[104], update_in[69], update_in[34] };
     if (rst) begin
-      \$51  = 4'h0;
+      \$59  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$52  = row_mid__valid;
+    \$60  = row_mid__valid;
     if (rst) begin
-      \$52  = 1'h0;
+      \$60  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$53  = row_mid__payload;
+    \$61  = row_mid__payload;
     if (rst) begin
-      \$53  = 5'h00;
+      \$61  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$54  = \$signal$35 ;
+    \$62  = \$signal$36 ;
     if (rst) begin
-      \$54  = 4'h0;
+      \$62  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$55  = \$34 ;
+    \$63  = \$30 ;
     if (rst) begin
-      \$55  = 17'h00000;
+      \$63  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$56  = \$36 ;
+    \$64  = \$32 ;
     if (rst) begin
-      \$56  = 19'h00000;
+      \$64  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$57  = \$7 [15:0];
-    if (rst) begin
-      \$57  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$58  = \$38 ;
-    if (rst) begin
-      \$58  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$59  = \$40 ;
-    if (rst) begin
-      \$59  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$60  = \$14 [15:0];
-    if (rst) begin
-      \$60  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$61  = \$42 ;
-    if (rst) begin
-      \$61  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$62  = \$44 ;
-    if (rst) begin
-      \$62  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$63  = \$21 [15:0];
-    if (rst) begin
-      \$63  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$64  = \$46 ;
-    if (rst) begin
-      \$64  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$65  = \$48 ;
+    \$65  = \$34 ;
     if (rst) begin
       \$65  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$66  = \$28 [15:0];
+    \$66  = \$7 [15:0];
     if (rst) begin
       \$66  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$67 [0] = \$35 ;
+    \$67 [1] = \$42 ;
+    \$67 [2] = \$49 ;
+    \$67 [3] = \$56 ;
+    if (rst) begin
+      \$67  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$68  = \$37 ;
+    if (rst) begin
+      \$68  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$69  = \$39 ;
+    if (rst) begin
+      \$69  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$70  = \$41 ;
+    if (rst) begin
+      \$70  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$71  = \$14 [15:0];
+    if (rst) begin
+      \$71  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$72  = \$44 ;
+    if (rst) begin
+      \$72  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$73  = \$46 ;
+    if (rst) begin
+      \$73  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$74  = \$48 ;
+    if (rst) begin
+      \$74  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$75  = \$21 [15:0];
+    if (rst) begin
+      \$75  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$76  = \$51 ;
+    if (rst) begin
+      \$76  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$77  = \$53 ;
+    if (rst) begin
+      \$77  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$78  = \$55 ;
+    if (rst) begin
+      \$78  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$79  = \$28 [15:0];
+    if (rst) begin
+      \$79  = 16'h0000;
     end
   end
   assign v_new_0 = \$7 [15:0];
@@ -7205,7 +7279,7 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   assign v_new_2 = \$21 [15:0];
   assign v_new_3 = \$28 [15:0];
   assign \$signal  = row_mid__valid;
-  assign \$signal$27  = row_mid__payload;
+  assign \$signal$24  = row_mid__payload;
   assign valid4 = row_out__valid;
   assign \update_in[0]  = update_in[34:0];
   assign \update_in[0].acc  = update_in[17:0];
@@ -7256,14 +7330,14 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   assign row_out__payload[76:73] = z_prev4;
   assign row_out__payload[72:69] = z;
   assign row_out__payload[4:0] = row4;
-  assign z[3] = \$32 ;
-  assign z[2] = \$31 ;
-  assign z[1] = \$30 ;
-  assign z[0] = \$29 ;
-  assign \$33  = { update_in[33], update_in[33], update_in[33:20] };
-  assign \$37  = { update_in[68], update_in[68], update_in[68:55] };
-  assign \$41  = { update_in[103], update_in[103], update_in[103:90] };
-  assign \$45  = { update_in[138], update_in[138], update_in[138:125] };
+  assign z[3] = s4_z[3];
+  assign z[2] = s4_z[2];
+  assign z[1] = s4_z[1];
+  assign z[0] = s4_z[0];
+  assign \$29  = { update_in[33], update_in[33], update_in[33:20] };
+  assign \$36  = { update_in[68], update_in[68], update_in[68:55] };
+  assign \$43  = { update_in[103], update_in[103], update_in[103:90] };
+  assign \$50  = { update_in[138], update_in[138], update_in[138:125] };
 endmodule
 
 (* generator = "Amaranth" *)

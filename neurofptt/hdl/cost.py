@@ -148,21 +148,22 @@ def weight_words(cfg: HardwareConfig) -> int:
 
 
 def learning_cycles_per_update(cfg: HardwareConfig) -> int:
-    """Cycles of one weight update: ``n_rec * Ro + (n_in + n_rec) * R + gap + drain - 1``,
-    with ``R = ceil(n_rec / P)``, ``Ro = ceil(n_out / P)``, ``P = lanes``.
+    """Cycles of one weight update: ``n_rec * Ro + (n_in + n_rec) * R + gap + drain``, with
+    ``R = ceil(n_rec / P)``, ``Ro = ceil(n_out / P)``, ``P = lanes``.
 
     One fully pipelined read-modify-write of one weight word (``P`` synapses) per cycle, with
     the factors, traces and (FPTT) running-mean word read alongside; the ``W_out`` sweep also
     accumulates the learning signals.  ``gap`` and ``drain`` are the RTL's pipeline
     (:func:`~neurofptt.hdl.learning.sweep_timing`, ``docs/hardware.md`` section 9): ``gap``
     idle cycles between the ``W_out`` and ``W_in`` sweeps, since ``delta_j`` is formed that
-    many stages after its last word is read (``5 + tree_stages(P)``), and the stages the last
-    word still passes after its first, ``drain - 1`` (``drain`` 4 for e-prop: the weight, 8 for
-    FPTT: ``W_bar``).  The softmax error adds its passes before the sweep
-    (:func:`softmax_cycles`).  :func:`cycles_per_update` adds the last word's first stage.
+    many stages after its last word is read (``5 + tree_stages(P)``), the stages the last word
+    still passes after its first, ``drain - 1`` (``drain`` 4 for e-prop: the weight, 8 for
+    FPTT: ``W_bar``), and the cycle that registers the request.  The softmax error adds its
+    passes before the sweep (:func:`softmax_cycles`).  :func:`cycles_per_update` adds the
+    last word's first stage.
     """
     timing = sweep_timing(cfg)
-    return weight_words(cfg) + timing.gap + timing.drain - 1 + softmax_cycles(cfg)
+    return weight_words(cfg) + timing.gap + timing.drain + softmax_cycles(cfg)
 
 
 def softmax_cycles(cfg: HardwareConfig) -> int:

@@ -229,8 +229,9 @@ def design_description(net: QuantizedNetwork, name: str = "neurofptt_core") -> d
             "dump_order": "W_out, W_in, W_rec; each in address order, as the weight memories",
             "load_order": "as dump_order; last (or the final W_rec word) ends the load, which "
             "zeroes FPTT's previous factors and resets the LFSRs to their seeds",
-            # the words, the idle cycles between W_out and W_in and the pipeline's drain
-            "cycles_per_update": f"{CYCLES_PER_LOAD} + {timing.gap + timing.drain}",
+            # the words, the idle cycles between W_out and W_in, the pipeline's drain and the
+            # cycles that register the request and address the first word
+            "cycles_per_update": f"{CYCLES_PER_LOAD} + {timing.gap + timing.drain + 1}",
             "cycles_per_load": CYCLES_PER_LOAD,
         }
         if cfg.learning.error == "softmax":

@@ -416,16 +416,20 @@ class LearningUnit(wiring.Component):
             m.d.sync += [p.dump_done.eq(0), p.dump_valid.eq(0)]
 
         offer = self.o_weights
+        # the requests are registered: they come at the end of the sequencer's control paths
+        # (the last readout sent), which would otherwise run on into every register they reset
+        start, dump = Signal(name="start_q"), Signal(name="dump_q")
+        m.d.sync += [start.eq(control.start), dump.eq(control.dump)]
         with m.FSM(name="learning") as fsm:
             with m.State("IDLE"):
-                with m.If(control.start):
+                with m.If(start):
                     if p.error.softmax:  # the softmax error's passes first
                         m.d.comb += p.error.start.eq(1)
                         m.next = "SOFTMAX"
                     else:
                         begin()
                         m.next = "SWEEP"
-                with m.If(control.dump):
+                with m.If(dump):
                     begin()
                     m.next = "DUMP"
             if p.error.softmax:

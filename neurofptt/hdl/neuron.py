@@ -39,11 +39,15 @@ class NeuronUpdate(wiring.Component):
 
     Stage 2 (``row_in``): per lane the two operands of the new membrane, registered: the
     leaked membrane ``leak(v)`` and the drive ``acc - z * threshold`` (``reset = "subtract"``),
-    or ``0 if z else leak(v)`` and ``acc`` (``"zero"``).  Stage 3: their sum, saturated to the
-    membrane, registered.  Stage 4 (``row_out``): ``z = v > threshold``; the padding lanes of
-    the last row (neurons ``>= n_rec``) never spike.  The sum is exact before the one
-    saturation, so splitting it changes no bit; each stage has one carry chain (stage 3 also
-    the saturation's few LUT levels), so that the update is not the core's longest path.
+    or ``0 if z else leak(v)`` and ``acc`` (``"zero"``); beside them ``threshold - drive``.
+    Stage 3: their sum, saturated to the membrane, and the spike ``z = leak(v) > threshold -
+    drive``, registered.  Stage 4 (``row_out``): the row leaves, the padding lanes of the last
+    row (neurons ``>= n_rec``) masked, so they never spike.  The sum is exact before the one
+    saturation, so splitting it changes no bit, and the spike is the golden model's ``v >
+    threshold`` (a sum past either end saturates to a membrane on the same side of the
+    threshold, ``1 <= threshold < v_max``); each stage has one carry chain (stage 3 also the
+    saturation's few LUT levels), so that the update is not the core's longest path, and
+    the row leaves from registers into the state memory, the spike list and the traces.
     ``row_mid`` is the row in stage 3, whose update leaves on ``row_out`` on the next cycle.
     The operands are isolated: the datapath sees the row only while ``row_in.valid``, so it
     does not toggle while the pipeline accumulates.
@@ -80,21 +84,28 @@ class NeuronUpdate(wiring.Component):
             z_prev4.eq(z_prev3),
         ]
         v = [Signal(signed(mb), name=f"s4_v_{lane}") for lane in range(lanes)]
+        spiked = Signal(lanes, name="s4_z")
         for lane in range(lanes):
             n = state[lane]
             leaked = leak(n.v, cfg.leak_shift)
             if cfg.reset == "subtract":
-                base, drive = leaked, n.acc - Mux(n.z, cfg.threshold, 0)
+                base = leaked
+                drive = n.acc - Mux(n.z, cfg.threshold, 0)
+                margin = Mux(n.z, 2 * cfg.threshold, cfg.threshold) - n.acc
             else:
-                base, drive = Mux(n.z, 0, leaked), n.acc
+                base, drive, margin = Mux(n.z, 0, leaked), n.acc, cfg.threshold - n.acc
             base3 = Signal(base.shape(), name=f"s3_base_{lane}")
             drive3 = Signal(drive.shape(), name=f"s3_drive_{lane}")
-            m.d.sync += [base3.eq(base), drive3.eq(drive)]
-            # stage 4: the new membrane
-            m.d.sync += v[lane].eq(saturate(m, base3 + drive3, mb, f"v_new_{lane}"))
+            margin3 = Signal(margin.shape(), name=f"s3_margin_{lane}")
+            m.d.sync += [base3.eq(base), drive3.eq(drive), margin3.eq(margin)]
+            # stage 4: the new membrane and its spike
+            m.d.sync += [
+                v[lane].eq(saturate(m, base3 + drive3, mb, f"v_new_{lane}")),
+                spiked[lane].eq(base3 > margin3),
+            ]
         z = Signal(lanes)
         for lane in range(lanes):
-            spikes = v[lane] > cfg.threshold
+            spikes = spiked[lane]
             if (rows - 1) * lanes + lane >= cfg.n_rec:  # a padding lane of the last row
                 spikes = spikes & (row4 != rows - 1)
             m.d.comb += z[lane].eq(spikes)

@@ -3,12 +3,16 @@
 Each (rule, T) point runs in a fresh Python process, so one run's memory high-water mark cannot
 leak into the next.  Inside that process the data, the model and the rule are built and one
 warm-up batch is trained on a short sequence; then the process's peak resident memory is read
-(``ru_maxrss``), one batch of length ``T`` is trained, and the growth of the peak is reported as
-``peak_bytes``: the extra memory the training of that batch needed on top of everything that was
-already resident.  ``seconds_per_seq`` is the wall time of that batch divided by the batch size.
-The rules take turns at each length (every rule at the first ``T``, then every rule at the
-next), so that the ratios between rules at one length come from runs made close together in
-time, under the same load of a shared machine.
+(``ru_maxrss``), batches of length ``T`` are trained, and the growth of the peak is reported as
+``peak_bytes``: the extra memory the training of a batch needed on top of everything that was
+already resident.  ``seconds_per_seq`` is the wall time of the fastest of :data:`REPEATS` such
+batches divided by the batch size, and ``cpu_seconds_per_seq`` the processor time this process
+spent on its fastest batch (by processor time) likewise.  On a machine shared with other jobs
+these can only slow a batch down, the wall time also by the time the scheduler gives the other
+jobs; the processor time of a one-thread process counts its own work only, so it is the measure
+to compare rules by there.  The rules take turns at each length (every rule at the
+first ``T``, then every rule at the next), so that the ratios between rules at one length come
+from runs made close together in time, under the same load of a shared machine.
 
 Every point trains with one torch thread (recorded as ``threads``), whatever the machine: the
 comparison is between rules, and one thread keeps it free of how each rule's operations happen to
@@ -38,6 +42,8 @@ from neurofptt.learning.trainer import TrainConfig, make_rule
 DEFAULT_RULES = ("bptt", "tbptt", "fptt", "eprop")
 #: torch threads of every measurement (see the module docstring)
 THREADS = 1
+#: timed batches per point; the fastest counts (see the module docstring)
+REPEATS = 3
 EXTERNAL_RULES = ("spikingjelly-fptt",)
 
 
@@ -49,7 +55,8 @@ def _peak_rss_bytes() -> int:
 def measure(
     rule: str, model_name: str, steps: int, batch: int, hidden: int, n_in: int, seed: int = 0
 ) -> dict[str, Any]:
-    """Train one batch of ``steps``-long random spike sequences; runs in the calling process."""
+    """Train :data:`REPEATS` batches of ``steps``-long random spike sequences after a short
+    warm-up one; runs in the calling process."""
 
     torch.manual_seed(seed)
     set_threads(THREADS)
@@ -60,15 +67,22 @@ def measure(
         train_one_batch(warm.transpose(0, 1), y, hidden, 10)
         x_seq = x.transpose(0, 1).contiguous()  # time first, copied before the measurement
         before = _peak_rss_bytes()
-        seconds = train_one_batch(x_seq, y, hidden, 10)
+        seconds, cpu_seconds = [], []
+        for _ in range(REPEATS):
+            cpu_start = time.process_time()
+            seconds.append(train_one_batch(x_seq, y, hidden, 10))
+            cpu_seconds.append(time.process_time() - cpu_start)
     else:
         cfg = replace(TrainConfig(), rule=rule, model=model_name, lr=1e-3)
         engine = make_rule(cfg, build_model(model_name, n_in, hidden, 10))
         engine.train_batch(warm, y)
         before = _peak_rss_bytes()
-        start = time.perf_counter()
-        engine.train_batch(x, y)
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = [], []
+        for _ in range(REPEATS):
+            start, cpu_start = time.perf_counter(), time.process_time()
+            engine.train_batch(x, y)
+            seconds.append(time.perf_counter() - start)
+            cpu_seconds.append(time.process_time() - cpu_start)
     return {
         "rule": rule,
         "model": model_name,
@@ -76,7 +90,9 @@ def measure(
         "batch": batch,
         "hidden": hidden,
         "peak_bytes": max(0, _peak_rss_bytes() - before),
-        "seconds_per_seq": seconds / batch,
+        "seconds_per_seq": min(seconds) / batch,
+        "cpu_seconds_per_seq": min(cpu_seconds) / batch,
+        "repeats": REPEATS,
         "threads": torch.get_num_threads(),
     }
 
@@ -107,11 +123,13 @@ def run_isolated(
 
 
 def format_table(records: list[dict[str, Any]]) -> str:
-    lines = [f"{'rule':<18} {'model':<6} {'T':>6} {'peak MiB':>10} {'ms/seq':>10}"]
+    lines = [
+        f"{'rule':<18} {'model':<6} {'T':>6} {'peak MiB':>10} {'ms/seq':>10} {'cpu ms/seq':>11}"
+    ]
     for r in records:
         lines.append(
             f"{r['rule']:<18} {r['model']:<6} {r['T']:>6} {r['peak_bytes'] / 2**20:>10.1f} "
-            f"{r['seconds_per_seq'] * 1e3:>10.2f}"
+            f"{r['seconds_per_seq'] * 1e3:>10.2f} {r['cpu_seconds_per_seq'] * 1e3:>11.2f}"
         )
     return "\n".join(lines)
 

@@ -386,6 +386,12 @@ def _add_synth_parser(sub: _Subcommands) -> None:
     p.add_argument("--pnr", action="store_true", help="also place and route (Fmax)")
     p.add_argument("--device", default=None, help="part (ecp5: 25k, 85k, ...; default 25k/up5k)")
     p.add_argument("--package", default=None, help="package (ecp5 default CABGA381)")
+    p.add_argument(
+        "--fold-weights",
+        action="store_true",
+        help="a learning core's weight payloads on one pin each (a shift register in, an XOR "
+        "out), for cores with more port bits than the package has pins",
+    )
     p.add_argument("--freq", type=float, default=50.0, help="clock target of place and route (MHz)")
 
 
@@ -707,6 +713,7 @@ def run(args: argparse.Namespace) -> object:
             device=args.device,
             package=args.package,
             freq_mhz=args.freq,
+            fold_weights=args.fold_weights,
             required=True,
         )
         print(record["fpga"]["summary"], file=sys.stderr)

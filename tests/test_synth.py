@@ -12,8 +12,9 @@ import pytest
 
 from neurofptt.cli import main
 from neurofptt.errors import ConfigError, SynthesisError, ToolMissingError
-from neurofptt.hdl import synth
+from neurofptt.hdl import render_verilog, synth
 from neurofptt.hdl.synth import (
+    FOLDED_PORTS,
     count_resources,
     fpga_tools_available,
     parse_memory_mapping,
@@ -21,8 +22,11 @@ from neurofptt.hdl.synth import (
     parse_stat_json,
     parse_stat_text,
     synthesize,
+    weight_fold_wrapper,
 )
+from neurofptt.onchip import random_network
 from neurofptt.quant import HardwareConfig, QuantizedNetwork
+from neurofptt.quant.config import LearningConfig
 
 # An 8-bit counter, a 256x8 RAM with one address and a registered read (block RAM), the same RAM
 # read asynchronously (LUT-RAM), a 16x16 multiply-accumulate (DSP) and a top tying counter and RAM
@@ -515,3 +519,41 @@ def test_synth_of_a_random_core(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert fpga["top"] == "neurofptt_core" and fpga["lut"] > 0 and fpga["ff"] > 0
     assert fpga["critical_path"] is None  # no place and route
     assert fpga["summary"] in capsys.readouterr().err
+
+
+# -- a learning core's weight ports folded onto two pins ------------------------------------
+
+
+def _ports(verilog: str, module: str) -> dict[str, tuple[str, int]]:
+    """``{name: (direction, width)}`` of ``module``'s ports, as Yosys declares them."""
+    return {name: (d, w) for d, w, name in synth._top_ports(verilog, module)}
+
+
+def test_weight_fold_wrapper_keeps_every_port_but_the_payloads() -> None:
+    """The wrapper has the core's ports but the two weight payloads, which become a serial
+    pin in and a fold pin out; the payload it feeds in comes from a shift register of its
+    width, the one it reads goes to the XOR, and the core is instantiated with every port
+    connected.  A core without weight ports (inference only) is refused."""
+    cfg = HardwareConfig.from_dict(tomllib.loads(TINY_CORE)["hardware"])
+    learning = cfg.replace(learning=LearningConfig(mode="fptt", target=100, psi_width_shift=6))
+    verilog = render_verilog(random_network(learning, seed=1, spread=4), "core")
+    core = _ports(verilog, "core")
+    name, wrapper = weight_fold_wrapper(verilog, "core")
+    assert name == "core_folded"
+    ports = _ports(wrapper, name)
+    assert ports == {
+        **{k: v for k, v in core.items() if k not in FOLDED_PORTS},
+        "i_weights__serial": ("input", 1),
+        "o_weights__fold": ("output", 1),
+    }
+    load, dump = (core[port][1] for port in FOLDED_PORTS)
+    assert f"reg [{load - 1}:0] i_weights__payload" in wrapper
+    assert f"{{i_weights__payload[{load - 2}:0], i_weights__serial}}" in wrapper
+    assert f"wire [{dump - 1}:0] o_weights__payload" in wrapper
+    assert "assign o_weights__fold = ^o_weights__payload;" in wrapper
+    assert all(f".{port}({port})" in wrapper for port in core)
+    inference = render_verilog(random_network(cfg, seed=1, spread=4), "core")
+    with pytest.raises(SynthesisError, match="no weight ports"):
+        weight_fold_wrapper(inference, "core")
+    with pytest.raises(SynthesisError, match="module other not found"):
+        weight_fold_wrapper(inference, "other")

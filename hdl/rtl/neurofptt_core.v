@@ -8153,7 +8153,7 @@ module \neurofptt_core.run_cursor (rst, list__data, walk__more, walk__last, walk
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__more, i_event__ready, issue__valid, issue__payload, w_in_addr, spikes_restart, run__take, w_rec_addr, run__restart, emitter__start, emitter__count, readout__start, w_out_addr, readout__run, run__count, readout__done, spike_count
+module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__more, w_in_addr, i_event__ready, issue__valid, issue__payload, spikes_restart, run__take, w_rec_addr, run__restart, emitter__start, emitter__count, readout__start, w_out_addr, readout__run, run__count, readout__done, spike_count
 , run__index, emitter__busy, i_event__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
 `ifndef SYNTHESIS
@@ -8364,6 +8364,16 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__more, i_e
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    w_in_addr = 10'h000;
+    casez (fsm_state)
+      4'h0:
+          w_in_addr = \$1 [9:0];
+      4'h1:
+          w_in_addr = waddr[9:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     i_event__ready = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -8456,23 +8466,6 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, idle, run__more, i_e
           issue__payload[2:0] = 3'h5;
           issue__payload[7:3] = j;
         end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    w_in_addr = 10'h000;
-    casez (fsm_state)
-      4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  if (\$4 ) begin
-                    w_in_addr = \$1 [9:0];
-                  end
-            endcase
-          end
-      4'h1:
-          w_in_addr = waddr[9:0];
     endcase
   end
   always @* begin

@@ -402,11 +402,13 @@ def stage_synth(
     device: str | None = None,
     package: str | None = None,
     freq_mhz: float = 50.0,
+    fold_weights: bool = False,
     required: bool = False,
 ) -> dict:
     """Synthesise the core for ``family``'s ``device`` and ``package`` (default the family's
     default part), and place and route it with ``pnr`` for a ``freq_mhz`` clock (an hour at
-    most: a 256-neuron learning core on the ECP5-85k takes tens of minutes); writes
+    most: a 256-neuron learning core on the ECP5-85k takes tens of minutes), with
+    ``fold_weights`` behind :func:`~neurofptt.hdl.synth.weight_fold_wrapper`; writes
     ``synth.json``.
 
     Without the FPGA tools the record says why (``fpga`` is ``None``): the flow goes on without
@@ -430,6 +432,7 @@ def stage_synth(
                 place_and_route=pnr,
                 freq_mhz=freq_mhz,
                 timeout_s=3600,
+                fold_weights=fold_weights,
             )
             record = {"fpga": report.to_dict(), "reason": None}
         except ToolMissingError as exc:

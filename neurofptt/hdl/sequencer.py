@@ -210,6 +210,9 @@ class Sequencer(wiring.Component):
             m.d.comb += self.inputs.eq(inputs.bits)
         with m.FSM(init="CLEAR") as fsm:
             with m.State("IDLE"):
+                # the first fan-out word of whatever input is offered is read: whether the
+                # event is taken (a new input of the step) only decides the issue
+                m.d.comb += self.w_in_addr.eq(in_start)
                 taken = event.valid
                 if learning:  # a load, once started, has the core until its last word
                     control = self.learning
@@ -221,7 +224,7 @@ class Sequencer(wiring.Component):
                 with m.If(taken), m.Switch(event.p.kind):
                     with m.Case(EventKind.SPIKE), m.If((idx < n_in) & ~inputs.seen):
                         self._issue(m, RowOp.ACC_IN, 0)
-                        m.d.comb += [self.w_in_addr.eq(in_start), inputs.add.eq(1)]
+                        m.d.comb += inputs.add.eq(1)
                         if rows > 1:
                             m.d.sync += [waddr.eq(in_start + 1), j.eq(1)]
                             m.next = "ACC_IN"

@@ -36,6 +36,7 @@ from neurofptt.errors import ConfigError, SynthesisError, ToolMissingError
 
 __all__ = [
     "FAMILIES",
+    "FOLDED_PORTS",
     "CriticalPath",
     "SynthReport",
     "count_resources",
@@ -47,6 +48,7 @@ __all__ = [
     "parse_stat_text",
     "rtl_name",
     "synthesize",
+    "weight_fold_wrapper",
 ]
 
 FAMILIES = ("ecp5", "ice40")
@@ -510,6 +512,64 @@ def parse_critical_paths(data: str | dict[str, Any]) -> list[CriticalPath]:
     return paths
 
 
+#: the payloads a weight-port fold replaces by one pin each (a learning core's load and dump)
+FOLDED_PORTS = ("i_weights__payload", "o_weights__payload")
+_PORT_DECL = re.compile(r"^\s*(input|output)\s+(?:\[(\d+):0\]\s+)?(\w+)\s*;\s*$")
+
+
+def _top_ports(verilog: str, top: str) -> list[tuple[str, int, str]]:
+    """``(direction, width, name)`` of every port of module ``top`` in ``verilog`` (Yosys'
+    declarations, one per line)."""
+    start = re.search(rf"^module {re.escape(top)}\(", verilog, re.M)
+    if start is None:
+        raise SynthesisError(f"module {top} not found in the Verilog")
+    end = verilog.index("endmodule", start.end())
+    ports = []
+    for line in verilog[start.end() : end].splitlines():
+        if m := _PORT_DECL.match(line):
+            ports.append((m.group(1), int(m.group(2) or 0) + 1, m.group(3)))
+    return ports
+
+
+def weight_fold_wrapper(verilog: str, top: str) -> tuple[str, str]:
+    """``(name, Verilog)`` of a wrapper around learning core ``top`` whose weight payloads take
+    one pin each: ``i_weights``' payload comes from a shift register fed by the pin
+    ``i_weights__serial``, ``o_weights``' is folded into the pin ``o_weights__fold`` (the XOR of
+    its bits).  Every other port passes through.
+
+    A learning core's load and dump ports carry a whole weight word (with FPTT also a
+    ``W_bar`` word): a 256-neuron FPTT core with 16 lanes has 646 port bits, more pins than any
+    ECP5 package has, so it cannot be placed as it is.  In the wrapper every bit of both
+    payloads still drives or is driven by logic, so synthesis removes nothing of the core, and
+    their paths become paths between registers, which count toward the Fmax (the paths to and
+    from pins do not).
+    """
+    name = f"{top}_folded"
+    ports = _top_ports(verilog, top)
+    widths = {port: width for _, width, port in ports}
+    if not set(FOLDED_PORTS) <= set(widths):
+        raise SynthesisError(f"{top} has no weight ports to fold (not a learning core)")
+    kept = [(d, w, n) for d, w, n in ports if n not in FOLDED_PORTS]
+    pins = [n for _, _, n in kept] + ["i_weights__serial", "o_weights__fold"]
+    load, dump = (widths[port] for port in FOLDED_PORTS)
+    lines = [f"module {name}({', '.join(pins)});"]
+    lines += [f"  {d} {f'[{w - 1}:0] ' if w > 1 else ''}{n};" for d, w, n in kept]
+    lines += [
+        "  input i_weights__serial;",
+        "  output o_weights__fold;",
+        f"  reg [{load - 1}:0] i_weights__payload = 0;",
+        f"  wire [{dump - 1}:0] o_weights__payload;",
+        "  always @(posedge clk)",
+        f"    i_weights__payload <= {{i_weights__payload[{load - 2}:0], i_weights__serial}};",
+        "  assign o_weights__fold = ^o_weights__payload;",
+        f"  {top} core (",
+        ",\n".join(f"    .{n}({n})" for _, _, n in ports),
+        "  );",
+        "endmodule",
+    ]
+    return name, "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------------------------------
 # Running the tools
 
@@ -597,8 +657,13 @@ def synthesize(
     place_and_route: bool = False,
     freq_mhz: float = 50.0,
     timeout_s: float = 600,
+    fold_weights: bool = False,
 ) -> SynthReport:
     """Synthesise ``verilog`` for ``family`` and return its resource report.
+
+    With ``fold_weights`` the design synthesised is :func:`weight_fold_wrapper` around ``top``
+    (written to ``work_dir/folded.v``), for a learning core whose weight ports need more pins
+    than the package has; the report's ``top`` is the wrapper's name.
 
     Writes into ``work_dir``: ``synth.json`` (the mapped netlist), ``yosys.log``, ``stat.json`` and
     ``stat.txt`` (raw Yosys statistics), and with ``place_and_route`` also ``nextpnr.log`` and
@@ -634,18 +699,25 @@ def synthesize(
     stat_txt = work_dir / "stat.txt"
     pnr_log = work_dir / "nextpnr.log"
     pnr_report = work_dir / "nextpnr_report.json"
-    for stale in (log, netlist, stat_json, stat_txt, pnr_log, pnr_report, work_dir / "report.json"):
+    for stale in (
+        log, netlist, stat_json, stat_txt, pnr_log, pnr_report,
+        work_dir / "report.json", work_dir / "folded.v",
+    ):  # fmt: skip
         stale.unlink(missing_ok=True)
 
-    # The source is passed as a positional argument (Yosys picks the frontend from the extension,
-    # so .sv works too) to avoid quoting a path inside the script.
+    sources = [_relative(verilog.resolve(), work_dir)]
+    if fold_weights:
+        top, wrapper = weight_fold_wrapper(verilog.read_text(), top)
+        (work_dir / "folded.v").write_text(wrapper)
+        sources.append("folded.v")
+    # The sources are passed as positional arguments (Yosys picks the frontend from the
+    # extension, so .sv works too) to avoid quoting a path inside the script.
     script = (
         f"{_synth_command(family, dev, top)} -json {netlist.name}; "
         f"tee -q -o {stat_txt.name} stat; "
         f"tee -q -o {stat_json.name} stat -json"
     )
-    src = _relative(verilog.resolve(), work_dir)
-    cmd = [*yosys, "-q", "-l", log.name, "-p", script, src]
+    cmd = [*yosys, "-q", "-l", log.name, "-p", script, *sources]
     _run(cmd, cwd=work_dir, timeout_s=timeout_s, log=log, what="Yosys synthesis")
 
     try:

@@ -29,8 +29,9 @@ A core whose rates are already lower needs less; the error shift cannot raise a 
 with less drive than the digits learns at the chip's rates.  Only the input traces enter: the
 recurrent and readout traces depend on the network being learned, not on the data, and the
 fan-in start (:func:`~neurofptt.onchip.fan_in_spreads`) scales every neuron's input to the
-threshold whatever the sizes, so the hidden activity starts alike on every task.  What the rule gives on the digits and the cue-accumulation tasks, and the grids
-that check it, are in ``docs/results-learning.md``; ``docs/learning.md`` explains the choice.
+threshold whatever the sizes, so the hidden activity starts alike on every task.  What the rule
+gives on the digits and the cue-accumulation tasks, and the grids that check it, are in
+``docs/results-learning.md``; ``docs/learning.md`` explains the choice.
 """
 
 from __future__ import annotations

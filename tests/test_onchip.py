@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from cue_core import cue_core
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -580,18 +581,7 @@ def test_memory_overhead_and_cycles() -> None:
 
 # -- learning a task ----------------------------------------------------------------------------
 
-CUE_HW = HardwareConfig(
-    n_in=12,
-    n_rec=24,
-    n_out=2,
-    leak_shift=4,
-    out_leak_shift=2,
-    w_in_shift=3,
-    w_rec_shift=2,
-    w_out_shift=2,
-    lanes=2,
-    learning=worked(supervised_steps=5, lr_shift_rec=22),
-)
+CUE_HW = cue_core(learning=worked(supervised_steps=5, lr_shift_rec=22))
 
 
 def test_fan_in_spreads() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cue_core import cue_core
 
 from neurofptt.errors import ConfigError
 from neurofptt.flow import onchip_train
@@ -18,25 +19,14 @@ from neurofptt.flow.config import FlowConfig
 from neurofptt.flow.onchip import stage_train_onchip
 from neurofptt.flow.onchip_train import METRICS_LOG, train_onchip
 from neurofptt.onchip import random_network
-from neurofptt.quant import HardwareConfig, QuantizedNetwork, golden_run
+from neurofptt.quant import QuantizedNetwork, golden_run
 from neurofptt.quant.config import LearningConfig
 from neurofptt.tasks.base import TaskData, validation_indices, with_validation
 from neurofptt.tasks.cue import load_cue_task
 
 torch.set_num_threads(1)
 
-CUE_HW = HardwareConfig(
-    n_in=12,
-    n_rec=24,
-    n_out=2,
-    leak_shift=4,
-    out_leak_shift=2,
-    w_in_shift=3,
-    w_rec_shift=2,
-    w_out_shift=2,
-    lanes=2,
-    learning=LearningConfig(supervised_steps=5, lr_shift_rec=22),
-)
+CUE_HW = cue_core(learning=LearningConfig(supervised_steps=5, lr_shift_rec=22))
 
 
 def small_task() -> TaskData:

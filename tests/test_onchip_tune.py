@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cue_core import cue_core
 
 from neurofptt.cli import main
 from neurofptt.errors import ConfigError
@@ -20,24 +21,13 @@ from neurofptt.flow.onchip_train import Split, halving_period, learn, train_onch
 from neurofptt.flow.onchip_tune import grid_offsets, tune_offset
 from neurofptt.flow.stages import load_flow_task
 from neurofptt.onchip import random_network
-from neurofptt.quant import HardwareConfig, QuantizedNetwork
+from neurofptt.quant import QuantizedNetwork
 from neurofptt.quant.config import LearningConfig
 from neurofptt.tasks.cue import load_cue_task
 
 torch.set_num_threads(1)
 
-HW = HardwareConfig(
-    n_in=12,
-    n_rec=16,
-    n_out=2,
-    leak_shift=4,
-    out_leak_shift=2,
-    w_in_shift=3,
-    w_rec_shift=2,
-    w_out_shift=2,
-    lanes=2,
-    learning=LearningConfig(supervised_steps=5),
-)
+HW = cue_core(16, LearningConfig(supervised_steps=5))
 
 CONFIG = """
 [hardware]

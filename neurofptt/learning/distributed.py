@@ -42,7 +42,9 @@ def world_size() -> int:
 
 
 def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
+    """This process's rank: the group's, or ``torchrun``'s ``RANK`` outside the group (before
+    joining it, and after leaving it); 0 without ``torchrun``."""
+    return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
 
 
 def is_main() -> bool:

@@ -13,6 +13,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
+from neurofptt.hdl.blocks import SlicedMemory, slice_width
 from neurofptt.hdl.layouts import UPDATE_WRITE, RowOp
 from neurofptt.hdl.neuron import NeuronRows, NeuronUpdate
 from neurofptt.hdl.ports import EventKind, event_layout
@@ -528,3 +529,43 @@ def test_sequencer_issues_the_rows_of_a_step(lanes: int) -> None:
     for (c0, op0, *_), (c1, op1, r1, _) in zip(issued, issued[1:], strict=False):
         if op0 == op1 and op0 in (RowOp.ACC_REC, RowOp.UPDATE, RowOp.ACC_OUT, RowOp.CLEAR):
             assert c1 == c0 + 1 or (op1 == RowOp.CLEAR and r1 == 0)
+
+
+# -- the synapse memories in block-RAM slices -----------------------------------------------------
+
+
+def test_slice_width_fits_the_depth_in_one_block_ram() -> None:
+    """The widest ECP5 block RAM port at which the whole depth fits one 16-Kbit block RAM."""
+    assert [slice_width(d) for d in (384, 512, 1024, 2048, 4096, 16384, 20000)] == [
+        36, 36, 18, 9, 4, 1, 1,
+    ]  # fmt: skip
+    assert [slice_width(d) for d in (513, 1025, 2049, 4097)] == [18, 9, 4, 2]
+
+
+@pytest.mark.parametrize(("width", "depth"), [(13, 100), (13, 4096)])
+def test_sliced_memory_reads_its_init_and_what_is_written(width: int, depth: int) -> None:
+    """A memory cut into slices (one for 100 words, four for 4,096 words of 13 bits) reads its
+    initial words, and a word written is read back whole on the cycle after the next."""
+    rng = random.Random(width + depth)
+    init = [rng.randrange(1 << width) for _ in range(depth)]
+    dut = SlicedMemory(width, depth, init, writable=True)
+    got = []
+
+    async def bench(ctx):
+        for addr in (0, depth - 1, depth // 2):
+            ctx.set(dut.read.addr, addr)
+            await ctx.tick()
+            got.append((init[addr], ctx.get(dut.read.data)))
+        for _ in range(20):
+            addr, word = rng.randrange(depth), rng.randrange(1 << width)
+            ctx.set(dut.write.addr, addr)
+            ctx.set(dut.write.data, word)
+            ctx.set(dut.write.en, 1)
+            await ctx.tick()
+            ctx.set(dut.write.en, 0)
+            ctx.set(dut.read.addr, addr)
+            await ctx.tick()
+            got.append((word, ctx.get(dut.read.data)))
+
+    run(dut, bench)
+    assert all(want == have for want, have in got)

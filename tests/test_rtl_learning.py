@@ -559,15 +559,16 @@ def test_design_lists_the_weight_ports() -> None:
     words = _weight_words(cfg)
     assert cycles_per_update(cfg) == words + extra
     # the softmax error's passes: n_out + 3 to sum, then Q + 5 per readout (Q quotient bits)
+    # and one cycle for the last e_k
     softmax = random_case(8).net
     meta, cfg = design_description(softmax), softmax.config
     assert cfg.learning.error == "softmax"
     q = meta["learning"]["Q"]
     assert q == max(1, cfg.learning.target.bit_length())
-    assert meta["learning"]["cycles_per_update"].endswith(" + n_out * (Q + 6) + 3")
+    assert meta["learning"]["cycles_per_update"].endswith(" + n_out * (Q + 6) + 4")
     words = _weight_words(cfg)
     extra = _pipeline_cycles(cfg)
-    assert cycles_per_update(cfg) == words + extra + cfg.n_out * (q + 6) + 3
+    assert cycles_per_update(cfg) == words + extra + cfg.n_out * (q + 6) + 4
     inference = QuantizedNetwork(net.config.replace(learning=None), net.w_in, net.w_rec, net.w_out)
     assert not any(
         p["name"].startswith("i_weights") for p in design_description(inference)["ports"]

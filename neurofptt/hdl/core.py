@@ -54,10 +54,10 @@ owners, which register the weight words read for it (:mod:`neurofptt.hdl.layouts
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
 
+from neurofptt.hdl.blocks import SlicedMemory
 from neurofptt.hdl.layouts import connect_taps, row_op_layout, tap, weight_word_layout
 from neurofptt.hdl.learning import LearningUnit
 from neurofptt.hdl.neuron import NeuronRows
@@ -161,15 +161,16 @@ class LifCore(wiring.Component):
         depths = {"w_in": cfg.n_in * rows, "w_rec": cfg.n_rec * rows, "w_out": cfg.n_rec * out_rows}
         words = {}
         for name, depth in depths.items():
-            mem = Memory(shape=unsigned(lanes * cfg.weight_bits), depth=depth, init=images[name])
-            m.submodules[name] = mem
-            rd = mem.read_port()
+            m.submodules[name] = mem = SlicedMemory(
+                lanes * cfg.weight_bits, depth, images[name], writable=learn is not None
+            )
+            rd = mem.read
             addr = getattr(seq, f"{name}_addr")
             if learn is None:
                 m.d.comb += rd.addr.eq(addr)
             else:
                 user = getattr(learn, f"{name}_read")
-                wiring.connect(m, getattr(learn, f"{name}_write"), mem.write_port())
+                wiring.connect(m, getattr(learn, f"{name}_write"), mem.write)
                 m.d.comb += [
                     rd.addr.eq(Mux(learn.active, user.addr, addr)),
                     user.data.eq(rd.data),

@@ -46,7 +46,7 @@ def cycles_per_step(
     the cycle in which the core can accept the next step's first event.  With
     ``R = ceil(n_rec / lanes)`` and ``Ro = ceil(n_out / lanes)``::
 
-        R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 10
+        R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 11
           + n_ignored_events
 
     ``n_input_events`` are the inputs that spiked (each counted once), ``n_prev_spikes`` the
@@ -68,7 +68,7 @@ def cycles_per_step(
         raise ValueError(f"n_ignored_events = {n_ignored_events} must not be negative")
     rows, out_rows = lane_rows(cfg.n_rec, lanes), lane_rows(cfg.n_out, lanes)
     events = rows * (n_input_events + n_prev_spikes + 1) + n_ignored_events
-    return events + out_rows * n_new_spikes + cfg.n_out + 10
+    return events + out_rows * n_new_spikes + cfg.n_out + 11
 
 
 def cycles_per_update(config: HardwareConfig) -> int:
@@ -169,8 +169,9 @@ def learning_cycles_per_update(cfg: HardwareConfig) -> int:
 def softmax_cycles(cfg: HardwareConfig) -> int:
     """Cycles the softmax error adds to an update in the core: ``n_out + 3`` to sum the
     ``q_k``, then per readout ``Q + 5`` (read, the difference, ``q_k``, load,
-    ``Q = quotient_bits(target)`` division steps, write); 0 for the other errors."""
+    ``Q = quotient_bits(target)`` division steps, write) and one for the last ``e_k`` to
+    leave; 0 for the other errors."""
     lc = learning_config(cfg)
     if lc.error != "softmax":
         return 0
-    return cfg.n_out + 3 + cfg.n_out * (quotient_bits(lc.target) + 5)
+    return cfg.n_out + 4 + cfg.n_out * (quotient_bits(lc.target) + 5)

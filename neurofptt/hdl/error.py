@@ -4,14 +4,14 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, Value, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from neurofptt.hdl.arith import onehot, shift_right
 from neurofptt.hdl.layouts import readout_tap_layout, tap
-from neurofptt.hdl.softmax_error import SoftmaxError, error_table_signature
+from neurofptt.hdl.softmax_error import SoftmaxError, error_table_signature, table_write_layout
 from neurofptt.quant.config import HardwareConfig, lane_rows, learning_config
 
 __all__ = ["ReadoutError"]
@@ -20,17 +20,18 @@ __all__ = ["ReadoutError"]
 class ReadoutError(wiring.Component):
     """The ``error`` table (``Ro`` rows of ``lanes`` values) and what writes it.
 
-    Each readout sent (``readout``) becomes its error on the next cycle, off the readout's
-    path: ``d_k = o_k - target [k == label]``, for the hinge error ``d_k`` only where its sign
-    matches ``k == label`` (else 0), shifted by the step's ``b_t`` (``shift``, floored or
-    rounded to nearest) and written as ``e_k``.  With the softmax error the value itself is
-    written, and :class:`~neurofptt.hdl.softmax_error.SoftmaxError` replaces it by ``e_k``
-    (shifted the same way) between ``start`` and ``done``; without it there are no passes and
+    Each readout sent (``readout``) becomes its error off the readout's path: on the next
+    cycle ``d_k = o_k - target [k == label]`` is registered (for the hinge error ``d_k`` only
+    where its sign matches ``k == label``, else 0), on the cycle after it is shifted by the
+    step's ``b_t`` (``shift``, floored or rounded to nearest), registered and written as
+    ``e_k``.  With the softmax error the value itself is written, and
+    :class:`~neurofptt.hdl.softmax_error.SoftmaxError` replaces it by ``e_k`` (shifted and
+    written the same way) between ``start`` and ``done``; without it there are no passes and
     ``start`` / ``done`` are unused.
 
     ``table`` is a read port for the update sweep (one row per cycle, addressing row 0 while it
     does not read); it is transparent, so the sweep's first read of the row written on the same
-    cycle (the last readout's) sees the new value.
+    cycle (the last readout's, or the last ``e_k``) sees the new value.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
@@ -47,14 +48,6 @@ class ReadoutError(wiring.Component):
                 "table": Out(error_table_signature(cfg)),
             }
         )
-
-    def _store(self, m: Module, wr, row: Value, lane: Value, value: Value, shifted: bool) -> None:
-        """Write ``value`` (shifted by ``b_t`` if ``shifted``) into lane ``lane`` of ``row``."""
-        lc = learning_config(self.cfg)
-        if shifted:
-            value = shift_right(value, self.shift, lc.rounding == "nearest")
-        m.d.comb += [wr.addr.eq(row), wr.en.eq(onehot(lane, self.cfg.lanes))]
-        m.d.comb += [wr.data[i].eq(value) for i in range(self.cfg.lanes)]
 
     def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
@@ -94,6 +87,16 @@ class ReadoutError(wiring.Component):
                 first.eq(sent.p.index == 0),
             ]
 
+        # what is written, a cycle later: the shift by b_t is a barrel shifter and (rounding
+        # to nearest) an incrementer, too much to share a cycle with the value's subtraction
+        nearest = lc.rounding == "nearest"
+        store = Signal(table_write_layout(cfg), name="err_store")
+        stored = Signal(name="err_store_valid")
+        m.d.sync += stored.eq(0)
+        with m.If(go):
+            shifted = value if self.softmax else shift_right(value, self.shift, nearest)
+            m.d.sync += [stored.eq(1), store.row.eq(row), store.lane.eq(lane)]
+            m.d.sync += store.value.eq(shifted)
         addr = self.table.addr
         if self.softmax:
             m.submodules.softmax = softmax = SoftmaxError(cfg)
@@ -109,8 +112,10 @@ class ReadoutError(wiring.Component):
             ]
             with m.If(softmax.error.valid):
                 e = softmax.error.p
-                self._store(m, wr, e.row, e.lane, e.value, shifted=True)
+                m.d.sync += [stored.eq(1), store.row.eq(e.row), store.lane.eq(e.lane)]
+                m.d.sync += store.value.eq(shift_right(e.value, self.shift, nearest))
         m.d.comb += rd.addr.eq(addr)
-        with m.If(go):
-            self._store(m, wr, row, lane, value, shifted=not self.softmax)
+        with m.If(stored):
+            m.d.comb += [wr.addr.eq(store.row), wr.en.eq(onehot(store.lane, lanes))]
+            m.d.comb += [wr.data[i].eq(store.value) for i in range(lanes)]
         return m

@@ -46,7 +46,7 @@ __all__ = ["GeneratedDesign", "design_description", "generate_verilog", "render_
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 CYCLES_PER_STEP = (
-    "R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 10 + n_ignored_events"
+    "R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 11 + n_ignored_events"
 )
 CYCLES_PER_CLEAR = "max(R, Ro) + 1"
 
@@ -75,7 +75,7 @@ _PORT_MEANING = {
 #: one cycle per weight word
 CYCLES_PER_LOAD = "n_rec * Ro + (n_in + n_rec) * R"
 #: what the softmax error's two passes add (``Q``: the quotient bits, in ``design.json``)
-CYCLES_OF_SOFTMAX = "n_out * (Q + 6) + 3"
+CYCLES_OF_SOFTMAX = "n_out * (Q + 6) + 4"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ cycles its ``valid`` is high.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, ShapeLike, signed, unsigned
+from amaranth.hdl import Cat, Module, ShapeLike, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -28,6 +28,7 @@ __all__ = [
     "RowOp",
     "addr_width",
     "connect_taps",
+    "decoded",
     "learning_control",
     "neuron_layout",
     "readout_neuron_layout",
@@ -62,6 +63,21 @@ class RowOp(enum.Enum, shape=3):
     UPDATE = 3  #: leak, reset, add the partial sum, saturate, threshold
     ACC_OUT = 4  #: readout[s].acc[l] += w_out[s*P+l, j] << w_out_shift
     CLEAR = 5  #: zero state[r] and readout[r]
+
+
+def decoded(
+    m: Module, op: wiring.PureInterface, name: str, *ops: RowOp, below: int | None = None
+) -> Signal:
+    """A register that says, a cycle after the row pipeline's tap ``op``, that it held one of
+    ``ops`` (for a row ``< below``): the operation is decoded before the register, so what it
+    enables (the write of a whole row, hundreds of flip-flops on a wide core) hangs off one
+    flip-flop rather than off the decoder."""
+    flag = Signal(name=name)
+    hit = op.valid & Cat(*(op.p.op == o for o in ops)).any()
+    if below is not None:
+        hit = hit & (op.p.row < below)
+    m.d.sync += flag.eq(hit)
+    return flag
 
 
 def tap(payload: ShapeLike) -> stream.Signature:

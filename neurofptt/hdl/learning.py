@@ -69,6 +69,7 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
 from neurofptt.hdl.arith import onehot, pick
+from neurofptt.hdl.blocks import SlicedMemory
 from neurofptt.hdl.error import ReadoutError
 from neurofptt.hdl.layouts import (
     MATRIX_CODES,
@@ -282,15 +283,17 @@ class LearningUnit(wiring.Component):
         if self.fptt:
             for name, depth in weight_depths(cfg).items():
                 init = packed_rows(start.wbar[name], P, lc.wbar_bits)
-                mem = Memory(shape=unsigned(P * lc.wbar_bits), depth=depth, init=init)
-                m.submodules[f"wbar_{name}"] = mem
-                wbar[name] = (mem.read_port(), mem.write_port())
+                m.submodules[f"wbar_{name}"] = mem = SlicedMemory(
+                    P * lc.wbar_bits, depth, init, writable=True
+                )
+                wbar[name] = (mem.read, mem.write)
         feedback = None
         if start.feedback is not None:
             init = packed_rows(start.feedback.T, P, cfg.weight_bits)
-            mem = Memory(shape=unsigned(P * cfg.weight_bits), depth=cfg.n_rec * self.Ro, init=init)
-            m.submodules.feedback = mem
-            feedback = mem.read_port()
+            m.submodules.feedback = mem = SlicedMemory(
+                P * cfg.weight_bits, cfg.n_rec * self.Ro, init, writable=False
+            )
+            feedback = mem.read
         return wbar, feedback
 
     def _parts(self, m: Module) -> _Parts:
@@ -447,8 +450,14 @@ class LearningUnit(wiring.Component):
                     m.next = "IDLE"
             with m.State("DUMP"):
                 self._dump(m, p)
-        m.d.comb += self.active.eq(~fsm.ongoing("IDLE"))
-        self._address(m, p, fsm.ongoing("DUMP") & offer.valid & ~offer.ready)
+        # not IDLE, kept in a register: it selects the weight memories' read address
+        active = Signal(name="active_q")
+        with m.If(fsm.ongoing("IDLE") & (start | dump)):
+            m.d.sync += active.eq(1)
+        with m.Elif(control.done):
+            m.d.sync += active.eq(0)
+        m.d.comb += self.active.eq(active)
+        self._address(m, p, offer.valid & ~offer.ready)  # only a dump offers
 
     def _address(self, m: Module, p: _Parts, hold: Value) -> None:
         """Every weight, ``W_bar`` and feedback word is read at the sweep's position, always,

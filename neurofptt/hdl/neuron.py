@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 from neurofptt.hdl.arith import leak, saturate
 from neurofptt.hdl.layouts import (
     RowOp,
+    decoded,
     neuron_layout,
     row_op_layout,
     row_shape,
@@ -159,38 +160,32 @@ class NeuronRows(wiring.Component):
         wr = state.write_port()
         rd = state.read_port(transparent_for=(wr,))
         m.submodules.update = update = NeuronUpdate(cfg)
-        op = tap(row_op_layout(cfg)).create(path=("neuron_s2",))
+        accumulate = decoded(m, self.op, "neuron_acc_s2", RowOp.ACC_IN, RowOp.ACC_REC)
+        inputs = decoded(m, self.op, "neuron_in_s2", RowOp.ACC_IN)
+        clear = decoded(m, self.op, "neuron_clear_s2", RowOp.CLEAR, below=rows)
+        updating = decoded(m, self.op, "neuron_update_s2", RowOp.UPDATE)
+        row = Signal(row_shape(cfg), name="neuron_row_s2")
         w_in = Signal(weight_word_layout(cfg), name="w_in_s2")
         w_rec = Signal(weight_word_layout(cfg), name="w_rec_s2")
-        m.d.sync += [
-            op.valid.eq(self.op.valid),
-            op.payload.eq(self.op.payload),
-            w_in.eq(self.w_in),
-            w_rec.eq(self.w_rec),
-        ]
+        m.d.sync += [row.eq(self.op.p.row), w_in.eq(self.w_in), w_rec.eq(self.w_rec)]
         m.d.comb += [
             rd.addr.eq(self.op.p.row),
-            update.row_in.valid.eq(op.valid & (op.p.op == RowOp.UPDATE)),
-            update.row_in.p.row.eq(op.p.row),
+            update.row_in.valid.eq(updating),
+            update.row_in.p.row.eq(row),
             update.row_in.p.state.eq(rd.data),
         ]
         wiring.connect(m, update.row_mid, wiring.flipped(self.updating))
         wiring.connect(m, update.row_out, wiring.flipped(self.update))
 
-        m.d.comb += wr.addr.eq(op.p.row)
-        with m.If(op.valid), m.Switch(op.p.op):
-            with m.Case(RowOp.ACC_IN, RowOp.ACC_REC):
-                m.d.comb += wr.en.eq(1)
-                for lane in range(lanes):
-                    old, new = rd.data[lane], wr.data[lane]
-                    term = Mux(
-                        op.p.op == RowOp.ACC_IN,
-                        w_in[lane] << cfg.w_in_shift,
-                        w_rec[lane] << cfg.w_rec_shift,
-                    )
-                    m.d.comb += [new.acc.eq(old.acc + term), new.v.eq(old.v), new.z.eq(old.z)]
-            with m.Case(RowOp.CLEAR):  # the data stays 0
-                m.d.comb += wr.en.eq(op.p.row < rows)
+        m.d.comb += wr.addr.eq(row)
+        with m.If(accumulate):
+            m.d.comb += wr.en.eq(1)
+            for lane in range(lanes):
+                old, new = rd.data[lane], wr.data[lane]
+                term = Mux(inputs, w_in[lane] << cfg.w_in_shift, w_rec[lane] << cfg.w_rec_shift)
+                m.d.comb += [new.acc.eq(old.acc + term), new.v.eq(old.v), new.z.eq(old.z)]
+        with m.Elif(clear):  # the data stays 0
+            m.d.comb += wr.en.eq(1)
         done = update.row_out
         with m.If(done.valid):  # stage 4 (stage 2 holds UPDATE or nothing meanwhile)
             m.d.comb += [wr.en.eq(1), wr.addr.eq(done.p.row)]

@@ -11,9 +11,11 @@ from amaranth.lib.wiring import In, Out
 from neurofptt.hdl.arith import leak, onehot, saturate
 from neurofptt.hdl.layouts import (
     RowOp,
+    decoded,
     readout_neuron_layout,
     readout_tap_layout,
     row_op_layout,
+    row_shape,
     tap,
     weight_word_layout,
 )
@@ -71,25 +73,22 @@ class ReadoutRows(wiring.Component):
         )
         wr = readout.write_port(granularity=1)
         rd = readout.read_port(transparent_for=(wr,))
-        op = tap(row_op_layout(cfg)).create(path=("readout_s2",))
+        accumulate = decoded(m, self.op, "readout_acc_s2", RowOp.ACC_OUT)
+        clear = decoded(m, self.op, "readout_clear_s2", RowOp.CLEAR, below=out_rows)
+        row = Signal(row_shape(cfg), name="readout_row_s2")
         w_out = Signal(weight_word_layout(cfg), name="w_out_s2")
-        m.d.sync += [
-            op.valid.eq(self.op.valid),
-            op.payload.eq(self.op.payload),
-            w_out.eq(self.w_out),
-        ]
-        m.d.comb += [rd.addr.eq(self.op.p.row), wr.addr.eq(op.p.row)]
-        with m.If(op.valid), m.Switch(op.p.op):
-            with m.Case(RowOp.ACC_OUT):
-                m.d.comb += wr.en.eq(-1)
-                for lane in range(lanes):
-                    old, new = rd.data[lane], wr.data[lane]
-                    m.d.comb += [
-                        new.acc.eq(old.acc + (w_out[lane] << cfg.w_out_shift)),
-                        new.o.eq(old.o),
-                    ]
-            with m.Case(RowOp.CLEAR):  # the data stays 0
-                m.d.comb += wr.en.eq(Mux(op.p.row < out_rows, -1, 0))
+        m.d.sync += [row.eq(self.op.p.row), w_out.eq(self.w_out)]
+        m.d.comb += [rd.addr.eq(self.op.p.row), wr.addr.eq(row)]
+        with m.If(accumulate):
+            m.d.comb += wr.en.eq(-1)
+            for lane in range(lanes):
+                old, new = rd.data[lane], wr.data[lane]
+                m.d.comb += [
+                    new.acc.eq(old.acc + (w_out[lane] << cfg.w_out_shift)),
+                    new.o.eq(old.o),
+                ]
+        with m.Elif(clear):  # the data stays 0
+            m.d.comb += wr.en.eq(-1)
         self._stream(m, rd, wr)
         return m
 

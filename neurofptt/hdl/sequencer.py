@@ -10,7 +10,7 @@ needs addressed in the same cycle.  A step runs through these states::
     UPDATE       the R UPDATE rows (after the spike emitter has sent the previous list)
     UPDATE_LAST  the last row passes the update's stages (UPDATE_WRITE - 1 cycles)
     UPDATE_END   the last row is written: the spike list is final, the emitter starts
-    OUT_READ     the run cursor reads the new list's first entry
+    OUT_READ     the run cursor reads the new list's first entry (OUT_READ cycles)
     OUT          the fan-out of every new spike into the readouts: Ro ACC_OUT rows each
     OUT_END      the last ACC_OUT row is written (ACC_WRITE - 1 cycles)
     READOUT      the readout stream sends the n_out values
@@ -28,7 +28,7 @@ initial values and the sweep zeroes the rows the memories still hold.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -54,7 +54,10 @@ from neurofptt.hdl.readout import readout_control
 from neurofptt.hdl.spikes import cursor_signature, emitter_signature
 from neurofptt.quant.config import HardwareConfig, lane_rows
 
-__all__ = ["InputSet", "Sequencer", "sequencer_signature"]
+__all__ = ["OUT_READ", "InputSet", "Sequencer", "sequencer_signature"]
+
+#: cycles of OUT_READ: the run cursor reads the new list's first entry, then holds its spike
+OUT_READ = 2
 
 
 class InputSet(wiring.Component):
@@ -161,32 +164,31 @@ class Sequencer(wiring.Component):
         j: Signal,
         waddr: Signal,
         op: RowOp,
-        addr,
         run: int,
         next_state: str,
         *,
         restart: bool,
     ) -> None:
-        """One run of ``run`` rows of ``op`` per spike of the list, its weight words addressed
-        at ``addr`` from ``index * run``; after the last run go to ``next_state`` (and with
-        ``restart`` point the cursor at the list's start again)."""
-        cfg, walk = self.cfg, self.run
+        """One run of ``run`` rows of ``op`` per spike of the list, after the last run go to
+        ``next_state`` (and with ``restart`` point the cursor at the list's start again).  The
+        weight words are at ``waddr``, loaded with ``index * run`` of the next spike on a
+        run's last cycle (the cursor holds the next spike from the run's second cycle on) and
+        with the first spike's before the first run; a run of one row reads at the cursor's
+        index itself."""
+        walk = self.run
         self._issue(m, op, j)
-        with m.If(j == 0):  # start of a run: the presynaptic neuron is at the cursor
-            start = Signal(range(max(2, cfg.n_rec * run)), name=f"start_{op.name.lower()}")
-            m.d.comb += [walk.take.eq(1), start.eq(times(walk.index, run)), addr.eq(start)]
-            m.d.sync += waddr.eq(start + 1)
-        with m.Else():
-            m.d.comb += addr.eq(waddr)
-            m.d.sync += waddr.eq(waddr + 1)
+        with m.If(j == 0):
+            m.d.comb += walk.take.eq(1)
         with m.If(j == run - 1):
             m.d.sync += j.eq(0)
+            if run > 1:
+                m.d.sync += waddr.eq(times(walk.index, run))
             with m.If(walk.last if run == 1 else ~walk.more):
                 if restart:
                     m.d.comb += walk.restart.eq(1)
                 m.next = next_state
         with m.Else():
-            m.d.sync += j.eq(j + 1)
+            m.d.sync += [j.eq(j + 1), waddr.eq(waddr + 1)]
 
     def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
@@ -208,11 +210,19 @@ class Sequencer(wiring.Component):
         m.d.comb += inputs.index.eq(idx)
         if learning:
             m.d.comb += self.inputs.eq(inputs.bits)
+        # the weight addresses come from registers through at most one multiplexer whose
+        # select is a register: a wide core spreads each memory over dozens of block RAMs,
+        # and routing the address to all of them takes most of a cycle.  In IDLE the first
+        # fan-out word of whatever input is offered is read (from the event's index): whether
+        # the event is taken (a new input of the step) only decides the issue.
+        acc_in = Signal(name="acc_in_run")
+        m.d.comb += [
+            self.w_in_addr.eq(Mux(acc_in, waddr, in_start)),
+            self.w_rec_addr.eq(self.run.index if rows == 1 else waddr),
+            self.w_out_addr.eq(self.run.index if out_rows == 1 else waddr),
+        ]
         with m.FSM(init="CLEAR") as fsm:
             with m.State("IDLE"):
-                # the first fan-out word of whatever input is offered is read: whether the
-                # event is taken (a new input of the step) only decides the issue
-                m.d.comb += self.w_in_addr.eq(in_start)
                 taken = event.valid
                 if learning:  # a load, once started, has the core until its last word
                     control = self.learning
@@ -226,11 +236,11 @@ class Sequencer(wiring.Component):
                         self._issue(m, RowOp.ACC_IN, 0)
                         m.d.comb += inputs.add.eq(1)
                         if rows > 1:
-                            m.d.sync += [waddr.eq(in_start + 1), j.eq(1)]
+                            m.d.sync += [waddr.eq(in_start + 1), j.eq(1), acc_in.eq(1)]
                             m.next = "ACC_IN"
                     with m.Case(EventKind.STEP):
                         m.d.comb += self.spikes_restart.eq(1)
-                        m.d.sync += j.eq(0)
+                        m.d.sync += [j.eq(0), waddr.eq(times(self.run.index, rows))]
                         with m.If(n_prev != 0):
                             m.next = "REC"
                         with m.Else():
@@ -245,14 +255,13 @@ class Sequencer(wiring.Component):
                         m.next = "DUMP"
 
             with m.State("ACC_IN"):
-                m.d.comb += self.w_in_addr.eq(waddr)
                 m.d.sync += waddr.eq(waddr + 1)
+                with m.If(j == rows - 1):
+                    m.d.sync += acc_in.eq(0)
                 self._sweep(m, j, RowOp.ACC_IN, rows, "IDLE")
 
             with m.State("REC"):  # the cursor was restarted at the end of the last OUT
-                self._fan_out(
-                    m, j, waddr, RowOp.ACC_REC, self.w_rec_addr, rows, "UPDATE", restart=False
-                )
+                self._fan_out(m, j, waddr, RowOp.ACC_REC, rows, "UPDATE", restart=False)
 
             # the spike list is about to be overwritten: wait until the emitter has sent it
             with m.State("UPDATE"), m.If(~self.emitter.busy):
@@ -275,16 +284,20 @@ class Sequencer(wiring.Component):
                 m.d.sync += n_prev.eq(count)
                 m.next = "OUT_READ"
 
-            with m.State("OUT_READ"):  # the cursor reads the list's first entry
-                with m.If(n_prev != 0):
-                    m.next = "OUT"
+            # the cursor reads the list's first entry, then holds its first spike, whose
+            # first w_out word is loaded into the address register
+            with m.State("OUT_READ"):
+                with m.If(wait == OUT_READ - 1):
+                    m.d.sync += [wait.eq(0), waddr.eq(times(self.run.index, out_rows))]
+                    with m.If(n_prev != 0):
+                        m.next = "OUT"
+                    with m.Else():
+                        m.next = "OUT_END"
                 with m.Else():
-                    m.next = "OUT_END"
+                    m.d.sync += wait.eq(wait + 1)
 
             with m.State("OUT"):  # restart: the next step's REC walks the list again
-                self._fan_out(
-                    m, j, waddr, RowOp.ACC_OUT, self.w_out_addr, out_rows, "OUT_END", restart=True
-                )
+                self._fan_out(m, j, waddr, RowOp.ACC_OUT, out_rows, "OUT_END", restart=True)
 
             with m.State("OUT_END"):  # the last ACC_OUT row is written before READOUT reads
                 self._wait(m, wait, ACC_WRITE - 1, "READOUT")

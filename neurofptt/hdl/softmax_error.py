@@ -8,13 +8,14 @@ sweep it then runs over the table twice (``start`` to ``done``)::
     SUM      n_out + 3 cycles      read o_k, form q_k ~ 2**(-(max - o_k) / 2**shift) in two
                                    registered steps (the difference, then the power of two),
                                    add it to the sum: one readout per cycle
-    DIVIDE   n_out * (Q + 5)       per k: read o_k, form q_k again (two cycles) and
+    DIVIDE   n_out * (Q + 5) + 1   per k: read o_k, form q_k again (two cycles) and
                                    q_k * target, divide it by the sum bit-serially
                                    (Q = max(1, target.bit_length()) quotient bits), register
-                                   e_k = quotient - target [k == label]
+                                   e_k = quotient - target [k == label]; done a cycle after
+                                   the last
 
-and each ``e_k`` leaves on ``error`` on the cycle after it is registered (the last one on the
-cycle after ``done``), to be shifted by ``b_t`` and written over ``o_k``, so that the ``error``
+and each ``e_k`` leaves on ``error`` on the cycle after it is registered (the last one with
+``done``), to be shifted by ``b_t`` and written over ``o_k``, so that the ``error``
 table then holds the ``e_k`` the sweep reads (:func:`~neurofptt.hdl.cost.softmax_cycles`).  One
 divider serves every readout, one quotient bit per cycle, with no multiplier beyond
 ``q_k * target`` (shifts and adds of a constant): the passes take ``O(n_out * Q)`` cycles, the
@@ -131,10 +132,12 @@ class SoftmaxError(wiring.Component):
         q = self._q(m, maximum, valid_lane)
         restart = [k.eq(0), row.eq(0), lane.eq(0)]
         written = Signal(name="softmax_written")  # e_k was registered on the last cycle
-        m.d.sync += written.eq(0)
+        done = Signal(name="softmax_done")  # and it was the last one
+        m.d.sync += [written.eq(0), done.eq(0)]
         m.d.comb += [
             self.error.valid.eq(written),
             self.error.p.value.eq(error),
+            self.done.eq(done),
         ]
         with m.FSM(name="softmax"):
             with m.State("IDLE"), m.If(self.start):
@@ -190,7 +193,7 @@ class SoftmaxError(wiring.Component):
                     self.error.p.lane.eq(lane),
                 ]
                 with m.If(k == n_out - 1):
-                    m.d.comb += self.done.eq(1)
+                    m.d.sync += done.eq(1)
                     m.next = "IDLE"
                 with m.Else():
                     advance()

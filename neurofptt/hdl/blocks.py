@@ -1,0 +1,68 @@
+"""Synapse memories laid out for block RAM: a wide word cut into slices that each hold the
+whole depth in one block RAM.
+
+A weight memory of a wide core is deep and wide (256-256-16 with 16 lanes: ``w_in`` and
+``w_rec`` are 4,096 words of 128 bits).  Left whole, Yosys maps it onto block RAMs in banks by
+depth (1K x 18 each) and selects the bank the address chose with a multiplexer behind their
+outputs, so a word read takes the block RAM's clock-to-output delay, the multiplexer and two
+routes before its register: more than a 100 MHz cycle on an ECP5.  Cut into slices of the width
+at which the whole depth fits one block RAM (4K x 4 there), every slice is one block RAM per
+column of bits, the same number of block RAMs, and its output goes straight into the register.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory, ReadPort, WritePort
+from amaranth.lib.wiring import Out
+
+from neurofptt.hdl.layouts import addr_width
+
+__all__ = ["BLOCK_DEPTHS", "SlicedMemory", "slice_width"]
+
+#: an ECP5 block RAM (DP16KD, 18 Kbit with the parity bits): its depth at each port width
+BLOCK_DEPTHS = {1: 16384, 2: 8192, 4: 4096, 9: 2048, 18: 1024, 36: 512}
+
+
+def slice_width(depth: int) -> int:
+    """The widest block RAM port at which ``depth`` words fit one block RAM (1 beyond 16K)."""
+    return max((w for w, most in BLOCK_DEPTHS.items() if depth <= most), default=1)
+
+
+class SlicedMemory(wiring.Component):
+    """``depth`` words of ``width`` bits with initial contents ``init``, a synchronous read
+    port ``read`` and (``writable``) a write port ``write``, made of memories
+    :func:`slice_width` bits wide (the last one narrower) that share the addresses."""
+
+    def __init__(self, width: int, depth: int, init: list[int], *, writable: bool) -> None:
+        self.width, self.depth, self.init, self.writable = width, depth, init, writable
+        ports = {"read": Out(ReadPort.Signature(addr_width=addr_width(depth), shape=width))}
+        if writable:
+            ports["write"] = Out(WritePort.Signature(addr_width=addr_width(depth), shape=width))
+        super().__init__(ports)
+
+    def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
+        m = Module()
+        step = slice_width(self.depth)
+        for k, lo in enumerate(range(0, self.width, step)):
+            bits = min(step, self.width - lo)
+            mask = (1 << bits) - 1
+            init = [(word >> lo) & mask for word in self.init]
+            m.submodules[f"slice_{k}"] = mem = Memory(
+                shape=unsigned(bits), depth=self.depth, init=init
+            )
+            rd = mem.read_port()
+            m.d.comb += [
+                rd.addr.eq(self.read.addr),
+                rd.en.eq(self.read.en),
+                self.read.data[lo : lo + bits].eq(rd.data),
+            ]
+            if self.writable:
+                wr = mem.write_port()
+                m.d.comb += [
+                    wr.addr.eq(self.write.addr),
+                    wr.en.eq(self.write.en),
+                    wr.data.eq(self.write.data[lo : lo + bits]),
+                ]
+        return m

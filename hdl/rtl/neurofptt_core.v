@@ -2698,18 +2698,18 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
-  wire [12:0] \$2 ;
+  wire \$2 ;
   wire \$20 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
-  wire [11:0] \$24 ;
-  wire [13:0] \$25 ;
-  wire \$26 ;
-  wire [13:0] \$27 ;
-  wire \$28 ;
+  wire \$24 ;
+  wire [11:0] \$25 ;
+  wire [13:0] \$26 ;
+  wire \$27 ;
+  wire [13:0] \$28 ;
   wire \$29 ;
-  wire \$3 ;
+  wire [12:0] \$3 ;
   wire [5:0] \$30 ;
   wire \$31 ;
   wire [13:0] \$32 ;
@@ -2743,14 +2743,12 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   reg [12:0] \$58 ;
   reg [4:0] \$59 ;
   wire \$6 ;
-  reg \$60 ;
-  reg [3:0] \$61 ;
-  reg [5:0] \$62 ;
-  reg [1:0] \$63 ;
+  reg [3:0] \$60 ;
+  reg [5:0] \$61 ;
+  reg [1:0] \$62 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  reg acc_in_run = 1'h0;
   reg add;
   reg clear;
   input clk;
@@ -2824,7 +2822,6 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   output [11:0] w_rec_addr;
   wire [11:0] w_rec_addr;
   reg [12:0] waddr = 13'h0000;
-  assign \$36  = ~ emitter__busy;
   assign \$37  = j == 5'h1f;
   assign \$38  = j + 1'h1;
   assign \$39  = drain == 2'h2;
@@ -2847,46 +2844,45 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   always @(posedge clk)
     j <= \$59 ;
   always @(posedge clk)
-    acc_in_run <= \$60 ;
+    fsm_state <= \$60 ;
   always @(posedge clk)
-    fsm_state <= \$61 ;
+    run__count <= \$61 ;
   always @(posedge clk)
-    run__count <= \$62 ;
-  always @(posedge clk)
-    drain <= \$63 ;
-  assign \$2  = acc_in_run ? waddr : { 2'h0, \$1 [10:0] };
-  assign \$3  = i_event__payload[6:2] < 6'h20;
-  assign \$4  = ~ seen;
-  assign \$5  = \$3  & \$4 ;
-  assign \$6  = ! j;
-  assign \$7  = ~ emitter__busy;
-  assign \$8  = ! j;
-  assign \$9  = j == 2'h2;
-  assign \$10  = ~ run__more;
+    drain <= \$62 ;
+  assign \$2  = | j;
+  assign \$3  = \$2  ? waddr : { 2'h0, \$1 [10:0] };
+  assign \$4  = i_event__payload[6:2] < 6'h20;
+  assign \$5  = ~ seen;
+  assign \$6  = \$4  & \$5 ;
+  assign \$7  = ! j;
+  assign \$8  = ~ emitter__busy;
+  assign \$9  = ! j;
+  assign \$10  = j == 2'h2;
+  assign \$11  = ~ run__more;
   assign idle = ! fsm_state;
-  assign \$11  = fsm_state == 1'h1;
-  assign \$12  = fsm_state == 2'h2;
-  assign \$13  = fsm_state == 2'h3;
-  assign \$14  = fsm_state == 3'h4;
-  assign \$15  = fsm_state == 3'h5;
-  assign \$16  = fsm_state == 3'h6;
-  assign \$17  = fsm_state == 3'h7;
-  assign \$18  = fsm_state == 4'h8;
-  assign \$19  = fsm_state == 4'h9;
-  assign \$20  = fsm_state == 4'ha;
-  assign \$21  = i_event__payload[6:2] < 6'h20;
-  assign \$22  = ~ seen;
-  assign \$23  = \$21  & \$22 ;
-  assign \$24  = \$1 [10:0] + 1'h1;
-  assign \$26  = | run__count;
-  assign \$27  = waddr + 1'h1;
-  assign \$28  = j == 5'h1f;
+  assign \$12  = fsm_state == 1'h1;
+  assign \$13  = fsm_state == 2'h2;
+  assign \$14  = fsm_state == 2'h3;
+  assign \$15  = fsm_state == 3'h4;
+  assign \$16  = fsm_state == 3'h5;
+  assign \$17  = fsm_state == 3'h6;
+  assign \$18  = fsm_state == 3'h7;
+  assign \$19  = fsm_state == 4'h8;
+  assign \$20  = fsm_state == 4'h9;
+  assign \$21  = fsm_state == 4'ha;
+  assign \$22  = i_event__payload[6:2] < 6'h20;
+  assign \$23  = ~ seen;
+  assign \$24  = \$22  & \$23 ;
+  assign \$25  = \$1 [10:0] + 1'h1;
+  assign \$27  = | run__count;
+  assign \$28  = waddr + 1'h1;
   assign \$29  = j == 5'h1f;
   assign \$30  = j + 1'h1;
   assign \$31  = j == 5'h1f;
   assign \$33  = ~ run__more;
   assign \$34  = j + 1'h1;
   assign \$35  = waddr + 1'h1;
+  assign \$36  = ~ emitter__busy;
   \neurofptt_core.sequencer.inputs  inputs (
     .add(add),
     .clear(clear),
@@ -2911,7 +2907,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$5 ) begin
+                  if (\$6 ) begin
                     issue__valid = 1'h1;
                   end
             endcase
@@ -2921,7 +2917,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h2:
           issue__valid = 1'h1;
       4'h3:
-          if (\$7 ) begin
+          if (\$8 ) begin
             issue__valid = 1'h1;
           end
       4'h5:
@@ -2948,7 +2944,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$5 ) begin
+                  if (\$6 ) begin
                     issue__payload[2:0] = 3'h1;
                     issue__payload[7:3] = 5'h00;
                   end
@@ -2965,7 +2961,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           issue__payload[7:3] = j;
         end
       4'h3:
-          if (\$7 ) begin
+          if (\$8 ) begin
             issue__payload[2:0] = 3'h3;
             issue__payload[7:3] = j;
           end
@@ -2999,7 +2995,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$5 ) begin
+                  if (\$6 ) begin
                     add = 1'h1;
                   end
             endcase
@@ -3057,7 +3053,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h1:
           /* empty */;
       4'h2:
-          if (\$6 ) begin
+          if (\$7 ) begin
             run__take = 1'h1;
           end
       4'h3:
@@ -3069,7 +3065,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h7:
           /* empty */;
       4'h8:
-          if (\$8 ) begin
+          if (\$9 ) begin
             run__take = 1'h1;
           end
     endcase
@@ -3093,8 +3089,8 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h7:
           /* empty */;
       4'h8:
-          if (\$9 ) begin
-            if (\$10 ) begin
+          if (\$10 ) begin
+            if (\$11 ) begin
               run__restart = 1'h1;
             end
           end
@@ -3188,15 +3184,15 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$23 ) begin
-                    \$58  = { 1'h0, \$24  };
+                  if (\$24 ) begin
+                    \$58  = { 1'h0, \$25  };
                   end
               2'h1:
-                  \$58  = \$25 [12:0];
+                  \$58  = \$26 [12:0];
             endcase
           end
       4'h1:
-          \$58  = \$27 [12:0];
+          \$58  = \$28 [12:0];
       4'h2:
           (* full_case = 32'd1 *)
           if (\$31 ) begin
@@ -3234,7 +3230,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$23 ) begin
+                  if (\$24 ) begin
                     \$59  = 5'h01;
                   end
               2'h1:
@@ -3297,105 +3293,83 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$60  = acc_in_run;
+    \$60  = fsm_state;
     casez (fsm_state)
       4'h0:
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$23 ) begin
-                    \$60  = 1'h1;
-                  end
-            endcase
-          end
-      4'h1:
-          if (\$28 ) begin
-            \$60  = 1'h0;
-          end
-    endcase
-    if (rst) begin
-      \$60  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$61  = fsm_state;
-    casez (fsm_state)
-      4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  if (\$23 ) begin
-                    \$61  = 4'h1;
+                  if (\$24 ) begin
+                    \$60  = 4'h1;
                   end
               2'h1:
                   (* full_case = 32'd1 *)
-                  if (\$26 ) begin
-                    \$61  = 4'h2;
+                  if (\$27 ) begin
+                    \$60  = 4'h2;
                   end else begin
-                    \$61  = 4'h3;
+                    \$60  = 4'h3;
                   end
               2'h2:
-                  \$61  = 4'h4;
+                  \$60  = 4'h4;
             endcase
           end
       4'h1:
           if (\$29 ) begin
-            \$61  = 4'h0;
+            \$60  = 4'h0;
           end
       4'h2:
           if (\$31 ) begin
             if (\$33 ) begin
-              \$61  = 4'h3;
+              \$60  = 4'h3;
             end
           end
       4'h3:
           if (\$36 ) begin
             if (\$37 ) begin
-              \$61  = 4'h5;
+              \$60  = 4'h5;
             end
           end
       4'h5:
           if (\$39 ) begin
-            \$61  = 4'h6;
+            \$60  = 4'h6;
           end
       4'h6:
-          \$61  = 4'h7;
+          \$60  = 4'h7;
       4'h7:
           if (\$41 ) begin
             (* full_case = 32'd1 *)
             if (\$45 ) begin
-              \$61  = 4'h8;
+              \$60  = 4'h8;
             end else begin
-              \$61  = 4'h9;
+              \$60  = 4'h9;
             end
           end
       4'h8:
           if (\$47 ) begin
             if (\$51 ) begin
-              \$61  = 4'h9;
+              \$60  = 4'h9;
             end
           end
       4'h9:
           if (\$54 ) begin
-            \$61  = 4'ha;
+            \$60  = 4'ha;
           end
       4'ha:
           if (readout__done) begin
-            \$61  = 4'h0;
+            \$60  = 4'h0;
           end
       4'h4:
           if (\$56 ) begin
-            \$61  = 4'h0;
+            \$60  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$61  = 4'h4;
+      \$60  = 4'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$62  = run__count;
+    \$61  = run__count;
     casez (fsm_state)
       4'h0:
           if (i_event__valid) begin
@@ -3405,7 +3379,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
               2'h1:
                   /* empty */;
               2'h2:
-                  \$62  = 6'h00;
+                  \$61  = 6'h00;
             endcase
           end
       4'h1:
@@ -3417,15 +3391,15 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h5:
           /* empty */;
       4'h6:
-          \$62  = spike_count;
+          \$61  = spike_count;
     endcase
     if (rst) begin
-      \$62  = 6'h00;
+      \$61  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$63  = drain;
+    \$62  = drain;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3438,45 +3412,45 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h5:
           (* full_case = 32'd1 *)
           if (\$39 ) begin
-            \$63  = 2'h0;
+            \$62  = 2'h0;
           end else begin
-            \$63  = \$40 [1:0];
+            \$62  = \$40 [1:0];
           end
       4'h6:
           /* empty */;
       4'h7:
           (* full_case = 32'd1 *)
           if (\$41 ) begin
-            \$63  = 2'h0;
+            \$62  = 2'h0;
           end else begin
-            \$63  = \$46 [1:0];
+            \$62  = \$46 [1:0];
           end
       4'h8:
           /* empty */;
       4'h9:
           (* full_case = 32'd1 *)
           if (\$54 ) begin
-            \$63  = 2'h0;
+            \$62  = 2'h0;
           end else begin
-            \$63  = \$55 [1:0];
+            \$62  = \$55 [1:0];
           end
     endcase
     if (rst) begin
-      \$63  = 2'h0;
+      \$62  = 2'h0;
     end
   end
   assign n_prev = run__count;
   assign start_acc_in = \$1 [10:0];
   assign index = i_event__payload[6:2];
   assign w_out_addr = waddr[8:0];
-  assign w_in_addr = \$2 [9:0];
+  assign w_in_addr = \$3 [9:0];
   assign w_rec_addr = waddr[11:0];
   assign \i_event__payload.kind  = i_event__payload[1:0];
   assign \i_event__payload.index  = i_event__payload[6:2];
   assign \issue__payload.op  = issue__payload[2:0];
   assign \issue__payload.row  = issue__payload[7:3];
   assign \$1  = { 2'h0, i_event__payload[6:2], 5'h00 };
-  assign \$25  = { 2'h0, run__index, 5'h00 };
+  assign \$26  = { 2'h0, run__index, 5'h00 };
   assign \$32  = { 2'h0, run__index, 5'h00 };
   assign \$42  = { 1'h0, run__index };
   assign \$43  = { run__index, 1'h0 };

@@ -211,13 +211,12 @@ class Sequencer(wiring.Component):
         if learning:
             m.d.comb += self.inputs.eq(inputs.bits)
         # the weight addresses come from registers through at most one multiplexer whose
-        # select is a register: a wide core spreads each memory over dozens of block RAMs,
-        # and routing the address to all of them takes most of a cycle.  In IDLE the first
-        # fan-out word of whatever input is offered is read (from the event's index): whether
-        # the event is taken (a new input of the step) only decides the issue.
-        acc_in = Signal(name="acc_in_run")
+        # select is decoded from a register: a wide core spreads each memory over dozens of
+        # block RAMs, and routing the address to all of them takes most of a cycle.  In IDLE
+        # (j = 0) the first fan-out word of whatever input is offered is read (from the event's
+        # index): whether the event is taken (a new input of the step) only decides the issue.
         m.d.comb += [
-            self.w_in_addr.eq(Mux(acc_in, waddr, in_start)),
+            self.w_in_addr.eq(Mux(j != 0, waddr, in_start)),
             self.w_rec_addr.eq(self.run.index if rows == 1 else waddr),
             self.w_out_addr.eq(self.run.index if out_rows == 1 else waddr),
         ]
@@ -236,7 +235,7 @@ class Sequencer(wiring.Component):
                         self._issue(m, RowOp.ACC_IN, 0)
                         m.d.comb += inputs.add.eq(1)
                         if rows > 1:
-                            m.d.sync += [waddr.eq(in_start + 1), j.eq(1), acc_in.eq(1)]
+                            m.d.sync += [waddr.eq(in_start + 1), j.eq(1)]
                             m.next = "ACC_IN"
                     with m.Case(EventKind.STEP):
                         m.d.comb += self.spikes_restart.eq(1)
@@ -256,8 +255,6 @@ class Sequencer(wiring.Component):
 
             with m.State("ACC_IN"):
                 m.d.sync += waddr.eq(waddr + 1)
-                with m.If(j == rows - 1):
-                    m.d.sync += acc_in.eq(0)
                 self._sweep(m, j, RowOp.ACC_IN, rows, "IDLE")
 
             with m.State("REC"):  # the cursor was restarted at the end of the last OUT

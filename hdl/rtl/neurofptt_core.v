@@ -11,9 +11,10 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire \$1 ;
   wire \$2 ;
   wire \$3 ;
-  reg \$4 ;
-  reg [7:0] \$5 ;
-  reg \$6 ;
+  wire \$4 ;
+  reg \$5 ;
+  reg [7:0] \$6 ;
+  reg \$7 ;
   wire [76:0] append__payload;
   wire [4:0] \append__payload.row ;
   wire [63:0] \append__payload.v ;
@@ -33,8 +34,9 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire control__done;
   wire control__run;
   wire control__start;
-  wire \control__start$73 ;
+  wire \control__start$76 ;
   wire [5:0] count;
+  wire drop;
   wire [4:0] emit__addr;
   wire [8:0] emit__data;
   wire [3:0] \emit__data.mask ;
@@ -45,13 +47,13 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire emitter__start;
   input [6:0] i_event__payload;
   wire [6:0] i_event__payload;
-  wire [6:0] \i_event__payload$34 ;
-  wire [4:0] \i_event__payload$34.index ;
+  wire [6:0] \i_event__payload$37 ;
+  wire [4:0] \i_event__payload$37.index ;
   (* enum_base_type = "EventKind" *)
   (* enum_value_00 = "SPIKE" *)
   (* enum_value_01 = "STEP" *)
   (* enum_value_10 = "CLEAR" *)
-  wire [1:0] \i_event__payload$34.kind ;
+  wire [1:0] \i_event__payload$37.kind ;
   wire [4:0] \i_event__payload.index ;
   (* enum_base_type = "EventKind" *)
   (* enum_value_00 = "SPIKE" *)
@@ -60,10 +62,10 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire [1:0] \i_event__payload.kind ;
   output i_event__ready;
   wire i_event__ready;
-  wire \i_event__ready$35 ;
+  wire \i_event__ready$38 ;
   input i_event__valid;
   wire i_event__valid;
-  wire \i_event__valid$36 ;
+  wire \i_event__valid$39 ;
   wire idle;
   wire [7:0] issue__payload;
   (* enum_base_type = "RowOp" *)
@@ -77,39 +79,39 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire [4:0] \issue__payload.row ;
   wire issue__valid;
   wire [4:0] list__addr;
-  wire [4:0] \list__addr$58 ;
+  wire [4:0] \list__addr$61 ;
   wire [8:0] list__data;
-  wire [8:0] \list__data$59 ;
-  wire [3:0] \list__data$59.mask ;
-  wire [4:0] \list__data$59.row ;
+  wire [8:0] \list__data$62 ;
+  wire [3:0] \list__data$62.mask ;
+  wire [4:0] \list__data$62.row ;
   wire [3:0] \list__data.mask ;
   wire [4:0] \list__data.row ;
   wire list__en;
-  wire \list__en$62 ;
+  wire \list__en$65 ;
   output [20:0] o_readout__payload;
   wire [20:0] o_readout__payload;
-  wire [20:0] \o_readout__payload$78 ;
-  wire [3:0] \o_readout__payload$78.index ;
-  wire \o_readout__payload$78.last ;
-  wire [15:0] \o_readout__payload$78.value ;
+  wire [20:0] \o_readout__payload$81 ;
+  wire [3:0] \o_readout__payload$81.index ;
+  wire \o_readout__payload$81.last ;
+  wire [15:0] \o_readout__payload$81.value ;
   wire [3:0] \o_readout__payload.index ;
   wire \o_readout__payload.last ;
   wire [15:0] \o_readout__payload.value ;
   input o_readout__ready;
   wire o_readout__ready;
-  wire \o_readout__ready$79 ;
+  wire \o_readout__ready$82 ;
   output o_readout__valid;
   wire o_readout__valid;
-  wire \o_readout__valid$80 ;
+  wire \o_readout__valid$83 ;
   output [8:0] o_spike__payload;
   wire [8:0] o_spike__payload;
-  wire [8:0] \o_spike__payload$75 ;
-  wire [6:0] \o_spike__payload$75.index ;
+  wire [8:0] \o_spike__payload$78 ;
+  wire [6:0] \o_spike__payload$78.index ;
   (* enum_base_type = "EventKind" *)
   (* enum_value_00 = "SPIKE" *)
   (* enum_value_01 = "STEP" *)
   (* enum_value_10 = "CLEAR" *)
-  wire [1:0] \o_spike__payload$75.kind ;
+  wire [1:0] \o_spike__payload$78.kind ;
   wire [6:0] \o_spike__payload.index ;
   (* enum_base_type = "EventKind" *)
   (* enum_value_00 = "SPIKE" *)
@@ -118,13 +120,14 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire [1:0] \o_spike__payload.kind ;
   input o_spike__ready;
   wire o_spike__ready;
-  wire \o_spike__ready$76 ;
+  wire \o_spike__ready$79 ;
   output o_spike__valid;
   wire o_spike__valid;
-  wire \o_spike__valid$77 ;
-  reg [7:0] op__payload = 8'h00;
+  wire \o_spike__valid$80 ;
   (* init = 8'h00 *)
-  wire [7:0] \op__payload$22 ;
+  wire [7:0] op__payload;
+  (* init = 8'h00 *)
+  wire [7:0] \op__payload$25 ;
   (* enum_base_type = "RowOp" *)
   (* enum_value_000 = "NONE" *)
   (* enum_value_001 = "ACC_IN" *)
@@ -132,8 +135,8 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   (* enum_value_011 = "UPDATE" *)
   (* enum_value_100 = "ACC_OUT" *)
   (* enum_value_101 = "CLEAR" *)
-  wire [2:0] \op__payload$22.op ;
-  wire [4:0] \op__payload$22.row ;
+  wire [2:0] \op__payload$25.op ;
+  wire [4:0] \op__payload$25.row ;
   (* enum_base_type = "RowOp" *)
   (* enum_value_000 = "NONE" *)
   (* enum_value_001 = "ACC_IN" *)
@@ -143,15 +146,14 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   (* enum_value_101 = "CLEAR" *)
   wire [2:0] \op__payload.op ;
   wire [4:0] \op__payload.row ;
-  reg op__valid = 1'h0;
-  (* init = 1'h0 *)
-  wire \op__valid$23 ;
+  wire op__valid;
+  wire \op__valid$26 ;
   wire [9:0] read__addr;
   wire [11:0] \read__addr$14 ;
   wire [8:0] \read__addr$16 ;
   wire [31:0] read__data;
-  wire [31:0] \read__data$27 ;
-  wire [31:0] \read__data$29 ;
+  wire [31:0] \read__data$30 ;
+  wire [31:0] \read__data$32 ;
   wire readout__done;
   wire readout__run;
   wire readout__start;
@@ -183,8 +185,18 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   (* enum_value_101 = "CLEAR" *)
   wire [2:0] \stage1__payload.op ;
   wire [4:0] \stage1__payload.row ;
-  (* init = 1'h0 *)
-  wire stage1__valid;
+  reg stage1__valid = 1'h0;
+  reg [7:0] stage1_kept__payload = 8'h00;
+  (* enum_base_type = "RowOp" *)
+  (* enum_value_000 = "NONE" *)
+  (* enum_value_001 = "ACC_IN" *)
+  (* enum_value_010 = "ACC_REC" *)
+  (* enum_value_011 = "UPDATE" *)
+  (* enum_value_100 = "ACC_OUT" *)
+  (* enum_value_101 = "CLEAR" *)
+  wire [2:0] \stage1_kept__payload.op ;
+  wire [4:0] \stage1_kept__payload.row ;
+  wire stage1_kept__valid;
   reg stage2_valid = 1'h0;
   wire [76:0] update__payload;
   wire [4:0] \update__payload.row ;
@@ -221,16 +233,18 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire walk__restart;
   wire walk__take;
   wire walk__valid;
-  assign busy = \$3  | stage2_valid;
+  assign \$2  = ~ idle;
+  assign \$3  = \$2  | emitter__busy;
+  assign \$4  = \$3  | stage1__valid;
+  assign busy = \$4  | stage2_valid;
   always @(posedge clk)
-    op__valid <= \$4 ;
+    stage1__valid <= \$5 ;
   always @(posedge clk)
-    op__payload <= \$5 ;
+    stage1_kept__payload <= \$6 ;
   always @(posedge clk)
-    stage2_valid <= \$6 ;
-  assign \$1  = ~ idle;
-  assign \$2  = \$1  | emitter__busy;
-  assign \$3  = \$2  | op__valid;
+    stage2_valid <= \$7 ;
+  assign \$1  = ~ drop;
+  assign stage1_kept__valid = stage1__valid & \$1 ;
   \neurofptt_core.emitter  emitter (
     .clk(clk),
     .control__busy(emitter__busy),
@@ -238,15 +252,15 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     .control__start(control__start),
     .e_valid(o_spike__valid),
     .list__addr(emit__addr),
-    .list__data(\list__data$59 ),
+    .list__data(\list__data$62 ),
     .o_spike__payload(o_spike__payload),
     .o_spike__ready(o_spike__ready),
     .rst(rst)
   );
   \neurofptt_core.neurons  neurons (
     .clk(clk),
-    .op__payload(op__payload),
-    .op__valid(op__valid),
+    .op__payload(stage1_kept__payload),
+    .op__valid(stage1_kept__valid),
     .rst(rst),
     .update__payload(append__payload),
     .update__valid(append__valid),
@@ -257,11 +271,11 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     .clk(clk),
     .control__done(readout__done),
     .control__run(control__run),
-    .control__start(\control__start$73 ),
+    .control__start(\control__start$76 ),
     .o_readout__payload(o_readout__payload),
     .o_readout__ready(o_readout__ready),
-    .op__payload(op__payload),
-    .op__valid(op__valid),
+    .op__payload(stage1_kept__payload),
+    .op__valid(stage1_kept__valid),
     .ro_valid(o_readout__valid),
     .rst(rst),
     .w_out(w_out)
@@ -281,6 +295,7 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   );
   \neurofptt_core.sequencer  sequencer (
     .clk(clk),
+    .drop(drop),
     .emitter__busy(emitter__busy),
     .emitter__count(control__count),
     .emitter__start(control__start),
@@ -292,7 +307,7 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     .issue__valid(issue__valid),
     .readout__done(readout__done),
     .readout__run(control__run),
-    .readout__start(\control__start$73 ),
+    .readout__start(\control__start$76 ),
     .rst(rst),
     .run__count(walk__count),
     .run__index(run__index),
@@ -310,25 +325,25 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     .clk(clk),
     .count(spike_count),
     .emit__addr(emit__addr),
-    .emit__data(\list__data$59 ),
+    .emit__data(\list__data$62 ),
     .restart(restart),
     .rst(rst),
     .run__addr(run__addr),
     .run__data(list__data)
   );
-  \neurofptt_core.w_in$90  \w_in$90  (
+  \neurofptt_core.w_in$93  \w_in$93  (
     .clk(clk),
     .rd__addr(read__addr),
     .read__data(w_in),
     .rst(rst)
   );
-  \neurofptt_core.w_out$92  \w_out$92  (
+  \neurofptt_core.w_out$95  \w_out$95  (
     .clk(clk),
     .rd__addr(\read__addr$14 [8:0]),
     .read__data(w_out),
     .rst(rst)
   );
-  \neurofptt_core.w_rec$91  \w_rec$91  (
+  \neurofptt_core.w_rec$94  \w_rec$94  (
     .clk(clk),
     .rd__addr(\read__addr$14 ),
     .read__data(w_rec),
@@ -336,41 +351,42 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$4  = issue__valid;
+    \$5  = issue__valid;
     if (rst) begin
-      \$4  = 1'h0;
+      \$5  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5  = issue__payload;
+    \$6  = issue__payload;
     if (rst) begin
-      \$5  = 8'h00;
+      \$6  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$6  = op__valid;
+    \$7  = stage1__valid;
     if (rst) begin
-      \$6  = 1'h0;
+      \$7  = 1'h0;
     end
   end
   assign w_in_addr = read__addr;
   assign w_rec_addr = \read__addr$14 ;
   assign \read__addr$16  = \read__addr$14 [8:0];
   assign w_out_addr = \read__addr$14 [8:0];
-  assign stage1__payload = op__payload;
-  assign stage1__valid = op__valid;
-  assign \op__payload$22  = op__payload;
-  assign \op__valid$23  = op__valid;
+  assign stage1__payload = stage1_kept__payload;
+  assign op__payload = stage1_kept__payload;
+  assign op__valid = stage1_kept__valid;
+  assign \op__payload$25  = stage1_kept__payload;
+  assign \op__valid$26  = stage1_kept__valid;
   assign read__data = w_in;
-  assign \read__data$27  = w_rec;
-  assign \read__data$29  = w_out;
+  assign \read__data$30  = w_rec;
+  assign \read__data$32  = w_out;
   assign spikes_restart = restart;
   assign count = spike_count;
-  assign \i_event__payload$34  = i_event__payload;
-  assign \i_event__ready$35  = i_event__ready;
-  assign \i_event__valid$36  = i_event__valid;
+  assign \i_event__payload$37  = i_event__payload;
+  assign \i_event__ready$38  = i_event__ready;
+  assign \i_event__valid$39  = i_event__valid;
   assign run__count = walk__count;
   assign walk__index = run__index;
   assign walk__last = run__last;
@@ -382,22 +398,22 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   assign run__data = list__data;
   assign run__en = 1'h1;
   assign list__en = 1'h1;
-  assign \list__addr$58  = emit__addr;
-  assign emit__data = \list__data$59 ;
+  assign \list__addr$61  = emit__addr;
+  assign emit__data = \list__data$62 ;
   assign emit__en = 1'h1;
-  assign \list__en$62  = 1'h1;
+  assign \list__en$65  = 1'h1;
   assign control__busy = emitter__busy;
   assign emitter__count = control__count;
   assign emitter__start = control__start;
   assign control__done = readout__done;
   assign readout__run = control__run;
-  assign readout__start = \control__start$73 ;
-  assign \o_spike__payload$75  = o_spike__payload;
-  assign \o_spike__ready$76  = o_spike__ready;
-  assign \o_spike__valid$77  = o_spike__valid;
-  assign \o_readout__payload$78  = o_readout__payload;
-  assign \o_readout__ready$79  = o_readout__ready;
-  assign \o_readout__valid$80  = o_readout__valid;
+  assign readout__start = \control__start$76 ;
+  assign \o_spike__payload$78  = o_spike__payload;
+  assign \o_spike__ready$79  = o_spike__ready;
+  assign \o_spike__valid$80  = o_spike__valid;
+  assign \o_readout__payload$81  = o_readout__payload;
+  assign \o_readout__ready$82  = o_readout__ready;
+  assign \o_readout__valid$83  = o_readout__valid;
   assign update__payload = append__payload;
   assign update__valid = append__valid;
   assign \i_event__payload.kind  = i_event__payload[1:0];
@@ -407,12 +423,14 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   assign \o_readout__payload.index  = o_readout__payload[3:0];
   assign \o_readout__payload.value  = o_readout__payload[19:4];
   assign \o_readout__payload.last  = o_readout__payload[20];
-  assign \op__payload.op  = op__payload[2:0];
-  assign \op__payload.row  = op__payload[7:3];
-  assign \stage1__payload.op  = op__payload[2:0];
-  assign \stage1__payload.row  = op__payload[7:3];
-  assign \op__payload$22.op  = op__payload[2:0];
-  assign \op__payload$22.row  = op__payload[7:3];
+  assign \stage1_kept__payload.op  = stage1_kept__payload[2:0];
+  assign \stage1_kept__payload.row  = stage1_kept__payload[7:3];
+  assign \stage1__payload.op  = stage1_kept__payload[2:0];
+  assign \stage1__payload.row  = stage1_kept__payload[7:3];
+  assign \op__payload.op  = stage1_kept__payload[2:0];
+  assign \op__payload.row  = stage1_kept__payload[7:3];
+  assign \op__payload$25.op  = stage1_kept__payload[2:0];
+  assign \op__payload$25.row  = stage1_kept__payload[7:3];
   assign \w_in[0]  = w_in[7:0];
   assign \w_in[1]  = w_in[15:8];
   assign \w_in[2]  = w_in[23:16];
@@ -425,21 +443,21 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   assign \w_out[1]  = w_out[15:8];
   assign \w_out[2]  = w_out[23:16];
   assign \w_out[3]  = w_out[31:24];
-  assign \i_event__payload$34.kind  = i_event__payload[1:0];
-  assign \i_event__payload$34.index  = i_event__payload[6:2];
+  assign \i_event__payload$37.kind  = i_event__payload[1:0];
+  assign \i_event__payload$37.index  = i_event__payload[6:2];
   assign \list__data.row  = list__data[4:0];
   assign \list__data.mask  = list__data[8:5];
   assign \run__data.row  = list__data[4:0];
   assign \run__data.mask  = list__data[8:5];
-  assign \list__data$59.row  = \list__data$59 [4:0];
-  assign \list__data$59.mask  = \list__data$59 [8:5];
-  assign \emit__data.row  = \list__data$59 [4:0];
-  assign \emit__data.mask  = \list__data$59 [8:5];
-  assign \o_spike__payload$75.kind  = o_spike__payload[1:0];
-  assign \o_spike__payload$75.index  = o_spike__payload[8:2];
-  assign \o_readout__payload$78.index  = o_readout__payload[3:0];
-  assign \o_readout__payload$78.value  = o_readout__payload[19:4];
-  assign \o_readout__payload$78.last  = o_readout__payload[20];
+  assign \list__data$62.row  = \list__data$62 [4:0];
+  assign \list__data$62.mask  = \list__data$62 [8:5];
+  assign \emit__data.row  = \list__data$62 [4:0];
+  assign \emit__data.mask  = \list__data$62 [8:5];
+  assign \o_spike__payload$78.kind  = o_spike__payload[1:0];
+  assign \o_spike__payload$78.index  = o_spike__payload[8:2];
+  assign \o_readout__payload$81.index  = o_readout__payload[3:0];
+  assign \o_readout__payload$81.value  = o_readout__payload[19:4];
+  assign \o_readout__payload$81.last  = o_readout__payload[20];
   assign \append__payload.row  = append__payload[4:0];
   assign \append__payload.v  = append__payload[68:5];
   assign \append__payload.v[0]  = append__payload[20:5];
@@ -1864,7 +1882,7 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.readout (clk, rst, w_out, op__valid, op__payload, control__start, control__run, ro_valid, o_readout__payload, control__done, o_readout__ready);
+module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control__start, control__run, ro_valid, o_readout__payload, control__done, o_readout__ready);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
 `ifndef SYNTHESIS
   // wake every always @* block at time zero (also under SystemVerilog semantics)
@@ -2680,8 +2698,8 @@ module \neurofptt_core.run_cursor (rst, list__data, walk__more, walk__last, walk
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run__more, i_event__ready, issue__valid, issue__payload, spikes_restart, run__take, run__restart, emitter__start, emitter__count, readout__start, readout__run, w_rec_addr, run__count, readout__done, spike_count, run__index
-, emitter__busy, i_event__payload);
+module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run__more, i_event__ready, issue__valid, issue__payload, spikes_restart, run__take, run__restart, emitter__start, emitter__count, readout__start, readout__run, drop, w_rec_addr, run__count, readout__done, spike_count
+, run__index, emitter__busy, i_event__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
 `ifndef SYNTHESIS
   // wake every always @* block at time zero (also under SystemVerilog semantics)
@@ -2704,48 +2722,54 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire [11:0] \$25 ;
-  wire [13:0] \$26 ;
-  wire \$27 ;
-  wire [13:0] \$28 ;
+  wire \$25 ;
+  wire [11:0] \$26 ;
+  wire [13:0] \$27 ;
+  wire \$28 ;
   wire \$29 ;
-  wire [12:0] \$3 ;
-  wire [5:0] \$30 ;
-  wire \$31 ;
-  wire [13:0] \$32 ;
-  wire \$33 ;
-  wire [5:0] \$34 ;
-  wire [13:0] \$35 ;
+  wire \$3 ;
+  wire [11:0] \$30 ;
+  wire [13:0] \$31 ;
+  wire \$32 ;
+  wire [13:0] \$33 ;
+  wire \$34 ;
+  wire [5:0] \$35 ;
   wire \$36 ;
-  wire \$37 ;
-  wire [5:0] \$38 ;
-  wire \$39 ;
+  wire [13:0] \$37 ;
+  wire \$38 ;
+  wire [5:0] \$39 ;
   wire \$4 ;
-  wire [2:0] \$40 ;
+  wire [13:0] \$40 ;
   wire \$41 ;
-  wire [7:0] \$42 ;
-  wire [7:0] \$43 ;
-  wire [8:0] \$44 ;
-  wire \$45 ;
-  wire [2:0] \$46 ;
-  wire \$47 ;
+  wire \$42 ;
+  wire [5:0] \$43 ;
+  wire \$44 ;
+  wire [2:0] \$45 ;
+  wire \$46 ;
+  wire [7:0] \$47 ;
   wire [7:0] \$48 ;
-  wire [7:0] \$49 ;
-  wire \$5 ;
-  wire [8:0] \$50 ;
-  wire \$51 ;
-  wire [5:0] \$52 ;
-  wire [13:0] \$53 ;
-  wire \$54 ;
-  wire [2:0] \$55 ;
+  wire [8:0] \$49 ;
+  wire [12:0] \$5 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
+  wire \$52 ;
+  wire [7:0] \$53 ;
+  wire [7:0] \$54 ;
+  wire [8:0] \$55 ;
   wire \$56 ;
   wire [5:0] \$57 ;
-  reg [12:0] \$58 ;
-  reg [4:0] \$59 ;
+  wire [13:0] \$58 ;
+  wire \$59 ;
   wire \$6 ;
-  reg [3:0] \$60 ;
-  reg [5:0] \$61 ;
-  reg [1:0] \$62 ;
+  wire [2:0] \$60 ;
+  wire \$61 ;
+  wire [5:0] \$62 ;
+  reg \$63 ;
+  reg [12:0] \$64 ;
+  reg [4:0] \$65 ;
+  reg [3:0] \$66 ;
+  reg [5:0] \$67 ;
+  reg [1:0] \$68 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
@@ -2754,6 +2778,8 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   input clk;
   wire clk;
   reg [1:0] drain = 2'h0;
+  output drop;
+  reg drop = 1'h0;
   input emitter__busy;
   wire emitter__busy;
   output [5:0] emitter__count;
@@ -2798,6 +2824,8 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   reg readout__run;
   output readout__start;
   reg readout__start;
+  (* init = 1'h0 *)
+  wire repeat_q;
   input rst;
   wire rst;
   output [5:0] run__count;
@@ -2822,67 +2850,73 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   output [11:0] w_rec_addr;
   wire [11:0] w_rec_addr;
   reg [12:0] waddr = 13'h0000;
-  assign \$37  = j == 5'h1f;
-  assign \$38  = j + 1'h1;
-  assign \$39  = drain == 2'h2;
-  assign \$40  = drain + 1'h1;
-  assign \$41  = drain == 1'h1;
-  assign \$44  = \$42  + \$43 ;
-  assign \$45  = | run__count;
-  assign \$46  = drain + 1'h1;
-  assign \$47  = j == 2'h2;
-  assign \$50  = \$48  + \$49 ;
-  assign \$51  = ~ run__more;
-  assign \$52  = j + 1'h1;
-  assign \$53  = waddr + 1'h1;
-  assign \$54  = ! drain;
-  assign \$55  = drain + 1'h1;
-  assign \$56  = j == 5'h1f;
+  assign \$32  = | run__count;
+  assign \$33  = waddr + 1'h1;
+  assign \$34  = j == 5'h1f;
+  assign \$35  = j + 1'h1;
+  assign \$36  = j == 5'h1f;
+  assign \$38  = ~ run__more;
+  assign \$39  = j + 1'h1;
+  assign \$40  = waddr + 1'h1;
+  assign \$41  = ~ emitter__busy;
+  assign \$42  = j == 5'h1f;
+  assign \$43  = j + 1'h1;
+  assign \$44  = drain == 2'h2;
+  assign \$45  = drain + 1'h1;
+  assign \$46  = drain == 1'h1;
+  assign \$49  = \$47  + \$48 ;
+  assign \$50  = | run__count;
+  assign \$51  = drain + 1'h1;
+  assign \$52  = j == 2'h2;
+  assign \$55  = \$53  + \$54 ;
+  assign \$56  = ~ run__more;
   assign \$57  = j + 1'h1;
+  assign \$58  = waddr + 1'h1;
+  assign \$59  = ! drain;
+  assign \$60  = drain + 1'h1;
+  assign \$61  = j == 5'h1f;
+  assign \$62  = j + 1'h1;
   always @(posedge clk)
-    waddr <= \$58 ;
+    drop <= \$63 ;
   always @(posedge clk)
-    j <= \$59 ;
+    waddr <= \$64 ;
   always @(posedge clk)
-    fsm_state <= \$60 ;
+    j <= \$65 ;
   always @(posedge clk)
-    run__count <= \$61 ;
+    fsm_state <= \$66 ;
   always @(posedge clk)
-    drain <= \$62 ;
+    run__count <= \$67 ;
+  always @(posedge clk)
+    drain <= \$68 ;
   assign \$2  = | j;
-  assign \$3  = \$2  ? waddr : { 2'h0, \$1 [10:0] };
-  assign \$4  = i_event__payload[6:2] < 6'h20;
-  assign \$5  = ~ seen;
-  assign \$6  = \$4  & \$5 ;
-  assign \$7  = ! j;
-  assign \$8  = ~ emitter__busy;
-  assign \$9  = ! j;
-  assign \$10  = j == 2'h2;
-  assign \$11  = ~ run__more;
-  assign idle = ! fsm_state;
-  assign \$12  = fsm_state == 1'h1;
-  assign \$13  = fsm_state == 2'h2;
-  assign \$14  = fsm_state == 2'h3;
-  assign \$15  = fsm_state == 3'h4;
-  assign \$16  = fsm_state == 3'h5;
-  assign \$17  = fsm_state == 3'h6;
-  assign \$18  = fsm_state == 3'h7;
-  assign \$19  = fsm_state == 4'h8;
-  assign \$20  = fsm_state == 4'h9;
-  assign \$21  = fsm_state == 4'ha;
-  assign \$22  = i_event__payload[6:2] < 6'h20;
-  assign \$23  = ~ seen;
-  assign \$24  = \$22  & \$23 ;
-  assign \$25  = \$1 [10:0] + 1'h1;
-  assign \$27  = | run__count;
-  assign \$28  = waddr + 1'h1;
-  assign \$29  = j == 5'h1f;
-  assign \$30  = j + 1'h1;
-  assign \$31  = j == 5'h1f;
-  assign \$33  = ~ run__more;
-  assign \$34  = j + 1'h1;
-  assign \$35  = waddr + 1'h1;
-  assign \$36  = ~ emitter__busy;
+  assign \$3  = ~ drop;
+  assign \$4  = \$2  & \$3 ;
+  assign \$5  = \$4  ? waddr : { 2'h0, \$1 [10:0] };
+  assign \$6  = i_event__payload[6:2] < 6'h20;
+  assign \$7  = i_event__payload[6:2] < 6'h20;
+  assign \$8  = ! j;
+  assign \$9  = ~ emitter__busy;
+  assign \$10  = ! j;
+  assign \$11  = j == 2'h2;
+  assign \$12  = ~ run__more;
+  assign \$13  = \$15  & drop;
+  assign idle = \$14  | \$13 ;
+  assign \$14  = ! fsm_state;
+  assign \$15  = fsm_state == 1'h1;
+  assign \$16  = fsm_state == 2'h2;
+  assign \$17  = fsm_state == 2'h3;
+  assign \$18  = fsm_state == 3'h4;
+  assign \$19  = fsm_state == 3'h5;
+  assign \$20  = fsm_state == 3'h6;
+  assign \$21  = fsm_state == 3'h7;
+  assign \$22  = fsm_state == 4'h8;
+  assign \$23  = fsm_state == 4'h9;
+  assign \$24  = fsm_state == 4'ha;
+  assign \$25  = i_event__payload[6:2] < 6'h20;
+  assign \$26  = \$1 [10:0] + 1'h1;
+  assign \$28  = | run__count;
+  assign \$29  = i_event__payload[6:2] < 6'h20;
+  assign \$30  = \$1 [10:0] + 1'h1;
   \neurofptt_core.sequencer.inputs  inputs (
     .add(add),
     .clear(clear),
@@ -2897,6 +2931,10 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
     casez (fsm_state)
       4'h0:
           i_event__ready = 1'h1;
+      4'h1:
+          if (drop) begin
+            i_event__ready = 1'h1;
+          end
     endcase
   end
   always @* begin
@@ -2913,11 +2951,23 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
             endcase
           end
       4'h1:
-          issue__valid = 1'h1;
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            if (i_event__valid) begin
+              casez (i_event__payload[1:0])
+                2'h0:
+                    if (\$7 ) begin
+                      issue__valid = 1'h1;
+                    end
+              endcase
+            end
+          end else begin
+            issue__valid = 1'h1;
+          end
       4'h2:
           issue__valid = 1'h1;
       4'h3:
-          if (\$8 ) begin
+          if (\$9 ) begin
             issue__valid = 1'h1;
           end
       4'h5:
@@ -2951,17 +3001,28 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
             endcase
           end
       4'h1:
-        begin
-          issue__payload[2:0] = 3'h1;
-          issue__payload[7:3] = j;
-        end
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            if (i_event__valid) begin
+              casez (i_event__payload[1:0])
+                2'h0:
+                    if (\$7 ) begin
+                      issue__payload[2:0] = 3'h1;
+                      issue__payload[7:3] = 5'h00;
+                    end
+              endcase
+            end
+          end else begin
+            issue__payload[2:0] = 3'h1;
+            issue__payload[7:3] = j;
+          end
       4'h2:
         begin
           issue__payload[2:0] = 3'h2;
           issue__payload[7:3] = j;
         end
       4'h3:
-          if (\$8 ) begin
+          if (\$9 ) begin
             issue__payload[2:0] = 3'h3;
             issue__payload[7:3] = j;
           end
@@ -3000,6 +3061,17 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
                   end
             endcase
           end
+      4'h1:
+          if (drop) begin
+            if (i_event__valid) begin
+              casez (i_event__payload[1:0])
+                2'h0:
+                    if (\$7 ) begin
+                      add = 1'h1;
+                    end
+              endcase
+            end
+          end
     endcase
   end
   always @* begin
@@ -3014,6 +3086,17 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
               2'h1:
                   spikes_restart = 1'h1;
             endcase
+          end
+      4'h1:
+          if (drop) begin
+            if (i_event__valid) begin
+              casez (i_event__payload[1:0])
+                2'h0:
+                    /* empty */;
+                2'h1:
+                    spikes_restart = 1'h1;
+              endcase
+            end
           end
     endcase
   end
@@ -3033,7 +3116,18 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
             endcase
           end
       4'h1:
-          /* empty */;
+          if (drop) begin
+            if (i_event__valid) begin
+              casez (i_event__payload[1:0])
+                2'h0:
+                    /* empty */;
+                2'h1:
+                    /* empty */;
+                2'h2:
+                    clear = 1'h1;
+              endcase
+            end
+          end
       4'h2:
           /* empty */;
       4'h3:
@@ -3053,7 +3147,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h1:
           /* empty */;
       4'h2:
-          if (\$7 ) begin
+          if (\$8 ) begin
             run__take = 1'h1;
           end
       4'h3:
@@ -3065,7 +3159,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h7:
           /* empty */;
       4'h8:
-          if (\$9 ) begin
+          if (\$10 ) begin
             run__take = 1'h1;
           end
     endcase
@@ -3089,8 +3183,8 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h7:
           /* empty */;
       4'h8:
-          if (\$10 ) begin
-            if (\$11 ) begin
+          if (\$11 ) begin
+            if (\$12 ) begin
               run__restart = 1'h1;
             end
           end
@@ -3178,27 +3272,70 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$58  = waddr;
+    \$63  = 1'h0;
     casez (fsm_state)
       4'h0:
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$24 ) begin
-                    \$58  = { 1'h0, \$25  };
+                  if (\$25 ) begin
+                    \$63  = seen;
                   end
-              2'h1:
-                  \$58  = \$26 [12:0];
             endcase
           end
       4'h1:
-          \$58  = \$28 [12:0];
+          if (drop) begin
+            if (i_event__valid) begin
+              casez (i_event__payload[1:0])
+                2'h0:
+                    if (\$29 ) begin
+                      \$63  = seen;
+                    end
+              endcase
+            end
+          end
+    endcase
+    if (rst) begin
+      \$63  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$64  = waddr;
+    casez (fsm_state)
+      4'h0:
+          if (i_event__valid) begin
+            casez (i_event__payload[1:0])
+              2'h0:
+                  if (\$25 ) begin
+                    \$64  = { 1'h0, \$26  };
+                  end
+              2'h1:
+                  \$64  = \$27 [12:0];
+            endcase
+          end
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            if (i_event__valid) begin
+              casez (i_event__payload[1:0])
+                2'h0:
+                    if (\$29 ) begin
+                      \$64  = { 1'h0, \$30  };
+                    end
+                2'h1:
+                    \$64  = \$31 [12:0];
+              endcase
+            end
+          end else begin
+            \$64  = \$33 [12:0];
+          end
       4'h2:
           (* full_case = 32'd1 *)
-          if (\$31 ) begin
-            \$58  = \$32 [12:0];
+          if (\$36 ) begin
+            \$64  = \$37 [12:0];
           end else begin
-            \$58  = \$35 [12:0];
+            \$64  = \$40 [12:0];
           end
       4'h3:
           /* empty */;
@@ -3207,59 +3344,76 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h6:
           /* empty */;
       4'h7:
-          if (\$41 ) begin
-            \$58  = { 4'h0, \$44  };
+          if (\$46 ) begin
+            \$64  = { 4'h0, \$49  };
           end
       4'h8:
           (* full_case = 32'd1 *)
-          if (\$47 ) begin
-            \$58  = { 4'h0, \$50  };
+          if (\$52 ) begin
+            \$64  = { 4'h0, \$55  };
           end else begin
-            \$58  = \$53 [12:0];
+            \$64  = \$58 [12:0];
           end
     endcase
     if (rst) begin
-      \$58  = 13'h0000;
+      \$64  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$59  = j;
+    \$65  = j;
     casez (fsm_state)
       4'h0:
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$24 ) begin
-                    \$59  = 5'h01;
+                  if (\$25 ) begin
+                    \$65  = 5'h01;
                   end
               2'h1:
-                  \$59  = 5'h00;
+                  \$65  = 5'h00;
               2'h2:
-                  \$59  = 5'h00;
+                  \$65  = 5'h00;
             endcase
           end
       4'h1:
           (* full_case = 32'd1 *)
-          if (\$29 ) begin
-            \$59  = 5'h00;
+          if (drop) begin
+            \$65  = 5'h00;
+            if (i_event__valid) begin
+              casez (i_event__payload[1:0])
+                2'h0:
+                    if (\$29 ) begin
+                      \$65  = 5'h01;
+                    end
+                2'h1:
+                    \$65  = 5'h00;
+                2'h2:
+                    \$65  = 5'h00;
+              endcase
+            end
           end else begin
-            \$59  = \$30 [4:0];
+            (* full_case = 32'd1 *)
+            if (\$34 ) begin
+              \$65  = 5'h00;
+            end else begin
+              \$65  = \$35 [4:0];
+            end
           end
       4'h2:
           (* full_case = 32'd1 *)
-          if (\$31 ) begin
-            \$59  = 5'h00;
+          if (\$36 ) begin
+            \$65  = 5'h00;
           end else begin
-            \$59  = \$34 [4:0];
+            \$65  = \$39 [4:0];
           end
       4'h3:
-          if (\$36 ) begin
+          if (\$41 ) begin
             (* full_case = 32'd1 *)
-            if (\$37 ) begin
-              \$59  = 5'h00;
+            if (\$42 ) begin
+              \$65  = 5'h00;
             end else begin
-              \$59  = \$38 [4:0];
+              \$65  = \$43 [4:0];
             end
           end
       4'h5:
@@ -3270,10 +3424,10 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           /* empty */;
       4'h8:
           (* full_case = 32'd1 *)
-          if (\$47 ) begin
-            \$59  = 5'h00;
+          if (\$52 ) begin
+            \$65  = 5'h00;
           end else begin
-            \$59  = \$52 [4:0];
+            \$65  = \$57 [4:0];
           end
       4'h9:
           /* empty */;
@@ -3281,95 +3435,117 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           /* empty */;
       4'h4:
           (* full_case = 32'd1 *)
-          if (\$56 ) begin
-            \$59  = 5'h00;
+          if (\$61 ) begin
+            \$65  = 5'h00;
           end else begin
-            \$59  = \$57 [4:0];
+            \$65  = \$62 [4:0];
           end
     endcase
     if (rst) begin
-      \$59  = 5'h00;
+      \$65  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$60  = fsm_state;
+    \$66  = fsm_state;
     casez (fsm_state)
       4'h0:
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$24 ) begin
-                    \$60  = 4'h1;
+                  if (\$25 ) begin
+                    \$66  = 4'h1;
                   end
               2'h1:
                   (* full_case = 32'd1 *)
-                  if (\$27 ) begin
-                    \$60  = 4'h2;
+                  if (\$28 ) begin
+                    \$66  = 4'h2;
                   end else begin
-                    \$60  = 4'h3;
+                    \$66  = 4'h3;
                   end
               2'h2:
-                  \$60  = 4'h4;
+                  \$66  = 4'h4;
             endcase
           end
       4'h1:
-          if (\$29 ) begin
-            \$60  = 4'h0;
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            \$66  = 4'h0;
+            if (i_event__valid) begin
+              casez (i_event__payload[1:0])
+                2'h0:
+                    if (\$29 ) begin
+                      \$66  = 4'h1;
+                    end
+                2'h1:
+                    (* full_case = 32'd1 *)
+                    if (\$32 ) begin
+                      \$66  = 4'h2;
+                    end else begin
+                      \$66  = 4'h3;
+                    end
+                2'h2:
+                    \$66  = 4'h4;
+              endcase
+            end
+          end else begin
+            if (\$34 ) begin
+              \$66  = 4'h0;
+            end
           end
       4'h2:
-          if (\$31 ) begin
-            if (\$33 ) begin
-              \$60  = 4'h3;
+          if (\$36 ) begin
+            if (\$38 ) begin
+              \$66  = 4'h3;
             end
           end
       4'h3:
-          if (\$36 ) begin
-            if (\$37 ) begin
-              \$60  = 4'h5;
+          if (\$41 ) begin
+            if (\$42 ) begin
+              \$66  = 4'h5;
             end
           end
       4'h5:
-          if (\$39 ) begin
-            \$60  = 4'h6;
+          if (\$44 ) begin
+            \$66  = 4'h6;
           end
       4'h6:
-          \$60  = 4'h7;
+          \$66  = 4'h7;
       4'h7:
-          if (\$41 ) begin
+          if (\$46 ) begin
             (* full_case = 32'd1 *)
-            if (\$45 ) begin
-              \$60  = 4'h8;
+            if (\$50 ) begin
+              \$66  = 4'h8;
             end else begin
-              \$60  = 4'h9;
+              \$66  = 4'h9;
             end
           end
       4'h8:
-          if (\$47 ) begin
-            if (\$51 ) begin
-              \$60  = 4'h9;
+          if (\$52 ) begin
+            if (\$56 ) begin
+              \$66  = 4'h9;
             end
           end
       4'h9:
-          if (\$54 ) begin
-            \$60  = 4'ha;
+          if (\$59 ) begin
+            \$66  = 4'ha;
           end
       4'ha:
           if (readout__done) begin
-            \$60  = 4'h0;
+            \$66  = 4'h0;
           end
       4'h4:
-          if (\$56 ) begin
-            \$60  = 4'h0;
+          if (\$61 ) begin
+            \$66  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$60  = 4'h4;
+      \$66  = 4'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$61  = run__count;
+    \$67  = run__count;
     casez (fsm_state)
       4'h0:
           if (i_event__valid) begin
@@ -3379,11 +3555,22 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
               2'h1:
                   /* empty */;
               2'h2:
-                  \$61  = 6'h00;
+                  \$67  = 6'h00;
             endcase
           end
       4'h1:
-          /* empty */;
+          if (drop) begin
+            if (i_event__valid) begin
+              casez (i_event__payload[1:0])
+                2'h0:
+                    /* empty */;
+                2'h1:
+                    /* empty */;
+                2'h2:
+                    \$67  = 6'h00;
+              endcase
+            end
+          end
       4'h2:
           /* empty */;
       4'h3:
@@ -3391,15 +3578,15 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h5:
           /* empty */;
       4'h6:
-          \$61  = spike_count;
+          \$67  = spike_count;
     endcase
     if (rst) begin
-      \$61  = 6'h00;
+      \$67  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$62  = drain;
+    \$68  = drain;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3411,51 +3598,53 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$39 ) begin
-            \$62  = 2'h0;
+          if (\$44 ) begin
+            \$68  = 2'h0;
           end else begin
-            \$62  = \$40 [1:0];
+            \$68  = \$45 [1:0];
           end
       4'h6:
           /* empty */;
       4'h7:
           (* full_case = 32'd1 *)
-          if (\$41 ) begin
-            \$62  = 2'h0;
+          if (\$46 ) begin
+            \$68  = 2'h0;
           end else begin
-            \$62  = \$46 [1:0];
+            \$68  = \$51 [1:0];
           end
       4'h8:
           /* empty */;
       4'h9:
           (* full_case = 32'd1 *)
-          if (\$54 ) begin
-            \$62  = 2'h0;
+          if (\$59 ) begin
+            \$68  = 2'h0;
           end else begin
-            \$62  = \$55 [1:0];
+            \$68  = \$60 [1:0];
           end
     endcase
     if (rst) begin
-      \$62  = 2'h0;
+      \$68  = 2'h0;
     end
   end
   assign n_prev = run__count;
   assign start_acc_in = \$1 [10:0];
   assign index = i_event__payload[6:2];
+  assign repeat_q = drop;
   assign w_out_addr = waddr[8:0];
-  assign w_in_addr = \$3 [9:0];
+  assign w_in_addr = \$5 [9:0];
   assign w_rec_addr = waddr[11:0];
   assign \i_event__payload.kind  = i_event__payload[1:0];
   assign \i_event__payload.index  = i_event__payload[6:2];
   assign \issue__payload.op  = issue__payload[2:0];
   assign \issue__payload.row  = issue__payload[7:3];
   assign \$1  = { 2'h0, i_event__payload[6:2], 5'h00 };
-  assign \$26  = { 2'h0, run__index, 5'h00 };
-  assign \$32  = { 2'h0, run__index, 5'h00 };
-  assign \$42  = { 1'h0, run__index };
-  assign \$43  = { run__index, 1'h0 };
-  assign \$48  = { 1'h0, run__index };
-  assign \$49  = { run__index, 1'h0 };
+  assign \$27  = { 2'h0, run__index, 5'h00 };
+  assign \$31  = { 2'h0, run__index, 5'h00 };
+  assign \$37  = { 2'h0, run__index, 5'h00 };
+  assign \$47  = { 1'h0, run__index };
+  assign \$48  = { run__index, 1'h0 };
+  assign \$53  = { 1'h0, run__index };
+  assign \$54  = { run__index, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -3746,7 +3935,7 @@ module \neurofptt_core.spikes (rst, run__data, emit__data, restart, append__payl
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.w_in$90 (rst, rd__addr, read__data, clk);
+module \neurofptt_core.w_in$93 (rst, rd__addr, read__data, clk);
   input clk;
   wire clk;
   input [9:0] rd__addr;
@@ -5836,7 +6025,7 @@ module \neurofptt_core.w_in$90 (rst, rd__addr, read__data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.w_out$92 (rst, read__data, rd__addr, clk);
+module \neurofptt_core.w_out$95 (rst, read__data, rd__addr, clk);
   input clk;
   wire clk;
   input [8:0] rd__addr;
@@ -6248,7 +6437,7 @@ module \neurofptt_core.w_out$92 (rst, read__data, rd__addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.w_rec$91 (rst, rd__addr, read__data, clk);
+module \neurofptt_core.w_rec$94 (rst, rd__addr, read__data, clk);
   input clk;
   wire clk;
   input [11:0] rd__addr;

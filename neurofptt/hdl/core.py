@@ -115,8 +115,10 @@ class LifCore(wiring.Component):
             stage1.payload.eq(seq.issue.payload),
             stage2.eq(stage1.valid),
         ]
+        kept = tap(row_op_layout(cfg)).create(path=("stage1_kept",))  # a repeat's row dropped
+        m.d.comb += [kept.valid.eq(stage1.valid & ~seq.drop), kept.payload.eq(stage1.payload)]
         rows = [neurons.op, readout.op] + ([learn.rows] if learn is not None else [])
-        connect_taps(m, stage1, *rows)
+        connect_taps(m, kept, *rows)
         m.d.comb += [
             neurons.w_in.eq(words["w_in"]),
             neurons.w_rec.eq(words["w_rec"]),

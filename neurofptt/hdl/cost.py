@@ -53,7 +53,9 @@ def cycles_per_step(
     recurrent spikes of the previous step (0 after ``CLEAR``) and ``n_new_spikes`` those of
     this step.  ``n_ignored_events`` are the events the core takes and drops, one cycle each: a
     repeated ``SPIKE`` of an input in the step, a ``SPIKE`` of an index ``>= n_in`` and, on an
-    inference core, an event of kind 3.
+    inference core, an event of kind 3.  The constant 11 is the ``STEP``'s cycle in ``IDLE``,
+    the row pipeline's drain (``UPDATE_LAST``, ``UPDATE_END``, ``OUT_READ``, ``OUT_END``) and
+    the readout stages beyond one per value (``docs/hardware.md`` section 5).
     """
     cfg = config
     lanes = cfg.lanes

@@ -7,12 +7,13 @@ per-neuron learning inputs and updating the traces costs no extra cycles:
 * ``event``: a ``STEP`` latches whether and toward which label to learn;
 * ``inputs``: the step's input bits ``x_i``, the sequencer's set of the inputs that spiked
   (:class:`~neurofptt.hdl.sequencer.InputSet`, emptied by ``CLEAR`` and after ``UPDATE``);
-* ``rows`` (stage 1 of the row pipeline): the trace tables read the row stage 1 holds, for
-  stage 2 of ``UPDATE``; ``CLEAR`` zeroes the trace rows as it zeroes the state rows;
-* ``update`` (stage 2 of ``UPDATE``, ``P`` neurons): :class:`~neurofptt.hdl.traces.TraceUpdate`
+* ``rows`` (stage 1 of the row pipeline): ``CLEAR`` zeroes the trace rows as it zeroes the
+  state rows;
+* ``updating`` (the row in stage 3 of ``UPDATE``): the trace tables read it, for its stage 4;
+* ``update`` (stage 4 of ``UPDATE``, ``P`` neurons): :class:`~neurofptt.hdl.traces.TraceUpdate`
   leaks and adds the row's traces ``zbar`` (with ``z(t-1)``) and ``obar`` (with ``z(t)``), and
-  the input traces ``xbar`` of the same row address, with the step's input bits; the new
-  membranes form ``psi_j``;
+  the input traces ``xbar`` of the same row address, with the step's input bits, over two
+  cycles; the new membranes form ``psi_j`` over three;
 * ``readout``: each readout sent becomes the error ``e_k``
   (:class:`~neurofptt.hdl.error.ReadoutError`, with the softmax error's passes before the
   sweep).
@@ -21,14 +22,16 @@ After the readout of a ``STEP`` whose payload has ``learn`` set (``control.start
 ``SWEEP`` state runs over ``W_out``, ``W_in`` and ``W_rec`` one word (``lanes`` synapses) per
 cycle (:class:`~neurofptt.hdl.sweep.SweepCounter`), in the order and with the random draws of
 the golden model: stage 0 addresses the weight word (and the ``W_bar`` and random-feedback
-words) and the per-neuron memories, stage 1 selects the factors, stage 2 forms the new weight
-word and stage 3 FPTT's new ``W_bar`` word (one
-:class:`~neurofptt.hdl.weight_update.WeightUpdateLane` per lane, draws from the
-:class:`~neurofptt.hdl.lfsr.LfsrBank`).  The ``W_out`` sweep also forms ``delta_j``
-(:class:`~neurofptt.hdl.learning_signal.LearningSignal`, written in stage 3); two idle cycles
-between the ``W_out`` and ``W_in`` sweeps let the last one arrive before ``W_in`` reads it, and
-``DRAIN`` waits for the last word to leave the pipeline, so an update takes
-:func:`~neurofptt.hdl.cost.learning_cycles_per_update` cycles plus one.  ``control.dump``
+words) and the per-neuron memories, ``READ`` registers every word read and the factors
+selected from them, and from ``LANE`` on one
+:class:`~neurofptt.hdl.weight_update.WeightUpdateLane` per lane forms the new weight word and
+FPTT's new ``W_bar`` word, a carry chain per stage, with draws from the
+:class:`~neurofptt.hdl.lfsr.LfsrBank` (:func:`sweep_timing` has the stages).  The ``W_out``
+sweep also forms ``delta_j`` (:class:`~neurofptt.hdl.learning_signal.LearningSignal`); ``gap``
+idle cycles between the ``W_out`` and ``W_in`` sweeps let the last one arrive before ``W_in``
+reads it, and ``DRAIN`` waits for the last word to leave the pipeline, so an update takes
+:func:`~neurofptt.hdl.cost.learning_cycles_per_update` cycles plus one.  The requests of the
+sequencer (an update, a dump) are registered before they act.  ``control.dump``
 streams every weight word (and ``W_bar`` word) out on ``o_weights``, so a testbench can read
 the learned state through the ports, and while the core is idle
 :class:`~neurofptt.hdl.weight_load.WeightLoad` takes the same words back on ``i_weights``.  The

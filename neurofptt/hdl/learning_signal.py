@@ -25,8 +25,8 @@ __all__ = ["LearningSignal", "signal_latency", "signal_word_layout", "trace_slot
 
 def signal_latency(cfg: HardwareConfig) -> int:
     """Cycles from a ``W_out`` word entering :class:`LearningSignal` to the ``delta_j`` it
-    completes: the products, the adder tree's registers, the running sum, ``L_j``, ``L_j
-    psi_j``; ``delta_j`` leaves in the cycle after the last."""
+    completes: one register each for the products, the adder tree's levels (one per two),
+    the running sum, ``L_j`` and ``L_j psi_j``; ``delta_j`` leaves from the last."""
     return 4 + tree_stages(cfg.lanes)
 
 

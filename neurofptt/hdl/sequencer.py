@@ -113,6 +113,7 @@ def sequencer_signature(cfg: HardwareConfig) -> wiring.Signature:
         "emitter": Out(emitter_signature(cfg)),
         "readout": Out(readout_control()),
         "idle": Out(1),
+        "drop": Out(1),
     }
     if learning:
         members["taken"] = Out(tap(events))
@@ -210,52 +211,71 @@ class Sequencer(wiring.Component):
         m.d.comb += inputs.index.eq(idx)
         if learning:
             m.d.comb += self.inputs.eq(inputs.bits)
+        # a SPIKE's first row is issued before the step's input set is looked up: the
+        # lookup (an n_in-to-1 multiplexer) would otherwise lie in front of every register the
+        # issue writes.  A repeat is dropped on the next cycle (``drop``: the row in stage 1 is
+        # discarded), which then takes events as IDLE does, so the repeat still costs one cycle.
+        repeat = Signal(name="repeat_q")
+        m.d.sync += repeat.eq(0)
+        m.d.comb += self.drop.eq(repeat)
+
         # the weight addresses come from registers through at most one multiplexer whose
-        # select is decoded from a register: a wide core spreads each memory over dozens of
+        # select is decoded from registers: a wide core spreads each memory over dozens of
         # block RAMs, and routing the address to all of them takes most of a cycle.  In IDLE
-        # (j = 0) the first fan-out word of whatever input is offered is read (from the event's
-        # index): whether the event is taken (a new input of the step) only decides the issue.
+        # (j = 0, or a repeat's cycle) the first fan-out word of whatever input is offered is
+        # read (from the event's index): whether the event is taken only decides the issue.
         m.d.comb += [
-            self.w_in_addr.eq(Mux(j != 0, waddr, in_start)),
+            self.w_in_addr.eq(Mux((j != 0) & ~repeat, waddr, in_start)),
             self.w_rec_addr.eq(self.run.index if rows == 1 else waddr),
             self.w_out_addr.eq(self.run.index if out_rows == 1 else waddr),
         ]
+
+        def take_events() -> None:
+            """IDLE's work: take an event and start what it asks for."""
+            taken = event.valid
+            if learning:  # a load, once started, has the core until its last word
+                control = self.learning
+                m.d.comb += [event.ready.eq(~control.loading), control.idle.eq(1)]
+                taken = taken & ~control.loading
+                m.d.comb += [self.taken.valid.eq(taken), self.taken.p.eq(event.p)]
+            else:
+                m.d.comb += event.ready.eq(1)
+            with m.If(taken), m.Switch(event.p.kind):
+                with m.Case(EventKind.SPIKE), m.If(idx < n_in):
+                    self._issue(m, RowOp.ACC_IN, 0)
+                    m.d.comb += inputs.add.eq(1)
+                    m.d.sync += repeat.eq(inputs.seen)
+                    if rows > 1:
+                        m.d.sync += [waddr.eq(in_start + 1), j.eq(1)]
+                        m.next = "ACC_IN"
+                with m.Case(EventKind.STEP):
+                    m.d.comb += self.spikes_restart.eq(1)
+                    m.d.sync += [j.eq(0), waddr.eq(times(self.run.index, rows))]
+                    with m.If(n_prev != 0):
+                        m.next = "REC"
+                    with m.Else():
+                        m.next = "UPDATE"
+                with m.Case(EventKind.CLEAR):
+                    m.d.comb += inputs.clear.eq(1)
+                    m.d.sync += [j.eq(0), n_prev.eq(0)]
+                    m.next = "CLEAR"
+            if learning:
+                with m.If(taken & (event.p.kind.as_value() == READ_WEIGHTS)):
+                    m.d.comb += self.learning.dump.eq(1)
+                    m.next = "DUMP"
+
         with m.FSM(init="CLEAR") as fsm:
             with m.State("IDLE"):
-                taken = event.valid
-                if learning:  # a load, once started, has the core until its last word
-                    control = self.learning
-                    m.d.comb += [event.ready.eq(~control.loading), control.idle.eq(1)]
-                    taken = taken & ~control.loading
-                    m.d.comb += [self.taken.valid.eq(taken), self.taken.p.eq(event.p)]
-                else:
-                    m.d.comb += event.ready.eq(1)
-                with m.If(taken), m.Switch(event.p.kind):
-                    with m.Case(EventKind.SPIKE), m.If((idx < n_in) & ~inputs.seen):
-                        self._issue(m, RowOp.ACC_IN, 0)
-                        m.d.comb += inputs.add.eq(1)
-                        if rows > 1:
-                            m.d.sync += [waddr.eq(in_start + 1), j.eq(1)]
-                            m.next = "ACC_IN"
-                    with m.Case(EventKind.STEP):
-                        m.d.comb += self.spikes_restart.eq(1)
-                        m.d.sync += [j.eq(0), waddr.eq(times(self.run.index, rows))]
-                        with m.If(n_prev != 0):
-                            m.next = "REC"
-                        with m.Else():
-                            m.next = "UPDATE"
-                    with m.Case(EventKind.CLEAR):
-                        m.d.comb += inputs.clear.eq(1)
-                        m.d.sync += [j.eq(0), n_prev.eq(0)]
-                        m.next = "CLEAR"
-                if learning:
-                    with m.If(taken & (event.p.kind.as_value() == READ_WEIGHTS)):
-                        m.d.comb += self.learning.dump.eq(1)
-                        m.next = "DUMP"
+                take_events()
 
             with m.State("ACC_IN"):
-                m.d.sync += waddr.eq(waddr + 1)
-                self._sweep(m, j, RowOp.ACC_IN, rows, "IDLE")
+                with m.If(repeat):  # the SPIKE taken on the last cycle was a repeat
+                    m.d.sync += j.eq(0)
+                    m.next = "IDLE"
+                    take_events()
+                with m.Else():
+                    m.d.sync += waddr.eq(waddr + 1)
+                    self._sweep(m, j, RowOp.ACC_IN, rows, "IDLE")
 
             with m.State("REC"):  # the cursor was restarted at the end of the last OUT
                 self._fan_out(m, j, waddr, RowOp.ACC_REC, rows, "UPDATE", restart=False)
@@ -319,5 +339,5 @@ class Sequencer(wiring.Component):
                     with m.State(state), m.If(self.learning.done):
                         m.next = "IDLE"
 
-        m.d.comb += self.idle.eq(fsm.ongoing("IDLE"))
+        m.d.comb += self.idle.eq(fsm.ongoing("IDLE") | (fsm.ongoing("ACC_IN") & repeat))
         return m

@@ -305,7 +305,7 @@ def test_overfull_resources_from_nextpnr_log() -> None:
         "Info: \t               SB_IO:      45/     39   115%\n"
         "Info:         logic LUTs:    563/24288     2%\n"
     )
-    assert synth._overfull(log) == {"SB_IO": (45, 39)}
+    assert synth.overfull_resources(log) == {"SB_IO": (45, 39)}
 
 
 def test_unknown_family_device_and_bad_top(tmp_path: Path) -> None:
@@ -348,8 +348,8 @@ def test_tool_next_to_interpreter_wins(tmp_path: Path, monkeypatch: pytest.Monke
     tool.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(bindir / "python"))
     monkeypatch.setenv("PATH", "")
-    assert synth._find_tool("yosys") == [str(tool)]
-    assert synth._find_tool("nextpnr-ecp5") is None
+    assert synth.find_tool("yosys") == [str(tool)]
+    assert synth.find_tool("nextpnr-ecp5") is None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -41,7 +41,13 @@ from neurofptt.onchip.factors import quotient_bits
 from neurofptt.quant.config import lane_rows
 from neurofptt.quant.network import QuantizedNetwork
 
-__all__ = ["GeneratedDesign", "design_description", "generate_verilog", "render_verilog"]
+__all__ = [
+    "GeneratedDesign",
+    "add_time_zero_kick",
+    "design_description",
+    "generate_verilog",
+    "render_verilog",
+]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -120,7 +126,16 @@ _TIME_ZERO_KICK = (
 )
 
 
-def _add_time_zero_kick(text: str) -> str:
+def add_time_zero_kick(text: str) -> str:
+    """Return ``text`` (Verilog from Amaranth's backend) with a simulation-only time-zero wake-up.
+
+    Every ``always @*`` block that the backend guards with a dummy ``reg ... = 0`` trigger gets an
+    ``initial #0`` assignment to that trigger inside `` `ifndef SYNTHESIS``, so event-driven
+    simulators (Icarus, Verilator's timing mode) evaluate the block once at time zero; synthesis
+    sees the text unchanged.  Any top that wraps the core (the board top, too) needs the same
+    treatment, hence a public helper.
+    """
+
     def insert(match: re.Match) -> str:
         return match.group(0) + _TIME_ZERO_KICK.format(
             indent=match.group(1), name=match.group(2) + " "
@@ -133,7 +148,7 @@ def render_verilog(net: QuantizedNetwork, name: str = "neurofptt_core") -> str:
     """Return the Verilog text of the core for ``net`` (top module ``name``)."""
     _check_name(name)
     core = LifCore(net)
-    return _add_time_zero_kick(verilog.convert(core, name=name, emit_src=False))
+    return add_time_zero_kick(verilog.convert(core, name=name, emit_src=False))
 
 
 def port_list(net: QuantizedNetwork) -> list[dict[str, Any]]:

@@ -40,7 +40,9 @@ __all__ = [
     "CriticalPath",
     "SynthReport",
     "count_resources",
+    "find_tool",
     "fpga_tools_available",
+    "overfull_resources",
     "parse_critical_paths",
     "parse_memory_mapping",
     "parse_nextpnr_report",
@@ -251,12 +253,13 @@ def _tool_names(tool: str) -> tuple[str, str]:
     return f"yowasp-{tool}", tool
 
 
-def _find_tool(tool: str) -> list[str] | None:
-    """Command prefix for ``tool``, or ``None`` when it is not installed.
+def find_tool(tool: str) -> list[str] | None:
+    """Command prefix for ``tool`` (``yosys`` or ``nextpnr-<family>``), or ``None`` when absent.
 
-    The venv that runs neurofptt is searched first, because ``pip install -e .[fpga]`` puts the
-    console scripts next to ``sys.executable`` even when that venv is not activated (so its
-    ``bin`` is not on ``PATH``).
+    The YoWASP console script is preferred to a native binary of the same tool.  The venv that
+    runs neurofptt is searched first, because ``pip install -e .[fpga]`` puts the console scripts
+    next to ``sys.executable`` even when that venv is not activated (so its ``bin`` is not on
+    ``PATH``).
     """
     yowasp, native = _tool_names(tool)
     here = shutil.which(yowasp, path=str(Path(sys.executable).parent))
@@ -270,7 +273,7 @@ def _find_tool(tool: str) -> list[str] | None:
 
 
 def _require_tool(tool: str) -> list[str]:
-    cmd = _find_tool(tool)
+    cmd = find_tool(tool)
     if cmd is None:
         yowasp, native = _tool_names(tool)
         raise ToolMissingError(
@@ -295,7 +298,7 @@ def fpga_tools_available(
     """
     _check_family(family)
     tools = ["yosys"] + ([f"nextpnr-{family}"] if place_and_route else [])
-    missing = [f"yowasp-{t}" for t in tools if _find_tool(t) is None]
+    missing = [f"yowasp-{t}" for t in tools if find_tool(t) is None]
     if missing:
         return False, f"{', '.join(missing)} not found; {INSTALL_HINT}"
     return True, "ok"
@@ -430,8 +433,13 @@ _UTIL_LINE = re.compile(r"^Info:\s+([A-Za-z0-9_ ]+?):\s+(\d+)/\s*(\d+)\s+\d+%\s*
 _IO_BELS = ("SB_IO", "TRELLIS_IO")
 
 
-def _overfull(log: str) -> dict[str, tuple[int, int]]:
-    """Resources nextpnr reported as used beyond what the part has (``{bel: (used, avail)}``)."""
+def overfull_resources(log: str) -> dict[str, tuple[int, int]]:
+    """Resources a nextpnr log reports as used beyond what the part has (``{bel: (used, avail)}``).
+
+    nextpnr stops with a generic error when a design does not fit; its utilisation table is the
+    only place that says which resource ran out, so a failed run's log is read to turn the failure
+    into a message that names it (pins versus logic call for different fixes).
+    """
     out = {}
     for line in log.splitlines():
         m = _UTIL_LINE.match(line.strip())
@@ -788,7 +796,7 @@ def _place_and_route(
     try:
         _run(cmd, cwd=work_dir, timeout_s=timeout_s, log=pnr_log, what=f"nextpnr-{family}")
     except SynthesisError as exc:
-        full = _overfull(pnr_log.read_text(errors="replace")) if pnr_log.is_file() else {}
+        full = overfull_resources(pnr_log.read_text(errors="replace")) if pnr_log.is_file() else {}
         if not full:
             raise
         what = ", ".join(f"{bel} {u}/{a}" for bel, (u, a) in full.items())

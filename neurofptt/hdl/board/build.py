@@ -36,9 +36,14 @@ from neurofptt.errors import ConfigError, SynthesisError, ToolMissingError
 from neurofptt.hdl.board.protocol import config_crc, learning_mode, weights_crc
 from neurofptt.hdl.board.top import RX_BUFFER, BoardTop
 from neurofptt.hdl.board.uart import baud_divisor
-from neurofptt.hdl.synth import INSTALL_HINT, count_resources, parse_nextpnr_report, parse_stat_json
-from neurofptt.hdl.synth import _find_tool as find_tool
-from neurofptt.hdl.synth import _overfull as overfull
+from neurofptt.hdl.synth import (
+    INSTALL_HINT,
+    count_resources,
+    find_tool,
+    overfull_resources,
+    parse_nextpnr_report,
+    parse_stat_json,
+)
 from neurofptt.io import write_json
 from neurofptt.quant.network import QuantizedNetwork
 
@@ -187,7 +192,8 @@ def build_board(
     bitstream_file = build_dir / f"top.{spec.bitstream}"
     if proc.returncode != 0 or not bitstream_file.is_file():
         tool_log = build_dir / ("top.tim" if (build_dir / "top.json").is_file() else "top.rpt")
-        full = overfull(tool_log.read_text(errors="replace")) if tool_log.is_file() else {}
+        tool_text = tool_log.read_text(errors="replace") if tool_log.is_file() else ""
+        full = overfull_resources(tool_text)
         if full:
             what = ", ".join(f"{bel} {used}/{available}" for bel, (used, available) in full.items())
             raise SynthesisError(

@@ -26,7 +26,7 @@ from neurofptt.hdl.board.encoder import ResponseEncoder
 from neurofptt.hdl.board.protocol import BoardInfo, info_record
 from neurofptt.hdl.board.uart import UartRx, UartTx
 from neurofptt.hdl.core import LifCore
-from neurofptt.hdl.generate import _add_time_zero_kick as add_time_zero_kick
+from neurofptt.hdl.generate import add_time_zero_kick
 from neurofptt.quant.network import QuantizedNetwork
 
 __all__ = ["BOARD_TOP", "RX_BUFFER", "BoardTop", "render_board_verilog"]

@@ -25,6 +25,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from neurofptt import __version__
+from neurofptt.bench.ddp import DEFAULT_BATCH as DDP_BATCH
+from neurofptt.bench.ddp import DEFAULT_HIDDEN as DDP_HIDDEN
+from neurofptt.bench.ddp import DEFAULT_RULES as DDP_RULES
+from neurofptt.bench.ddp import bench_ddp
+from neurofptt.bench.ddp import format_table as format_ddp_table
 from neurofptt.bench.golden import DEFAULT_NETWORKS as GOLDEN_NETWORKS
 from neurofptt.bench.golden import bench_golden, network_name, parse_networks
 from neurofptt.bench.golden import format_table as format_golden_table
@@ -466,6 +471,21 @@ def _add_bench_parser(sub: _Subcommands) -> None:
     g.add_argument("--repeats", type=int, default=5, help="timed rounds per network (median)")
     g.add_argument("--threads", type=int, default=1, help="threads of torch and numpy's BLAS")
     g.add_argument("--json", type=Path, default=None, help="also write the result here")
+    d = bench.add_parser(
+        "ddp",
+        help="training samples/s of one process against N data-parallel processes (torchrun)",
+    )
+    d.add_argument(
+        "--rules", type=rule_list, default=",".join(DDP_RULES), help="comma-separated rule names"
+    )
+    d.add_argument("--processes", type=int, default=2, help="data-parallel processes")
+    d.add_argument("--hidden", type=int, default=DDP_HIDDEN, help="hidden LIF neurons")
+    d.add_argument("--batch", type=int, default=DDP_BATCH, help="samples per batch (all ranks)")
+    d.add_argument("--epochs", type=int, default=3, help="timed epochs per point (median)")
+    d.add_argument(
+        "--samples", type=int, default=None, help="train on the first N digits (default all)"
+    )
+    d.add_argument("--json", type=Path, default=None, help="also write the result here")
 
 
 def _add_sweep_parser(sub: _Subcommands) -> None:
@@ -845,6 +865,14 @@ def run_bench(args: argparse.Namespace) -> list[dict] | dict:
         return run_bench_threads(args)
     if args.bench == "golden":
         return run_bench_golden(args)
+    if args.bench == "ddp":
+        result = bench_ddp(
+            args.rules, args.processes, args.hidden, args.batch, args.epochs, args.samples
+        )
+        print(format_ddp_table(result), file=sys.stderr)
+        if args.json is not None:
+            write_json(args.json, result)
+        return result
     try:
         lengths = [int(t) for t in args.T.split(",")]
     except ValueError as exc:

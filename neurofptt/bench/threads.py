@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from neurofptt.errors import ConfigError
+from neurofptt.learning.distributed import barrier, shard
 from neurofptt.learning.registry import build_model, check_combination
 from neurofptt.learning.threads import (
     PARALLEL_WORK,
@@ -59,29 +60,41 @@ DEFAULT_THREADS = ("1", "2", "default")
 TASK = "digits"
 
 
-def measure(
-    rule: str, hidden: int, batch: int, threads: int | None, epochs: int = 2, seed: int = 0
-) -> dict[str, Any]:
-    """Time ``epochs`` training epochs of a LIF network on the digits task in this process, with
-    ``threads`` torch threads (``None``: torch's default, left untouched)."""
-    if threads is not None:
-        set_threads(threads)
+def time_epochs(
+    rule: str, hidden: int, batch: int, epochs: int, seed: int = 0, samples: int | None = None
+) -> tuple[dict[str, Any], list[float]]:
+    """Train a LIF network of ``hidden`` neurons with ``rule`` on the digits task (its first
+    ``samples`` training sequences, all by default) at ``batch``: one warm-up batch, then
+    ``epochs`` epochs in seeded order; returns the record's network fields and each epoch's
+    seconds.
+
+    Under ``torchrun`` each process takes its share of every batch
+    (:func:`~neurofptt.learning.distributed.shard`), as ``neurofptt train`` does, and the
+    processes start every epoch together (a barrier) and end it together (the barrier after its
+    last update), so an epoch's time is the whole group's; one process trains every sample."""
     torch.manual_seed(seed)
     task = load_task(TASK)
     data = task.train
+    n = len(data) if samples is None else min(samples, len(data))
     cfg = replace(TrainConfig(), rule=rule, model="lif", batch_size=batch, lr=1e-3)
     engine = make_rule(cfg, build_model("lif", data.n_in, hidden, task.n_out))
     generator = torch.Generator().manual_seed(seed)
-    engine.train_batch(data.x[:batch], data.y[:batch])  # warm-up: allocations, thread start-up
+
+    def train(indices: torch.Tensor) -> None:
+        idx, engine.counted = shard(indices)
+        engine.train_batch(data.x[idx], data.y[idx])
+
+    train(torch.arange(min(batch, n)))  # warm-up: allocations, thread start-up
     times = []
     for _ in range(epochs):
-        order = torch.randperm(len(data), generator=generator)
+        order = torch.randperm(n, generator=generator)
+        barrier()
         start = time.perf_counter()
-        for first in range(0, len(data), batch):
-            idx = order[first : first + batch]
-            engine.train_batch(data.x[idx], data.y[idx])
+        for first in range(0, n, batch):
+            train(order[first : first + batch])
+        barrier()
         times.append(time.perf_counter() - start)
-    return {
+    record = {
         "rule": rule,
         "task": TASK,
         "n_in": data.n_in,
@@ -89,7 +102,21 @@ def measure(
         "n_out": task.n_out,
         "batch": batch,
         "steps": data.steps,
-        "samples": len(data),
+        "samples": n,
+    }
+    return record, times
+
+
+def measure(
+    rule: str, hidden: int, batch: int, threads: int | None, epochs: int = 2, seed: int = 0
+) -> dict[str, Any]:
+    """Time ``epochs`` training epochs of a LIF network on the digits task in this process, with
+    ``threads`` torch threads (``None``: torch's default, left untouched)."""
+    if threads is not None:
+        set_threads(threads)
+    record, times = time_epochs(rule, hidden, batch, epochs, seed)
+    return {
+        **record,
         "work": step_work(batch, hidden),
         "threads_setting": "default" if threads is None else threads,
         "threads": torch.get_num_threads(),
@@ -98,23 +125,33 @@ def measure(
     }
 
 
+def run_json(cmd: list[str], env: dict[str, str], what: str) -> dict[str, Any]:
+    """Run ``cmd`` (a fresh process) and return the JSON record on the last line of its output;
+    a failure is a :class:`~neurofptt.errors.ConfigError` naming ``what`` failed."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode != 0:
+        raise ConfigError(f"{what} failed:\n{proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def thread_env(threads: int | None) -> dict[str, str]:
+    """This process's environment for a child with ``threads`` threads (``None``: without the
+    thread variables, torch's own choice); OpenMP reads them as it starts."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_ENV}
+    if threads is not None:
+        env.update(dict.fromkeys(THREAD_ENV, str(threads)))
+    return env
+
+
 def run_isolated(
     rule: str, hidden: int, batch: int, threads: int | None, epochs: int
 ) -> dict[str, Any]:
     """:func:`measure` in a fresh interpreter, its environment set for ``threads``."""
-    env = {k: v for k, v in os.environ.items() if k not in THREAD_ENV}
-    if threads is not None:
-        env.update(dict.fromkeys(THREAD_ENV, str(threads)))
     setting = "default" if threads is None else str(threads)
     cmd = [sys.executable, "-m", "neurofptt.bench.threads", "--one", rule, str(hidden)]
     cmd += [str(batch), setting, str(epochs)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    if proc.returncode != 0:
-        raise ConfigError(
-            f"thread benchmark of {rule!r} with {hidden} hidden, batch {batch}, {setting} "
-            f"threads failed:\n{proc.stderr.strip()[-2000:]}"
-        )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    what = f"thread benchmark of {rule!r} with {hidden} hidden, batch {batch}, {setting} threads"
+    return run_json(cmd, thread_env(threads), what)
 
 
 def parse_threads(values: list[str]) -> list[int | None]:

@@ -16,8 +16,9 @@ from neurofptt.errors import ConfigError
 from neurofptt.io import check_field_types, check_table, from_table, load_toml
 from neurofptt.learning.trainer import TrainConfig
 from neurofptt.quant.config import HardwareConfig
-from neurofptt.tasks import TASKS, check_task_name, load_task
+from neurofptt.tasks import TASKS, check_task_name, is_data_path, load_task
 from neurofptt.tasks.files import data_info
+from neurofptt.tasks.memory import derive_leak
 from neurofptt.verify.runner import SIMULATORS
 
 #: the share of the training samples held out to pick the reported epoch on, for the flow's
@@ -79,13 +80,32 @@ def task_sizes(task: str) -> dict[str, int]:
     return {k: v for k, v in sizes.items() if v is not None}
 
 
+def task_leak(task: str, hardware: dict[str, Any]) -> dict[str, Any] | None:
+    """The membrane leak that the task's training split asks for
+    (:func:`~neurofptt.tasks.memory.derive_leak`, at most ``membrane_bits - 1`` of the
+    ``hardware`` table or the default), as its record; ``None`` for a data file that is not
+    there (a config may name a file on another machine; loading the task later says so)."""
+    if task not in TASKS and is_data_path(task) and not Path(task).is_file():
+        return None
+    data = load_task(task)
+    bits = hardware.get("membrane_bits")  # a wrong type is refused when the config is built
+    max_shift = (bits if isinstance(bits, int) else HardwareConfig.membrane_bits) - 1
+    return derive_leak(data.train, data.target, max_shift).to_dict()
+
+
 @dataclass(frozen=True)
 class FlowConfig:
-    """The whole flow's settings: one dataclass per table, each with the demo's defaults."""
+    """The whole flow's settings: one dataclass per table, each with the demo's defaults.
+
+    ``derived`` records the hardware settings that came from the task rather than the file (the
+    leak: :func:`task_leak`), for the run's records; it is not a table of the file, since the
+    values are in ``hardware`` already.
+    """
 
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     flow: FlowSettings = field(default_factory=FlowSettings)
+    derived: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,17 +118,30 @@ class FlowConfig:
     def from_dict(cls, data: Any) -> FlowConfig:
         """A config from a file's tables; a table or option it leaves out takes the defaults,
         except the network's inputs and classes, which come from the flow's task
-        (:func:`task_sizes`) unless the hardware table sets them; a size the table sets and
+        (:func:`task_sizes`), and the membrane leak, which the task's label layout gives
+        (:func:`task_leak`), unless the hardware table sets them; a size the table sets and
         the task contradicts is refused when the task is loaded, with the fix."""
-        tables = from_table(cls, check_table(data, "config"), "config")
+        if "derived" in check_table(data, "config"):
+            raise ConfigError(
+                "config: 'derived' is what a run records, not a table; set hardware.leak_shift "
+                "to choose the leak"
+            )
+        tables = from_table(cls, data, "config")
         flow = FlowSettings(**from_table(FlowSettings, tables.get("flow", {}), "flow"))
         hardware = check_table(tables.get("hardware", {}), "hardware")
+        derived: dict[str, Any] = {}
         if "n_in" not in hardware or "n_out" not in hardware:
             hardware = {**task_sizes(flow.task), **hardware}
+        if "leak_shift" not in hardware:
+            leak = task_leak(flow.task, hardware)
+            if leak is not None:
+                hardware = {**hardware, "leak_shift": leak["leak_shift"]}
+                derived["leak"] = leak
         return cls(
             hardware=HardwareConfig.from_dict(hardware),
             train=TrainConfig.from_dict(tables.get("train", {})),
             flow=flow,
+            derived=derived,
         )
 
     @classmethod

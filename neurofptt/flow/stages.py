@@ -123,7 +123,9 @@ def stage_train(
     under the name the sweeps and reports read), ``train_samples``, ``val_samples``,
     ``val_split``, ``val_fraction``, ``seconds``, ``threads`` (torch's thread count, set by the
     caller: :mod:`neurofptt.learning.threads`), ``processes`` (the data-parallel ranks,
-    :mod:`neurofptt.learning.distributed`; only rank 0 writes) and ``checkpoint``.
+    :mod:`neurofptt.learning.distributed`; only rank 0 writes), ``checkpoint`` and
+    ``derived`` (the hardware settings taken from the task, with the rule and the numbers that
+    gave them: :attr:`~neurofptt.flow.config.FlowConfig.derived`).
     """
     out.mkdir(parents=True, exist_ok=True)
     task = load_flow_task(cfg)
@@ -150,6 +152,7 @@ def stage_train(
         "threads": torch.get_num_threads(),  # what the seconds were measured with
         "processes": world_size(),  # data-parallel ranks (torchrun), each with those threads
         "checkpoint": str(out / CHECKPOINT),
+        "derived": cfg.derived,
     }
     if is_main():
         write_json(out / "train.json", record)

@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from neurofptt.bench.threads import conditions
-from neurofptt.flow.config import VAL_FRACTION
+from neurofptt.flow.config import VAL_FRACTION, task_leak
 from neurofptt.flow.onchip_train import halving_period, train_onchip
 from neurofptt.flow.onchip_tune import learn_at_task_rate
 from neurofptt.learning.threads import set_threads
@@ -34,22 +34,23 @@ from neurofptt.onchip import fan_in_spreads, random_network
 from neurofptt.quant.config import HardwareConfig, LearningConfig
 from neurofptt.tasks import load_task
 
-#: the core of each task: the default hardware with the task's inputs and classes, and for cue
-#: accumulation a membrane and trace leak that keeps a cue through the delay (``2**-7`` over the
-#: 120 steps from the cues to the recall of the binned trial, ``2**-10`` over the 1,200 of the
-#: full one)
+#: the core of each task: the default hardware with the task's inputs and classes; the membrane
+#: and trace leak comes from the task's label layout (:func:`~neurofptt.flow.config.task_leak`)
 TASK_HARDWARE: dict[str, dict[str, int]] = {
     "digits": {},
-    "cue-accumulation-short": {"n_in": 40, "n_out": 2, "leak_shift": 7},
-    "cue-accumulation": {"n_in": 40, "n_out": 2, "leak_shift": 10},
+    "cue-accumulation-short": {"n_in": 40, "n_out": 2},
+    "cue-accumulation": {"n_in": 40, "n_out": 2},
 }
 RULES = ("eprop", "fptt")
 
 
 def task_hardware(task: str, rule: str) -> HardwareConfig:
-    """The core :data:`TASK_HARDWARE` gives ``task``, with the default learning constants of
-    ``rule``."""
-    return HardwareConfig(**TASK_HARDWARE[task], learning=LearningConfig(mode=rule))
+    """The core :data:`TASK_HARDWARE` gives ``task``, with the leak derived from the task and the
+    default learning constants of ``rule``."""
+    leak = task_leak(task, {})["leak_shift"]  # type: ignore[index]
+    return HardwareConfig(
+        **TASK_HARDWARE[task], leak_shift=leak, learning=LearningConfig(mode=rule)
+    )
 
 
 def bench_point(
@@ -99,7 +100,7 @@ def bench_point(
         "epochs": epochs,
         "train_samples": history.train_samples,
         "val_samples": history.val_samples,
-        "hardware": TASK_HARDWARE[task],
+        "hardware": {**TASK_HARDWARE[task], "leak_shift": hw.leak_shift},
         **rate,
         "picked_epoch": history.picked_epoch,
         "val_accuracy": history.epochs[history.picked_epoch - 1]["val_accuracy"],

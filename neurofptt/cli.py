@@ -54,6 +54,7 @@ from neurofptt.flow.stages import (
     check_learning_record,
     stage_verify_learning,
 )
+from neurofptt.flow.tune import tune_and_train
 from neurofptt.hdl.board.build import BOARDS, build_board
 from neurofptt.hdl.board.protocol import DEFAULT_BAUD
 from neurofptt.hdl.synth import FAMILIES
@@ -284,7 +285,13 @@ def _add_train_parser(sub: _Subcommands) -> None:
         help="golden engine: start from this quantized.npz (at the rate lowered by "
         "train.onchip_finetune_shift, plus alpha_shift - 1 for fptt)",
     )
-    _add_tune(p, "--engine golden")
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="float engine: train the first epochs at rates around train.lr (and leak shifts "
+        "around a derived one), in parallel, and go on from the best on the validation split; "
+        "golden engine: the same over error shifts around the one derived from the task",
+    )
     p.add_argument(
         "--val-fraction",
         type=fraction,
@@ -683,8 +690,6 @@ def run(args: argparse.Namespace) -> object:
         if args.val_fraction is not None:
             flow_settings = dataclasses.replace(cfg.flow, val_fraction=args.val_fraction)
             cfg = dataclasses.replace(cfg, flow=flow_settings)
-        if args.tune and args.engine != "golden":
-            raise ConfigError("--tune goes with --engine golden (it tunes on-chip learning)")
         if args.engine == "golden":
             record = stage_train_onchip(
                 cfg,
@@ -696,7 +701,10 @@ def run(args: argparse.Namespace) -> object:
             )
             return {k: v for k, v in record.items() if k != "history"}
         cfg = cfg.override(rule=args.rule, model=args.model)
-        record = flow.stage_train(cfg, out, resume=args.resume, progress=not args.no_progress)
+        if args.tune:
+            record = tune_and_train(cfg, out, resume=args.resume, progress=not args.no_progress)
+        else:
+            record = flow.stage_train(cfg, out, resume=args.resume, progress=not args.no_progress)
         return {k: v for k, v in record.items() if k != "history"}
     if args.command == "quantize":
         if args.nir is not None:

@@ -150,11 +150,9 @@ def test_train_tune_records_the_grid_and_goes_on_from_the_best(tmp_path: Path) -
         assert np.array_equal(a, b)
 
 
-def test_tune_goes_with_on_chip_learning(tmp_path: Path, capsys) -> None:
+def test_flow_tune_goes_with_on_chip_learning(tmp_path: Path, capsys) -> None:
     config = tmp_path / "cue.toml"
     config.write_text(CONFIG)
     args = ["--config", str(config), "--out", str(tmp_path / "x"), "--tune", "--no-progress"]
-    assert main(["train", *args]) == 2
-    assert "--tune goes with --engine golden" in capsys.readouterr().err
     assert main(["flow", *args]) == 2
     assert "--tune goes with --learning" in capsys.readouterr().err

@@ -456,7 +456,7 @@ def _check_task(model: RecurrentModel, task: TaskData) -> None:
 
 
 @dataclass
-class _FitRun:
+class FitRun:
     """One call of :func:`fit`: what every epoch reads (the model, the task with its validation
     split, the rule and the shuffling generator) and the bookkeeping that outlives an epoch (the
     finished epochs and the picked one), which the checkpoint saves and ``resume`` restores."""
@@ -610,6 +610,16 @@ class _FitRun:
                 file=sys.stderr,
             )
 
+    def train_until(self, epochs: int) -> None:
+        """Train, score and keep each epoch from the last finished one up to ``epochs`` (at most
+        the config's); the run's schedule is the config's whatever ``epochs`` is, so the first
+        epochs of a run are those of the whole run."""
+        for epoch in range(self.state.epoch, min(epochs, self.cfg.epochs)):
+            record = self.train_epoch(epoch)
+            self.score(epoch, record)
+            self.finish_epoch(record)
+        barrier()  # the last checkpoint is on disk before any rank returns
+
     def outcome(self) -> FitHistory:
         """The records and the reported epoch: the picked one, with its weights loaded into the
         model and the test set scored once for it, or the last one without a validation split."""
@@ -641,6 +651,49 @@ class _FitRun:
             val_samples=0 if task.val is None else len(task.val),
             val_split=self.val_split,
         )
+
+
+def start_run(
+    model: RecurrentModel,
+    task: TaskData,
+    cfg: TrainConfig,
+    checkpoint: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    meta: dict[str, Any] | None = None,
+    val_fraction: float = 0.0,
+) -> FitRun:
+    """The run :func:`fit` trains (the arguments are its), set up and, with ``resume`` and a
+    checkpoint, continued to where that left off, but not yet trained: a caller that wants
+    only the first epochs of a run (:mod:`neurofptt.flow.tune`) trains them with
+    :meth:`FitRun.train_until` and reads their records from ``state.history``, without
+    scoring the test set."""
+    _check_task(model, task)
+    # before the rule, whose state follows the weights; torchrun's ranks join their group here
+    model.to(start_processes(training_device(cfg.device)))
+    check_rule(cfg.rule)
+    val_split = "task" if task.val is not None else "held out" if val_fraction else "none"
+    task = with_validation(task, val_fraction, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    run = FitRun(
+        model=model,
+        task=task,
+        cfg=cfg,
+        rule=make_rule(cfg, model, task.target),
+        generator=torch.Generator().manual_seed(cfg.seed),
+        checkpoint=Path(checkpoint),
+        meta=dict(meta or {}, train=cfg.to_dict()),
+        val_split=val_split,
+        progress=progress and is_main(),
+    )
+    if val_fraction:
+        run.meta["val_fraction"] = val_fraction
+    if resume and run.checkpoint.is_file():
+        run.resume()
+    if is_main():
+        write_jsonl(run.log, run.state.history)
+    return run
 
 
 def fit(
@@ -677,33 +730,15 @@ def fit(
     and ends exactly where an uninterrupted run would; ``metrics.jsonl`` restarts from the
     checkpoint's records, so it never repeats an epoch.
     """
-    _check_task(model, task)
-    # before the rule, whose state follows the weights; torchrun's ranks join their group here
-    model.to(start_processes(training_device(cfg.device)))
-    check_rule(cfg.rule)
-    val_split = "task" if task.val is not None else "held out" if val_fraction else "none"
-    task = with_validation(task, val_fraction, cfg.seed)
-    torch.manual_seed(cfg.seed)
-    run = _FitRun(
-        model=model,
-        task=task,
-        cfg=cfg,
-        rule=make_rule(cfg, model, task.target),
-        generator=torch.Generator().manual_seed(cfg.seed),
-        checkpoint=Path(checkpoint),
-        meta=dict(meta or {}, train=cfg.to_dict()),
-        val_split=val_split,
-        progress=progress and is_main(),
+    run = start_run(
+        model,
+        task,
+        cfg,
+        checkpoint,
+        resume=resume,
+        progress=progress,
+        meta=meta,
+        val_fraction=val_fraction,
     )
-    if val_fraction:
-        run.meta["val_fraction"] = val_fraction
-    if resume and run.checkpoint.is_file():
-        run.resume()
-    if is_main():
-        write_jsonl(run.log, run.state.history)
-    for epoch in range(run.state.epoch, cfg.epochs):
-        record = run.train_epoch(epoch)
-        run.score(epoch, record)
-        run.finish_epoch(record)
-    barrier()  # the last checkpoint is on disk before any rank returns
+    run.train_until(cfg.epochs)
     return run.outcome()

@@ -30,6 +30,9 @@ from neurofptt.bench.ddp import DEFAULT_HIDDEN as DDP_HIDDEN
 from neurofptt.bench.ddp import DEFAULT_RULES as DDP_RULES
 from neurofptt.bench.ddp import bench_ddp
 from neurofptt.bench.ddp import format_table as format_ddp_table
+from neurofptt.bench.float_learning import RULES as FLOAT_RULES
+from neurofptt.bench.float_learning import bench_float_learning
+from neurofptt.bench.float_learning import format_table as format_float_table
 from neurofptt.bench.golden import DEFAULT_NETWORKS as GOLDEN_NETWORKS
 from neurofptt.bench.golden import bench_golden, network_name, parse_networks
 from neurofptt.bench.golden import format_table as format_golden_table
@@ -69,7 +72,7 @@ from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.studies.reproduce import REPRODUCTIONS, results_table, run_reproduction
 from neurofptt.studies.sweep import BACKENDS, load_sweep, summary_table
 from neurofptt.studies.sweep import run_sweep as run_grid
-from neurofptt.tasks import TASKS, format_info, info_command, make_command
+from neurofptt.tasks import TASKS, check_task_name, format_info, info_command, make_command
 from neurofptt.tasks.convert import FORMATS as CONVERT_FORMATS
 from neurofptt.tasks.convert import ConvertOptions, convert_command
 from neurofptt.verify.runner import SIMULATORS
@@ -478,6 +481,21 @@ def _add_bench_parser(sub: _Subcommands) -> None:
     g.add_argument("--repeats", type=int, default=5, help="timed rounds per network (median)")
     g.add_argument("--threads", type=int, default=1, help="threads of torch and numpy's BLAS")
     g.add_argument("--json", type=Path, default=None, help="also write the result here")
+    f = bench.add_parser(
+        "float-learning",
+        help="test accuracy of float training over seeds per task and rule, at the leak "
+        "derived from the task (and with --tune)",
+    )
+    f.add_argument("--tasks", default="digits", help="comma-separated task names")
+    f.add_argument(
+        "--rules", type=rule_list, default=",".join(FLOAT_RULES), help="comma-separated rules"
+    )
+    f.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
+    f.add_argument("--epochs", type=int, default=30, help="epochs per run")
+    f.add_argument("--samples", type=int, default=0, help="n_train of the task (0: its own)")
+    f.add_argument("--tune", action="store_true", help="each run as `neurofptt train --tune`")
+    f.add_argument("--runs", type=Path, default=None, help="keep the runs here (default: none)")
+    f.add_argument("--json", type=Path, default=None, help="also write the result here")
     d = bench.add_parser(
         "ddp",
         help="training samples/s of one process against N data-parallel processes (torchrun)",
@@ -873,6 +891,8 @@ def run_bench(args: argparse.Namespace) -> list[dict] | dict:
         return run_bench_threads(args)
     if args.bench == "golden":
         return run_bench_golden(args)
+    if args.bench == "float-learning":
+        return run_bench_float_learning(args)
     if args.bench == "ddp":
         result = bench_ddp(
             args.rules, args.processes, args.hidden, args.batch, args.epochs, args.samples
@@ -892,6 +912,29 @@ def run_bench(args: argparse.Namespace) -> list[dict] | dict:
     if args.plot is not None:
         plot_records(records, str(args.plot))
     return records
+
+
+def run_bench_float_learning(args: argparse.Namespace) -> dict:
+    """``bench float-learning``: the table on stderr, the result as JSON."""
+    tasks = args.tasks.split(",")
+    for task in tasks:
+        check_task_name(task)
+    if args.seeds < 1 or args.epochs < 1 or args.samples < 0:
+        raise ConfigError("--seeds and --epochs must be >= 1 and --samples >= 0")
+    set_threads(1)
+    result = bench_float_learning(
+        tasks,
+        args.rules,
+        args.seeds,
+        args.epochs,
+        samples=args.samples,
+        tune=args.tune,
+        runs=args.runs,
+    )
+    print(format_float_table(result["summary"]), file=sys.stderr)
+    if args.json is not None:
+        write_json(args.json, result)
+    return result
 
 
 def run_bench_golden(args: argparse.Namespace) -> dict:

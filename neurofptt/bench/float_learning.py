@@ -1,0 +1,181 @@
+"""Accuracy of float training over seeds, per task and rule, at the defaults (the leak derived
+from the task) and with ``--tune``: ``neurofptt bench float-learning`` prints JSON.
+
+Each point is what ``neurofptt train --task TASK --rule RULE`` does with a config that sets only
+``train.epochs`` and ``train.seed`` (the seed draws the weights and orders the samples): the
+task's inputs, classes and leak come from the task (:meth:`~neurofptt.flow.config.FlowConfig.
+from_dict`), the epoch with the best validation accuracy is picked, and ``test_accuracy`` is
+that epoch's, scored once; with ``tune`` the run is ``neurofptt train --tune``'s
+(:mod:`neurofptt.flow.tune`).  ``samples`` > 0 draws the task with that many training samples
+(its ``n_train``; the validation and test splits keep their sizes) into a data file first, as
+``neurofptt data make --set n_train=N`` does, so that long tasks fit a budget.
+
+Besides the picked epoch's scores a record gives ``swing``: the largest change of the validation
+accuracy from one epoch to the next after epoch :data:`SETTLED` (a run that settles changes
+little; one that jumps between solutions is not stable however good its best epoch).  The
+summary (:func:`~neurofptt.bench.learning.summarize`'s mean, standard deviation and worst seed
+per task, rule and tuning) adds the largest swing of the seeds and the mean derived leak.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from neurofptt.bench.learning import summarize
+from neurofptt.bench.threads import conditions
+from neurofptt.flow.config import FlowConfig
+from neurofptt.flow.stages import stage_train
+from neurofptt.flow.tune import tune_and_train
+from neurofptt.tasks import make_command
+
+#: the rules measured by default: the offline reference and the two online rules
+RULES = ("bptt", "fptt", "eprop")
+#: epochs after which a run should have settled (the swing is measured from here on)
+SETTLED = 5
+
+
+def swing(history: list[dict[str, Any]], key: str = "val_accuracy", after: int = SETTLED) -> float:
+    """The largest change of ``key`` between consecutive epochs after epoch ``after`` (0 for a
+    run too short to have one)."""
+    scores = [record[key] for record in history[after - 1 :]] if after > 0 else []
+    return max((abs(b - a) for a, b in pairwise(scores)), default=0.0)
+
+
+def task_source(task: str, samples: int, folder: Path) -> str:
+    """The task to train on: ``task`` itself, or (``samples`` > 0) a data file of it with that
+    many training samples written into ``folder``."""
+    if not samples:
+        return task
+    path = folder / f"{task}-{samples}.npz"
+    if not path.is_file():
+        make_command(task, path, [f"n_train={samples}"])
+    return str(path)
+
+
+def bench_point(
+    task: str,
+    rule: str,
+    seed: int,
+    epochs: int,
+    folder: Path,
+    *,
+    samples: int = 0,
+    tune: bool = False,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """One run (the module docstring) in ``folder``; ``workers``: the tuning's processes."""
+    source = task_source(task, samples, folder)
+    cfg = FlowConfig.from_dict(
+        {"flow": {"task": source}, "train": {"epochs": epochs, "seed": seed, "rule": rule}}
+    )
+    run_dir = folder / f"{task}-{rule}-{seed}{'-tune' if tune else ''}"
+    start = time.perf_counter()
+    if tune:
+        record = tune_and_train(cfg, run_dir, progress=False, workers=workers)
+    else:
+        record = stage_train(cfg, run_dir, progress=False)
+    history = record["history"]
+    return {
+        "task": task,
+        "rule": rule,
+        "seed": seed,
+        "tuned": tune,
+        "forced_offset": None,  # the keys summarize() groups by: no error shift in float
+        "error_shift_offset": None,
+        "epochs": epochs,
+        "train_samples": record["train_samples"],
+        "val_samples": record["val_samples"],
+        "hardware": {"leak_shift": cfg.hardware.leak_shift, "n_rec": cfg.hardware.n_rec},
+        "derived": cfg.derived,
+        "tune": record.get("tune"),
+        "picked_epoch": record["picked_epoch"],
+        "val_accuracy": record["val_accuracy"],
+        "test_accuracy": record["test_accuracy"],
+        "swing": swing(history),
+        "history": history,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def summarize_float(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`~neurofptt.bench.learning.summarize` with, per row, the seeds' largest swing and
+    their leak shifts (the tuned one where tuning chose it)."""
+    rows = summarize(records)
+    for row in rows:
+        runs = [
+            r
+            for r in records
+            if (r["task"], r["rule"], r["tuned"]) == (row["task"], row["rule"], row["tuned"])
+        ]
+        row.pop("offsets")
+        row["swing"] = max(run["swing"] for run in runs)
+        row["leak_shifts"] = [
+            run["tune"]["leak_shift"] if run["tune"] else run["hardware"]["leak_shift"]
+            for run in runs
+        ]
+        row["picked_epochs"] = [run["picked_epoch"] for run in runs]
+    return rows
+
+
+def format_table(summary: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'task':<24} {'rule':<6} {'tuned':<5} {'mean':>6} {'std':>6} {'worst':>6} "
+        f"{'swing':>6} leak"
+    ]
+    for row in summary:
+        lines.append(
+            f"{row['task']:<24} {row['rule']:<6} {row['tuned']!s:<5} {row['mean']:>6.3f} "
+            f"{row['std']:>6.3f} {row['worst']:>6.3f} {row['swing']:>6.3f} {row['leak_shifts']}"
+        )
+    return "\n".join(lines)
+
+
+def bench_float_learning(
+    tasks: list[str],
+    rules: list[str],
+    seeds: int,
+    epochs: int,
+    *,
+    samples: int = 0,
+    tune: bool = False,
+    runs: Path | None = None,
+) -> dict[str, Any]:
+    """Every task x rule x seed (``0 .. seeds - 1``) point, trained in turn in ``runs`` (a
+    temporary folder if ``None``); returns the conditions (machine and load before and after),
+    the arguments, the summary and the records."""
+    before = conditions()
+    arguments = {"tasks": tasks, "rules": rules, "seeds": seeds, "epochs": epochs}
+    arguments |= {"samples": samples, "tune": tune}
+    records = []
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = runs or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        for task in tasks:
+            for rule in rules:
+                for seed in range(seeds):
+                    record = bench_point(
+                        task, rule, seed, epochs, folder, samples=samples, tune=tune
+                    )
+                    records.append(record)
+                    print(
+                        f"{task} {rule} seed {seed}: leak {record['hardware']['leak_shift']}, "
+                        f"test {record['test_accuracy']:.3f} (epoch {record['picked_epoch']}), "
+                        f"swing {record['swing']:.2f} ({record['seconds']:.0f} s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    summary = summarize_float(records)
+    after = conditions()["load_average"]
+    return {
+        "conditions": {**before, "load_average_after": after},
+        "arguments": arguments,
+        "summary": summary,
+        "records": records,
+        "mean_seconds": statistics.fmean(r["seconds"] for r in records) if records else 0.0,
+    }

@@ -338,7 +338,7 @@ class FPTT(Rule):
         """:meth:`_graph_chunk` for the one step ``t`` with the local gradient ``one_step``
         (:attr:`one_step`): the same loss, gradient and update without a graph.  ``labels``
         is the batch's auxiliary loss (label tasks), ``scoring`` its per-step targets."""
-        logits, new_state = self.model.step(x[:, t], state)
+        logits, new_state = one_step.step(x[:, t], state)
         if labels is not None:
             loss, grad_logits = labels(logits, self.label_weight(t + 1, x.shape[1]))
             units = x.shape[0]

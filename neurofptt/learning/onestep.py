@@ -23,6 +23,14 @@ snntorch function's own ``backward``.  snntorch's surrogates emit float32 spikes
 rounds the gradient that reaches a spike to float32 even in a float64 model; this does the same
 (:data:`SPIKE_DTYPE`).
 
+The forward step itself (:meth:`LIFStepGradient.step`) runs the model's operations without
+its modules: ``snntorch.Leaky`` stores its state in module attributes (a buffer registration per
+assignment, several per call) and computes a reset and spikes for the readout that its
+``reset_mechanism="none"`` never uses, which on the 512-neuron network costs as much processor
+time as the step's products.  The step takes the same operations on the same operands
+(the linear maps, the leak ``beta.clamp(0, 1)``, the reset of the previous membrane, the
+model's spike function), so its state and logits are the model's bit for bit.
+
 :meth:`LIFStepGradient.for_model` says where the form applies: the single-layer LIF network with
 one of snntorch's surrogates and its plain or fake-quantized weights (the quantizer's gradient
 is straight-through).  Every other model (ALIF, stacks, gated RNNs, a surrogate of one's own)
@@ -36,7 +44,7 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
-from snntorch import surrogate
+from snntorch import Leaky, surrogate
 from torch.nn.utils import parametrize
 
 from neurofptt.learning.objectives import NO_TARGET
@@ -54,6 +62,15 @@ SURROGATE_FACTORIES: dict[Callable, tuple[type[torch.autograd.Function], str]] =
     surrogate.fast_sigmoid: (surrogate.FastSigmoid, "slope"),
     surrogate.atan: (surrogate.ATan, "alpha"),
     surrogate.sigmoid: (surrogate.Sigmoid, "slope"),
+}
+
+#: ``snntorch.Leaky``'s state functions (chosen from its reset mechanism when it is built):
+#: whether the previous step's reset is subtracted from (``"subtract"``) or multiplies
+#: (``"zero"``) the membrane; ``"none"`` ignores it
+_LEAKY_RESETS = {
+    Leaky._base_sub: "subtract",
+    Leaky._base_zero: "zero",
+    Leaky._base_int: "none",
 }
 
 #: ``reduction="mean"`` in the loss kernels' integer encoding
@@ -130,6 +147,23 @@ def step_loss_and_grad(
     return loss, torch._log_softmax_backward_data(grad_log_probs, log_probs, 1, output.dtype)
 
 
+def _reset_of(neuron: Leaky) -> str | None:
+    """The reset a ``snntorch.Leaky`` applies (from the state function it was built with)."""
+    return _LEAKY_RESETS.get(getattr(neuron.state_function, "__func__", None))
+
+
+def _plain_leaky(neuron: torch.nn.Module) -> bool:
+    """Whether ``neuron`` is a ``snntorch.Leaky`` whose step :meth:`LIFStepGradient.step`
+    reproduces: its state passed in and out (not kept in the module), not quantized, one of
+    its own resets."""
+    return (
+        type(neuron) is Leaky
+        and not neuron.init_hidden
+        and not neuron.state_quant
+        and _reset_of(neuron) is not None
+    )
+
+
 def _trainable_weight(layer: torch.nn.Linear) -> torch.nn.Parameter | None:
     """The parameter the optimizer updates for a linear map's weight: the weight itself, or the
     float shadow of a fake-quantized one (``None`` for any other parametrization)."""
@@ -167,18 +201,40 @@ class LIFStepGradient:
             and type(model.readout) is LeakyReadout
         ):
             return None
-        lif = model.rec.lif
+        lif, li = model.rec.lif, model.readout.li
         spike = surrogate_backward(lif.spike_grad)
-        if spike is None or lif.inhibition or lif.state_quant or not lif.reset_delay:
+        if spike is None or lif.inhibition or not lif.reset_delay:
             return None
-        weights = [
-            _trainable_weight(layer)
-            for layer in (model.rec.fc_in, model.rec.fc_rec, model.readout.fc_out)
-        ]
+        if not (_plain_leaky(lif) and _plain_leaky(li) and _reset_of(li) == "none"):
+            return None
+        layers = (model.rec.fc_in, model.rec.fc_rec, model.readout.fc_out)
+        if any(layer.bias is not None for layer in layers):
+            return None
+        weights = [_trainable_weight(layer) for layer in layers]
         ids = [id(w) for w in weights]
         if any(w is None for w in weights) or sorted(ids) != sorted(id(p) for p in params):
             return None
         return cls(model, [ids.index(id(p)) for p in params], *spike)
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """The model's :meth:`~neurofptt.models.spiking.SpikingRNN.step`, the same operations
+        on the same operands, without its modules (see the module docstring): the logits and
+        the new state ``(mem, spk, out)``."""
+        rec, readout = self.model.rec, self.model.readout
+        lif, li = rec.lif, readout.li
+        mem, spk, out = state
+        current = F.linear(x, rec.fc_in.weight) + F.linear(spk, rec.fc_rec.weight)
+        reset = lif.spike_grad(mem - lif.threshold)  # Leaky.mem_reset
+        mode = _reset_of(lif)
+        if mode == "zero":
+            mem = (1 - reset) * mem
+        mem = lif.beta.clamp(0, 1) * mem + current
+        if mode == "subtract":
+            mem = mem - reset * lif.threshold
+        spk = lif.spike_grad(mem - lif.threshold) * lif.graded_spikes_factor  # Leaky.fire
+        spk = spk.to(current.dtype)  # RecurrentLIF.step
+        out = li.beta.clamp(0, 1) * out + F.linear(spk, readout.fc_out.weight)
+        return out, (mem, spk, out)
 
     @property
     def dtype(self) -> torch.dtype:

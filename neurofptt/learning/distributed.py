@@ -96,21 +96,38 @@ def shard(indices: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return indices[rank() :: size], True
 
 
+#: one buffer per (dtype, device, size) that :func:`combine` sends: ``[units, scored, grads...]``
+_SEND_BUFFERS: dict[tuple[torch.dtype, torch.device, int], torch.Tensor] = {}
+
+
 def combine(grads: list[torch.Tensor], units: float, scored: float) -> bool:
     """Turn ``grads`` (this shard's mean over its ``units``), in place, into the whole batch's
     mean, and return whether the whole batch scored anything (``scored`` summed over the ranks,
-    > 0); the caller updates only then.  One process: nothing to combine, ``scored > 0``."""
+    > 0); the caller updates only then.  One process: nothing to combine, ``scored > 0``.
+
+    Per-step rules combine at every time step, so the buffer the ranks sum is kept between
+    calls (a fresh one is new pages each time) and each gradient is scaled into it and back
+    out of it in one pass."""
     if world_size() == 1:
         return scored > 0
-    flat = torch.cat([g.reshape(-1) for g in grads]) * units
-    buffer = torch.cat([flat.new_tensor([units, scored]), flat])
+    first = grads[0]
+    size = 2 + sum(g.numel() for g in grads)
+    key = (first.dtype, first.device, size)
+    buffer = _SEND_BUFFERS.get(key)
+    if buffer is None:
+        buffer = _SEND_BUFFERS[key] = torch.empty(size, dtype=first.dtype, device=first.device)
+    buffer[0], buffer[1] = units, scored
+    offset = 2
+    for g in grads:
+        torch.mul(g.reshape(-1), units, out=buffer[offset : offset + g.numel()])
+        offset += g.numel()
     dist.all_reduce(buffer)
     total_units, total_scored = float(buffer[0]), float(buffer[1])
     if total_scored <= 0:
         return False
     offset = 2
     for g in grads:
-        g.copy_(buffer[offset : offset + g.numel()].view_as(g) / total_units)
+        torch.div(buffer[offset : offset + g.numel()].view_as(g), total_units, out=g)
         offset += g.numel()
     return True
 

@@ -326,7 +326,10 @@ class EligibilityTracer:
             self._eps_v = zeros(*per_synapse) if self.reset == "zero" else zeros(batch, n_pre)
             self._eps_a = zeros(*per_synapse) if self.alif else None
             self._psi = zeros(batch, self.n_hidden)
-            self._e = zeros(*per_synapse)
+            self._trace = self._full(self._eps_v)
+            # e_t itself only where ebar cannot take it in as an outer product (see step)
+            outer = self.reset != "zero" and not self.alif and not self._track_rate
+            self._e = None if outer else zeros(*per_synapse)
             self._ebar = zeros(*per_synapse)
             self._zbar_out = zeros(batch, self.n_hidden)
             if self._track_rate:
@@ -359,8 +362,16 @@ class EligibilityTracer:
         trace = self._full(self._eps_v)
         if self.alif:
             trace = trace - self.beta_a * self._eps_a
-        torch.mul(self._psi.unsqueeze(2), trace, out=self._e)
-        self._ebar.mul_(self.kappa).add_(self._e)
+        self._trace = trace
+        if self._e is None:
+            # LIF with the subtractive reset: e_t is an outer product per sample, psi_t times
+            # the presynaptic trace, which the batched product with an inner size of one adds
+            # to kappa ebar in one pass over ebar, without writing e_t out (a pass of its own
+            # and a second read, over the largest arrays of the rule)
+            self._ebar.baddbmm_(self._psi.unsqueeze(2), trace, beta=self.kappa)
+        else:
+            torch.mul(self._psi.unsqueeze(2), trace, out=self._e)
+            self._ebar.mul_(self.kappa).add_(self._e)
         self._zbar_out.mul_(self.kappa).add_(z)
         if self._track_rate:
             self._e_sum.add_(self._e.sum(0))
@@ -375,7 +386,8 @@ class EligibilityTracer:
         """``e_t`` at the last step, per hidden-layer parameter: ``(B, n_post, n_pre)`` for
         weights, ``(B, n_post)`` for biases."""
         if self.kind == "spiking":
-            return self._split(self._e)
+            e = self._e if self._e is not None else self._psi.unsqueeze(2) * self._trace
+            return self._split(e)
         d = 1 - self._h**2
         out = {
             self.names["ih"]: d.unsqueeze(2) * self._x.unsqueeze(1),

@@ -17,7 +17,7 @@ from neurofptt.flow.tune import LEAK_STEPS, LR_FACTORS
 torch.set_num_threads(1)
 
 #: a delayed XOR of 14 steps: noise from step 0, the recall window on steps 12 and 13, so the
-#: span is 13.5 steps and the derived shift round(log2(13.5 / 2)) = 3
+#: span is 13.5 steps and the derived shifts round(log2(13.5 / 2)) = 3 and round(log2(13.5)) = 4
 TASK_OPTIONS = [
     "n_train=24",
     "n_test=8",
@@ -56,8 +56,9 @@ def test_a_per_step_label_task_gets_the_derived_leak_and_a_config_overrides_it(
     record = train(task_file, tmp_path / "derived", SMALL.format(leak="", epochs=1))
     leak = record["derived"]["leak"]
     assert leak["leak_shift"] == 3 and leak["span_steps"] == 13.5 and leak["tau_steps"] == 8
+    assert leak["out_leak_shift"] == 4  # round(log2(13.5))
     assert saved_leak(tmp_path / "derived") == 3
-    fixed = SMALL.format(leak="leak_shift = 5\n", epochs=1)
+    fixed = SMALL.format(leak="leak_shift = 5\nout_leak_shift = 2\n", epochs=1)
     record = train(task_file, tmp_path / "fixed", fixed)
     assert record["derived"] == {} and saved_leak(tmp_path / "fixed") == 5
 

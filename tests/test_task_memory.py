@@ -31,14 +31,16 @@ def test_a_label_at_the_end_spans_from_the_first_input_to_the_last_step() -> Non
     x[:, 0, 0] = 1.0  # active from step 0: the span is the whole 8-step sequence
     data = SequenceDataset(x, torch.zeros(4, dtype=torch.int64))
     assert label_span(data, "label") == 8.0
-    assert derive_leak(data, "label", 15).leak_shift == 2  # tau 4 = span / 2
+    leak = derive_leak(data, "label", 15)
+    assert (leak.leak_shift, leak.out_leak_shift) == (2, 3)  # tau 4 = span / 2, the readout's 8
 
 
 def test_a_recall_window_spans_to_its_mean_step_from_the_first_activity() -> None:
     data = per_step([3, 3, 3], [(50, 60)] * 3, steps=60)
     # mean labelled step 54.5, first activity 3: 52.5 steps; log2(52.5 / 2) = 4.71 -> 5
     assert label_span(data, "label_per_step") == pytest.approx(52.5)
-    assert derive_leak(data, "label_per_step", 15).leak_shift == 5
+    leak = derive_leak(data, "label_per_step", 15)
+    assert (leak.leak_shift, leak.out_leak_shift) == (5, 6)  # log2(52.5) = 5.71 -> 6
 
 
 def test_labels_before_the_first_activity_and_odd_samples_do_not_move_the_span() -> None:
@@ -55,7 +57,7 @@ def test_no_labelled_step_after_an_input_gives_the_shortest_leak() -> None:
     data = per_step([50, 50], [(0, 10), (0, 10)], steps=60)
     assert label_span(data, "label_per_step") is None
     leak = derive_leak(data, "label_per_step", 15)
-    assert leak.leak_shift == 1 and leak.to_dict()["span_steps"] is None
+    assert leak.leak_shift == leak.out_leak_shift == 1 and leak.record()["span_steps"] is None
 
 
 def test_regression_targets_count_every_step() -> None:
@@ -83,17 +85,30 @@ def test_bad_spans_and_limits_are_refused() -> None:
         leak_shift_for_span(10, 0)
 
 
+def test_the_readout_integrates_over_the_whole_span() -> None:
+    assert leak_shift_for_span(218, 15, per_tau=1.0) == 8
+    assert leak_shift_for_span(8, 15, per_tau=1.0) == 3
+
+
 @pytest.mark.parametrize(
-    ("task", "shift"), [("digits", 2), ("cue-accumulation-short", 7), ("delayed-xor", 6)]
+    ("task", "shift", "out_shift"),
+    [("digits", 2, 3), ("cue-accumulation-short", 7, 8), ("delayed-xor", 6, 7)],
 )
-def test_a_config_without_a_leak_takes_the_tasks_and_one_with_a_leak_keeps_it(
-    task: str, shift: int
+def test_a_config_without_leaks_takes_the_tasks_and_one_with_leaks_keeps_them(
+    task: str, shift: int, out_shift: int
 ) -> None:
     cfg = FlowConfig.from_dict({"flow": {"task": task}})
-    assert cfg.hardware.leak_shift == shift and cfg.derived["leak"]["leak_shift"] == shift
-    assert cfg.derived["leak"]["tau_steps"] == 2**shift
-    fixed = FlowConfig.from_dict({"flow": {"task": task}, "hardware": {"leak_shift": 4}})
-    assert fixed.hardware.leak_shift == 4 and fixed.derived == {}
+    hw, leak = cfg.hardware, cfg.derived["leak"]
+    assert (hw.leak_shift, hw.out_leak_shift) == (shift, out_shift)
+    assert (leak["leak_shift"], leak["out_leak_shift"]) == (shift, out_shift)
+    assert (leak["tau_steps"], leak["out_tau_steps"]) == (2**shift, 2**out_shift)
+    one = FlowConfig.from_dict({"flow": {"task": task}, "hardware": {"leak_shift": 4}})
+    assert (one.hardware.leak_shift, one.hardware.out_leak_shift) == (4, out_shift)
+    assert "leak_shift" not in one.derived["leak"] and "tau_steps" not in one.derived["leak"]
+    both = {"leak_shift": 4, "out_leak_shift": 1}
+    fixed = FlowConfig.from_dict({"flow": {"task": task}, "hardware": both})
+    assert (fixed.hardware.leak_shift, fixed.hardware.out_leak_shift) == (4, 1)
+    assert fixed.derived == {}
 
 
 def test_the_shift_is_clamped_to_the_membrane_format() -> None:

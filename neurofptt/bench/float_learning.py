@@ -91,7 +91,11 @@ def bench_point(
         "epochs": epochs,
         "train_samples": record["train_samples"],
         "val_samples": record["val_samples"],
-        "hardware": {"leak_shift": cfg.hardware.leak_shift, "n_rec": cfg.hardware.n_rec},
+        "hardware": {
+            "leak_shift": cfg.hardware.leak_shift,
+            "out_leak_shift": cfg.hardware.out_leak_shift,
+            "n_rec": cfg.hardware.n_rec,
+        },
         "derived": cfg.derived,
         "tune": record.get("tune"),
         "picked_epoch": record["picked_epoch"],

@@ -80,17 +80,23 @@ def task_sizes(task: str) -> dict[str, int]:
     return {k: v for k, v in sizes.items() if v is not None}
 
 
+#: the hardware fields the task's label layout gives unless the config sets them
+LEAK_FIELDS = ("leak_shift", "out_leak_shift")
+
+
 def task_leak(task: str, hardware: dict[str, Any]) -> dict[str, Any] | None:
-    """The membrane leak that the task's training split asks for
+    """The membrane and readout leaks that the task's training split asks for
     (:func:`~neurofptt.tasks.memory.derive_leak`, at most ``membrane_bits - 1`` of the
-    ``hardware`` table or the default), as its record; ``None`` for a data file that is not
-    there (a config may name a file on another machine; loading the task later says so)."""
-    if task not in TASKS and is_data_path(task) and not Path(task).is_file():
+    ``hardware`` table or the default), as the record of those the table leaves out
+    (:data:`LEAK_FIELDS`); ``None`` when it sets both, or for a data file that is not there (a
+    config may name a file on another machine; loading the task later says so)."""
+    fields = tuple(name for name in LEAK_FIELDS if name not in hardware)
+    if not fields or (task not in TASKS and is_data_path(task) and not Path(task).is_file()):
         return None
     data = load_task(task)
     bits = hardware.get("membrane_bits")  # a wrong type is refused when the config is built
     max_shift = (bits if isinstance(bits, int) else HardwareConfig.membrane_bits) - 1
-    return derive_leak(data.train, data.target, max_shift).to_dict()
+    return derive_leak(data.train, data.target, max_shift).record(fields)
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,7 @@ class FlowConfig:
     """The whole flow's settings: one dataclass per table, each with the demo's defaults.
 
     ``derived`` records the hardware settings that came from the task rather than the file (the
-    leak: :func:`task_leak`), for the run's records; it is not a table of the file, since the
+    leaks: :func:`task_leak`), for the run's records; it is not a table of the file, since the
     values are in ``hardware`` already.
     """
 
@@ -118,8 +124,8 @@ class FlowConfig:
     def from_dict(cls, data: Any) -> FlowConfig:
         """A config from a file's tables; a table or option it leaves out takes the defaults,
         except the network's inputs and classes, which come from the flow's task
-        (:func:`task_sizes`), and the membrane leak, which the task's label layout gives
-        (:func:`task_leak`), unless the hardware table sets them; a size the table sets and
+        (:func:`task_sizes`), and the membrane and readout leaks, which the task's label layout
+        gives (:func:`task_leak`), unless the hardware table sets them; a size the table sets and
         the task contradicts is refused when the task is loaded, with the fix."""
         if "derived" in check_table(data, "config"):
             raise ConfigError(
@@ -132,11 +138,10 @@ class FlowConfig:
         derived: dict[str, Any] = {}
         if "n_in" not in hardware or "n_out" not in hardware:
             hardware = {**task_sizes(flow.task), **hardware}
-        if "leak_shift" not in hardware:
-            leak = task_leak(flow.task, hardware)
-            if leak is not None:
-                hardware = {**hardware, "leak_shift": leak["leak_shift"]}
-                derived["leak"] = leak
+        leak = task_leak(flow.task, hardware)
+        if leak is not None:
+            hardware = {**hardware, **{k: leak[k] for k in LEAK_FIELDS if k in leak}}
+            derived["leak"] = leak
         return cls(
             hardware=HardwareConfig.from_dict(hardware),
             train=TrainConfig.from_dict(tables.get("train", {})),

@@ -183,7 +183,7 @@ def tune_and_train(
     leak = cfg.hardware.leak_shift
     grid = tune_round(cfg, [(cfg.train.lr * f, leak) for f in LR_FACTORS], out, **settings)
     best = choose(grid, cfg, higher)
-    if "leak" in cfg.derived:  # a derived leak is a default, so its neighbours are tried
+    if "leak_shift" in cfg.derived.get("leak", {}):  # a default: its neighbours are tried
         limit = cfg.derived["leak"]["max_shift"]
         leaks = [leak + step for step in LEAK_STEPS if 1 <= leak + step <= limit]
         grid += tune_round(cfg, [(best["lr"], shift) for shift in leaks], out, **settings)

@@ -1,4 +1,4 @@
-"""How long a task asks its network to remember, and the membrane leak that follows from it.
+"""How long a task asks its network to remember, and the membrane and readout leaks that follow.
 
 A leaky neuron keeps a share ``beta**t`` of an input ``t`` steps later; with the hardware's shift
 leak ``beta = 1 - 2**-leak_shift`` its time constant is ``tau = 2**leak_shift`` steps.  A leak
@@ -24,6 +24,16 @@ and leaves the membrane slow to follow its input.  So the leak is taken from the
     ``cue-accumulation-short`` (span 218) and 10 on the full cue accumulation (span 2,175).
     The lower clamp keeps some memory (a shift of 0 has none); ``max_shift`` is the largest
     shift the membrane format allows (``membrane_bits - 1``).
+
+``out_leak_shift``
+    ``round(log2(span))``, clamped the same way: the readout, a leaky sum of the hidden spikes,
+    integrates over the whole span, so a spike anywhere in it still counts at the labels.  A
+    rule whose gradient does not reach back in time (FPTT's per-step updates from the detached
+    state) can learn an answer that depends on early evidence only through what the state
+    carries forward, and the readout's sum is the part of the state it can shape directly: on
+    ``cue-accumulation-short`` float FPTT stays at chance with the readout's ``2**-3`` and
+    learns the task with ``2**-8``, what the rule gives (span 218).  On the digits it gives 3,
+    the earlier default.
 
 This is a default, not a tuned constant: a config that sets ``hardware.leak_shift`` keeps its
 value, and ``neurofptt train --tune`` tries the shifts next to the derived one on the
@@ -77,40 +87,52 @@ def label_span(data: SequenceDataset, target: str) -> float | None:
     return float(np.median(mean_label - first[keep] + 1))
 
 
-def leak_shift_for_span(span: float, max_shift: int) -> int:
-    """``round(log2(span / 2))`` clamped to ``[1, max_shift]`` (module docstring)."""
+def leak_shift_for_span(span: float, max_shift: int, per_tau: float = SPAN_PER_TAU) -> int:
+    """``round(log2(span / per_tau))`` clamped to ``[1, max_shift]`` (module docstring: the
+    membrane's ``per_tau`` is 2, the readout's 1)."""
     if max_shift < MIN_SHIFT:
         raise ConfigError(f"max_shift = {max_shift} leaves no leak shift >= {MIN_SHIFT}")
     if not span > 0:
         raise ConfigError(f"a span is a positive number of steps, got {span}")
-    shift = round(math.log2(span / SPAN_PER_TAU))
+    shift = round(math.log2(span / per_tau))
     return min(max(shift, MIN_SHIFT), max_shift)
 
 
 @dataclass(frozen=True)
 class DerivedLeak:
-    """The leak the rule gives a task, with what it came from (recorded in ``train.json``)."""
+    """The leaks the rule gives a task, with what they came from (recorded in ``train.json``)."""
 
     leak_shift: int
+    out_leak_shift: int
     span: float | None
     max_shift: int
 
-    def to_dict(self) -> dict[str, Any]:
-        rule = "round(log2(span_steps / 2)) in [1, max_shift] (neurofptt.tasks.memory)"
-        if self.span is None:
-            rule = "no labelled step after an input: the shortest leak"
-        return {
-            "leak_shift": self.leak_shift,
-            "span_steps": self.span,
-            "tau_steps": 2**self.leak_shift,
-            "max_shift": self.max_shift,
-            "rule": rule,
-        }
+    def record(self, fields: tuple[str, ...] = ("leak_shift", "out_leak_shift")) -> dict[str, Any]:
+        """The derivation, with the shifts of ``fields`` (those a config took from the task)
+        and their time constants in steps."""
+        record: dict[str, Any] = {"span_steps": self.span, "max_shift": self.max_shift}
+        for name in fields:
+            shift = getattr(self, name)
+            record[name] = shift
+            record[name.replace("leak_shift", "tau_steps")] = 2**shift
+        record["rule"] = (
+            "leak_shift = round(log2(span_steps / 2)), out_leak_shift = round(log2(span_steps)), "
+            "in [1, max_shift] (neurofptt.tasks.memory)"
+            if self.span is not None
+            else "no labelled step after an input: the shortest leaks"
+        )
+        return record
 
 
 def derive_leak(data: SequenceDataset, target: str, max_shift: int) -> DerivedLeak:
-    """The membrane leak shift for a task whose training split is ``data`` (module docstring);
-    a task with no labelled step after an input gets the shortest leak."""
+    """The membrane and readout leak shifts for a task whose training split is ``data`` (module
+    docstring); a task with no labelled step after an input gets the shortest leaks."""
     span = label_span(data, target)
-    shift = MIN_SHIFT if span is None else leak_shift_for_span(span, max_shift)
-    return DerivedLeak(leak_shift=shift, span=span, max_shift=max_shift)
+    if span is None:
+        return DerivedLeak(MIN_SHIFT, MIN_SHIFT, None, max_shift)
+    return DerivedLeak(
+        leak_shift=leak_shift_for_span(span, max_shift),
+        out_leak_shift=leak_shift_for_span(span, max_shift, per_tau=1.0),
+        span=span,
+        max_shift=max_shift,
+    )

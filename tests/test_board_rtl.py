@@ -1,7 +1,8 @@
 """The whole board top under Icarus and cocotb, driven only through its UART pins by the host
 driver (:class:`neurofptt.board.Board`): an inference core runs samples, a learning core is
 sent new weights, runs samples and learns, and every spike, readout and read-back weight equals
-the golden model."""
+the golden model; a bit flipped on the line is refused, and after a reset the session ends as
+it would have."""
 
 from __future__ import annotations
 
@@ -91,3 +92,18 @@ def test_board_refuses_another_network(tmp_path) -> None:
     other = random_network(INFERENCE, seed=12, spread=24)
     with pytest.raises(BoardError, match="holds other weights"):
         simulate_board(built, np.zeros((1, 1, INFERENCE.n_in)), tmp_path, net=other)
+
+
+def test_flipped_bit_on_the_line_is_refused(tmp_path) -> None:
+    net = random_network(INFERENCE, seed=11, spread=24)
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 4, INFERENCE.n_in)) < 0.4
+    x[0, 0, :2] = True
+    # the host sends INFO (2 bytes), CLEAR (2), then step 0's SPIKES: opcode, count, index 0
+    result = simulate_board(net, x, tmp_path, flip=(6, 1))
+    assert "refused a command (opcode 0x53, answering SPIKES)" in result.link_error
+    assert "CRC did not match" in result.link_error
+    golden = golden_run(net, x)
+    np.testing.assert_array_equal(result.trace.spikes, golden.spikes)
+    np.testing.assert_array_equal(result.trace.readout, golden.readout)
+    assert result.info.status == 0

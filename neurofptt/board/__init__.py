@@ -7,7 +7,7 @@ simulated board's UART pins are one (:mod:`neurofptt.board.sim`).
 """
 
 from neurofptt.board.driver import Board, BoardTrace, read_response
-from neurofptt.board.transport import BoardError, SerialTransport, Transport
+from neurofptt.board.transport import BoardError, LinkError, SerialTransport, Transport
 from neurofptt.hdl.board.protocol import DEFAULT_BAUD
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Board",
     "BoardError",
     "BoardTrace",
+    "LinkError",
     "SerialTransport",
     "Transport",
     "read_response",

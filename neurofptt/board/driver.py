@@ -5,9 +5,14 @@ labels and reads the weights back, speaking the command map of
 The driver keeps the board busy: it sends commands ahead of their responses, as many as the
 board's receive buffer holds (the bytes of every command whose response has not come yet stay
 within :attr:`~neurofptt.hdl.board.protocol.BoardInfo.rx_buffer`), and reads the responses in
-order as it needs room or results.  The functions ``*_command`` build each command's bytes and
-:func:`read_response` parses a response, so the protocol can also be driven without a
-:class:`Board`.
+order as it needs room or results.  The functions ``*_command`` build each command's bytes,
+its CRC included, and :func:`read_response` parses a response and checks its CRC, so the
+protocol can also be driven without a :class:`Board`.
+
+A corrupted byte is never taken for data: a response that fails its CRC, and a command the
+board refused for its CRC, raise :class:`~neurofptt.board.transport.LinkError`.  The driver
+does not resend on its own, since the commands around the lost one may already have run (and a
+learning core's weights moved); the caller resets the board and loads the network again.
 """
 
 from __future__ import annotations
@@ -15,21 +20,26 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 
-from neurofptt.board.transport import BoardError, SerialTransport, Transport
+from neurofptt.board.transport import BoardError, LinkError, SerialTransport, Transport
+from neurofptt.hdl.board.crc import crc8
 from neurofptt.hdl.board.protocol import (
     DEFAULT_BAUD,
+    ERROR_BYTES,
     INFO_BYTES,
     MAX_COUNT,
     PROTOCOL_VERSION,
     STEP_LEARN_BIT,
     BoardInfo,
+    Fault,
     Framing,
     Opcode,
     Tag,
     config_crc,
+    frame,
     learning_mode,
     weights_crc,
 )
@@ -45,6 +55,7 @@ __all__ = [
     "BoardTrace",
     "Record",
     "clear_command",
+    "info_command",
     "load_commands",
     "read_command",
     "read_response",
@@ -60,9 +71,18 @@ def _number(value: int, nbytes: int) -> bytes:
     return int(value).to_bytes(nbytes, "little", signed=value < 0)
 
 
+#: bytes of a command besides its arguments and items: opcode, count, CRC
+_OVERHEAD = 3
+
+
+def info_command() -> bytes:
+    """``INFO``: identify the bitstream."""
+    return frame(bytes([Opcode.INFO]))
+
+
 def clear_command() -> bytes:
     """``CLEAR``: zero the neurons (the start of a sample)."""
-    return bytes([Opcode.CLEAR])
+    return frame(bytes([Opcode.CLEAR]))
 
 
 def spikes_commands(indices: Sequence[int], framing: Framing, per_command: int) -> list[bytes]:
@@ -72,7 +92,7 @@ def spikes_commands(indices: Sequence[int], framing: Framing, per_command: int) 
     for at in range(0, len(indices), per_command):
         chunk = indices[at : at + per_command]
         body = b"".join(_number(i, framing.in_index) for i in chunk)
-        out.append(bytes([Opcode.SPIKES, len(chunk)]) + body)
+        out.append(frame(bytes([Opcode.SPIKES, len(chunk)]) + body))
     return out
 
 
@@ -80,7 +100,7 @@ def step_command(framing: Framing, learn: bool = False, label: int = 0, shift: i
     """``STEP``: end of the step's input spikes; on a learning core ``learn`` asks for an
     update toward readout ``label`` with error shift ``shift`` after it."""
     flags = int(learn) << STEP_LEARN_BIT
-    return bytes([Opcode.STEP, flags, shift]) + _number(label, framing.label)
+    return frame(bytes([Opcode.STEP, flags, shift]) + _number(label, framing.label))
 
 
 def load_commands(words: Sequence[int], framing: Framing, per_command: int) -> list[bytes]:
@@ -90,44 +110,83 @@ def load_commands(words: Sequence[int], framing: Framing, per_command: int) -> l
     for at in range(0, len(words), per_command):
         chunk = words[at : at + per_command]
         body = b"".join(_number(w, framing.word) for w in chunk)
-        out.append(bytes([Opcode.LOAD, len(chunk)]) + body)
+        out.append(frame(bytes([Opcode.LOAD, len(chunk)]) + body))
     return out
 
 
 def read_command() -> bytes:
     """``READ``: send every weight word."""
-    return bytes([Opcode.READ])
+    return frame(bytes([Opcode.READ]))
 
 
 def read_response(
     read: Callable[[int], bytes], op: Opcode, framing: Framing | None
 ) -> list[Record]:
-    """The records of the response to ``op``, read with ``read(n)`` up to its end byte; a
-    :class:`BoardError` for an error record or a byte that starts no record.  ``framing`` is
-    the core's (:meth:`Framing.of`); without it only an ``INFO`` record is understood."""
+    """The records of the response to ``op``, read with ``read(n)`` up to its end byte and CRC.
+
+    A :class:`LinkError` for a CRC that does not match, a byte that starts no record, or the
+    board's refusal of a corrupted command; a :class:`BoardError` for an opcode the board does
+    not know.  ``framing`` is the core's (:meth:`Framing.of`); without it only an ``INFO``
+    record is understood."""
     sizes = {Tag.INFO: INFO_BYTES}
     if framing is not None:
         sizes.update(
             {Tag.SPIKE: framing.rec_index, Tag.READOUT: framing.value, Tag.WORD: framing.word}
         )
     records: list[Record] = []
+    crc = 0
+
+    def take(n: int) -> bytes:
+        nonlocal crc
+        data = read(n)
+        crc = crc8(data, crc)
+        return data
+
+    def check_crc() -> None:
+        (sent,) = read(1)
+        if sent != crc:
+            raise LinkError(
+                f"the response to {op.name} failed its CRC (sent {sent:#04x}, computed "
+                f"{crc:#04x}) after {len(records)} records: a byte was corrupted on the link; "
+                "reset the board and load the network again",
+                records,
+            )
+
     while True:
-        (first,) = read(1)
+        (first,) = take(1)
         if first == op:
+            check_crc()
             return records
         if first == Tag.ERROR:
-            (code,) = read(1)
-            raise BoardError(
-                f"the board does not know opcode {code:#04x} (answering {op.name}); the bitstream "
-                "is not the one the driver expects, or the stream lost a byte: reset the board"
-            )
+            code, fault = take(ERROR_BYTES)
+            check_crc()
+            _refused(op, code, fault)
         if first not in sizes:
-            raise BoardError(
+            raise LinkError(
                 f"unexpected byte {first:#04x} in the response to {op.name} after "
-                f"{len(records)} records; the stream lost a byte: reset the board"
+                f"{len(records)} records; the stream lost a byte: reset the board",
+                records,
             )
         tag = Tag(first)
-        records.append((tag, read(sizes[tag])))
+        records.append((tag, take(sizes[tag])))
+
+
+def _refused(op: Opcode, code: int, fault: int) -> NoReturn:
+    """Raise the error of the board's error record for the command ``op``: it refused a
+    command of opcode ``code`` for ``fault``."""
+    if fault == Fault.OPCODE:
+        raise BoardError(
+            f"the board does not know opcode {code:#04x} (answering {op.name}); the bitstream "
+            "is not the one the driver expects, or the stream lost a byte: reset the board"
+        )
+    why = {
+        Fault.CHECKSUM: "its CRC did not match: a byte was corrupted on the link",
+        Fault.LENGTH: "its count made it longer than the receive buffer: a corrupted byte",
+    }.get(fault, f"fault {fault}")
+    raise LinkError(
+        f"the board refused a command (opcode {code:#04x}, answering {op.name}) and discarded "
+        f"it: {why}; reset the board and load the network again"
+    )
 
 
 @dataclass
@@ -172,15 +231,21 @@ class Board:
         self._pending.clear()
         self._in_flight = 0
         self.net = self.framing = None
-        self.transport.write(bytes([Opcode.INFO]))
-        self.info = self._info(read_response(self.transport.read, Opcode.INFO, None))
+        self.transport.write(info_command())
+        try:
+            records = read_response(self.transport.read, Opcode.INFO, None)
+        except LinkError as exc:
+            if exc.records:  # a board of protocol 1 sends no CRC; its INFO says so
+                self._info(exc.records)
+            raise
+        self.info = self._info(records)
         return self.info
 
     def refresh_info(self) -> BoardInfo:
         """``INFO`` again, answered after every command sent before it: its status bits say
         whether the board lost a byte or saw a bad frame since it was reset."""
         records: list[Record] = []
-        self._send(bytes([Opcode.INFO]), Opcode.INFO, records.extend)
+        self._send(info_command(), Opcode.INFO, records.extend)
         self._drain()
         self.info = self._info(records)
         return self.info
@@ -248,7 +313,7 @@ class Board:
         words = load_words(net, wbar)
         raw = [encode_word(layout, w, i == len(words) - 1) for i, w in enumerate(words)]
         self.net, self.framing = net, Framing.of(cfg)
-        per = min(MAX_COUNT, (info.rx_buffer - 2) // self.framing.word)
+        per = min(MAX_COUNT, (info.rx_buffer - _OVERHEAD) // self.framing.word)
         for command in load_commands(raw, self.framing, per):
             self._send(command, Opcode.LOAD)
         self._drain()
@@ -320,7 +385,7 @@ class Board:
             learn = np.stack([c[0] for c in commands])
             shift = np.stack([c[1] for c in commands])
             label = sent_labels(labels, learn)
-        per = min(MAX_COUNT, (self.info.rx_buffer - 2) // framing.in_index)
+        per = min(MAX_COUNT, (self.info.rx_buffer - _OVERHEAD) // framing.in_index)
         for b in range(batch):
             self._send(clear_command(), Opcode.CLEAR)
             for t in range(steps):

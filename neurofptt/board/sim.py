@@ -9,7 +9,10 @@ simulated board.  The driver is blocking code; it runs in a thread beside the si
 
 :func:`simulate_board` builds the board top for one network, lets the driver load a network,
 run samples and, with labels, learn them sample by sample, reading every weight back after each,
-and returns what the driver got; the caller compares it with the golden model.
+and returns what the driver got; the caller compares it with the golden model.  It can flip a
+bit of one byte the host sends, as noise on the line would: the board then refuses the command,
+the driver raises :class:`~neurofptt.board.transport.LinkError`, and the session recovers as a
+host should, with a reset and the whole session again.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from cocotb.task import bridge, resume
 from cocotb.triggers import ClockCycles, Event, FallingEdge, SimTimeoutError, with_timeout
 
 from neurofptt.board.driver import Board, BoardTrace
-from neurofptt.board.transport import BoardError
+from neurofptt.board.transport import BoardError, LinkError
 from neurofptt.hdl.board.protocol import BoardInfo
 from neurofptt.hdl.board.top import BOARD_TOP, RX_BUFFER, render_board_verilog
 from neurofptt.io import atomic_write_bytes
@@ -50,12 +53,21 @@ SESSION_MODULE = "neurofptt.board.sim"
 class UartPins:
     """The host end of the simulated board's UART: frames of ``divisor`` clock cycles per bit
     on ``dut.rx``, frames read from ``dut.tx``; a read that waits ``timeout_cycles`` without a
-    byte raises :class:`BoardError`.  Its methods are called from a ``bridge`` thread."""
+    byte raises :class:`BoardError`.  ``flip`` ``(n, bit)``: bit ``bit`` of the ``n``-th byte
+    sent (from 0) is inverted on the line.  Its methods are called from a ``bridge`` thread."""
 
-    def __init__(self, dut: Any, divisor: int, timeout_cycles: int = 200_000) -> None:
+    def __init__(
+        self,
+        dut: Any,
+        divisor: int,
+        timeout_cycles: int = 200_000,
+        flip: tuple[int, int] | None = None,
+    ) -> None:
         self.dut = dut
         self.divisor = divisor
         self.timeout_cycles = timeout_cycles
+        self.flip = flip
+        self.sent = 0  # bytes sent so far
         self.received = bytearray()
         self.arrived = Event()
         self.framing_errors = 0
@@ -117,7 +129,11 @@ class UartPins:
         self.received.clear()
 
     def write(self, data: bytes) -> None:
-        resume(self._send)(data)
+        line = bytearray(data)
+        if self.flip is not None and 0 <= self.flip[0] - self.sent < len(data):
+            line[self.flip[0] - self.sent] ^= 1 << self.flip[1]
+        self.sent += len(data)
+        resume(self._send)(bytes(line))
 
     def read(self, n: int) -> bytes:
         return resume(self._receive)(n)
@@ -132,10 +148,23 @@ class UartPins:
 def _session(pins: UartPins, run: BenchRun) -> dict[str, np.ndarray]:
     """What the driver does in a session (blocking, in the bridge thread): load the network of
     the stimulus, run its samples, or learn them one by one reading the weights back after
-    each; returns the arrays of the results file."""
+    each; returns the arrays of the results file.  After a :class:`LinkError` the board is
+    reset and the session starts again, once; ``link_error`` keeps the error."""
+    board = Board(pins)
+    try:
+        out = _attempt(board, run)
+    except LinkError as exc:
+        board.reset()
+        out = _attempt(board, run)
+        out["link_error"] = np.array(str(exc))
+    board.close()
+    return out
+
+
+def _attempt(board: Board, run: BenchRun) -> dict[str, np.ndarray]:
+    """One pass of :func:`_session` on a board just reset."""
     a = run.arrays
     net = QuantizedNetwork(run.config, a["load_w_in"], a["load_w_rec"], a["load_w_out"])
-    board = Board(pins)
     board.load(net)
     out: dict[str, Any] = {}
     if "labels" not in a:
@@ -155,7 +184,6 @@ def _session(pins: UartPins, run: BenchRun) -> dict[str, np.ndarray]:
         out.update({f"w_{m}": np.stack(w) for m, w in weights.items()})
         out.update({k: np.stack(v) for k, v in out.items() if k.startswith("wbar_")})
     info = board.refresh_info()
-    board.close()
     out.update(spikes=trace.spikes, readout=trace.readout)
     out["info"] = np.array(json.dumps(dataclasses.asdict(info)))
     return out
@@ -165,7 +193,8 @@ def _session(pins: UartPins, run: BenchRun) -> dict[str, np.ndarray]:
 async def test_board_session(dut: Any) -> None:
     """The driver's session against the board top, through its UART pins only."""
     run = BenchRun.from_environment()
-    pins = UartPins(dut, int(run.arrays["divisor"]))
+    flip = tuple(int(v) for v in run.arrays["flip"]) if "flip" in run.arrays else None
+    pins = UartPins(dut, int(run.arrays["divisor"]), flip=flip)
     await pins.start()
     try:
         results = await bridge(_session)(pins, run)
@@ -181,13 +210,16 @@ class BoardSimResult:
     """What the driver got from the simulated board: ``trace`` (every step's spikes and
     readouts), with labels the weights read back after each sample (``weights[m]``
     ``(B, n_post, n_pre)``, and for FPTT ``wbar[m]``), and the board's ``info`` at the end of
-    the session (its status bits: a byte lost or a bad frame during the session)."""
+    the session (its status bits: a byte lost or a bad frame during the session).  With a bit
+    flipped on the line, ``link_error`` is the driver's :class:`LinkError` of the first
+    attempt, and the rest is what the second attempt got after a reset."""
 
     trace: BoardTrace
     weights: dict[str, np.ndarray]
     wbar: dict[str, np.ndarray]
     info: BoardInfo
     work_dir: Path
+    link_error: str | None = None
 
 
 def simulate_board(
@@ -199,12 +231,15 @@ def simulate_board(
     labels: np.ndarray | None = None,
     divisor: int = SIM_DIVISOR,
     rx_buffer: int = RX_BUFFER,
+    flip: tuple[int, int] | None = None,
 ) -> BoardSimResult:
     """Simulate the board built for ``built`` under Icarus + cocotb while the driver loads
     ``net`` (default ``built``) and runs ``spikes`` ``(B, T, n_in)``, or, with ``labels``,
-    learns them one sample at a time and reads the weights back after each.  A session in
-    which the driver failed raises its :class:`BoardError` (with the simulator's log); a
-    simulation that ended without results, :class:`~neurofptt.errors.VerificationError`."""
+    learns them one sample at a time and reads the weights back after each.  ``flip``
+    ``(n, bit)`` inverts a bit of the ``n``-th byte the host sends (:class:`UartPins`).  A
+    session in which the driver failed raises its :class:`BoardError` (with the simulator's
+    log); a simulation that ended without results,
+    :class:`~neurofptt.errors.VerificationError`."""
     tool_env = require_simulator("icarus")
     net = built if net is None else net
     work_dir = Path(work_dir).resolve()
@@ -221,6 +256,8 @@ def simulate_board(
     }
     if labels is not None:
         stimulus["labels"] = np.asarray(labels, np.int64)
+    if flip is not None:
+        stimulus["flip"] = np.array(flip, np.int64)
     results, _ = simulate_testbench(
         rtl, BOARD_TOP, work_dir, SESSION_MODULE, stimulus, False, 0, "icarus", tool_env
     )
@@ -234,4 +271,5 @@ def simulate_board(
         wbar={m: arrays[f"wbar_{m}"] for m in MATRICES if f"wbar_{m}" in arrays},
         info=BoardInfo(**json.loads(str(arrays["info"]))),
         work_dir=work_dir,
+        link_error=str(arrays["link_error"]) if "link_error" in arrays else None,
     )

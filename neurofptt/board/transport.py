@@ -16,7 +16,7 @@ try:
 except ImportError:  # the `board` extra is not installed; SerialTransport says so
     serial = None
 
-__all__ = ["BREAK_SECONDS", "BoardError", "SerialTransport", "Transport"]
+__all__ = ["BREAK_SECONDS", "BoardError", "LinkError", "SerialTransport", "Transport"]
 
 #: how long a break holds the line low: many frames at any standard rate
 BREAK_SECONDS = 0.05
@@ -25,6 +25,17 @@ BREAK_SECONDS = 0.05
 class BoardError(NeurofpttError):
     """The board did not answer, answered what the protocol does not allow, or was built for
     another network."""
+
+
+class LinkError(BoardError):
+    """A byte was corrupted or lost on the link: a response failed its CRC or broke the
+    command map, or the board refused a command whose CRC did not match.  The board carried out
+    the commands before and possibly some after; :meth:`~neurofptt.board.Board.reset` and load
+    the network again.  ``records``: what the response held before the fault."""
+
+    def __init__(self, message: str, records: list | None = None) -> None:
+        super().__init__(message)
+        self.records = records or []
 
 
 class Transport(Protocol):

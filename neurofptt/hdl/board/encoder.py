@@ -13,6 +13,9 @@ idle again (its ``i_weights`` is ready exactly then), so that the update of the 
 when the host reads the end.  Not ``busy``: a load that the decoder started behind the step
 keeps the core busy until its last word, which may be in a later command.  A ``READ``
 response forwards ``o_weights`` up to the word with ``last``.
+
+Every response, an error record's too, ends with a CRC-8 of its bytes, which the encoder
+computes as they go out (:func:`~neurofptt.hdl.board.crc.crc8_next`).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from amaranth.hdl import Cat, Const, Module, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from neurofptt.hdl.board.crc import crc8_next
 from neurofptt.hdl.board.decoder import job_layout
-from neurofptt.hdl.board.protocol import INFO_BYTES, Framing, Opcode, Tag
+from neurofptt.hdl.board.protocol import ERROR_BYTES, INFO_BYTES, Framing, Opcode, Tag
 from neurofptt.hdl.ports import EventKind, event_layout, readout_layout, weight_dump_layout
 from neurofptt.quant.config import HardwareConfig
 
@@ -61,7 +65,9 @@ class ResponseEncoder(wiring.Component):
         framing = self.framing
         out = self.o_byte
         op = Signal(8)
-        arg = Signal(8)
+        refused = Signal(8 + 2)  # of an error record: the opcode and the fault
+        error = Cat(Const(Tag.ERROR, 8), refused[:8], refused[8:], Const(0, 6))
+        crc = Signal(8)  # of the response's bytes so far
         longest = max(INFO_BYTES, framing.rec_index, framing.value, framing.word)
         sent = Signal(range(longest + 1))  # bytes of the current record already sent
         constant = Const(int.from_bytes(self.info, "little"), 8 * len(self.info))
@@ -85,11 +91,17 @@ class ResponseEncoder(wiring.Component):
                     m.d.comb += [source.ready.eq(1), taken.eq(1)]
             return taken
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.i_job.ready.eq(1)
+                job = self.i_job.p
                 with m.If(self.i_job.valid):
-                    m.d.sync += [op.eq(self.i_job.p.op), arg.eq(self.i_job.p.arg), sent.eq(0)]
+                    m.d.sync += [
+                        op.eq(job.op),
+                        refused.eq(Cat(job.arg, job.fault)),
+                        sent.eq(0),
+                        crc.eq(0),
+                    ]
                     with m.Switch(self.i_job.p.op):
                         with m.Case(Opcode.INFO):
                             m.next = "INFO"
@@ -130,15 +142,19 @@ class ResponseEncoder(wiring.Component):
                     with m.If(taken & words.p.last):
                         m.next = "END"
             with m.State("ERROR"):
-                m.d.comb += [out.valid.eq(1), out.payload.eq(Tag.ERROR)]
-                with m.If(sent != 0):
-                    m.d.comb += out.payload.eq(arg)
+                m.d.comb += [out.valid.eq(1), out.payload.eq(error.word_select(sent, 8))]
                 with m.If(out.ready):
-                    m.d.sync += sent.eq(1)
-                    with m.If(sent != 0):
-                        m.next = "IDLE"
+                    m.d.sync += sent.eq(sent + 1)
+                    with m.If(sent == ERROR_BYTES):
+                        m.next = "CRC"
             with m.State("END"):
                 m.d.comb += [out.valid.eq(1), out.payload.eq(op)]
                 with m.If(out.ready):
+                    m.next = "CRC"
+            with m.State("CRC"):
+                m.d.comb += [out.valid.eq(1), out.payload.eq(crc)]
+                with m.If(out.ready):
                     m.next = "IDLE"
+        with m.If(out.valid & out.ready & ~fsm.ongoing("CRC")):
+            m.d.sync += crc.eq(crc8_next(crc, out.payload))
         return m

@@ -4,11 +4,15 @@ Both ends read it from here, the gateware (:mod:`neurofptt.hdl.board.decoder` an
 :mod:`~neurofptt.hdl.board.encoder`) and the host driver (:mod:`neurofptt.board`), so they cannot
 disagree on a byte.  ``docs/boards.md`` is the specification; in short:
 
-* A command is an opcode byte and a fixed number of argument bytes (which depend on the core's
-  sizes, :class:`Framing`); numbers are little-endian, signed ones in two's complement.
+* A command is an opcode byte, a fixed number of argument bytes (which depend on the core's
+  sizes, :class:`Framing`) and a CRC-8 of those bytes (:mod:`neurofptt.hdl.board.crc`);
+  numbers are little-endian, signed ones in two's complement.  The board carries out a command
+  only once its CRC is found right; a command that fails it is discarded and answered with an
+  error record.
 * Every command gets exactly one response, in the order sent: zero or more *records* (a tag byte
-  and a fixed number of bytes) and then the command's own opcode byte, which ends it.  Record
-  tags are lower-case letters and opcodes upper-case, so the end is never mistaken for a record.
+  and a fixed number of bytes), the command's own opcode byte, which ends it, and a CRC-8 of
+  the response's bytes.  Record tags are lower-case letters and opcodes upper-case, so the end
+  is never mistaken for a record.  An error record (:class:`Fault`) ends its response instead.
 * The board buffers :attr:`BoardInfo.rx_buffer` received bytes.  A host that keeps the bytes of
   its unanswered commands within that never loses one (:mod:`neurofptt.board` does).
 * A break on the line (the host holding it low for a frame or longer) resets everything but the
@@ -29,28 +33,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neurofptt.hdl.board.crc import crc8
 from neurofptt.hdl.ports import index_bits, weight_dump_layout
 from neurofptt.quant.config import HardwareConfig
 from neurofptt.quant.network import QuantizedNetwork
 
 __all__ = [
     "DEFAULT_BAUD",
+    "ERROR_BYTES",
     "INFO_BYTES",
     "MAX_COUNT",
     "PROTOCOL_VERSION",
     "STEP_LEARN_BIT",
     "BoardInfo",
+    "Fault",
     "Framing",
     "Opcode",
     "Tag",
     "config_crc",
+    "frame",
     "info_record",
     "learning_mode",
     "weights_crc",
 ]
 
-#: what ``INFO`` reports as the protocol version; a host refuses another
-PROTOCOL_VERSION = 1
+#: what ``INFO`` reports as the protocol version; a host refuses another (version 1 had no CRC)
+PROTOCOL_VERSION = 2
 #: the baud rate of a board unless its build names another (every USB-serial bridge has it)
 DEFAULT_BAUD = 115_200
 #: the most items (input spikes, weight words) one ``SPIKES`` or ``LOAD`` command carries
@@ -77,7 +85,15 @@ class Tag(enum.IntEnum):
     SPIKE = ord("s")  #: a recurrent spike: the neuron's index
     READOUT = ord("o")  #: a readout value, in readout order
     WORD = ord("w")  #: a weight word (the ``o_weights`` payload)
-    ERROR = ord("!")  #: an unknown opcode, which follows; the response ends there
+    ERROR = ord("!")  #: the opcode received and a :class:`Fault`; the response ends there
+
+
+class Fault(enum.IntEnum):
+    """Why the board refused a command: the last byte of an error record."""
+
+    OPCODE = 1  #: an unknown opcode; only its byte was read
+    CHECKSUM = 2  #: the command's CRC did not match its bytes; the whole command was discarded
+    LENGTH = 3  #: the command (its count corrupted) cannot fit the receive buffer, now dropped
 
 
 #: the bit of ``STEP``'s flags byte that asks a learning core for an update after the step
@@ -89,6 +105,15 @@ _INFO = struct.Struct("<2sBBHHHBBBBHIIB")
 #: bytes of the ``INFO`` record after its tag
 INFO_BYTES = _INFO.size
 _MAGIC = b"NF"
+
+
+#: bytes of an error record after its tag: the opcode received, the :class:`Fault`
+ERROR_BYTES = 2
+
+
+def frame(body: bytes) -> bytes:
+    """A command or response: ``body`` followed by its CRC-8."""
+    return body + bytes([crc8(body)])
 
 
 def _bytes(bits: int) -> int:
@@ -174,7 +199,8 @@ class BoardInfo:
     """What a board says about itself in its ``INFO`` record.
 
     ``status`` bit 0: a received byte was lost because the receive buffer was full; bit 1: a
-    frame had a bad stop bit.  Both stay set until a break resets the board.
+    frame had a bad stop bit; bit 2: a command was refused with an error record (a CRC that did
+    not match, an unknown opcode).  They stay set until a break resets the board.
     """
 
     version: int
@@ -194,6 +220,7 @@ class BoardInfo:
     #: ``status`` bits
     OVERRUN = 1
     FRAMING = 2
+    REFUSED = 4
 
     @classmethod
     def parse(cls, record: bytes) -> BoardInfo:

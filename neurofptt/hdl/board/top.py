@@ -2,15 +2,16 @@
 
 ::
 
-    rx -> UartRx -> receive buffer (FIFO) -> CommandDecoder -> i_event, i_weights -> LifCore
+    rx -> UartRx -> RewindBuffer -> CommandDecoder -> i_event, i_weights -> LifCore
     tx <- UartTx <- ResponseEncoder <- o_spike, o_readout, o_weights, idle <- LifCore
 
 A break on ``rx`` resets everything but the receiver and the memories (the weights stay; the
 core's registers return to their initial values, as after its ``rst``), so a host can always
-start again from a known state.  The receive buffer is an ``amaranth.lib.fifo`` FIFO in block
-RAM; its depth is what ``INFO`` reports as the receive buffer, the bytes a host may have in
-flight.  The status byte of ``INFO`` records a byte lost to a full buffer and a bad stop bit,
-until the next break.
+start again from a known state.  The receive buffer is a ring in block RAM that the decoder
+reads each command from twice, to check its CRC and then to carry it out; its depth is what
+``INFO`` reports as the receive buffer, the bytes a host may have in flight.  The status byte
+of ``INFO`` records a byte lost to a full buffer, a bad stop bit and a refused command, until
+the next break.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from __future__ import annotations
 from amaranth.back import verilog
 from amaranth.hdl import Module, ResetInserter, Signal
 from amaranth.lib import wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from neurofptt.hdl.board.decoder import CommandDecoder
 from neurofptt.hdl.board.encoder import ResponseEncoder
-from neurofptt.hdl.board.protocol import BoardInfo, info_record
+from neurofptt.hdl.board.protocol import BoardInfo, Tag, info_record
+from neurofptt.hdl.board.rxbuffer import RewindBuffer
 from neurofptt.hdl.board.uart import UartRx, UartTx
 from neurofptt.hdl.core import LifCore
 from neurofptt.hdl.generate import add_time_zero_kick
@@ -34,8 +35,8 @@ __all__ = ["BOARD_TOP", "RX_BUFFER", "BoardTop", "render_board_verilog"]
 #: the module name of the board top's Verilog
 BOARD_TOP = "neurofptt_board"
 
-#: default depth of the receive buffer in bytes: one block RAM on iCE40 (4 kbit) and well
-#: within one on ECP5, room for a command of the longest kind
+#: default depth of the receive buffer in bytes (a power of two): one block RAM on iCE40
+#: (4 kbit) and well within one on ECP5, room for a command of the longest kind
 RX_BUFFER = 512
 
 
@@ -57,7 +58,7 @@ class BoardTop(wiring.Component):
         brk = rx.brk
         info = info_record(self.net, self.rx_buffer)[:-1]
         parts = {
-            "rx_buffer": (fifo := SyncFIFOBuffered(width=8, depth=self.rx_buffer)),
+            "rx_buffer": (buffer := RewindBuffer(self.rx_buffer)),
             "decoder": (decoder := CommandDecoder(cfg)),
             "core": (core := LifCore(self.net)),
             "encoder": (encoder := ResponseEncoder(cfg, info)),
@@ -66,22 +67,28 @@ class BoardTop(wiring.Component):
         for name, part in parts.items():
             m.submodules[name] = ResetInserter({"sync": brk})(part)
 
-        overrun, framing = Signal(), Signal()
+        overrun, framing, refused = Signal(), Signal(), Signal()
+        job = decoder.o_job
         with m.If(brk):
-            m.d.sync += [overrun.eq(0), framing.eq(0)]
+            m.d.sync += [overrun.eq(0), framing.eq(0), refused.eq(0)]
         with m.Else():
             m.d.sync += [
-                overrun.eq(overrun | (rx.o_byte.valid & ~fifo.w_rdy)),
+                overrun.eq(overrun | buffer.overrun),
                 framing.eq(framing | rx.framing_error),
+                refused.eq(refused | (job.valid & job.ready & (job.p.op == Tag.ERROR))),
             ]
-        status = overrun * BoardInfo.OVERRUN | framing * BoardInfo.FRAMING
+        status = (
+            overrun * BoardInfo.OVERRUN | framing * BoardInfo.FRAMING | refused * BoardInfo.REFUSED
+        )
         m.d.comb += [
-            fifo.w_data.eq(rx.o_byte.payload),
-            fifo.w_en.eq(rx.o_byte.valid),
+            decoder.full.eq(buffer.full),
+            buffer.rewind.eq(decoder.rewind),
+            buffer.commit.eq(decoder.commit),
             encoder.status.eq(status),
             self.tx.eq(tx.tx),
         ]
-        wiring.connect(m, fifo.r_stream, decoder.i_byte)
+        wiring.connect(m, rx.o_byte, buffer.i_byte)
+        wiring.connect(m, buffer.o_byte, decoder.i_byte)
         wiring.connect(m, decoder.o_event, core.i_event)
         wiring.connect(m, decoder.o_job, encoder.i_job)
         wiring.connect(m, core.o_spike, encoder.i_spike)

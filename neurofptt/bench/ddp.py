@@ -41,7 +41,7 @@ from neurofptt.learning.threads import set_threads
 DEFAULT_RULES = PARALLEL_RULES
 #: a network and batch where a shard's products outweigh what each process repeats whole
 DEFAULT_HIDDEN = 512
-DEFAULT_BATCH = 256
+DEFAULT_BATCH = 512
 #: torch threads of every process (see the module docstring)
 THREADS = 1
 

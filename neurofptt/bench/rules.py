@@ -12,7 +12,9 @@ these can only slow a batch down, the wall time also by the time the scheduler g
 jobs; the processor time of a one-thread process counts its own work only, so it is the measure
 to compare rules by there.  The rules take turns at each length (every rule at the
 first ``T``, then every rule at the next), so that the ratios between rules at one length come
-from runs made close together in time, under the same load of a shared machine.
+from runs made close together in time, under the same load of a shared machine.  Each record
+gives the machine's one-, five- and fifteen-minute load averages as its point started and ended
+(``load_average``).
 
 Every point trains with one torch thread (recorded as ``threads``), whatever the machine: the
 comparison is between rules, and one thread keeps it free of how each rule's operations happen to
@@ -60,6 +62,7 @@ def measure(
 
     torch.manual_seed(seed)
     set_threads(THREADS)
+    load = list(os.getloadavg())
     y = torch.randint(0, 10, (batch,))
     warm = (torch.rand(batch, 4, n_in) < 0.2).float()
     x = (torch.rand(batch, steps, n_in) < 0.2).float()
@@ -94,6 +97,7 @@ def measure(
         "cpu_seconds_per_seq": min(cpu_seconds) / batch,
         "repeats": REPEATS,
         "threads": torch.get_num_threads(),
+        "load_average": [load, list(os.getloadavg())],
     }
 
 

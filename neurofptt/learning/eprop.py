@@ -103,6 +103,7 @@ from neurofptt.learning.objectives import (
     step_loss_and_grad,
     uniform_weights,
 )
+from neurofptt.learning.onestep import lif_step, steps_locally
 from neurofptt.models.alif import AdaptiveSpikingRNN, RecurrentALIF
 from neurofptt.models.base import RecurrentModel, State, check_sequence
 from neurofptt.models.conventional import GatedRNN
@@ -313,6 +314,7 @@ class EligibilityTracer:
         state = self.model.initial_state(batch)
         ref = self.out_weight
         self._track_rate = track_rate and self.kind == "spiking"
+        self._local_step = self.kind == "spiking" and steps_locally(self.model)
         self._batch = batch
         self._steps = 0
         if self.kind == "spiking":
@@ -339,8 +341,13 @@ class EligibilityTracer:
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """One model step; updates ``eps^v``, ``eps^a``, ``psi``, ``e`` and ``ebar``."""
-        logits, new_state = self.model.step(x, state)
+        """One model step; updates ``eps^v``, ``eps^a``, ``psi``, ``e`` and ``ebar``.  The LIF
+        network's step runs without its modules (:func:`~neurofptt.learning.onestep.lif_step`,
+        the same numbers)."""
+        if self._local_step:
+            logits, new_state = lif_step(self.model, x, state)
+        else:
+            logits, new_state = self.model.step(x, state)
         self._steps += 1
         if self.kind == "rnn":
             self._x, self._h_prev, self._h = x, state[0], new_state[0]

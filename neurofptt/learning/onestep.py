@@ -23,7 +23,7 @@ snntorch function's own ``backward``.  snntorch's surrogates emit float32 spikes
 rounds the gradient that reaches a spike to float32 even in a float64 model; this does the same
 (:data:`SPIKE_DTYPE`).
 
-The forward step itself (:meth:`LIFStepGradient.step`) runs the model's operations without
+The forward step itself (:func:`lif_step`) runs the model's operations without
 its modules: ``snntorch.Leaky`` stores its state in module attributes (a buffer registration per
 assignment, several per call) and computes a reset and spikes for the readout that its
 ``reset_mechanism="none"`` never uses, which on the 512-neuron network costs as much processor
@@ -164,6 +164,49 @@ def _plain_leaky(neuron: torch.nn.Module) -> bool:
     )
 
 
+def steps_locally(model: RecurrentModel) -> bool:
+    """Whether :func:`lif_step` is ``model.step``: the single-layer LIF network on snntorch's
+    ``Leaky`` neurons with their default delayed reset, state passed in and out, no inhibition,
+    no state quantization, a readout without reset and linear maps without bias."""
+    if not (
+        type(model) is SpikingRNN
+        and type(model.rec) is RecurrentLIF
+        and type(model.readout) is LeakyReadout
+    ):
+        return False
+    lif, li = model.rec.lif, model.readout.li
+    layers = (model.rec.fc_in, model.rec.fc_rec, model.readout.fc_out)
+    return (
+        _plain_leaky(lif)
+        and not lif.inhibition
+        and lif.reset_delay
+        and _plain_leaky(li)
+        and _reset_of(li) == "none"
+        and all(layer.bias is None for layer in layers)
+    )
+
+
+def lif_step(model: SpikingRNN, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    """``model.step(x, state)`` (where :func:`steps_locally`), the same operations on the same
+    operands, without the modules (see the module docstring): the logits and the new state
+    ``(mem, spk, out)``."""
+    rec, readout = model.rec, model.readout
+    lif, li = rec.lif, readout.li
+    mem, spk, out = state
+    current = F.linear(x, rec.fc_in.weight) + F.linear(spk, rec.fc_rec.weight)
+    reset = lif.spike_grad(mem - lif.threshold)  # Leaky.mem_reset
+    mode = _reset_of(lif)
+    if mode == "zero":
+        mem = (1 - reset) * mem
+    mem = lif.beta.clamp(0, 1) * mem + current
+    if mode == "subtract":
+        mem = mem - reset * lif.threshold
+    spk = lif.spike_grad(mem - lif.threshold) * lif.graded_spikes_factor  # Leaky.fire
+    spk = spk.to(current.dtype)  # RecurrentLIF.step
+    out = li.beta.clamp(0, 1) * out + F.linear(spk, readout.fc_out.weight)
+    return out, (mem, spk, out)
+
+
 def _trainable_weight(layer: torch.nn.Linear) -> torch.nn.Parameter | None:
     """The parameter the optimizer updates for a linear map's weight: the weight itself, or the
     float shadow of a fake-quantized one (``None`` for any other parametrization)."""
@@ -195,21 +238,12 @@ class LIFStepGradient:
         ``params`` are the trainable parameters in the order the caller keeps their gradients;
         they must be exactly the three weight matrices.
         """
-        if not (
-            type(model) is SpikingRNN
-            and type(model.rec) is RecurrentLIF
-            and type(model.readout) is LeakyReadout
-        ):
+        if not steps_locally(model):
             return None
-        lif, li = model.rec.lif, model.readout.li
-        spike = surrogate_backward(lif.spike_grad)
-        if spike is None or lif.inhibition or not lif.reset_delay:
-            return None
-        if not (_plain_leaky(lif) and _plain_leaky(li) and _reset_of(li) == "none"):
+        spike = surrogate_backward(model.rec.lif.spike_grad)
+        if spike is None:
             return None
         layers = (model.rec.fc_in, model.rec.fc_rec, model.readout.fc_out)
-        if any(layer.bias is not None for layer in layers):
-            return None
         weights = [_trainable_weight(layer) for layer in layers]
         ids = [id(w) for w in weights]
         if any(w is None for w in weights) or sorted(ids) != sorted(id(p) for p in params):
@@ -217,24 +251,8 @@ class LIFStepGradient:
         return cls(model, [ids.index(id(p)) for p in params], *spike)
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """The model's :meth:`~neurofptt.models.spiking.SpikingRNN.step`, the same operations
-        on the same operands, without its modules (see the module docstring): the logits and
-        the new state ``(mem, spk, out)``."""
-        rec, readout = self.model.rec, self.model.readout
-        lif, li = rec.lif, readout.li
-        mem, spk, out = state
-        current = F.linear(x, rec.fc_in.weight) + F.linear(spk, rec.fc_rec.weight)
-        reset = lif.spike_grad(mem - lif.threshold)  # Leaky.mem_reset
-        mode = _reset_of(lif)
-        if mode == "zero":
-            mem = (1 - reset) * mem
-        mem = lif.beta.clamp(0, 1) * mem + current
-        if mode == "subtract":
-            mem = mem - reset * lif.threshold
-        spk = lif.spike_grad(mem - lif.threshold) * lif.graded_spikes_factor  # Leaky.fire
-        spk = spk.to(current.dtype)  # RecurrentLIF.step
-        out = li.beta.clamp(0, 1) * out + F.linear(spk, readout.fc_out.weight)
-        return out, (mem, spk, out)
+        """The model's step, by :func:`lif_step`."""
+        return lif_step(self.model, x, state)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -109,6 +109,8 @@ class AuxiliaryLoss:
 
     The one-hot labels and the class-table rows ``Q[y]`` are the same at every step of a batch,
     so they are formed once, here; each step only mixes them with its label weight ``beta_t``.
+    (Differentiating ``auxiliary_loss`` itself with autograd gives the same numbers at about six
+    times the cost per step, which per-step FPTT pays at every step.)
     """
 
     def __init__(
@@ -138,7 +140,11 @@ def step_loss_and_grad(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`~neurofptt.learning.objectives.step_loss` for per-step targets (cross-entropy over
     the samples with a label, or mean squared error) and its gradient with respect to
-    ``output``, by the backward kernels autograd calls for these losses."""
+    ``output``, by the backward kernels autograd calls for these losses.
+
+    Not :func:`~neurofptt.learning.objectives.step_loss_and_grad`: that one writes the gradient
+    in closed form (``(softmax - onehot) / n``), which rounds differently from autograd's
+    kernels, and the local step must give autograd's numbers bit for bit."""
     if target == "regression":
         seed = torch.ones((), dtype=output.dtype, device=output.device)
         return F.mse_loss(output, y_t), torch.ops.aten.mse_loss_backward(seed, output, y_t, _MEAN)

@@ -23,13 +23,13 @@ snntorch function's own ``backward``.  snntorch's surrogates emit float32 spikes
 rounds the gradient that reaches a spike to float32 even in a float64 model; this does the same
 (:data:`SPIKE_DTYPE`).
 
-The forward step itself (:func:`lif_step`) runs the model's operations without
-its modules: ``snntorch.Leaky`` stores its state in module attributes (a buffer registration per
-assignment, several per call) and computes a reset and spikes for the readout that its
-``reset_mechanism="none"`` never uses, which on the 512-neuron network costs as much processor
-time as the step's products.  The step takes the same operations on the same operands
-(the linear maps, the leak ``beta.clamp(0, 1)``, the reset of the previous membrane, the
-model's spike function), so its state and logits are the model's bit for bit.
+The forward step itself (:func:`lif_step`) runs the model's operations without its modules:
+``snntorch.Leaky`` stores its state in module attributes (a buffer registration per assignment,
+several per call) and computes a reset and spikes for the readout that its
+``reset_mechanism="none"`` never uses, which on the 512-neuron network costs more processor time
+than the step's products.  The step takes the same operations on the same operands (the linear
+maps, the leak ``beta.clamp(0, 1)``, the reset of the previous membrane, the model's spike
+function), so its state and logits are the model's bit for bit.
 
 :meth:`LIFStepGradient.for_model` says where the form applies: the single-layer LIF network with
 one of snntorch's surrogates and its plain or fake-quantized weights (the quantizer's gradient
@@ -159,9 +159,8 @@ def _reset_of(neuron: Leaky) -> str | None:
 
 
 def _plain_leaky(neuron: torch.nn.Module) -> bool:
-    """Whether ``neuron`` is a ``snntorch.Leaky`` whose step :meth:`LIFStepGradient.step`
-    reproduces: its state passed in and out (not kept in the module), not quantized, one of
-    its own resets."""
+    """Whether ``neuron`` is a ``snntorch.Leaky`` whose step :func:`lif_step` reproduces: its
+    state passed in and out (not kept in the module), not quantized, one of its own resets."""
     return (
         type(neuron) is Leaky
         and not neuron.init_hidden

@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 def test_a_point_records_the_derived_rate_and_the_picked_epoch() -> None:
     record = learning.bench_point("cue-accumulation-short", "eprop", 0, 1, samples=8)
     assert record["train_samples"] == 8 and record["tuned"] is False and record["tune"] is None
-    assert record["forced_offset"] is None
+    assert record["forced_offset"] is None and record["start_gain"] is None
     assert record["rate"]["derived_offset"] == record["error_shift_offset"] == 4
     assert record["hardware"]["leak_shift"] == 7
     assert record["picked_epoch"] == 1 and 0 <= record["test_accuracy"] <= 1
@@ -62,3 +62,20 @@ def test_a_forced_offset_replaces_the_derived_one() -> None:
     record = learning.bench_point("cue-accumulation-short", "fptt", 1, 1, samples=6, offset=0)
     assert record["forced_offset"] == record["error_shift_offset"] == 0
     assert record["rate"] is None and record["history"][0]["error_shift_offset"] == 0
+
+
+def test_a_gain_changes_the_start_and_is_recorded(monkeypatch) -> None:
+    """``--gain`` draws the start at that fan-in gain; without it the start is the default's."""
+    spreads = []
+    real = learning.random_network
+
+    def spy(hw, seed, spread):
+        spreads.append(spread)
+        return real(hw, seed=seed, spread=spread)
+
+    monkeypatch.setattr(learning, "random_network", spy)
+    record = learning.bench_point("cue-accumulation-short", "eprop", 0, 1, samples=6, gain=1.0)
+    learning.bench_point("cue-accumulation-short", "eprop", 0, 1, samples=6)
+    hw = learning.task_hardware("cue-accumulation-short", "eprop")
+    assert spreads == [learning.fan_in_spreads(hw, 1.0), learning.fan_in_spreads(hw)]
+    assert spreads[0] != spreads[1] and record["start_gain"] == 1.0

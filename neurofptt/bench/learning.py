@@ -12,7 +12,8 @@ summary gives, per task, rule and tuning, the mean, the standard deviation and t
 seeds' test accuracies.  ``samples`` shrinks the training split of the generated tasks (their
 validation and test splits keep their sizes) so that long tasks fit a budget.  ``offset`` learns
 at that error shift offset instead of the derived one (0: the chip's rates as they are, what the
-host sent before the rate was derived), for comparison.
+host sent before the rate was derived), for comparison.  ``gain`` starts from
+:func:`~neurofptt.onchip.fan_in_spreads` at that gain instead of its default, for comparison.
 """
 
 from __future__ import annotations
@@ -62,11 +63,13 @@ def bench_point(
     samples: int = 0,
     tune: bool = False,
     offset: int | None = None,
+    gain: float | None = None,
 ) -> dict[str, Any]:
     """One run from scratch (the module docstring); ``samples`` > 0 sets ``n_train``."""
     data = load_task(task, **({"n_train": samples} if samples else {}))
     hw = task_hardware(task, rule)
-    net = random_network(hw, seed=seed, spread=fan_in_spreads(hw))
+    spread = fan_in_spreads(hw) if gain is None else fan_in_spreads(hw, gain)
+    net = random_network(hw, seed=seed, spread=spread)
     halvings = TrainConfig().onchip_halvings
     start = time.perf_counter()
     if offset is None:
@@ -97,6 +100,7 @@ def bench_point(
         "seed": seed,
         "tuned": tune,
         "forced_offset": offset,
+        "start_gain": gain,
         "epochs": epochs,
         "train_samples": history.train_samples,
         "val_samples": history.val_samples,
@@ -158,6 +162,9 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--offset", type=int, default=None, help="learn at this offset, not the derived one"
     )
+    parser.add_argument(
+        "--gain", type=float, default=None, help="the fan-in start's gain (default: its own)"
+    )
     args = parser.parse_args(argv)
     set_threads(1)
     before = conditions()
@@ -173,6 +180,7 @@ def _main(argv: list[str] | None = None) -> None:
                     samples=args.samples,
                     tune=args.tune,
                     offset=args.offset,
+                    gain=args.gain,
                 )
                 records.append(record)
                 print(

@@ -720,7 +720,12 @@ def synthesize(
         sources.append("folded.v")
     # The sources are passed as positional arguments (Yosys picks the frontend from the
     # extension, so .sv works too) to avoid quoting a path inside the script.
+    # Each word of a memory's initial contents is one statement of the Verilog and one cell
+    # after `proc`; `memory_collect` merges them into one memory cell before `flatten` copies
+    # them.  Without it Yosys failed in `flatten` on the 256-256-16 FPTT core (some 600,000
+    # words in its memories' slices), the YoWASP build having at most 4 GiB to address.
     script = (
+        f"hierarchy -top {top}; proc; memory_collect; "
         f"{_synth_command(family, dev, top)} -json {netlist.name}; "
         f"tee -q -o {stat_txt.name} stat; "
         f"tee -q -o {stat_json.name} stat -json"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from threadpoolctl import threadpool_info
 
 from neurofptt.bench.rules import measure as measure_rule
 from neurofptt.bench.threads import spinning
@@ -112,9 +113,12 @@ def test_bad_requests_are_config_errors(bad: object) -> None:
         choose_threads(None, workers=0)
 
 
-def test_set_threads_sets_torch_and_the_children_environment() -> None:
+def test_set_threads_sets_torch_blas_and_the_children_environment() -> None:
     assert set_threads(1) == 1
     assert torch.get_num_threads() == 1
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas, "numpy's BLAS is loaded by now"
+    assert all(pool["num_threads"] == 1 for pool in blas)
     assert all(os.environ[name] == "1" for name in THREAD_ENV)
     set_threads(2)
     assert torch.get_num_threads() == 2 and os.environ["OMP_NUM_THREADS"] == "2"

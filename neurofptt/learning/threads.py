@@ -25,9 +25,14 @@ them can still lose, which ``--threads 1`` rules out.
 **An explicit count** (``--threads N``, ``requested``) is used as given, also above the cores:
 the user may know better (an idle machine, an experiment on threading itself).
 
-:func:`set_threads` applies a count to torch and writes it to the OpenMP and MKL variables, so
-processes started from this one (a sweep's workers, a benchmark's measurements) begin with it
-instead of one thread per core.
+:func:`set_threads` applies a count to torch and to the BLAS libraries numpy has loaded (the
+golden model's integer products through float BLAS, :mod:`neurofptt.quant.exact`), and writes it
+to the OpenMP, MKL and OpenBLAS variables, so processes started from this one (a sweep's workers,
+a benchmark's measurements) begin with it instead of one thread per core.  numpy's OpenBLAS
+sizes its pool from ``OPENBLAS_NUM_THREADS`` when it is loaded, before any command has chosen a
+count, so the variable alone comes too late for this process: ``threadpoolctl`` resizes the pool
+that is already there.  Left at one thread per core it made the golden model about three times
+slower on two shared cores, with the same results.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import contextlib
 import os
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from neurofptt.errors import ConfigError
 
@@ -43,8 +49,8 @@ from neurofptt.errors import ConfigError
 #: largest measured size where they lost and the smallest where every measurement gained
 #: (docs/performance.md, "Threads")
 PARALLEL_WORK = 8_000_000
-#: the variables OpenMP and MKL read at start-up; set for the processes this one starts
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+#: the variables OpenMP, MKL and OpenBLAS read at start-up; set for the processes this one starts
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def available_cores() -> int:
@@ -111,8 +117,8 @@ def choose_threads(
 
 
 def set_threads(n: int) -> int:
-    """Make this process's torch use ``n`` threads, and the processes it starts begin with ``n``
-    (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``); returns ``n``.
+    """Make this process's torch and BLAS libraries use ``n`` threads, and the processes it
+    starts begin with ``n`` (:data:`THREAD_ENV`); returns ``n``.
 
     The inter-op pool (used by ``torch.jit.fork``, not by training here) can only be sized once,
     before any parallel work; later calls leave it as it is.
@@ -123,6 +129,7 @@ def set_threads(n: int) -> int:
     # already set, or parallel work has started: the pool stays as it is
     with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(n)
+    threadpool_limits(limits=n, user_api="blas")  # numpy's BLAS, loaded before the count was chosen
     for name in THREAD_ENV:
         os.environ[name] = str(n)
     return n

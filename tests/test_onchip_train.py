@@ -175,6 +175,36 @@ def test_stage_record_and_log(tmp_path: Path) -> None:
     assert len((tmp_path / METRICS_LOG).read_text().splitlines()) == 2
 
 
+def test_onchip_run_records_the_leaks_it_took_from_the_task(tmp_path: Path) -> None:
+    """A hardware table without leaks learns with the leaks derived from the task, and
+    ``train_onchip.json`` says so (the cue task's span gives other shifts than the core's)."""
+    hardware = {
+        k: v
+        for k, v in CUE_HW.replace(learning=None).to_dict().items()
+        if k not in ("leak_shift", "out_leak_shift")
+    }
+    cfg = FlowConfig.from_dict(
+        {"hardware": hardware, "train": {"epochs": 1}, "flow": {"task": "cue"}}
+    )
+    leak = cfg.derived["leak"]
+    assert (leak["leak_shift"], leak["out_leak_shift"]) != (
+        CUE_HW.leak_shift,
+        CUE_HW.out_leak_shift,
+    )
+    assert (leak["leak_shift"], leak["out_leak_shift"]) == (
+        cfg.hardware.leak_shift,
+        cfg.hardware.out_leak_shift,
+    )
+    stage_train_onchip(cfg, tmp_path, "eprop", progress=False)
+    saved = json.loads((tmp_path / "train_onchip.json").read_text())
+    assert saved["derived"] == {"leak": leak}
+    learned = QuantizedNetwork.load(tmp_path / "quantized.npz").config
+    assert (learned.leak_shift, learned.out_leak_shift) == (
+        leak["leak_shift"],
+        leak["out_leak_shift"],
+    )
+
+
 def test_train_accuracy_is_the_network_after_the_epoch() -> None:
     """``train_accuracy`` scores the learned samples with the network at the end of the epoch,
     learning off (``online_train_accuracy`` is the figure scored while learning)."""

@@ -125,8 +125,10 @@ def stage_train_onchip(
     on the task's validation split or a held-out ``flow.val_fraction`` of the training samples),
     and ``onchip_accuracy`` is its test accuracy;
     each epoch's record goes to ``metrics.jsonl`` as it finishes.  The record holds the
-    derivation (``rate``), the offset the run started from (``error_shift_offset``) and the
-    tuning grid (``tune``, ``None`` without tuning).
+    derivation (``rate``), the offset the run started from (``error_shift_offset``), the
+    tuning grid (``tune``, ``None`` without tuning) and the hardware settings taken from the task
+    (``derived``, :attr:`~neurofptt.flow.config.FlowConfig.derived`; empty from ``init``, whose
+    file brings its own).
     """
     out.mkdir(parents=True, exist_ok=True)
     task = load_flow_task(cfg)
@@ -163,6 +165,7 @@ def stage_train_onchip(
         "rule": rule,
         "engine": "golden",
         "init": "random" if init is None else str(init),
+        "derived": cfg.derived if init is None else {},
         **run.record(),
         "history": history.epochs,
         "onchip_accuracy": history.test_accuracy,

@@ -31,8 +31,8 @@ to the OpenMP, MKL and OpenBLAS variables, so processes started from this one (a
 a benchmark's measurements) begin with it instead of one thread per core.  numpy's OpenBLAS
 sizes its pool from ``OPENBLAS_NUM_THREADS`` when it is loaded, before any command has chosen a
 count, so the variable alone comes too late for this process: ``threadpoolctl`` resizes the pool
-that is already there.  Left at one thread per core it made the golden model about three times
-slower on two shared cores, with the same results.
+that is already there; left at one thread per core, its threads wait for each other on shared
+cores as torch's do, and the golden model slows down with the same results.
 """
 
 from __future__ import annotations

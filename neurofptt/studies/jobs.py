@@ -10,9 +10,12 @@ thread, and a worker process never keeps the count of the run it trained before.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from neurofptt.errors import NeurofpttError
 from neurofptt.flow import stages as flow
@@ -52,15 +55,17 @@ def job_threads(
 def init_pool_worker() -> None:
     """A process-pool worker ignores SIGINT: Ctrl-C in a terminal reaches the whole process
     group, and the parent alone decides what happens (it records what finished and terminates
-    the pool), so a worker must not die with a traceback."""
+    the pool), so a worker must not die with a traceback.
+
+    SIGTERM, the pool's terminate, keeps its default action: the worker ends at once, whichever
+    of its threads the kernel hands the signal to.  A Python handler would run only in the main
+    thread and only once that thread leaves the call it blocks in; a worker waiting for the task
+    queue's lock, which the terminating pool takes and keeps, never leaves it, and the parent
+    would wait for it forever.  So that ending this way leaves nothing behind, the progress
+    bars' lock is a thread lock: tqdm's default adds a multiprocessing lock, a semaphore the
+    resource tracker would report as leaked."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-
-
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    """A terminated worker exits through Python's shutdown, so the locks it created (the
-    progress bars' among them) are released instead of reported as leaked."""
-    raise SystemExit(0)
+    tqdm.set_lock(threading.RLock())
 
 
 def train_run(kind: str, config: dict[str, Any], run_dir: Path) -> tuple[str, float, dict]:

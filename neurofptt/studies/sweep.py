@@ -441,10 +441,13 @@ def run_sweep(
             try:
                 for record in pool.imap_unordered(run_job, jobs):
                     finished(record)
-            finally:
+                pool.close()  # every run finished: the workers leave when the queue is empty
+            except BaseException:
                 # on Ctrl-C the runs in progress stop at once (each resumes from its last
                 # checkpoint); the workers ignore SIGINT, so they print nothing
                 pool.terminate()
+                raise
+            finally:
                 pool.join()
     return [done[run.id] for run in sweep.runs if run.id in done]
 

@@ -33,6 +33,9 @@ def test_bench_ddp_writes_json(tmp_path: Path, capsys) -> None:
         assert r["seconds_per_epoch"] == statistics.median(r["epoch_seconds"])
         assert r["samples_per_second"] == 20 / r["seconds_per_epoch"]
     assert "speedup" not in one
+    # the synapses from the 32 inputs, between the 6 neurons and to the 10 readouts
+    assert one["weights"] == two["weights"] == 6 * 32 + 6 * 6 + 10 * 6
+    assert "allreduce_seconds" not in one and two["allreduce_seconds"] > 0
     assert two["speedup"] == two["samples_per_second"] / one["samples_per_second"]
     assert "samples/s" in capsys.readouterr().err
 

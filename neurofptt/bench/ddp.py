@@ -15,9 +15,11 @@ and nothing else competes for them).  Every process trains the LIF network on th
 train``, one warm-up batch, then ``epochs`` timed epochs whose ends are synchronised), and rank 0
 reports.  ``samples_per_second`` is the epoch's samples over the median epoch time (training
 only: evaluation and checkpoints are left out, they are not what the processes share), and
-``speedup`` the ``N`` processes' samples per second over the one process's.  The result records
-the cores this process may use and the load average before and after: ``N`` processes gain only
-where ``N`` cores are free for them.
+``speedup`` the ``N`` processes' samples per second over the one process's.  A group also
+times one all-reduce of as many values as the network has weights (``allreduce_seconds``): a
+per-step rule pays it at every time step, so it tells when a shard's work can outweigh it.  The
+result records the cores this process may use and the load average before and after: ``N``
+processes gain only where ``N`` cores are free for them.
 """
 
 from __future__ import annotations
@@ -27,15 +29,17 @@ import json
 import shutil
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from neurofptt.bench.threads import conditions, run_json, thread_env, time_epochs
 from neurofptt.errors import ConfigError
 from neurofptt.learning.distributed import PARALLEL_RULES, is_main, start, stop, world_size
-from neurofptt.learning.registry import check_combination
+from neurofptt.learning.registry import build_model, check_combination
 from neurofptt.learning.threads import set_threads
 
 DEFAULT_RULES = PARALLEL_RULES
@@ -46,20 +50,48 @@ DEFAULT_BATCH = 512
 THREADS = 1
 
 
+#: all-reduces timed by :func:`allreduce_seconds` (after as many untimed ones)
+PROBES = 20
+
+
+def allreduce_seconds(numel: int) -> float:
+    """The median time of one all-reduce of ``numel`` float32 values in this group: what a
+    per-step rule pays at every time step to combine a gradient of all the weights (with the
+    two counts :func:`~neurofptt.learning.distributed.combine` sends beside it).  Every rank
+    calls it together; the median leaves out the odd wait for a descheduled process."""
+    buffer = torch.zeros(numel + 2)
+    times = []
+    for probe in range(2 * PROBES):
+        begin = time.perf_counter()
+        dist.all_reduce(buffer)
+        if probe >= PROBES:
+            times.append(time.perf_counter() - begin)
+    return statistics.median(times)
+
+
 def measure(
     rule: str, hidden: int, batch: int, epochs: int, samples: int | None, seed: int = 0
 ) -> dict[str, Any]:
-    """Time ``epochs`` epochs in this process, one of a ``torchrun`` group or by itself."""
+    """Time ``epochs`` epochs in this process, one of a ``torchrun`` group or by itself; in a
+    group also one all-reduce of the weights' size (:func:`allreduce_seconds`)."""
     set_threads(THREADS)
     start(torch.device("cpu"))  # joins the group torchrun describes; alone: nothing
     try:
         record, times = time_epochs(rule, hidden, batch, epochs, seed, samples)
         processes = world_size()
+        weights = sum(
+            p.numel()
+            for p in build_model("lif", record["n_in"], hidden, record["n_out"]).parameters()
+        )
+        probe = {"weights": weights}
+        if processes > 1:
+            probe["allreduce_seconds"] = allreduce_seconds(weights)
     finally:
         stop()
     seconds = statistics.median(times)
     return {
         **record,
+        **probe,
         "processes": processes,
         "threads": torch.get_num_threads(),
         "seconds_per_epoch": seconds,
@@ -126,12 +158,16 @@ def bench_ddp(
 
 
 def format_table(result: dict[str, Any]) -> str:
-    lines = [f"{'rule':<6} {'processes':>9} {'s/epoch':>9} {'samples/s':>10} {'speedup':>8}"]
+    lines = [
+        f"{'rule':<6} {'processes':>9} {'s/epoch':>9} {'samples/s':>10} {'speedup':>8} "
+        f"{'allreduce ms':>12}"
+    ]
     for r in result["records"]:
         speedup = f"{r['speedup']:>8.2f}" if "speedup" in r else f"{'':>8}"
+        probe = f"{1e3 * r['allreduce_seconds']:>12.2f}" if "allreduce_seconds" in r else ""
         lines.append(
             f"{r['rule']:<6} {r['processes']:>9} {r['seconds_per_epoch']:>9.3f} "
-            f"{r['samples_per_second']:>10.1f} {speedup}"
+            f"{r['samples_per_second']:>10.1f} {speedup} {probe}".rstrip()
         )
     return "\n".join(lines)
 

@@ -28,7 +28,7 @@ initial values and the sweep zeroes the rows the memories still hold.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal, Value, ValueLike
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -93,6 +93,20 @@ class InputSet(wiring.Component):
         return m
 
 
+class RowCounter:
+    """The row ``j`` inside a fan-out run or a sweep, and ``j != 0`` in a register of its own,
+    written with it (:meth:`eq`).  The ``w_in`` address is selected by ``j != 0``: on a wide core
+    that address is routed to dozens of block RAMs, and a comparator of ``j`` in front of its
+    multiplexer was a LUT level and a net too many for the clock target."""
+
+    def __init__(self, cfg: HardwareConfig) -> None:
+        self.value = Signal(row_shape(cfg), name="j")
+        self.nonzero = Signal(name="j_nonzero")
+
+    def eq(self, value: ValueLike) -> list:
+        return [self.value.eq(value), self.nonzero.eq(Value.cast(value) != 0)]
+
+
 def sequencer_signature(cfg: HardwareConfig) -> wiring.Signature:
     """Ports of :class:`Sequencer`: the events in, the issued rows and weight addresses out,
     and the control of the spike list, the emitter, the readouts and (learning) the learning
@@ -142,14 +156,14 @@ class Sequencer(wiring.Component):
     def _issue(self, m: Module, op: RowOp, row) -> None:
         m.d.comb += [self.issue.valid.eq(1), self.issue.p.op.eq(op), self.issue.p.row.eq(row)]
 
-    def _sweep(self, m: Module, j: Signal, op: RowOp, rows: int, next_state: str) -> None:
+    def _sweep(self, m: Module, j: RowCounter, op: RowOp, rows: int, next_state: str) -> None:
         """Issue ``op`` for rows ``j .. rows - 1``, one per cycle, then go to ``next_state``."""
-        self._issue(m, op, j)
-        with m.If(j == rows - 1):
+        self._issue(m, op, j.value)
+        with m.If(j.value == rows - 1):
             m.d.sync += j.eq(0)
             m.next = next_state
         with m.Else():
-            m.d.sync += j.eq(j + 1)
+            m.d.sync += j.eq(j.value + 1)
 
     def _wait(self, m: Module, counter: Signal, cycles: int, next_state: str) -> None:
         """Stay ``cycles`` cycles in this state (``counter`` starts at 0), then ``next_state``."""
@@ -162,7 +176,7 @@ class Sequencer(wiring.Component):
     def _fan_out(
         self,
         m: Module,
-        j: Signal,
+        j: RowCounter,
         waddr: Signal,
         op: RowOp,
         run: int,
@@ -177,10 +191,10 @@ class Sequencer(wiring.Component):
         with the first spike's before the first run; a run of one row reads at the cursor's
         index itself."""
         walk = self.run
-        self._issue(m, op, j)
-        with m.If(j == 0):
+        self._issue(m, op, j.value)
+        with m.If(j.value == 0):
             m.d.comb += walk.take.eq(1)
-        with m.If(j == run - 1):
+        with m.If(j.value == run - 1):
             m.d.sync += j.eq(0)
             if run > 1:
                 m.d.sync += waddr.eq(times(walk.index, run))
@@ -189,7 +203,7 @@ class Sequencer(wiring.Component):
                     m.d.comb += walk.restart.eq(1)
                 m.next = next_state
         with m.Else():
-            m.d.sync += [j.eq(j + 1), waddr.eq(waddr + 1)]
+            m.d.sync += [*j.eq(j.value + 1), waddr.eq(waddr + 1)]
 
     def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
@@ -197,7 +211,7 @@ class Sequencer(wiring.Component):
         lanes, n_in, n_rec = cfg.lanes, cfg.n_in, cfg.n_rec
         rows, out_rows = lane_rows(n_rec, lanes), lane_rows(cfg.n_out, lanes)
         learning = cfg.learning is not None
-        j = Signal(row_shape(cfg))  # row inside a fan-out run or a sweep
+        j = RowCounter(cfg)
         waddr = Signal(range(max(n_in * rows, n_rec * rows, n_rec * out_rows) + 1))
         n_prev = Signal(range(rows + 1))  # spike-list entries of the last completed step
         wait = Signal(range(UPDATE_WRITE), name="drain")  # cycles while the pipeline drains
@@ -225,7 +239,7 @@ class Sequencer(wiring.Component):
         # (j = 0, or a repeat's cycle) the first fan-out word of whatever input is offered is
         # read (from the event's index): whether the event is taken only decides the issue.
         m.d.comb += [
-            self.w_in_addr.eq(Mux((j != 0) & ~repeat, waddr, in_start)),
+            self.w_in_addr.eq(Mux(j.nonzero & ~repeat, waddr, in_start)),
             self.w_rec_addr.eq(self.run.index if rows == 1 else waddr),
             self.w_out_addr.eq(self.run.index if out_rows == 1 else waddr),
         ]
@@ -246,18 +260,18 @@ class Sequencer(wiring.Component):
                     m.d.comb += inputs.add.eq(1)
                     m.d.sync += repeat.eq(inputs.seen)
                     if rows > 1:
-                        m.d.sync += [waddr.eq(in_start + 1), j.eq(1)]
+                        m.d.sync += [waddr.eq(in_start + 1), *j.eq(1)]
                         m.next = "ACC_IN"
                 with m.Case(EventKind.STEP):
                     m.d.comb += self.spikes_restart.eq(1)
-                    m.d.sync += [j.eq(0), waddr.eq(times(self.run.index, rows))]
+                    m.d.sync += [*j.eq(0), waddr.eq(times(self.run.index, rows))]
                     with m.If(n_prev != 0):
                         m.next = "REC"
                     with m.Else():
                         m.next = "UPDATE"
                 with m.Case(EventKind.CLEAR):
                     m.d.comb += inputs.clear.eq(1)
-                    m.d.sync += [j.eq(0), n_prev.eq(0)]
+                    m.d.sync += [*j.eq(0), n_prev.eq(0)]
                     m.next = "CLEAR"
             if learning:
                 with m.If(taken & (event.p.kind.as_value() == READ_WEIGHTS)):

@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from neurofptt.bench.threads import conditions
-from neurofptt.flow.config import VAL_FRACTION, task_leak
+from neurofptt.flow.config import LEAK_FIELDS, VAL_FRACTION, task_leak
 from neurofptt.flow.onchip_train import halving_period, train_onchip
 from neurofptt.flow.onchip_tune import learn_at_task_rate
 from neurofptt.learning.threads import set_threads
@@ -36,7 +36,8 @@ from neurofptt.quant.config import HardwareConfig, LearningConfig
 from neurofptt.tasks import load_task
 
 #: the core of each task: the default hardware with the task's inputs and classes; the membrane
-#: and trace leak comes from the task's label layout (:func:`~neurofptt.flow.config.task_leak`)
+#: and trace leak and the readout's leak come from the task's label layout
+#: (:func:`~neurofptt.flow.config.task_leak`), as in ``neurofptt flow`` and ``train``
 TASK_HARDWARE: dict[str, dict[str, int]] = {
     "digits": {},
     "cue-accumulation-short": {"n_in": 40, "n_out": 2},
@@ -46,12 +47,11 @@ RULES = ("eprop", "fptt")
 
 
 def task_hardware(task: str, rule: str) -> HardwareConfig:
-    """The core :data:`TASK_HARDWARE` gives ``task``, with the leak derived from the task and the
+    """The core :data:`TASK_HARDWARE` gives ``task``, with the leaks derived from the task and the
     default learning constants of ``rule``."""
-    leak = task_leak(task, {})["leak_shift"]  # type: ignore[index]
-    return HardwareConfig(
-        **TASK_HARDWARE[task], leak_shift=leak, learning=LearningConfig(mode=rule)
-    )
+    derived = task_leak(task, {})
+    leaks = {name: derived[name] for name in LEAK_FIELDS}  # type: ignore[index]
+    return HardwareConfig(**TASK_HARDWARE[task], **leaks, learning=LearningConfig(mode=rule))
 
 
 def bench_point(
@@ -104,7 +104,11 @@ def bench_point(
         "epochs": epochs,
         "train_samples": history.train_samples,
         "val_samples": history.val_samples,
-        "hardware": {**TASK_HARDWARE[task], "leak_shift": hw.leak_shift},
+        "hardware": {
+            **TASK_HARDWARE[task],
+            "leak_shift": hw.leak_shift,
+            "out_leak_shift": hw.out_leak_shift,
+        },
         **rate,
         "picked_epoch": history.picked_epoch,
         "val_accuracy": history.epochs[history.picked_epoch - 1]["val_accuracy"],

@@ -16,11 +16,11 @@ from cue_core import cue_core
 from neurofptt.errors import ConfigError
 from neurofptt.flow import onchip_train
 from neurofptt.flow.config import FlowConfig
-from neurofptt.flow.onchip import stage_train_onchip
+from neurofptt.flow.onchip import from_scratch, stage_train_onchip
 from neurofptt.flow.onchip_train import METRICS_LOG, train_onchip
 from neurofptt.onchip import random_network
 from neurofptt.quant import QuantizedNetwork, golden_run
-from neurofptt.quant.config import LearningConfig
+from neurofptt.quant.config import HardwareConfig, LearningConfig
 from neurofptt.tasks.base import TaskData, validation_indices, with_validation
 from neurofptt.tasks.cue import load_cue_task
 
@@ -176,8 +176,9 @@ def test_stage_record_and_log(tmp_path: Path) -> None:
 
 
 def test_onchip_run_records_the_leaks_it_took_from_the_task(tmp_path: Path) -> None:
-    """A hardware table without leaks learns with the leaks derived from the task, and
-    ``train_onchip.json`` says so (the cue task's span gives other shifts than the core's)."""
+    """A hardware table without leaks learns from scratch with the membrane leak derived from
+    the task and the readout's default leak (:func:`from_scratch`), and ``train_onchip.json``
+    says so (the cue task's span gives other shifts than the core's)."""
     hardware = {
         k: v
         for k, v in CUE_HW.replace(learning=None).to_dict().items()
@@ -195,14 +196,21 @@ def test_onchip_run_records_the_leaks_it_took_from_the_task(tmp_path: Path) -> N
         cfg.hardware.leak_shift,
         cfg.hardware.out_leak_shift,
     )
+    assert leak["out_leak_shift"] != HardwareConfig.out_leak_shift
     stage_train_onchip(cfg, tmp_path, "eprop", progress=False)
     saved = json.loads((tmp_path / "train_onchip.json").read_text())
     assert saved["derived"] == {"leak": leak}
     learned = QuantizedNetwork.load(tmp_path / "quantized.npz").config
-    assert (learned.leak_shift, learned.out_leak_shift) == (
-        leak["leak_shift"],
-        leak["out_leak_shift"],
-    )
+    used = (learned.leak_shift, learned.out_leak_shift)
+    assert used == (leak["leak_shift"], HardwareConfig.out_leak_shift)
+    assert saved["leaks"] == {"leak_shift": used[0], "out_leak_shift": used[1]}
+
+
+def test_a_readout_leak_the_config_sets_stays_from_scratch() -> None:
+    hw = CUE_HW.replace(out_leak_shift=9)
+    assert from_scratch(hw, {}) == hw
+    assert from_scratch(hw, {"leak_shift": 5}) == hw
+    assert from_scratch(hw, {"out_leak_shift": 9}).out_leak_shift == HardwareConfig.out_leak_shift
 
 
 def test_train_accuracy_is_the_network_after_the_epoch() -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 from neurofptt.bench.threads import conditions
 from neurofptt.flow.config import LEAK_FIELDS, VAL_FRACTION, task_leak
+from neurofptt.flow.onchip import from_scratch
 from neurofptt.flow.onchip_train import halving_period, train_onchip
 from neurofptt.flow.onchip_tune import learn_at_task_rate
 from neurofptt.learning.threads import set_threads
@@ -35,9 +36,9 @@ from neurofptt.onchip import fan_in_spreads, random_network
 from neurofptt.quant.config import HardwareConfig, LearningConfig
 from neurofptt.tasks import load_task
 
-#: the core of each task: the default hardware with the task's inputs and classes; the membrane
-#: and trace leak and the readout's leak come from the task's label layout
-#: (:func:`~neurofptt.flow.config.task_leak`), as in ``neurofptt flow`` and ``train``
+#: the core of each task: the default hardware with the task's inputs and classes; the leaks come
+#: from the task's label layout (:func:`~neurofptt.flow.config.task_leak`) as on-chip learning
+#: from scratch takes them in ``flow`` and ``train`` (:func:`~neurofptt.flow.onchip.from_scratch`)
 TASK_HARDWARE: dict[str, dict[str, int]] = {
     "digits": {},
     "cue-accumulation-short": {"n_in": 40, "n_out": 2},
@@ -49,9 +50,10 @@ RULES = ("eprop", "fptt")
 def task_hardware(task: str, rule: str) -> HardwareConfig:
     """The core :data:`TASK_HARDWARE` gives ``task``, with the leaks derived from the task and the
     default learning constants of ``rule``."""
-    derived = task_leak(task, {})
-    leaks = {name: derived[name] for name in LEAK_FIELDS}  # type: ignore[index]
-    return HardwareConfig(**TASK_HARDWARE[task], **leaks, learning=LearningConfig(mode=rule))
+    derived = task_leak(task, {}) or {}
+    leaks = {name: derived[name] for name in LEAK_FIELDS}
+    hw = HardwareConfig(**TASK_HARDWARE[task], **leaks, learning=LearningConfig(mode=rule))
+    return from_scratch(hw, derived)
 
 
 def bench_point(

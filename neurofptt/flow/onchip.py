@@ -21,9 +21,10 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 from neurofptt.errors import ConfigError
-from neurofptt.flow.config import FlowConfig
+from neurofptt.flow.config import LEAK_FIELDS, FlowConfig
 from neurofptt.flow.onchip_train import learning_hardware
 from neurofptt.flow.onchip_tune import learn_at_task_rate
 from neurofptt.flow.stages import (
@@ -38,7 +39,7 @@ from neurofptt.flow.stages import (
 from neurofptt.hdl.cost import learning_cycles_per_update, learning_memory_overhead
 from neurofptt.io import write_json
 from neurofptt.onchip import fan_in_spreads, random_network
-from neurofptt.quant.config import LEARNING_MODES, LearningConfig
+from neurofptt.quant.config import LEARNING_MODES, HardwareConfig, LearningConfig
 from neurofptt.quant.network import QuantizedNetwork
 
 #: the rules the golden engine learns with: the learning core's modes
@@ -59,19 +60,38 @@ RTL_KEYS = (
 SHIFTS = ("w_in_shift", "w_rec_shift", "w_out_shift")  # chosen per network by the quantizer
 
 
+def from_scratch(hw: HardwareConfig, derived: dict[str, Any]) -> HardwareConfig:
+    """``hw`` for on-chip learning from a random start: a readout leak the task gave
+    (``out_leak_shift`` in ``derived``, :func:`~neurofptt.flow.config.task_leak`'s record)
+    returns to the default; one the config sets stays.
+
+    The readout's leak follows the task's whole span for float training, where FPTT's gradient
+    from the detached state needs the readout to hold a cue's evidence until the labelled steps
+    (``docs/results-float-learning.md``).  On chip the rules' traces carry that evidence instead:
+    ``xbar`` and ``zbar`` filter the inputs and spikes with the membrane leak, which does follow
+    the task, and both rules learned ``cue-accumulation-short`` from scratch with the default
+    readout leak.  With the readout's leak from the span they predict one class there; the
+    measurements are in ``docs/results-learning.md`` ("The readout's leak on chip")."""
+    if "out_leak_shift" not in derived:
+        return hw
+    return hw.replace(out_leak_shift=HardwareConfig.out_leak_shift)
+
+
 def initial_network(cfg: FlowConfig, rule: str, init: Path | None = None) -> QuantizedNetwork:
     """The network on-chip learning starts from, with ``hardware.learning`` (or, without that
     table, the default :class:`~neurofptt.quant.config.LearningConfig`) in ``rule``'s mode.
 
     ``init`` is a ``quantized.npz`` of the same hardware; it keeps the per-matrix weight shifts
     the quantizer chose for it.  Without it the weights are random, uniform within
-    :func:`~neurofptt.onchip.fan_in_spreads` (seed ``train.seed``).
+    :func:`~neurofptt.onchip.fan_in_spreads` (seed ``train.seed``), and the readout's leak is
+    :func:`from_scratch`'s.
     """
     if rule not in ONCHIP_RULES:
         raise ConfigError(f"the golden engine learns with {ONCHIP_RULES}, not {rule!r}")
     learning = dataclasses.replace(cfg.hardware.learning or LearningConfig(), mode=rule)
     hw = cfg.hardware.replace(learning=learning)
     if init is None:
+        hw = from_scratch(hw, cfg.derived.get("leak", {}))
         return random_network(hw, seed=cfg.train.seed, spread=fan_in_spreads(hw))
     start = QuantizedNetwork.load(init)
     start_hw = start.config.replace(learning=learning)
@@ -126,9 +146,10 @@ def stage_train_onchip(
     and ``onchip_accuracy`` is its test accuracy;
     each epoch's record goes to ``metrics.jsonl`` as it finishes.  The record holds the
     derivation (``rate``), the offset the run started from (``error_shift_offset``), the
-    tuning grid (``tune``, ``None`` without tuning) and the hardware settings taken from the task
+    tuning grid (``tune``, ``None`` without tuning), the hardware settings taken from the task
     (``derived``, :attr:`~neurofptt.flow.config.FlowConfig.derived`; empty from ``init``, whose
-    file brings its own).
+    file brings its own) and the leaks the run learned with (``leaks``: from scratch the readout's
+    is :func:`from_scratch`'s).
     """
     out.mkdir(parents=True, exist_ok=True)
     task = load_flow_task(cfg)
@@ -166,6 +187,7 @@ def stage_train_onchip(
         "engine": "golden",
         "init": "random" if init is None else str(init),
         "derived": cfg.derived if init is None else {},
+        "leaks": {name: getattr(net.config, name) for name in LEAK_FIELDS},
         **run.record(),
         "history": history.epochs,
         "onchip_accuracy": history.test_accuracy,

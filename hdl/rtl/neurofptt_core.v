@@ -2722,57 +2722,79 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire [11:0] \$26 ;
-  wire [13:0] \$27 ;
-  wire \$28 ;
+  wire [11:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [13:0] \$28 ;
   wire \$29 ;
   wire \$3 ;
-  wire [11:0] \$30 ;
-  wire [13:0] \$31 ;
+  wire \$30 ;
+  wire \$31 ;
   wire \$32 ;
-  wire [13:0] \$33 ;
+  wire [11:0] \$33 ;
   wire \$34 ;
-  wire [5:0] \$35 ;
-  wire \$36 ;
-  wire [13:0] \$37 ;
+  wire \$35 ;
+  wire [13:0] \$36 ;
+  wire \$37 ;
   wire \$38 ;
-  wire [5:0] \$39 ;
-  wire \$4 ;
-  wire [13:0] \$40 ;
+  wire [13:0] \$39 ;
+  wire [12:0] \$4 ;
+  wire \$40 ;
   wire \$41 ;
-  wire \$42 ;
+  wire [5:0] \$42 ;
   wire [5:0] \$43 ;
   wire \$44 ;
-  wire [2:0] \$45 ;
+  wire \$45 ;
   wire \$46 ;
-  wire [7:0] \$47 ;
-  wire [7:0] \$48 ;
-  wire [8:0] \$49 ;
-  wire [12:0] \$5 ;
-  wire \$50 ;
-  wire [2:0] \$51 ;
-  wire \$52 ;
-  wire [7:0] \$53 ;
-  wire [7:0] \$54 ;
-  wire [8:0] \$55 ;
-  wire \$56 ;
+  wire [13:0] \$47 ;
+  wire \$48 ;
+  wire [5:0] \$49 ;
+  wire \$5 ;
+  wire [5:0] \$50 ;
+  wire \$51 ;
+  wire [13:0] \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire [5:0] \$56 ;
   wire [5:0] \$57 ;
-  wire [13:0] \$58 ;
+  wire \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire [2:0] \$60 ;
   wire \$61 ;
-  wire [5:0] \$62 ;
-  reg \$63 ;
-  reg [12:0] \$64 ;
-  reg [4:0] \$65 ;
-  reg [3:0] \$66 ;
-  reg [5:0] \$67 ;
-  reg [1:0] \$68 ;
+  wire [7:0] \$62 ;
+  wire [7:0] \$63 ;
+  wire [8:0] \$64 ;
+  wire \$65 ;
+  wire [2:0] \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire [7:0] \$69 ;
   wire \$7 ;
+  wire [7:0] \$70 ;
+  wire [8:0] \$71 ;
+  wire \$72 ;
+  wire [5:0] \$73 ;
+  wire [5:0] \$74 ;
+  wire \$75 ;
+  wire [13:0] \$76 ;
+  wire \$77 ;
+  wire [2:0] \$78 ;
+  wire \$79 ;
   wire \$8 ;
+  wire \$80 ;
+  wire [5:0] \$81 ;
+  wire [5:0] \$82 ;
+  wire \$83 ;
+  reg \$84 ;
+  reg [12:0] \$85 ;
+  reg [4:0] \$86 ;
+  reg \$87 ;
+  reg [3:0] \$88 ;
+  reg [5:0] \$89 ;
   wire \$9 ;
+  reg [1:0] \$90 ;
   reg add;
   reg clear;
   input clk;
@@ -2816,6 +2838,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   output issue__valid;
   reg issue__valid;
   reg [4:0] j = 5'h00;
+  reg j_nonzero = 1'h0;
   (* init = 6'h00 *)
   wire [5:0] n_prev;
   input readout__done;
@@ -2850,73 +2873,84 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   output [11:0] w_rec_addr;
   wire [11:0] w_rec_addr;
   reg [12:0] waddr = 13'h0000;
-  assign \$32  = | run__count;
-  assign \$33  = waddr + 1'h1;
-  assign \$34  = j == 5'h1f;
-  assign \$35  = j + 1'h1;
-  assign \$36  = j == 5'h1f;
-  assign \$38  = ~ run__more;
-  assign \$39  = j + 1'h1;
-  assign \$40  = waddr + 1'h1;
-  assign \$41  = ~ emitter__busy;
-  assign \$42  = j == 5'h1f;
+  assign \$10  = j == 2'h2;
+  assign \$11  = ~ run__more;
+  assign \$12  = \$14  & drop;
+  assign idle = \$13  | \$12 ;
+  assign \$13  = ! fsm_state;
+  assign \$14  = fsm_state == 1'h1;
+  assign \$15  = fsm_state == 2'h2;
+  assign \$16  = fsm_state == 2'h3;
+  assign \$17  = fsm_state == 3'h4;
+  assign \$18  = fsm_state == 3'h5;
+  assign \$19  = fsm_state == 3'h6;
+  assign \$20  = fsm_state == 3'h7;
+  assign \$21  = fsm_state == 4'h8;
+  assign \$22  = fsm_state == 4'h9;
+  assign \$23  = fsm_state == 4'ha;
+  assign \$24  = i_event__payload[6:2] < 6'h20;
+  assign \$25  = \$1 [10:0] + 1'h1;
+  assign \$29  = | run__count;
+  assign \$32  = i_event__payload[6:2] < 6'h20;
+  assign \$33  = \$1 [10:0] + 1'h1;
+  assign \$37  = | run__count;
+  assign \$39  = waddr + 1'h1;
+  assign \$40  = j == 5'h1f;
+  assign \$42  = j + 1'h1;
   assign \$43  = j + 1'h1;
-  assign \$44  = drain == 2'h2;
-  assign \$45  = drain + 1'h1;
-  assign \$46  = drain == 1'h1;
-  assign \$49  = \$47  + \$48 ;
-  assign \$50  = | run__count;
-  assign \$51  = drain + 1'h1;
-  assign \$52  = j == 2'h2;
-  assign \$55  = \$53  + \$54 ;
-  assign \$56  = ~ run__more;
+  assign \$44  = | \$43 ;
+  assign \$45  = j == 5'h1f;
+  assign \$48  = ~ run__more;
+  assign \$49  = j + 1'h1;
+  assign \$50  = j + 1'h1;
+  assign \$51  = | \$50 ;
+  assign \$52  = waddr + 1'h1;
+  assign \$53  = ~ emitter__busy;
+  assign \$54  = j == 5'h1f;
+  assign \$56  = j + 1'h1;
   assign \$57  = j + 1'h1;
-  assign \$58  = waddr + 1'h1;
-  assign \$59  = ! drain;
+  assign \$58  = | \$57 ;
+  assign \$59  = drain == 2'h2;
   assign \$60  = drain + 1'h1;
-  assign \$61  = j == 5'h1f;
-  assign \$62  = j + 1'h1;
+  assign \$61  = drain == 1'h1;
+  assign \$64  = \$62  + \$63 ;
+  assign \$65  = | run__count;
+  assign \$66  = drain + 1'h1;
+  assign \$67  = j == 2'h2;
+  assign \$71  = \$69  + \$70 ;
+  assign \$72  = ~ run__more;
+  assign \$73  = j + 1'h1;
+  assign \$74  = j + 1'h1;
+  assign \$75  = | \$74 ;
+  assign \$76  = waddr + 1'h1;
+  assign \$77  = ! drain;
+  assign \$78  = drain + 1'h1;
+  assign \$79  = j == 5'h1f;
+  assign \$81  = j + 1'h1;
+  assign \$82  = j + 1'h1;
+  assign \$83  = | \$82 ;
   always @(posedge clk)
-    drop <= \$63 ;
+    drop <= \$84 ;
   always @(posedge clk)
-    waddr <= \$64 ;
+    waddr <= \$85 ;
   always @(posedge clk)
-    j <= \$65 ;
+    j <= \$86 ;
   always @(posedge clk)
-    fsm_state <= \$66 ;
+    j_nonzero <= \$87 ;
   always @(posedge clk)
-    run__count <= \$67 ;
+    fsm_state <= \$88 ;
   always @(posedge clk)
-    drain <= \$68 ;
-  assign \$2  = | j;
-  assign \$3  = ~ drop;
-  assign \$4  = \$2  & \$3 ;
-  assign \$5  = \$4  ? waddr : { 2'h0, \$1 [10:0] };
+    run__count <= \$89 ;
+  always @(posedge clk)
+    drain <= \$90 ;
+  assign \$2  = ~ drop;
+  assign \$3  = j_nonzero & \$2 ;
+  assign \$4  = \$3  ? waddr : { 2'h0, \$1 [10:0] };
+  assign \$5  = i_event__payload[6:2] < 6'h20;
   assign \$6  = i_event__payload[6:2] < 6'h20;
-  assign \$7  = i_event__payload[6:2] < 6'h20;
-  assign \$8  = ! j;
-  assign \$9  = ~ emitter__busy;
-  assign \$10  = ! j;
-  assign \$11  = j == 2'h2;
-  assign \$12  = ~ run__more;
-  assign \$13  = \$15  & drop;
-  assign idle = \$14  | \$13 ;
-  assign \$14  = ! fsm_state;
-  assign \$15  = fsm_state == 1'h1;
-  assign \$16  = fsm_state == 2'h2;
-  assign \$17  = fsm_state == 2'h3;
-  assign \$18  = fsm_state == 3'h4;
-  assign \$19  = fsm_state == 3'h5;
-  assign \$20  = fsm_state == 3'h6;
-  assign \$21  = fsm_state == 3'h7;
-  assign \$22  = fsm_state == 4'h8;
-  assign \$23  = fsm_state == 4'h9;
-  assign \$24  = fsm_state == 4'ha;
-  assign \$25  = i_event__payload[6:2] < 6'h20;
-  assign \$26  = \$1 [10:0] + 1'h1;
-  assign \$28  = | run__count;
-  assign \$29  = i_event__payload[6:2] < 6'h20;
-  assign \$30  = \$1 [10:0] + 1'h1;
+  assign \$7  = ! j;
+  assign \$8  = ~ emitter__busy;
+  assign \$9  = ! j;
   \neurofptt_core.sequencer.inputs  inputs (
     .add(add),
     .clear(clear),
@@ -2945,7 +2979,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$6 ) begin
+                  if (\$5 ) begin
                     issue__valid = 1'h1;
                   end
             endcase
@@ -2956,7 +2990,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
             if (i_event__valid) begin
               casez (i_event__payload[1:0])
                 2'h0:
-                    if (\$7 ) begin
+                    if (\$6 ) begin
                       issue__valid = 1'h1;
                     end
               endcase
@@ -2967,7 +3001,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h2:
           issue__valid = 1'h1;
       4'h3:
-          if (\$9 ) begin
+          if (\$8 ) begin
             issue__valid = 1'h1;
           end
       4'h5:
@@ -2994,7 +3028,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$6 ) begin
+                  if (\$5 ) begin
                     issue__payload[2:0] = 3'h1;
                     issue__payload[7:3] = 5'h00;
                   end
@@ -3006,7 +3040,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
             if (i_event__valid) begin
               casez (i_event__payload[1:0])
                 2'h0:
-                    if (\$7 ) begin
+                    if (\$6 ) begin
                       issue__payload[2:0] = 3'h1;
                       issue__payload[7:3] = 5'h00;
                     end
@@ -3022,7 +3056,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           issue__payload[7:3] = j;
         end
       4'h3:
-          if (\$9 ) begin
+          if (\$8 ) begin
             issue__payload[2:0] = 3'h3;
             issue__payload[7:3] = j;
           end
@@ -3056,7 +3090,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$6 ) begin
+                  if (\$5 ) begin
                     add = 1'h1;
                   end
             endcase
@@ -3066,7 +3100,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
             if (i_event__valid) begin
               casez (i_event__payload[1:0])
                 2'h0:
-                    if (\$7 ) begin
+                    if (\$6 ) begin
                       add = 1'h1;
                     end
               endcase
@@ -3147,7 +3181,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h1:
           /* empty */;
       4'h2:
-          if (\$8 ) begin
+          if (\$7 ) begin
             run__take = 1'h1;
           end
       4'h3:
@@ -3159,7 +3193,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h7:
           /* empty */;
       4'h8:
-          if (\$10 ) begin
+          if (\$9 ) begin
             run__take = 1'h1;
           end
     endcase
@@ -3183,8 +3217,8 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h7:
           /* empty */;
       4'h8:
-          if (\$11 ) begin
-            if (\$12 ) begin
+          if (\$10 ) begin
+            if (\$11 ) begin
               run__restart = 1'h1;
             end
           end
@@ -3272,14 +3306,14 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$63  = 1'h0;
+    \$84  = 1'h0;
     casez (fsm_state)
       4'h0:
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$25 ) begin
-                    \$63  = seen;
+                  if (\$24 ) begin
+                    \$84  = seen;
                   end
             endcase
           end
@@ -3288,30 +3322,30 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
             if (i_event__valid) begin
               casez (i_event__payload[1:0])
                 2'h0:
-                    if (\$29 ) begin
-                      \$63  = seen;
+                    if (\$32 ) begin
+                      \$84  = seen;
                     end
               endcase
             end
           end
     endcase
     if (rst) begin
-      \$63  = 1'h0;
+      \$84  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$64  = waddr;
+    \$85  = waddr;
     casez (fsm_state)
       4'h0:
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$25 ) begin
-                    \$64  = { 1'h0, \$26  };
+                  if (\$24 ) begin
+                    \$85  = { 1'h0, \$25  };
                   end
               2'h1:
-                  \$64  = \$27 [12:0];
+                  \$85  = \$28 [12:0];
             endcase
           end
       4'h1:
@@ -3320,22 +3354,22 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
             if (i_event__valid) begin
               casez (i_event__payload[1:0])
                 2'h0:
-                    if (\$29 ) begin
-                      \$64  = { 1'h0, \$30  };
+                    if (\$32 ) begin
+                      \$85  = { 1'h0, \$33  };
                     end
                 2'h1:
-                    \$64  = \$31 [12:0];
+                    \$85  = \$36 [12:0];
               endcase
             end
           end else begin
-            \$64  = \$33 [12:0];
+            \$85  = \$39 [12:0];
           end
       4'h2:
           (* full_case = 32'd1 *)
-          if (\$36 ) begin
-            \$64  = \$37 [12:0];
+          if (\$45 ) begin
+            \$85  = \$47 [12:0];
           end else begin
-            \$64  = \$40 [12:0];
+            \$85  = \$52 [12:0];
           end
       4'h3:
           /* empty */;
@@ -3344,76 +3378,76 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h6:
           /* empty */;
       4'h7:
-          if (\$46 ) begin
-            \$64  = { 4'h0, \$49  };
+          if (\$61 ) begin
+            \$85  = { 4'h0, \$64  };
           end
       4'h8:
           (* full_case = 32'd1 *)
-          if (\$52 ) begin
-            \$64  = { 4'h0, \$55  };
+          if (\$67 ) begin
+            \$85  = { 4'h0, \$71  };
           end else begin
-            \$64  = \$58 [12:0];
+            \$85  = \$76 [12:0];
           end
     endcase
     if (rst) begin
-      \$64  = 13'h0000;
+      \$85  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$65  = j;
+    \$86  = j;
     casez (fsm_state)
       4'h0:
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$25 ) begin
-                    \$65  = 5'h01;
+                  if (\$24 ) begin
+                    \$86  = 5'h01;
                   end
               2'h1:
-                  \$65  = 5'h00;
+                  \$86  = 5'h00;
               2'h2:
-                  \$65  = 5'h00;
+                  \$86  = 5'h00;
             endcase
           end
       4'h1:
           (* full_case = 32'd1 *)
           if (drop) begin
-            \$65  = 5'h00;
+            \$86  = 5'h00;
             if (i_event__valid) begin
               casez (i_event__payload[1:0])
                 2'h0:
-                    if (\$29 ) begin
-                      \$65  = 5'h01;
+                    if (\$32 ) begin
+                      \$86  = 5'h01;
                     end
                 2'h1:
-                    \$65  = 5'h00;
+                    \$86  = 5'h00;
                 2'h2:
-                    \$65  = 5'h00;
+                    \$86  = 5'h00;
               endcase
             end
           end else begin
             (* full_case = 32'd1 *)
-            if (\$34 ) begin
-              \$65  = 5'h00;
+            if (\$40 ) begin
+              \$86  = 5'h00;
             end else begin
-              \$65  = \$35 [4:0];
+              \$86  = \$42 [4:0];
             end
           end
       4'h2:
           (* full_case = 32'd1 *)
-          if (\$36 ) begin
-            \$65  = 5'h00;
+          if (\$45 ) begin
+            \$86  = 5'h00;
           end else begin
-            \$65  = \$39 [4:0];
+            \$86  = \$49 [4:0];
           end
       4'h3:
-          if (\$41 ) begin
+          if (\$53 ) begin
             (* full_case = 32'd1 *)
-            if (\$42 ) begin
-              \$65  = 5'h00;
+            if (\$54 ) begin
+              \$86  = 5'h00;
             end else begin
-              \$65  = \$43 [4:0];
+              \$86  = \$56 [4:0];
             end
           end
       4'h5:
@@ -3424,10 +3458,10 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           /* empty */;
       4'h8:
           (* full_case = 32'd1 *)
-          if (\$52 ) begin
-            \$65  = 5'h00;
+          if (\$67 ) begin
+            \$86  = 5'h00;
           end else begin
-            \$65  = \$57 [4:0];
+            \$86  = \$73 [4:0];
           end
       4'h9:
           /* empty */;
@@ -3435,117 +3469,203 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           /* empty */;
       4'h4:
           (* full_case = 32'd1 *)
-          if (\$61 ) begin
-            \$65  = 5'h00;
+          if (\$79 ) begin
+            \$86  = 5'h00;
           end else begin
-            \$65  = \$62 [4:0];
+            \$86  = \$81 [4:0];
           end
     endcase
     if (rst) begin
-      \$65  = 5'h00;
+      \$86  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$66  = fsm_state;
+    \$87  = j_nonzero;
     casez (fsm_state)
       4'h0:
           if (i_event__valid) begin
             casez (i_event__payload[1:0])
               2'h0:
-                  if (\$25 ) begin
-                    \$66  = 4'h1;
+                  if (\$24 ) begin
+                    \$87  = \$26 ;
+                  end
+              2'h1:
+                  \$87  = \$27 ;
+              2'h2:
+                  \$87  = \$30 ;
+            endcase
+          end
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            \$87  = \$31 ;
+            if (i_event__valid) begin
+              casez (i_event__payload[1:0])
+                2'h0:
+                    if (\$32 ) begin
+                      \$87  = \$34 ;
+                    end
+                2'h1:
+                    \$87  = \$35 ;
+                2'h2:
+                    \$87  = \$38 ;
+              endcase
+            end
+          end else begin
+            (* full_case = 32'd1 *)
+            if (\$40 ) begin
+              \$87  = \$41 ;
+            end else begin
+              \$87  = \$44 ;
+            end
+          end
+      4'h2:
+          (* full_case = 32'd1 *)
+          if (\$45 ) begin
+            \$87  = \$46 ;
+          end else begin
+            \$87  = \$51 ;
+          end
+      4'h3:
+          if (\$53 ) begin
+            (* full_case = 32'd1 *)
+            if (\$54 ) begin
+              \$87  = \$55 ;
+            end else begin
+              \$87  = \$58 ;
+            end
+          end
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          (* full_case = 32'd1 *)
+          if (\$67 ) begin
+            \$87  = \$68 ;
+          end else begin
+            \$87  = \$75 ;
+          end
+      4'h9:
+          /* empty */;
+      4'ha:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$79 ) begin
+            \$87  = \$80 ;
+          end else begin
+            \$87  = \$83 ;
+          end
+    endcase
+    if (rst) begin
+      \$87  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$88  = fsm_state;
+    casez (fsm_state)
+      4'h0:
+          if (i_event__valid) begin
+            casez (i_event__payload[1:0])
+              2'h0:
+                  if (\$24 ) begin
+                    \$88  = 4'h1;
                   end
               2'h1:
                   (* full_case = 32'd1 *)
-                  if (\$28 ) begin
-                    \$66  = 4'h2;
+                  if (\$29 ) begin
+                    \$88  = 4'h2;
                   end else begin
-                    \$66  = 4'h3;
+                    \$88  = 4'h3;
                   end
               2'h2:
-                  \$66  = 4'h4;
+                  \$88  = 4'h4;
             endcase
           end
       4'h1:
           (* full_case = 32'd1 *)
           if (drop) begin
-            \$66  = 4'h0;
+            \$88  = 4'h0;
             if (i_event__valid) begin
               casez (i_event__payload[1:0])
                 2'h0:
-                    if (\$29 ) begin
-                      \$66  = 4'h1;
+                    if (\$32 ) begin
+                      \$88  = 4'h1;
                     end
                 2'h1:
                     (* full_case = 32'd1 *)
-                    if (\$32 ) begin
-                      \$66  = 4'h2;
+                    if (\$37 ) begin
+                      \$88  = 4'h2;
                     end else begin
-                      \$66  = 4'h3;
+                      \$88  = 4'h3;
                     end
                 2'h2:
-                    \$66  = 4'h4;
+                    \$88  = 4'h4;
               endcase
             end
           end else begin
-            if (\$34 ) begin
-              \$66  = 4'h0;
+            if (\$40 ) begin
+              \$88  = 4'h0;
             end
           end
       4'h2:
-          if (\$36 ) begin
-            if (\$38 ) begin
-              \$66  = 4'h3;
+          if (\$45 ) begin
+            if (\$48 ) begin
+              \$88  = 4'h3;
             end
           end
       4'h3:
-          if (\$41 ) begin
-            if (\$42 ) begin
-              \$66  = 4'h5;
+          if (\$53 ) begin
+            if (\$54 ) begin
+              \$88  = 4'h5;
             end
           end
       4'h5:
-          if (\$44 ) begin
-            \$66  = 4'h6;
+          if (\$59 ) begin
+            \$88  = 4'h6;
           end
       4'h6:
-          \$66  = 4'h7;
+          \$88  = 4'h7;
       4'h7:
-          if (\$46 ) begin
+          if (\$61 ) begin
             (* full_case = 32'd1 *)
-            if (\$50 ) begin
-              \$66  = 4'h8;
+            if (\$65 ) begin
+              \$88  = 4'h8;
             end else begin
-              \$66  = 4'h9;
+              \$88  = 4'h9;
             end
           end
       4'h8:
-          if (\$52 ) begin
-            if (\$56 ) begin
-              \$66  = 4'h9;
+          if (\$67 ) begin
+            if (\$72 ) begin
+              \$88  = 4'h9;
             end
           end
       4'h9:
-          if (\$59 ) begin
-            \$66  = 4'ha;
+          if (\$77 ) begin
+            \$88  = 4'ha;
           end
       4'ha:
           if (readout__done) begin
-            \$66  = 4'h0;
+            \$88  = 4'h0;
           end
       4'h4:
-          if (\$61 ) begin
-            \$66  = 4'h0;
+          if (\$79 ) begin
+            \$88  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$66  = 4'h4;
+      \$88  = 4'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$67  = run__count;
+    \$89  = run__count;
     casez (fsm_state)
       4'h0:
           if (i_event__valid) begin
@@ -3555,7 +3675,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
               2'h1:
                   /* empty */;
               2'h2:
-                  \$67  = 6'h00;
+                  \$89  = 6'h00;
             endcase
           end
       4'h1:
@@ -3567,7 +3687,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
                 2'h1:
                     /* empty */;
                 2'h2:
-                    \$67  = 6'h00;
+                    \$89  = 6'h00;
               endcase
             end
           end
@@ -3578,15 +3698,15 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h5:
           /* empty */;
       4'h6:
-          \$67  = spike_count;
+          \$89  = spike_count;
     endcase
     if (rst) begin
-      \$67  = 6'h00;
+      \$89  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$68  = drain;
+    \$90  = drain;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3598,32 +3718,32 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$44 ) begin
-            \$68  = 2'h0;
+          if (\$59 ) begin
+            \$90  = 2'h0;
           end else begin
-            \$68  = \$45 [1:0];
+            \$90  = \$60 [1:0];
           end
       4'h6:
           /* empty */;
       4'h7:
           (* full_case = 32'd1 *)
-          if (\$46 ) begin
-            \$68  = 2'h0;
+          if (\$61 ) begin
+            \$90  = 2'h0;
           end else begin
-            \$68  = \$51 [1:0];
+            \$90  = \$66 [1:0];
           end
       4'h8:
           /* empty */;
       4'h9:
           (* full_case = 32'd1 *)
-          if (\$59 ) begin
-            \$68  = 2'h0;
+          if (\$77 ) begin
+            \$90  = 2'h0;
           end else begin
-            \$68  = \$60 [1:0];
+            \$90  = \$78 [1:0];
           end
     endcase
     if (rst) begin
-      \$68  = 2'h0;
+      \$90  = 2'h0;
     end
   end
   assign n_prev = run__count;
@@ -3631,20 +3751,32 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   assign index = i_event__payload[6:2];
   assign repeat_q = drop;
   assign w_out_addr = waddr[8:0];
-  assign w_in_addr = \$5 [9:0];
+  assign w_in_addr = \$4 [9:0];
   assign w_rec_addr = waddr[11:0];
   assign \i_event__payload.kind  = i_event__payload[1:0];
   assign \i_event__payload.index  = i_event__payload[6:2];
   assign \issue__payload.op  = issue__payload[2:0];
   assign \issue__payload.row  = issue__payload[7:3];
   assign \$1  = { 2'h0, i_event__payload[6:2], 5'h00 };
-  assign \$27  = { 2'h0, run__index, 5'h00 };
-  assign \$31  = { 2'h0, run__index, 5'h00 };
-  assign \$37  = { 2'h0, run__index, 5'h00 };
-  assign \$47  = { 1'h0, run__index };
-  assign \$48  = { run__index, 1'h0 };
-  assign \$53  = { 1'h0, run__index };
-  assign \$54  = { run__index, 1'h0 };
+  assign \$26  = 1'h1;
+  assign \$27  = 1'h0;
+  assign \$28  = { 2'h0, run__index, 5'h00 };
+  assign \$30  = 1'h0;
+  assign \$31  = 1'h0;
+  assign \$34  = 1'h1;
+  assign \$35  = 1'h0;
+  assign \$36  = { 2'h0, run__index, 5'h00 };
+  assign \$38  = 1'h0;
+  assign \$41  = 1'h0;
+  assign \$46  = 1'h0;
+  assign \$47  = { 2'h0, run__index, 5'h00 };
+  assign \$55  = 1'h0;
+  assign \$62  = { 1'h0, run__index };
+  assign \$63  = { run__index, 1'h0 };
+  assign \$68  = 1'h0;
+  assign \$69  = { 1'h0, run__index };
+  assign \$70  = { run__index, 1'h0 };
+  assign \$80  = 1'h0;
 endmodule
 
 (* generator = "Amaranth" *)

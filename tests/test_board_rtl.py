@@ -7,10 +7,10 @@ it would have."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 
 import numpy as np
 import pytest
+from simulators import needs_icarus
 
 from neurofptt.board import BoardError
 from neurofptt.board.sim import simulate_board
@@ -22,10 +22,7 @@ from neurofptt.verify.learning import golden_learning_run
 pytestmark = [
     pytest.mark.rtl,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which("iverilog") is None or shutil.which("vvp") is None,
-        reason="Icarus Verilog is not installed (apt-get install iverilog)",
-    ),
+    needs_icarus,
 ]
 
 INFERENCE = HardwareConfig(

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from simulators import needs_icarus
 
 from neurofptt.cli import main
 from neurofptt.quant.golden import golden_run
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.tasks.cue import cue_sequences
-from neurofptt.verify import require_icarus
 
 h5py = pytest.importorskip("h5py", reason="h5py (pip install 'neurofptt[data]')")
 pytest.importorskip("nir", reason="nir (pip install 'neurofptt[nir]')")
@@ -30,17 +30,6 @@ lanes = 2
 [train]
 seed = 1
 """
-
-
-def icarus_available() -> bool:
-    try:
-        require_icarus()
-    except Exception:
-        return False
-    return True
-
-
-needs_icarus = pytest.mark.skipif(not icarus_available(), reason="Icarus Verilog is not installed")
 
 
 def write_shd(path: Path, n: int, seed: int) -> None:

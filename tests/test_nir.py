@@ -13,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import snntorch as snn
 import torch
+from simulators import needs_icarus
 
 from neurofptt.cli import main
 from neurofptt.errors import CheckpointError, ConfigError
@@ -46,11 +46,6 @@ nir = pytest.importorskip(
 )
 
 torch.set_num_threads(1)
-
-needs_icarus = pytest.mark.skipif(
-    shutil.which("iverilog") is None or shutil.which("vvp") is None,
-    reason="Icarus Verilog is not installed (apt-get install iverilog)",
-)
 
 
 # -- an independent simulator of NIR's semantics --------------------------------------------------

@@ -11,12 +11,12 @@ carries the batch dimension, which NIR's type inference refuses; and each ``tau`
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from simulators import needs_icarus
 
 from neurofptt.cli import main
 from neurofptt.exchange import from_nir, read_nir
@@ -69,7 +69,7 @@ def test_a_wrong_dt_is_refused_with_the_fix(capsys, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.rtl
-@pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog is not installed")
+@needs_icarus
 def test_norse_network_through_the_command_line(norse_run, tmp_path: Path) -> None:
     """``quantize --nir --dt --data``, ``generate``, ``verify --data``: labelled with Norse's
     own predictions, the imported float model agrees with Norse on every sample, the golden

@@ -15,36 +15,16 @@ Verilator is missing.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from simulators import needs_icarus, needs_verilator
 
 from neurofptt.errors import ConfigError, ToolMissingError
 from neurofptt.hdl import cycles_per_step, generate_verilog
 from neurofptt.quant import HardwareConfig, QuantizedNetwork, golden_run
 from neurofptt.verify import run_rtl
-from neurofptt.verify.runner import require_simulator
-
-needs_icarus = pytest.mark.skipif(
-    shutil.which("iverilog") is None or shutil.which("vvp") is None,
-    reason="Icarus Verilog is not installed (apt-get install iverilog)",
-)
-
-
-def verilator_missing() -> str:
-    """Why Verilator cannot run the testbenches here ("" when it can)."""
-    try:
-        require_simulator("verilator")
-    except ToolMissingError as exc:
-        return str(exc)
-    return ""
-
-
-needs_verilator = pytest.mark.skipif(
-    bool(verilator_missing()), reason=f"Verilator is not usable: {verilator_missing()}"
-)
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,13 @@ roundings, 1 to 3 lanes, one case under backpressure).
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from simulators import needs_icarus, needs_verilator
 
-from neurofptt.errors import ConfigError, ToolMissingError
+from neurofptt.errors import ConfigError
 from neurofptt.hdl import (
     READ_WEIGHTS,
     LifCore,
@@ -50,7 +50,6 @@ from neurofptt.verify.learning import (
     load_words,
     loaded_state,
 )
-from neurofptt.verify.runner import require_simulator
 from neurofptt.verify.streams import (
     Load,
     Stalls,
@@ -64,25 +63,6 @@ from neurofptt.verify.streams import (
 from neurofptt.verify.testbench_learning import DumpCheck
 
 ERRORS = ("target", "hinge", "softmax")
-
-needs_icarus = pytest.mark.skipif(
-    shutil.which("iverilog") is None or shutil.which("vvp") is None,
-    reason="Icarus Verilog is not installed (apt-get install iverilog)",
-)
-
-
-def verilator_missing() -> str:
-    """Why Verilator cannot run the testbenches here ("" when it can)."""
-    try:
-        require_simulator("verilator")
-    except ToolMissingError as exc:
-        return str(exc)
-    return ""
-
-
-needs_verilator = pytest.mark.skipif(
-    bool(verilator_missing()), reason=f"Verilator is not usable: {verilator_missing()}"
-)
 
 
 @dataclass(frozen=True)

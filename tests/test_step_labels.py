@@ -15,12 +15,12 @@
 from __future__ import annotations
 
 import copy
-import shutil
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from simulators import needs_icarus
 
 from neurofptt.errors import ShapeError
 from neurofptt.flow import onchip_train
@@ -624,12 +624,6 @@ def test_framing_sends_each_steps_label_only_where_it_learns():
     assert np.array_equal(fields[..., 1], np.maximum(CHIP_LABELS, 0))
     seq = golden_learning_run(net, x, np.array([2, 0, 1, 1]))  # sequence labels as before
     assert np.array_equal(seq.learn, np.tile([0, 0, 0, 0, 1, 1], (4, 1)).astype(bool))
-
-
-needs_icarus = pytest.mark.skipif(
-    shutil.which("iverilog") is None or shutil.which("vvp") is None,
-    reason="Icarus Verilog is not installed (apt-get install iverilog)",
-)
 
 
 @pytest.mark.parametrize("mode", ["eprop", "fptt"])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from simulators import needs_verilator
 
 from neurofptt.cli import main
 from neurofptt.errors import ConfigError, ToolMissingError
@@ -29,20 +30,6 @@ from neurofptt.tasks import load_task
 from neurofptt.verify import LearningRtlResult, run_rtl
 from neurofptt.verify.learning import golden_learning_run
 from neurofptt.verify.runner import SIMULATORS, require_simulator
-
-
-def verilator_missing() -> str:
-    """Why Verilator cannot run the testbenches here ("" when it can)."""
-    try:
-        require_simulator("verilator")
-    except ToolMissingError as exc:
-        return str(exc)
-    return ""
-
-
-needs_verilator = pytest.mark.skipif(
-    bool(verilator_missing()), reason=f"Verilator is not usable: {verilator_missing()}"
-)
 
 
 def learning_model(path: Path) -> Path:

@@ -95,9 +95,9 @@ class InputSet(wiring.Component):
 
 class RowCounter:
     """The row ``j`` inside a fan-out run or a sweep, and ``j != 0`` in a register of its own,
-    written with it (:meth:`eq`).  The ``w_in`` address is selected by ``j != 0``: on a wide core
-    that address is routed to dozens of block RAMs, and a comparator of ``j`` in front of its
-    multiplexer was a LUT level and a net too many for the clock target."""
+    written with it (:meth:`eq`).  The ``w_in`` address is selected by ``j != 0``, and on a wide
+    core that address is routed to dozens of block RAMs: with the comparison of ``j`` in front of
+    its multiplexer, that route was the 256-256-16 e-prop core's longest path."""
 
     def __init__(self, cfg: HardwareConfig) -> None:
         self.value = Signal(row_shape(cfg), name="j")

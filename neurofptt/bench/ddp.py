@@ -39,7 +39,7 @@ import torch.distributed as dist
 from neurofptt.bench.threads import conditions, run_json, thread_env, time_epochs
 from neurofptt.errors import ConfigError
 from neurofptt.learning.distributed import PARALLEL_RULES, is_main, start, stop, world_size
-from neurofptt.learning.registry import build_model, check_combination
+from neurofptt.learning.registry import check_combination
 from neurofptt.learning.threads import set_threads
 
 DEFAULT_RULES = PARALLEL_RULES
@@ -79,19 +79,13 @@ def measure(
     try:
         record, times = time_epochs(rule, hidden, batch, epochs, seed, samples)
         processes = world_size()
-        weights = sum(
-            p.numel()
-            for p in build_model("lif", record["n_in"], hidden, record["n_out"]).parameters()
-        )
-        probe = {"weights": weights}
         if processes > 1:
-            probe["allreduce_seconds"] = allreduce_seconds(weights)
+            record["allreduce_seconds"] = allreduce_seconds(record["weights"])
     finally:
         stop()
     seconds = statistics.median(times)
     return {
         **record,
-        **probe,
         "processes": processes,
         "threads": torch.get_num_threads(),
         "seconds_per_epoch": seconds,

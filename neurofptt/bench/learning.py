@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from neurofptt.bench.threads import conditions
-from neurofptt.flow.config import LEAK_FIELDS, VAL_FRACTION, task_leak
+from neurofptt.flow.config import VAL_FRACTION, FlowConfig
 from neurofptt.flow.onchip import from_scratch
 from neurofptt.flow.onchip_train import halving_period, train_onchip
 from neurofptt.flow.onchip_tune import learn_at_task_rate
@@ -50,10 +50,9 @@ RULES = ("eprop", "fptt")
 def task_hardware(task: str, rule: str) -> HardwareConfig:
     """The core :data:`TASK_HARDWARE` gives ``task``, with the leaks derived from the task and the
     default learning constants of ``rule``."""
-    derived = task_leak(task, {}) or {}
-    leaks = {name: derived[name] for name in LEAK_FIELDS}
-    hw = HardwareConfig(**TASK_HARDWARE[task], **leaks, learning=LearningConfig(mode=rule))
-    return from_scratch(hw, derived)
+    cfg = FlowConfig.from_dict({"hardware": TASK_HARDWARE[task], "flow": {"task": task}})
+    hw = cfg.hardware.replace(learning=LearningConfig(mode=rule))
+    return from_scratch(hw, cfg.derived.get("leak", {}))
 
 
 def bench_point(

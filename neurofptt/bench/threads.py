@@ -103,6 +103,7 @@ def time_epochs(
         "batch": batch,
         "steps": data.steps,
         "samples": n,
+        "weights": sum(p.numel() for p in engine.model.parameters()),
     }
     return record, times
 

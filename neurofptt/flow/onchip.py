@@ -207,7 +207,8 @@ def stage_train_onchip(
 
 def online_float_config(cfg: FlowConfig) -> FlowConfig:
     """``cfg`` with its float training changed to learn the way the chip does: one sample per
-    update (batch size 1), plain SGD at the constant rate ``train.online_lr``, no weight decay.
+    update (batch size 1), plain SGD at the constant rate ``train.online_lr``, no weight decay,
+    and scored on its own weights, not on their moving average (``train.average_epochs``).
 
     The flow's float reference trains with AdamW on batches of ``train.batch_size`` under a
     cosine schedule; the chip has no optimizer state and updates after every sample.  This run
@@ -222,6 +223,7 @@ def online_float_config(cfg: FlowConfig) -> FlowConfig:
         lr=cfg.train.online_lr,
         weight_decay=0.0,
         lr_schedule="constant",
+        average_epochs=0.0,
     )
     return dataclasses.replace(cfg, train=train)
 

@@ -27,6 +27,7 @@ from neurofptt.io import (
     from_table,
     write_jsonl,
 )
+from neurofptt.learning.averaging import WeightAverage
 from neurofptt.learning.base import Rule, RuleOptions
 from neurofptt.learning.bptt import BPTTOptions
 from neurofptt.learning.distributed import (
@@ -91,6 +92,10 @@ class TrainConfig:
     surrogate: str = "fast_sigmoid"
     slope: float = 5.0
     input_gain: float = 2.0
+    #: the network scored, picked and reported is the moving average of the weights after each
+    #: batch over about this many epochs (0: the weights themselves;
+    #: :mod:`neurofptt.learning.averaging`)
+    average_epochs: float = 0.5
     #: golden engine (on-chip learning): halve the rate this many times over the run, evenly
     #: (0: never; :func:`neurofptt.flow.onchip_train.halving_period`), as the float run's cosine
     #: decays: a 30-epoch run halves every 8 epochs and ends at an eighth of its first rate
@@ -143,6 +148,11 @@ class TrainConfig:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"train.{name} must be a positive number, got {value}")
+        if not (self.average_epochs >= 0 and math.isfinite(self.average_epochs)):
+            raise ConfigError(
+                f"train.average_epochs must be a number >= 0 (0: no average), "
+                f"got {self.average_epochs}"
+            )
         training_device(self.device)
 
     @property
@@ -259,10 +269,12 @@ def save_checkpoint(
     generator: torch.Generator,
     meta: dict[str, Any],
     picked: dict[str, Any] | None = None,
+    average: WeightAverage | None = None,
 ) -> None:
     """Write the run's state atomically: the last finished epoch's weights (``model``, to resume
-    from) and, with a validation split, the picked epoch's (``picked``: ``epoch``, ``score``,
-    ``model``), which is what the run reports and the flow quantizes."""
+    from), the moving average of the weights where the run keeps one (``average``), and the
+    picked epoch's (``picked``: ``epoch``, ``score``, ``model``), which is what the run reports
+    and the flow quantizes."""
     payload = {
         "model": model.state_dict(),
         "optimizer": rule.optimizer.state_dict(),
@@ -274,6 +286,8 @@ def save_checkpoint(
     }
     if picked is not None:
         payload["picked"] = picked
+    if average is not None:
+        payload["average"] = average.state_dict()
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
@@ -472,6 +486,7 @@ class FitRun:
     progress: bool
     state: TrainState = field(default_factory=TrainState)
     picked: dict[str, Any] | None = None
+    average: WeightAverage | None = None
 
     @property
     def metric(self) -> str:
@@ -488,6 +503,12 @@ class FitRun:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def scored(self) -> RecurrentModel:
+        """The network an epoch is scored with and keeps: the weights' moving average where the
+        run has one (``train.average_epochs``), else the trained weights themselves."""
+        return self.average.model if self.average is not None else self.model
 
     @property
     def log(self) -> Path:
@@ -518,6 +539,8 @@ class FitRun:
             self.generator.set_state(saved["generator"])
             self.state = TrainState(epoch=saved["epoch"], history=list(saved["history"]))
             self.picked = saved.get("picked")
+            if self.average is not None and self.state.epoch:
+                self.average.load_state_dict(saved["average"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(
                 f"{self.checkpoint} does not fit this model and rule: {exc}"
@@ -535,6 +558,7 @@ class FitRun:
         for group in rule.optimizer.param_groups:
             group["lr"] = epoch_lr(cfg, epoch)
         set_weight_quantization(self.model, self.hardware_weights(epoch))
+        set_weight_quantization(self.scored, self.hardware_weights(epoch))
         n = len(task.train)
         order = torch.randperm(n, generator=self.generator)
         bar = tqdm(
@@ -555,6 +579,8 @@ class FitRun:
                     f"training diverged (loss {result.loss}) in epoch {epoch + 1}; "
                     "lower train.lr or raise train.clip"
                 )
+            if self.average is not None:
+                self.average.update(self.model)
             if counted:
                 loss_sum += result.loss * len(idx)
                 if task.target == "label":  # the last step's output is the prediction
@@ -569,20 +595,24 @@ class FitRun:
         return record
 
     def score(self, epoch: int, record: dict[str, Any]) -> None:
-        """Score the epoch's network into its record: on the validation split, keeping its
-        weights if it is the best pickable epoch so far, or on the test set without a split."""
-        task = self.task
+        """Score the epoch's network (:attr:`scored`) into its record: on the validation split,
+        keeping its weights if it is the best pickable epoch so far, or on the test set without
+        a split, where the last epoch's averaged weights are the ones kept."""
+        task, net = self.task, self.scored
         if task.val is None:
-            record[self.test_key] = evaluate(self.model, task.test, task.target)
+            record[self.test_key] = evaluate(net, task.test, task.target)
+            if self.average is not None:
+                weights = _detached(net.state_dict())
+                self.picked = {"epoch": epoch + 1, "score": None, "model": weights}
             return
-        score = evaluate(self.model, task.val, task.target)
+        score = evaluate(net, task.val, task.target)
         record[self.val_key], record[self.test_key] = score, None
         if self.quantizes and not self.hardware_weights(epoch):
             return  # the flow quantizes the picked weights: only epochs trained for them count
         best = self.picked["score"] if self.picked is not None else None
         higher = higher_is_better(task.target)
         if best is None or (score > best if higher else score < best):
-            weights = _detached(self.model.state_dict())
+            weights = _detached(net.state_dict())
             self.picked = {"epoch": epoch + 1, "score": score, "model": weights}
 
     def finish_epoch(self, record: dict[str, Any]) -> None:
@@ -600,6 +630,7 @@ class FitRun:
             self.generator,
             self.meta,
             self.picked,
+            self.average,
         )
         append_jsonl(self.log, record)
         if self.progress:
@@ -622,15 +653,18 @@ class FitRun:
 
     def outcome(self) -> FitHistory:
         """The records and the reported epoch: the picked one, with its weights loaded into the
-        model and the test set scored once for it, or the last one without a validation split."""
+        model and the test set scored once for it, or the last one without a validation split
+        (its averaged weights loaded where the run averages)."""
         history = [dict(record) for record in self.state.history]
         task, name = self.task, self.metric
         if task.val is None:
             picked_at, test, val = self.state.epoch, history[-1][self.test_key], None
+            if self.picked is not None:
+                self.model.load_state_dict(self.picked["model"])
         else:
             if self.picked is None:  # a finished checkpoint without a pick: its last epoch
                 last = history[-1].get(self.val_key)
-                weights = self.model.state_dict()
+                weights = self.scored.state_dict()
                 self.picked = {"epoch": self.state.epoch, "score": last, "model": weights}
             self.model.load_state_dict(self.picked["model"])
             picked_at, val = int(self.picked["epoch"]), self.picked["score"]
@@ -676,6 +710,7 @@ def start_run(
     val_split = "task" if task.val is not None else "held out" if val_fraction else "none"
     task = with_validation(task, val_fraction, cfg.seed)
     torch.manual_seed(cfg.seed)
+    batches = -(-len(task.train) // cfg.batch_size)
     run = FitRun(
         model=model,
         task=task,
@@ -686,6 +721,7 @@ def start_run(
         meta=dict(meta or {}, train=cfg.to_dict()),
         val_split=val_split,
         progress=progress and is_main(),
+        average=WeightAverage.for_run(model, cfg.average_epochs, batches),
     )
     if val_fraction:
         run.meta["val_fraction"] = val_fraction
@@ -720,6 +756,11 @@ def fit(
     the picked weights.  Without a validation split (``val_fraction = 0`` and none of the task's
     own) nothing is picked: the test set is scored every epoch and the last epoch is reported,
     as before validation existed.
+
+    **The network of an epoch.**  What an epoch is scored with, and what the pick keeps, is the
+    moving average of the weights after each batch over ``train.average_epochs`` epochs
+    (:mod:`~neurofptt.learning.averaging`; 0: the trained weights themselves).  The rule trains
+    on its own weights, never on the average.
 
     **Per-epoch records** (the list, the checkpoint's ``history`` and ``metrics.jsonl``) and the
     outcome are described by the returned :class:`FitHistory`.

@@ -2698,7 +2698,7 @@ module \neurofptt_core.run_cursor (rst, list__data, walk__more, walk__last, walk
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run__more, i_event__ready, issue__valid, issue__payload, spikes_restart, run__take, run__restart, emitter__start, emitter__count, readout__start, readout__run, drop, w_rec_addr, run__count, readout__done, spike_count
+module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__ready, idle, run__more, issue__valid, issue__payload, run__take, run__restart, emitter__start, emitter__count, readout__start, spikes_restart, drop, readout__run, w_rec_addr, run__count, readout__done, spike_count
 , run__index, emitter__busy, i_event__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
 `ifndef SYNTHESIS
@@ -2707,6 +2707,13 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
 `endif
   wire [11:0] \$1 ;
   wire \$10 ;
+  reg \$100 ;
+  reg \$101 ;
+  reg [4:0] \$102 ;
+  reg \$103 ;
+  reg [12:0] \$104 ;
+  reg [1:0] \$105 ;
+  reg [5:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -2722,79 +2729,88 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire [11:0] \$25 ;
+  wire \$25 ;
   wire \$26 ;
   wire \$27 ;
-  wire [13:0] \$28 ;
+  wire \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
   wire \$32 ;
-  wire [11:0] \$33 ;
+  wire \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [13:0] \$36 ;
+  wire \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [13:0] \$39 ;
+  wire \$39 ;
   wire [12:0] \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [5:0] \$42 ;
-  wire [5:0] \$43 ;
+  wire \$42 ;
+  wire [13:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire \$46 ;
-  wire [13:0] \$47 ;
+  wire [5:0] \$46 ;
+  wire [5:0] \$47 ;
   wire \$48 ;
-  wire [5:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire [5:0] \$50 ;
-  wire \$51 ;
-  wire [13:0] \$52 ;
-  wire \$53 ;
-  wire \$54 ;
+  wire \$50 ;
+  wire [13:0] \$51 ;
+  wire \$52 ;
+  wire [5:0] \$53 ;
+  wire [5:0] \$54 ;
   wire \$55 ;
-  wire [5:0] \$56 ;
-  wire [5:0] \$57 ;
+  wire [13:0] \$56 ;
+  wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
-  wire \$61 ;
-  wire [7:0] \$62 ;
-  wire [7:0] \$63 ;
-  wire [8:0] \$64 ;
+  wire [5:0] \$60 ;
+  wire [5:0] \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [2:0] \$64 ;
   wire \$65 ;
-  wire [2:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire [7:0] \$69 ;
+  wire [7:0] \$66 ;
+  wire [7:0] \$67 ;
+  wire [8:0] \$68 ;
+  wire \$69 ;
   wire \$7 ;
-  wire [7:0] \$70 ;
-  wire [8:0] \$71 ;
+  wire [2:0] \$70 ;
+  wire \$71 ;
   wire \$72 ;
-  wire [5:0] \$73 ;
-  wire [5:0] \$74 ;
-  wire \$75 ;
-  wire [13:0] \$76 ;
-  wire \$77 ;
-  wire [2:0] \$78 ;
+  wire [7:0] \$73 ;
+  wire [7:0] \$74 ;
+  wire [8:0] \$75 ;
+  wire \$76 ;
+  wire [5:0] \$77 ;
+  wire [5:0] \$78 ;
   wire \$79 ;
   wire \$8 ;
-  wire \$80 ;
-  wire [5:0] \$81 ;
-  wire [5:0] \$82 ;
+  wire [13:0] \$80 ;
+  wire \$81 ;
+  wire [2:0] \$82 ;
   wire \$83 ;
-  reg \$84 ;
-  reg [12:0] \$85 ;
-  reg [4:0] \$86 ;
-  reg \$87 ;
-  reg [3:0] \$88 ;
-  reg [5:0] \$89 ;
+  wire \$84 ;
+  wire [5:0] \$85 ;
+  wire [5:0] \$86 ;
+  wire \$87 ;
+  wire [11:0] \$88 ;
+  wire \$89 ;
   wire \$9 ;
-  reg [1:0] \$90 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire [13:0] \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  reg \$97 ;
+  reg [3:0] \$98 ;
+  reg \$99 ;
   reg add;
   reg clear;
   input clk;
@@ -2808,6 +2824,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   reg [5:0] emitter__count;
   output emitter__start;
   reg emitter__start;
+  wire event_taken;
   reg [3:0] fsm_state = 4'h4;
   input [6:0] i_event__payload;
   wire [6:0] i_event__payload;
@@ -2818,11 +2835,15 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   (* enum_value_10 = "CLEAR" *)
   wire [1:0] \i_event__payload.kind ;
   output i_event__ready;
-  reg i_event__ready;
+  wire i_event__ready;
   input i_event__valid;
   wire i_event__valid;
   output idle;
   wire idle;
+  reg in_acc_in = 1'h0;
+  reg in_idle = 1'h0;
+  (* init = 1'h0 *)
+  wire in_readout;
   wire [4:0] index;
   output [7:0] issue__payload;
   reg [7:0] issue__payload;
@@ -2844,7 +2865,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   input readout__done;
   wire readout__done;
   output readout__run;
-  reg readout__run;
+  reg readout__run = 1'h0;
   output readout__start;
   reg readout__start;
   (* init = 1'h0 *)
@@ -2867,90 +2888,117 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   output spikes_restart;
   reg spikes_restart;
   wire [10:0] start_acc_in;
+  wire take_spike;
   output [9:0] w_in_addr;
   wire [9:0] w_in_addr;
   wire [8:0] w_out_addr;
   output [11:0] w_rec_addr;
   wire [11:0] w_rec_addr;
   reg [12:0] waddr = 13'h0000;
-  assign \$10  = j == 2'h2;
-  assign \$11  = ~ run__more;
-  assign \$12  = \$14  & drop;
-  assign idle = \$13  | \$12 ;
-  assign \$13  = ! fsm_state;
-  assign \$14  = fsm_state == 1'h1;
-  assign \$15  = fsm_state == 2'h2;
-  assign \$16  = fsm_state == 2'h3;
-  assign \$17  = fsm_state == 3'h4;
-  assign \$18  = fsm_state == 3'h5;
-  assign \$19  = fsm_state == 3'h6;
-  assign \$20  = fsm_state == 3'h7;
-  assign \$21  = fsm_state == 4'h8;
-  assign \$22  = fsm_state == 4'h9;
-  assign \$23  = fsm_state == 4'ha;
-  assign \$24  = i_event__payload[6:2] < 6'h20;
-  assign \$25  = \$1 [10:0] + 1'h1;
-  assign \$29  = | run__count;
-  assign \$32  = i_event__payload[6:2] < 6'h20;
-  assign \$33  = \$1 [10:0] + 1'h1;
-  assign \$37  = | run__count;
-  assign \$39  = waddr + 1'h1;
-  assign \$40  = j == 5'h1f;
-  assign \$42  = j + 1'h1;
-  assign \$43  = j + 1'h1;
-  assign \$44  = | \$43 ;
-  assign \$45  = j == 5'h1f;
-  assign \$48  = ~ run__more;
-  assign \$49  = j + 1'h1;
-  assign \$50  = j + 1'h1;
-  assign \$51  = | \$50 ;
-  assign \$52  = waddr + 1'h1;
-  assign \$53  = ~ emitter__busy;
-  assign \$54  = j == 5'h1f;
-  assign \$56  = j + 1'h1;
-  assign \$57  = j + 1'h1;
-  assign \$58  = | \$57 ;
-  assign \$59  = drain == 2'h2;
-  assign \$60  = drain + 1'h1;
-  assign \$61  = drain == 1'h1;
-  assign \$64  = \$62  + \$63 ;
-  assign \$65  = | run__count;
-  assign \$66  = drain + 1'h1;
-  assign \$67  = j == 2'h2;
-  assign \$71  = \$69  + \$70 ;
-  assign \$72  = ~ run__more;
-  assign \$73  = j + 1'h1;
-  assign \$74  = j + 1'h1;
-  assign \$75  = | \$74 ;
-  assign \$76  = waddr + 1'h1;
-  assign \$77  = ! drain;
-  assign \$78  = drain + 1'h1;
-  assign \$79  = j == 5'h1f;
-  assign \$81  = j + 1'h1;
-  assign \$82  = j + 1'h1;
-  assign \$83  = | \$82 ;
-  always @(posedge clk)
-    drop <= \$84 ;
-  always @(posedge clk)
-    waddr <= \$85 ;
-  always @(posedge clk)
-    j <= \$86 ;
-  always @(posedge clk)
-    j_nonzero <= \$87 ;
-  always @(posedge clk)
-    fsm_state <= \$88 ;
-  always @(posedge clk)
-    run__count <= \$89 ;
-  always @(posedge clk)
-    drain <= \$90 ;
   assign \$2  = ~ drop;
   assign \$3  = j_nonzero & \$2 ;
   assign \$4  = \$3  ? waddr : { 2'h0, \$1 [10:0] };
-  assign \$5  = i_event__payload[6:2] < 6'h20;
-  assign \$6  = i_event__payload[6:2] < 6'h20;
-  assign \$7  = ! j;
-  assign \$8  = ~ emitter__busy;
-  assign \$9  = ! j;
+  assign \$5  = in_acc_in & drop;
+  assign i_event__ready = in_idle | \$5 ;
+  assign \$6  = in_acc_in & drop;
+  assign \$7  = in_idle | \$6 ;
+  assign event_taken = \$7  & i_event__valid;
+  assign \$8  = ! i_event__payload[1:0];
+  assign \$9  = event_taken & \$8 ;
+  assign \$10  = i_event__payload[6:2] < 6'h20;
+  assign take_spike = \$9  & \$10 ;
+  assign \$11  = ! j;
+  assign \$12  = ~ emitter__busy;
+  assign \$13  = ! j;
+  assign \$14  = j == 2'h2;
+  assign \$15  = ~ run__more;
+  assign \$16  = i_event__payload[1:0] == 1'h1;
+  assign \$17  = event_taken & \$16 ;
+  assign \$18  = i_event__payload[1:0] == 2'h2;
+  assign \$19  = event_taken & \$18 ;
+  assign \$20  = in_acc_in & drop;
+  assign idle = in_idle | \$20 ;
+  assign \$21  = ! fsm_state;
+  assign \$22  = fsm_state == 1'h1;
+  assign \$23  = fsm_state == 2'h2;
+  assign \$24  = fsm_state == 2'h3;
+  assign \$25  = fsm_state == 3'h4;
+  assign \$26  = fsm_state == 3'h5;
+  assign \$27  = fsm_state == 3'h6;
+  assign \$28  = fsm_state == 3'h7;
+  assign \$29  = fsm_state == 4'h8;
+  assign \$30  = fsm_state == 4'h9;
+  assign \$31  = fsm_state == 4'ha;
+  assign \$32  = i_event__payload[1:0] == 1'h1;
+  assign \$33  = event_taken & \$32 ;
+  assign \$34  = | run__count;
+  assign \$35  = i_event__payload[1:0] == 2'h2;
+  assign \$36  = event_taken & \$35 ;
+  assign \$38  = i_event__payload[1:0] == 1'h1;
+  assign \$39  = event_taken & \$38 ;
+  assign \$40  = | run__count;
+  assign \$41  = i_event__payload[1:0] == 2'h2;
+  assign \$42  = event_taken & \$41 ;
+  assign \$43  = waddr + 1'h1;
+  assign \$44  = j == 5'h1f;
+  assign \$46  = j + 1'h1;
+  assign \$47  = j + 1'h1;
+  assign \$48  = | \$47 ;
+  assign \$49  = j == 5'h1f;
+  assign \$52  = ~ run__more;
+  assign \$53  = j + 1'h1;
+  assign \$54  = j + 1'h1;
+  assign \$55  = | \$54 ;
+  assign \$56  = waddr + 1'h1;
+  assign \$57  = ~ emitter__busy;
+  assign \$58  = j == 5'h1f;
+  assign \$60  = j + 1'h1;
+  assign \$61  = j + 1'h1;
+  assign \$62  = | \$61 ;
+  assign \$63  = drain == 2'h2;
+  assign \$64  = drain + 1'h1;
+  assign \$65  = drain == 1'h1;
+  assign \$68  = \$66  + \$67 ;
+  assign \$69  = | run__count;
+  assign \$70  = drain + 1'h1;
+  assign \$71  = j == 2'h2;
+  assign \$75  = \$73  + \$74 ;
+  assign \$76  = ~ run__more;
+  assign \$77  = j + 1'h1;
+  assign \$78  = j + 1'h1;
+  assign \$79  = | \$78 ;
+  assign \$80  = waddr + 1'h1;
+  assign \$81  = ! drain;
+  assign \$82  = drain + 1'h1;
+  assign \$83  = j == 5'h1f;
+  assign \$85  = j + 1'h1;
+  assign \$86  = j + 1'h1;
+  assign \$87  = | \$86 ;
+  assign \$88  = \$1 [10:0] + 1'h1;
+  assign \$90  = i_event__payload[1:0] == 1'h1;
+  assign \$91  = event_taken & \$90 ;
+  assign \$94  = i_event__payload[1:0] == 2'h2;
+  assign \$95  = event_taken & \$94 ;
+  always @(posedge clk)
+    drop <= \$97 ;
+  always @(posedge clk)
+    fsm_state <= \$98 ;
+  always @(posedge clk)
+    in_idle <= \$99 ;
+  always @(posedge clk)
+    in_acc_in <= \$100 ;
+  always @(posedge clk)
+    readout__run <= \$101 ;
+  always @(posedge clk)
+    j <= \$102 ;
+  always @(posedge clk)
+    j_nonzero <= \$103 ;
+  always @(posedge clk)
+    waddr <= \$104 ;
+  always @(posedge clk)
+    drain <= \$105 ;
+  always @(posedge clk)
+    run__count <= \$106 ;
   \neurofptt_core.sequencer.inputs  inputs (
     .add(add),
     .clear(clear),
@@ -2961,47 +3009,20 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    i_event__ready = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          i_event__ready = 1'h1;
-      4'h1:
-          if (drop) begin
-            i_event__ready = 1'h1;
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     issue__valid = 1'h0;
     casez (fsm_state)
       4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  if (\$5 ) begin
-                    issue__valid = 1'h1;
-                  end
-            endcase
-          end
+          /* empty */;
       4'h1:
           (* full_case = 32'd1 *)
           if (drop) begin
-            if (i_event__valid) begin
-              casez (i_event__payload[1:0])
-                2'h0:
-                    if (\$6 ) begin
-                      issue__valid = 1'h1;
-                    end
-              endcase
-            end
           end else begin
             issue__valid = 1'h1;
           end
-      4'h2:
-          issue__valid = 1'h1;
       4'h3:
-          if (\$8 ) begin
+          issue__valid = 1'h1;
+      4'h2:
+          if (\$12 ) begin
             issue__valid = 1'h1;
           end
       4'h5:
@@ -3019,44 +3040,30 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h4:
           issue__valid = 1'h1;
     endcase
+    if (take_spike) begin
+      issue__valid = 1'h1;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     issue__payload = 8'h00;
     casez (fsm_state)
       4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  if (\$5 ) begin
-                    issue__payload[2:0] = 3'h1;
-                    issue__payload[7:3] = 5'h00;
-                  end
-            endcase
-          end
+          /* empty */;
       4'h1:
           (* full_case = 32'd1 *)
           if (drop) begin
-            if (i_event__valid) begin
-              casez (i_event__payload[1:0])
-                2'h0:
-                    if (\$6 ) begin
-                      issue__payload[2:0] = 3'h1;
-                      issue__payload[7:3] = 5'h00;
-                    end
-              endcase
-            end
           end else begin
             issue__payload[2:0] = 3'h1;
             issue__payload[7:3] = j;
           end
-      4'h2:
+      4'h3:
         begin
           issue__payload[2:0] = 3'h2;
           issue__payload[7:3] = j;
         end
-      4'h3:
-          if (\$8 ) begin
+      4'h2:
+          if (\$12 ) begin
             issue__payload[2:0] = 3'h3;
             issue__payload[7:3] = j;
           end
@@ -3081,96 +3088,10 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           issue__payload[7:3] = j;
         end
     endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    add = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  if (\$5 ) begin
-                    add = 1'h1;
-                  end
-            endcase
-          end
-      4'h1:
-          if (drop) begin
-            if (i_event__valid) begin
-              casez (i_event__payload[1:0])
-                2'h0:
-                    if (\$6 ) begin
-                      add = 1'h1;
-                    end
-              endcase
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    spikes_restart = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  /* empty */;
-              2'h1:
-                  spikes_restart = 1'h1;
-            endcase
-          end
-      4'h1:
-          if (drop) begin
-            if (i_event__valid) begin
-              casez (i_event__payload[1:0])
-                2'h0:
-                    /* empty */;
-                2'h1:
-                    spikes_restart = 1'h1;
-              endcase
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    clear = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  /* empty */;
-              2'h1:
-                  /* empty */;
-              2'h2:
-                  clear = 1'h1;
-            endcase
-          end
-      4'h1:
-          if (drop) begin
-            if (i_event__valid) begin
-              casez (i_event__payload[1:0])
-                2'h0:
-                    /* empty */;
-                2'h1:
-                    /* empty */;
-                2'h2:
-                    clear = 1'h1;
-              endcase
-            end
-          end
-      4'h2:
-          /* empty */;
-      4'h3:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h6:
-          clear = 1'h1;
-    endcase
+    if (take_spike) begin
+      issue__payload[2:0] = 3'h1;
+      issue__payload[7:3] = 5'h00;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
@@ -3180,11 +3101,11 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           /* empty */;
       4'h1:
           /* empty */;
-      4'h2:
-          if (\$7 ) begin
+      4'h3:
+          if (\$11 ) begin
             run__take = 1'h1;
           end
-      4'h3:
+      4'h2:
           /* empty */;
       4'h5:
           /* empty */;
@@ -3193,10 +3114,31 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h7:
           /* empty */;
       4'h8:
-          if (\$9 ) begin
+          if (\$13 ) begin
             run__take = 1'h1;
           end
     endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    clear = 1'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h6:
+          clear = 1'h1;
+    endcase
+    if (\$19 ) begin
+      clear = 1'h1;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
@@ -3206,9 +3148,9 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           /* empty */;
       4'h1:
           /* empty */;
-      4'h2:
-          /* empty */;
       4'h3:
+          /* empty */;
+      4'h2:
           /* empty */;
       4'h5:
           /* empty */;
@@ -3217,8 +3159,8 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
       4'h7:
           /* empty */;
       4'h8:
-          if (\$10 ) begin
-            if (\$11 ) begin
+          if (\$14 ) begin
+            if (\$15 ) begin
               run__restart = 1'h1;
             end
           end
@@ -3232,9 +3174,9 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           /* empty */;
       4'h1:
           /* empty */;
-      4'h2:
-          /* empty */;
       4'h3:
+          /* empty */;
+      4'h2:
           /* empty */;
       4'h5:
           /* empty */;
@@ -3250,9 +3192,9 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           /* empty */;
       4'h1:
           /* empty */;
-      4'h2:
-          /* empty */;
       4'h3:
+          /* empty */;
+      4'h2:
           /* empty */;
       4'h5:
           /* empty */;
@@ -3268,9 +3210,9 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
           /* empty */;
       4'h1:
           /* empty */;
-      4'h2:
-          /* empty */;
       4'h3:
+          /* empty */;
+      4'h2:
           /* empty */;
       4'h5:
           /* empty */;
@@ -3280,473 +3222,647 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    readout__run = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h3:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
-          readout__run = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$84  = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  if (\$24 ) begin
-                    \$84  = seen;
-                  end
-            endcase
-          end
-      4'h1:
-          if (drop) begin
-            if (i_event__valid) begin
-              casez (i_event__payload[1:0])
-                2'h0:
-                    if (\$32 ) begin
-                      \$84  = seen;
-                    end
-              endcase
-            end
-          end
-    endcase
-    if (rst) begin
-      \$84  = 1'h0;
+    add = 1'h0;
+    if (take_spike) begin
+      add = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$85  = waddr;
-    casez (fsm_state)
-      4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  if (\$24 ) begin
-                    \$85  = { 1'h0, \$25  };
-                  end
-              2'h1:
-                  \$85  = \$28 [12:0];
-            endcase
-          end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (drop) begin
-            if (i_event__valid) begin
-              casez (i_event__payload[1:0])
-                2'h0:
-                    if (\$32 ) begin
-                      \$85  = { 1'h0, \$33  };
-                    end
-                2'h1:
-                    \$85  = \$36 [12:0];
-              endcase
-            end
-          end else begin
-            \$85  = \$39 [12:0];
-          end
-      4'h2:
-          (* full_case = 32'd1 *)
-          if (\$45 ) begin
-            \$85  = \$47 [12:0];
-          end else begin
-            \$85  = \$52 [12:0];
-          end
-      4'h3:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h7:
-          if (\$61 ) begin
-            \$85  = { 4'h0, \$64  };
-          end
-      4'h8:
-          (* full_case = 32'd1 *)
-          if (\$67 ) begin
-            \$85  = { 4'h0, \$71  };
-          end else begin
-            \$85  = \$76 [12:0];
-          end
-    endcase
-    if (rst) begin
-      \$85  = 13'h0000;
+    spikes_restart = 1'h0;
+    if (\$17 ) begin
+      spikes_restart = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$86  = j;
-    casez (fsm_state)
-      4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  if (\$24 ) begin
-                    \$86  = 5'h01;
-                  end
-              2'h1:
-                  \$86  = 5'h00;
-              2'h2:
-                  \$86  = 5'h00;
-            endcase
-          end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (drop) begin
-            \$86  = 5'h00;
-            if (i_event__valid) begin
-              casez (i_event__payload[1:0])
-                2'h0:
-                    if (\$32 ) begin
-                      \$86  = 5'h01;
-                    end
-                2'h1:
-                    \$86  = 5'h00;
-                2'h2:
-                    \$86  = 5'h00;
-              endcase
-            end
-          end else begin
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              \$86  = 5'h00;
-            end else begin
-              \$86  = \$42 [4:0];
-            end
-          end
-      4'h2:
-          (* full_case = 32'd1 *)
-          if (\$45 ) begin
-            \$86  = 5'h00;
-          end else begin
-            \$86  = \$49 [4:0];
-          end
-      4'h3:
-          if (\$53 ) begin
-            (* full_case = 32'd1 *)
-            if (\$54 ) begin
-              \$86  = 5'h00;
-            end else begin
-              \$86  = \$56 [4:0];
-            end
-          end
-      4'h5:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          (* full_case = 32'd1 *)
-          if (\$67 ) begin
-            \$86  = 5'h00;
-          end else begin
-            \$86  = \$73 [4:0];
-          end
-      4'h9:
-          /* empty */;
-      4'ha:
-          /* empty */;
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$79 ) begin
-            \$86  = 5'h00;
-          end else begin
-            \$86  = \$81 [4:0];
-          end
-    endcase
+    \$97  = 1'h0;
+    if (take_spike) begin
+      \$97  = seen;
+    end
     if (rst) begin
-      \$86  = 5'h00;
+      \$97  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$87  = j_nonzero;
+    \$98  = fsm_state;
     casez (fsm_state)
       4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  if (\$24 ) begin
-                    \$87  = \$26 ;
-                  end
-              2'h1:
-                  \$87  = \$27 ;
-              2'h2:
-                  \$87  = \$30 ;
-            endcase
+        begin
+          if (take_spike) begin
+            \$98  = 4'h1;
           end
+          if (\$33 ) begin
+            \$98  = 4'h2;
+            if (\$34 ) begin
+              \$98  = 4'h3;
+            end
+          end
+          if (\$36 ) begin
+            \$98  = 4'h4;
+          end
+        end
       4'h1:
           (* full_case = 32'd1 *)
           if (drop) begin
-            \$87  = \$31 ;
-            if (i_event__valid) begin
-              casez (i_event__payload[1:0])
-                2'h0:
-                    if (\$32 ) begin
-                      \$87  = \$34 ;
-                    end
-                2'h1:
-                    \$87  = \$35 ;
-                2'h2:
-                    \$87  = \$38 ;
-              endcase
+            \$98  = 4'h0;
+            if (take_spike) begin
+              \$98  = 4'h1;
+            end
+            if (\$39 ) begin
+              \$98  = 4'h2;
+              if (\$40 ) begin
+                \$98  = 4'h3;
+              end
+            end
+            if (\$42 ) begin
+              \$98  = 4'h4;
             end
           end else begin
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              \$87  = \$41 ;
-            end else begin
-              \$87  = \$44 ;
-            end
-          end
-      4'h2:
-          (* full_case = 32'd1 *)
-          if (\$45 ) begin
-            \$87  = \$46 ;
-          end else begin
-            \$87  = \$51 ;
-          end
-      4'h3:
-          if (\$53 ) begin
-            (* full_case = 32'd1 *)
-            if (\$54 ) begin
-              \$87  = \$55 ;
-            end else begin
-              \$87  = \$58 ;
-            end
-          end
-      4'h5:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          (* full_case = 32'd1 *)
-          if (\$67 ) begin
-            \$87  = \$68 ;
-          end else begin
-            \$87  = \$75 ;
-          end
-      4'h9:
-          /* empty */;
-      4'ha:
-          /* empty */;
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$79 ) begin
-            \$87  = \$80 ;
-          end else begin
-            \$87  = \$83 ;
-          end
-    endcase
-    if (rst) begin
-      \$87  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$88  = fsm_state;
-    casez (fsm_state)
-      4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  if (\$24 ) begin
-                    \$88  = 4'h1;
-                  end
-              2'h1:
-                  (* full_case = 32'd1 *)
-                  if (\$29 ) begin
-                    \$88  = 4'h2;
-                  end else begin
-                    \$88  = 4'h3;
-                  end
-              2'h2:
-                  \$88  = 4'h4;
-            endcase
-          end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (drop) begin
-            \$88  = 4'h0;
-            if (i_event__valid) begin
-              casez (i_event__payload[1:0])
-                2'h0:
-                    if (\$32 ) begin
-                      \$88  = 4'h1;
-                    end
-                2'h1:
-                    (* full_case = 32'd1 *)
-                    if (\$37 ) begin
-                      \$88  = 4'h2;
-                    end else begin
-                      \$88  = 4'h3;
-                    end
-                2'h2:
-                    \$88  = 4'h4;
-              endcase
-            end
-          end else begin
-            if (\$40 ) begin
-              \$88  = 4'h0;
-            end
-          end
-      4'h2:
-          if (\$45 ) begin
-            if (\$48 ) begin
-              \$88  = 4'h3;
+            if (\$44 ) begin
+              \$98  = 4'h0;
             end
           end
       4'h3:
-          if (\$53 ) begin
-            if (\$54 ) begin
-              \$88  = 4'h5;
+          if (\$49 ) begin
+            if (\$52 ) begin
+              \$98  = 4'h2;
+            end
+          end
+      4'h2:
+          if (\$57 ) begin
+            if (\$58 ) begin
+              \$98  = 4'h5;
             end
           end
       4'h5:
-          if (\$59 ) begin
-            \$88  = 4'h6;
+          if (\$63 ) begin
+            \$98  = 4'h6;
           end
       4'h6:
-          \$88  = 4'h7;
+          \$98  = 4'h7;
       4'h7:
-          if (\$61 ) begin
+          if (\$65 ) begin
             (* full_case = 32'd1 *)
-            if (\$65 ) begin
-              \$88  = 4'h8;
+            if (\$69 ) begin
+              \$98  = 4'h8;
             end else begin
-              \$88  = 4'h9;
+              \$98  = 4'h9;
             end
           end
       4'h8:
-          if (\$67 ) begin
-            if (\$72 ) begin
-              \$88  = 4'h9;
+          if (\$71 ) begin
+            if (\$76 ) begin
+              \$98  = 4'h9;
             end
           end
       4'h9:
-          if (\$77 ) begin
-            \$88  = 4'ha;
+          if (\$81 ) begin
+            \$98  = 4'ha;
           end
       4'ha:
           if (readout__done) begin
-            \$88  = 4'h0;
+            \$98  = 4'h0;
           end
       4'h4:
-          if (\$79 ) begin
-            \$88  = 4'h0;
+          if (\$83 ) begin
+            \$98  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$88  = 4'h4;
+      \$98  = 4'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$89  = run__count;
+    \$99  = in_idle;
     casez (fsm_state)
       4'h0:
-          if (i_event__valid) begin
-            casez (i_event__payload[1:0])
-              2'h0:
-                  /* empty */;
-              2'h1:
-                  /* empty */;
-              2'h2:
-                  \$89  = 6'h00;
-            endcase
+        begin
+          if (take_spike) begin
+            \$99  = 1'h0;
           end
+          if (\$33 ) begin
+            \$99  = 1'h0;
+            if (\$34 ) begin
+              \$99  = 1'h0;
+            end
+          end
+          if (\$36 ) begin
+            \$99  = 1'h0;
+          end
+        end
       4'h1:
+          (* full_case = 32'd1 *)
           if (drop) begin
-            if (i_event__valid) begin
-              casez (i_event__payload[1:0])
-                2'h0:
-                    /* empty */;
-                2'h1:
-                    /* empty */;
-                2'h2:
-                    \$89  = 6'h00;
-              endcase
+            \$99  = 1'h1;
+            if (take_spike) begin
+              \$99  = 1'h0;
+            end
+            if (\$39 ) begin
+              \$99  = 1'h0;
+              if (\$40 ) begin
+                \$99  = 1'h0;
+              end
+            end
+            if (\$42 ) begin
+              \$99  = 1'h0;
+            end
+          end else begin
+            if (\$44 ) begin
+              \$99  = 1'h1;
+            end
+          end
+      4'h3:
+          if (\$49 ) begin
+            if (\$52 ) begin
+              \$99  = 1'h0;
             end
           end
       4'h2:
-          /* empty */;
+          if (\$57 ) begin
+            if (\$58 ) begin
+              \$99  = 1'h0;
+            end
+          end
+      4'h5:
+          if (\$63 ) begin
+            \$99  = 1'h0;
+          end
+      4'h6:
+          \$99  = 1'h0;
+      4'h7:
+          if (\$65 ) begin
+            (* full_case = 32'd1 *)
+            if (\$69 ) begin
+              \$99  = 1'h0;
+            end else begin
+              \$99  = 1'h0;
+            end
+          end
+      4'h8:
+          if (\$71 ) begin
+            if (\$76 ) begin
+              \$99  = 1'h0;
+            end
+          end
+      4'h9:
+          if (\$81 ) begin
+            \$99  = 1'h0;
+          end
+      4'ha:
+          if (readout__done) begin
+            \$99  = 1'h1;
+          end
+      4'h4:
+          if (\$83 ) begin
+            \$99  = 1'h1;
+          end
+    endcase
+    if (rst) begin
+      \$99  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$100  = in_acc_in;
+    casez (fsm_state)
+      4'h0:
+        begin
+          if (take_spike) begin
+            \$100  = 1'h1;
+          end
+          if (\$33 ) begin
+            \$100  = 1'h0;
+            if (\$34 ) begin
+              \$100  = 1'h0;
+            end
+          end
+          if (\$36 ) begin
+            \$100  = 1'h0;
+          end
+        end
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            \$100  = 1'h0;
+            if (take_spike) begin
+              \$100  = 1'h1;
+            end
+            if (\$39 ) begin
+              \$100  = 1'h0;
+              if (\$40 ) begin
+                \$100  = 1'h0;
+              end
+            end
+            if (\$42 ) begin
+              \$100  = 1'h0;
+            end
+          end else begin
+            if (\$44 ) begin
+              \$100  = 1'h0;
+            end
+          end
       4'h3:
+          if (\$49 ) begin
+            if (\$52 ) begin
+              \$100  = 1'h0;
+            end
+          end
+      4'h2:
+          if (\$57 ) begin
+            if (\$58 ) begin
+              \$100  = 1'h0;
+            end
+          end
+      4'h5:
+          if (\$63 ) begin
+            \$100  = 1'h0;
+          end
+      4'h6:
+          \$100  = 1'h0;
+      4'h7:
+          if (\$65 ) begin
+            (* full_case = 32'd1 *)
+            if (\$69 ) begin
+              \$100  = 1'h0;
+            end else begin
+              \$100  = 1'h0;
+            end
+          end
+      4'h8:
+          if (\$71 ) begin
+            if (\$76 ) begin
+              \$100  = 1'h0;
+            end
+          end
+      4'h9:
+          if (\$81 ) begin
+            \$100  = 1'h0;
+          end
+      4'ha:
+          if (readout__done) begin
+            \$100  = 1'h0;
+          end
+      4'h4:
+          if (\$83 ) begin
+            \$100  = 1'h0;
+          end
+    endcase
+    if (rst) begin
+      \$100  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$101  = readout__run;
+    casez (fsm_state)
+      4'h0:
+        begin
+          if (take_spike) begin
+            \$101  = 1'h0;
+          end
+          if (\$33 ) begin
+            \$101  = 1'h0;
+            if (\$34 ) begin
+              \$101  = 1'h0;
+            end
+          end
+          if (\$36 ) begin
+            \$101  = 1'h0;
+          end
+        end
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            \$101  = 1'h0;
+            if (take_spike) begin
+              \$101  = 1'h0;
+            end
+            if (\$39 ) begin
+              \$101  = 1'h0;
+              if (\$40 ) begin
+                \$101  = 1'h0;
+              end
+            end
+            if (\$42 ) begin
+              \$101  = 1'h0;
+            end
+          end else begin
+            if (\$44 ) begin
+              \$101  = 1'h0;
+            end
+          end
+      4'h3:
+          if (\$49 ) begin
+            if (\$52 ) begin
+              \$101  = 1'h0;
+            end
+          end
+      4'h2:
+          if (\$57 ) begin
+            if (\$58 ) begin
+              \$101  = 1'h0;
+            end
+          end
+      4'h5:
+          if (\$63 ) begin
+            \$101  = 1'h0;
+          end
+      4'h6:
+          \$101  = 1'h0;
+      4'h7:
+          if (\$65 ) begin
+            (* full_case = 32'd1 *)
+            if (\$69 ) begin
+              \$101  = 1'h0;
+            end else begin
+              \$101  = 1'h0;
+            end
+          end
+      4'h8:
+          if (\$71 ) begin
+            if (\$76 ) begin
+              \$101  = 1'h0;
+            end
+          end
+      4'h9:
+          if (\$81 ) begin
+            \$101  = 1'h1;
+          end
+      4'ha:
+          if (readout__done) begin
+            \$101  = 1'h0;
+          end
+      4'h4:
+          if (\$83 ) begin
+            \$101  = 1'h0;
+          end
+    endcase
+    if (rst) begin
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$102  = j;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            \$102  = 5'h00;
+          end else begin
+            (* full_case = 32'd1 *)
+            if (\$44 ) begin
+              \$102  = 5'h00;
+            end else begin
+              \$102  = \$46 [4:0];
+            end
+          end
+      4'h3:
+          (* full_case = 32'd1 *)
+          if (\$49 ) begin
+            \$102  = 5'h00;
+          end else begin
+            \$102  = \$53 [4:0];
+          end
+      4'h2:
+          if (\$57 ) begin
+            (* full_case = 32'd1 *)
+            if (\$58 ) begin
+              \$102  = 5'h00;
+            end else begin
+              \$102  = \$60 [4:0];
+            end
+          end
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          (* full_case = 32'd1 *)
+          if (\$71 ) begin
+            \$102  = 5'h00;
+          end else begin
+            \$102  = \$77 [4:0];
+          end
+      4'h9:
+          /* empty */;
+      4'ha:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$83 ) begin
+            \$102  = 5'h00;
+          end else begin
+            \$102  = \$85 [4:0];
+          end
+    endcase
+    if (take_spike) begin
+      \$102  = 5'h01;
+    end
+    if (\$91 ) begin
+      \$102  = 5'h00;
+    end
+    if (\$95 ) begin
+      \$102  = 5'h00;
+    end
+    if (rst) begin
+      \$102  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$103  = j_nonzero;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            \$103  = \$37 ;
+          end else begin
+            (* full_case = 32'd1 *)
+            if (\$44 ) begin
+              \$103  = \$45 ;
+            end else begin
+              \$103  = \$48 ;
+            end
+          end
+      4'h3:
+          (* full_case = 32'd1 *)
+          if (\$49 ) begin
+            \$103  = \$50 ;
+          end else begin
+            \$103  = \$55 ;
+          end
+      4'h2:
+          if (\$57 ) begin
+            (* full_case = 32'd1 *)
+            if (\$58 ) begin
+              \$103  = \$59 ;
+            end else begin
+              \$103  = \$62 ;
+            end
+          end
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          (* full_case = 32'd1 *)
+          if (\$71 ) begin
+            \$103  = \$72 ;
+          end else begin
+            \$103  = \$79 ;
+          end
+      4'h9:
+          /* empty */;
+      4'ha:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$83 ) begin
+            \$103  = \$84 ;
+          end else begin
+            \$103  = \$87 ;
+          end
+    endcase
+    if (take_spike) begin
+      \$103  = \$89 ;
+    end
+    if (\$91 ) begin
+      \$103  = \$92 ;
+    end
+    if (\$95 ) begin
+      \$103  = \$96 ;
+    end
+    if (rst) begin
+      \$103  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$104  = waddr;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (drop) begin
+          end else begin
+            \$104  = \$43 [12:0];
+          end
+      4'h3:
+          (* full_case = 32'd1 *)
+          if (\$49 ) begin
+            \$104  = \$51 [12:0];
+          end else begin
+            \$104  = \$56 [12:0];
+          end
+      4'h2:
           /* empty */;
       4'h5:
           /* empty */;
       4'h6:
-          \$89  = spike_count;
+          /* empty */;
+      4'h7:
+          if (\$65 ) begin
+            \$104  = { 4'h0, \$68  };
+          end
+      4'h8:
+          (* full_case = 32'd1 *)
+          if (\$71 ) begin
+            \$104  = { 4'h0, \$75  };
+          end else begin
+            \$104  = \$80 [12:0];
+          end
     endcase
+    if (take_spike) begin
+      \$104  = { 1'h0, \$88  };
+    end
+    if (\$91 ) begin
+      \$104  = \$93 [12:0];
+    end
     if (rst) begin
-      \$89  = 6'h00;
+      \$104  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$90  = drain;
+    \$105  = drain;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h1:
           /* empty */;
-      4'h2:
-          /* empty */;
       4'h3:
+          /* empty */;
+      4'h2:
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$59 ) begin
-            \$90  = 2'h0;
+          if (\$63 ) begin
+            \$105  = 2'h0;
           end else begin
-            \$90  = \$60 [1:0];
+            \$105  = \$64 [1:0];
           end
       4'h6:
           /* empty */;
       4'h7:
           (* full_case = 32'd1 *)
-          if (\$61 ) begin
-            \$90  = 2'h0;
+          if (\$65 ) begin
+            \$105  = 2'h0;
           end else begin
-            \$90  = \$66 [1:0];
+            \$105  = \$70 [1:0];
           end
       4'h8:
           /* empty */;
       4'h9:
           (* full_case = 32'd1 *)
-          if (\$77 ) begin
-            \$90  = 2'h0;
+          if (\$81 ) begin
+            \$105  = 2'h0;
           end else begin
-            \$90  = \$78 [1:0];
+            \$105  = \$82 [1:0];
           end
     endcase
     if (rst) begin
-      \$90  = 2'h0;
+      \$105  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$106  = run__count;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h6:
+          \$106  = spike_count;
+    endcase
+    if (\$95 ) begin
+      \$106  = 6'h00;
+    end
+    if (rst) begin
+      \$106  = 6'h00;
     end
   end
   assign n_prev = run__count;
+  assign in_readout = readout__run;
   assign start_acc_in = \$1 [10:0];
   assign index = i_event__payload[6:2];
   assign repeat_q = drop;
@@ -3758,29 +3874,25 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, idle, run
   assign \issue__payload.op  = issue__payload[2:0];
   assign \issue__payload.row  = issue__payload[7:3];
   assign \$1  = { 2'h0, i_event__payload[6:2], 5'h00 };
-  assign \$26  = 1'h1;
-  assign \$27  = 1'h0;
-  assign \$28  = { 2'h0, run__index, 5'h00 };
-  assign \$30  = 1'h0;
-  assign \$31  = 1'h0;
-  assign \$34  = 1'h1;
-  assign \$35  = 1'h0;
-  assign \$36  = { 2'h0, run__index, 5'h00 };
-  assign \$38  = 1'h0;
-  assign \$41  = 1'h0;
-  assign \$46  = 1'h0;
-  assign \$47  = { 2'h0, run__index, 5'h00 };
-  assign \$55  = 1'h0;
-  assign \$62  = { 1'h0, run__index };
-  assign \$63  = { run__index, 1'h0 };
-  assign \$68  = 1'h0;
-  assign \$69  = { 1'h0, run__index };
-  assign \$70  = { run__index, 1'h0 };
-  assign \$80  = 1'h0;
+  assign \$37  = 1'h0;
+  assign \$45  = 1'h0;
+  assign \$50  = 1'h0;
+  assign \$51  = { 2'h0, run__index, 5'h00 };
+  assign \$59  = 1'h0;
+  assign \$66  = { 1'h0, run__index };
+  assign \$67  = { run__index, 1'h0 };
+  assign \$72  = 1'h0;
+  assign \$73  = { 1'h0, run__index };
+  assign \$74  = { run__index, 1'h0 };
+  assign \$84  = 1'h0;
+  assign \$89  = 1'h1;
+  assign \$92  = 1'h0;
+  assign \$93  = { 2'h0, run__index, 5'h00 };
+  assign \$96  = 1'h0;
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.sequencer.inputs (clk, rst, seen, add, clear, index);
+module \neurofptt_core.sequencer.inputs (clk, rst, seen, clear, add, index);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
 `ifndef SYNTHESIS
   // wake every always @* block at time zero (also under SystemVerilog semantics)

@@ -107,6 +107,28 @@ class RowCounter:
         return [self.value.eq(value), self.nonzero.eq(Value.cast(value) != 0)]
 
 
+class StateFlags:
+    """The states the rest of the core waits on, each in a flip-flop of its own that is set on
+    the clock edge the FSM enters the state and cleared on the one it leaves, so that it equals
+    ``fsm.ongoing(state)`` on every cycle.  Every transition goes through :meth:`goto`.
+
+    A state decoded from the FSM's register lies two or three LUTs and a route from the
+    sequencer in front of whatever it enables; on a wide core those users are spread over the
+    die (the readout memory's write and read ports, the weight load's handshake into every
+    weight memory and the LFSRs' reseed), and that route set the clock: a flip-flop per state
+    can be placed next to its users."""
+
+    def __init__(self, *states: str) -> None:
+        self.flags = {state: Signal(name=f"in_{state.lower()}") for state in states}
+
+    def goto(self, m: Module, state: str) -> None:
+        m.next = state
+        m.d.sync += [flag.eq(name == state) for name, flag in self.flags.items()]
+
+    def __getitem__(self, state: str) -> Signal:
+        return self.flags[state]
+
+
 def sequencer_signature(cfg: HardwareConfig) -> wiring.Signature:
     """Ports of :class:`Sequencer`: the events in, the issued rows and weight addresses out,
     and the control of the spike list, the emitter, the readouts and (learning) the learning
@@ -161,7 +183,7 @@ class Sequencer(wiring.Component):
         self._issue(m, op, j.value)
         with m.If(j.value == rows - 1):
             m.d.sync += j.eq(0)
-            m.next = next_state
+            self._states.goto(m, next_state)
         with m.Else():
             m.d.sync += j.eq(j.value + 1)
 
@@ -169,7 +191,7 @@ class Sequencer(wiring.Component):
         """Stay ``cycles`` cycles in this state (``counter`` starts at 0), then ``next_state``."""
         with m.If(counter == cycles - 1):
             m.d.sync += counter.eq(0)
-            m.next = next_state
+            self._states.goto(m, next_state)
         with m.Else():
             m.d.sync += counter.eq(counter + 1)
 
@@ -201,7 +223,7 @@ class Sequencer(wiring.Component):
             with m.If(walk.last if run == 1 else ~walk.more):
                 if restart:
                     m.d.comb += walk.restart.eq(1)
-                m.next = next_state
+                self._states.goto(m, next_state)
         with m.Else():
             m.d.sync += [*j.eq(j.value + 1), waddr.eq(waddr + 1)]
 
@@ -216,6 +238,9 @@ class Sequencer(wiring.Component):
         n_prev = Signal(range(rows + 1))  # spike-list entries of the last completed step
         wait = Signal(range(UPDATE_WRITE), name="drain")  # cycles while the pipeline drains
         m.d.comb += self.run.count.eq(n_prev)
+        # the FSM starts in CLEAR, where no flag is set
+        self._states = states = StateFlags("IDLE", "ACC_IN", "READOUT")
+        m.d.comb += self.readout.run.eq(states["READOUT"])
 
         event = self.i_event
         idx = event.p.index
@@ -244,48 +269,44 @@ class Sequencer(wiring.Component):
             self.w_out_addr.eq(self.run.index if out_rows == 1 else waddr),
         ]
 
-        def take_events() -> None:
-            """IDLE's work: take an event and start what it asks for."""
-            taken = event.valid
-            if learning:  # a load, once started, has the core until its last word
-                control = self.learning
-                m.d.comb += [event.ready.eq(~control.loading), control.idle.eq(1)]
-                taken = taken & ~control.loading
-                m.d.comb += [self.taken.valid.eq(taken), self.taken.p.eq(event.p)]
-            else:
-                m.d.comb += event.ready.eq(1)
-            with m.If(taken), m.Switch(event.p.kind):
-                with m.Case(EventKind.SPIKE), m.If(idx < n_in):
-                    self._issue(m, RowOp.ACC_IN, 0)
-                    m.d.comb += inputs.add.eq(1)
-                    m.d.sync += repeat.eq(inputs.seen)
-                    if rows > 1:
-                        m.d.sync += [waddr.eq(in_start + 1), *j.eq(1)]
-                        m.next = "ACC_IN"
-                with m.Case(EventKind.STEP):
-                    m.d.comb += self.spikes_restart.eq(1)
-                    m.d.sync += [*j.eq(0), waddr.eq(times(self.run.index, rows))]
-                    with m.If(n_prev != 0):
-                        m.next = "REC"
-                    with m.Else():
-                        m.next = "UPDATE"
-                with m.Case(EventKind.CLEAR):
-                    m.d.comb += inputs.clear.eq(1)
-                    m.d.sync += [*j.eq(0), n_prev.eq(0)]
-                    m.next = "CLEAR"
-            if learning:
-                with m.If(taken & (event.p.kind.as_value() == READ_WEIGHTS)):
-                    m.d.comb += self.learning.dump.eq(1)
-                    m.next = "DUMP"
+        # IDLE's work, also on a repeat's cycle in ACC_IN: take an event and start what it
+        # asks for.  Whether the core is idle comes from registers (StateFlags and
+        # ``repeat``), so the handshake and what it enables (the input set, the first
+        # ACC_IN row, a weight load's words) do not wait on the FSM's decoded state; only
+        # the transitions are decoded in the FSM below.
+        idle = states["IDLE"] | (states["ACC_IN"] & repeat)
+        ready = idle & ~self.learning.loading if learning else idle
+        taken = Signal(name="event_taken")
+        m.d.comb += [event.ready.eq(ready), taken.eq(ready & event.valid)]
+        kind = event.p.kind
+        spike = Signal(name="take_spike")
+        step, clear = taken & (kind == EventKind.STEP), taken & (kind == EventKind.CLEAR)
+        m.d.comb += spike.eq(taken & (kind == EventKind.SPIKE) & (idx < n_in))
+        dump = taken & (kind.as_value() == READ_WEIGHTS) if learning else None
 
-        with m.FSM(init="CLEAR") as fsm:
+        def take_events() -> None:
+            """IDLE's transitions (the rest of IDLE's work is after the FSM)."""
+            if rows > 1:
+                with m.If(spike):
+                    self._states.goto(m, "ACC_IN")
+            with m.If(step):
+                self._states.goto(m, "UPDATE")
+                with m.If(n_prev != 0):
+                    self._states.goto(m, "REC")
+            with m.If(clear):
+                self._states.goto(m, "CLEAR")
+            if learning:
+                with m.If(dump):
+                    self._states.goto(m, "DUMP")
+
+        with m.FSM(init="CLEAR"):
             with m.State("IDLE"):
                 take_events()
 
             with m.State("ACC_IN"):
                 with m.If(repeat):  # the SPIKE taken on the last cycle was a repeat
                     m.d.sync += j.eq(0)
-                    m.next = "IDLE"
+                    self._states.goto(m, "IDLE")
                     take_events()
                 with m.Else():
                     m.d.sync += waddr.eq(waddr + 1)
@@ -313,7 +334,7 @@ class Sequencer(wiring.Component):
                     self.readout.start.eq(1),
                 ]
                 m.d.sync += n_prev.eq(count)
-                m.next = "OUT_READ"
+                self._states.goto(m, "OUT_READ")
 
             # the cursor reads the list's first entry, then holds its first spike, whose
             # first w_out word is loaded into the address register
@@ -321,9 +342,9 @@ class Sequencer(wiring.Component):
                 with m.If(wait == OUT_READ - 1):
                     m.d.sync += [wait.eq(0), waddr.eq(times(self.run.index, out_rows))]
                     with m.If(n_prev != 0):
-                        m.next = "OUT"
+                        self._states.goto(m, "OUT")
                     with m.Else():
-                        m.next = "OUT_END"
+                        self._states.goto(m, "OUT_END")
                 with m.Else():
                     m.d.sync += wait.eq(wait + 1)
 
@@ -333,17 +354,15 @@ class Sequencer(wiring.Component):
             with m.State("OUT_END"):  # the last ACC_OUT row is written before READOUT reads
                 self._wait(m, wait, ACC_WRITE - 1, "READOUT")
 
-            with m.State("READOUT"):
-                m.d.comb += self.readout.run.eq(1)
-                with m.If(self.readout.done):
-                    if learning:
-                        with m.If(self.learning.due):
-                            m.d.comb += self.learning.start.eq(1)
-                            m.next = "LEARN"
-                        with m.Else():
-                            m.next = "IDLE"
-                    else:
-                        m.next = "IDLE"
+            with m.State("READOUT"), m.If(self.readout.done):
+                if learning:
+                    with m.If(self.learning.due):
+                        m.d.comb += self.learning.start.eq(1)
+                        self._states.goto(m, "LEARN")
+                    with m.Else():
+                        self._states.goto(m, "IDLE")
+                else:
+                    self._states.goto(m, "IDLE")
 
             with m.State("CLEAR"):
                 self._sweep(m, j, RowOp.CLEAR, max(rows, out_rows), "IDLE")
@@ -351,7 +370,27 @@ class Sequencer(wiring.Component):
             if learning:
                 for state in ("LEARN", "DUMP"):
                     with m.State(state), m.If(self.learning.done):
-                        m.next = "IDLE"
+                        self._states.goto(m, "IDLE")
 
-        m.d.comb += self.idle.eq(fsm.ongoing("IDLE") | (fsm.ongoing("ACC_IN") & repeat))
+        # after the FSM: on a repeat's cycle these override ACC_IN's ``j = 0``
+        with m.If(spike):
+            self._issue(m, RowOp.ACC_IN, 0)
+            m.d.comb += inputs.add.eq(1)
+            m.d.sync += repeat.eq(inputs.seen)
+            if rows > 1:
+                m.d.sync += [waddr.eq(in_start + 1), *j.eq(1)]
+        with m.If(step):
+            m.d.comb += self.spikes_restart.eq(1)
+            m.d.sync += [*j.eq(0), waddr.eq(times(self.run.index, rows))]
+        with m.If(clear):
+            m.d.comb += inputs.clear.eq(1)
+            m.d.sync += [*j.eq(0), n_prev.eq(0)]
+        m.d.comb += self.idle.eq(idle)
+        if learning:
+            m.d.comb += [
+                self.learning.idle.eq(idle),
+                self.learning.dump.eq(dump),
+                self.taken.valid.eq(taken),
+                self.taken.p.eq(event.p),
+            ]
         return m

@@ -18,8 +18,9 @@ def test_a_point_records_the_derived_rate_and_the_picked_epoch() -> None:
     assert record["train_samples"] == 8 and record["tuned"] is False and record["tune"] is None
     assert record["forced_offset"] is None and record["start_gain"] is None
     assert record["rate"]["derived_offset"] == record["error_shift_offset"] == 4
-    # the membrane leak from the task, the readout's default (flow.onchip.from_scratch)
+    # the membrane leak from the task, the readout's default and its rate (flow.onchip.from_scratch)
     assert (record["hardware"]["leak_shift"], record["hardware"]["out_leak_shift"]) == (7, 3)
+    assert record["hardware"]["lr_shift_out"] == 15
     assert record["picked_epoch"] == 1 and 0 <= record["test_accuracy"] <= 1
 
 

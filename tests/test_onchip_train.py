@@ -16,7 +16,8 @@ from cue_core import cue_core
 from neurofptt.errors import ConfigError
 from neurofptt.flow import onchip_train
 from neurofptt.flow.config import FlowConfig
-from neurofptt.flow.onchip import from_scratch, stage_train_onchip
+from neurofptt.flow.onchip import from_scratch, onchip_hardware, stage_train_onchip
+from neurofptt.flow.onchip_rates import readout_rate_shift
 from neurofptt.flow.onchip_train import METRICS_LOG, train_onchip
 from neurofptt.onchip import random_network
 from neurofptt.quant import QuantizedNetwork, golden_run
@@ -177,8 +178,9 @@ def test_stage_record_and_log(tmp_path: Path) -> None:
 
 def test_onchip_run_records_the_leaks_it_took_from_the_task(tmp_path: Path) -> None:
     """A hardware table without leaks learns from scratch with the membrane leak derived from
-    the task and the readout's default leak (:func:`from_scratch`), and ``train_onchip.json``
-    says so (the cue task's span gives other shifts than the core's)."""
+    the task and the readout's default leak (:func:`from_scratch`) at the rate of that leak,
+    and ``train_onchip.json`` says so (the cue task's span gives other shifts than the
+    core's)."""
     hardware = {
         k: v
         for k, v in CUE_HW.replace(learning=None).to_dict().items()
@@ -199,11 +201,13 @@ def test_onchip_run_records_the_leaks_it_took_from_the_task(tmp_path: Path) -> N
     assert leak["out_leak_shift"] != HardwareConfig.out_leak_shift
     stage_train_onchip(cfg, tmp_path, "eprop", progress=False)
     saved = json.loads((tmp_path / "train_onchip.json").read_text())
-    assert saved["derived"] == {"leak": leak}
+    assert saved["derived"] == cfg.derived and saved["derived"]["leak"] == leak
     learned = QuantizedNetwork.load(tmp_path / "quantized.npz").config
     used = (learned.leak_shift, learned.out_leak_shift)
     assert used == (leak["leak_shift"], HardwareConfig.out_leak_shift)
     assert saved["leaks"] == {"leak_shift": used[0], "out_leak_shift": used[1]}
+    rate = readout_rate_shift(HardwareConfig.out_leak_shift)
+    assert learned.learning.lr_shift_out == saved["learning"]["lr_shift_out"] == rate
 
 
 def test_a_readout_leak_the_config_sets_stays_from_scratch() -> None:
@@ -211,6 +215,61 @@ def test_a_readout_leak_the_config_sets_stays_from_scratch() -> None:
     assert from_scratch(hw, {}) == hw
     assert from_scratch(hw, {"leak_shift": 5}) == hw
     assert from_scratch(hw, {"out_leak_shift": 9}).out_leak_shift == HardwareConfig.out_leak_shift
+
+
+@pytest.mark.parametrize(
+    ("leak", "shift"), [(0, 15), (3, 15), (4, 16), (8, 20), (9, 21), (12, 24), (15, 24)]
+)
+def test_the_readout_rate_falls_as_its_leak_lengthens(leak: int, shift: int) -> None:
+    """One shift of the readout's rate per shift of its leak beyond the digits' core's, within
+    the core's range; a shorter leak keeps the default rate."""
+    assert readout_rate_shift(leak) == shift
+
+
+def test_the_readout_rate_counts_from_the_base_it_is_given() -> None:
+    assert [readout_rate_shift(leak, base=10) for leak in (2, 8, 15, 30)] == [10, 15, 22, 24]
+
+
+def test_the_readout_rate_follows_the_leak_unless_the_config_sets_it() -> None:
+    """A readout leak the config sets longer than the default lowers the readout's rate: in a
+    learning table that leaves ``lr_shift_out`` out at once (so the generated core has it too),
+    and in the core on-chip learning builds where there is no table; a table that sets it
+    keeps it, and so does a readout leak no longer than the default."""
+    task = {"task": "cue-accumulation-short"}
+    hardware = {"n_in": 40, "n_out": 2, "leak_shift": 7, "out_leak_shift": 8}
+    bare = FlowConfig.from_dict({"hardware": hardware, "flow": task})
+    assert bare.hardware.learning is None and bare.derived["readout_rate"]["lr_shift_out"] == 20
+    for scratch in (True, False):  # the leak is the config's, so from scratch keeps it
+        hw = onchip_hardware(bare, "fptt", scratch=scratch)
+        assert hw.out_leak_shift == 8
+        assert hw.learning == LearningConfig(mode="fptt", lr_shift_out=20)
+    table = {**hardware, "learning": {"mode": "eprop", "lr_shift_in": 17}}
+    cfg = FlowConfig.from_dict({"hardware": table, "flow": task})
+    assert cfg.hardware.learning == LearningConfig(mode="eprop", lr_shift_in=17, lr_shift_out=20)
+    assert onchip_hardware(cfg, "fptt", scratch=True).learning.lr_shift_out == 20
+    table["learning"]["lr_shift_out"] = 12
+    cfg = FlowConfig.from_dict({"hardware": table, "flow": task})
+    assert cfg.hardware.learning.lr_shift_out == 12 and "readout_rate" not in cfg.derived
+    assert onchip_hardware(cfg, "eprop", scratch=True).learning.lr_shift_out == 12
+    short = {**hardware, "out_leak_shift": 2}
+    cfg = FlowConfig.from_dict({"hardware": short, "flow": task})
+    assert "readout_rate" not in cfg.derived
+    assert onchip_hardware(cfg, "eprop", scratch=True).learning == LearningConfig()
+
+
+def test_from_scratch_the_readout_rate_is_that_of_the_default_leak() -> None:
+    """The task's readout leak (8 on the short cue task) asks for a lower readout rate, but
+    learning from scratch returns to the default leak, and with it to the default rate; a
+    trained network keeps the task's leak and takes the lower rate."""
+    cfg = FlowConfig.from_dict(
+        {"hardware": {"n_in": 40, "n_out": 2}, "flow": {"task": "cue-accumulation-short"}}
+    )
+    assert cfg.hardware.out_leak_shift == 8 and cfg.derived["readout_rate"]["lr_shift_out"] == 20
+    scratch = onchip_hardware(cfg, "eprop", scratch=True)
+    assert scratch.out_leak_shift == HardwareConfig.out_leak_shift
+    assert scratch.learning == LearningConfig(mode="eprop")
+    trained = onchip_hardware(cfg, "eprop", scratch=False)
+    assert (trained.out_leak_shift, trained.learning.lr_shift_out) == (8, 20)
 
 
 def test_train_accuracy_is_the_network_after_the_epoch() -> None:

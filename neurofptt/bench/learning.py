@@ -27,18 +27,19 @@ from typing import Any
 
 from neurofptt.bench.threads import conditions
 from neurofptt.flow.config import VAL_FRACTION, FlowConfig
-from neurofptt.flow.onchip import from_scratch
+from neurofptt.flow.onchip import onchip_hardware
 from neurofptt.flow.onchip_train import halving_period, train_onchip
 from neurofptt.flow.onchip_tune import learn_at_task_rate
 from neurofptt.learning.threads import set_threads
 from neurofptt.learning.trainer import TrainConfig
 from neurofptt.onchip import fan_in_spreads, random_network
-from neurofptt.quant.config import HardwareConfig, LearningConfig
+from neurofptt.quant.config import HardwareConfig
 from neurofptt.tasks import load_task
 
 #: the core of each task: the default hardware with the task's inputs and classes; the leaks come
 #: from the task's label layout (:func:`~neurofptt.flow.config.task_leak`) as on-chip learning
-#: from scratch takes them in ``flow`` and ``train`` (:func:`~neurofptt.flow.onchip.from_scratch`)
+#: from scratch takes them in ``flow`` and ``train``
+#: (:func:`~neurofptt.flow.onchip.onchip_hardware`)
 TASK_HARDWARE: dict[str, dict[str, int]] = {
     "digits": {},
     "cue-accumulation-short": {"n_in": 40, "n_out": 2},
@@ -48,11 +49,10 @@ RULES = ("eprop", "fptt")
 
 
 def task_hardware(task: str, rule: str) -> HardwareConfig:
-    """The core :data:`TASK_HARDWARE` gives ``task``, with the leaks derived from the task and the
-    default learning constants of ``rule``."""
+    """The core :data:`TASK_HARDWARE` gives ``task`` for learning from scratch with the default
+    learning constants of ``rule``, as ``neurofptt train --engine golden`` builds it."""
     cfg = FlowConfig.from_dict({"hardware": TASK_HARDWARE[task], "flow": {"task": task}})
-    hw = cfg.hardware.replace(learning=LearningConfig(mode=rule))
-    return from_scratch(hw, cfg.derived.get("leak", {}))
+    return onchip_hardware(cfg, rule, scratch=True)
 
 
 def bench_point(
@@ -109,6 +109,7 @@ def bench_point(
             **TASK_HARDWARE[task],
             "leak_shift": hw.leak_shift,
             "out_leak_shift": hw.out_leak_shift,
+            "lr_shift_out": hw.learning.lr_shift_out,
         },
         **rate,
         "picked_epoch": history.picked_epoch,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from neurofptt.errors import ConfigError
+from neurofptt.flow.onchip_rates import readout_rate
 from neurofptt.io import check_field_types, check_table, from_table, load_toml
 from neurofptt.learning.trainer import TrainConfig
 from neurofptt.quant.config import HardwareConfig
@@ -103,9 +104,15 @@ def task_leak(task: str, hardware: dict[str, Any]) -> dict[str, Any] | None:
 class FlowConfig:
     """The whole flow's settings: one dataclass per table, each with the demo's defaults.
 
-    ``derived`` records the hardware settings that came from the task rather than the file (the
-    leaks: :func:`task_leak`), for the run's records; it is not a table of the file, since the
-    values are in ``hardware`` already.
+    ``derived`` records the hardware settings that came from the task rather than the file, for
+    the run's records: the leaks (``leak``, :func:`task_leak`) and the readout's learning rate
+    that its leak asks for (``readout_rate``,
+    :func:`~neurofptt.flow.onchip_rates.readout_rate`, recorded where the file leaves
+    ``lr_shift_out`` to the leak).  It is not a table of the file: the values are in
+    ``hardware`` already, or, for the readout's rate where the file has no
+    ``[hardware.learning]`` table (an inference core), in the core that on-chip learning builds
+    (:func:`~neurofptt.flow.onchip.onchip_hardware`, which takes the rate from the readout
+    leak it learns with).
     """
 
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
@@ -142,6 +149,15 @@ class FlowConfig:
         if leak is not None:
             hardware = {**hardware, **{k: leak[k] for k in LEAK_FIELDS if k in leak}}
             derived["leak"] = leak
+        rate = readout_rate(hardware)
+        if rate is not None:
+            derived["readout_rate"] = rate
+            learning = hardware.get("learning")
+            if isinstance(learning, dict):
+                hardware = {
+                    **hardware,
+                    "learning": {**learning, "lr_shift_out": rate["lr_shift_out"]},
+                }
         return cls(
             hardware=HardwareConfig.from_dict(hardware),
             train=TrainConfig.from_dict(tables.get("train", {})),

@@ -25,6 +25,7 @@ from typing import Any
 
 from neurofptt.errors import ConfigError
 from neurofptt.flow.config import LEAK_FIELDS, FlowConfig
+from neurofptt.flow.onchip_rates import readout_rate_shift
 from neurofptt.flow.onchip_train import learning_hardware
 from neurofptt.flow.onchip_tune import learn_at_task_rate
 from neurofptt.flow.stages import (
@@ -70,31 +71,53 @@ def from_scratch(hw: HardwareConfig, derived: dict[str, Any]) -> HardwareConfig:
     (``docs/results-float-learning.md``).  On chip the rules' traces carry that evidence instead:
     ``xbar`` and ``zbar`` filter the inputs and spikes with the membrane leak, which does follow
     the task, and both rules learned ``cue-accumulation-short`` from scratch with the default
-    readout leak.  With the readout's leak from the span they predict one class there; the
-    measurements are in ``docs/results-learning.md`` ("The readout's leak on chip")."""
+    readout leak.  With the readout's leak from the span, and the readout's rate lowered to
+    match it (:func:`with_readout_rate`), e-prop learns that task as well or better, but FPTT
+    lost a seed to a slow start; the measurements are in ``docs/results-learning.md`` ("The
+    readout's leak on chip")."""
     if "out_leak_shift" not in derived:
         return hw
     return hw.replace(out_leak_shift=HardwareConfig.out_leak_shift)
 
 
+def with_readout_rate(hw: HardwareConfig, derived: dict[str, Any]) -> HardwareConfig:
+    """``hw`` with the readout's rate that its readout leak asks for
+    (:func:`~neurofptt.flow.onchip_rates.readout_rate_shift`), where the config leaves
+    ``lr_shift_out`` to the leak (``readout_rate`` in ``derived``,
+    :attr:`~neurofptt.flow.config.FlowConfig.derived`); the leak is the one learning runs with,
+    which :func:`from_scratch` may have changed."""
+    if "readout_rate" not in derived or hw.learning is None:
+        return hw
+    rate = readout_rate_shift(hw.out_leak_shift)
+    return hw.replace(learning=dataclasses.replace(hw.learning, lr_shift_out=rate))
+
+
+def onchip_hardware(cfg: FlowConfig, rule: str, *, scratch: bool) -> HardwareConfig:
+    """The core on-chip learning with ``rule`` runs on: ``hardware`` with ``hardware.learning``
+    (or, without that table, the default :class:`~neurofptt.quant.config.LearningConfig`) in
+    ``rule``'s mode, :func:`from_scratch`'s readout leak when learning from a random start
+    (``scratch``), and :func:`with_readout_rate`'s readout rate."""
+    learning = dataclasses.replace(cfg.hardware.learning or LearningConfig(), mode=rule)
+    hw = cfg.hardware.replace(learning=learning)
+    if scratch:
+        hw = from_scratch(hw, cfg.derived.get("leak", {}))
+    return with_readout_rate(hw, cfg.derived)
+
+
 def initial_network(cfg: FlowConfig, rule: str, init: Path | None = None) -> QuantizedNetwork:
-    """The network on-chip learning starts from, with ``hardware.learning`` (or, without that
-    table, the default :class:`~neurofptt.quant.config.LearningConfig`) in ``rule``'s mode.
+    """The network on-chip learning starts from, on :func:`onchip_hardware`'s core.
 
     ``init`` is a ``quantized.npz`` of the same hardware; it keeps the per-matrix weight shifts
     the quantizer chose for it.  Without it the weights are random, uniform within
-    :func:`~neurofptt.onchip.fan_in_spreads` (seed ``train.seed``), and the readout's leak is
-    :func:`from_scratch`'s.
+    :func:`~neurofptt.onchip.fan_in_spreads` (seed ``train.seed``).
     """
     if rule not in ONCHIP_RULES:
         raise ConfigError(f"the golden engine learns with {ONCHIP_RULES}, not {rule!r}")
-    learning = dataclasses.replace(cfg.hardware.learning or LearningConfig(), mode=rule)
-    hw = cfg.hardware.replace(learning=learning)
+    hw = onchip_hardware(cfg, rule, scratch=init is None)
     if init is None:
-        hw = from_scratch(hw, cfg.derived.get("leak", {}))
         return random_network(hw, seed=cfg.train.seed, spread=fan_in_spreads(hw))
     start = QuantizedNetwork.load(init)
-    start_hw = start.config.replace(learning=learning)
+    start_hw = start.config.replace(learning=hw.learning)
     if start_hw.replace(**{name: getattr(hw, name) for name in SHIFTS}) != hw:
         raise ConfigError(
             f"{init} was quantized for another hardware config; use the config it was made "
@@ -148,8 +171,9 @@ def stage_train_onchip(
     derivation (``rate``), the offset the run started from (``error_shift_offset``), the
     tuning grid (``tune``, ``None`` without tuning), the hardware settings taken from the task
     (``derived``, :attr:`~neurofptt.flow.config.FlowConfig.derived`; empty from ``init``, whose
-    file brings its own) and the leaks the run learned with (``leaks``: from scratch the readout's
-    is :func:`from_scratch`'s).
+    file brings its own), the leaks the run learned with (``leaks``: from scratch the readout's
+    is :func:`from_scratch`'s) and the learning config (``learning``, whose ``lr_shift_out``
+    follows the readout's leak unless the config sets it: :func:`with_readout_rate`).
     """
     out.mkdir(parents=True, exist_ok=True)
     task = load_flow_task(cfg)
@@ -188,6 +212,7 @@ def stage_train_onchip(
         "init": "random" if init is None else str(init),
         "derived": cfg.derived if init is None else {},
         "leaks": {name: getattr(net.config, name) for name in LEAK_FIELDS},
+        "learning": hw.to_dict()["learning"],
         **run.record(),
         "history": history.epochs,
         "onchip_accuracy": history.test_accuracy,

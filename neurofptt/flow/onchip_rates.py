@@ -38,11 +38,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from neurofptt.onchip import MATRICES, step_schedule, trace_step
-from neurofptt.quant.config import HardwareConfig, LearningConfig, learning_config
+from neurofptt.quant.config import (
+    LEARNING_LIMITS,
+    HardwareConfig,
+    LearningConfig,
+    learning_config,
+)
 
 #: the drive of the default digits task on the default hardware (one update per sample, 32
 #: inputs, leak ``2**-2``), where the chip's default rates were chosen
@@ -102,3 +108,47 @@ def derive_rate(cfg: HardwareConfig, x: np.ndarray, y: np.ndarray) -> DerivedRat
         reference_drive=REFERENCE_DRIVE,
         derived_offset=offset,
     )
+
+
+#: the readout leak of the core the chip's rates were chosen on (the digits' default)
+REFERENCE_OUT_LEAK = HardwareConfig.out_leak_shift
+
+
+def readout_rate_shift(out_leak_shift: int, base: int = LearningConfig.lr_shift_out) -> int:
+    """The readout's rate shift ``lr_shift_out`` for a readout leak of ``2**-out_leak_shift``:
+    ``base`` plus the shifts by which the readout integrates longer than
+    :data:`REFERENCE_OUT_LEAK`'s, within the core's range.
+
+    Why.  The readout's update is the error times ``obar``, the spikes filtered by the readout's
+    own leak, and the readout's value is the same filter of ``W_out z``: a leak of ``2**-k``
+    makes both about ``2**k`` times a spike's weight.  An update at a given rate then moves the
+    readout ``2**k`` times further, relative to its own size, than on the reference core, and at
+    the digits' rates both rules collapse to one class from scratch with a readout leak of
+    ``2**-6`` or longer (``docs/results-learning.md``, "The readout's leak on chip").  Lowering
+    the readout's rate by the same factor keeps the relative step.  A shorter leak than the
+    reference keeps ``base``: a higher rate was never measured to help.
+    """
+    low, high = LEARNING_LIMITS["lr_shift_out"]
+    return min(max(base + max(0, out_leak_shift - REFERENCE_OUT_LEAK), low), high)
+
+
+def readout_rate(hardware: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of the readout rate that a ``[hardware]`` table's readout leak asks for
+    (:func:`readout_rate_shift`), or ``None`` where its ``learning`` table sets
+    ``lr_shift_out`` or the leak keeps the default rate."""
+    learning = hardware.get("learning")
+    if isinstance(learning, dict) and "lr_shift_out" in learning:
+        return None
+    leak = hardware.get("out_leak_shift", HardwareConfig.out_leak_shift)
+    if not isinstance(leak, int) or isinstance(leak, bool):
+        return None  # refused with its fix when the hardware config is built
+    shift = readout_rate_shift(leak)
+    if shift == LearningConfig.lr_shift_out:
+        return None
+    return {
+        "out_leak_shift": leak,
+        "reference_out_leak_shift": REFERENCE_OUT_LEAK,
+        "lr_shift_out": shift,
+        "rule": "lr_shift_out = 15 + max(0, out_leak_shift - 3) "
+        "(neurofptt.flow.onchip_rates.readout_rate_shift)",
+    }

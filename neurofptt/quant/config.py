@@ -64,7 +64,7 @@ _LIMITS = {
 # Inclusive limits of the learning fields that do not depend on the inference formats.  With the
 # inference limits they keep every product and shifted sum of the update below 2**62 in the
 # golden model's int64 arithmetic (the largest: a 33-bit error times a 16-bit trace << 12).
-_LEARNING_LIMITS = {
+LEARNING_LIMITS = {
     "feedback_seed": (0, 2**32 - 1),
     "trace_bits": (2, 16),
     "signal_bits": (2, 24),
@@ -172,7 +172,7 @@ class LearningConfig:
                     f"hardware.learning.{name} = {getattr(self, name)!r} is not valid; "
                     f"use one of {allowed}"
                 )
-        for name, (lo, hi) in _LEARNING_LIMITS.items():
+        for name, (lo, hi) in LEARNING_LIMITS.items():
             value = getattr(self, name)
             if not lo <= value <= hi:
                 raise ConfigError(

@@ -49,8 +49,14 @@ BUDGETS = ("quick", "default", "full")
 RESULTS = "results.json"
 
 # Settings every reproduction shares: the papers use plain Adam-type optimizers without weight
-# decay or schedules, and these networks are not for the hardware (no quantization-aware epochs).
-_COMMON_TRAIN = {"weight_decay": 0.0, "lr_schedule": "constant", "qat_epochs": 0}
+# decay or schedules and score the trained weights themselves (no moving average), and these
+# networks are not for the hardware (no quantization-aware epochs).
+_COMMON_TRAIN = {
+    "weight_decay": 0.0,
+    "lr_schedule": "constant",
+    "qat_epochs": 0,
+    "average_epochs": 0.0,
+}
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ def test_a_task_that_takes_no_sample_count_is_refused(tmp_path: Path, capsys) ->
 
 def test_the_swing_is_the_largest_epoch_to_epoch_change_after_epoch_five() -> None:
     history = [{"val_accuracy": v} for v in (0.1, 0.9, 0.2, 0.5, 0.6, 0.7, 0.5, 0.55)]
-    assert swing(history) == pytest.approx(0.2)  # epochs 5..8: 0.6, 0.7, 0.5, 0.55
-    assert swing(history[:5]) == 0.0
+    assert swing(history, "val_accuracy") == pytest.approx(0.2)  # epochs 5..8: .6, .7, .5, .55
+    assert swing(history[:5], "val_accuracy") == 0.0
 
 
 def test_the_summary_adds_the_largest_swing_and_the_leaks_per_rule() -> None:

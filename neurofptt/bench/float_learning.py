@@ -1,17 +1,23 @@
-"""Accuracy of float training over seeds, per task and rule, at the defaults (the leak derived
+"""The score of float training over seeds, per task and rule, at the defaults (the leak derived
 from the task) and with ``--tune``: ``neurofptt bench float-learning`` prints JSON.
 
 Each point is what ``neurofptt train --task TASK --rule RULE`` does with a config that sets only
-``train.epochs`` and ``train.seed`` (the seed draws the weights and orders the samples): the
-task's inputs, classes and leak come from the task (:meth:`~neurofptt.flow.config.FlowConfig.
-from_dict`), the epoch with the best validation accuracy is picked, and ``test_accuracy`` is
-that epoch's, scored once; with ``tune`` the run is ``neurofptt train --tune``'s
-(:mod:`neurofptt.flow.tune`).  ``samples`` > 0 draws the task with that many training samples
+``train.epochs`` and ``train.seed`` (the seed draws the weights and orders the samples), and for
+a regression task the loss at every step of a rule that scores only the last by default
+(:func:`rule_table`, recorded as ``rule_options``): the task's inputs, outputs and leak come
+from the task (:meth:`~neurofptt.flow.config.FlowConfig.from_dict`), the epoch with the best
+validation score is picked, and the test score is that epoch's, scored once; with ``tune`` the
+run is ``neurofptt train --tune``'s (:mod:`neurofptt.flow.tune`).  The score is the task's
+metric (:func:`~neurofptt.learning.objectives.metric_name`): ``test_accuracy``/``val_accuracy``
+for a task of class labels, ``test_mse``/``val_mse`` (lower is better) for a regression task; a
+record names it (``metric``).  ``samples`` > 0 draws the task with that many training samples
 (its ``n_train``; the validation and test splits keep their sizes) into a data file first, as
-``neurofptt data make --set n_train=N`` does, so that long tasks fit a budget.
+``neurofptt data make --set n_train=N`` does, so that long tasks fit a budget.  A data file holds
+spikes, so a task of real-valued inputs (``adding``, ``tsfd``) is measured at its own size: the
+flow names a built-in task without options.
 
 Besides the picked epoch's scores a record gives ``swing``: the largest change of the validation
-accuracy from one epoch to the next after epoch :data:`SETTLED` (a run that settles changes
+score from one epoch to the next after epoch :data:`SETTLED` (a run that settles changes
 little; one that jumps between solutions is not stable however good its best epoch).  The
 summary (:func:`~neurofptt.bench.learning.summarize`'s mean, standard deviation and worst seed
 per task, rule and tuning) adds the largest swing of the seeds and the mean derived leak.
@@ -23,16 +29,19 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import fields
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from neurofptt.bench.learning import summarize
 from neurofptt.bench.threads import conditions
+from neurofptt.errors import ConfigError
 from neurofptt.flow.config import FlowConfig
 from neurofptt.flow.stages import stage_train
 from neurofptt.flow.tune import tune_and_train
-from neurofptt.tasks import make_command
+from neurofptt.learning.registry import RULE_OPTIONS
+from neurofptt.tasks import load_task, make_command
 
 #: the rules measured by default: the offline reference and the two online rules
 RULES = ("bptt", "fptt", "eprop")
@@ -40,22 +49,43 @@ RULES = ("bptt", "fptt", "eprop")
 SETTLED = 5
 
 
-def swing(history: list[dict[str, Any]], key: str = "val_accuracy", after: int = SETTLED) -> float:
-    """The largest change of ``key`` between consecutive epochs after epoch ``after`` (0 for a
-    run too short to have one)."""
+def swing(history: list[dict[str, Any]], key: str, after: int = SETTLED) -> float:
+    """The largest change of ``key`` (the validation score: ``val_accuracy``, ``val_mse``)
+    between consecutive epochs after epoch ``after`` (0 for a run too short to have one)."""
     scores = [record[key] for record in history[after - 1 :]] if after > 0 else []
     return max((abs(b - a) for a, b in pairwise(scores)), default=0.0)
 
 
 def task_source(task: str, samples: int, folder: Path) -> str:
     """The task to train on: ``task`` itself, or (``samples`` > 0) a data file of it with that
-    many training samples written into ``folder``."""
+    many training samples written into ``folder``; a task that no data file can hold (real-valued
+    inputs) is refused, with the fix."""
     if not samples:
         return task
     path = folder / f"{task}-{samples}.npz"
     if not path.is_file():
-        make_command(task, path, [f"n_train={samples}"])
+        try:
+            make_command(task, path, [f"n_train={samples}"])
+        except ConfigError as exc:
+            raise ConfigError(
+                f"--samples draws each task with that many training samples into a data file, "
+                f"which failed for {task!r} ({exc}); measure it at its own size, without "
+                "--samples"
+            ) from exc
     return str(path)
+
+
+def rule_table(rule: str, source: str) -> dict[str, Any]:
+    """The ``[train]`` entries of a point beyond its epochs, seed and rule: none (the rule's
+    defaults), but for a regression task the loss at every step (``loss_steps = "all"``) of a
+    rule that has the option (e-prop, RTRL), since a target at every step takes no other
+    (:func:`~neurofptt.learning.objectives.check_loss_steps_for`) and ``"last"``, the default,
+    is a classifier's."""
+    options = RULE_OPTIONS.get(rule)
+    takes_steps = options is not None and "loss_steps" in {f.name for f in fields(options)}
+    if takes_steps and load_task(source).target == "regression":
+        return {rule: {"loss_steps": "all"}}
+    return {}
 
 
 def bench_point(
@@ -71,16 +101,16 @@ def bench_point(
 ) -> dict[str, Any]:
     """One run (the module docstring) in ``folder``; ``workers``: the tuning's processes."""
     source = task_source(task, samples, folder)
-    cfg = FlowConfig.from_dict(
-        {"flow": {"task": source}, "train": {"epochs": epochs, "seed": seed, "rule": rule}}
-    )
+    options = rule_table(rule, source)
+    train = {"epochs": epochs, "seed": seed, "rule": rule, **options}
+    cfg = FlowConfig.from_dict({"flow": {"task": source}, "train": train})
     run_dir = folder / f"{task}-{rule}-{seed}{'-tune' if tune else ''}"
     start = time.perf_counter()
     if tune:
         record = tune_and_train(cfg, run_dir, progress=False, workers=workers)
     else:
         record = stage_train(cfg, run_dir, progress=False)
-    history = record["history"]
+    history, metric = record["history"], record["metric"]
     return {
         "task": task,
         "rule": rule,
@@ -97,11 +127,14 @@ def bench_point(
             "n_rec": cfg.hardware.n_rec,
         },
         "derived": cfg.derived,
+        "rule_options": options.get(rule),  # what the point sets beyond the rule's defaults
         "tune": record.get("tune"),
         "picked_epoch": record["picked_epoch"],
-        "val_accuracy": record["val_accuracy"],
-        "test_accuracy": record["test_accuracy"],
-        "swing": swing(history),
+        "target": record["target"],
+        "metric": metric,
+        f"val_{metric}": record[f"val_{metric}"],
+        f"test_{metric}": record[f"test_{metric}"],
+        "swing": swing(history, f"val_{metric}"),
         "history": history,
         "seconds": time.perf_counter() - start,
     }
@@ -129,13 +162,14 @@ def summarize_float(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def format_table(summary: list[dict[str, Any]]) -> str:
     lines = [
-        f"{'task':<24} {'rule':<6} {'tuned':<5} {'mean':>6} {'std':>6} {'worst':>6} "
-        f"{'swing':>6} leak"
+        f"{'task':<24} {'rule':<6} {'tuned':<5} {'metric':<8} {'mean':>7} {'std':>7} "
+        f"{'worst':>7} {'swing':>7} leak"
     ]
     for row in summary:
         lines.append(
-            f"{row['task']:<24} {row['rule']:<6} {row['tuned']!s:<5} {row['mean']:>6.3f} "
-            f"{row['std']:>6.3f} {row['worst']:>6.3f} {row['swing']:>6.3f} {row['leak_shifts']}"
+            f"{row['task']:<24} {row['rule']:<6} {row['tuned']!s:<5} {row['metric']:<8} "
+            f"{row['mean']:>7.4f} {row['std']:>7.4f} {row['worst']:>7.4f} {row['swing']:>7.4f} "
+            f"{row['leak_shifts']}"
         )
     return "\n".join(lines)
 
@@ -160,6 +194,8 @@ def bench_float_learning(
     with tempfile.TemporaryDirectory() as scratch:
         folder = runs or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
+        for task in tasks:  # every data file first: a task none can hold stops the bench now
+            task_source(task, samples, folder)
         for task in tasks:
             for rule in rules:
                 for seed in range(seeds):
@@ -167,9 +203,10 @@ def bench_float_learning(
                         task, rule, seed, epochs, folder, samples=samples, tune=tune
                     )
                     records.append(record)
+                    score = record[f"test_{record['metric']}"]
                     print(
                         f"{task} {rule} seed {seed}: leak {record['hardware']['leak_shift']}, "
-                        f"test {record['test_accuracy']:.3f} (epoch {record['picked_epoch']}), "
+                        f"test {record['metric']} {score:.3f} (epoch {record['picked_epoch']}), "
                         f"swing {record['swing']:.2f} ({record['seconds']:.0f} s)",
                         file=sys.stderr,
                         flush=True,

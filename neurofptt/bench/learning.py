@@ -30,6 +30,7 @@ from neurofptt.flow.config import VAL_FRACTION, FlowConfig
 from neurofptt.flow.onchip import onchip_hardware
 from neurofptt.flow.onchip_train import halving_period, train_onchip
 from neurofptt.flow.onchip_tune import learn_at_task_rate
+from neurofptt.learning.objectives import higher_is_better, metric_name
 from neurofptt.learning.threads import set_threads
 from neurofptt.learning.trainer import TrainConfig
 from neurofptt.onchip import fan_in_spreads, random_network
@@ -121,15 +122,20 @@ def bench_point(
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per task, rule, tuning and forced offset: the seeds' test accuracies, their mean,
-    standard deviation (0 for one seed) and worst."""
+    """Per task, rule, tuning and forced offset: the seeds' test scores under the task's metric
+    (``metric``: ``test_accuracy``, or ``test_mse`` for a record of a regression task, whose
+    ``target`` says so; the on-chip records, all of class labels, leave it out), their mean,
+    standard deviation (0 for one seed) and worst (the lowest accuracy, the highest MSE:
+    :func:`~neurofptt.learning.objectives.higher_is_better`)."""
     groups: dict[tuple[str, str, bool, int | None], list[dict[str, Any]]] = {}
     for record in records:
         key = (record["task"], record["rule"], record["tuned"], record["forced_offset"])
         groups.setdefault(key, []).append(record)
     summary = []
     for (task, rule, tuned, forced), runs in groups.items():
-        accuracies = [run["test_accuracy"] for run in runs]
+        target = runs[0].get("target", "label")
+        metric = metric_name(target)
+        scores = [run[f"test_{metric}"] for run in runs]
         summary.append(
             {
                 "task": task,
@@ -137,10 +143,11 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "tuned": tuned,
                 "forced_offset": forced,
                 "seeds": [run["seed"] for run in runs],
-                "test_accuracy": accuracies,
-                "mean": statistics.fmean(accuracies),
-                "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-                "worst": min(accuracies),
+                "metric": metric,
+                f"test_{metric}": scores,
+                "mean": statistics.fmean(scores),
+                "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                "worst": min(scores) if higher_is_better(target) else max(scores),
                 "offsets": [run["error_shift_offset"] for run in runs],
             }
         )

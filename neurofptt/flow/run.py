@@ -8,6 +8,7 @@ from neurofptt.errors import ConfigError
 from neurofptt.flow.config import FlowConfig
 from neurofptt.flow.report import write_report
 from neurofptt.flow.stages import (
+    load_flow_task,
     stage_generate,
     stage_quantize,
     stage_synth,
@@ -18,17 +19,22 @@ from neurofptt.io import write_json
 
 
 def run_flow(cfg: FlowConfig, out: Path, *, progress: bool = True, resume: bool = False) -> dict:
+    """Every stage in turn into ``out``; returns the report's metrics.  What the hardware cannot
+    run (another model than one LIF layer, a task without class labels:
+    :func:`~neurofptt.flow.stages.load_flow_task`) is refused before anything is trained or
+    written."""
     if cfg.train.model != "lif" or cfg.train.layers != 1:
         raise ConfigError(
             f"the flow maps the network to hardware, which runs one recurrent LIF layer; got "
             f"train.model = {cfg.train.model!r}, train.layers = {cfg.train.layers}. Use "
             "`neurofptt train` for other models"
         )
+    task = load_flow_task(cfg)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", cfg.to_dict())
     log = (lambda msg: print(f"[neurofptt] {msg}", flush=True)) if progress else (lambda msg: None)
     log(f"training ({cfg.train.rule}, {cfg.train.epochs} epochs) ...")
-    stage_train(cfg, out, resume=resume, progress=progress)
+    stage_train(cfg, out, resume=resume, progress=progress, task=task)
     log("quantizing and running the golden model ...")
     q = stage_quantize(out)
     log(f"float accuracy {q['float_accuracy']:.4f}, golden accuracy {q['golden_accuracy']:.4f}")

@@ -75,17 +75,12 @@ def build_model(cfg: FlowConfig) -> RecurrentModel:
     return model
 
 
-def load_flow_task(cfg: FlowConfig) -> TaskData:
-    """The flow's task (a built-in one or a data file, ``flow.task``), refused unless the
-    hardware can run it: class labels (one per sequence, or per step with ``-1`` where a step
-    has no target), and the config's inputs and classes."""
+def load_float_task(cfg: FlowConfig) -> TaskData:
+    """The flow's task (a built-in one or a data file, ``flow.task``), refused unless it has the
+    config's inputs and outputs: what the float network (:func:`build_model`) trains on, whatever
+    its targets (class labels, or a regression's real values)."""
     task = load_task(cfg.flow.task)
     data_file = is_data_path(cfg.flow.task) and cfg.flow.task not in TASKS
-    if task.target not in CLASS_TARGETS:
-        raise ConfigError(
-            f"task {task.name!r} has {task.target!r} targets; the hardware classifies (labels "
-            "per sequence or per step), so train it with 'neurofptt train' instead"
-        )
     if task.train.n_in != cfg.hardware.n_in:
         raise ConfigError(
             f"task {task.name!r} has {task.train.n_in} input channels but hardware.n_in = "
@@ -97,11 +92,45 @@ def load_flow_task(cfg: FlowConfig) -> TaskData:
             )
         )
     if task.n_out != cfg.hardware.n_out:
+        outputs = "classes" if task.target in CLASS_TARGETS else "outputs"
         raise ConfigError(
-            f"task {task.name!r} has {task.n_out} classes but hardware.n_out = "
+            f"task {task.name!r} has {task.n_out} {outputs} but hardware.n_out = "
             f"{cfg.hardware.n_out}; set hardware.n_out = {task.n_out}"
         )
     return task
+
+
+def check_hardware_target(task: TaskData) -> None:
+    """Refuse a task whose targets the hardware cannot be scored on: it classifies (class labels,
+    one per sequence, or per step with ``-1`` where a step has no target), so a regression task
+    stops before the stages that go to hardware; its float network trains all the same."""
+    if task.target not in CLASS_TARGETS:
+        raise ConfigError(
+            f"task {task.name!r} has {task.target!r} targets, which the hardware cannot run (it "
+            "classifies: labels per sequence or per step); train its float network with "
+            "'neurofptt train' (--engine float, the default)"
+        )
+
+
+def load_flow_task(cfg: FlowConfig) -> TaskData:
+    """The flow's task (:func:`load_float_task`), refused unless the hardware can run it as well
+    (:func:`check_hardware_target`): what quantization, the golden model, the RTL and on-chip
+    learning take."""
+    task = load_float_task(cfg)
+    check_hardware_target(task)
+    return task
+
+
+def float_config(cfg: FlowConfig, task: TaskData) -> FlowConfig:
+    """The config the float network of ``task`` trains with: ``cfg`` itself, but without
+    quantization-aware training (``train.qat_epochs = 0``) for a task the hardware cannot run.
+    Those epochs train for the weights the hardware will hold, and only they may be picked; a
+    regression network never goes to the hardware, so they would only round its weights and
+    narrow the epochs the validation split picks from.  The checkpoint records the config as
+    trained, so loading and resuming rebuild the same network."""
+    if task.target in CLASS_TARGETS or cfg.train.qat_epochs == 0:
+        return cfg
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, qat_epochs=0))
 
 
 # -- train ----------------------------------------------------------------------------------------
@@ -111,24 +140,32 @@ def stage_train(
     *,
     resume: bool = False,
     progress: bool = True,
+    task: TaskData | None = None,
 ) -> dict:
     """Train the flow's float network into ``out`` (``checkpoint.pt``, ``metrics.jsonl``,
-    ``train.json``); returns the ``train.json`` record.
+    ``train.json``); returns the ``train.json`` record.  ``task``: the flow's task if the
+    caller has loaded it already (the flow, which checks it for the hardware first:
+    :func:`load_flow_task`), else it is loaded here with :func:`load_float_task`, so a
+    regression task trains too (with :func:`float_config`).
 
     ``flow.val_fraction`` of the training samples (seeded by ``train.seed``) are held out to pick
     the reported epoch (:func:`~neurofptt.learning.trainer.fit`); the checkpoint keeps that epoch's
-    weights, which :func:`stage_quantize` quantizes.  The record holds ``task``, ``rule``,
-    ``history`` (the per-epoch records), ``picked_epoch``, ``val_accuracy`` (the picked epoch's),
-    ``test_accuracy`` (the picked epoch's, scored once) and ``float_accuracy`` (the same number,
-    under the name the sweeps and reports read), ``train_samples``, ``val_samples``,
-    ``val_split``, ``val_fraction``, ``seconds``, ``threads`` (torch's thread count, set by the
-    caller: :mod:`neurofptt.learning.threads`), ``processes`` (the data-parallel ranks,
-    :mod:`neurofptt.learning.distributed`; only rank 0 writes), ``checkpoint`` and
-    ``derived`` (the hardware settings taken from the task, with the rule and the numbers that
-    gave them: :attr:`~neurofptt.flow.config.FlowConfig.derived`).
+    weights, which :func:`stage_quantize` quantizes.  The record holds ``task``, ``target`` (the
+    task's kind of target), ``metric`` (``"accuracy"``, or ``"mse"`` for a regression task:
+    :func:`~neurofptt.learning.objectives.metric_name`), ``rule``, ``history`` (the per-epoch
+    records), ``picked_epoch``, ``val_<metric>`` (the picked epoch's), ``test_<metric>`` (the
+    picked epoch's, scored once) and ``float_<metric>`` (the same number under the name the
+    sweeps and reports read: ``float_accuracy``, or ``float_mse``), ``train_samples``,
+    ``val_samples``, ``val_split``, ``val_fraction``, ``seconds``, ``threads`` (torch's thread
+    count, set by the caller: :mod:`neurofptt.learning.threads`), ``processes`` (the
+    data-parallel ranks, :mod:`neurofptt.learning.distributed`; only rank 0 writes),
+    ``checkpoint`` and ``derived`` (the hardware settings taken from the task, with the rule and
+    the numbers that gave them: :attr:`~neurofptt.flow.config.FlowConfig.derived`).
     """
     out.mkdir(parents=True, exist_ok=True)
-    task = load_flow_task(cfg)
+    if task is None:
+        task = load_float_task(cfg)
+    cfg = float_config(cfg, task)
     model = build_model(cfg)
     start = time.perf_counter()
     history = fit(
@@ -143,10 +180,12 @@ def stage_train(
     )
     record = {
         "task": task.name,
+        "target": task.target,
+        "metric": history.metric,
         "rule": cfg.train.rule,
         "history": list(history),
         **history.summary(),
-        "float_accuracy": history.test,
+        f"float_{history.metric}": history.test,
         "val_fraction": cfg.flow.val_fraction,
         "seconds": time.perf_counter() - start,
         "threads": torch.get_num_threads(),  # what the seconds were measured with
@@ -238,9 +277,11 @@ def stage_generate(out: Path, model_path: Path | None = None) -> dict:
 
 # -- verify ---------------------------------------------------------------------------------------
 def _task_of(net: QuantizedNetwork, task_name: str) -> TaskData:
-    """Load ``task_name``; its inputs and classes must be the model's, else the stimulus would
-    not fit the core's ports."""
+    """Load ``task_name``; the hardware must be able to run it (:func:`check_hardware_target`)
+    and its inputs and classes must be the model's, else the stimulus would not fit the core's
+    ports."""
     task = load_task(task_name)
+    check_hardware_target(task)
     if (task.test.n_in, task.n_out) != (net.config.n_in, net.config.n_out):
         raise ConfigError(
             f"the quantized model has n_in = {net.config.n_in}, n_out = {net.config.n_out} but "

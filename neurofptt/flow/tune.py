@@ -34,7 +34,13 @@ from typing import Any
 
 from neurofptt.errors import ConfigError
 from neurofptt.flow.config import FlowConfig
-from neurofptt.flow.stages import CHECKPOINT, build_model, load_flow_task, stage_train
+from neurofptt.flow.stages import (
+    CHECKPOINT,
+    build_model,
+    float_config,
+    load_float_task,
+    stage_train,
+)
 from neurofptt.io import write_json
 from neurofptt.learning.distributed import is_main, launched
 from neurofptt.learning.objectives import higher_is_better, metric_name
@@ -76,7 +82,7 @@ def train_point(cfg: FlowConfig, folder: Path, epochs: int) -> list[dict[str, An
     model = build_model(cfg)
     run = start_run(
         model,
-        load_flow_task(cfg),
+        load_float_task(cfg),
         cfg.train,
         folder / CHECKPOINT,
         resume=True,
@@ -167,7 +173,8 @@ def tune_and_train(
     processes train a round's points side by side (default: one per core)."""
     if launched():
         raise ConfigError("--tune trains its grid in processes of its own; run it without torchrun")
-    task = load_flow_task(cfg)
+    task = load_float_task(cfg)
+    cfg = float_config(cfg, task)  # the config stage_train resumes the chosen point with
     if cfg.flow.val_fraction == 0 and task.val is None:
         raise ConfigError(
             "--tune picks on the validation split; set a val_fraction above 0 (or give a task "
@@ -193,7 +200,7 @@ def tune_and_train(
         folder = Path(best["folder"])
         shutil.copyfile(folder / CHECKPOINT, out / CHECKPOINT)
         shutil.copyfile(folder / METRICS_LOG, out / METRICS_LOG)
-    record = stage_train(chosen, out, resume=True, progress=progress)
+    record = stage_train(chosen, out, resume=True, progress=progress, task=task)
     record["tune"] = {
         "epochs": epochs,
         "metric": f"val_{metric_name(task.target)}",

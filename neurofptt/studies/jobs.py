@@ -74,7 +74,8 @@ def train_run(kind: str, config: dict[str, Any], run_dir: Path) -> tuple[str, fl
         result = run_experiment(ExperimentConfig.from_dict(config), run_dir, resume=True)
         return result["metric_name"], result["metric"], result
     result = flow.stage_train(FlowConfig.from_dict(config), run_dir, resume=True, progress=False)
-    return "test_accuracy", result["float_accuracy"], result
+    name = f"test_{result['metric']}"  # test_accuracy, or test_mse for a regression task
+    return name, result[name], result
 
 
 def run_one(

@@ -60,7 +60,7 @@ from neurofptt.flow.stages import (
 from neurofptt.flow.tune import tune_and_train
 from neurofptt.hdl.board.build import BOARDS, build_board
 from neurofptt.hdl.board.protocol import DEFAULT_BAUD
-from neurofptt.hdl.synth import FAMILIES
+from neurofptt.hdl.synth import DEFAULT_ROUTER, FAMILIES, ROUTERS
 from neurofptt.io import write_json
 from neurofptt.learning.distributed import is_main, launched
 from neurofptt.learning.distributed import stop as stop_processes
@@ -408,6 +408,15 @@ def _add_synth_parser(sub: _Subcommands) -> None:
         "out), for cores with more port bits than the package has pins",
     )
     p.add_argument("--freq", type=float, default=50.0, help="clock target of place and route (MHz)")
+    add_choice(
+        p,
+        "--router",
+        ROUTERS,
+        "router",
+        default=DEFAULT_ROUTER,
+        help=f"nextpnr's router (default {DEFAULT_ROUTER}; router2 gets through congestion that "
+        "router1 does not, at a lower clock)",
+    )
 
 
 def _add_build_parser(sub: _Subcommands) -> None:
@@ -760,6 +769,7 @@ def run(args: argparse.Namespace) -> object:
             package=args.package,
             freq_mhz=args.freq,
             fold_weights=args.fold_weights,
+            router=args.router,
             required=True,
         )
         print(record["fpga"]["summary"], file=sys.stderr)

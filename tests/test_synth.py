@@ -12,6 +12,7 @@ import pytest
 
 from neurofptt.cli import main
 from neurofptt.errors import ConfigError, SynthesisError, ToolMissingError
+from neurofptt.flow import stages
 from neurofptt.hdl import render_verilog, synth
 from neurofptt.hdl.synth import (
     FOLDED_PORTS,
@@ -336,6 +337,46 @@ def test_missing_tool_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "pip install -e .[fpga]" in why
     with pytest.raises(ToolMissingError, match=r"pip install -e \.\[fpga\]"):
         synthesize(v, "x", work_dir=tmp_path / "work")
+
+
+def test_nextpnr_command_names_the_router() -> None:
+    """nextpnr is told the router asked for, next to the part, the clock target and the
+    report; a router nextpnr does not have is refused before any tool runs."""
+    for router in synth.ROUTERS:
+        args = synth._nextpnr_args("synth.json", "top", "85k", "CABGA756", 100, router)
+        assert args[args.index("--router") + 1] == router
+        assert args[args.index("--package") + 1] == "CABGA756" and "--85k" in args
+        assert args[args.index("--freq") + 1] == "100"
+        assert args[args.index("--report") + 1] == synth.PNR_REPORT
+    v = Path(__file__)  # never read: the router is checked first
+    with pytest.raises(ConfigError, match="router3"):
+        synthesize(v, "x", work_dir=Path("unused"), router="router3")
+
+
+def test_synth_command_passes_the_router(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``synth --router`` reaches :func:`synthesize` (default :data:`DEFAULT_ROUTER`), and a
+    router nextpnr does not have is one ``error:`` line and exit status 2."""
+    seen = []
+
+    def fake(verilog: Path, top: str, **kw: object) -> synth.SynthReport:
+        seen.append(kw["router"])
+        counts = dict.fromkeys(("lut", "ff", "carry", "bram", "dsp", "lutram"), 0)
+        return synth.SynthReport(
+            "ecp5", "25k", top, cells={}, log=tmp_path, netlist=tmp_path, **counts
+        )
+
+    monkeypatch.setattr(stages, "fpga_tools_available", lambda *a, **k: (True, "ok"))
+    monkeypatch.setattr(stages, "synthesize", fake)
+    out = ["--out", str(tmp_path)]
+    assert main(["synth", *out]) == 0
+    assert main(["synth", *out, "--pnr", "--router", "router1"]) == 0
+    assert seen == [synth.DEFAULT_ROUTER, "router1"]
+    capsys.readouterr()
+    assert main(["synth", *out, "--router", "router3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "router3" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX executable bit")

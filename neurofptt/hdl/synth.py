@@ -37,6 +37,7 @@ from neurofptt.errors import ConfigError, SynthesisError, ToolMissingError
 __all__ = [
     "FAMILIES",
     "FOLDED_PORTS",
+    "ROUTERS",
     "CriticalPath",
     "SynthReport",
     "count_resources",
@@ -54,6 +55,16 @@ __all__ = [
 ]
 
 FAMILIES = ("ecp5", "ice40")
+
+#: nextpnr's routers.  router1 (nextpnr's default) rips up and reroutes net by net, driven by
+#: timing; router2 routes every net at once, letting nets share wires at a rising cost, and
+#: leaves the last overused wires to router1 (nextpnr does that itself).  Measured on the cores
+#: (docs/results-hardware.md, "Timing closure at 100 MHz"): on the same placement router1
+#: reached 118.0 MHz on the demo's inference core where router2 reached 101.1 MHz, so router1
+#: is the default; router2 is for congested designs, e.g. the demo's FPTT core on the
+#: ECP5-25k, which router1 had not routed after 20 minutes and router2 routed in one.
+ROUTERS = ("router1", "router2")
+DEFAULT_ROUTER = "router1"
 
 #: how to get the tools: the package's extra, or the editable install of a source checkout
 INSTALL_HINT = (
@@ -111,6 +122,8 @@ _IGNORED_CELLS = frozenset({"$scopeinfo"})
 _TOP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _PACKAGE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _LOG_TAIL_LINES = 25
+#: nextpnr's log and report, next to the netlist
+PNR_LOG, PNR_REPORT = "nextpnr.log", "nextpnr_report.json"
 
 
 @dataclass(frozen=True)
@@ -183,6 +196,7 @@ class SynthReport:
     target_mhz: float | None = None
     utilization: dict[str, dict[str, int]] = field(default_factory=dict)
     pnr_log: Path | None = None
+    router: str | None = None
     tool_versions: dict[str, str] = field(default_factory=dict)
     critical_paths: list[CriticalPath] = field(default_factory=list)
 
@@ -226,6 +240,7 @@ class SynthReport:
             "tool_versions": dict(self.tool_versions),
             "log": str(self.log),
             "pnr_log": None if self.pnr_log is None else str(self.pnr_log),
+            "router": self.router,
             "netlist": str(self.netlist),
         }
 
@@ -666,6 +681,7 @@ def synthesize(
     freq_mhz: float = 50.0,
     timeout_s: float = 600,
     fold_weights: bool = False,
+    router: str = DEFAULT_ROUTER,
 ) -> SynthReport:
     """Synthesise ``verilog`` for ``family`` and return its resource report.
 
@@ -676,6 +692,8 @@ def synthesize(
     Writes into ``work_dir``: ``synth.json`` (the mapped netlist), ``yosys.log``, ``stat.json`` and
     ``stat.txt`` (raw Yosys statistics), and with ``place_and_route`` also ``nextpnr.log`` and
     ``nextpnr_report.json``; finally ``report.json`` (:meth:`SynthReport.to_dict`).
+
+    ``router`` is nextpnr's router (:data:`ROUTERS`), recorded in the report.
 
     Place and route targets ``freq_mhz`` but never fails on timing (``--timing-allow-fail``): the
     point is to measure the achieved Fmax, and :attr:`SynthReport.timing_met` tells the verdict.
@@ -691,6 +709,8 @@ def synthesize(
         raise ConfigError(f"invalid top module name {top!r}: expected a plain Verilog identifier")
     if not freq_mhz > 0:
         raise ConfigError(f"freq_mhz must be positive, got {freq_mhz}")
+    if router not in ROUTERS:
+        raise ConfigError(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
     dev, pkg = _resolve_device(family, device, package)
     verilog = Path(verilog)
     if not verilog.is_file():
@@ -705,8 +725,8 @@ def synthesize(
     netlist = work_dir / "synth.json"
     stat_json = work_dir / "stat.json"
     stat_txt = work_dir / "stat.txt"
-    pnr_log = work_dir / "nextpnr.log"
-    pnr_report = work_dir / "nextpnr_report.json"
+    pnr_log = work_dir / PNR_LOG
+    pnr_report = work_dir / PNR_REPORT
     for stale in (
         log, netlist, stat_json, stat_txt, pnr_log, pnr_report,
         work_dir / "report.json", work_dir / "folded.v",
@@ -764,7 +784,7 @@ def synthesize(
     )
 
     if nextpnr is not None:
-        _place_and_route(report, nextpnr, netlist, freq_mhz, timeout_s, pkg)
+        _place_and_route(report, nextpnr, netlist, freq_mhz, timeout_s, pkg, router)
         versions[f"nextpnr-{family}"] = _tool_version(nextpnr, "--version")
 
     report.tool_versions = versions
@@ -779,25 +799,16 @@ def _place_and_route(
     freq_mhz: float,
     timeout_s: float,
     package: str,
+    router: str,
 ) -> None:
     """Run nextpnr on ``netlist`` (in its directory) for ``report``'s part and add the achieved
     Fmax and the utilisation to ``report``; a design that does not fit is reported with what
     overflowed and a hint."""
     family, dev, top = report.family, report.device, report.top
     work_dir = netlist.parent
-    pnr_log = work_dir / "nextpnr.log"
-    pnr_report = work_dir / "nextpnr_report.json"
-    cmd = [
-        *nextpnr,
-        "--json", netlist.name,
-        "--top", top,
-        f"--{dev}", "--package", package,
-        "--freq", f"{freq_mhz:g}",
-        "--timing-allow-fail",
-        "--report", pnr_report.name,
-        "-l", pnr_log.name,
-        "-q",
-    ]  # fmt: skip
+    pnr_log = work_dir / PNR_LOG
+    pnr_report = work_dir / PNR_REPORT
+    cmd = [*nextpnr, *_nextpnr_args(netlist.name, top, dev, package, freq_mhz, router)]
     try:
         _run(cmd, cwd=work_dir, timeout_s=timeout_s, log=pnr_log, what=f"nextpnr-{family}")
     except SynthesisError as exc:
@@ -828,3 +839,22 @@ def _place_and_route(
     report.utilization = util
     report.critical_paths = paths
     report.pnr_log = pnr_log
+    report.router = router
+
+
+def _nextpnr_args(
+    netlist: str, top: str, device: str, package: str, freq_mhz: float, router: str
+) -> list[str]:
+    """nextpnr's arguments (after the tool), run in the netlist's directory: the report and
+    the log next to the netlist, timing reported but never failed on."""
+    return [
+        "--json", netlist,
+        "--top", top,
+        f"--{device}", "--package", package,
+        "--freq", f"{freq_mhz:g}",
+        "--router", router,
+        "--timing-allow-fail",
+        "--report", PNR_REPORT,
+        "-l", PNR_LOG,
+        "-q",
+    ]  # fmt: skip

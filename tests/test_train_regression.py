@@ -4,6 +4,7 @@ classifies, refuse it, ``neurofptt flow`` before it trains anything."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -14,9 +15,13 @@ import torch
 from neurofptt.bench.float_learning import summarize_float, swing
 from neurofptt.cli import main
 from neurofptt.flow import run as flow_run
+from neurofptt.flow.config import FlowConfig
 from neurofptt.flow.stages import CHECKPOINT, load_trained
+from neurofptt.flow.tune import tune_and_train
 from neurofptt.learning.trainer import load_checkpoint
 from neurofptt.quant.fake import FakeQuantize
+from neurofptt.tasks import TASKS
+from neurofptt.tasks.adding import load_adding
 
 torch.set_num_threads(1)
 
@@ -68,6 +73,22 @@ def test_the_flow_refuses_a_regression_task_before_training(
     assert line.startswith("error: task 'adding' has 'regression' targets")
     assert "hardware" in line and "'neurofptt train'" in line
     assert not out.exists()  # refused before anything was written
+
+
+def test_tune_picks_the_point_of_the_lowest_validation_mse(tmp_path: Path, monkeypatch) -> None:
+    # a short adding problem, so the grid's seven points take seconds
+    small = functools.partial(load_adding, n_train=64, n_test=32, n_val=32, steps=20)
+    monkeypatch.setitem(TASKS, "adding", small)
+    train = {"epochs": 4, "batch_size": 32, "rule": "bptt"}
+    cfg = FlowConfig.from_dict(
+        {"hardware": {"n_rec": 8}, "flow": {"task": "adding"}, "train": train}
+    )
+    record = tune_and_train(cfg, tmp_path / "run", progress=False, workers=1)
+    tune, grid = record["tune"], record["tune"]["grid"]
+    assert record["metric"] == "mse" and tune["metric"] == "val_mse" and len(grid) == 7
+    best = min(grid, key=lambda point: point["best"])
+    assert (tune["lr"], tune["leak_shift"]) == (best["lr"], best["leak_shift"])
+    assert all(point["best"] == min(point["val_history"]) for point in grid)
 
 
 def test_the_summary_of_a_regression_task_reports_the_highest_mse_as_the_worst_seed() -> None:

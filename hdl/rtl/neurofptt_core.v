@@ -1890,39 +1890,39 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
 `endif
   wire \$1 ;
   wire [33:0] \$10 ;
-  wire [33:0] \$11 ;
-  wire [15:0] \$12 ;
-  wire [16:0] \$13 ;
-  wire [33:0] \$14 ;
+  wire [15:0] \$11 ;
+  wire [16:0] \$12 ;
+  wire [33:0] \$13 ;
+  wire \$14 ;
   wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire \$18 ;
-  wire [4:0] \$19 ;
+  wire [4:0] \$18 ;
+  wire \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [2:0] \$20 ;
   wire [2:0] \$21 ;
-  wire [2:0] \$22 ;
-  wire [8:0] \$23 ;
-  wire [18:0] \$24 ;
-  wire [8:0] \$25 ;
-  wire [18:0] \$26 ;
-  wire [8:0] \$27 ;
-  wire [18:0] \$28 ;
-  wire [8:0] \$29 ;
+  wire [8:0] \$22 ;
+  wire [18:0] \$23 ;
+  wire [8:0] \$24 ;
+  wire [18:0] \$25 ;
+  wire [8:0] \$26 ;
+  wire [18:0] \$27 ;
+  wire [8:0] \$28 ;
+  wire [18:0] \$29 ;
   wire \$3 ;
-  wire [18:0] \$30 ;
+  wire \$30 ;
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire \$35 ;
-  wire [15:0] \$36 ;
-  wire [16:0] \$37 ;
+  wire [15:0] \$35 ;
+  wire [16:0] \$36 ;
+  wire \$37 ;
   wire \$38 ;
-  wire \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
-  wire [1:0] \$40 ;
+  wire \$40 ;
   wire \$41 ;
   wire \$42 ;
   wire \$43 ;
@@ -1931,18 +1931,18 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire \$49 ;
+  reg \$49 ;
   wire \$5 ;
   reg \$50 ;
-  reg \$51 ;
-  reg [4:0] \$52 ;
-  reg [31:0] \$53 ;
-  reg [3:0] \$54 ;
+  reg [4:0] \$51 ;
+  reg [31:0] \$52 ;
+  reg [3:0] \$53 ;
+  reg [1:0] \$54 ;
   reg [1:0] \$55 ;
-  reg [1:0] \$56 ;
-  reg \$57 ;
+  reg \$56 ;
+  reg [8:0] \$57 ;
   reg [8:0] \$58 ;
-  reg [8:0] \$59 ;
+  reg [15:0] \$59 ;
   wire \$6 ;
   reg [16:0] \$60 ;
   reg [17:0] \$61 ;
@@ -1952,10 +1952,24 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
   reg [15:0] \$65 ;
   wire \$7 ;
   wire [7:0] \$75 ;
-  wire [7:0] \$78 ;
   wire \$8 ;
-  wire [7:0] \$83 ;
+  wire [7:0] \$80 ;
   wire \$9 ;
+  (* init = 2'h0 *)
+  wire [1:0] \$signature__addr ;
+  wire [135:0] \$signature__data ;
+  wire [33:0] \$signature__data[0] ;
+  wire [17:0] \$signature__data[0].acc ;
+  wire [15:0] \$signature__data[0].o ;
+  wire [33:0] \$signature__data[1] ;
+  wire [17:0] \$signature__data[1].acc ;
+  wire [15:0] \$signature__data[1].o ;
+  wire [33:0] \$signature__data[2] ;
+  wire [17:0] \$signature__data[2].acc ;
+  wire [15:0] \$signature__data[2].o ;
+  wire [33:0] \$signature__data[3] ;
+  wire [17:0] \$signature__data[3].acc ;
+  wire [15:0] \$signature__data[3].o ;
   wire advance;
   input clk;
   wire clk;
@@ -2013,6 +2027,7 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
   reg [1:0] ro_kk_row = 2'h0;
   reg [1:0] ro_lane = 2'h0;
   reg [16:0] ro_leaked = 17'h00000;
+  reg [15:0] ro_o = 16'h0000;
   reg [1:0] ro_row = 2'h0;
   reg [8:0] ro_s1 = 9'h000;
   wire [3:0] \ro_s1.k ;
@@ -2081,49 +2096,50 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
   always @(posedge clk) begin
     _0_ <= rd__addr;
   end
+  assign \$signature__data  = readout[ro_row];
   assign rd__data = readout[_0_];
-  assign \$30  = $signed(rd__data[119:102]) + $signed(\$29 );
-  assign o_new_wide = $signed(ro_leaked) + $signed(ro_acc);
-  assign \$31  = | o_new_wide[18:15];
-  assign \$32  = ~ \$31 ;
-  assign \$33  = & o_new_wide[18:15];
-  assign \$34  = \$33  & o_new_wide[18];
-  assign \$35  = \$32  | \$34 ;
-  assign \$36  = o_new_wide[18] ? 16'h8000 : 16'h7fff;
-  assign \$37  = \$35  ? { 1'h0, o_new_wide[15:0] } : { \$36 [15], \$36  };
-  assign \$38  = ~ ro_valid;
-  assign advance = \$38  | o_readout__ready;
-  assign \$39  = ro_kk == 4'h9;
-  assign \$40  = advance ? ro_row : ro_s1[6:5];
-  assign \$41  = ro_valid & o_readout__ready;
-  assign \$42  = ! ro_kk_lane;
-  assign \$43  = ro_kk_lane == 1'h1;
-  assign \$44  = ro_kk_lane == 2'h2;
-  assign \$45  = ro_kk_lane == 2'h3;
-  assign \$46  = ro_k != 4'ha;
-  assign \$47  = ~ ro_s1[0];
-  assign \$48  = ~ ro_s2[0];
-  assign \$49  = \$47  & \$48 ;
+  assign \$30  = | o_new_wide[18:15];
+  assign \$31  = ~ \$30 ;
+  assign \$32  = & o_new_wide[18:15];
+  assign \$33  = \$32  & o_new_wide[18];
+  assign \$34  = \$31  | \$33 ;
+  assign \$35  = o_new_wide[18] ? 16'h8000 : 16'h7fff;
+  assign \$36  = \$34  ? { 1'h0, o_new_wide[15:0] } : { \$35 [15], \$35  };
+  assign \$37  = ~ ro_valid;
+  assign advance = \$37  | o_readout__ready;
+  assign \$38  = ro_kk == 4'h9;
+  assign \$39  = advance ? ro_row : ro_s1[6:5];
+  assign \$40  = ro_valid & o_readout__ready;
+  assign \$41  = ! ro_kk_lane;
+  assign \$42  = ro_kk_lane == 1'h1;
+  assign \$43  = ro_kk_lane == 2'h2;
+  assign \$44  = ro_kk_lane == 2'h3;
+  assign \$45  = ro_k != 4'ha;
+  assign \$46  = ~ ro_s1[0];
+  assign \$47  = ~ ro_s2[0];
+  assign \$48  = \$46  & \$47 ;
   always @(posedge clk)
-    readout_acc_s2 <= \$50 ;
+    readout_acc_s2 <= \$49 ;
   always @(posedge clk)
-    readout_clear_s2 <= \$51 ;
+    readout_clear_s2 <= \$50 ;
   always @(posedge clk)
-    readout_row_s2 <= \$52 ;
+    readout_row_s2 <= \$51 ;
   always @(posedge clk)
-    w_out_s2 <= \$53 ;
+    w_out_s2 <= \$52 ;
   always @(posedge clk)
-    ro_k <= \$54 ;
+    ro_k <= \$53 ;
   always @(posedge clk)
-    ro_row <= \$55 ;
+    ro_row <= \$54 ;
   always @(posedge clk)
-    ro_lane <= \$56 ;
+    ro_lane <= \$55 ;
   always @(posedge clk)
-    ro_valid <= \$57 ;
+    ro_valid <= \$56 ;
   always @(posedge clk)
-    ro_s1 <= \$58 ;
+    ro_s1 <= \$57 ;
   always @(posedge clk)
-    ro_s2 <= \$59 ;
+    ro_s2 <= \$58 ;
+  always @(posedge clk)
+    ro_o <= \$59 ;
   always @(posedge clk)
     ro_leaked <= \$60 ;
   always @(posedge clk)
@@ -2143,79 +2159,101 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
   assign \$7  = op__payload[7:3] < 2'h3;
   assign \$8  = \$6  & \$7 ;
   assign \$9  = ro_k != 4'ha;
-  assign \$75  = ro_s1[8:7] * 6'h22;
-  assign \$10  = rd__data >> \$75 ;
-  assign \$78  = ro_s1[8:7] * 6'h22;
-  assign \$11  = rd__data >> \$78 ;
-  assign \$13  = $signed(\$10 [33:18]) - $signed(\$12 );
-  assign \$83  = ro_s1[8:7] * 6'h22;
-  assign \$14  = rd__data >> \$83 ;
-  assign \$15  = ro_k != 4'ha;
-  assign \$16  = ~ ro_s1[0];
-  assign \$17  = ~ ro_s2[0];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = ro_k + 1'h1;
-  assign \$20  = ro_lane == 2'h3;
-  assign \$21  = ro_row + 1'h1;
-  assign \$22  = ro_lane + 1'h1;
-  assign \$24  = $signed(rd__data[17:0]) + $signed(\$23 );
-  assign \$26  = $signed(rd__data[51:34]) + $signed(\$25 );
-  assign \$28  = $signed(rd__data[85:68]) + $signed(\$27 );
+  assign \$75  = ro_lane * 6'h22;
+  assign \$10  = \$signature__data  >> \$75 ;
+  assign \$12  = $signed(ro_o) - $signed(\$11 );
+  assign \$80  = ro_s1[8:7] * 6'h22;
+  assign \$13  = rd__data >> \$80 ;
+  assign \$14  = ro_k != 4'ha;
+  assign \$15  = ~ ro_s1[0];
+  assign \$16  = ~ ro_s2[0];
+  assign \$17  = \$15  & \$16 ;
+  assign \$18  = ro_k + 1'h1;
+  assign \$19  = ro_lane == 2'h3;
+  assign \$20  = ro_row + 1'h1;
+  assign \$21  = ro_lane + 1'h1;
+  assign \$23  = $signed(rd__data[17:0]) + $signed(\$22 );
+  assign \$25  = $signed(rd__data[51:34]) + $signed(\$24 );
+  assign \$27  = $signed(rd__data[85:68]) + $signed(\$26 );
+  assign \$29  = $signed(rd__data[119:102]) + $signed(\$28 );
+  assign o_new_wide = $signed(ro_leaked) + $signed(ro_acc);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$50  = \$3 ;
+    \$49  = \$3 ;
+    if (rst) begin
+      \$49  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$50  = \$8 ;
     if (rst) begin
       \$50  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$51  = \$8 ;
+    \$51  = op__payload[7:3];
     if (rst) begin
-      \$51  = 1'h0;
+      \$51  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$52  = op__payload[7:3];
+    \$52  = w_out;
     if (rst) begin
-      \$52  = 5'h00;
+      \$52  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$53  = w_out;
-    if (rst) begin
-      \$53  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$54  = ro_k;
+    \$53  = ro_k;
     if (control__start) begin
-      \$54  = 4'h0;
+      \$53  = 4'h0;
     end
     if (control__run) begin
       if (advance) begin
-        if (\$15 ) begin
-          \$54  = \$19 [3:0];
+        if (\$14 ) begin
+          \$53  = \$18 [3:0];
         end
       end
     end
     if (rst) begin
-      \$54  = 4'h0;
+      \$53  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$55  = ro_row;
+    \$54  = ro_row;
+    if (control__start) begin
+      \$54  = 2'h0;
+    end
+    if (control__run) begin
+      if (advance) begin
+        if (\$14 ) begin
+          if (\$19 ) begin
+            \$54  = \$20 [1:0];
+          end
+        end
+      end
+    end
+    if (rst) begin
+      \$54  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$55  = ro_lane;
     if (control__start) begin
       \$55  = 2'h0;
     end
     if (control__run) begin
       if (advance) begin
-        if (\$15 ) begin
-          if (\$20 ) begin
+        if (\$14 ) begin
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+            \$55  = 2'h0;
+          end else begin
             \$55  = \$21 [1:0];
           end
         end
@@ -2227,53 +2265,46 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$56  = ro_lane;
+    \$56  = ro_valid;
     if (control__start) begin
-      \$56  = 2'h0;
+      \$56  = 1'h0;
     end
     if (control__run) begin
       if (advance) begin
-        if (\$15 ) begin
-          (* full_case = 32'd1 *)
-          if (\$20 ) begin
-            \$56  = 2'h0;
-          end else begin
-            \$56  = \$22 [1:0];
-          end
-        end
+        \$56  = ro_s2[0];
       end
     end
     if (rst) begin
-      \$56  = 2'h0;
+      \$56  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$57  = ro_valid;
+    \$57  = ro_s1;
     if (control__start) begin
-      \$57  = 1'h0;
+      \$57 [0] = 1'h0;
     end
     if (control__run) begin
       if (advance) begin
-        \$57  = ro_s2[0];
+        \$57 [0] = \$9 ;
+        \$57 [4:1] = ro_k;
+        \$57 [6:5] = ro_row;
+        \$57 [8:7] = ro_lane;
       end
     end
     if (rst) begin
-      \$57  = 1'h0;
+      \$57  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$58  = ro_s1;
+    \$58  = ro_s2;
     if (control__start) begin
       \$58 [0] = 1'h0;
     end
     if (control__run) begin
       if (advance) begin
-        \$58 [0] = \$9 ;
-        \$58 [4:1] = ro_k;
-        \$58 [6:5] = ro_row;
-        \$58 [8:7] = ro_lane;
+        \$58  = ro_s1;
       end
     end
     if (rst) begin
@@ -2282,17 +2313,14 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$59  = ro_s2;
-    if (control__start) begin
-      \$59 [0] = 1'h0;
-    end
+    \$59  = ro_o;
     if (control__run) begin
       if (advance) begin
-        \$59  = ro_s1;
+        \$59  = \$10 [33:18];
       end
     end
     if (rst) begin
-      \$59  = 9'h000;
+      \$59  = 16'h0000;
     end
   end
   always @* begin
@@ -2300,7 +2328,7 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
     \$60  = ro_leaked;
     if (control__run) begin
       if (advance) begin
-        \$60  = \$13 ;
+        \$60  = \$12 ;
       end
     end
     if (rst) begin
@@ -2312,7 +2340,7 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
     \$61  = ro_acc;
     if (control__run) begin
       if (advance) begin
-        \$61  = \$14 [17:0];
+        \$61  = \$13 [17:0];
       end
     end
     if (rst) begin
@@ -2360,7 +2388,7 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
     \$65  = ro_value;
     if (control__run) begin
       if (advance) begin
-        \$65  = \$37 [15:0];
+        \$65  = \$36 [15:0];
       end
     end
     if (rst) begin
@@ -2371,14 +2399,14 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     rd__addr = op__payload[4:3];
     if (control__run) begin
-      rd__addr = \$40 ;
+      rd__addr = \$39 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     wr__addr = readout_row_s2[1:0];
     if (control__run) begin
-      if (\$41 ) begin
+      if (\$40 ) begin
         wr__addr = ro_kk_row;
       end
     end
@@ -2392,8 +2420,8 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
       wr__en = 4'hf;
     end
     if (control__run) begin
-      if (\$41 ) begin
-        wr__en = { \$45 , \$44 , \$43 , \$42  };
+      if (\$40 ) begin
+        wr__en = { \$44 , \$43 , \$42 , \$41  };
       end
     end
   end
@@ -2401,17 +2429,17 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     wr__data = 136'h0000000000000000000000000000000000;
     if (readout_acc_s2) begin
-      wr__data[17:0] = \$24 [17:0];
+      wr__data[17:0] = \$23 [17:0];
       wr__data[33:18] = rd__data[33:18];
-      wr__data[51:34] = \$26 [17:0];
+      wr__data[51:34] = \$25 [17:0];
       wr__data[67:52] = rd__data[67:52];
-      wr__data[85:68] = \$28 [17:0];
+      wr__data[85:68] = \$27 [17:0];
       wr__data[101:86] = rd__data[101:86];
-      wr__data[119:102] = \$30 [17:0];
+      wr__data[119:102] = \$29 [17:0];
       wr__data[135:120] = rd__data[135:120];
     end
     if (control__run) begin
-      if (\$41 ) begin
+      if (\$40 ) begin
         wr__data[33:18] = ro_value;
         wr__data[67:52] = ro_value;
         wr__data[101:86] = ro_value;
@@ -2423,7 +2451,7 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     sent__valid = 1'h0;
     if (control__run) begin
-      if (\$41 ) begin
+      if (\$40 ) begin
         sent__valid = 1'h1;
       end
     end
@@ -2433,14 +2461,15 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
     control__done = 1'h0;
     if (control__run) begin
       if (advance) begin
-        if (\$46 ) begin
-        end else if (\$49 ) begin
+        if (\$45 ) begin
+        end else if (\$48 ) begin
           control__done = 1'h1;
         end
       end
     end
   end
-  assign o_new = \$37 [15:0];
+  assign o_new = \$36 [15:0];
+  assign \$signature__addr  = ro_row;
   assign o_readout__valid = ro_valid;
   assign \op__payload.op  = op__payload[2:0];
   assign \op__payload.row  = op__payload[7:3];
@@ -2460,6 +2489,18 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
   assign \ro_s2.k  = ro_s2[4:1];
   assign \ro_s2.row  = ro_s2[6:5];
   assign \ro_s2.lane  = ro_s2[8:7];
+  assign \$signature__data[0]  = \$signature__data [33:0];
+  assign \$signature__data[0].acc  = \$signature__data [17:0];
+  assign \$signature__data[0].o  = \$signature__data [33:18];
+  assign \$signature__data[1]  = \$signature__data [67:34];
+  assign \$signature__data[1].acc  = \$signature__data [51:34];
+  assign \$signature__data[1].o  = \$signature__data [67:52];
+  assign \$signature__data[2]  = \$signature__data [101:68];
+  assign \$signature__data[2].acc  = \$signature__data [85:68];
+  assign \$signature__data[2].o  = \$signature__data [101:86];
+  assign \$signature__data[3]  = \$signature__data [135:102];
+  assign \$signature__data[3].acc  = \$signature__data [119:102];
+  assign \$signature__data[3].o  = \$signature__data [135:120];
   assign \rd__data[0]  = rd__data[33:0];
   assign \rd__data[0].acc  = rd__data[17:0];
   assign \rd__data[0].o  = rd__data[33:18];
@@ -2495,16 +2536,16 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
   assign sent__payload[7:6] = ro_kk_lane;
   assign sent__payload[5:4] = ro_kk_row;
   assign sent__payload[3:0] = ro_kk;
-  assign o_readout__payload[20] = \$39 ;
+  assign o_readout__payload[20] = \$38 ;
   assign o_readout__payload[19:4] = ro_value;
   assign o_readout__payload[3:0] = ro_kk;
   assign \$2  = \$1 ;
   assign \$5  = \$4 ;
-  assign \$12  = { \$11 [33], \$11 [33], \$11 [33], \$11 [33:21] };
-  assign \$23  = { w_out_s2[7:0], 1'h0 };
-  assign \$25  = { w_out_s2[15:8], 1'h0 };
-  assign \$27  = { w_out_s2[23:16], 1'h0 };
-  assign \$29  = { w_out_s2[31:24], 1'h0 };
+  assign \$11  = { ro_o[15], ro_o[15], ro_o[15], ro_o[15:3] };
+  assign \$22  = { w_out_s2[7:0], 1'h0 };
+  assign \$24  = { w_out_s2[15:8], 1'h0 };
+  assign \$26  = { w_out_s2[23:16], 1'h0 };
+  assign \$28  = { w_out_s2[31:24], 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)

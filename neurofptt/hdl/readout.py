@@ -49,6 +49,15 @@ class ReadoutRows(wiring.Component):
     written never matter.  A stall reads the held readout's row again rather than disabling
     the read port: a LUT-RAM read port with an enable needs a data register and a bypass of
     the write port in front of it.
+
+    The value ``o_k`` that is leaked is read through a second port, without a register, and
+    the one lane selected is registered: the lanes of a wide core's readouts lie next to the
+    ``w_out`` slices that feed them, across the die, so the lane multiplexer is a cycle's
+    route by itself and must not share it with the leak's carry chain (on the 256-256-16
+    e-prop core the path from the lane register through the multiplexer and the leak set the
+    clock).  ``o`` is written only by the stream itself, into another readout's lane, so the
+    unregistered read never misses a write; the partial sum, which the last ``ACC_OUT`` row
+    writes in the stream's first cycle, comes from the transparent port.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
@@ -89,12 +98,13 @@ class ReadoutRows(wiring.Component):
                 ]
         with m.Elif(clear):  # the data stays 0
             m.d.comb += wr.en.eq(-1)
-        self._stream(m, rd, wr)
+        self._stream(m, rd, readout.read_port(domain="comb"), wr)
         return m
 
-    def _stream(self, m: Module, rd, wr) -> None:
+    def _stream(self, m: Module, rd, rd_o, wr) -> None:
         """The readout stream: a read stage (``k``, ``row``, ``lane``), a leak stage and the
-        offer stage (``valid``, ``kk``), which all advance together when the offer is free."""
+        offer stage (``valid``, ``kk``), which all advance together when the offer is free;
+        ``rd_o`` is the read port of ``o``, without a register."""
         cfg = self.cfg
         lanes, n_out = cfg.lanes, cfg.n_out
         out_rows = lane_rows(n_out, lanes)
@@ -108,6 +118,7 @@ class ReadoutRows(wiring.Component):
         )
         s1 = Signal(read, name="ro_s1")
         s2 = Signal(read, name="ro_s2")
+        o_read = Signal(signed(cfg.membrane_bits), name="ro_o")
         leaked = Signal(signed(cfg.membrane_bits + 1), name="ro_leaked")
         acc = Signal(signed(cfg.acc_bits), name="ro_acc")
         valid = Signal(name="ro_valid")
@@ -118,6 +129,7 @@ class ReadoutRows(wiring.Component):
         advance = Signal()
         out, control = self.o_readout, self.control
         sel = rd.data[s1.lane] if lanes > 1 else rd.data[0]
+        m.d.comb += rd_o.addr.eq(row)
         o_new = saturate(m, leaked + acc, cfg.membrane_bits, "o_new")
         m.d.comb += [
             advance.eq(~valid | out.ready),
@@ -148,8 +160,9 @@ class ReadoutRows(wiring.Component):
                     s1.k.eq(k),
                     s1.row.eq(row),
                     s1.lane.eq(lane),
+                    o_read.eq((rd_o.data[lane] if lanes > 1 else rd_o.data[0]).o),
                     s2.eq(s1),
-                    leaked.eq(leak(sel.o, cfg.out_leak_shift)),
+                    leaked.eq(leak(o_read, cfg.out_leak_shift)),
                     acc.eq(sel.acc),
                     valid.eq(s2.valid),
                     kk.eq(s2.k),

@@ -11,6 +11,7 @@ Every stage writes a small JSON record into the output folder; the report collec
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 
@@ -355,14 +356,17 @@ def stage_verify(
 LEARNING_VERIFY_SAMPLES = 8
 
 
-def learning_flow_samples(rtl_samples: int, simulator: str) -> int:
+def learning_flow_samples(rtl_samples: int, simulator: str, updates_per_sample: float = 1.0) -> int:
     """The training samples the learning flow verifies in the RTL (0: all of them, a whole
     epoch of updates) for ``flow.rtl_samples`` and ``flow.simulator``: under Verilator
-    ``rtl_samples`` itself, under Icarus, which simulates a learning run about 20 times slower,
-    at most :data:`LEARNING_VERIFY_SAMPLES` (``docs/performance.md`` has the times)."""
+    ``rtl_samples`` itself; under Icarus, which simulates a learning run about 20 times slower
+    and pays a weight read-back per update (``docs/performance.md`` has the times), the samples
+    of at most :data:`LEARNING_VERIFY_SAMPLES` updates, at least one sample: eight digits, or
+    one trial of a task with fifteen labelled steps (``updates_per_sample``)."""
     if simulator == "verilator":
         return rtl_samples
-    return min(rtl_samples or LEARNING_VERIFY_SAMPLES, LEARNING_VERIFY_SAMPLES)
+    cap = max(1, LEARNING_VERIFY_SAMPLES // max(1, math.ceil(updates_per_sample)))
+    return min(rtl_samples or cap, cap)
 
 
 def stage_verify_learning(

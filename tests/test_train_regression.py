@@ -14,6 +14,7 @@ import torch
 
 from neurofptt.bench.float_learning import summarize_float, swing
 from neurofptt.cli import main
+from neurofptt.flow import onchip
 from neurofptt.flow import run as flow_run
 from neurofptt.flow.config import FlowConfig
 from neurofptt.flow.stages import CHECKPOINT, load_trained
@@ -73,6 +74,22 @@ def test_the_flow_refuses_a_regression_task_before_training(
     assert line.startswith("error: task 'adding' has 'regression' targets")
     assert "hardware" in line and "'neurofptt train'" in line
     assert not out.exists()  # refused before anything was written
+
+
+def test_the_learning_flow_refuses_a_regression_task_before_training(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    def must_not_train(*args, **kwargs) -> dict:
+        raise AssertionError("the learning flow trained a task the chip cannot learn")
+
+    monkeypatch.setattr(onchip, "stage_train", must_not_train)
+    config, out = tmp_path / "flow.toml", tmp_path / "flow"
+    config.write_text('[flow]\ntask = "adding"\n')
+    argv = ["flow", "--learning", "eprop", "--config", str(config), "--out", str(out)]
+    assert main([*argv, "--no-progress"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: task 'adding' has 'regression' targets")
+    assert not out.exists()
 
 
 def test_tune_picks_the_point_of_the_lowest_validation_mse(tmp_path: Path, monkeypatch) -> None:

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from neurofptt.flow.onchip_rates import REFERENCE_DRIVE, REFERENCE_SHIFT, derive_rate
+from neurofptt.flow.onchip_rates import (
+    HIDDEN_RATES,
+    REFERENCE_DRIVE,
+    REFERENCE_SHIFT,
+    derive_rate,
+    hidden_rate_shift,
+    with_hidden_rates,
+)
 from neurofptt.onchip import trace_step
 from neurofptt.quant.config import HardwareConfig, LearningConfig
 from neurofptt.tasks import load_task
@@ -82,3 +89,33 @@ def test_the_schedule_and_the_chips_rates_enter() -> None:
     slower = rate(supervised_steps=8, lr_shift_in=17, lr_shift_rec=17, lr_shift_out=17)
     assert slower.derived_offset == many.derived_offset - 2
     assert rate(lr_shift_in=18, lr_shift_rec=18, lr_shift_out=18).derived_offset == 0
+
+
+@pytest.mark.parametrize(
+    ("updates", "offset", "shift"),
+    [(1.0, 0, 0), (15.0, 4, 0), (150.0, 4, 3), (150.0, 9, 0), (0.5, 0, 0), (1000.0, 2, 8)],
+)
+def test_the_hidden_rates_fall_with_the_count_of_updates(updates, offset, shift) -> None:
+    """``round(log2(updates))`` less the drive's offset, at least 0."""
+    assert hidden_rate_shift(updates, offset) == shift
+
+
+def test_the_same_trial_at_full_resolution_lowers_the_hidden_rates() -> None:
+    """The binned and the full-resolution cue trial have the same drive (a tenth of the input
+    spikes per step, ten times the updates), so the same offset; the full trial's 150 updates
+    lower the recurrent and readout rates by the difference, the binned one's 15 do not."""
+    binned = load_task("cue-accumulation-short", n_train=40)
+    full = load_task("cue-accumulation", n_train=40)
+    rates = [
+        derive_rate(
+            dataclasses.replace(CUE_HW, leak_shift=leak),
+            task.train.numpy_spikes(),
+            task.train.y.numpy(),
+        )
+        for task, leak in ((binned, 7), (full, 10))
+    ]
+    assert [r.updates_per_sample for r in rates] == [15.0, 150.0]
+    assert rates[0].derived_offset == rates[1].derived_offset == 4
+    assert [r.hidden_shift for r in rates] == [0, 3]
+    lowered = with_hidden_rates(LearningConfig(lr_shift_out=23), 3, HIDDEN_RATES)
+    assert (lowered.lr_shift_in, lowered.lr_shift_rec, lowered.lr_shift_out) == (15, 18, 24)

@@ -282,3 +282,24 @@ def test_train_accuracy_is_the_network_after_the_epoch() -> None:
     x, y = task.train.numpy_spikes()[learned], task.train.y.numpy()[learned]
     after = float(np.mean(golden_run(history.net, x).predictions == y))
     assert history.epochs[0]["train_accuracy"] == after
+
+
+def test_the_recurrent_and_readout_rates_follow_the_count_of_updates() -> None:
+    """Full-resolution cue accumulation (150 labelled steps) learns from scratch with the
+    recurrent and readout rates three shifts below the input's; a file that sets one keeps it;
+    the binned trial and the digits keep the defaults."""
+    hardware = {"n_in": 40, "n_out": 2}
+    full = FlowConfig.from_dict({"hardware": hardware, "flow": {"task": "cue-accumulation"}})
+    lc = onchip_hardware(full, "eprop", scratch=True).learning
+    assert (lc.lr_shift_in, lc.lr_shift_rec, lc.lr_shift_out) == (15, 18, 18)
+    table = {**hardware, "learning": {"lr_shift_rec": 16}}
+    fixed = FlowConfig.from_dict({"hardware": table, "flow": {"task": "cue-accumulation"}})
+    assert fixed.set_learning == {"lr_shift_rec"}
+    lc = onchip_hardware(fixed, "fptt", scratch=True).learning
+    assert (lc.lr_shift_rec, lc.lr_shift_out) == (16, 18)
+    binned = FlowConfig.from_dict(
+        {"hardware": hardware, "flow": {"task": "cue-accumulation-short"}}
+    )
+    assert onchip_hardware(binned, "eprop", scratch=True).learning == LearningConfig()
+    digits = FlowConfig.from_dict({})
+    assert onchip_hardware(digits, "fptt", scratch=True).learning == LearningConfig(mode="fptt")

@@ -119,6 +119,9 @@ class FlowConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     flow: FlowSettings = field(default_factory=FlowSettings)
     derived: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: the ``[hardware.learning]`` options the file sets; the learning rates it leaves out may
+    #: follow the task (:func:`~neurofptt.flow.onchip.onchip_hardware`)
+    set_learning: frozenset[str] = field(default_factory=frozenset, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -149,6 +152,8 @@ class FlowConfig:
         if leak is not None:
             hardware = {**hardware, **{k: leak[k] for k in LEAK_FIELDS if k in leak}}
             derived["leak"] = leak
+        learning = hardware.get("learning")
+        set_learning = frozenset(learning) if isinstance(learning, dict) else frozenset()
         rate = readout_rate(hardware)
         if rate is not None:
             derived["readout_rate"] = rate
@@ -163,6 +168,7 @@ class FlowConfig:
             train=TrainConfig.from_dict(tables.get("train", {})),
             flow=flow,
             derived=derived,
+            set_learning=set_learning,
         )
 
     @classmethod

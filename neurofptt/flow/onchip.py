@@ -25,7 +25,12 @@ from typing import Any
 
 from neurofptt.errors import ConfigError
 from neurofptt.flow.config import LEAK_FIELDS, FlowConfig
-from neurofptt.flow.onchip_rates import readout_rate_shift
+from neurofptt.flow.onchip_rates import (
+    HIDDEN_RATES,
+    derive_rate,
+    readout_rate_shift,
+    with_hidden_rates,
+)
 from neurofptt.flow.onchip_train import learning_hardware
 from neurofptt.flow.onchip_tune import learn_at_task_rate
 from neurofptt.flow.stages import (
@@ -96,12 +101,22 @@ def onchip_hardware(cfg: FlowConfig, rule: str, *, scratch: bool) -> HardwareCon
     """The core on-chip learning with ``rule`` runs on: ``hardware`` with ``hardware.learning``
     (or, without that table, the default :class:`~neurofptt.quant.config.LearningConfig`) in
     ``rule``'s mode, :func:`from_scratch`'s readout leak when learning from a random start
-    (``scratch``), and :func:`with_readout_rate`'s readout rate."""
+    (``scratch``), :func:`with_readout_rate`'s readout rate, and the recurrent and readout
+    rates lowered by the training samples' count of updates where the file leaves them out
+    (:func:`~neurofptt.flow.onchip_rates.hidden_rate_shift`)."""
     learning = dataclasses.replace(cfg.hardware.learning or LearningConfig(), mode=rule)
     hw = cfg.hardware.replace(learning=learning)
     if scratch:
         hw = from_scratch(hw, cfg.derived.get("leak", {}))
-    return with_readout_rate(hw, cfg.derived)
+    hw = with_readout_rate(hw, cfg.derived)
+    fields = tuple(name for name in HIDDEN_RATES if name not in cfg.set_learning)
+    if not fields:
+        return hw
+    task = load_flow_task(cfg)
+    shift = derive_rate(hw, task.train.numpy_spikes(), task.train.y.numpy()).hidden_shift
+    if shift == 0:
+        return hw
+    return hw.replace(learning=with_hidden_rates(hw.learning, shift, fields))
 
 
 def initial_network(cfg: FlowConfig, rule: str, init: Path | None = None) -> QuantizedNetwork:
@@ -263,6 +278,7 @@ def run_learning_flow(
     (``out/rtl_learning``); writes and returns ``out/metrics.json``.  Raises
     :class:`VerificationError` on any RTL mismatch (after writing the metrics)."""
 
+    load_flow_task(cfg)  # a task the chip cannot learn is refused before anything trains
     out.mkdir(parents=True, exist_ok=True)
     log = (lambda msg: print(f"[neurofptt] {msg}", flush=True)) if progress else (lambda msg: None)
     # the reference: the same rule in float, on the full-precision network (no quantization-aware
@@ -294,7 +310,8 @@ def run_learning_flow(
         progress=progress,
     )
     log(f"on-chip accuracy {finetune['onchip_accuracy']:.4f}")
-    samples = learning_flow_samples(cfg.flow.rtl_samples, cfg.flow.simulator)
+    updates = onchip["rate"]["updates_per_sample"]
+    samples = learning_flow_samples(cfg.flow.rtl_samples, cfg.flow.simulator, updates)
     log(
         f"learning in the RTL under {cfg.flow.simulator} + cocotb on "
         f"{samples or 'all'} training samples, every weight compared after every update ..."

@@ -36,6 +36,7 @@ gives on the digits and the cue-accumulation tasks, and the grids that check it,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -66,6 +67,9 @@ class DerivedRate:
     drive: float
     reference_drive: float
     derived_offset: int
+    #: the shifts by which the recurrent and readout rates of the core fall below the input's
+    #: (:func:`hidden_rate_shift`)
+    hidden_shift: int = 0
 
     def record(self) -> dict[str, float]:
         """The fields, for ``train_onchip.json``."""
@@ -107,6 +111,40 @@ def derive_rate(cfg: HardwareConfig, x: np.ndarray, y: np.ndarray) -> DerivedRat
         drive=drive_per_sample,
         reference_drive=REFERENCE_DRIVE,
         derived_offset=offset,
+        hidden_shift=hidden_rate_shift(updates, offset),
+    )
+
+
+#: the core's rates that :func:`hidden_rate_shift` lowers: those whose presynaptic traces are
+#: the network's own spikes
+HIDDEN_RATES = ("lr_shift_rec", "lr_shift_out")
+
+
+def hidden_rate_shift(updates_per_sample: float, derived_offset: int) -> int:
+    """How many shifts the recurrent and readout rates need beyond the error shift offset
+    ``derived_offset``: ``round(log2(updates_per_sample))`` less that offset, at least 0.
+
+    Why.  The drive measures a sample's updates through the input traces, which thin out with
+    the inputs: the same trial at ten times the time resolution has a tenth of the input spikes
+    per step and ten times the updates, the same drive, and the same offset.  The recurrent and
+    readout updates multiply the network's own traces (``zbar``, ``obar``), whose size per step
+    does not thin out with the inputs (the fan-in start sets the hidden activity alike on every
+    task), so their movement per sample grows with the count of updates alone.  Where that count
+    asks for more than the drive gave (full-resolution cue accumulation: 150 labelled steps, 2**7
+    against 2**4), the core's ``lr_shift_rec`` and ``lr_shift_out`` take the difference.  Where
+    the drive gives as much (the binned trial's 15 updates, 2**4; a digit's one update) nothing
+    changes.
+    """
+    count = round(math.log2(updates_per_sample)) if updates_per_sample >= 1 else 0
+    return max(0, count - derived_offset)
+
+
+def with_hidden_rates(lc: LearningConfig, shift: int, fields: tuple[str, ...]) -> LearningConfig:
+    """``lc`` with each of ``fields`` (of :data:`HIDDEN_RATES`) lowered by ``shift``, within the
+    core's range."""
+    high = {name: LEARNING_LIMITS[name][1] for name in fields}
+    return dataclasses.replace(
+        lc, **{name: min(getattr(lc, name) + shift, high[name]) for name in fields}
     )
 
 

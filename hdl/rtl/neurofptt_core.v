@@ -2748,14 +2748,18 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
 `endif
   wire [11:0] \$1 ;
   wire \$10 ;
-  reg \$100 ;
+  wire \$100 ;
   reg \$101 ;
-  reg [4:0] \$102 ;
+  reg [3:0] \$102 ;
   reg \$103 ;
-  reg [12:0] \$104 ;
-  reg [1:0] \$105 ;
-  reg [5:0] \$106 ;
+  reg \$104 ;
+  reg \$105 ;
+  reg [4:0] \$106 ;
+  reg \$107 ;
+  reg [12:0] \$108 ;
+  reg [1:0] \$109 ;
   wire \$11 ;
+  reg [5:0] \$110 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
@@ -2839,19 +2843,19 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
   wire [5:0] \$85 ;
   wire [5:0] \$86 ;
   wire \$87 ;
-  wire [11:0] \$88 ;
+  wire \$88 ;
   wire \$89 ;
   wire \$9 ;
   wire \$90 ;
-  wire \$91 ;
-  wire \$92 ;
+  wire [13:0] \$91 ;
+  wire [11:0] \$92 ;
   wire [13:0] \$93 ;
   wire \$94 ;
   wire \$95 ;
   wire \$96 ;
-  reg \$97 ;
-  reg [3:0] \$98 ;
-  reg \$99 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
   reg add;
   reg clear;
   input clk;
@@ -3015,31 +3019,35 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
   assign \$85  = j + 1'h1;
   assign \$86  = j + 1'h1;
   assign \$87  = | \$86 ;
-  assign \$88  = \$1 [10:0] + 1'h1;
+  assign \$88  = in_acc_in & drop;
+  assign \$89  = in_idle | \$88 ;
   assign \$90  = i_event__payload[1:0] == 1'h1;
-  assign \$91  = event_taken & \$90 ;
-  assign \$94  = i_event__payload[1:0] == 2'h2;
-  assign \$95  = event_taken & \$94 ;
+  assign \$92  = \$1 [10:0] + 1'h1;
+  assign \$93  = \$90  ? \$91  : { 2'h0, \$92  };
+  assign \$95  = i_event__payload[1:0] == 1'h1;
+  assign \$96  = event_taken & \$95 ;
+  assign \$98  = i_event__payload[1:0] == 2'h2;
+  assign \$99  = event_taken & \$98 ;
   always @(posedge clk)
-    drop <= \$97 ;
+    drop <= \$101 ;
   always @(posedge clk)
-    fsm_state <= \$98 ;
+    fsm_state <= \$102 ;
   always @(posedge clk)
-    in_idle <= \$99 ;
+    in_idle <= \$103 ;
   always @(posedge clk)
-    in_acc_in <= \$100 ;
+    in_acc_in <= \$104 ;
   always @(posedge clk)
-    readout__run <= \$101 ;
+    readout__run <= \$105 ;
   always @(posedge clk)
-    j <= \$102 ;
+    j <= \$106 ;
   always @(posedge clk)
-    j_nonzero <= \$103 ;
+    j_nonzero <= \$107 ;
   always @(posedge clk)
-    waddr <= \$104 ;
+    waddr <= \$108 ;
   always @(posedge clk)
-    drain <= \$105 ;
+    drain <= \$109 ;
   always @(posedge clk)
-    run__count <= \$106 ;
+    run__count <= \$110 ;
   \neurofptt_core.sequencer.inputs  inputs (
     .add(add),
     .clear(clear),
@@ -3277,521 +3285,521 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$97  = 1'h0;
+    \$101  = 1'h0;
     if (take_spike) begin
-      \$97  = seen;
+      \$101  = seen;
     end
-    if (rst) begin
-      \$97  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$98  = fsm_state;
-    casez (fsm_state)
-      4'h0:
-        begin
-          if (take_spike) begin
-            \$98  = 4'h1;
-          end
-          if (\$33 ) begin
-            \$98  = 4'h2;
-            if (\$34 ) begin
-              \$98  = 4'h3;
-            end
-          end
-          if (\$36 ) begin
-            \$98  = 4'h4;
-          end
-        end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (drop) begin
-            \$98  = 4'h0;
-            if (take_spike) begin
-              \$98  = 4'h1;
-            end
-            if (\$39 ) begin
-              \$98  = 4'h2;
-              if (\$40 ) begin
-                \$98  = 4'h3;
-              end
-            end
-            if (\$42 ) begin
-              \$98  = 4'h4;
-            end
-          end else begin
-            if (\$44 ) begin
-              \$98  = 4'h0;
-            end
-          end
-      4'h3:
-          if (\$49 ) begin
-            if (\$52 ) begin
-              \$98  = 4'h2;
-            end
-          end
-      4'h2:
-          if (\$57 ) begin
-            if (\$58 ) begin
-              \$98  = 4'h5;
-            end
-          end
-      4'h5:
-          if (\$63 ) begin
-            \$98  = 4'h6;
-          end
-      4'h6:
-          \$98  = 4'h7;
-      4'h7:
-          if (\$65 ) begin
-            (* full_case = 32'd1 *)
-            if (\$69 ) begin
-              \$98  = 4'h8;
-            end else begin
-              \$98  = 4'h9;
-            end
-          end
-      4'h8:
-          if (\$71 ) begin
-            if (\$76 ) begin
-              \$98  = 4'h9;
-            end
-          end
-      4'h9:
-          if (\$81 ) begin
-            \$98  = 4'ha;
-          end
-      4'ha:
-          if (readout__done) begin
-            \$98  = 4'h0;
-          end
-      4'h4:
-          if (\$83 ) begin
-            \$98  = 4'h0;
-          end
-    endcase
-    if (rst) begin
-      \$98  = 4'h4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$99  = in_idle;
-    casez (fsm_state)
-      4'h0:
-        begin
-          if (take_spike) begin
-            \$99  = 1'h0;
-          end
-          if (\$33 ) begin
-            \$99  = 1'h0;
-            if (\$34 ) begin
-              \$99  = 1'h0;
-            end
-          end
-          if (\$36 ) begin
-            \$99  = 1'h0;
-          end
-        end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (drop) begin
-            \$99  = 1'h1;
-            if (take_spike) begin
-              \$99  = 1'h0;
-            end
-            if (\$39 ) begin
-              \$99  = 1'h0;
-              if (\$40 ) begin
-                \$99  = 1'h0;
-              end
-            end
-            if (\$42 ) begin
-              \$99  = 1'h0;
-            end
-          end else begin
-            if (\$44 ) begin
-              \$99  = 1'h1;
-            end
-          end
-      4'h3:
-          if (\$49 ) begin
-            if (\$52 ) begin
-              \$99  = 1'h0;
-            end
-          end
-      4'h2:
-          if (\$57 ) begin
-            if (\$58 ) begin
-              \$99  = 1'h0;
-            end
-          end
-      4'h5:
-          if (\$63 ) begin
-            \$99  = 1'h0;
-          end
-      4'h6:
-          \$99  = 1'h0;
-      4'h7:
-          if (\$65 ) begin
-            (* full_case = 32'd1 *)
-            if (\$69 ) begin
-              \$99  = 1'h0;
-            end else begin
-              \$99  = 1'h0;
-            end
-          end
-      4'h8:
-          if (\$71 ) begin
-            if (\$76 ) begin
-              \$99  = 1'h0;
-            end
-          end
-      4'h9:
-          if (\$81 ) begin
-            \$99  = 1'h0;
-          end
-      4'ha:
-          if (readout__done) begin
-            \$99  = 1'h1;
-          end
-      4'h4:
-          if (\$83 ) begin
-            \$99  = 1'h1;
-          end
-    endcase
-    if (rst) begin
-      \$99  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$100  = in_acc_in;
-    casez (fsm_state)
-      4'h0:
-        begin
-          if (take_spike) begin
-            \$100  = 1'h1;
-          end
-          if (\$33 ) begin
-            \$100  = 1'h0;
-            if (\$34 ) begin
-              \$100  = 1'h0;
-            end
-          end
-          if (\$36 ) begin
-            \$100  = 1'h0;
-          end
-        end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (drop) begin
-            \$100  = 1'h0;
-            if (take_spike) begin
-              \$100  = 1'h1;
-            end
-            if (\$39 ) begin
-              \$100  = 1'h0;
-              if (\$40 ) begin
-                \$100  = 1'h0;
-              end
-            end
-            if (\$42 ) begin
-              \$100  = 1'h0;
-            end
-          end else begin
-            if (\$44 ) begin
-              \$100  = 1'h0;
-            end
-          end
-      4'h3:
-          if (\$49 ) begin
-            if (\$52 ) begin
-              \$100  = 1'h0;
-            end
-          end
-      4'h2:
-          if (\$57 ) begin
-            if (\$58 ) begin
-              \$100  = 1'h0;
-            end
-          end
-      4'h5:
-          if (\$63 ) begin
-            \$100  = 1'h0;
-          end
-      4'h6:
-          \$100  = 1'h0;
-      4'h7:
-          if (\$65 ) begin
-            (* full_case = 32'd1 *)
-            if (\$69 ) begin
-              \$100  = 1'h0;
-            end else begin
-              \$100  = 1'h0;
-            end
-          end
-      4'h8:
-          if (\$71 ) begin
-            if (\$76 ) begin
-              \$100  = 1'h0;
-            end
-          end
-      4'h9:
-          if (\$81 ) begin
-            \$100  = 1'h0;
-          end
-      4'ha:
-          if (readout__done) begin
-            \$100  = 1'h0;
-          end
-      4'h4:
-          if (\$83 ) begin
-            \$100  = 1'h0;
-          end
-    endcase
-    if (rst) begin
-      \$100  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$101  = readout__run;
-    casez (fsm_state)
-      4'h0:
-        begin
-          if (take_spike) begin
-            \$101  = 1'h0;
-          end
-          if (\$33 ) begin
-            \$101  = 1'h0;
-            if (\$34 ) begin
-              \$101  = 1'h0;
-            end
-          end
-          if (\$36 ) begin
-            \$101  = 1'h0;
-          end
-        end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (drop) begin
-            \$101  = 1'h0;
-            if (take_spike) begin
-              \$101  = 1'h0;
-            end
-            if (\$39 ) begin
-              \$101  = 1'h0;
-              if (\$40 ) begin
-                \$101  = 1'h0;
-              end
-            end
-            if (\$42 ) begin
-              \$101  = 1'h0;
-            end
-          end else begin
-            if (\$44 ) begin
-              \$101  = 1'h0;
-            end
-          end
-      4'h3:
-          if (\$49 ) begin
-            if (\$52 ) begin
-              \$101  = 1'h0;
-            end
-          end
-      4'h2:
-          if (\$57 ) begin
-            if (\$58 ) begin
-              \$101  = 1'h0;
-            end
-          end
-      4'h5:
-          if (\$63 ) begin
-            \$101  = 1'h0;
-          end
-      4'h6:
-          \$101  = 1'h0;
-      4'h7:
-          if (\$65 ) begin
-            (* full_case = 32'd1 *)
-            if (\$69 ) begin
-              \$101  = 1'h0;
-            end else begin
-              \$101  = 1'h0;
-            end
-          end
-      4'h8:
-          if (\$71 ) begin
-            if (\$76 ) begin
-              \$101  = 1'h0;
-            end
-          end
-      4'h9:
-          if (\$81 ) begin
-            \$101  = 1'h1;
-          end
-      4'ha:
-          if (readout__done) begin
-            \$101  = 1'h0;
-          end
-      4'h4:
-          if (\$83 ) begin
-            \$101  = 1'h0;
-          end
-    endcase
     if (rst) begin
       \$101  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$102  = j;
+    \$102  = fsm_state;
     casez (fsm_state)
       4'h0:
-          /* empty */;
+        begin
+          if (take_spike) begin
+            \$102  = 4'h1;
+          end
+          if (\$33 ) begin
+            \$102  = 4'h2;
+            if (\$34 ) begin
+              \$102  = 4'h3;
+            end
+          end
+          if (\$36 ) begin
+            \$102  = 4'h4;
+          end
+        end
       4'h1:
           (* full_case = 32'd1 *)
           if (drop) begin
-            \$102  = 5'h00;
+            \$102  = 4'h0;
+            if (take_spike) begin
+              \$102  = 4'h1;
+            end
+            if (\$39 ) begin
+              \$102  = 4'h2;
+              if (\$40 ) begin
+                \$102  = 4'h3;
+              end
+            end
+            if (\$42 ) begin
+              \$102  = 4'h4;
+            end
           end else begin
-            (* full_case = 32'd1 *)
             if (\$44 ) begin
-              \$102  = 5'h00;
-            end else begin
-              \$102  = \$46 [4:0];
+              \$102  = 4'h0;
             end
           end
       4'h3:
-          (* full_case = 32'd1 *)
           if (\$49 ) begin
-            \$102  = 5'h00;
-          end else begin
-            \$102  = \$53 [4:0];
+            if (\$52 ) begin
+              \$102  = 4'h2;
+            end
           end
       4'h2:
           if (\$57 ) begin
-            (* full_case = 32'd1 *)
             if (\$58 ) begin
-              \$102  = 5'h00;
-            end else begin
-              \$102  = \$60 [4:0];
+              \$102  = 4'h5;
             end
           end
       4'h5:
-          /* empty */;
+          if (\$63 ) begin
+            \$102  = 4'h6;
+          end
       4'h6:
-          /* empty */;
+          \$102  = 4'h7;
       4'h7:
-          /* empty */;
+          if (\$65 ) begin
+            (* full_case = 32'd1 *)
+            if (\$69 ) begin
+              \$102  = 4'h8;
+            end else begin
+              \$102  = 4'h9;
+            end
+          end
       4'h8:
-          (* full_case = 32'd1 *)
           if (\$71 ) begin
-            \$102  = 5'h00;
-          end else begin
-            \$102  = \$77 [4:0];
+            if (\$76 ) begin
+              \$102  = 4'h9;
+            end
           end
       4'h9:
-          /* empty */;
+          if (\$81 ) begin
+            \$102  = 4'ha;
+          end
       4'ha:
-          /* empty */;
+          if (readout__done) begin
+            \$102  = 4'h0;
+          end
       4'h4:
-          (* full_case = 32'd1 *)
           if (\$83 ) begin
-            \$102  = 5'h00;
-          end else begin
-            \$102  = \$85 [4:0];
+            \$102  = 4'h0;
           end
     endcase
-    if (take_spike) begin
-      \$102  = 5'h01;
-    end
-    if (\$91 ) begin
-      \$102  = 5'h00;
-    end
-    if (\$95 ) begin
-      \$102  = 5'h00;
-    end
     if (rst) begin
-      \$102  = 5'h00;
+      \$102  = 4'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$103  = j_nonzero;
+    \$103  = in_idle;
     casez (fsm_state)
       4'h0:
-          /* empty */;
+        begin
+          if (take_spike) begin
+            \$103  = 1'h0;
+          end
+          if (\$33 ) begin
+            \$103  = 1'h0;
+            if (\$34 ) begin
+              \$103  = 1'h0;
+            end
+          end
+          if (\$36 ) begin
+            \$103  = 1'h0;
+          end
+        end
       4'h1:
           (* full_case = 32'd1 *)
           if (drop) begin
-            \$103  = \$37 ;
+            \$103  = 1'h1;
+            if (take_spike) begin
+              \$103  = 1'h0;
+            end
+            if (\$39 ) begin
+              \$103  = 1'h0;
+              if (\$40 ) begin
+                \$103  = 1'h0;
+              end
+            end
+            if (\$42 ) begin
+              \$103  = 1'h0;
+            end
           end else begin
-            (* full_case = 32'd1 *)
             if (\$44 ) begin
-              \$103  = \$45 ;
-            end else begin
-              \$103  = \$48 ;
+              \$103  = 1'h1;
             end
           end
       4'h3:
-          (* full_case = 32'd1 *)
           if (\$49 ) begin
-            \$103  = \$50 ;
-          end else begin
-            \$103  = \$55 ;
+            if (\$52 ) begin
+              \$103  = 1'h0;
+            end
           end
       4'h2:
           if (\$57 ) begin
-            (* full_case = 32'd1 *)
             if (\$58 ) begin
-              \$103  = \$59 ;
-            end else begin
-              \$103  = \$62 ;
+              \$103  = 1'h0;
             end
           end
       4'h5:
-          /* empty */;
+          if (\$63 ) begin
+            \$103  = 1'h0;
+          end
       4'h6:
-          /* empty */;
+          \$103  = 1'h0;
       4'h7:
-          /* empty */;
+          if (\$65 ) begin
+            (* full_case = 32'd1 *)
+            if (\$69 ) begin
+              \$103  = 1'h0;
+            end else begin
+              \$103  = 1'h0;
+            end
+          end
       4'h8:
-          (* full_case = 32'd1 *)
           if (\$71 ) begin
-            \$103  = \$72 ;
-          end else begin
-            \$103  = \$79 ;
+            if (\$76 ) begin
+              \$103  = 1'h0;
+            end
           end
       4'h9:
-          /* empty */;
+          if (\$81 ) begin
+            \$103  = 1'h0;
+          end
       4'ha:
-          /* empty */;
+          if (readout__done) begin
+            \$103  = 1'h1;
+          end
       4'h4:
-          (* full_case = 32'd1 *)
           if (\$83 ) begin
-            \$103  = \$84 ;
-          end else begin
-            \$103  = \$87 ;
+            \$103  = 1'h1;
           end
     endcase
-    if (take_spike) begin
-      \$103  = \$89 ;
-    end
-    if (\$91 ) begin
-      \$103  = \$92 ;
-    end
-    if (\$95 ) begin
-      \$103  = \$96 ;
-    end
     if (rst) begin
       \$103  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$104  = waddr;
+    \$104  = in_acc_in;
+    casez (fsm_state)
+      4'h0:
+        begin
+          if (take_spike) begin
+            \$104  = 1'h1;
+          end
+          if (\$33 ) begin
+            \$104  = 1'h0;
+            if (\$34 ) begin
+              \$104  = 1'h0;
+            end
+          end
+          if (\$36 ) begin
+            \$104  = 1'h0;
+          end
+        end
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            \$104  = 1'h0;
+            if (take_spike) begin
+              \$104  = 1'h1;
+            end
+            if (\$39 ) begin
+              \$104  = 1'h0;
+              if (\$40 ) begin
+                \$104  = 1'h0;
+              end
+            end
+            if (\$42 ) begin
+              \$104  = 1'h0;
+            end
+          end else begin
+            if (\$44 ) begin
+              \$104  = 1'h0;
+            end
+          end
+      4'h3:
+          if (\$49 ) begin
+            if (\$52 ) begin
+              \$104  = 1'h0;
+            end
+          end
+      4'h2:
+          if (\$57 ) begin
+            if (\$58 ) begin
+              \$104  = 1'h0;
+            end
+          end
+      4'h5:
+          if (\$63 ) begin
+            \$104  = 1'h0;
+          end
+      4'h6:
+          \$104  = 1'h0;
+      4'h7:
+          if (\$65 ) begin
+            (* full_case = 32'd1 *)
+            if (\$69 ) begin
+              \$104  = 1'h0;
+            end else begin
+              \$104  = 1'h0;
+            end
+          end
+      4'h8:
+          if (\$71 ) begin
+            if (\$76 ) begin
+              \$104  = 1'h0;
+            end
+          end
+      4'h9:
+          if (\$81 ) begin
+            \$104  = 1'h0;
+          end
+      4'ha:
+          if (readout__done) begin
+            \$104  = 1'h0;
+          end
+      4'h4:
+          if (\$83 ) begin
+            \$104  = 1'h0;
+          end
+    endcase
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$105  = readout__run;
+    casez (fsm_state)
+      4'h0:
+        begin
+          if (take_spike) begin
+            \$105  = 1'h0;
+          end
+          if (\$33 ) begin
+            \$105  = 1'h0;
+            if (\$34 ) begin
+              \$105  = 1'h0;
+            end
+          end
+          if (\$36 ) begin
+            \$105  = 1'h0;
+          end
+        end
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            \$105  = 1'h0;
+            if (take_spike) begin
+              \$105  = 1'h0;
+            end
+            if (\$39 ) begin
+              \$105  = 1'h0;
+              if (\$40 ) begin
+                \$105  = 1'h0;
+              end
+            end
+            if (\$42 ) begin
+              \$105  = 1'h0;
+            end
+          end else begin
+            if (\$44 ) begin
+              \$105  = 1'h0;
+            end
+          end
+      4'h3:
+          if (\$49 ) begin
+            if (\$52 ) begin
+              \$105  = 1'h0;
+            end
+          end
+      4'h2:
+          if (\$57 ) begin
+            if (\$58 ) begin
+              \$105  = 1'h0;
+            end
+          end
+      4'h5:
+          if (\$63 ) begin
+            \$105  = 1'h0;
+          end
+      4'h6:
+          \$105  = 1'h0;
+      4'h7:
+          if (\$65 ) begin
+            (* full_case = 32'd1 *)
+            if (\$69 ) begin
+              \$105  = 1'h0;
+            end else begin
+              \$105  = 1'h0;
+            end
+          end
+      4'h8:
+          if (\$71 ) begin
+            if (\$76 ) begin
+              \$105  = 1'h0;
+            end
+          end
+      4'h9:
+          if (\$81 ) begin
+            \$105  = 1'h1;
+          end
+      4'ha:
+          if (readout__done) begin
+            \$105  = 1'h0;
+          end
+      4'h4:
+          if (\$83 ) begin
+            \$105  = 1'h0;
+          end
+    endcase
+    if (rst) begin
+      \$105  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$106  = j;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            \$106  = 5'h00;
+          end else begin
+            (* full_case = 32'd1 *)
+            if (\$44 ) begin
+              \$106  = 5'h00;
+            end else begin
+              \$106  = \$46 [4:0];
+            end
+          end
+      4'h3:
+          (* full_case = 32'd1 *)
+          if (\$49 ) begin
+            \$106  = 5'h00;
+          end else begin
+            \$106  = \$53 [4:0];
+          end
+      4'h2:
+          if (\$57 ) begin
+            (* full_case = 32'd1 *)
+            if (\$58 ) begin
+              \$106  = 5'h00;
+            end else begin
+              \$106  = \$60 [4:0];
+            end
+          end
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          (* full_case = 32'd1 *)
+          if (\$71 ) begin
+            \$106  = 5'h00;
+          end else begin
+            \$106  = \$77 [4:0];
+          end
+      4'h9:
+          /* empty */;
+      4'ha:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$83 ) begin
+            \$106  = 5'h00;
+          end else begin
+            \$106  = \$85 [4:0];
+          end
+    endcase
+    if (take_spike) begin
+      \$106  = 5'h01;
+    end
+    if (\$96 ) begin
+      \$106  = 5'h00;
+    end
+    if (\$99 ) begin
+      \$106  = 5'h00;
+    end
+    if (rst) begin
+      \$106  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$107  = j_nonzero;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            \$107  = \$37 ;
+          end else begin
+            (* full_case = 32'd1 *)
+            if (\$44 ) begin
+              \$107  = \$45 ;
+            end else begin
+              \$107  = \$48 ;
+            end
+          end
+      4'h3:
+          (* full_case = 32'd1 *)
+          if (\$49 ) begin
+            \$107  = \$50 ;
+          end else begin
+            \$107  = \$55 ;
+          end
+      4'h2:
+          if (\$57 ) begin
+            (* full_case = 32'd1 *)
+            if (\$58 ) begin
+              \$107  = \$59 ;
+            end else begin
+              \$107  = \$62 ;
+            end
+          end
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          (* full_case = 32'd1 *)
+          if (\$71 ) begin
+            \$107  = \$72 ;
+          end else begin
+            \$107  = \$79 ;
+          end
+      4'h9:
+          /* empty */;
+      4'ha:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$83 ) begin
+            \$107  = \$84 ;
+          end else begin
+            \$107  = \$87 ;
+          end
+    endcase
+    if (take_spike) begin
+      \$107  = \$94 ;
+    end
+    if (\$96 ) begin
+      \$107  = \$97 ;
+    end
+    if (\$99 ) begin
+      \$107  = \$100 ;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$108  = waddr;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3799,14 +3807,14 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
           (* full_case = 32'd1 *)
           if (drop) begin
           end else begin
-            \$104  = \$43 [12:0];
+            \$108  = \$43 [12:0];
           end
       4'h3:
           (* full_case = 32'd1 *)
           if (\$49 ) begin
-            \$104  = \$51 [12:0];
+            \$108  = \$51 [12:0];
           end else begin
-            \$104  = \$56 [12:0];
+            \$108  = \$56 [12:0];
           end
       4'h2:
           /* empty */;
@@ -3816,29 +3824,26 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
           /* empty */;
       4'h7:
           if (\$65 ) begin
-            \$104  = { 4'h0, \$68  };
+            \$108  = { 4'h0, \$68  };
           end
       4'h8:
           (* full_case = 32'd1 *)
           if (\$71 ) begin
-            \$104  = { 4'h0, \$75  };
+            \$108  = { 4'h0, \$75  };
           end else begin
-            \$104  = \$80 [12:0];
+            \$108  = \$80 [12:0];
           end
     endcase
-    if (take_spike) begin
-      \$104  = { 1'h0, \$88  };
-    end
-    if (\$91 ) begin
-      \$104  = \$93 [12:0];
+    if (\$89 ) begin
+      \$108  = \$93 [12:0];
     end
     if (rst) begin
-      \$104  = 13'h0000;
+      \$108  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$105  = drain;
+    \$109  = drain;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3851,36 +3856,36 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
       4'h5:
           (* full_case = 32'd1 *)
           if (\$63 ) begin
-            \$105  = 2'h0;
+            \$109  = 2'h0;
           end else begin
-            \$105  = \$64 [1:0];
+            \$109  = \$64 [1:0];
           end
       4'h6:
           /* empty */;
       4'h7:
           (* full_case = 32'd1 *)
           if (\$65 ) begin
-            \$105  = 2'h0;
+            \$109  = 2'h0;
           end else begin
-            \$105  = \$70 [1:0];
+            \$109  = \$70 [1:0];
           end
       4'h8:
           /* empty */;
       4'h9:
           (* full_case = 32'd1 *)
           if (\$81 ) begin
-            \$105  = 2'h0;
+            \$109  = 2'h0;
           end else begin
-            \$105  = \$82 [1:0];
+            \$109  = \$82 [1:0];
           end
     endcase
     if (rst) begin
-      \$105  = 2'h0;
+      \$109  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$106  = run__count;
+    \$110  = run__count;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3893,13 +3898,13 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
       4'h5:
           /* empty */;
       4'h6:
-          \$106  = spike_count;
+          \$110  = spike_count;
     endcase
-    if (\$95 ) begin
-      \$106  = 6'h00;
+    if (\$99 ) begin
+      \$110  = 6'h00;
     end
     if (rst) begin
-      \$106  = 6'h00;
+      \$110  = 6'h00;
     end
   end
   assign n_prev = run__count;
@@ -3926,10 +3931,10 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
   assign \$73  = { 1'h0, run__index };
   assign \$74  = { run__index, 1'h0 };
   assign \$84  = 1'h0;
-  assign \$89  = 1'h1;
-  assign \$92  = 1'h0;
-  assign \$93  = { 2'h0, run__index, 5'h00 };
-  assign \$96  = 1'h0;
+  assign \$91  = { 2'h0, run__index, 5'h00 };
+  assign \$94  = 1'h1;
+  assign \$97  = 1'h0;
+  assign \$100  = 1'h0;
 endmodule
 
 (* generator = "Amaranth" *)

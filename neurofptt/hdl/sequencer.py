@@ -372,16 +372,23 @@ class Sequencer(wiring.Component):
                     with m.State(state), m.If(self.learning.done):
                         self._states.goto(m, "IDLE")
 
-        # after the FSM: on a repeat's cycle these override ACC_IN's ``j = 0``
+        # after the FSM: on a repeat's cycle these override ACC_IN's ``j = 0``.  While idle,
+        # ``waddr`` is loaded with the second address of an input's fan-out, or with the first
+        # of the list's first spike for a STEP, whether or not the event is taken: nothing read
+        # at ``waddr`` in IDLE is used (j = 0: ``w_in`` is read at the event's own address), so
+        # only a taken event's value matters, and the handshake is not in front of the register
+        with m.If(idle):
+            step_start = times(self.run.index, rows)
+            m.d.sync += waddr.eq(Mux(kind == EventKind.STEP, step_start, in_start + 1))
         with m.If(spike):
             self._issue(m, RowOp.ACC_IN, 0)
             m.d.comb += inputs.add.eq(1)
             m.d.sync += repeat.eq(inputs.seen)
             if rows > 1:
-                m.d.sync += [waddr.eq(in_start + 1), *j.eq(1)]
+                m.d.sync += j.eq(1)
         with m.If(step):
             m.d.comb += self.spikes_restart.eq(1)
-            m.d.sync += [*j.eq(0), waddr.eq(times(self.run.index, rows))]
+            m.d.sync += j.eq(0)
         with m.If(clear):
             m.d.comb += inputs.clear.eq(1)
             m.d.sync += [*j.eq(0), n_prev.eq(0)]

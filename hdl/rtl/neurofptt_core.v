@@ -2749,17 +2749,19 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
   wire [11:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
-  reg \$101 ;
-  reg [3:0] \$102 ;
+  wire \$101 ;
+  wire \$102 ;
   reg \$103 ;
-  reg \$104 ;
+  reg [3:0] \$104 ;
   reg \$105 ;
-  reg [4:0] \$106 ;
+  reg \$106 ;
   reg \$107 ;
-  reg [12:0] \$108 ;
-  reg [1:0] \$109 ;
+  reg [4:0] \$108 ;
+  reg \$109 ;
   wire \$11 ;
-  reg [5:0] \$110 ;
+  reg [12:0] \$110 ;
+  reg [1:0] \$111 ;
+  reg [5:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
@@ -2847,11 +2849,11 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
   wire \$89 ;
   wire \$9 ;
   wire \$90 ;
-  wire [13:0] \$91 ;
-  wire [11:0] \$92 ;
-  wire [13:0] \$93 ;
-  wire \$94 ;
-  wire \$95 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire [13:0] \$94 ;
+  wire [11:0] \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
@@ -3022,32 +3024,34 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
   assign \$88  = in_acc_in & drop;
   assign \$89  = in_idle | \$88 ;
   assign \$90  = i_event__payload[1:0] == 1'h1;
-  assign \$92  = \$1 [10:0] + 1'h1;
-  assign \$93  = \$90  ? \$91  : { 2'h0, \$92  };
-  assign \$95  = i_event__payload[1:0] == 1'h1;
-  assign \$96  = event_taken & \$95 ;
-  assign \$98  = i_event__payload[1:0] == 2'h2;
-  assign \$99  = event_taken & \$98 ;
+  assign \$91  = \$89  & \$90 ;
+  assign \$92  = in_acc_in & drop;
+  assign \$93  = in_idle | \$92 ;
+  assign \$95  = \$1 [10:0] + 1'h1;
+  assign \$97  = i_event__payload[1:0] == 1'h1;
+  assign \$98  = event_taken & \$97 ;
+  assign \$100  = i_event__payload[1:0] == 2'h2;
+  assign \$101  = event_taken & \$100 ;
   always @(posedge clk)
-    drop <= \$101 ;
+    drop <= \$103 ;
   always @(posedge clk)
-    fsm_state <= \$102 ;
+    fsm_state <= \$104 ;
   always @(posedge clk)
-    in_idle <= \$103 ;
+    in_idle <= \$105 ;
   always @(posedge clk)
-    in_acc_in <= \$104 ;
+    in_acc_in <= \$106 ;
   always @(posedge clk)
-    readout__run <= \$105 ;
+    readout__run <= \$107 ;
   always @(posedge clk)
-    j <= \$106 ;
+    j <= \$108 ;
   always @(posedge clk)
-    j_nonzero <= \$107 ;
+    j_nonzero <= \$109 ;
   always @(posedge clk)
-    waddr <= \$108 ;
+    waddr <= \$110 ;
   always @(posedge clk)
-    drain <= \$109 ;
+    drain <= \$111 ;
   always @(posedge clk)
-    run__count <= \$110 ;
+    run__count <= \$112 ;
   \neurofptt_core.sequencer.inputs  inputs (
     .add(add),
     .clear(clear),
@@ -3285,287 +3289,107 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$101  = 1'h0;
+    \$103  = 1'h0;
     if (take_spike) begin
-      \$101  = seen;
+      \$103  = seen;
     end
-    if (rst) begin
-      \$101  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$102  = fsm_state;
-    casez (fsm_state)
-      4'h0:
-        begin
-          if (take_spike) begin
-            \$102  = 4'h1;
-          end
-          if (\$33 ) begin
-            \$102  = 4'h2;
-            if (\$34 ) begin
-              \$102  = 4'h3;
-            end
-          end
-          if (\$36 ) begin
-            \$102  = 4'h4;
-          end
-        end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (drop) begin
-            \$102  = 4'h0;
-            if (take_spike) begin
-              \$102  = 4'h1;
-            end
-            if (\$39 ) begin
-              \$102  = 4'h2;
-              if (\$40 ) begin
-                \$102  = 4'h3;
-              end
-            end
-            if (\$42 ) begin
-              \$102  = 4'h4;
-            end
-          end else begin
-            if (\$44 ) begin
-              \$102  = 4'h0;
-            end
-          end
-      4'h3:
-          if (\$49 ) begin
-            if (\$52 ) begin
-              \$102  = 4'h2;
-            end
-          end
-      4'h2:
-          if (\$57 ) begin
-            if (\$58 ) begin
-              \$102  = 4'h5;
-            end
-          end
-      4'h5:
-          if (\$63 ) begin
-            \$102  = 4'h6;
-          end
-      4'h6:
-          \$102  = 4'h7;
-      4'h7:
-          if (\$65 ) begin
-            (* full_case = 32'd1 *)
-            if (\$69 ) begin
-              \$102  = 4'h8;
-            end else begin
-              \$102  = 4'h9;
-            end
-          end
-      4'h8:
-          if (\$71 ) begin
-            if (\$76 ) begin
-              \$102  = 4'h9;
-            end
-          end
-      4'h9:
-          if (\$81 ) begin
-            \$102  = 4'ha;
-          end
-      4'ha:
-          if (readout__done) begin
-            \$102  = 4'h0;
-          end
-      4'h4:
-          if (\$83 ) begin
-            \$102  = 4'h0;
-          end
-    endcase
-    if (rst) begin
-      \$102  = 4'h4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$103  = in_idle;
-    casez (fsm_state)
-      4'h0:
-        begin
-          if (take_spike) begin
-            \$103  = 1'h0;
-          end
-          if (\$33 ) begin
-            \$103  = 1'h0;
-            if (\$34 ) begin
-              \$103  = 1'h0;
-            end
-          end
-          if (\$36 ) begin
-            \$103  = 1'h0;
-          end
-        end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (drop) begin
-            \$103  = 1'h1;
-            if (take_spike) begin
-              \$103  = 1'h0;
-            end
-            if (\$39 ) begin
-              \$103  = 1'h0;
-              if (\$40 ) begin
-                \$103  = 1'h0;
-              end
-            end
-            if (\$42 ) begin
-              \$103  = 1'h0;
-            end
-          end else begin
-            if (\$44 ) begin
-              \$103  = 1'h1;
-            end
-          end
-      4'h3:
-          if (\$49 ) begin
-            if (\$52 ) begin
-              \$103  = 1'h0;
-            end
-          end
-      4'h2:
-          if (\$57 ) begin
-            if (\$58 ) begin
-              \$103  = 1'h0;
-            end
-          end
-      4'h5:
-          if (\$63 ) begin
-            \$103  = 1'h0;
-          end
-      4'h6:
-          \$103  = 1'h0;
-      4'h7:
-          if (\$65 ) begin
-            (* full_case = 32'd1 *)
-            if (\$69 ) begin
-              \$103  = 1'h0;
-            end else begin
-              \$103  = 1'h0;
-            end
-          end
-      4'h8:
-          if (\$71 ) begin
-            if (\$76 ) begin
-              \$103  = 1'h0;
-            end
-          end
-      4'h9:
-          if (\$81 ) begin
-            \$103  = 1'h0;
-          end
-      4'ha:
-          if (readout__done) begin
-            \$103  = 1'h1;
-          end
-      4'h4:
-          if (\$83 ) begin
-            \$103  = 1'h1;
-          end
-    endcase
     if (rst) begin
       \$103  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$104  = in_acc_in;
+    \$104  = fsm_state;
     casez (fsm_state)
       4'h0:
         begin
           if (take_spike) begin
-            \$104  = 1'h1;
+            \$104  = 4'h1;
           end
           if (\$33 ) begin
-            \$104  = 1'h0;
+            \$104  = 4'h2;
             if (\$34 ) begin
-              \$104  = 1'h0;
+              \$104  = 4'h3;
             end
           end
           if (\$36 ) begin
-            \$104  = 1'h0;
+            \$104  = 4'h4;
           end
         end
       4'h1:
           (* full_case = 32'd1 *)
           if (drop) begin
-            \$104  = 1'h0;
+            \$104  = 4'h0;
             if (take_spike) begin
-              \$104  = 1'h1;
+              \$104  = 4'h1;
             end
             if (\$39 ) begin
-              \$104  = 1'h0;
+              \$104  = 4'h2;
               if (\$40 ) begin
-                \$104  = 1'h0;
+                \$104  = 4'h3;
               end
             end
             if (\$42 ) begin
-              \$104  = 1'h0;
+              \$104  = 4'h4;
             end
           end else begin
             if (\$44 ) begin
-              \$104  = 1'h0;
+              \$104  = 4'h0;
             end
           end
       4'h3:
           if (\$49 ) begin
             if (\$52 ) begin
-              \$104  = 1'h0;
+              \$104  = 4'h2;
             end
           end
       4'h2:
           if (\$57 ) begin
             if (\$58 ) begin
-              \$104  = 1'h0;
+              \$104  = 4'h5;
             end
           end
       4'h5:
           if (\$63 ) begin
-            \$104  = 1'h0;
+            \$104  = 4'h6;
           end
       4'h6:
-          \$104  = 1'h0;
+          \$104  = 4'h7;
       4'h7:
           if (\$65 ) begin
             (* full_case = 32'd1 *)
             if (\$69 ) begin
-              \$104  = 1'h0;
+              \$104  = 4'h8;
             end else begin
-              \$104  = 1'h0;
+              \$104  = 4'h9;
             end
           end
       4'h8:
           if (\$71 ) begin
             if (\$76 ) begin
-              \$104  = 1'h0;
+              \$104  = 4'h9;
             end
           end
       4'h9:
           if (\$81 ) begin
-            \$104  = 1'h0;
+            \$104  = 4'ha;
           end
       4'ha:
           if (readout__done) begin
-            \$104  = 1'h0;
+            \$104  = 4'h0;
           end
       4'h4:
           if (\$83 ) begin
-            \$104  = 1'h0;
+            \$104  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$104  = 1'h0;
+      \$104  = 4'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$105  = readout__run;
+    \$105  = in_idle;
     casez (fsm_state)
       4'h0:
         begin
@@ -3585,7 +3409,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
       4'h1:
           (* full_case = 32'd1 *)
           if (drop) begin
-            \$105  = 1'h0;
+            \$105  = 1'h1;
             if (take_spike) begin
               \$105  = 1'h0;
             end
@@ -3600,7 +3424,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
             end
           end else begin
             if (\$44 ) begin
-              \$105  = 1'h0;
+              \$105  = 1'h1;
             end
           end
       4'h3:
@@ -3638,15 +3462,15 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
           end
       4'h9:
           if (\$81 ) begin
-            \$105  = 1'h1;
+            \$105  = 1'h0;
           end
       4'ha:
           if (readout__done) begin
-            \$105  = 1'h0;
+            \$105  = 1'h1;
           end
       4'h4:
           if (\$83 ) begin
-            \$105  = 1'h0;
+            \$105  = 1'h1;
           end
     endcase
     if (rst) begin
@@ -3655,151 +3479,331 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$106  = j;
+    \$106  = in_acc_in;
     casez (fsm_state)
       4'h0:
-          /* empty */;
+        begin
+          if (take_spike) begin
+            \$106  = 1'h1;
+          end
+          if (\$33 ) begin
+            \$106  = 1'h0;
+            if (\$34 ) begin
+              \$106  = 1'h0;
+            end
+          end
+          if (\$36 ) begin
+            \$106  = 1'h0;
+          end
+        end
       4'h1:
           (* full_case = 32'd1 *)
           if (drop) begin
-            \$106  = 5'h00;
+            \$106  = 1'h0;
+            if (take_spike) begin
+              \$106  = 1'h1;
+            end
+            if (\$39 ) begin
+              \$106  = 1'h0;
+              if (\$40 ) begin
+                \$106  = 1'h0;
+              end
+            end
+            if (\$42 ) begin
+              \$106  = 1'h0;
+            end
           end else begin
-            (* full_case = 32'd1 *)
             if (\$44 ) begin
-              \$106  = 5'h00;
-            end else begin
-              \$106  = \$46 [4:0];
+              \$106  = 1'h0;
             end
           end
       4'h3:
-          (* full_case = 32'd1 *)
           if (\$49 ) begin
-            \$106  = 5'h00;
-          end else begin
-            \$106  = \$53 [4:0];
+            if (\$52 ) begin
+              \$106  = 1'h0;
+            end
           end
       4'h2:
           if (\$57 ) begin
-            (* full_case = 32'd1 *)
             if (\$58 ) begin
-              \$106  = 5'h00;
-            end else begin
-              \$106  = \$60 [4:0];
+              \$106  = 1'h0;
             end
           end
       4'h5:
-          /* empty */;
+          if (\$63 ) begin
+            \$106  = 1'h0;
+          end
       4'h6:
-          /* empty */;
+          \$106  = 1'h0;
       4'h7:
-          /* empty */;
+          if (\$65 ) begin
+            (* full_case = 32'd1 *)
+            if (\$69 ) begin
+              \$106  = 1'h0;
+            end else begin
+              \$106  = 1'h0;
+            end
+          end
       4'h8:
-          (* full_case = 32'd1 *)
           if (\$71 ) begin
-            \$106  = 5'h00;
-          end else begin
-            \$106  = \$77 [4:0];
+            if (\$76 ) begin
+              \$106  = 1'h0;
+            end
           end
       4'h9:
-          /* empty */;
+          if (\$81 ) begin
+            \$106  = 1'h0;
+          end
       4'ha:
-          /* empty */;
+          if (readout__done) begin
+            \$106  = 1'h0;
+          end
       4'h4:
-          (* full_case = 32'd1 *)
           if (\$83 ) begin
-            \$106  = 5'h00;
-          end else begin
-            \$106  = \$85 [4:0];
+            \$106  = 1'h0;
           end
     endcase
-    if (take_spike) begin
-      \$106  = 5'h01;
-    end
-    if (\$96 ) begin
-      \$106  = 5'h00;
-    end
-    if (\$99 ) begin
-      \$106  = 5'h00;
-    end
     if (rst) begin
-      \$106  = 5'h00;
+      \$106  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$107  = j_nonzero;
+    \$107  = readout__run;
     casez (fsm_state)
       4'h0:
-          /* empty */;
+        begin
+          if (take_spike) begin
+            \$107  = 1'h0;
+          end
+          if (\$33 ) begin
+            \$107  = 1'h0;
+            if (\$34 ) begin
+              \$107  = 1'h0;
+            end
+          end
+          if (\$36 ) begin
+            \$107  = 1'h0;
+          end
+        end
       4'h1:
           (* full_case = 32'd1 *)
           if (drop) begin
-            \$107  = \$37 ;
+            \$107  = 1'h0;
+            if (take_spike) begin
+              \$107  = 1'h0;
+            end
+            if (\$39 ) begin
+              \$107  = 1'h0;
+              if (\$40 ) begin
+                \$107  = 1'h0;
+              end
+            end
+            if (\$42 ) begin
+              \$107  = 1'h0;
+            end
           end else begin
-            (* full_case = 32'd1 *)
             if (\$44 ) begin
-              \$107  = \$45 ;
-            end else begin
-              \$107  = \$48 ;
+              \$107  = 1'h0;
             end
           end
       4'h3:
-          (* full_case = 32'd1 *)
           if (\$49 ) begin
-            \$107  = \$50 ;
-          end else begin
-            \$107  = \$55 ;
+            if (\$52 ) begin
+              \$107  = 1'h0;
+            end
           end
       4'h2:
           if (\$57 ) begin
-            (* full_case = 32'd1 *)
             if (\$58 ) begin
-              \$107  = \$59 ;
-            end else begin
-              \$107  = \$62 ;
+              \$107  = 1'h0;
             end
           end
       4'h5:
-          /* empty */;
+          if (\$63 ) begin
+            \$107  = 1'h0;
+          end
       4'h6:
-          /* empty */;
+          \$107  = 1'h0;
       4'h7:
-          /* empty */;
+          if (\$65 ) begin
+            (* full_case = 32'd1 *)
+            if (\$69 ) begin
+              \$107  = 1'h0;
+            end else begin
+              \$107  = 1'h0;
+            end
+          end
       4'h8:
-          (* full_case = 32'd1 *)
           if (\$71 ) begin
-            \$107  = \$72 ;
-          end else begin
-            \$107  = \$79 ;
+            if (\$76 ) begin
+              \$107  = 1'h0;
+            end
           end
       4'h9:
-          /* empty */;
+          if (\$81 ) begin
+            \$107  = 1'h1;
+          end
       4'ha:
-          /* empty */;
+          if (readout__done) begin
+            \$107  = 1'h0;
+          end
       4'h4:
-          (* full_case = 32'd1 *)
           if (\$83 ) begin
-            \$107  = \$84 ;
-          end else begin
-            \$107  = \$87 ;
+            \$107  = 1'h0;
           end
     endcase
-    if (take_spike) begin
-      \$107  = \$94 ;
-    end
-    if (\$96 ) begin
-      \$107  = \$97 ;
-    end
-    if (\$99 ) begin
-      \$107  = \$100 ;
-    end
     if (rst) begin
       \$107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$108  = waddr;
+    \$108  = j;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            \$108  = 5'h00;
+          end else begin
+            (* full_case = 32'd1 *)
+            if (\$44 ) begin
+              \$108  = 5'h00;
+            end else begin
+              \$108  = \$46 [4:0];
+            end
+          end
+      4'h3:
+          (* full_case = 32'd1 *)
+          if (\$49 ) begin
+            \$108  = 5'h00;
+          end else begin
+            \$108  = \$53 [4:0];
+          end
+      4'h2:
+          if (\$57 ) begin
+            (* full_case = 32'd1 *)
+            if (\$58 ) begin
+              \$108  = 5'h00;
+            end else begin
+              \$108  = \$60 [4:0];
+            end
+          end
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          (* full_case = 32'd1 *)
+          if (\$71 ) begin
+            \$108  = 5'h00;
+          end else begin
+            \$108  = \$77 [4:0];
+          end
+      4'h9:
+          /* empty */;
+      4'ha:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$83 ) begin
+            \$108  = 5'h00;
+          end else begin
+            \$108  = \$85 [4:0];
+          end
+    endcase
+    if (take_spike) begin
+      \$108  = 5'h01;
+    end
+    if (\$98 ) begin
+      \$108  = 5'h00;
+    end
+    if (\$101 ) begin
+      \$108  = 5'h00;
+    end
+    if (rst) begin
+      \$108  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$109  = j_nonzero;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            \$109  = \$37 ;
+          end else begin
+            (* full_case = 32'd1 *)
+            if (\$44 ) begin
+              \$109  = \$45 ;
+            end else begin
+              \$109  = \$48 ;
+            end
+          end
+      4'h3:
+          (* full_case = 32'd1 *)
+          if (\$49 ) begin
+            \$109  = \$50 ;
+          end else begin
+            \$109  = \$55 ;
+          end
+      4'h2:
+          if (\$57 ) begin
+            (* full_case = 32'd1 *)
+            if (\$58 ) begin
+              \$109  = \$59 ;
+            end else begin
+              \$109  = \$62 ;
+            end
+          end
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          (* full_case = 32'd1 *)
+          if (\$71 ) begin
+            \$109  = \$72 ;
+          end else begin
+            \$109  = \$79 ;
+          end
+      4'h9:
+          /* empty */;
+      4'ha:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$83 ) begin
+            \$109  = \$84 ;
+          end else begin
+            \$109  = \$87 ;
+          end
+    endcase
+    if (take_spike) begin
+      \$109  = \$96 ;
+    end
+    if (\$98 ) begin
+      \$109  = \$99 ;
+    end
+    if (\$101 ) begin
+      \$109  = \$102 ;
+    end
+    if (rst) begin
+      \$109  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$110  = waddr;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3807,14 +3811,14 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
           (* full_case = 32'd1 *)
           if (drop) begin
           end else begin
-            \$108  = \$43 [12:0];
+            \$110  = \$43 [12:0];
           end
       4'h3:
           (* full_case = 32'd1 *)
           if (\$49 ) begin
-            \$108  = \$51 [12:0];
+            \$110  = \$51 [12:0];
           end else begin
-            \$108  = \$56 [12:0];
+            \$110  = \$56 [12:0];
           end
       4'h2:
           /* empty */;
@@ -3824,26 +3828,28 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
           /* empty */;
       4'h7:
           if (\$65 ) begin
-            \$108  = { 4'h0, \$68  };
+            \$110  = { 4'h0, \$68  };
           end
       4'h8:
           (* full_case = 32'd1 *)
           if (\$71 ) begin
-            \$108  = { 4'h0, \$75  };
+            \$110  = { 4'h0, \$75  };
           end else begin
-            \$108  = \$80 [12:0];
+            \$110  = \$80 [12:0];
           end
     endcase
-    if (\$89 ) begin
-      \$108  = \$93 [12:0];
+    if (\$91 ) begin
+      \$110  = \$94 [12:0];
+    end else if (\$93 ) begin
+      \$110  = { 1'h0, \$95  };
     end
     if (rst) begin
-      \$108  = 13'h0000;
+      \$110  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$109  = drain;
+    \$111  = drain;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3856,36 +3862,36 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
       4'h5:
           (* full_case = 32'd1 *)
           if (\$63 ) begin
-            \$109  = 2'h0;
+            \$111  = 2'h0;
           end else begin
-            \$109  = \$64 [1:0];
+            \$111  = \$64 [1:0];
           end
       4'h6:
           /* empty */;
       4'h7:
           (* full_case = 32'd1 *)
           if (\$65 ) begin
-            \$109  = 2'h0;
+            \$111  = 2'h0;
           end else begin
-            \$109  = \$70 [1:0];
+            \$111  = \$70 [1:0];
           end
       4'h8:
           /* empty */;
       4'h9:
           (* full_case = 32'd1 *)
           if (\$81 ) begin
-            \$109  = 2'h0;
+            \$111  = 2'h0;
           end else begin
-            \$109  = \$82 [1:0];
+            \$111  = \$82 [1:0];
           end
     endcase
     if (rst) begin
-      \$109  = 2'h0;
+      \$111  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$110  = run__count;
+    \$112  = run__count;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3898,13 +3904,13 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
       4'h5:
           /* empty */;
       4'h6:
-          \$110  = spike_count;
+          \$112  = spike_count;
     endcase
-    if (\$99 ) begin
-      \$110  = 6'h00;
+    if (\$101 ) begin
+      \$112  = 6'h00;
     end
     if (rst) begin
-      \$110  = 6'h00;
+      \$112  = 6'h00;
     end
   end
   assign n_prev = run__count;
@@ -3931,10 +3937,10 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
   assign \$73  = { 1'h0, run__index };
   assign \$74  = { run__index, 1'h0 };
   assign \$84  = 1'h0;
-  assign \$91  = { 2'h0, run__index, 5'h00 };
-  assign \$94  = 1'h1;
-  assign \$97  = 1'h0;
-  assign \$100  = 1'h0;
+  assign \$94  = { 2'h0, run__index, 5'h00 };
+  assign \$96  = 1'h1;
+  assign \$99  = 1'h0;
+  assign \$102  = 1'h0;
 endmodule
 
 (* generator = "Amaranth" *)

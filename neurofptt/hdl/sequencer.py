@@ -377,9 +377,10 @@ class Sequencer(wiring.Component):
         # of the list's first spike for a STEP, whether or not the event is taken: nothing read
         # at ``waddr`` in IDLE is used (j = 0: ``w_in`` is read at the event's own address), so
         # only a taken event's value matters, and the handshake is not in front of the register
-        with m.If(idle):
-            step_start = times(self.run.index, rows)
-            m.d.sync += waddr.eq(Mux(kind == EventKind.STEP, step_start, in_start + 1))
+        with m.If(idle & (kind == EventKind.STEP)):
+            m.d.sync += waddr.eq(times(self.run.index, rows))
+        with m.Elif(idle):
+            m.d.sync += waddr.eq(in_start + 1)
         with m.If(spike):
             self._issue(m, RowOp.ACC_IN, 0)
             m.d.comb += inputs.add.eq(1)

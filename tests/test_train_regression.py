@@ -60,36 +60,26 @@ def test_train_fits_a_regression_task_and_records_its_mse(tmp_path: Path, capsys
     assert not (out / "quantized.npz").exists()
 
 
-def test_the_flow_refuses_a_regression_task_before_training(
-    tmp_path: Path, capsys, monkeypatch
+@pytest.mark.parametrize(
+    ("module", "options"),
+    [(flow_run, []), (onchip, ["--learning", "eprop"])],
+    ids=["flow", "learning"],
+)
+def test_the_flows_refuse_a_regression_task_before_training(
+    module, options: list[str], tmp_path: Path, capsys, monkeypatch
 ) -> None:
     def must_not_train(*args, **kwargs) -> dict:
         raise AssertionError("the flow trained a task the hardware cannot run")
 
-    monkeypatch.setattr(flow_run, "stage_train", must_not_train)
+    monkeypatch.setattr(module, "stage_train", must_not_train)
     config, out = tmp_path / "flow.toml", tmp_path / "flow"
     config.write_text('[flow]\ntask = "adding"\n')
-    assert main(["flow", "--config", str(config), "--out", str(out), "--no-progress"]) == 2
+    argv = ["flow", *options, "--config", str(config), "--out", str(out), "--no-progress"]
+    assert main(argv) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: task 'adding' has 'regression' targets")
     assert "hardware" in line and "'neurofptt train'" in line
     assert not out.exists()  # refused before anything was written
-
-
-def test_the_learning_flow_refuses_a_regression_task_before_training(
-    tmp_path: Path, capsys, monkeypatch
-) -> None:
-    def must_not_train(*args, **kwargs) -> dict:
-        raise AssertionError("the learning flow trained a task the chip cannot learn")
-
-    monkeypatch.setattr(onchip, "stage_train", must_not_train)
-    config, out = tmp_path / "flow.toml", tmp_path / "flow"
-    config.write_text('[flow]\ntask = "adding"\n')
-    argv = ["flow", "--learning", "eprop", "--config", str(config), "--out", str(out)]
-    assert main([*argv, "--no-progress"]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("error: task 'adding' has 'regression' targets")
-    assert not out.exists()
 
 
 def test_tune_picks_the_point_of_the_lowest_validation_mse(tmp_path: Path, monkeypatch) -> None:

@@ -92,9 +92,11 @@ def test_learning_flow_verifies_a_whole_epoch_under_verilator() -> None:
     assert learning_flow_samples(0, "icarus") == LEARNING_VERIFY_SAMPLES
     assert learning_flow_samples(16, "icarus") == LEARNING_VERIFY_SAMPLES
     assert learning_flow_samples(3, "icarus") == 3
-    # under Icarus the budget is eight updates: one trial of fifteen labelled steps, two of four
+    # under Icarus the budget is eight updates in whole samples: one trial of fifteen labelled
+    # steps, two of four or of five
     assert learning_flow_samples(0, "icarus", 15.0) == 1
     assert learning_flow_samples(5, "icarus", 4.0) == 2
+    assert learning_flow_samples(0, "icarus", 5.0) == 2
     assert learning_flow_samples(0, "verilator", 15.0) == 0
 
 

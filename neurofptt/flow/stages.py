@@ -360,12 +360,13 @@ def learning_flow_samples(rtl_samples: int, simulator: str, updates_per_sample: 
     """The training samples the learning flow verifies in the RTL (0: all of them, a whole
     epoch of updates) for ``flow.rtl_samples`` and ``flow.simulator``: under Verilator
     ``rtl_samples`` itself; under Icarus, which simulates a learning run about 20 times slower
-    and pays a weight read-back per update (``docs/performance.md`` has the times), the samples
-    of at most :data:`LEARNING_VERIFY_SAMPLES` updates, at least one sample: eight digits, or
-    one trial of a task with fifteen labelled steps (``updates_per_sample``)."""
+    and pays a weight read-back per update (``docs/performance.md`` has the times), the fewest
+    whole samples of at least :data:`LEARNING_VERIFY_SAMPLES` updates: eight digits, two
+    samples of five supervised steps, one trial of a task with fifteen labelled steps
+    (``updates_per_sample``)."""
     if simulator == "verilator":
         return rtl_samples
-    cap = max(1, LEARNING_VERIFY_SAMPLES // max(1, math.ceil(updates_per_sample)))
+    cap = max(1, math.ceil(LEARNING_VERIFY_SAMPLES / max(1.0, updates_per_sample)))
     return min(rtl_samples or cap, cap)
 
 

@@ -45,8 +45,9 @@ from neurofptt.tasks.base import validation_indices, with_validation
 ROOT = Path(__file__).resolve().parents[1]
 INTERRUPTED = "interrupted; resume with --resume"
 
-# Four epochs of a 16-neuron network on the digits: long enough that a signal sent after the
-# first epoch lands while training runs, short enough to resume in seconds.
+# Four epochs of a 16-neuron network on the digits in batches of 32: long enough that a signal
+# sent after the first epoch lands while training runs, even when the test waits on a busy
+# machine, short enough to resume in seconds.
 TINY = """
 [hardware]
 n_in = 32
@@ -55,7 +56,7 @@ n_out = 10
 
 [train]
 epochs = {epochs}
-batch_size = 128
+batch_size = 32
 qat_epochs = 1
 
 [flow]
@@ -73,7 +74,7 @@ n_out = 10
 
 [base.train]
 epochs = 3
-batch_size = 128
+batch_size = 32
 qat_epochs = 1
 
 [grid]

@@ -2,15 +2,15 @@
 weights after each batch (Polyak averaging), over a horizon counted in epochs.
 
 Why.  A rule that updates at every step moves the weights ``T`` times per batch, and at the rates
-that learn quickly the weights after one batch and after the next can be different networks:
-on ``cue-accumulation-short`` (225 steps, FPTT, the first epochs of the cosine schedule) the
-validation accuracy of the weights after consecutive batches of one epoch jumps between 0.54 and
-0.90.  The network at an epoch's end is then a draw from that noise, and the validation accuracy
-swings by up to 0.36 from one epoch to the next even after the run has learned the task.  The
-mean of the recent iterates keeps where they are heading and averages the noise away (Polyak and
-Juditsky, 1992); the same runs averaged over half an epoch swing by at most 0.06 and learn the
-task sooner.  Training itself is unchanged: the rule and its optimizer go on from the weights
-they made, only what is scored and kept is the average.
+that learn quickly the weights after one batch and after the next can be different networks
+(on ``cue-accumulation-short`` with FPTT, in the first epochs of the cosine schedule, the
+validation accuracy of consecutive batches' weights jumps by up to 0.4).  The network at an
+epoch's end is then a draw from that noise, and the validation accuracy swings from one epoch
+to the next even after the run has learned the task.  The mean of the recent iterates keeps
+where they are heading and averages the noise away (Polyak and Juditsky, 1992); the
+measurements are in ``docs/results-float-learning.md``.  Training itself is unchanged: the rule
+and its optimizer go on from the weights they made, only what is scored and kept is the
+average.
 
 The horizon is in epochs, not batches, so that it means the same on a task of 10 batches and of
 10,000: ``decay = 1 - 1 / (horizon * batches_per_epoch)``.  A horizon of one batch or less keeps

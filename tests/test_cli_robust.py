@@ -81,10 +81,12 @@ qat_epochs = 1
 "train.seed" = [0, 1]
 """
 
-# a subprocess running the CLI with one torch thread (the machine's cores are shared)
+# a subprocess running the CLI with one torch thread (the machine's cores are shared) and
+# Python's own SIGINT handling, as a command started from a terminal has it: a child inherits an
+# ignored SIGINT from its parent, and a test earlier in the same pytest worker may leave one
 LAUNCH = (
-    "import sys, torch; torch.set_num_threads(1); from neurofptt.cli import main; "
-    "sys.exit(main(sys.argv[1:]))"
+    "import signal, sys, torch; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "torch.set_num_threads(1); from neurofptt.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 
 

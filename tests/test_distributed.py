@@ -130,3 +130,29 @@ def test_ranks_out_of_step_are_caught(tmp_path: Path) -> None:
     )
     assert Path(f"{result}.0").read_text() == "in step"
     assert "rank 1 holds another w than rank 0" in Path(f"{result}.1").read_text()
+
+
+RANK_SCRIPT = """
+import glob, sys, torch
+from neurofptt.learning.distributed import start, stop
+assert "torch._dynamo" not in sys.modules  # else the test would pass whatever start does
+start(torch.device("cpu"))
+torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])  # imports torch._dynamo
+stop()
+print("threads:", sorted(open(p).read().strip() for p in glob.glob("/proc/self/task/*/comm")))
+"""
+
+
+@pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun is not installed with torch")
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through /proc")
+def test_leaving_the_group_ends_its_threads(tmp_path: Path) -> None:
+    """After :func:`stop` no gloo thread is left, though the first optimizer imported
+    ``torch._dynamo`` after the group was made: a rank that exits with them running while its
+    peer still works is aborted (signal 6)."""
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    command = [str(TORCHRUN), "--nproc-per-node=2", "--standalone", str(script)]
+    done = subprocess.run(command, capture_output=True, text=True, env=LAUNCH_ENV, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("threads:")]
+    assert len(lines) == 2 and not any("gloo" in line for line in lines), lines

@@ -126,12 +126,17 @@ def measure(
     }
 
 
+#: characters of a failed benchmark process's error output that its error keeps
+ERROR_TAIL = 8000
+
+
 def run_json(cmd: list[str], env: dict[str, str], what: str) -> dict[str, Any]:
     """Run ``cmd`` (a fresh process) and return the JSON record on the last line of its output;
-    a failure is a :class:`~neurofptt.errors.ConfigError` naming ``what`` failed."""
+    a failure is a :class:`~neurofptt.errors.ConfigError` naming ``what`` failed, with the end
+    of its error output (long enough to hold a failed rank's own report above ``torchrun``'s)."""
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
-        raise ConfigError(f"{what} failed:\n{proc.stderr.strip()[-2000:]}")
+        raise ConfigError(f"{what} failed:\n{proc.stderr.strip()[-ERROR_TAIL:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -25,6 +25,8 @@ every function is the identity of one process.
 
 from __future__ import annotations
 
+import faulthandler
+import importlib
 import os
 from collections.abc import Iterable
 
@@ -61,9 +63,18 @@ def start(device: torch.device) -> torch.device:
     """Join the process group ``torchrun`` describes in the environment (``WORLD_SIZE``,
     ``RANK``, ``MASTER_ADDR``...), with NCCL for CUDA and gloo otherwise, and return the device
     this rank trains on: ``device``, or for CUDA the machine's ``LOCAL_RANK``-th GPU.  Without
-    ``torchrun`` it joins nothing and returns ``device``."""
+    ``torchrun`` it joins nothing and returns ``device``.
+
+    ``torch._dynamo`` is imported before the group is made.  Imported after it (as the first
+    optimizer does), it keeps the group alive past :func:`stop`, and with it gloo's threads; a
+    rank that then exits while another still runs is aborted by the C++ runtime ("terminate
+    called without an active exception", signal 6).  A rank that a signal ends nonetheless
+    prints the Python stack of every thread first (:mod:`faulthandler`): ``torchrun`` reports
+    only the signal, and the other ranks only that they were stopped."""
     if not launched():
         return device
+    faulthandler.enable()
+    importlib.import_module("torch._dynamo")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():

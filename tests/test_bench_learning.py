@@ -1,5 +1,5 @@
-"""``python -m neurofptt.bench.learning``: on-chip learning from scratch at the derived rate, the
-record of one point and the summary over seeds."""
+"""``python -m neurofptt.bench.learning``: on-chip learning at the derived rate, from scratch or
+from the float network, the record of one point and the summary over seeds."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from neurofptt.bench import learning
+from neurofptt.learning.trainer import TrainConfig
 
 torch.set_num_threads(1)
 
@@ -25,11 +26,14 @@ def test_a_point_records_the_derived_rate_and_the_picked_epoch() -> None:
 
 
 def test_the_summary_gives_mean_spread_and_worst_per_task_rule_and_tuning() -> None:
-    def record(rule: str, seed: int, accuracy: float, tuned: bool = False) -> dict:
+    def record(
+        rule: str, seed: int, accuracy: float, tuned: bool = False, start: str = "scratch"
+    ) -> dict:
         return {
             "task": "digits",
             "rule": rule,
             "seed": seed,
+            "start": start,
             "tuned": tuned,
             "forced_offset": None,
             "test_accuracy": accuracy,
@@ -38,11 +42,13 @@ def test_the_summary_gives_mean_spread_and_worst_per_task_rule_and_tuning() -> N
 
     records = [record("eprop", 0, 0.9), record("eprop", 1, 0.8), record("fptt", 0, 0.7)]
     records.append(record("eprop", 0, 0.95, tuned=True))
+    records.append(record("eprop", 0, 0.91, start="float"))
     summary = learning.summarize(records)
-    assert [(row["rule"], row["tuned"]) for row in summary] == [
-        ("eprop", False),
-        ("fptt", False),
-        ("eprop", True),
+    assert [(row["rule"], row["start"], row["tuned"]) for row in summary] == [
+        ("eprop", "scratch", False),
+        ("fptt", "scratch", False),
+        ("eprop", "scratch", True),
+        ("eprop", "float", False),
     ]
     eprop = summary[0]
     assert eprop["mean"] == pytest.approx(0.85) and eprop["worst"] == 0.8
@@ -81,3 +87,22 @@ def test_a_gain_changes_the_start_and_is_recorded(monkeypatch) -> None:
     hw = learning.task_hardware("cue-accumulation-short", "eprop")
     assert spreads == [learning.fan_in_spreads(hw, 1.0), learning.fan_in_spreads(hw)]
     assert spreads[0] != spreads[1] and record["start_gain"] == 1.0
+
+
+def test_a_point_from_the_float_network_adapts_it_at_the_lower_rate() -> None:
+    """``--start float``: the rule trained in float, quantized, then learned on chip from there
+    with the error shift raised for a trained start (``flow.onchip.finetune_offset``)."""
+    record = learning.bench_point("digits", "eprop", 0, 1, start="float")
+    assert record["start"] == "float" and record["rate"]["derived_offset"] == 0
+    assert record["error_shift_offset"] == TrainConfig().onchip_finetune_shift
+    # the start is the float network quantized: a trained network, not a random one
+    assert record["quantized_accuracy"] > 0.5
+    assert abs(record["quantized_accuracy"] - record["float_accuracy"]) < 0.05
+    assert len(record["history"]) == 1 and 0 <= record["test_accuracy"] <= 1
+
+
+def test_the_float_start_refuses_the_scratch_options(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        learning._main(["--start", "float", "--samples", "6"])
+    assert exit_info.value.code == 2
+    assert "--start float" in capsys.readouterr().err

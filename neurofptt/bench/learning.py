@@ -1,4 +1,4 @@
-"""Accuracy of on-chip learning from scratch at the host's derived rate, over seeds, per task
+"""Accuracy of on-chip learning at the host's derived rate, over seeds, per task
 and rule, with and without tuning: ``python -m neurofptt.bench.learning`` prints JSON.
 
 Each point learns a task in the golden model from the fan-in random start
@@ -14,6 +14,9 @@ validation and test splits keep their sizes) so that long tasks fit a budget.  `
 at that error shift offset instead of the derived one (0: the chip's rates as they are, what the
 host sent before the rate was derived), for comparison.  ``gain`` starts from
 :func:`~neurofptt.onchip.fan_in_spreads` at that gain instead of its default, for comparison.
+``--start float`` learns from the float network instead, as the learning flow does: the rule
+trained in float for as many epochs, quantized, then adapted on chip at the lower rates for a
+trained start (:func:`from_float`).
 """
 
 from __future__ import annotations
@@ -22,19 +25,23 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from neurofptt.bench.threads import conditions
 from neurofptt.flow.config import VAL_FRACTION, FlowConfig
-from neurofptt.flow.onchip import onchip_hardware
+from neurofptt.flow.onchip import onchip_hardware, rule_float_config, stage_train_onchip
 from neurofptt.flow.onchip_train import halving_period, train_onchip
 from neurofptt.flow.onchip_tune import learn_at_task_rate
+from neurofptt.flow.stages import QUANTIZED, stage_quantize, stage_train
 from neurofptt.learning.objectives import higher_is_better, metric_name
 from neurofptt.learning.threads import set_threads
 from neurofptt.learning.trainer import TrainConfig
 from neurofptt.onchip import fan_in_spreads, random_network
 from neurofptt.quant.config import HardwareConfig
+from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.tasks import load_task
 
 #: the core of each task: the default hardware with the task's inputs and classes; the leaks come
@@ -47,6 +54,8 @@ TASK_HARDWARE: dict[str, dict[str, int]] = {
     "cue-accumulation": {"n_in": 40, "n_out": 2},
 }
 RULES = ("eprop", "fptt")
+#: where a point's on-chip learning starts: the fan-in random network, or the float one
+STARTS = ("scratch", "float")
 
 
 def task_hardware(task: str, rule: str) -> HardwareConfig:
@@ -66,14 +75,18 @@ def bench_point(
     tune: bool = False,
     offset: int | None = None,
     gain: float | None = None,
+    start: str = "scratch",
 ) -> dict[str, Any]:
-    """One run from scratch (the module docstring); ``samples`` > 0 sets ``n_train``."""
+    """One run (the module docstring): from scratch, or with ``start="float"`` from the float
+    network (:func:`from_float`); ``samples`` > 0 sets ``n_train``."""
+    if start == "float":
+        return from_float(task, rule, seed, epochs, tune=tune)
     data = load_task(task, **({"n_train": samples} if samples else {}))
     hw = task_hardware(task, rule)
     spread = fan_in_spreads(hw) if gain is None else fan_in_spreads(hw, gain)
     net = random_network(hw, seed=seed, spread=spread)
     halvings = TrainConfig().onchip_halvings
-    start = time.perf_counter()
+    begin = time.perf_counter()
     if offset is None:
         run = learn_at_task_rate(
             net,
@@ -97,27 +110,79 @@ def bench_point(
         )
         rate = {"rate": None, "error_shift_offset": offset, "tune": None}
     return {
+        **point_fields(task, rule, seed, epochs, hw, start="scratch", tuned=tune),
+        "forced_offset": offset,
+        "start_gain": gain,
+        "train_samples": history.train_samples,
+        "val_samples": history.val_samples,
+        **rate,
+        "picked_epoch": history.picked_epoch,
+        "val_accuracy": history.epochs[history.picked_epoch - 1]["val_accuracy"],
+        "test_accuracy": history.test_accuracy,
+        "history": history.epochs,
+        "seconds": time.perf_counter() - begin,
+    }
+
+
+def point_fields(
+    task: str, rule: str, seed: int, epochs: int, hw: HardwareConfig, *, start: str, tuned: bool
+) -> dict[str, Any]:
+    """The fields that say what a point ran: the task, rule, seed, start and core."""
+    return {
         "task": task,
         "rule": rule,
         "seed": seed,
-        "tuned": tune,
-        "forced_offset": offset,
-        "start_gain": gain,
+        "start": start,
+        "tuned": tuned,
         "epochs": epochs,
-        "train_samples": history.train_samples,
-        "val_samples": history.val_samples,
         "hardware": {
             **TASK_HARDWARE[task],
             "leak_shift": hw.leak_shift,
             "out_leak_shift": hw.out_leak_shift,
             "lr_shift_out": hw.learning.lr_shift_out,
         },
-        **rate,
-        "picked_epoch": history.picked_epoch,
-        "val_accuracy": history.epochs[history.picked_epoch - 1]["val_accuracy"],
-        "test_accuracy": history.test_accuracy,
-        "history": history.epochs,
-        "seconds": time.perf_counter() - start,
+    }
+
+
+def from_float(task: str, rule: str, seed: int, epochs: int, *, tune: bool) -> dict[str, Any]:
+    """On-chip learning from the float network, as the learning flow runs it: ``rule`` trained
+    in float for ``epochs`` epochs (seed ``seed``,
+    :func:`~neurofptt.flow.onchip.rule_float_config`), quantized, then learned on chip from
+    there for ``epochs`` epochs at the rates lowered for adapting
+    (:func:`~neurofptt.flow.onchip.finetune_offset`).  The record adds the float network's
+    test accuracy and its quantized accuracy, the start's."""
+    cfg = FlowConfig.from_dict(
+        {
+            "hardware": TASK_HARDWARE[task],
+            "flow": {"task": task},
+            "train": {"seed": seed, "epochs": epochs},
+        }
+    )
+    begin = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder)
+        trained = stage_train(rule_float_config(cfg, rule), out / "float", progress=False)
+        quantized = stage_quantize(out / "float")
+        run = stage_train_onchip(
+            cfg, out / "onchip", rule, init=out / "float" / QUANTIZED, tune=tune, progress=False
+        )
+        hw = QuantizedNetwork.load(out / "onchip" / QUANTIZED).config
+    return {
+        **point_fields(task, rule, seed, epochs, hw, start="float", tuned=tune),
+        "forced_offset": None,
+        "start_gain": None,
+        "float_accuracy": trained["float_accuracy"],
+        "quantized_accuracy": quantized["golden_accuracy"],
+        "train_samples": run["train_samples"],
+        "val_samples": run["val_samples"],
+        "rate": run["rate"],
+        "error_shift_offset": run["error_shift_offset"],
+        "tune": run["tune"],
+        "picked_epoch": run["picked_epoch"],
+        "val_accuracy": run["val_accuracy"],
+        "test_accuracy": run["onchip_accuracy"],
+        "history": run["history"],
+        "seconds": time.perf_counter() - begin,
     }
 
 
@@ -127,12 +192,13 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ``target`` says so; the on-chip records, all of class labels, leave it out), their mean,
     standard deviation (0 for one seed) and worst (the lowest accuracy, the highest MSE:
     :func:`~neurofptt.learning.objectives.higher_is_better`)."""
-    groups: dict[tuple[str, str, bool, int | None], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str, bool, int | None], list[dict[str, Any]]] = {}
     for record in records:
-        key = (record["task"], record["rule"], record["tuned"], record["forced_offset"])
+        start = record.get("start", "scratch")
+        key = (record["task"], record["rule"], start, record["tuned"], record["forced_offset"])
         groups.setdefault(key, []).append(record)
     summary = []
-    for (task, rule, tuned, forced), runs in groups.items():
+    for (task, rule, start, tuned, forced), runs in groups.items():
         target = runs[0].get("target", "label")
         metric = metric_name(target)
         scores = [run[f"test_{metric}"] for run in runs]
@@ -140,6 +206,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "task": task,
                 "rule": rule,
+                "start": start,
                 "tuned": tuned,
                 "forced_offset": forced,
                 "seeds": [run["seed"] for run in runs],
@@ -155,10 +222,14 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def format_table(summary: list[dict[str, Any]]) -> str:
-    lines = [f"{'task':<24} {'rule':<6} {'tuned':<5} {'mean':>6} {'std':>6} {'worst':>6} offsets"]
+    lines = [
+        f"{'task':<24} {'rule':<6} {'start':<7} {'tuned':<5} {'mean':>6} {'std':>6} {'worst':>6} "
+        "offsets"
+    ]
     for row in summary:
         lines.append(
-            f"{row['task']:<24} {row['rule']:<6} {row['tuned']!s:<5} {row['mean']:>6.3f} "
+            f"{row['task']:<24} {row['rule']:<6} {row['start']:<7} {row['tuned']!s:<5} "
+            f"{row['mean']:>6.3f} "
             f"{row['std']:>6.3f} {row['worst']:>6.3f} {row['offsets']}"
         )
     return "\n".join(lines)
@@ -178,7 +249,17 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--gain", type=float, default=None, help="the fan-in start's gain (default: its own)"
     )
+    parser.add_argument(
+        "--start",
+        choices=STARTS,
+        default="scratch",
+        help="learn from the fan-in random start, or from the float network quantized",
+    )
     args = parser.parse_args(argv)
+    if args.start == "float" and (args.samples or args.offset is not None or args.gain):
+        parser.error(
+            "--start float learns the task as the flow does: without --samples, --offset or --gain"
+        )
     set_threads(1)
     before = conditions()
     records = []
@@ -194,6 +275,7 @@ def _main(argv: list[str] | None = None) -> None:
                     tune=args.tune,
                     offset=args.offset,
                     gain=args.gain,
+                    start=args.start,
                 )
                 records.append(record)
                 print(

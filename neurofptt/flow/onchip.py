@@ -245,6 +245,15 @@ def stage_train_onchip(
     return record
 
 
+def rule_float_config(cfg: FlowConfig, rule: str) -> FlowConfig:
+    """``cfg`` with its float training set to the on-chip rule's reference: ``rule`` in float on
+    the chip's network (one LIF layer), with no quantization-aware epochs, since on-chip
+    learning is the fixed-point version of the rule itself and starts from the float network
+    quantized."""
+    train = dataclasses.replace(cfg.train, rule=rule, model="lif", layers=1, qat_epochs=0)
+    return dataclasses.replace(cfg, train=train)
+
+
 def online_float_config(cfg: FlowConfig) -> FlowConfig:
     """``cfg`` with its float training changed to learn the way the chip does: one sample per
     update (batch size 1), plain SGD at the constant rate ``train.online_lr``, no weight decay,
@@ -281,12 +290,7 @@ def run_learning_flow(
     load_flow_task(cfg)  # a task the chip cannot learn is refused before anything trains
     out.mkdir(parents=True, exist_ok=True)
     log = (lambda msg: print(f"[neurofptt] {msg}", flush=True)) if progress else (lambda msg: None)
-    # the reference: the same rule in float, on the full-precision network (no quantization-aware
-    # epochs: on-chip learning is the fixed-point version of the rule itself)
-    float_cfg = dataclasses.replace(
-        cfg,
-        train=dataclasses.replace(cfg.train, rule=rule, model="lif", layers=1, qat_epochs=0),
-    )
+    float_cfg = rule_float_config(cfg, rule)
     log(f"training the float model with {rule} ({cfg.train.epochs} epochs) ...")
     trained = stage_train(float_cfg, out / "float", progress=progress)
     quantized = stage_quantize(out / "float")

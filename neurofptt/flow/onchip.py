@@ -47,6 +47,7 @@ from neurofptt.io import write_json
 from neurofptt.onchip import fan_in_spreads, random_network
 from neurofptt.quant.config import LEARNING_MODES, HardwareConfig, LearningConfig
 from neurofptt.quant.network import QuantizedNetwork
+from neurofptt.tasks.base import TaskData
 
 #: the rules the golden engine learns with: the learning core's modes
 ONCHIP_RULES = LEARNING_MODES
@@ -97,13 +98,16 @@ def with_readout_rate(hw: HardwareConfig, derived: dict[str, Any]) -> HardwareCo
     return hw.replace(learning=dataclasses.replace(hw.learning, lr_shift_out=rate))
 
 
-def onchip_hardware(cfg: FlowConfig, rule: str, *, scratch: bool) -> HardwareConfig:
+def onchip_hardware(
+    cfg: FlowConfig, rule: str, *, scratch: bool, task: TaskData | None = None
+) -> HardwareConfig:
     """The core on-chip learning with ``rule`` runs on: ``hardware`` with ``hardware.learning``
     (or, without that table, the default :class:`~neurofptt.quant.config.LearningConfig`) in
     ``rule``'s mode, :func:`from_scratch`'s readout leak when learning from a random start
     (``scratch``), :func:`with_readout_rate`'s readout rate, and the recurrent and readout
     rates lowered by the training samples' count of updates where the file leaves them out
-    (:func:`~neurofptt.flow.onchip_rates.hidden_rate_shift`)."""
+    (:func:`~neurofptt.flow.onchip_rates.hidden_rate_shift`).  ``task``: the flow's task if the
+    caller has loaded it (else it is loaded here when the count is needed)."""
     learning = dataclasses.replace(cfg.hardware.learning or LearningConfig(), mode=rule)
     hw = cfg.hardware.replace(learning=learning)
     if scratch:
@@ -112,15 +116,19 @@ def onchip_hardware(cfg: FlowConfig, rule: str, *, scratch: bool) -> HardwareCon
     fields = tuple(name for name in HIDDEN_RATES if name not in cfg.set_learning)
     if not fields:
         return hw
-    task = load_flow_task(cfg)
+    if task is None:
+        task = load_flow_task(cfg)
     shift = derive_rate(hw, task.train.numpy_spikes(), task.train.y.numpy()).hidden_shift
     if shift == 0:
         return hw
     return hw.replace(learning=with_hidden_rates(hw.learning, shift, fields))
 
 
-def initial_network(cfg: FlowConfig, rule: str, init: Path | None = None) -> QuantizedNetwork:
-    """The network on-chip learning starts from, on :func:`onchip_hardware`'s core.
+def initial_network(
+    cfg: FlowConfig, rule: str, init: Path | None = None, task: TaskData | None = None
+) -> QuantizedNetwork:
+    """The network on-chip learning starts from, on :func:`onchip_hardware`'s core (``task``
+    as there).
 
     ``init`` is a ``quantized.npz`` of the same hardware; it keeps the per-matrix weight shifts
     the quantizer chose for it.  Without it the weights are random, uniform within
@@ -128,7 +136,7 @@ def initial_network(cfg: FlowConfig, rule: str, init: Path | None = None) -> Qua
     """
     if rule not in ONCHIP_RULES:
         raise ConfigError(f"the golden engine learns with {ONCHIP_RULES}, not {rule!r}")
-    hw = onchip_hardware(cfg, rule, scratch=init is None)
+    hw = onchip_hardware(cfg, rule, scratch=init is None, task=task)
     if init is None:
         return random_network(hw, seed=cfg.train.seed, spread=fan_in_spreads(hw))
     start = QuantizedNetwork.load(init)
@@ -192,7 +200,7 @@ def stage_train_onchip(
     """
     out.mkdir(parents=True, exist_ok=True)
     task = load_flow_task(cfg)
-    net = initial_network(cfg, rule, init)
+    net = initial_network(cfg, rule, init, task)
     hw = learning_hardware(net, rule, task)
 
     def show(record: dict[str, float]) -> None:
@@ -287,18 +295,20 @@ def run_learning_flow(
     (``out/rtl_learning``); writes and returns ``out/metrics.json``.  Raises
     :class:`VerificationError` on any RTL mismatch (after writing the metrics)."""
 
-    load_flow_task(cfg)  # a task the chip cannot learn is refused before anything trains
+    task = load_flow_task(cfg)  # a task the chip cannot learn is refused before anything trains
     out.mkdir(parents=True, exist_ok=True)
     log = (lambda msg: print(f"[neurofptt] {msg}", flush=True)) if progress else (lambda msg: None)
     float_cfg = rule_float_config(cfg, rule)
     log(f"training the float model with {rule} ({cfg.train.epochs} epochs) ...")
-    trained = stage_train(float_cfg, out / "float", progress=progress)
+    trained = stage_train(float_cfg, out / "float", progress=progress, task=task)
     quantized = stage_quantize(out / "float")
     log(
         f"float accuracy {trained['float_accuracy']:.4f}, quantized "
         f"{quantized['golden_accuracy']:.4f}; the float rule one sample at a time ..."
     )
-    online = stage_train(online_float_config(float_cfg), out / "float_online", progress=progress)
+    online = stage_train(
+        online_float_config(float_cfg), out / "float_online", progress=progress, task=task
+    )
     log(
         f"float accuracy, learned like the chip {online['float_accuracy']:.4f}; "
         "learning on chip from random weights ..."
@@ -322,7 +332,7 @@ def run_learning_flow(
     )
     rtl_dir = out / "rtl_learning"
     rtl_dir.mkdir(exist_ok=True)
-    net = initial_network(cfg, rule)
+    net = initial_network(cfg, rule, task=task)
     net.save(rtl_dir / QUANTIZED)
     rtl = stage_verify_learning(
         rtl_dir, samples=samples, task_name=cfg.flow.task, simulator=cfg.flow.simulator

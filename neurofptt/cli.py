@@ -1002,24 +1002,44 @@ def data_parallel(args: argparse.Namespace) -> Iterator[None]:
         stop_processes()
 
 
+@dataclasses.dataclass
+class Interrupt:
+    """Whether a stop signal reached the command (see :func:`signals_as_interrupt`)."""
+
+    received: bool = False
+
+
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
+def signals_as_interrupt() -> Iterator[Interrupt]:
     """Within the block SIGTERM (``kill``, a job scheduler's stop) raises
     :class:`KeyboardInterrupt` like Ctrl-C, so both end a command the same way: the files
     written so far stay as they are (every write is atomic) and the command exits with 130.
-    Signal handlers can only be set in the main thread; elsewhere SIGTERM keeps its handler."""
+
+    Both signals also mark the :class:`Interrupt` the block gets.  A signal's exception is
+    raised wherever the main thread is, and when that is inside cleanup code (a lock's
+    release, a ``finally``) the cleanup may fail in turn, with an error that replaces the
+    interrupt ("cannot release un-acquired lock"); the mark tells :func:`main` that the
+    command was stopped, not broken.  SIGINT is taken over only where it has Python's own
+    handler (an ignored SIGINT stays ignored).  Signal handlers can only be set in the main
+    thread; elsewhere the signals keep their handlers."""
+    state = Interrupt()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield state
         return
 
     def interrupt(signum: int, frame: object) -> NoReturn:
+        state.received = True
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    taken = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        taken.append(signal.SIGINT)
+    previous = {sig: signal.signal(sig, interrupt) for sig in taken}
     try:
-        yield
+        yield state
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def resumable(args: argparse.Namespace) -> bool:
@@ -1059,20 +1079,21 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version or a usage error, which argparse has printed
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    stop = Interrupt()
     try:
-        with sigterm_as_interrupt(), data_parallel(args):
+        with signals_as_interrupt() as stop, data_parallel(args):
             result = run(args)
     except KeyboardInterrupt:
-        hint = "; resume with --resume" if resumable(args) else ""
-        print(f"interrupted{hint}", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
-    except NeurofpttError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except OSError as exc:
-        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
-        return EXIT_ERROR
+        return interrupted(args)
     except Exception as exc:
+        if stop.received:  # the signal landed in cleanup code, which failed in turn
+            return interrupted(args)
+        if isinstance(exc, NeurofpttError):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        if isinstance(exc, OSError):
+            print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+            return EXIT_ERROR
         if os.environ.get(TRACEBACK_ENV):
             raise
         print(
@@ -1084,6 +1105,13 @@ def main(argv: list[str] | None = None) -> int:
     if not is_main():  # the ranks of a data-parallel run hold the same result: one prints it
         return 0
     return print_result(result)
+
+
+def interrupted(args: argparse.Namespace) -> int:
+    """Say that the command was stopped (and how to go on, where it can) and return 130."""
+    hint = "; resume with --resume" if resumable(args) else ""
+    print(f"interrupted{hint}", file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED
 
 
 def print_result(result: object) -> int:

@@ -461,6 +461,7 @@ class LearningUnit(wiring.Component):
             m.d.sync += active.eq(0)
         m.d.comb += self.active.eq(active)
         self._address(m, p, offer.valid & ~offer.ready)  # only a dump offers
+        self._sweep_reads(m, p)
 
     def _address(self, m: Module, p: _Parts, hold: Value) -> None:
         """Every weight, ``W_bar`` and feedback word is read at the sweep's position, always,
@@ -484,13 +485,9 @@ class LearningUnit(wiring.Component):
         at, tables, gap_cycles = p.sweep.at, p.tables, self.timing.gap
         gap = Signal(range(gap_cycles + 1), name="gap")
         read = p.stages[READ]
-        by_pre = ["neuron", "xbar", "psi"]  # the traces, psi: one word for all lanes
-        by_row = ["delta"]  # the factors: one value per lane
-        if self.fptt:
-            by_pre += ["prev_obar", "prev_xbar", "prev_zbar"]
-            by_row += ["prev_err", "prev_delta"]
-        m.d.comb += [tables[name].rd.addr.eq(at.word) for name in by_pre]
-        m.d.comb += [tables[name].rd.addr.eq(at.row) for name in by_row]
+        # the traces share their read port with the trace update (the other tables the sweep
+        # reads: :meth:`_sweep_reads`)
+        m.d.comb += [tables[name].rd.addr.eq(at.word) for name in ("neuron", "xbar")]
         m.d.comb += p.error.table.addr.eq(at.row)
         with m.If(gap != 0):
             m.d.sync += gap.eq(gap - 1)
@@ -503,6 +500,18 @@ class LearningUnit(wiring.Component):
             with m.If(p.sweep.last):
                 m.d.sync += flush.eq(self.timing.drain - 1)
                 m.next = "DRAIN"
+
+    def _sweep_reads(self, m: Module, p: _Parts) -> None:
+        """The tables only the sweep reads are read at its position on every cycle, whatever the
+        state: ``psi`` (and FPTT's previous traces) by the word of presynaptic values, the
+        factors (``delta``, FPTT's previous error and ``delta``) by the row.  An address that
+        depended on the state would put the learning FSM in front of these LUT-RAMs'
+        asynchronous reads, on the core's longest path; a read outside ``SWEEP`` is unused."""
+        at, tables = p.sweep.at, p.tables
+        by_word = ["psi"] + (["prev_obar", "prev_xbar", "prev_zbar"] if self.fptt else [])
+        by_row = ["delta"] + (["prev_err", "prev_delta"] if self.fptt else [])
+        m.d.comb += [tables[name].rd.addr.eq(at.word) for name in by_word]
+        m.d.comb += [tables[name].rd.addr.eq(at.row) for name in by_row]
 
     def _dump(self, m: Module, p: _Parts) -> None:
         """``DUMP``: offer every word of ``W_out``, ``W_in``, ``W_rec`` (and ``W_bar``) in

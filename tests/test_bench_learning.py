@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from neurofptt.bench import learning
+from neurofptt.errors import ConfigError
 from neurofptt.learning.trainer import TrainConfig
 
 torch.set_num_threads(1)
@@ -106,3 +107,6 @@ def test_the_float_start_refuses_the_scratch_options(capsys) -> None:
         learning._main(["--start", "float", "--samples", "6"])
     assert exit_info.value.code == 2
     assert "--start float" in capsys.readouterr().err
+    # the same refusal for a caller of bench_point, before anything learns
+    with pytest.raises(ConfigError, match="--start float"):
+        learning.bench_point("digits", "eprop", 0, 1, gain=1.0, start="float")

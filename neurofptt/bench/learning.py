@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from neurofptt.bench.threads import conditions
+from neurofptt.errors import ConfigError
 from neurofptt.flow.config import VAL_FRACTION, FlowConfig
 from neurofptt.flow.onchip import onchip_hardware, rule_float_config, stage_train_onchip
 from neurofptt.flow.onchip_train import halving_period, train_onchip
@@ -79,6 +80,7 @@ def bench_point(
 ) -> dict[str, Any]:
     """One run (the module docstring): from scratch, or with ``start="float"`` from the float
     network (:func:`from_float`); ``samples`` > 0 sets ``n_train``."""
+    check_start(start, samples=samples, offset=offset, gain=gain)
     if start == "float":
         return from_float(task, rule, seed, epochs, tune=tune)
     data = load_task(task, **({"n_train": samples} if samples else {}))
@@ -122,6 +124,17 @@ def bench_point(
         "history": history.epochs,
         "seconds": time.perf_counter() - begin,
     }
+
+
+def check_start(start: str, *, samples: int, offset: int | None, gain: float | None) -> None:
+    """Refuse a start that is not one of :data:`STARTS`, and options of the random start with
+    the float one, which learns the task as the flow does."""
+    if start not in STARTS:
+        raise ConfigError(f"the start must be one of {STARTS}, not {start!r}")
+    if start == "float" and (samples or offset is not None or gain is not None):
+        raise ConfigError(
+            "--start float learns the task as the flow does: without --samples, --offset or --gain"
+        )
 
 
 def point_fields(
@@ -256,10 +269,10 @@ def _main(argv: list[str] | None = None) -> None:
         help="learn from the fan-in random start, or from the float network quantized",
     )
     args = parser.parse_args(argv)
-    if args.start == "float" and (args.samples or args.offset is not None or args.gain):
-        parser.error(
-            "--start float learns the task as the flow does: without --samples, --offset or --gain"
-        )
+    try:
+        check_start(args.start, samples=args.samples, offset=args.offset, gain=args.gain)
+    except ConfigError as exc:
+        parser.error(str(exc))
     set_threads(1)
     before = conditions()
     records = []

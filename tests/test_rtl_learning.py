@@ -514,10 +514,10 @@ def _weight_words(cfg: HardwareConfig) -> int:
 
 
 def _pipeline_cycles(cfg: HardwareConfig) -> int:
-    """The sweep's pipeline in an update: the request registered, ``5 + tree_stages(lanes)``
+    """The sweep's pipeline in an update: the request registered, ``6 + tree_stages(lanes)``
     idle cycles between the ``W_out`` and ``W_in`` sweeps, and its 4 (e-prop) or 8 (FPTT)
     stages."""
-    gap = 5 + (cfg.lanes - 1).bit_length() // 2
+    gap = 6 + (cfg.lanes - 1).bit_length() // 2
     return 1 + gap + (8 if cfg.learning.mode == "fptt" else 4)
 
 

@@ -26,8 +26,12 @@ __all__ = ["LearningSignal", "signal_latency", "signal_word_layout", "trace_slot
 def signal_latency(cfg: HardwareConfig) -> int:
     """Cycles from a ``W_out`` word entering :class:`LearningSignal` to the ``delta_j`` it
     completes: one register each for the products, the adder tree's levels (one per two),
-    the running sum, ``L_j`` and ``L_j psi_j``; ``delta_j`` leaves from the last."""
-    return 4 + tree_stages(cfg.lanes)
+    the running sum, ``L_j``, ``L_j psi_j`` and ``delta_j``, which leaves from the last.
+
+    ``delta_j`` has a register of its own so that its rounding carry chain and saturation are
+    not in one cycle with the route into the ``delta`` table's write port (the demo's FPTT
+    core's longest path before)."""
+    return 5 + tree_stages(cfg.lanes)
 
 
 def trace_slot_layout(cfg: HardwareConfig) -> data.StructLayout:
@@ -62,9 +66,9 @@ class LearningSignal(wiring.Component):
     ``word`` comes from registers (``valid`` only for ``W_out`` words).  Its ``lanes``
     products ``B_jk e_k`` are registered; an adder tree sums them (:func:`tree_sum`, a
     register every two levels); the running sum takes the word's sum, and after ``j``'s last
-    word ``sat(L_j >> signal_shift)`` is registered with ``psi_j``, then ``L_j psi_j``, and
-    ``delta_j = sat((L_j psi_j) >> psi_bits)`` leaves on ``delta`` :attr:`latency` cycles
-    after the word, with the word and slot of ``j`` in the ``delta`` table.  ``restart``
+    word ``sat(L_j >> signal_shift)`` is registered with ``psi_j``, then ``L_j psi_j``, then
+    ``delta_j = sat((L_j psi_j) >> psi_bits)``, which leaves on ``delta`` :attr:`latency`
+    cycles after the word, with the word and slot of ``j`` in the ``delta`` table.  ``restart``
     (before a sweep) zeroes the running sum.
     """
 
@@ -140,6 +144,9 @@ class LearningSignal(wiring.Component):
             product.eq(signal3 * psi3),
         ]
         delta = saturate(m, shift_right(product, lc.psi_bits, nearest), lc.signal_bits, "delta_new")
-        m.d.comb += [self.delta.valid.eq(product_valid), self.delta.p.at.eq(at_product)]
-        m.d.comb += self.delta.p.value.eq(delta)
+        m.d.sync += [
+            self.delta.valid.eq(product_valid),
+            self.delta.p.at.eq(at_product),
+            self.delta.p.value.eq(delta),
+        ]
         return m

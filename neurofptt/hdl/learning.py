@@ -90,6 +90,7 @@ from neurofptt.hdl.learning_signal import LearningSignal, signal_latency
 from neurofptt.hdl.lfsr import LfsrBank
 from neurofptt.hdl.ports import EventKind, learn_event_layout, weight_dump_layout
 from neurofptt.hdl.rows import packed_rows
+from neurofptt.hdl.state_flags import StateFlags
 from neurofptt.hdl.sweep import SweepCounter, matrix_shapes, position_layout
 from neurofptt.hdl.traces import TraceUpdate, inputs_per_word, neuron_trace_layout
 from neurofptt.hdl.weight_load import WeightLoad
@@ -214,6 +215,7 @@ class _Parts:
     shift: Signal
     prev_valid: Signal  # FPTT: the previous factors are an update's, not the reset's
     stages: list[Signal]  # stages[k]: the word in stage k of the sweep ({valid, at}), k >= 1
+    states: StateFlags  # SWEEP in a flip-flop: it selects the shared tables' read address
     dump_valid: Signal  # o_weights: the word offered, its matrix and address, the final word
     dump_mat: Signal
     dump_addr: Signal
@@ -324,6 +326,7 @@ class LearningUnit(wiring.Component):
             shift=Signal(range(cfg.membrane_bits + 1), name="shift"),
             prev_valid=Signal(name="prev_valid"),
             stages=[Signal(staged, name=f"sweep_s{k}") for k in range(self.timing.drain + 1)],
+            states=StateFlags("SWEEP"),
             dump_valid=Signal(name="d_valid"),
             dump_mat=Signal(range(len(MATRIX_CODES)), name="d_mat"),
             dump_addr=Signal(position_layout(cfg)["addr"].shape, name="d_addr"),
@@ -426,22 +429,23 @@ class LearningUnit(wiring.Component):
         # (the last readout sent), which would otherwise run on into every register they reset
         start, dump = Signal(name="start_q"), Signal(name="dump_q")
         m.d.sync += [start.eq(control.start), dump.eq(control.dump)]
+        goto = p.states.goto
         with m.FSM(name="learning") as fsm:
             with m.State("IDLE"):
                 with m.If(start):
                     if p.error.softmax:  # the softmax error's passes first
                         m.d.comb += p.error.start.eq(1)
-                        m.next = "SOFTMAX"
+                        goto(m, "SOFTMAX")
                     else:
                         begin()
-                        m.next = "SWEEP"
+                        goto(m, "SWEEP")
                 with m.If(dump):
                     begin()
-                    m.next = "DUMP"
+                    goto(m, "DUMP")
             if p.error.softmax:
                 with m.State("SOFTMAX"), m.If(p.error.done):
                     begin()
-                    m.next = "SWEEP"
+                    goto(m, "SWEEP")
             with m.State("SWEEP"):
                 self._issue(m, p, flush)
             with m.State("DRAIN"):  # the last word passes the later stages
@@ -450,7 +454,7 @@ class LearningUnit(wiring.Component):
                 with m.Else():  # this update's factors are FPTT's previous ones now
                     m.d.sync += [p.due.eq(0), p.prev_valid.eq(1)]
                     m.d.comb += control.done.eq(1)
-                    m.next = "IDLE"
+                    goto(m, "IDLE")
             with m.State("DUMP"):
                 self._dump(m, p)
         # not IDLE, kept in a register: it selects the weight memories' read address
@@ -482,13 +486,9 @@ class LearningUnit(wiring.Component):
         """``SWEEP``: issue one word per cycle (stage 0), with ``gap`` idle cycles between
         ``W_out`` and ``W_in`` (the last ``delta_j`` is written that late); after the last word
         ``DRAIN``."""
-        at, tables, gap_cycles = p.sweep.at, p.tables, self.timing.gap
+        at, gap_cycles = p.sweep.at, self.timing.gap
         gap = Signal(range(gap_cycles + 1), name="gap")
         read = p.stages[READ]
-        # the traces share their read port with the trace update (the other tables the sweep
-        # reads: :meth:`_sweep_reads`)
-        m.d.comb += [tables[name].rd.addr.eq(at.word) for name in ("neuron", "xbar")]
-        m.d.comb += p.error.table.addr.eq(at.row)
         with m.If(gap != 0):
             m.d.sync += gap.eq(gap - 1)
         with m.Else():
@@ -499,15 +499,23 @@ class LearningUnit(wiring.Component):
                 m.d.sync += gap.eq(gap_cycles)
             with m.If(p.sweep.last):
                 m.d.sync += flush.eq(self.timing.drain - 1)
-                m.next = "DRAIN"
+                p.states.goto(m, "DRAIN")
 
     def _sweep_reads(self, m: Module, p: _Parts) -> None:
         """The tables only the sweep reads are read at its position on every cycle, whatever the
         state: ``psi`` (and FPTT's previous traces) by the word of presynaptic values, the
         factors (``delta``, FPTT's previous error and ``delta``) by the row.  An address that
         depended on the state would put the learning FSM in front of these LUT-RAMs'
-        asynchronous reads, on the core's longest path; a read outside ``SWEEP`` is unused."""
+        asynchronous reads, on the core's longest path; a read outside ``SWEEP`` is unused.
+
+        The traces share their read port with the trace update, and the ``error`` table idles
+        at row 0 for the softmax error's passes: their address is the sweep's while the
+        ``SWEEP`` flag is set (:class:`~neurofptt.hdl.state_flags.StateFlags`, next to the
+        multiplexers, where the decoded state had been the demo's FPTT core's longest path)."""
         at, tables = p.sweep.at, p.tables
+        with m.If(p.states["SWEEP"]):
+            m.d.comb += [tables[name].rd.addr.eq(at.word) for name in ("neuron", "xbar")]
+            m.d.comb += p.error.table.addr.eq(at.row)
         by_word = ["psi"] + (["prev_obar", "prev_xbar", "prev_zbar"] if self.fptt else [])
         by_row = ["delta"] + (["prev_err", "prev_delta"] if self.fptt else [])
         m.d.comb += [tables[name].rd.addr.eq(at.word) for name in by_word]
@@ -532,7 +540,7 @@ class LearningUnit(wiring.Component):
             with m.Else():
                 m.d.sync += valid.eq(0)
                 m.d.comb += self.control.done.eq(1)
-                m.next = "IDLE"
+                p.states.goto(m, "IDLE")
 
     @staticmethod
     def _select(mat: Value, word_of: Callable[[str], Value]) -> Value:

@@ -52,6 +52,7 @@ from neurofptt.hdl.ports import (
 )
 from neurofptt.hdl.readout import readout_control
 from neurofptt.hdl.spikes import cursor_signature, emitter_signature
+from neurofptt.hdl.state_flags import StateFlags
 from neurofptt.quant.config import HardwareConfig, lane_rows
 
 __all__ = ["OUT_READ", "InputSet", "Sequencer", "sequencer_signature"]
@@ -105,28 +106,6 @@ class RowCounter:
 
     def eq(self, value: ValueLike) -> list:
         return [self.value.eq(value), self.nonzero.eq(Value.cast(value) != 0)]
-
-
-class StateFlags:
-    """The states the rest of the core waits on, each in a flip-flop of its own that is set on
-    the clock edge the FSM enters the state and cleared on the one it leaves, so that it equals
-    ``fsm.ongoing(state)`` on every cycle.  Every transition goes through :meth:`goto`.
-
-    A state decoded from the FSM's register lies two or three LUTs and a route from the
-    sequencer in front of whatever it enables; on a wide core those users are spread over the
-    die (the readout memory's write and read ports, the weight load's handshake into every
-    weight memory and the LFSRs' reseed), and that route set the clock: a flip-flop per state
-    can be placed next to its users."""
-
-    def __init__(self, *states: str) -> None:
-        self.flags = {state: Signal(name=f"in_{state.lower()}") for state in states}
-
-    def goto(self, m: Module, state: str) -> None:
-        m.next = state
-        m.d.sync += [flag.eq(name == state) for name, flag in self.flags.items()]
-
-    def __getitem__(self, state: str) -> Signal:
-        return self.flags[state]
 
 
 def sequencer_signature(cfg: HardwareConfig) -> wiring.Signature:

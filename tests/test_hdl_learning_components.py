@@ -564,8 +564,9 @@ def test_sweep_counter_walks_every_word_in_order(lanes: int) -> None:
 @pytest.mark.parametrize("mode", ["eprop", "fptt"])
 def test_weight_load_addresses_the_words_in_dump_order(mode: str) -> None:
     """A load writes its words at the sweep's addresses in order; ``last`` or the final word
-    ends it (``restart``) and the next load starts at ``W_out`` word 0; ``ready`` follows
-    ``enable``; ``loading`` from the first word to the last."""
+    ends it (``restart``, a pulse on the cycle after the final word) and the next load starts
+    at ``W_out`` word 0; ``ready`` follows ``enable``; ``loading`` from the first word to the
+    last."""
     cfg = random_config(5, mode=mode, n_in=3, n_rec=5, n_out=2, lanes=2)
     order = [(mat, addr) for mat, *_, addr in walk_order(cfg)]
     dut = WeightLoad(cfg)
@@ -590,14 +591,14 @@ def test_weight_load_addresses_the_words_in_dump_order(mode: str) -> None:
                 ctx.set(words.valid, 1)
                 ctx.set(words.p.last, last and i == count - 1)
                 ctx.set(words.p.w, [i % 3 - 1] * cfg.lanes)
-                _, _, write, at, restart = await ctx.tick().sample(
-                    dut.write.valid, dut.write.p, dut.restart
-                )
+                _, _, write, at = await ctx.tick().sample(dut.write.valid, dut.write.p)
                 assert write and list(at.word.w) == [i % 3 - 1] * cfg.lanes
                 writes.append((int(at.mat), int(at.addr)))
-                restarts.append(bool(restart))
+                restarts.append(bool(ctx.get(dut.restart)))
                 loading.append(ctx.get(dut.loading))
             ctx.set(words.valid, 0)
+            await ctx.tick()
+            assert not ctx.get(dut.restart)  # one cycle
             results.append((count, writes, restarts, loading))
 
     run(dut, bench)

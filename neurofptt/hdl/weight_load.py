@@ -33,9 +33,11 @@ class WeightLoad(wiring.Component):
     a sweep or a dump before the next word.  ``matrix`` is not read: the position in the stream
     already names the matrix, and the core has no way to report a disagreement.  ``last``, or
     the final ``W_rec`` address, ends the load: the address returns to ``W_out`` word 0 and
-    ``restart`` pulses, so that learning restarts from the loaded state as
-    :meth:`~neurofptt.onchip.LearningState.start` has it.  ``loading`` is high from the first
-    word to the last.
+    ``restart`` pulses on the next cycle, so that learning restarts from the loaded state as
+    :meth:`~neurofptt.onchip.LearningState.start` has it.  ``restart`` comes from a register:
+    it resets the LFSRs spread over the lanes, and decoded from the load's address and the
+    handshake it was the demo's FPTT core's longest path; nothing draws before an update's
+    sweep, many cycles after the load.  ``loading`` is high from the first word to the last.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
@@ -65,11 +67,12 @@ class WeightLoad(wiring.Component):
             write.p.addr.eq(addr),
             write.p.word.eq(words.p),
         ]
+        m.d.sync += self.restart.eq(0)
         with m.If(self.enable & words.valid):
             m.d.comb += write.valid.eq(1)
             final = (mat == MATRIX_CODES["rec"]) & (addr == depth["rec"] - 1)
             with m.If(words.p.last | final):
-                m.d.comb += self.restart.eq(1)
+                m.d.sync += self.restart.eq(1)
                 m.d.sync += [loading.eq(0), mat.eq(0), addr.eq(0)]
             with m.Else():
                 m.d.sync += [loading.eq(1), addr.eq(addr + 1)]

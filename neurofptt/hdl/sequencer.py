@@ -28,7 +28,7 @@ initial values and the sweep zeroes the rows the memories still hold.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, Value, ValueLike
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -94,20 +94,6 @@ class InputSet(wiring.Component):
         return m
 
 
-class RowCounter:
-    """The row ``j`` inside a fan-out run or a sweep, and ``j != 0`` in a register of its own,
-    written with it (:meth:`eq`).  The ``w_in`` address is selected by ``j != 0``, and on a wide
-    core that address is routed to dozens of block RAMs: with the comparison of ``j`` in front of
-    its multiplexer, that route was the 256-256-16 e-prop core's longest path."""
-
-    def __init__(self, cfg: HardwareConfig) -> None:
-        self.value = Signal(row_shape(cfg), name="j")
-        self.nonzero = Signal(name="j_nonzero")
-
-    def eq(self, value: ValueLike) -> list:
-        return [self.value.eq(value), self.nonzero.eq(Value.cast(value) != 0)]
-
-
 def sequencer_signature(cfg: HardwareConfig) -> wiring.Signature:
     """Ports of :class:`Sequencer`: the events in, the issued rows and weight addresses out,
     and the control of the spike list, the emitter, the readouts and (learning) the learning
@@ -157,14 +143,14 @@ class Sequencer(wiring.Component):
     def _issue(self, m: Module, op: RowOp, row) -> None:
         m.d.comb += [self.issue.valid.eq(1), self.issue.p.op.eq(op), self.issue.p.row.eq(row)]
 
-    def _sweep(self, m: Module, j: RowCounter, op: RowOp, rows: int, next_state: str) -> None:
+    def _sweep(self, m: Module, j: Signal, op: RowOp, rows: int, next_state: str) -> None:
         """Issue ``op`` for rows ``j .. rows - 1``, one per cycle, then go to ``next_state``."""
-        self._issue(m, op, j.value)
-        with m.If(j.value == rows - 1):
+        self._issue(m, op, j)
+        with m.If(j == rows - 1):
             m.d.sync += j.eq(0)
             self._states.goto(m, next_state)
         with m.Else():
-            m.d.sync += j.eq(j.value + 1)
+            m.d.sync += j.eq(j + 1)
 
     def _wait(self, m: Module, counter: Signal, cycles: int, next_state: str) -> None:
         """Stay ``cycles`` cycles in this state (``counter`` starts at 0), then ``next_state``."""
@@ -177,7 +163,7 @@ class Sequencer(wiring.Component):
     def _fan_out(
         self,
         m: Module,
-        j: RowCounter,
+        j: Signal,
         waddr: Signal,
         op: RowOp,
         run: int,
@@ -192,10 +178,10 @@ class Sequencer(wiring.Component):
         with the first spike's before the first run; a run of one row reads at the cursor's
         index itself."""
         walk = self.run
-        self._issue(m, op, j.value)
-        with m.If(j.value == 0):
+        self._issue(m, op, j)
+        with m.If(j == 0):
             m.d.comb += walk.take.eq(1)
-        with m.If(j.value == run - 1):
+        with m.If(j == run - 1):
             m.d.sync += j.eq(0)
             if run > 1:
                 m.d.sync += waddr.eq(times(walk.index, run))
@@ -204,7 +190,7 @@ class Sequencer(wiring.Component):
                     m.d.comb += walk.restart.eq(1)
                 self._states.goto(m, next_state)
         with m.Else():
-            m.d.sync += [*j.eq(j.value + 1), waddr.eq(waddr + 1)]
+            m.d.sync += [j.eq(j + 1), waddr.eq(waddr + 1)]
 
     def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
@@ -212,7 +198,7 @@ class Sequencer(wiring.Component):
         lanes, n_in, n_rec = cfg.lanes, cfg.n_in, cfg.n_rec
         rows, out_rows = lane_rows(n_rec, lanes), lane_rows(cfg.n_out, lanes)
         learning = cfg.learning is not None
-        j = RowCounter(cfg)
+        j = Signal(row_shape(cfg), name="j")  # the row inside a fan-out run or a sweep
         waddr = Signal(range(max(n_in * rows, n_rec * rows, n_rec * out_rows) + 1))
         n_prev = Signal(range(rows + 1))  # spike-list entries of the last completed step
         wait = Signal(range(UPDATE_WRITE), name="drain")  # cycles while the pipeline drains
@@ -238,12 +224,17 @@ class Sequencer(wiring.Component):
         m.d.comb += self.drop.eq(repeat)
 
         # the weight addresses come from registers through at most one multiplexer whose
-        # select is decoded from registers: a wide core spreads each memory over dozens of
-        # block RAMs, and routing the address to all of them takes most of a cycle.  In IDLE
-        # (j = 0, or a repeat's cycle) the first fan-out word of whatever input is offered is
-        # read (from the event's index): whether the event is taken only decides the issue.
+        # select is a register: a wide core spreads each memory over dozens of block RAMs, and
+        # routing the address to all of them takes most of a cycle.  In IDLE (and on a
+        # repeat's cycle) the first fan-out word of whatever input is offered is read (from the
+        # event's index): whether the event is taken only decides the issue.  ``in_run``, set
+        # with ``j`` and ``repeat``, is ``j != 0`` and not a repeat's cycle wherever ``w_in`` is
+        # read (IDLE, ACC_IN), in a flip-flop of its own: ``repeat`` drives much of the core,
+        # and its route in front of ``w_in``'s address was the demo FPTT core's longest path.
+        in_run = Signal(name="in_run")
+        m.d.sync += in_run.eq(0)
         m.d.comb += [
-            self.w_in_addr.eq(Mux(j.nonzero & ~repeat, waddr, in_start)),
+            self.w_in_addr.eq(Mux(in_run, waddr, in_start)),
             self.w_rec_addr.eq(self.run.index if rows == 1 else waddr),
             self.w_out_addr.eq(self.run.index if out_rows == 1 else waddr),
         ]
@@ -288,7 +279,7 @@ class Sequencer(wiring.Component):
                     self._states.goto(m, "IDLE")
                     take_events()
                 with m.Else():
-                    m.d.sync += waddr.eq(waddr + 1)
+                    m.d.sync += [waddr.eq(waddr + 1), in_run.eq(j != rows - 1)]
                     self._sweep(m, j, RowOp.ACC_IN, rows, "IDLE")
 
             with m.State("REC"):  # the cursor was restarted at the end of the last OUT
@@ -365,13 +356,13 @@ class Sequencer(wiring.Component):
             m.d.comb += inputs.add.eq(1)
             m.d.sync += repeat.eq(inputs.seen)
             if rows > 1:
-                m.d.sync += j.eq(1)
+                m.d.sync += [j.eq(1), in_run.eq(~inputs.seen)]
         with m.If(step):
             m.d.comb += self.spikes_restart.eq(1)
             m.d.sync += j.eq(0)
         with m.If(clear):
             m.d.comb += inputs.clear.eq(1)
-            m.d.sync += [*j.eq(0), n_prev.eq(0)]
+            m.d.sync += [j.eq(0), n_prev.eq(0)]
         m.d.comb += self.idle.eq(idle)
         if learning:
             m.d.comb += [

@@ -654,22 +654,31 @@ class LearningUnit(wiring.Component):
         word's trace, ``post``: its row of ``e`` or ``delta``): a trace after the last word of
         its ``pre``, the ``e`` and ``delta`` rows during the last ``pre`` of ``W_out`` and
         ``W_rec`` (the last sweeps that read them).  Each trace and row is read in one sweep
-        only, before it is written, so the later write is never read too early."""
-        stage, tables = p.stages[LANE], p.tables
-        at = stage.at
+        only, before it is written, so the later write is never read too early.
+
+        The write enables are decoded from the word's position in ``READ`` and registered with
+        it: decoded in ``LANE``, the position register's route to all of its users (the lanes,
+        the learning signal, these tables) lay in front of the tables' write ports, the demo's
+        FPTT core's longest path."""
+        read, tables = p.stages[READ], p.tables
+        at = p.stages[LANE].at
         trace_of = {"out": "obar", "in": "xbar", "rec": "zbar"}
-        with m.If(stage.valid), m.Switch(at.mat):
-            for name, (n_pre, n_rows, _) in matrix_shapes(self.cfg).items():
-                with m.Case(MATRIX_CODES[name]):
-                    key = trace_of[name]
-                    with m.If(at.row == n_rows - 1):
-                        tables[f"prev_{key}"].write_one(m, at.word, at.slot, pre)
-                    factor = {"out": "err", "rec": "delta"}.get(name)
-                    if factor is not None:
-                        keep = tables[f"prev_{factor}"].wr
-                        with m.If(at.pre == n_pre - 1):
-                            m.d.comb += [keep.addr.eq(at.row), keep.en.eq(1)]
-                            m.d.comb += [keep.data[i].eq(v) for i, v in enumerate(post)]
+        for name, (n_pre, n_rows, _) in matrix_shapes(self.cfg).items():
+            here = read.valid & (read.at.mat == MATRIX_CODES[name])
+            key = trace_of[name]
+            trace = tables[f"prev_{key}"]
+            last_row = here & (read.at.row == n_rows - 1)
+            enables = Mux(last_row, onehot(read.at.slot, trace.slots), 0)
+            m.d.comb += trace.wr.en.eq(self._later(m, enables, f"keep_{key}"))
+            m.d.comb += [trace.wr.addr.eq(at.word)]
+            m.d.comb += [trace.wr.data[i].eq(pre) for i in range(trace.slots)]
+            factor = {"out": "err", "rec": "delta"}.get(name)
+            if factor is not None:
+                keep = tables[f"prev_{factor}"].wr
+                last_pre = here & (read.at.pre == n_pre - 1)
+                m.d.comb += keep.en.eq(self._later(m, last_pre, f"keep_{factor}"))
+                m.d.comb += keep.addr.eq(at.row)
+                m.d.comb += [keep.data[i].eq(v) for i, v in enumerate(post)]
 
     def _writes(self, m: Module, p: _Parts) -> None:
         """The lanes draw in stage ``LANE + draw``, the new weight words are written in stage

@@ -9,6 +9,7 @@ import random
 
 import numpy as np
 import pytest
+from amaranth.back import verilog
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
@@ -573,3 +574,45 @@ def test_sliced_memory_reads_its_init_and_what_is_written(width: int, depth: int
 
     run(dut, bench)
     assert all(want == have for want, have in got)
+
+
+@pytest.mark.parametrize("collisions", ["undefined", "scrambled"])
+def test_sliced_memory_collisions(collisions: str, monkeypatch) -> None:
+    """A read in the cycle its word is written: the old word in simulation by default (Amaranth's
+    rule; synthesis is told it is undefined, ``no_rw_check``), the old word inverted with
+    ``collisions = "scrambled"``; a read of another word, or one a cycle later, is unaffected."""
+    monkeypatch.setattr(SlicedMemory, "collisions", collisions)
+    width, depth = 13, 100
+    init = [(7 * i) % (1 << width) for i in range(depth)]
+    dut = SlicedMemory(width, depth, init, writable=True)
+    mask = (1 << width) - 1
+    got = {}
+
+    async def bench(ctx):
+        ctx.set(dut.read.en, 1)
+        ctx.set(dut.write.en, 1)
+        ctx.set(dut.write.addr, 5)
+        ctx.set(dut.write.data, 1234)
+        ctx.set(dut.read.addr, 5)  # the same word, the same cycle
+        await ctx.tick()
+        got["same"] = ctx.get(dut.read.data)
+        ctx.set(dut.write.addr, 6)
+        ctx.set(dut.read.addr, 5)  # written last cycle, read now
+        await ctx.tick()
+        got["after"] = ctx.get(dut.read.data)
+        ctx.set(dut.write.en, 0)
+        ctx.set(dut.read.addr, 7)
+        await ctx.tick()
+        got["other"] = ctx.get(dut.read.data)
+
+    run(dut, bench)
+    old = init[5] ^ mask if collisions == "scrambled" else init[5]
+    assert got == {"same": old, "after": 1234, "other": init[7]}
+
+
+def test_writable_weight_memories_leave_collisions_undefined_to_synthesis() -> None:
+    """The Verilog marks the slices of a writable memory ``no_rw_check`` and no others."""
+    for writable in (True, False):
+        dut = SlicedMemory(13, 4096, [0] * 4096, writable=writable)
+        text = verilog.convert(dut, name="sliced")
+        assert text.count("no_rw_check") == (4 if writable else 0)

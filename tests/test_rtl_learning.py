@@ -36,6 +36,7 @@ from neurofptt.hdl import (
     learn_event_layout,
     weight_dump_layout,
 )
+from neurofptt.hdl.blocks import SlicedMemory
 from neurofptt.hdl.cost import learning_cycles_per_update
 from neurofptt.onchip import LearningState
 from neurofptt.quant import HardwareConfig, QuantizedNetwork
@@ -598,3 +599,12 @@ def test_softmax_error_at_the_edges(learning, n_out, lanes) -> None:
     net = QuantizedNetwork(cfg, base.w_in, base.w_rec, w_out)
     spikes = (rng.random((3, 5, cfg.n_in)) < 0.5).astype(np.uint8)
     simulate_and_compare(Case("softmax-edge", net, spikes, rng.integers(0, n_out, 3)), 0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3, 6, 9])
+def test_no_result_depends_on_a_read_in_the_cycle_of_a_write(seed: int, monkeypatch) -> None:
+    """Synthesis may return anything for a weight or ``W_bar`` word read in the cycle it is
+    written (``no_rw_check``): with such reads inverted, the learning core still matches the
+    golden model in every spike, readout, weight, ``W_bar`` and cycle, loads included."""
+    monkeypatch.setattr(SlicedMemory, "collisions", "scrambled")
+    simulate_and_compare(random_case(seed), seed)

@@ -8,11 +8,21 @@ outputs, so a word read takes the block RAM's clock-to-output delay, the multipl
 routes before its register: more than a 100 MHz cycle on an ECP5.  Cut into slices of the width
 at which the whole depth fits one block RAM (4K x 4 there), every slice is one block RAM per
 column of bits, the same number of block RAMs, and its output goes straight into the register.
+
+What a read returns in the cycle a write of the same word lands is left undefined (Yosys's
+``no_rw_check``): the cores never use such a read (an update's sweep reads each word once,
+several stages before it writes it back; ``DRAIN`` reads nothing it uses; while a load writes,
+no event is taken but with its first word, and that word goes to ``W_out``, which the event does
+not read then).  Amaranth's memories, like Verilog's, return the old word there, and an ECP5
+block RAM does not promise it across its two ports, so without the attribute Yosys keeps the old
+word with a delayed copy of the write port and address comparators on every slice, in front of
+the block RAMs' address inputs.  ``SlicedMemory.collisions = "scrambled"`` returns the inverted
+word instead, in simulation only, so that a test can show that no result depends on it.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
@@ -33,10 +43,17 @@ def slice_width(depth: int) -> int:
 class SlicedMemory(wiring.Component):
     """``depth`` words of ``width`` bits with initial contents ``init``, a synchronous read
     port ``read`` and (``writable``) a write port ``write``, made of memories
-    :func:`slice_width` bits wide (the last one narrower) that share the addresses."""
+    :func:`slice_width` bits wide (the last one narrower) that share the addresses.
+
+    ``collisions``: what a read returns in the cycle its word is written, ``"undefined"``
+    (synthesis may return anything) or ``"scrambled"`` (the word inverted; for simulation).
+    """
+
+    collisions = "undefined"
 
     def __init__(self, width: int, depth: int, init: list[int], *, writable: bool) -> None:
         self.width, self.depth, self.init, self.writable = width, depth, init, writable
+        self._raw = Signal(width, name="raw")  # the slices' words, before any scrambling
         ports = {"read": Out(ReadPort.Signature(addr_width=addr_width(depth), shape=width))}
         if writable:
             ports["write"] = Out(WritePort.Signature(addr_width=addr_width(depth), shape=width))
@@ -45,18 +62,27 @@ class SlicedMemory(wiring.Component):
     def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         step = slice_width(self.depth)
+        scrambled = self.writable and self.collisions == "scrambled"
+        if scrambled:  # a read in the cycle its word is written returns the word inverted
+            collide = Signal(name="collide")
+            m.d.comb += self.read.data.eq(Mux(collide, ~self._raw, self._raw))
+            read, write = self.read, self.write
+            with m.If(read.en):
+                m.d.sync += collide.eq(write.en & (write.addr == read.addr))
         for k, lo in enumerate(range(0, self.width, step)):
             bits = min(step, self.width - lo)
             mask = (1 << bits) - 1
             init = [(word >> lo) & mask for word in self.init]
+            attrs = {"no_rw_check": 1} if self.writable else None
             m.submodules[f"slice_{k}"] = mem = Memory(
-                shape=unsigned(bits), depth=self.depth, init=init
+                shape=unsigned(bits), depth=self.depth, init=init, attrs=attrs
             )
             rd = mem.read_port()
+            data = self._raw if scrambled else self.read.data
             m.d.comb += [
                 rd.addr.eq(self.read.addr),
                 rd.en.eq(self.read.en),
-                self.read.data[lo : lo + bits].eq(rd.data),
+                data[lo : lo + bits].eq(rd.data),
             ]
             if self.writable:
                 wr = mem.write_port()

@@ -706,16 +706,24 @@ class LearningUnit(wiring.Component):
             ]
 
     def _load_writes(self, m: Module, p: _Parts) -> None:
-        """A loaded word is written at the load's address (the sweep never runs meanwhile)."""
+        """A loaded word is written at the load's address on the cycle after it is taken, from
+        registers, with an enable per matrix (the sweep never runs meanwhile).  Decoded from
+        the load's handshake, which waits on the sequencer's idle state, the enables had been
+        the demo FPTT core's longest path, into every weight and ``W_bar`` slice.  The last
+        word lands with the load's ``restart``, on the cycle the core may take its next event;
+        nothing that event starts reads it then."""
         write = p.load.write
-        with m.If(write.valid):
-            for name, code in MATRIX_CODES.items():
-                ports = [(getattr(self, f"w_{name}_write"), write.p.word.w)]
-                if self.fptt:
-                    ports.append((p.wbar[name][1], write.p.word.wbar))
+        at = Signal.like(write.p, name="load_q")
+        enables = {name: Signal(name=f"load_{name}_q") for name in MATRIX_CODES}
+        m.d.sync += at.eq(write.p)
+        m.d.sync += [
+            enable.eq(write.valid & (write.p.mat == MATRIX_CODES[name]))
+            for name, enable in enables.items()
+        ]
+        for name, enable in enables.items():
+            ports = [(getattr(self, f"w_{name}_write"), at.word.w)]
+            if self.fptt:
+                ports.append((p.wbar[name][1], at.word.wbar))
+            with m.If(enable):
                 for wr, word in ports:
-                    m.d.comb += [
-                        wr.addr.eq(write.p.addr),
-                        wr.en.eq(write.p.mat == code),
-                        wr.data.eq(word.as_value()),
-                    ]
+                    m.d.comb += [wr.addr.eq(at.addr), wr.en.eq(1), wr.data.eq(word.as_value())]

@@ -417,6 +417,13 @@ def _add_synth_parser(sub: _Subcommands) -> None:
         help=f"nextpnr's router (default {DEFAULT_ROUTER}; router2 gets through congestion that "
         "router1 does not, at a lower clock)",
     )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="nextpnr's placer seed (default nextpnr's own); the Fmax of a design whose paths "
+        "are mostly routing moves with the placement",
+    )
 
 
 def _add_build_parser(sub: _Subcommands) -> None:
@@ -770,6 +777,7 @@ def run(args: argparse.Namespace) -> object:
             freq_mhz=args.freq,
             fold_weights=args.fold_weights,
             router=args.router,
+            seed=args.seed,
             required=True,
         )
         print(record["fpga"]["summary"], file=sys.stderr)

@@ -353,15 +353,27 @@ def test_nextpnr_command_names_the_router() -> None:
         synthesize(v, "x", work_dir=Path("unused"), router="router3")
 
 
+def test_nextpnr_command_names_the_seed() -> None:
+    """A placer seed asked for reaches nextpnr; without one nextpnr uses its own; a seed out of
+    nextpnr's range is refused before any tool runs."""
+    args = synth._nextpnr_args("synth.json", "top", "25k", "CABGA381", 100, "router2", 7)
+    assert args[args.index("--seed") + 1] == "7"
+    assert "--seed" not in synth._nextpnr_args("synth.json", "top", "25k", "CABGA381", 100, "r")
+    for bad in (-1, 2**31):
+        with pytest.raises(ConfigError, match="seed"):
+            synthesize(Path(__file__), "x", work_dir=Path("unused"), seed=bad)
+
+
 def test_synth_command_passes_the_router(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``synth --router`` reaches :func:`synthesize` (default :data:`DEFAULT_ROUTER`), and a
-    router nextpnr does not have is one ``error:`` line and exit status 2."""
+    """``synth --router`` and ``--seed`` reach :func:`synthesize` (default
+    :data:`DEFAULT_ROUTER` and nextpnr's own seed), and a router nextpnr does not have is one
+    ``error:`` line and exit status 2."""
     seen = []
 
     def fake(verilog: Path, top: str, **kw: object) -> synth.SynthReport:
-        seen.append(kw["router"])
+        seen.append((kw["router"], kw["seed"]))
         counts = dict.fromkeys(("lut", "ff", "carry", "bram", "dsp", "lutram"), 0)
         return synth.SynthReport(
             "ecp5", "25k", top, cells={}, log=tmp_path, netlist=tmp_path, **counts
@@ -371,8 +383,8 @@ def test_synth_command_passes_the_router(
     monkeypatch.setattr(stages, "synthesize", fake)
     out = ["--out", str(tmp_path)]
     assert main(["synth", *out]) == 0
-    assert main(["synth", *out, "--pnr", "--router", "router1"]) == 0
-    assert seen == [synth.DEFAULT_ROUTER, "router1"]
+    assert main(["synth", *out, "--pnr", "--router", "router1", "--seed", "3"]) == 0
+    assert seen == [(synth.DEFAULT_ROUTER, None), ("router1", 3)]
     capsys.readouterr()
     assert main(["synth", *out, "--router", "router3"]) == 2
     err = capsys.readouterr().err

@@ -453,13 +453,14 @@ def stage_synth(
     freq_mhz: float = 50.0,
     fold_weights: bool = False,
     router: str = DEFAULT_ROUTER,
+    seed: int | None = None,
     required: bool = False,
 ) -> dict:
     """Synthesise the core for ``family``'s ``device`` and ``package`` (default the family's
     default part), and place and route it with ``pnr`` for a ``freq_mhz`` clock (an hour at
     most: a 256-neuron learning core on the ECP5-85k takes tens of minutes), with
     ``fold_weights`` behind :func:`~neurofptt.hdl.synth.weight_fold_wrapper`, with nextpnr's
-    ``router``; writes ``synth.json``.
+    ``router`` and placer ``seed``; writes ``synth.json``.
 
     Without the FPGA tools the record says why (``fpga`` is ``None``): the flow goes on without
     synthesis.  With ``required`` (an explicit ``neurofptt synth``) a missing tool raises
@@ -484,6 +485,7 @@ def stage_synth(
                 timeout_s=3600,
                 fold_weights=fold_weights,
                 router=router,
+                seed=seed,
             )
             record = {"fpga": report.to_dict(), "reason": None}
         except ToolMissingError as exc:

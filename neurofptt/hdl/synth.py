@@ -197,6 +197,7 @@ class SynthReport:
     utilization: dict[str, dict[str, int]] = field(default_factory=dict)
     pnr_log: Path | None = None
     router: str | None = None
+    seed: int | None = None
     tool_versions: dict[str, str] = field(default_factory=dict)
     critical_paths: list[CriticalPath] = field(default_factory=list)
 
@@ -241,6 +242,7 @@ class SynthReport:
             "log": str(self.log),
             "pnr_log": None if self.pnr_log is None else str(self.pnr_log),
             "router": self.router,
+            "seed": self.seed,
             "netlist": str(self.netlist),
         }
 
@@ -682,6 +684,7 @@ def synthesize(
     timeout_s: float = 600,
     fold_weights: bool = False,
     router: str = DEFAULT_ROUTER,
+    seed: int | None = None,
 ) -> SynthReport:
     """Synthesise ``verilog`` for ``family`` and return its resource report.
 
@@ -693,7 +696,10 @@ def synthesize(
     ``stat.txt`` (raw Yosys statistics), and with ``place_and_route`` also ``nextpnr.log`` and
     ``nextpnr_report.json``; finally ``report.json`` (:meth:`SynthReport.to_dict`).
 
-    ``router`` is nextpnr's router (:data:`ROUTERS`), recorded in the report.
+    ``router`` is nextpnr's router (:data:`ROUTERS`) and ``seed`` its placer's seed (``None``:
+    nextpnr's own), both recorded in the report.  Where the longest paths are mostly routing, the
+    achieved Fmax moves by several MHz from one placement to the next; the seed names the
+    placement that was measured, and a sweep over seeds shows the spread.
 
     Place and route targets ``freq_mhz`` but never fails on timing (``--timing-allow-fail``): the
     point is to measure the achieved Fmax, and :attr:`SynthReport.timing_met` tells the verdict.
@@ -711,6 +717,8 @@ def synthesize(
         raise ConfigError(f"freq_mhz must be positive, got {freq_mhz}")
     if router not in ROUTERS:
         raise ConfigError(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
+    if seed is not None and not 0 <= seed < 2**31:
+        raise ConfigError(f"seed must be an integer from 0 to 2**31 - 1, got {seed}")
     dev, pkg = _resolve_device(family, device, package)
     verilog = Path(verilog)
     if not verilog.is_file():
@@ -784,7 +792,7 @@ def synthesize(
     )
 
     if nextpnr is not None:
-        _place_and_route(report, nextpnr, netlist, freq_mhz, timeout_s, pkg, router)
+        _place_and_route(report, nextpnr, netlist, freq_mhz, timeout_s, pkg, router, seed)
         versions[f"nextpnr-{family}"] = _tool_version(nextpnr, "--version")
 
     report.tool_versions = versions
@@ -800,6 +808,7 @@ def _place_and_route(
     timeout_s: float,
     package: str,
     router: str,
+    seed: int | None = None,
 ) -> None:
     """Run nextpnr on ``netlist`` (in its directory) for ``report``'s part and add the achieved
     Fmax and the utilisation to ``report``; a design that does not fit is reported with what
@@ -808,7 +817,8 @@ def _place_and_route(
     work_dir = netlist.parent
     pnr_log = work_dir / PNR_LOG
     pnr_report = work_dir / PNR_REPORT
-    cmd = [*nextpnr, *_nextpnr_args(netlist.name, top, dev, package, freq_mhz, router)]
+    args = _nextpnr_args(netlist.name, top, dev, package, freq_mhz, router, seed)
+    cmd = [*nextpnr, *args]
     try:
         _run(cmd, cwd=work_dir, timeout_s=timeout_s, log=pnr_log, what=f"nextpnr-{family}")
     except SynthesisError as exc:
@@ -840,14 +850,23 @@ def _place_and_route(
     report.critical_paths = paths
     report.pnr_log = pnr_log
     report.router = router
+    report.seed = seed
 
 
 def _nextpnr_args(
-    netlist: str, top: str, device: str, package: str, freq_mhz: float, router: str
+    netlist: str,
+    top: str,
+    device: str,
+    package: str,
+    freq_mhz: float,
+    router: str,
+    seed: int | None = None,
 ) -> list[str]:
     """nextpnr's arguments (after the tool), run in the netlist's directory: the report and
     the log next to the netlist, timing reported but never failed on."""
+    seeded = [] if seed is None else ["--seed", str(seed)]
     return [
+        *seeded,
         "--json", netlist,
         "--top", top,
         f"--{device}", "--package", package,

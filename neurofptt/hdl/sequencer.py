@@ -140,6 +140,11 @@ class Sequencer(wiring.Component):
         self.cfg = cfg
         super().__init__(sequencer_signature(cfg))
 
+    def _goto(self, m: Module, state: str) -> None:
+        """Enter ``state`` with its flags (:class:`StateFlags`) and ``idle``."""
+        self._states.goto(m, state)
+        m.d.sync += self._idle.eq(state == "IDLE")
+
     def _issue(self, m: Module, op: RowOp, row) -> None:
         m.d.comb += [self.issue.valid.eq(1), self.issue.p.op.eq(op), self.issue.p.row.eq(row)]
 
@@ -148,7 +153,7 @@ class Sequencer(wiring.Component):
         self._issue(m, op, j)
         with m.If(j == rows - 1):
             m.d.sync += j.eq(0)
-            self._states.goto(m, next_state)
+            self._goto(m, next_state)
         with m.Else():
             m.d.sync += j.eq(j + 1)
 
@@ -156,7 +161,7 @@ class Sequencer(wiring.Component):
         """Stay ``cycles`` cycles in this state (``counter`` starts at 0), then ``next_state``."""
         with m.If(counter == cycles - 1):
             m.d.sync += counter.eq(0)
-            self._states.goto(m, next_state)
+            self._goto(m, next_state)
         with m.Else():
             m.d.sync += counter.eq(counter + 1)
 
@@ -188,7 +193,7 @@ class Sequencer(wiring.Component):
             with m.If(walk.last if run == 1 else ~walk.more):
                 if restart:
                     m.d.comb += walk.restart.eq(1)
-                self._states.goto(m, next_state)
+                self._goto(m, next_state)
         with m.Else():
             m.d.sync += [j.eq(j + 1), waddr.eq(waddr + 1)]
 
@@ -204,7 +209,12 @@ class Sequencer(wiring.Component):
         wait = Signal(range(UPDATE_WRITE), name="drain")  # cycles while the pipeline drains
         m.d.comb += self.run.count.eq(n_prev)
         # the FSM starts in CLEAR, where no flag is set
-        self._states = states = StateFlags("IDLE", "ACC_IN", "READOUT")
+        self._states = states = StateFlags("READOUT")
+        # whether an event is taken: in IDLE, and on a repeat's cycle in ACC_IN (which then
+        # takes events as IDLE does), in a flip-flop of its own, set with every transition
+        # (:meth:`_goto`) and with ``repeat``; ``repeat`` drives much of the core, and decoded
+        # with it the handshake, and what a taken event enables, waited on its route
+        self._idle = idle = Signal(name="takes_events")
         m.d.comb += self.readout.run.eq(states["READOUT"])
 
         event = self.i_event
@@ -240,11 +250,10 @@ class Sequencer(wiring.Component):
         ]
 
         # IDLE's work, also on a repeat's cycle in ACC_IN: take an event and start what it
-        # asks for.  Whether the core is idle comes from registers (StateFlags and
-        # ``repeat``), so the handshake and what it enables (the input set, the first
-        # ACC_IN row, a weight load's words) do not wait on the FSM's decoded state; only
-        # the transitions are decoded in the FSM below.
-        idle = states["IDLE"] | (states["ACC_IN"] & repeat)
+        # asks for.  Whether the core is idle comes from a register (``idle``), so the
+        # handshake and what it enables (the input set, the first ACC_IN row, a weight load's
+        # words) do not wait on the FSM's decoded state; only the transitions are decoded in
+        # the FSM below.
         ready = idle & ~self.learning.loading if learning else idle
         taken = Signal(name="event_taken")
         m.d.comb += [event.ready.eq(ready), taken.eq(ready & event.valid)]
@@ -258,16 +267,16 @@ class Sequencer(wiring.Component):
             """IDLE's transitions (the rest of IDLE's work is after the FSM)."""
             if rows > 1:
                 with m.If(spike):
-                    self._states.goto(m, "ACC_IN")
+                    self._goto(m, "ACC_IN")
             with m.If(step):
-                self._states.goto(m, "UPDATE")
+                self._goto(m, "UPDATE")
                 with m.If(n_prev != 0):
-                    self._states.goto(m, "REC")
+                    self._goto(m, "REC")
             with m.If(clear):
-                self._states.goto(m, "CLEAR")
+                self._goto(m, "CLEAR")
             if learning:
                 with m.If(dump):
-                    self._states.goto(m, "DUMP")
+                    self._goto(m, "DUMP")
 
         with m.FSM(init="CLEAR"):
             with m.State("IDLE"):
@@ -276,7 +285,7 @@ class Sequencer(wiring.Component):
             with m.State("ACC_IN"):
                 with m.If(repeat):  # the SPIKE taken on the last cycle was a repeat
                     m.d.sync += j.eq(0)
-                    self._states.goto(m, "IDLE")
+                    self._goto(m, "IDLE")
                     take_events()
                 with m.Else():
                     m.d.sync += [waddr.eq(waddr + 1), in_run.eq(j != rows - 1)]
@@ -304,7 +313,7 @@ class Sequencer(wiring.Component):
                     self.readout.start.eq(1),
                 ]
                 m.d.sync += n_prev.eq(count)
-                self._states.goto(m, "OUT_READ")
+                self._goto(m, "OUT_READ")
 
             # the cursor reads the list's first entry, then holds its first spike, whose
             # first w_out word is loaded into the address register
@@ -312,9 +321,9 @@ class Sequencer(wiring.Component):
                 with m.If(wait == OUT_READ - 1):
                     m.d.sync += [wait.eq(0), waddr.eq(times(self.run.index, out_rows))]
                     with m.If(n_prev != 0):
-                        self._states.goto(m, "OUT")
+                        self._goto(m, "OUT")
                     with m.Else():
-                        self._states.goto(m, "OUT_END")
+                        self._goto(m, "OUT_END")
                 with m.Else():
                     m.d.sync += wait.eq(wait + 1)
 
@@ -328,11 +337,11 @@ class Sequencer(wiring.Component):
                 if learning:
                     with m.If(self.learning.due):
                         m.d.comb += self.learning.start.eq(1)
-                        self._states.goto(m, "LEARN")
+                        self._goto(m, "LEARN")
                     with m.Else():
-                        self._states.goto(m, "IDLE")
+                        self._goto(m, "IDLE")
                 else:
-                    self._states.goto(m, "IDLE")
+                    self._goto(m, "IDLE")
 
             with m.State("CLEAR"):
                 self._sweep(m, j, RowOp.CLEAR, max(rows, out_rows), "IDLE")
@@ -340,7 +349,7 @@ class Sequencer(wiring.Component):
             if learning:
                 for state in ("LEARN", "DUMP"):
                     with m.State(state), m.If(self.learning.done):
-                        self._states.goto(m, "IDLE")
+                        self._goto(m, "IDLE")
 
         # after the FSM: on a repeat's cycle these override ACC_IN's ``j = 0``.  While idle,
         # ``waddr`` is loaded with the second address of an input's fan-out, or with the first
@@ -355,8 +364,8 @@ class Sequencer(wiring.Component):
             self._issue(m, RowOp.ACC_IN, 0)
             m.d.comb += inputs.add.eq(1)
             m.d.sync += repeat.eq(inputs.seen)
-            if rows > 1:
-                m.d.sync += [j.eq(1), in_run.eq(~inputs.seen)]
+            if rows > 1:  # into ACC_IN, where a repeat's cycle takes events
+                m.d.sync += [j.eq(1), in_run.eq(~inputs.seen), idle.eq(inputs.seen)]
         with m.If(step):
             m.d.comb += self.spikes_restart.eq(1)
             m.d.sync += j.eq(0)

@@ -15,10 +15,9 @@ class StateFlags:
 
     A state decoded from the FSM's register lies two or three LUTs and a route from the FSM in
     front of whatever it enables; on a wide core those users are spread over the die (the
-    sequencer's: the readout memory's write and read ports, the weight load's handshake into
-    every weight memory and the LFSRs' reseed; the learning unit's: the read addresses of the
-    trace tables it shares with the trace update), and that route set the clock: a flip-flop
-    per state can be placed next to its users."""
+    sequencer's ``READOUT``: the readout memory's write and read ports; the learning unit's
+    ``SWEEP``: the read addresses of the trace tables it shares with the trace update), and
+    that route set the clock: a flip-flop per state can be placed next to its users."""
 
     def __init__(self, *states: str) -> None:
         self.flags = {state: Signal(name=f"in_{state.lower()}") for state in states}

@@ -233,7 +233,7 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire walk__restart;
   wire walk__take;
   wire walk__valid;
-  assign \$2  = ~ idle;
+  assign \$2  = ~ i_event__ready;
   assign \$3  = \$2  | emitter__busy;
   assign \$4  = \$3  | stage1__valid;
   assign busy = \$4  | stage2_valid;
@@ -302,7 +302,6 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     .i_event__payload(i_event__payload),
     .i_event__ready(i_event__ready),
     .i_event__valid(i_event__valid),
-    .idle(idle),
     .issue__payload(issue__payload),
     .issue__valid(issue__valid),
     .readout__done(readout__done),
@@ -416,6 +415,7 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   assign \o_readout__valid$83  = o_readout__valid;
   assign update__payload = append__payload;
   assign update__valid = append__valid;
+  assign idle = i_event__ready;
   assign \i_event__payload.kind  = i_event__payload[1:0];
   assign \i_event__payload.index  = i_event__payload[6:2];
   assign \o_spike__payload.kind  = o_spike__payload[1:0];
@@ -2739,8 +2739,8 @@ module \neurofptt_core.run_cursor (rst, list__data, walk__more, walk__last, walk
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__ready, idle, run__more, issue__valid, issue__payload, run__take, run__restart, emitter__start, emitter__count, readout__start, spikes_restart, drop, readout__run, w_rec_addr, run__count, readout__done, spike_count
-, run__index, emitter__busy, i_event__payload);
+module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, run__more, issue__valid, issue__payload, run__take, run__restart, emitter__start, emitter__count, readout__start, spikes_restart, drop, readout__run, i_event__ready, w_rec_addr, run__count, readout__done, spike_count, run__index
+, emitter__busy, i_event__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
 `ifndef SYNTHESIS
   // wake every always @* block at time zero (also under SystemVerilog semantics)
@@ -2748,20 +2748,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
 `endif
   wire [11:0] \$1 ;
   wire \$10 ;
-  wire \$100 ;
-  wire \$101 ;
-  wire \$102 ;
-  reg \$103 ;
-  reg [3:0] \$104 ;
-  reg \$105 ;
-  reg \$106 ;
-  reg \$107 ;
-  reg [4:0] \$108 ;
-  reg \$109 ;
   wire \$11 ;
-  reg [12:0] \$110 ;
-  reg [1:0] \$111 ;
-  reg [5:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
@@ -2770,7 +2757,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
-  wire \$2 ;
+  wire [12:0] \$2 ;
   wire \$20 ;
   wire \$21 ;
   wire \$22 ;
@@ -2788,76 +2775,61 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire \$36 ;
+  wire [13:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire \$39 ;
-  wire [12:0] \$4 ;
+  wire [5:0] \$39 ;
+  wire \$4 ;
   wire \$40 ;
-  wire \$41 ;
+  wire [13:0] \$41 ;
   wire \$42 ;
-  wire [13:0] \$43 ;
-  wire \$44 ;
+  wire [5:0] \$43 ;
+  wire [13:0] \$44 ;
   wire \$45 ;
-  wire [5:0] \$46 ;
+  wire \$46 ;
   wire [5:0] \$47 ;
   wire \$48 ;
-  wire \$49 ;
+  wire [2:0] \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire [13:0] \$51 ;
-  wire \$52 ;
-  wire [5:0] \$53 ;
-  wire [5:0] \$54 ;
-  wire \$55 ;
-  wire [13:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
+  wire [7:0] \$51 ;
+  wire [7:0] \$52 ;
+  wire [8:0] \$53 ;
+  wire \$54 ;
+  wire [2:0] \$55 ;
+  wire \$56 ;
+  wire [7:0] \$57 ;
+  wire [7:0] \$58 ;
+  wire [8:0] \$59 ;
   wire \$6 ;
-  wire [5:0] \$60 ;
+  wire \$60 ;
   wire [5:0] \$61 ;
-  wire \$62 ;
+  wire [13:0] \$62 ;
   wire \$63 ;
   wire [2:0] \$64 ;
   wire \$65 ;
-  wire [7:0] \$66 ;
-  wire [7:0] \$67 ;
-  wire [8:0] \$68 ;
-  wire \$69 ;
+  wire [5:0] \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire [13:0] \$69 ;
   wire \$7 ;
-  wire [2:0] \$70 ;
+  wire [11:0] \$70 ;
   wire \$71 ;
   wire \$72 ;
-  wire [7:0] \$73 ;
-  wire [7:0] \$74 ;
-  wire [8:0] \$75 ;
-  wire \$76 ;
-  wire [5:0] \$77 ;
-  wire [5:0] \$78 ;
-  wire \$79 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  reg \$76 ;
+  reg \$77 ;
+  reg [3:0] \$78 ;
+  reg \$79 ;
   wire \$8 ;
-  wire [13:0] \$80 ;
-  wire \$81 ;
-  wire [2:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire [5:0] \$85 ;
-  wire [5:0] \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  reg \$80 ;
+  reg [4:0] \$81 ;
+  reg [12:0] \$82 ;
+  reg [1:0] \$83 ;
+  reg [5:0] \$84 ;
   wire \$9 ;
-  wire \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire [13:0] \$94 ;
-  wire [11:0] \$95 ;
-  wire \$96 ;
-  wire \$97 ;
-  wire \$98 ;
-  wire \$99 ;
   reg add;
   reg clear;
   input clk;
@@ -2882,15 +2854,14 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
   (* enum_value_10 = "CLEAR" *)
   wire [1:0] \i_event__payload.kind ;
   output i_event__ready;
-  wire i_event__ready;
+  reg i_event__ready = 1'h0;
   input i_event__valid;
   wire i_event__valid;
-  output idle;
+  (* init = 1'h0 *)
   wire idle;
-  reg in_acc_in = 1'h0;
-  reg in_idle = 1'h0;
   (* init = 1'h0 *)
   wire in_readout;
+  reg in_run = 1'h0;
   wire [4:0] index;
   output [7:0] issue__payload;
   reg [7:0] issue__payload;
@@ -2906,7 +2877,6 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
   output issue__valid;
   reg issue__valid;
   reg [4:0] j = 5'h00;
-  reg j_nonzero = 1'h0;
   (* init = 6'h00 *)
   wire [5:0] n_prev;
   input readout__done;
@@ -2936,122 +2906,102 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
   reg spikes_restart;
   wire [10:0] start_acc_in;
   wire take_spike;
+  (* init = 1'h0 *)
+  wire takes_events;
   output [9:0] w_in_addr;
   wire [9:0] w_in_addr;
   wire [8:0] w_out_addr;
   output [11:0] w_rec_addr;
   wire [11:0] w_rec_addr;
   reg [12:0] waddr = 13'h0000;
-  assign \$2  = ~ drop;
-  assign \$3  = j_nonzero & \$2 ;
-  assign \$4  = \$3  ? waddr : { 2'h0, \$1 [10:0] };
-  assign \$5  = in_acc_in & drop;
-  assign i_event__ready = in_idle | \$5 ;
-  assign \$6  = in_acc_in & drop;
-  assign \$7  = in_idle | \$6 ;
-  assign event_taken = \$7  & i_event__valid;
-  assign \$8  = ! i_event__payload[1:0];
-  assign \$9  = event_taken & \$8 ;
-  assign \$10  = i_event__payload[6:2] < 6'h20;
-  assign take_spike = \$9  & \$10 ;
-  assign \$11  = ! j;
-  assign \$12  = ~ emitter__busy;
-  assign \$13  = ! j;
-  assign \$14  = j == 2'h2;
-  assign \$15  = ~ run__more;
-  assign \$16  = i_event__payload[1:0] == 1'h1;
-  assign \$17  = event_taken & \$16 ;
-  assign \$18  = i_event__payload[1:0] == 2'h2;
-  assign \$19  = event_taken & \$18 ;
-  assign \$20  = in_acc_in & drop;
-  assign idle = in_idle | \$20 ;
-  assign \$21  = ! fsm_state;
-  assign \$22  = fsm_state == 1'h1;
-  assign \$23  = fsm_state == 2'h2;
-  assign \$24  = fsm_state == 2'h3;
-  assign \$25  = fsm_state == 3'h4;
-  assign \$26  = fsm_state == 3'h5;
-  assign \$27  = fsm_state == 3'h6;
-  assign \$28  = fsm_state == 3'h7;
-  assign \$29  = fsm_state == 4'h8;
-  assign \$30  = fsm_state == 4'h9;
-  assign \$31  = fsm_state == 4'ha;
-  assign \$32  = i_event__payload[1:0] == 1'h1;
-  assign \$33  = event_taken & \$32 ;
-  assign \$34  = | run__count;
-  assign \$35  = i_event__payload[1:0] == 2'h2;
-  assign \$36  = event_taken & \$35 ;
-  assign \$38  = i_event__payload[1:0] == 1'h1;
-  assign \$39  = event_taken & \$38 ;
-  assign \$40  = | run__count;
-  assign \$41  = i_event__payload[1:0] == 2'h2;
-  assign \$42  = event_taken & \$41 ;
-  assign \$43  = waddr + 1'h1;
-  assign \$44  = j == 5'h1f;
-  assign \$46  = j + 1'h1;
+  assign \$14  = event_taken & \$13 ;
+  assign \$15  = ! fsm_state;
+  assign \$16  = fsm_state == 1'h1;
+  assign \$17  = fsm_state == 2'h2;
+  assign \$18  = fsm_state == 2'h3;
+  assign \$19  = fsm_state == 3'h4;
+  assign \$20  = fsm_state == 3'h5;
+  assign \$21  = fsm_state == 3'h6;
+  assign \$22  = fsm_state == 3'h7;
+  assign \$23  = fsm_state == 4'h8;
+  assign \$24  = fsm_state == 4'h9;
+  assign \$25  = fsm_state == 4'ha;
+  assign \$26  = i_event__payload[1:0] == 1'h1;
+  assign \$27  = event_taken & \$26 ;
+  assign \$28  = | run__count;
+  assign \$29  = i_event__payload[1:0] == 2'h2;
+  assign \$30  = event_taken & \$29 ;
+  assign \$31  = i_event__payload[1:0] == 1'h1;
+  assign \$32  = event_taken & \$31 ;
+  assign \$33  = | run__count;
+  assign \$34  = i_event__payload[1:0] == 2'h2;
+  assign \$35  = event_taken & \$34 ;
+  assign \$36  = waddr + 1'h1;
+  assign \$37  = j != 5'h1f;
+  assign \$38  = j == 5'h1f;
+  assign \$39  = j + 1'h1;
+  assign \$40  = j == 5'h1f;
+  assign \$42  = ~ run__more;
+  assign \$43  = j + 1'h1;
+  assign \$44  = waddr + 1'h1;
+  assign \$45  = ~ emitter__busy;
+  assign \$46  = j == 5'h1f;
   assign \$47  = j + 1'h1;
-  assign \$48  = | \$47 ;
-  assign \$49  = j == 5'h1f;
-  assign \$52  = ~ run__more;
-  assign \$53  = j + 1'h1;
-  assign \$54  = j + 1'h1;
-  assign \$55  = | \$54 ;
-  assign \$56  = waddr + 1'h1;
-  assign \$57  = ~ emitter__busy;
-  assign \$58  = j == 5'h1f;
-  assign \$60  = j + 1'h1;
+  assign \$48  = drain == 2'h2;
+  assign \$49  = drain + 1'h1;
+  assign \$50  = drain == 1'h1;
+  assign \$53  = \$51  + \$52 ;
+  assign \$54  = | run__count;
+  assign \$55  = drain + 1'h1;
+  assign \$56  = j == 2'h2;
+  assign \$59  = \$57  + \$58 ;
+  assign \$60  = ~ run__more;
   assign \$61  = j + 1'h1;
-  assign \$62  = | \$61 ;
-  assign \$63  = drain == 2'h2;
+  assign \$62  = waddr + 1'h1;
+  assign \$63  = ! drain;
   assign \$64  = drain + 1'h1;
-  assign \$65  = drain == 1'h1;
-  assign \$68  = \$66  + \$67 ;
-  assign \$69  = | run__count;
-  assign \$70  = drain + 1'h1;
-  assign \$71  = j == 2'h2;
-  assign \$75  = \$73  + \$74 ;
-  assign \$76  = ~ run__more;
-  assign \$77  = j + 1'h1;
-  assign \$78  = j + 1'h1;
-  assign \$79  = | \$78 ;
-  assign \$80  = waddr + 1'h1;
-  assign \$81  = ! drain;
-  assign \$82  = drain + 1'h1;
-  assign \$83  = j == 5'h1f;
-  assign \$85  = j + 1'h1;
-  assign \$86  = j + 1'h1;
-  assign \$87  = | \$86 ;
-  assign \$88  = in_acc_in & drop;
-  assign \$89  = in_idle | \$88 ;
-  assign \$90  = i_event__payload[1:0] == 1'h1;
-  assign \$91  = \$89  & \$90 ;
-  assign \$92  = in_acc_in & drop;
-  assign \$93  = in_idle | \$92 ;
-  assign \$95  = \$1 [10:0] + 1'h1;
-  assign \$97  = i_event__payload[1:0] == 1'h1;
-  assign \$98  = event_taken & \$97 ;
-  assign \$100  = i_event__payload[1:0] == 2'h2;
-  assign \$101  = event_taken & \$100 ;
+  assign \$65  = j == 5'h1f;
+  assign \$66  = j + 1'h1;
+  assign \$67  = i_event__payload[1:0] == 1'h1;
+  assign \$68  = i_event__ready & \$67 ;
+  assign \$70  = \$1 [10:0] + 1'h1;
+  assign \$71  = ~ seen;
+  assign \$72  = i_event__payload[1:0] == 1'h1;
+  assign \$73  = event_taken & \$72 ;
+  assign \$74  = i_event__payload[1:0] == 2'h2;
+  assign \$75  = event_taken & \$74 ;
   always @(posedge clk)
-    drop <= \$103 ;
+    drop <= \$76 ;
   always @(posedge clk)
-    fsm_state <= \$104 ;
+    in_run <= \$77 ;
   always @(posedge clk)
-    in_idle <= \$105 ;
+    fsm_state <= \$78 ;
   always @(posedge clk)
-    in_acc_in <= \$106 ;
+    readout__run <= \$79 ;
   always @(posedge clk)
-    readout__run <= \$107 ;
+    i_event__ready <= \$80 ;
   always @(posedge clk)
-    j <= \$108 ;
+    j <= \$81 ;
   always @(posedge clk)
-    j_nonzero <= \$109 ;
+    waddr <= \$82 ;
   always @(posedge clk)
-    waddr <= \$110 ;
+    drain <= \$83 ;
   always @(posedge clk)
-    drain <= \$111 ;
-  always @(posedge clk)
-    run__count <= \$112 ;
+    run__count <= \$84 ;
+  assign \$2  = in_run ? waddr : { 2'h0, \$1 [10:0] };
+  assign event_taken = i_event__ready & i_event__valid;
+  assign \$3  = ! i_event__payload[1:0];
+  assign \$4  = event_taken & \$3 ;
+  assign \$5  = i_event__payload[6:2] < 6'h20;
+  assign take_spike = \$4  & \$5 ;
+  assign \$6  = ! j;
+  assign \$7  = ~ emitter__busy;
+  assign \$8  = ! j;
+  assign \$9  = j == 2'h2;
+  assign \$10  = ~ run__more;
+  assign \$11  = i_event__payload[1:0] == 1'h1;
+  assign \$12  = event_taken & \$11 ;
+  assign \$13  = i_event__payload[1:0] == 2'h2;
   \neurofptt_core.sequencer.inputs  inputs (
     .add(add),
     .clear(clear),
@@ -3075,7 +3025,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
       4'h3:
           issue__valid = 1'h1;
       4'h2:
-          if (\$12 ) begin
+          if (\$7 ) begin
             issue__valid = 1'h1;
           end
       4'h5:
@@ -3116,7 +3066,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
           issue__payload[7:3] = j;
         end
       4'h2:
-          if (\$12 ) begin
+          if (\$7 ) begin
             issue__payload[2:0] = 3'h3;
             issue__payload[7:3] = j;
           end
@@ -3155,7 +3105,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
       4'h1:
           /* empty */;
       4'h3:
-          if (\$11 ) begin
+          if (\$6 ) begin
             run__take = 1'h1;
           end
       4'h2:
@@ -3167,7 +3117,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
       4'h7:
           /* empty */;
       4'h8:
-          if (\$13 ) begin
+          if (\$8 ) begin
             run__take = 1'h1;
           end
     endcase
@@ -3189,7 +3139,7 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
       4'h6:
           clear = 1'h1;
     endcase
-    if (\$19 ) begin
+    if (\$14 ) begin
       clear = 1'h1;
     end
   end
@@ -3212,8 +3162,8 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
       4'h7:
           /* empty */;
       4'h8:
-          if (\$14 ) begin
-            if (\$15 ) begin
+          if (\$9 ) begin
+            if (\$10 ) begin
               run__restart = 1'h1;
             end
           end
@@ -3283,484 +3233,345 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     spikes_restart = 1'h0;
-    if (\$17 ) begin
+    if (\$12 ) begin
       spikes_restart = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$103  = 1'h0;
+    \$76  = 1'h0;
     if (take_spike) begin
-      \$103  = seen;
+      \$76  = seen;
     end
     if (rst) begin
-      \$103  = 1'h0;
+      \$76  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$104  = fsm_state;
-    casez (fsm_state)
-      4'h0:
-        begin
-          if (take_spike) begin
-            \$104  = 4'h1;
-          end
-          if (\$33 ) begin
-            \$104  = 4'h2;
-            if (\$34 ) begin
-              \$104  = 4'h3;
-            end
-          end
-          if (\$36 ) begin
-            \$104  = 4'h4;
-          end
-        end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (drop) begin
-            \$104  = 4'h0;
-            if (take_spike) begin
-              \$104  = 4'h1;
-            end
-            if (\$39 ) begin
-              \$104  = 4'h2;
-              if (\$40 ) begin
-                \$104  = 4'h3;
-              end
-            end
-            if (\$42 ) begin
-              \$104  = 4'h4;
-            end
-          end else begin
-            if (\$44 ) begin
-              \$104  = 4'h0;
-            end
-          end
-      4'h3:
-          if (\$49 ) begin
-            if (\$52 ) begin
-              \$104  = 4'h2;
-            end
-          end
-      4'h2:
-          if (\$57 ) begin
-            if (\$58 ) begin
-              \$104  = 4'h5;
-            end
-          end
-      4'h5:
-          if (\$63 ) begin
-            \$104  = 4'h6;
-          end
-      4'h6:
-          \$104  = 4'h7;
-      4'h7:
-          if (\$65 ) begin
-            (* full_case = 32'd1 *)
-            if (\$69 ) begin
-              \$104  = 4'h8;
-            end else begin
-              \$104  = 4'h9;
-            end
-          end
-      4'h8:
-          if (\$71 ) begin
-            if (\$76 ) begin
-              \$104  = 4'h9;
-            end
-          end
-      4'h9:
-          if (\$81 ) begin
-            \$104  = 4'ha;
-          end
-      4'ha:
-          if (readout__done) begin
-            \$104  = 4'h0;
-          end
-      4'h4:
-          if (\$83 ) begin
-            \$104  = 4'h0;
-          end
-    endcase
-    if (rst) begin
-      \$104  = 4'h4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$105  = in_idle;
-    casez (fsm_state)
-      4'h0:
-        begin
-          if (take_spike) begin
-            \$105  = 1'h0;
-          end
-          if (\$33 ) begin
-            \$105  = 1'h0;
-            if (\$34 ) begin
-              \$105  = 1'h0;
-            end
-          end
-          if (\$36 ) begin
-            \$105  = 1'h0;
-          end
-        end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (drop) begin
-            \$105  = 1'h1;
-            if (take_spike) begin
-              \$105  = 1'h0;
-            end
-            if (\$39 ) begin
-              \$105  = 1'h0;
-              if (\$40 ) begin
-                \$105  = 1'h0;
-              end
-            end
-            if (\$42 ) begin
-              \$105  = 1'h0;
-            end
-          end else begin
-            if (\$44 ) begin
-              \$105  = 1'h1;
-            end
-          end
-      4'h3:
-          if (\$49 ) begin
-            if (\$52 ) begin
-              \$105  = 1'h0;
-            end
-          end
-      4'h2:
-          if (\$57 ) begin
-            if (\$58 ) begin
-              \$105  = 1'h0;
-            end
-          end
-      4'h5:
-          if (\$63 ) begin
-            \$105  = 1'h0;
-          end
-      4'h6:
-          \$105  = 1'h0;
-      4'h7:
-          if (\$65 ) begin
-            (* full_case = 32'd1 *)
-            if (\$69 ) begin
-              \$105  = 1'h0;
-            end else begin
-              \$105  = 1'h0;
-            end
-          end
-      4'h8:
-          if (\$71 ) begin
-            if (\$76 ) begin
-              \$105  = 1'h0;
-            end
-          end
-      4'h9:
-          if (\$81 ) begin
-            \$105  = 1'h0;
-          end
-      4'ha:
-          if (readout__done) begin
-            \$105  = 1'h1;
-          end
-      4'h4:
-          if (\$83 ) begin
-            \$105  = 1'h1;
-          end
-    endcase
-    if (rst) begin
-      \$105  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$106  = in_acc_in;
-    casez (fsm_state)
-      4'h0:
-        begin
-          if (take_spike) begin
-            \$106  = 1'h1;
-          end
-          if (\$33 ) begin
-            \$106  = 1'h0;
-            if (\$34 ) begin
-              \$106  = 1'h0;
-            end
-          end
-          if (\$36 ) begin
-            \$106  = 1'h0;
-          end
-        end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (drop) begin
-            \$106  = 1'h0;
-            if (take_spike) begin
-              \$106  = 1'h1;
-            end
-            if (\$39 ) begin
-              \$106  = 1'h0;
-              if (\$40 ) begin
-                \$106  = 1'h0;
-              end
-            end
-            if (\$42 ) begin
-              \$106  = 1'h0;
-            end
-          end else begin
-            if (\$44 ) begin
-              \$106  = 1'h0;
-            end
-          end
-      4'h3:
-          if (\$49 ) begin
-            if (\$52 ) begin
-              \$106  = 1'h0;
-            end
-          end
-      4'h2:
-          if (\$57 ) begin
-            if (\$58 ) begin
-              \$106  = 1'h0;
-            end
-          end
-      4'h5:
-          if (\$63 ) begin
-            \$106  = 1'h0;
-          end
-      4'h6:
-          \$106  = 1'h0;
-      4'h7:
-          if (\$65 ) begin
-            (* full_case = 32'd1 *)
-            if (\$69 ) begin
-              \$106  = 1'h0;
-            end else begin
-              \$106  = 1'h0;
-            end
-          end
-      4'h8:
-          if (\$71 ) begin
-            if (\$76 ) begin
-              \$106  = 1'h0;
-            end
-          end
-      4'h9:
-          if (\$81 ) begin
-            \$106  = 1'h0;
-          end
-      4'ha:
-          if (readout__done) begin
-            \$106  = 1'h0;
-          end
-      4'h4:
-          if (\$83 ) begin
-            \$106  = 1'h0;
-          end
-    endcase
-    if (rst) begin
-      \$106  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$107  = readout__run;
-    casez (fsm_state)
-      4'h0:
-        begin
-          if (take_spike) begin
-            \$107  = 1'h0;
-          end
-          if (\$33 ) begin
-            \$107  = 1'h0;
-            if (\$34 ) begin
-              \$107  = 1'h0;
-            end
-          end
-          if (\$36 ) begin
-            \$107  = 1'h0;
-          end
-        end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (drop) begin
-            \$107  = 1'h0;
-            if (take_spike) begin
-              \$107  = 1'h0;
-            end
-            if (\$39 ) begin
-              \$107  = 1'h0;
-              if (\$40 ) begin
-                \$107  = 1'h0;
-              end
-            end
-            if (\$42 ) begin
-              \$107  = 1'h0;
-            end
-          end else begin
-            if (\$44 ) begin
-              \$107  = 1'h0;
-            end
-          end
-      4'h3:
-          if (\$49 ) begin
-            if (\$52 ) begin
-              \$107  = 1'h0;
-            end
-          end
-      4'h2:
-          if (\$57 ) begin
-            if (\$58 ) begin
-              \$107  = 1'h0;
-            end
-          end
-      4'h5:
-          if (\$63 ) begin
-            \$107  = 1'h0;
-          end
-      4'h6:
-          \$107  = 1'h0;
-      4'h7:
-          if (\$65 ) begin
-            (* full_case = 32'd1 *)
-            if (\$69 ) begin
-              \$107  = 1'h0;
-            end else begin
-              \$107  = 1'h0;
-            end
-          end
-      4'h8:
-          if (\$71 ) begin
-            if (\$76 ) begin
-              \$107  = 1'h0;
-            end
-          end
-      4'h9:
-          if (\$81 ) begin
-            \$107  = 1'h1;
-          end
-      4'ha:
-          if (readout__done) begin
-            \$107  = 1'h0;
-          end
-      4'h4:
-          if (\$83 ) begin
-            \$107  = 1'h0;
-          end
-    endcase
-    if (rst) begin
-      \$107  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$108  = j;
+    \$77  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h1:
           (* full_case = 32'd1 *)
           if (drop) begin
-            \$108  = 5'h00;
           end else begin
-            (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              \$108  = 5'h00;
-            end else begin
-              \$108  = \$46 [4:0];
-            end
-          end
-      4'h3:
-          (* full_case = 32'd1 *)
-          if (\$49 ) begin
-            \$108  = 5'h00;
-          end else begin
-            \$108  = \$53 [4:0];
-          end
-      4'h2:
-          if (\$57 ) begin
-            (* full_case = 32'd1 *)
-            if (\$58 ) begin
-              \$108  = 5'h00;
-            end else begin
-              \$108  = \$60 [4:0];
-            end
-          end
-      4'h5:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          (* full_case = 32'd1 *)
-          if (\$71 ) begin
-            \$108  = 5'h00;
-          end else begin
-            \$108  = \$77 [4:0];
-          end
-      4'h9:
-          /* empty */;
-      4'ha:
-          /* empty */;
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$83 ) begin
-            \$108  = 5'h00;
-          end else begin
-            \$108  = \$85 [4:0];
+            \$77  = \$37 ;
           end
     endcase
     if (take_spike) begin
-      \$108  = 5'h01;
-    end
-    if (\$98 ) begin
-      \$108  = 5'h00;
-    end
-    if (\$101 ) begin
-      \$108  = 5'h00;
+      \$77  = \$71 ;
     end
     if (rst) begin
-      \$108  = 5'h00;
+      \$77  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$109  = j_nonzero;
+    \$78  = fsm_state;
+    casez (fsm_state)
+      4'h0:
+        begin
+          if (take_spike) begin
+            \$78  = 4'h1;
+          end
+          if (\$27 ) begin
+            \$78  = 4'h2;
+            if (\$28 ) begin
+              \$78  = 4'h3;
+            end
+          end
+          if (\$30 ) begin
+            \$78  = 4'h4;
+          end
+        end
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            \$78  = 4'h0;
+            if (take_spike) begin
+              \$78  = 4'h1;
+            end
+            if (\$32 ) begin
+              \$78  = 4'h2;
+              if (\$33 ) begin
+                \$78  = 4'h3;
+              end
+            end
+            if (\$35 ) begin
+              \$78  = 4'h4;
+            end
+          end else begin
+            if (\$38 ) begin
+              \$78  = 4'h0;
+            end
+          end
+      4'h3:
+          if (\$40 ) begin
+            if (\$42 ) begin
+              \$78  = 4'h2;
+            end
+          end
+      4'h2:
+          if (\$45 ) begin
+            if (\$46 ) begin
+              \$78  = 4'h5;
+            end
+          end
+      4'h5:
+          if (\$48 ) begin
+            \$78  = 4'h6;
+          end
+      4'h6:
+          \$78  = 4'h7;
+      4'h7:
+          if (\$50 ) begin
+            (* full_case = 32'd1 *)
+            if (\$54 ) begin
+              \$78  = 4'h8;
+            end else begin
+              \$78  = 4'h9;
+            end
+          end
+      4'h8:
+          if (\$56 ) begin
+            if (\$60 ) begin
+              \$78  = 4'h9;
+            end
+          end
+      4'h9:
+          if (\$63 ) begin
+            \$78  = 4'ha;
+          end
+      4'ha:
+          if (readout__done) begin
+            \$78  = 4'h0;
+          end
+      4'h4:
+          if (\$65 ) begin
+            \$78  = 4'h0;
+          end
+    endcase
+    if (rst) begin
+      \$78  = 4'h4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$79  = readout__run;
+    casez (fsm_state)
+      4'h0:
+        begin
+          if (take_spike) begin
+            \$79  = 1'h0;
+          end
+          if (\$27 ) begin
+            \$79  = 1'h0;
+            if (\$28 ) begin
+              \$79  = 1'h0;
+            end
+          end
+          if (\$30 ) begin
+            \$79  = 1'h0;
+          end
+        end
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            \$79  = 1'h0;
+            if (take_spike) begin
+              \$79  = 1'h0;
+            end
+            if (\$32 ) begin
+              \$79  = 1'h0;
+              if (\$33 ) begin
+                \$79  = 1'h0;
+              end
+            end
+            if (\$35 ) begin
+              \$79  = 1'h0;
+            end
+          end else begin
+            if (\$38 ) begin
+              \$79  = 1'h0;
+            end
+          end
+      4'h3:
+          if (\$40 ) begin
+            if (\$42 ) begin
+              \$79  = 1'h0;
+            end
+          end
+      4'h2:
+          if (\$45 ) begin
+            if (\$46 ) begin
+              \$79  = 1'h0;
+            end
+          end
+      4'h5:
+          if (\$48 ) begin
+            \$79  = 1'h0;
+          end
+      4'h6:
+          \$79  = 1'h0;
+      4'h7:
+          if (\$50 ) begin
+            (* full_case = 32'd1 *)
+            if (\$54 ) begin
+              \$79  = 1'h0;
+            end else begin
+              \$79  = 1'h0;
+            end
+          end
+      4'h8:
+          if (\$56 ) begin
+            if (\$60 ) begin
+              \$79  = 1'h0;
+            end
+          end
+      4'h9:
+          if (\$63 ) begin
+            \$79  = 1'h1;
+          end
+      4'ha:
+          if (readout__done) begin
+            \$79  = 1'h0;
+          end
+      4'h4:
+          if (\$65 ) begin
+            \$79  = 1'h0;
+          end
+    endcase
+    if (rst) begin
+      \$79  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$80  = i_event__ready;
+    casez (fsm_state)
+      4'h0:
+        begin
+          if (take_spike) begin
+            \$80  = 1'h0;
+          end
+          if (\$27 ) begin
+            \$80  = 1'h0;
+            if (\$28 ) begin
+              \$80  = 1'h0;
+            end
+          end
+          if (\$30 ) begin
+            \$80  = 1'h0;
+          end
+        end
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (drop) begin
+            \$80  = 1'h1;
+            if (take_spike) begin
+              \$80  = 1'h0;
+            end
+            if (\$32 ) begin
+              \$80  = 1'h0;
+              if (\$33 ) begin
+                \$80  = 1'h0;
+              end
+            end
+            if (\$35 ) begin
+              \$80  = 1'h0;
+            end
+          end else begin
+            if (\$38 ) begin
+              \$80  = 1'h1;
+            end
+          end
+      4'h3:
+          if (\$40 ) begin
+            if (\$42 ) begin
+              \$80  = 1'h0;
+            end
+          end
+      4'h2:
+          if (\$45 ) begin
+            if (\$46 ) begin
+              \$80  = 1'h0;
+            end
+          end
+      4'h5:
+          if (\$48 ) begin
+            \$80  = 1'h0;
+          end
+      4'h6:
+          \$80  = 1'h0;
+      4'h7:
+          if (\$50 ) begin
+            (* full_case = 32'd1 *)
+            if (\$54 ) begin
+              \$80  = 1'h0;
+            end else begin
+              \$80  = 1'h0;
+            end
+          end
+      4'h8:
+          if (\$56 ) begin
+            if (\$60 ) begin
+              \$80  = 1'h0;
+            end
+          end
+      4'h9:
+          if (\$63 ) begin
+            \$80  = 1'h0;
+          end
+      4'ha:
+          if (readout__done) begin
+            \$80  = 1'h1;
+          end
+      4'h4:
+          if (\$65 ) begin
+            \$80  = 1'h1;
+          end
+    endcase
+    if (take_spike) begin
+      \$80  = seen;
+    end
+    if (rst) begin
+      \$80  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$81  = j;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h1:
           (* full_case = 32'd1 *)
           if (drop) begin
-            \$109  = \$37 ;
+            \$81  = 5'h00;
           end else begin
             (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              \$109  = \$45 ;
+            if (\$38 ) begin
+              \$81  = 5'h00;
             end else begin
-              \$109  = \$48 ;
+              \$81  = \$39 [4:0];
             end
           end
       4'h3:
           (* full_case = 32'd1 *)
-          if (\$49 ) begin
-            \$109  = \$50 ;
+          if (\$40 ) begin
+            \$81  = 5'h00;
           end else begin
-            \$109  = \$55 ;
+            \$81  = \$43 [4:0];
           end
       4'h2:
-          if (\$57 ) begin
+          if (\$45 ) begin
             (* full_case = 32'd1 *)
-            if (\$58 ) begin
-              \$109  = \$59 ;
+            if (\$46 ) begin
+              \$81  = 5'h00;
             end else begin
-              \$109  = \$62 ;
+              \$81  = \$47 [4:0];
             end
           end
       4'h5:
@@ -3771,10 +3582,10 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
           /* empty */;
       4'h8:
           (* full_case = 32'd1 *)
-          if (\$71 ) begin
-            \$109  = \$72 ;
+          if (\$56 ) begin
+            \$81  = 5'h00;
           end else begin
-            \$109  = \$79 ;
+            \$81  = \$61 [4:0];
           end
       4'h9:
           /* empty */;
@@ -3782,28 +3593,28 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
           /* empty */;
       4'h4:
           (* full_case = 32'd1 *)
-          if (\$83 ) begin
-            \$109  = \$84 ;
+          if (\$65 ) begin
+            \$81  = 5'h00;
           end else begin
-            \$109  = \$87 ;
+            \$81  = \$66 [4:0];
           end
     endcase
     if (take_spike) begin
-      \$109  = \$96 ;
+      \$81  = 5'h01;
     end
-    if (\$98 ) begin
-      \$109  = \$99 ;
+    if (\$73 ) begin
+      \$81  = 5'h00;
     end
-    if (\$101 ) begin
-      \$109  = \$102 ;
+    if (\$75 ) begin
+      \$81  = 5'h00;
     end
     if (rst) begin
-      \$109  = 1'h0;
+      \$81  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$110  = waddr;
+    \$82  = waddr;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3811,14 +3622,14 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
           (* full_case = 32'd1 *)
           if (drop) begin
           end else begin
-            \$110  = \$43 [12:0];
+            \$82  = \$36 [12:0];
           end
       4'h3:
           (* full_case = 32'd1 *)
-          if (\$49 ) begin
-            \$110  = \$51 [12:0];
+          if (\$40 ) begin
+            \$82  = \$41 [12:0];
           end else begin
-            \$110  = \$56 [12:0];
+            \$82  = \$44 [12:0];
           end
       4'h2:
           /* empty */;
@@ -3827,29 +3638,29 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
       4'h6:
           /* empty */;
       4'h7:
-          if (\$65 ) begin
-            \$110  = { 4'h0, \$68  };
+          if (\$50 ) begin
+            \$82  = { 4'h0, \$53  };
           end
       4'h8:
           (* full_case = 32'd1 *)
-          if (\$71 ) begin
-            \$110  = { 4'h0, \$75  };
+          if (\$56 ) begin
+            \$82  = { 4'h0, \$59  };
           end else begin
-            \$110  = \$80 [12:0];
+            \$82  = \$62 [12:0];
           end
     endcase
-    if (\$91 ) begin
-      \$110  = \$94 [12:0];
-    end else if (\$93 ) begin
-      \$110  = { 1'h0, \$95  };
+    if (\$68 ) begin
+      \$82  = \$69 [12:0];
+    end else if (i_event__ready) begin
+      \$82  = { 1'h0, \$70  };
     end
     if (rst) begin
-      \$110  = 13'h0000;
+      \$82  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$111  = drain;
+    \$83  = drain;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3861,37 +3672,37 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$63 ) begin
-            \$111  = 2'h0;
+          if (\$48 ) begin
+            \$83  = 2'h0;
           end else begin
-            \$111  = \$64 [1:0];
+            \$83  = \$49 [1:0];
           end
       4'h6:
           /* empty */;
       4'h7:
           (* full_case = 32'd1 *)
-          if (\$65 ) begin
-            \$111  = 2'h0;
+          if (\$50 ) begin
+            \$83  = 2'h0;
           end else begin
-            \$111  = \$70 [1:0];
+            \$83  = \$55 [1:0];
           end
       4'h8:
           /* empty */;
       4'h9:
           (* full_case = 32'd1 *)
-          if (\$81 ) begin
-            \$111  = 2'h0;
+          if (\$63 ) begin
+            \$83  = 2'h0;
           end else begin
-            \$111  = \$82 [1:0];
+            \$83  = \$64 [1:0];
           end
     endcase
     if (rst) begin
-      \$111  = 2'h0;
+      \$83  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$112  = run__count;
+    \$84  = run__count;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3904,13 +3715,13 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
       4'h5:
           /* empty */;
       4'h6:
-          \$112  = spike_count;
+          \$84  = spike_count;
     endcase
-    if (\$101 ) begin
-      \$112  = 6'h00;
+    if (\$75 ) begin
+      \$84  = 6'h00;
     end
     if (rst) begin
-      \$112  = 6'h00;
+      \$84  = 6'h00;
     end
   end
   assign n_prev = run__count;
@@ -3919,28 +3730,21 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, i_event__
   assign index = i_event__payload[6:2];
   assign repeat_q = drop;
   assign w_out_addr = waddr[8:0];
-  assign w_in_addr = \$4 [9:0];
+  assign takes_events = i_event__ready;
+  assign idle = i_event__ready;
+  assign w_in_addr = \$2 [9:0];
   assign w_rec_addr = waddr[11:0];
   assign \i_event__payload.kind  = i_event__payload[1:0];
   assign \i_event__payload.index  = i_event__payload[6:2];
   assign \issue__payload.op  = issue__payload[2:0];
   assign \issue__payload.row  = issue__payload[7:3];
   assign \$1  = { 2'h0, i_event__payload[6:2], 5'h00 };
-  assign \$37  = 1'h0;
-  assign \$45  = 1'h0;
-  assign \$50  = 1'h0;
-  assign \$51  = { 2'h0, run__index, 5'h00 };
-  assign \$59  = 1'h0;
-  assign \$66  = { 1'h0, run__index };
-  assign \$67  = { run__index, 1'h0 };
-  assign \$72  = 1'h0;
-  assign \$73  = { 1'h0, run__index };
-  assign \$74  = { run__index, 1'h0 };
-  assign \$84  = 1'h0;
-  assign \$94  = { 2'h0, run__index, 5'h00 };
-  assign \$96  = 1'h1;
-  assign \$99  = 1'h0;
-  assign \$102  = 1'h0;
+  assign \$41  = { 2'h0, run__index, 5'h00 };
+  assign \$51  = { 1'h0, run__index };
+  assign \$52  = { run__index, 1'h0 };
+  assign \$57  = { 1'h0, run__index };
+  assign \$58  = { run__index, 1'h0 };
+  assign \$69  = { 2'h0, run__index, 5'h00 };
 endmodule
 
 (* generator = "Amaranth" *)

@@ -186,7 +186,11 @@ class _Table:
 
     def write_one(self, m: Module, addr: Value, index: Value, value: Value) -> None:
         """Write ``value`` into slot ``index`` of word ``addr`` (comb; the caller's condition)."""
-        m.d.comb += [self.wr.addr.eq(addr), self.wr.en.eq(onehot(index, self.slots))]
+        self.write_slots(m, addr, onehot(index, self.slots), value)
+
+    def write_slots(self, m: Module, addr: Value, enables: Value, value: Value) -> None:
+        """Write ``value`` into the slots of word ``addr`` whose bit of ``enables`` is set."""
+        m.d.comb += [self.wr.addr.eq(addr), self.wr.en.eq(enables)]
         m.d.comb += [self.wr.data[i].eq(value) for i in range(self.slots)]
 
 
@@ -669,9 +673,7 @@ class LearningUnit(wiring.Component):
             trace = tables[f"prev_{key}"]
             last_row = here & (read.at.row == n_rows - 1)
             enables = Mux(last_row, onehot(read.at.slot, trace.slots), 0)
-            m.d.comb += trace.wr.en.eq(self._later(m, enables, f"keep_{key}"))
-            m.d.comb += [trace.wr.addr.eq(at.word)]
-            m.d.comb += [trace.wr.data[i].eq(pre) for i in range(trace.slots)]
+            trace.write_slots(m, at.word, self._later(m, enables, f"keep_{key}"), pre)
             factor = {"out": "err", "rec": "delta"}.get(name)
             if factor is not None:
                 keep = tables[f"prev_{factor}"].wr

@@ -515,11 +515,11 @@ def _weight_words(cfg: HardwareConfig) -> int:
 
 
 def _pipeline_cycles(cfg: HardwareConfig) -> int:
-    """The sweep's pipeline in an update: the request registered, ``6 + tree_stages(lanes)``
-    idle cycles between the ``W_out`` and ``W_in`` sweeps, and its 4 (e-prop) or 8 (FPTT)
+    """The sweep's pipeline in an update: the request registered, ``7 + tree_stages(lanes)``
+    idle cycles between the ``W_out`` and ``W_in`` sweeps, and its 5 (e-prop) or 9 (FPTT)
     stages."""
-    gap = 6 + (cfg.lanes - 1).bit_length() // 2
-    return 1 + gap + (8 if cfg.learning.mode == "fptt" else 4)
+    gap = 7 + (cfg.lanes - 1).bit_length() // 2
+    return 1 + gap + (9 if cfg.learning.mode == "fptt" else 5)
 
 
 def test_design_lists_the_weight_ports() -> None:

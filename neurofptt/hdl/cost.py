@@ -158,8 +158,8 @@ def learning_cycles_per_update(cfg: HardwareConfig) -> int:
     accumulates the learning signals.  ``gap`` and ``drain`` are the RTL's pipeline
     (:func:`~neurofptt.hdl.learning.sweep_timing`, ``docs/hardware.md`` section 9): ``gap``
     idle cycles between the ``W_out`` and ``W_in`` sweeps, since ``delta_j`` is formed that
-    many stages after its last word is read (``6 + tree_stages(P)``), the stages the last word
-    still passes after its first, ``drain - 1`` (``drain`` 4 for e-prop: the weight, 8 for
+    many stages after its last word is read (``7 + tree_stages(P)``), the stages the last word
+    still passes after its first, ``drain - 1`` (``drain`` 5 for e-prop: the weight, 9 for
     FPTT: ``W_bar``), and the cycle that registers the request.  The softmax error adds its
     passes before the sweep (:func:`softmax_cycles`).  :func:`cycles_per_update` adds the
     last word's first stage.

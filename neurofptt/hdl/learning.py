@@ -22,8 +22,8 @@ After the readout of a ``STEP`` whose payload has ``learn`` set (``control.start
 ``SWEEP`` state runs over ``W_out``, ``W_in`` and ``W_rec`` one word (``lanes`` synapses) per
 cycle (:class:`~neurofptt.hdl.sweep.SweepCounter`), in the order and with the random draws of
 the golden model: stage 0 addresses the weight word (and the ``W_bar`` and random-feedback
-words) and the per-neuron memories, ``READ`` registers every word read and the factors
-selected from them, and from ``LANE`` on one
+words) and the per-neuron memories, ``READ`` registers every word read and each matrix's
+factors, ``SELECT`` the operands of the word's matrix, and from ``LANE`` on one
 :class:`~neurofptt.hdl.weight_update.WeightUpdateLane` per lane forms the new weight word and
 FPTT's new ``W_bar`` word, a carry chain per stage, with draws from the
 :class:`~neurofptt.hdl.lfsr.LfsrBank` (:func:`sweep_timing` has the stages).  The ``W_out``
@@ -108,9 +108,10 @@ __all__ = [
     "weight_depths",
 ]
 
-#: the sweep's stages: 0 addresses every memory; READ has their words and registers them with
-#: the factors selected from them; LANE hands them to the lanes and the learning signal
-READ, LANE = 1, 2
+#: the sweep's stages: 0 addresses every memory; READ registers their words and each matrix's
+#: factors; SELECT the operands of the word's matrix; LANE hands them to the lanes and the
+#: learning signal
+READ, SELECT, LANE = 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -567,19 +568,20 @@ class LearningUnit(wiring.Component):
             m.d.comb += out.p.wbar.eq(self._select(p.dump_mat, lambda n: p.wbar[n][0].data))
 
     # -- the sweep's datapath ---------------------------------------------------------------------
-    def _operands(self, at: Value, factors: dict[str, Value]) -> tuple[Value, list[Value]]:
+    @staticmethod
+    def _operands(at: Value, factors: dict[str, Value], lanes: int) -> tuple[Value, list[Value]]:
         """The presynaptic trace (one for all lanes) and the postsynaptic factor of every lane
-        of the word at ``at``, from the words read of ``factors`` (``obar``, ``xbar``,
-        ``zbar``: slots by ``pre``; ``err``, ``delta``: rows)."""
+        of the word at ``at``, from the factors of each matrix (``obar``, ``xbar``, ``zbar``:
+        one trace each; ``err``, ``delta``: rows)."""
         is_out = at.mat == MATRIX_CODES["out"]
         is_in = at.mat == MATRIX_CODES["in"]
         pre = Mux(is_out, factors["obar"], Mux(is_in, factors["xbar"], factors["zbar"]))
-        post = [Mux(is_out, factors["err"][lane], factors["delta"][lane])
-                for lane in range(self.cfg.lanes)]  # fmt: skip
+        post = [Mux(is_out, factors["err"][lane], factors["delta"][lane]) for lane in range(lanes)]
         return pre, post
 
-    def _now_and_previous(self, p: _Parts, slot: Value) -> tuple[dict, dict]:
-        """The words this update's factors read in ``READ``, and FPTT's previous ones."""
+    def _read_factors(self, m: Module, p: _Parts, slot: Value) -> tuple[dict, dict]:
+        """``READ``: the factors of every matrix, registered as their words leave the tables,
+        each trace taken from its word's ``slot``; FPTT's previous ones too."""
         tables = p.tables
         neuron = tables["neuron"].rd.data
         now = {
@@ -594,6 +596,8 @@ class LearningUnit(wiring.Component):
             prev = {key: slot_of(tables[f"prev_{key}"].rd.data, slot)
                     for key in ("obar", "xbar", "zbar")}  # fmt: skip
             prev.update({key: tables[f"prev_{key}"].rd.data for key in ("err", "delta")})
+        now = {key: self._later(m, value, f"sweep_{key}") for key, value in now.items()}
+        prev = {key: self._later(m, value, f"sweep_prev_{key}") for key, value in prev.items()}
         return now, prev
 
     def _later(self, m: Module, value: Value, name: str) -> Signal:
@@ -603,47 +607,55 @@ class LearningUnit(wiring.Component):
         return reg
 
     def _read_stage(self, m: Module, p: _Parts) -> None:
-        """``READ``: every word read is registered as it leaves its memory (a block RAM's
-        output before any logic), and the trace and factors the lanes need are selected from
-        the per-neuron tables and registered; in ``LANE`` they meet the lanes, whose
-        multipliers so have registered inputs, and the learning signal."""
-        cfg, lc, at = self.cfg, self.lc, p.stages[READ].at
-        lane_at = p.stages[LANE].at
-        now, prev = self._now_and_previous(p, at.slot)
-        pre, post = self._operands(at, now)
-        pre2 = self._later(m, pre, "sweep_pre")
-        post2 = [self._later(m, value, f"sweep_post_{lane}") for lane, value in enumerate(post)]
+        """``READ`` registers every word read as it leaves its memory (a block RAM's output
+        before any logic) and each matrix's factors; ``SELECT`` registers the operands of the
+        word's matrix (weights, ``W_bar``, trace, factor row); in ``LANE`` they meet the lanes,
+        whose multipliers so have registered inputs, and the learning signal.  The slot and the
+        matrix multiplexers sit in two stages: in one, behind the position register that
+        reaches every table, they had been the 256-256-16 e-prop core's longest path."""
+        cfg, lc, read_at = self.cfg, self.lc, p.stages[READ].at
+        at, lane_at = p.stages[SELECT].at, p.stages[LANE].at
+        now, prev = self._read_factors(m, p, read_at.slot)
         words = {n: self._later(m, getattr(self, f"w_{n}_read").data, f"sweep_w_{n}")
                  for n in MATRIX_CODES}  # fmt: skip
-        w2 = data.View(weight_word_layout(cfg), self._select(lane_at.mat, lambda n: words[n]))
+        pre, post = self._operands(at, now, cfg.lanes)
+        lane_pre = self._later(m, pre, "lane_pre")
+        lane_post = [self._later(m, value, f"lane_post_{lane}") for lane, value in enumerate(post)]
+        lane_w = self._later(m, self._select(at.mat, lambda n: words[n]), "lane_w")
+        lane_words = data.View(weight_word_layout(cfg), lane_w)
         for lane, unit in enumerate(p.lanes):
-            m.d.comb += [unit.w.eq(w2[lane]), unit.pre.eq(pre2), unit.post.eq(post2[lane])]
+            m.d.comb += [
+                unit.w.eq(lane_words[lane]),
+                unit.pre.eq(lane_pre),
+                unit.post.eq(lane_post[lane]),
+            ]
         if self.fptt:
-            self._keep_previous(m, p, pre2, post2)
-            prev_pre, prev_post = self._operands(at, prev)
-            pre_prev2 = self._later(m, Mux(p.prev_valid, prev_pre, 0), "sweep_pre_prev")
+            self._keep_previous(m, p, lane_pre, lane_post)
+            prev_pre, prev_post = self._operands(at, prev, cfg.lanes)
+            lane_pre_prev = self._later(m, Mux(p.prev_valid, prev_pre, 0), "lane_pre_prev")
             stored = {n: self._later(m, p.wbar[n][0].data, f"sweep_wbar_{n}") for n in MATRIX_CODES}
-            wbar2 = data.View(
+            lane_wbar = data.View(
                 data.ArrayLayout(signed(lc.wbar_bits), cfg.lanes),
-                self._select(lane_at.mat, lambda n: stored[n]),
+                self._later(m, self._select(at.mat, lambda n: stored[n]), "lane_wbar"),
             )
             for lane, unit in enumerate(p.lanes):
                 m.d.comb += [
                     unit.mat.eq(lane_at.mat),
-                    unit.pre_prev.eq(pre_prev2),
-                    unit.post_prev.eq(self._later(m, prev_post[lane], f"sweep_post_prev_{lane}")),
-                    unit.wbar.eq(wbar2[lane]),
+                    unit.pre_prev.eq(lane_pre_prev),
+                    unit.post_prev.eq(self._later(m, prev_post[lane], f"lane_post_prev_{lane}")),
+                    unit.wbar.eq(lane_wbar[lane]),
                 ]
-        # the learning signal: B = W_out^T reads the W_out word itself
-        feedback = words["out"]
+        # the learning signal, on W_out's words: B = W_out^T is the W_out word itself
+        feedback = lane_w
         if p.feedback is not None:
-            feedback = self._later(m, p.feedback.data, "sweep_b")
+            feedback = self._later(m, self._later(m, p.feedback.data, "sweep_b"), "lane_b")
+        psi = self._later(m, slot_of(p.tables["psi"].rd.data, read_at.slot), "sweep_psi")
         word = p.signal.word
         m.d.comb += [
             word.valid.eq(p.stages[LANE].valid & (lane_at.mat == MATRIX_CODES["out"])),
             word.p.b.eq(feedback),
-            word.p.e.eq(self._later(m, p.error.table.data, "sweep_e")),
-            word.p.psi.eq(self._later(m, slot_of(p.tables["psi"].rd.data, at.slot), "sweep_psi")),
+            word.p.e.eq(self._later(m, now["err"], "lane_e")),
+            word.p.psi.eq(self._later(m, psi, "lane_psi")),
             word.p.at.word.eq(lane_at.word),
             word.p.at.slot.eq(lane_at.slot),
             word.p.last.eq(lane_at.row == self.Ro - 1),
@@ -654,30 +666,30 @@ class LearningUnit(wiring.Component):
 
     def _keep_previous(self, m: Module, p: _Parts, pre: Signal, post: list[Signal]) -> None:
         """FPTT: this update's factors become the previous ones once the sweep has read them,
-        written in ``LANE`` from the registers ``READ`` selected them into (``pre``: the
+        written in ``LANE`` from the registers ``SELECT`` selected them into (``pre``: the
         word's trace, ``post``: its row of ``e`` or ``delta``): a trace after the last word of
         its ``pre``, the ``e`` and ``delta`` rows during the last ``pre`` of ``W_out`` and
         ``W_rec`` (the last sweeps that read them).  Each trace and row is read in one sweep
         only, before it is written, so the later write is never read too early.
 
-        The write enables are decoded from the word's position in ``READ`` and registered with
-        it: decoded in ``LANE``, the position register's route to all of its users (the lanes,
+        The write enables are decoded from the word's position in ``SELECT`` and registered
+        with it: decoded in ``LANE``, the position register's route to all of its users (the lanes,
         the learning signal, these tables) lay in front of the tables' write ports, the demo's
         FPTT core's longest path."""
-        read, tables = p.stages[READ], p.tables
+        sel, tables = p.stages[SELECT], p.tables
         at = p.stages[LANE].at
         trace_of = {"out": "obar", "in": "xbar", "rec": "zbar"}
         for name, (n_pre, n_rows, _) in matrix_shapes(self.cfg).items():
-            here = read.valid & (read.at.mat == MATRIX_CODES[name])
+            here = sel.valid & (sel.at.mat == MATRIX_CODES[name])
             key = trace_of[name]
             trace = tables[f"prev_{key}"]
-            last_row = here & (read.at.row == n_rows - 1)
-            enables = Mux(last_row, onehot(read.at.slot, trace.slots), 0)
+            last_row = here & (sel.at.row == n_rows - 1)
+            enables = Mux(last_row, onehot(sel.at.slot, trace.slots), 0)
             trace.write_slots(m, at.word, self._later(m, enables, f"keep_{key}"), pre)
             factor = {"out": "err", "rec": "delta"}.get(name)
             if factor is not None:
                 keep = tables[f"prev_{factor}"].wr
-                last_pre = here & (read.at.pre == n_pre - 1)
+                last_pre = here & (sel.at.pre == n_pre - 1)
                 m.d.comb += keep.en.eq(self._later(m, last_pre, f"keep_{factor}"))
                 m.d.comb += keep.addr.eq(at.row)
                 m.d.comb += [keep.data[i].eq(v) for i, v in enumerate(post)]

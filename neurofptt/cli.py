@@ -48,7 +48,12 @@ from neurofptt.errors import ConfigError, NeurofpttError, VerificationError
 from neurofptt.exchange import DEFAULT_DT, export_nir, quantize_nir
 from neurofptt.flow import stages as flow
 from neurofptt.flow.config import FlowConfig, FlowSettings
-from neurofptt.flow.onchip import ONCHIP_RULES, run_learning_flow, stage_train_onchip
+from neurofptt.flow.onchip import (
+    ONCHIP_RULES,
+    initial_network,
+    run_learning_flow,
+    stage_train_onchip,
+)
 from neurofptt.flow.report import write_report
 from neurofptt.flow.run import run_flow
 from neurofptt.flow.stages import (
@@ -791,7 +796,12 @@ def run(args: argparse.Namespace) -> object:
 
 def random_core(cfg: FlowConfig) -> QuantizedNetwork:
     """A network of ``cfg``'s hardware without training, for a core of any size: weights
-    seeded by ``train.seed`` at the scale on-chip learning starts from (``fan_in_spreads``)."""
+    seeded by ``train.seed`` at the scale on-chip learning starts from (``fan_in_spreads``).
+    A learning core is the one on-chip learning from scratch starts from
+    (:func:`~neurofptt.flow.onchip.initial_network`), with the leaks and rates it derives from
+    ``cfg``'s task, so the generated core learns as ``flow --learning`` would."""
+    if cfg.hardware.learning is not None:
+        return initial_network(cfg, cfg.hardware.learning.mode)
     return random_network(cfg.hardware, seed=cfg.train.seed, spread=fan_in_spreads(cfg.hardware))
 
 

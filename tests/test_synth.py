@@ -13,6 +13,8 @@ import pytest
 from neurofptt.cli import main
 from neurofptt.errors import ConfigError, SynthesisError, ToolMissingError
 from neurofptt.flow import stages
+from neurofptt.flow.config import FlowConfig
+from neurofptt.flow.onchip import initial_network
 from neurofptt.hdl import render_verilog, synth
 from neurofptt.hdl.synth import (
     FOLDED_PORTS,
@@ -610,3 +612,23 @@ def test_weight_fold_wrapper_keeps_every_port_but_the_payloads() -> None:
         weight_fold_wrapper(inference, "core")
     with pytest.raises(SynthesisError, match="module other not found"):
         weight_fold_wrapper(inference, "other")
+
+
+def test_generate_random_learning_core_takes_the_flows_constants(tmp_path: Path) -> None:
+    """A learning core of ``generate --random-weights`` is the start of on-chip learning from
+    scratch on the config's task (:func:`initial_network`): the cue task's membrane leak, and
+    the readout's default leak that learning from scratch keeps, not the task's span."""
+    config = tmp_path / "cue.toml"
+    config.write_text(
+        '[flow]\ntask = "cue-accumulation-short"\n[hardware]\nn_rec = 16\nlanes = 2\n'
+        '[hardware.learning]\nmode = "eprop"\n'
+    )
+    out = tmp_path / "core"
+    assert main(["generate", "--config", str(config), "--random-weights", "--out", str(out)]) == 0
+    net = QuantizedNetwork.load(out / "quantized.npz")
+    cfg = FlowConfig.load(config)
+    assert net.config == initial_network(cfg, "eprop").config
+    assert net.config.leak_shift == cfg.derived["leak"]["leak_shift"] != HardwareConfig.leak_shift
+    assert cfg.hardware.out_leak_shift != net.config.out_leak_shift == HardwareConfig.out_leak_shift
+    design = json.loads((out / "rtl" / "design.json").read_text())
+    assert design["config"] == net.config.to_dict()

@@ -33,10 +33,10 @@ from typing import Any
 from neurofptt.bench.threads import conditions
 from neurofptt.errors import ConfigError
 from neurofptt.flow.config import VAL_FRACTION, FlowConfig
-from neurofptt.flow.onchip import onchip_hardware, rule_float_config, stage_train_onchip
+from neurofptt.flow.onchip import learn_from_float, onchip_hardware
 from neurofptt.flow.onchip_train import halving_period, train_onchip
 from neurofptt.flow.onchip_tune import learn_at_task_rate
-from neurofptt.flow.stages import QUANTIZED, stage_quantize, stage_train
+from neurofptt.flow.stages import QUANTIZED
 from neurofptt.learning.objectives import higher_is_better, metric_name
 from neurofptt.learning.threads import set_threads
 from neurofptt.learning.trainer import TrainConfig
@@ -158,11 +158,10 @@ def point_fields(
 
 
 def from_float(task: str, rule: str, seed: int, epochs: int, *, tune: bool) -> dict[str, Any]:
-    """On-chip learning from the float network, as the learning flow runs it: ``rule`` trained
-    in float for ``epochs`` epochs (seed ``seed``,
-    :func:`~neurofptt.flow.onchip.rule_float_config`), quantized, then learned on chip from
-    there for ``epochs`` epochs at the rates lowered for adapting
-    (:func:`~neurofptt.flow.onchip.finetune_offset`).  The record adds the float network's
+    """On-chip learning from the float network, as the learning flow runs it
+    (:func:`~neurofptt.flow.onchip.learn_from_float`): ``rule`` trained in float for ``epochs``
+    epochs (seed ``seed``), quantized, then learned on chip from there for ``epochs`` epochs at
+    the rates lowered for adapting.  The record adds the float network's
     test accuracy and its quantized accuracy, the start's."""
     cfg = FlowConfig.from_dict(
         {
@@ -174,12 +173,9 @@ def from_float(task: str, rule: str, seed: int, epochs: int, *, tune: bool) -> d
     begin = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
-        trained = stage_train(rule_float_config(cfg, rule), out / "float", progress=False)
-        quantized = stage_quantize(out / "float")
-        run = stage_train_onchip(
-            cfg, out / "onchip", rule, init=out / "float" / QUANTIZED, tune=tune, progress=False
-        )
-        hw = QuantizedNetwork.load(out / "onchip" / QUANTIZED).config
+        start = learn_from_float(cfg, out, rule, tune=tune, progress=False)
+        trained, quantized, run = start.trained, start.quantized, start.onchip
+        hw = QuantizedNetwork.load(out / "onchip_finetune" / QUANTIZED).config
     return {
         **point_fields(task, rule, seed, epochs, hw, start="float", tuned=tune),
         "forced_offset": None,

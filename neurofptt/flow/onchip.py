@@ -285,6 +285,42 @@ def online_float_config(cfg: FlowConfig) -> FlowConfig:
     return dataclasses.replace(cfg, train=train)
 
 
+@dataclasses.dataclass(frozen=True)
+class FromFloat:
+    """The records of :func:`learn_from_float`: float training, its quantization, and on-chip
+    learning from the quantized network."""
+
+    trained: dict
+    quantized: dict
+    onchip: dict
+
+
+def learn_from_float(
+    cfg: FlowConfig,
+    out: Path,
+    rule: str,
+    *,
+    tune: bool = False,
+    progress: bool = True,
+    task: TaskData | None = None,
+) -> FromFloat:
+    """``rule`` trained in float (``out/float``, :func:`rule_float_config`), quantized there,
+    and learned on chip from the quantized network (``out/onchip_finetune``) at the rates
+    lowered for adapting (:func:`finetune_offset`): the path from a float network to the chip
+    that the learning flow and the learning bench both measure."""
+    trained = stage_train(rule_float_config(cfg, rule), out / "float", progress=progress, task=task)
+    quantized = stage_quantize(out / "float")
+    onchip = stage_train_onchip(
+        cfg,
+        out / "onchip_finetune",
+        rule,
+        init=out / "float" / QUANTIZED,
+        tune=tune,
+        progress=progress,
+    )
+    return FromFloat(trained, quantized, onchip)
+
+
 def run_learning_flow(
     cfg: FlowConfig, out: Path, rule: str, *, tune: bool = False, progress: bool = True
 ) -> dict:
@@ -298,32 +334,29 @@ def run_learning_flow(
     task = load_flow_task(cfg)  # a task the chip cannot learn is refused before anything trains
     out.mkdir(parents=True, exist_ok=True)
     log = (lambda msg: print(f"[neurofptt] {msg}", flush=True)) if progress else (lambda msg: None)
-    float_cfg = rule_float_config(cfg, rule)
-    log(f"training the float model with {rule} ({cfg.train.epochs} epochs) ...")
-    trained = stage_train(float_cfg, out / "float", progress=progress, task=task)
-    quantized = stage_quantize(out / "float")
+    log(
+        f"training the float model with {rule} ({cfg.train.epochs} epochs), then learning on "
+        "chip from it ..."
+    )
+    start = learn_from_float(cfg, out, rule, tune=tune, progress=progress, task=task)
+    trained, quantized, finetune = start.trained, start.quantized, start.onchip
     log(
         f"float accuracy {trained['float_accuracy']:.4f}, quantized "
-        f"{quantized['golden_accuracy']:.4f}; the float rule one sample at a time ..."
+        f"{quantized['golden_accuracy']:.4f}, on chip from it "
+        f"{finetune['onchip_accuracy']:.4f}; the float rule one sample at a time ..."
     )
     online = stage_train(
-        online_float_config(float_cfg), out / "float_online", progress=progress, task=task
+        online_float_config(rule_float_config(cfg, rule)),
+        out / "float_online",
+        progress=progress,
+        task=task,
     )
     log(
         f"float accuracy, learned like the chip {online['float_accuracy']:.4f}; "
         "learning on chip from random weights ..."
     )
     onchip = stage_train_onchip(cfg, out / "onchip", rule, tune=tune, progress=progress)
-    log(f"on-chip accuracy {onchip['onchip_accuracy']:.4f}; from the quantized float network ...")
-    finetune = stage_train_onchip(
-        cfg,
-        out / "onchip_finetune",
-        rule,
-        init=out / "float" / QUANTIZED,
-        tune=tune,
-        progress=progress,
-    )
-    log(f"on-chip accuracy {finetune['onchip_accuracy']:.4f}")
+    log(f"on-chip accuracy {onchip['onchip_accuracy']:.4f}")
     updates = onchip["rate"]["updates_per_sample"]
     samples = learning_flow_samples(cfg.flow.rtl_samples, cfg.flow.simulator, updates)
     log(

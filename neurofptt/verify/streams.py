@@ -648,6 +648,14 @@ class StreamBench:
         done = (self.step_end >= 0) & (self.step_start >= 0)
         return np.where(done, self.step_end - self.step_start + 1, -1)
 
+    @property
+    def step_spacing(self) -> np.ndarray:
+        """``(B, T - 1)`` cycles from each step's first event taken to the next step's: with
+        the events offered back to back, the step's cycles up to the one that can take the
+        next event, what :func:`~neurofptt.hdl.cycles_per_step` counts and ``step_cycles``
+        (which ends at the last readout value) cannot see."""
+        return np.diff(self.step_start, axis=1)
+
     def protocol(self, b: int, t: int, detail: str, index: int = -1) -> None:
         """Record a stream-rule violation at step ``t`` of sample ``b``."""
         self.errors.append(Mismatch(b, t, "protocol", index, -1, -1, detail))

@@ -525,4 +525,4 @@ def test_bad_arguments() -> None:
         render_verilog(net, name="9 bad")
     with pytest.raises(ValueError, match="n_prev_spikes"):
         cycles_per_step(net.config, 0, 2, 0)
-    assert cycles_per_step(CONFIGS[0].replace(lanes=2), 2, 1, 3) == 3 * (2 + 1 + 1) + 1 * 3 + 2 + 11
+    assert cycles_per_step(CONFIGS[0].replace(lanes=2), 2, 1, 3) == 3 * (2 + 1 + 1) + 1 * 3 + 2 + 12

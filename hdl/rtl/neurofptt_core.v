@@ -1882,7 +1882,7 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control__start, control__run, ro_valid, o_readout__payload, control__done, o_readout__ready);
+module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__payload, control__start, control__run, ro_valid, o_readout__payload, o_readout__ready);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
 `ifndef SYNTHESIS
   // wake every always @* block at time zero (also under SystemVerilog semantics)
@@ -1894,33 +1894,33 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
   wire [16:0] \$12 ;
   wire [33:0] \$13 ;
   wire \$14 ;
-  wire \$15 ;
+  wire [4:0] \$15 ;
   wire \$16 ;
-  wire \$17 ;
-  wire [4:0] \$18 ;
-  wire \$19 ;
+  wire [2:0] \$17 ;
+  wire [2:0] \$18 ;
+  wire [8:0] \$19 ;
   wire \$2 ;
-  wire [2:0] \$20 ;
-  wire [2:0] \$21 ;
-  wire [8:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [8:0] \$24 ;
-  wire [18:0] \$25 ;
-  wire [8:0] \$26 ;
-  wire [18:0] \$27 ;
-  wire [8:0] \$28 ;
-  wire [18:0] \$29 ;
+  wire [18:0] \$20 ;
+  wire [8:0] \$21 ;
+  wire [18:0] \$22 ;
+  wire [8:0] \$23 ;
+  wire [18:0] \$24 ;
+  wire [8:0] \$25 ;
+  wire [18:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
+  wire [15:0] \$32 ;
+  wire [16:0] \$33 ;
   wire \$34 ;
-  wire [15:0] \$35 ;
-  wire [16:0] \$36 ;
+  wire \$35 ;
+  wire [1:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
@@ -1974,7 +1974,7 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
   input clk;
   wire clk;
   output control__done;
-  reg control__done;
+  wire control__done;
   input control__run;
   wire control__run;
   input control__start;
@@ -2098,26 +2098,27 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
   end
   assign \$signature__data  = readout[ro_row];
   assign rd__data = readout[_0_];
-  assign \$30  = | o_new_wide[18:15];
-  assign \$31  = ~ \$30 ;
-  assign \$32  = & o_new_wide[18:15];
-  assign \$33  = \$32  & o_new_wide[18];
-  assign \$34  = \$31  | \$33 ;
-  assign \$35  = o_new_wide[18] ? 16'h8000 : 16'h7fff;
-  assign \$36  = \$34  ? { 1'h0, o_new_wide[15:0] } : { \$35 [15], \$35  };
-  assign \$37  = ~ ro_valid;
-  assign advance = \$37  | o_readout__ready;
-  assign \$38  = ro_kk == 4'h9;
-  assign \$39  = advance ? ro_row : ro_s1[6:5];
-  assign \$40  = ro_valid & o_readout__ready;
-  assign \$41  = ! ro_kk_lane;
-  assign \$42  = ro_kk_lane == 1'h1;
-  assign \$43  = ro_kk_lane == 2'h2;
-  assign \$44  = ro_kk_lane == 2'h3;
-  assign \$45  = ro_k != 4'ha;
-  assign \$46  = ~ ro_s1[0];
-  assign \$47  = ~ ro_s2[0];
-  assign \$48  = \$46  & \$47 ;
+  assign \$30  = \$29  & o_new_wide[18];
+  assign \$31  = \$28  | \$30 ;
+  assign \$32  = o_new_wide[18] ? 16'h8000 : 16'h7fff;
+  assign \$33  = \$31  ? { 1'h0, o_new_wide[15:0] } : { \$32 [15], \$32  };
+  assign \$34  = ~ ro_valid;
+  assign advance = \$34  | o_readout__ready;
+  assign \$35  = ro_kk == 4'h9;
+  assign \$36  = advance ? ro_row : ro_s1[6:5];
+  assign \$37  = ro_valid & o_readout__ready;
+  assign \$38  = ! ro_kk_lane;
+  assign \$39  = ro_kk_lane == 1'h1;
+  assign \$40  = ro_kk_lane == 2'h2;
+  assign \$41  = ro_kk_lane == 2'h3;
+  assign \$42  = ro_k == 4'ha;
+  assign \$43  = control__run & \$42 ;
+  assign \$44  = ~ ro_s1[0];
+  assign \$45  = \$43  & \$44 ;
+  assign \$46  = ~ ro_s2[0];
+  assign \$47  = \$45  & \$46 ;
+  assign \$48  = ~ ro_valid;
+  assign control__done = \$47  & \$48 ;
   always @(posedge clk)
     readout_acc_s2 <= \$49 ;
   always @(posedge clk)
@@ -2165,18 +2166,18 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
   assign \$80  = ro_s1[8:7] * 6'h22;
   assign \$13  = rd__data >> \$80 ;
   assign \$14  = ro_k != 4'ha;
-  assign \$15  = ~ ro_s1[0];
-  assign \$16  = ~ ro_s2[0];
-  assign \$17  = \$15  & \$16 ;
-  assign \$18  = ro_k + 1'h1;
-  assign \$19  = ro_lane == 2'h3;
-  assign \$20  = ro_row + 1'h1;
-  assign \$21  = ro_lane + 1'h1;
-  assign \$23  = $signed(rd__data[17:0]) + $signed(\$22 );
-  assign \$25  = $signed(rd__data[51:34]) + $signed(\$24 );
-  assign \$27  = $signed(rd__data[85:68]) + $signed(\$26 );
-  assign \$29  = $signed(rd__data[119:102]) + $signed(\$28 );
+  assign \$15  = ro_k + 1'h1;
+  assign \$16  = ro_lane == 2'h3;
+  assign \$17  = ro_row + 1'h1;
+  assign \$18  = ro_lane + 1'h1;
+  assign \$20  = $signed(rd__data[17:0]) + $signed(\$19 );
+  assign \$22  = $signed(rd__data[51:34]) + $signed(\$21 );
+  assign \$24  = $signed(rd__data[85:68]) + $signed(\$23 );
+  assign \$26  = $signed(rd__data[119:102]) + $signed(\$25 );
   assign o_new_wide = $signed(ro_leaked) + $signed(ro_acc);
+  assign \$27  = | o_new_wide[18:15];
+  assign \$28  = ~ \$27 ;
+  assign \$29  = & o_new_wide[18:15];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$49  = \$3 ;
@@ -2214,7 +2215,7 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
     if (control__run) begin
       if (advance) begin
         if (\$14 ) begin
-          \$53  = \$18 [3:0];
+          \$53  = \$15 [3:0];
         end
       end
     end
@@ -2231,8 +2232,8 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
     if (control__run) begin
       if (advance) begin
         if (\$14 ) begin
-          if (\$19 ) begin
-            \$54  = \$20 [1:0];
+          if (\$16 ) begin
+            \$54  = \$17 [1:0];
           end
         end
       end
@@ -2251,10 +2252,10 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
       if (advance) begin
         if (\$14 ) begin
           (* full_case = 32'd1 *)
-          if (\$19 ) begin
+          if (\$16 ) begin
             \$55  = 2'h0;
           end else begin
-            \$55  = \$21 [1:0];
+            \$55  = \$18 [1:0];
           end
         end
       end
@@ -2388,7 +2389,7 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
     \$65  = ro_value;
     if (control__run) begin
       if (advance) begin
-        \$65  = \$36 [15:0];
+        \$65  = \$33 [15:0];
       end
     end
     if (rst) begin
@@ -2399,14 +2400,14 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     rd__addr = op__payload[4:3];
     if (control__run) begin
-      rd__addr = \$39 ;
+      rd__addr = \$36 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     wr__addr = readout_row_s2[1:0];
     if (control__run) begin
-      if (\$40 ) begin
+      if (\$37 ) begin
         wr__addr = ro_kk_row;
       end
     end
@@ -2420,8 +2421,8 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
       wr__en = 4'hf;
     end
     if (control__run) begin
-      if (\$40 ) begin
-        wr__en = { \$44 , \$43 , \$42 , \$41  };
+      if (\$37 ) begin
+        wr__en = { \$41 , \$40 , \$39 , \$38  };
       end
     end
   end
@@ -2429,17 +2430,17 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     wr__data = 136'h0000000000000000000000000000000000;
     if (readout_acc_s2) begin
-      wr__data[17:0] = \$23 [17:0];
+      wr__data[17:0] = \$20 [17:0];
       wr__data[33:18] = rd__data[33:18];
-      wr__data[51:34] = \$25 [17:0];
+      wr__data[51:34] = \$22 [17:0];
       wr__data[67:52] = rd__data[67:52];
-      wr__data[85:68] = \$27 [17:0];
+      wr__data[85:68] = \$24 [17:0];
       wr__data[101:86] = rd__data[101:86];
-      wr__data[119:102] = \$29 [17:0];
+      wr__data[119:102] = \$26 [17:0];
       wr__data[135:120] = rd__data[135:120];
     end
     if (control__run) begin
-      if (\$40 ) begin
+      if (\$37 ) begin
         wr__data[33:18] = ro_value;
         wr__data[67:52] = ro_value;
         wr__data[101:86] = ro_value;
@@ -2451,24 +2452,12 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     sent__valid = 1'h0;
     if (control__run) begin
-      if (\$40 ) begin
+      if (\$37 ) begin
         sent__valid = 1'h1;
       end
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    control__done = 1'h0;
-    if (control__run) begin
-      if (advance) begin
-        if (\$45 ) begin
-        end else if (\$48 ) begin
-          control__done = 1'h1;
-        end
-      end
-    end
-  end
-  assign o_new = \$36 [15:0];
+  assign o_new = \$33 [15:0];
   assign \$signature__addr  = ro_row;
   assign o_readout__valid = ro_valid;
   assign \op__payload.op  = op__payload[2:0];
@@ -2536,16 +2525,16 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, op__payload, control
   assign sent__payload[7:6] = ro_kk_lane;
   assign sent__payload[5:4] = ro_kk_row;
   assign sent__payload[3:0] = ro_kk;
-  assign o_readout__payload[20] = \$38 ;
+  assign o_readout__payload[20] = \$35 ;
   assign o_readout__payload[19:4] = ro_value;
   assign o_readout__payload[3:0] = ro_kk;
   assign \$2  = \$1 ;
   assign \$5  = \$4 ;
   assign \$11  = { ro_o[15], ro_o[15], ro_o[15], ro_o[15:3] };
-  assign \$22  = { w_out_s2[7:0], 1'h0 };
-  assign \$24  = { w_out_s2[15:8], 1'h0 };
-  assign \$26  = { w_out_s2[23:16], 1'h0 };
-  assign \$28  = { w_out_s2[31:24], 1'h0 };
+  assign \$19  = { w_out_s2[7:0], 1'h0 };
+  assign \$21  = { w_out_s2[15:8], 1'h0 };
+  assign \$23  = { w_out_s2[23:16], 1'h0 };
+  assign \$25  = { w_out_s2[31:24], 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -2739,7 +2728,7 @@ module \neurofptt_core.run_cursor (rst, list__data, walk__more, walk__last, walk
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, run__more, issue__valid, issue__payload, run__take, run__restart, emitter__start, emitter__count, readout__start, spikes_restart, drop, readout__run, i_event__ready, w_rec_addr, run__count, readout__done, spike_count, run__index
+module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, readout__done, run__more, issue__valid, issue__payload, run__take, run__restart, emitter__start, emitter__count, readout__start, spikes_restart, drop, readout__run, i_event__ready, w_rec_addr, run__count, spike_count, run__index
 , emitter__busy, i_event__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
 `ifndef SYNTHESIS

@@ -20,6 +20,7 @@ from neurofptt.quant.config import (
 )
 
 __all__ = [
+    "READOUT_END",
     "cycles_per_clear",
     "cycles_per_load",
     "cycles_per_step",
@@ -31,6 +32,12 @@ __all__ = [
     "softmax_cycles",
     "weight_words",
 ]
+
+
+#: cycles of a step after its last readout value has left: ``READOUT`` ends on the next cycle,
+#: from registers alone (the stream's ``ready`` in front of the sequencer's transition was the
+#: 256-256-16 e-prop core's longest path)
+READOUT_END = 1
 
 
 def cycles_per_step(
@@ -46,16 +53,17 @@ def cycles_per_step(
     the cycle in which the core can accept the next step's first event.  With
     ``R = ceil(n_rec / lanes)`` and ``Ro = ceil(n_out / lanes)``::
 
-        R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 11
+        R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 12
           + n_ignored_events
 
     ``n_input_events`` are the inputs that spiked (each counted once), ``n_prev_spikes`` the
     recurrent spikes of the previous step (0 after ``CLEAR``) and ``n_new_spikes`` those of
     this step.  ``n_ignored_events`` are the events the core takes and drops, one cycle each: a
     repeated ``SPIKE`` of an input in the step, a ``SPIKE`` of an index ``>= n_in`` and, on an
-    inference core, an event of kind 3.  The constant 11 is the ``STEP``'s cycle in ``IDLE``,
-    the row pipeline's drain (``UPDATE_LAST``, ``UPDATE_END``, ``OUT_READ``, ``OUT_END``) and
-    the readout stages beyond one per value (``docs/hardware.md`` section 5).
+    inference core, an event of kind 3.  The constant 12 is the ``STEP``'s cycle in ``IDLE``,
+    the row pipeline's drain (``UPDATE_LAST``, ``UPDATE_END``, ``OUT_READ``, ``OUT_END``), the
+    readout stages beyond one per value and :data:`READOUT_END` (``docs/hardware.md`` section
+    5).
     """
     cfg = config
     lanes = cfg.lanes
@@ -70,7 +78,7 @@ def cycles_per_step(
         raise ValueError(f"n_ignored_events = {n_ignored_events} must not be negative")
     rows, out_rows = lane_rows(cfg.n_rec, lanes), lane_rows(cfg.n_out, lanes)
     events = rows * (n_input_events + n_prev_spikes + 1) + n_ignored_events
-    return events + out_rows * n_new_spikes + cfg.n_out + 11
+    return events + out_rows * n_new_spikes + cfg.n_out + 11 + READOUT_END
 
 
 def cycles_per_update(config: HardwareConfig) -> int:

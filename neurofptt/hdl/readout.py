@@ -28,8 +28,8 @@ __all__ = ["ReadoutRows", "readout_control"]
 
 def readout_control() -> wiring.Signature:
     """Control of the readout stream, as the sequencer sees it: ``start`` (the step's spikes
-    are final), ``run`` while the readouts may be sent, ``done`` in the cycle the last one
-    has been sent."""
+    are final), ``run`` while the readouts may be sent, ``done`` in the cycle after the last
+    one has been sent."""
     return wiring.Signature({"start": Out(1), "run": Out(1), "done": In(1)})
 
 
@@ -173,5 +173,8 @@ class ReadoutRows(wiring.Component):
                 with m.If(k != n_out):
                     m.d.sync += k.eq(k + 1)
                     next_row_lane(m, row, lane, lanes)
-                with m.Elif(~s1.valid & ~s2.valid):
-                    m.d.comb += control.done.eq(1)
+        # done once the last readout has left, decoded from registers alone: decoded with the
+        # stream's ``ready`` in the cycle the last value leaves, it ran on through the
+        # sequencer's transition into its flip-flops (the 256-256-16 e-prop core's longest
+        # path); it costs one cycle a step (``READOUT_END``)
+        m.d.comb += control.done.eq(control.run & (k == n_out) & ~s1.valid & ~s2.valid & ~valid)

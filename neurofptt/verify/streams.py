@@ -39,6 +39,7 @@ from cocotb.types import LogicArray
 from cocotb.utils import get_sim_time
 
 from neurofptt.hdl.cost import (
+    READOUT_END,
     cycles_per_clear,
     cycles_per_step,
     cycles_per_update,
@@ -643,10 +644,13 @@ class StreamBench:
 
     @property
     def step_cycles(self) -> np.ndarray:
-        """``(B, T)`` cycles of each step, its first event taken to its last readout value
-        (both counted); -1 for steps not completed."""
+        """``(B, T)`` cycles of each step, its first event taken to its last readout value (both
+        counted) and the :data:`~neurofptt.hdl.cost.READOUT_END` cycles after it, up to the
+        cycle that can take the next event, as :func:`~neurofptt.hdl.cycles_per_step` counts
+        them; :attr:`step_spacing` measures that last part where a step follows.  -1 for steps
+        not completed."""
         done = (self.step_end >= 0) & (self.step_start >= 0)
-        return np.where(done, self.step_end - self.step_start + 1, -1)
+        return np.where(done, self.step_end - self.step_start + 1 + READOUT_END, -1)
 
     @property
     def step_spacing(self) -> np.ndarray:

@@ -47,7 +47,7 @@ from neurofptt.bench.threads import format_table as format_threads_table
 from neurofptt.errors import ConfigError, NeurofpttError, VerificationError
 from neurofptt.exchange import DEFAULT_DT, export_nir, quantize_nir
 from neurofptt.flow import stages as flow
-from neurofptt.flow.config import FlowConfig, FlowSettings
+from neurofptt.flow.config import FlowConfig, FlowSettings, task_sizes
 from neurofptt.flow.onchip import (
     ONCHIP_RULES,
     initial_network,
@@ -797,12 +797,18 @@ def run(args: argparse.Namespace) -> object:
 def random_core(cfg: FlowConfig) -> QuantizedNetwork:
     """A network of ``cfg``'s hardware without training, for a core of any size: weights
     seeded by ``train.seed`` at the scale on-chip learning starts from (``fan_in_spreads``).
-    A learning core is the one on-chip learning from scratch starts from
-    (:func:`~neurofptt.flow.onchip.initial_network`), with the leaks and rates it derives from
-    ``cfg``'s task, so the generated core learns as ``flow --learning`` would."""
-    if cfg.hardware.learning is not None:
-        return initial_network(cfg, cfg.hardware.learning.mode)
-    return random_network(cfg.hardware, seed=cfg.train.seed, spread=fan_in_spreads(cfg.hardware))
+    A learning core whose inputs and classes are those of ``cfg``'s task is the one on-chip
+    learning from scratch starts from (:func:`~neurofptt.flow.onchip.initial_network`), with
+    the leaks and rates it derives from the task, so the generated core learns as
+    ``flow --learning`` would; a core of other sizes (explored for its cost) has no task to
+    derive them from and takes the ``[hardware]`` table as written."""
+    hw = cfg.hardware
+    if hw.learning is not None and task_sizes(cfg.flow.task) == {
+        "n_in": hw.n_in,
+        "n_out": hw.n_out,
+    }:
+        return initial_network(cfg, hw.learning.mode)
+    return random_network(hw, seed=cfg.train.seed, spread=fan_in_spreads(hw))
 
 
 def chosen_model(args: argparse.Namespace) -> Path:

@@ -632,3 +632,10 @@ def test_generate_random_learning_core_takes_the_flows_constants(tmp_path: Path)
     assert cfg.hardware.out_leak_shift != net.config.out_leak_shift == HardwareConfig.out_leak_shift
     design = json.loads((out / "rtl" / "design.json").read_text())
     assert design["config"] == net.config.to_dict()
+    # a core of other sizes than the task's (explored for its cost) takes the table as written
+    learning = '[hardware.learning]\nmode = "eprop"\ntarget = 100\npsi_width_shift = 6\n'
+    config.write_text(TINY_CORE + learning)
+    out = tmp_path / "tiny"
+    assert main(["generate", "--config", str(config), "--random-weights", "--out", str(out)]) == 0
+    net = QuantizedNetwork.load(out / "quantized.npz")
+    assert net.config == FlowConfig.load(config).hardware

@@ -803,10 +803,8 @@ def random_core(cfg: FlowConfig) -> QuantizedNetwork:
     ``flow --learning`` would; a core of other sizes (explored for its cost) has no task to
     derive them from and takes the ``[hardware]`` table as written."""
     hw = cfg.hardware
-    if hw.learning is not None and task_sizes(cfg.flow.task) == {
-        "n_in": hw.n_in,
-        "n_out": hw.n_out,
-    }:
+    sizes = {"n_in": hw.n_in, "n_out": hw.n_out}
+    if hw.learning is not None and task_sizes(cfg.flow.task) == sizes:
         return initial_network(cfg, hw.learning.mode)
     return random_network(hw, seed=cfg.train.seed, spread=fan_in_spreads(hw))
 

@@ -47,7 +47,7 @@ from neurofptt.bench.threads import format_table as format_threads_table
 from neurofptt.errors import ConfigError, NeurofpttError, VerificationError
 from neurofptt.exchange import DEFAULT_DT, export_nir, quantize_nir
 from neurofptt.flow import stages as flow
-from neurofptt.flow.config import FlowConfig, FlowSettings, task_sizes
+from neurofptt.flow.config import FlowConfig, FlowSettings, missing_data_file, task_sizes
 from neurofptt.flow.onchip import (
     ONCHIP_RULES,
     initial_network,
@@ -800,11 +800,12 @@ def random_core(cfg: FlowConfig) -> QuantizedNetwork:
     A learning core whose inputs and classes are those of ``cfg``'s task is the one on-chip
     learning from scratch starts from (:func:`~neurofptt.flow.onchip.initial_network`), with
     the leaks and rates it derives from the task, so the generated core learns as
-    ``flow --learning`` would; a core of other sizes (explored for its cost) has no task to
-    derive them from and takes the ``[hardware]`` table as written."""
-    hw = cfg.hardware
+    ``flow --learning`` would; a core of other sizes (explored for its cost), or of a data file
+    that is not here, has no task to derive them from and takes the ``[hardware]`` table as
+    written."""
+    hw, task = cfg.hardware, cfg.flow.task
     sizes = {"n_in": hw.n_in, "n_out": hw.n_out}
-    if hw.learning is not None and task_sizes(cfg.flow.task) == sizes:
+    if hw.learning is not None and not missing_data_file(task) and task_sizes(task) == sizes:
         return initial_network(cfg, hw.learning.mode)
     return random_network(hw, seed=cfg.train.seed, spread=fan_in_spreads(hw))
 

@@ -639,3 +639,10 @@ def test_generate_random_learning_core_takes_the_flows_constants(tmp_path: Path)
     assert main(["generate", "--config", str(config), "--random-weights", "--out", str(out)]) == 0
     net = QuantizedNetwork.load(out / "quantized.npz")
     assert net.config == FlowConfig.load(config).hardware
+    # so does one whose task is a data file that is not here (a config from another machine)
+    missing = tmp_path / "elsewhere.npz"
+    config.write_text(f'[flow]\ntask = "{missing}"\n' + TINY_CORE + learning)
+    out = tmp_path / "elsewhere"
+    assert main(["generate", "--config", str(config), "--random-weights", "--out", str(out)]) == 0
+    net = QuantizedNetwork.load(out / "quantized.npz")
+    assert net.config == FlowConfig.load(config).hardware

@@ -81,6 +81,12 @@ def task_sizes(task: str) -> dict[str, int]:
     return {k: v for k, v in sizes.items() if v is not None}
 
 
+def missing_data_file(task: str) -> bool:
+    """Whether ``task`` names a data file that is not here: a config may name a file on
+    another machine, and only loading the task must fail on it."""
+    return task not in TASKS and is_data_path(task) and not Path(task).is_file()
+
+
 #: the hardware fields the task's label layout gives unless the config sets them
 LEAK_FIELDS = ("leak_shift", "out_leak_shift")
 
@@ -92,7 +98,7 @@ def task_leak(task: str, hardware: dict[str, Any]) -> dict[str, Any] | None:
     (:data:`LEAK_FIELDS`); ``None`` when it sets both, or for a data file that is not there (a
     config may name a file on another machine; loading the task later says so)."""
     fields = tuple(name for name in LEAK_FIELDS if name not in hardware)
-    if not fields or (task not in TASKS and is_data_path(task) and not Path(task).is_file()):
+    if not fields or missing_data_file(task):
         return None
     data = load_task(task)
     bits = hardware.get("membrane_bits")  # a wrong type is refused when the config is built

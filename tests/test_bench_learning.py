@@ -85,7 +85,8 @@ def test_a_gain_changes_the_start_and_is_recorded(monkeypatch) -> None:
     monkeypatch.setattr(learning, "random_network", spy)
     record = learning.bench_point("cue-accumulation-short", "eprop", 0, 1, samples=6, gain=1.0)
     learning.bench_point("cue-accumulation-short", "eprop", 0, 1, samples=6)
-    hw = learning.task_hardware("cue-accumulation-short", "eprop")
+    data = learning.load_task("cue-accumulation-short", n_train=6)
+    hw, _ = learning.task_core("cue-accumulation-short", "eprop", data)
     assert spreads == [learning.fan_in_spreads(hw, 1.0), learning.fan_in_spreads(hw)]
     assert spreads[0] != spreads[1] and record["start_gain"] == 1.0
 

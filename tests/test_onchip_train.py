@@ -16,12 +16,13 @@ from cue_core import cue_core
 from neurofptt.errors import ConfigError
 from neurofptt.flow import onchip_train
 from neurofptt.flow.config import FlowConfig
-from neurofptt.flow.onchip import from_scratch, onchip_hardware, stage_train_onchip
-from neurofptt.flow.onchip_rates import readout_rate_shift
+from neurofptt.flow.onchip import from_scratch, onchip_core, onchip_hardware, stage_train_onchip
+from neurofptt.flow.onchip_rates import derive_rate, readout_rate_shift
 from neurofptt.flow.onchip_train import METRICS_LOG, train_onchip
 from neurofptt.onchip import random_network
 from neurofptt.quant import QuantizedNetwork, golden_run
 from neurofptt.quant.config import HardwareConfig, LearningConfig
+from neurofptt.tasks import load_task
 from neurofptt.tasks.base import TaskData, validation_indices, with_validation
 from neurofptt.tasks.cue import load_cue_task
 
@@ -303,3 +304,25 @@ def test_the_recurrent_and_readout_rates_follow_the_count_of_updates() -> None:
     assert onchip_hardware(binned, "eprop", scratch=True).learning == LearningConfig()
     digits = FlowConfig.from_dict({})
     assert onchip_hardware(digits, "fptt", scratch=True).learning == LearningConfig(mode="fptt")
+
+
+def test_the_rate_is_derived_on_the_core_before_its_hidden_rates_are_lowered() -> None:
+    """The error shift offset counts from the fastest of the chip's rates.  With ``lr_shift_in``
+    set above the others, lowering the recurrent and readout rates for full-resolution cue
+    accumulation makes the input's the fastest; a derivation on the lowered core would then
+    take three shifts off the offset and undo the lowering.  The rate goes with the core, derived
+    once before the lowering."""
+    table = {"n_in": 40, "n_out": 2, "learning": {"lr_shift_in": 20}}
+    cfg = FlowConfig.from_dict({"hardware": table, "flow": {"task": "cue-accumulation"}})
+    hw, rate = onchip_core(cfg, "eprop", scratch=True)
+    assert (hw.learning.lr_shift_in, hw.learning.lr_shift_rec, hw.learning.lr_shift_out) == (
+        20,
+        15 + rate.hidden_shift,
+        15 + rate.hidden_shift,
+    )
+    task = load_task("cue-accumulation")
+    x, y = task.train.numpy_spikes(), task.train.y.numpy()
+    before = hw.replace(learning=dataclasses.replace(hw.learning, lr_shift_rec=15, lr_shift_out=15))
+    assert rate == derive_rate(before, x, y)
+    assert rate.hidden_shift == 3 and rate.derived_offset == 4
+    assert derive_rate(hw, x, y).derived_offset == 1

@@ -33,7 +33,8 @@ from typing import Any
 from neurofptt.bench.threads import conditions
 from neurofptt.errors import ConfigError
 from neurofptt.flow.config import VAL_FRACTION, FlowConfig
-from neurofptt.flow.onchip import learn_from_float, onchip_hardware
+from neurofptt.flow.onchip import learn_from_float, onchip_core
+from neurofptt.flow.onchip_rates import DerivedRate
 from neurofptt.flow.onchip_train import halving_period, train_onchip
 from neurofptt.flow.onchip_tune import learn_at_task_rate
 from neurofptt.flow.stages import QUANTIZED
@@ -44,11 +45,12 @@ from neurofptt.onchip import fan_in_spreads, random_network
 from neurofptt.quant.config import HardwareConfig
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.tasks import load_task
+from neurofptt.tasks.base import TaskData
 
 #: the core of each task: the default hardware with the task's inputs and classes; the leaks come
 #: from the task's label layout (:func:`~neurofptt.flow.config.task_leak`) as on-chip learning
 #: from scratch takes them in ``flow`` and ``train``
-#: (:func:`~neurofptt.flow.onchip.onchip_hardware`)
+#: (:func:`~neurofptt.flow.onchip.onchip_core`)
 TASK_HARDWARE: dict[str, dict[str, int]] = {
     "digits": {},
     "cue-accumulation-short": {"n_in": 40, "n_out": 2},
@@ -59,11 +61,12 @@ RULES = ("eprop", "fptt")
 STARTS = ("scratch", "float")
 
 
-def task_hardware(task: str, rule: str) -> HardwareConfig:
-    """The core :data:`TASK_HARDWARE` gives ``task`` for learning from scratch with the default
-    learning constants of ``rule``, as ``neurofptt train --engine golden`` builds it."""
+def task_core(task: str, rule: str, data: TaskData) -> tuple[HardwareConfig, DerivedRate]:
+    """The core :data:`TASK_HARDWARE` gives ``task`` for learning ``data`` (the task's samples
+    a point learns) from scratch with the default learning constants of ``rule``, and the
+    host's rate derived from ``data``, as ``neurofptt train --engine golden`` builds them."""
     cfg = FlowConfig.from_dict({"hardware": TASK_HARDWARE[task], "flow": {"task": task}})
-    return onchip_hardware(cfg, rule, scratch=True)
+    return onchip_core(cfg, rule, scratch=True, task=data)
 
 
 def bench_point(
@@ -84,7 +87,7 @@ def bench_point(
     if start == "float":
         return from_float(task, rule, seed, epochs, tune=tune)
     data = load_task(task, **({"n_train": samples} if samples else {}))
-    hw = task_hardware(task, rule)
+    hw, derived = task_core(task, rule, data)
     spread = fan_in_spreads(hw) if gain is None else fan_in_spreads(hw, gain)
     net = random_network(hw, seed=seed, spread=spread)
     halvings = TrainConfig().onchip_halvings
@@ -93,6 +96,7 @@ def bench_point(
         run = learn_at_task_rate(
             net,
             data,
+            derived,
             epochs=epochs,
             seed=seed,
             halvings=halvings,

@@ -27,6 +27,7 @@ from neurofptt.errors import ConfigError
 from neurofptt.flow.config import LEAK_FIELDS, FlowConfig
 from neurofptt.flow.onchip_rates import (
     HIDDEN_RATES,
+    DerivedRate,
     derive_rate,
     readout_rate_shift,
     with_hidden_rates,
@@ -98,45 +99,51 @@ def with_readout_rate(hw: HardwareConfig, derived: dict[str, Any]) -> HardwareCo
     return hw.replace(learning=dataclasses.replace(hw.learning, lr_shift_out=rate))
 
 
-def onchip_hardware(
+def onchip_core(
     cfg: FlowConfig, rule: str, *, scratch: bool, task: TaskData | None = None
-) -> HardwareConfig:
-    """The core on-chip learning with ``rule`` runs on: ``hardware`` with ``hardware.learning``
-    (or, without that table, the default :class:`~neurofptt.quant.config.LearningConfig`) in
-    ``rule``'s mode, :func:`from_scratch`'s readout leak when learning from a random start
-    (``scratch``), :func:`with_readout_rate`'s readout rate, and the recurrent and readout
-    rates lowered by the training samples' count of updates where the file leaves them out
-    (:func:`~neurofptt.flow.onchip_rates.hidden_rate_shift`).  ``task``: the flow's task if the
-    caller has loaded it (else it is loaded here when the count is needed)."""
+) -> tuple[HardwareConfig, DerivedRate]:
+    """The core on-chip learning with ``rule`` runs on, and the host's rate derived for it.
+
+    The core: ``hardware`` with ``hardware.learning`` (or, without that table, the default
+    :class:`~neurofptt.quant.config.LearningConfig`) in ``rule``'s mode, :func:`from_scratch`'s
+    readout leak when learning from a random start (``scratch``), :func:`with_readout_rate`'s
+    readout rate, and the recurrent and readout rates lowered by the training samples' count of
+    updates where the file leaves them out
+    (:func:`~neurofptt.flow.onchip_rates.hidden_rate_shift`).
+
+    The rate (:func:`~neurofptt.flow.onchip_rates.derive_rate`) is derived once, on the core
+    before that lowering, and goes with the core: its error shift offset counts from the
+    fastest of the chip's rates, which the lowering can change (when ``lr_shift_in`` is set
+    above the others), so a derivation on the lowered core would undo part of it.
+    ``task``: the flow's task if the caller has loaded it (else it is loaded here)."""
     learning = dataclasses.replace(cfg.hardware.learning or LearningConfig(), mode=rule)
     hw = cfg.hardware.replace(learning=learning)
     if scratch:
         hw = from_scratch(hw, cfg.derived.get("leak", {}))
     hw = with_readout_rate(hw, cfg.derived)
-    fields = tuple(name for name in HIDDEN_RATES if name not in cfg.set_learning)
-    if not fields:
-        return hw
     if task is None:
         task = load_flow_task(cfg)
-    shift = derive_rate(hw, task.train.numpy_spikes(), task.train.y.numpy()).hidden_shift
-    if shift == 0:
-        return hw
-    return hw.replace(learning=with_hidden_rates(hw.learning, shift, fields))
+    rate = derive_rate(hw, task.train.numpy_spikes(), task.train.y.numpy())
+    fields = tuple(name for name in HIDDEN_RATES if name not in cfg.set_learning)
+    if fields and rate.hidden_shift:
+        hw = hw.replace(learning=with_hidden_rates(hw.learning, rate.hidden_shift, fields))
+    return hw, rate
 
 
-def initial_network(
-    cfg: FlowConfig, rule: str, init: Path | None = None, task: TaskData | None = None
-) -> QuantizedNetwork:
-    """The network on-chip learning starts from, on :func:`onchip_hardware`'s core (``task``
-    as there).
+def onchip_hardware(
+    cfg: FlowConfig, rule: str, *, scratch: bool, task: TaskData | None = None
+) -> HardwareConfig:
+    """The core of :func:`onchip_core`, without its rate."""
+    return onchip_core(cfg, rule, scratch=scratch, task=task)[0]
+
+
+def start_network(cfg: FlowConfig, hw: HardwareConfig, init: Path | None) -> QuantizedNetwork:
+    """The network on-chip learning starts from, on the core ``hw`` (:func:`onchip_core`'s).
 
     ``init`` is a ``quantized.npz`` of the same hardware; it keeps the per-matrix weight shifts
     the quantizer chose for it.  Without it the weights are random, uniform within
     :func:`~neurofptt.onchip.fan_in_spreads` (seed ``train.seed``).
     """
-    if rule not in ONCHIP_RULES:
-        raise ConfigError(f"the golden engine learns with {ONCHIP_RULES}, not {rule!r}")
-    hw = onchip_hardware(cfg, rule, scratch=init is None, task=task)
     if init is None:
         return random_network(hw, seed=cfg.train.seed, spread=fan_in_spreads(hw))
     start = QuantizedNetwork.load(init)
@@ -147,6 +154,20 @@ def initial_network(
             "with (only hardware.learning and the weight shifts may differ)"
         )
     return QuantizedNetwork(start_hw, start.w_in, start.w_rec, start.w_out)
+
+
+def check_rule(rule: str) -> None:
+    """Refuse a rule the golden engine does not learn with."""
+    if rule not in ONCHIP_RULES:
+        raise ConfigError(f"the golden engine learns with {ONCHIP_RULES}, not {rule!r}")
+
+
+def initial_network(
+    cfg: FlowConfig, rule: str, init: Path | None = None, task: TaskData | None = None
+) -> QuantizedNetwork:
+    """:func:`start_network` on :func:`onchip_hardware`'s core (``task`` as there)."""
+    check_rule(rule)
+    return start_network(cfg, onchip_hardware(cfg, rule, scratch=init is None, task=task), init)
 
 
 def finetune_offset(cfg: FlowConfig, learning: LearningConfig) -> int:
@@ -199,8 +220,10 @@ def stage_train_onchip(
     follows the readout's leak unless the config sets it: :func:`with_readout_rate`).
     """
     out.mkdir(parents=True, exist_ok=True)
+    check_rule(rule)
     task = load_flow_task(cfg)
-    net = initial_network(cfg, rule, init, task)
+    core, rate = onchip_core(cfg, rule, scratch=init is None, task=task)
+    net = start_network(cfg, core, init)
     hw = learning_hardware(net, rule, task)
 
     def show(record: dict[str, float]) -> None:
@@ -216,6 +239,7 @@ def stage_train_onchip(
     run = learn_at_task_rate(
         net,
         task,
+        rate,
         epochs=cfg.train.epochs,
         seed=cfg.train.seed,
         halvings=cfg.train.onchip_halvings,

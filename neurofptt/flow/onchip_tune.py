@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from neurofptt.flow.onchip_rates import DerivedRate, derive_rate
+from neurofptt.flow.onchip_rates import DerivedRate
 from neurofptt.flow.onchip_train import (
     OnchipHistory,
     Progress,
@@ -123,6 +123,7 @@ class RateRun:
 def learn_at_task_rate(
     net: QuantizedNetwork,
     task: TaskData,
+    rate: DerivedRate,
     *,
     epochs: int,
     seed: int,
@@ -135,13 +136,13 @@ def learn_at_task_rate(
     log: Callable[[str], None] | None = None,
 ) -> RateRun:
     """Learn ``task`` on chip from ``net`` (its config's learning mode) at the error shift
-    offset derived from the training samples plus ``extra_offset`` (adapting a trained network
-    wants lower rates), halving ``halvings`` times over the ``epochs``; with ``tune`` the first
-    :data:`TUNE_EPOCHS` epochs are learned over the grid around that offset and the run goes on
-    from the best point (the module docstring).  ``log`` gets a line with the grid.  The other
-    arguments are :func:`~neurofptt.flow.onchip_train.train_onchip`'s."""
-    hw = learning_hardware(net, None, task)
-    rate = derive_rate(hw, task.train.numpy_spikes(), task.train.y.numpy())
+    offset of ``rate`` (derived from the training samples on the core before its hidden rates
+    were lowered: :func:`~neurofptt.flow.onchip.onchip_core`) plus ``extra_offset`` (adapting
+    a trained network wants lower rates), halving ``halvings`` times over the ``epochs``; with
+    ``tune`` the first :data:`TUNE_EPOCHS` epochs are learned over the grid around that offset
+    and the run goes on from the best point (the module docstring).  ``log`` gets a line with
+    the grid.  The other arguments are :func:`~neurofptt.flow.onchip_train.train_onchip`'s."""
+    learning_hardware(net, None, task)
     offset = rate.derived_offset + extra_offset
     halve_every = halving_period(epochs, halvings)
     tuned, tune_epochs = None, min(TUNE_EPOCHS, epochs)

@@ -65,7 +65,7 @@ from neurofptt.flow.stages import (
 from neurofptt.flow.tune import tune_and_train
 from neurofptt.hdl.board.build import BOARDS, build_board
 from neurofptt.hdl.board.protocol import DEFAULT_BAUD
-from neurofptt.hdl.synth import DEFAULT_ROUTER, FAMILIES, ROUTERS
+from neurofptt.hdl.synth import DEFAULT_LUT_MAPPER, DEFAULT_ROUTER, FAMILIES, LUT_MAPPERS, ROUTERS
 from neurofptt.io import write_json
 from neurofptt.learning.distributed import is_main, launched
 from neurofptt.learning.distributed import stop as stop_processes
@@ -429,6 +429,15 @@ def _add_synth_parser(sub: _Subcommands) -> None:
         help="nextpnr's placer seed (default nextpnr's own); the Fmax of a design whose paths "
         "are mostly routing moves with the placement",
     )
+    add_choice(
+        p,
+        "--lut-mapper",
+        LUT_MAPPERS,
+        "LUT mapper",
+        default=DEFAULT_LUT_MAPPER,
+        help=f"Yosys's LUT mapper on ECP5 (default {DEFAULT_LUT_MAPPER}; abc: the classic mapper, "
+        "for a design ABC9 fails on)",
+    )
 
 
 def _add_build_parser(sub: _Subcommands) -> None:
@@ -783,6 +792,7 @@ def run(args: argparse.Namespace) -> object:
             fold_weights=args.fold_weights,
             router=args.router,
             seed=args.seed,
+            lut_mapper=args.lut_mapper,
             required=True,
         )
         print(record["fpga"]["summary"], file=sys.stderr)

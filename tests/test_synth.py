@@ -369,13 +369,13 @@ def test_nextpnr_command_names_the_seed() -> None:
 def test_synth_command_passes_the_router(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``synth --router`` and ``--seed`` reach :func:`synthesize` (default
-    :data:`DEFAULT_ROUTER` and nextpnr's own seed), and a router nextpnr does not have is one
+    """``synth --router``, ``--seed`` and ``--lut-mapper`` reach :func:`synthesize` (default
+    :data:`DEFAULT_ROUTER`, nextpnr's own seed and ABC9), and a router nextpnr does not have is one
     ``error:`` line and exit status 2."""
     seen = []
 
     def fake(verilog: Path, top: str, **kw: object) -> synth.SynthReport:
-        seen.append((kw["router"], kw["seed"]))
+        seen.append((kw["router"], kw["seed"], kw["lut_mapper"]))
         counts = dict.fromkeys(("lut", "ff", "carry", "bram", "dsp", "lutram"), 0)
         return synth.SynthReport(
             "ecp5", "25k", top, cells={}, log=tmp_path, netlist=tmp_path, **counts
@@ -386,11 +386,50 @@ def test_synth_command_passes_the_router(
     out = ["--out", str(tmp_path)]
     assert main(["synth", *out]) == 0
     assert main(["synth", *out, "--pnr", "--router", "router1", "--seed", "3"]) == 0
-    assert seen == [(synth.DEFAULT_ROUTER, None), ("router1", 3)]
+    assert main(["synth", *out, "--lut-mapper", "abc"]) == 0
+    assert seen == [
+        (synth.DEFAULT_ROUTER, None, "abc9"),
+        ("router1", 3, "abc9"),
+        (synth.DEFAULT_ROUTER, None, "abc"),
+    ]
     capsys.readouterr()
     assert main(["synth", *out, "--router", "router3"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "router3" in err and len(err.splitlines()) == 1
+
+
+def test_a_lut_mapper_is_checked_before_any_tool_runs() -> None:
+    """An unknown mapper, and the classic one on iCE40 (whose script has no such step), are
+    refused before Yosys starts."""
+    v = Path(__file__)  # never read: the mapper is checked first
+    with pytest.raises(ConfigError, match="abc7"):
+        synthesize(v, "x", work_dir=Path("unused"), lut_mapper="abc7")
+    with pytest.raises(ConfigError, match="ECP5"):
+        synthesize(v, "x", family="ice40", work_dir=Path("unused"), lut_mapper="abc")
+
+
+def test_an_abc9_failure_names_the_classic_mapper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When Yosys stops inside ABC9's reintegration (Yosys 0.70 on the 256-256-16 FPTT core),
+    the error's first line says to map with ``--lut-mapper abc``; other failures are left as
+    they are."""
+    verilog = tmp_path / "core.v"
+    verilog.write_text("module core; endmodule\n")
+    failure = "7.46.15.7. Executing ABC_OPS_REINTEGRATE pass\nERROR: Assert `GetSize(...)' failed"
+
+    def fail(cmd: list[str], **kw: object) -> None:
+        raise SynthesisError(f"Yosys synthesis failed (exit code 1). Last lines:\n{failure}")
+
+    monkeypatch.setattr(synth, "_require_tool", lambda name: [name])
+    monkeypatch.setattr(synth, "_run", fail)
+    with pytest.raises(SynthesisError) as info:
+        synthesize(verilog, "core", work_dir=tmp_path / "w")
+    assert "--lut-mapper abc" in str(info.value).splitlines()[0]
+    failure = "ERROR: syntax error"
+    with pytest.raises(SynthesisError) as info:
+        synthesize(verilog, "core", work_dir=tmp_path / "w")
+    assert "--lut-mapper" not in str(info.value)
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX executable bit")
@@ -441,6 +480,24 @@ def test_registered_read_maps_to_block_ram(
     assert r.cells[bram_cell] == 1
     assert r.lutram == 0
     assert r.memories == {"ram_sync.mem": {"ecp5": "DP16KD", "ice40": "ICE40_RAM4K"}[family]}
+
+
+@pytest.mark.slow
+@needs_yosys
+def test_the_classic_lut_mapper_maps_what_abc9_maps(design: Path, tmp_path: Path) -> None:
+    """``lut_mapper="abc"`` runs synth_ecp5's script with ABC's classic mapper in place of
+    ABC9: on the LUT-RAM (whose read multiplexers are LUTs) the same memory cells and
+    flip-flops, LUTs from the ``abc`` pass (the log has no ABC9 pass), and the report says
+    which mapper made it."""
+    abc9 = synthesize(design, "ram_async", work_dir=tmp_path / "abc9")
+    abc = synthesize(design, "ram_async", work_dir=tmp_path / "abc", lut_mapper="abc")
+    assert (abc.ff, abc.lutram, abc.memories) == (abc9.ff, abc9.lutram, abc9.memories)
+    assert abc.lut > 50 and abc.netlist.is_file()
+    log = abc.log.read_text()
+    assert "Executing ABC pass" in log and "Executing ABC9 pass" not in log
+    assert "Executing ABC9 pass" in abc9.log.read_text()
+    assert (abc.lut_mapper, abc9.lut_mapper) == ("abc", "abc9")
+    assert json.loads((tmp_path / "abc" / "report.json").read_text())["lut_mapper"] == "abc"
 
 
 @pytest.mark.slow

@@ -22,7 +22,12 @@ from neurofptt.errors import CheckpointError, ConfigError, ToolMissingError, Ver
 from neurofptt.flow.config import FlowConfig
 from neurofptt.hdl import cycles_per_update, generate_verilog
 from neurofptt.hdl.cost import learning_cycles_per_update
-from neurofptt.hdl.synth import DEFAULT_ROUTER, fpga_tools_available, synthesize
+from neurofptt.hdl.synth import (
+    DEFAULT_LUT_MAPPER,
+    DEFAULT_ROUTER,
+    fpga_tools_available,
+    synthesize,
+)
 from neurofptt.io import write_json
 from neurofptt.learning.distributed import is_main, world_size
 from neurofptt.learning.objectives import readout_accuracy
@@ -454,13 +459,14 @@ def stage_synth(
     fold_weights: bool = False,
     router: str = DEFAULT_ROUTER,
     seed: int | None = None,
+    lut_mapper: str = DEFAULT_LUT_MAPPER,
     required: bool = False,
 ) -> dict:
     """Synthesise the core for ``family``'s ``device`` and ``package`` (default the family's
     default part), and place and route it with ``pnr`` for a ``freq_mhz`` clock (an hour at
     most: a 256-neuron learning core on the ECP5-85k takes tens of minutes), with
     ``fold_weights`` behind :func:`~neurofptt.hdl.synth.weight_fold_wrapper`, with nextpnr's
-    ``router`` and placer ``seed``; writes ``synth.json``.
+    ``router`` and placer ``seed``, and with Yosys's ``lut_mapper``; writes ``synth.json``.
 
     Without the FPGA tools the record says why (``fpga`` is ``None``): the flow goes on without
     synthesis.  With ``required`` (an explicit ``neurofptt synth``) a missing tool raises
@@ -486,6 +492,7 @@ def stage_synth(
                 fold_weights=fold_weights,
                 router=router,
                 seed=seed,
+                lut_mapper=lut_mapper,
             )
             record = {"fpga": report.to_dict(), "reason": None}
         except ToolMissingError as exc:

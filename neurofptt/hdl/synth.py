@@ -37,6 +37,7 @@ from neurofptt.errors import ConfigError, SynthesisError, ToolMissingError
 __all__ = [
     "FAMILIES",
     "FOLDED_PORTS",
+    "LUT_MAPPERS",
     "ROUTERS",
     "CriticalPath",
     "SynthReport",
@@ -65,6 +66,19 @@ FAMILIES = ("ecp5", "ice40")
 #: ECP5-25k, which router1 had not routed after 20 minutes and router2 routed in one.
 ROUTERS = ("router1", "router2")
 DEFAULT_ROUTER = "router1"
+
+#: Yosys's LUT mappers for ECP5.  ``abc9`` is ``synth_ecp5``'s own: it maps with the cells'
+#: delays and is the default.  ``abc`` runs the same script with ABC's classic mapper (``abc
+#: -dress -lut 4:7``, the 4-input LUTs and the slices' wide-function muxes) in place of
+#: ``abc9``, for designs that ABC9 cannot map: Yosys 0.70 stops on an assertion in
+#: ``ABC_OPS_REINTEGRATE`` (``GetSize(conn.first) == GetSize(conn.second)``) after some 14
+#: minutes on the 256-256-16 FPTT core, which the classic mapper maps in 11,984 LUT4
+#: (``docs/results-hardware.md``).
+LUT_MAPPERS = ("abc9", "abc")
+DEFAULT_LUT_MAPPER = "abc9"
+#: what a Yosys log says when ABC9 failed, and what to do about it
+_ABC9_FAILURE = "ABC_OPS_REINTEGRATE"
+_ABC9_HINT = "ABC9 could not map this design; `--lut-mapper abc` maps it with ABC's classic mapper"
 
 #: how to get the tools: the package's extra, or the editable install of a source checkout
 INSTALL_HINT = (
@@ -198,6 +212,7 @@ class SynthReport:
     pnr_log: Path | None = None
     router: str | None = None
     seed: int | None = None
+    lut_mapper: str = DEFAULT_LUT_MAPPER
     tool_versions: dict[str, str] = field(default_factory=dict)
     critical_paths: list[CriticalPath] = field(default_factory=list)
 
@@ -243,6 +258,7 @@ class SynthReport:
             "pnr_log": None if self.pnr_log is None else str(self.pnr_log),
             "router": self.router,
             "seed": self.seed,
+            "lut_mapper": self.lut_mapper,
             "netlist": str(self.netlist),
         }
 
@@ -661,14 +677,24 @@ def _resolve_device(family: str, device: str | None, package: str | None) -> tup
     return dev, pkg
 
 
-def _synth_command(family: str, device: str, top: str) -> str:
+def _synth_command(family: str, device: str, top: str, netlist: str, lut_mapper: str) -> str:
+    """The Yosys commands that synthesise ``top`` and write the mapped ``netlist``."""
     if family == "ecp5":
-        return f"synth_ecp5 -top {top}"
+        if lut_mapper == "abc9":
+            return f"synth_ecp5 -top {top} -json {netlist}"
+        # synth_ecp5's script around its `map_luts` step (`help synth_lattice`), with that
+        # step's abc9 replaced by the classic mapper
+        return (
+            f"synth_ecp5 -top {top} -run :map_luts; "
+            "check -latchonly -assert; techmap -map +/lattice/latches_map.v; "
+            "abc -dress -lut 4:7; clean; "
+            f"synth_ecp5 -top {top} -run map_cells: -json {netlist}"
+        )
     # abc9 timing model of the right speed class; UltraPlus parts have SB_MAC16 DSPs, which
     # synth_ice40 only uses when asked to.
     kind = "u" if device.startswith("u") else device[:2]
     dsp = " -dsp" if device in ("up3k", "up5k") else ""
-    return f"synth_ice40 -device {kind}{dsp} -top {top}"
+    return f"synth_ice40 -device {kind}{dsp} -top {top} -json {netlist}"
 
 
 def synthesize(
@@ -685,6 +711,7 @@ def synthesize(
     fold_weights: bool = False,
     router: str = DEFAULT_ROUTER,
     seed: int | None = None,
+    lut_mapper: str = DEFAULT_LUT_MAPPER,
 ) -> SynthReport:
     """Synthesise ``verilog`` for ``family`` and return its resource report.
 
@@ -700,6 +727,9 @@ def synthesize(
     nextpnr's own), both recorded in the report.  Where the longest paths are mostly routing, the
     achieved Fmax moves by several MHz from one placement to the next; the seed names the
     placement that was measured, and a sweep over seeds shows the spread.
+
+    ``lut_mapper`` (:data:`LUT_MAPPERS`, ECP5 only) is Yosys's LUT mapper, recorded in the
+    report; when ABC9 fails, the error says to try the classic one.
 
     Place and route targets ``freq_mhz`` but never fails on timing (``--timing-allow-fail``): the
     point is to measure the achieved Fmax, and :attr:`SynthReport.timing_met` tells the verdict.
@@ -719,6 +749,12 @@ def synthesize(
         raise ConfigError(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
     if seed is not None and not 0 <= seed < 2**31:
         raise ConfigError(f"seed must be an integer from 0 to 2**31 - 1, got {seed}")
+    if lut_mapper not in LUT_MAPPERS:
+        raise ConfigError(
+            f"unknown LUT mapper {lut_mapper!r}; choose one of {', '.join(LUT_MAPPERS)}"
+        )
+    if family != "ecp5" and lut_mapper != DEFAULT_LUT_MAPPER:
+        raise ConfigError(f"--lut-mapper {lut_mapper} is for ECP5; {family} maps with abc9")
     dev, pkg = _resolve_device(family, device, package)
     verilog = Path(verilog)
     if not verilog.is_file():
@@ -754,12 +790,17 @@ def synthesize(
     # words in its memories' slices), the YoWASP build having at most 4 GiB to address.
     script = (
         f"hierarchy -top {top}; proc; memory_collect; "
-        f"{_synth_command(family, dev, top)} -json {netlist.name}; "
+        f"{_synth_command(family, dev, top, netlist.name, lut_mapper)}; "
         f"tee -q -o {stat_txt.name} stat; "
         f"tee -q -o {stat_json.name} stat -json"
     )
     cmd = [*yosys, "-q", "-l", log.name, "-p", script, *sources]
-    _run(cmd, cwd=work_dir, timeout_s=timeout_s, log=log, what="Yosys synthesis")
+    try:
+        _run(cmd, cwd=work_dir, timeout_s=timeout_s, log=log, what="Yosys synthesis")
+    except SynthesisError as exc:
+        if lut_mapper == "abc9" and _ABC9_FAILURE in str(exc):
+            raise SynthesisError(f"{_ABC9_HINT}. {exc}") from exc
+        raise
 
     try:
         stat = json.loads(stat_json.read_text())
@@ -788,6 +829,7 @@ def synthesize(
         memories=memories,
         log=log,
         netlist=netlist,
+        lut_mapper=lut_mapper,
         **counts,
     )
 

@@ -412,6 +412,12 @@ def _add_synth_parser(sub: _Subcommands) -> None:
         help="a learning core's weight payloads on one pin each (a shift register in, an XOR "
         "out), for cores with more port bits than the package has pins",
     )
+    p.add_argument(
+        "--register-ports",
+        action="store_true",
+        help="a register between every port and its pin, so the core is placed as inside a "
+        "design rather than pulled toward its pins",
+    )
     p.add_argument("--freq", type=float, default=50.0, help="clock target of place and route (MHz)")
     add_choice(
         p,
@@ -790,6 +796,7 @@ def run(args: argparse.Namespace) -> object:
             package=args.package,
             freq_mhz=args.freq,
             fold_weights=args.fold_weights,
+            register_ports=args.register_ports,
             router=args.router,
             seed=args.seed,
             lut_mapper=args.lut_mapper,

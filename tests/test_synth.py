@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -24,8 +26,8 @@ from neurofptt.hdl.synth import (
     parse_nextpnr_report,
     parse_stat_json,
     parse_stat_text,
+    port_wrapper,
     synthesize,
-    weight_fold_wrapper,
 )
 from neurofptt.onchip import random_network
 from neurofptt.quant import HardwareConfig, QuantizedNetwork
@@ -641,7 +643,7 @@ def _ports(verilog: str, module: str) -> dict[str, tuple[str, int]]:
     return {name: (d, w) for d, w, name in synth._top_ports(verilog, module)}
 
 
-def test_weight_fold_wrapper_keeps_every_port_but_the_payloads() -> None:
+def test_port_wrapper_folds_every_port_but_the_payloads() -> None:
     """The wrapper has the core's ports but the two weight payloads, which become a serial
     pin in and a fold pin out; the payload it feeds in comes from a shift register of its
     width, the one it reads goes to the XOR, and the core is instantiated with every port
@@ -650,7 +652,7 @@ def test_weight_fold_wrapper_keeps_every_port_but_the_payloads() -> None:
     learning = cfg.replace(learning=LearningConfig(mode="fptt", target=100, psi_width_shift=6))
     verilog = render_verilog(random_network(learning, seed=1, spread=4), "core")
     core = _ports(verilog, "core")
-    name, wrapper = weight_fold_wrapper(verilog, "core")
+    name, wrapper = port_wrapper(verilog, "core", fold_weights=True)
     assert name == "core_folded"
     ports = _ports(wrapper, name)
     assert ports == {
@@ -664,11 +666,75 @@ def test_weight_fold_wrapper_keeps_every_port_but_the_payloads() -> None:
     assert f"wire [{dump - 1}:0] o_weights__payload" in wrapper
     assert "assign o_weights__fold = ^o_weights__payload;" in wrapper
     assert all(f".{port}({port})" in wrapper for port in core)
+    # with registered ports too: the same pins, the fold leaving from a register
+    both, registered = port_wrapper(verilog, "core", fold_weights=True, register_ports=True)
+    assert both == "core_folded_registered" and _ports(registered, both) == ports
+    assert "o_weights__fold_q <= ^o_weights__payload;" in registered
+    assert ".i_weights__payload(i_weights__payload)" in registered
     inference = render_verilog(random_network(cfg, seed=1, spread=4), "core")
     with pytest.raises(SynthesisError, match="no weight ports"):
-        weight_fold_wrapper(inference, "core")
+        port_wrapper(inference, "core", fold_weights=True)
     with pytest.raises(SynthesisError, match="module other not found"):
-        weight_fold_wrapper(inference, "other")
+        port_wrapper(inference, "other", register_ports=True)
+
+
+# a core in Yosys's port declarations: a registered sum and a combinational output
+SMALL_CORE = """module core(clk, rst, a, b, y, z);
+  input clk;
+  input rst;
+  input [3:0] a;
+  input b;
+  output [3:0] y;
+  output z;
+  reg [3:0] r = 0;
+  always @(posedge clk) r <= rst ? 4'd0 : r + a;
+  assign y = r;
+  assign z = b & a[0];
+endmodule
+"""
+
+# the bare core and the wrapped one side by side on the same random inputs
+SMALL_BENCH = """module bench;
+  reg clk = 0, rst = 1, b = 0;
+  reg [3:0] a = 0;
+  wire [3:0] y, y_w;
+  wire z, z_w;
+  core bare(.clk(clk), .rst(rst), .a(a), .b(b), .y(y), .z(z));
+  WRAPPER wrapped(.clk(clk), .rst(rst), .a(a), .b(b), .y(y_w), .z(z_w));
+  integer t;
+  initial begin
+    for (t = 0; t < 64; t = t + 1) begin
+      #1 $display("%0d %0d %0d %0d", y, z, y_w, z_w);
+      clk = 1; #1 clk = 0;
+      rst = (t == 20); a = $random; b = $random;
+    end
+    $finish;
+  end
+endmodule
+"""
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog is needed")
+def test_registered_ports_delay_the_core_by_two_cycles(tmp_path: Path) -> None:
+    """With ``register_ports`` every input (``rst`` too) reaches the core a cycle late and
+    every output leaves a cycle late, ``clk`` excepted: simulated beside the bare core on the
+    same random inputs, the wrapper's outputs are the core's two cycles earlier, and its ports
+    are the core's."""
+    name, wrapper = port_wrapper(SMALL_CORE, "core", register_ports=True)
+    assert name == "core_registered"
+    assert _ports(wrapper, name) == _ports(SMALL_CORE, "core")
+    (tmp_path / "core.v").write_text(SMALL_CORE)
+    (tmp_path / "wrapper.v").write_text(wrapper)
+    (tmp_path / "bench.v").write_text(SMALL_BENCH.replace("WRAPPER", name))
+    subprocess.run(
+        ["iverilog", "-o", "bench.vvp", "bench.v", "wrapper.v", "core.v"], cwd=tmp_path, check=True
+    )
+    run = subprocess.run(["vvp", "-n", "bench.vvp"], cwd=tmp_path, check=True, capture_output=True)
+    rows = [tuple(map(int, line.split())) for line in run.stdout.decode().splitlines()[:64]]
+    bare = [(y, z) for y, z, _, _ in rows]
+    wrapped = [(y, z) for _, _, y, z in rows]
+    assert wrapped[2:] == bare[:-2]
+    assert len(set(bare)) > 8  # the inputs moved the core through many states
 
 
 def test_generate_random_learning_core_takes_the_flows_constants(tmp_path: Path) -> None:

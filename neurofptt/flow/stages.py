@@ -457,6 +457,7 @@ def stage_synth(
     package: str | None = None,
     freq_mhz: float = 50.0,
     fold_weights: bool = False,
+    register_ports: bool = False,
     router: str = DEFAULT_ROUTER,
     seed: int | None = None,
     lut_mapper: str = DEFAULT_LUT_MAPPER,
@@ -465,7 +466,8 @@ def stage_synth(
     """Synthesise the core for ``family``'s ``device`` and ``package`` (default the family's
     default part), and place and route it with ``pnr`` for a ``freq_mhz`` clock (an hour at
     most: a 256-neuron learning core on the ECP5-85k takes tens of minutes), with
-    ``fold_weights`` behind :func:`~neurofptt.hdl.synth.weight_fold_wrapper`, with nextpnr's
+    ``fold_weights`` and ``register_ports`` behind :func:`~neurofptt.hdl.synth.port_wrapper`,
+    with nextpnr's
     ``router`` and placer ``seed``, and with Yosys's ``lut_mapper``; writes ``synth.json``.
 
     Without the FPGA tools the record says why (``fpga`` is ``None``): the flow goes on without
@@ -490,6 +492,7 @@ def stage_synth(
                 freq_mhz=freq_mhz,
                 timeout_s=3600,
                 fold_weights=fold_weights,
+                register_ports=register_ports,
                 router=router,
                 seed=seed,
                 lut_mapper=lut_mapper,

@@ -50,9 +50,9 @@ __all__ = [
     "parse_nextpnr_report",
     "parse_stat_json",
     "parse_stat_text",
+    "port_wrapper",
     "rtl_name",
     "synthesize",
-    "weight_fold_wrapper",
 ]
 
 FAMILIES = ("ecp5", "ice40")
@@ -553,6 +553,8 @@ def parse_critical_paths(data: str | dict[str, Any]) -> list[CriticalPath]:
     return paths
 
 
+#: the file :func:`synthesize` writes :func:`port_wrapper`'s Verilog to
+WRAPPER = "wrapper.v"
 #: the payloads a weight-port fold replaces by one pin each (a learning core's load and dump)
 FOLDED_PORTS = ("i_weights__payload", "o_weights__payload")
 _PORT_DECL = re.compile(r"^\s*(input|output)\s+(?:\[(\d+):0\]\s+)?(\w+)\s*;\s*$")
@@ -572,43 +574,89 @@ def _top_ports(verilog: str, top: str) -> list[tuple[str, int, str]]:
     return ports
 
 
-def weight_fold_wrapper(verilog: str, top: str) -> tuple[str, str]:
-    """``(name, Verilog)`` of a wrapper around learning core ``top`` whose weight payloads take
-    one pin each: ``i_weights``' payload comes from a shift register fed by the pin
-    ``i_weights__serial``, ``o_weights``' is folded into the pin ``o_weights__fold`` (the XOR of
-    its bits).  Every other port passes through.
+def port_wrapper(
+    verilog: str, top: str, *, fold_weights: bool = False, register_ports: bool = False
+) -> tuple[str, str]:
+    """``(name, Verilog)`` of a wrapper around core ``top`` for synthesis.
 
-    A learning core's load and dump ports carry a whole weight word (with FPTT also a
-    ``W_bar`` word): a 256-neuron FPTT core with 16 lanes has 646 port bits, more pins than any
-    ECP5 package has, so it cannot be placed as it is.  In the wrapper every bit of both
-    payloads still drives or is driven by logic, so synthesis removes nothing of the core, and
-    their paths become paths between registers, which count toward the Fmax (the paths to and
-    from pins do not).
+    ``fold_weights``: the weight payloads take one pin each.  ``i_weights``' payload comes from
+    a shift register fed by the pin ``i_weights__serial``, ``o_weights``' is folded into the
+    pin ``o_weights__fold`` (the XOR of its bits).  A learning core's load and dump ports carry
+    a whole weight word (with FPTT also a ``W_bar`` word): a 256-neuron FPTT core with 16 lanes
+    has 646 port bits, more pins than any ECP5 package has, so it cannot be placed as it is.
+    Every bit of both payloads still drives or is driven by logic, so synthesis removes nothing
+    of the core, and their paths become paths between registers, which count toward the Fmax
+    (the paths to and from pins do not).
+
+    ``register_ports``: every other port but ``clk`` passes through a register on its way
+    between its pin and the core (and the fold pin leaves from one).  A bare core's ports are
+    package pins, and the placer pulls the logic next to each port toward its pin, on the edge
+    of the die; in a design the core's ports meet other logic (the board top's host link,
+    ``docs/boards.md``), which the placer puts where the core wants it.  With the registers the
+    core is placed as inside such a design, and a path from a port (a ``ready``) into the core
+    is measured from a register, as it is there.
+
+    Without either option the wrapper passes every port through.
     """
-    name = f"{top}_folded"
+    suffix = ("_folded" if fold_weights else "") + ("_registered" if register_ports else "")
+    name = f"{top}{suffix or '_wrapped'}"
     ports = _top_ports(verilog, top)
     widths = {port: width for _, width, port in ports}
-    if not set(FOLDED_PORTS) <= set(widths):
+    folded = FOLDED_PORTS if fold_weights else ()
+    if fold_weights and not set(FOLDED_PORTS) <= set(widths):
         raise SynthesisError(f"{top} has no weight ports to fold (not a learning core)")
-    kept = [(d, w, n) for d, w, n in ports if n not in FOLDED_PORTS]
-    pins = [n for _, _, n in kept] + ["i_weights__serial", "o_weights__fold"]
-    load, dump = (widths[port] for port in FOLDED_PORTS)
+    kept = [(d, w, n) for d, w, n in ports if n not in folded]
+    pins = [n for _, _, n in kept] + (["i_weights__serial", "o_weights__fold"] if folded else [])
     lines = [f"module {name}({', '.join(pins)});"]
-    lines += [f"  {d} {f'[{w - 1}:0] ' if w > 1 else ''}{n};" for d, w, n in kept]
+    lines += [f"  {d} {_bits(w)}{n};" for d, w, n in kept]
+    connect = {n: n for _, _, n in ports}  # the wire each core port connects to
+    if register_ports:
+        for direction, width, port in kept:
+            if port == "clk":
+                continue
+            connect[port] = inner = f"{port}__core"
+            if direction == "input":
+                lines += [
+                    f"  reg {_bits(width)}{inner} = 0;",
+                    f"  always @(posedge clk) {inner} <= {port};",
+                ]
+            else:
+                lines += [
+                    f"  wire {_bits(width)}{inner};",
+                    f"  reg {_bits(width)}{port}__q = 0;",
+                    f"  always @(posedge clk) {port}__q <= {inner};",
+                    f"  assign {port} = {port}__q;",
+                ]
+    if folded:
+        load, dump = (widths[port] for port in FOLDED_PORTS)
+        lines += [
+            "  input i_weights__serial;",
+            "  output o_weights__fold;",
+            f"  reg [{load - 1}:0] i_weights__payload = 0;",
+            f"  wire [{dump - 1}:0] o_weights__payload;",
+            "  always @(posedge clk)",
+            f"    i_weights__payload <= {{i_weights__payload[{load - 2}:0], i_weights__serial}};",
+        ]
+        if register_ports:
+            lines += [
+                "  reg o_weights__fold_q = 0;",
+                "  always @(posedge clk) o_weights__fold_q <= ^o_weights__payload;",
+                "  assign o_weights__fold = o_weights__fold_q;",
+            ]
+        else:
+            lines.append("  assign o_weights__fold = ^o_weights__payload;")
     lines += [
-        "  input i_weights__serial;",
-        "  output o_weights__fold;",
-        f"  reg [{load - 1}:0] i_weights__payload = 0;",
-        f"  wire [{dump - 1}:0] o_weights__payload;",
-        "  always @(posedge clk)",
-        f"    i_weights__payload <= {{i_weights__payload[{load - 2}:0], i_weights__serial}};",
-        "  assign o_weights__fold = ^o_weights__payload;",
         f"  {top} core (",
-        ",\n".join(f"    .{n}({n})" for _, _, n in ports),
+        ",\n".join(f"    .{n}({connect[n]})" for _, _, n in ports),
         "  );",
         "endmodule",
     ]
     return name, "\n".join(lines) + "\n"
+
+
+def _bits(width: int) -> str:
+    """A Verilog declaration's range for ``width`` bits (none for one)."""
+    return f"[{width - 1}:0] " if width > 1 else ""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -709,15 +757,17 @@ def synthesize(
     freq_mhz: float = 50.0,
     timeout_s: float = 600,
     fold_weights: bool = False,
+    register_ports: bool = False,
     router: str = DEFAULT_ROUTER,
     seed: int | None = None,
     lut_mapper: str = DEFAULT_LUT_MAPPER,
 ) -> SynthReport:
     """Synthesise ``verilog`` for ``family`` and return its resource report.
 
-    With ``fold_weights`` the design synthesised is :func:`weight_fold_wrapper` around ``top``
-    (written to ``work_dir/folded.v``), for a learning core whose weight ports need more pins
-    than the package has; the report's ``top`` is the wrapper's name.
+    With ``fold_weights`` or ``register_ports`` the design synthesised is :func:`port_wrapper`
+    around ``top`` (written to ``work_dir/wrapper.v``), for a learning core whose weight ports
+    need more pins than the package has, or for a core placed as inside a design; the report's
+    ``top`` is the wrapper's name.
 
     Writes into ``work_dir``: ``synth.json`` (the mapped netlist), ``yosys.log``, ``stat.json`` and
     ``stat.txt`` (raw Yosys statistics), and with ``place_and_route`` also ``nextpnr.log`` and
@@ -773,15 +823,17 @@ def synthesize(
     pnr_report = work_dir / PNR_REPORT
     for stale in (
         log, netlist, stat_json, stat_txt, pnr_log, pnr_report,
-        work_dir / "report.json", work_dir / "folded.v",
+        work_dir / "report.json", work_dir / WRAPPER,
     ):  # fmt: skip
         stale.unlink(missing_ok=True)
 
     sources = [_relative(verilog.resolve(), work_dir)]
-    if fold_weights:
-        top, wrapper = weight_fold_wrapper(verilog.read_text(), top)
-        (work_dir / "folded.v").write_text(wrapper)
-        sources.append("folded.v")
+    if fold_weights or register_ports:
+        top, wrapper = port_wrapper(
+            verilog.read_text(), top, fold_weights=fold_weights, register_ports=register_ports
+        )
+        (work_dir / WRAPPER).write_text(wrapper)
+        sources.append(WRAPPER)
     # The sources are passed as positional arguments (Yosys picks the frontend from the
     # extension, so .sv works too) to avoid quoting a path inside the script.
     # Each word of a memory's initial contents is one statement of the Verilog and one cell

@@ -651,10 +651,12 @@ class LearningUnit(wiring.Component):
             feedback = self._later(m, self._later(m, p.feedback.data, "sweep_b"), "lane_b")
         psi = self._later(m, slot_of(p.tables["psi"].rd.data, read_at.slot), "sweep_psi")
         word = p.signal.word
+        # on W_out's words, the only ones the signal takes, each lane's factor is its e
+        eb = word.p.e[0].shape().width
         m.d.comb += [
             word.valid.eq(p.stages[LANE].valid & (lane_at.mat == MATRIX_CODES["out"])),
             word.p.b.eq(feedback),
-            word.p.e.eq(self._later(m, now["err"], "lane_e")),
+            word.p.e.eq(Cat(post[:eb] for post in lane_post)),
             word.p.psi.eq(self._later(m, psi, "lane_psi")),
             word.p.at.word.eq(lane_at.word),
             word.p.at.slot.eq(lane_at.slot),

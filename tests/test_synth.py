@@ -666,10 +666,11 @@ def test_port_wrapper_folds_every_port_but_the_payloads() -> None:
     assert f"wire [{dump - 1}:0] o_weights__payload" in wrapper
     assert "assign o_weights__fold = ^o_weights__payload;" in wrapper
     assert all(f".{port}({port})" in wrapper for port in core)
-    # with registered ports too: the same pins, the fold leaving from a register
+    # with registered ports too: the same pins, the payload registered before its fold
     both, registered = port_wrapper(verilog, "core", fold_weights=True, register_ports=True)
     assert both == "core_folded_registered" and _ports(registered, both) == ports
-    assert "o_weights__fold_q <= ^o_weights__payload;" in registered
+    assert "o_weights__payload_q <= o_weights__payload;" in registered
+    assert "assign o_weights__fold = ^o_weights__payload_q;" in registered
     assert ".i_weights__payload(i_weights__payload)" in registered
     inference = render_verilog(random_network(cfg, seed=1, spread=4), "core")
     with pytest.raises(SynthesisError, match="no weight ports"):

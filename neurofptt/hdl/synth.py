@@ -589,12 +589,13 @@ def port_wrapper(
     (the paths to and from pins do not).
 
     ``register_ports``: every other port but ``clk`` passes through a register on its way
-    between its pin and the core (and the fold pin leaves from one).  A bare core's ports are
-    package pins, and the placer pulls the logic next to each port toward its pin, on the edge
-    of the die; in a design the core's ports meet other logic (the board top's host link,
-    ``docs/boards.md``), which the placer puts where the core wants it.  With the registers the
-    core is placed as inside such a design, and a path from a port (a ``ready``) into the core
-    is measured from a register, as it is there.
+    between its pin and the core; the folded payload is registered before its XOR, which is
+    the harness's own logic and goes to its pin.  A bare core's ports are package pins, and
+    the placer pulls the logic next to each port toward its pin, on the edge of the die; in a
+    design the core's ports meet other logic (the board top's host link, ``docs/boards.md``),
+    which the placer puts where the core wants it.  With the registers the core is placed as
+    inside such a design, and a path from a port (a ``ready``) into the core is measured from
+    a register, as it is there.
 
     Without either option the wrapper passes every port through.
     """
@@ -637,11 +638,11 @@ def port_wrapper(
             "  always @(posedge clk)",
             f"    i_weights__payload <= {{i_weights__payload[{load - 2}:0], i_weights__serial}};",
         ]
-        if register_ports:
+        if register_ports:  # the payload is registered; the fold is the harness's, to its pin
             lines += [
-                "  reg o_weights__fold_q = 0;",
-                "  always @(posedge clk) o_weights__fold_q <= ^o_weights__payload;",
-                "  assign o_weights__fold = o_weights__fold_q;",
+                f"  reg [{dump - 1}:0] o_weights__payload_q = 0;",
+                "  always @(posedge clk) o_weights__payload_q <= o_weights__payload;",
+                "  assign o_weights__fold = ^o_weights__payload_q;",
             ]
         else:
             lines.append("  assign o_weights__fold = ^o_weights__payload;")

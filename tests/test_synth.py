@@ -371,13 +371,14 @@ def test_nextpnr_command_names_the_seed() -> None:
 def test_synth_command_passes_the_router(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``synth --router``, ``--seed`` and ``--lut-mapper`` reach :func:`synthesize` (default
-    :data:`DEFAULT_ROUTER`, nextpnr's own seed and ABC9), and a router nextpnr does not have is one
+    """``synth --router``, ``--seed``, ``--lut-mapper`` and ``--register-ports`` reach
+    :func:`synthesize` (default :data:`DEFAULT_ROUTER`, nextpnr's own seed, ABC9 and the ports
+    on pins), and a router nextpnr does not have is one
     ``error:`` line and exit status 2."""
     seen = []
 
     def fake(verilog: Path, top: str, **kw: object) -> synth.SynthReport:
-        seen.append((kw["router"], kw["seed"], kw["lut_mapper"]))
+        seen.append((kw["router"], kw["seed"], kw["lut_mapper"], kw["register_ports"]))
         counts = dict.fromkeys(("lut", "ff", "carry", "bram", "dsp", "lutram"), 0)
         return synth.SynthReport(
             "ecp5", "25k", top, cells={}, log=tmp_path, netlist=tmp_path, **counts
@@ -388,11 +389,11 @@ def test_synth_command_passes_the_router(
     out = ["--out", str(tmp_path)]
     assert main(["synth", *out]) == 0
     assert main(["synth", *out, "--pnr", "--router", "router1", "--seed", "3"]) == 0
-    assert main(["synth", *out, "--lut-mapper", "abc"]) == 0
+    assert main(["synth", *out, "--lut-mapper", "abc", "--register-ports"]) == 0
     assert seen == [
-        (synth.DEFAULT_ROUTER, None, "abc9"),
-        ("router1", 3, "abc9"),
-        (synth.DEFAULT_ROUTER, None, "abc"),
+        (synth.DEFAULT_ROUTER, None, "abc9", False),
+        ("router1", 3, "abc9", False),
+        (synth.DEFAULT_ROUTER, None, "abc", True),
     ]
     capsys.readouterr()
     assert main(["synth", *out, "--router", "router3"]) == 2

@@ -32,7 +32,8 @@ idle cycles between the ``W_out`` and ``W_in`` sweeps let the last one arrive be
 reads it, and ``DRAIN`` waits for the last word to leave the pipeline, so an update takes
 :func:`~neurofptt.hdl.cost.learning_cycles_per_update` cycles plus one.  The requests of the
 sequencer (an update, a dump) are registered before they act.  ``control.dump``
-streams every weight word (and ``W_bar`` word) out on ``o_weights``, so a testbench can read
+streams every weight word (and ``W_bar`` word) out on ``o_weights`` (two cycles a word, the
+memories read at the sweep's position: :meth:`LearningUnit._dump`), so a testbench can read
 the learned state through the ports, and while the core is idle
 :class:`~neurofptt.hdl.weight_load.WeightLoad` takes the same words back on ``i_weights``.  The
 word that ends a load restarts learning as :meth:`~neurofptt.onchip.LearningState.start` does
@@ -221,11 +222,7 @@ class _Parts:
     prev_valid: Signal  # FPTT: the previous factors are an update's, not the reset's
     stages: list[Signal]  # stages[k]: the word in stage k of the sweep ({valid, at}), k >= 1
     states: StateFlags  # SWEEP in a flip-flop: it selects the shared tables' read address
-    dump_valid: Signal  # o_weights: the word offered, its matrix and address, the final word
-    dump_mat: Signal
-    dump_addr: Signal
-    dump_last: Signal
-    dump_done: Signal  # the final word has been addressed
+    dump_valid: Signal  # o_weights: the word at the sweep's position is offered
 
 
 class LearningUnit(wiring.Component):
@@ -333,10 +330,6 @@ class LearningUnit(wiring.Component):
             stages=[Signal(staged, name=f"sweep_s{k}") for k in range(self.timing.drain + 1)],
             states=StateFlags("SWEEP"),
             dump_valid=Signal(name="d_valid"),
-            dump_mat=Signal(range(len(MATRIX_CODES)), name="d_mat"),
-            dump_addr=Signal(position_layout(cfg)["addr"].shape, name="d_addr"),
-            dump_last=Signal(name="d_last"),
-            dump_done=Signal(name="d_done"),
         )
         for name in ("error", "sweep", "signal", "lfsr", "load", "traces"):
             m.submodules[name] = getattr(p, name)
@@ -427,9 +420,8 @@ class LearningUnit(wiring.Component):
 
         def begin() -> None:  # point the sweep / dump at the first word of W_out
             m.d.comb += [p.sweep.restart.eq(1), p.signal.restart.eq(1)]
-            m.d.sync += [p.dump_done.eq(0), p.dump_valid.eq(0)]
+            m.d.sync += p.dump_valid.eq(0)
 
-        offer = self.o_weights
         # the requests are registered: they come at the end of the sequencer's control paths
         # (the last readout sent), which would otherwise run on into every register they reset
         start, dump = Signal(name="start_q"), Signal(name="dump_q")
@@ -469,23 +461,23 @@ class LearningUnit(wiring.Component):
         with m.Elif(control.done):
             m.d.sync += active.eq(0)
         m.d.comb += self.active.eq(active)
-        self._address(m, p, offer.valid & ~offer.ready)  # only a dump offers
+        self._address(m, p)
         self._sweep_reads(m, p)
 
-    def _address(self, m: Module, p: _Parts, hold: Value) -> None:
-        """Every weight, ``W_bar`` and feedback word is read at the sweep's position, always,
-        or while a dump's offer waits (``hold``) at the offered word's: the read ports have no
-        enable, which would be a clock enable (and for a memory of several block RAMs, the
-        register of its output multiplexer) fed by the control."""
-        addr = Signal.like(p.sweep.at.addr, name="read_addr")
-        m.d.comb += addr.eq(Mux(hold, p.dump_addr, p.sweep.at.addr))
+    def _address(self, m: Module, p: _Parts) -> None:
+        """Every weight, ``W_bar`` and feedback word is read at the sweep's position, always:
+        the read ports have no enable, which would be a clock enable (and for a memory of
+        several block RAMs, the register of its output multiplexer) fed by the control, and the
+        address comes straight from the position's register, with no multiplexer in front of
+        the block RAMs spread over the part (a dump too reads at that position:
+        :meth:`_dump`)."""
         for name in MATRIX_CODES:
             ports = [getattr(self, f"w_{name}_read")]
             if name in p.wbar:
                 ports.append(p.wbar[name][0])
             if name == "out" and p.feedback is not None:
                 ports.append(p.feedback)
-            m.d.comb += [port.addr.eq(addr) for port in ports]
+            m.d.comb += [port.addr.eq(p.sweep.at.addr) for port in ports]
 
     def _issue(self, m: Module, p: _Parts, flush: Signal) -> None:
         """``SWEEP``: issue one word per cycle (stage 0), with ``gap`` idle cycles between
@@ -528,24 +520,23 @@ class LearningUnit(wiring.Component):
 
     def _dump(self, m: Module, p: _Parts) -> None:
         """``DUMP``: offer every word of ``W_out``, ``W_in``, ``W_rec`` (and ``W_bar``) in
-        address order on ``o_weights``; while the offer waits, its word is read again."""
-        at, valid = p.sweep.at, p.dump_valid
-        advance = ~valid | self.o_weights.ready
-        with m.If(advance):
-            with m.If(~p.dump_done):
-                m.d.comb += p.sweep.advance.eq(1)
-                m.d.sync += [
-                    valid.eq(1),
-                    p.dump_mat.eq(at.mat),
-                    p.dump_addr.eq(at.addr),
-                    p.dump_last.eq(p.sweep.last),
-                ]
-                with m.If(p.sweep.last):
-                    m.d.sync += p.dump_done.eq(1)
-            with m.Else():
-                m.d.sync += valid.eq(0)
+        address order on ``o_weights``, two cycles a word.  The memories are read at the
+        sweep's position; the word is offered from the cycle after the position was set (the
+        read ports' data are then that word's, and stay so while it waits) until it is taken,
+        and then the position advances.  The read address so never depends on the stream's
+        ``ready``: a word offered again in the cycle after a refusal would need an address
+        chosen by ``ready``, a route from the consumer to every block RAM on the part, where
+        it had been the 256-256-16 FPTT core's longest path."""
+        valid, sweep = p.dump_valid, p.sweep
+        with m.If(valid & self.o_weights.ready):
+            m.d.sync += valid.eq(0)
+            with m.If(sweep.last):
                 m.d.comb += self.control.done.eq(1)
                 p.states.goto(m, "IDLE")
+            with m.Else():
+                m.d.comb += sweep.advance.eq(1)
+        with m.Else():
+            m.d.sync += valid.eq(1)
 
     @staticmethod
     def _select(mat: Value, word_of: Callable[[str], Value]) -> Value:
@@ -556,16 +547,16 @@ class LearningUnit(wiring.Component):
         return Mux(mat == MATRIX_CODES["out"], out, Mux(mat == MATRIX_CODES["in"], into, rec))
 
     def _dump_stream(self, m: Module, p: _Parts) -> None:
-        """Drive ``o_weights`` from the dump registers and the read ports."""
-        out = self.o_weights
+        """Drive ``o_weights`` from the dump's flag, the sweep's position and the read ports."""
+        out, at = self.o_weights, p.sweep.at
         m.d.comb += [
             out.valid.eq(p.dump_valid),
-            out.p.matrix.eq(p.dump_mat),
-            out.p.last.eq(p.dump_last),
-            out.p.w.eq(self._select(p.dump_mat, lambda n: getattr(self, f"w_{n}_read").data)),
+            out.p.matrix.eq(at.mat),
+            out.p.last.eq(p.sweep.last),
+            out.p.w.eq(self._select(at.mat, lambda n: getattr(self, f"w_{n}_read").data)),
         ]
         if self.fptt:
-            m.d.comb += out.p.wbar.eq(self._select(p.dump_mat, lambda n: p.wbar[n][0].data))
+            m.d.comb += out.p.wbar.eq(self._select(at.mat, lambda n: p.wbar[n][0].data))
 
     # -- the sweep's datapath ---------------------------------------------------------------------
     @staticmethod

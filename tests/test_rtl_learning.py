@@ -29,6 +29,7 @@ from neurofptt.hdl import (
     READ_WEIGHTS,
     LifCore,
     cycles_per_clear,
+    cycles_per_dump,
     cycles_per_load,
     cycles_per_step,
     cycles_per_update,
@@ -231,8 +232,11 @@ def simulate(case: Case, seed: int):
     cycles = {
         (int(b), int(t)): int(bench.read_accept[b, t] - bench.step_start[b, t]) for b, t in learned
     }
+    # the dumps after updates, from the READ_WEIGHTS taken to the last word taken
+    ends = zip(trace.snapshots, bench.dump_end, strict=True)
+    dumped = [end - bench.read_accept[s.sample, s.step] for s, end in ends if s.after == "update"]
     load_cycles = bench.load_cycles[0] if bench.load_cycles else None
-    return trace, bench.spikes, bench.readout, bench.dumps, cycles, words, load_cycles
+    return trace, bench.spikes, bench.readout, bench.dumps, cycles, words, load_cycles, dumped
 
 
 def _expected_update_cycles(case: Case, spikes: np.ndarray, b: int, t: int) -> int:
@@ -331,9 +335,10 @@ def test_cocotb_campaign_size() -> None:
 
 def simulate_and_compare(case: Case, seed: int):
     """:func:`simulate` ``case`` and check it against the golden model: spikes and readouts of
-    every step, every weight and ``W_bar`` after every update and the cycles of every update
-    step; returns the golden trace, the dumps, the loaded words and the load's cycles."""
-    trace, spikes, readout, dumps, cycles, loaded, load_cycles = simulate(case, seed)
+    every step, every weight and ``W_bar`` after every update, the cycles of every update
+    step and of every dump after one; returns the golden trace, the dumps, the loaded words
+    and the load's cycles."""
+    trace, spikes, readout, dumps, cycles, loaded, load_cycles, dumped = simulate(case, seed)
     np.testing.assert_array_equal(spikes, trace.spikes)
     np.testing.assert_array_equal(readout, trace.readout)
     assert len(dumps) == len(trace.snapshots) > 0
@@ -343,6 +348,7 @@ def simulate_and_compare(case: Case, seed: int):
     assert len(cycles) == trace.updates > 0
     for (b, t), measured in cycles.items():
         assert measured == _expected_update_cycles(case, trace.spikes, b, t)
+    assert dumped == [cycles_per_dump(case.net.config)] * trace.updates
     return trace, dumps, loaded, load_cycles
 
 

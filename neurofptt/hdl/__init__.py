@@ -11,6 +11,7 @@ sweep counter and the weight load."""
 from neurofptt.hdl.core import LifCore
 from neurofptt.hdl.cost import (
     cycles_per_clear,
+    cycles_per_dump,
     cycles_per_load,
     cycles_per_step,
     cycles_per_update,
@@ -45,6 +46,7 @@ __all__ = [
     "LifCore",
     "core_signature",
     "cycles_per_clear",
+    "cycles_per_dump",
     "cycles_per_load",
     "cycles_per_step",
     "cycles_per_update",

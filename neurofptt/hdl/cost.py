@@ -22,6 +22,7 @@ from neurofptt.quant.config import (
 __all__ = [
     "READOUT_END",
     "cycles_per_clear",
+    "cycles_per_dump",
     "cycles_per_load",
     "cycles_per_step",
     "cycles_per_update",
@@ -100,6 +101,19 @@ def cycles_per_load(config: HardwareConfig) -> int:
     ``n_rec * Ro + (n_in + n_rec) * R``, the words an update sweeps
     (:func:`weight_words`)."""
     return weight_words(config)
+
+
+def cycles_per_dump(config: HardwareConfig) -> int:
+    """Clock cycles of a weight dump on ``o_weights`` (learning cores only) when the consumer
+    takes every word at once: from the cycle that takes the ``READ_WEIGHTS`` to the cycle that
+    takes the last word, ``2 * weight_words + 1``.
+
+    The first word is taken three cycles after the event (the request is registered on its way
+    from the sequencer to the learning unit, and the memories are read at the word's position
+    before it is offered), every further word two cycles after the one before: the position
+    advances when a word is taken, and the next word is offered on the cycle after, so the
+    memories' read address never depends on the stream's ``ready``."""
+    return 2 * weight_words(config) + 1
 
 
 def cycles_per_clear(config: HardwareConfig) -> int:

@@ -41,9 +41,10 @@ from cocotb.utils import get_sim_time
 from neurofptt.hdl.cost import (
     READOUT_END,
     cycles_per_clear,
+    cycles_per_dump,
+    cycles_per_load,
     cycles_per_step,
     cycles_per_update,
-    weight_words,
 )
 from neurofptt.hdl.ports import (
     READ_WEIGHTS,
@@ -551,8 +552,8 @@ def cycle_budget(
         cycles_per_clear(cfg) + steps * cycles_per_step(cfg, cfg.n_in, cfg.n_rec, cfg.n_rec)
     )
     if updates:
-        total += updates * (cycles_per_update(cfg) + weight_words(cfg))
-    total += loads * 2 * weight_words(cfg)
+        total += updates * (cycles_per_update(cfg) + cycles_per_dump(cfg))
+    total += loads * (cycles_per_load(cfg) + cycles_per_dump(cfg))
     return (8 if stalled else 2) * total + 1000
 
 
@@ -613,7 +614,8 @@ class StreamBench:
     none; ``dumps`` the words of every weight dump in order, unless ``on_dump`` takes them:
     it is called with each dump's number (from 0) and raw ``o_weights`` payloads as the dump
     ends, so that a long run checks every dump in bulk (:func:`unpack_many`) and keeps none;
-    ``dumps_done`` counts them either way; ``load_cycles`` per load the cycles from its first
+    ``dumps_done`` counts them either way, and ``dump_end`` holds the cycle each dump's last
+    word was taken; ``load_cycles`` per load the cycles from its first
     word to its accepted ``READ_WEIGHTS``; ``errors`` every broken stream rule; ``steps_done``
     the steps whose readout is complete.  ``stalls`` maps stream names to their
     :class:`Stalls`; a stream without is never stalled.
@@ -638,6 +640,7 @@ class StreamBench:
         self.dumps: list[list[Word]] = []
         self.on_dump = on_dump
         self.dumps_done = 0
+        self.dump_end: list[int] = []
         self.load_cycles: list[int] = []
         self.errors: list[Mismatch] = []
         self.steps_done = 0
@@ -823,6 +826,7 @@ class StreamBench:
             raws = [await sink.take()]
             while not raws[-1] >> last & 1:
                 raws.append(await sink.take())
+            self.dump_end.append(ports.cycle())
             if self.on_dump is None:
                 self.dumps.append([decode_word(layout, raw)[0] for raw in raws])
             else:

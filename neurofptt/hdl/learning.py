@@ -223,6 +223,7 @@ class _Parts:
     stages: list[Signal]  # stages[k]: the word in stage k of the sweep ({valid, at}), k >= 1
     states: StateFlags  # SWEEP in a flip-flop: it selects the shared tables' read address
     dump_valid: Signal  # o_weights: the word at the sweep's position is offered
+    dump_last: Signal  # that word is the final one
 
 
 class LearningUnit(wiring.Component):
@@ -330,6 +331,7 @@ class LearningUnit(wiring.Component):
             stages=[Signal(staged, name=f"sweep_s{k}") for k in range(self.timing.drain + 1)],
             states=StateFlags("SWEEP"),
             dump_valid=Signal(name="d_valid"),
+            dump_last=Signal(name="d_last"),
         )
         for name in ("error", "sweep", "signal", "lfsr", "load", "traces"):
             m.submodules[name] = getattr(p, name)
@@ -526,11 +528,15 @@ class LearningUnit(wiring.Component):
         and then the position advances.  The read address so never depends on the stream's
         ``ready``: a word offered again in the cycle after a refusal would need an address
         chosen by ``ready``, a route from the consumer to every block RAM on the part, where
-        it had been the 256-256-16 FPTT core's longest path."""
+        it had been the 256-256-16 FPTT core's longest path.  Whether the word is the final
+        one is registered from the position (no word is offered in the cycle after it
+        advances), so that the end of the dump, which the sequencer waits on, is not decoded
+        from the position."""
         valid, sweep = p.dump_valid, p.sweep
+        m.d.sync += p.dump_last.eq(sweep.last)
         with m.If(valid & self.o_weights.ready):
             m.d.sync += valid.eq(0)
-            with m.If(sweep.last):
+            with m.If(p.dump_last):
                 m.d.comb += self.control.done.eq(1)
                 p.states.goto(m, "IDLE")
             with m.Else():
@@ -552,7 +558,7 @@ class LearningUnit(wiring.Component):
         m.d.comb += [
             out.valid.eq(p.dump_valid),
             out.p.matrix.eq(at.mat),
-            out.p.last.eq(p.sweep.last),
+            out.p.last.eq(p.dump_last),
             out.p.w.eq(self._select(at.mat, lambda n: getattr(self, f"w_{n}_read").data)),
         ]
         if self.fptt:

@@ -525,7 +525,7 @@ class LearningUnit(wiring.Component):
         address order on ``o_weights``, two cycles a word.  The memories are read at the
         sweep's position; the word is offered from the cycle after the position was set (the
         read ports' data are then that word's, and stay so while it waits) until it is taken,
-        and then the position advances.  The read address so never depends on the stream's
+        and then the position advances.  So the read address never depends on the stream's
         ``ready``: a word offered again in the cycle after a refusal would need an address
         chosen by ``ready``, a route from the consumer to every block RAM on the part, where
         it had been the 256-256-16 FPTT core's longest path.  Whether the word is the final

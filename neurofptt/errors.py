@@ -13,6 +13,15 @@ class ConfigError(NeurofpttError, ValueError):
     """A configuration value is out of range or inconsistent."""
 
 
+class TrainingDiverged(ConfigError):
+    """Float training's loss became NaN or infinite in epoch ``epoch`` (from 1): the rate is too
+    high for the task, or its gradients explode."""
+
+    def __init__(self, message: str, epoch: int) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+
+
 class ShapeError(NeurofpttError, ValueError):
     """An array or tensor has the wrong shape, dtype or contains NaN/inf."""
 

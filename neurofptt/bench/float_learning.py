@@ -16,6 +16,11 @@ record names it (``metric``).  ``samples`` > 0 draws the task with that many tra
 spikes, so a task of real-valued inputs (``adding``, ``tsfd``) is measured at its own size: the
 flow names a built-in task without options.
 
+A run whose loss becomes NaN or infinite (:class:`~neurofptt.errors.TrainingDiverged`) is a
+result, not an error that ends the bench: its record says in which epoch it diverged
+(``diverged``), has no picked epoch, history or swing, and scores what a network that learned
+nothing scores (:func:`learned_nothing`), so the seeds' mean and worst count it.
+
 Besides the picked epoch's scores a record gives ``swing``: the largest change of the validation
 score from one epoch to the next after epoch :data:`SETTLED` (a run that settles changes
 little; one that jumps between solutions is not stable however good its best epoch).  The
@@ -34,14 +39,18 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from neurofptt.bench.learning import summarize
 from neurofptt.bench.threads import conditions
-from neurofptt.errors import ConfigError
+from neurofptt.errors import ConfigError, TrainingDiverged
 from neurofptt.flow.config import FlowConfig
-from neurofptt.flow.stages import stage_train
+from neurofptt.flow.stages import load_float_task, stage_train
 from neurofptt.flow.tune import tune_and_train
+from neurofptt.learning.objectives import metric_name
 from neurofptt.learning.registry import RULE_OPTIONS
 from neurofptt.tasks import load_task, make_command
+from neurofptt.tasks.base import TaskData
 
 #: the rules measured by default: the offline reference and the two online rules
 RULES = ("bptt", "fptt", "eprop")
@@ -88,6 +97,19 @@ def rule_table(rule: str, source: str) -> dict[str, Any]:
     return {}
 
 
+def learned_nothing(task: TaskData) -> float:
+    """The test score of a network that learned nothing from ``task``'s training split: for
+    class labels the accuracy of always answering the most frequent training label (over the
+    labelled steps of per-step labels), for real-valued targets the mean squared error of
+    always answering the training targets' mean."""
+    train, test = task.train.y.numpy(), task.test.y.numpy()
+    if task.target == "regression":
+        return float(np.mean((test - train.mean()) ** 2))
+    labels = train[train >= 0].astype(np.int64)
+    common = int(np.bincount(labels).argmax())
+    return float(np.mean(test[test >= 0] == common))
+
+
 def bench_point(
     task: str,
     rule: str,
@@ -106,10 +128,13 @@ def bench_point(
     cfg = FlowConfig.from_dict({"flow": {"task": source}, "train": train})
     run_dir = folder / f"{task}-{rule}-{seed}{'-tune' if tune else ''}"
     start = time.perf_counter()
-    if tune:
-        record = tune_and_train(cfg, run_dir, progress=False, workers=workers)
-    else:
-        record = stage_train(cfg, run_dir, progress=False)
+    try:
+        if tune:
+            record = tune_and_train(cfg, run_dir, progress=False, workers=workers)
+        else:
+            record = stage_train(cfg, run_dir, progress=False)
+    except TrainingDiverged as exc:
+        record = diverged_record(load_float_task(cfg), exc.epoch)
     history, metric = record["history"], record["metric"]
     return {
         "task": task,
@@ -134,10 +159,47 @@ def bench_point(
         "metric": metric,
         f"val_{metric}": record[f"val_{metric}"],
         f"test_{metric}": record[f"test_{metric}"],
-        "swing": swing(history, f"val_{metric}"),
+        "swing": swing(history, f"val_{metric}") if history else None,
+        "diverged": record.get("diverged"),
         "history": history,
         "seconds": time.perf_counter() - start,
     }
+
+
+def diverged_record(task: TaskData, epoch: int) -> dict[str, Any]:
+    """The fields of ``stage_train``'s record that :func:`bench_point` takes, for a run that
+    diverged in ``epoch``: nothing picked, the score of :func:`learned_nothing`."""
+    metric = metric_name(task.target)
+    return {
+        "diverged": epoch,
+        "history": [],
+        "metric": metric,
+        "target": task.target,
+        "train_samples": None,
+        "val_samples": None,
+        "tune": None,
+        "picked_epoch": None,
+        f"val_{metric}": None,
+        f"test_{metric}": learned_nothing(task),
+    }
+
+
+def point_line(record: dict[str, Any]) -> str:
+    """The line the bench prints as a point ends."""
+    score = record[f"test_{record['metric']}"]
+    head = (
+        f"{record['task']} {record['rule']} seed {record['seed']}: "
+        f"leak {record['hardware']['leak_shift']}, "
+    )
+    if record["diverged"]:
+        return (
+            f"{head}diverged in epoch {record['diverged']}, test {record['metric']} {score:.3f} "
+            f"(learned nothing) ({record['seconds']:.0f} s)"
+        )
+    return (
+        f"{head}test {record['metric']} {score:.3f} (epoch {record['picked_epoch']}), "
+        f"swing {record['swing']:.2f} ({record['seconds']:.0f} s)"
+    )
 
 
 def summarize_float(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -151,7 +213,8 @@ def summarize_float(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if (r["task"], r["rule"], r["tuned"]) == (row["task"], row["rule"], row["tuned"])
         ]
         row.pop("offsets")
-        row["swing"] = max(run["swing"] for run in runs)
+        row["swing"] = max((run["swing"] for run in runs if run["swing"] is not None), default=None)
+        row["diverged"] = [run["seed"] for run in runs if run.get("diverged")]
         row["leak_shifts"] = [
             run["tune"]["leak_shift"] if run["tune"] else run["hardware"]["leak_shift"]
             for run in runs
@@ -163,13 +226,14 @@ def summarize_float(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def format_table(summary: list[dict[str, Any]]) -> str:
     lines = [
         f"{'task':<24} {'rule':<6} {'tuned':<5} {'metric':<8} {'mean':>7} {'std':>7} "
-        f"{'worst':>7} {'swing':>7} leak"
+        f"{'worst':>7} {'swing':>7} leak, diverged seeds"
     ]
     for row in summary:
+        swung = "-" if row["swing"] is None else f"{row['swing']:.4f}"
         lines.append(
             f"{row['task']:<24} {row['rule']:<6} {row['tuned']!s:<5} {row['metric']:<8} "
-            f"{row['mean']:>7.4f} {row['std']:>7.4f} {row['worst']:>7.4f} {row['swing']:>7.4f} "
-            f"{row['leak_shifts']}"
+            f"{row['mean']:>7.4f} {row['std']:>7.4f} {row['worst']:>7.4f} {swung:>7} "
+            f"{row['leak_shifts']} {row['diverged']}"
         )
     return "\n".join(lines)
 
@@ -203,14 +267,7 @@ def bench_float_learning(
                         task, rule, seed, epochs, folder, samples=samples, tune=tune
                     )
                     records.append(record)
-                    score = record[f"test_{record['metric']}"]
-                    print(
-                        f"{task} {rule} seed {seed}: leak {record['hardware']['leak_shift']}, "
-                        f"test {record['metric']} {score:.3f} (epoch {record['picked_epoch']}), "
-                        f"swing {record['swing']:.2f} ({record['seconds']:.0f} s)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    print(point_line(record), file=sys.stderr, flush=True)
     summary = summarize_float(records)
     after = conditions()["load_average"]
     return {

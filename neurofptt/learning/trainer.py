@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from neurofptt.errors import CheckpointError, ConfigError
+from neurofptt.errors import CheckpointError, ConfigError, TrainingDiverged
 from neurofptt.io import (
     append_jsonl,
     atomic_write_bytes,
@@ -575,9 +575,10 @@ class FitRun:
             rule.counted = counted
             result = rule.train_batch(x, y)
             if not math.isfinite(result.loss):
-                raise ConfigError(
+                raise TrainingDiverged(
                     f"training diverged (loss {result.loss}) in epoch {epoch + 1}; "
-                    "lower train.lr or raise train.clip"
+                    "lower train.lr or raise train.clip",
+                    epoch + 1,
                 )
             if self.average is not None:
                 self.average.update(self.model)

@@ -467,8 +467,8 @@ def stage_synth(
     default part), and place and route it with ``pnr`` for a ``freq_mhz`` clock (an hour at
     most: a 256-neuron learning core on the ECP5-85k takes tens of minutes), with
     ``fold_weights`` and ``register_ports`` behind :func:`~neurofptt.hdl.synth.port_wrapper`,
-    with nextpnr's
-    ``router`` and placer ``seed``, and with Yosys's ``lut_mapper``; writes ``synth.json``.
+    with nextpnr's ``router`` and placer ``seed``, and with Yosys's ``lut_mapper``; writes
+    ``synth.json``.
 
     Without the FPGA tools the record says why (``fpga`` is ``None``): the flow goes on without
     synthesis.  With ``required`` (an explicit ``neurofptt synth``) a missing tool raises

@@ -615,9 +615,9 @@ class StreamBench:
     it is called with each dump's number (from 0) and raw ``o_weights`` payloads as the dump
     ends, so that a long run checks every dump in bulk (:func:`unpack_many`) and keeps none;
     ``dumps_done`` counts them either way, and ``dump_end`` holds the cycle each dump's last
-    word was taken; ``load_cycles`` per load the cycles from its first
-    word to its accepted ``READ_WEIGHTS``; ``errors`` every broken stream rule; ``steps_done``
-    the steps whose readout is complete.  ``stalls`` maps stream names to their
+    word was taken; ``load_cycles`` per load the cycles from its first word to its accepted
+    ``READ_WEIGHTS``; ``errors`` every broken stream rule; ``steps_done`` the steps whose
+    readout is complete.  ``stalls`` maps stream names to their
     :class:`Stalls`; a stream without is never stalled.
     """
 

@@ -53,6 +53,7 @@ from neurofptt.tasks.base import TaskData
 #: (:func:`~neurofptt.flow.onchip.onchip_core`)
 TASK_HARDWARE: dict[str, dict[str, int]] = {
     "digits": {},
+    "digits-image": {},
     "cue-accumulation-short": {"n_in": 40, "n_out": 2},
     "cue-accumulation": {"n_in": 40, "n_out": 2},
 }

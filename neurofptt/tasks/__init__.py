@@ -15,7 +15,12 @@ from neurofptt.tasks.base import TARGETS, SequenceDataset, TaskData
 from neurofptt.tasks.convert import convert, convert_command, info_command, pool_spikes
 from neurofptt.tasks.cue import load_cue_task
 from neurofptt.tasks.cycleworld import load_cycleworld
-from neurofptt.tasks.digits import load_digits_task, threshold_encode
+from neurofptt.tasks.digits import (
+    image_encode,
+    load_digits_image,
+    load_digits_task,
+    threshold_encode,
+)
 from neurofptt.tasks.files import (
     SpikeData,
     data_info,
@@ -33,6 +38,7 @@ from neurofptt.tasks.xor import load_delayed_xor
 
 TASKS = {
     "digits": load_digits_task,
+    "digits-image": load_digits_image,
     "cue": load_cue_task,
     "tsfd": load_tsfd,
     "cycleworld": load_cycleworld,
@@ -122,6 +128,7 @@ __all__ = [
     "convert_command",
     "data_info",
     "format_info",
+    "image_encode",
     "from_arrays",
     "info_command",
     "check_task_name",
@@ -132,6 +139,7 @@ __all__ = [
     "load_data_file",
     "load_cycleworld",
     "load_delayed_xor",
+    "load_digits_image",
     "load_digits_task",
     "load_imdb",
     "load_psmnist",

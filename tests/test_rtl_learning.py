@@ -522,10 +522,10 @@ def _weight_words(cfg: HardwareConfig) -> int:
 
 def _pipeline_cycles(cfg: HardwareConfig) -> int:
     """The sweep's pipeline in an update: the request registered, ``7 + tree_stages(lanes)``
-    idle cycles between the ``W_out`` and ``W_in`` sweeps, and its 5 (e-prop) or 9 (FPTT)
+    idle cycles between the ``W_out`` and ``W_in`` sweeps, and its 5 (e-prop) or 10 (FPTT)
     stages."""
     gap = 7 + (cfg.lanes - 1).bit_length() // 2
-    return 1 + gap + (9 if cfg.learning.mode == "fptt" else 5)
+    return 1 + gap + (10 if cfg.learning.mode == "fptt" else 5)
 
 
 def test_design_lists_the_weight_ports() -> None:

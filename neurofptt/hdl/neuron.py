@@ -129,12 +129,20 @@ class NeuronRows(wiring.Component):
 
     ``op`` is stage 1, with the weight words ``w_in`` / ``w_rec`` read for it: the words are
     registered and the row is read; in stage 2 ``ACC_IN`` / ``ACC_REC`` add the word's weights,
-    shifted, to the partial sums and write the row back; ``CLEAR`` zeroes the row (rows ``>= R``
-    of a longer ``CLEAR`` sweep do not exist here); ``UPDATE`` passes the row to
-    :class:`NeuronUpdate`, whose stage 4 writes the new membranes and spikes back with a zero
-    partial sum and leaves on ``update``; ``updating`` is the row that leaves on the next
-    cycle.  The read port is transparent, so a row written in one cycle can be read in the
-    same cycle for the next.
+    shifted, to the partial sums, and ``CLEAR`` zeroes the row (rows ``>= R`` of a longer
+    ``CLEAR`` sweep do not exist here); the row is registered and written back in stage 3.
+    ``UPDATE`` passes the row to :class:`NeuronUpdate`, whose stage 4 writes the new membranes
+    and spikes back with a zero partial sum and leaves on ``update``; ``updating`` is the row
+    that leaves on the next cycle.
+
+    The write a stage later keeps the memory's read, the adder and the memory's write data out
+    of one cycle (on a placed demo FPTT core that read-modify-write was the most frequent
+    longest path).  It costs no cycle: the read port is transparent, so a row written in stage
+    3 is read right by an op in stage 1 of the same cycle, and two ops on one row are at least
+    two cycles apart wherever a fan-out or sweep has two rows or more.  With one row every op
+    is on row 0, so the row read in stage 2 is taken from stage 3 while stage 3 writes it.  The
+    write of an ``UPDATE`` (stage 4) never meets one of stage 3: the sequencer issues nothing
+    for three cycles after an ``UPDATE`` sweep.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
@@ -168,27 +176,36 @@ class NeuronRows(wiring.Component):
         w_in = Signal(weight_word_layout(cfg), name="w_in_s2")
         w_rec = Signal(weight_word_layout(cfg), name="w_rec_s2")
         m.d.sync += [row.eq(self.op.p.row), w_in.eq(self.w_in), w_rec.eq(self.w_rec)]
+        # stage 3: the accumulated or cleared row, written back
+        write3 = Signal(name="neuron_write_s3")
+        row3 = Signal(row_shape(cfg), name="neuron_row_s3")
+        data3 = Signal(data.ArrayLayout(neuron_layout(cfg), lanes), name="neuron_data_s3")
+        read = Signal(data.ArrayLayout(neuron_layout(cfg), lanes), name="neuron_read_s2")
+        if rows == 1:  # every op is on row 0: take the row stage 3 is writing
+            m.d.comb += read.eq(Mux(write3, data3.as_value(), rd.data.as_value()))
+        else:
+            m.d.comb += read.eq(rd.data)
         m.d.comb += [
             rd.addr.eq(self.op.p.row),
             update.row_in.valid.eq(updating),
             update.row_in.p.row.eq(row),
-            update.row_in.p.state.eq(rd.data),
+            update.row_in.p.state.eq(read),
         ]
         wiring.connect(m, update.row_mid, wiring.flipped(self.updating))
         wiring.connect(m, update.row_out, wiring.flipped(self.update))
 
-        m.d.comb += wr.addr.eq(row)
+        m.d.sync += [write3.eq(accumulate | clear), row3.eq(row)]
         with m.If(accumulate):
-            m.d.comb += wr.en.eq(1)
             for lane in range(lanes):
-                old, new = rd.data[lane], wr.data[lane]
+                old, new = read[lane], data3[lane]
                 term = Mux(inputs, w_in[lane] << cfg.w_in_shift, w_rec[lane] << cfg.w_rec_shift)
-                m.d.comb += [new.acc.eq(old.acc + term), new.v.eq(old.v), new.z.eq(old.z)]
-        with m.Elif(clear):  # the data stays 0
-            m.d.comb += wr.en.eq(1)
+                m.d.sync += [new.acc.eq(old.acc + term), new.v.eq(old.v), new.z.eq(old.z)]
+        with m.Elif(clear):
+            m.d.sync += data3.eq(0)
+        m.d.comb += [wr.en.eq(write3), wr.addr.eq(row3), wr.data.eq(data3)]
         done = update.row_out
-        with m.If(done.valid):  # stage 4 (stage 2 holds UPDATE or nothing meanwhile)
-            m.d.comb += [wr.en.eq(1), wr.addr.eq(done.p.row)]
+        with m.If(done.valid):  # stage 4 (stage 3 holds UPDATE or nothing meanwhile)
+            m.d.comb += [wr.en.eq(1), wr.addr.eq(done.p.row), wr.data.eq(0)]
             for lane in range(lanes):  # acc stays 0
                 m.d.comb += [wr.data[lane].v.eq(done.p.v[lane]), wr.data[lane].z.eq(done.p.z[lane])]
         return m

@@ -914,32 +914,36 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
-  wire [8:0] \$16 ;
+  wire \$16 ;
   wire [8:0] \$17 ;
   wire [8:0] \$18 ;
-  wire [18:0] \$19 ;
+  wire [8:0] \$19 ;
   wire \$2 ;
-  wire [8:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [8:0] \$21 ;
   wire [8:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [8:0] \$24 ;
+  wire [8:0] \$23 ;
+  wire [18:0] \$24 ;
   wire [8:0] \$25 ;
   wire [8:0] \$26 ;
-  wire [18:0] \$27 ;
-  wire [8:0] \$28 ;
+  wire [8:0] \$27 ;
+  wire [18:0] \$28 ;
   wire [8:0] \$29 ;
   wire \$3 ;
   wire [8:0] \$30 ;
-  wire [18:0] \$31 ;
-  reg \$32 ;
+  wire [8:0] \$31 ;
+  wire [18:0] \$32 ;
   reg \$33 ;
   reg \$34 ;
   reg \$35 ;
-  reg [4:0] \$36 ;
-  reg [31:0] \$37 ;
+  reg \$36 ;
+  reg [4:0] \$37 ;
   reg [31:0] \$38 ;
+  reg [31:0] \$39 ;
   wire \$4 ;
+  reg \$40 ;
+  reg [4:0] \$41 ;
+  reg [139:0] \$42 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
@@ -949,9 +953,45 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   wire clk;
   reg neuron_acc_s2 = 1'h0;
   reg neuron_clear_s2 = 1'h0;
+  reg [139:0] neuron_data_s3 = 140'h00000000000000000000000000000000000;
+  wire [34:0] \neuron_data_s3[0] ;
+  wire [17:0] \neuron_data_s3[0].acc ;
+  wire [15:0] \neuron_data_s3[0].v ;
+  wire \neuron_data_s3[0].z ;
+  wire [34:0] \neuron_data_s3[1] ;
+  wire [17:0] \neuron_data_s3[1].acc ;
+  wire [15:0] \neuron_data_s3[1].v ;
+  wire \neuron_data_s3[1].z ;
+  wire [34:0] \neuron_data_s3[2] ;
+  wire [17:0] \neuron_data_s3[2].acc ;
+  wire [15:0] \neuron_data_s3[2].v ;
+  wire \neuron_data_s3[2].z ;
+  wire [34:0] \neuron_data_s3[3] ;
+  wire [17:0] \neuron_data_s3[3].acc ;
+  wire [15:0] \neuron_data_s3[3].v ;
+  wire \neuron_data_s3[3].z ;
   reg neuron_in_s2 = 1'h0;
+  wire [139:0] neuron_read_s2;
+  wire [34:0] \neuron_read_s2[0] ;
+  wire [17:0] \neuron_read_s2[0].acc ;
+  wire [15:0] \neuron_read_s2[0].v ;
+  wire \neuron_read_s2[0].z ;
+  wire [34:0] \neuron_read_s2[1] ;
+  wire [17:0] \neuron_read_s2[1].acc ;
+  wire [15:0] \neuron_read_s2[1].v ;
+  wire \neuron_read_s2[1].z ;
+  wire [34:0] \neuron_read_s2[2] ;
+  wire [17:0] \neuron_read_s2[2].acc ;
+  wire [15:0] \neuron_read_s2[2].v ;
+  wire \neuron_read_s2[2].z ;
+  wire [34:0] \neuron_read_s2[3] ;
+  wire [17:0] \neuron_read_s2[3].acc ;
+  wire [15:0] \neuron_read_s2[3].v ;
+  wire \neuron_read_s2[3].z ;
   reg [4:0] neuron_row_s2 = 5'h00;
+  reg [4:0] neuron_row_s3 = 5'h00;
   reg neuron_update_s2 = 1'h0;
+  reg neuron_write_s3 = 1'h0;
   input [7:0] op__payload;
   wire [7:0] op__payload;
   (* enum_base_type = "RowOp" *)
@@ -1116,7 +1156,7 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   always @(posedge clk) begin
     _0_ <= op__payload[7:3];
   end
-  assign rd__data = state[_0_];
+  assign neuron_read_s2 = state[_0_];
   assign \$1  = op__payload[2:0] == 1'h1;
   assign \$2  = op__payload[2:0] == 2'h2;
   assign \$3  = | { \$2 , \$1  };
@@ -1129,28 +1169,35 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   assign \$12  = \$10  & \$11 ;
   assign \$13  = op__payload[2:0] == 2'h3;
   assign \$15  = op__valid & \$14 ;
-  assign \$18  = neuron_in_s2 ? \$16  : \$17 ;
-  assign \$19  = $signed(rd__data[17:0]) + $signed(\$18 );
-  assign \$22  = neuron_in_s2 ? \$20  : \$21 ;
-  assign \$23  = $signed(rd__data[52:35]) + $signed(\$22 );
-  assign \$26  = neuron_in_s2 ? \$24  : \$25 ;
-  assign \$27  = $signed(rd__data[87:70]) + $signed(\$26 );
-  assign \$30  = neuron_in_s2 ? \$28  : \$29 ;
-  assign \$31  = $signed(rd__data[122:105]) + $signed(\$30 );
+  assign \$16  = neuron_acc_s2 | neuron_clear_s2;
+  assign \$19  = neuron_in_s2 ? \$17  : \$18 ;
+  assign \$20  = $signed(neuron_read_s2[17:0]) + $signed(\$19 );
+  assign \$23  = neuron_in_s2 ? \$21  : \$22 ;
+  assign \$24  = $signed(neuron_read_s2[52:35]) + $signed(\$23 );
+  assign \$27  = neuron_in_s2 ? \$25  : \$26 ;
+  assign \$28  = $signed(neuron_read_s2[87:70]) + $signed(\$27 );
+  assign \$31  = neuron_in_s2 ? \$29  : \$30 ;
+  assign \$32  = $signed(neuron_read_s2[122:105]) + $signed(\$31 );
   always @(posedge clk)
-    neuron_acc_s2 <= \$32 ;
+    neuron_acc_s2 <= \$33 ;
   always @(posedge clk)
-    neuron_in_s2 <= \$33 ;
+    neuron_in_s2 <= \$34 ;
   always @(posedge clk)
-    neuron_clear_s2 <= \$34 ;
+    neuron_clear_s2 <= \$35 ;
   always @(posedge clk)
-    neuron_update_s2 <= \$35 ;
+    neuron_update_s2 <= \$36 ;
   always @(posedge clk)
-    neuron_row_s2 <= \$36 ;
+    neuron_row_s2 <= \$37 ;
   always @(posedge clk)
-    w_in_s2 <= \$37 ;
+    w_in_s2 <= \$38 ;
   always @(posedge clk)
-    w_rec_s2 <= \$38 ;
+    w_rec_s2 <= \$39 ;
+  always @(posedge clk)
+    neuron_write_s3 <= \$40 ;
+  always @(posedge clk)
+    neuron_row_s3 <= \$41 ;
+  always @(posedge clk)
+    neuron_data_s3 <= \$42 ;
   \neurofptt_core.neurons.update  update (
     .clk(clk),
     .row_in__payload(row_in__payload),
@@ -1163,90 +1210,16 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$32  = \$4 ;
-    if (rst) begin
-      \$32  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$33  = \$7 ;
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$34  = \$12 ;
-    if (rst) begin
-      \$34  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$35  = \$15 ;
-    if (rst) begin
-      \$35  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$36  = op__payload[7:3];
-    if (rst) begin
-      \$36  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$37  = w_in;
-    if (rst) begin
-      \$37  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$38  = w_rec;
-    if (rst) begin
-      \$38  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr__addr = neuron_row_s2;
+    wr__addr = neuron_row_s3;
     if (update__valid) begin
       wr__addr = update__payload[4:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr__en = 1'h0;
-    if (neuron_acc_s2) begin
-      wr__en = 1'h1;
-    end else if (neuron_clear_s2) begin
-      wr__en = 1'h1;
-    end
+    wr__data = neuron_data_s3;
     if (update__valid) begin
-      wr__en = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr__data = 140'h00000000000000000000000000000000000;
-    if (neuron_acc_s2) begin
-      wr__data[17:0] = \$19 [17:0];
-      wr__data[33:18] = rd__data[33:18];
-      wr__data[34] = rd__data[34];
-      wr__data[52:35] = \$23 [17:0];
-      wr__data[68:53] = rd__data[68:53];
-      wr__data[69] = rd__data[69];
-      wr__data[87:70] = \$27 [17:0];
-      wr__data[103:88] = rd__data[103:88];
-      wr__data[104] = rd__data[104];
-      wr__data[122:105] = \$31 [17:0];
-      wr__data[138:123] = rd__data[138:123];
-      wr__data[139] = rd__data[139];
-    end
-    if (update__valid) begin
+      { wr__data[122:105], wr__data[87:70], wr__data[52:35], wr__data[17:0] } = 72'h000000000000000000;
       wr__data[33:18] = update__payload[20:5];
       wr__data[34] = update__payload[69];
       wr__data[68:53] = update__payload[36:21];
@@ -1257,6 +1230,100 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
       wr__data[139] = update__payload[72];
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$33  = \$4 ;
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$34  = \$7 ;
+    if (rst) begin
+      \$34  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$35  = \$12 ;
+    if (rst) begin
+      \$35  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$36  = \$15 ;
+    if (rst) begin
+      \$36  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$37  = op__payload[7:3];
+    if (rst) begin
+      \$37  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$38  = w_in;
+    if (rst) begin
+      \$38  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$39  = w_rec;
+    if (rst) begin
+      \$39  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$40  = \$16 ;
+    if (rst) begin
+      \$40  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$41  = neuron_row_s2;
+    if (rst) begin
+      \$41  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$42  = neuron_data_s3;
+    if (neuron_acc_s2) begin
+      \$42 [17:0] = \$20 [17:0];
+      \$42 [33:18] = neuron_read_s2[33:18];
+      \$42 [34] = neuron_read_s2[34];
+      \$42 [52:35] = \$24 [17:0];
+      \$42 [68:53] = neuron_read_s2[68:53];
+      \$42 [69] = neuron_read_s2[69];
+      \$42 [87:70] = \$28 [17:0];
+      \$42 [103:88] = neuron_read_s2[103:88];
+      \$42 [104] = neuron_read_s2[104];
+      \$42 [122:105] = \$32 [17:0];
+      \$42 [138:123] = neuron_read_s2[138:123];
+      \$42 [139] = neuron_read_s2[139];
+    end else if (neuron_clear_s2) begin
+      \$42  = 140'h00000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$42  = 140'h00000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr__en = neuron_write_s3;
+    if (update__valid) begin
+      wr__en = 1'h1;
+    end
+  end
+  assign rd__data = neuron_read_s2;
   assign rd__addr = op__payload[7:3];
   assign row_in__valid = neuron_update_s2;
   assign row_mid__payload = updating__payload;
@@ -1281,6 +1348,54 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   assign \w_rec[1]  = w_rec[15:8];
   assign \w_rec[2]  = w_rec[23:16];
   assign \w_rec[3]  = w_rec[31:24];
+  assign \neuron_data_s3[0]  = neuron_data_s3[34:0];
+  assign \neuron_data_s3[0].acc  = neuron_data_s3[17:0];
+  assign \neuron_data_s3[0].v  = neuron_data_s3[33:18];
+  assign \neuron_data_s3[0].z  = neuron_data_s3[34];
+  assign \neuron_data_s3[1]  = neuron_data_s3[69:35];
+  assign \neuron_data_s3[1].acc  = neuron_data_s3[52:35];
+  assign \neuron_data_s3[1].v  = neuron_data_s3[68:53];
+  assign \neuron_data_s3[1].z  = neuron_data_s3[69];
+  assign \neuron_data_s3[2]  = neuron_data_s3[104:70];
+  assign \neuron_data_s3[2].acc  = neuron_data_s3[87:70];
+  assign \neuron_data_s3[2].v  = neuron_data_s3[103:88];
+  assign \neuron_data_s3[2].z  = neuron_data_s3[104];
+  assign \neuron_data_s3[3]  = neuron_data_s3[139:105];
+  assign \neuron_data_s3[3].acc  = neuron_data_s3[122:105];
+  assign \neuron_data_s3[3].v  = neuron_data_s3[138:123];
+  assign \neuron_data_s3[3].z  = neuron_data_s3[139];
+  assign \neuron_read_s2[0]  = neuron_read_s2[34:0];
+  assign \neuron_read_s2[0].acc  = neuron_read_s2[17:0];
+  assign \neuron_read_s2[0].v  = neuron_read_s2[33:18];
+  assign \neuron_read_s2[0].z  = neuron_read_s2[34];
+  assign \neuron_read_s2[1]  = neuron_read_s2[69:35];
+  assign \neuron_read_s2[1].acc  = neuron_read_s2[52:35];
+  assign \neuron_read_s2[1].v  = neuron_read_s2[68:53];
+  assign \neuron_read_s2[1].z  = neuron_read_s2[69];
+  assign \neuron_read_s2[2]  = neuron_read_s2[104:70];
+  assign \neuron_read_s2[2].acc  = neuron_read_s2[87:70];
+  assign \neuron_read_s2[2].v  = neuron_read_s2[103:88];
+  assign \neuron_read_s2[2].z  = neuron_read_s2[104];
+  assign \neuron_read_s2[3]  = neuron_read_s2[139:105];
+  assign \neuron_read_s2[3].acc  = neuron_read_s2[122:105];
+  assign \neuron_read_s2[3].v  = neuron_read_s2[138:123];
+  assign \neuron_read_s2[3].z  = neuron_read_s2[139];
+  assign \rd__data[0]  = neuron_read_s2[34:0];
+  assign \rd__data[0].acc  = neuron_read_s2[17:0];
+  assign \rd__data[0].v  = neuron_read_s2[33:18];
+  assign \rd__data[0].z  = neuron_read_s2[34];
+  assign \rd__data[1]  = neuron_read_s2[69:35];
+  assign \rd__data[1].acc  = neuron_read_s2[52:35];
+  assign \rd__data[1].v  = neuron_read_s2[68:53];
+  assign \rd__data[1].z  = neuron_read_s2[69];
+  assign \rd__data[2]  = neuron_read_s2[104:70];
+  assign \rd__data[2].acc  = neuron_read_s2[87:70];
+  assign \rd__data[2].v  = neuron_read_s2[103:88];
+  assign \rd__data[2].z  = neuron_read_s2[104];
+  assign \rd__data[3]  = neuron_read_s2[139:105];
+  assign \rd__data[3].acc  = neuron_read_s2[122:105];
+  assign \rd__data[3].v  = neuron_read_s2[138:123];
+  assign \rd__data[3].z  = neuron_read_s2[139];
   assign \row_in__payload.row  = row_in__payload[4:0];
   assign \row_in__payload.state  = row_in__payload[144:5];
   assign \row_in__payload.state[0]  = row_in__payload[39:5];
@@ -1299,22 +1414,6 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   assign \row_in__payload.state[3].acc  = row_in__payload[127:110];
   assign \row_in__payload.state[3].v  = row_in__payload[143:128];
   assign \row_in__payload.state[3].z  = row_in__payload[144];
-  assign \rd__data[0]  = rd__data[34:0];
-  assign \rd__data[0].acc  = rd__data[17:0];
-  assign \rd__data[0].v  = rd__data[33:18];
-  assign \rd__data[0].z  = rd__data[34];
-  assign \rd__data[1]  = rd__data[69:35];
-  assign \rd__data[1].acc  = rd__data[52:35];
-  assign \rd__data[1].v  = rd__data[68:53];
-  assign \rd__data[1].z  = rd__data[69];
-  assign \rd__data[2]  = rd__data[104:70];
-  assign \rd__data[2].acc  = rd__data[87:70];
-  assign \rd__data[2].v  = rd__data[103:88];
-  assign \rd__data[2].z  = rd__data[104];
-  assign \rd__data[3]  = rd__data[139:105];
-  assign \rd__data[3].acc  = rd__data[122:105];
-  assign \rd__data[3].v  = rd__data[138:123];
-  assign \rd__data[3].z  = rd__data[139];
   assign \update__payload.row  = update__payload[4:0];
   assign \update__payload.v  = update__payload[68:5];
   assign \update__payload.v[0]  = update__payload[20:5];
@@ -1347,19 +1446,19 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   assign \wr__data[3].acc  = wr__data[122:105];
   assign \wr__data[3].v  = wr__data[138:123];
   assign \wr__data[3].z  = wr__data[139];
-  assign row_in__payload[144:5] = rd__data;
+  assign row_in__payload[144:5] = neuron_read_s2;
   assign row_in__payload[4:0] = neuron_row_s2;
   assign \$6  = \$5 ;
   assign \$9  = \$8 ;
   assign \$14  = \$13 ;
-  assign \$16  = { w_in_s2[7:0], 1'h0 };
-  assign \$17  = { w_rec_s2[7], w_rec_s2[7:0] };
-  assign \$20  = { w_in_s2[15:8], 1'h0 };
-  assign \$21  = { w_rec_s2[15], w_rec_s2[15:8] };
-  assign \$24  = { w_in_s2[23:16], 1'h0 };
-  assign \$25  = { w_rec_s2[23], w_rec_s2[23:16] };
-  assign \$28  = { w_in_s2[31:24], 1'h0 };
-  assign \$29  = { w_rec_s2[31], w_rec_s2[31:24] };
+  assign \$17  = { w_in_s2[7:0], 1'h0 };
+  assign \$18  = { w_rec_s2[7], w_rec_s2[7:0] };
+  assign \$21  = { w_in_s2[15:8], 1'h0 };
+  assign \$22  = { w_rec_s2[15], w_rec_s2[15:8] };
+  assign \$25  = { w_in_s2[23:16], 1'h0 };
+  assign \$26  = { w_rec_s2[23], w_rec_s2[23:16] };
+  assign \$29  = { w_in_s2[31:24], 1'h0 };
+  assign \$30  = { w_rec_s2[31], w_rec_s2[31:24] };
 endmodule
 
 (* generator = "Amaranth" *)

@@ -642,18 +642,27 @@ class LearningUnit(wiring.Component):
                     unit.post_prev.eq(self._later(m, prev_post[lane], f"lane_post_prev_{lane}")),
                     unit.wbar.eq(lane_wbar[lane]),
                 ]
-        # the learning signal, on W_out's words: B = W_out^T is the W_out word itself
-        feedback = lane_w
+        # the learning signal, on W_out's words: B = W_out^T is the W_out word itself.  Its
+        # operands are registers of its own, zero on other words, so that Yosys keeps them
+        # apart from the lanes' equal registers (it merges registers of one input): one
+        # register feeding the lanes' multipliers and the signal's, spread over the die, was
+        # the demo FPTT core's longest path.
+        is_out = at.mat == MATRIX_CODES["out"]
+        feedback = self._later(m, Mux(is_out, words["out"], 0), "signal_b")
         if p.feedback is not None:
             feedback = self._later(m, self._later(m, p.feedback.data, "sweep_b"), "lane_b")
         psi = self._later(m, slot_of(p.tables["psi"].rd.data, read_at.slot), "sweep_psi")
         word = p.signal.word
         # on W_out's words, the only ones the signal takes, each lane's factor is its e
         eb = word.p.e[0].shape().width
+        signal_e = [
+            self._later(m, Mux(is_out, value[:eb], 0), f"signal_e_{lane}")
+            for lane, value in enumerate(post)
+        ]
         m.d.comb += [
             word.valid.eq(p.stages[LANE].valid & (lane_at.mat == MATRIX_CODES["out"])),
             word.p.b.eq(feedback),
-            word.p.e.eq(Cat(post[:eb] for post in lane_post)),
+            word.p.e.eq(Cat(*signal_e)),
             word.p.psi.eq(self._later(m, psi, "lane_psi")),
             word.p.at.word.eq(lane_at.word),
             word.p.at.slot.eq(lane_at.slot),

@@ -135,14 +135,18 @@ class NeuronRows(wiring.Component):
     and spikes back with a zero partial sum and leaves on ``update``; ``updating`` is the row
     that leaves on the next cycle.
 
-    The write a stage later keeps the memory's read, the adder and the memory's write data out
-    of one cycle (on a placed demo FPTT core that read-modify-write was the most frequent
-    longest path).  It costs no cycle: the read port is transparent, so a row written in stage
-    3 is read right by an op in stage 1 of the same cycle, and two ops on one row are at least
-    two cycles apart wherever a fan-out or sweep has two rows or more.  With one row every op
-    is on row 0, so the row read in stage 2 is taken from stage 3 while stage 3 writes it.  The
-    write of an ``UPDATE`` (stage 4) never meets one of stage 3: the sequencer issues nothing
-    for three cycles after an ``UPDATE`` sweep.
+    The row is read through the memory's asynchronous port in stage 1 and registered, and the
+    modified row is registered again before it is written in stage 3: the read, the adder and
+    the write data are three cycles' paths, not one (on placed demo cores the read-modify-write,
+    the row address routed to every LUT-RAM cell of the memory, through the read and the
+    adder, back into the write data, was the most frequent longest path).  No cycle count
+    changes.  The register after the read misses the write of the same clock edge, and the
+    modified row is written a cycle later than the op after it is read, so an op one or two
+    places behind another on the same row takes that row from stage 3 instead of the memory.
+    Two ops on one row are at least ``R`` cycles apart (a fan-out or sweep walks the rows in
+    order), so these forwards exist only where ``R <= 2``.  The write of an ``UPDATE`` (stage
+    4) never meets one of stage 3, and no op reads a row an ``UPDATE`` is still writing: the
+    sequencer issues nothing for three cycles after an ``UPDATE`` sweep.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
@@ -166,7 +170,7 @@ class NeuronRows(wiring.Component):
             shape=data.ArrayLayout(neuron_layout(cfg), lanes), depth=rows, init=[]
         )
         wr = state.write_port()
-        rd = state.read_port(transparent_for=(wr,))
+        rd = state.read_port(domain="comb")
         m.submodules.update = update = NeuronUpdate(cfg)
         accumulate = decoded(m, self.op, "neuron_acc_s2", RowOp.ACC_IN, RowOp.ACC_REC)
         inputs = decoded(m, self.op, "neuron_in_s2", RowOp.ACC_IN)
@@ -177,14 +181,24 @@ class NeuronRows(wiring.Component):
         w_rec = Signal(weight_word_layout(cfg), name="w_rec_s2")
         m.d.sync += [row.eq(self.op.p.row), w_in.eq(self.w_in), w_rec.eq(self.w_rec)]
         # stage 3: the accumulated or cleared row, written back
+        layout = data.ArrayLayout(neuron_layout(cfg), lanes)
         write3 = Signal(name="neuron_write_s3")
         row3 = Signal(row_shape(cfg), name="neuron_row_s3")
-        data3 = Signal(data.ArrayLayout(neuron_layout(cfg), lanes), name="neuron_data_s3")
-        read = Signal(data.ArrayLayout(neuron_layout(cfg), lanes), name="neuron_read_s2")
-        if rows == 1:  # every op is on row 0: take the row stage 3 is writing
-            m.d.comb += read.eq(Mux(write3, data3.as_value(), rd.data.as_value()))
+        data3 = Signal(layout, name="neuron_data_s3")
+        # stage 1 reads the row and registers it; a row stage 3 writes at the end of the cycle
+        # is taken from stage 3 (two rows or fewer: an op two ahead may be on the same row)
+        read2 = Signal(layout, name="neuron_read_s2")
+        if rows <= 2:
+            ahead2 = write3 & (row3 == self.op.p.row)
+            m.d.sync += read2.eq(Mux(ahead2, data3.as_value(), rd.data.as_value()))
         else:
-            m.d.comb += read.eq(rd.data)
+            m.d.sync += read2.eq(rd.data)
+        # stage 2: with one row the op one ahead, in stage 3, is on the same row
+        read = Signal(layout, name="neuron_old_s2")
+        if rows == 1:
+            m.d.comb += read.eq(Mux(write3, data3.as_value(), read2.as_value()))
+        else:
+            m.d.comb += read.eq(read2)
         m.d.comb += [
             rd.addr.eq(self.op.p.row),
             update.row_in.valid.eq(updating),

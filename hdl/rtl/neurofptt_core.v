@@ -941,9 +941,10 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   reg [31:0] \$38 ;
   reg [31:0] \$39 ;
   wire \$4 ;
-  reg \$40 ;
-  reg [4:0] \$41 ;
-  reg [139:0] \$42 ;
+  reg [139:0] \$40 ;
+  reg \$41 ;
+  reg [4:0] \$42 ;
+  reg [139:0] \$43 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
@@ -971,7 +972,25 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   wire [15:0] \neuron_data_s3[3].v ;
   wire \neuron_data_s3[3].z ;
   reg neuron_in_s2 = 1'h0;
-  wire [139:0] neuron_read_s2;
+  (* init = 140'h00000000000000000000000000000000000 *)
+  wire [139:0] neuron_old_s2;
+  wire [34:0] \neuron_old_s2[0] ;
+  wire [17:0] \neuron_old_s2[0].acc ;
+  wire [15:0] \neuron_old_s2[0].v ;
+  wire \neuron_old_s2[0].z ;
+  wire [34:0] \neuron_old_s2[1] ;
+  wire [17:0] \neuron_old_s2[1].acc ;
+  wire [15:0] \neuron_old_s2[1].v ;
+  wire \neuron_old_s2[1].z ;
+  wire [34:0] \neuron_old_s2[2] ;
+  wire [17:0] \neuron_old_s2[2].acc ;
+  wire [15:0] \neuron_old_s2[2].v ;
+  wire \neuron_old_s2[2].z ;
+  wire [34:0] \neuron_old_s2[3] ;
+  wire [17:0] \neuron_old_s2[3].acc ;
+  wire [15:0] \neuron_old_s2[3].v ;
+  wire \neuron_old_s2[3].z ;
+  reg [139:0] neuron_read_s2 = 140'h00000000000000000000000000000000000;
   wire [34:0] \neuron_read_s2[0] ;
   wire [17:0] \neuron_read_s2[0].acc ;
   wire [15:0] \neuron_read_s2[0].v ;
@@ -1152,11 +1171,9 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
     if (wr__en)
       state[wr__addr] <= wr__data;
   end
-  reg [4:0] _0_;
-  always @(posedge clk) begin
-    _0_ <= op__payload[7:3];
-  end
-  assign neuron_read_s2 = state[_0_];
+  assign rd__data = state[op__payload[7:3]];
+  always @(posedge clk)
+    neuron_data_s3 <= \$43 ;
   assign \$1  = op__payload[2:0] == 1'h1;
   assign \$2  = op__payload[2:0] == 2'h2;
   assign \$3  = | { \$2 , \$1  };
@@ -1193,11 +1210,11 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   always @(posedge clk)
     w_rec_s2 <= \$39 ;
   always @(posedge clk)
-    neuron_write_s3 <= \$40 ;
+    neuron_read_s2 <= \$40 ;
   always @(posedge clk)
-    neuron_row_s3 <= \$41 ;
+    neuron_write_s3 <= \$41 ;
   always @(posedge clk)
-    neuron_data_s3 <= \$42 ;
+    neuron_row_s3 <= \$42 ;
   \neurofptt_core.neurons.update  update (
     .clk(clk),
     .row_in__payload(row_in__payload),
@@ -1208,6 +1225,13 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
     .row_out__valid(update__valid),
     .rst(rst)
   );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr__en = neuron_write_s3;
+    if (update__valid) begin
+      wr__en = 1'h1;
+    end
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     wr__addr = neuron_row_s3;
@@ -1281,49 +1305,49 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$40  = \$16 ;
+    \$40  = rd__data;
     if (rst) begin
-      \$40  = 1'h0;
+      \$40  = 140'h00000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$41  = neuron_row_s2;
+    \$41  = \$16 ;
     if (rst) begin
-      \$41  = 5'h00;
+      \$41  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$42  = neuron_data_s3;
+    \$42  = neuron_row_s2;
+    if (rst) begin
+      \$42  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$43  = neuron_data_s3;
     if (neuron_acc_s2) begin
-      \$42 [17:0] = \$20 [17:0];
-      \$42 [33:18] = neuron_read_s2[33:18];
-      \$42 [34] = neuron_read_s2[34];
-      \$42 [52:35] = \$24 [17:0];
-      \$42 [68:53] = neuron_read_s2[68:53];
-      \$42 [69] = neuron_read_s2[69];
-      \$42 [87:70] = \$28 [17:0];
-      \$42 [103:88] = neuron_read_s2[103:88];
-      \$42 [104] = neuron_read_s2[104];
-      \$42 [122:105] = \$32 [17:0];
-      \$42 [138:123] = neuron_read_s2[138:123];
-      \$42 [139] = neuron_read_s2[139];
+      \$43 [17:0] = \$20 [17:0];
+      \$43 [33:18] = neuron_read_s2[33:18];
+      \$43 [34] = neuron_read_s2[34];
+      \$43 [52:35] = \$24 [17:0];
+      \$43 [68:53] = neuron_read_s2[68:53];
+      \$43 [69] = neuron_read_s2[69];
+      \$43 [87:70] = \$28 [17:0];
+      \$43 [103:88] = neuron_read_s2[103:88];
+      \$43 [104] = neuron_read_s2[104];
+      \$43 [122:105] = \$32 [17:0];
+      \$43 [138:123] = neuron_read_s2[138:123];
+      \$43 [139] = neuron_read_s2[139];
     end else if (neuron_clear_s2) begin
-      \$42  = 140'h00000000000000000000000000000000000;
+      \$43  = 140'h00000000000000000000000000000000000;
     end
     if (rst) begin
-      \$42  = 140'h00000000000000000000000000000000000;
+      \$43  = 140'h00000000000000000000000000000000000;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr__en = neuron_write_s3;
-    if (update__valid) begin
-      wr__en = 1'h1;
-    end
-  end
-  assign rd__data = neuron_read_s2;
+  assign neuron_old_s2 = neuron_read_s2;
   assign rd__addr = op__payload[7:3];
   assign row_in__valid = neuron_update_s2;
   assign row_mid__payload = updating__payload;
@@ -1348,22 +1372,6 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   assign \w_rec[1]  = w_rec[15:8];
   assign \w_rec[2]  = w_rec[23:16];
   assign \w_rec[3]  = w_rec[31:24];
-  assign \neuron_data_s3[0]  = neuron_data_s3[34:0];
-  assign \neuron_data_s3[0].acc  = neuron_data_s3[17:0];
-  assign \neuron_data_s3[0].v  = neuron_data_s3[33:18];
-  assign \neuron_data_s3[0].z  = neuron_data_s3[34];
-  assign \neuron_data_s3[1]  = neuron_data_s3[69:35];
-  assign \neuron_data_s3[1].acc  = neuron_data_s3[52:35];
-  assign \neuron_data_s3[1].v  = neuron_data_s3[68:53];
-  assign \neuron_data_s3[1].z  = neuron_data_s3[69];
-  assign \neuron_data_s3[2]  = neuron_data_s3[104:70];
-  assign \neuron_data_s3[2].acc  = neuron_data_s3[87:70];
-  assign \neuron_data_s3[2].v  = neuron_data_s3[103:88];
-  assign \neuron_data_s3[2].z  = neuron_data_s3[104];
-  assign \neuron_data_s3[3]  = neuron_data_s3[139:105];
-  assign \neuron_data_s3[3].acc  = neuron_data_s3[122:105];
-  assign \neuron_data_s3[3].v  = neuron_data_s3[138:123];
-  assign \neuron_data_s3[3].z  = neuron_data_s3[139];
   assign \neuron_read_s2[0]  = neuron_read_s2[34:0];
   assign \neuron_read_s2[0].acc  = neuron_read_s2[17:0];
   assign \neuron_read_s2[0].v  = neuron_read_s2[33:18];
@@ -1380,22 +1388,54 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   assign \neuron_read_s2[3].acc  = neuron_read_s2[122:105];
   assign \neuron_read_s2[3].v  = neuron_read_s2[138:123];
   assign \neuron_read_s2[3].z  = neuron_read_s2[139];
-  assign \rd__data[0]  = neuron_read_s2[34:0];
-  assign \rd__data[0].acc  = neuron_read_s2[17:0];
-  assign \rd__data[0].v  = neuron_read_s2[33:18];
-  assign \rd__data[0].z  = neuron_read_s2[34];
-  assign \rd__data[1]  = neuron_read_s2[69:35];
-  assign \rd__data[1].acc  = neuron_read_s2[52:35];
-  assign \rd__data[1].v  = neuron_read_s2[68:53];
-  assign \rd__data[1].z  = neuron_read_s2[69];
-  assign \rd__data[2]  = neuron_read_s2[104:70];
-  assign \rd__data[2].acc  = neuron_read_s2[87:70];
-  assign \rd__data[2].v  = neuron_read_s2[103:88];
-  assign \rd__data[2].z  = neuron_read_s2[104];
-  assign \rd__data[3]  = neuron_read_s2[139:105];
-  assign \rd__data[3].acc  = neuron_read_s2[122:105];
-  assign \rd__data[3].v  = neuron_read_s2[138:123];
-  assign \rd__data[3].z  = neuron_read_s2[139];
+  assign \rd__data[0]  = rd__data[34:0];
+  assign \rd__data[0].acc  = rd__data[17:0];
+  assign \rd__data[0].v  = rd__data[33:18];
+  assign \rd__data[0].z  = rd__data[34];
+  assign \rd__data[1]  = rd__data[69:35];
+  assign \rd__data[1].acc  = rd__data[52:35];
+  assign \rd__data[1].v  = rd__data[68:53];
+  assign \rd__data[1].z  = rd__data[69];
+  assign \rd__data[2]  = rd__data[104:70];
+  assign \rd__data[2].acc  = rd__data[87:70];
+  assign \rd__data[2].v  = rd__data[103:88];
+  assign \rd__data[2].z  = rd__data[104];
+  assign \rd__data[3]  = rd__data[139:105];
+  assign \rd__data[3].acc  = rd__data[122:105];
+  assign \rd__data[3].v  = rd__data[138:123];
+  assign \rd__data[3].z  = rd__data[139];
+  assign \neuron_data_s3[0]  = neuron_data_s3[34:0];
+  assign \neuron_data_s3[0].acc  = neuron_data_s3[17:0];
+  assign \neuron_data_s3[0].v  = neuron_data_s3[33:18];
+  assign \neuron_data_s3[0].z  = neuron_data_s3[34];
+  assign \neuron_data_s3[1]  = neuron_data_s3[69:35];
+  assign \neuron_data_s3[1].acc  = neuron_data_s3[52:35];
+  assign \neuron_data_s3[1].v  = neuron_data_s3[68:53];
+  assign \neuron_data_s3[1].z  = neuron_data_s3[69];
+  assign \neuron_data_s3[2]  = neuron_data_s3[104:70];
+  assign \neuron_data_s3[2].acc  = neuron_data_s3[87:70];
+  assign \neuron_data_s3[2].v  = neuron_data_s3[103:88];
+  assign \neuron_data_s3[2].z  = neuron_data_s3[104];
+  assign \neuron_data_s3[3]  = neuron_data_s3[139:105];
+  assign \neuron_data_s3[3].acc  = neuron_data_s3[122:105];
+  assign \neuron_data_s3[3].v  = neuron_data_s3[138:123];
+  assign \neuron_data_s3[3].z  = neuron_data_s3[139];
+  assign \neuron_old_s2[0]  = neuron_read_s2[34:0];
+  assign \neuron_old_s2[0].acc  = neuron_read_s2[17:0];
+  assign \neuron_old_s2[0].v  = neuron_read_s2[33:18];
+  assign \neuron_old_s2[0].z  = neuron_read_s2[34];
+  assign \neuron_old_s2[1]  = neuron_read_s2[69:35];
+  assign \neuron_old_s2[1].acc  = neuron_read_s2[52:35];
+  assign \neuron_old_s2[1].v  = neuron_read_s2[68:53];
+  assign \neuron_old_s2[1].z  = neuron_read_s2[69];
+  assign \neuron_old_s2[2]  = neuron_read_s2[104:70];
+  assign \neuron_old_s2[2].acc  = neuron_read_s2[87:70];
+  assign \neuron_old_s2[2].v  = neuron_read_s2[103:88];
+  assign \neuron_old_s2[2].z  = neuron_read_s2[104];
+  assign \neuron_old_s2[3]  = neuron_read_s2[139:105];
+  assign \neuron_old_s2[3].acc  = neuron_read_s2[122:105];
+  assign \neuron_old_s2[3].v  = neuron_read_s2[138:123];
+  assign \neuron_old_s2[3].z  = neuron_read_s2[139];
   assign \row_in__payload.row  = row_in__payload[4:0];
   assign \row_in__payload.state  = row_in__payload[144:5];
   assign \row_in__payload.state[0]  = row_in__payload[39:5];

@@ -60,6 +60,17 @@ module mac(input clk, input signed [15:0] a, input signed [15:0] b, output reg s
   always @(posedge clk) acc <= acc + a * b;
 endmodule
 
+module copies(input clk, input a, input [3:0] d, output reg [3:0] q);
+  (* keep = 1 *) reg e0; (* keep = 1 *) reg e1; (* keep = 1 *) reg e2; reg e3;
+  always @(posedge clk) begin
+    e0 <= a; e1 <= a; e2 <= a; e3 <= a;
+    if (e0) q[0] <= d[0];
+    if (e1) q[1] <= d[1];
+    if (e2) q[2] <= d[2];
+    if (e3) q[3] <= d[3];
+  end
+endmodule
+
 module top(input clk, input rst, input we, input [7:0] wdata, output [7:0] q, output [7:0] rdata);
   counter8 c(.clk(clk), .rst(rst), .q(q));
   ram_sync m(.clk(clk), .we(we), .addr(q), .wdata(wdata), .rdata(rdata));
@@ -501,6 +512,17 @@ def test_the_classic_lut_mapper_maps_what_abc9_maps(design: Path, tmp_path: Path
     assert "Executing ABC9 pass" in abc9.log.read_text()
     assert (abc.lut_mapper, abc9.lut_mapper) == ("abc", "abc9")
     assert json.loads((tmp_path / "abc" / "report.json").read_text())["lut_mapper"] == "abc"
+
+
+@pytest.mark.slow
+@needs_yosys
+@pytest.mark.parametrize("family", ["ecp5", "ice40"])
+def test_registers_marked_keep_are_not_merged(design: Path, tmp_path: Path, family: str) -> None:
+    """Four registers of one input: the three whose wires carry ``keep`` (copies that cut a
+    fan-out) stay flip-flops of their own, and the fourth is merged into one of them (without
+    ``KEEP_COPIES`` all four are one flip-flop)."""
+    r = synthesize(design, "copies", family=family, work_dir=tmp_path)
+    assert r.ff == 4 + 3
 
 
 @pytest.mark.slow

@@ -726,6 +726,13 @@ def _resolve_device(family: str, device: str | None, package: str | None) -> tup
     return dev, pkg
 
 
+#: Yosys's ``opt_merge`` merges flip-flops with the same inputs unless both carry ``keep``, and
+#: a register's attributes stay on its wire, not on the flip-flop cell ``proc`` makes of it.  A
+#: copy made to cut a register's fan-out (the lanes' copies of the learning sweep's trace) is
+#: marked ``keep`` in the RTL; this step gives its flip-flop the mark too, so the copies survive.
+KEEP_COPIES = "setattr -set keep 1 a:keep %ci1:+$dff[Q] t:$dff %i"
+
+
 def _synth_command(family: str, device: str, top: str, netlist: str, lut_mapper: str) -> str:
     """The Yosys commands that synthesise ``top`` and write the mapped ``netlist``."""
     if family == "ecp5":
@@ -842,7 +849,7 @@ def synthesize(
     # them.  Without it Yosys failed in `flatten` on the 256-256-16 FPTT core (some 600,000
     # words in its memories' slices), the YoWASP build having at most 4 GiB to address.
     script = (
-        f"hierarchy -top {top}; proc; memory_collect; "
+        f"hierarchy -top {top}; proc; memory_collect; {KEEP_COPIES}; "
         f"{_synth_command(family, dev, top, netlist.name, lut_mapper)}; "
         f"tee -q -o {stat_txt.name} stat; "
         f"tee -q -o {stat_json.name} stat -json"

@@ -603,6 +603,19 @@ class LearningUnit(wiring.Component):
         m.d.sync += reg.eq(value)
         return reg
 
+    def _copies(self, m: Module, value: Value, name: str) -> list[Signal]:
+        """``value`` registered once per lane, each copy marked ``keep``: the trace every lane
+        multiplies, in one register, was routed to all the lanes' multipliers spread over the
+        part (the 256-256-16 FPTT core's longest path behind registered ports, and a demo FPTT
+        core's); equal registers are merged unless kept
+        (:data:`~neurofptt.hdl.synth.KEEP_COPIES`)."""
+        copies = []
+        for lane in range(self.cfg.lanes):
+            reg = Signal(value.shape(), name=f"{name}_{lane}", attrs={"keep": 1})
+            m.d.sync += reg.eq(value)
+            copies.append(reg)
+        return copies
+
     def _read_stage(self, m: Module, p: _Parts) -> None:
         """``READ`` registers every word read as it leaves its memory (a block RAM's output
         before any logic) and each matrix's factors; ``SELECT`` registers the operands of the
@@ -616,20 +629,20 @@ class LearningUnit(wiring.Component):
         words = {n: self._later(m, getattr(self, f"w_{n}_read").data, f"sweep_w_{n}")
                  for n in MATRIX_CODES}  # fmt: skip
         pre, post = self._operands(at, now, cfg.lanes)
-        lane_pre = self._later(m, pre, "lane_pre")
+        lane_pre = self._copies(m, pre, "lane_pre")
         lane_post = [self._later(m, value, f"lane_post_{lane}") for lane, value in enumerate(post)]
         lane_w = self._later(m, self._select(at.mat, lambda n: words[n]), "lane_w")
         lane_words = data.View(weight_word_layout(cfg), lane_w)
         for lane, unit in enumerate(p.lanes):
             m.d.comb += [
                 unit.w.eq(lane_words[lane]),
-                unit.pre.eq(lane_pre),
+                unit.pre.eq(lane_pre[lane]),
                 unit.post.eq(lane_post[lane]),
             ]
         if self.fptt:
-            self._keep_previous(m, p, lane_pre, lane_post)
+            self._keep_previous(m, p, lane_pre[0], lane_post)
             prev_pre, prev_post = self._operands(at, prev, cfg.lanes)
-            lane_pre_prev = self._later(m, Mux(p.prev_valid, prev_pre, 0), "lane_pre_prev")
+            lane_pre_prev = self._copies(m, Mux(p.prev_valid, prev_pre, 0), "lane_pre_prev")
             stored = {n: self._later(m, p.wbar[n][0].data, f"sweep_wbar_{n}") for n in MATRIX_CODES}
             lane_wbar = data.View(
                 data.ArrayLayout(signed(lc.wbar_bits), cfg.lanes),
@@ -638,7 +651,7 @@ class LearningUnit(wiring.Component):
             for lane, unit in enumerate(p.lanes):
                 m.d.comb += [
                     unit.mat.eq(lane_at.mat),
-                    unit.pre_prev.eq(lane_pre_prev),
+                    unit.pre_prev.eq(lane_pre_prev[lane]),
                     unit.post_prev.eq(self._later(m, prev_post[lane], f"lane_post_prev_{lane}")),
                     unit.wbar.eq(lane_wbar[lane]),
                 ]

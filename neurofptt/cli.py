@@ -441,8 +441,8 @@ def _add_synth_parser(sub: _Subcommands) -> None:
         LUT_MAPPERS,
         "LUT mapper",
         default=DEFAULT_LUT_MAPPER,
-        help=f"Yosys's LUT mapper on ECP5 (default {DEFAULT_LUT_MAPPER}; abc: the classic mapper, "
-        "for a design ABC9 fails on)",
+        help=f"Yosys's LUT mapper (default {DEFAULT_LUT_MAPPER}: ABC9, and ABC's classic mapper "
+        "where ABC9 fails on the design; abc9 or abc: that one only, abc on ECP5)",
     )
 
 

@@ -422,15 +422,18 @@ def test_a_lut_mapper_is_checked_before_any_tool_runs() -> None:
         synthesize(v, "x", family="ice40", work_dir=Path("unused"), lut_mapper="abc")
 
 
+ABC9_ASSERT = "7.46.15.7. Executing ABC_OPS_REINTEGRATE pass\nERROR: Assert `GetSize(...)' failed"
+
+
 def test_an_abc9_failure_names_the_classic_mapper(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """When Yosys stops inside ABC9's reintegration (Yosys 0.70 on the 256-256-16 FPTT core),
-    the error's first line says to map with ``--lut-mapper abc``; other failures are left as
-    they are."""
+    """When Yosys stops inside ABC9's reintegration (Yosys 0.70 on the 256-256-16 FPTT core)
+    and ABC9 was asked for by name, the error's first line says to map with ``--lut-mapper
+    abc``; other failures are left as they are."""
     verilog = tmp_path / "core.v"
     verilog.write_text("module core; endmodule\n")
-    failure = "7.46.15.7. Executing ABC_OPS_REINTEGRATE pass\nERROR: Assert `GetSize(...)' failed"
+    failure = ABC9_ASSERT
 
     def fail(cmd: list[str], **kw: object) -> None:
         raise SynthesisError(f"Yosys synthesis failed (exit code 1). Last lines:\n{failure}")
@@ -438,12 +441,53 @@ def test_an_abc9_failure_names_the_classic_mapper(
     monkeypatch.setattr(synth, "_require_tool", lambda name: [name])
     monkeypatch.setattr(synth, "_run", fail)
     with pytest.raises(SynthesisError) as info:
-        synthesize(verilog, "core", work_dir=tmp_path / "w")
+        synthesize(verilog, "core", work_dir=tmp_path / "w", lut_mapper="abc9")
     assert "--lut-mapper abc" in str(info.value).splitlines()[0]
     failure = "ERROR: syntax error"
     with pytest.raises(SynthesisError) as info:
         synthesize(verilog, "core", work_dir=tmp_path / "w")
     assert "--lut-mapper" not in str(info.value)
+
+
+def test_the_default_mapper_maps_again_where_abc9_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``auto`` (the default) runs Yosys again with the classic mapper where ABC9 stops on its
+    reintegration assertion, keeps the failed run's log, and the report names the mapper that
+    made the netlist; a second failure is reported as it is."""
+    verilog = tmp_path / "core.v"
+    verilog.write_text("module core; endmodule\n")
+    scripts: list[str] = []
+
+    def abc9_fails(cmd: list[str], *, log: Path, **kw: object) -> None:
+        script = cmd[cmd.index("-p") + 1]
+        scripts.append(script)
+        log.write_text(f"log of run {len(scripts)}\n")
+        if "abc -dress" not in script:
+            raise SynthesisError(
+                f"Yosys synthesis failed (exit code 1). Last lines:\n{ABC9_ASSERT}"
+            )
+        (log.parent / "stat.txt").write_text(
+            "=== design hierarchy ===\n\n   Number of cells:   3\n     LUT4    2\n"
+            "     TRELLIS_FF    1\n"
+        )
+
+    monkeypatch.setattr(synth, "_require_tool", lambda name: [name])
+    monkeypatch.setattr(synth, "_tool_version", lambda tool, flag: "yosys 0.70")
+    monkeypatch.setattr(synth, "_run", abc9_fails)
+    report = synthesize(verilog, "core", work_dir=tmp_path / "w")
+    assert len(scripts) == 2 and "abc -dress" in scripts[1]
+    assert (report.lut_mapper, report.abc9_failed) == ("abc", True)
+    assert (tmp_path / "w" / synth.ABC9_LOG).read_text() == "log of run 1\n"
+    assert "ABC9 failed" in report.summary()
+    assert json.loads((tmp_path / "w" / "report.json").read_text())["abc9_failed"] is True
+
+    def both_fail(cmd: list[str], **kw: object) -> None:
+        raise SynthesisError("Yosys synthesis failed (exit code 1). Last lines:\nERROR: other")
+
+    monkeypatch.setattr(synth, "_run", both_fail)
+    with pytest.raises(SynthesisError, match="ERROR: other"):
+        synthesize(verilog, "core", work_dir=tmp_path / "w")
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX executable bit")

@@ -68,16 +68,19 @@ ROUTERS = ("router1", "router2")
 DEFAULT_ROUTER = "router1"
 
 #: Yosys's LUT mappers for ECP5.  ``abc9`` is ``synth_ecp5``'s own: it maps with the cells'
-#: delays and is the default.  ``abc`` runs the same script with ABC's classic mapper (``abc
-#: -dress -lut 4:7``, the 4-input LUTs and the slices' wide-function muxes) in place of
-#: ``abc9``, for designs that ABC9 cannot map: Yosys 0.70 stops on an assertion in
-#: ``ABC_OPS_REINTEGRATE`` (``GetSize(conn.first) == GetSize(conn.second)``) after some 14
-#: minutes on the 256-256-16 FPTT core, which the classic mapper maps in 11,984 LUT4
-#: (``docs/results-hardware.md``).
-LUT_MAPPERS = ("abc9", "abc")
-DEFAULT_LUT_MAPPER = "abc9"
+#: delays.  ``abc`` runs the same script with ABC's classic mapper (``abc -dress -lut 4:7``,
+#: the 4-input LUTs and the slices' wide-function muxes) in place of ``abc9``, for designs that
+#: ABC9 cannot map: Yosys 0.70 stops on an assertion in ``ABC_OPS_REINTEGRATE``
+#: (``GetSize(conn.first) == GetSize(conn.second)``) on the 256-256-16 FPTT core (after some 14
+#: minutes) and on the demo's e-prop core, which the classic mapper maps
+#: (``docs/results-hardware.md``).  ``auto``, the default, maps with ABC9 and, where it fails so,
+#: again with the classic mapper; the report names the mapper that made the netlist.
+LUT_MAPPERS = ("auto", "abc9", "abc")
+DEFAULT_LUT_MAPPER = "auto"
 #: what a Yosys log says when ABC9 failed, and what to do about it
 _ABC9_FAILURE = "ABC_OPS_REINTEGRATE"
+#: the log of the ABC9 run that failed, where ``auto`` mapped again
+ABC9_LOG = "yosys_abc9.log"
 _ABC9_HINT = "ABC9 could not map this design; `--lut-mapper abc` maps it with ABC's classic mapper"
 
 #: how to get the tools: the package's extra, or the editable install of a source checkout
@@ -212,7 +215,9 @@ class SynthReport:
     pnr_log: Path | None = None
     router: str | None = None
     seed: int | None = None
-    lut_mapper: str = DEFAULT_LUT_MAPPER
+    lut_mapper: str = "abc9"
+    #: whether ABC9 failed first (``lut_mapper="auto"``, then mapped with ``abc``)
+    abc9_failed: bool = False
     tool_versions: dict[str, str] = field(default_factory=dict)
     critical_paths: list[CriticalPath] = field(default_factory=list)
 
@@ -259,6 +264,7 @@ class SynthReport:
             "router": self.router,
             "seed": self.seed,
             "lut_mapper": self.lut_mapper,
+            "abc9_failed": self.abc9_failed,
             "netlist": str(self.netlist),
         }
 
@@ -274,6 +280,8 @@ class SynthReport:
             text += f", Fmax {self.fmax_mhz:.1f} MHz (target {self.target_mhz:g} MHz {verdict})"
         if self.critical_path is not None:
             text += f", critical path {self.critical_path.summary()}"
+        if self.abc9_failed:
+            text += " (ABC9 failed on it; mapped with ABC's classic mapper)"
         return text
 
 
@@ -786,8 +794,11 @@ def synthesize(
     achieved Fmax moves by several MHz from one placement to the next; the seed names the
     placement that was measured, and a sweep over seeds shows the spread.
 
-    ``lut_mapper`` (:data:`LUT_MAPPERS`, ECP5 only) is Yosys's LUT mapper, recorded in the
-    report; when ABC9 fails, the error says to try the classic one.
+    ``lut_mapper`` (:data:`LUT_MAPPERS`; ``abc`` on ECP5 only) is Yosys's LUT mapper: ``auto``
+    maps with ABC9 and, where ABC9 fails on its reintegration assertion, again with the classic
+    mapper (ECP5; the failed run's log is kept as :data:`ABC9_LOG`, and the report says
+    ``abc9_failed``); ``abc9`` alone fails there with an error that names the classic mapper.
+    The report records the mapper that made the netlist.
 
     Place and route targets ``freq_mhz`` but never fails on timing (``--timing-allow-fail``): the
     point is to measure the achieved Fmax, and :attr:`SynthReport.timing_met` tells the verdict.
@@ -811,7 +822,7 @@ def synthesize(
         raise ConfigError(
             f"unknown LUT mapper {lut_mapper!r}; choose one of {', '.join(LUT_MAPPERS)}"
         )
-    if family != "ecp5" and lut_mapper != DEFAULT_LUT_MAPPER:
+    if family != "ecp5" and lut_mapper == "abc":
         raise ConfigError(f"--lut-mapper {lut_mapper} is for ECP5; {family} maps with abc9")
     dev, pkg = _resolve_device(family, device, package)
     verilog = Path(verilog)
@@ -831,7 +842,7 @@ def synthesize(
     pnr_report = work_dir / PNR_REPORT
     for stale in (
         log, netlist, stat_json, stat_txt, pnr_log, pnr_report,
-        work_dir / "report.json", work_dir / WRAPPER,
+        work_dir / "report.json", work_dir / WRAPPER, work_dir / ABC9_LOG,
     ):  # fmt: skip
         stale.unlink(missing_ok=True)
 
@@ -842,25 +853,34 @@ def synthesize(
         )
         (work_dir / WRAPPER).write_text(wrapper)
         sources.append(WRAPPER)
+
     # The sources are passed as positional arguments (Yosys picks the frontend from the
     # extension, so .sv works too) to avoid quoting a path inside the script.
     # Each word of a memory's initial contents is one statement of the Verilog and one cell
     # after `proc`; `memory_collect` merges them into one memory cell before `flatten` copies
     # them.  Without it Yosys failed in `flatten` on the 256-256-16 FPTT core (some 600,000
     # words in its memories' slices), the YoWASP build having at most 4 GiB to address.
-    script = (
-        f"hierarchy -top {top}; proc; memory_collect; {KEEP_COPIES}; "
-        f"{_synth_command(family, dev, top, netlist.name, lut_mapper)}; "
-        f"tee -q -o {stat_txt.name} stat; "
-        f"tee -q -o {stat_json.name} stat -json"
-    )
-    cmd = [*yosys, "-q", "-l", log.name, "-p", script, *sources]
-    try:
+    def run_yosys(mapper: str) -> None:
+        script = (
+            f"hierarchy -top {top}; proc; memory_collect; {KEEP_COPIES}; "
+            f"{_synth_command(family, dev, top, netlist.name, mapper)}; "
+            f"tee -q -o {stat_txt.name} stat; "
+            f"tee -q -o {stat_json.name} stat -json"
+        )
+        cmd = [*yosys, "-q", "-l", log.name, "-p", script, *sources]
         _run(cmd, cwd=work_dir, timeout_s=timeout_s, log=log, what="Yosys synthesis")
+
+    mapper, abc9_failed = ("abc9" if lut_mapper == "auto" else lut_mapper), False
+    try:
+        run_yosys(mapper)
     except SynthesisError as exc:
-        if lut_mapper == "abc9" and _ABC9_FAILURE in str(exc):
+        if mapper != "abc9" or _ABC9_FAILURE not in str(exc):
+            raise
+        if lut_mapper == "abc9" or family != "ecp5":
             raise SynthesisError(f"{_ABC9_HINT}. {exc}") from exc
-        raise
+        log.replace(work_dir / ABC9_LOG)
+        mapper, abc9_failed = "abc", True
+        run_yosys(mapper)
 
     try:
         stat = json.loads(stat_json.read_text())
@@ -889,7 +909,8 @@ def synthesize(
         memories=memories,
         log=log,
         netlist=netlist,
-        lut_mapper=lut_mapper,
+        lut_mapper=mapper,
+        abc9_failed=abc9_failed,
         **counts,
     )
 

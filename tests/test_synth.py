@@ -383,8 +383,8 @@ def test_synth_command_passes_the_router(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``synth --router``, ``--seed``, ``--lut-mapper`` and ``--register-ports`` reach
-    :func:`synthesize` (default :data:`DEFAULT_ROUTER`, nextpnr's own seed, ABC9 and the ports
-    on pins), and a router nextpnr does not have is one
+    :func:`synthesize` (default :data:`DEFAULT_ROUTER`, nextpnr's own seed, the ``auto`` mapper
+    and the ports on pins), and a router nextpnr does not have is one
     ``error:`` line and exit status 2."""
     seen = []
 
@@ -402,8 +402,8 @@ def test_synth_command_passes_the_router(
     assert main(["synth", *out, "--pnr", "--router", "router1", "--seed", "3"]) == 0
     assert main(["synth", *out, "--lut-mapper", "abc", "--register-ports"]) == 0
     assert seen == [
-        (synth.DEFAULT_ROUTER, None, "abc9", False),
-        ("router1", 3, "abc9", False),
+        (synth.DEFAULT_ROUTER, None, "auto", False),
+        ("router1", 3, "auto", False),
         (synth.DEFAULT_ROUTER, None, "abc", True),
     ]
     capsys.readouterr()

@@ -597,9 +597,9 @@ class LearningUnit(wiring.Component):
         prev = {key: self._later(m, value, f"sweep_prev_{key}") for key, value in prev.items()}
         return now, prev
 
-    def _later(self, m: Module, value: Value, name: str) -> Signal:
-        """``value`` registered."""
-        reg = Signal(value.shape(), name=name)
+    def _later(self, m: Module, value: Value, name: str, *, keep: bool = False) -> Signal:
+        """``value`` registered (``keep``: the register marked to stay apart from its equals)."""
+        reg = Signal(value.shape(), name=name, attrs={"keep": 1} if keep else None)
         m.d.sync += reg.eq(value)
         return reg
 
@@ -609,12 +609,9 @@ class LearningUnit(wiring.Component):
         part (the 256-256-16 FPTT core's longest path behind registered ports, and a demo FPTT
         core's); equal registers are merged unless kept
         (:data:`~neurofptt.hdl.synth.KEEP_COPIES`)."""
-        copies = []
-        for lane in range(self.cfg.lanes):
-            reg = Signal(value.shape(), name=f"{name}_{lane}", attrs={"keep": 1})
-            m.d.sync += reg.eq(value)
-            copies.append(reg)
-        return copies
+        return [
+            self._later(m, value, f"{name}_{lane}", keep=True) for lane in range(self.cfg.lanes)
+        ]
 
     def _read_stage(self, m: Module, p: _Parts) -> None:
         """``READ`` registers every word read as it leaves its memory (a block RAM's output

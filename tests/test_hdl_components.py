@@ -6,6 +6,7 @@ list with its cursor and emitter, and the sequencer's schedule of rows."""
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
-from neurofptt.hdl.blocks import SlicedMemory, slice_width
+from neurofptt.hdl.blocks import WRITE_LATENCY, SlicedMemory, slice_width
 from neurofptt.hdl.layouts import UPDATE_WRITE, RowOp
 from neurofptt.hdl.neuron import NeuronRows, NeuronUpdate
 from neurofptt.hdl.ports import EventKind, event_layout
@@ -550,7 +551,8 @@ def test_slice_width_fits_the_depth_in_one_block_ram() -> None:
 @pytest.mark.parametrize(("width", "depth"), [(13, 100), (13, 4096)])
 def test_sliced_memory_reads_its_init_and_what_is_written(width: int, depth: int) -> None:
     """A memory cut into slices (one for 100 words, four for 4,096 words of 13 bits) reads its
-    initial words, and a word written is read back whole on the cycle after the next."""
+    initial words, and a word shown on the write port is written on the next cycle
+    (``WRITE_LATENCY``) and read back whole by a read issued after that."""
     rng = random.Random(width + depth)
     init = [rng.randrange(1 << width) for _ in range(depth)]
     dut = SlicedMemory(width, depth, init, writable=True)
@@ -568,6 +570,7 @@ def test_sliced_memory_reads_its_init_and_what_is_written(width: int, depth: int
             ctx.set(dut.write.en, 1)
             await ctx.tick()
             ctx.set(dut.write.en, 0)
+            await ctx.tick().repeat(WRITE_LATENCY)
             ctx.set(dut.read.addr, addr)
             await ctx.tick()
             got.append((word, ctx.get(dut.read.data)))
@@ -578,9 +581,10 @@ def test_sliced_memory_reads_its_init_and_what_is_written(width: int, depth: int
 
 @pytest.mark.parametrize("collisions", ["undefined", "scrambled"])
 def test_sliced_memory_collisions(collisions: str, monkeypatch) -> None:
-    """A read in the cycle its word is written: the old word in simulation by default (Amaranth's
-    rule; synthesis is told it is undefined, ``no_rw_check``), the old word inverted with
-    ``collisions = "scrambled"``; a read of another word, or one a cycle later, is unaffected."""
+    """A read in the cycle its word is written (the one after the word is shown): the old
+    word in simulation by default (Amaranth's rule; synthesis is told it is undefined,
+    ``no_rw_check``), the old word inverted with ``collisions = "scrambled"``; a read in the
+    cycle the word is shown, of another word, or a cycle later is unaffected."""
     monkeypatch.setattr(SlicedMemory, "collisions", collisions)
     width, depth = 13, 100
     init = [(7 * i) % (1 << width) for i in range(depth)]
@@ -593,21 +597,33 @@ def test_sliced_memory_collisions(collisions: str, monkeypatch) -> None:
         ctx.set(dut.write.en, 1)
         ctx.set(dut.write.addr, 5)
         ctx.set(dut.write.data, 1234)
-        ctx.set(dut.read.addr, 5)  # the same word, the same cycle
+        ctx.set(dut.read.addr, 5)  # shown now, written on the next cycle
         await ctx.tick()
-        got["same"] = ctx.get(dut.read.data)
+        got["shown"] = ctx.get(dut.read.data)
         ctx.set(dut.write.addr, 6)
-        ctx.set(dut.read.addr, 5)  # written last cycle, read now
-        await ctx.tick()
-        got["after"] = ctx.get(dut.read.data)
+        await ctx.tick()  # the cycle word 5 is written, and read
+        got["same"] = ctx.get(dut.read.data)
         ctx.set(dut.write.en, 0)
+        await ctx.tick()  # written last cycle, read now
+        got["after"] = ctx.get(dut.read.data)
         ctx.set(dut.read.addr, 7)
         await ctx.tick()
         got["other"] = ctx.get(dut.read.data)
 
     run(dut, bench)
     old = init[5] ^ mask if collisions == "scrambled" else init[5]
-    assert got == {"same": old, "after": 1234, "other": init[7]}
+    assert got == {"shown": init[5], "same": old, "after": 1234, "other": init[7]}
+
+
+def test_sliced_memory_keeps_a_write_register_per_slice() -> None:
+    """Each slice of a writable memory registers its own write address and enable, marked
+    ``keep`` so that synthesis does not merge the copies into one flip-flop."""
+    dut = SlicedMemory(13, 4096, [0] * 4096, writable=True)
+    text = verilog.convert(dut, name="sliced")
+    for k in range(4):
+        for name in (f"write_addr_{k}", f"write_en_{k}"):
+            declared = rf"\(\* keep = 32'd1 \*\)\s*(\(\*[^)]*\*\)\s*)*reg [^;]*\b{name}\b"
+            assert re.search(declared, text), name
 
 
 def test_writable_weight_memories_leave_collisions_undefined_to_synthesis() -> None:

@@ -566,7 +566,7 @@ def test_weight_load_addresses_the_words_in_dump_order(mode: str) -> None:
     """A load writes its words at the sweep's addresses in order; ``last`` or the final word
     ends it (``restart``, a pulse on the cycle after the final word) and the next load starts
     at ``W_out`` word 0; ``ready`` follows ``enable``; ``loading`` from the first word to the
-    last."""
+    cycle after the last."""
     cfg = random_config(5, mode=mode, n_in=3, n_rec=5, n_out=2, lanes=2)
     order = [(mat, addr) for mat, *_, addr in walk_order(cfg)]
     dut = WeightLoad(cfg)
@@ -599,10 +599,11 @@ def test_weight_load_addresses_the_words_in_dump_order(mode: str) -> None:
             ctx.set(words.valid, 0)
             await ctx.tick()
             assert not ctx.get(dut.restart)  # one cycle
+            assert not ctx.get(dut.loading)
             results.append((count, writes, restarts, loading))
 
     run(dut, bench)
     for count, writes, restarts, loading in results:
         assert writes == order[:count]
         assert restarts == [False] * (count - 1) + [True]
-        assert loading == [True] * (count - 1) + [False]
+        assert loading == [True] * count  # the last word is still written on the next cycle

@@ -9,6 +9,14 @@ routes before its register: more than a 100 MHz cycle on an ECP5.  Cut into slic
 at which the whole depth fits one block RAM (4K x 4 there), every slice is one block RAM per
 column of bits, the same number of block RAMs, and its output goes straight into the register.
 
+The write port is registered at every slice (:data:`WRITE_LATENCY`): a word shown on ``write``
+is written on the next cycle, from an address, an enable and data bits that belong to that slice
+alone, marked ``keep`` so that Yosys does not merge the slices' equal copies
+(:data:`~neurofptt.hdl.synth.KEEP_COPIES`).  Driven straight from the learning sweep, one write
+address (behind the load-or-sweep multiplexer) reached the fifty-odd block RAMs of a 256-256-16
+``W_bar`` memory spread over the part, 19 ns of routing: the FPTT core's longest path.  Each
+slice's copy is placed beside its block RAM; the long route ends at a flip-flop, a cycle earlier.
+
 What a read returns in the cycle a write of the same word lands is left undefined (Yosys's
 ``no_rw_check``): the cores never use such a read (an update's sweep reads each word once,
 several stages before it writes it back; ``DRAIN`` reads nothing it uses; while a load writes,
@@ -29,10 +37,13 @@ from amaranth.lib.wiring import Out
 
 from neurofptt.hdl.layouts import addr_width
 
-__all__ = ["BLOCK_DEPTHS", "SlicedMemory", "slice_width"]
+__all__ = ["BLOCK_DEPTHS", "WRITE_LATENCY", "SlicedMemory", "slice_width"]
 
 #: an ECP5 block RAM (DP16KD, 18 Kbit with the parity bits): its depth at each port width
 BLOCK_DEPTHS = {1: 16384, 2: 8192, 4: 4096, 9: 2048, 18: 1024, 36: 512}
+
+#: cycles from a word on a :class:`SlicedMemory`'s write port to the cycle it is written in
+WRITE_LATENCY = 1
 
 
 def slice_width(depth: int) -> int:
@@ -42,8 +53,9 @@ def slice_width(depth: int) -> int:
 
 class SlicedMemory(wiring.Component):
     """``depth`` words of ``width`` bits with initial contents ``init``, a synchronous read
-    port ``read`` and (``writable``) a write port ``write``, made of memories
-    :func:`slice_width` bits wide (the last one narrower) that share the addresses.
+    port ``read`` and (``writable``) a write port ``write`` registered at each slice (a word is
+    written :data:`WRITE_LATENCY` cycles after it is shown), made of memories
+    :func:`slice_width` bits wide (the last one narrower) that share the read address.
 
     ``collisions``: what a read returns in the cycle its word is written, ``"undefined"``
     (synthesis may return anything) or ``"scrambled"`` (the word inverted; for simulation).
@@ -63,12 +75,13 @@ class SlicedMemory(wiring.Component):
         m = Module()
         step = slice_width(self.depth)
         scrambled = self.writable and self.collisions == "scrambled"
+        writes = self._slice_writes(m, step) if self.writable else []
         if scrambled:  # a read in the cycle its word is written returns the word inverted
             collide = Signal(name="collide")
             m.d.comb += self.read.data.eq(Mux(collide, ~self._raw, self._raw))
-            read, write = self.read, self.write
-            with m.If(read.en):
-                m.d.sync += collide.eq(write.en & (write.addr == read.addr))
+            addr, en, _ = writes[0]
+            with m.If(self.read.en):
+                m.d.sync += collide.eq(en & (addr == self.read.addr))
         for k, lo in enumerate(range(0, self.width, step)):
             bits = min(step, self.width - lo)
             mask = (1 << bits) - 1
@@ -86,9 +99,20 @@ class SlicedMemory(wiring.Component):
             ]
             if self.writable:
                 wr = mem.write_port()
-                m.d.comb += [
-                    wr.addr.eq(self.write.addr),
-                    wr.en.eq(self.write.en),
-                    wr.data.eq(self.write.data[lo : lo + bits]),
-                ]
+                addr, en, word = writes[k]
+                m.d.comb += [wr.addr.eq(addr), wr.en.eq(en), wr.data.eq(word)]
         return m
+
+    def _slice_writes(self, m: Module, step: int) -> list[tuple[Signal, Signal, Signal]]:
+        """Each slice's registered write: its own address and enable (kept copies) and its
+        bits of the data."""
+        write, writes = self.write, []
+        for k, lo in enumerate(range(0, self.width, step)):
+            bits = min(step, self.width - lo)
+            keep = {"keep": 1}
+            addr = Signal.like(write.addr, name=f"write_addr_{k}", attrs=keep)
+            en = Signal(name=f"write_en_{k}", attrs=keep)
+            word = Signal(bits, name=f"write_data_{k}")
+            m.d.sync += [addr.eq(write.addr), en.eq(write.en), word.eq(write.data[lo : lo + bits])]
+            writes.append((addr, en, word))
+        return writes

@@ -9,6 +9,7 @@ the RTL's cycle counts read the same numbers.  ``R = ceil(n_rec / lanes)`` and
 from __future__ import annotations
 
 from neurofptt.errors import ConfigError
+from neurofptt.hdl.blocks import WRITE_LATENCY
 from neurofptt.hdl.learning import sweep_timing
 from neurofptt.onchip.factors import quotient_bits
 from neurofptt.quant.config import (
@@ -93,14 +94,15 @@ def cycles_per_update(config: HardwareConfig) -> int:
 
 def cycles_per_load(config: HardwareConfig) -> int:
     """Clock cycles of a weight load on ``i_weights`` (learning cores only) when the words
-    arrive back to back and no event is taken with the first one: one per word, counted like
-    :func:`cycles_per_step` from the cycle that takes the first word to the cycle in which the
-    core can take the next event (the one after the last word).
+    arrive back to back and no event is taken with the first one: one per word and one while
+    the last is written, counted like :func:`cycles_per_step` from the cycle that takes the
+    first word to the cycle in which the core can take the next event (two after the last
+    word: the load registers each word, the memories register their write ports).
 
     The words are those of a dump, one per address of ``W_out``, ``W_in`` and ``W_rec``:
     ``n_rec * Ro + (n_in + n_rec) * R``, the words an update sweeps
     (:func:`weight_words`)."""
-    return weight_words(config)
+    return weight_words(config) + WRITE_LATENCY
 
 
 def cycles_per_dump(config: HardwareConfig) -> int:

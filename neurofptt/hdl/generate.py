@@ -24,6 +24,7 @@ from amaranth.hdl import Shape
 from amaranth.lib import wiring
 
 from neurofptt.errors import ConfigError
+from neurofptt.hdl.blocks import WRITE_LATENCY
 from neurofptt.hdl.core import LifCore
 from neurofptt.hdl.learning import sweep_timing
 from neurofptt.hdl.ports import (
@@ -78,8 +79,8 @@ _PORT_MEANING = {
     "i_weights__valid": "weight word to load valid",
     "i_weights__ready": "core writes the weight word this cycle (high while idle)",
 }
-#: one cycle per weight word
-CYCLES_PER_LOAD = "n_rec * Ro + (n_in + n_rec) * R"
+#: the weight words a load takes, a dump sends and an update sweeps
+WEIGHT_WORDS = "n_rec * Ro + (n_in + n_rec) * R"
 #: what the softmax error's two passes add (``Q``: the quotient bits, in ``design.json``)
 CYCLES_OF_SOFTMAX = "n_out * (Q + 6) + 4"
 
@@ -246,8 +247,9 @@ def design_description(net: QuantizedNetwork, name: str = "neurofptt_core") -> d
             "zeroes FPTT's previous factors and resets the LFSRs to their seeds",
             # the words, the idle cycles between W_out and W_in, the pipeline's drain and the
             # cycles that register the request and address the first word
-            "cycles_per_update": f"{CYCLES_PER_LOAD} + {timing.gap + timing.drain + 1}",
-            "cycles_per_load": CYCLES_PER_LOAD,
+            "cycles_per_update": f"{WEIGHT_WORDS} + {timing.gap + timing.drain + 1}",
+            # a word a cycle, and the cycle that writes the last
+            "cycles_per_load": f"{WEIGHT_WORDS} + {WRITE_LATENCY}",
         }
         if cfg.learning.error == "softmax":
             description["learning"]["cycles_per_update"] += f" + {CYCLES_OF_SOFTMAX}"

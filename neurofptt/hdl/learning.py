@@ -73,7 +73,7 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
 from neurofptt.hdl.arith import onehot, pick
-from neurofptt.hdl.blocks import SlicedMemory
+from neurofptt.hdl.blocks import WRITE_LATENCY, SlicedMemory
 from neurofptt.hdl.error import ReadoutError
 from neurofptt.hdl.layouts import (
     MATRIX_CODES,
@@ -120,7 +120,8 @@ class SweepTiming:
     """The sweep's pipeline in cycles: ``gap`` idle cycles between the ``W_out`` and ``W_in``
     sweeps (the last ``delta_j`` is written in stage ``gap + 1``, the cycle ``W_in`` reads its
     first row), and ``drain``, the last stage (the last word's weight, or FPTT's ``W_bar``,
-    written), the cycles ``DRAIN`` waits after the last word."""
+    written :data:`~neurofptt.hdl.blocks.WRITE_LATENCY` cycles after the lane's output), the
+    cycles ``DRAIN`` waits after the last word."""
 
     gap: int
     drain: int
@@ -130,7 +131,7 @@ def sweep_timing(cfg: HardwareConfig) -> SweepTiming:
     """The :class:`SweepTiming` of ``cfg``'s learning core."""
     cycles = lane_cycles(cfg)
     last = cycles.wbar if learning_config(cfg).mode == "fptt" else cycles.w
-    return SweepTiming(gap=LANE + signal_latency(cfg) - 1, drain=LANE + last)
+    return SweepTiming(gap=LANE + signal_latency(cfg) - 1, drain=LANE + last + WRITE_LATENCY)
 
 
 def weight_depths(cfg: HardwareConfig) -> dict[str, int]:
@@ -328,7 +329,10 @@ class LearningUnit(wiring.Component):
             label=Signal(range(max(cfg.n_out, 2)), name="label"),
             shift=Signal(range(cfg.membrane_bits + 1), name="shift"),
             prev_valid=Signal(name="prev_valid"),
-            stages=[Signal(staged, name=f"sweep_s{k}") for k in range(self.timing.drain + 1)],
+            stages=[
+                Signal(staged, name=f"sweep_s{k}")
+                for k in range(self.timing.drain - WRITE_LATENCY + 1)  # the last word's write
+            ],
             states=StateFlags("SWEEP"),
             dump_valid=Signal(name="d_valid"),
             dump_last=Signal(name="d_last"),
@@ -713,8 +717,9 @@ class LearningUnit(wiring.Component):
                 m.d.comb += [keep.data[i].eq(v) for i, v in enumerate(post)]
 
     def _writes(self, m: Module, p: _Parts) -> None:
-        """The lanes draw in stage ``LANE + draw``, the new weight words are written in stage
-        ``LANE + w``, FPTT's ``W_bar`` words in stage ``LANE + wbar``."""
+        """The lanes draw in stage ``LANE + draw``; the new weight words go to the memories'
+        write ports in stage ``LANE + w``, FPTT's ``W_bar`` words in stage ``LANE + wbar``, and
+        are written :data:`~neurofptt.hdl.blocks.WRITE_LATENCY` cycles later."""
         draw = p.stages[LANE + self.cycles.draw]
         m.d.comb += p.lfsr.step.eq(draw.valid)
         m.d.comb += [unit.draws.eq(p.lfsr.draws[lane]) for lane, unit in enumerate(p.lanes)]
@@ -738,12 +743,13 @@ class LearningUnit(wiring.Component):
             ]
 
     def _load_writes(self, m: Module, p: _Parts) -> None:
-        """A loaded word is written at the load's address on the cycle after it is taken, from
-        registers, with an enable per matrix (the sweep never runs meanwhile).  Decoded from
-        the load's handshake, which waits on the sequencer's idle state, the enables had been
-        the demo FPTT core's longest path, into every weight and ``W_bar`` slice.  The last
-        word lands with the load's ``restart``, on the cycle the core may take its next event;
-        nothing that event starts reads it then."""
+        """A loaded word goes to the write ports at the load's address on the cycle after it is
+        taken, from registers, with an enable per matrix (the sweep never runs meanwhile), and
+        is written on the next.  Decoded from the load's handshake, which waits on the
+        sequencer's idle state, the enables had been the demo FPTT core's longest path, into
+        every weight and ``W_bar`` slice.  The last word is written on the cycle after the
+        load's ``restart``, while the load still counts as ``loading``: on the cycle the core
+        may take its next event, and nothing that event starts reads it then."""
         write = p.load.write
         at = Signal.like(write.p, name="load_q")
         enables = {name: Signal(name=f"load_{name}_q") for name in MATRIX_CODES}

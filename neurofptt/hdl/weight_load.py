@@ -37,7 +37,10 @@ class WeightLoad(wiring.Component):
     :meth:`~neurofptt.onchip.LearningState.start` has it.  ``restart`` comes from a register:
     it resets the LFSRs spread over the lanes, and decoded from the load's address and the
     handshake it was the demo's FPTT core's longest path; nothing draws before an update's
-    sweep, many cycles after the load.  ``loading`` is high from the first word to the last.
+    sweep, many cycles after the load.  ``loading`` is high from the first word to the cycle
+    after the last (the one ``restart`` pulses on), in which the last word is still on its way
+    into the memories, whose write ports are registered
+    (:data:`~neurofptt.hdl.blocks.WRITE_LATENCY`).
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
@@ -62,7 +65,7 @@ class WeightLoad(wiring.Component):
         addr = Signal(range(max(depth.values())), name="load_addr")
         m.d.comb += [
             words.ready.eq(self.enable),
-            self.loading.eq(loading),
+            self.loading.eq(loading | self.restart),
             write.p.mat.eq(mat),
             write.p.addr.eq(addr),
             write.p.word.eq(words.p),

@@ -32,9 +32,9 @@ class LaneCycles:
 def lane_cycles(cfg: HardwareConfig) -> LaneCycles:
     """The lane's cycles (see :class:`WeightUpdateLane`): e-prop's new weight two cycles after
     the inputs (the product, then ``y``), FPTT's three (the product, the sums, ``y``) and its
-    ``W_bar`` four more (``mean + w_new``, the new mean, its stored form, registered)."""
+    ``W_bar`` three more (``mean + w_new``, the new mean, its stored form)."""
     fptt = learning_config(cfg).mode == "fptt"
-    return LaneCycles(draw=1, w=3 if fptt else 2, wbar=7)
+    return LaneCycles(draw=1, w=3 if fptt else 2, wbar=6)
 
 
 def factor_bits(cfg: HardwareConfig) -> int:
@@ -60,9 +60,10 @@ class WeightUpdateLane(wiring.Component):
     cycle :attr:`w_cycle` is the new weight under the learning rate of matrix code ``c``
     (:data:`~neurofptt.hdl.layouts.MATRIX_CODES`; matrices with the same rate share one
     datapath), and for FPTT ``wbar_new[c]`` on cycle :attr:`wbar_cycle` the stored form
-    (``wbar_store``) of the new running mean, saturated to ``wbar_bits`` and registered (the
-    subtraction and saturation in front of the ``W_bar`` slices' write data was the placed demo
-    FPTT core's second most frequent longest path):
+    (``wbar_store``) of the new running mean, saturated to ``wbar_bits`` (the memories register
+    their write ports, :data:`~neurofptt.hdl.blocks.WRITE_LATENCY`, so the subtraction and
+    saturation end at a flip-flop, not at the ``W_bar`` slices' data inputs, where they were the
+    placed demo FPTT core's second most frequent longest path):
 
     * e-prop: ``sat(w + sround(-G, s))``, as ``sat(w - y)`` with ``y = (G + K) >> s`` and
       ``K`` the draw's complement (``arith.draw_complement``: ``sround(-G) = -y``);
@@ -174,7 +175,7 @@ class WeightUpdateLane(wiring.Component):
         q3 = {s: self._later(m, q[s], f"mean_round_s{s}_s3") for s in shifts}
         out, into, rec = (self.w_new[MATRIX_CODES[name]] for name in ("out", "in", "rec"))
         kept = Mux(mat3 == MATRIX_CODES["out"], out, Mux(mat3 == MATRIX_CODES["in"], into, rec))
-        # cycle 4: mean + w_new; cycle 5: the new mean; cycle 6: its stored form, registered
+        # cycle 4: mean + w_new; cycle 5: the new mean; cycle 6: its stored form
         w4 = self._later(m, kept, "w_new_s4")
         q4 = {s: self._later(m, q3[s], f"mean_round_s{s}_s4") for s in shifts}
         sum5 = self._later(m, self._later(m, mean3, "mean_s4") + w4, "mean_plus_w")
@@ -185,6 +186,5 @@ class WeightUpdateLane(wiring.Component):
         for s in shifts:
             mean_new = self._later(m, ((sum5 << s) + q5[s]) >> (s + 1), f"mean_new_s{s}")
             keep = mean_new if lc.wbar_store == "absolute" else w6 - mean_new
-            kept = saturate(m, keep, lc.wbar_bits, f"wbar_new_s{s}")
-            kept_mean[s] = self._later(m, kept, f"wbar_new_s{s}_reg")
+            kept_mean[s] = saturate(m, keep, lc.wbar_bits, f"wbar_new_s{s}")
         self._by_matrix(m, kept_mean, self.wbar_new)

@@ -736,8 +736,8 @@ def _resolve_device(family: str, device: str | None, package: str | None) -> tup
 
 #: Yosys's ``opt_merge`` merges flip-flops with the same inputs unless both carry ``keep``, and
 #: a register's attributes stay on its wire, not on the flip-flop cell ``proc`` makes of it.  A
-#: copy made to cut a register's fan-out (the lanes' copies of the learning sweep's trace) is
-#: marked ``keep`` in the RTL; this step gives its flip-flop the mark too, so the copies survive.
+#: copy made to cut a register's fan-out (the lanes' copies of the learning sweep's trace, each
+#: memory slice's write address and enable) is marked ``keep`` in the RTL; this step gives its flip-flop the mark too, so the copies survive.
 KEEP_COPIES = "setattr -set keep 1 a:keep %ci1:+$dff[Q] t:$dff %i"
 
 

@@ -430,7 +430,8 @@ def test_an_abc9_failure_names_the_classic_mapper(
 ) -> None:
     """When Yosys stops inside ABC9's reintegration (Yosys 0.70 on the 256-256-16 FPTT core)
     and ABC9 was asked for by name, the error's first line says to map with ``--lut-mapper
-    abc``; other failures are left as they are."""
+    abc``; other failures, and the same one on iCE40 (whose flow has no classic mapper
+    option), are left as they are."""
     verilog = tmp_path / "core.v"
     verilog.write_text("module core; endmodule\n")
     failure = ABC9_ASSERT
@@ -443,6 +444,10 @@ def test_an_abc9_failure_names_the_classic_mapper(
     with pytest.raises(SynthesisError) as info:
         synthesize(verilog, "core", work_dir=tmp_path / "w", lut_mapper="abc9")
     assert "--lut-mapper abc" in str(info.value).splitlines()[0]
+    for mapper in ("abc9", "auto"):
+        with pytest.raises(SynthesisError) as info:
+            synthesize(verilog, "core", work_dir=tmp_path / "w", family="ice40", lut_mapper=mapper)
+        assert "--lut-mapper" not in str(info.value)
     failure = "ERROR: syntax error"
     with pytest.raises(SynthesisError) as info:
         synthesize(verilog, "core", work_dir=tmp_path / "w")

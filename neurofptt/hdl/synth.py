@@ -737,7 +737,8 @@ def _resolve_device(family: str, device: str | None, package: str | None) -> tup
 #: Yosys's ``opt_merge`` merges flip-flops with the same inputs unless both carry ``keep``, and
 #: a register's attributes stay on its wire, not on the flip-flop cell ``proc`` makes of it.  A
 #: copy made to cut a register's fan-out (the lanes' copies of the learning sweep's trace, each
-#: memory slice's write address and enable) is marked ``keep`` in the RTL; this step gives its flip-flop the mark too, so the copies survive.
+#: memory slice's write address and enable) is marked ``keep`` in the RTL; this step gives its
+#: flip-flop the mark too, so the copies survive.
 KEEP_COPIES = "setattr -set keep 1 a:keep %ci1:+$dff[Q] t:$dff %i"
 
 
@@ -874,9 +875,9 @@ def synthesize(
     try:
         run_yosys(mapper)
     except SynthesisError as exc:
-        if mapper != "abc9" or _ABC9_FAILURE not in str(exc):
-            raise
-        if lut_mapper == "abc9" or family != "ecp5":
+        if mapper != "abc9" or _ABC9_FAILURE not in str(exc) or family != "ecp5":
+            raise  # the classic mapper is offered on ECP5 only
+        if lut_mapper == "abc9":
             raise SynthesisError(f"{_ABC9_HINT}. {exc}") from exc
         log.replace(work_dir / ABC9_LOG)
         mapper, abc9_failed = "abc", True

@@ -21,7 +21,7 @@ from neurofptt.hdl.neuron import NeuronRows, NeuronUpdate
 from neurofptt.hdl.ports import EventKind, event_layout
 from neurofptt.hdl.readout import ReadoutRows
 from neurofptt.hdl.rows import lane_words
-from neurofptt.hdl.sequencer import Sequencer
+from neurofptt.hdl.sequencer import InputSet, Sequencer
 from neurofptt.hdl.spikes import SpikeCursor, SpikeEmitter, SpikeList
 from neurofptt.quant import HardwareConfig, QuantizedNetwork
 from neurofptt.quant.config import lane_rows
@@ -632,3 +632,39 @@ def test_writable_weight_memories_leave_collisions_undefined_to_synthesis() -> N
         dut = SlicedMemory(13, 4096, [0] * 4096, writable=writable)
         text = verilog.convert(dut, name="sliced")
         assert text.count("no_rw_check") == (4 if writable else 0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_input_set_matches_a_plain_set(seed: int) -> None:
+    """Random adds, looks, clears and idle cycles back to back, an input often added or looked
+    at on the cycle after its add: ``seen`` answers from every add before it, as a set of
+    Python ints does, although an add lands in ``bits`` one cycle later; after an idle cycle
+    ``bits`` is the set."""
+    n_in = 5
+    rng = random.Random(seed)
+    dut = InputSet(n_in)
+    wrong, looks = [], 0
+
+    async def bench(ctx):
+        nonlocal looks
+        want: set[int] = set()
+        for cycle in range(600):
+            op = rng.choice(["add"] * 5 + ["look"] * 3 + ["clear", "idle", "idle"])
+            index = rng.randrange(n_in)
+            ctx.set(dut.index, index)
+            ctx.set(dut.add, op == "add")
+            ctx.set(dut.clear, op == "clear")
+            if op in ("add", "look"):
+                looks += 1
+                if ctx.get(dut.seen) != (index in want):
+                    wrong.append((cycle, op, index))
+            await ctx.tick()
+            if op == "clear":
+                want = set()
+            elif op == "add":
+                want = want | {index}
+            elif op == "idle" and ctx.get(dut.bits) != sum(1 << i for i in want):
+                wrong.append((cycle, "bits"))
+
+    run(dut, bench)
+    assert not wrong and looks > 400

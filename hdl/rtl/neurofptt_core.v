@@ -3882,10 +3882,20 @@ module \neurofptt_core.sequencer.inputs (clk, rst, seen, clear, add, index);
   // wake every always @* block at time zero (also under SystemVerilog semantics)
   initial #0 \$auto$verilog_backend.cc:2355:dump_module$9  = 1'h1;
 `endif
-  reg [31:0] \$1 ;
+  wire \$1 ;
+  wire \$2 ;
+  wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  reg \$6 ;
+  reg [4:0] \$7 ;
+  reg [31:0] \$8 ;
   input add;
   wire add;
-  reg [31:0] bits = 32'd0;
+  reg added = 1'h0;
+  reg [4:0] added_index = 5'h00;
+  (* init = 32'd0 *)
+  wire [31:0] bits;
   input clear;
   wire clear;
   input clk;
@@ -3896,90 +3906,112 @@ module \neurofptt_core.sequencer.inputs (clk, rst, seen, clear, add, index);
   wire rst;
   output seen;
   wire seen;
-  (* init = 32'd0 *)
-  wire [31:0] step_inputs;
-  assign seen = bits >> index;
+  reg [31:0] step_inputs = 32'd0;
+  assign \$2  = add & \$1 ;
+  assign \$3  = step_inputs >> index;
+  assign \$4  = added_index == index;
+  assign \$5  = added & \$4 ;
+  assign seen = \$3  | \$5 ;
   always @(posedge clk)
-    bits <= \$1 ;
+    added <= \$6 ;
+  always @(posedge clk)
+    added_index <= \$7 ;
+  always @(posedge clk)
+    step_inputs <= \$8 ;
+  assign \$1  = ~ clear;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$1  = bits;
+    \$6  = \$2 ;
+    if (rst) begin
+      \$6  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$7  = index;
+    if (rst) begin
+      \$7  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$8  = step_inputs;
     if (clear) begin
-      \$1  = 32'd0;
-    end else if (add) begin
+      \$8  = 32'd0;
+    end else if (added) begin
       (* full_case = 32'd1 *)
-      casez (index)
+      casez (added_index)
         5'h00:
-            \$1 [0] = 1'h1;
+            \$8 [0] = 1'h1;
         5'h01:
-            \$1 [1] = 1'h1;
+            \$8 [1] = 1'h1;
         5'h02:
-            \$1 [2] = 1'h1;
+            \$8 [2] = 1'h1;
         5'h03:
-            \$1 [3] = 1'h1;
+            \$8 [3] = 1'h1;
         5'h04:
-            \$1 [4] = 1'h1;
+            \$8 [4] = 1'h1;
         5'h05:
-            \$1 [5] = 1'h1;
+            \$8 [5] = 1'h1;
         5'h06:
-            \$1 [6] = 1'h1;
+            \$8 [6] = 1'h1;
         5'h07:
-            \$1 [7] = 1'h1;
+            \$8 [7] = 1'h1;
         5'h08:
-            \$1 [8] = 1'h1;
+            \$8 [8] = 1'h1;
         5'h09:
-            \$1 [9] = 1'h1;
+            \$8 [9] = 1'h1;
         5'h0a:
-            \$1 [10] = 1'h1;
+            \$8 [10] = 1'h1;
         5'h0b:
-            \$1 [11] = 1'h1;
+            \$8 [11] = 1'h1;
         5'h0c:
-            \$1 [12] = 1'h1;
+            \$8 [12] = 1'h1;
         5'h0d:
-            \$1 [13] = 1'h1;
+            \$8 [13] = 1'h1;
         5'h0e:
-            \$1 [14] = 1'h1;
+            \$8 [14] = 1'h1;
         5'h0f:
-            \$1 [15] = 1'h1;
+            \$8 [15] = 1'h1;
         5'h10:
-            \$1 [16] = 1'h1;
+            \$8 [16] = 1'h1;
         5'h11:
-            \$1 [17] = 1'h1;
+            \$8 [17] = 1'h1;
         5'h12:
-            \$1 [18] = 1'h1;
+            \$8 [18] = 1'h1;
         5'h13:
-            \$1 [19] = 1'h1;
+            \$8 [19] = 1'h1;
         5'h14:
-            \$1 [20] = 1'h1;
+            \$8 [20] = 1'h1;
         5'h15:
-            \$1 [21] = 1'h1;
+            \$8 [21] = 1'h1;
         5'h16:
-            \$1 [22] = 1'h1;
+            \$8 [22] = 1'h1;
         5'h17:
-            \$1 [23] = 1'h1;
+            \$8 [23] = 1'h1;
         5'h18:
-            \$1 [24] = 1'h1;
+            \$8 [24] = 1'h1;
         5'h19:
-            \$1 [25] = 1'h1;
+            \$8 [25] = 1'h1;
         5'h1a:
-            \$1 [26] = 1'h1;
+            \$8 [26] = 1'h1;
         5'h1b:
-            \$1 [27] = 1'h1;
+            \$8 [27] = 1'h1;
         5'h1c:
-            \$1 [28] = 1'h1;
+            \$8 [28] = 1'h1;
         5'h1d:
-            \$1 [29] = 1'h1;
+            \$8 [29] = 1'h1;
         5'h1e:
-            \$1 [30] = 1'h1;
+            \$8 [30] = 1'h1;
         5'h1f:
-            \$1 [31] = 1'h1;
+            \$8 [31] = 1'h1;
       endcase
     end
     if (rst) begin
-      \$1  = 32'd0;
+      \$8  = 32'd0;
     end
   end
-  assign step_inputs = bits;
+  assign bits = step_inputs;
 endmodule
 
 (* generator = "Amaranth" *)

@@ -69,6 +69,13 @@ class InputSet(wiring.Component):
     bit ``i`` for input ``i``: the learning unit's input traces read it during ``UPDATE``,
     so the set lasts until the last row's traces are written.  ``n_in`` flip-flops and an
     ``n_in``-to-1 multiplexer; a learning core needs the bits for its traces anyway.
+
+    An ``add`` is registered (the index and a flag) and lands in ``bits`` on the next cycle;
+    ``seen`` also compares ``index`` with the registered add, so a repeat on that very cycle is
+    still seen, and a ``clear`` on it drops the add, as it would have cleared the bit.  Decoded
+    straight from the event handshake, the ``n_in`` bits' enables had been the 256-256-16
+    e-prop core's longest path (the handshake through a chain of six LUTs into the enables).
+    ``bits`` lags an add by that cycle; nothing reads it before the step's ``UPDATE``.
     """
 
     def __init__(self, n_in: int) -> None:
@@ -86,11 +93,15 @@ class InputSet(wiring.Component):
     def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
         bits = Signal(self.n_in, name="step_inputs")
-        m.d.comb += [self.bits.eq(bits), self.seen.eq(bits.bit_select(self.index, 1))]
+        added = Signal(name="added")
+        added_index = Signal.like(self.index, name="added_index")
+        m.d.sync += [added.eq(self.add & ~self.clear), added_index.eq(self.index)]
+        pending = added & (added_index == self.index)
+        m.d.comb += [self.bits.eq(bits), self.seen.eq(bits.bit_select(self.index, 1) | pending)]
         with m.If(self.clear):
             m.d.sync += bits.eq(0)
-        with m.Elif(self.add):
-            m.d.sync += bits.bit_select(self.index, 1).eq(1)
+        with m.Elif(added):
+            m.d.sync += bits.bit_select(added_index, 1).eq(1)
         return m
 
 

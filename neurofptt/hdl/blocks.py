@@ -14,8 +14,9 @@ is written on the next cycle, from an address, an enable and data bits that belo
 alone, marked ``keep`` so that Yosys does not merge the slices' equal copies
 (:data:`~neurofptt.hdl.synth.KEEP_COPIES`).  Driven straight from the learning sweep, one write
 address (behind the load-or-sweep multiplexer) reached the fifty-odd block RAMs of a 256-256-16
-``W_bar`` memory spread over the part, 19 ns of routing: the FPTT core's longest path.  Each
-slice's copy is placed beside its block RAM; the long route ends at a flip-flop, a cycle earlier.
+``W_bar`` memory spread over the part, 19 ns of routing: the FPTT core's longest path.  A
+slice's own register can sit beside its block RAM, so the long route ends at a flip-flop, a
+cycle earlier.
 
 What a read returns in the cycle a write of the same word lands is left undefined (Yosys's
 ``no_rw_check``): the cores never use such a read (an update's sweep reads each word once,

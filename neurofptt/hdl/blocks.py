@@ -76,15 +76,22 @@ class SlicedMemory(wiring.Component):
         m = Module()
         step = slice_width(self.depth)
         scrambled = self.writable and self.collisions == "scrambled"
-        writes = self._slice_writes(m, step) if self.writable else []
-        if scrambled:  # a read in the cycle its word is written returns the word inverted
-            collide = Signal(name="collide")
-            m.d.comb += self.read.data.eq(Mux(collide, ~self._raw, self._raw))
-            addr, en, _ = writes[0]
-            with m.If(self.read.en):
-                m.d.sync += collide.eq(en & (addr == self.read.addr))
         for k, lo in enumerate(range(0, self.width, step)):
             bits = min(step, self.width - lo)
+            if self.writable:
+                # the slice's own write registers, made before its memory so that the Verilog
+                # declares these kept copies as the registers (the port's signals alias them)
+                keep = {"keep": 1}
+                addr = Signal.like(self.write.addr, name=f"write_addr_{k}", attrs=keep)
+                en = Signal(name=f"write_en_{k}", attrs=keep)
+                wdata = Signal(bits, name=f"write_data_{k}")
+                m.d.sync += [
+                    addr.eq(self.write.addr),
+                    en.eq(self.write.en),
+                    wdata.eq(self.write.data[lo : lo + bits]),
+                ]
+                if k == 0:
+                    written = (addr, en)  # the word written this cycle, in every slice
             mask = (1 << bits) - 1
             init = [(word >> lo) & mask for word in self.init]
             attrs = {"no_rw_check": 1} if self.writable else None
@@ -100,20 +107,11 @@ class SlicedMemory(wiring.Component):
             ]
             if self.writable:
                 wr = mem.write_port()
-                addr, en, word = writes[k]
-                m.d.comb += [wr.addr.eq(addr), wr.en.eq(en), wr.data.eq(word)]
+                m.d.comb += [wr.addr.eq(addr), wr.en.eq(en), wr.data.eq(wdata)]
+        if scrambled:  # a read in the cycle its word is written returns the word inverted
+            collide = Signal(name="collide")
+            m.d.comb += self.read.data.eq(Mux(collide, ~self._raw, self._raw))
+            addr, en = written
+            with m.If(self.read.en):
+                m.d.sync += collide.eq(en & (addr == self.read.addr))
         return m
-
-    def _slice_writes(self, m: Module, step: int) -> list[tuple[Signal, Signal, Signal]]:
-        """Each slice's registered write: its own address and enable (kept copies) and its
-        bits of the data."""
-        write, writes = self.write, []
-        for k, lo in enumerate(range(0, self.width, step)):
-            bits = min(step, self.width - lo)
-            keep = {"keep": 1}
-            addr = Signal.like(write.addr, name=f"write_addr_{k}", attrs=keep)
-            en = Signal(name=f"write_en_{k}", attrs=keep)
-            word = Signal(bits, name=f"write_data_{k}")
-            m.d.sync += [addr.eq(write.addr), en.eq(write.en), word.eq(write.data[lo : lo + bits])]
-            writes.append((addr, en, word))
-        return writes

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from amaranth.sim import Simulator
 from neurofptt.errors import ConfigError
 from neurofptt.hdl.cost import softmax_cycles, weight_words
 from neurofptt.hdl.error import ReadoutError
+from neurofptt.hdl.generate import render_verilog
 from neurofptt.hdl.layouts import MATRIX_CODES
 from neurofptt.hdl.learning_signal import LearningSignal
 from neurofptt.hdl.lfsr import LfsrBank, draws_per_word
@@ -607,3 +609,17 @@ def test_weight_load_addresses_the_words_in_dump_order(mode: str) -> None:
         assert writes == order[:count]
         assert restarts == [False] * (count - 1) + [True]
         assert loading == [True] * count  # the last word is still written on the next cycle
+
+
+def test_fptt_operand_copies_are_kept_apart() -> None:
+    """The lanes' copies of the trace and factors and the previous factors' own copies of
+    them are registers of one input each; every one is marked ``keep``, which is what stops
+    synthesis from merging them back into the one register whose routes they cut."""
+    cfg = random_config(3, mode="fptt", n_in=3, n_rec=5, n_out=2, lanes=3)
+    text = render_verilog(random_net(cfg, np.random.default_rng(0)))
+    names = ["keep_pre"] + [
+        f"{copy}_{lane}" for copy in ("lane_pre", "lane_post", "keep_post") for lane in range(3)
+    ]
+    for name in names:
+        declared = rf"\(\* keep = 32'd1 \*\)\s*(\(\*[^)]*\*\)\s*)*reg [^;]*\b{name}\b"
+        assert re.search(declared, text), name

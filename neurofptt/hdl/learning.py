@@ -167,7 +167,13 @@ class _Table:
     """A per-neuron memory: ``depth`` words of ``slots`` values, one read and one write port.
 
     ``granular`` gives the write port one enable per slot, for tables written one value at a
-    time; ``transparent`` makes a read see a write of the same cycle.
+    time; ``transparent`` makes a read see a write of the same cycle.  A ``swept`` table, one
+    that both the trace update and the update sweep read, has a second read port for the sweep
+    (``sweep_rd``; otherwise ``sweep_rd`` is ``rd``): as LUT-RAM that is a second copy of the
+    table, whose address comes straight from the sweep's position register, where one port
+    shared by both needed a multiplexer between the address register and the RAMs, and its
+    copies could not lie both by the trace update and by the lanes (the placed demo FPTT
+    core's longest path at two of three placement seeds).
     """
 
     def __init__(
@@ -180,12 +186,14 @@ class _Table:
         *,
         granular: bool = False,
         transparent: bool = False,
+        swept: bool = False,
     ) -> None:
         mem = Memory(shape=data.ArrayLayout(shape, slots), depth=depth, init=[])
         m.submodules[name] = mem
         self.slots = slots
         self.wr = mem.write_port(granularity=1 if granular else None)
         self.rd = mem.read_port(transparent_for=(self.wr,) if transparent else ())
+        self.sweep_rd = mem.read_port() if swept else self.rd
 
     def write_one(self, m: Module, addr: Value, index: Value, value: Value) -> None:
         """Write ``value`` into slot ``index`` of word ``addr`` (comb; the caller's condition)."""
@@ -222,7 +230,7 @@ class _Parts:
     shift: Signal
     prev_valid: Signal  # FPTT: the previous factors are an update's, not the reset's
     stages: list[Signal]  # stages[k]: the word in stage k of the sweep ({valid, at}), k >= 1
-    states: StateFlags  # SWEEP in a flip-flop: it selects the shared tables' read address
+    states: StateFlags  # SWEEP in a flip-flop: it selects the error table's read address
     dump_valid: Signal  # o_weights: the word at the sweep's position is offered
     dump_last: Signal  # that word is the final one
 
@@ -269,9 +277,9 @@ class LearningUnit(wiring.Component):
         )
         tb, sb, eb = lc.trace_bits, lc.signal_bits, cfg.membrane_bits + 1
         tables = {
-            "neuron": _Table(m, "neuron_traces", neuron_trace_layout(cfg), P, R),
+            "neuron": _Table(m, "neuron_traces", neuron_trace_layout(cfg), P, R, swept=True),
             "psi": _Table(m, "psi", unsigned(lc.psi_bits + 1), P, R),
-            "xbar": _Table(m, "input_traces", unsigned(tb), K, XR),
+            "xbar": _Table(m, "input_traces", unsigned(tb), K, XR, swept=True),
             # transparent: the last delta of W_out is written as W_in reads its first row
             "delta": _Table(m, "delta", signed(sb), P, R, granular=True, transparent=True),
         }
@@ -369,9 +377,10 @@ class LearningUnit(wiring.Component):
 
     def _traces(self, m: Module, p: _Parts) -> None:
         """The trace words of the row that leaves ``UPDATE`` on the next cycle are read
-        (``updating``; the sweep reads others), and :class:`TraceUpdate` takes them with the
-        row (``update``) and the step's input bits; its new traces and ``psi`` are written as
-        they leave it.  ``CLEAR`` (stage 1 of the row pipeline) zeroes the trace words."""
+        (``updating``; the sweep has read ports of its own), and :class:`TraceUpdate` takes
+        them with the row (``update``) and the step's input bits; its new traces and ``psi``
+        are written as they leave it.  ``CLEAR`` (stage 1 of the row pipeline) zeroes the
+        trace words."""
         neuron, xbar, psi = (p.tables[name] for name in ("neuron", "xbar", "psi"))
         rows, update, traces = self.rows, self.update, p.traces
         m.d.comb += [neuron.rd.addr.eq(self.updating.p), xbar.rd.addr.eq(self.updating.p)]
@@ -511,16 +520,17 @@ class LearningUnit(wiring.Component):
         depended on the state would put the learning FSM in front of these LUT-RAMs'
         asynchronous reads, on the core's longest path; a read outside ``SWEEP`` is unused.
 
-        The traces share their read port with the trace update, and the ``error`` table idles
-        at row 0 for the softmax error's passes: their address is the sweep's while the
-        ``SWEEP`` flag is set (:class:`~neurofptt.hdl.state_flags.StateFlags`, next to the
-        multiplexers, where the decoded state had been the demo's FPTT core's longest path)."""
+        The traces, which the trace update reads too, are read through their ``sweep_rd``
+        ports.  The ``error`` table idles at row 0 for the softmax error's passes: its address
+        is the sweep's while the ``SWEEP`` flag is set
+        (:class:`~neurofptt.hdl.state_flags.StateFlags`, next to the multiplexer, where the
+        decoded state had been the demo's FPTT core's longest path)."""
         at, tables = p.sweep.at, p.tables
         with m.If(p.states["SWEEP"]):
-            m.d.comb += [tables[name].rd.addr.eq(at.word) for name in ("neuron", "xbar")]
             m.d.comb += p.error.table.addr.eq(at.row)
         by_word = ["psi"] + (["prev_obar", "prev_xbar", "prev_zbar"] if self.fptt else [])
         by_row = ["delta"] + (["prev_err", "prev_delta"] if self.fptt else [])
+        m.d.comb += [tables[name].sweep_rd.addr.eq(at.word) for name in ("neuron", "xbar")]
         m.d.comb += [tables[name].rd.addr.eq(at.word) for name in by_word]
         m.d.comb += [tables[name].rd.addr.eq(at.row) for name in by_row]
 
@@ -584,10 +594,10 @@ class LearningUnit(wiring.Component):
         """``READ``: the factors of every matrix, registered as their words leave the tables,
         each trace taken from its word's ``slot``; FPTT's previous ones too."""
         tables = p.tables
-        neuron = tables["neuron"].rd.data
+        neuron = tables["neuron"].sweep_rd.data
         now = {
             "obar": slot_of(neuron, slot, "obar"),
-            "xbar": slot_of(tables["xbar"].rd.data, slot),
+            "xbar": slot_of(tables["xbar"].sweep_rd.data, slot),
             "zbar": slot_of(neuron, slot, "zbar"),
             "err": p.error.table.data,
             "delta": tables["delta"].rd.data,
@@ -631,7 +641,10 @@ class LearningUnit(wiring.Component):
                  for n in MATRIX_CODES}  # fmt: skip
         pre, post = self._operands(at, now, cfg.lanes)
         lane_pre = self._copies(m, pre, "lane_pre")
-        lane_post = [self._later(m, value, f"lane_post_{lane}") for lane, value in enumerate(post)]
+        lane_post = [  # kept apart from FPTT's copies for the previous factors
+            self._later(m, value, f"lane_post_{lane}", keep=self.fptt)
+            for lane, value in enumerate(post)
+        ]
         lane_w = self._later(m, self._select(at.mat, lambda n: words[n]), "lane_w")
         lane_words = data.View(weight_word_layout(cfg), lane_w)
         for lane, unit in enumerate(p.lanes):
@@ -641,7 +654,7 @@ class LearningUnit(wiring.Component):
                 unit.post.eq(lane_post[lane]),
             ]
         if self.fptt:
-            self._keep_previous(m, p, lane_pre[0], lane_post)
+            self._keep_previous(m, p, pre, post)
             prev_pre, prev_post = self._operands(at, prev, cfg.lanes)
             lane_pre_prev = self._copies(m, Mux(p.prev_valid, prev_pre, 0), "lane_pre_prev")
             stored = {n: self._later(m, p.wbar[n][0].data, f"sweep_wbar_{n}") for n in MATRIX_CODES}
@@ -686,13 +699,17 @@ class LearningUnit(wiring.Component):
         with m.If(delta.valid):
             p.tables["delta"].write_one(m, delta.p.at.word, delta.p.at.slot, delta.p.value)
 
-    def _keep_previous(self, m: Module, p: _Parts, pre: Signal, post: list[Signal]) -> None:
+    def _keep_previous(self, m: Module, p: _Parts, pre: Value, post: list[Value]) -> None:
         """FPTT: this update's factors become the previous ones once the sweep has read them,
-        written in ``LANE`` from the registers ``SELECT`` selected them into (``pre``: the
-        word's trace, ``post``: its row of ``e`` or ``delta``): a trace after the last word of
-        its ``pre``, the ``e`` and ``delta`` rows during the last ``pre`` of ``W_out`` and
+        written in ``LANE`` from registers of their own (``pre``: the word's trace, ``post``:
+        its row of ``e`` or ``delta``, as ``SELECT`` selects them): a trace after the last word
+        of its ``pre``, the ``e`` and ``delta`` rows during the last ``pre`` of ``W_out`` and
         ``W_rec`` (the last sweeps that read them).  Each trace and row is read in one sweep
         only, before it is written, so the later write is never read too early.
+
+        The registers are kept apart from the lanes' equal ones (:meth:`_copies`): written
+        from lane 0's copy of the trace, the tables pulled that copy away from the lane's
+        multiplier, whose input was then a placed demo FPTT core's longest path.
 
         The write enables are decoded from the word's position in ``SELECT`` and registered
         with it: decoded in ``LANE``, the position register's route to all of its users (the lanes,
@@ -700,6 +717,8 @@ class LearningUnit(wiring.Component):
         FPTT core's longest path."""
         sel, tables = p.stages[SELECT], p.tables
         at = p.stages[LANE].at
+        pre = self._later(m, pre, "keep_pre", keep=True)
+        post = [self._later(m, v, f"keep_post_{lane}", keep=True) for lane, v in enumerate(post)]
         trace_of = {"out": "obar", "in": "xbar", "rec": "zbar"}
         for name, (n_pre, n_rows, _) in matrix_shapes(self.cfg).items():
             here = sel.valid & (sel.at.mat == MATRIX_CODES[name])

@@ -17,16 +17,24 @@ from neurofptt.hdl import (
     LifCore,
     cycles_per_clear,
     cycles_per_step,
+    cycles_per_update,
     event_layout,
     generate_verilog,
     learn_event_layout,
     readout_layout,
     render_verilog,
 )
-from neurofptt.hdl.ports import index_bits
+from neurofptt.hdl.ports import READ_WEIGHTS, index_bits
+from neurofptt.onchip import LearningState
 from neurofptt.quant import HardwareConfig, QuantizedNetwork, golden_run
 from neurofptt.quant.config import LearningConfig
-from neurofptt.verify.learning import WeightLoad, compare_snapshot, decode_dump, golden_learning_run
+from neurofptt.verify.learning import (
+    WeightLoad,
+    compare_snapshot,
+    decode_dump,
+    golden_learning_run,
+    step_commands,
+)
 from neurofptt.verify.streams import (
     AmaranthPorts,
     Event,
@@ -443,6 +451,97 @@ def test_reset_restarts_learning_as_after_a_load(mode: str) -> None:
     for snap, dump in zip(updates, bench.dumps, strict=True):
         records, total = compare_snapshot(snap, decode_dump(net, dump))
         assert total == 0, "; ".join(str(r) for r in records)
+
+
+def _run_cut_update(net, x, labels, cut: int) -> tuple[dict[str, np.ndarray], StreamBench, list]:
+    """Send sample ``x[0]`` up to its first ``STEP`` with ``learn``, assert ``rst`` ``cut`` edges
+    after that ``STEP`` is taken, then read the weights back first thing and send sample
+    ``x[1]`` without ``CLEAR``, learning and read back after every update.  Returns the
+    matrices read back after the reset, the bench of the rest and its dump places."""
+    cfg = net.config
+    steps = x.shape[1]
+    layout = learn_event_layout(cfg)
+    learn, shift = step_commands(net, steps)
+    t_learn = int(np.flatnonzero(learn)[0])
+    events = frame_sample(layout, x[0], 0, learn=learn, label=labels[0], shift=shift)
+    words = [e.word for e in events if not e.read and e.step <= t_learn]
+    read = Event(pack(layout, kind=READ_WEIGHTS), 0, -1, read=True)
+    items = [read] + frame_sample(
+        layout, x[1], 0, clear=False, learn=learn, label=labels[1], shift=shift
+    )
+    places = [(0, -1)] + [(0, int(t)) for t in np.flatnonzero(learn)]
+    harness = ResetHarness(net)
+    bench = StreamBench(cfg, 1, steps)
+    reset_done = [False]
+
+    async def before_and_reset(ctx) -> None:
+        await drive_words(ctx, harness, words)
+        if cut:
+            await ctx.tick().repeat(cut)
+        ctx.set(harness.domain.rst, 1)
+        await ctx.tick()
+        ctx.set(harness.domain.rst, 0)
+        reset_done[0] = True
+        await bench.drive(AmaranthPorts(ctx, harness), items)
+
+    def after_reset(collect):
+        async def run(ctx) -> None:
+            while not reset_done[0]:
+                await ctx.tick()
+            await collect(AmaranthPorts(ctx, harness))
+
+        return run
+
+    sim = Simulator(harness)
+    sim.add_clock(1e-6)
+    sim.add_testbench(before_and_reset)
+    sim.add_testbench(after_reset(bench.collect_spikes))
+    sim.add_testbench(after_reset(bench.collect_readout))
+    sim.add_testbench(after_reset(lambda ports: bench.collect_dumps(ports, places)))
+    sim.run()
+    assert bench.errors == [], "\n".join(str(e) for e in bench.errors)
+    return decode_dump(net, bench.dumps[0]), bench, places
+
+
+@pytest.mark.parametrize("mode", ["eprop", "fptt"])
+def test_reset_in_an_update_leaves_each_weight_old_or_new(mode: str) -> None:
+    """``rst`` at cycles spread over a learning step and its update: every weight and ``W_bar``
+    read back right after it is the one from before the update or the golden model's after it
+    (cuts in the sweep leave some of each), and the next sample, sent without ``CLEAR``,
+    learns as the golden model does from what the memories hold: every spike and readout,
+    every weight and ``W_bar`` after every update.  The sweep's and the lanes' data registers
+    have no reset, and this shows that what they hold at a reset reaches no memory and no
+    output."""
+    cfg = LEARNING_CORE.replace(learning=replace(LEARNING_CORE.learning, mode=mode))
+    rng = np.random.default_rng(11)
+    net = _random_net(cfg, rng)
+    x = (rng.random((2, 4, cfg.n_in)) < 0.6).astype(np.uint8)
+    labels = rng.integers(0, cfg.n_out, 2)
+    first = golden_learning_run(net, x[:1], labels[:1])
+    start = LearningState.start(net)
+    old = {m: net.matrix(m) for m in ("in", "rec", "out")}
+    old |= {f"wbar_{m}": w for m, w in start.wbar.items()}
+    new = dict(first.snapshots[0].weights)
+    new |= {f"wbar_{m}": w for m, w in first.snapshots[0].wbar.items()}
+    span = cycles_per_step(cfg, cfg.n_in, cfg.n_rec, cfg.n_rec) + cycles_per_update(cfg)
+    kinds = set()
+    for cut in range(0, span + 8, 7):
+        held, bench, places = _run_cut_update(net, x, labels, cut)
+        assert held.keys() == old.keys()
+        for key, value in held.items():
+            assert ((value == old[key]) | (value == new[key])).all(), (cut, key)
+        kinds.add(tuple(any((held[k] != ref[k]).any() for k in held) for ref in (old, new)))
+        learned = QuantizedNetwork(cfg, held["in"], held["rec"], held["out"])
+        wbar = {m: held[f"wbar_{m}"] for m in ("in", "rec", "out")} if mode == "fptt" else {}
+        after = golden_learning_run(net, x[1:], labels[1:], WeightLoad(0, learned, wbar))
+        np.testing.assert_array_equal(bench.spikes, after.spikes)
+        np.testing.assert_array_equal(bench.readout, after.readout)
+        assert len(bench.dumps) == len(after.snapshots) == len(places)
+        for snap, dump in zip(after.snapshots, bench.dumps, strict=True):
+            records, total = compare_snapshot(snap, decode_dump(net, dump))
+            assert total == 0, f"cut {cut}: " + "; ".join(str(r) for r in records)
+    # all old (cut before the sweep), all new (after it) and both (in it)
+    assert kinds == {(False, True), (True, False), (True, True)}
 
 
 # -- generator ------------------------------------------------------------------------------

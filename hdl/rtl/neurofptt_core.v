@@ -937,14 +937,9 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   reg \$34 ;
   reg \$35 ;
   reg \$36 ;
-  reg [4:0] \$37 ;
-  reg [31:0] \$38 ;
-  reg [31:0] \$39 ;
+  reg \$37 ;
+  reg [139:0] \$38 ;
   wire \$4 ;
-  reg [139:0] \$40 ;
-  reg \$41 ;
-  reg [4:0] \$42 ;
-  reg [139:0] \$43 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
@@ -1172,8 +1167,6 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
       state[wr__addr] <= wr__data;
   end
   assign rd__data = state[op__payload[7:3]];
-  always @(posedge clk)
-    neuron_data_s3 <= \$43 ;
   assign \$1  = op__payload[2:0] == 1'h1;
   assign \$2  = op__payload[2:0] == 2'h2;
   assign \$3  = | { \$2 , \$1  };
@@ -1204,17 +1197,19 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   always @(posedge clk)
     neuron_update_s2 <= \$36 ;
   always @(posedge clk)
-    neuron_row_s2 <= \$37 ;
+    neuron_row_s2 <= op__payload[7:3];
   always @(posedge clk)
-    w_in_s2 <= \$38 ;
+    w_in_s2 <= w_in;
   always @(posedge clk)
-    w_rec_s2 <= \$39 ;
+    w_rec_s2 <= w_rec;
   always @(posedge clk)
-    neuron_read_s2 <= \$40 ;
+    neuron_read_s2 <= rd__data;
   always @(posedge clk)
-    neuron_write_s3 <= \$41 ;
+    neuron_write_s3 <= \$37 ;
   always @(posedge clk)
-    neuron_row_s3 <= \$42 ;
+    neuron_row_s3 <= neuron_row_s2;
+  always @(posedge clk)
+    neuron_data_s3 <= \$38 ;
   \neurofptt_core.neurons.update  update (
     .clk(clk),
     .row_in__payload(row_in__payload),
@@ -1225,35 +1220,6 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
     .row_out__valid(update__valid),
     .rst(rst)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr__en = neuron_write_s3;
-    if (update__valid) begin
-      wr__en = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr__addr = neuron_row_s3;
-    if (update__valid) begin
-      wr__addr = update__payload[4:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr__data = neuron_data_s3;
-    if (update__valid) begin
-      { wr__data[122:105], wr__data[87:70], wr__data[52:35], wr__data[17:0] } = 72'h000000000000000000;
-      wr__data[33:18] = update__payload[20:5];
-      wr__data[34] = update__payload[69];
-      wr__data[68:53] = update__payload[36:21];
-      wr__data[69] = update__payload[70];
-      wr__data[103:88] = update__payload[52:37];
-      wr__data[104] = update__payload[71];
-      wr__data[138:123] = update__payload[68:53];
-      wr__data[139] = update__payload[72];
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$33  = \$4 ;
@@ -1284,67 +1250,58 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$37  = op__payload[7:3];
+    \$37  = \$16 ;
     if (rst) begin
-      \$37  = 5'h00;
+      \$37  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$38  = w_in;
-    if (rst) begin
-      \$38  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$39  = w_rec;
-    if (rst) begin
-      \$39  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$40  = rd__data;
-    if (rst) begin
-      \$40  = 140'h00000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$41  = \$16 ;
-    if (rst) begin
-      \$41  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$42  = neuron_row_s2;
-    if (rst) begin
-      \$42  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$43  = neuron_data_s3;
+    \$38  = neuron_data_s3;
     if (neuron_acc_s2) begin
-      \$43 [17:0] = \$20 [17:0];
-      \$43 [33:18] = neuron_read_s2[33:18];
-      \$43 [34] = neuron_read_s2[34];
-      \$43 [52:35] = \$24 [17:0];
-      \$43 [68:53] = neuron_read_s2[68:53];
-      \$43 [69] = neuron_read_s2[69];
-      \$43 [87:70] = \$28 [17:0];
-      \$43 [103:88] = neuron_read_s2[103:88];
-      \$43 [104] = neuron_read_s2[104];
-      \$43 [122:105] = \$32 [17:0];
-      \$43 [138:123] = neuron_read_s2[138:123];
-      \$43 [139] = neuron_read_s2[139];
+      \$38 [17:0] = \$20 [17:0];
+      \$38 [33:18] = neuron_read_s2[33:18];
+      \$38 [34] = neuron_read_s2[34];
+      \$38 [52:35] = \$24 [17:0];
+      \$38 [68:53] = neuron_read_s2[68:53];
+      \$38 [69] = neuron_read_s2[69];
+      \$38 [87:70] = \$28 [17:0];
+      \$38 [103:88] = neuron_read_s2[103:88];
+      \$38 [104] = neuron_read_s2[104];
+      \$38 [122:105] = \$32 [17:0];
+      \$38 [138:123] = neuron_read_s2[138:123];
+      \$38 [139] = neuron_read_s2[139];
     end else if (neuron_clear_s2) begin
-      \$43  = 140'h00000000000000000000000000000000000;
+      \$38  = 140'h00000000000000000000000000000000000;
     end
-    if (rst) begin
-      \$43  = 140'h00000000000000000000000000000000000;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr__en = neuron_write_s3;
+    if (update__valid) begin
+      wr__en = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr__addr = neuron_row_s3;
+    if (update__valid) begin
+      wr__addr = update__payload[4:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr__data = neuron_data_s3;
+    if (update__valid) begin
+      { wr__data[122:105], wr__data[87:70], wr__data[52:35], wr__data[17:0] } = 72'h000000000000000000;
+      wr__data[33:18] = update__payload[20:5];
+      wr__data[34] = update__payload[69];
+      wr__data[68:53] = update__payload[36:21];
+      wr__data[69] = update__payload[70];
+      wr__data[103:88] = update__payload[52:37];
+      wr__data[104] = update__payload[71];
+      wr__data[138:123] = update__payload[68:53];
+      wr__data[139] = update__payload[72];
     end
   end
   assign neuron_old_s2 = neuron_read_s2;
@@ -1561,40 +1518,21 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   wire [18:0] \$55 ;
   wire \$56 ;
   reg \$57 ;
-  reg [4:0] \$58 ;
-  reg [3:0] \$59 ;
+  reg \$58 ;
+  wire [3:0] \$59 ;
   wire [15:0] \$6 ;
-  reg \$60 ;
-  reg [4:0] \$61 ;
-  reg [3:0] \$62 ;
-  reg [16:0] \$63 ;
-  reg [18:0] \$64 ;
-  reg [18:0] \$65 ;
-  reg [15:0] \$66 ;
-  reg [3:0] \$67 ;
-  reg [16:0] \$68 ;
-  reg [18:0] \$69 ;
   wire [16:0] \$7 ;
-  reg [18:0] \$70 ;
-  reg [15:0] \$71 ;
-  reg [16:0] \$72 ;
-  reg [18:0] \$73 ;
-  reg [18:0] \$74 ;
-  reg [15:0] \$75 ;
-  reg [16:0] \$76 ;
-  reg [18:0] \$77 ;
-  reg [18:0] \$78 ;
-  reg [15:0] \$79 ;
   wire \$8 ;
   wire \$9 ;
   (* init = 1'h0 *)
   wire \$signal ;
   (* init = 5'h00 *)
   wire [4:0] \$signal$24 ;
+  reg [4:0] \$signal$28  = 5'h00;
+  reg [3:0] \$signal$29  = 4'h0;
   reg [3:0] \$signal$36  = 4'h0;
   input clk;
   wire clk;
-  reg [4:0] row4 = 5'h00;
   input [144:0] row_in__payload;
   wire [144:0] row_in__payload;
   wire [4:0] \row_in__payload.row ;
@@ -1680,25 +1618,6 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   (* init = 1'h0 *)
   wire valid4;
   wire [3:0] z;
-  reg [3:0] z_prev4 = 4'h0;
-  assign \$18  = \$17  & v_new_2_wide[19];
-  assign \$19  = \$16  | \$18 ;
-  assign \$20  = v_new_2_wide[19] ? 16'h8000 : 16'h7fff;
-  assign \$21  = \$19  ? { 1'h0, v_new_2_wide[15:0] } : { \$20 [15], \$20  };
-  assign v_new_3_wide = $signed(s3_base_3) + $signed(s3_drive_3);
-  assign \$22  = | v_new_3_wide[19:15];
-  assign \$23  = ~ \$22 ;
-  assign \$24  = & v_new_3_wide[19:15];
-  assign \$25  = \$24  & v_new_3_wide[19];
-  assign \$26  = \$23  | \$25 ;
-  assign \$27  = v_new_3_wide[19] ? 16'h8000 : 16'h7fff;
-  assign \$28  = \$26  ? { 1'h0, v_new_3_wide[15:0] } : { \$27 [15], \$27  };
-  assign \$30  = $signed(update_in[33:18]) - $signed(\$29 );
-  assign \$31  = update_in[34] ? 9'h100 : 9'h000;
-  assign \$32  = $signed(update_in[17:0]) - $signed({ 1'h0, \$31  });
-  assign \$33  = update_in[34] ? 10'h200 : 10'h100;
-  assign \$34  = $signed({ 1'h0, \$33  }) - $signed(update_in[17:0]);
-  assign \$35  = $signed(s3_base_0) > $signed(s3_margin_0);
   assign \$37  = $signed(update_in[68:53]) - $signed(\$36 );
   assign \$38  = update_in[69] ? 9'h100 : 9'h000;
   assign \$39  = $signed(update_in[52:35]) - $signed({ 1'h0, \$38  });
@@ -1720,49 +1639,49 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   always @(posedge clk)
     row_mid__valid <= \$57 ;
   always @(posedge clk)
-    row_mid__payload <= \$58 ;
+    row_mid__payload <= row_in__payload[4:0];
   always @(posedge clk)
-    \$signal$36  <= \$59 ;
+    \$signal$36  <= { update_in[139], update_in[104], update_in[69], update_in[34] };
   always @(posedge clk)
-    row_out__valid <= \$60 ;
+    row_out__valid <= \$58 ;
   always @(posedge clk)
-    row4 <= \$61 ;
+    \$signal$28  <= row_mid__payload;
   always @(posedge clk)
-    z_prev4 <= \$62 ;
+    \$signal$29  <= \$signal$36 ;
   always @(posedge clk)
-    s3_base_0 <= \$63 ;
+    s3_base_0 <= \$30 ;
   always @(posedge clk)
-    s3_drive_0 <= \$64 ;
+    s3_drive_0 <= \$32 ;
   always @(posedge clk)
-    s3_margin_0 <= \$65 ;
+    s3_margin_0 <= \$34 ;
   always @(posedge clk)
-    s4_v_0 <= \$66 ;
+    s4_v_0 <= \$7 [15:0];
   always @(posedge clk)
-    s4_z <= \$67 ;
+    s4_z <= \$59 ;
   always @(posedge clk)
-    s3_base_1 <= \$68 ;
+    s3_base_1 <= \$37 ;
   always @(posedge clk)
-    s3_drive_1 <= \$69 ;
+    s3_drive_1 <= \$39 ;
   always @(posedge clk)
-    s3_margin_1 <= \$70 ;
+    s3_margin_1 <= \$41 ;
   always @(posedge clk)
-    s4_v_1 <= \$71 ;
+    s4_v_1 <= \$14 [15:0];
   always @(posedge clk)
-    s3_base_2 <= \$72 ;
+    s3_base_2 <= \$44 ;
   always @(posedge clk)
-    s3_drive_2 <= \$73 ;
+    s3_drive_2 <= \$46 ;
   always @(posedge clk)
-    s3_margin_2 <= \$74 ;
+    s3_margin_2 <= \$48 ;
   always @(posedge clk)
-    s4_v_2 <= \$75 ;
+    s4_v_2 <= \$21 [15:0];
   always @(posedge clk)
-    s3_base_3 <= \$76 ;
+    s3_base_3 <= \$51 ;
   always @(posedge clk)
-    s3_drive_3 <= \$77 ;
+    s3_drive_3 <= \$53 ;
   always @(posedge clk)
-    s3_margin_3 <= \$78 ;
+    s3_margin_3 <= \$55 ;
   always @(posedge clk)
-    s4_v_3 <= \$79 ;
+    s4_v_3 <= \$28 [15:0];
   assign v_new_0_wide = $signed(s3_base_0) + $signed(s3_drive_0);
   assign \$1  = | v_new_0_wide[19:15];
   assign \$2  = ~ \$1 ;
@@ -1783,6 +1702,24 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   assign \$15  = | v_new_2_wide[19:15];
   assign \$16  = ~ \$15 ;
   assign \$17  = & v_new_2_wide[19:15];
+  assign \$18  = \$17  & v_new_2_wide[19];
+  assign \$19  = \$16  | \$18 ;
+  assign \$20  = v_new_2_wide[19] ? 16'h8000 : 16'h7fff;
+  assign \$21  = \$19  ? { 1'h0, v_new_2_wide[15:0] } : { \$20 [15], \$20  };
+  assign v_new_3_wide = $signed(s3_base_3) + $signed(s3_drive_3);
+  assign \$22  = | v_new_3_wide[19:15];
+  assign \$23  = ~ \$22 ;
+  assign \$24  = & v_new_3_wide[19:15];
+  assign \$25  = \$24  & v_new_3_wide[19];
+  assign \$26  = \$23  | \$25 ;
+  assign \$27  = v_new_3_wide[19] ? 16'h8000 : 16'h7fff;
+  assign \$28  = \$26  ? { 1'h0, v_new_3_wide[15:0] } : { \$27 [15], \$27  };
+  assign \$30  = $signed(update_in[33:18]) - $signed(\$29 );
+  assign \$31  = update_in[34] ? 9'h100 : 9'h000;
+  assign \$32  = $signed(update_in[17:0]) - $signed({ 1'h0, \$31  });
+  assign \$33  = update_in[34] ? 10'h200 : 10'h100;
+  assign \$34  = $signed({ 1'h0, \$33  }) - $signed(update_in[17:0]);
+  assign \$35  = $signed(s3_base_0) > $signed(s3_margin_0);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     update_in = 140'h00000000000000000000000000000000000;
@@ -1799,159 +1736,9 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$58  = row_in__payload[4:0];
+    \$58  = row_mid__valid;
     if (rst) begin
-      \$58  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$59  = { update_in[139], update_in[104], update_in[69], update_in[34] };
-    if (rst) begin
-      \$59  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$60  = row_mid__valid;
-    if (rst) begin
-      \$60  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$61  = row_mid__payload;
-    if (rst) begin
-      \$61  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$62  = \$signal$36 ;
-    if (rst) begin
-      \$62  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$63  = \$30 ;
-    if (rst) begin
-      \$63  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$64  = \$32 ;
-    if (rst) begin
-      \$64  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$65  = \$34 ;
-    if (rst) begin
-      \$65  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$66  = \$7 [15:0];
-    if (rst) begin
-      \$66  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$67 [0] = \$35 ;
-    \$67 [1] = \$42 ;
-    \$67 [2] = \$49 ;
-    \$67 [3] = \$56 ;
-    if (rst) begin
-      \$67  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$68  = \$37 ;
-    if (rst) begin
-      \$68  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$69  = \$39 ;
-    if (rst) begin
-      \$69  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$70  = \$41 ;
-    if (rst) begin
-      \$70  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$71  = \$14 [15:0];
-    if (rst) begin
-      \$71  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$72  = \$44 ;
-    if (rst) begin
-      \$72  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$73  = \$46 ;
-    if (rst) begin
-      \$73  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$74  = \$48 ;
-    if (rst) begin
-      \$74  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$75  = \$21 [15:0];
-    if (rst) begin
-      \$75  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$76  = \$51 ;
-    if (rst) begin
-      \$76  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$77  = \$53 ;
-    if (rst) begin
-      \$77  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$78  = \$55 ;
-    if (rst) begin
-      \$78  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$79  = \$28 [15:0];
-    if (rst) begin
-      \$79  = 16'h0000;
+      \$58  = 1'h0;
     end
   end
   assign v_new_0 = \$7 [15:0];
@@ -2003,13 +1790,17 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   assign \row_out__payload.v[3]  = row_out__payload[68:53];
   assign \row_out__payload.z  = row_out__payload[72:69];
   assign \row_out__payload.z_prev  = row_out__payload[76:73];
+  assign \$59 [3] = \$56 ;
+  assign \$59 [2] = \$49 ;
+  assign \$59 [1] = \$42 ;
+  assign \$59 [0] = \$35 ;
   assign row_out__payload[68:53] = s4_v_3;
   assign row_out__payload[52:37] = s4_v_2;
   assign row_out__payload[36:21] = s4_v_1;
   assign row_out__payload[20:5] = s4_v_0;
-  assign row_out__payload[76:73] = z_prev4;
+  assign row_out__payload[76:73] = \$signal$29 ;
   assign row_out__payload[72:69] = z;
-  assign row_out__payload[4:0] = row4;
+  assign row_out__payload[4:0] = \$signal$28 ;
   assign z[3] = s4_z[3];
   assign z[2] = s4_z[2];
   assign z[1] = s4_z[1];

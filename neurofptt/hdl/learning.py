@@ -780,7 +780,7 @@ class LearningUnit(wiring.Component):
         load's ``restart``, while the load still counts as ``loading``: on the cycle the core
         may take its next event, and nothing that event starts reads it then."""
         write = p.load.write
-        at = Signal.like(write.p, name="load_q")
+        at = Signal.like(write.p, name="load_q", reset_less=True)  # data: the enables say when
         enables = {name: Signal(name=f"load_{name}_q") for name in MATRIX_CODES}
         m.d.sync += at.eq(write.p)
         m.d.sync += [

@@ -87,8 +87,8 @@ class LearningSignal(wiring.Component):
         cfg, lc = self.cfg, learning_config(self.cfg)
         lanes, eb = cfg.lanes, cfg.membrane_bits + 1
         word = self.word.p
-        products = [
-            Signal(signed(cfg.weight_bits + eb), name=f"signal_product_{lane}")
+        products = [  # data beside the carried valid flag: no reset, off the reset's net
+            Signal(signed(cfg.weight_bits + eb), name=f"signal_product_{lane}", reset_less=True)
             for lane in range(lanes)
         ]
         m.d.sync += [p.eq(word.b[lane] * word.e[lane]) for lane, p in enumerate(products)]

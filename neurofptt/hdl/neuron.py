@@ -52,6 +52,10 @@ class NeuronUpdate(wiring.Component):
     ``row_mid`` is the row in stage 3, whose update leaves on ``row_out`` on the next cycle.
     The operands are isolated: the datapath sees the row only while ``row_in.valid``, so it
     does not toggle while the pipeline accumulates.
+
+    Only the valid flags are reset.  The row, its operands, membranes and spikes mean something
+    only beside them, so their registers have no reset and stay off the reset's net, which
+    reaches every reset flip-flop of the core (section 4 of the spec, "Reset").
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
@@ -74,8 +78,9 @@ class NeuronUpdate(wiring.Component):
             m.d.comb += state.eq(self.row_in.p.state)
         # stage 3: the operands
         valid3, valid4 = Signal(), Signal()
-        row3, row4 = Signal(row_shape(cfg)), Signal(row_shape(cfg))
-        z_prev3, z_prev4 = Signal(lanes), Signal(lanes)
+        # data, meaningful only beside the valid flags: no reset (see the class docstring)
+        row3, row4 = (Signal(row_shape(cfg), reset_less=True) for _ in range(2))
+        z_prev3, z_prev4 = (Signal(lanes, reset_less=True) for _ in range(2))
         m.d.sync += [
             valid3.eq(self.row_in.valid),
             row3.eq(self.row_in.p.row),
@@ -84,8 +89,8 @@ class NeuronUpdate(wiring.Component):
             row4.eq(row3),
             z_prev4.eq(z_prev3),
         ]
-        v = [Signal(signed(mb), name=f"s4_v_{lane}") for lane in range(lanes)]
-        spiked = Signal(lanes, name="s4_z")
+        v = [Signal(signed(mb), name=f"s4_v_{lane}", reset_less=True) for lane in range(lanes)]
+        spiked = Signal(lanes, name="s4_z", reset_less=True)
         for lane in range(lanes):
             n = state[lane]
             leaked = leak(n.v, cfg.leak_shift)
@@ -95,9 +100,9 @@ class NeuronUpdate(wiring.Component):
                 margin = Mux(n.z, 2 * cfg.threshold, cfg.threshold) - n.acc
             else:
                 base, drive, margin = Mux(n.z, 0, leaked), n.acc, cfg.threshold - n.acc
-            base3 = Signal(base.shape(), name=f"s3_base_{lane}")
-            drive3 = Signal(drive.shape(), name=f"s3_drive_{lane}")
-            margin3 = Signal(margin.shape(), name=f"s3_margin_{lane}")
+            base3 = Signal(base.shape(), name=f"s3_base_{lane}", reset_less=True)
+            drive3 = Signal(drive.shape(), name=f"s3_drive_{lane}", reset_less=True)
+            margin3 = Signal(margin.shape(), name=f"s3_margin_{lane}", reset_less=True)
             m.d.sync += [base3.eq(base), drive3.eq(drive), margin3.eq(margin)]
             # stage 4: the new membrane and its spike
             m.d.sync += [
@@ -176,18 +181,20 @@ class NeuronRows(wiring.Component):
         inputs = decoded(m, self.op, "neuron_in_s2", RowOp.ACC_IN)
         clear = decoded(m, self.op, "neuron_clear_s2", RowOp.CLEAR, below=rows)
         updating = decoded(m, self.op, "neuron_update_s2", RowOp.UPDATE)
-        row = Signal(row_shape(cfg), name="neuron_row_s2")
-        w_in = Signal(weight_word_layout(cfg), name="w_in_s2")
-        w_rec = Signal(weight_word_layout(cfg), name="w_rec_s2")
+        # the stages' data have no reset, their ops (decoded above) and write3 do, as in
+        # NeuronUpdate
+        row = Signal(row_shape(cfg), name="neuron_row_s2", reset_less=True)
+        w_in = Signal(weight_word_layout(cfg), name="w_in_s2", reset_less=True)
+        w_rec = Signal(weight_word_layout(cfg), name="w_rec_s2", reset_less=True)
         m.d.sync += [row.eq(self.op.p.row), w_in.eq(self.w_in), w_rec.eq(self.w_rec)]
         # stage 3: the accumulated or cleared row, written back
         layout = data.ArrayLayout(neuron_layout(cfg), lanes)
         write3 = Signal(name="neuron_write_s3")
-        row3 = Signal(row_shape(cfg), name="neuron_row_s3")
-        data3 = Signal(layout, name="neuron_data_s3")
+        row3 = Signal(row_shape(cfg), name="neuron_row_s3", reset_less=True)
+        data3 = Signal(layout, name="neuron_data_s3", reset_less=True)
         # stage 1 reads the row and registers it; a row stage 3 writes at the end of the cycle
         # is taken from stage 3 (two rows or fewer: an op two ahead may be on the same row)
-        read2 = Signal(layout, name="neuron_read_s2")
+        read2 = Signal(layout, name="neuron_read_s2", reset_less=True)
         if rows <= 2:
             ahead2 = write3 & (row3 == self.op.p.row)
             m.d.sync += read2.eq(Mux(ahead2, data3.as_value(), rd.data.as_value()))

@@ -117,8 +117,13 @@ class TraceUpdate(wiring.Component):
             m.d.comb += traces.p.x_new[k].eq(xbar)
         w = lc.psi_width_shift
         for lane in range(cfg.lanes):
-            distance = Signal(signed(cfg.membrane_bits + 1), name=f"psi_distance_{lane}")
-            magnitude = Signal(unsigned(cfg.membrane_bits + 1), name=f"psi_magnitude_{lane}")
+            # data beside psi's valid flag: no reset, which keeps them off the reset's net
+            distance = Signal(
+                signed(cfg.membrane_bits + 1), name=f"psi_distance_{lane}", reset_less=True
+            )
+            magnitude = Signal(
+                unsigned(cfg.membrane_bits + 1), name=f"psi_magnitude_{lane}", reset_less=True
+            )
             m.d.sync += [
                 distance.eq(row.v[lane] - cfg.threshold),
                 magnitude.eq(Mux(distance < 0, -distance, distance)),

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -381,7 +382,12 @@ class LearningUnit(wiring.Component):
         them with the row (``update``) and the step's input bits; its new traces and ``psi``
         are written as they leave it.  ``CLEAR`` (stage 1 of the row pipeline) zeroes the
         trace words."""
-        neuron, xbar, psi = (p.tables[name] for name in ("neuron", "xbar", "psi"))
+        tables = p.tables
+        neuron, xbar = (
+            self._registered_write(m, tables["neuron"]),
+            self._registered_write(m, tables["xbar"]),
+        )
+        psi = tables["psi"]
         rows, update, traces = self.rows, self.update, p.traces
         m.d.comb += [neuron.rd.addr.eq(self.updating.p), xbar.rd.addr.eq(self.updating.p)]
         row = rows.p.row
@@ -421,6 +427,27 @@ class LearningUnit(wiring.Component):
                 psi.wr.en.eq(1),
                 psi.wr.data.eq(traces.psi.p.psi),
             ]
+
+    @staticmethod
+    def _registered_write(m: Module, table: _Table) -> SimpleNamespace:
+        """``table``'s ports, the write port behind registers: what is put on the returned
+        ``wr`` is written a cycle later.  A trace table's write address and enable are
+        selected between a ``CLEAR`` row and the trace update's row; straight into the
+        LUT-RAMs, that select was a placed demo FPTT core's longest path.  No read sees the
+        later write: a row's trace word is read again a step later at the earliest (the
+        sweep, which reads through its own port, starts after the step's readouts)."""
+        port = table.wr
+        wr = SimpleNamespace(
+            addr=Signal.like(port.addr, name=f"{port.addr.name}_next"),
+            en=Signal.like(port.en, name=f"{port.en.name}_next"),
+            data=Signal(port.data.shape()),
+        )
+        addr = Signal.like(port.addr, name=f"{port.addr.name}_q", reset_less=True)
+        data = Signal(port.data.shape(), reset_less=True)
+        en = Signal.like(port.en, name=f"{port.en.name}_q")  # an enable: reset
+        m.d.sync += [addr.eq(wr.addr), en.eq(wr.en), data.eq(wr.data)]
+        m.d.comb += [port.addr.eq(addr), port.en.eq(en), port.data.eq(data)]
+        return SimpleNamespace(rd=table.rd, wr=wr)
 
     # -- the update sweep and the dump ------------------------------------------------------------
     def _control(self, m: Module, p: _Parts) -> None:

@@ -611,15 +611,28 @@ def test_weight_load_addresses_the_words_in_dump_order(mode: str) -> None:
         assert loading == [True] * count  # the last word is still written on the next cycle
 
 
+def _register_behind(text: str, name: str) -> str:
+    """The Verilog name of the register that drives the signal ``name``: Amaranth may name a
+    register after a port it feeds and keep ``name`` as an ``assign`` of it."""
+    escaped = r"\\?" + re.escape(name) + r"\s*"
+    alias = re.search(rf"assign\s+{escaped}=\s*(\\\S+|\w+)\s*;", text)
+    return name if alias is None else _register_behind(text, alias.group(1).lstrip("\\"))
+
+
 def test_fptt_operand_copies_are_kept_apart() -> None:
     """The lanes' copies of the trace and factors and the previous factors' own copies of
-    them are registers of one input each; every one is marked ``keep``, which is what stops
-    synthesis from merging them back into the one register whose routes they cut."""
-    cfg = random_config(3, mode="fptt", n_in=3, n_rec=5, n_out=2, lanes=3)
+    them are registers of one input each, and each table the sweep reads has an address
+    register of its own; every one is marked ``keep``, which is what stops synthesis from
+    merging them back into the one register whose routes they cut."""
+    cfg = random_config(3, mode="fptt", n_in=3, n_rec=5, n_out=4, lanes=2)  # every table 2+ deep
     text = render_verilog(random_net(cfg, np.random.default_rng(0)))
     names = ["keep_pre"] + [
-        f"{copy}_{lane}" for copy in ("lane_pre", "lane_post", "keep_post") for lane in range(3)
+        f"{copy}_{lane}" for copy in ("lane_pre", "lane_post", "keep_post") for lane in range(2)
     ]
+    tables = ["neuron_traces", "input_traces", "psi", "delta"]
+    tables += ["prev_error", "prev_delta", "prev_obar", "prev_xbar", "prev_zbar"]
+    names += [f"{table}_sweep_addr" for table in tables]
     for name in names:
-        declared = rf"\(\* keep = 32'd1 \*\)\s*(\(\*[^)]*\*\)\s*)*reg [^;]*\b{name}\b"
+        reg = re.escape(_register_behind(text, name))
+        declared = rf"\(\* keep = 32'd1 \*\)\s*(\(\*[^)]*\*\)\s*)*reg [^;]*\\?{reg}\b"
         assert re.search(declared, text), name

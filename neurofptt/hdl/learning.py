@@ -165,16 +165,18 @@ def learning_signature(cfg: HardwareConfig) -> wiring.Signature:
 
 
 class _Table:
-    """A per-neuron memory: ``depth`` words of ``slots`` values, one read and one write port.
+    """A per-neuron memory: ``depth`` words of ``slots`` values and one write port
+    (``granular``: one enable per slot, for tables written one value at a time).
 
-    ``granular`` gives the write port one enable per slot, for tables written one value at a
-    time; ``transparent`` makes a read see a write of the same cycle.  A ``swept`` table, one
-    that both the trace update and the update sweep read, has a second read port for the sweep
-    (``sweep_rd``; otherwise ``sweep_rd`` is ``rd``): as LUT-RAM that is a second copy of the
-    table, whose address comes straight from the sweep's position register, where one port
-    shared by both needed a multiplexer between the address register and the RAMs, and its
-    copies could not lie both by the trace update and by the lanes (the placed demo FPTT
-    core's longest path at two of three placement seeds).
+    The update sweep reads it through an asynchronous port at ``sweep_addr``, a register of
+    the table's own (marked ``keep``) that the sweep loads with its position: the word comes
+    out on the cycle after, as from a synchronous port, and a write of the cycle before is
+    seen.  A synchronous port's address register is one that synthesis shares between all
+    tables read at the same position, and that one register's route to every table's
+    LUT-RAMs, or the multiplexer in front of a table the trace update reads too, was a placed
+    demo FPTT core's longest path at each of its placement seeds.  An ``updated`` table (the
+    traces) also has ``rd``, the trace update's synchronous port (another copy of the
+    LUT-RAM).
     """
 
     def __init__(
@@ -186,15 +188,19 @@ class _Table:
         depth: int,
         *,
         granular: bool = False,
-        transparent: bool = False,
-        swept: bool = False,
+        updated: bool = False,
     ) -> None:
         mem = Memory(shape=data.ArrayLayout(shape, slots), depth=depth, init=[])
         m.submodules[name] = mem
         self.slots = slots
         self.wr = mem.write_port(granularity=1 if granular else None)
-        self.rd = mem.read_port(transparent_for=(self.wr,) if transparent else ())
-        self.sweep_rd = mem.read_port() if swept else self.rd
+        self.rd = mem.read_port() if updated else None
+        sweep = mem.read_port(domain="comb")
+        self.sweep_addr = Signal.like(
+            sweep.addr, name=f"{name}_sweep_addr", attrs={"keep": 1}, reset_less=True
+        )
+        m.d.comb += sweep.addr.eq(self.sweep_addr)
+        self.sweep_data = sweep.data
 
     def write_one(self, m: Module, addr: Value, index: Value, value: Value) -> None:
         """Write ``value`` into slot ``index`` of word ``addr`` (comb; the caller's condition)."""
@@ -278,11 +284,11 @@ class LearningUnit(wiring.Component):
         )
         tb, sb, eb = lc.trace_bits, lc.signal_bits, cfg.membrane_bits + 1
         tables = {
-            "neuron": _Table(m, "neuron_traces", neuron_trace_layout(cfg), P, R, swept=True),
+            "neuron": _Table(m, "neuron_traces", neuron_trace_layout(cfg), P, R, updated=True),
             "psi": _Table(m, "psi", unsigned(lc.psi_bits + 1), P, R),
-            "xbar": _Table(m, "input_traces", unsigned(tb), K, XR, swept=True),
-            # transparent: the last delta of W_out is written as W_in reads its first row
-            "delta": _Table(m, "delta", signed(sb), P, R, granular=True, transparent=True),
+            "xbar": _Table(m, "input_traces", unsigned(tb), K, XR, updated=True),
+            # the last delta of W_out is written as W_in reads its first row, and seen
+            "delta": _Table(m, "delta", signed(sb), P, R, granular=True),
         }
         if self.fptt:  # the previous update's factors
             tables["prev_err"] = _Table(m, "prev_error", signed(eb), P, Ro)
@@ -541,15 +547,15 @@ class LearningUnit(wiring.Component):
                 p.states.goto(m, "DRAIN")
 
     def _sweep_reads(self, m: Module, p: _Parts) -> None:
-        """The tables only the sweep reads are read at its position on every cycle, whatever the
-        state: ``psi`` (and FPTT's previous traces) by the word of presynaptic values, the
-        factors (``delta``, FPTT's previous error and ``delta``) by the row.  An address that
-        depended on the state would put the learning FSM in front of these LUT-RAMs'
-        asynchronous reads, on the core's longest path; a read outside ``SWEEP`` is unused.
+        """Every table is read at the sweep's position on every cycle, whatever the state,
+        through its own address register (:class:`_Table`): the traces and ``psi`` (and FPTT's
+        previous traces) by the word of presynaptic values, the factors (``delta``, FPTT's
+        previous error and ``delta``) by the row.  An address that depended on the state would
+        put the learning FSM in front of these LUT-RAMs' reads, on the core's longest path; a
+        read outside ``SWEEP`` is unused.
 
-        The traces, which the trace update reads too, are read through their ``sweep_rd``
-        ports.  The ``error`` table idles at row 0 for the softmax error's passes: its address
-        is the sweep's while the ``SWEEP`` flag is set
+        The ``error`` table idles at row 0 for the softmax error's passes: its address is the
+        sweep's while the ``SWEEP`` flag is set
         (:class:`~neurofptt.hdl.state_flags.StateFlags`, next to the multiplexer, where the
         decoded state had been the demo's FPTT core's longest path)."""
         at, tables = p.sweep.at, p.tables
@@ -557,9 +563,8 @@ class LearningUnit(wiring.Component):
             m.d.comb += p.error.table.addr.eq(at.row)
         by_word = ["psi"] + (["prev_obar", "prev_xbar", "prev_zbar"] if self.fptt else [])
         by_row = ["delta"] + (["prev_err", "prev_delta"] if self.fptt else [])
-        m.d.comb += [tables[name].sweep_rd.addr.eq(at.word) for name in ("neuron", "xbar")]
-        m.d.comb += [tables[name].rd.addr.eq(at.word) for name in by_word]
-        m.d.comb += [tables[name].rd.addr.eq(at.row) for name in by_row]
+        m.d.sync += [tables[name].sweep_addr.eq(at.word) for name in ["neuron", "xbar", *by_word]]
+        m.d.sync += [tables[name].sweep_addr.eq(at.row) for name in by_row]
 
     def _dump(self, m: Module, p: _Parts) -> None:
         """``DUMP``: offer every word of ``W_out``, ``W_in``, ``W_rec`` (and ``W_bar``) in
@@ -621,19 +626,19 @@ class LearningUnit(wiring.Component):
         """``READ``: the factors of every matrix, registered as their words leave the tables,
         each trace taken from its word's ``slot``; FPTT's previous ones too."""
         tables = p.tables
-        neuron = tables["neuron"].sweep_rd.data
+        neuron = tables["neuron"].sweep_data
         now = {
             "obar": slot_of(neuron, slot, "obar"),
-            "xbar": slot_of(tables["xbar"].sweep_rd.data, slot),
+            "xbar": slot_of(tables["xbar"].sweep_data, slot),
             "zbar": slot_of(neuron, slot, "zbar"),
             "err": p.error.table.data,
-            "delta": tables["delta"].rd.data,
+            "delta": tables["delta"].sweep_data,
         }
         prev = {}
         if self.fptt:
-            prev = {key: slot_of(tables[f"prev_{key}"].rd.data, slot)
+            prev = {key: slot_of(tables[f"prev_{key}"].sweep_data, slot)
                     for key in ("obar", "xbar", "zbar")}  # fmt: skip
-            prev.update({key: tables[f"prev_{key}"].rd.data for key in ("err", "delta")})
+            prev.update({key: tables[f"prev_{key}"].sweep_data for key in ("err", "delta")})
         now = {key: self._later(m, value, f"sweep_{key}") for key, value in now.items()}
         prev = {key: self._later(m, value, f"sweep_prev_{key}") for key, value in prev.items()}
         return now, prev
@@ -714,7 +719,7 @@ class LearningUnit(wiring.Component):
         feedback = self._later(m, Mux(is_out, words["out"], 0), "signal_b")
         if p.feedback is not None:
             feedback = self._later(m, self._later(m, p.feedback.data, "sweep_b"), "lane_b")
-        psi = self._later(m, slot_of(p.tables["psi"].rd.data, read_at.slot), "sweep_psi")
+        psi = self._later(m, slot_of(p.tables["psi"].sweep_data, read_at.slot), "sweep_psi")
         word = p.signal.word
         # on W_out's words, the only ones the signal takes, each lane's factor is its e
         eb = word.p.e[0].shape().width

@@ -168,15 +168,16 @@ class _Table:
     """A per-neuron memory: ``depth`` words of ``slots`` values and one write port
     (``granular``: one enable per slot, for tables written one value at a time).
 
-    The update sweep reads it through an asynchronous port at ``sweep_addr``, a register of
-    the table's own (marked ``keep``) that the sweep loads with its position: the word comes
-    out on the cycle after, as from a synchronous port, and a write of the cycle before is
-    seen.  A synchronous port's address register is one that synthesis shares between all
-    tables read at the same position, and that one register's route to every table's
-    LUT-RAMs, or the multiplexer in front of a table the trace update reads too, was a placed
-    demo FPTT core's longest path at each of its placement seeds.  An ``updated`` table (the
-    traces) also has ``rd``, the trace update's synchronous port (another copy of the
-    LUT-RAM).
+    The update sweep reads it through a synchronous port (``sweep_data``; ``transparent``: one
+    that sees a write of the same cycle) at ``sweep_addr``, a register of the table's own,
+    marked ``keep``, that holds the sweep's position (loaded with the counter's next one).  A
+    port addressed by the position register itself becomes, in LUT-RAM, an address register
+    that synthesis shares between all tables read at that position, and that one register's
+    route to every table, or the multiplexer in front of a table the trace update reads too,
+    was a placed demo FPTT core's longest path at each of its placement seeds; with a copy of
+    the position per table, each table gets an address register of its own.  An ``updated``
+    table (the traces) also has ``rd``, the trace update's synchronous port (another copy of
+    the table).
     """
 
     def __init__(
@@ -188,6 +189,7 @@ class _Table:
         depth: int,
         *,
         granular: bool = False,
+        transparent: bool = False,
         updated: bool = False,
     ) -> None:
         mem = Memory(shape=data.ArrayLayout(shape, slots), depth=depth, init=[])
@@ -195,10 +197,8 @@ class _Table:
         self.slots = slots
         self.wr = mem.write_port(granularity=1 if granular else None)
         self.rd = mem.read_port() if updated else None
-        sweep = mem.read_port(domain="comb")
-        self.sweep_addr = Signal.like(
-            sweep.addr, name=f"{name}_sweep_addr", attrs={"keep": 1}, reset_less=True
-        )
+        sweep = mem.read_port(transparent_for=(self.wr,) if transparent else ())
+        self.sweep_addr = Signal.like(sweep.addr, name=f"{name}_sweep_addr", attrs={"keep": 1})
         m.d.comb += sweep.addr.eq(self.sweep_addr)
         self.sweep_data = sweep.data
 
@@ -287,8 +287,8 @@ class LearningUnit(wiring.Component):
             "neuron": _Table(m, "neuron_traces", neuron_trace_layout(cfg), P, R, updated=True),
             "psi": _Table(m, "psi", unsigned(lc.psi_bits + 1), P, R),
             "xbar": _Table(m, "input_traces", unsigned(tb), K, XR, updated=True),
-            # the last delta of W_out is written as W_in reads its first row, and seen
-            "delta": _Table(m, "delta", signed(sb), P, R, granular=True),
+            # transparent: the last delta of W_out is written as W_in reads its first row
+            "delta": _Table(m, "delta", signed(sb), P, R, granular=True, transparent=True),
         }
         if self.fptt:  # the previous update's factors
             tables["prev_err"] = _Table(m, "prev_error", signed(eb), P, Ro)
@@ -548,7 +548,7 @@ class LearningUnit(wiring.Component):
 
     def _sweep_reads(self, m: Module, p: _Parts) -> None:
         """Every table is read at the sweep's position on every cycle, whatever the state,
-        through its own address register (:class:`_Table`): the traces and ``psi`` (and FPTT's
+        through its own copy of the position (:class:`_Table`): the traces and ``psi`` (and FPTT's
         previous traces) by the word of presynaptic values, the factors (``delta``, FPTT's
         previous error and ``delta``) by the row.  An address that depended on the state would
         put the learning FSM in front of these LUT-RAMs' reads, on the core's longest path; a
@@ -558,13 +558,13 @@ class LearningUnit(wiring.Component):
         sweep's while the ``SWEEP`` flag is set
         (:class:`~neurofptt.hdl.state_flags.StateFlags`, next to the multiplexer, where the
         decoded state had been the demo's FPTT core's longest path)."""
-        at, tables = p.sweep.at, p.tables
+        at, nxt, tables = p.sweep.at, p.sweep.next, p.tables
         with m.If(p.states["SWEEP"]):
             m.d.comb += p.error.table.addr.eq(at.row)
         by_word = ["psi"] + (["prev_obar", "prev_xbar", "prev_zbar"] if self.fptt else [])
         by_row = ["delta"] + (["prev_err", "prev_delta"] if self.fptt else [])
-        m.d.sync += [tables[name].sweep_addr.eq(at.word) for name in ["neuron", "xbar", *by_word]]
-        m.d.sync += [tables[name].sweep_addr.eq(at.row) for name in by_row]
+        m.d.sync += [tables[name].sweep_addr.eq(nxt.word) for name in ["neuron", "xbar", *by_word]]
+        m.d.sync += [tables[name].sweep_addr.eq(nxt.row) for name in by_row]
 
     def _dump(self, m: Module, p: _Parts) -> None:
         """``DUMP``: offer every word of ``W_out``, ``W_in``, ``W_rec`` (and ``W_bar``) in

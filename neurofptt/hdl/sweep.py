@@ -7,7 +7,7 @@ address order: presynaptic index ``pre``, then row ``row`` (address ``pre * rows
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -52,7 +52,10 @@ def position_layout(cfg: HardwareConfig) -> data.StructLayout:
 class SweepCounter(wiring.Component):
     """The position of the walk: ``at`` is the current word and ``last`` says it is the final
     one (the last ``W_rec`` word); ``advance`` moves to the next word (after the final one back
-    to the first), ``restart`` to the first (it wins over ``advance``)."""
+    to the first), ``restart`` to the first (it wins over ``advance``).  ``next`` is the
+    position ``at`` takes on the next cycle, for copies of ``at`` near their users: a register
+    loaded with ``next`` holds ``at`` on every cycle after the first.  ``at``'s register is
+    marked ``keep``, so that synthesis merges no such copy into it."""
 
     def __init__(self, cfg: HardwareConfig) -> None:
         self.cfg = cfg
@@ -61,19 +64,24 @@ class SweepCounter(wiring.Component):
                 "restart": In(1),
                 "advance": In(1),
                 "at": Out(position_layout(cfg)),
+                "next": Out(position_layout(cfg)),
                 "last": Out(1),
             }
         )
 
     def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
-        at = self.at
+        at, nxt = self.at, self.next
+        position = Signal(position_layout(self.cfg), name="position", attrs={"keep": 1})
+        m.d.sync += position.eq(nxt)
+        m.d.comb += at.eq(position)
         n_pre, n_rows, _ = matrix_shapes(self.cfg)["rec"]
         m.d.comb += self.last.eq(
             (at.mat == MATRIX_CODES["rec"]) & (at.row == n_rows - 1) & (at.pre == n_pre - 1)
         )
+        m.d.comb += nxt.eq(at)
         with m.If(self.restart):
-            m.d.sync += at.eq(0)
+            m.d.comb += nxt.eq(0)
         with m.Elif(self.advance), m.Switch(at.mat):
             for name, (n_pre, n_rows, per_word) in matrix_shapes(self.cfg).items():
                 code = MATRIX_CODES[name]
@@ -82,17 +90,17 @@ class SweepCounter(wiring.Component):
         return m
 
     def _advance(self, m: Module, code: int, n_pre: int, n_rows: int, per_word: int) -> None:
-        at = self.at
+        at, nxt = self.at, self.next
         with m.If(at.row == n_rows - 1):
-            m.d.sync += at.row.eq(0)
+            m.d.comb += nxt.row.eq(0)
             with m.If(at.pre == n_pre - 1):
-                m.d.sync += [at.pre.eq(0), at.word.eq(0), at.slot.eq(0), at.addr.eq(0)]
-                m.d.sync += at.mat.eq(code + 1 if code < len(MATRIX_CODES) - 1 else 0)
+                m.d.comb += [nxt.pre.eq(0), nxt.word.eq(0), nxt.slot.eq(0), nxt.addr.eq(0)]
+                m.d.comb += nxt.mat.eq(code + 1 if code < len(MATRIX_CODES) - 1 else 0)
             with m.Else():
-                m.d.sync += [at.pre.eq(at.pre + 1), at.addr.eq(at.addr + 1)]
+                m.d.comb += [nxt.pre.eq(at.pre + 1), nxt.addr.eq(at.addr + 1)]
                 with m.If(at.slot == per_word - 1):
-                    m.d.sync += [at.slot.eq(0), at.word.eq(at.word + 1)]
+                    m.d.comb += [nxt.slot.eq(0), nxt.word.eq(at.word + 1)]
                 with m.Else():
-                    m.d.sync += at.slot.eq(at.slot + 1)
+                    m.d.comb += nxt.slot.eq(at.slot + 1)
         with m.Else():
-            m.d.sync += [at.row.eq(at.row + 1), at.addr.eq(at.addr + 1)]
+            m.d.comb += [nxt.row.eq(at.row + 1), nxt.addr.eq(at.addr + 1)]

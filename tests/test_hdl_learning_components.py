@@ -625,13 +625,15 @@ def test_fptt_operand_copies_are_kept_apart() -> None:
     register of its own; every one is marked ``keep``, which is what stops synthesis from
     merging them back into the one register whose routes they cut."""
     cfg = random_config(3, mode="fptt", n_in=3, n_rec=5, n_out=4, lanes=2)  # every table 2+ deep
-    text = render_verilog(random_net(cfg, np.random.default_rng(0)))
+    core = render_verilog(random_net(cfg, np.random.default_rng(0)))
+    start = core.index("module \\neurofptt_core.learning (")
+    text = core[start : core.index("endmodule", start)]  # names are the module's own
     names = ["keep_pre"] + [
         f"{copy}_{lane}" for copy in ("lane_pre", "lane_post", "keep_post") for lane in range(2)
     ]
     tables = ["neuron_traces", "input_traces", "psi", "delta"]
     tables += ["prev_error", "prev_delta", "prev_obar", "prev_xbar", "prev_zbar"]
-    names += [f"{table}_sweep_addr" for table in tables]
+    names += [f"{table}_read_addr" for table in tables]
     for name in names:
         reg = re.escape(_register_behind(text, name))
         declared = rf"\(\* keep = 32'd1 \*\)\s*(\(\*[^)]*\*\)\s*)*reg [^;]*\\?{reg}\b"

@@ -9,7 +9,8 @@ per-neuron learning inputs and updating the traces costs no extra cycles:
   (:class:`~neurofptt.hdl.sequencer.InputSet`, emptied by ``CLEAR`` and after ``UPDATE``);
 * ``rows`` (stage 1 of the row pipeline): ``CLEAR`` zeroes the trace rows as it zeroes the
   state rows;
-* ``updating`` (the row in stage 3 of ``UPDATE``): the trace tables read it, for its stage 4;
+* ``updating`` (the row entering stage 3 of ``UPDATE``): the trace tables are read at it, for
+  its stage 4;
 * ``update`` (stage 4 of ``UPDATE``, ``P`` neurons): :class:`~neurofptt.hdl.traces.TraceUpdate`
   leaks and adds the row's traces ``zbar`` (with ``z(t-1)``) and ``obar`` (with ``z(t)``), and
   the input traces ``xbar`` of the same row address, with the step's input bits, over two
@@ -165,19 +166,18 @@ def learning_signature(cfg: HardwareConfig) -> wiring.Signature:
 
 
 class _Table:
-    """A per-neuron memory: ``depth`` words of ``slots`` values and one write port
-    (``granular``: one enable per slot, for tables written one value at a time).
+    """A per-neuron memory: ``depth`` words of ``slots`` values, one write port (``granular``:
+    one enable per slot, for tables written one value at a time) and one synchronous read
+    port (``data``; ``transparent``: it sees a write of the same cycle).
 
-    The update sweep reads it through a synchronous port (``sweep_data``; ``transparent``: one
-    that sees a write of the same cycle) at ``sweep_addr``, a register of the table's own,
-    marked ``keep``, that holds the sweep's position (loaded with the counter's next one).  A
-    port addressed by the position register itself becomes, in LUT-RAM, an address register
-    that synthesis shares between all tables read at that position, and that one register's
-    route to every table, or the multiplexer in front of a table the trace update reads too,
-    was a placed demo FPTT core's longest path at each of its placement seeds; with a copy of
-    the position per table, each table gets an address register of its own.  An ``updated``
-    table (the traces) also has ``rd``, the trace update's synchronous port (another copy of
-    the table).
+    The read address is ``addr``, a register of the table's own, marked ``keep``, loaded with
+    the next address to read: the sweep's next position, or for the traces the row entering
+    the update.  A port addressed by the sweep's position register itself becomes, in LUT-RAM,
+    an address register that synthesis shares between all tables read at that position, and
+    with the traces' select between the sweep and the update in front of it; that one
+    register's route to every table, or the select, was a placed demo FPTT core's longest path
+    at each of its placement seeds.  Loaded through its own register, each table gets an
+    address register of its own with nothing between it and the RAMs.
     """
 
     def __init__(
@@ -190,17 +190,15 @@ class _Table:
         *,
         granular: bool = False,
         transparent: bool = False,
-        updated: bool = False,
     ) -> None:
         mem = Memory(shape=data.ArrayLayout(shape, slots), depth=depth, init=[])
         m.submodules[name] = mem
         self.slots = slots
         self.wr = mem.write_port(granularity=1 if granular else None)
-        self.rd = mem.read_port() if updated else None
-        sweep = mem.read_port(transparent_for=(self.wr,) if transparent else ())
-        self.sweep_addr = Signal.like(sweep.addr, name=f"{name}_sweep_addr", attrs={"keep": 1})
-        m.d.comb += sweep.addr.eq(self.sweep_addr)
-        self.sweep_data = sweep.data
+        read = mem.read_port(transparent_for=(self.wr,) if transparent else ())
+        self.addr = Signal.like(read.addr, name=f"{name}_read_addr", attrs={"keep": 1})
+        m.d.comb += read.addr.eq(self.addr)
+        self.data = read.data
 
     def write_one(self, m: Module, addr: Value, index: Value, value: Value) -> None:
         """Write ``value`` into slot ``index`` of word ``addr`` (comb; the caller's condition)."""
@@ -284,9 +282,9 @@ class LearningUnit(wiring.Component):
         )
         tb, sb, eb = lc.trace_bits, lc.signal_bits, cfg.membrane_bits + 1
         tables = {
-            "neuron": _Table(m, "neuron_traces", neuron_trace_layout(cfg), P, R, updated=True),
+            "neuron": _Table(m, "neuron_traces", neuron_trace_layout(cfg), P, R),
             "psi": _Table(m, "psi", unsigned(lc.psi_bits + 1), P, R),
-            "xbar": _Table(m, "input_traces", unsigned(tb), K, XR, updated=True),
+            "xbar": _Table(m, "input_traces", unsigned(tb), K, XR),
             # transparent: the last delta of W_out is written as W_in reads its first row
             "delta": _Table(m, "delta", signed(sb), P, R, granular=True, transparent=True),
         }
@@ -383,10 +381,10 @@ class LearningUnit(wiring.Component):
             m.d.sync += p.prev_valid.eq(0)
 
     def _traces(self, m: Module, p: _Parts) -> None:
-        """The trace words of the row that leaves ``UPDATE`` on the next cycle are read
-        (``updating``; the sweep has read ports of its own), and :class:`TraceUpdate` takes
-        them with the row (``update``) and the step's input bits; its new traces and ``psi``
-        are written as they leave it.  ``CLEAR`` (stage 1 of the row pipeline) zeroes the
+        """The trace words of a row are read while it is in stage 3 of ``UPDATE`` (addressed
+        as it enters, ``updating``: :meth:`_sweep_reads`), and :class:`TraceUpdate` takes them
+        with the row (``update``) and the step's input bits; its new traces and ``psi`` are
+        written as they leave it.  ``CLEAR`` (stage 1 of the row pipeline) zeroes the
         trace words."""
         tables = p.tables
         neuron, xbar = (
@@ -395,7 +393,6 @@ class LearningUnit(wiring.Component):
         )
         psi = tables["psi"]
         rows, update, traces = self.rows, self.update, p.traces
-        m.d.comb += [neuron.rd.addr.eq(self.updating.p), xbar.rd.addr.eq(self.updating.p)]
         row = rows.p.row
         with m.If(rows.valid & (rows.p.op == RowOp.CLEAR)):  # the data stays 0
             m.d.comb += [
@@ -410,8 +407,8 @@ class LearningUnit(wiring.Component):
         m.d.comb += [
             traces.row.valid.eq(update.valid),
             into.row.eq(update.p.row),
-            into.old.eq(neuron.rd.data),
-            into.x_old.eq(xbar.rd.data),
+            into.old.eq(neuron.data),
+            into.x_old.eq(xbar.data),
             into.z_prev.eq(update.p.z_prev),
             into.z.eq(update.p.z),
             into.v.eq(update.p.v),
@@ -453,7 +450,7 @@ class LearningUnit(wiring.Component):
         en = Signal.like(port.en, name=f"{port.en.name}_q")  # an enable: reset
         m.d.sync += [addr.eq(wr.addr), en.eq(wr.en), data.eq(wr.data)]
         m.d.comb += [port.addr.eq(addr), port.en.eq(en), port.data.eq(data)]
-        return SimpleNamespace(rd=table.rd, wr=wr)
+        return SimpleNamespace(data=table.data, wr=wr)
 
     # -- the update sweep and the dump ------------------------------------------------------------
     def _control(self, m: Module, p: _Parts) -> None:
@@ -563,8 +560,10 @@ class LearningUnit(wiring.Component):
             m.d.comb += p.error.table.addr.eq(at.row)
         by_word = ["psi"] + (["prev_obar", "prev_xbar", "prev_zbar"] if self.fptt else [])
         by_row = ["delta"] + (["prev_err", "prev_delta"] if self.fptt else [])
-        m.d.sync += [tables[name].sweep_addr.eq(nxt.word) for name in ["neuron", "xbar", *by_word]]
-        m.d.sync += [tables[name].sweep_addr.eq(nxt.row) for name in by_row]
+        m.d.sync += [tables[name].addr.eq(nxt.word) for name in ["neuron", "xbar", *by_word]]
+        m.d.sync += [tables[name].addr.eq(nxt.row) for name in by_row]
+        with m.If(self.updating.valid):  # the sweep is not running: the trace update reads
+            m.d.sync += [tables[name].addr.eq(self.updating.p) for name in ("neuron", "xbar")]
 
     def _dump(self, m: Module, p: _Parts) -> None:
         """``DUMP``: offer every word of ``W_out``, ``W_in``, ``W_rec`` (and ``W_bar``) in
@@ -626,19 +625,19 @@ class LearningUnit(wiring.Component):
         """``READ``: the factors of every matrix, registered as their words leave the tables,
         each trace taken from its word's ``slot``; FPTT's previous ones too."""
         tables = p.tables
-        neuron = tables["neuron"].sweep_data
+        neuron = tables["neuron"].data
         now = {
             "obar": slot_of(neuron, slot, "obar"),
-            "xbar": slot_of(tables["xbar"].sweep_data, slot),
+            "xbar": slot_of(tables["xbar"].data, slot),
             "zbar": slot_of(neuron, slot, "zbar"),
             "err": p.error.table.data,
-            "delta": tables["delta"].sweep_data,
+            "delta": tables["delta"].data,
         }
         prev = {}
         if self.fptt:
-            prev = {key: slot_of(tables[f"prev_{key}"].sweep_data, slot)
+            prev = {key: slot_of(tables[f"prev_{key}"].data, slot)
                     for key in ("obar", "xbar", "zbar")}  # fmt: skip
-            prev.update({key: tables[f"prev_{key}"].sweep_data for key in ("err", "delta")})
+            prev.update({key: tables[f"prev_{key}"].data for key in ("err", "delta")})
         now = {key: self._later(m, value, f"sweep_{key}") for key, value in now.items()}
         prev = {key: self._later(m, value, f"sweep_prev_{key}") for key, value in prev.items()}
         return now, prev
@@ -719,7 +718,7 @@ class LearningUnit(wiring.Component):
         feedback = self._later(m, Mux(is_out, words["out"], 0), "signal_b")
         if p.feedback is not None:
             feedback = self._later(m, self._later(m, p.feedback.data, "sweep_b"), "lane_b")
-        psi = self._later(m, slot_of(p.tables["psi"].sweep_data, read_at.slot), "sweep_psi")
+        psi = self._later(m, slot_of(p.tables["psi"].data, read_at.slot), "sweep_psi")
         word = p.signal.word
         # on W_out's words, the only ones the signal takes, each lane's factor is its e
         eb = word.p.e[0].shape().width

@@ -49,7 +49,6 @@ class NeuronUpdate(wiring.Component):
     threshold, ``1 <= threshold < v_max``); each stage has one carry chain (stage 3 also the
     saturation's few LUT levels), so that the update is not the core's longest path, and
     the row leaves from registers into the state memory, the spike list and the traces.
-    ``row_mid`` is the row in stage 3, whose update leaves on ``row_out`` on the next cycle.
     The operands are isolated: the datapath sees the row only while ``row_in.valid``, so it
     does not toggle while the pipeline accumulates.
 
@@ -63,7 +62,6 @@ class NeuronUpdate(wiring.Component):
         super().__init__(
             {
                 "row_in": In(tap(update_in_layout(cfg))),
-                "row_mid": Out(tap(row_shape(cfg))),
                 "row_out": Out(tap(update_row_layout(cfg))),
             }
         )
@@ -117,8 +115,6 @@ class NeuronUpdate(wiring.Component):
             m.d.comb += z[lane].eq(spikes)
         out = self.row_out
         m.d.comb += [
-            self.row_mid.valid.eq(valid3),
-            self.row_mid.p.eq(row3),
             out.valid.eq(valid4),
             out.p.row.eq(row4),
             out.p.z.eq(z),
@@ -138,7 +134,7 @@ class NeuronRows(wiring.Component):
     ``CLEAR`` sweep do not exist here); the row is registered and written back in stage 3.
     ``UPDATE`` passes the row to :class:`NeuronUpdate`, whose stage 4 writes the new membranes
     and spikes back with a zero partial sum and leaves on ``update``; ``updating`` is the row
-    that leaves on the next cycle.
+    entering the update (stage 2), two cycles before it leaves.
 
     The row is read through the memory's asynchronous port in stage 1 and registered, and the
     modified row is registered again before it is written in stage 3: the read, the adder and
@@ -212,7 +208,7 @@ class NeuronRows(wiring.Component):
             update.row_in.p.row.eq(row),
             update.row_in.p.state.eq(read),
         ]
-        wiring.connect(m, update.row_mid, wiring.flipped(self.updating))
+        m.d.comb += [self.updating.valid.eq(updating), self.updating.p.eq(row)]
         wiring.connect(m, update.row_out, wiring.flipped(self.update))
 
         m.d.sync += [write3.eq(accumulate | clear), row3.eq(row)]

@@ -1058,8 +1058,6 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   wire \row_in__payload.state[3].z ;
   (* init = 1'h0 *)
   wire row_in__valid;
-  wire [4:0] row_mid__payload;
-  wire row_mid__valid;
   wire [76:0] row_out__payload;
   wire [4:0] \row_out__payload.row ;
   wire [63:0] \row_out__payload.v ;
@@ -1084,7 +1082,9 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   wire [3:0] \update__payload.z_prev ;
   output update__valid;
   wire update__valid;
+  (* init = 5'h00 *)
   wire [4:0] updating__payload;
+  (* init = 1'h0 *)
   wire updating__valid;
   input [31:0] w_in;
   wire [31:0] w_in;
@@ -1214,8 +1214,6 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
     .clk(clk),
     .row_in__payload(row_in__payload),
     .row_in__valid(neuron_update_s2),
-    .row_mid__payload(updating__payload),
-    .row_mid__valid(updating__valid),
     .row_out__payload(update__payload),
     .row_out__valid(update__valid),
     .rst(rst)
@@ -1307,8 +1305,8 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   assign neuron_old_s2 = neuron_read_s2;
   assign rd__addr = op__payload[7:3];
   assign row_in__valid = neuron_update_s2;
-  assign row_mid__payload = updating__payload;
-  assign row_mid__valid = updating__valid;
+  assign updating__valid = neuron_update_s2;
+  assign updating__payload = neuron_row_s2;
   assign row_out__payload = update__payload;
   assign row_out__valid = update__valid;
   assign \op__payload.op  = op__payload[2:0];
@@ -1459,7 +1457,7 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_out__payload, row_mid__valid, row_mid__payload, row_out__valid, clk);
+module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_out__payload, row_out__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
 `ifndef SYNTHESIS
   // wake every always @* block at time zero (also under SystemVerilog semantics)
@@ -1524,13 +1522,11 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   wire [16:0] \$7 ;
   wire \$8 ;
   wire \$9 ;
-  (* init = 1'h0 *)
-  wire \$signal ;
-  (* init = 5'h00 *)
-  wire [4:0] \$signal$24 ;
-  reg [4:0] \$signal$28  = 5'h00;
-  reg [3:0] \$signal$29  = 4'h0;
-  reg [3:0] \$signal$36  = 4'h0;
+  reg [4:0] \$signal  = 5'h00;
+  reg [3:0] \$signal$25  = 4'h0;
+  reg \$signal$32  = 1'h0;
+  reg [4:0] \$signal$33  = 5'h00;
+  reg [3:0] \$signal$34  = 4'h0;
   input clk;
   wire clk;
   input [144:0] row_in__payload;
@@ -1555,10 +1551,6 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   wire \row_in__payload.state[3].z ;
   input row_in__valid;
   wire row_in__valid;
-  output [4:0] row_mid__payload;
-  reg [4:0] row_mid__payload = 5'h00;
-  output row_mid__valid;
-  reg row_mid__valid = 1'h0;
   output [76:0] row_out__payload;
   wire [76:0] row_out__payload;
   wire [4:0] \row_out__payload.row ;
@@ -1637,17 +1629,17 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   assign \$55  = $signed({ 1'h0, \$54  }) - $signed(update_in[122:105]);
   assign \$56  = $signed(s3_base_3) > $signed(s3_margin_3);
   always @(posedge clk)
-    row_mid__valid <= \$57 ;
+    \$signal$32  <= \$57 ;
   always @(posedge clk)
-    row_mid__payload <= row_in__payload[4:0];
+    \$signal$33  <= row_in__payload[4:0];
   always @(posedge clk)
-    \$signal$36  <= { update_in[139], update_in[104], update_in[69], update_in[34] };
+    \$signal$34  <= { update_in[139], update_in[104], update_in[69], update_in[34] };
   always @(posedge clk)
     row_out__valid <= \$58 ;
   always @(posedge clk)
-    \$signal$28  <= row_mid__payload;
+    \$signal  <= \$signal$33 ;
   always @(posedge clk)
-    \$signal$29  <= \$signal$36 ;
+    \$signal$25  <= \$signal$34 ;
   always @(posedge clk)
     s3_base_0 <= \$30 ;
   always @(posedge clk)
@@ -1736,7 +1728,7 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$58  = row_mid__valid;
+    \$58  = \$signal$32 ;
     if (rst) begin
       \$58  = 1'h0;
     end
@@ -1745,8 +1737,6 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   assign v_new_1 = \$14 [15:0];
   assign v_new_2 = \$21 [15:0];
   assign v_new_3 = \$28 [15:0];
-  assign \$signal  = row_mid__valid;
-  assign \$signal$24  = row_mid__payload;
   assign valid4 = row_out__valid;
   assign \update_in[0]  = update_in[34:0];
   assign \update_in[0].acc  = update_in[17:0];
@@ -1798,9 +1788,9 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   assign row_out__payload[52:37] = s4_v_2;
   assign row_out__payload[36:21] = s4_v_1;
   assign row_out__payload[20:5] = s4_v_0;
-  assign row_out__payload[76:73] = \$signal$29 ;
+  assign row_out__payload[76:73] = \$signal$25 ;
   assign row_out__payload[72:69] = z;
-  assign row_out__payload[4:0] = \$signal$28 ;
+  assign row_out__payload[4:0] = \$signal ;
   assign z[3] = s4_z[3];
   assign z[2] = s4_z[2];
   assign z[1] = s4_z[1];

@@ -385,6 +385,52 @@ async def drive_words(ctx, harness: ResetHarness, words: list[int]) -> None:
     ctx.set(core.i_event.valid, 0)
 
 
+def _learning_case(
+    mode: str, seed: int, *, samples: int, steps: int
+) -> tuple[QuantizedNetwork, np.ndarray, np.ndarray]:
+    """``LEARNING_CORE`` under ``mode`` with random weights, random input spikes ``(samples,
+    steps, n_in)`` and a random label per sample."""
+    cfg = LEARNING_CORE.replace(learning=replace(LEARNING_CORE.learning, mode=mode))
+    rng = np.random.default_rng(seed)
+    net = _random_net(cfg, rng)
+    x = (rng.random((samples, steps, cfg.n_in)) < 0.6).astype(np.uint8)
+    return net, x, rng.integers(0, cfg.n_out, samples)
+
+
+def run_with_reset(harness: ResetHarness, before, items, places, steps: int) -> StreamBench:
+    """Run the testbench ``before``, assert ``rst`` for one cycle, then send ``items`` (one
+    sample of ``steps`` steps) while a bench collects its spikes and readouts and a dump at
+    each of ``places``; returns the bench, checked for stream errors."""
+    bench = StreamBench(harness.core.config, 1, steps)
+    reset_done = [False]
+
+    async def before_and_reset(ctx) -> None:
+        await before(ctx)
+        ctx.set(harness.domain.rst, 1)
+        await ctx.tick()
+        ctx.set(harness.domain.rst, 0)
+        reset_done[0] = True
+        await bench.drive(AmaranthPorts(ctx, harness), items)
+
+    def after_reset(collect):
+        async def run(ctx) -> None:
+            while not reset_done[0]:
+                await ctx.tick()
+            await collect(AmaranthPorts(ctx, harness))
+
+        return run
+
+    sim = Simulator(harness)
+    sim.add_clock(1e-6)
+    sim.add_testbench(before_and_reset)
+    sim.add_testbench(after_reset(bench.collect_spikes))
+    sim.add_testbench(after_reset(bench.collect_readout))
+    sim.add_testbench(after_reset(lambda ports: bench.collect_dumps(ports, places)))
+    sim.run()
+    assert bench.errors == [], "\n".join(str(e) for e in bench.errors)
+    return bench
+
+
 @pytest.mark.parametrize("mode", ["eprop", "fptt"])
 def test_reset_restarts_learning_as_after_a_load(mode: str) -> None:
     """A learning core that has learned a sample and is reset in the middle of the next one
@@ -392,11 +438,8 @@ def test_reset_restarts_learning_as_after_a_load(mode: str) -> None:
     ``CLEAR``, as the golden model does from those weights loaded (traces zero, LFSRs at their
     seeds, no previous factors): every spike and readout, every weight and ``W_bar`` after
     every update."""
-    cfg = LEARNING_CORE.replace(learning=replace(LEARNING_CORE.learning, mode=mode))
-    rng = np.random.default_rng(8)
-    net = _random_net(cfg, rng)
-    x = (rng.random((3, 5, cfg.n_in)) < 0.6).astype(np.uint8)
-    labels = rng.integers(0, cfg.n_out, 3)
+    net, x, labels = _learning_case(mode, 8, samples=3, steps=5)
+    cfg = net.config
     first = golden_learning_run(net, x[:1], labels[:1])
     kept = first.snapshots[-1]
     learned = QuantizedNetwork(cfg, *(kept.weights[m] for m in ("in", "rec", "out")))
@@ -414,37 +457,15 @@ def test_reset_restarts_learning_as_after_a_load(mode: str) -> None:
         layout, x[2], 0, clear=False, learn=after.learn[0], label=labels[2], shift=after.shift[0]
     )
     harness = ResetHarness(net)
-    bench = StreamBench(cfg, 1, x.shape[1])
-    reset_done = [False]
 
-    async def before_and_reset(ctx) -> None:
+    async def before(ctx) -> None:
         await drive_words(ctx, harness, words)
         await ctx.tick().until(~harness.core.busy)
         await drive_words(ctx, harness, cut)
         await ctx.tick().repeat(2)  # in the fan-out of the last input
-        ctx.set(harness.domain.rst, 1)
-        await ctx.tick()
-        ctx.set(harness.domain.rst, 0)
-        reset_done[0] = True
-        await bench.drive(AmaranthPorts(ctx, harness), items)
-
-    def after_reset(collect):
-        async def run(ctx) -> None:
-            while not reset_done[0]:
-                await ctx.tick()
-            await collect(AmaranthPorts(ctx, harness))
-
-        return run
 
     places = [(snap.sample, snap.step) for snap in updates]
-    sim = Simulator(harness)
-    sim.add_clock(1e-6)
-    sim.add_testbench(before_and_reset)
-    sim.add_testbench(after_reset(bench.collect_spikes))
-    sim.add_testbench(after_reset(bench.collect_readout))
-    sim.add_testbench(after_reset(lambda ports: bench.collect_dumps(ports, places)))
-    sim.run()
-    assert bench.errors == [], "\n".join(str(e) for e in bench.errors)
+    bench = run_with_reset(harness, before, items, places, x.shape[1])
     np.testing.assert_array_equal(bench.spikes, after.spikes)
     np.testing.assert_array_equal(bench.readout, after.readout)
     assert len(bench.dumps) == len(updates)
@@ -471,35 +492,13 @@ def _run_cut_update(net, x, labels, cut: int) -> tuple[dict[str, np.ndarray], St
     )
     places = [(0, -1)] + [(0, int(t)) for t in np.flatnonzero(learn)]
     harness = ResetHarness(net)
-    bench = StreamBench(cfg, 1, steps)
-    reset_done = [False]
 
-    async def before_and_reset(ctx) -> None:
+    async def before(ctx) -> None:
         await drive_words(ctx, harness, words)
         if cut:
             await ctx.tick().repeat(cut)
-        ctx.set(harness.domain.rst, 1)
-        await ctx.tick()
-        ctx.set(harness.domain.rst, 0)
-        reset_done[0] = True
-        await bench.drive(AmaranthPorts(ctx, harness), items)
 
-    def after_reset(collect):
-        async def run(ctx) -> None:
-            while not reset_done[0]:
-                await ctx.tick()
-            await collect(AmaranthPorts(ctx, harness))
-
-        return run
-
-    sim = Simulator(harness)
-    sim.add_clock(1e-6)
-    sim.add_testbench(before_and_reset)
-    sim.add_testbench(after_reset(bench.collect_spikes))
-    sim.add_testbench(after_reset(bench.collect_readout))
-    sim.add_testbench(after_reset(lambda ports: bench.collect_dumps(ports, places)))
-    sim.run()
-    assert bench.errors == [], "\n".join(str(e) for e in bench.errors)
+    bench = run_with_reset(harness, before, items, places, steps)
     return decode_dump(net, bench.dumps[0]), bench, places
 
 
@@ -512,11 +511,8 @@ def test_reset_in_an_update_leaves_each_weight_old_or_new(mode: str) -> None:
     every weight and ``W_bar`` after every update.  The sweep's and the lanes' data registers
     have no reset, and this shows that what they hold at a reset reaches no memory and no
     output."""
-    cfg = LEARNING_CORE.replace(learning=replace(LEARNING_CORE.learning, mode=mode))
-    rng = np.random.default_rng(11)
-    net = _random_net(cfg, rng)
-    x = (rng.random((2, 4, cfg.n_in)) < 0.6).astype(np.uint8)
-    labels = rng.integers(0, cfg.n_out, 2)
+    net, x, labels = _learning_case(mode, 11, samples=2, steps=4)
+    cfg = net.config
     first = golden_learning_run(net, x[:1], labels[:1])
     start = LearningState.start(net)
     old = {m: net.matrix(m) for m in ("in", "rec", "out")}

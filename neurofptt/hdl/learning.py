@@ -176,8 +176,8 @@ class _Table:
     an address register that synthesis shares between all tables read at that position, and
     with the traces' select between the sweep and the update in front of it; that one
     register's route to every table, or the select, was a placed demo FPTT core's longest path
-    at each of its placement seeds.  Loaded through its own register, each table gets an
-    address register of its own with nothing between it and the RAMs.
+    at one placement seed or another of several designs.  Loaded through its own register,
+    each table gets an address register of its own with nothing between it and the RAMs.
     """
 
     def __init__(
@@ -438,7 +438,7 @@ class LearningUnit(wiring.Component):
         selected between a ``CLEAR`` row and the trace update's row; straight into the
         LUT-RAMs, that select was a placed demo FPTT core's longest path.  No read sees the
         later write: a row's trace word is read again a step later at the earliest (the
-        sweep, which reads through its own port, starts after the step's readouts)."""
+        sweep starts after the step's readouts)."""
         port = table.wr
         wr = SimpleNamespace(
             addr=Signal.like(port.addr, name=f"{port.addr.name}_next"),
@@ -545,8 +545,9 @@ class LearningUnit(wiring.Component):
 
     def _sweep_reads(self, m: Module, p: _Parts) -> None:
         """Every table is read at the sweep's position on every cycle, whatever the state,
-        through its own copy of the position (:class:`_Table`): the traces and ``psi`` (and FPTT's
-        previous traces) by the word of presynaptic values, the factors (``delta``, FPTT's
+        through its own copy of the position (:class:`_Table`; the traces at the row entering
+        the update instead, while one does): the traces and ``psi`` (and FPTT's previous
+        traces) by the word of presynaptic values, the factors (``delta``, FPTT's
         previous error and ``delta``) by the row.  An address that depended on the state would
         put the learning FSM in front of these LUT-RAMs' reads, on the core's longest path; a
         read outside ``SWEEP`` is unused.

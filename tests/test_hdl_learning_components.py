@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import re
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from amaranth.hdl import Module, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
+from kept_registers import is_kept
 
 from neurofptt.errors import ConfigError
 from neurofptt.hdl.cost import softmax_cycles, weight_words
@@ -611,14 +611,6 @@ def test_weight_load_addresses_the_words_in_dump_order(mode: str) -> None:
         assert loading == [True] * count  # the last word is still written on the next cycle
 
 
-def _register_behind(text: str, name: str) -> str:
-    """The Verilog name of the register that drives the signal ``name``: Amaranth may name a
-    register after a port it feeds and keep ``name`` as an ``assign`` of it."""
-    escaped = r"\\?" + re.escape(name) + r"\s*"
-    alias = re.search(rf"assign\s+{escaped}=\s*(\\\S+|\w+)\s*;", text)
-    return name if alias is None else _register_behind(text, alias.group(1).lstrip("\\"))
-
-
 def test_fptt_operand_copies_are_kept_apart() -> None:
     """The lanes' copies of the trace and factors and the previous factors' own copies of
     them are registers of one input each, and each table the sweep reads has an address
@@ -635,6 +627,4 @@ def test_fptt_operand_copies_are_kept_apart() -> None:
     tables += ["prev_error", "prev_delta", "prev_obar", "prev_xbar", "prev_zbar"]
     names += [f"{table}_read_addr" for table in tables]
     for name in names:
-        reg = re.escape(_register_behind(text, name))
-        declared = rf"\(\* keep = 32'd1 \*\)\s*(\(\*[^)]*\*\)\s*)*reg [^;]*\\?{reg}\b"
-        assert re.search(declared, text), name
+        assert is_kept(text, name), name

@@ -387,10 +387,7 @@ class LearningUnit(wiring.Component):
         written as they leave it.  ``CLEAR`` (stage 1 of the row pipeline) zeroes the
         trace words."""
         tables = p.tables
-        neuron, xbar = (
-            self._registered_write(m, tables["neuron"]),
-            self._registered_write(m, tables["xbar"]),
-        )
+        neuron, xbar = (self._registered_write(m, tables[name]) for name in ("neuron", "xbar"))
         psi = tables["psi"]
         rows, update, traces = self.rows, self.update, p.traces
         row = rows.p.row

@@ -25,13 +25,14 @@ __all__ = ["LearningSignal", "signal_latency", "signal_word_layout", "trace_slot
 
 def signal_latency(cfg: HardwareConfig) -> int:
     """Cycles from a ``W_out`` word entering :class:`LearningSignal` to the ``delta_j`` it
-    completes: one register each for the products, the adder tree's levels (one per two),
-    the running sum, ``L_j``, ``L_j psi_j`` and ``delta_j``, which leaves from the last.
+    completes: two registers for the products (as they leave the multipliers, and in front of
+    the adder tree), one each for the adder tree's levels (one per two), the running sum,
+    ``L_j``, ``L_j psi_j`` and ``delta_j``, which leaves from the last.
 
     ``delta_j`` has a register of its own so that its rounding carry chain and saturation are
     not in one cycle with the route into the ``delta`` table's write port (the demo's FPTT
     core's longest path before)."""
-    return 5 + tree_stages(cfg.lanes)
+    return 6 + tree_stages(cfg.lanes)
 
 
 def trace_slot_layout(cfg: HardwareConfig) -> data.StructLayout:
@@ -63,13 +64,16 @@ class LearningSignal(wiring.Component):
     """``L_j`` and ``delta_j`` over the ``W_out`` sweep, a pipeline of one multiplier or at
     most two adders per cycle.
 
-    ``word`` comes from registers (``valid`` only for ``W_out`` words).  Its ``lanes``
-    products ``B_jk e_k`` are registered; an adder tree sums them (:func:`tree_sum`, a
-    register every two levels); the running sum takes the word's sum, and after ``j``'s last
-    word ``sat(L_j >> signal_shift)`` is registered with ``psi_j``, then ``L_j psi_j``, then
-    ``delta_j = sat((L_j psi_j) >> psi_bits)``, which leaves on ``delta`` :attr:`latency`
-    cycles after the word, with the word and slot of ``j`` in the ``delta`` table.  ``restart``
-    (before a sweep) zeroes the running sum.
+    ``word`` comes from registers (``valid`` only for ``W_out`` words).  Its ``lanes`` products
+    ``B_jk e_k`` are registered twice: as they leave the multipliers, in registers that feed only
+    the second ones, which can so sit beside the multipliers (with one register in front of the
+    tree, a MULT18X18D's 3.9 ns between two long routes was a placed demo FPTT core's longest path;
+    Yosys packs no register into the DSP block); an adder tree sums them (:func:`tree_sum`, a
+    register every two levels); the running sum takes the word's sum, and after ``j``'s last word
+    ``sat(L_j >> signal_shift)`` is registered with ``psi_j``, then ``L_j psi_j``, then ``delta_j =
+    sat((L_j psi_j) >> psi_bits)``, which leaves on ``delta`` :attr:`latency` cycles after the word,
+    with the word and slot of ``j`` in the ``delta`` table.  ``restart`` (before a sweep) zeroes the
+    running sum.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
@@ -87,11 +91,13 @@ class LearningSignal(wiring.Component):
         cfg, lc = self.cfg, learning_config(self.cfg)
         lanes, eb = cfg.lanes, cfg.membrane_bits + 1
         word = self.word.p
-        products = [  # data beside the carried valid flag: no reset, off the reset's net
-            Signal(signed(cfg.weight_bits + eb), name=f"signal_product_{lane}", reset_less=True)
-            for lane in range(lanes)
-        ]
-        m.d.sync += [p.eq(word.b[lane] * word.e[lane]) for lane, p in enumerate(products)]
+        products = []  # data beside the carried valid flag: no reset, off the reset's net
+        for lane in range(lanes):
+            shape = signed(cfg.weight_bits + eb)
+            landed = Signal(shape, name=f"signal_landed_{lane}", reset_less=True)
+            product = Signal(shape, name=f"signal_product_{lane}", reset_less=True)
+            m.d.sync += [landed.eq(word.b[lane] * word.e[lane]), product.eq(landed)]
+            products.append(product)
         word_sum, stages = tree_sum(m, products, "signal_tree")
         # what travels with the word to the running sum: valid, last, where and psi
         carried = data.StructLayout(
@@ -104,7 +110,7 @@ class LearningSignal(wiring.Component):
             along.at.eq(word.at),
             along.psi.eq(word.psi),
         ]
-        for stage in range(1 + stages):
+        for stage in range(2 + stages):
             later = Signal(carried, name=f"signal_word_{stage + 1}")
             m.d.sync += later.eq(along)
             along = later

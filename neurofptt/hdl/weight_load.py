@@ -40,7 +40,10 @@ class WeightLoad(wiring.Component):
     sweep, many cycles after the load.  ``loading`` is high from the first word to the cycle
     after the last (the one ``restart`` pulses on), in which the last word is still on its way
     into the memories, whose write ports are registered
-    (:data:`~neurofptt.hdl.blocks.WRITE_LATENCY`).
+    (:data:`~neurofptt.hdl.blocks.WRITE_LATENCY`).  It is a flip-flop of its own, set by every
+    word taken and held until a cycle without a word after the last: the core's event
+    handshake waits on it, and as a LUT of ``restart`` (whose route runs to the LFSRs in every
+    lane) it lay on a placed demo FPTT core's longest path.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
@@ -60,18 +63,20 @@ class WeightLoad(wiring.Component):
         shapes = matrix_shapes(self.cfg)
         depth = {name: n_pre * n_rows for name, (n_pre, n_rows, _) in shapes.items()}
         words, write = self.i_weights, self.write
-        loading = Signal(name="loading")
+        loading = Signal(name="loading")  # a word of this load has been taken
+        busy = Signal(name="load_busy")  # loading | restart, in a flip-flop
         mat = Signal(range(len(MATRIX_CODES)), name="load_mat")
         addr = Signal(range(max(depth.values())), name="load_addr")
         m.d.comb += [
             words.ready.eq(self.enable),
-            self.loading.eq(loading | self.restart),
+            self.loading.eq(busy),
             write.p.mat.eq(mat),
             write.p.addr.eq(addr),
             write.p.word.eq(words.p),
         ]
-        m.d.sync += self.restart.eq(0)
+        m.d.sync += [self.restart.eq(0), busy.eq(loading)]
         with m.If(self.enable & words.valid):
+            m.d.sync += busy.eq(1)
             m.d.comb += write.valid.eq(1)
             final = (mat == MATRIX_CODES["rec"]) & (addr == depth["rec"] - 1)
             with m.If(words.p.last | final):

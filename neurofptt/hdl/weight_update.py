@@ -30,11 +30,12 @@ class LaneCycles:
 
 
 def lane_cycles(cfg: HardwareConfig) -> LaneCycles:
-    """The lane's cycles (see :class:`WeightUpdateLane`): e-prop's new weight two cycles after
-    the inputs (the product, then ``y``), FPTT's three (the product, the sums, ``y``) and its
-    ``W_bar`` three more (``mean + w_new``, the new mean, its stored form)."""
+    """The lane's cycles (see :class:`WeightUpdateLane`): e-prop's new weight three cycles
+    after the inputs (the product, its copy, then ``y``), FPTT's four (the product, its copy,
+    the sums, ``y``) and its ``W_bar`` three more (``mean + w_new``, the new mean, its stored
+    form)."""
     fptt = learning_config(cfg).mode == "fptt"
-    return LaneCycles(draw=1, w=3 if fptt else 2, wbar=6)
+    return LaneCycles(draw=2, w=4 if fptt else 3, wbar=7)
 
 
 def factor_bits(cfg: HardwareConfig) -> int:
@@ -55,11 +56,12 @@ class WeightUpdateLane(wiring.Component):
     ``post_prev``, zero before the first update, the stored ``wbar`` and the word's matrix
     ``mat``): every input but ``w`` and ``wbar`` comes straight from a register, so the
     multipliers of ``G = post * pre`` (and ``Gp``) have registered inputs, as a MULT18X18D's
-    input registers would; their products are registered.  With the lane's draws ``draws``
-    on cycle :attr:`draw_cycle` (the LFSR bank's, one per draw of the rule), ``w_new[c]`` on
-    cycle :attr:`w_cycle` is the new weight under the learning rate of matrix code ``c``
-    (:data:`~neurofptt.hdl.layouts.MATRIX_CODES`; matrices with the same rate share one
-    datapath), and for FPTT ``wbar_new[c]`` on cycle :attr:`wbar_cycle` the stored form
+    input registers would.  Their products land in registers that feed only a second one
+    (:meth:`_product`), and the other inputs wait a cycle with them.  With the lane's draws
+    ``draws`` on cycle :attr:`draw_cycle` (the LFSR bank's, one per draw of the rule),
+    ``w_new[c]`` on cycle :attr:`w_cycle` is the new weight under the learning rate of matrix
+    code ``c`` (:data:`~neurofptt.hdl.layouts.MATRIX_CODES`; matrices with the same rate share
+    one datapath), and for FPTT ``wbar_new[c]`` on cycle :attr:`wbar_cycle` the stored form
     (``wbar_store``) of the new running mean, saturated to ``wbar_bits`` (the memories register
     their write ports, :data:`~neurofptt.hdl.blocks.WRITE_LATENCY`, so the subtraction and
     saturation end at a flip-flop, not at the ``W_bar`` slices' data inputs, where they were the
@@ -133,63 +135,74 @@ class WeightUpdateLane(wiring.Component):
             new[s] = saturate(m, w_next - step, wb, f"w_new_s{s}")
         return new
 
+    def _product(self, m: Module, a: Value, b: Value, name: str) -> Signal:
+        """``a * b`` two cycles later: registered as it leaves the multiplier into a register
+        that feeds only the second, which then feeds the adders.  Yosys packs no register into
+        an ECP5 MULT18X18D; with the one register in front of the adders, spread over the
+        lane, the multiplier's 3.9 ns and two long routes were a placed demo FPTT core's
+        longest path.  The first can sit beside the multiplier."""
+        product = self._later(m, a * b, f"{name}_product")
+        return self._later(m, product, name)
+
     def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
-        cfg = self.cfg
-        grad = gradient_shape(cfg)
-        g1 = Signal(grad, name="grad", reset_less=True)
+        g2 = self._product(m, self.post, self.pre, "grad")
         w1 = self._later(m, self.w, "w_s1")
-        m.d.sync += g1.eq(self.post * self.pre)
+        w2 = self._later(m, w1, "w_s2")
         r0 = self.draws[0]
         if not self.fptt:
-            y = {s: (g1 + draw_complement(r0, s)) >> s for s in self._shifts()}
-            self._by_matrix(m, self._new_weights(m, w1, y), self.w_new)
+            y = {s: (g2 + draw_complement(r0, s)) >> s for s in self._shifts()}
+            self._by_matrix(m, self._new_weights(m, w2, y), self.w_new)
             return m
-        self._fptt(m, g1, w1, r0)
+        self._fptt(m, g2, w1, w2, r0)
         return m
 
-    def _fptt(self, m: Module, g1: Signal, w1: Signal, r0: Value) -> None:
-        """FPTT's new weight and new ``W_bar`` from cycle 1 on (``G`` in ``g1``)."""
+    def _fptt(self, m: Module, g2: Signal, w1: Signal, w2: Signal, r0: Value) -> None:
+        """FPTT's new weight and new ``W_bar`` (``G`` in ``g2``, the weight in ``w1`` and
+        ``w2``, each named for the cycle it holds the word in)."""
         cfg, lc = self.cfg, learning_config(self.cfg)
         wb, alpha = cfg.weight_bits, lc.alpha_shift
         shifts = self._shifts()
         mean_bits = max(wb, lc.wbar_bits) + 1
-        gp1 = Signal(gradient_shape(cfg), name="grad_prev", reset_less=True)
-        diff1 = Signal(signed(mean_bits + 1), name="w_minus_mean", reset_less=True)
-        mean1 = Signal(signed(mean_bits + 1), name="mean_s1", reset_less=True)
-        m.d.sync += gp1.eq(self.post_prev * self.pre_prev)
+        gp2 = self._product(m, self.post_prev, self.pre_prev, "grad_prev")
+        # cycle 2: W - mean and the mean
+        diff2 = Signal(signed(mean_bits + 1), name="w_minus_mean", reset_less=True)
+        mean2 = Signal(signed(mean_bits + 1), name="mean_s2", reset_less=True)
+        wbar1 = self._later(m, self.wbar, "wbar_s1")
         if lc.wbar_store == "absolute":
-            m.d.sync += [diff1.eq(self.w - self.wbar), mean1.eq(self.wbar)]
+            m.d.sync += [diff2.eq(w1 - wbar1), mean2.eq(wbar1)]
         else:  # W - W_bar is what is stored
-            m.d.sync += [diff1.eq(self.wbar), mean1.eq(self.w - self.wbar)]
-        mat = self._later(m, self._later(m, self.mat, "mat_s1"), "mat_s2")
-        # cycle 1: the three sums that meet the draws, one adder each
+            m.d.sync += [diff2.eq(wbar1), mean2.eq(w1 - wbar1)]
+        mat = self.mat
+        for cycle in range(1, 4):
+            mat = self._later(m, mat, f"mat_s{cycle}")
+        # cycle 3: the three sums that meet the draws, one adder each
         r1 = self.draws[1]
-        a2 = self._later(m, 2 * g1 - gp1, "twice_grad")
-        b2 = {s: self._later(m, (diff1 << (s + 1 - alpha)) + draw_complement(r0, s + 1),
+        a3 = self._later(m, 2 * g2 - gp2, "twice_grad")
+        b3 = {s: self._later(m, (diff2 << (s + 1 - alpha)) + draw_complement(r0, s + 1),
                              f"pull_s{s}") for s in shifts}  # fmt: skip
-        q = {s: self._later(m, draw_addend(r1, s + 1) - (g1 << alpha), f"mean_round_s{s}")
-             for s in shifts}  # fmt: skip
-        w2, mean2 = self._later(m, w1, "w_s2"), self._later(m, mean1, "mean_s2")
-        # cycle 2: y; cycle 3: the new weight
-        y = {s: (a2 + b2[s]) >> (s + 1) for s in shifts}
-        new = self._new_weights(m, w2, y)
+        q3 = {s: self._later(m, draw_addend(r1, s + 1) - (g2 << alpha), f"mean_round_s{s}")
+              for s in shifts}  # fmt: skip
+        w3, mean3 = self._later(m, w2, "w_s3"), self._later(m, mean2, "mean_s3")
+        # cycle 3: y; cycle 4: the new weight
+        y = {s: (a3 + b3[s]) >> (s + 1) for s in shifts}
+        new = self._new_weights(m, w3, y)
         self._by_matrix(m, new, self.w_new)
-        mat3 = self._later(m, mat, "mat_s3")
-        mean3 = self._later(m, mean2, "mean_s3")
-        q3 = {s: self._later(m, q[s], f"mean_round_s{s}_s3") for s in shifts}
-        out, into, rec = (self.w_new[MATRIX_CODES[name]] for name in ("out", "in", "rec"))
-        kept = Mux(mat3 == MATRIX_CODES["out"], out, Mux(mat3 == MATRIX_CODES["in"], into, rec))
-        # cycle 4: mean + w_new; cycle 5: the new mean; cycle 6: its stored form
-        w4 = self._later(m, kept, "w_new_s4")
+        mat4 = self._later(m, mat, "mat_s4")
+        mean4 = self._later(m, mean3, "mean_s4")
         q4 = {s: self._later(m, q3[s], f"mean_round_s{s}_s4") for s in shifts}
-        sum5 = self._later(m, self._later(m, mean3, "mean_s4") + w4, "mean_plus_w")
-        w5 = self._later(m, w4, "w_new_s5")
+        out, into, rec = (self.w_new[MATRIX_CODES[name]] for name in ("out", "in", "rec"))
+        kept = Mux(mat4 == MATRIX_CODES["out"], out, Mux(mat4 == MATRIX_CODES["in"], into, rec))
+        # cycle 5: mean + w_new; cycle 6: the new mean; cycle 7: its stored form
+        w5 = self._later(m, kept, "w_new_s5")
         q5 = {s: self._later(m, q4[s], f"mean_round_s{s}_s5") for s in shifts}
+        sum6 = self._later(m, self._later(m, mean4, "mean_s5") + w5, "mean_plus_w")
         w6 = self._later(m, w5, "w_new_s6")
+        q6 = {s: self._later(m, q5[s], f"mean_round_s{s}_s6") for s in shifts}
+        w7 = self._later(m, w6, "w_new_s7")
         kept_mean = {}
         for s in shifts:
-            mean_new = self._later(m, ((sum5 << s) + q5[s]) >> (s + 1), f"mean_new_s{s}")
-            keep = mean_new if lc.wbar_store == "absolute" else w6 - mean_new
+            mean_new = self._later(m, ((sum6 << s) + q6[s]) >> (s + 1), f"mean_new_s{s}")
+            keep = mean_new if lc.wbar_store == "absolute" else w7 - mean_new
             kept_mean[s] = saturate(m, keep, lc.wbar_bits, f"wbar_new_s{s}")
         self._by_matrix(m, kept_mean, self.wbar_new)

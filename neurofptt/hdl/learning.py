@@ -23,9 +23,8 @@ After the readout of a ``STEP`` whose payload has ``learn`` set (``control.start
 ``SWEEP`` state runs over ``W_out``, ``W_in`` and ``W_rec`` one word (``lanes`` synapses) per
 cycle (:class:`~neurofptt.hdl.sweep.SweepCounter`), in the order and with the random draws of
 the golden model: stage 0 addresses the weight word (and the ``W_bar`` and random-feedback
-words), ``LAND`` registers these block RAMs' words beside them and addresses the per-neuron
-memories, ``READ`` registers every word read and each matrix's factors, ``SELECT`` the
-operands of the word's matrix, and from ``LANE`` on one
+words) and the per-neuron memories, ``READ`` registers every word read and each matrix's
+factors, ``SELECT`` the operands of the word's matrix, and from ``LANE`` on one
 :class:`~neurofptt.hdl.weight_update.WeightUpdateLane` per lane forms the new weight word and
 FPTT's new ``W_bar`` word, a carry chain per stage, with draws from the
 :class:`~neurofptt.hdl.lfsr.LfsrBank` (:func:`sweep_timing` has the stages).  The ``W_out``
@@ -94,6 +93,7 @@ from neurofptt.hdl.learning_signal import LearningSignal, signal_latency
 from neurofptt.hdl.lfsr import LfsrBank
 from neurofptt.hdl.ports import EventKind, learn_event_layout, weight_dump_layout
 from neurofptt.hdl.rows import packed_rows
+from neurofptt.hdl.state_flags import StateFlags
 from neurofptt.hdl.sweep import SweepCounter, matrix_shapes, position_layout
 from neurofptt.hdl.traces import TraceUpdate, inputs_per_word, neuron_trace_layout
 from neurofptt.hdl.weight_load import WeightLoad
@@ -111,19 +111,19 @@ __all__ = [
     "weight_depths",
 ]
 
-#: the sweep's stages: 0 addresses the block RAMs; LAND registers their words beside them and
-#: addresses the tables; READ registers every word and each matrix's factors; SELECT the
-#: operands of the word's matrix; LANE hands them to the lanes and the learning signal
-LAND, READ, SELECT, LANE = 1, 2, 3, 4
+#: the sweep's stages: 0 addresses every memory; READ registers their words and each matrix's
+#: factors; SELECT the operands of the word's matrix; LANE hands them to the lanes and the
+#: learning signal
+READ, SELECT, LANE = 1, 2, 3
 
 
 @dataclass(frozen=True)
 class SweepTiming:
-    """The sweep's pipeline in cycles: ``gap`` idle cycles between the ``W_out`` and ``W_in`` sweeps
-    (the last ``delta_j`` is written in its word's stage ``gap + 1 + LAND``, the cycle in which
-    ``W_in`` addresses the ``delta`` table at its first row), and ``drain``, the last stage (the
-    last word's weight, or FPTT's ``W_bar``, written :data:`~neurofptt.hdl.blocks.WRITE_LATENCY`
-    cycles after the lane's output), the cycles ``DRAIN`` waits after the last word."""
+    """The sweep's pipeline in cycles: ``gap`` idle cycles between the ``W_out`` and ``W_in``
+    sweeps (the last ``delta_j`` is written in stage ``gap + 1``, the cycle ``W_in`` reads its
+    first row), and ``drain``, the last stage (the last word's weight, or FPTT's ``W_bar``,
+    written :data:`~neurofptt.hdl.blocks.WRITE_LATENCY` cycles after the lane's output), the
+    cycles ``DRAIN`` waits after the last word."""
 
     gap: int
     drain: int
@@ -133,10 +133,7 @@ def sweep_timing(cfg: HardwareConfig) -> SweepTiming:
     """The :class:`SweepTiming` of ``cfg``'s learning core."""
     cycles = lane_cycles(cfg)
     last = cycles.wbar if learning_config(cfg).mode == "fptt" else cycles.w
-    # W_in's first row of delta is addressed in its stage LAND, gap + 1 + LAND cycles after the
-    # last W_out word's stage 0; its delta is written in that word's stage LANE + latency
-    gap = LANE + signal_latency(cfg) - 1 - LAND
-    return SweepTiming(gap=gap, drain=LANE + last + WRITE_LATENCY)
+    return SweepTiming(gap=LANE + signal_latency(cfg) - 1, drain=LANE + last + WRITE_LATENCY)
 
 
 def weight_depths(cfg: HardwareConfig) -> dict[str, int]:
@@ -173,14 +170,14 @@ class _Table:
     one enable per slot, for tables written one value at a time) and one synchronous read
     port (``data``; ``transparent``: it sees a write of the same cycle).
 
-    The read address is ``addr``, a register of the table's own, marked ``keep``, loaded with the
-    address to read: the sweep's position (which it holds a cycle later, in ``LAND``), or for the
-    traces the row entering the update.  A port addressed by the sweep's position register itself
-    becomes, in LUT-RAM, an address register that synthesis shares between all tables read at that
-    position, and with the traces' select between the sweep and the update in front of it; that one
-    register's route to every table, or the select, was a placed demo FPTT core's longest path at
-    one placement seed or another of several designs.  Loaded through its own register, each table
-    gets an address register of its own with nothing between it and the RAMs.
+    The read address is ``addr``, a register of the table's own, marked ``keep``, loaded with
+    the next address to read: the sweep's next position, or for the traces the row entering
+    the update.  A port addressed by the sweep's position register itself becomes, in LUT-RAM,
+    an address register that synthesis shares between all tables read at that position, and
+    with the traces' select between the sweep and the update in front of it; that one
+    register's route to every table, or the select, was a placed demo FPTT core's longest path
+    at one placement seed or another of several designs.  Loaded through its own register,
+    each table gets an address register of its own with nothing between it and the RAMs.
     """
 
     def __init__(
@@ -238,6 +235,7 @@ class _Parts:
     shift: Signal
     prev_valid: Signal  # FPTT: the previous factors are an update's, not the reset's
     stages: list[Signal]  # stages[k]: the word in stage k of the sweep ({valid, at}), k >= 1
+    states: StateFlags  # SWEEP in a flip-flop: it selects the error table's read address
     dump_valid: Signal  # o_weights: the word at the sweep's position is offered
     dump_last: Signal  # that word is the final one
 
@@ -348,6 +346,7 @@ class LearningUnit(wiring.Component):
                 Signal(staged, name=f"sweep_s{k}")
                 for k in range(self.timing.drain - WRITE_LATENCY + 1)  # the last word's write
             ],
+            states=StateFlags("SWEEP"),
             dump_valid=Signal(name="d_valid"),
             dump_last=Signal(name="d_last"),
         )
@@ -457,7 +456,7 @@ class LearningUnit(wiring.Component):
         (its position, ``stages[k]`` in stage ``k``)."""
         control = self.control
         flush = Signal(range(self.timing.drain), name="flush")
-        m.d.sync += p.stages[LAND].valid.eq(0)  # unless SWEEP issues a word
+        m.d.sync += p.stages[READ].valid.eq(0)  # unless SWEEP issues a word
         for k in range(1, len(p.stages) - 1):
             m.d.sync += p.stages[k + 1].eq(p.stages[k])
 
@@ -469,22 +468,23 @@ class LearningUnit(wiring.Component):
         # (the last readout sent), which would otherwise run on into every register they reset
         start, dump = Signal(name="start_q"), Signal(name="dump_q")
         m.d.sync += [start.eq(control.start), dump.eq(control.dump)]
+        goto = p.states.goto
         with m.FSM(name="learning") as fsm:
             with m.State("IDLE"):
                 with m.If(start):
                     if p.error.softmax:  # the softmax error's passes first
                         m.d.comb += p.error.start.eq(1)
-                        m.next = "SOFTMAX"
+                        goto(m, "SOFTMAX")
                     else:
                         begin()
-                        m.next = "SWEEP"
+                        goto(m, "SWEEP")
                 with m.If(dump):
                     begin()
-                    m.next = "DUMP"
+                    goto(m, "DUMP")
             if p.error.softmax:
                 with m.State("SOFTMAX"), m.If(p.error.done):
                     begin()
-                    m.next = "SWEEP"
+                    goto(m, "SWEEP")
             with m.State("SWEEP"):
                 self._issue(m, p, flush)
             with m.State("DRAIN"):  # the last word passes the later stages
@@ -493,7 +493,7 @@ class LearningUnit(wiring.Component):
                 with m.Else():  # this update's factors are FPTT's previous ones now
                     m.d.sync += [p.due.eq(0), p.prev_valid.eq(1)]
                     m.d.comb += control.done.eq(1)
-                    m.next = "IDLE"
+                    goto(m, "IDLE")
             with m.State("DUMP"):
                 self._dump(m, p)
         # not IDLE, kept in a register: it selects the weight memories' read address
@@ -527,39 +527,39 @@ class LearningUnit(wiring.Component):
         ``DRAIN``."""
         at, gap_cycles = p.sweep.at, self.timing.gap
         gap = Signal(range(gap_cycles + 1), name="gap")
-        land = p.stages[LAND]
+        read = p.stages[READ]
         with m.If(gap != 0):
             m.d.sync += gap.eq(gap - 1)
         with m.Else():
             m.d.comb += p.sweep.advance.eq(1)
-            m.d.sync += [land.valid.eq(1), land.at.eq(at)]
+            m.d.sync += [read.valid.eq(1), read.at.eq(at)]
             depth = weight_depths(self.cfg)["out"]
             with m.If((at.mat == MATRIX_CODES["out"]) & (at.addr == depth - 1)):
                 m.d.sync += gap.eq(gap_cycles)
             with m.If(p.sweep.last):
                 m.d.sync += flush.eq(self.timing.drain - 1)
-                m.next = "DRAIN"
+                p.states.goto(m, "DRAIN")
 
     def _sweep_reads(self, m: Module, p: _Parts) -> None:
-        """Every table is read at the sweep's position on every cycle, whatever the state, a
-        stage after the block RAMs (the position's value in ``LAND``, so that its words leave
-        in ``READ`` with the block RAMs' landed words), through its own copy of the position
-        (:class:`_Table`; the traces at the row entering the update instead, while one does):
-        the traces and ``psi`` (and FPTT's previous traces) by the word of presynaptic values,
-        the factors (``delta``, FPTT's previous error and ``delta``) by the row.  An address
-        that depended on the state would put the learning FSM in front of these LUT-RAMs'
-        reads, on the core's longest path; a read outside ``SWEEP`` is unused.
+        """Every table is read at the sweep's position on every cycle, whatever the state,
+        through its own copy of the position (:class:`_Table`; the traces at the row entering
+        the update instead, while one does): the traces and ``psi`` (and FPTT's previous
+        traces) by the word of presynaptic values, the factors (``delta``, FPTT's
+        previous error and ``delta``) by the row.  An address that depended on the state would
+        put the learning FSM in front of these LUT-RAMs' reads, on the core's longest path; a
+        read outside ``SWEEP`` is unused.
 
         The ``error`` table idles at row 0 for the softmax error's passes: its address is the
-        row of the word in ``LAND`` while there is one (the stage's flag is a flip-flop, where
-        the decoded state had been the demo's FPTT core's longest path)."""
-        at, tables, land = p.sweep.at, p.tables, p.stages[LAND]
-        with m.If(land.valid):
-            m.d.comb += p.error.table.addr.eq(land.at.row)
+        sweep's while the ``SWEEP`` flag is set
+        (:class:`~neurofptt.hdl.state_flags.StateFlags`, next to the multiplexer, where the
+        decoded state had been the demo's FPTT core's longest path)."""
+        at, nxt, tables = p.sweep.at, p.sweep.next, p.tables
+        with m.If(p.states["SWEEP"]):
+            m.d.comb += p.error.table.addr.eq(at.row)
         by_word = ["psi"] + (["prev_obar", "prev_xbar", "prev_zbar"] if self.fptt else [])
         by_row = ["delta"] + (["prev_err", "prev_delta"] if self.fptt else [])
-        m.d.sync += [tables[name].addr.eq(at.word) for name in ["neuron", "xbar", *by_word]]
-        m.d.sync += [tables[name].addr.eq(at.row) for name in by_row]
+        m.d.sync += [tables[name].addr.eq(nxt.word) for name in ["neuron", "xbar", *by_word]]
+        m.d.sync += [tables[name].addr.eq(nxt.row) for name in by_row]
         with m.If(self.updating.valid):  # the sweep is not running: the trace update reads
             m.d.sync += [tables[name].addr.eq(self.updating.p) for name in ("neuron", "xbar")]
 
@@ -581,7 +581,7 @@ class LearningUnit(wiring.Component):
             m.d.sync += valid.eq(0)
             with m.If(p.dump_last):
                 m.d.comb += self.control.done.eq(1)
-                m.next = "IDLE"
+                p.states.goto(m, "IDLE")
             with m.Else():
                 m.d.comb += sweep.advance.eq(1)
         with m.Else():
@@ -665,21 +665,9 @@ class LearningUnit(wiring.Component):
             self._later(m, value, f"{name}_{lane}", keep=True) for lane in range(self.cfg.lanes)
         ]
 
-    @staticmethod
-    def _landed(m: Module, port: ReadPort, name: str) -> Signal:
-        """A block RAM word as ``READ`` registers it, from a register that takes it in ``LAND``
-        as it leaves the block RAM and feeds nothing else, so it can sit beside the block RAM.
-        A DP16KD without its output register (Yosys packs none) takes 5.8 ns from the clock to
-        its data; a route across the part to the ``READ`` register behind it, whose word meets
-        the other matrices' words at the select, was the 256-256-16 FPTT core's longest path."""
-        landed = Signal(port.data.shape(), name=f"land_{name}", reset_less=True)
-        word = Signal(port.data.shape(), name=f"sweep_{name}", reset_less=True)
-        m.d.sync += [landed.eq(port.data), word.eq(landed)]
-        return word
-
     def _read_stage(self, m: Module, p: _Parts) -> None:
-        """``LAND`` and ``READ`` register every block RAM word read (:meth:`_landed`), ``READ``
-        each matrix's factors as they leave their tables; ``SELECT`` registers the operands of the
+        """``READ`` registers every word read as it leaves its memory (a block RAM's output
+        before any logic) and each matrix's factors; ``SELECT`` registers the operands of the
         word's matrix (weights, ``W_bar``, trace, factor row); in ``LANE`` they meet the lanes,
         whose multipliers so have registered inputs, and the learning signal.  The slot and the
         matrix multiplexers sit in two stages: in one, behind the position register that
@@ -687,7 +675,8 @@ class LearningUnit(wiring.Component):
         cfg, lc, read_at = self.cfg, self.lc, p.stages[READ].at
         at, lane_at = p.stages[SELECT].at, p.stages[LANE].at
         now, prev = self._read_factors(m, p, read_at.slot)
-        words = {n: self._landed(m, getattr(self, f"w_{n}_read"), f"w_{n}") for n in MATRIX_CODES}
+        words = {n: self._later(m, getattr(self, f"w_{n}_read").data, f"sweep_w_{n}")
+                 for n in MATRIX_CODES}  # fmt: skip
         pre, post = self._operands(at, now, cfg.lanes)
         lane_pre = self._copies(m, pre, "lane_pre")
         lane_post = [  # kept apart from FPTT's copies for the previous factors
@@ -706,7 +695,7 @@ class LearningUnit(wiring.Component):
             self._keep_previous(m, p, pre, post)
             prev_pre, prev_post = self._operands(at, prev, cfg.lanes)
             lane_pre_prev = self._copies(m, Mux(p.prev_valid, prev_pre, 0), "lane_pre_prev")
-            stored = {n: self._landed(m, p.wbar[n][0], f"wbar_{n}") for n in MATRIX_CODES}
+            stored = {n: self._later(m, p.wbar[n][0].data, f"sweep_wbar_{n}") for n in MATRIX_CODES}
             lane_wbar = data.View(
                 data.ArrayLayout(signed(lc.wbar_bits), cfg.lanes),
                 self._later(m, self._select(at.mat, lambda n: stored[n]), "lane_wbar"),
@@ -726,7 +715,7 @@ class LearningUnit(wiring.Component):
         is_out = at.mat == MATRIX_CODES["out"]
         feedback = self._later(m, Mux(is_out, words["out"], 0), "signal_b")
         if p.feedback is not None:
-            feedback = self._later(m, self._landed(m, p.feedback, "b"), "lane_b")
+            feedback = self._later(m, self._later(m, p.feedback.data, "sweep_b"), "lane_b")
         psi = self._later(m, slot_of(p.tables["psi"].data, read_at.slot), "sweep_psi")
         word = p.signal.word
         # on W_out's words, the only ones the signal takes, each lane's factor is its e

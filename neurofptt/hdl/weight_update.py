@@ -165,7 +165,7 @@ class WeightUpdateLane(wiring.Component):
         shifts = self._shifts()
         mean_bits = max(wb, lc.wbar_bits) + 1
         gp2 = self._product(m, self.post_prev, self.pre_prev, "grad_prev")
-        # cycle 2: W - mean and the mean
+        # cycle 1: W - mean and the mean
         diff2 = Signal(signed(mean_bits + 1), name="w_minus_mean", reset_less=True)
         mean2 = Signal(signed(mean_bits + 1), name="mean_s2", reset_less=True)
         wbar1 = self._later(m, self.wbar, "wbar_s1")
@@ -176,7 +176,7 @@ class WeightUpdateLane(wiring.Component):
         mat = self.mat
         for cycle in range(1, 4):
             mat = self._later(m, mat, f"mat_s{cycle}")
-        # cycle 3: the three sums that meet the draws, one adder each
+        # cycle 2: the three sums that meet the draws, one adder each
         r1 = self.draws[1]
         a3 = self._later(m, 2 * g2 - gp2, "twice_grad")
         b3 = {s: self._later(m, (diff2 << (s + 1 - alpha)) + draw_complement(r0, s + 1),

@@ -63,8 +63,9 @@ class WeightLoad(wiring.Component):
         shapes = matrix_shapes(self.cfg)
         depth = {name: n_pre * n_rows for name, (n_pre, n_rows, _) in shapes.items()}
         words, write = self.i_weights, self.write
-        loading = Signal(name="loading")  # a word of this load has been taken
-        busy = Signal(name="load_busy")  # loading | restart, in a flip-flop
+        # a word of this load has been taken, up to the cycle of restart (in which the load's
+        # last word is still being written): set by a word, cleared on the cycle after restart
+        busy = Signal(name="load_busy")
         mat = Signal(range(len(MATRIX_CODES)), name="load_mat")
         addr = Signal(range(max(depth.values())), name="load_addr")
         m.d.comb += [
@@ -74,16 +75,16 @@ class WeightLoad(wiring.Component):
             write.p.addr.eq(addr),
             write.p.word.eq(words.p),
         ]
-        m.d.sync += [self.restart.eq(0), busy.eq(loading)]
+        m.d.sync += [self.restart.eq(0), busy.eq(busy & ~self.restart)]
         with m.If(self.enable & words.valid):
             m.d.sync += busy.eq(1)
             m.d.comb += write.valid.eq(1)
             final = (mat == MATRIX_CODES["rec"]) & (addr == depth["rec"] - 1)
             with m.If(words.p.last | final):
                 m.d.sync += self.restart.eq(1)
-                m.d.sync += [loading.eq(0), mat.eq(0), addr.eq(0)]
+                m.d.sync += [mat.eq(0), addr.eq(0)]
             with m.Else():
-                m.d.sync += [loading.eq(1), addr.eq(addr + 1)]
+                m.d.sync += addr.eq(addr + 1)
                 for name in list(MATRIX_CODES)[:-1]:  # the end of W_rec is the end of the load
                     code = MATRIX_CODES[name]
                     with m.If((mat == code) & (addr == depth[name] - 1)):

@@ -16,7 +16,7 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from neurofptt.hdl.arith import saturate, shift_right, tree_stages, tree_sum
+from neurofptt.hdl.arith import registered_product, saturate, shift_right, tree_stages, tree_sum
 from neurofptt.hdl.layouts import tap, weight_word_layout
 from neurofptt.quant.config import HardwareConfig, lane_rows, learning_config
 
@@ -65,15 +65,12 @@ class LearningSignal(wiring.Component):
     most two adders per cycle.
 
     ``word`` comes from registers (``valid`` only for ``W_out`` words).  Its ``lanes`` products
-    ``B_jk e_k`` are registered twice: as they leave the multipliers, in registers that feed only
-    the second ones, which can so sit beside the multipliers (with one register in front of the
-    tree, a MULT18X18D's 3.9 ns between two long routes was a placed demo FPTT core's longest path;
-    Yosys packs no register into the DSP block); an adder tree sums them (:func:`tree_sum`, a
-    register every two levels); the running sum takes the word's sum, and after ``j``'s last word
-    ``sat(L_j >> signal_shift)`` is registered with ``psi_j``, then ``L_j psi_j``, then ``delta_j =
-    sat((L_j psi_j) >> psi_bits)``, which leaves on ``delta`` :attr:`latency` cycles after the word,
-    with the word and slot of ``j`` in the ``delta`` table.  ``restart`` (before a sweep) zeroes the
-    running sum.
+    ``B_jk e_k`` are registered twice (:func:`~neurofptt.hdl.arith.registered_product`); an
+    adder tree sums them (:func:`tree_sum`, a register every two levels); the running sum takes
+    the word's sum, and after ``j``'s last word ``sat(L_j >> signal_shift)`` is registered with
+    ``psi_j``, then ``L_j psi_j``, then ``delta_j = sat((L_j psi_j) >> psi_bits)``, which leaves
+    on ``delta`` :attr:`latency` cycles after the word, with the word and slot of ``j`` in the
+    ``delta`` table.  ``restart`` (before a sweep) zeroes the running sum.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
@@ -91,13 +88,10 @@ class LearningSignal(wiring.Component):
         cfg, lc = self.cfg, learning_config(self.cfg)
         lanes, eb = cfg.lanes, cfg.membrane_bits + 1
         word = self.word.p
-        products = []  # data beside the carried valid flag: no reset, off the reset's net
-        for lane in range(lanes):
-            shape = signed(cfg.weight_bits + eb)
-            landed = Signal(shape, name=f"signal_landed_{lane}", reset_less=True)
-            product = Signal(shape, name=f"signal_product_{lane}", reset_less=True)
-            m.d.sync += [landed.eq(word.b[lane] * word.e[lane]), product.eq(landed)]
-            products.append(product)
+        products = [  # data beside the carried valid flag: no reset, off the reset's net
+            registered_product(m, word.b[lane], word.e[lane], f"signal_product_{lane}")
+            for lane in range(lanes)
+        ]
         word_sum, stages = tree_sum(m, products, "signal_tree")
         # what travels with the word to the running sum: valid, last, where and psi
         carried = data.StructLayout(

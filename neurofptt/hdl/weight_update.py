@@ -10,7 +10,7 @@ from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from neurofptt.hdl.arith import draw_addend, draw_complement, saturate
+from neurofptt.hdl.arith import draw_addend, draw_complement, registered_product, saturate
 from neurofptt.hdl.layouts import MATRIX_CODES
 from neurofptt.hdl.lfsr import draws_per_word
 from neurofptt.quant.config import LFSR_BITS, HardwareConfig, learning_config
@@ -56,9 +56,10 @@ class WeightUpdateLane(wiring.Component):
     ``post_prev``, zero before the first update, the stored ``wbar`` and the word's matrix
     ``mat``): every input but ``w`` and ``wbar`` comes straight from a register, so the
     multipliers of ``G = post * pre`` (and ``Gp``) have registered inputs, as a MULT18X18D's
-    input registers would.  Their products land in registers that feed only a second one
-    (:meth:`_product`), and the other inputs wait a cycle with them.  With the lane's draws
-    ``draws`` on cycle :attr:`draw_cycle` (the LFSR bank's, one per draw of the rule),
+    input registers would.  Their products are registered twice
+    (:func:`~neurofptt.hdl.arith.registered_product`), and the other inputs wait a cycle with
+    them.  With the lane's draws ``draws`` on cycle :attr:`draw_cycle` (the LFSR bank's, one
+    per draw of the rule),
     ``w_new[c]`` on cycle :attr:`w_cycle` is the new weight under the learning rate of matrix
     code ``c`` (:data:`~neurofptt.hdl.layouts.MATRIX_CODES`; matrices with the same rate share
     one datapath), and for FPTT ``wbar_new[c]`` on cycle :attr:`wbar_cycle` the stored form
@@ -135,18 +136,9 @@ class WeightUpdateLane(wiring.Component):
             new[s] = saturate(m, w_next - step, wb, f"w_new_s{s}")
         return new
 
-    def _product(self, m: Module, a: Value, b: Value, name: str) -> Signal:
-        """``a * b`` two cycles later: registered as it leaves the multiplier into a register
-        that feeds only the second, which then feeds the adders.  Yosys packs no register into
-        an ECP5 MULT18X18D; with the one register in front of the adders, spread over the
-        lane, the multiplier's 3.9 ns and two long routes were a placed demo FPTT core's
-        longest path.  The first can sit beside the multiplier."""
-        product = self._later(m, a * b, f"{name}_product")
-        return self._later(m, product, name)
-
     def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
-        g2 = self._product(m, self.post, self.pre, "grad")
+        g2 = registered_product(m, self.post, self.pre, "grad")
         w1 = self._later(m, self.w, "w_s1")
         w2 = self._later(m, w1, "w_s2")
         r0 = self.draws[0]
@@ -164,7 +156,7 @@ class WeightUpdateLane(wiring.Component):
         wb, alpha = cfg.weight_bits, lc.alpha_shift
         shifts = self._shifts()
         mean_bits = max(wb, lc.wbar_bits) + 1
-        gp2 = self._product(m, self.post_prev, self.pre_prev, "grad_prev")
+        gp2 = registered_product(m, self.post_prev, self.pre_prev, "grad_prev")
         # cycle 1: W - mean and the mean
         diff2 = Signal(signed(mean_bits + 1), name="w_minus_mean", reset_less=True)
         mean2 = Signal(signed(mean_bits + 1), name="mean_s2", reset_less=True)

@@ -444,8 +444,8 @@ def test_sequencer_issues_the_rows_of_a_step(lanes: int) -> None:
     at ``w_out`` words ``j * Ro + s``: one row per cycle, in this order, and CLEAR's
     ``max(R, Ro)`` rows, first after the reset.  A repeated SPIKE of an input in its step, a
     SPIKE of an index ``>= n_in`` and an event of kind 3 issue nothing (the repeat's first row
-    is issued and dropped on the next cycle) and take one cycle; a repeat in the next step
-    counts again."""
+    is issued and dropped on the next cycle) and take one cycle, a repeat two (R > 1 here: the
+    cycle that drops its row issues nothing); a repeat in the next step counts again."""
     cfg = CONFIGS[1].replace(n_in=5, n_rec=7, n_out=4, lanes=lanes)
     rows, out_rows = lane_rows(cfg.n_rec, lanes), lane_rows(cfg.n_out, lanes)
     rng = np.random.default_rng(lanes)
@@ -484,18 +484,18 @@ def test_sequencer_issues_the_rows_of_a_step(lanes: int) -> None:
                 addr = {RowOp.ACC_IN: addrs[0], RowOp.ACC_REC: addrs[1], RowOp.ACC_OUT: addrs[2]}
                 issued.append((cycle, op, int(payload.row), int(addr.get(op, -1))))
 
-    dropped = []  # (cycle the dropped event was taken, cycle the next one was)
+    dropped = []  # (cycle the dropped event was taken, its cycles, cycle the next one was)
     pace = random.Random(lanes)
 
     async def events(ctx):
         event = dut.seq.i_event
-        sends = [(EventKind.CLEAR, 0, False)]  # (kind, index, dropped)
+        sends = [(EventKind.CLEAR, 0, 0)]  # (kind, index, cycles if dropped, else 0)
         for t in range(steps):
-            spikes = [(EventKind.SPIKE, int(i), False) for i in np.flatnonzero(x[t])]
-            ignored = [(kind, i, True) for kind, i, _ in pace.choices(spikes, k=3) if spikes]
-            ignored += [(3, pace.randrange(8), True), (EventKind.SPIKE, cfg.n_in + 1, True)]
+            spikes = [(EventKind.SPIKE, int(i), 0) for i in np.flatnonzero(x[t])]
+            ignored = [(kind, i, 2) for kind, i, _ in pace.choices(spikes, k=3) if spikes]
+            ignored += [(3, pace.randrange(8), 1), (EventKind.SPIKE, cfg.n_in + 1, 1)]
             pace.shuffle(ignored)
-            sends += spikes + ignored + [(EventKind.STEP, 0, False)]
+            sends += spikes + ignored + [(EventKind.STEP, 0, 0)]
         cycle, taken_dropped = 0, None
         for kind, index, drop in sends:
             ctx.set(event.valid, 1)
@@ -506,14 +506,15 @@ def test_sequencer_issues_the_rows_of_a_step(lanes: int) -> None:
                 if ready:
                     break
             if taken_dropped is not None:
-                dropped.append((taken_dropped, cycle))
-            taken_dropped = cycle if drop else None
+                dropped.append((*taken_dropped, cycle))
+            taken_dropped = (cycle, drop) if drop else None
             ctx.set(event.valid, 0)
         await ctx.tick().repeat(3)
         await ctx.tick().until(dut.seq.idle)
 
     run(dut, events, background=[datapath])
-    assert dropped and all(after == taken + 1 for taken, after in dropped)
+    assert dropped and all(after == taken + cost for taken, cost, after in dropped)
+    assert {cost for _, cost, _ in dropped} == {1, 2}
     clear = [(RowOp.CLEAR, r, -1) for r in range(max(rows, out_rows))]
     expected = clear + clear  # the reset's, then the CLEAR event's
     for t in range(steps):

@@ -103,13 +103,16 @@ def expected_cycles(
     spikes: np.ndarray,
     golden_spikes: np.ndarray,
     ignored: int | np.ndarray = 0,
+    repeated: int | np.ndarray = 0,
 ) -> np.ndarray:
     """``cycles_per_step`` of every step (B, T) of a run from ``CLEAR``: ``spikes`` the inputs,
-    ``golden_spikes`` the recurrent spikes, ``ignored`` the dropped events of each step."""
+    ``golden_spikes`` the recurrent spikes, ``ignored`` the dropped events of each step and
+    ``repeated`` the repeated ``SPIKE`` events among them."""
     new = golden_spikes.sum(axis=2)
     prev = np.concatenate([np.zeros((new.shape[0], 1), np.int64), new[:, :-1]], axis=1)
-    count = np.vectorize(lambda e, p, s, i: cycles_per_step(cfg, e, p, s, i))
-    return count(spikes.sum(axis=2), prev, new, np.broadcast_to(ignored, new.shape))
+    count = np.vectorize(lambda e, p, s, i, r: cycles_per_step(cfg, e, p, s, i, r))
+    ignored, repeated = (np.broadcast_to(n, new.shape) for n in (ignored, repeated))
+    return count(spikes.sum(axis=2), prev, new, ignored, repeated)
 
 
 CONFIGS = [
@@ -178,21 +181,22 @@ def test_repeated_spike_does_not_wrap_the_partial_sum() -> None:
     np.testing.assert_array_equal(bench.spikes, golden.spikes)
     np.testing.assert_array_equal(bench.readout, golden.readout)
     np.testing.assert_array_equal(
-        bench.step_cycles, expected_cycles(cfg, spikes, golden.spikes, [[2, 0, 0]])
+        bench.step_cycles, expected_cycles(cfg, spikes, golden.spikes, [[2, 0, 0]], [[2, 0, 0]])
     )
 
 
 def with_dropped_events(
     cfg: HardwareConfig, spikes: np.ndarray, rng: random.Random
-) -> tuple[list[Event], np.ndarray]:
+) -> tuple[list[Event], np.ndarray, np.ndarray]:
     """The events of ``spikes`` (B, T, n_in) with events the core must drop mixed into every
     step: repeats of the step's ``SPIKE`` events, ``SPIKE`` events of indices ``>= n_in`` (where
-    the index field has room for them) and events of kind 3.  Returns the events and the
-    number dropped per step (B, T)."""
+    the index field has room for them) and events of kind 3.  Returns the events, the number
+    dropped per step and the repeats among them (both (B, T))."""
     layout = event_layout(cfg.n_in)
     top = (1 << index_bits(cfg.n_in)) - 1
     batch, steps, _ = spikes.shape
     dropped = np.zeros((batch, steps), np.int64)
+    repeated = np.zeros((batch, steps), np.int64)
     items = []
     for b in range(batch):
         items.append(Event(pack(layout, kind=EventKind.CLEAR), b))
@@ -207,10 +211,10 @@ def with_dropped_events(
                 extra.append(pack(layout, kind=EventKind.SPIKE, index=index))
             words += extra
             rng.shuffle(words)  # a repeat may come first; one of the copies counts
-            dropped[b, t] = len(extra)
+            dropped[b, t], repeated[b, t] = len(extra), len(repeats)
             items += [Event(w, b, t) for w in words]
             items.append(Event(pack(layout, kind=EventKind.STEP), b, t))
-    return items, dropped
+    return items, dropped, repeated
 
 
 @pytest.mark.parametrize(
@@ -223,19 +227,19 @@ def test_dropped_events_match_golden_on_the_input_set(
 ) -> None:
     """A random stream with repeated ``SPIKE`` events, out-of-range indices and events of kind 3
     gives the golden model's spikes and readouts of the input without them (each input once
-    per step), and each dropped event costs one cycle."""
+    per step), and each dropped event costs one cycle, a repeat with ``R > 1`` two."""
     rng = np.random.default_rng(99 + lanes)
     cfg = cfg.replace(lanes=lanes)
     net = _random_net(cfg, rng)
     spikes = (rng.random((3, 6, cfg.n_in)) < 0.5).astype(np.uint8)
     spikes[0, 1] = 1
-    items, dropped = with_dropped_events(cfg, spikes, random.Random(lanes))
+    items, dropped, repeated = with_dropped_events(cfg, spikes, random.Random(lanes))
     golden = golden_run(net, spikes)
     bench = run_events(net, items, spikes.shape[:2], backpressure, seed=5)
     np.testing.assert_array_equal(bench.spikes, golden.spikes)
     np.testing.assert_array_equal(bench.readout, golden.readout)
     if not backpressure:
-        expected = expected_cycles(cfg, spikes, golden.spikes, dropped)
+        expected = expected_cycles(cfg, spikes, golden.spikes, dropped, repeated)
         np.testing.assert_array_equal(bench.step_cycles, expected)
 
 
@@ -621,3 +625,9 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="n_prev_spikes"):
         cycles_per_step(net.config, 0, 2, 0)
     assert cycles_per_step(CONFIGS[0].replace(lanes=2), 2, 1, 3) == 3 * (2 + 1 + 1) + 1 * 3 + 2 + 12
+    with pytest.raises(ValueError, match="n_repeated_spikes"):
+        cycles_per_step(net.config, 0, 0, 0, 1, 2)  # more repeats than dropped events
+    # a repeat costs a second cycle only where a fan-out has more than one row
+    one_row, three_rows = CONFIGS[0].replace(lanes=5), CONFIGS[0].replace(lanes=2)
+    assert cycles_per_step(one_row, 1, 0, 0, 3, 2) == cycles_per_step(one_row, 1, 0, 0, 3)
+    assert cycles_per_step(three_rows, 1, 0, 0, 3, 2) == cycles_per_step(three_rows, 1, 0, 0, 3) + 2

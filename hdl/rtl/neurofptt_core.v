@@ -2679,65 +2679,59 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, readout__
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$31 ;
+  wire [13:0] \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire \$34 ;
+  wire [5:0] \$34 ;
   wire \$35 ;
   wire [13:0] \$36 ;
   wire \$37 ;
-  wire \$38 ;
-  wire [5:0] \$39 ;
+  wire [5:0] \$38 ;
+  wire [13:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
-  wire [13:0] \$41 ;
-  wire \$42 ;
-  wire [5:0] \$43 ;
-  wire [13:0] \$44 ;
+  wire \$41 ;
+  wire [5:0] \$42 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire \$46 ;
-  wire [5:0] \$47 ;
-  wire \$48 ;
-  wire [2:0] \$49 ;
+  wire [7:0] \$46 ;
+  wire [7:0] \$47 ;
+  wire [8:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
-  wire [7:0] \$51 ;
+  wire [2:0] \$50 ;
+  wire \$51 ;
   wire [7:0] \$52 ;
-  wire [8:0] \$53 ;
-  wire \$54 ;
-  wire [2:0] \$55 ;
-  wire \$56 ;
-  wire [7:0] \$57 ;
-  wire [7:0] \$58 ;
-  wire [8:0] \$59 ;
+  wire [7:0] \$53 ;
+  wire [8:0] \$54 ;
+  wire \$55 ;
+  wire [5:0] \$56 ;
+  wire [13:0] \$57 ;
+  wire \$58 ;
+  wire [2:0] \$59 ;
   wire \$6 ;
   wire \$60 ;
   wire [5:0] \$61 ;
-  wire [13:0] \$62 ;
+  wire \$62 ;
   wire \$63 ;
-  wire [2:0] \$64 ;
-  wire \$65 ;
-  wire [5:0] \$66 ;
+  wire [13:0] \$64 ;
+  wire [11:0] \$65 ;
+  wire \$66 ;
   wire \$67 ;
   wire \$68 ;
-  wire [13:0] \$69 ;
+  wire \$69 ;
   wire \$7 ;
-  wire [11:0] \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
-  reg \$76 ;
-  reg \$77 ;
-  reg [3:0] \$78 ;
-  reg \$79 ;
+  reg \$70 ;
+  reg \$71 ;
+  reg [3:0] \$72 ;
+  reg \$73 ;
+  reg \$74 ;
+  reg [4:0] \$75 ;
+  reg [12:0] \$76 ;
+  reg [1:0] \$77 ;
+  reg [5:0] \$78 ;
   wire \$8 ;
-  reg \$80 ;
-  reg [4:0] \$81 ;
-  reg [12:0] \$82 ;
-  reg [1:0] \$83 ;
-  reg [5:0] \$84 ;
   wire \$9 ;
   reg add;
   reg clear;
@@ -2823,12 +2817,6 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, readout__
   output [11:0] w_rec_addr;
   wire [11:0] w_rec_addr;
   reg [12:0] waddr = 13'h0000;
-  assign \$14  = event_taken & \$13 ;
-  assign \$15  = ! fsm_state;
-  assign \$16  = fsm_state == 1'h1;
-  assign \$17  = fsm_state == 2'h2;
-  assign \$18  = fsm_state == 2'h3;
-  assign \$19  = fsm_state == 3'h4;
   assign \$20  = fsm_state == 3'h5;
   assign \$21  = fsm_state == 3'h6;
   assign \$22  = fsm_state == 3'h7;
@@ -2840,63 +2828,57 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, readout__
   assign \$28  = | run__count;
   assign \$29  = i_event__payload[1:0] == 2'h2;
   assign \$30  = event_taken & \$29 ;
-  assign \$31  = i_event__payload[1:0] == 1'h1;
-  assign \$32  = event_taken & \$31 ;
-  assign \$33  = | run__count;
-  assign \$34  = i_event__payload[1:0] == 2'h2;
-  assign \$35  = event_taken & \$34 ;
-  assign \$36  = waddr + 1'h1;
-  assign \$37  = j != 5'h1f;
-  assign \$38  = j == 5'h1f;
-  assign \$39  = j + 1'h1;
-  assign \$40  = j == 5'h1f;
-  assign \$42  = ~ run__more;
-  assign \$43  = j + 1'h1;
-  assign \$44  = waddr + 1'h1;
-  assign \$45  = ~ emitter__busy;
-  assign \$46  = j == 5'h1f;
-  assign \$47  = j + 1'h1;
-  assign \$48  = drain == 2'h2;
-  assign \$49  = drain + 1'h1;
-  assign \$50  = drain == 1'h1;
-  assign \$53  = \$51  + \$52 ;
-  assign \$54  = | run__count;
-  assign \$55  = drain + 1'h1;
-  assign \$56  = j == 2'h2;
-  assign \$59  = \$57  + \$58 ;
-  assign \$60  = ~ run__more;
+  assign \$31  = waddr + 1'h1;
+  assign \$32  = j != 5'h1f;
+  assign \$33  = j == 5'h1f;
+  assign \$34  = j + 1'h1;
+  assign \$35  = j == 5'h1f;
+  assign \$37  = ~ run__more;
+  assign \$38  = j + 1'h1;
+  assign \$39  = waddr + 1'h1;
+  assign \$40  = ~ emitter__busy;
+  assign \$41  = j == 5'h1f;
+  assign \$42  = j + 1'h1;
+  assign \$43  = drain == 2'h2;
+  assign \$44  = drain + 1'h1;
+  assign \$45  = drain == 1'h1;
+  assign \$48  = \$46  + \$47 ;
+  assign \$49  = | run__count;
+  assign \$50  = drain + 1'h1;
+  assign \$51  = j == 2'h2;
+  assign \$54  = \$52  + \$53 ;
+  assign \$55  = ~ run__more;
+  assign \$56  = j + 1'h1;
+  assign \$57  = waddr + 1'h1;
+  assign \$58  = ! drain;
+  assign \$59  = drain + 1'h1;
+  assign \$60  = j == 5'h1f;
   assign \$61  = j + 1'h1;
-  assign \$62  = waddr + 1'h1;
-  assign \$63  = ! drain;
-  assign \$64  = drain + 1'h1;
-  assign \$65  = j == 5'h1f;
-  assign \$66  = j + 1'h1;
-  assign \$67  = i_event__payload[1:0] == 1'h1;
-  assign \$68  = i_event__ready & \$67 ;
-  assign \$70  = \$1 [10:0] + 1'h1;
-  assign \$71  = ~ seen;
-  assign \$72  = i_event__payload[1:0] == 1'h1;
-  assign \$73  = event_taken & \$72 ;
-  assign \$74  = i_event__payload[1:0] == 2'h2;
-  assign \$75  = event_taken & \$74 ;
+  assign \$62  = i_event__payload[1:0] == 1'h1;
+  assign \$63  = i_event__ready & \$62 ;
+  assign \$65  = \$1 [10:0] + 1'h1;
+  assign \$66  = i_event__payload[1:0] == 1'h1;
+  assign \$67  = event_taken & \$66 ;
+  assign \$68  = i_event__payload[1:0] == 2'h2;
+  assign \$69  = event_taken & \$68 ;
   always @(posedge clk)
-    drop <= \$76 ;
+    drop <= \$70 ;
   always @(posedge clk)
-    in_run <= \$77 ;
+    in_run <= \$71 ;
   always @(posedge clk)
-    fsm_state <= \$78 ;
+    fsm_state <= \$72 ;
   always @(posedge clk)
-    readout__run <= \$79 ;
+    readout__run <= \$73 ;
   always @(posedge clk)
-    i_event__ready <= \$80 ;
+    i_event__ready <= \$74 ;
   always @(posedge clk)
-    j <= \$81 ;
+    j <= \$75 ;
   always @(posedge clk)
-    waddr <= \$82 ;
+    waddr <= \$76 ;
   always @(posedge clk)
-    drain <= \$83 ;
+    drain <= \$77 ;
   always @(posedge clk)
-    run__count <= \$84 ;
+    run__count <= \$78 ;
   assign \$2  = in_run ? waddr : { 2'h0, \$1 [10:0] };
   assign event_taken = i_event__ready & i_event__valid;
   assign \$3  = ! i_event__payload[1:0];
@@ -2911,6 +2893,12 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, readout__
   assign \$11  = i_event__payload[1:0] == 1'h1;
   assign \$12  = event_taken & \$11 ;
   assign \$13  = i_event__payload[1:0] == 2'h2;
+  assign \$14  = event_taken & \$13 ;
+  assign \$15  = ! fsm_state;
+  assign \$16  = fsm_state == 1'h1;
+  assign \$17  = fsm_state == 2'h2;
+  assign \$18  = fsm_state == 2'h3;
+  assign \$19  = fsm_state == 3'h4;
   \neurofptt_core.sequencer.inputs  inputs (
     .add(add),
     .clear(clear),
@@ -3148,17 +3136,17 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, readout__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$76  = 1'h0;
+    \$70  = 1'h0;
     if (take_spike) begin
-      \$76  = seen;
+      \$70  = seen;
     end
     if (rst) begin
-      \$76  = 1'h0;
+      \$70  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$77  = 1'h0;
+    \$71  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3166,321 +3154,282 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, readout__
           (* full_case = 32'd1 *)
           if (drop) begin
           end else begin
-            \$77  = \$37 ;
+            \$71  = \$32 ;
           end
     endcase
     if (take_spike) begin
-      \$77  = \$71 ;
+      \$71  = 1'h1;
     end
     if (rst) begin
-      \$77  = 1'h0;
+      \$71  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$78  = fsm_state;
+    \$72  = fsm_state;
     casez (fsm_state)
       4'h0:
         begin
           if (take_spike) begin
-            \$78  = 4'h1;
+            \$72  = 4'h1;
           end
           if (\$27 ) begin
-            \$78  = 4'h2;
+            \$72  = 4'h2;
             if (\$28 ) begin
-              \$78  = 4'h3;
+              \$72  = 4'h3;
             end
           end
           if (\$30 ) begin
-            \$78  = 4'h4;
+            \$72  = 4'h4;
           end
         end
       4'h1:
           (* full_case = 32'd1 *)
           if (drop) begin
-            \$78  = 4'h0;
-            if (take_spike) begin
-              \$78  = 4'h1;
-            end
-            if (\$32 ) begin
-              \$78  = 4'h2;
-              if (\$33 ) begin
-                \$78  = 4'h3;
-              end
-            end
-            if (\$35 ) begin
-              \$78  = 4'h4;
-            end
+            \$72  = 4'h0;
           end else begin
-            if (\$38 ) begin
-              \$78  = 4'h0;
+            if (\$33 ) begin
+              \$72  = 4'h0;
             end
           end
       4'h3:
-          if (\$40 ) begin
-            if (\$42 ) begin
-              \$78  = 4'h2;
+          if (\$35 ) begin
+            if (\$37 ) begin
+              \$72  = 4'h2;
             end
           end
       4'h2:
-          if (\$45 ) begin
-            if (\$46 ) begin
-              \$78  = 4'h5;
+          if (\$40 ) begin
+            if (\$41 ) begin
+              \$72  = 4'h5;
             end
           end
       4'h5:
-          if (\$48 ) begin
-            \$78  = 4'h6;
+          if (\$43 ) begin
+            \$72  = 4'h6;
           end
       4'h6:
-          \$78  = 4'h7;
+          \$72  = 4'h7;
       4'h7:
-          if (\$50 ) begin
+          if (\$45 ) begin
             (* full_case = 32'd1 *)
-            if (\$54 ) begin
-              \$78  = 4'h8;
+            if (\$49 ) begin
+              \$72  = 4'h8;
             end else begin
-              \$78  = 4'h9;
+              \$72  = 4'h9;
             end
           end
       4'h8:
-          if (\$56 ) begin
-            if (\$60 ) begin
-              \$78  = 4'h9;
+          if (\$51 ) begin
+            if (\$55 ) begin
+              \$72  = 4'h9;
             end
           end
       4'h9:
-          if (\$63 ) begin
-            \$78  = 4'ha;
+          if (\$58 ) begin
+            \$72  = 4'ha;
           end
       4'ha:
           if (readout__done) begin
-            \$78  = 4'h0;
+            \$72  = 4'h0;
           end
       4'h4:
-          if (\$65 ) begin
-            \$78  = 4'h0;
+          if (\$60 ) begin
+            \$72  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$78  = 4'h4;
+      \$72  = 4'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$79  = readout__run;
+    \$73  = readout__run;
     casez (fsm_state)
       4'h0:
         begin
           if (take_spike) begin
-            \$79  = 1'h0;
+            \$73  = 1'h0;
           end
           if (\$27 ) begin
-            \$79  = 1'h0;
+            \$73  = 1'h0;
             if (\$28 ) begin
-              \$79  = 1'h0;
+              \$73  = 1'h0;
             end
           end
           if (\$30 ) begin
-            \$79  = 1'h0;
+            \$73  = 1'h0;
           end
         end
       4'h1:
           (* full_case = 32'd1 *)
           if (drop) begin
-            \$79  = 1'h0;
-            if (take_spike) begin
-              \$79  = 1'h0;
-            end
-            if (\$32 ) begin
-              \$79  = 1'h0;
-              if (\$33 ) begin
-                \$79  = 1'h0;
-              end
-            end
-            if (\$35 ) begin
-              \$79  = 1'h0;
-            end
+            \$73  = 1'h0;
           end else begin
-            if (\$38 ) begin
-              \$79  = 1'h0;
+            if (\$33 ) begin
+              \$73  = 1'h0;
             end
           end
       4'h3:
-          if (\$40 ) begin
-            if (\$42 ) begin
-              \$79  = 1'h0;
+          if (\$35 ) begin
+            if (\$37 ) begin
+              \$73  = 1'h0;
             end
           end
       4'h2:
-          if (\$45 ) begin
-            if (\$46 ) begin
-              \$79  = 1'h0;
+          if (\$40 ) begin
+            if (\$41 ) begin
+              \$73  = 1'h0;
             end
           end
       4'h5:
-          if (\$48 ) begin
-            \$79  = 1'h0;
+          if (\$43 ) begin
+            \$73  = 1'h0;
           end
       4'h6:
-          \$79  = 1'h0;
+          \$73  = 1'h0;
       4'h7:
-          if (\$50 ) begin
+          if (\$45 ) begin
             (* full_case = 32'd1 *)
-            if (\$54 ) begin
-              \$79  = 1'h0;
+            if (\$49 ) begin
+              \$73  = 1'h0;
             end else begin
-              \$79  = 1'h0;
+              \$73  = 1'h0;
             end
           end
       4'h8:
-          if (\$56 ) begin
-            if (\$60 ) begin
-              \$79  = 1'h0;
+          if (\$51 ) begin
+            if (\$55 ) begin
+              \$73  = 1'h0;
             end
           end
       4'h9:
-          if (\$63 ) begin
-            \$79  = 1'h1;
+          if (\$58 ) begin
+            \$73  = 1'h1;
           end
       4'ha:
           if (readout__done) begin
-            \$79  = 1'h0;
+            \$73  = 1'h0;
           end
       4'h4:
-          if (\$65 ) begin
-            \$79  = 1'h0;
+          if (\$60 ) begin
+            \$73  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$79  = 1'h0;
+      \$73  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$80  = i_event__ready;
+    \$74  = i_event__ready;
     casez (fsm_state)
       4'h0:
         begin
           if (take_spike) begin
-            \$80  = 1'h0;
+            \$74  = 1'h0;
           end
           if (\$27 ) begin
-            \$80  = 1'h0;
+            \$74  = 1'h0;
             if (\$28 ) begin
-              \$80  = 1'h0;
+              \$74  = 1'h0;
             end
           end
           if (\$30 ) begin
-            \$80  = 1'h0;
+            \$74  = 1'h0;
           end
         end
       4'h1:
           (* full_case = 32'd1 *)
           if (drop) begin
-            \$80  = 1'h1;
-            if (take_spike) begin
-              \$80  = 1'h0;
-            end
-            if (\$32 ) begin
-              \$80  = 1'h0;
-              if (\$33 ) begin
-                \$80  = 1'h0;
-              end
-            end
-            if (\$35 ) begin
-              \$80  = 1'h0;
-            end
+            \$74  = 1'h1;
           end else begin
-            if (\$38 ) begin
-              \$80  = 1'h1;
+            if (\$33 ) begin
+              \$74  = 1'h1;
             end
           end
       4'h3:
-          if (\$40 ) begin
-            if (\$42 ) begin
-              \$80  = 1'h0;
+          if (\$35 ) begin
+            if (\$37 ) begin
+              \$74  = 1'h0;
             end
           end
       4'h2:
-          if (\$45 ) begin
-            if (\$46 ) begin
-              \$80  = 1'h0;
+          if (\$40 ) begin
+            if (\$41 ) begin
+              \$74  = 1'h0;
             end
           end
       4'h5:
-          if (\$48 ) begin
-            \$80  = 1'h0;
+          if (\$43 ) begin
+            \$74  = 1'h0;
           end
       4'h6:
-          \$80  = 1'h0;
+          \$74  = 1'h0;
       4'h7:
-          if (\$50 ) begin
+          if (\$45 ) begin
             (* full_case = 32'd1 *)
-            if (\$54 ) begin
-              \$80  = 1'h0;
+            if (\$49 ) begin
+              \$74  = 1'h0;
             end else begin
-              \$80  = 1'h0;
+              \$74  = 1'h0;
             end
           end
       4'h8:
-          if (\$56 ) begin
-            if (\$60 ) begin
-              \$80  = 1'h0;
+          if (\$51 ) begin
+            if (\$55 ) begin
+              \$74  = 1'h0;
             end
           end
       4'h9:
-          if (\$63 ) begin
-            \$80  = 1'h0;
+          if (\$58 ) begin
+            \$74  = 1'h0;
           end
       4'ha:
           if (readout__done) begin
-            \$80  = 1'h1;
+            \$74  = 1'h1;
           end
       4'h4:
-          if (\$65 ) begin
-            \$80  = 1'h1;
+          if (\$60 ) begin
+            \$74  = 1'h1;
           end
     endcase
-    if (take_spike) begin
-      \$80  = seen;
-    end
     if (rst) begin
-      \$80  = 1'h0;
+      \$74  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$81  = j;
+    \$75  = j;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h1:
           (* full_case = 32'd1 *)
           if (drop) begin
-            \$81  = 5'h00;
+            \$75  = 5'h00;
           end else begin
             (* full_case = 32'd1 *)
-            if (\$38 ) begin
-              \$81  = 5'h00;
+            if (\$33 ) begin
+              \$75  = 5'h00;
             end else begin
-              \$81  = \$39 [4:0];
+              \$75  = \$34 [4:0];
             end
           end
       4'h3:
           (* full_case = 32'd1 *)
-          if (\$40 ) begin
-            \$81  = 5'h00;
+          if (\$35 ) begin
+            \$75  = 5'h00;
           end else begin
-            \$81  = \$43 [4:0];
+            \$75  = \$38 [4:0];
           end
       4'h2:
-          if (\$45 ) begin
+          if (\$40 ) begin
             (* full_case = 32'd1 *)
-            if (\$46 ) begin
-              \$81  = 5'h00;
+            if (\$41 ) begin
+              \$75  = 5'h00;
             end else begin
-              \$81  = \$47 [4:0];
+              \$75  = \$42 [4:0];
             end
           end
       4'h5:
@@ -3491,10 +3440,10 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, readout__
           /* empty */;
       4'h8:
           (* full_case = 32'd1 *)
-          if (\$56 ) begin
-            \$81  = 5'h00;
+          if (\$51 ) begin
+            \$75  = 5'h00;
           end else begin
-            \$81  = \$61 [4:0];
+            \$75  = \$56 [4:0];
           end
       4'h9:
           /* empty */;
@@ -3502,28 +3451,28 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, readout__
           /* empty */;
       4'h4:
           (* full_case = 32'd1 *)
-          if (\$65 ) begin
-            \$81  = 5'h00;
+          if (\$60 ) begin
+            \$75  = 5'h00;
           end else begin
-            \$81  = \$66 [4:0];
+            \$75  = \$61 [4:0];
           end
     endcase
     if (take_spike) begin
-      \$81  = 5'h01;
+      \$75  = 5'h01;
     end
-    if (\$73 ) begin
-      \$81  = 5'h00;
+    if (\$67 ) begin
+      \$75  = 5'h00;
     end
-    if (\$75 ) begin
-      \$81  = 5'h00;
+    if (\$69 ) begin
+      \$75  = 5'h00;
     end
     if (rst) begin
-      \$81  = 5'h00;
+      \$75  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$82  = waddr;
+    \$76  = waddr;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3531,14 +3480,14 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, readout__
           (* full_case = 32'd1 *)
           if (drop) begin
           end else begin
-            \$82  = \$36 [12:0];
+            \$76  = \$31 [12:0];
           end
       4'h3:
           (* full_case = 32'd1 *)
-          if (\$40 ) begin
-            \$82  = \$41 [12:0];
+          if (\$35 ) begin
+            \$76  = \$36 [12:0];
           end else begin
-            \$82  = \$44 [12:0];
+            \$76  = \$39 [12:0];
           end
       4'h2:
           /* empty */;
@@ -3547,29 +3496,29 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, readout__
       4'h6:
           /* empty */;
       4'h7:
-          if (\$50 ) begin
-            \$82  = { 4'h0, \$53  };
+          if (\$45 ) begin
+            \$76  = { 4'h0, \$48  };
           end
       4'h8:
           (* full_case = 32'd1 *)
-          if (\$56 ) begin
-            \$82  = { 4'h0, \$59  };
+          if (\$51 ) begin
+            \$76  = { 4'h0, \$54  };
           end else begin
-            \$82  = \$62 [12:0];
+            \$76  = \$57 [12:0];
           end
     endcase
-    if (\$68 ) begin
-      \$82  = \$69 [12:0];
+    if (\$63 ) begin
+      \$76  = \$64 [12:0];
     end else if (i_event__ready) begin
-      \$82  = { 1'h0, \$70  };
+      \$76  = { 1'h0, \$65  };
     end
     if (rst) begin
-      \$82  = 13'h0000;
+      \$76  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$83  = drain;
+    \$77  = drain;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3581,37 +3530,37 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, readout__
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$48 ) begin
-            \$83  = 2'h0;
+          if (\$43 ) begin
+            \$77  = 2'h0;
           end else begin
-            \$83  = \$49 [1:0];
+            \$77  = \$44 [1:0];
           end
       4'h6:
           /* empty */;
       4'h7:
           (* full_case = 32'd1 *)
-          if (\$50 ) begin
-            \$83  = 2'h0;
+          if (\$45 ) begin
+            \$77  = 2'h0;
           end else begin
-            \$83  = \$55 [1:0];
+            \$77  = \$50 [1:0];
           end
       4'h8:
           /* empty */;
       4'h9:
           (* full_case = 32'd1 *)
-          if (\$63 ) begin
-            \$83  = 2'h0;
+          if (\$58 ) begin
+            \$77  = 2'h0;
           end else begin
-            \$83  = \$64 [1:0];
+            \$77  = \$59 [1:0];
           end
     endcase
     if (rst) begin
-      \$83  = 2'h0;
+      \$77  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$84  = run__count;
+    \$78  = run__count;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3624,13 +3573,13 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, readout__
       4'h5:
           /* empty */;
       4'h6:
-          \$84  = spike_count;
+          \$78  = spike_count;
     endcase
-    if (\$75 ) begin
-      \$84  = 6'h00;
+    if (\$69 ) begin
+      \$78  = 6'h00;
     end
     if (rst) begin
-      \$84  = 6'h00;
+      \$78  = 6'h00;
     end
   end
   assign n_prev = run__count;
@@ -3648,12 +3597,12 @@ module \neurofptt_core.sequencer (i_event__valid, clk, rst, w_in_addr, readout__
   assign \issue__payload.op  = issue__payload[2:0];
   assign \issue__payload.row  = issue__payload[7:3];
   assign \$1  = { 2'h0, i_event__payload[6:2], 5'h00 };
-  assign \$41  = { 2'h0, run__index, 5'h00 };
-  assign \$51  = { 1'h0, run__index };
-  assign \$52  = { run__index, 1'h0 };
-  assign \$57  = { 1'h0, run__index };
-  assign \$58  = { run__index, 1'h0 };
-  assign \$69  = { 2'h0, run__index, 5'h00 };
+  assign \$36  = { 2'h0, run__index, 5'h00 };
+  assign \$46  = { 1'h0, run__index };
+  assign \$47  = { run__index, 1'h0 };
+  assign \$52  = { 1'h0, run__index };
+  assign \$53  = { run__index, 1'h0 };
+  assign \$64  = { 2'h0, run__index, 5'h00 };
 endmodule
 
 (* generator = "Amaranth" *)

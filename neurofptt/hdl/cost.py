@@ -48,6 +48,7 @@ def cycles_per_step(
     n_prev_spikes: int,
     n_new_spikes: int,
     n_ignored_events: int = 0,
+    n_repeated_spikes: int = 0,
 ) -> int:
     """Clock cycles of one step when events arrive back to back and both outputs are ready.
 
@@ -56,13 +57,16 @@ def cycles_per_step(
     ``R = ceil(n_rec / lanes)`` and ``Ro = ceil(n_out / lanes)``::
 
         R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 12
-          + n_ignored_events
+          + n_ignored_events + (R > 1) * n_repeated_spikes
 
     ``n_input_events`` are the inputs that spiked (each counted once), ``n_prev_spikes`` the
     recurrent spikes of the previous step (0 after ``CLEAR``) and ``n_new_spikes`` those of
     this step.  ``n_ignored_events`` are the events the core takes and drops, one cycle each: a
     repeated ``SPIKE`` of an input in the step, a ``SPIKE`` of an index ``>= n_in`` and, on an
-    inference core, an event of kind 3.  The constant 12 is the ``STEP``'s cycle in ``IDLE``,
+    inference core, an event of kind 3.  ``n_repeated_spikes`` of them are repeats, which cost a
+    second cycle when ``R > 1``: the first ``ACC_IN`` cycle, in which the step's input set's
+    lookup drops the repeat's first row (looked up on the cycle the event is taken, the result
+    would lie in front of the handshake).  The constant 12 is the ``STEP``'s cycle in ``IDLE``,
     the row pipeline's drain (``UPDATE_LAST``, ``UPDATE_END``, ``OUT_READ``, ``OUT_END``), the
     readout stages beyond one per value and :data:`READOUT_END` (``docs/hardware.md`` section
     5).
@@ -76,10 +80,14 @@ def cycles_per_step(
     ):
         if not 0 <= value <= hi:
             raise ValueError(f"{name} = {value} must be between 0 and {hi}")
-    if n_ignored_events < 0:
-        raise ValueError(f"n_ignored_events = {n_ignored_events} must not be negative")
+    if not 0 <= n_repeated_spikes <= n_ignored_events:
+        raise ValueError(
+            f"n_ignored_events = {n_ignored_events} and n_repeated_spikes = {n_repeated_spikes}"
+            " must satisfy 0 <= n_repeated_spikes <= n_ignored_events"
+        )
     rows, out_rows = lane_rows(cfg.n_rec, lanes), lane_rows(cfg.n_out, lanes)
     events = rows * (n_input_events + n_prev_spikes + 1) + n_ignored_events
+    events += n_repeated_spikes if rows > 1 else 0
     return events + out_rows * n_new_spikes + cfg.n_out + 11 + READOUT_END
 
 

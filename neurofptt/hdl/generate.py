@@ -54,6 +54,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 CYCLES_PER_STEP = (
     "R * (n_input_events + n_prev_spikes + 1) + Ro * n_new_spikes + n_out + 12 + n_ignored_events"
+    " + (R > 1) * n_repeated_spikes"
 )
 CYCLES_PER_CLEAR = "max(R, Ro) + 1"
 

@@ -3,9 +3,10 @@
 One row is issued per cycle (stage 0 of the row pipeline, ``issue``), with the weight word it
 needs addressed in the same cycle.  A step runs through these states::
 
-    IDLE         take events; a SPIKE of an input new to the step issues the first of its
-                 R ACC_IN rows; any other event that is not STEP or CLEAR is dropped
-    ACC_IN       the other R - 1 rows of the input's fan-out
+    IDLE         take events; a SPIKE issues the first of its R ACC_IN rows; any other event
+                 that is not STEP or CLEAR is dropped
+    ACC_IN       the other R - 1 rows of the input's fan-out, or, for a SPIKE of an input
+                 already in the step, back to IDLE after one cycle, its first row dropped
     REC          the fan-out of every spike of the previous step: R ACC_REC rows each
     UPDATE       the R UPDATE rows (after the spike emitter has sent the previous list)
     UPDATE_LAST  the last row passes the update's stages (UPDATE_WRITE - 1 cycles)
@@ -143,7 +144,8 @@ class Sequencer(wiring.Component):
     ``j * Ro`` of ``w_out``, the spiking neurons coming from the spike list through ``run``.
     A ``SPIKE`` of an input already in the step's :class:`InputSet`, one of an index ``>= n_in``
     (possible unless ``n_in`` is a power of two) and, on an inference core, an event of kind 3
-    are taken and dropped, in one cycle each.  The FSM starts in ``CLEAR``, so after ``rst``
+    are taken and dropped, in one cycle each; with ``R > 1`` a repeat costs a second cycle, in
+    which the lookup's result drops its first row.  The FSM starts in ``CLEAR``, so after ``rst``
     the core zeroes its rows before it takes an event.
     """
 
@@ -221,10 +223,9 @@ class Sequencer(wiring.Component):
         m.d.comb += self.run.count.eq(n_prev)
         # the FSM starts in CLEAR, where no flag is set
         self._states = states = StateFlags("READOUT")
-        # whether an event is taken: in IDLE, and on a repeat's cycle in ACC_IN (which then
-        # takes events as IDLE does), in a flip-flop of its own, set with every transition
-        # (:meth:`_goto`) and with ``repeat``; ``repeat`` drives much of the core, and decoded
-        # with it the handshake, and what a taken event enables, waited on its route
+        # whether events are taken (in IDLE), in a flip-flop of its own set with every
+        # transition (:meth:`_goto`): decoded from the FSM's state, the handshake, and what a
+        # taken event enables, would wait on the decode's route
         self._idle = idle = Signal(name="takes_events")
         m.d.comb += self.readout.run.eq(states["READOUT"])
 
@@ -238,20 +239,23 @@ class Sequencer(wiring.Component):
             m.d.comb += self.inputs.eq(inputs.bits)
         # a SPIKE's first row is issued before the step's input set is looked up: the
         # lookup (an n_in-to-1 multiplexer) would otherwise lie in front of every register the
-        # issue writes.  A repeat is dropped on the next cycle (``drop``: the row in stage 1 is
-        # discarded), which then takes events as IDLE does, so the repeat still costs one cycle.
+        # issue writes.  Its result goes into ``repeat`` alone.  A repeat is dropped on the next
+        # cycle (``drop``: the row in stage 1 is discarded); with R > 1 that cycle is ACC_IN's
+        # first, which issues nothing and returns to IDLE, so such a repeat costs two cycles.
+        # Taking events on that cycle would put the lookup in front of ``in_run`` and the
+        # handshake (``idle``), the 256-256-16 cores' longest path.
         repeat = Signal(name="repeat_q")
         m.d.sync += repeat.eq(0)
         m.d.comb += self.drop.eq(repeat)
 
         # the weight addresses come from registers through at most one multiplexer whose
         # select is a register: a wide core spreads each memory over dozens of block RAMs, and
-        # routing the address to all of them takes most of a cycle.  In IDLE (and on a
-        # repeat's cycle) the first fan-out word of whatever input is offered is read (from the
-        # event's index): whether the event is taken only decides the issue.  ``in_run``, set
-        # with ``j`` and ``repeat``, is ``j != 0`` and not a repeat's cycle wherever ``w_in`` is
-        # read (IDLE, ACC_IN), in a flip-flop of its own: ``repeat`` drives much of the core,
-        # and its route in front of ``w_in``'s address was the demo FPTT core's longest path.
+        # routing the address to all of them takes most of a cycle.  In IDLE the first fan-out
+        # word of whatever input is offered is read (from the event's index): whether the event
+        # is taken only decides the issue.  ``in_run``, set with ``j``, is ``j != 0`` wherever
+        # ``w_in`` is read (IDLE, ACC_IN), in a flip-flop of its own: decoded from the FSM (or
+        # from ``repeat``), its route in front of ``w_in``'s address was the demo FPTT core's
+        # longest path.
         in_run = Signal(name="in_run")
         m.d.sync += in_run.eq(0)
         m.d.comb += [
@@ -260,11 +264,10 @@ class Sequencer(wiring.Component):
             self.w_out_addr.eq(self.run.index if out_rows == 1 else waddr),
         ]
 
-        # IDLE's work, also on a repeat's cycle in ACC_IN: take an event and start what it
-        # asks for.  Whether the core is idle comes from a register (``idle``), so the
-        # handshake and what it enables (the input set, the first ACC_IN row, a weight load's
-        # words) do not wait on the FSM's decoded state; only the transitions are decoded in
-        # the FSM below.
+        # IDLE's work: take an event and start what it asks for.  Whether the core is idle
+        # comes from a register (``idle``), so the handshake and what it enables (the input
+        # set, the first ACC_IN row, a weight load's words) do not wait on the FSM's decoded
+        # state; only the transitions are decoded in the FSM below.
         ready = idle & ~self.learning.loading if learning else idle
         taken = Signal(name="event_taken")
         m.d.comb += [event.ready.eq(ready), taken.eq(ready & event.valid)]
@@ -297,7 +300,6 @@ class Sequencer(wiring.Component):
                 with m.If(repeat):  # the SPIKE taken on the last cycle was a repeat
                     m.d.sync += j.eq(0)
                     self._goto(m, "IDLE")
-                    take_events()
                 with m.Else():
                     m.d.sync += [waddr.eq(waddr + 1), in_run.eq(j != rows - 1)]
                     self._sweep(m, j, RowOp.ACC_IN, rows, "IDLE")
@@ -362,7 +364,7 @@ class Sequencer(wiring.Component):
                     with m.State(state), m.If(self.learning.done):
                         self._goto(m, "IDLE")
 
-        # after the FSM: on a repeat's cycle these override ACC_IN's ``j = 0``.  While idle,
+        # after the FSM.  While idle,
         # ``waddr`` is loaded with the second address of an input's fan-out, or with the first
         # of the list's first spike for a STEP, whether or not the event is taken: nothing read
         # at ``waddr`` in IDLE is used (j = 0: ``w_in`` is read at the event's own address), so
@@ -375,8 +377,8 @@ class Sequencer(wiring.Component):
             self._issue(m, RowOp.ACC_IN, 0)
             m.d.comb += inputs.add.eq(1)
             m.d.sync += repeat.eq(inputs.seen)
-            if rows > 1:  # into ACC_IN, where a repeat's cycle takes events
-                m.d.sync += [j.eq(1), in_run.eq(~inputs.seen), idle.eq(inputs.seen)]
+            if rows > 1:  # into ACC_IN, whose first cycle drops a repeat
+                m.d.sync += [j.eq(1), in_run.eq(1)]
         with m.If(step):
             m.d.comb += self.spikes_restart.eq(1)
             m.d.sync += j.eq(0)

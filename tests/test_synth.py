@@ -60,6 +60,15 @@ module mac(input clk, input signed [15:0] a, input signed [15:0] b, output reg s
   always @(posedge clk) acc <= acc + a * b;
 endmodule
 
+module product(input clk, input signed [15:0] a, input signed [15:0] b,
+               output reg signed [31:0] q);
+  reg signed [31:0] p;
+  always @(posedge clk) begin
+    p <= a * b;
+    q <= p;
+  end
+endmodule
+
 module copies(input clk, input a, input [3:0] d, output reg [3:0] q);
   (* keep = 1 *) reg e0; (* keep = 1 *) reg e1; (* keep = 1 *) reg e2; reg e3;
   always @(posedge clk) begin
@@ -476,6 +485,7 @@ def test_the_default_mapper_maps_again_where_abc9_fails(
             "=== design hierarchy ===\n\n   Number of cells:   3\n     LUT4    2\n"
             "     TRELLIS_FF    1\n"
         )
+        (log.parent / "synth.json").write_text('{"modules": {"core": {"cells": {}}}}')
 
     monkeypatch.setattr(synth, "_require_tool", lambda name: [name])
     monkeypatch.setattr(synth, "_tool_version", lambda tool, flag: "yosys 0.70")
@@ -591,6 +601,24 @@ def test_multiplier_maps_to_dsp(design: Path, tmp_path: Path, family: str, dsp_c
     r = synthesize(design, "mac", family=family, work_dir=tmp_path)
     assert r.dsp == 1
     assert r.cells[dsp_cell] == 1
+
+
+@pytest.mark.slow
+def test_a_products_register_moves_into_the_multiplier(design: Path, tmp_path: Path) -> None:
+    """The register that takes the whole product (``p``) becomes the MULT18X18D's output
+    register: 32 flip-flops fewer in the fabric, the block clocked, and nextpnr places and times
+    it (with its output register, from which the product's register ``q`` is one route away)."""
+    ok, why = _pnr_ok("ecp5")
+    if not ok:
+        pytest.skip(why)
+    r = synthesize(design, "product", work_dir=tmp_path, place_and_route=True)
+    assert r.dsp == 1 and r.dsp_output_registers == 32 and r.ff == 32  # q alone
+    assert r.cells["TRELLIS_FF"] == 32
+    cells = json.loads(r.netlist.read_text())["modules"]["product"]["cells"]
+    (mult,) = (cell for cell in cells.values() if cell["type"] == "MULT18X18D")
+    assert mult["parameters"]["REG_OUTPUT_CLK"] == "CLK0"
+    assert r.fmax_mhz is not None and r.utilization["MULT18X18D"]["used"] == 1
+    assert json.loads((tmp_path / "report.json").read_text())["dsp_output_registers"] == 32
 
 
 @pytest.mark.slow

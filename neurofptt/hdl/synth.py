@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from neurofptt.errors import ConfigError, SynthesisError, ToolMissingError
+from neurofptt.hdl.dsp_registers import pack_output_registers
+from neurofptt.io import atomic_write_bytes
 
 __all__ = [
     "FAMILIES",
@@ -218,6 +220,9 @@ class SynthReport:
     lut_mapper: str = "abc9"
     #: whether ABC9 failed first (``lut_mapper="auto"``, then mapped with ``abc``)
     abc9_failed: bool = False
+    #: flip-flops moved into multipliers' output registers (ECP5, :mod:`.dsp_registers`); not
+    #: counted in ``ff``
+    dsp_output_registers: int = 0
     tool_versions: dict[str, str] = field(default_factory=dict)
     critical_paths: list[CriticalPath] = field(default_factory=list)
 
@@ -265,6 +270,7 @@ class SynthReport:
             "seed": self.seed,
             "lut_mapper": self.lut_mapper,
             "abc9_failed": self.abc9_failed,
+            "dsp_output_registers": self.dsp_output_registers,
             "netlist": str(self.netlist),
         }
 
@@ -786,9 +792,15 @@ def synthesize(
     need more pins than the package has, or for a core placed as inside a design; the report's
     ``top`` is the wrapper's name.
 
-    Writes into ``work_dir``: ``synth.json`` (the mapped netlist), ``yosys.log``, ``stat.json`` and
-    ``stat.txt`` (raw Yosys statistics), and with ``place_and_route`` also ``nextpnr.log`` and
-    ``nextpnr_report.json``; finally ``report.json`` (:meth:`SynthReport.to_dict`).
+    On ECP5 the registers that take a multiplier's whole product and nothing else are moved into
+    the MULT18X18D's output register in ``synth.json`` (:mod:`~neurofptt.hdl.dsp_registers`;
+    Yosys leaves every ECP5 multiplier unregistered); the report counts them in
+    ``dsp_output_registers``, not in ``ff``, and ``cells`` is the netlist after the move.
+
+    Writes into ``work_dir``: ``synth.json`` (the mapped netlist), ``yosys.log``, ``stat.json``
+    and ``stat.txt`` (raw Yosys statistics, before the move), and with ``place_and_route`` also
+    ``nextpnr.log`` and ``nextpnr_report.json``; finally ``report.json``
+    (:meth:`SynthReport.to_dict`).
 
     ``router`` is nextpnr's router (:data:`ROUTERS`) and ``seed`` its placer's seed (``None``:
     nextpnr's own), both recorded in the report.  Where the longest paths are mostly routing, the
@@ -894,6 +906,9 @@ def synthesize(
         except OSError as exc:
             raise SynthesisError(f"Yosys wrote no statistics; log: {log}") from exc
         yosys_version = ""
+    moved = _pack_dsp_registers(netlist, top) if family == "ecp5" else 0
+    if moved:
+        cells["TRELLIS_FF"] -= moved
     counts = count_resources(cells, family)
     memories = parse_memory_mapping(log.read_text(errors="replace")) if log.is_file() else {}
 
@@ -912,6 +927,7 @@ def synthesize(
         netlist=netlist,
         lut_mapper=mapper,
         abc9_failed=abc9_failed,
+        dsp_output_registers=moved,
         **counts,
     )
 
@@ -922,6 +938,18 @@ def synthesize(
     report.tool_versions = versions
     (work_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
+
+
+def _pack_dsp_registers(netlist: Path, top: str) -> int:
+    """:func:`~neurofptt.hdl.dsp_registers.pack_output_registers` on the netlist file."""
+    try:
+        design = json.loads(netlist.read_text())
+    except (OSError, ValueError) as exc:
+        raise SynthesisError(f"could not read the netlist {netlist}: {exc}") from exc
+    moved = pack_output_registers(design, top)
+    if moved:
+        atomic_write_bytes(netlist, json.dumps(design).encode())
+    return moved
 
 
 def _place_and_route(

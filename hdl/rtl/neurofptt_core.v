@@ -1127,6 +1127,7 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
   wire [15:0] \wr__data[3].v ;
   wire \wr__data[3].z ;
   reg wr__en;
+  wire [3:0] z_state;
   reg [139:0] state [31:0];
   initial begin
     state[0] = 140'h00000000000000000000000000000000000;
@@ -1216,7 +1217,8 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
     .row_in__valid(neuron_update_s2),
     .row_out__payload(update__payload),
     .row_out__valid(update__valid),
-    .rst(rst)
+    .rst(rst),
+    .z_state(z_state)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
@@ -1293,13 +1295,13 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
     if (update__valid) begin
       { wr__data[122:105], wr__data[87:70], wr__data[52:35], wr__data[17:0] } = 72'h000000000000000000;
       wr__data[33:18] = update__payload[20:5];
-      wr__data[34] = update__payload[69];
+      wr__data[34] = z_state[0];
       wr__data[68:53] = update__payload[36:21];
-      wr__data[69] = update__payload[70];
+      wr__data[69] = z_state[1];
       wr__data[103:88] = update__payload[52:37];
-      wr__data[104] = update__payload[71];
+      wr__data[104] = z_state[2];
       wr__data[138:123] = update__payload[68:53];
-      wr__data[139] = update__payload[72];
+      wr__data[139] = z_state[3];
     end
   end
   assign neuron_old_s2 = neuron_read_s2;
@@ -1457,7 +1459,7 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_out__payload, row_out__valid, clk);
+module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, z_state, row_out__payload, row_out__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
 `ifndef SYNTHESIS
   // wake every always @* block at time zero (also under SystemVerilog semantics)
@@ -1492,41 +1494,46 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   wire [9:0] \$33 ;
   wire [18:0] \$34 ;
   wire \$35 ;
-  wire [15:0] \$36 ;
-  wire [16:0] \$37 ;
-  wire [8:0] \$38 ;
-  wire [18:0] \$39 ;
+  wire \$36 ;
+  wire [15:0] \$37 ;
+  wire [16:0] \$38 ;
+  wire [8:0] \$39 ;
   wire \$4 ;
-  wire [9:0] \$40 ;
-  wire [18:0] \$41 ;
-  wire \$42 ;
-  wire [15:0] \$43 ;
-  wire [16:0] \$44 ;
-  wire [8:0] \$45 ;
-  wire [18:0] \$46 ;
-  wire [9:0] \$47 ;
+  wire [18:0] \$40 ;
+  wire [9:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [15:0] \$45 ;
+  wire [16:0] \$46 ;
+  wire [8:0] \$47 ;
   wire [18:0] \$48 ;
-  wire \$49 ;
+  wire [9:0] \$49 ;
   wire \$5 ;
-  wire [15:0] \$50 ;
-  wire [16:0] \$51 ;
-  wire [8:0] \$52 ;
-  wire [18:0] \$53 ;
-  wire [9:0] \$54 ;
-  wire [18:0] \$55 ;
-  wire \$56 ;
-  reg \$57 ;
-  reg \$58 ;
-  wire [3:0] \$59 ;
+  wire [18:0] \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [15:0] \$53 ;
+  wire [16:0] \$54 ;
+  wire [8:0] \$55 ;
+  wire [18:0] \$56 ;
+  wire [9:0] \$57 ;
+  wire [18:0] \$58 ;
+  wire \$59 ;
   wire [15:0] \$6 ;
+  wire \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  wire [3:0] \$63 ;
+  wire [3:0] \$64 ;
   wire [16:0] \$7 ;
   wire \$8 ;
   wire \$9 ;
   reg [4:0] \$signal  = 5'h00;
-  reg [3:0] \$signal$25  = 4'h0;
-  reg \$signal$32  = 1'h0;
-  reg [4:0] \$signal$33  = 5'h00;
-  reg [3:0] \$signal$34  = 4'h0;
+  reg [3:0] \$signal$27  = 4'h0;
+  reg \$signal$34  = 1'h0;
+  reg [4:0] \$signal$35  = 5'h00;
+  reg [3:0] \$signal$36  = 4'h0;
   input clk;
   wire clk;
   input [144:0] row_in__payload;
@@ -1581,7 +1588,10 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   reg [15:0] s4_v_1 = 16'h0000;
   reg [15:0] s4_v_2 = 16'h0000;
   reg [15:0] s4_v_3 = 16'h0000;
+  (* keep = 32'd1 *)
   reg [3:0] s4_z = 4'h0;
+  (* keep = 32'd1 *)
+  reg [3:0] s4_z_state = 4'h0;
   reg [139:0] update_in;
   wire [34:0] \update_in[0] ;
   wire [17:0] \update_in[0].acc ;
@@ -1610,36 +1620,46 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   (* init = 1'h0 *)
   wire valid4;
   wire [3:0] z;
-  assign \$37  = $signed(update_in[68:53]) - $signed(\$36 );
-  assign \$38  = update_in[69] ? 9'h100 : 9'h000;
-  assign \$39  = $signed(update_in[52:35]) - $signed({ 1'h0, \$38  });
-  assign \$40  = update_in[69] ? 10'h200 : 10'h100;
-  assign \$41  = $signed({ 1'h0, \$40  }) - $signed(update_in[52:35]);
-  assign \$42  = $signed(s3_base_1) > $signed(s3_margin_1);
-  assign \$44  = $signed(update_in[103:88]) - $signed(\$43 );
-  assign \$45  = update_in[104] ? 9'h100 : 9'h000;
-  assign \$46  = $signed(update_in[87:70]) - $signed({ 1'h0, \$45  });
-  assign \$47  = update_in[104] ? 10'h200 : 10'h100;
-  assign \$48  = $signed({ 1'h0, \$47  }) - $signed(update_in[87:70]);
-  assign \$49  = $signed(s3_base_2) > $signed(s3_margin_2);
-  assign \$51  = $signed(update_in[138:123]) - $signed(\$50 );
-  assign \$52  = update_in[139] ? 9'h100 : 9'h000;
-  assign \$53  = $signed(update_in[122:105]) - $signed({ 1'h0, \$52  });
-  assign \$54  = update_in[139] ? 10'h200 : 10'h100;
-  assign \$55  = $signed({ 1'h0, \$54  }) - $signed(update_in[122:105]);
-  assign \$56  = $signed(s3_base_3) > $signed(s3_margin_3);
+  output [3:0] z_state;
+  wire [3:0] z_state;
+  assign \$32  = $signed(update_in[17:0]) - $signed({ 1'h0, \$31  });
+  assign \$33  = update_in[34] ? 10'h200 : 10'h100;
+  assign \$34  = $signed({ 1'h0, \$33  }) - $signed(update_in[17:0]);
+  assign \$35  = $signed(s3_base_0) > $signed(s3_margin_0);
+  assign \$36  = $signed(s3_base_0) > $signed(s3_margin_0);
+  assign \$38  = $signed(update_in[68:53]) - $signed(\$37 );
+  assign \$39  = update_in[69] ? 9'h100 : 9'h000;
+  assign \$40  = $signed(update_in[52:35]) - $signed({ 1'h0, \$39  });
+  assign \$41  = update_in[69] ? 10'h200 : 10'h100;
+  assign \$42  = $signed({ 1'h0, \$41  }) - $signed(update_in[52:35]);
+  assign \$43  = $signed(s3_base_1) > $signed(s3_margin_1);
+  assign \$44  = $signed(s3_base_1) > $signed(s3_margin_1);
+  assign \$46  = $signed(update_in[103:88]) - $signed(\$45 );
+  assign \$47  = update_in[104] ? 9'h100 : 9'h000;
+  assign \$48  = $signed(update_in[87:70]) - $signed({ 1'h0, \$47  });
+  assign \$49  = update_in[104] ? 10'h200 : 10'h100;
+  assign \$50  = $signed({ 1'h0, \$49  }) - $signed(update_in[87:70]);
+  assign \$51  = $signed(s3_base_2) > $signed(s3_margin_2);
+  assign \$52  = $signed(s3_base_2) > $signed(s3_margin_2);
+  assign \$54  = $signed(update_in[138:123]) - $signed(\$53 );
+  assign \$55  = update_in[139] ? 9'h100 : 9'h000;
+  assign \$56  = $signed(update_in[122:105]) - $signed({ 1'h0, \$55  });
+  assign \$57  = update_in[139] ? 10'h200 : 10'h100;
+  assign \$58  = $signed({ 1'h0, \$57  }) - $signed(update_in[122:105]);
+  assign \$59  = $signed(s3_base_3) > $signed(s3_margin_3);
+  assign \$60  = $signed(s3_base_3) > $signed(s3_margin_3);
   always @(posedge clk)
-    \$signal$32  <= \$57 ;
+    \$signal$34  <= \$61 ;
   always @(posedge clk)
-    \$signal$33  <= row_in__payload[4:0];
+    \$signal$35  <= row_in__payload[4:0];
   always @(posedge clk)
-    \$signal$34  <= { update_in[139], update_in[104], update_in[69], update_in[34] };
+    \$signal$36  <= { update_in[139], update_in[104], update_in[69], update_in[34] };
   always @(posedge clk)
-    row_out__valid <= \$58 ;
+    row_out__valid <= \$62 ;
   always @(posedge clk)
-    \$signal  <= \$signal$33 ;
+    \$signal  <= \$signal$35 ;
   always @(posedge clk)
-    \$signal$25  <= \$signal$34 ;
+    \$signal$27  <= \$signal$36 ;
   always @(posedge clk)
     s3_base_0 <= \$30 ;
   always @(posedge clk)
@@ -1649,29 +1669,31 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   always @(posedge clk)
     s4_v_0 <= \$7 [15:0];
   always @(posedge clk)
-    s4_z <= \$59 ;
+    s4_z <= \$63 ;
   always @(posedge clk)
-    s3_base_1 <= \$37 ;
+    s4_z_state <= \$64 ;
   always @(posedge clk)
-    s3_drive_1 <= \$39 ;
+    s3_base_1 <= \$38 ;
   always @(posedge clk)
-    s3_margin_1 <= \$41 ;
+    s3_drive_1 <= \$40 ;
+  always @(posedge clk)
+    s3_margin_1 <= \$42 ;
   always @(posedge clk)
     s4_v_1 <= \$14 [15:0];
   always @(posedge clk)
-    s3_base_2 <= \$44 ;
+    s3_base_2 <= \$46 ;
   always @(posedge clk)
-    s3_drive_2 <= \$46 ;
+    s3_drive_2 <= \$48 ;
   always @(posedge clk)
-    s3_margin_2 <= \$48 ;
+    s3_margin_2 <= \$50 ;
   always @(posedge clk)
     s4_v_2 <= \$21 [15:0];
   always @(posedge clk)
-    s3_base_3 <= \$51 ;
+    s3_base_3 <= \$54 ;
   always @(posedge clk)
-    s3_drive_3 <= \$53 ;
+    s3_drive_3 <= \$56 ;
   always @(posedge clk)
-    s3_margin_3 <= \$55 ;
+    s3_margin_3 <= \$58 ;
   always @(posedge clk)
     s4_v_3 <= \$28 [15:0];
   assign v_new_0_wide = $signed(s3_base_0) + $signed(s3_drive_0);
@@ -1708,10 +1730,6 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   assign \$28  = \$26  ? { 1'h0, v_new_3_wide[15:0] } : { \$27 [15], \$27  };
   assign \$30  = $signed(update_in[33:18]) - $signed(\$29 );
   assign \$31  = update_in[34] ? 9'h100 : 9'h000;
-  assign \$32  = $signed(update_in[17:0]) - $signed({ 1'h0, \$31  });
-  assign \$33  = update_in[34] ? 10'h200 : 10'h100;
-  assign \$34  = $signed({ 1'h0, \$33  }) - $signed(update_in[17:0]);
-  assign \$35  = $signed(s3_base_0) > $signed(s3_margin_0);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     update_in = 140'h00000000000000000000000000000000000;
@@ -1721,16 +1739,16 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$57  = row_in__valid;
+    \$61  = row_in__valid;
     if (rst) begin
-      \$57  = 1'h0;
+      \$61  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$58  = \$signal$32 ;
+    \$62  = \$signal$34 ;
     if (rst) begin
-      \$58  = 1'h0;
+      \$62  = 1'h0;
     end
   end
   assign v_new_0 = \$7 [15:0];
@@ -1780,25 +1798,33 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, row_
   assign \row_out__payload.v[3]  = row_out__payload[68:53];
   assign \row_out__payload.z  = row_out__payload[72:69];
   assign \row_out__payload.z_prev  = row_out__payload[76:73];
-  assign \$59 [3] = \$56 ;
-  assign \$59 [2] = \$49 ;
-  assign \$59 [1] = \$42 ;
-  assign \$59 [0] = \$35 ;
+  assign \$64 [3] = \$60 ;
+  assign \$64 [2] = \$52 ;
+  assign \$64 [1] = \$44 ;
+  assign \$64 [0] = \$36 ;
+  assign \$63 [3] = \$59 ;
+  assign \$63 [2] = \$51 ;
+  assign \$63 [1] = \$43 ;
+  assign \$63 [0] = \$35 ;
   assign row_out__payload[68:53] = s4_v_3;
   assign row_out__payload[52:37] = s4_v_2;
   assign row_out__payload[36:21] = s4_v_1;
   assign row_out__payload[20:5] = s4_v_0;
-  assign row_out__payload[76:73] = \$signal$25 ;
+  assign row_out__payload[76:73] = \$signal$27 ;
   assign row_out__payload[72:69] = z;
   assign row_out__payload[4:0] = \$signal ;
+  assign z_state[3] = s4_z_state[3];
+  assign z_state[2] = s4_z_state[2];
+  assign z_state[1] = s4_z_state[1];
+  assign z_state[0] = s4_z_state[0];
   assign z[3] = s4_z[3];
   assign z[2] = s4_z[2];
   assign z[1] = s4_z[1];
   assign z[0] = s4_z[0];
   assign \$29  = { update_in[33], update_in[33], update_in[33:20] };
-  assign \$36  = { update_in[68], update_in[68], update_in[68:55] };
-  assign \$43  = { update_in[103], update_in[103], update_in[103:90] };
-  assign \$50  = { update_in[138], update_in[138], update_in[138:125] };
+  assign \$37  = { update_in[68], update_in[68], update_in[68:55] };
+  assign \$45  = { update_in[103], update_in[103], update_in[103:90] };
+  assign \$53  = { update_in[138], update_in[138], update_in[138:125] };
 endmodule
 
 (* generator = "Amaranth" *)

@@ -49,6 +49,11 @@ class NeuronUpdate(wiring.Component):
     threshold, ``1 <= threshold < v_max``); each stage has one carry chain (stage 3 also the
     saturation's few LUT levels), so that the update is not the core's longest path, and
     the row leaves from registers into the state memory, the spike list and the traces.
+    The state memory's spikes come from registers of their own (``z_state``, both copies
+    marked ``keep``): from the shared ones, Yosys computed the memory's write data from LUTs
+    it shares with the spike list's write enable and count, and the 256-256-16 e-prop core's
+    longest path ran from the spike registers through the spike list's logic, 24 rows away,
+    into the state.
     The operands are isolated: the datapath sees the row only while ``row_in.valid``, so it
     does not toggle while the pipeline accumulates.
 
@@ -63,6 +68,7 @@ class NeuronUpdate(wiring.Component):
             {
                 "row_in": In(tap(update_in_layout(cfg))),
                 "row_out": Out(tap(update_row_layout(cfg))),
+                "z_state": Out(cfg.lanes),
             }
         )
 
@@ -88,7 +94,9 @@ class NeuronUpdate(wiring.Component):
             z_prev4.eq(z_prev3),
         ]
         v = [Signal(signed(mb), name=f"s4_v_{lane}", reset_less=True) for lane in range(lanes)]
-        spiked = Signal(lanes, name="s4_z", reset_less=True)
+        # two copies, both kept: Yosys merges equal flip-flops unless both carry ``keep``
+        spiked = Signal(lanes, name="s4_z", reset_less=True, attrs={"keep": 1})
+        spiked_state = Signal(lanes, name="s4_z_state", reset_less=True, attrs={"keep": 1})
         for lane in range(lanes):
             n = state[lane]
             leaked = leak(n.v, cfg.leak_shift)
@@ -106,13 +114,17 @@ class NeuronUpdate(wiring.Component):
             m.d.sync += [
                 v[lane].eq(saturate(m, base3 + drive3, mb, f"v_new_{lane}")),
                 spiked[lane].eq(base3 > margin3),
+                spiked_state[lane].eq(base3 > margin3),
             ]
         z = Signal(lanes)
         for lane in range(lanes):
-            spikes = spiked[lane]
             if (rows - 1) * lanes + lane >= cfg.n_rec:  # a padding lane of the last row
-                spikes = spikes & (row4 != rows - 1)
-            m.d.comb += z[lane].eq(spikes)
+                m.d.comb += [
+                    z[lane].eq(spiked[lane] & (row4 != rows - 1)),
+                    self.z_state[lane].eq(spiked_state[lane] & (row4 != rows - 1)),
+                ]
+            else:
+                m.d.comb += [z[lane].eq(spiked[lane]), self.z_state[lane].eq(spiked_state[lane])]
         out = self.row_out
         m.d.comb += [
             out.valid.eq(valid4),
@@ -224,5 +236,8 @@ class NeuronRows(wiring.Component):
         with m.If(done.valid):  # stage 4 (stage 3 holds UPDATE or nothing meanwhile)
             m.d.comb += [wr.en.eq(1), wr.addr.eq(done.p.row), wr.data.eq(0)]
             for lane in range(lanes):  # acc stays 0
-                m.d.comb += [wr.data[lane].v.eq(done.p.v[lane]), wr.data[lane].z.eq(done.p.z[lane])]
+                m.d.comb += [
+                    wr.data[lane].v.eq(done.p.v[lane]),
+                    wr.data[lane].z.eq(update.z_state[lane]),
+                ]
         return m

@@ -364,11 +364,11 @@ class Sequencer(wiring.Component):
                     with m.State(state), m.If(self.learning.done):
                         self._goto(m, "IDLE")
 
-        # after the FSM.  While idle,
-        # ``waddr`` is loaded with the second address of an input's fan-out, or with the first
-        # of the list's first spike for a STEP, whether or not the event is taken: nothing read
-        # at ``waddr`` in IDLE is used (j = 0: ``w_in`` is read at the event's own address), so
-        # only a taken event's value matters, and the handshake is not in front of the register
+        # after the FSM.  While idle, ``waddr`` is loaded with the second address of an input's
+        # fan-out, or with the first of the list's first spike for a STEP, whether or not the
+        # event is taken: nothing read at ``waddr`` in IDLE is used (j = 0: ``w_in`` is read at
+        # the event's own address), so only a taken event's value matters, and the handshake is
+        # not in front of the register
         with m.If(idle & (kind == EventKind.STEP)):
             m.d.sync += waddr.eq(times(self.run.index, rows))
         with m.Elif(idle):

@@ -64,8 +64,11 @@ def _output_registers(
     """The flip-flop each product bit in use feeds (``{"P3": name, ...}``), or ``None`` unless
     every such bit drives one plain flip-flop and nothing else, all on one clock."""
     registers = {}
-    for port, (bit,) in mult["connections"].items():
-        if not _is_product_bit(port) or not isinstance(bit, int) or not sinks[bit]:
+    for port, bits in mult["connections"].items():
+        if not _is_product_bit(port):
+            continue
+        (bit,) = bits  # a product pin is one bit
+        if not isinstance(bit, int) or not sinks[bit]:
             continue
         if len(sinks[bit]) != 1:
             return None

@@ -1459,7 +1459,7 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, z_state, row_out__payload, row_out__valid, clk);
+module \neurofptt_core.neurons.update (rst, z_state, row_in__valid, row_in__payload, row_out__payload, row_out__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
 `ifndef SYNTHESIS
   // wake every always @* block at time zero (also under SystemVerilog semantics)
@@ -1622,6 +1622,8 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, z_st
   wire [3:0] z;
   output [3:0] z_state;
   wire [3:0] z_state;
+  assign \$30  = $signed(update_in[33:18]) - $signed(\$29 );
+  assign \$31  = update_in[34] ? 9'h100 : 9'h000;
   assign \$32  = $signed(update_in[17:0]) - $signed({ 1'h0, \$31  });
   assign \$33  = update_in[34] ? 10'h200 : 10'h100;
   assign \$34  = $signed({ 1'h0, \$33  }) - $signed(update_in[17:0]);
@@ -1728,8 +1730,6 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, z_st
   assign \$26  = \$23  | \$25 ;
   assign \$27  = v_new_3_wide[19] ? 16'h8000 : 16'h7fff;
   assign \$28  = \$26  ? { 1'h0, v_new_3_wide[15:0] } : { \$27 [15], \$27  };
-  assign \$30  = $signed(update_in[33:18]) - $signed(\$29 );
-  assign \$31  = update_in[34] ? 9'h100 : 9'h000;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     update_in = 140'h00000000000000000000000000000000000;
@@ -1813,14 +1813,8 @@ module \neurofptt_core.neurons.update (rst, row_in__valid, row_in__payload, z_st
   assign row_out__payload[76:73] = \$signal$27 ;
   assign row_out__payload[72:69] = z;
   assign row_out__payload[4:0] = \$signal ;
-  assign z_state[3] = s4_z_state[3];
-  assign z_state[2] = s4_z_state[2];
-  assign z_state[1] = s4_z_state[1];
-  assign z_state[0] = s4_z_state[0];
-  assign z[3] = s4_z[3];
-  assign z[2] = s4_z[2];
-  assign z[1] = s4_z[1];
-  assign z[0] = s4_z[0];
+  assign z = s4_z;
+  assign z_state = s4_z_state;
   assign \$29  = { update_in[33], update_in[33], update_in[33:20] };
   assign \$37  = { update_in[68], update_in[68], update_in[68:55] };
   assign \$45  = { update_in[103], update_in[103], update_in[103:90] };

@@ -7,7 +7,7 @@ row pipeline's operations to it (accumulate, clear, update).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -116,15 +116,13 @@ class NeuronUpdate(wiring.Component):
                 spiked[lane].eq(base3 > margin3),
                 spiked_state[lane].eq(base3 > margin3),
             ]
+        # the lanes that hold a neuron in this row: a padding lane of the last row never spikes
+        live = Cat(
+            (row4 != rows - 1) if (rows - 1) * lanes + lane >= cfg.n_rec else Const(1)
+            for lane in range(lanes)
+        )
         z = Signal(lanes)
-        for lane in range(lanes):
-            if (rows - 1) * lanes + lane >= cfg.n_rec:  # a padding lane of the last row
-                m.d.comb += [
-                    z[lane].eq(spiked[lane] & (row4 != rows - 1)),
-                    self.z_state[lane].eq(spiked_state[lane] & (row4 != rows - 1)),
-                ]
-            else:
-                m.d.comb += [z[lane].eq(spiked[lane]), self.z_state[lane].eq(spiked_state[lane])]
+        m.d.comb += [z.eq(spiked & live), self.z_state.eq(spiked_state & live)]
         out = self.row_out
         m.d.comb += [
             out.valid.eq(valid4),

@@ -60,9 +60,10 @@ def _unregistered(cell: dict[str, Any]) -> bool:
 
 def _output_registers(
     mult: dict[str, Any], cells: dict[str, dict[str, Any]], sinks: dict[int, list[tuple[str, str]]]
-) -> dict[str, str] | None:
-    """The flip-flop each product bit in use feeds (``{"P3": name, ...}``), or ``None`` unless
-    every such bit drives one plain flip-flop and nothing else, all on one clock."""
+) -> tuple[dict[str, str], list[Any]] | None:
+    """The flip-flop each product bit in use feeds (``{"P3": name, ...}``) and their clock, or
+    ``None`` unless every such bit drives one plain flip-flop and nothing else, all on one
+    clock."""
     registers = {}
     for port, bits in mult["connections"].items():
         if not _is_product_bit(port):
@@ -78,7 +79,7 @@ def _output_registers(
             return None
         registers[port] = name
     clocks = {tuple(cells[name]["connections"]["CLK"]) for name in registers.values()}
-    return registers if len(clocks) == 1 else None
+    return (registers, list(clocks.pop())) if len(clocks) == 1 else None
 
 
 def pack_output_registers(netlist: dict[str, Any], top: str) -> int:
@@ -103,13 +104,13 @@ def pack_output_registers(netlist: dict[str, Any], top: str) -> int:
 
     moved = 0
     for mult in [cell for cell in cells.values() if cell["type"] == _MULT]:
-        registers = _output_registers(mult, cells, sinks) if _unregistered(mult) else None
-        if not registers:
+        found = _output_registers(mult, cells, sinks) if _unregistered(mult) else None
+        if found is None:
             continue
-        (clock,) = {tuple(cells[name]["connections"]["CLK"]) for name in registers.values()}
+        registers, clock = found
         for port, name in registers.items():
             mult["connections"][port] = cells.pop(name)["connections"]["Q"]
-        mult["connections"].update(CLK0=list(clock), **{k: [v] for k, v in _TIED.items()})
+        mult["connections"].update(CLK0=clock, **{k: [v] for k, v in _TIED.items()})
         mult.setdefault("port_directions", {}).update(dict.fromkeys(("CLK0", *_TIED), "input"))
         mult.setdefault("parameters", {}).update(_OUTPUT_REGISTER)
         moved += len(registers)

@@ -1882,18 +1882,19 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__p
   reg \$56 ;
   reg [8:0] \$57 ;
   reg [8:0] \$58 ;
-  reg [15:0] \$59 ;
+  reg \$59 ;
   wire \$6 ;
-  reg [16:0] \$60 ;
-  reg [17:0] \$61 ;
-  reg [3:0] \$62 ;
-  reg [1:0] \$63 ;
+  reg [15:0] \$60 ;
+  reg [16:0] \$61 ;
+  reg [17:0] \$62 ;
+  reg [3:0] \$63 ;
   reg [1:0] \$64 ;
-  reg [15:0] \$65 ;
+  reg [1:0] \$65 ;
+  reg [15:0] \$66 ;
   wire \$7 ;
-  wire [7:0] \$75 ;
+  wire [7:0] \$76 ;
   wire \$8 ;
-  wire [7:0] \$80 ;
+  wire [7:0] \$81 ;
   wire \$9 ;
   (* init = 2'h0 *)
   wire [1:0] \$signature__addr ;
@@ -1961,6 +1962,7 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__p
   reg readout_clear_s2 = 1'h0;
   reg [4:0] readout_row_s2 = 5'h00;
   reg [17:0] ro_acc = 18'h00000;
+  reg ro_fresh = 1'h0;
   reg [3:0] ro_k = 4'h0;
   reg [3:0] ro_kk = 4'h0;
   reg [1:0] ro_kk_lane = 2'h0;
@@ -2038,6 +2040,7 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__p
   end
   assign \$signature__data  = readout[ro_row];
   assign rd__data = readout[_0_];
+  assign \$29  = & o_new_wide[18:15];
   assign \$30  = \$29  & o_new_wide[18];
   assign \$31  = \$28  | \$30 ;
   assign \$32  = o_new_wide[18] ? 16'h8000 : 16'h7fff;
@@ -2080,19 +2083,21 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__p
   always @(posedge clk)
     ro_s2 <= \$58 ;
   always @(posedge clk)
-    ro_o <= \$59 ;
+    ro_fresh <= \$59 ;
   always @(posedge clk)
-    ro_leaked <= \$60 ;
+    ro_o <= \$60 ;
   always @(posedge clk)
-    ro_acc <= \$61 ;
+    ro_leaked <= \$61 ;
   always @(posedge clk)
-    ro_kk <= \$62 ;
+    ro_acc <= \$62 ;
   always @(posedge clk)
-    ro_kk_row <= \$63 ;
+    ro_kk <= \$63 ;
   always @(posedge clk)
-    ro_kk_lane <= \$64 ;
+    ro_kk_row <= \$64 ;
   always @(posedge clk)
-    ro_value <= \$65 ;
+    ro_kk_lane <= \$65 ;
+  always @(posedge clk)
+    ro_value <= \$66 ;
   assign \$1  = op__payload[2:0] == 3'h4;
   assign \$3  = op__valid & \$2 ;
   assign \$4  = op__payload[2:0] == 3'h5;
@@ -2100,11 +2105,11 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__p
   assign \$7  = op__payload[7:3] < 2'h3;
   assign \$8  = \$6  & \$7 ;
   assign \$9  = ro_k != 4'ha;
-  assign \$75  = ro_lane * 6'h22;
-  assign \$10  = \$signature__data  >> \$75 ;
+  assign \$76  = ro_lane * 6'h22;
+  assign \$10  = \$signature__data  >> \$76 ;
   assign \$12  = $signed(ro_o) - $signed(\$11 );
-  assign \$80  = ro_s1[8:7] * 6'h22;
-  assign \$13  = rd__data >> \$80 ;
+  assign \$81  = ro_s1[8:7] * 6'h22;
+  assign \$13  = rd__data >> \$81 ;
   assign \$14  = ro_k != 4'ha;
   assign \$15  = ro_k + 1'h1;
   assign \$16  = ro_lane == 2'h3;
@@ -2117,7 +2122,6 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__p
   assign o_new_wide = $signed(ro_leaked) + $signed(ro_acc);
   assign \$27  = | o_new_wide[18:15];
   assign \$28  = ~ \$27 ;
-  assign \$29  = & o_new_wide[18:15];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$49  = \$3 ;
@@ -2254,70 +2258,70 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$59  = ro_o;
+    \$59  = 1'h0;
     if (control__run) begin
       if (advance) begin
-        \$59  = \$10 [33:18];
+        \$59  = ro_s2[0];
       end
     end
     if (rst) begin
-      \$59  = 16'h0000;
+      \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$60  = ro_leaked;
+    \$60  = ro_o;
     if (control__run) begin
       if (advance) begin
-        \$60  = \$12 ;
+        \$60  = \$10 [33:18];
       end
     end
     if (rst) begin
-      \$60  = 17'h00000;
+      \$60  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$61  = ro_acc;
+    \$61  = ro_leaked;
     if (control__run) begin
       if (advance) begin
-        \$61  = \$13 [17:0];
+        \$61  = \$12 ;
       end
     end
     if (rst) begin
-      \$61  = 18'h00000;
+      \$61  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$62  = ro_kk;
+    \$62  = ro_acc;
     if (control__run) begin
       if (advance) begin
-        \$62  = ro_s2[4:1];
+        \$62  = \$13 [17:0];
       end
     end
     if (rst) begin
-      \$62  = 4'h0;
+      \$62  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$63  = ro_kk_row;
+    \$63  = ro_kk;
     if (control__run) begin
       if (advance) begin
-        \$63  = ro_s2[6:5];
+        \$63  = ro_s2[4:1];
       end
     end
     if (rst) begin
-      \$63  = 2'h0;
+      \$63  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$64  = ro_kk_lane;
+    \$64  = ro_kk_row;
     if (control__run) begin
       if (advance) begin
-        \$64  = ro_s2[8:7];
+        \$64  = ro_s2[6:5];
       end
     end
     if (rst) begin
@@ -2326,14 +2330,26 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$65  = ro_value;
+    \$65  = ro_kk_lane;
     if (control__run) begin
       if (advance) begin
-        \$65  = \$33 [15:0];
+        \$65  = ro_s2[8:7];
       end
     end
     if (rst) begin
-      \$65  = 16'h0000;
+      \$65  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$66  = ro_value;
+    if (control__run) begin
+      if (advance) begin
+        \$66  = \$33 [15:0];
+      end
+    end
+    if (rst) begin
+      \$66  = 16'h0000;
     end
   end
   always @* begin
@@ -2347,7 +2363,7 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__p
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     wr__addr = readout_row_s2[1:0];
     if (control__run) begin
-      if (\$37 ) begin
+      if (ro_fresh) begin
         wr__addr = ro_kk_row;
       end
     end
@@ -2361,7 +2377,7 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__p
       wr__en = 4'hf;
     end
     if (control__run) begin
-      if (\$37 ) begin
+      if (ro_fresh) begin
         wr__en = { \$41 , \$40 , \$39 , \$38  };
       end
     end
@@ -2380,7 +2396,7 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__p
       wr__data[135:120] = rd__data[135:120];
     end
     if (control__run) begin
-      if (\$37 ) begin
+      if (ro_fresh) begin
         wr__data[33:18] = ro_value;
         wr__data[67:52] = ro_value;
         wr__data[101:86] = ro_value;
@@ -2392,9 +2408,7 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__p
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     sent__valid = 1'h0;
     if (control__run) begin
-      if (\$37 ) begin
-        sent__valid = 1'h1;
-      end
+      sent__valid = \$37 ;
     end
   end
   assign o_new = \$33 [15:0];

@@ -190,9 +190,9 @@ def learning_cycles_per_update(cfg: HardwareConfig) -> int:
     accumulates the learning signals.  ``gap`` and ``drain`` are the RTL's pipeline
     (:func:`~neurofptt.hdl.learning.sweep_timing`, ``docs/hardware.md`` section 9): ``gap``
     idle cycles between the ``W_out`` and ``W_in`` sweeps, since ``delta_j`` is formed that
-    many stages after its last word is read (``8 + tree_stages(P)``), the stages the last word
-    still passes after its first, ``drain - 1`` (``drain`` 7 for e-prop: the weight, 11 for
-    FPTT: ``W_bar``), and the cycle that registers the request.  The softmax error adds its
+    many stages after its last word's factors are read (``8 + tree_stages(P)``), the stages the
+    last word still passes after its first, ``drain - 1`` (``drain`` 8 for e-prop: the weight,
+    12 for FPTT: ``W_bar``), and the cycle that registers the request.  The softmax error adds its
     passes before the sweep (:func:`softmax_cycles`).  :func:`cycles_per_update` adds the
     last word's first stage.
     """

@@ -30,8 +30,8 @@ class ReadoutError(wiring.Component):
     ``start`` / ``done`` are unused.
 
     ``table`` is a read port for the update sweep (one row per cycle, addressing row 0 while it
-    does not read); it is transparent, so the sweep's first read of the row written on the same
-    cycle (the last readout's, or the last ``e_k``) sees the new value.
+    does not read); it is transparent: a read in the cycle its row is written sees the new
+    value.
     """
 
     def __init__(self, cfg: HardwareConfig) -> None:
@@ -88,13 +88,18 @@ class ReadoutError(wiring.Component):
             ]
 
         # what is written, a cycle later: the shift by b_t is a barrel shifter and (rounding
-        # to nearest) an incrementer, too much to share a cycle with the value's subtraction
+        # to nearest) an incrementer, too much to share a cycle with the value's subtraction.
+        # b_t is latched by the STEP, cycles before the step's first readout, and copied into
+        # a register here, by the shifters: their inputs from the learning unit's register,
+        # across the core, were the 256-256-16 FPTT core's longest path at one placement.
         nearest = lc.rounding == "nearest"
+        shift = Signal.like(self.shift, name="err_shift")
+        m.d.sync += shift.eq(self.shift)
         store = Signal(table_write_layout(cfg), name="err_store")
         stored = Signal(name="err_store_valid")
         m.d.sync += stored.eq(0)
         with m.If(go):
-            shifted = value if self.softmax else shift_right(value, self.shift, nearest)
+            shifted = value if self.softmax else shift_right(value, shift, nearest)
             m.d.sync += [stored.eq(1), store.row.eq(row), store.lane.eq(lane)]
             m.d.sync += store.value.eq(shifted)
         addr = self.table.addr
@@ -113,7 +118,7 @@ class ReadoutError(wiring.Component):
             with m.If(softmax.error.valid):
                 e = softmax.error.p
                 m.d.sync += [stored.eq(1), store.row.eq(e.row), store.lane.eq(e.lane)]
-                m.d.sync += store.value.eq(shift_right(e.value, self.shift, nearest))
+                m.d.sync += store.value.eq(shift_right(e.value, shift, nearest))
         m.d.comb += rd.addr.eq(addr)
         with m.If(stored):
             m.d.comb += [wr.addr.eq(store.row), wr.en.eq(onehot(store.lane, lanes))]

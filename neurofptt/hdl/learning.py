@@ -23,8 +23,9 @@ After the readout of a ``STEP`` whose payload has ``learn`` set (``control.start
 ``SWEEP`` state runs over ``W_out``, ``W_in`` and ``W_rec`` one word (``lanes`` synapses) per
 cycle (:class:`~neurofptt.hdl.sweep.SweepCounter`), in the order and with the random draws of
 the golden model: stage 0 addresses the weight word (and the ``W_bar`` and random-feedback
-words) and the per-neuron memories, ``READ`` registers every word read and each matrix's
-factors, ``SELECT`` the operands of the word's matrix, and from ``LANE`` on one
+words), ``FETCH`` registers those words as they leave their block RAMs and addresses the
+per-neuron memories, ``READ`` registers the words again and each matrix's factors, ``SELECT``
+the operands of the word's matrix, and from ``LANE`` on one
 :class:`~neurofptt.hdl.weight_update.WeightUpdateLane` per lane forms the new weight word and
 FPTT's new ``W_bar`` word, a carry chain per stage, with draws from the
 :class:`~neurofptt.hdl.lfsr.LfsrBank` (:func:`sweep_timing` has the stages).  The ``W_out``
@@ -111,19 +112,20 @@ __all__ = [
     "weight_depths",
 ]
 
-#: the sweep's stages: 0 addresses every memory; READ registers their words and each matrix's
-#: factors; SELECT the operands of the word's matrix; LANE hands them to the lanes and the
-#: learning signal
-READ, SELECT, LANE = 1, 2, 3
+#: the sweep's stages: 0 addresses the weight, W_bar and feedback memories; FETCH registers
+#: their words and addresses the per-neuron tables; READ registers the words again and each
+#: matrix's factors; SELECT the operands of the word's matrix; LANE hands them to the lanes
+#: and the learning signal
+FETCH, READ, SELECT, LANE = 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
 class SweepTiming:
     """The sweep's pipeline in cycles: ``gap`` idle cycles between the ``W_out`` and ``W_in``
-    sweeps (the last ``delta_j`` is written in stage ``gap + 1``, the cycle ``W_in`` reads its
-    first row), and ``drain``, the last stage (the last word's weight, or FPTT's ``W_bar``,
-    written :data:`~neurofptt.hdl.blocks.WRITE_LATENCY` cycles after the lane's output), the
-    cycles ``DRAIN`` waits after the last word."""
+    sweeps (the last ``delta_j`` is written in stage ``gap + 1 + FETCH``, the cycle ``W_in``
+    reads its first row), and ``drain``, the last stage (the last word's weight, or FPTT's
+    ``W_bar``, written :data:`~neurofptt.hdl.blocks.WRITE_LATENCY` cycles after the lane's
+    output), the cycles ``DRAIN`` waits after the last word."""
 
     gap: int
     drain: int
@@ -133,7 +135,9 @@ def sweep_timing(cfg: HardwareConfig) -> SweepTiming:
     """The :class:`SweepTiming` of ``cfg``'s learning core."""
     cycles = lane_cycles(cfg)
     last = cycles.wbar if learning_config(cfg).mode == "fptt" else cycles.w
-    return SweepTiming(gap=LANE + signal_latency(cfg) - 1, drain=LANE + last + WRITE_LATENCY)
+    return SweepTiming(
+        gap=LANE - FETCH + signal_latency(cfg) - 1, drain=LANE + last + WRITE_LATENCY
+    )
 
 
 def weight_depths(cfg: HardwareConfig) -> dict[str, int]:
@@ -171,13 +175,16 @@ class _Table:
     port (``data``; ``transparent``: it sees a write of the same cycle).
 
     The read address is ``addr``, a register of the table's own, marked ``keep``, loaded with
-    the next address to read: the sweep's next position, or for the traces the row entering
-    the update.  A port addressed by the sweep's position register itself becomes, in LUT-RAM,
-    an address register that synthesis shares between all tables read at that position, and
-    with the traces' select between the sweep and the update in front of it; that one
-    register's route to every table, or the select, was a placed demo FPTT core's longest path
-    at one placement seed or another of several designs.  Loaded through its own register,
-    each table gets an address register of its own with nothing between it and the RAMs.
+    the sweep's position (so the table is read a cycle after the weight memories, in
+    ``FETCH``), or for the traces with the row entering the update.  A port addressed by the
+    sweep's position register itself becomes, in LUT-RAM, an address register that synthesis
+    shares between all tables read at that position, and with the traces' select between the
+    sweep and the update in front of it; that one register's route to every table, or the
+    select, was a placed demo FPTT core's longest path at one placement seed or another of
+    several designs.  Loaded through its own register, each table gets an address register of
+    its own with nothing between it and the RAMs; loaded with the position rather than the
+    position the sweep moves to, nothing of the sweep's advance (its idle gap, a dump's
+    ``ready``) lies in front of it either.
     """
 
     def __init__(
@@ -456,7 +463,7 @@ class LearningUnit(wiring.Component):
         (its position, ``stages[k]`` in stage ``k``)."""
         control = self.control
         flush = Signal(range(self.timing.drain), name="flush")
-        m.d.sync += p.stages[READ].valid.eq(0)  # unless SWEEP issues a word
+        m.d.sync += p.stages[FETCH].valid.eq(0)  # unless SWEEP issues a word
         for k in range(1, len(p.stages) - 1):
             m.d.sync += p.stages[k + 1].eq(p.stages[k])
 
@@ -527,12 +534,12 @@ class LearningUnit(wiring.Component):
         ``DRAIN``."""
         at, gap_cycles = p.sweep.at, self.timing.gap
         gap = Signal(range(gap_cycles + 1), name="gap")
-        read = p.stages[READ]
+        fetch = p.stages[FETCH]
         with m.If(gap != 0):
             m.d.sync += gap.eq(gap - 1)
         with m.Else():
             m.d.comb += p.sweep.advance.eq(1)
-            m.d.sync += [read.valid.eq(1), read.at.eq(at)]
+            m.d.sync += [fetch.valid.eq(1), fetch.at.eq(at)]
             depth = weight_depths(self.cfg)["out"]
             with m.If((at.mat == MATRIX_CODES["out"]) & (at.addr == depth - 1)):
                 m.d.sync += gap.eq(gap_cycles)
@@ -542,24 +549,25 @@ class LearningUnit(wiring.Component):
 
     def _sweep_reads(self, m: Module, p: _Parts) -> None:
         """Every table is read at the sweep's position on every cycle, whatever the state,
-        through its own copy of the position (:class:`_Table`; the traces at the row entering
-        the update instead, while one does): the traces and ``psi`` (and FPTT's previous
-        traces) by the word of presynaptic values, the factors (``delta``, FPTT's
-        previous error and ``delta``) by the row.  An address that depended on the state would
-        put the learning FSM in front of these LUT-RAMs' reads, on the core's longest path; a
-        read outside ``SWEEP`` is unused.
+        through its own copy of the position, a cycle after the weight memories (:class:`_Table`;
+        the traces at the row entering the update instead, while one does): the traces and
+        ``psi`` (and FPTT's previous traces) by the word of presynaptic values, the factors
+        (``delta``, FPTT's previous error and ``delta``) by the row.  An address that depended
+        on the state would put the learning FSM in front of these LUT-RAMs' reads, on the core's
+        longest path; a read outside ``SWEEP`` is unused.
 
-        The ``error`` table idles at row 0 for the softmax error's passes: its address is the
-        sweep's while the ``SWEEP`` flag is set
+        The ``error`` table idles at row 0 for the softmax error's passes: its address is a
+        register loaded with the sweep's row while the ``SWEEP`` flag is set
         (:class:`~neurofptt.hdl.state_flags.StateFlags`, next to the multiplexer, where the
-        decoded state had been the demo's FPTT core's longest path)."""
-        at, nxt, tables = p.sweep.at, p.sweep.next, p.tables
-        with m.If(p.states["SWEEP"]):
-            m.d.comb += p.error.table.addr.eq(at.row)
+        decoded state had been the demo's FPTT core's longest path) and with 0 otherwise."""
+        at, tables = p.sweep.at, p.tables
+        error_row = Signal.like(p.error.table.addr, name="error_read_addr")
+        m.d.sync += error_row.eq(Mux(p.states["SWEEP"], at.row, 0))
+        m.d.comb += p.error.table.addr.eq(error_row)
         by_word = ["psi"] + (["prev_obar", "prev_xbar", "prev_zbar"] if self.fptt else [])
         by_row = ["delta"] + (["prev_err", "prev_delta"] if self.fptt else [])
-        m.d.sync += [tables[name].addr.eq(nxt.word) for name in ["neuron", "xbar", *by_word]]
-        m.d.sync += [tables[name].addr.eq(nxt.row) for name in by_row]
+        m.d.sync += [tables[name].addr.eq(at.word) for name in ["neuron", "xbar", *by_word]]
+        m.d.sync += [tables[name].addr.eq(at.row) for name in by_row]
         with m.If(self.updating.valid):  # the sweep is not running: the trace update reads
             m.d.sync += [tables[name].addr.eq(self.updating.p) for name in ("neuron", "xbar")]
 
@@ -665,17 +673,27 @@ class LearningUnit(wiring.Component):
             self._later(m, value, f"{name}_{lane}", keep=True) for lane in range(self.cfg.lanes)
         ]
 
+    def _fetched(self, m: Module, value: Value, name: str) -> Signal:
+        """A block RAM's word read in stage 0, registered twice: in ``FETCH`` as it leaves the
+        block RAM, with nothing but that register after it, so that the register is placed by
+        its block RAM, and again in ``READ``.  These tools give an ECP5 block RAM no output
+        register and time its output at 5.8 ns: a word register shared with the routes on
+        toward the lanes was placed between the two, and the 256-256-16 FPTT core's longest
+        path ran from a ``W_bar`` block RAM, 4.4 ns of routing, into it."""
+        return self._later(m, self._later(m, value, f"fetch_{name}"), f"sweep_{name}")
+
     def _read_stage(self, m: Module, p: _Parts) -> None:
-        """``READ`` registers every word read as it leaves its memory (a block RAM's output
-        before any logic) and each matrix's factors; ``SELECT`` registers the operands of the
-        word's matrix (weights, ``W_bar``, trace, factor row); in ``LANE`` they meet the lanes,
-        whose multipliers so have registered inputs, and the learning signal.  The slot and the
-        matrix multiplexers sit in two stages: in one, behind the position register that
-        reaches every table, they had been the 256-256-16 e-prop core's longest path."""
+        """``FETCH`` and ``READ`` register every word read from a block RAM (:meth:`_fetched`),
+        ``READ`` each matrix's factors as they leave their tables; ``SELECT`` registers the
+        operands of the word's matrix (weights, ``W_bar``, trace, factor row); in ``LANE`` they
+        meet the lanes, whose multipliers so have registered inputs, and the learning signal.
+        The slot and the matrix multiplexers sit in two stages: in one, behind the position
+        register that reaches every table, they had been the 256-256-16 e-prop core's longest
+        path."""
         cfg, lc, read_at = self.cfg, self.lc, p.stages[READ].at
         at, lane_at = p.stages[SELECT].at, p.stages[LANE].at
         now, prev = self._read_factors(m, p, read_at.slot)
-        words = {n: self._later(m, getattr(self, f"w_{n}_read").data, f"sweep_w_{n}")
+        words = {n: self._fetched(m, getattr(self, f"w_{n}_read").data, f"w_{n}")
                  for n in MATRIX_CODES}  # fmt: skip
         pre, post = self._operands(at, now, cfg.lanes)
         lane_pre = self._copies(m, pre, "lane_pre")
@@ -695,7 +713,7 @@ class LearningUnit(wiring.Component):
             self._keep_previous(m, p, pre, post)
             prev_pre, prev_post = self._operands(at, prev, cfg.lanes)
             lane_pre_prev = self._copies(m, Mux(p.prev_valid, prev_pre, 0), "lane_pre_prev")
-            stored = {n: self._later(m, p.wbar[n][0].data, f"sweep_wbar_{n}") for n in MATRIX_CODES}
+            stored = {n: self._fetched(m, p.wbar[n][0].data, f"wbar_{n}") for n in MATRIX_CODES}
             lane_wbar = data.View(
                 data.ArrayLayout(signed(lc.wbar_bits), cfg.lanes),
                 self._later(m, self._select(at.mat, lambda n: stored[n]), "lane_wbar"),
@@ -715,7 +733,7 @@ class LearningUnit(wiring.Component):
         is_out = at.mat == MATRIX_CODES["out"]
         feedback = self._later(m, Mux(is_out, words["out"], 0), "signal_b")
         if p.feedback is not None:
-            feedback = self._later(m, self._later(m, p.feedback.data, "sweep_b"), "lane_b")
+            feedback = self._later(m, self._fetched(m, p.feedback.data, "b"), "lane_b")
         psi = self._later(m, slot_of(p.tables["psi"].data, read_at.slot), "sweep_psi")
         word = p.signal.word
         # on W_out's words, the only ones the signal takes, each lane's factor is its e

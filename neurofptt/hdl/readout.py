@@ -43,12 +43,14 @@ class ReadoutRows(wiring.Component):
     exist here).  While ``control.run`` (which starts once the last ``ACC_OUT`` row is
     written), the readouts leave in index order through three stages: readout ``k``'s row is
     read; its lane is selected and leaked; ``o_k = sat(leak(o_k) + acc_k)`` is registered and
-    offered on ``o_readout`` (held until ``ready``; the stages stall with it) and, once sent,
-    written back into its lane alone with a zero partial sum; ``sent`` shows each one as it
-    goes.  Each readout lane is read before it is written, so the other lanes of a row being
-    written never matter.  A stall reads the held readout's row again rather than disabling
-    the read port: a LUT-RAM read port with an enable needs a data register and a bypass of
-    the write port in front of it.
+    offered on ``o_readout`` (held until ``ready``; the stages stall with it) and, in the first
+    cycle it is offered, written back into its lane alone with a zero partial sum; ``sent``
+    shows each one as it goes.  The write-back waits for no ``ready``: written as the value
+    left, it put the stream's handshake, from the consumer's ``ready`` pin, in front of the
+    LUT-RAM's write port (a placed demo FPTT core's longest path).  Each readout lane is read
+    before it is written, so the other lanes of a row being written never matter.  A stall
+    reads the held readout's row again rather than disabling the read port: a LUT-RAM read
+    port with an enable needs a data register and a bypass of the write port in front of it.
 
     The value ``o_k`` that is leaked is read through a second port, without a register, and
     the one lane selected is registered: the lanes of a wide core's readouts lie next to the
@@ -122,6 +124,7 @@ class ReadoutRows(wiring.Component):
         leaked = Signal(signed(cfg.membrane_bits + 1), name="ro_leaked")
         acc = Signal(signed(cfg.acc_bits), name="ro_acc")
         valid = Signal(name="ro_valid")
+        fresh = Signal(name="ro_fresh")  # the offer's first cycle: write the value back
         kk = Signal.like(s2.k, name="ro_kk")
         kk_row = Signal.like(s2.row, name="ro_kk_row")
         kk_lane = Signal(lane_shape, name="ro_kk_lane")
@@ -145,17 +148,19 @@ class ReadoutRows(wiring.Component):
         with m.If(control.start):
             m.d.sync += [k.eq(0), row.eq(0), lane.eq(0), valid.eq(0), s1.valid.eq(0)]
             m.d.sync += s2.valid.eq(0)
+        m.d.sync += fresh.eq(0)
         with m.If(control.run):  # a stall reads the held readout's row again
             m.d.comb += rd.addr.eq(Mux(advance, row, s1.row))
-            with m.If(valid & out.ready):  # write back what was just sent, into its lane
+            m.d.comb += self.sent.valid.eq(valid & out.ready)
+            with m.If(fresh):  # write back what is offered, into its lane
                 m.d.comb += [
                     wr.en.eq(onehot(kk_lane, lanes) if lanes > 1 else 1),
                     wr.addr.eq(kk_row),
-                    self.sent.valid.eq(1),
                 ]
                 m.d.comb += [wr.data[i].o.eq(value) for i in range(lanes)]  # acc = 0
             with m.If(advance):
                 m.d.sync += [
+                    fresh.eq(s2.valid),
                     s1.valid.eq(k != n_out),
                     s1.k.eq(k),
                     s1.row.eq(row),

@@ -52,10 +52,7 @@ def position_layout(cfg: HardwareConfig) -> data.StructLayout:
 class SweepCounter(wiring.Component):
     """The position of the walk: ``at`` is the current word and ``last`` says it is the final
     one (the last ``W_rec`` word); ``advance`` moves to the next word (after the final one back
-    to the first), ``restart`` to the first (it wins over ``advance``).  ``next`` is the
-    position ``at`` takes on the next cycle, for copies of ``at`` near their users: a register
-    loaded with ``next`` holds ``at`` on every cycle after the first.  ``at``'s register is
-    marked ``keep``, so that synthesis merges no such copy into it."""
+    to the first), ``restart`` to the first (it wins over ``advance``)."""
 
     def __init__(self, cfg: HardwareConfig) -> None:
         self.cfg = cfg
@@ -64,15 +61,15 @@ class SweepCounter(wiring.Component):
                 "restart": In(1),
                 "advance": In(1),
                 "at": Out(position_layout(cfg)),
-                "next": Out(position_layout(cfg)),
                 "last": Out(1),
             }
         )
 
     def elaborate(self, platform: object) -> Module:  # noqa: ARG002 - Amaranth interface
         m = Module()
-        at, nxt = self.at, self.next
-        position = Signal(position_layout(self.cfg), name="position", attrs={"keep": 1})
+        at = self.at
+        nxt = Signal(position_layout(self.cfg), name="next")
+        position = Signal(position_layout(self.cfg), name="position")
         m.d.sync += position.eq(nxt)
         m.d.comb += at.eq(position)
         n_pre, n_rows, _ = matrix_shapes(self.cfg)["rec"]
@@ -86,11 +83,14 @@ class SweepCounter(wiring.Component):
             for name, (n_pre, n_rows, per_word) in matrix_shapes(self.cfg).items():
                 code = MATRIX_CODES[name]
                 with m.Case(code):
-                    self._advance(m, code, n_pre, n_rows, per_word)
+                    self._advance(m, nxt, code, n_pre, n_rows, per_word)
         return m
 
-    def _advance(self, m: Module, code: int, n_pre: int, n_rows: int, per_word: int) -> None:
-        at, nxt = self.at, self.next
+    def _advance(
+        self, m: Module, nxt: Signal, code: int, n_pre: int, n_rows: int, per_word: int
+    ) -> None:
+        """``nxt``, the position after ``at`` in matrix ``code``."""
+        at = self.at
         with m.If(at.row == n_rows - 1):
             m.d.comb += nxt.row.eq(0)
             with m.If(at.pre == n_pre - 1):

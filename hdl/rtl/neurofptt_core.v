@@ -3647,13 +3647,16 @@ module \neurofptt_core.sequencer.inputs (clk, rst, seen, clear, add, index);
   initial #0 \$auto$verilog_backend.cc:2355:dump_module$9  = 1'h1;
 `endif
   wire \$1 ;
+  reg \$10 ;
+  reg [31:0] \$11 ;
   wire \$2 ;
   wire \$3 ;
   wire \$4 ;
   wire \$5 ;
-  reg \$6 ;
-  reg [4:0] \$7 ;
-  reg [31:0] \$8 ;
+  wire \$6 ;
+  wire \$7 ;
+  reg \$8 ;
+  reg [4:0] \$9 ;
   input add;
   wire add;
   reg added = 1'h0;
@@ -3666,113 +3669,125 @@ module \neurofptt_core.sequencer.inputs (clk, rst, seen, clear, add, index);
   wire clk;
   input [4:0] index;
   wire [4:0] index;
+  reg inputs_cleared = 1'h0;
   input rst;
   wire rst;
   output seen;
   wire seen;
   reg [31:0] step_inputs = 32'd0;
+  assign \$1  = ~ clear;
   assign \$2  = add & \$1 ;
   assign \$3  = step_inputs >> index;
-  assign \$4  = added_index == index;
-  assign \$5  = added & \$4 ;
-  assign seen = \$3  | \$5 ;
+  assign \$4  = ~ inputs_cleared;
+  assign \$5  = \$3  & \$4 ;
+  assign \$6  = added_index == index;
+  assign \$7  = added & \$6 ;
+  assign seen = \$5  | \$7 ;
   always @(posedge clk)
-    added <= \$6 ;
+    added <= \$8 ;
   always @(posedge clk)
-    added_index <= \$7 ;
+    added_index <= \$9 ;
   always @(posedge clk)
-    step_inputs <= \$8 ;
-  assign \$1  = ~ clear;
+    inputs_cleared <= \$10 ;
+  always @(posedge clk)
+    step_inputs <= \$11 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$6  = \$2 ;
+    \$8  = \$2 ;
     if (rst) begin
-      \$6  = 1'h0;
+      \$8  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$7  = index;
+    \$9  = index;
     if (rst) begin
-      \$7  = 5'h00;
+      \$9  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$8  = step_inputs;
-    if (clear) begin
-      \$8  = 32'd0;
+    \$10  = clear;
+    if (rst) begin
+      \$10  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$11  = step_inputs;
+    if (inputs_cleared) begin
+      \$11  = 32'd0;
     end else if (added) begin
       (* full_case = 32'd1 *)
       casez (added_index)
         5'h00:
-            \$8 [0] = 1'h1;
+            \$11 [0] = 1'h1;
         5'h01:
-            \$8 [1] = 1'h1;
+            \$11 [1] = 1'h1;
         5'h02:
-            \$8 [2] = 1'h1;
+            \$11 [2] = 1'h1;
         5'h03:
-            \$8 [3] = 1'h1;
+            \$11 [3] = 1'h1;
         5'h04:
-            \$8 [4] = 1'h1;
+            \$11 [4] = 1'h1;
         5'h05:
-            \$8 [5] = 1'h1;
+            \$11 [5] = 1'h1;
         5'h06:
-            \$8 [6] = 1'h1;
+            \$11 [6] = 1'h1;
         5'h07:
-            \$8 [7] = 1'h1;
+            \$11 [7] = 1'h1;
         5'h08:
-            \$8 [8] = 1'h1;
+            \$11 [8] = 1'h1;
         5'h09:
-            \$8 [9] = 1'h1;
+            \$11 [9] = 1'h1;
         5'h0a:
-            \$8 [10] = 1'h1;
+            \$11 [10] = 1'h1;
         5'h0b:
-            \$8 [11] = 1'h1;
+            \$11 [11] = 1'h1;
         5'h0c:
-            \$8 [12] = 1'h1;
+            \$11 [12] = 1'h1;
         5'h0d:
-            \$8 [13] = 1'h1;
+            \$11 [13] = 1'h1;
         5'h0e:
-            \$8 [14] = 1'h1;
+            \$11 [14] = 1'h1;
         5'h0f:
-            \$8 [15] = 1'h1;
+            \$11 [15] = 1'h1;
         5'h10:
-            \$8 [16] = 1'h1;
+            \$11 [16] = 1'h1;
         5'h11:
-            \$8 [17] = 1'h1;
+            \$11 [17] = 1'h1;
         5'h12:
-            \$8 [18] = 1'h1;
+            \$11 [18] = 1'h1;
         5'h13:
-            \$8 [19] = 1'h1;
+            \$11 [19] = 1'h1;
         5'h14:
-            \$8 [20] = 1'h1;
+            \$11 [20] = 1'h1;
         5'h15:
-            \$8 [21] = 1'h1;
+            \$11 [21] = 1'h1;
         5'h16:
-            \$8 [22] = 1'h1;
+            \$11 [22] = 1'h1;
         5'h17:
-            \$8 [23] = 1'h1;
+            \$11 [23] = 1'h1;
         5'h18:
-            \$8 [24] = 1'h1;
+            \$11 [24] = 1'h1;
         5'h19:
-            \$8 [25] = 1'h1;
+            \$11 [25] = 1'h1;
         5'h1a:
-            \$8 [26] = 1'h1;
+            \$11 [26] = 1'h1;
         5'h1b:
-            \$8 [27] = 1'h1;
+            \$11 [27] = 1'h1;
         5'h1c:
-            \$8 [28] = 1'h1;
+            \$11 [28] = 1'h1;
         5'h1d:
-            \$8 [29] = 1'h1;
+            \$11 [29] = 1'h1;
         5'h1e:
-            \$8 [30] = 1'h1;
+            \$11 [30] = 1'h1;
         5'h1f:
-            \$8 [31] = 1'h1;
+            \$11 [31] = 1'h1;
       endcase
     end
     if (rst) begin
-      \$8  = 32'd0;
+      \$11  = 32'd0;
     end
   end
   assign bits = step_inputs;

@@ -77,6 +77,10 @@ class InputSet(wiring.Component):
     straight from the event handshake, the ``n_in`` bits' enables had been the 256-256-16
     e-prop core's longest path (the handshake through a chain of six LUTs into the enables).
     ``bits`` lags an add by that cycle; nothing reads it before the step's ``UPDATE``.
+
+    A ``clear`` is registered too and empties ``bits`` on the next cycle, in which ``seen``
+    disregards them: decoded from the event handshake straight into the reset of the ``n_in``
+    flip-flops, spread over the part, it had been the 256-256-16 FPTT core's longest path.
     """
 
     def __init__(self, n_in: int) -> None:
@@ -96,10 +100,13 @@ class InputSet(wiring.Component):
         bits = Signal(self.n_in, name="step_inputs")
         added = Signal(name="added")
         added_index = Signal.like(self.index, name="added_index")
+        cleared = Signal(name="inputs_cleared")
         m.d.sync += [added.eq(self.add & ~self.clear), added_index.eq(self.index)]
+        m.d.sync += cleared.eq(self.clear)
         pending = added & (added_index == self.index)
-        m.d.comb += [self.bits.eq(bits), self.seen.eq(bits.bit_select(self.index, 1) | pending)]
-        with m.If(self.clear):
+        held = bits.bit_select(self.index, 1) & ~cleared
+        m.d.comb += [self.bits.eq(bits), self.seen.eq(held | pending)]
+        with m.If(cleared):
             m.d.sync += bits.eq(0)
         with m.Elif(added):
             m.d.sync += bits.bit_select(added_index, 1).eq(1)

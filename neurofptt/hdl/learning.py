@@ -674,12 +674,11 @@ class LearningUnit(wiring.Component):
         ]
 
     def _fetched(self, m: Module, value: Value, name: str) -> Signal:
-        """A block RAM's word read in stage 0, registered twice: in ``FETCH`` as it leaves the
-        block RAM, with nothing but that register after it, so that the register is placed by
-        its block RAM, and again in ``READ``.  These tools give an ECP5 block RAM no output
-        register and time its output at 5.8 ns: a word register shared with the routes on
-        toward the lanes was placed between the two, and the 256-256-16 FPTT core's longest
-        path ran from a ``W_bar`` block RAM, 4.4 ns of routing, into it."""
+        """A block RAM's word read in stage 0, registered twice, in ``FETCH`` as it leaves the
+        block RAM and again in ``READ``, so that it meets the tables' factors, read in
+        ``FETCH``.  The first register feeds only the second: nothing but the block RAM's
+        output, 5.8 ns after the clock with no output register (these tools give an ECP5 block
+        RAM none), lies in front of it."""
         return self._later(m, self._later(m, value, f"fetch_{name}"), f"sweep_{name}")
 
     def _read_stage(self, m: Module, p: _Parts) -> None:

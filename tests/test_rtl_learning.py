@@ -521,10 +521,10 @@ def _weight_words(cfg: HardwareConfig) -> int:
 
 
 def _pipeline_cycles(cfg: HardwareConfig) -> int:
-    """The sweep's pipeline in an update: the request registered, ``9 + tree_stages(lanes)``
+    """The sweep's pipeline in an update: the request registered, ``8 + tree_stages(lanes)``
     idle cycles between the ``W_out`` and ``W_in`` sweeps, and its 8 (e-prop) or 12 (FPTT)
     stages."""
-    gap = 9 + (cfg.lanes - 1).bit_length() // 2
+    gap = 8 + (cfg.lanes - 1).bit_length() // 2
     return 1 + gap + (12 if cfg.learning.mode == "fptt" else 8)
 
 

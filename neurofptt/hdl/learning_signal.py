@@ -26,14 +26,13 @@ __all__ = ["LearningSignal", "signal_latency", "signal_word_layout", "trace_slot
 def signal_latency(cfg: HardwareConfig) -> int:
     """Cycles from a ``W_out`` word entering :class:`LearningSignal` to the ``delta_j`` it
     completes: two registers for the products (as they leave the multipliers, and in front of
-    the adder tree), one each for the adder tree's levels (one per two), the running sum and
-    ``L_j``, two for ``L_j psi_j`` (as it leaves its multiplier, and in front of the shift),
-    and one for ``delta_j``, which leaves from the last.
+    the adder tree), one each for the adder tree's levels (one per two), the running sum,
+    ``L_j``, ``L_j psi_j`` and ``delta_j``, which leaves from the last.
 
     ``delta_j`` has a register of its own so that its rounding carry chain and saturation are
     not in one cycle with the route into the ``delta`` table's write port (the demo's FPTT
     core's longest path before)."""
-    return 7 + tree_stages(cfg.lanes)
+    return 6 + tree_stages(cfg.lanes)
 
 
 def trace_slot_layout(cfg: HardwareConfig) -> data.StructLayout:
@@ -69,10 +68,7 @@ class LearningSignal(wiring.Component):
     ``B_jk e_k`` are registered twice (:func:`~neurofptt.hdl.arith.registered_product`); an
     adder tree sums them (:func:`tree_sum`, a register every two levels); the running sum takes
     the word's sum, and after ``j``'s last word ``sat(L_j >> signal_shift)`` is registered with
-    ``psi_j``, then ``L_j psi_j`` (twice, as the products are: with one register, placed among
-    the logic it feeds, that multiplier's 3.9 ns between two routes was a longest path of the
-    demo's FPTT core and the 256-256-16 e-prop core), then
-    ``delta_j = sat((L_j psi_j) >> psi_bits)``, which leaves
+    ``psi_j``, then ``L_j psi_j``, then ``delta_j = sat((L_j psi_j) >> psi_bits)``, which leaves
     on ``delta`` :attr:`latency` cycles after the word, with the word and slot of ``j`` in the
     ``delta`` table.  ``restart`` (before a sweep) zeroes the running sum.
     """
@@ -133,21 +129,23 @@ class LearningSignal(wiring.Component):
             m.d.sync += acc.eq(0)
         nearest = lc.rounding == "nearest"
         signal = saturate(m, shift_right(total, lc.signal_shift, nearest), lc.signal_bits, "signal")
-        signal_valid, landed_valid, product_valid = Signal(), Signal(), Signal()
-        at_signal, at_landed, at_product = (Signal(trace_slot_layout(cfg)) for _ in range(3))
+        signal_valid, product_valid = Signal(), Signal()
+        at_signal, at_product = Signal(trace_slot_layout(cfg)), Signal(trace_slot_layout(cfg))
         signal3 = Signal.like(signal, name="signal_s3")
         psi3 = Signal.like(psi_total, name="psi_s3")
+        # a data register without reset: synth moves it into the multiplier's output register
+        product = Signal(
+            signed(lc.signal_bits + lc.psi_bits + 2), name="signal_psi", reset_less=True
+        )
         m.d.sync += [
             signal_valid.eq(total_valid),
             at_signal.eq(at_total),
             signal3.eq(signal),
             psi3.eq(psi_total),
-            landed_valid.eq(signal_valid),
-            at_landed.eq(at_signal),
-            product_valid.eq(landed_valid),
-            at_product.eq(at_landed),
+            product_valid.eq(signal_valid),
+            at_product.eq(at_signal),
+            product.eq(signal3 * psi3),
         ]
-        product = registered_product(m, signal3, psi3, "signal_psi")
         delta = saturate(m, shift_right(product, lc.psi_bits, nearest), lc.signal_bits, "delta_new")
         m.d.sync += [
             self.delta.valid.eq(product_valid),

@@ -13,8 +13,8 @@ block's register, and the multiply ends at it.
 The Verilog, and every simulation of it, is unchanged: the netlist computes the same values on
 the same clock edges.  Only a register that provably is the output register is moved, one
 with a constant enable and no reset (the lanes' and the learning signal's first product
-registers, :func:`~neurofptt.hdl.arith.registered_product`); a multiplier whose used outputs
-are not all such registers on one clock is left as it is.
+registers, :func:`~neurofptt.hdl.arith.registered_product`, and ``L_j psi_j``'s register);
+a multiplier whose used outputs are not all such registers on one clock is left as it is.
 """
 
 from __future__ import annotations

@@ -78,15 +78,15 @@ def test_baud_the_clock_cannot_make(tmp_path, capsys) -> None:
     assert status == 2 and "cannot be made from a 12 MHz clock" in err
 
 
-def fake_tools(monkeypatch, files: dict[str, str], status: int = 0) -> None:
+def fake_tools(monkeypatch, files: dict[str, str], status: int = 0, stderr: str = "") -> None:
     """Stand-ins for the tools: found on no real path, and a build script that writes
-    ``files`` into the build folder and exits with ``status``."""
+    ``files`` into the build folder, prints ``stderr`` and exits with ``status``."""
     monkeypatch.setattr(build, "find_tool", lambda tool: [f"/opt/{tool}"])
 
     def run(cmd, cwd, **kwargs):
         for name, text in files.items():
             (Path(cwd) / name).write_text(text)
-        return subprocess.CompletedProcess(cmd, status, "", "")
+        return subprocess.CompletedProcess(cmd, status, "", stderr)
 
     monkeypatch.setattr(build.subprocess, "run", run)
 
@@ -108,6 +108,21 @@ def test_report_of_a_build(monkeypatch, tmp_path) -> None:
     assert report["fmax_mhz"] == 10.5 and report["timing_met"] is False
     assert report["core"]["mode"] == "inference" and report["model"].endswith("q.npz")
     assert report["program"] == f"iceprog {tmp_path / 'neurofptt_icebreaker.bin'}"
+
+
+def test_driver_conflict_fails_the_build(monkeypatch, tmp_path) -> None:
+    """A build whose Yosys resolved a signal with two drivers is refused, with the first
+    conflict and the log named, and no bitstream is copied out."""
+    warning = (
+        "Warning: Driver-driver conflict for \\board.core.x [3] between cell $55.O and "
+        "constant 1'0 in top: Resolved using constant.\n"
+    )
+    fake_tools(monkeypatch, {"top.bin": "bits"}, stderr="Info: fine\n" + warning * 2)
+    net = random_network(CFG, seed=0, spread=8)
+    with pytest.raises(SynthesisError, match=r"resolved 2 driver-driver conflict\(s\)") as err:
+        build_board(net, "icebreaker", tmp_path, baud=115_200)
+    assert "board.core.x [3]" in str(err.value) and "build.log" in str(err.value)
+    assert not (tmp_path / "neurofptt_icebreaker.bin").exists()
 
 
 def test_core_that_does_not_fit(monkeypatch, tmp_path) -> None:

@@ -200,8 +200,9 @@ def build_board(
     proc = subprocess.run(
         ["sh", f"{plan.script}.sh"], cwd=build_dir, env=env, capture_output=True, text=True
     )
+    output = proc.stdout + proc.stderr
     log = build_dir / BUILD_LOG
-    log.write_text(proc.stdout + proc.stderr)
+    log.write_text(output)
     bitstream_file = build_dir / f"top.{spec.bitstream}"
     if proc.returncode != 0 or not bitstream_file.is_file():
         tool_log = build_dir / ("top.tim" if (build_dir / "top.json").is_file() else "top.rpt")
@@ -216,10 +217,10 @@ def build_board(
             )
         raise SynthesisError(
             f"the {board} build failed (exit code {proc.returncode}). Last lines of "
-            f"{tool_log.name}:\n{_tail(tool_log, proc.stdout + proc.stderr)}\nFull logs: "
+            f"{tool_log.name}:\n{_tail(tool_log, output)}\nFull logs: "
             f"{build_dir}"
         )
-    _check_drivers(proc.stdout + proc.stderr, board, log)
+    _check_drivers(output, board, log)
     bitstream = out_dir / f"neurofptt_{board}.{spec.bitstream}"
     shutil.copyfile(bitstream_file, bitstream)
     stat = json.loads((build_dir / "stat.json").read_text())

@@ -1857,12 +1857,12 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__p
   wire [16:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [1:0] \$36 ;
+  wire \$36 ;
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
   wire \$43 ;
@@ -2048,12 +2048,12 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__p
   assign \$34  = ~ ro_valid;
   assign advance = \$34  | o_readout__ready;
   assign \$35  = ro_kk == 4'h9;
-  assign \$36  = advance ? ro_row : ro_s1[6:5];
-  assign \$37  = ro_valid & o_readout__ready;
-  assign \$38  = ! ro_kk_lane;
-  assign \$39  = ro_kk_lane == 1'h1;
-  assign \$40  = ro_kk_lane == 2'h2;
-  assign \$41  = ro_kk_lane == 2'h3;
+  assign \$36  = ! ro_kk_lane;
+  assign \$37  = ro_kk_lane == 1'h1;
+  assign \$38  = ro_kk_lane == 2'h2;
+  assign \$39  = ro_kk_lane == 2'h3;
+  assign \$40  = advance ? ro_row : ro_s1[6:5];
+  assign \$41  = ro_valid & o_readout__ready;
   assign \$42  = ro_k == 4'ha;
   assign \$43  = control__run & \$42 ;
   assign \$44  = ~ ro_s1[0];
@@ -2356,16 +2356,14 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__p
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     rd__addr = op__payload[4:3];
     if (control__run) begin
-      rd__addr = \$36 ;
+      rd__addr = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     wr__addr = readout_row_s2[1:0];
-    if (control__run) begin
-      if (ro_fresh) begin
-        wr__addr = ro_kk_row;
-      end
+    if (ro_fresh) begin
+      wr__addr = ro_kk_row;
     end
   end
   always @* begin
@@ -2376,10 +2374,8 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__p
     end else if (readout_clear_s2) begin
       wr__en = 4'hf;
     end
-    if (control__run) begin
-      if (ro_fresh) begin
-        wr__en = { \$41 , \$40 , \$39 , \$38  };
-      end
+    if (ro_fresh) begin
+      wr__en = { \$39 , \$38 , \$37 , \$36  };
     end
   end
   always @* begin
@@ -2395,20 +2391,18 @@ module \neurofptt_core.readout (clk, rst, op__valid, w_out, control__done, op__p
       wr__data[119:102] = \$26 [17:0];
       wr__data[135:120] = rd__data[135:120];
     end
-    if (control__run) begin
-      if (ro_fresh) begin
-        wr__data[33:18] = ro_value;
-        wr__data[67:52] = ro_value;
-        wr__data[101:86] = ro_value;
-        wr__data[135:120] = ro_value;
-      end
+    if (ro_fresh) begin
+      wr__data[33:18] = ro_value;
+      wr__data[67:52] = ro_value;
+      wr__data[101:86] = ro_value;
+      wr__data[135:120] = ro_value;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     sent__valid = 1'h0;
     if (control__run) begin
-      sent__valid = \$37 ;
+      sent__valid = \$41 ;
     end
   end
   assign o_new = \$33 [15:0];

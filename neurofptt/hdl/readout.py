@@ -149,15 +149,19 @@ class ReadoutRows(wiring.Component):
             m.d.sync += [k.eq(0), row.eq(0), lane.eq(0), valid.eq(0), s1.valid.eq(0)]
             m.d.sync += s2.valid.eq(0)
         m.d.sync += fresh.eq(0)
+        # write back what is offered, into its lane; ``fresh`` is set only under ``run`` and
+        # holds ``run`` on (``valid`` is set with it, so ``done`` is not), so the write port's
+        # address and enable select on this register alone (with ``run`` in front of them,
+        # a placed demo FPTT core's longest path ran from the sequencer's state flip-flop)
+        with m.If(fresh):
+            m.d.comb += [
+                wr.en.eq(onehot(kk_lane, lanes) if lanes > 1 else 1),
+                wr.addr.eq(kk_row),
+            ]
+            m.d.comb += [wr.data[i].o.eq(value) for i in range(lanes)]  # acc = 0
         with m.If(control.run):  # a stall reads the held readout's row again
             m.d.comb += rd.addr.eq(Mux(advance, row, s1.row))
             m.d.comb += self.sent.valid.eq(valid & out.ready)
-            with m.If(fresh):  # write back what is offered, into its lane
-                m.d.comb += [
-                    wr.en.eq(onehot(kk_lane, lanes) if lanes > 1 else 1),
-                    wr.addr.eq(kk_row),
-                ]
-                m.d.comb += [wr.data[i].o.eq(value) for i in range(lanes)]  # acc = 0
             with m.If(advance):
                 m.d.sync += [
                     fresh.eq(s2.valid),

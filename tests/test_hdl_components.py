@@ -204,7 +204,6 @@ async def issue_rows(ctx, dut: RowPipeline, schedule: list, updates: list) -> No
         for sink in (dut.neurons.op, dut.readout.op):
             ctx.set(sink.valid, stage1 is not None)
             ctx.set(sink.p, {"op": stage1[0], "row": stage1[1]} if stage1 else {"op": 0, "row": 0})
-        ctx.set(dut.neurons.issued, item[1] if item else 0)  # stage 0: op's row next cycle
         words = stage1[2] if stage1 else {}
         for name, port in (
             ("w_in", dut.neurons.w_in),
@@ -621,14 +620,6 @@ def test_sliced_memory_keeps_a_write_register_per_slice() -> None:
     for k in range(4):
         for name in (f"write_addr_{k}", f"write_en_{k}"):
             assert is_kept(text, name), name
-
-
-def test_state_rows_read_each_lane_at_a_kept_copy_of_the_row() -> None:
-    """Each lane's state memory is read at a row register of its own, marked ``keep`` so that
-    synthesis does not merge the copies back into the one address routed to every cell."""
-    text = verilog.convert(RowPipeline(CONFIGS[1].replace(lanes=3)), name="rows")
-    for lane in range(3):
-        assert is_kept(text, f"state_read_addr_{lane}"), lane
 
 
 def test_writable_weight_memories_leave_collisions_undefined_to_synthesis() -> None:

@@ -34,7 +34,7 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire control__done;
   wire control__run;
   wire control__start;
-  wire \control__start$78 ;
+  wire \control__start$76 ;
   wire [5:0] count;
   wire drop;
   wire [4:0] emit__addr;
@@ -47,13 +47,13 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire emitter__start;
   input [6:0] i_event__payload;
   wire [6:0] i_event__payload;
-  wire [6:0] \i_event__payload$39 ;
-  wire [4:0] \i_event__payload$39.index ;
+  wire [6:0] \i_event__payload$37 ;
+  wire [4:0] \i_event__payload$37.index ;
   (* enum_base_type = "EventKind" *)
   (* enum_value_00 = "SPIKE" *)
   (* enum_value_01 = "STEP" *)
   (* enum_value_10 = "CLEAR" *)
-  wire [1:0] \i_event__payload$39.kind ;
+  wire [1:0] \i_event__payload$37.kind ;
   wire [4:0] \i_event__payload.index ;
   (* enum_base_type = "EventKind" *)
   (* enum_value_00 = "SPIKE" *)
@@ -62,10 +62,10 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire [1:0] \i_event__payload.kind ;
   output i_event__ready;
   wire i_event__ready;
-  wire \i_event__ready$40 ;
+  wire \i_event__ready$38 ;
   input i_event__valid;
   wire i_event__valid;
-  wire \i_event__valid$41 ;
+  wire \i_event__valid$39 ;
   wire idle;
   wire [7:0] issue__payload;
   (* enum_base_type = "RowOp" *)
@@ -78,41 +78,40 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire [2:0] \issue__payload.op ;
   wire [4:0] \issue__payload.row ;
   wire issue__valid;
-  wire [4:0] issued;
   wire [4:0] list__addr;
-  wire [4:0] \list__addr$63 ;
+  wire [4:0] \list__addr$61 ;
   wire [8:0] list__data;
-  wire [8:0] \list__data$64 ;
-  wire [3:0] \list__data$64.mask ;
-  wire [4:0] \list__data$64.row ;
+  wire [8:0] \list__data$62 ;
+  wire [3:0] \list__data$62.mask ;
+  wire [4:0] \list__data$62.row ;
   wire [3:0] \list__data.mask ;
   wire [4:0] \list__data.row ;
   wire list__en;
-  wire \list__en$67 ;
+  wire \list__en$65 ;
   output [20:0] o_readout__payload;
   wire [20:0] o_readout__payload;
-  wire [20:0] \o_readout__payload$83 ;
-  wire [3:0] \o_readout__payload$83.index ;
-  wire \o_readout__payload$83.last ;
-  wire [15:0] \o_readout__payload$83.value ;
+  wire [20:0] \o_readout__payload$81 ;
+  wire [3:0] \o_readout__payload$81.index ;
+  wire \o_readout__payload$81.last ;
+  wire [15:0] \o_readout__payload$81.value ;
   wire [3:0] \o_readout__payload.index ;
   wire \o_readout__payload.last ;
   wire [15:0] \o_readout__payload.value ;
   input o_readout__ready;
   wire o_readout__ready;
-  wire \o_readout__ready$84 ;
+  wire \o_readout__ready$82 ;
   output o_readout__valid;
   wire o_readout__valid;
-  wire \o_readout__valid$85 ;
+  wire \o_readout__valid$83 ;
   output [8:0] o_spike__payload;
   wire [8:0] o_spike__payload;
-  wire [8:0] \o_spike__payload$80 ;
-  wire [6:0] \o_spike__payload$80.index ;
+  wire [8:0] \o_spike__payload$78 ;
+  wire [6:0] \o_spike__payload$78.index ;
   (* enum_base_type = "EventKind" *)
   (* enum_value_00 = "SPIKE" *)
   (* enum_value_01 = "STEP" *)
   (* enum_value_10 = "CLEAR" *)
-  wire [1:0] \o_spike__payload$80.kind ;
+  wire [1:0] \o_spike__payload$78.kind ;
   wire [6:0] \o_spike__payload.index ;
   (* enum_base_type = "EventKind" *)
   (* enum_value_00 = "SPIKE" *)
@@ -121,10 +120,10 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire [1:0] \o_spike__payload.kind ;
   input o_spike__ready;
   wire o_spike__ready;
-  wire \o_spike__ready$81 ;
+  wire \o_spike__ready$79 ;
   output o_spike__valid;
   wire o_spike__valid;
-  wire \o_spike__valid$82 ;
+  wire \o_spike__valid$80 ;
   (* init = 8'h00 *)
   wire [7:0] op__payload;
   (* init = 8'h00 *)
@@ -153,8 +152,8 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   wire [11:0] \read__addr$14 ;
   wire [8:0] \read__addr$16 ;
   wire [31:0] read__data;
+  wire [31:0] \read__data$30 ;
   wire [31:0] \read__data$32 ;
-  wire [31:0] \read__data$34 ;
   wire readout__done;
   wire readout__run;
   wire readout__start;
@@ -253,14 +252,13 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     .control__start(control__start),
     .e_valid(o_spike__valid),
     .list__addr(emit__addr),
-    .list__data(\list__data$64 ),
+    .list__data(\list__data$62 ),
     .o_spike__payload(o_spike__payload),
     .o_spike__ready(o_spike__ready),
     .rst(rst)
   );
   \neurofptt_core.neurons  neurons (
     .clk(clk),
-    .issued(issue__payload[7:3]),
     .op__payload(stage1_kept__payload),
     .op__valid(stage1_kept__valid),
     .rst(rst),
@@ -273,7 +271,7 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     .clk(clk),
     .control__done(readout__done),
     .control__run(control__run),
-    .control__start(\control__start$78 ),
+    .control__start(\control__start$76 ),
     .o_readout__payload(o_readout__payload),
     .o_readout__ready(o_readout__ready),
     .op__payload(stage1_kept__payload),
@@ -308,7 +306,7 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     .issue__valid(issue__valid),
     .readout__done(readout__done),
     .readout__run(control__run),
-    .readout__start(\control__start$78 ),
+    .readout__start(\control__start$76 ),
     .rst(rst),
     .run__count(walk__count),
     .run__index(run__index),
@@ -326,25 +324,25 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
     .clk(clk),
     .count(spike_count),
     .emit__addr(emit__addr),
-    .emit__data(\list__data$64 ),
+    .emit__data(\list__data$62 ),
     .restart(restart),
     .rst(rst),
     .run__addr(run__addr),
     .run__data(list__data)
   );
-  \neurofptt_core.w_in$94  \w_in$94  (
+  \neurofptt_core.w_in$93  \w_in$93  (
     .clk(clk),
     .rd__addr(read__addr),
     .read__data(w_in),
     .rst(rst)
   );
-  \neurofptt_core.w_out$96  \w_out$96  (
+  \neurofptt_core.w_out$95  \w_out$95  (
     .clk(clk),
     .rd__addr(\read__addr$14 [8:0]),
     .read__data(w_out),
     .rst(rst)
   );
-  \neurofptt_core.w_rec$95  \w_rec$95  (
+  \neurofptt_core.w_rec$94  \w_rec$94  (
     .clk(clk),
     .rd__addr(\read__addr$14 ),
     .read__data(w_rec),
@@ -380,15 +378,14 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   assign op__valid = stage1_kept__valid;
   assign \op__payload$25  = stage1_kept__payload;
   assign \op__valid$26  = stage1_kept__valid;
-  assign issued = issue__payload[7:3];
   assign read__data = w_in;
-  assign \read__data$32  = w_rec;
-  assign \read__data$34  = w_out;
+  assign \read__data$30  = w_rec;
+  assign \read__data$32  = w_out;
   assign spikes_restart = restart;
   assign count = spike_count;
-  assign \i_event__payload$39  = i_event__payload;
-  assign \i_event__ready$40  = i_event__ready;
-  assign \i_event__valid$41  = i_event__valid;
+  assign \i_event__payload$37  = i_event__payload;
+  assign \i_event__ready$38  = i_event__ready;
+  assign \i_event__valid$39  = i_event__valid;
   assign run__count = walk__count;
   assign walk__index = run__index;
   assign walk__last = run__last;
@@ -400,22 +397,22 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   assign run__data = list__data;
   assign run__en = 1'h1;
   assign list__en = 1'h1;
-  assign \list__addr$63  = emit__addr;
-  assign emit__data = \list__data$64 ;
+  assign \list__addr$61  = emit__addr;
+  assign emit__data = \list__data$62 ;
   assign emit__en = 1'h1;
-  assign \list__en$67  = 1'h1;
+  assign \list__en$65  = 1'h1;
   assign control__busy = emitter__busy;
   assign emitter__count = control__count;
   assign emitter__start = control__start;
   assign control__done = readout__done;
   assign readout__run = control__run;
-  assign readout__start = \control__start$78 ;
-  assign \o_spike__payload$80  = o_spike__payload;
-  assign \o_spike__ready$81  = o_spike__ready;
-  assign \o_spike__valid$82  = o_spike__valid;
-  assign \o_readout__payload$83  = o_readout__payload;
-  assign \o_readout__ready$84  = o_readout__ready;
-  assign \o_readout__valid$85  = o_readout__valid;
+  assign readout__start = \control__start$76 ;
+  assign \o_spike__payload$78  = o_spike__payload;
+  assign \o_spike__ready$79  = o_spike__ready;
+  assign \o_spike__valid$80  = o_spike__valid;
+  assign \o_readout__payload$81  = o_readout__payload;
+  assign \o_readout__ready$82  = o_readout__ready;
+  assign \o_readout__valid$83  = o_readout__valid;
   assign update__payload = append__payload;
   assign update__valid = append__valid;
   assign idle = i_event__ready;
@@ -434,8 +431,6 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   assign \op__payload.row  = stage1_kept__payload[7:3];
   assign \op__payload$25.op  = stage1_kept__payload[2:0];
   assign \op__payload$25.row  = stage1_kept__payload[7:3];
-  assign \issue__payload.op  = issue__payload[2:0];
-  assign \issue__payload.row  = issue__payload[7:3];
   assign \w_in[0]  = w_in[7:0];
   assign \w_in[1]  = w_in[15:8];
   assign \w_in[2]  = w_in[23:16];
@@ -448,21 +443,21 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   assign \w_out[1]  = w_out[15:8];
   assign \w_out[2]  = w_out[23:16];
   assign \w_out[3]  = w_out[31:24];
-  assign \i_event__payload$39.kind  = i_event__payload[1:0];
-  assign \i_event__payload$39.index  = i_event__payload[6:2];
+  assign \i_event__payload$37.kind  = i_event__payload[1:0];
+  assign \i_event__payload$37.index  = i_event__payload[6:2];
   assign \list__data.row  = list__data[4:0];
   assign \list__data.mask  = list__data[8:5];
   assign \run__data.row  = list__data[4:0];
   assign \run__data.mask  = list__data[8:5];
-  assign \list__data$64.row  = \list__data$64 [4:0];
-  assign \list__data$64.mask  = \list__data$64 [8:5];
-  assign \emit__data.row  = \list__data$64 [4:0];
-  assign \emit__data.mask  = \list__data$64 [8:5];
-  assign \o_spike__payload$80.kind  = o_spike__payload[1:0];
-  assign \o_spike__payload$80.index  = o_spike__payload[8:2];
-  assign \o_readout__payload$83.index  = o_readout__payload[3:0];
-  assign \o_readout__payload$83.value  = o_readout__payload[19:4];
-  assign \o_readout__payload$83.last  = o_readout__payload[20];
+  assign \list__data$62.row  = \list__data$62 [4:0];
+  assign \list__data$62.mask  = \list__data$62 [8:5];
+  assign \emit__data.row  = \list__data$62 [4:0];
+  assign \emit__data.mask  = \list__data$62 [8:5];
+  assign \o_spike__payload$78.kind  = o_spike__payload[1:0];
+  assign \o_spike__payload$78.index  = o_spike__payload[8:2];
+  assign \o_readout__payload$81.index  = o_readout__payload[3:0];
+  assign \o_readout__payload$81.value  = o_readout__payload[19:4];
+  assign \o_readout__payload$81.last  = o_readout__payload[20];
   assign \append__payload.row  = append__payload[4:0];
   assign \append__payload.v  = append__payload[68:5];
   assign \append__payload.v[0]  = append__payload[20:5];
@@ -479,6 +474,8 @@ module neurofptt_core(i_event__valid, o_spike__ready, o_readout__ready, clk, rst
   assign \update__payload.v[3]  = append__payload[68:53];
   assign \update__payload.z  = append__payload[72:69];
   assign \update__payload.z_prev  = append__payload[76:73];
+  assign \issue__payload.op  = issue__payload[2:0];
+  assign \issue__payload.row  = issue__payload[7:3];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -904,7 +901,7 @@ module \neurofptt_core.emitter.cursor (rst, list__data, walk__more, walk__restar
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.neurons (rst, op__valid, op__payload, issued, w_in, w_rec, update__payload, update__valid, clk);
+module \neurofptt_core.neurons (rst, op__valid, op__payload, w_in, w_rec, update__payload, update__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
 `ifndef SYNTHESIS
   // wake every always @* block at time zero (also under SystemVerilog semantics)
@@ -936,50 +933,20 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, issued, w_in, w_rec
   wire [8:0] \$30 ;
   wire [8:0] \$31 ;
   wire [18:0] \$32 ;
-  reg [4:0] \$33 ;
-  reg [4:0] \$34 ;
-  reg [4:0] \$35 ;
-  reg [4:0] \$36 ;
+  reg \$33 ;
+  reg \$34 ;
+  reg \$35 ;
+  reg \$36 ;
   reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  reg [139:0] \$38 ;
   wire \$4 ;
-  reg \$40 ;
-  reg \$41 ;
-  reg [139:0] \$42 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [4:0] \$signature__addr ;
-  wire [4:0] \$signature__addr$31 ;
-  wire [4:0] \$signature__addr$36 ;
-  wire [4:0] \$signature__addr$41 ;
-  wire [34:0] \$signature__data ;
-  wire [34:0] \$signature__data$32 ;
-  wire [17:0] \$signature__data$32.acc ;
-  wire [15:0] \$signature__data$32.v ;
-  wire \$signature__data$32.z ;
-  wire [34:0] \$signature__data$37 ;
-  wire [17:0] \$signature__data$37.acc ;
-  wire [15:0] \$signature__data$37.v ;
-  wire \$signature__data$37.z ;
-  wire [34:0] \$signature__data$42 ;
-  wire [17:0] \$signature__data$42.acc ;
-  wire [15:0] \$signature__data$42.v ;
-  wire \$signature__data$42.z ;
-  wire [17:0] \$signature__data.acc ;
-  wire [15:0] \$signature__data.v ;
-  wire \$signature__data.z ;
-  wire \$signature__en ;
-  wire \$signature__en$30 ;
-  wire \$signature__en$35 ;
-  wire \$signature__en$40 ;
   input clk;
   wire clk;
-  input [4:0] issued;
-  wire [4:0] issued;
   reg neuron_acc_s2 = 1'h0;
   reg neuron_clear_s2 = 1'h0;
   reg [139:0] neuron_data_s3 = 140'h00000000000000000000000000000000000;
@@ -1052,34 +1019,24 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, issued, w_in, w_rec
   wire [4:0] \op__payload.row ;
   input op__valid;
   wire op__valid;
-  (* init = 5'h00 *)
-  (* keep = 32'd1 *)
-  wire [4:0] port__addr;
-  (* init = 5'h00 *)
-  (* keep = 32'd1 *)
-  wire [4:0] \port__addr$33 ;
-  (* init = 5'h00 *)
-  (* keep = 32'd1 *)
-  wire [4:0] \port__addr$38 ;
-  (* init = 5'h00 *)
-  (* keep = 32'd1 *)
-  wire [4:0] \port__addr$43 ;
-  wire [34:0] port__data;
-  wire [34:0] \port__data$34 ;
-  wire [17:0] \port__data$34.acc ;
-  wire [15:0] \port__data$34.v ;
-  wire \port__data$34.z ;
-  wire [34:0] \port__data$39 ;
-  wire [17:0] \port__data$39.acc ;
-  wire [15:0] \port__data$39.v ;
-  wire \port__data$39.z ;
-  wire [34:0] \port__data$44 ;
-  wire [17:0] \port__data$44.acc ;
-  wire [15:0] \port__data$44.v ;
-  wire \port__data$44.z ;
-  wire [17:0] \port__data.acc ;
-  wire [15:0] \port__data.v ;
-  wire \port__data.z ;
+  wire [4:0] rd__addr;
+  wire [139:0] rd__data;
+  wire [34:0] \rd__data[0] ;
+  wire [17:0] \rd__data[0].acc ;
+  wire [15:0] \rd__data[0].v ;
+  wire \rd__data[0].z ;
+  wire [34:0] \rd__data[1] ;
+  wire [17:0] \rd__data[1].acc ;
+  wire [15:0] \rd__data[1].v ;
+  wire \rd__data[1].z ;
+  wire [34:0] \rd__data[2] ;
+  wire [17:0] \rd__data[2].acc ;
+  wire [15:0] \rd__data[2].v ;
+  wire \rd__data[2].z ;
+  wire [34:0] \rd__data[3] ;
+  wire [17:0] \rd__data[3].acc ;
+  wire [15:0] \rd__data[3].v ;
+  wire \rd__data[3].z ;
   wire [144:0] row_in__payload;
   wire [4:0] \row_in__payload.row ;
   wire [139:0] \row_in__payload.state ;
@@ -1113,51 +1070,6 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, issued, w_in, w_rec
   wire row_out__valid;
   input rst;
   wire rst;
-  wire [139:0] state_read;
-  wire [34:0] \state_read[0] ;
-  wire [17:0] \state_read[0].acc ;
-  wire [15:0] \state_read[0].v ;
-  wire \state_read[0].z ;
-  wire [34:0] \state_read[1] ;
-  wire [17:0] \state_read[1].acc ;
-  wire [15:0] \state_read[1].v ;
-  wire \state_read[1].z ;
-  wire [34:0] \state_read[2] ;
-  wire [17:0] \state_read[2].acc ;
-  wire [15:0] \state_read[2].v ;
-  wire \state_read[2].z ;
-  wire [34:0] \state_read[3] ;
-  wire [17:0] \state_read[3].acc ;
-  wire [15:0] \state_read[3].v ;
-  wire \state_read[3].z ;
-  (* keep = 32'd1 *)
-  reg [4:0] state_read_addr_0 = 5'h00;
-  (* keep = 32'd1 *)
-  reg [4:0] state_read_addr_1 = 5'h00;
-  (* keep = 32'd1 *)
-  reg [4:0] state_read_addr_2 = 5'h00;
-  (* keep = 32'd1 *)
-  reg [4:0] state_read_addr_3 = 5'h00;
-  reg [145:0] state_write;
-  wire [4:0] \state_write.addr ;
-  wire [139:0] \state_write.data ;
-  wire [34:0] \state_write.data[0] ;
-  wire [17:0] \state_write.data[0].acc ;
-  wire [15:0] \state_write.data[0].v ;
-  wire \state_write.data[0].z ;
-  wire [34:0] \state_write.data[1] ;
-  wire [17:0] \state_write.data[1].acc ;
-  wire [15:0] \state_write.data[1].v ;
-  wire \state_write.data[1].z ;
-  wire [34:0] \state_write.data[2] ;
-  wire [17:0] \state_write.data[2].acc ;
-  wire [15:0] \state_write.data[2].v ;
-  wire \state_write.data[2].z ;
-  wire [34:0] \state_write.data[3] ;
-  wire [17:0] \state_write.data[3].acc ;
-  wire [15:0] \state_write.data[3].v ;
-  wire \state_write.data[3].z ;
-  wire \state_write.en ;
   output [76:0] update__payload;
   wire [76:0] update__payload;
   wire [4:0] \update__payload.row ;
@@ -1196,185 +1108,66 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, issued, w_in, w_rec
   wire [7:0] \w_rec_s2[1] ;
   wire [7:0] \w_rec_s2[2] ;
   wire [7:0] \w_rec_s2[3] ;
+  reg [4:0] wr__addr;
+  reg [139:0] wr__data;
+  wire [34:0] \wr__data[0] ;
+  wire [17:0] \wr__data[0].acc ;
+  wire [15:0] \wr__data[0].v ;
+  wire \wr__data[0].z ;
+  wire [34:0] \wr__data[1] ;
+  wire [17:0] \wr__data[1].acc ;
+  wire [15:0] \wr__data[1].v ;
+  wire \wr__data[1].z ;
+  wire [34:0] \wr__data[2] ;
+  wire [17:0] \wr__data[2].acc ;
+  wire [15:0] \wr__data[2].v ;
+  wire \wr__data[2].z ;
+  wire [34:0] \wr__data[3] ;
+  wire [17:0] \wr__data[3].acc ;
+  wire [15:0] \wr__data[3].v ;
+  wire \wr__data[3].z ;
+  reg wr__en;
   wire [3:0] z_state;
-  reg [34:0] state_0 [31:0];
+  reg [139:0] state [31:0];
   initial begin
-    state_0[0] = 35'h000000000;
-    state_0[1] = 35'h000000000;
-    state_0[2] = 35'h000000000;
-    state_0[3] = 35'h000000000;
-    state_0[4] = 35'h000000000;
-    state_0[5] = 35'h000000000;
-    state_0[6] = 35'h000000000;
-    state_0[7] = 35'h000000000;
-    state_0[8] = 35'h000000000;
-    state_0[9] = 35'h000000000;
-    state_0[10] = 35'h000000000;
-    state_0[11] = 35'h000000000;
-    state_0[12] = 35'h000000000;
-    state_0[13] = 35'h000000000;
-    state_0[14] = 35'h000000000;
-    state_0[15] = 35'h000000000;
-    state_0[16] = 35'h000000000;
-    state_0[17] = 35'h000000000;
-    state_0[18] = 35'h000000000;
-    state_0[19] = 35'h000000000;
-    state_0[20] = 35'h000000000;
-    state_0[21] = 35'h000000000;
-    state_0[22] = 35'h000000000;
-    state_0[23] = 35'h000000000;
-    state_0[24] = 35'h000000000;
-    state_0[25] = 35'h000000000;
-    state_0[26] = 35'h000000000;
-    state_0[27] = 35'h000000000;
-    state_0[28] = 35'h000000000;
-    state_0[29] = 35'h000000000;
-    state_0[30] = 35'h000000000;
-    state_0[31] = 35'h000000000;
+    state[0] = 140'h00000000000000000000000000000000000;
+    state[1] = 140'h00000000000000000000000000000000000;
+    state[2] = 140'h00000000000000000000000000000000000;
+    state[3] = 140'h00000000000000000000000000000000000;
+    state[4] = 140'h00000000000000000000000000000000000;
+    state[5] = 140'h00000000000000000000000000000000000;
+    state[6] = 140'h00000000000000000000000000000000000;
+    state[7] = 140'h00000000000000000000000000000000000;
+    state[8] = 140'h00000000000000000000000000000000000;
+    state[9] = 140'h00000000000000000000000000000000000;
+    state[10] = 140'h00000000000000000000000000000000000;
+    state[11] = 140'h00000000000000000000000000000000000;
+    state[12] = 140'h00000000000000000000000000000000000;
+    state[13] = 140'h00000000000000000000000000000000000;
+    state[14] = 140'h00000000000000000000000000000000000;
+    state[15] = 140'h00000000000000000000000000000000000;
+    state[16] = 140'h00000000000000000000000000000000000;
+    state[17] = 140'h00000000000000000000000000000000000;
+    state[18] = 140'h00000000000000000000000000000000000;
+    state[19] = 140'h00000000000000000000000000000000000;
+    state[20] = 140'h00000000000000000000000000000000000;
+    state[21] = 140'h00000000000000000000000000000000000;
+    state[22] = 140'h00000000000000000000000000000000000;
+    state[23] = 140'h00000000000000000000000000000000000;
+    state[24] = 140'h00000000000000000000000000000000000;
+    state[25] = 140'h00000000000000000000000000000000000;
+    state[26] = 140'h00000000000000000000000000000000000;
+    state[27] = 140'h00000000000000000000000000000000000;
+    state[28] = 140'h00000000000000000000000000000000000;
+    state[29] = 140'h00000000000000000000000000000000000;
+    state[30] = 140'h00000000000000000000000000000000000;
+    state[31] = 140'h00000000000000000000000000000000000;
   end
   always @(posedge clk) begin
-    if (state_write[0])
-      state_0[state_write[5:1]] <= state_write[40:6];
+    if (wr__en)
+      state[wr__addr] <= wr__data;
   end
-  assign port__data = state_0[state_read_addr_0];
-  reg [34:0] state_1 [31:0];
-  initial begin
-    state_1[0] = 35'h000000000;
-    state_1[1] = 35'h000000000;
-    state_1[2] = 35'h000000000;
-    state_1[3] = 35'h000000000;
-    state_1[4] = 35'h000000000;
-    state_1[5] = 35'h000000000;
-    state_1[6] = 35'h000000000;
-    state_1[7] = 35'h000000000;
-    state_1[8] = 35'h000000000;
-    state_1[9] = 35'h000000000;
-    state_1[10] = 35'h000000000;
-    state_1[11] = 35'h000000000;
-    state_1[12] = 35'h000000000;
-    state_1[13] = 35'h000000000;
-    state_1[14] = 35'h000000000;
-    state_1[15] = 35'h000000000;
-    state_1[16] = 35'h000000000;
-    state_1[17] = 35'h000000000;
-    state_1[18] = 35'h000000000;
-    state_1[19] = 35'h000000000;
-    state_1[20] = 35'h000000000;
-    state_1[21] = 35'h000000000;
-    state_1[22] = 35'h000000000;
-    state_1[23] = 35'h000000000;
-    state_1[24] = 35'h000000000;
-    state_1[25] = 35'h000000000;
-    state_1[26] = 35'h000000000;
-    state_1[27] = 35'h000000000;
-    state_1[28] = 35'h000000000;
-    state_1[29] = 35'h000000000;
-    state_1[30] = 35'h000000000;
-    state_1[31] = 35'h000000000;
-  end
-  always @(posedge clk) begin
-    if (state_write[0])
-      state_1[state_write[5:1]] <= state_write[75:41];
-  end
-  assign \port__data$34  = state_1[state_read_addr_1];
-  reg [34:0] state_2 [31:0];
-  initial begin
-    state_2[0] = 35'h000000000;
-    state_2[1] = 35'h000000000;
-    state_2[2] = 35'h000000000;
-    state_2[3] = 35'h000000000;
-    state_2[4] = 35'h000000000;
-    state_2[5] = 35'h000000000;
-    state_2[6] = 35'h000000000;
-    state_2[7] = 35'h000000000;
-    state_2[8] = 35'h000000000;
-    state_2[9] = 35'h000000000;
-    state_2[10] = 35'h000000000;
-    state_2[11] = 35'h000000000;
-    state_2[12] = 35'h000000000;
-    state_2[13] = 35'h000000000;
-    state_2[14] = 35'h000000000;
-    state_2[15] = 35'h000000000;
-    state_2[16] = 35'h000000000;
-    state_2[17] = 35'h000000000;
-    state_2[18] = 35'h000000000;
-    state_2[19] = 35'h000000000;
-    state_2[20] = 35'h000000000;
-    state_2[21] = 35'h000000000;
-    state_2[22] = 35'h000000000;
-    state_2[23] = 35'h000000000;
-    state_2[24] = 35'h000000000;
-    state_2[25] = 35'h000000000;
-    state_2[26] = 35'h000000000;
-    state_2[27] = 35'h000000000;
-    state_2[28] = 35'h000000000;
-    state_2[29] = 35'h000000000;
-    state_2[30] = 35'h000000000;
-    state_2[31] = 35'h000000000;
-  end
-  always @(posedge clk) begin
-    if (state_write[0])
-      state_2[state_write[5:1]] <= state_write[110:76];
-  end
-  assign \port__data$39  = state_2[state_read_addr_2];
-  reg [34:0] state_3 [31:0];
-  initial begin
-    state_3[0] = 35'h000000000;
-    state_3[1] = 35'h000000000;
-    state_3[2] = 35'h000000000;
-    state_3[3] = 35'h000000000;
-    state_3[4] = 35'h000000000;
-    state_3[5] = 35'h000000000;
-    state_3[6] = 35'h000000000;
-    state_3[7] = 35'h000000000;
-    state_3[8] = 35'h000000000;
-    state_3[9] = 35'h000000000;
-    state_3[10] = 35'h000000000;
-    state_3[11] = 35'h000000000;
-    state_3[12] = 35'h000000000;
-    state_3[13] = 35'h000000000;
-    state_3[14] = 35'h000000000;
-    state_3[15] = 35'h000000000;
-    state_3[16] = 35'h000000000;
-    state_3[17] = 35'h000000000;
-    state_3[18] = 35'h000000000;
-    state_3[19] = 35'h000000000;
-    state_3[20] = 35'h000000000;
-    state_3[21] = 35'h000000000;
-    state_3[22] = 35'h000000000;
-    state_3[23] = 35'h000000000;
-    state_3[24] = 35'h000000000;
-    state_3[25] = 35'h000000000;
-    state_3[26] = 35'h000000000;
-    state_3[27] = 35'h000000000;
-    state_3[28] = 35'h000000000;
-    state_3[29] = 35'h000000000;
-    state_3[30] = 35'h000000000;
-    state_3[31] = 35'h000000000;
-  end
-  always @(posedge clk) begin
-    if (state_write[0])
-      state_3[state_write[5:1]] <= state_write[145:111];
-  end
-  assign \port__data$44  = state_3[state_read_addr_3];
-  always @(posedge clk)
-    neuron_clear_s2 <= \$39 ;
-  always @(posedge clk)
-    neuron_update_s2 <= \$40 ;
-  always @(posedge clk)
-    neuron_row_s2 <= op__payload[7:3];
-  always @(posedge clk)
-    w_in_s2 <= w_in;
-  always @(posedge clk)
-    w_rec_s2 <= w_rec;
-  always @(posedge clk)
-    neuron_read_s2 <= state_read;
-  always @(posedge clk)
-    neuron_write_s3 <= \$41 ;
-  always @(posedge clk)
-    neuron_row_s3 <= neuron_row_s2;
-  always @(posedge clk)
-    neuron_data_s3 <= \$42 ;
+  assign rd__data = state[op__payload[7:3]];
   assign \$1  = op__payload[2:0] == 1'h1;
   assign \$2  = op__payload[2:0] == 2'h2;
   assign \$3  = | { \$2 , \$1  };
@@ -1397,17 +1190,27 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, issued, w_in, w_rec
   assign \$31  = neuron_in_s2 ? \$29  : \$30 ;
   assign \$32  = $signed(neuron_read_s2[122:105]) + $signed(\$31 );
   always @(posedge clk)
-    state_read_addr_0 <= \$33 ;
+    neuron_acc_s2 <= \$33 ;
   always @(posedge clk)
-    state_read_addr_1 <= \$34 ;
+    neuron_in_s2 <= \$34 ;
   always @(posedge clk)
-    state_read_addr_2 <= \$35 ;
+    neuron_clear_s2 <= \$35 ;
   always @(posedge clk)
-    state_read_addr_3 <= \$36 ;
+    neuron_update_s2 <= \$36 ;
   always @(posedge clk)
-    neuron_acc_s2 <= \$37 ;
+    neuron_row_s2 <= op__payload[7:3];
   always @(posedge clk)
-    neuron_in_s2 <= \$38 ;
+    w_in_s2 <= w_in;
+  always @(posedge clk)
+    w_rec_s2 <= w_rec;
+  always @(posedge clk)
+    neuron_read_s2 <= rd__data;
+  always @(posedge clk)
+    neuron_write_s3 <= \$37 ;
+  always @(posedge clk)
+    neuron_row_s3 <= neuron_row_s2;
+  always @(posedge clk)
+    neuron_data_s3 <= \$38 ;
   \neurofptt_core.neurons.update  update (
     .clk(clk),
     .row_in__payload(row_in__payload),
@@ -1419,123 +1222,90 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, issued, w_in, w_rec
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$40  = \$15 ;
+    \$33  = \$4 ;
     if (rst) begin
-      \$40  = 1'h0;
+      \$33  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$41  = \$16 ;
+    \$34  = \$7 ;
     if (rst) begin
-      \$41  = 1'h0;
+      \$34  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$42  = neuron_data_s3;
-    if (neuron_acc_s2) begin
-      \$42 [17:0] = \$20 [17:0];
-      \$42 [33:18] = neuron_read_s2[33:18];
-      \$42 [34] = neuron_read_s2[34];
-      \$42 [52:35] = \$24 [17:0];
-      \$42 [68:53] = neuron_read_s2[68:53];
-      \$42 [69] = neuron_read_s2[69];
-      \$42 [87:70] = \$28 [17:0];
-      \$42 [103:88] = neuron_read_s2[103:88];
-      \$42 [104] = neuron_read_s2[104];
-      \$42 [122:105] = \$32 [17:0];
-      \$42 [138:123] = neuron_read_s2[138:123];
-      \$42 [139] = neuron_read_s2[139];
-    end else if (neuron_clear_s2) begin
-      \$42  = 140'h00000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    state_write[0] = neuron_write_s3;
-    state_write[5:1] = neuron_row_s3;
-    state_write[145:6] = neuron_data_s3;
-    if (update__valid) begin
-      state_write[0] = 1'h1;
-      state_write[5:1] = update__payload[4:0];
-      { state_write[128:111], state_write[93:76], state_write[58:41], state_write[23:6] } = 72'h000000000000000000;
-      state_write[39:24] = update__payload[20:5];
-      state_write[40] = z_state[0];
-      state_write[74:59] = update__payload[36:21];
-      state_write[75] = z_state[1];
-      state_write[109:94] = update__payload[52:37];
-      state_write[110] = z_state[2];
-      state_write[144:129] = update__payload[68:53];
-      state_write[145] = z_state[3];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$33  = issued;
+    \$35  = \$12 ;
     if (rst) begin
-      \$33  = 5'h00;
+      \$35  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$34  = issued;
+    \$36  = \$15 ;
     if (rst) begin
-      \$34  = 5'h00;
+      \$36  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$35  = issued;
-    if (rst) begin
-      \$35  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$36  = issued;
-    if (rst) begin
-      \$36  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$37  = \$4 ;
+    \$37  = \$16 ;
     if (rst) begin
       \$37  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$38  = \$7 ;
-    if (rst) begin
-      \$38  = 1'h0;
+    \$38  = neuron_data_s3;
+    if (neuron_acc_s2) begin
+      \$38 [17:0] = \$20 [17:0];
+      \$38 [33:18] = neuron_read_s2[33:18];
+      \$38 [34] = neuron_read_s2[34];
+      \$38 [52:35] = \$24 [17:0];
+      \$38 [68:53] = neuron_read_s2[68:53];
+      \$38 [69] = neuron_read_s2[69];
+      \$38 [87:70] = \$28 [17:0];
+      \$38 [103:88] = neuron_read_s2[103:88];
+      \$38 [104] = neuron_read_s2[104];
+      \$38 [122:105] = \$32 [17:0];
+      \$38 [138:123] = neuron_read_s2[138:123];
+      \$38 [139] = neuron_read_s2[139];
+    end else if (neuron_clear_s2) begin
+      \$38  = 140'h00000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$39  = \$12 ;
-    if (rst) begin
-      \$39  = 1'h0;
+    wr__en = neuron_write_s3;
+    if (update__valid) begin
+      wr__en = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr__addr = neuron_row_s3;
+    if (update__valid) begin
+      wr__addr = update__payload[4:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr__data = neuron_data_s3;
+    if (update__valid) begin
+      { wr__data[122:105], wr__data[87:70], wr__data[52:35], wr__data[17:0] } = 72'h000000000000000000;
+      wr__data[33:18] = update__payload[20:5];
+      wr__data[34] = z_state[0];
+      wr__data[68:53] = update__payload[36:21];
+      wr__data[69] = z_state[1];
+      wr__data[103:88] = update__payload[52:37];
+      wr__data[104] = z_state[2];
+      wr__data[138:123] = update__payload[68:53];
+      wr__data[139] = z_state[3];
     end
   end
   assign neuron_old_s2 = neuron_read_s2;
-  assign \$signature__en  = state_write[0];
-  assign \$signature__addr  = state_write[5:1];
-  assign \$signature__data  = state_write[40:6];
-  assign port__addr = state_read_addr_0;
-  assign \$signature__en$30  = state_write[0];
-  assign \$signature__addr$31  = state_write[5:1];
-  assign \$signature__data$32  = state_write[75:41];
-  assign \port__addr$33  = state_read_addr_1;
-  assign \$signature__en$35  = state_write[0];
-  assign \$signature__addr$36  = state_write[5:1];
-  assign \$signature__data$37  = state_write[110:76];
-  assign \port__addr$38  = state_read_addr_2;
-  assign \$signature__en$40  = state_write[0];
-  assign \$signature__addr$41  = state_write[5:1];
-  assign \$signature__data$42  = state_write[145:111];
-  assign \port__addr$43  = state_read_addr_3;
+  assign rd__addr = op__payload[7:3];
   assign row_in__valid = neuron_update_s2;
   assign updating__valid = neuron_update_s2;
   assign updating__payload = neuron_row_s2;
@@ -1575,22 +1345,22 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, issued, w_in, w_rec
   assign \neuron_read_s2[3].acc  = neuron_read_s2[122:105];
   assign \neuron_read_s2[3].v  = neuron_read_s2[138:123];
   assign \neuron_read_s2[3].z  = neuron_read_s2[139];
-  assign \state_read[0]  = state_read[34:0];
-  assign \state_read[0].acc  = state_read[17:0];
-  assign \state_read[0].v  = state_read[33:18];
-  assign \state_read[0].z  = state_read[34];
-  assign \state_read[1]  = state_read[69:35];
-  assign \state_read[1].acc  = state_read[52:35];
-  assign \state_read[1].v  = state_read[68:53];
-  assign \state_read[1].z  = state_read[69];
-  assign \state_read[2]  = state_read[104:70];
-  assign \state_read[2].acc  = state_read[87:70];
-  assign \state_read[2].v  = state_read[103:88];
-  assign \state_read[2].z  = state_read[104];
-  assign \state_read[3]  = state_read[139:105];
-  assign \state_read[3].acc  = state_read[122:105];
-  assign \state_read[3].v  = state_read[138:123];
-  assign \state_read[3].z  = state_read[139];
+  assign \rd__data[0]  = rd__data[34:0];
+  assign \rd__data[0].acc  = rd__data[17:0];
+  assign \rd__data[0].v  = rd__data[33:18];
+  assign \rd__data[0].z  = rd__data[34];
+  assign \rd__data[1]  = rd__data[69:35];
+  assign \rd__data[1].acc  = rd__data[52:35];
+  assign \rd__data[1].v  = rd__data[68:53];
+  assign \rd__data[1].z  = rd__data[69];
+  assign \rd__data[2]  = rd__data[104:70];
+  assign \rd__data[2].acc  = rd__data[87:70];
+  assign \rd__data[2].v  = rd__data[103:88];
+  assign \rd__data[2].z  = rd__data[104];
+  assign \rd__data[3]  = rd__data[139:105];
+  assign \rd__data[3].acc  = rd__data[122:105];
+  assign \rd__data[3].v  = rd__data[138:123];
+  assign \rd__data[3].z  = rd__data[139];
   assign \neuron_data_s3[0]  = neuron_data_s3[34:0];
   assign \neuron_data_s3[0].acc  = neuron_data_s3[17:0];
   assign \neuron_data_s3[0].v  = neuron_data_s3[33:18];
@@ -1623,49 +1393,6 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, issued, w_in, w_rec
   assign \neuron_old_s2[3].acc  = neuron_read_s2[122:105];
   assign \neuron_old_s2[3].v  = neuron_read_s2[138:123];
   assign \neuron_old_s2[3].z  = neuron_read_s2[139];
-  assign \state_write.en  = state_write[0];
-  assign \state_write.addr  = state_write[5:1];
-  assign \state_write.data  = state_write[145:6];
-  assign \state_write.data[0]  = state_write[40:6];
-  assign \state_write.data[0].acc  = state_write[23:6];
-  assign \state_write.data[0].v  = state_write[39:24];
-  assign \state_write.data[0].z  = state_write[40];
-  assign \state_write.data[1]  = state_write[75:41];
-  assign \state_write.data[1].acc  = state_write[58:41];
-  assign \state_write.data[1].v  = state_write[74:59];
-  assign \state_write.data[1].z  = state_write[75];
-  assign \state_write.data[2]  = state_write[110:76];
-  assign \state_write.data[2].acc  = state_write[93:76];
-  assign \state_write.data[2].v  = state_write[109:94];
-  assign \state_write.data[2].z  = state_write[110];
-  assign \state_write.data[3]  = state_write[145:111];
-  assign \state_write.data[3].acc  = state_write[128:111];
-  assign \state_write.data[3].v  = state_write[144:129];
-  assign \state_write.data[3].z  = state_write[145];
-  assign \$signature__data.acc  = state_write[23:6];
-  assign \$signature__data.v  = state_write[39:24];
-  assign \$signature__data.z  = state_write[40];
-  assign \port__data.acc  = port__data[17:0];
-  assign \port__data.v  = port__data[33:18];
-  assign \port__data.z  = port__data[34];
-  assign \$signature__data$32.acc  = state_write[58:41];
-  assign \$signature__data$32.v  = state_write[74:59];
-  assign \$signature__data$32.z  = state_write[75];
-  assign \port__data$34.acc  = \port__data$34 [17:0];
-  assign \port__data$34.v  = \port__data$34 [33:18];
-  assign \port__data$34.z  = \port__data$34 [34];
-  assign \$signature__data$37.acc  = state_write[93:76];
-  assign \$signature__data$37.v  = state_write[109:94];
-  assign \$signature__data$37.z  = state_write[110];
-  assign \port__data$39.acc  = \port__data$39 [17:0];
-  assign \port__data$39.v  = \port__data$39 [33:18];
-  assign \port__data$39.z  = \port__data$39 [34];
-  assign \$signature__data$42.acc  = state_write[128:111];
-  assign \$signature__data$42.v  = state_write[144:129];
-  assign \$signature__data$42.z  = state_write[145];
-  assign \port__data$44.acc  = \port__data$44 [17:0];
-  assign \port__data$44.v  = \port__data$44 [33:18];
-  assign \port__data$44.z  = \port__data$44 [34];
   assign \row_in__payload.row  = row_in__payload[4:0];
   assign \row_in__payload.state  = row_in__payload[144:5];
   assign \row_in__payload.state[0]  = row_in__payload[39:5];
@@ -1700,12 +1427,24 @@ module \neurofptt_core.neurons (rst, op__valid, op__payload, issued, w_in, w_rec
   assign \row_out__payload.v[3]  = update__payload[68:53];
   assign \row_out__payload.z  = update__payload[72:69];
   assign \row_out__payload.z_prev  = update__payload[76:73];
+  assign \wr__data[0]  = wr__data[34:0];
+  assign \wr__data[0].acc  = wr__data[17:0];
+  assign \wr__data[0].v  = wr__data[33:18];
+  assign \wr__data[0].z  = wr__data[34];
+  assign \wr__data[1]  = wr__data[69:35];
+  assign \wr__data[1].acc  = wr__data[52:35];
+  assign \wr__data[1].v  = wr__data[68:53];
+  assign \wr__data[1].z  = wr__data[69];
+  assign \wr__data[2]  = wr__data[104:70];
+  assign \wr__data[2].acc  = wr__data[87:70];
+  assign \wr__data[2].v  = wr__data[103:88];
+  assign \wr__data[2].z  = wr__data[104];
+  assign \wr__data[3]  = wr__data[139:105];
+  assign \wr__data[3].acc  = wr__data[122:105];
+  assign \wr__data[3].v  = wr__data[138:123];
+  assign \wr__data[3].z  = wr__data[139];
   assign row_in__payload[144:5] = neuron_read_s2;
   assign row_in__payload[4:0] = neuron_row_s2;
-  assign state_read[139:105] = \port__data$44 ;
-  assign state_read[104:70] = \port__data$39 ;
-  assign state_read[69:35] = \port__data$34 ;
-  assign state_read[34:0] = port__data;
   assign \$6  = \$5 ;
   assign \$9  = \$8 ;
   assign \$14  = \$13 ;
@@ -4229,7 +3968,7 @@ module \neurofptt_core.spikes (rst, run__data, emit__data, restart, append__payl
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.w_in$94 (rst, rd__addr, read__data, clk);
+module \neurofptt_core.w_in$93 (rst, rd__addr, read__data, clk);
   input clk;
   wire clk;
   input [9:0] rd__addr;
@@ -6319,7 +6058,7 @@ module \neurofptt_core.w_in$94 (rst, rd__addr, read__data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.w_out$96 (rst, read__data, rd__addr, clk);
+module \neurofptt_core.w_out$95 (rst, read__data, rd__addr, clk);
   input clk;
   wire clk;
   input [8:0] rd__addr;
@@ -6731,7 +6470,7 @@ module \neurofptt_core.w_out$96 (rst, read__data, rd__addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \neurofptt_core.w_rec$95 (rst, rd__addr, read__data, clk);
+module \neurofptt_core.w_rec$94 (rst, rd__addr, read__data, clk);
   input clk;
   wire clk;
   input [11:0] rd__addr;

@@ -120,7 +120,6 @@ class LifCore(wiring.Component):
         rows = [neurons.op, readout.op] + ([learn.rows] if learn is not None else [])
         connect_taps(m, kept, *rows)
         m.d.comb += [
-            neurons.issued.eq(seq.issue.p.row),
             neurons.w_in.eq(words["w_in"]),
             neurons.w_rec.eq(words["w_rec"]),
             readout.w_out.eq(words["w_out"]),

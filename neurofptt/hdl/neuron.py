@@ -146,12 +146,6 @@ class NeuronRows(wiring.Component):
     and spikes back with a zero partial sum and leaves on ``update``; ``updating`` is the row
     entering the update (stage 2), two cycles before it leaves.
 
-    The memory is one per lane, each read at a copy of stage 1's row of its own: ``issued``,
-    the row the sequencer issues (stage 0), registered once per lane and marked ``keep``, so
-    every copy equals ``op``'s row on every cycle.  Read at that one register, the row address
-    was routed to every LUT-RAM cell of the memory, and that route with the read behind it was
-    a placed demo FPTT core's longest path (10.16 ns, 9.16 ns of it routing).
-
     The row is read through the memory's asynchronous port in stage 1 and registered, and the
     modified row is registered again before it is written in stage 3: the read, the adder and
     the write data are three cycles' paths, not one (on placed demo cores the read-modify-write,
@@ -171,7 +165,6 @@ class NeuronRows(wiring.Component):
         super().__init__(
             {
                 "op": In(tap(row_op_layout(cfg))),
-                "issued": In(row_shape(cfg)),
                 "w_in": In(weight_word_layout(cfg)),
                 "w_rec": In(weight_word_layout(cfg)),
                 "updating": Out(tap(row_shape(cfg))),
@@ -184,26 +177,11 @@ class NeuronRows(wiring.Component):
         cfg = self.cfg
         lanes = cfg.lanes
         rows = lane_rows(cfg.n_rec, lanes)
-        # one memory per lane, each read at a copy of the row address of its own
-        layout = data.ArrayLayout(neuron_layout(cfg), lanes)
-        wr = Signal(
-            data.StructLayout({"en": 1, "addr": row_shape(cfg), "data": layout}),
-            name="state_write",
+        m.submodules.state = state = Memory(
+            shape=data.ArrayLayout(neuron_layout(cfg), lanes), depth=rows, init=[]
         )
-        rd_data = Signal(layout, name="state_read")
-        for lane in range(lanes):
-            memory = Memory(shape=neuron_layout(cfg), depth=rows, init=[])
-            m.submodules[f"state_{lane}"] = memory
-            write, port = memory.write_port(), memory.read_port(domain="comb")
-            addr = Signal.like(port.addr, name=f"state_read_addr_{lane}", attrs={"keep": 1})
-            m.d.sync += addr.eq(self.issued)
-            m.d.comb += [
-                write.en.eq(wr.en),
-                write.addr.eq(wr.addr),
-                write.data.eq(wr.data[lane]),
-                port.addr.eq(addr),
-                rd_data[lane].eq(port.data),
-            ]
+        wr = state.write_port()
+        rd = state.read_port(domain="comb")
         m.submodules.update = update = NeuronUpdate(cfg)
         accumulate = decoded(m, self.op, "neuron_acc_s2", RowOp.ACC_IN, RowOp.ACC_REC)
         inputs = decoded(m, self.op, "neuron_in_s2", RowOp.ACC_IN)
@@ -216,6 +194,7 @@ class NeuronRows(wiring.Component):
         w_rec = Signal(weight_word_layout(cfg), name="w_rec_s2", reset_less=True)
         m.d.sync += [row.eq(self.op.p.row), w_in.eq(self.w_in), w_rec.eq(self.w_rec)]
         # stage 3: the accumulated or cleared row, written back
+        layout = data.ArrayLayout(neuron_layout(cfg), lanes)
         write3 = Signal(name="neuron_write_s3")
         row3 = Signal(row_shape(cfg), name="neuron_row_s3", reset_less=True)
         data3 = Signal(layout, name="neuron_data_s3", reset_less=True)
@@ -224,9 +203,9 @@ class NeuronRows(wiring.Component):
         read2 = Signal(layout, name="neuron_read_s2", reset_less=True)
         if rows <= 2:
             ahead2 = write3 & (row3 == self.op.p.row)
-            m.d.sync += read2.eq(Mux(ahead2, data3.as_value(), rd_data.as_value()))
+            m.d.sync += read2.eq(Mux(ahead2, data3.as_value(), rd.data.as_value()))
         else:
-            m.d.sync += read2.eq(rd_data)
+            m.d.sync += read2.eq(rd.data)
         # stage 2: with one row the op one ahead, in stage 3, is on the same row
         read = Signal(layout, name="neuron_old_s2")
         if rows == 1:
@@ -234,6 +213,7 @@ class NeuronRows(wiring.Component):
         else:
             m.d.comb += read.eq(read2)
         m.d.comb += [
+            rd.addr.eq(self.op.p.row),
             update.row_in.valid.eq(updating),
             update.row_in.p.row.eq(row),
             update.row_in.p.state.eq(read),

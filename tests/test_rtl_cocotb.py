@@ -9,7 +9,10 @@ Every case runs under Icarus; the cases of ``VERILATOR_CASES`` run under Verilat
 Verilator case compiles its design and Verilator's runtime to C++, about 20 CPU-seconds, so a
 subset: the default sizes on 4 lanes, the widest formats, backpressure with more lanes than
 readouts, and a random draw on 8 lanes under backpressure), skipped with the reason when
-Verilator is missing.
+Verilator is missing.  Under Verilator the cases without backpressure run in the Verilog harness
+of :mod:`neurofptt.verify.harness` (``run_rtl``'s default there); the cases of
+``HARNESS_CASES`` and a learning core run both ways under Icarus, and the two benches must
+collect the same values and count the same cycles.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from simulators import needs_icarus, needs_verilator
 from neurofptt.errors import ConfigError, ToolMissingError
 from neurofptt.hdl import cycles_per_step, generate_verilog
 from neurofptt.quant import HardwareConfig, QuantizedNetwork, golden_run
+from neurofptt.quant.config import LearningConfig
 from neurofptt.verify import run_rtl
 
 
@@ -166,6 +170,10 @@ SIMULATED = [pytest.param(case, "icarus", id=case.name, marks=needs_icarus) for 
 ]
 
 
+#: cases run both in the harness and in the cocotb bench (under Icarus), compared value for value
+HARNESS_CASES = ("odd-sizes-subtract", "single-neuron", "saturating-zero-reset-no-memory")
+
+
 def random_network(cfg: HardwareConfig, rng: np.random.Generator, scale: float = 1.0):
     """Uniform weights over ``scale`` of the range, with 15 % pinned to w_min and 15 % to w_max."""
 
@@ -242,6 +250,41 @@ def test_rtl_matches_golden(case: Case, simulator: str, tmp_path) -> None:
         np.testing.assert_array_equal(result.step_cycles, expected)
 
 
+def _case_run(case: Case) -> tuple[QuantizedNetwork, np.ndarray]:
+    rng = np.random.default_rng(case.seed)
+    net = random_network(case.config.replace(lanes=case.lanes), rng, case.weight_scale)
+    return net, random_spikes(case, rng)
+
+
+#: an FPTT learning core, which infers here: the harness ties its weight streams off
+LEARNING_CORE = Case(
+    "fptt-core-infers",
+    HardwareConfig(n_in=6, n_rec=9, n_out=3, learning=LearningConfig(mode="fptt")),
+    batch=3, steps=6, seed=18, lanes=2, weight_scale=0.5,
+)  # fmt: skip
+
+
+@pytest.mark.rtl
+@needs_icarus
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if c.name in HARNESS_CASES] + [LEARNING_CORE],
+    ids=lambda case: case.name,
+)
+def test_harness_agrees_with_the_cocotb_bench(case: Case, tmp_path) -> None:
+    net, spikes = _case_run(case)
+    bench = run_rtl(net, spikes, tmp_path / "bench", harness=False)
+    harness = run_rtl(net, spikes, tmp_path / "harness", harness=True)
+    assert (tmp_path / "harness" / "capture.txt").is_file()
+    assert not (tmp_path / "bench" / "capture.txt").exists()
+    assert bench.ok and harness.ok, harness.report()
+    np.testing.assert_array_equal(harness.spikes, bench.spikes)
+    np.testing.assert_array_equal(harness.readout, bench.readout)
+    np.testing.assert_array_equal(harness.step_cycles, bench.step_cycles)
+    assert harness.cycles == bench.cycles
+    assert harness.spikes.any() or case.config.n_rec == 1
+
+
 @pytest.mark.rtl
 @needs_icarus
 def test_saturation_is_exercised() -> None:
@@ -262,8 +305,10 @@ def test_saturation_is_exercised() -> None:
 
 @pytest.mark.rtl
 @needs_icarus
-def test_corrupted_weight_is_detected(tmp_path) -> None:
-    """RTL built from a network with one wrong readout weight must be reported, with details."""
+@pytest.mark.parametrize("harness", [False, True], ids=["bench", "harness"])
+def test_corrupted_weight_is_detected(harness: bool, tmp_path) -> None:
+    """RTL built from a network with one wrong readout weight must be reported, with details,
+    by either bench."""
     case = CASES[1]
     rng = np.random.default_rng(case.seed)
     net = random_network(case.config, rng, case.weight_scale)
@@ -276,7 +321,7 @@ def test_corrupted_weight_is_detected(tmp_path) -> None:
     bad = QuantizedNetwork(cfg, net.w_in, net.w_rec, w_out)
     design = generate_verilog(bad, tmp_path / "bad_rtl")
 
-    result = run_rtl(net, spikes, tmp_path / "run", verilog=design.verilog)
+    result = run_rtl(net, spikes, tmp_path / "run", verilog=design.verilog, harness=harness)
     assert result.n_mismatches > 0
     assert not result.ok
     first = result.mismatches[0]
@@ -289,7 +334,8 @@ def test_corrupted_weight_is_detected(tmp_path) -> None:
     )
     assert f"{result.n_mismatches} mismatch" in report
     # the cocotb test itself failed too
-    assert "failure" in (tmp_path / "run" / "sim_build" / "results.xml").read_text()
+    build = "sim_build_harness" if harness else "sim_build"
+    assert "failure" in (tmp_path / "run" / build / "results.xml").read_text()
 
 
 def test_missing_icarus_is_reported(tmp_path, monkeypatch) -> None:
@@ -324,13 +370,15 @@ endmodule
 
 @pytest.mark.rtl
 @needs_icarus
-def test_hung_core_is_reported(tmp_path) -> None:
+@pytest.mark.parametrize("harness", [False, True], ids=["bench", "harness"])
+def test_hung_core_is_reported(harness: bool, tmp_path) -> None:
     """A core that never takes an event ends in a timeout report instead of a hang."""
     cfg = HardwareConfig(n_in=2, n_rec=2, n_out=2, membrane_bits=4, frac_bits=0, threshold=3)
     zeros = np.zeros((2, 2), np.int64)
     net = QuantizedNetwork(cfg, zeros, zeros, zeros)
     verilog = tmp_path / "stuck_core.v"
     verilog.write_text(STUCK_CORE)
-    result = run_rtl(net, np.ones((1, 2, 2), np.uint8), tmp_path / "run", verilog=verilog)
+    x = np.ones((1, 2, 2), np.uint8)
+    result = run_rtl(net, x, tmp_path / "run", verilog=verilog, harness=harness)
     assert not result.complete and not result.ok
     assert "timeout" in result.report()

@@ -15,11 +15,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from neurofptt.quant.config import HardwareConfig
-from neurofptt.verify.streams import Stalls, random_stalls
+from neurofptt.verify.compare import compare_traces, format_report
+from neurofptt.verify.streams import Stalls, StreamBench, random_stalls
 
 __all__ = ["BenchRun"]
 
@@ -53,3 +55,33 @@ class BenchRun:
     def stalls(self) -> dict[str, Stalls]:
         """Random stalls on every stream under backpressure, none otherwise."""
         return random_stalls(self.seed) if self.backpressure else {}
+
+    def finish(self, dut: Any, bench: StreamBench, complete: bool, cycles: int) -> None:
+        """Compare what an inference run's ``bench`` collected with the golden spikes and
+        readouts of the stimulus, write the results file and fail the cocotb test on any
+        mismatch, broken stream rule or timeout."""
+        if not complete:
+            b, t = divmod(bench.steps_done, max(bench.steps, 1))
+            bench.protocol(
+                b,
+                t,
+                "timeout: the core stopped producing outputs "
+                f"after {bench.steps_done} of {bench.batch * bench.steps} steps",
+            )
+        expected_spikes = self.arrays["expected_spikes"].astype(bool)
+        expected_readout = self.arrays["expected_readout"].astype(np.int64)
+        records, total = compare_traces(
+            expected_spikes, expected_readout, bench.spikes, bench.readout
+        )
+        np.savez(
+            self.results,
+            spikes=bench.spikes,
+            readout=bench.readout,
+            step_cycles=bench.step_cycles,
+            cycles=np.int64(cycles),
+            complete=np.bool_(complete),
+            protocol=np.array(json.dumps([e.to_dict() for e in bench.errors])),
+        )
+        report = format_report(bench.errors + records, total + len(bench.errors))
+        dut._log.info("%d steps, %d cycles; %s", bench.steps_done, cycles, report.splitlines()[0])
+        assert total + len(bench.errors) == 0, report

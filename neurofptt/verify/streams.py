@@ -22,8 +22,9 @@ differences of cycles count clock cycles.
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -64,6 +65,7 @@ __all__ = [
     "STALL_RATES",
     "AmaranthPorts",
     "Bench",
+    "Checker",
     "CocotbPorts",
     "Event",
     "Load",
@@ -73,6 +75,8 @@ __all__ = [
     "cycle_budget",
     "decode_word",
     "encode_word",
+    "field_reader",
+    "frame_inference",
     "frame_run",
     "frame_sample",
     "pack",
@@ -159,6 +163,26 @@ def unpack(layout: data.StructLayout, raw: int) -> dict[str, Any]:
         name: _decode(field.shape, (raw >> field.offset) & ((1 << _width(field.shape)) - 1))
         for name, field in layout
     }
+
+
+def field_reader(layout: data.StructLayout, *names: str) -> Callable[[int], tuple[int, ...]]:
+    """A reader of the scalar fields ``names`` of raw payloads of ``layout``, returning their
+    values in that order as :func:`unpack` decodes them.  Offsets and masks are looked up
+    once, which is what a monitor that reads every word of a long run needs."""
+    fields = []
+    for name in names:
+        shape = Shape.cast(layout[name].shape)
+        wrap = 1 << shape.width if shape.signed else 0
+        fields.append((layout[name].offset, (1 << shape.width) - 1, wrap, wrap >> 1))
+
+    def read(raw: int) -> tuple[int, ...]:
+        values = []
+        for offset, mask, wrap, top in fields:
+            value = raw >> offset & mask
+            values.append(value - wrap if wrap and value >= top else value)
+        return tuple(values)
+
+    return read
 
 
 def unpack_many(layout: data.StructLayout, raws: Sequence[int]) -> dict[str, Any]:
@@ -333,6 +357,14 @@ def frame_run(
     return items
 
 
+def frame_inference(cfg: HardwareConfig, x: np.ndarray) -> list[Event]:
+    """The ``i_event`` events of an inference run of ``x`` ``(B, T, n_in)`` on a core of
+    ``cfg`` (:func:`frame_run`).  A learning core's wider payload keeps ``kind`` and ``index``
+    where :func:`~neurofptt.hdl.ports.event_layout` puts them, and its ``learn``, ``label``
+    and ``shift`` fields stay 0: it only infers."""
+    return [item for item in frame_run(event_layout(cfg.n_in), x) if isinstance(item, Event)]
+
+
 # -- stalls -----------------------------------------------------------------------------------
 
 
@@ -395,6 +427,11 @@ class Ports(Protocol):
 
 #: a coroutine of a bench (the driver or a monitor), started with the simulator's ports
 Bench = Callable[[Ports], Awaitable[None]]
+#: a monitor's checks of one output stream, free of any simulator: it is sent each transfer as
+#: ``(payload, cycle)`` and yields the ``(sample, step)`` it expects next (for reports); it
+#: returns once it has every transfer of the run.  The cocotb and Amaranth benches feed it as
+#: the transfers happen, :mod:`neurofptt.verify.harness` from a simulation's capture file.
+Checker = Generator[tuple[int, int], tuple[int, int], None]
 
 
 class AmaranthPorts:
@@ -598,11 +635,15 @@ class _Sink:
                 self.ready = int(self.stalls.ready())
                 self.ports.set(self.ready_name, self.ready)
             if transferred:
-                if payload < 0:
-                    self.bench.protocol(*self.where, f"{self.name}: X or Z in the payload")
-                    payload = 0
-                return payload
+                return self.bench.defined(self.name, self.where, payload)
             await self.ports.idle_until(self.signals[0])
+
+    async def feed(self, checker: Checker) -> None:
+        """Hand every transfer, with its cycle, to ``checker`` until it has all it expects."""
+        with contextlib.suppress(StopIteration):
+            self.where = next(checker)
+            while True:
+                self.where = checker.send((await self.take(), self.ports.cycle()))
 
 
 class StreamBench:
@@ -700,14 +741,19 @@ class StreamBench:
                 if ready == 1:
                     break
                 await ports.idle_until("i_event__ready")
-            b, t = item.sample, item.step
-            if t < 0:
-                continue
-            if item.read:
-                self.read_accept[b, t] = ports.cycle()
-            elif self.step_start[b, t] < 0:
-                self.step_start[b, t] = ports.cycle()
+            self.taken(item, ports.cycle())
         ports.set("i_event__valid", 0)
+
+    def taken(self, event: Event, cycle: int) -> None:
+        """Record that ``event`` was taken at ``cycle``: the start of its step if it is the
+        step's first, the acceptance of a ``READ_WEIGHTS``."""
+        b, t = event.sample, event.step
+        if t < 0:
+            return
+        if event.read:
+            self.read_accept[b, t] = cycle
+        elif self.step_start[b, t] < 0:
+            self.step_start[b, t] = cycle
 
     async def _load(self, ports: Ports, load: Load) -> None:
         """Feed ``load``'s words on ``i_weights`` while offering its events (the ``CLEAR`` with
@@ -768,19 +814,33 @@ class StreamBench:
             self.protocol(b, -1, f"busy low during the load (cycle {not_busy[0]})")
         self.load_cycles.append(event_at[-1] - word_at[0])
 
+    def defined(self, name: str, where: tuple[int, int], payload: int) -> int:
+        """``payload`` of a transfer on ``name``, or 0 and a protocol error if it had X or Z
+        bits (read as -1)."""
+        if payload < 0:
+            self.protocol(*where, f"{name}: X or Z in the payload")
+            return 0
+        return payload
+
     async def collect_spikes(self, ports: Ports) -> None:
-        """Every ``o_spike`` event of every step: ``SPIKE`` events with ascending indices below
-        ``n_rec``, ended by a ``STEP``."""
-        sink = _Sink(ports, "o_spike", self)
-        layout = event_layout(self.cfg.n_rec)
+        """Every ``o_spike`` event of every step (:meth:`spike_checker`)."""
+        await _Sink(ports, "o_spike", self).feed(self.spike_checker())
+
+    async def collect_readout(self, ports: Ports) -> None:
+        """Every ``o_readout`` value of every step (:meth:`readout_checker`)."""
+        await _Sink(ports, "o_readout", self).feed(self.readout_checker())
+
+    def spike_checker(self) -> Checker:
+        """Takes every ``o_spike`` payload of every step: ``SPIKE`` events with ascending
+        indices below ``n_rec``, ended by a ``STEP``."""
+        read = field_reader(event_layout(self.cfg.n_rec), "kind", "index")
         n_rec = self.cfg.n_rec
         for b in range(self.batch):
             for t in range(self.steps):
-                sink.where = (b, t)
                 last = -1
                 while True:
-                    event = unpack(layout, await sink.take())
-                    kind, index = event["kind"], event["index"]
+                    raw, _ = yield b, t
+                    kind, index = read(raw)
                     if kind == EventKind.STEP.value:
                         break
                     if kind != EventKind.SPIKE.value or index >= n_rec:
@@ -793,24 +853,22 @@ class StreamBench:
                     last = index
                     self.spikes[b, t, index] = True
 
-    async def collect_readout(self, ports: Ports) -> None:
-        """Every ``o_readout`` value of every step: indices 0 .. ``n_out - 1`` in order, ``last``
-        on the final one."""
-        sink = _Sink(ports, "o_readout", self)
-        layout = readout_layout(self.cfg)
+    def readout_checker(self) -> Checker:
+        """Takes every ``o_readout`` payload of every step: indices 0 .. ``n_out - 1`` in
+        order, ``last`` on the final one; the cycle of each step's last value is its end."""
+        read = field_reader(readout_layout(self.cfg), "index", "value", "last")
         n_out = self.cfg.n_out
         for b in range(self.batch):
             for t in range(self.steps):
-                sink.where = (b, t)
                 for k in range(n_out):
-                    value = unpack(layout, await sink.take())
-                    index = value["index"]
+                    raw, cycle = yield b, t
+                    index, value, last = read(raw)
                     if index != k:
                         self.protocol(b, t, f"o_readout index {index}, expected {k}", index)
-                    if value["last"] != (k == n_out - 1):
-                        self.protocol(b, t, f"o_readout last={value['last']} on index {k}", index)
-                    self.readout[b, t, k] = value["value"]
-                self.step_end[b, t] = ports.cycle()  # the step's last value
+                    if last != (k == n_out - 1):
+                        self.protocol(b, t, f"o_readout last={last} on index {k}", index)
+                    self.readout[b, t, k] = value
+                self.step_end[b, t] = cycle  # the step's last value
                 self.steps_done += 1
 
     async def collect_dumps(self, ports: Ports, places: Sequence[tuple[int, int]]) -> None:

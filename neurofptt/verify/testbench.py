@@ -18,16 +18,12 @@ This module is imported by the simulator (``COCOTB_TEST_MODULES``); run it throu
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import cocotb
-import numpy as np
 
-from neurofptt.hdl.ports import event_layout
 from neurofptt.verify.bench_common import BenchRun
-from neurofptt.verify.compare import compare_traces, format_report
-from neurofptt.verify.streams import StreamBench, cycle_budget, frame_run, run_cocotb
+from neurofptt.verify.streams import StreamBench, cycle_budget, frame_inference, run_cocotb
 
 
 @cocotb.test()
@@ -37,32 +33,7 @@ async def test_core_vs_golden(dut: Any) -> None:
     cfg = run.config
     batch, steps, _ = run.spikes.shape
     bench = StreamBench(cfg, batch, steps, run.stalls())
-    # a learning core's wider event payload keeps kind and index where this layout puts them;
-    # its learn, label and shift fields stay 0: inference only
-    items = frame_run(event_layout(cfg.n_in), run.spikes)
+    items = frame_inference(cfg, run.spikes)
     budget = cycle_budget(cfg, batch, steps, stalled=run.backpressure)
     complete, cycles = await run_cocotb(dut, bench.benches(items), budget)
-    if not complete:
-        b, t = divmod(bench.steps_done, steps)
-        bench.protocol(
-            b,
-            t,
-            "timeout: the core stopped producing outputs "
-            f"after {bench.steps_done} of {batch * steps} steps",
-        )
-
-    expected_spikes = run.arrays["expected_spikes"].astype(bool)
-    expected_readout = run.arrays["expected_readout"].astype(np.int64)
-    records, total = compare_traces(expected_spikes, expected_readout, bench.spikes, bench.readout)
-    np.savez(
-        run.results,
-        spikes=bench.spikes,
-        readout=bench.readout,
-        step_cycles=bench.step_cycles,
-        cycles=np.int64(cycles),
-        complete=np.bool_(complete),
-        protocol=np.array(json.dumps([e.to_dict() for e in bench.errors])),
-    )
-    report = format_report(bench.errors + records, total + len(bench.errors))
-    dut._log.info("%d steps, %d cycles; %s", bench.steps_done, cycles, report.splitlines()[0])
-    assert total + len(bench.errors) == 0, report
+    run.finish(dut, bench, complete, cycles)

@@ -43,8 +43,9 @@ def learning_model(path: Path) -> Path:
 @needs_verilator
 def test_verify_sim_verilator_agrees_with_icarus(tmp_path: Path, capsys) -> None:
     """``verify --sim verilator`` on a (learning) core: zero mismatches, and the same cycles
-    and predictions as under Icarus.  The learning bench under Verilator is
-    ``test_rtl_learning.py``'s; here only the option's way to it (below)."""
+    and predictions as under Icarus, Verilator running the Verilog harness and Icarus the
+    cocotb bench.  The learning bench under Verilator is ``test_rtl_learning.py``'s; here only
+    the option's way to it (below)."""
     model = str(learning_model(tmp_path / "model.npz"))
     records = {}
     for sim in SIMULATORS:
@@ -57,7 +58,8 @@ def test_verify_sim_verilator_agrees_with_icarus(tmp_path: Path, capsys) -> None
     icarus, verilator = records["icarus"], records["verilator"]
     for key in ("rtl_cycles", "rtl_accuracy", "cycles_per_step", "cycles_per_step_max"):
         assert verilator[key] == icarus[key], key
-    assert (tmp_path / "verilator" / "cocotb" / "sim_build" / "Vtop.mk").is_file()
+    assert (icarus["rtl_bench"], verilator["rtl_bench"]) == ("cocotb", "harness")
+    assert (tmp_path / "verilator" / "cocotb" / "sim_build_harness" / "Vtop.mk").is_file()
     assert verilator["rtl_build_seconds"] > 0 and verilator["rtl_sim_seconds"] > 0
     capsys.readouterr()
 

@@ -331,6 +331,7 @@ def stage_verify(
     summary = result.summary()
     record = {
         "simulator": simulator,
+        "rtl_bench": summary["bench"],
         "rtl_samples": n,
         "rtl_steps": int(spikes.shape[1]),
         "rtl_neuron_steps": int(result.neuron_steps),

@@ -152,6 +152,7 @@ class RtlResult(_Verdict):
     complete: bool = True  # False if the simulation timed out
     build_seconds: float = 0.0  # Verilog generation and the simulator's build (0 if cached)
     sim_seconds: float = 0.0  # wall-clock time of the cocotb simulation
+    harness: bool = False  # run in the Verilog harness (else the cocotb bench drove the ports)
 
     def summary(self) -> dict:
         """Scalar metrics for reports (JSON-serialisable)."""
@@ -167,6 +168,7 @@ class RtlResult(_Verdict):
             "cycles_per_step_max": int(self.step_cycles.max()),
             "build_seconds": round(self.build_seconds, 3),
             "sim_seconds": round(self.sim_seconds, 3),
+            "bench": "harness" if self.harness else "cocotb",
             "golden_agreement": float(np.mean(self.predictions == self.golden.predictions)),
         }
 
@@ -519,6 +521,7 @@ def run_rtl(
         complete=complete,
         build_seconds=built - started,
         sim_seconds=finished - built,
+        harness=harness,
     )
 
 

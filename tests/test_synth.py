@@ -555,6 +555,44 @@ def test_registered_read_maps_to_block_ram(
     assert r.memories == {"ram_sync.mem": {"ecp5": "DP16KD", "ice40": "ICE40_RAM4K"}[family]}
 
 
+#: a register fed by a wire with two drivers: two cells, or a cell and a constant
+CONFLICTS = {
+    "two-cells": "assign y = a & b;\n  assign y = a | b;",
+    "cell-and-constant": "assign y = a & b;\n  assign y = 1'b0;",
+}
+
+
+@needs_yosys
+@pytest.mark.parametrize("family", ["ecp5", "ice40"])
+@pytest.mark.parametrize("conflict", CONFLICTS)
+def test_a_netlist_with_two_drivers_is_refused(tmp_path: Path, family: str, conflict: str) -> None:
+    """Yosys resolves a signal with two drivers and goes on with a warning; ``synthesize``
+    refuses the netlist, naming the conflict and the log, as ``neurofptt build`` does."""
+    verilog = tmp_path / "clash.v"
+    verilog.write_text(
+        "module clash(input clk, input a, input b, output reg q);\n  wire y;\n  "
+        f"{CONFLICTS[conflict]}\n  always @(posedge clk) q <= y;\nendmodule\n"
+    )
+    with pytest.raises(SynthesisError, match=r"resolved \d+ driver-driver conflict") as info:
+        synthesize(verilog, "clash", family=family, work_dir=tmp_path / "w")
+    message = str(info.value)
+    assert message.startswith("the netlist of clash is not the design")
+    assert str(tmp_path / "w" / "yosys.log") in message
+    assert not (tmp_path / "w" / "report.json").exists()
+
+
+def test_driver_conflicts_in_every_wording() -> None:
+    """Each wording Yosys has used for a resolved conflict is caught; other warnings are not."""
+    for line in (
+        "Warning: Driver-driver conflict for \\x [3] between cell $55.O and constant 1'0",
+        "Warning: multiple conflicting drivers for core.y:",
+        "Warning: Drivers conflicting with a constant 1'0 driver:",
+    ):
+        with pytest.raises(SynthesisError, match="1 driver-driver conflict"):
+            synth.check_drivers(f"Info: fine\n{line}\n", "it", Path("y.log"))
+    synth.check_drivers("Warning: Replacing memory with list of registers.\n", "it", Path("l"))
+
+
 @pytest.mark.slow
 @needs_yosys
 def test_the_classic_lut_mapper_maps_what_abc9_maps(design: Path, tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "ROUTERS",
     "CriticalPath",
     "SynthReport",
+    "check_drivers",
     "count_resources",
     "find_tool",
     "fpga_tools_available",
@@ -141,6 +142,28 @@ _IGNORED_CELLS = frozenset({"$scopeinfo"})
 _TOP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _PACKAGE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _LOG_TAIL_LINES = 25
+#: what Yosys writes when a signal has two drivers: two cells, or a cell and a constant.  It
+#: resolves the conflict (with the constant, say) and goes on with a warning; each Yosys
+#: version words it its own way.
+_DRIVER_CONFLICT = re.compile(
+    r"Driver-driver conflict|multiple conflicting drivers|Drivers conflicting with"
+)
+
+
+def check_drivers(text: str, what: str, log: Path) -> None:
+    """Refuse a netlist for which Yosys met a signal with two drivers (``text`` its output,
+    ``what`` names the netlist, ``log`` the file it is in): the bitstream or the figures would
+    then not be of what the Verilog simulates.  A twice-registered product of the learning
+    signal once made ``synth_ice40`` drop the whole learning signal from a UP5K build that
+    way."""
+    conflicts = [line for line in text.splitlines() if _DRIVER_CONFLICT.search(line)]
+    if conflicts:
+        raise SynthesisError(
+            f"{what} is not the design: Yosys resolved {len(conflicts)} driver-driver "
+            f"conflict(s), the first: {conflicts[0].strip()} Full log: {log}"
+        )
+
+
 #: nextpnr's log and report, next to the netlist
 PNR_LOG, PNR_REPORT = "nextpnr.log", "nextpnr_report.json"
 
@@ -906,11 +929,13 @@ def synthesize(
         except OSError as exc:
             raise SynthesisError(f"Yosys wrote no statistics; log: {log}") from exc
         yosys_version = ""
+    log_text = log.read_text(errors="replace") if log.is_file() else ""
+    check_drivers(log_text, f"the netlist of {top}", log)
     moved = _pack_dsp_registers(netlist, top) if family == "ecp5" else 0
     if moved:
         cells["TRELLIS_FF"] -= moved
     counts = count_resources(cells, family)
-    memories = parse_memory_mapping(log.read_text(errors="replace")) if log.is_file() else {}
+    memories = parse_memory_mapping(log_text)
 
     versions = {"yosys": yosys_version or _tool_version(yosys, "-V")}
     if Path(yosys[0]).name.startswith("yowasp-"):

@@ -38,6 +38,7 @@ from neurofptt.hdl.board.top import RX_BUFFER, BoardTop
 from neurofptt.hdl.board.uart import baud_divisor
 from neurofptt.hdl.synth import (
     INSTALL_HINT,
+    check_drivers,
     count_resources,
     find_tool,
     overfull_resources,
@@ -147,19 +148,6 @@ def _tail(path: Path, fallback: str) -> str:
     return "\n".join(text.rstrip().splitlines()[-_LOG_TAIL_LINES:])
 
 
-def _check_drivers(text: str, board: str, log: Path) -> None:
-    """Fail a build in which Yosys met a signal with two drivers: it resolves the conflict
-    (with a constant, say) and goes on with a warning, so the bitstream would not compute
-    what the Verilog simulates.  A twice-registered product of the learning signal once made
-    ``synth_ice40`` drop the whole learning signal from a UP5K build that way."""
-    conflicts = [line for line in text.splitlines() if "Driver-driver conflict" in line]
-    if conflicts:
-        raise SynthesisError(
-            f"the {board} build is not the design: Yosys resolved {len(conflicts)} "
-            f"driver-driver conflict(s), the first: {conflicts[0].strip()} Full log: {log}"
-        )
-
-
 def build_board(
     net: QuantizedNetwork,
     board: str,
@@ -220,7 +208,7 @@ def build_board(
             f"{tool_log.name}:\n{_tail(tool_log, output)}\nFull logs: "
             f"{build_dir}"
         )
-    _check_drivers(output, board, log)
+    check_drivers(output, f"the {board} build", log)
     bitstream = out_dir / f"neurofptt_{board}.{spec.bitstream}"
     shutil.copyfile(bitstream_file, bitstream)
     stat = json.loads((build_dir / "stat.json").read_text())

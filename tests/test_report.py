@@ -57,6 +57,8 @@ def run_folder(tmp_path_factory) -> Path:
             "rtl_steps": 8,
             "cycles_per_step": 40.0,
             "seconds": 1.0,
+            "simulator": "verilator",
+            "rtl_bench": "harness",
         },
     )
     write_json(out / "synth.json", {"fpga": None, "reason": "not run in this test"})
@@ -107,6 +109,21 @@ def examples(text: str) -> dict[str, tuple[int, int, int, str]]:
             index, label, pred, verdict = match.groups()
             found[kind] = (int(index), int(label), int(pred), verdict)
     return found
+
+
+def test_the_simulator_and_the_bench_are_named(run_folder: Path, copy: Path) -> None:
+    text = (run_folder / "report.md").read_text()
+    assert "| RTL (Verilator + cocotb) | 0.5" in text
+    assert "- simulated under Verilator + cocotb, the events streamed by the Verilog run" in text
+    assert json.loads((run_folder / "metrics.json").read_text())["rtl_simulator"] == "verilator"
+    record = json.loads((copy / "verify.json").read_text())
+    for key in ("simulator", "rtl_bench"):  # a record from before either was chosen
+        del record[key]
+    write_json(copy / "verify.json", record)
+    write_report(copy)
+    text = (copy / "report.md").read_text()
+    assert "| RTL (Icarus + cocotb) | 0.5" in text
+    assert "driven and watched by the cocotb bench" in text
 
 
 def test_confusion_matrix_matches_the_golden_model(run_folder: Path) -> None:

@@ -59,6 +59,8 @@ def collect_metrics(out: Path) -> dict[str, Any]:
         "golden_accuracy_on_rtl_samples": v["golden_accuracy_on_rtl_samples"],
         "rtl_accuracy": v["rtl_accuracy"],
         "rtl_samples": v["rtl_samples"],
+        # records older than the choice of simulator were all Icarus's
+        "rtl_simulator": v.get("simulator", "icarus"),
         "rtl_neuron_steps": v["rtl_neuron_steps"],
         "rtl_mismatches": v["rtl_mismatches"],
         "rtl_cycles_per_step": v["cycles_per_step"],
@@ -348,6 +350,10 @@ def _summary_lines(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
+#: how the report names each simulator of ``flow.simulator``
+_SIMULATOR_NAMES = {"icarus": "Icarus", "verilator": "Verilator"}
+
+
 def _accuracy_lines(metrics: dict[str, Any], quant: dict[str, Any]) -> list[str]:
     """The accuracy section: one row per model the flow carried the network through, each with
     the samples it was scored on (the RTL runs a subset, so it has its own golden row)."""
@@ -361,7 +367,8 @@ def _accuracy_lines(metrics: dict[str, Any], quant: dict[str, Any]) -> list[str]
         f"{quant['test_samples']} |",
         f"| golden model, RTL subset | {_fmt(metrics['golden_accuracy_on_rtl_samples'])} | "
         f"{metrics['rtl_samples']} |",
-        f"| RTL (Icarus + cocotb) | {_fmt(metrics['rtl_accuracy'])} | {metrics['rtl_samples']} |",
+        f"| RTL ({_SIMULATOR_NAMES[metrics['rtl_simulator']]} + cocotb) | "
+        f"{_fmt(metrics['rtl_accuracy'])} | {metrics['rtl_samples']} |",
         "",
     ]
 
@@ -430,6 +437,12 @@ def _verification_lines(metrics: dict[str, Any], verify: dict[str, Any]) -> list
         f"({metrics['rtl_samples']} samples x {verify['rtl_steps']} steps x "
         f"({hw['n_rec']} spikes + {hw['n_out']} readout values))",
         f"- mismatches: **{metrics['rtl_mismatches']}**",
+        f"- simulated under {_SIMULATOR_NAMES[metrics['rtl_simulator']]} + cocotb, "
+        + (
+            "the events streamed by the Verilog run harness"
+            if verify.get("rtl_bench") == "harness"
+            else "the ports driven and watched by the cocotb bench"
+        ),
         f"- clock cycles per time step (mean): {metrics['rtl_cycles_per_step']:.1f}",
         "",
     ]

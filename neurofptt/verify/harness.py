@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from amaranth.hdl import Shape
 
-from neurofptt.hdl.ports import EventKind, core_signature
+from neurofptt.hdl.ports import EventKind, core_signature, event_layout
 from neurofptt.quant.config import HardwareConfig
 from neurofptt.verify.streams import CLOCK_NS, Checker, Event, StreamBench
 
@@ -61,10 +61,12 @@ def _payload_width(cfg: HardwareConfig, port: str) -> int:
 def harness_verilog(cfg: HardwareConfig, core: str) -> str:
     """The Verilog of the harness around the core module ``core`` built for ``cfg``.
 
-    ``o_spike``'s ``kind`` sits in its payload's two low bits
-    (:func:`~neurofptt.hdl.ports.event_layout`), which is how the harness counts the steps
-    whose spikes are out.  A learning core's weight streams stay idle: its ``i_weights``
-    never offers a word and ``o_weights`` is always ready."""
+    The harness counts the steps whose spikes are out by the ``STEP`` events on ``o_spike``,
+    reading ``kind`` where :func:`~neurofptt.hdl.ports.event_layout` puts it.  A learning
+    core's weight streams stay idle: its ``i_weights`` never offers a word and ``o_weights`` is
+    always ready."""
+    kind = event_layout(cfg.n_rec)["kind"]
+    kind_bits = f"[{kind.offset + kind.width - 1}:{kind.offset}]"
     event_w = _payload_width(cfg, "i_event")
     spike_w = _payload_width(cfg, "o_spike")
     readout_w = _payload_width(cfg, "o_readout")
@@ -77,7 +79,7 @@ def harness_verilog(cfg: HardwareConfig, core: str) -> str:
             "    .o_weights__valid(), .o_weights__payload(), .o_weights__ready(1'b1),\n"
         )
     half = CLOCK_NS // 2
-    step = EventKind.STEP.value
+    step = f"{kind.width}'d{EventKind.STEP.value}"
     return f"""// The run harness of neurofptt.verify.harness around `{core}`: events from a file,
 // every transfer and its cycle to a capture file.  Plusargs: +events=PATH +capture=PATH
 // +steps=N (steps whose spikes end in STEP) +readouts=N (readout values) +budget=CYCLES.
@@ -139,7 +141,7 @@ module {HARNESS_TOP}(output reg done);
       end
       if (spike_valid) begin
         $fwrite(capture_fd, "{_SPIKE} %0d %0d\\n", cycle, spike);
-        if (spike[1:0] == 2'd{step}) steps_out <= steps_out + 1;
+        if (spike{kind_bits} == {step}) steps_out <= steps_out + 1;
       end
       if (readout_valid) begin
         $fwrite(capture_fd, "{_READOUT} %0d %0d\\n", cycle, readout);
@@ -245,5 +247,5 @@ def replay(bench: StreamBench, events: Sequence[Event], capture: Capture) -> tup
     )
     if not complete:
         return False, max(capture.end, 0)
-    transfers = [rows[-1, 0] for rows in (capture.events, capture.readout) if len(rows)]
-    return True, int(max(transfers, default=0))
+    streams = (capture.events, capture.spikes, capture.readout)
+    return True, int(max((rows[-1, 0] for rows in streams if len(rows)), default=0))

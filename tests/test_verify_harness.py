@@ -161,9 +161,11 @@ def test_replay_reports_undefined_payloads_and_timeouts(tmp_path) -> None:
     # Icarus prints a payload with X bits as x
     first_readout = next(line for line in text.splitlines() if line.startswith("2 "))
     xed = text.replace(first_readout, first_readout.rsplit(" ", 1)[0] + " x", 1)
-    bench = StreamBench(BASE, 1, 2)
-    assert replay(bench, events, read_capture(_capture(tmp_path / "x", [])))[0] is False
+    empty = StreamBench(BASE, 1, 2)
+    assert replay(empty, events, read_capture(_capture(tmp_path / "e", [])))[0] is False
+    assert empty.steps_done == 0 and empty.errors == []
     (tmp_path / "x").write_text(xed)
+    bench = StreamBench(BASE, 1, 2)
     complete, _ = replay(bench, events, read_capture(tmp_path / "x"))
     assert complete
     assert "o_readout: X or Z in the payload" in [e.detail for e in bench.errors]

@@ -21,6 +21,8 @@ from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.verify import run_rtl
 from neurofptt.verify.harness import (
     HARNESS_TOP,
+    event_table,
+    events_of,
     harness_plusargs,
     harness_verilog,
     read_capture,
@@ -75,6 +77,8 @@ def test_events_file_and_plusargs(tmp_path) -> None:
     words = [int(line, 16) for line in (tmp_path / "events.txt").read_text().split()]
     assert words == [e.word for e in events]
     assert len(words) == 2 * (1 + 3) + 2  # CLEAR and three STEPs per sample, two SPIKEs
+    assert events_of(event_table(events)) == events
+    assert event_table([]).shape == (0, 3) and events_of(event_table([])) == []
     args = harness_plusargs(tmp_path / "e", tmp_path / "c", 6, 18, 1000)
     assert args == [f"+events={tmp_path / 'e'}", f"+capture={tmp_path / 'c'}"] + [
         "+steps=6",

@@ -41,6 +41,8 @@ from neurofptt.verify.streams import CLOCK_NS, Checker, Event, StreamBench
 __all__ = [
     "HARNESS_TOP",
     "Capture",
+    "event_table",
+    "events_of",
     "harness_plusargs",
     "harness_verilog",
     "read_capture",
@@ -162,6 +164,18 @@ def write_events(events: Iterable[Event], path: Path) -> None:
     """The ``i_event`` words of ``events`` as the harness reads them, one hexadecimal word per
     line."""
     path.write_text("".join(f"{event.word:x}\n" for event in events))
+
+
+def event_table(events: Sequence[Event]) -> np.ndarray:
+    """``events`` as an ``(n, 3)`` array of word, sample and step, for the stimulus file: the
+    testbench replays the capture against the events the harness was given, not a framing of
+    its own."""
+    return np.array([(e.word, e.sample, e.step) for e in events], np.int64).reshape(-1, 3)
+
+
+def events_of(table: np.ndarray) -> list[Event]:
+    """The events of an :func:`event_table`."""
+    return [Event(word, sample, step) for word, sample, step in table.tolist()]
 
 
 def harness_plusargs(

@@ -33,7 +33,13 @@ from neurofptt.hdl.generate import generate_verilog
 from neurofptt.quant.golden import GoldenTrace, check_spike_input, golden_run, predict
 from neurofptt.quant.network import QuantizedNetwork
 from neurofptt.verify.compare import MAX_RECORDS, Mismatch, compare_traces, format_report
-from neurofptt.verify.harness import HARNESS_TOP, harness_plusargs, harness_verilog, write_events
+from neurofptt.verify.harness import (
+    HARNESS_TOP,
+    event_table,
+    harness_plusargs,
+    harness_verilog,
+    write_events,
+)
 from neurofptt.verify.learning import LearningTrace, WeightLoad, golden_learning_run
 from neurofptt.verify.streams import cycle_budget, frame_inference
 
@@ -476,11 +482,12 @@ def run_rtl(
     if harness:
         harness_file = work_dir / "harness.v"
         harness_file.write_text(harness_verilog(cfg, top))
-        events = work_dir / "events.txt"
-        write_events(frame_inference(cfg, x), events)
+        events, events_file = frame_inference(cfg, x), work_dir / "events.txt"
+        write_events(events, events_file)
+        stimulus["events"] = event_table(events)
         budget = cycle_budget(cfg, batch, steps)
         plusargs = harness_plusargs(
-            events, work_dir / "capture.txt", batch * steps, batch * steps * cfg.n_out, budget
+            events_file, work_dir / "capture.txt", batch * steps, batch * steps * cfg.n_out, budget
         )
     results, built = simulate_testbench(
         verilog_path,
